@@ -1,0 +1,125 @@
+"""The composition root of the HTTP process: ``create_app(settings)``.
+
+Nothing connects at import time. The lifespan migrates the schema, opens the event store
+application, starts the group-commit writer and the read pool, and on shutdown (after
+uvicorn has drained in-flight requests) lets the writer finish what it holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from psycopg_pool import AsyncConnectionPool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from nexus_ssot.ledger.domain import Limits
+from nexus_ssot.ledger.errors import LedgerError
+from nexus_ssot.ledger.migrate import migrate
+from nexus_ssot.ledger.settings import Settings
+from nexus_ssot.ledger.store import open_application
+from nexus_ssot.ledger.writer import GroupCommitWriter
+
+from . import errors
+from .routes import router
+from .service import Service
+from .telemetry import providers
+
+_CORRELATION_ID = re.compile(rb"^[\x21-\x7e]{1,128}$")
+
+
+class CorrelationId:
+    """Takes ``X-Correlation-Id`` from the request (or makes one) and echoes it back."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = next((v for k, v in scope["headers"] if k == b"x-correlation-id"), None)
+        value = given if given is not None and _CORRELATION_ID.match(given) else None
+        if value is None:
+            value = str(uuid.uuid4()).encode()
+        scope.setdefault("state", {})["correlation_id"] = value.decode()
+        header = (b"x-correlation-id", value)
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), header]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    if not settings.database_url:
+        raise ValueError("create_app needs settings.database_url (ssot serve resolves it)")
+    database_url = settings.database_url
+    tracer_provider, meter_provider = providers(settings)
+    tracer = tracer_provider.get_tracer("nexus_ssot.api")
+    meter = meter_provider.get_meter("nexus_ssot.api")
+    batch_sizes = meter.create_histogram("ssot.writer.batch_size", unit="{command}")
+    writes = meter.create_counter("ssot.writes", unit="{event}")
+
+    def limits_for(namespace: str) -> Limits:
+        return Limits(
+            max_document_bytes=settings.max_document_bytes,
+            max_depth=settings.max_depth,
+            allow_non_object=namespace in settings.scalar_namespaces,
+        )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await asyncio.to_thread(migrate, database_url)
+        application = await asyncio.to_thread(open_application, database_url, pool_size=2)
+        writer = GroupCommitWriter(
+            application,
+            limits_for,
+            max_batch=settings.max_batch,
+            cache_size=settings.state_cache_size,
+            on_commit=lambda n, _s: batch_sizes.record(n),
+        )
+        writer.start()
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            database_url,
+            min_size=min(2, settings.pool_size),
+            max_size=settings.pool_size,
+            kwargs={"autocommit": True},
+            open=False,
+        )
+        await pool.open(wait=True, timeout=30)
+        app.state.service = Service(settings, writer, pool, tracer, writes)
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(writer.stop)
+            await pool.close()
+            await asyncio.to_thread(application.close)
+            tracer_provider.shutdown()
+            meter_provider.shutdown()
+
+    app = FastAPI(
+        title="NEXUS SSOT Ledger",
+        version="1",
+        description=(
+            "Event-sourced single source of truth for JSON records. Every change is an "
+            "immutable event; every error is application/problem+json with a stable `code`."
+        ),
+        lifespan=lifespan,
+    )
+    app.include_router(router)
+    app.add_exception_handler(LedgerError, errors.ledger_error_handler)
+    app.add_exception_handler(RequestValidationError, errors.validation_error_handler)
+    app.add_exception_handler(StarletteHTTPException, errors.http_error_handler)
+    app.add_exception_handler(Exception, errors.unexpected_error_handler)
+    app.add_middleware(CorrelationId)
+    return app

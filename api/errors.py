@@ -1,0 +1,110 @@
+"""The one mapping from ledger errors to HTTP: RFC 9457 ``application/problem+json``.
+
+Every error body has ``type``, ``title``, ``status``, ``detail`` (the human message, which
+names the field), ``code`` (stable, machine-readable), ``field`` when one field is at
+fault, and the request's ``correlation_id``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from nexus_ssot.ledger.errors import (
+    DocumentTooLarge,
+    InvalidInput,
+    LedgerError,
+    NotFound,
+    PreconditionFailed,
+    Unavailable,
+    UnsupportedMediaType,
+    Unprocessable,
+)
+
+PROBLEM_TYPE_BASE = "https://nexus-ssot.dev/problems/"
+
+_STATUS: list[tuple[type[LedgerError], int]] = [
+    (DocumentTooLarge, 413),
+    (UnsupportedMediaType, 415),
+    (InvalidInput, 400),
+    (Unprocessable, 422),
+    (PreconditionFailed, 412),
+    (NotFound, 404),
+    (Unavailable, 503),
+]
+
+_TITLES = {400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 412:
+           "Precondition Failed", 413: "Content Too Large", 415: "Unsupported Media Type",
+           422: "Unprocessable Content", 500: "Internal Server Error",
+           503: "Service Unavailable"}
+
+
+def status_of(error: LedgerError) -> int:
+    for cls, status in _STATUS:
+        if isinstance(error, cls):
+            return status
+    return 500
+
+
+def problem(
+    request: Request | None,
+    status: int,
+    code: str,
+    detail: str,
+    *,
+    field: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> Response:
+    correlation_id = getattr(request.state, "correlation_id", None) if request else None
+    body: dict[str, Any] = {
+        "type": PROBLEM_TYPE_BASE + code,
+        "title": _TITLES.get(status, "Error"),
+        "status": status,
+        "detail": detail,
+        "code": code,
+    }
+    if field is not None:
+        body["field"] = field
+    if request is not None:
+        body["instance"] = request.url.path
+    body["correlation_id"] = correlation_id
+    body.update(extra)
+    return Response(
+        orjson.dumps(body), status_code=status, media_type="application/problem+json",
+        headers=headers,
+    )
+
+
+async def ledger_error_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, LedgerError)
+    status = status_of(exc)
+    headers = {"Retry-After": "1"} if status == 503 else None
+    return problem(request, status, exc.code, exc.message, field=exc.field, headers=headers,
+                   **exc.extra)
+
+
+async def validation_error_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    first = exc.errors()[0]
+    loc = [str(p) for p in first.get("loc", ()) if p not in ("query", "path", "header", "body")]
+    field = ".".join(loc) or None
+    return problem(request, 400, "invalid_parameter", f"{field}: {first.get('msg')}",
+                   field=field)
+
+
+async def http_error_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    code = {404: "route_not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return problem(request, exc.status_code, code, str(exc.detail), headers=exc.headers)
+
+
+async def unexpected_error_handler(request: Request, exc: Exception) -> Response:
+    return problem(request, 500, "internal_error",
+                   "the server failed unexpectedly; the write, if any, did not happen unless "
+                   "its history shows it (quote the correlation id when reporting this)")

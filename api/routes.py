@@ -1,0 +1,362 @@
+"""The HTTP command/query API, version 1."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import uuid
+from typing import Annotated, Any, Literal
+
+import orjson
+from fastapi import APIRouter, Path, Query, Request
+from starlette.responses import Response
+
+from nexus_ssot.ledger.domain import (
+    Command,
+    Context,
+    Delete,
+    JsonPatch,
+    MergePatch,
+    Put,
+    check_json_patch,
+    check_key,
+    check_namespace,
+)
+from nexus_ssot.ledger.errors import EntryGone, InvalidInput, NotFound, Unavailable
+from nexus_ssot.ledger.writer import Idempotency, Outcome
+from nexus_ssot.projections import current_state
+from nexus_ssot.projections import entry_history as entry_history_view
+
+from . import http, models
+from .errors import problem
+from .service import Service
+
+router = APIRouter(prefix="/v1")
+
+JSON = "application/json"
+MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+
+Namespace = Annotated[str, Path(description="Namespace, e.g. `config`", examples=["config"])]
+Key = Annotated[str, Path(description="Key; may contain `/`, e.g. `services/payments/db.url`")]
+Limit = Annotated[int, Query(ge=1, le=1000, description="Page size")]
+Cursor = Annotated[str | None, Query(description="`next_cursor` of the previous page")]
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    s: {"model": models.Problem, "description": d}
+    for s, d in [(400, "Invalid input"), (404, "Not found"), (412, "Precondition failed"),
+                 (413, "Too large"), (415, "Unsupported media type"),
+                 (422, "Cannot be applied"), (503, "Store unavailable")]
+}
+
+_WRITE_HEADERS = {
+    "parameters": [
+        {"name": "If-Match", "in": "header", "required": False,
+         "schema": {"type": "string"}, "description": 'Expected current version, e.g. "2"'},
+        {"name": "If-None-Match", "in": "header", "required": False,
+         "schema": {"type": "string", "enum": ["*"]}, "description": "Create only"},
+        {"name": "Idempotency-Key", "in": "header", "required": False,
+         "schema": {"type": "string"}, "description": "Retries return the first response"},
+        {"name": "X-Reason", "in": "header", "required": False, "schema": {"type": "string"}},
+        {"name": "X-Correlation-Id", "in": "header", "required": False,
+         "schema": {"type": "string"}},
+    ]
+}
+
+
+def _service(request: Request) -> Service:
+    service: Service = request.app.state.service
+    return service
+
+
+# --- cursors ------------------------------------------------------------------------
+
+
+def encode_cursor(data: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(data)).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None, **expected: Any) -> dict[str, Any] | None:
+    if cursor is None:
+        return None
+    try:
+        data = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if not isinstance(data, dict) or any(data.get(k) != v for k, v in expected.items()):
+            raise ValueError
+        return data
+    except (ValueError, binascii.Error, orjson.JSONDecodeError):
+        raise InvalidInput(
+            "cursor is not a next_cursor returned for this same query",
+            code="invalid_cursor", field="cursor",
+        ) from None
+
+
+def page(items: list[bytes], next_cursor: str | None) -> Response:
+    body = b'{"items":[' + b",".join(items) + b'],"next_cursor":' + orjson.dumps(next_cursor) + b"}"
+    return Response(body, media_type=JSON)
+
+
+# --- writes -------------------------------------------------------------------------
+
+
+def _entry_body(outcome: Outcome) -> bytes:
+    return orjson.dumps({
+        "namespace": outcome.namespace,
+        "key": outcome.key,
+        "version": outcome.version,
+        "position": outcome.position,
+        "recorded_at": http.rfc3339(outcome.recorded_at),
+        "document": outcome.document,
+    })
+
+
+async def _write(request: Request, command: Command, body: bytes) -> Response:
+    service = _service(request)
+    settings = service.settings
+    idem_key = http.idempotency_key(request)
+    actor = http.actor(request, default=settings.default_actor,
+                       trust_header=settings.trust_actor_header)
+    context = Context(
+        event_id=uuid.uuid4(),
+        timestamp=http.utc_now(),
+        actor=actor,
+        correlation_id=request.state.correlation_id,
+        reason=http.reason(request),
+        idempotency_key=idem_key,
+    )
+    idempotency = (
+        Idempotency(actor, idem_key, http.request_hash(request, body)) if idem_key else None
+    )
+    with service.tracer.start_as_current_span("ledger.write") as span:
+        span.set_attribute("ssot.namespace", command.namespace)
+        span.set_attribute("ssot.key", command.key)
+        span.set_attribute("ssot.command", type(command).__name__)
+        future = service.writer.submit(command, context, idempotency)
+        try:
+            outcome = await asyncio.wait_for(asyncio.wrap_future(future),
+                                             settings.write_timeout)
+        except TimeoutError:
+            raise Unavailable(
+                f"the write did not complete within {settings.write_timeout}s; it may still "
+                "commit: retry with the same Idempotency-Key to learn its outcome"
+            ) from None
+        span.set_attribute("ssot.version", outcome.version)
+        span.set_attribute("ssot.position", outcome.position)
+    service.writes.add(1, {"event_type": outcome.event_type})
+    status = 201 if outcome.event_type == "entry.created" else 200
+    headers = {"ETag": http.etag(outcome.version)}
+    if status == 201:
+        headers["Location"] = str(request.url.path)
+    if outcome.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return Response(_entry_body(outcome), status_code=status, media_type=JSON, headers=headers)
+
+
+def _address(namespace: str, key: str) -> tuple[str, str]:
+    return check_namespace(namespace), check_key(key)
+
+
+@router.put(
+    "/namespaces/{namespace}/entries/{key:path}",
+    summary="Create or replace an entry",
+    status_code=201,
+    response_model=models.Entry,
+    responses={200: {"model": models.Entry, "description": "Replaced"}, **_ERRORS},
+    openapi_extra={
+        **_WRITE_HEADERS,
+        "requestBody": {"required": True, "content": {JSON: {"schema": {}}}},
+    },
+    tags=["entries"],
+)
+async def put_entry(request: Request, namespace: Namespace, key: Key) -> Response:
+    ns, k = _address(namespace, key)
+    settings = _service(request).settings
+    http.require_media_type(request, JSON)
+    body = await http.read_body(request, settings.max_request_bytes)
+    document = http.parse_json(body, field="document")
+    return await _write(request, Put(ns, k, http.expectation(request), document=document), body)
+
+
+@router.patch(
+    "/namespaces/{namespace}/entries/{key:path}",
+    summary="Patch an entry (RFC 7386 merge patch or RFC 6902 JSON Patch)",
+    response_model=models.Entry,
+    responses=_ERRORS,
+    openapi_extra={
+        **_WRITE_HEADERS,
+        "requestBody": {"required": True, "content": {
+            MERGE_PATCH: {"schema": {"type": "object"}},
+            JSON_PATCH: {"schema": {"type": "array", "items": {"type": "object"}}},
+        }},
+    },
+    tags=["entries"],
+)
+async def patch_entry(request: Request, namespace: Namespace, key: Key) -> Response:
+    ns, k = _address(namespace, key)
+    settings = _service(request).settings
+    mt = http.require_media_type(request, MERGE_PATCH, JSON_PATCH)
+    body = await http.read_body(request, settings.max_request_bytes)
+    patch = http.parse_json(body, field="patch")
+    expected = http.expectation(request)
+    command: Command
+    if mt == MERGE_PATCH:
+        command = MergePatch(ns, k, expected, patch=patch)
+    else:
+        command = JsonPatch(ns, k, expected, operations=check_json_patch(patch))
+    return await _write(request, command, body)
+
+
+@router.delete(
+    "/namespaces/{namespace}/entries/{key:path}",
+    summary="Delete an entry (appends a tombstone event)",
+    response_model=models.Entry,
+    responses=_ERRORS,
+    openapi_extra=_WRITE_HEADERS,
+    tags=["entries"],
+)
+async def delete_entry(request: Request, namespace: Namespace, key: Key) -> Response:
+    ns, k = _address(namespace, key)
+    return await _write(request, Delete(ns, k, http.expectation(request)), b"")
+
+
+# --- reads --------------------------------------------------------------------------
+
+
+@router.get(
+    "/namespaces/{namespace}/entries/{key:path}/history",
+    summary="Every event of an entry with its metadata, patch and resulting document",
+    response_model=models.HistoryPage,
+    responses=_ERRORS,
+    tags=["entries"],
+)
+async def entry_history(
+    request: Request,
+    namespace: Namespace,
+    key: Key,
+    order: Literal["asc", "desc"] = "asc",
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> Response:
+    ns, k = _address(namespace, key)
+    position = decode_cursor(cursor, o=order)
+    after = position["v"] if position else None
+    service = _service(request)
+    async with service.pool.connection() as conn:
+        rows = await entry_history_view.history(conn, ns, k, after_version=after, limit=limit + 1,
+                                           descending=order == "desc")
+    if not rows and after is None:
+        raise NotFound(f"entry {ns}/{k} has no history", code="entry_not_found", field="key")
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = encode_cursor({"v": rows[-1][0], "o": order}) if more else None
+    return page([r[1] for r in rows], next_cursor)
+
+
+@router.get(
+    "/namespaces/{namespace}/entries/{key:path}",
+    summary="Read an entry (current, or any past version)",
+    response_model=models.Entry,
+    responses={304: {"description": "Not modified (If-None-Match)"}, **_ERRORS},
+    tags=["entries"],
+)
+async def get_entry(
+    request: Request,
+    namespace: Namespace,
+    key: Key,
+    version: Annotated[int | None, Query(ge=1, description="A past version")] = None,
+) -> Response:
+    ns, k = _address(namespace, key)
+    service = _service(request)
+    async with service.pool.connection() as conn:
+        if version is not None:
+            found = await entry_history_view.entry_version(conn, ns, k, version)
+            if found is None:
+                current = await current_state.current_entry(conn, ns, k)
+                if current is None:
+                    raise _absent(ns, k)
+                raise NotFound(
+                    f"entry {ns}/{k} has no version {version} (its latest is "
+                    f"{current.version})",
+                    code="version_not_found", field="version", latest_version=current.version,
+                )
+            event_type, body = found
+            if event_type == "entry.deleted":
+                raise _deleted(ns, k, version)
+            return Response(body, media_type=JSON, headers={"ETag": http.etag(version)})
+        current = await current_state.current_entry(conn, ns, k)
+    if current is None:
+        raise _absent(ns, k)
+    if current.deleted:
+        raise _deleted(ns, k, current.version)
+    tag = http.etag(current.version)
+    if request.headers.get("if-none-match") == tag:
+        return Response(status_code=304, headers={"ETag": tag})
+    return Response(current.body, media_type=JSON, headers={"ETag": tag})
+
+
+def _absent(ns: str, key: str) -> NotFound:
+    return NotFound(f"entry {ns}/{key} does not exist", code="entry_not_found", field="key")
+
+
+def _deleted(ns: str, key: str, version: int) -> EntryGone:
+    return EntryGone(f"entry {ns}/{key} was deleted in version {version}", field="key",
+                        deleted_version=version)
+
+
+@router.get(
+    "/namespaces/{namespace}/entries",
+    summary="List the live entries of a namespace in key order",
+    response_model=models.EntryPage,
+    responses=_ERRORS,
+    tags=["entries"],
+)
+async def list_entries(
+    request: Request,
+    namespace: Namespace,
+    prefix: Annotated[str, Query(max_length=512, description="Only keys starting with this")] = "",
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> Response:
+    ns = check_namespace(namespace)
+    position = decode_cursor(cursor, p=prefix)
+    after = position["k"] if position else ""
+    service = _service(request)
+    async with service.pool.connection() as conn:
+        rows = await current_state.list_entries(conn, ns, prefix=prefix, after=after,
+                                                limit=limit + 1)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = encode_cursor({"k": rows[-1][0], "p": prefix}) if more else None
+    return page([r[1] for r in rows], next_cursor)
+
+
+@router.get(
+    "/namespaces",
+    summary="Namespaces with their entry counts",
+    response_model=models.NamespacePage,
+    tags=["namespaces"],
+)
+async def list_namespaces(request: Request, limit: Limit = 100, cursor: Cursor = None) -> Response:
+    position = decode_cursor(cursor)
+    after = position["n"] if position else ""
+    service = _service(request)
+    async with service.pool.connection() as conn:
+        rows = await current_state.list_namespaces(conn, after=after, limit=limit + 1)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    items = [orjson.dumps(r.__dict__) for r in rows]
+    return page(items, encode_cursor({"n": rows[-1].namespace}) if more else None)
+
+
+@router.get("/health", summary="Liveness and store reachability", tags=["operations"])
+async def health(request: Request) -> Response:
+    service = _service(request)
+    try:
+        async with service.pool.connection(timeout=2.0) as conn:
+            cur = await conn.execute("SELECT max(notification_id) FROM ssot_events")
+            row = await cur.fetchone()
+    except Exception as e:  # any failure to reach the store is "unavailable"
+        return problem(request, 503, "store_unavailable", f"the event store is unreachable: {e}")
+    head = row[0] if row and row[0] is not None else 0
+    return Response(orjson.dumps({"status": "ok", "head_position": head}), media_type=JSON)

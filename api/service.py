@@ -1,0 +1,22 @@
+"""What the routes need, built once per process by the composition root (``app.py``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry.metrics import Counter
+from opentelemetry.trace import Tracer
+from psycopg_pool import AsyncConnectionPool
+
+from nexus_ssot.ledger.settings import Settings
+from nexus_ssot.ledger.writer import GroupCommitWriter
+
+
+@dataclass
+class Service:
+    settings: Settings
+    writer: GroupCommitWriter
+    pool: AsyncConnectionPool[Any]
+    tracer: Tracer
+    writes: Counter

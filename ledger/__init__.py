@@ -1,0 +1,1 @@
+"""The write model: domain events and decisions, the event store adapter, settings."""

@@ -1,0 +1,523 @@
+"""The pure domain of the ledger: entries, their events, and the decisions that make them.
+
+``decide(state, command, context, limits)`` is the only place that validates and raises;
+``evolve(state, event)`` folds an event into state and never raises, so history recorded
+under older rules always loads. Nothing here does I/O: the clock, ids and identity come
+in from the edge through ``Context``.
+
+An entry is one event stream, addressed by (namespace, key); its stream id is the uuid5
+of the pair. Versions count 1, 2, 3… across deletes: a PUT after a delete re-creates the
+entry as the next version, so its history is never broken.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+from uuid import UUID, NAMESPACE_URL, uuid5
+
+import json_merge_patch
+import jsonpatch
+import jsonpointer
+import orjson
+from eventsourcing.domain import Aggregate, AggregateEvent
+
+from .errors import (
+    DocumentTooLarge,
+    EntryGone,
+    InvalidInput,
+    InvalidPatch,
+    NotFound,
+    PatchFailed,
+    PreconditionFailed,
+)
+
+# --- addressing -----------------------------------------------------------------------
+
+#: A namespace: lowercase letters, digits, ``_`` and ``-``; starts with a letter or digit;
+#: at most 63 characters (it becomes one NATS subject token and one SQL value).
+NAMESPACE_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+#: A key: one or more ``/``-separated segments of letters, digits, ``.``, ``_`` and ``-``;
+#: no empty, ``.`` or ``..`` segments; at most 512 characters.
+KEY_SEGMENT_PATTERN = re.compile(r"^[A-Za-z0-9._-]+$")
+MAX_KEY_LENGTH = 512
+
+#: Last key segments that would collide with sub-resources of an entry's URL.
+RESERVED_LAST_SEGMENTS = frozenset({"history", "diff", "proof", "revert", "restore"})
+
+_STREAM_NAMESPACE = uuid5(NAMESPACE_URL, "urn:nexus-ssot:entry")
+
+
+def stream_id(namespace: str, key: str) -> UUID:
+    """The event stream id of the entry (namespace, key)."""
+    return uuid5(_STREAM_NAMESPACE, f"{namespace}\x00{key}")
+
+
+def check_namespace(namespace: str) -> str:
+    if not NAMESPACE_PATTERN.match(namespace):
+        raise InvalidInput(
+            f"namespace {namespace!r} is invalid: use 1-63 lowercase letters, digits, '_' or "
+            "'-', starting with a letter or digit",
+            code="invalid_namespace",
+            field="namespace",
+        )
+    return namespace
+
+
+def check_key(key: str) -> str:
+    segments = key.split("/")
+    bad = (
+        not key
+        or len(key) > MAX_KEY_LENGTH
+        or any(s in ("", ".", "..") or not KEY_SEGMENT_PATTERN.match(s) for s in segments)
+    )
+    if bad:
+        raise InvalidInput(
+            f"key {key!r} is invalid: use at most {MAX_KEY_LENGTH} characters in '/'-separated "
+            "segments of letters, digits, '.', '_' or '-' (no empty, '.' or '..' segments)",
+            code="invalid_key",
+            field="key",
+        )
+    if segments[-1] in RESERVED_LAST_SEGMENTS:
+        raise InvalidInput(
+            f"key {key!r} is invalid: its last segment {segments[-1]!r} is reserved "
+            f"({', '.join(sorted(RESERVED_LAST_SEGMENTS))})",
+            code="invalid_key",
+            field="key",
+        )
+    return key
+
+
+# --- documents -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a document may be. ``allow_non_object`` comes from the namespace's policy."""
+
+    max_document_bytes: int = 1024 * 1024
+    max_depth: int = 32
+    allow_non_object: bool = False
+
+
+def json_depth(value: Any) -> int:
+    """Nesting depth of a JSON value: a scalar is 0, ``{}``/``[]`` is 1."""
+    depth = 0
+    level: list[Any] = [value]
+    while level:
+        children: list[Any] = []
+        containers = False
+        for item in level:
+            if isinstance(item, dict):
+                containers = True
+                children.extend(item.values())
+            elif isinstance(item, list):
+                containers = True
+                children.extend(item)
+        if not containers:
+            break
+        depth += 1
+        level = children
+    return depth
+
+
+def check_document(document: Any, limits: Limits, *, field: str = "document") -> bytes:
+    """Validate a document against the limits; return its canonical encoding."""
+    if not limits.allow_non_object and not isinstance(document, dict):
+        raise InvalidInput(
+            f"{field} must be a JSON object (this namespace does not allow "
+            f"{type_name(document)} documents)",
+            code="document_not_object",
+            field=field,
+        )
+    depth = json_depth(document)
+    if depth > limits.max_depth:
+        raise InvalidInput(
+            f"{field} is nested {depth} levels deep; the limit is {limits.max_depth}",
+            code="document_too_deep",
+            field=field,
+        )
+    encoded = orjson.dumps(document)
+    if len(encoded) > limits.max_document_bytes:
+        raise DocumentTooLarge(
+            f"{field} is {len(encoded)} bytes; the limit is {limits.max_document_bytes}",
+            field=field,
+        )
+    return encoded
+
+
+def type_name(value: Any) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean", int: "number",
+            float: "number", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+# --- state, commands, context ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EntryState:
+    """The folded state of one entry stream. ``deleted`` entries keep their last version."""
+
+    namespace: str
+    key: str
+    version: int
+    document: Any
+    deleted: bool = False
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """Preconditions of a write: ``if_match`` is the version the writer last saw;
+    ``if_none_match`` asks for create-only (fails if the entry currently exists)."""
+
+    if_match: int | None = None
+    if_none_match: bool = False
+    must_exist: bool = False  # If-Match: *
+
+
+@dataclass(frozen=True)
+class Command:
+    namespace: str
+    key: str
+    expected: Expectation = Expectation()
+
+
+@dataclass(frozen=True)
+class Put(Command):
+    document: Any = None
+
+
+@dataclass(frozen=True)
+class MergePatch(Command):
+    patch: Any = None
+
+
+@dataclass(frozen=True)
+class JsonPatch(Command):
+    operations: Any = None
+
+
+@dataclass(frozen=True)
+class Delete(Command):
+    pass
+
+
+@dataclass(frozen=True)
+class Restore(Command):
+    """Bring back the content an entry had at ``from_version`` (also undeletes)."""
+
+    from_version: int = 0
+    document: Any = None
+
+
+@dataclass(frozen=True)
+class Context:
+    """Who, why and when, supplied by the edge so the decision stays pure."""
+
+    event_id: UUID
+    timestamp: datetime
+    actor: str
+    correlation_id: str
+    reason: str | None = None
+    causation_id: str | None = None
+    idempotency_key: str | None = None
+
+
+# --- events ---------------------------------------------------------------------------
+
+
+class Entry(Aggregate):
+    """The event-sourced aggregate of one entry; its state is an ``EntryState``."""
+
+    state: EntryState | None
+
+
+class EntryEvent(AggregateEvent):
+    """Base of every entry event: the resulting document, the RFC 6902 patch from the
+    previous version, and the metadata of the change."""
+
+    event_id: UUID
+    namespace: str
+    key: str
+    document: Any
+    patch: list[dict[str, Any]]
+    actor: str
+    reason: str | None
+    correlation_id: str
+    causation_id: str | None
+    idempotency_key: str | None
+
+    def mutate(self, aggregate: Any) -> Any:
+        if aggregate is None:
+            aggregate = Entry.__new__(Entry)
+            aggregate.__base_init__(self.originator_id, 0, self.timestamp)
+            aggregate.state = None
+        return super().mutate(aggregate)
+
+    def apply(self, aggregate: Any) -> None:
+        aggregate.state = evolve(aggregate.state, self)
+
+
+class EntryCreated(EntryEvent):
+    pass
+
+
+class EntryUpdated(EntryEvent):
+    pass
+
+
+class EntryPatched(EntryEvent):
+    pass
+
+
+class EntryDeleted(EntryEvent):
+    pass
+
+
+class EntryRestored(EntryEvent):
+    restored_from_version: int
+
+
+#: The stable, public name of each event type (used in history, CloudEvents, audit).
+EVENT_TYPE_NAMES: dict[type[EntryEvent], str] = {
+    EntryCreated: "entry.created",
+    EntryUpdated: "entry.updated",
+    EntryPatched: "entry.patched",
+    EntryDeleted: "entry.deleted",
+    EntryRestored: "entry.restored",
+}
+
+
+# --- apply ----------------------------------------------------------------------------
+
+
+def evolve(state: EntryState | None, event: EntryEvent) -> EntryState:
+    """Fold one event into the entry state. Never raises: history always loads."""
+    return EntryState(
+        namespace=event.namespace,
+        key=event.key,
+        version=event.originator_version,
+        document=event.document,
+        deleted=isinstance(event, EntryDeleted),
+    )
+
+
+# --- decide ---------------------------------------------------------------------------
+
+E = TypeVar("E", bound=EntryEvent)
+
+
+def decide(
+    state: EntryState | None, command: Command, context: Context, limits: Limits
+) -> EntryEvent:
+    """Validate ``command`` against ``state`` and return the one event it causes.
+
+    Raises a ``LedgerError`` when the command is rejected; then nothing is appended.
+    """
+    check_namespace(command.namespace)
+    check_key(command.key)
+    live = state is not None and not state.deleted
+    _check_expectation(state, command)
+
+    if isinstance(command, Put):
+        check_document(command.document, limits)
+        if live:
+            assert state is not None
+            return _event(EntryUpdated, state, command, context, command.document)
+        return _event(EntryCreated, state, command, context, command.document)
+
+    if isinstance(command, Delete):
+        current = _require_live(state, command)
+        return _event(EntryDeleted, current, command, context, None)
+
+    if isinstance(command, MergePatch):
+        current = _require_live(state, command)
+        document = json_merge_patch.merge(copy.deepcopy(current.document), command.patch)
+        check_document(document, limits)
+        return _event(EntryPatched, current, command, context, document)
+
+    if isinstance(command, JsonPatch):
+        current = _require_live(state, command)
+        document = apply_json_patch(current.document, command.operations)
+        check_document(document, limits)
+        return _event(EntryPatched, current, command, context, document)
+
+    if isinstance(command, Restore):
+        if state is None:
+            raise _not_found(command)
+        if not 1 <= command.from_version <= state.version:
+            raise NotFound(
+                f"entry {command.namespace}/{command.key} has no version {command.from_version}",
+                code="version_not_found",
+                field="version",
+            )
+        check_document(command.document, limits)
+        return _event(
+            EntryRestored, state, command, context, command.document,
+            restored_from_version=command.from_version,
+        )
+
+    raise TypeError(f"unknown command {type(command).__name__}")  # a programming error
+
+
+def _check_expectation(state: EntryState | None, command: Command) -> None:
+    expected = command.expected
+    live = state is not None and not state.deleted
+    if expected.if_none_match and live:
+        assert state is not None
+        raise PreconditionFailed(
+            f"entry {command.namespace}/{command.key} already exists (version "
+            f"{state.version}); If-None-Match: * allows creating it only",
+            code="entry_exists",
+            field="If-None-Match",
+            current_version=state.version,
+        )
+    if expected.must_exist and not live:
+        raise PreconditionFailed(
+            f"If-Match: * requires entry {command.namespace}/{command.key} to exist",
+            code="entry_not_found",
+            field="If-Match",
+            current_version=state.version if state is not None else 0,
+        )
+    if expected.if_match is not None:
+        current = state.version if state is not None else 0
+        if expected.if_match != current or not live:
+            what = (
+                f"is at version {current}" if live
+                else "does not exist" if state is None
+                else f"was deleted in version {current}"
+            )
+            raise PreconditionFailed(
+                f"If-Match expected version {expected.if_match} but entry "
+                f"{command.namespace}/{command.key} {what}",
+                code="version_conflict",
+                field="If-Match",
+                current_version=current,
+            )
+
+
+def _not_found(command: Command) -> NotFound:
+    return NotFound(
+        f"entry {command.namespace}/{command.key} does not exist",
+        code="entry_not_found",
+        field="key",
+    )
+
+
+def _require_live(state: EntryState | None, command: Command) -> EntryState:
+    if state is None:
+        raise _not_found(command)
+    if state.deleted:
+        raise EntryGone(
+            f"entry {command.namespace}/{command.key} was deleted in version {state.version}",
+            field="key",
+            deleted_version=state.version,
+        )
+    return state
+
+
+def _event(
+    cls: type[E],
+    state: EntryState | None,
+    command: Command,
+    context: Context,
+    document: Any,
+    **extra: Any,
+) -> E:
+    previous = state.document if (state is not None and not state.deleted) else None
+    return cls(
+        originator_id=stream_id(command.namespace, command.key),
+        originator_version=(state.version if state is not None else 0) + 1,
+        timestamp=context.timestamp,
+        event_id=context.event_id,
+        namespace=command.namespace,
+        key=command.key,
+        document=document,
+        patch=diff(previous, document),
+        actor=context.actor,
+        reason=context.reason,
+        correlation_id=context.correlation_id,
+        causation_id=context.causation_id,
+        idempotency_key=context.idempotency_key,
+        **extra,
+    )
+
+
+def diff(before: Any, after: Any) -> list[dict[str, Any]]:
+    """The RFC 6902 patch that turns ``before`` into ``after`` (None means absent)."""
+    if before is None or after is None:
+        if before is None and after is None:
+            return []
+        if after is None:  # a delete: the document becomes null (removing "" is refused
+            return [{"op": "replace", "path": "", "value": None}]  # by most libraries)
+        return [{"op": "add", "path": "", "value": after}]
+    ops: list[dict[str, Any]] = jsonpatch.make_patch(before, after).patch
+    return ops
+
+
+RFC6902_OPS = frozenset({"add", "remove", "replace", "move", "copy", "test"})
+_OP_MEMBERS = {
+    "add": ("path", "value"), "replace": ("path", "value"), "test": ("path", "value"),
+    "remove": ("path",), "move": ("from", "path"), "copy": ("from", "path"),
+}
+
+
+def check_json_patch(operations: Any) -> list[dict[str, Any]]:
+    """Validate the shape of an RFC 6902 patch document (not whether it applies)."""
+    if not isinstance(operations, list):
+        raise InvalidPatch(
+            f"a JSON Patch must be an array of operations, not {type_name(operations)}",
+            field="patch",
+        )
+    for index, op in enumerate(operations):
+        field = f"patch[{index}]"
+        if not isinstance(op, dict):
+            raise InvalidPatch(f"{field} must be an object", field=field, op_index=index)
+        name = op.get("op")
+        if name not in RFC6902_OPS:
+            raise InvalidPatch(
+                f"{field}.op must be one of {', '.join(sorted(RFC6902_OPS))}, not {name!r}",
+                field=f"{field}.op", op_index=index,
+            )
+        for member in _OP_MEMBERS[name]:
+            if member not in op:
+                raise InvalidPatch(
+                    f"{field} ({name}) is missing {member!r}",
+                    field=f"{field}.{member}", op_index=index,
+                )
+            if member in ("path", "from") and not _is_pointer(op[member]):
+                raise InvalidPatch(
+                    f"{field}.{member} must be a JSON Pointer ('' or starting with '/'), "
+                    f"not {op[member]!r}",
+                    field=f"{field}.{member}", op_index=index,
+                )
+    return operations
+
+
+def _is_pointer(value: Any) -> bool:
+    return isinstance(value, str) and (value == "" or value.startswith("/"))
+
+
+def apply_json_patch(document: Any, operations: Any) -> Any:
+    """Apply an RFC 6902 patch; a failing operation raises ``PatchFailed`` with its index."""
+    check_json_patch(operations)
+    result = copy.deepcopy(document)
+    for index, op in enumerate(operations):
+        try:
+            result = jsonpatch.JsonPatch([op]).apply(result, in_place=True)
+        except jsonpatch.JsonPatchTestFailed as e:
+            raise PatchFailed(
+                f"patch[{index}] (test {op['path']!r}) failed: {e}",
+                code="patch_test_failed", field=f"patch[{index}]", op_index=index,
+            ) from None
+        except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as e:
+            raise PatchFailed(
+                f"patch[{index}] ({op['op']} {op['path']!r}) cannot be applied: {e}",
+                field=f"patch[{index}]", op_index=index,
+            ) from None
+    return result
+

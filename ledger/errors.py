@@ -1,0 +1,103 @@
+"""The ledger's one error tree.
+
+Every failure the ledger reports to a caller is a ``LedgerError`` with a stable
+machine-readable ``code``, a human ``message`` that names what to fix, and, where one
+field is at fault, its ``field``. The HTTP edge maps the branches to status codes in
+one place (``api/errors.py``); nothing below the edge knows about HTTP.
+
+    LedgerError
+    ├── InvalidInput            the request itself is malformed (bad JSON, bad key, …)
+    │   ├── DocumentTooLarge
+    │   ├── UnsupportedMediaType
+    │   └── InvalidPatch        a patch document that is not a valid patch
+    ├── Unprocessable           well-formed, but cannot be applied
+    │   ├── PatchFailed         a patch operation failed (carries the op index)
+    │   └── IdempotencyKeyReused
+    ├── PreconditionFailed      If-Match / If-None-Match did not hold
+    ├── NotFound                no such entry (or version)
+    │   └── EntryGone           the entry existed and was deleted (carries the version)
+    └── Unavailable             the store could not be reached; retry later
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class LedgerError(Exception):
+    """Root of every error the ledger reports to its callers."""
+
+    code = "ledger_error"
+
+    def __init__(self, message: str, *, field: str | None = None, **extra: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.extra: dict[str, Any] = extra
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.code!r}, {self.message!r})"
+
+
+class InvalidInput(LedgerError):
+    code = "invalid_input"
+
+    def __init__(self, message: str, *, code: str | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        if code is not None:
+            self.code = code
+
+
+class DocumentTooLarge(InvalidInput):
+    code = "document_too_large"
+
+
+class UnsupportedMediaType(InvalidInput):
+    code = "unsupported_media_type"
+
+
+class InvalidPatch(InvalidInput):
+    code = "invalid_patch"
+
+
+class Unprocessable(LedgerError):
+    code = "unprocessable"
+
+    def __init__(self, message: str, *, code: str | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        if code is not None:
+            self.code = code
+
+
+class PatchFailed(Unprocessable):
+    code = "patch_failed"
+
+
+class IdempotencyKeyReused(Unprocessable):
+    code = "idempotency_key_reused"
+
+
+class PreconditionFailed(LedgerError):
+    code = "precondition_failed"
+
+    def __init__(self, message: str, *, code: str | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        if code is not None:
+            self.code = code
+
+
+class NotFound(LedgerError):
+    code = "not_found"
+
+    def __init__(self, message: str, *, code: str | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        if code is not None:
+            self.code = code
+
+
+class EntryGone(NotFound):
+    code = "entry_deleted"
+
+
+class Unavailable(LedgerError):
+    code = "unavailable"

@@ -1,0 +1,64 @@
+"""Configuration, read once from the environment (prefix ``SSOT_``) into a frozen object.
+
+Nothing else in the project reads ``os.environ``. Unset URLs mean "embedded": ``ssot serve``
+and the test suite start PostgreSQL and NATS from PyPI wheels in ``data_dir``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SSOT_", frozen=True, extra="ignore")
+
+    #: libpq URL of the PostgreSQL database; unset = embedded PostgreSQL in ``data_dir``.
+    database_url: str | None = None
+    #: NATS URL; unset = embedded nats-server with JetStream in ``data_dir``.
+    nats_url: str | None = None
+    #: Where the embedded servers keep their data.
+    data_dir: Path = Path(".ssot")
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8080, ge=0, le=65535)
+
+    #: Largest accepted document (bytes of its compact JSON encoding) and request body.
+    max_document_bytes: int = Field(default=1024 * 1024, ge=1)
+    #: Deepest accepted nesting of objects/arrays.
+    max_depth: int = Field(default=32, ge=1)
+    #: Namespaces whose documents may be any JSON value (others: objects only).
+    scalar_namespaces: Annotated[frozenset[str], NoDecode] = frozenset()
+
+    #: Identity recorded as the actor when the request carries none we trust.
+    default_actor: str = "anonymous"
+    #: Accept the ``X-Actor`` header as the actor (only behind a trusted proxy).
+    trust_actor_header: bool = False
+
+    #: Connections in the read pool (async) and the size of the thread pool for sync calls.
+    pool_size: int = Field(default=8, ge=1)
+    #: Most write commands the writer puts in one transaction.
+    max_batch: int = Field(default=256, ge=1)
+    #: Entry states the writer keeps in memory to decide without a read.
+    state_cache_size: int = Field(default=100_000, ge=0)
+    #: Seconds a write waits for the store before answering 503.
+    write_timeout: float = Field(default=10.0, gt=0)
+
+    #: OpenTelemetry span exporter: "none" or "console".
+    otel_exporter: str = "none"
+    service_name: str = "nexus-ssot"
+
+    @property
+    def max_request_bytes(self) -> int:
+        """Largest request body read (pretty-printed JSON is larger than its compact form)."""
+        return 4 * self.max_document_bytes + 64 * 1024
+
+    @field_validator("scalar_namespaces", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            return frozenset(v.strip() for v in value.split(",") if v.strip())
+        return value

@@ -1,0 +1,288 @@
+"""The ``ssot`` command: run the server, and read and write entries over the HTTP API.
+
+Exit codes: 0 ok, 1 other error, 2 usage, 3 not found, 4 precondition failed / conflict,
+5 server unreachable or unavailable. Errors print one line on stderr:
+``error: <code>: <message>``.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, NoReturn
+from urllib.parse import quote
+
+import click
+import httpx
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+EXIT_OTHER, EXIT_NOT_FOUND, EXIT_PRECONDITION, EXIT_UNAVAILABLE = 1, 3, 4, 5
+
+out = Console(highlight=False, soft_wrap=True)
+
+
+class Client:
+    def __init__(self, url: str, timeout: float = 30.0) -> None:
+        self.http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout)
+
+    def call(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        try:
+            response = self.http.request(method, path, **kw)
+        except httpx.HTTPError as e:
+            fail(EXIT_UNAVAILABLE, "unreachable", f"{self.http.base_url}: {e}")
+        if response.status_code >= 400:
+            try:
+                problem = response.json()
+                code, detail = problem.get("code", "error"), problem.get("detail", response.text)
+            except ValueError:
+                code, detail = f"http_{response.status_code}", response.text.strip()
+            status = response.status_code
+            exit_code = (EXIT_NOT_FOUND if status == 404 else EXIT_PRECONDITION
+                         if status in (409, 412) else EXIT_UNAVAILABLE if status >= 500
+                         else EXIT_OTHER)
+            fail(exit_code, code, detail)
+        return response
+
+
+def fail(exit_code: int, code: str, message: str) -> NoReturn:
+    click.echo(f"error: {code}: {message}", err=True)
+    sys.exit(exit_code)
+
+
+def split_address(address: str) -> tuple[str, str]:
+    namespace, sep, key = address.partition("/")
+    if not sep or not namespace or not key:
+        raise click.BadParameter(f"{address!r} is not NAMESPACE/KEY", param_hint="ADDRESS")
+    return namespace, key
+
+
+def entry_path(namespace: str, key: str) -> str:
+    return f"/v1/namespaces/{quote(namespace, safe='')}/entries/{quote(key, safe='/')}"
+
+
+def write_headers(if_match: int | None, reason: str | None, idempotency_key: str | None,
+                  if_none_match: bool = False) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    if if_match is not None:
+        headers["If-Match"] = f'"{if_match}"'
+    if if_none_match:
+        headers["If-None-Match"] = "*"
+    if reason:
+        headers["X-Reason"] = reason
+    if idempotency_key:
+        headers["Idempotency-Key"] = idempotency_key
+    return headers
+
+
+def print_json(data: Any) -> None:
+    click.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
+
+
+def show_entry(entry: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print_json(entry)
+        return
+    out.print(f"{entry['namespace']}/{entry['key']}  version {entry['version']}  "
+              f"position {entry['position']}  recorded {entry['recorded_at']}")
+    click.echo(orjson.dumps(entry["document"], option=orjson.OPT_INDENT_2).decode())
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--url", envvar="SSOT_URL", default="http://127.0.0.1:8080", show_default=True,
+              help="Base URL of the ledger API (env SSOT_URL).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.pass_context
+def main(ctx: click.Context, url: str, as_json: bool) -> None:
+    """NEXUS SSOT Ledger: event-sourced single source of truth for JSON records."""
+    ctx.obj = {"url": url, "json": as_json}
+
+
+def _client(ctx: click.Context) -> Client:
+    return Client(ctx.obj["url"])
+
+
+@main.command()
+@click.option("--host", help="Listen address (default SSOT_HTTP_HOST or 127.0.0.1).")
+@click.option("--port", type=int, help="Listen port (default SSOT_HTTP_PORT or 8080).")
+@click.option("--trust-actor-header", is_flag=True,
+              help="Take the actor from X-Actor (only behind a proxy that sets it).")
+@click.option("--access-log", is_flag=True, help="Log every request.")
+def serve(host: str | None, port: int | None, trust_actor_header: bool, access_log: bool) -> None:
+    """Run the API (starting embedded PostgreSQL and NATS when no URLs are configured)."""
+    from nexus_ssot.ledger.settings import Settings
+
+    from .serve import serve as run
+
+    update: dict[str, Any] = {}
+    if host:
+        update["http_host"] = host
+    if port is not None:
+        update["http_port"] = port
+    if trust_actor_header:
+        update["trust_actor_header"] = True
+    run(Settings().model_copy(update=update), access_log=access_log)
+
+
+@main.command()
+@click.argument("address")
+@click.argument("file", type=click.File("rb"))
+@click.option("--if-match", type=int, help="Only if the entry is at this version.")
+@click.option("--create-only", is_flag=True, help="Only if the entry does not exist.")
+@click.option("--reason", help="Why (recorded in the history).")
+@click.option("--idempotency-key", help="Make retries of this write safe.")
+@click.pass_context
+def put(ctx: click.Context, address: str, file: Any, if_match: int | None, create_only: bool,
+        reason: str | None, idempotency_key: str | None) -> None:
+    """Create or replace ADDRESS (NAMESPACE/KEY) with the JSON in FILE ('-' for stdin)."""
+    namespace, key = split_address(address)
+    headers = write_headers(if_match, reason, idempotency_key, create_only)
+    headers["Content-Type"] = "application/json"
+    response = _client(ctx).call("PUT", entry_path(namespace, key), content=file.read(),
+                                 headers=headers)
+    entry = response.json()
+    if ctx.obj["json"]:
+        print_json(entry)
+    else:
+        verb = "created" if response.status_code == 201 else "updated"
+        out.print(f"{verb} {namespace}/{key} version {entry['version']} "
+                  f"(position {entry['position']})")
+
+
+@main.command()
+@click.argument("address")
+@click.argument("file", type=click.File("rb"))
+@click.option("--json-patch", "json_patch", is_flag=True,
+              help="FILE is an RFC 6902 JSON Patch (default: RFC 7386 merge patch).")
+@click.option("--if-match", type=int, help="Only if the entry is at this version.")
+@click.option("--reason", help="Why (recorded in the history).")
+@click.option("--idempotency-key", help="Make retries of this write safe.")
+@click.pass_context
+def patch(ctx: click.Context, address: str, file: Any, json_patch: bool, if_match: int | None,
+          reason: str | None, idempotency_key: str | None) -> None:
+    """Patch ADDRESS with the patch in FILE ('-' for stdin)."""
+    namespace, key = split_address(address)
+    headers = write_headers(if_match, reason, idempotency_key)
+    headers["Content-Type"] = ("application/json-patch+json" if json_patch
+                               else "application/merge-patch+json")
+    entry = _client(ctx).call("PATCH", entry_path(namespace, key), content=file.read(),
+                              headers=headers).json()
+    if ctx.obj["json"]:
+        print_json(entry)
+    else:
+        out.print(f"patched {namespace}/{key} version {entry['version']} "
+                  f"(position {entry['position']})")
+
+
+@main.command()
+@click.argument("address")
+@click.option("--version", type=int, help="A past version.")
+@click.pass_context
+def get(ctx: click.Context, address: str, version: int | None) -> None:
+    """Print the entry at ADDRESS (NAMESPACE/KEY)."""
+    namespace, key = split_address(address)
+    params = {"version": version} if version is not None else None
+    entry = _client(ctx).call("GET", entry_path(namespace, key), params=params).json()
+    show_entry(entry, ctx.obj["json"])
+
+
+@main.command()
+@click.argument("address")
+@click.option("--if-match", type=int, help="Only if the entry is at this version.")
+@click.option("--reason", help="Why (recorded in the history).")
+@click.option("--idempotency-key", help="Make retries of this write safe.")
+@click.pass_context
+def rm(ctx: click.Context, address: str, if_match: int | None, reason: str | None,
+       idempotency_key: str | None) -> None:
+    """Delete the entry at ADDRESS (its history stays)."""
+    namespace, key = split_address(address)
+    entry = _client(ctx).call("DELETE", entry_path(namespace, key),
+                              headers=write_headers(if_match, reason, idempotency_key)).json()
+    if ctx.obj["json"]:
+        print_json(entry)
+    else:
+        out.print(f"deleted {namespace}/{key} in version {entry['version']} "
+                  f"(position {entry['position']})")
+
+
+def _pages(client: Client, path: str, params: dict[str, Any], limit: int | None) -> list[Any]:
+    items: list[Any] = []
+    cursor: str | None = None
+    while True:
+        page_params = {**params, **({"cursor": cursor} if cursor else {})}
+        data = client.call("GET", path, params=page_params).json()
+        items.extend(data["items"])
+        cursor = data["next_cursor"]
+        if cursor is None or (limit is not None and len(items) >= limit):
+            return items[:limit] if limit is not None else items
+
+
+@main.command()
+@click.argument("namespace", required=False)
+@click.option("--prefix", default="", help="Only keys starting with this.")
+@click.option("--limit", type=int, help="At most this many entries.")
+@click.pass_context
+def ls(ctx: click.Context, namespace: str | None, prefix: str, limit: int | None) -> None:
+    """List the entries of NAMESPACE (or, without one, the namespaces)."""
+    client = _client(ctx)
+    if namespace is None:
+        rows = _pages(client, "/v1/namespaces", {"limit": 1000}, limit)
+        if ctx.obj["json"]:
+            print_json(rows)
+            return
+        table = Table("NAMESPACE", "ENTRIES", "DELETED", "LAST POSITION", box=None)
+        for r in rows:
+            table.add_row(r["namespace"], str(r["entries"]), str(r["deleted"]),
+                          str(r["last_position"]))
+        out.print(table)
+        return
+    path = f"/v1/namespaces/{quote(namespace, safe='')}/entries"
+    page_size = min(limit, 1000) if limit else 1000
+    entries = _pages(client, path, {"prefix": prefix, "limit": page_size}, limit)
+    if ctx.obj["json"]:
+        print_json(entries)
+        return
+    table = Table("KEY", "VERSION", "POSITION", "RECORDED AT", box=None)
+    for e in entries:
+        table.add_row(e["key"], str(e["version"]), str(e["position"]), e["recorded_at"])
+    out.print(table)
+
+
+@main.command()
+@click.argument("address")
+@click.option("--desc", is_flag=True, help="Newest first.")
+@click.option("--limit", type=int, help="At most this many events.")
+@click.pass_context
+def history(ctx: click.Context, address: str, desc: bool, limit: int | None) -> None:
+    """Show every change of ADDRESS: who, when, why and what changed."""
+    namespace, key = split_address(address)
+    page_size = min(limit, 1000) if limit else 1000
+    events = _pages(_client(ctx), entry_path(namespace, key) + "/history",
+                    {"order": "desc" if desc else "asc", "limit": page_size}, limit)
+    if ctx.obj["json"]:
+        print_json(events)
+        return
+    table = Table("VERSION", "TYPE", "RECORDED AT", "POSITION", "ACTOR", "REASON", "CHANGE",
+                  box=None)
+    for e in events:
+        table.add_row(str(e["version"]), e["event_type"].removeprefix("entry."),
+                      e["recorded_at"], str(e["position"]), e["actor"], e["reason"] or "",
+                      summarize_patch(e["patch"]))
+    out.print(table)
+
+
+def summarize_patch(patch: list[dict[str, Any]]) -> str:
+    parts = []
+    for op in patch[:3]:
+        path = op["path"] or "/"
+        value = f" {orjson.dumps(op['value']).decode()}" if "value" in op else ""
+        if len(value) > 40:
+            value = value[:37] + "..."
+        parts.append(f"{op['op']} {path}{value}")
+    if len(patch) > 3:
+        parts.append(f"(+{len(patch) - 3} more)")
+    return "; ".join(parts)
+
+
+if __name__ == "__main__":
+    main()

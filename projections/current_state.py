@@ -1,0 +1,64 @@
+"""Current state: one entry now, a namespace's entries by key, and the namespaces."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from psycopg import AsyncConnection
+
+from .sql import ENTRY_JSON
+
+
+@dataclass(frozen=True)
+class CurrentEntry:
+    version: int
+    deleted: bool
+    body: bytes  # the entry JSON (meaningless when deleted)
+
+
+_GET = f"SELECT version, deleted, {ENTRY_JSON} FROM entries WHERE namespace = %s AND key = %s"
+
+
+async def current_entry(conn: AsyncConnection[tuple], namespace: str, key: str) -> CurrentEntry | None:
+    cur = await conn.execute(_GET, (namespace, key), prepare=True)
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    return CurrentEntry(version=row[0], deleted=row[1], body=row[2].encode())
+
+
+_LIST = (
+    f"SELECT key, {ENTRY_JSON} FROM entries"
+    " WHERE namespace = %s AND NOT deleted AND key > %s AND starts_with(key, %s)"
+    " ORDER BY key LIMIT %s"
+)
+
+
+async def list_entries(
+    conn: AsyncConnection[tuple], namespace: str, *, prefix: str, after: str, limit: int
+) -> list[tuple[str, bytes]]:
+    """Live entries of a namespace in key order, keyset-paginated (``after`` a key)."""
+    cur = await conn.execute(_LIST, (namespace, after, prefix, limit), prepare=True)
+    return [(row[0], row[1].encode()) for row in await cur.fetchall()]
+
+
+_NAMESPACES = (
+    "SELECT namespace, count(*) FILTER (WHERE NOT deleted) AS entries,"
+    " count(*) FILTER (WHERE deleted) AS deleted, max(position) AS last_position"
+    " FROM entries WHERE namespace > %s GROUP BY namespace ORDER BY namespace LIMIT %s"
+)
+
+
+@dataclass(frozen=True)
+class NamespaceCount:
+    namespace: str
+    entries: int
+    deleted: int
+    last_position: int
+
+
+async def list_namespaces(
+    conn: AsyncConnection[tuple], *, after: str, limit: int
+) -> list[NamespaceCount]:
+    cur = await conn.execute(_NAMESPACES, (after, limit), prepare=True)
+    return [NamespaceCount(*row) for row in await cur.fetchall()]

@@ -1,0 +1,55 @@
+"""Version history of one entry: any past version, and every event with its metadata."""
+
+from __future__ import annotations
+
+from psycopg import AsyncConnection
+
+from .sql import ENTRY_JSON, RECORDED_AT, row_json
+
+_VERSION = (
+    f"SELECT event_type, {ENTRY_JSON} FROM entry_history"
+    " WHERE namespace = %s AND key = %s AND version = %s"
+)
+
+
+async def entry_version(
+    conn: AsyncConnection[tuple], namespace: str, key: str, version: int
+) -> tuple[str, bytes] | None:
+    """(event type, entry JSON) of one version; a deleting version has a null document."""
+    cur = await conn.execute(_VERSION, (namespace, key, version), prepare=True)
+    row = await cur.fetchone()
+    return None if row is None else (row[0], row[1].encode())
+
+
+_EVENT_JSON = row_json(
+    f"namespace, key, version, position, {RECORDED_AT} AS recorded_at, event_type, event_id,"
+    " actor, reason, correlation_id, causation_id, idempotency_key, patch, document"
+)
+
+_HISTORY_ASC = (
+    f"SELECT version, {_EVENT_JSON} FROM entry_history"
+    " WHERE namespace = %s AND key = %s AND version > %s ORDER BY version LIMIT %s"
+)
+_HISTORY_DESC = (
+    f"SELECT version, {_EVENT_JSON} FROM entry_history"
+    " WHERE namespace = %s AND key = %s AND version < %s ORDER BY version DESC LIMIT %s"
+)
+
+
+async def history(
+    conn: AsyncConnection[tuple],
+    namespace: str,
+    key: str,
+    *,
+    after_version: int | None,
+    limit: int,
+    descending: bool = False,
+) -> list[tuple[int, bytes]]:
+    """Events of one entry, oldest first (or newest first), keyset-paginated by version."""
+    if descending:
+        bound = after_version if after_version is not None else 2**62
+        cur = await conn.execute(_HISTORY_DESC, (namespace, key, bound, limit), prepare=True)
+    else:
+        bound = after_version if after_version is not None else 0
+        cur = await conn.execute(_HISTORY_ASC, (namespace, key, bound, limit), prepare=True)
+    return [(row[0], row[1].encode()) for row in await cur.fetchall()]

@@ -1,0 +1,19 @@
+"""Shared SQL fragments: the one JSON shape of an entry, built by PostgreSQL."""
+
+#: RFC 3339 UTC with microseconds, e.g. 2026-11-27T07:43:53.123456Z.
+RECORDED_AT = (
+    "to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+)
+
+
+
+def row_json(columns: str) -> str:
+    """Compact JSON of the named columns of the current row (``json`` values verbatim,
+    so documents keep their key order), e.g. ``row_json("key, version")``."""
+    return f"(SELECT row_to_json(j) FROM (SELECT {columns}) j)::text"
+
+
+#: The entry body used everywhere an entry is returned.
+ENTRY_JSON = row_json(
+    f"namespace, key, version, position, {RECORDED_AT} AS recorded_at, document"
+)

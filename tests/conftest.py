@@ -1,0 +1,125 @@
+"""Real services for the suite: PostgreSQL (and NATS) given by SSOT_DATABASE_URL /
+SSOT_NATS_URL, or embedded ones started for this run. Each run makes its own database
+and drops it at the end; nothing else on the server is touched."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+import uvicorn
+from psycopg import sql
+
+from nexus_ssot.api.app import create_app
+from nexus_ssot.ledger.embedded import EmbeddedPostgres
+from nexus_ssot.ledger.settings import Settings
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _with_db(url: str, name: str) -> str:
+    parts = psycopg.conninfo.conninfo_to_dict(url)
+    parts["dbname"] = name
+    return psycopg.conninfo.make_conninfo(**{k: str(v) for k, v in parts.items()})
+
+
+@pytest.fixture(scope="session")
+def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A PostgreSQL server URL (its maintenance database)."""
+    given = os.environ.get("SSOT_DATABASE_URL")
+    if given:
+        yield given
+        return
+    data = tmp_path_factory.mktemp("pg")
+    with EmbeddedPostgres(Path(data)) as pg:
+        yield pg.url
+
+
+@pytest.fixture(scope="session")
+def database_url(server_url: str) -> Iterator[str]:
+    """A fresh database for this test run, dropped afterwards."""
+    name = f"ssot_test_{secrets.token_hex(4)}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield _with_db(server_url, name)
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+class RunningServer:
+    """The API served by uvicorn in a background thread, on a free loopback port."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        config = uvicorn.Config(
+            create_app(settings), host="127.0.0.1", port=settings.http_port,
+            loop="uvloop", http="httptools", log_level="warning", access_log=False,
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.url = f"http://127.0.0.1:{settings.http_port}"
+
+    def __enter__(self) -> RunningServer:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the API server did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
+
+
+def make_settings(database_url: str, **overrides: object) -> Settings:
+    return Settings(database_url=database_url, http_port=free_port(), **overrides)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def api(database_url: str) -> Iterator[RunningServer]:
+    with RunningServer(make_settings(database_url, max_document_bytes=64 * 1024,
+                                     max_depth=8)) as running:
+        yield running
+
+
+@pytest.fixture()
+def client(api: RunningServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=api.url, timeout=30) as c:
+        yield c
+
+
+@pytest.fixture()
+def ns() -> str:
+    """A namespace of this test's own."""
+    return f"t{secrets.token_hex(5)}"
+
+
+@pytest.fixture()
+def db(database_url: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        yield conn
+
+
+def event_count(conn: psycopg.Connection[tuple[object, ...]]) -> int:
+    row = conn.execute("SELECT count(*) FROM ssot_events").fetchone()
+    assert row is not None
+    return int(row[0])  # type: ignore[call-overload]

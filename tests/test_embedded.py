@@ -1,0 +1,279 @@
+"""The embedded PostgreSQL and NATS servers: real processes in temporary folders."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import nats
+import psycopg
+import pytest
+from nexus_ssot.ledger import embedded
+from nexus_ssot.ledger.embedded import EmbeddedError, EmbeddedNats, EmbeddedPostgres
+
+FAST = {"fsync": "off"}
+as_root = pytest.mark.skipif(os.geteuid() != 0, reason="only root switches to another OS user")
+
+
+def postmasters_serving(pgdata: Path) -> list[int]:
+    """Pids of postmasters (not their children) whose working folder is `pgdata`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            cwd = os.readlink(entry / "cwd")
+        except OSError:
+            continue
+        if argv[0].endswith(b"/postgres") and b"-D" in argv and cwd == str(pgdata.resolve()):
+            found.append(int(entry.name))
+    return found
+
+
+def running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def select_one(url: str) -> int:
+    with psycopg.connect(url, connect_timeout=5) as conn:
+        row = conn.execute("SELECT 1").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+@contextlib.contextmanager
+def listening_socket() -> Iterator[int]:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def pg_dir(tmp_path: Path) -> Iterator[Path]:
+    """A data dir whose cluster is deleted afterwards (it may live outside tmp_path)."""
+    yield tmp_path / "pg"
+    EmbeddedPostgres(tmp_path / "pg").discard()
+
+
+@pytest.fixture
+def open_folder() -> Iterator[Path]:
+    """A folder every user can traverse (pytest's tmp_path sits below a 700 folder)."""
+    folder = Path(tempfile.mkdtemp(prefix="ssot-embedded-test-", dir="/var/tmp"))
+    folder.chmod(0o755)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+# --- PostgreSQL ----------------------------------------------------------------------------
+
+
+def test_postgres_serves_sql_on_localhost_tcp_and_stops(pg_dir: Path) -> None:
+    pg = EmbeddedPostgres(pg_dir, settings=FAST)
+    url = pg.start()
+    try:
+        assert url.startswith("postgresql://ssot@127.0.0.1:")
+        assert url == pg.url
+        assert select_one(url) == 1
+        with psycopg.connect(url) as conn:
+            settings = conn.execute(
+                "SELECT current_setting('max_connections'), current_setting('fsync'),"
+                " current_setting('unix_socket_directories'), datcollate"
+                " FROM pg_database WHERE datname = current_database()"
+            ).fetchone()
+        assert settings == ("200", "off", "", "C.UTF-8")
+        assert len(postmasters_serving(pg.pgdata)) == 1
+    finally:
+        pg.stop()
+    assert postmasters_serving(pg.pgdata) == []
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(url, connect_timeout=2)
+    pg.stop()  # idempotent
+
+
+def test_postgres_client_tools_come_with_the_server(pg_dir: Path) -> None:
+    with EmbeddedPostgres(pg_dir, settings=FAST) as pg:
+        tools = pg.bin_dir()
+        assert {"psql", "pg_dump", "pgbench"} <= {p.name for p in tools.iterdir()}
+        out = subprocess.run(
+            [str(tools / "psql"), pg.url, "-XAtc", "SELECT 40 + 2"],
+            capture_output=True, text=True, check=True, timeout=30,
+        )  # fmt: skip
+        assert out.stdout.strip() == "42"
+
+
+def test_postgres_restart_keeps_the_data(pg_dir: Path) -> None:
+    with EmbeddedPostgres(pg_dir, settings=FAST) as pg, psycopg.connect(pg.url) as conn:
+        conn.execute("CREATE TABLE kept (v text)")
+        conn.execute("INSERT INTO kept VALUES ('before restart')")
+        conn.commit()
+    with EmbeddedPostgres(pg_dir, settings=FAST) as again:
+        with psycopg.connect(again.url) as conn:
+            assert conn.execute("SELECT v FROM kept").fetchall() == [("before restart",)]
+        assert again.pgdata == pg.pgdata
+
+
+def test_postgres_left_running_by_a_crashed_run_is_replaced(pg_dir: Path) -> None:
+    crashed = EmbeddedPostgres(pg_dir, settings=FAST)
+    crashed.start()
+    [old_postmaster] = postmasters_serving(crashed.pgdata)
+
+    fresh = EmbeddedPostgres(pg_dir, settings=FAST)  # the crashed object is "forgotten"
+    try:
+        url = fresh.start()
+        assert not running(old_postmaster)
+        [new_postmaster] = postmasters_serving(fresh.pgdata)
+        assert new_postmaster != old_postmaster
+        crashed.stop()  # must leave the new server alone
+        assert select_one(url) == 1
+    finally:
+        fresh.stop()
+    assert postmasters_serving(fresh.pgdata) == []
+
+
+def test_postgres_start_failure_shows_the_server_log(pg_dir: Path) -> None:
+    pg = EmbeddedPostgres(pg_dir, settings=FAST)
+    with listening_socket() as taken, pytest.raises(EmbeddedError) as failure:
+        EmbeddedPostgres(pg_dir, port=taken, settings=FAST).start()
+    assert "PostgreSQL did not start" in str(failure.value)
+    assert "Address already in use" in str(failure.value)
+    assert pg.start()  # the same data dir still starts on a free port
+    pg.stop()
+
+
+@as_root
+def test_postgres_runs_as_an_unprivileged_user_in_an_open_folder(open_folder: Path) -> None:
+    data_dir = open_folder / "pg"
+    with EmbeddedPostgres(data_dir, settings=FAST) as pg:
+        assert pg.pgdata == data_dir  # the cluster lives in the data dir itself
+        owner = data_dir.stat()
+        assert owner.st_uid != 0
+        assert owner.st_mode & 0o777 == 0o700
+        [postmaster] = postmasters_serving(data_dir)
+        assert Path(f"/proc/{postmaster}").stat().st_uid == owner.st_uid
+        assert (data_dir / "postgres.log").is_file()
+    assert open_folder.stat().st_mode & 0o777 == 0o755  # folders above are left as they were
+
+
+@as_root
+def test_postgres_under_a_closed_folder_keeps_its_cluster_outside(pg_dir: Path) -> None:
+    assert pg_dir.parent.parent.stat().st_mode & 0o077 == 0  # pytest makes these 700
+    with EmbeddedPostgres(pg_dir, settings=FAST) as pg, psycopg.connect(pg.url) as conn:
+        conn.execute("CREATE TABLE kept (v text)")
+        conn.commit()
+        first_cluster = pg.pgdata
+        assert not first_cluster.is_relative_to(pg_dir.parent)
+        assert (pg_dir / "postgres.log").resolve() == first_cluster / "postgres.log"
+    assert pg_dir.parent.parent.stat().st_mode & 0o077 == 0  # never opened up
+
+    shutil.rmtree(pg_dir)  # a new data dir in the same place gets a new, empty cluster
+    with EmbeddedPostgres(pg_dir, settings=FAST) as pg, psycopg.connect(pg.url) as conn:
+        assert pg.pgdata != first_cluster
+        assert conn.execute("SELECT to_regclass('kept')").fetchone() == (None,)
+    assert not first_cluster.exists()  # the orphaned cluster was collected
+
+    second_cluster = pg.pgdata
+    pg.discard()
+    assert not second_cluster.exists()
+    assert not pg_dir.exists()
+
+
+@as_root
+def test_postgres_binaries_below_a_closed_folder_are_copied(tmp_path: Path) -> None:
+    closed = tmp_path / "closed"
+    closed.mkdir(mode=0o700)
+    (closed / "site-packages").mkdir()
+    installed = embedded._installed_distribution()
+    package = closed / "site-packages" / installed.parent.name
+    package.mkdir()
+    (package / "pginstall").symlink_to(installed)
+    libs = installed.parent.parent / f"{installed.parent.name}.libs"
+    (closed / "site-packages" / libs.name).symlink_to(libs)
+    who = embedded._run_as()
+
+    cache_parent = Path(tempfile.mkdtemp(prefix="ssot-embedded-cache-", dir="/var/tmp"))
+    cache_parent.chmod(0o755)
+    cache = cache_parent / "dist"
+    try:
+        copy = embedded._usable_distribution(package / "pginstall", who, cache)
+        assert copy.is_relative_to(cache)
+        assert embedded._usable_distribution(package / "pginstall", who, cache) == copy
+        version = subprocess.run(
+            [str(copy / "bin" / "postgres"), "--version"],
+            capture_output=True, text=True, check=True, user=who.uid, group=who.gid,
+        )  # fmt: skip
+        assert "PostgreSQL" in version.stdout
+    finally:
+        shutil.rmtree(cache_parent)
+
+
+# --- NATS ----------------------------------------------------------------------------------
+
+
+async def publish_with_ack(url: str) -> tuple[str, int]:
+    nc = await nats.connect(url, connect_timeout=5, max_reconnect_attempts=0)
+    try:
+        js = nc.jetstream()
+        stream = f"TEST_{uuid.uuid4().hex}"
+        await js.add_stream(name=stream, subjects=[f"{stream}.>"])
+        ack = await js.publish(f"{stream}.hello", b"hi", headers={"Nats-Msg-Id": "one"})
+        await js.delete_stream(stream)
+        assert ack.stream == stream
+        return ack.stream, ack.seq
+    finally:
+        await nc.close()
+
+
+def test_nats_jetstream_acknowledges_a_publish(tmp_path: Path) -> None:
+    with EmbeddedNats(tmp_path / "nats") as server:
+        assert server.url.startswith("nats://127.0.0.1:")
+        _stream, seq = asyncio.run(publish_with_ack(server.url))
+        assert seq == 1
+        assert (tmp_path / "nats" / "nats.pid").read_text().strip() == str(server.pid)
+
+
+def test_nats_stops_and_stop_is_idempotent(tmp_path: Path) -> None:
+    server = EmbeddedNats(tmp_path / "nats")
+    server.start()
+    pid = server.pid
+    assert pid is not None
+    server.stop()
+    assert not running(pid)
+    assert not (tmp_path / "nats" / "nats.pid").exists()
+    server.stop()
+
+
+def test_nats_left_running_by_a_crashed_run_is_replaced(tmp_path: Path) -> None:
+    crashed = EmbeddedNats(tmp_path / "nats")
+    crashed.start()
+    old_pid = crashed.pid
+    assert old_pid is not None
+
+    fresh = EmbeddedNats(tmp_path / "nats")  # the crashed object is "forgotten"
+    try:
+        url = fresh.start()
+        assert not running(old_pid)
+        crashed.stop()  # reaps its process; must leave the new server alone
+        assert asyncio.run(publish_with_ack(url))[1] == 1
+    finally:
+        fresh.stop()
+
+
+def test_nats_start_failure_shows_the_server_log(tmp_path: Path) -> None:
+    with listening_socket() as taken, pytest.raises(EmbeddedError) as failure:
+        EmbeddedNats(tmp_path / "nats", port=taken).start()
+    assert "nats-server on 127.0.0.1" in str(failure.value)
+    assert "address already in use" in str(failure.value).lower()
