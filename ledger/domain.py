@@ -509,9 +509,11 @@ def apply_json_patch(document: Any, operations: Any) -> Any:
     for index, op in enumerate(operations):
         try:
             result = jsonpatch.JsonPatch([op]).apply(result, in_place=True)
-        except jsonpatch.JsonPatchTestFailed as e:
+        except jsonpatch.JsonPatchTestFailed:
+            actual = jsonpointer.resolve_pointer(result, op["path"], None)
             raise PatchFailed(
-                f"patch[{index}] (test {op['path']!r}) failed: {e}",
+                f"patch[{index}] (test {op['path']!r}) failed: the value there is "
+                f"{orjson.dumps(actual).decode()}, not {orjson.dumps(op['value']).decode()}",
                 code="patch_test_failed", field=f"patch[{index}]", op_index=index,
             ) from None
         except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as e:

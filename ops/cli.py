@@ -19,7 +19,8 @@ from rich.table import Table
 
 EXIT_OTHER, EXIT_NOT_FOUND, EXIT_PRECONDITION, EXIT_UNAVAILABLE = 1, 3, 4, 5
 
-out = Console(highlight=False, soft_wrap=True)
+# Tables keep their full width when piped (no terminal to fit), so scripts see every column.
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 
 
 class Client:

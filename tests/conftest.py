@@ -43,9 +43,11 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if given:
         yield given
         return
-    data = tmp_path_factory.mktemp("pg")
-    with EmbeddedPostgres(Path(data)) as pg:
-        yield pg.url
+    pg = EmbeddedPostgres(Path(tmp_path_factory.mktemp("pg")), settings={"fsync": "off"})
+    try:
+        yield pg.start()
+    finally:
+        pg.discard()
 
 
 @pytest.fixture(scope="session")
