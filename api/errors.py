@@ -7,14 +7,12 @@ fault, and the request's ``correlation_id``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.responses import Response
-
 from nexus_ssot.ledger.errors import (
     DocumentTooLarge,
     InvalidInput,
@@ -22,9 +20,11 @@ from nexus_ssot.ledger.errors import (
     NotFound,
     PreconditionFailed,
     Unavailable,
-    UnsupportedMediaType,
     Unprocessable,
+    UnsupportedMediaType,
 )
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
 
 PROBLEM_TYPE_BASE = "https://nexus-ssot.dev/problems/"
 
@@ -58,7 +58,7 @@ def problem(
     detail: str,
     *,
     field: str | None = None,
-    headers: dict[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
     **extra: Any,
 ) -> Response:
     correlation_id = getattr(request.state, "correlation_id", None) if request else None

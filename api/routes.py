@@ -10,8 +10,6 @@ from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, Path, Query, Request
-from starlette.responses import Response
-
 from nexus_ssot.ledger.domain import (
     Command,
     Context,
@@ -27,6 +25,7 @@ from nexus_ssot.ledger.errors import EntryGone, InvalidInput, NotFound, Unavaila
 from nexus_ssot.ledger.writer import Idempotency, Outcome
 from nexus_ssot.projections import current_state
 from nexus_ssot.projections import entry_history as entry_history_view
+from starlette.responses import Response
 
 from . import http, models
 from .errors import problem

@@ -5,12 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from nexus_ssot.ledger.settings import Settings
+from nexus_ssot.ledger.writer import GroupCommitWriter
 from opentelemetry.metrics import Counter
 from opentelemetry.trace import Tracer
 from psycopg_pool import AsyncConnectionPool
-
-from nexus_ssot.ledger.settings import Settings
-from nexus_ssot.ledger.writer import GroupCommitWriter
 
 
 @dataclass

@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
-from uuid import UUID, NAMESPACE_URL, uuid5
+from uuid import NAMESPACE_URL, UUID, uuid5
 
 import json_merge_patch
 import jsonpatch
@@ -58,7 +58,7 @@ def stream_id(namespace: str, key: str) -> UUID:
 
 
 def check_namespace(namespace: str) -> str:
-    if not NAMESPACE_PATTERN.match(namespace):
+    if not NAMESPACE_PATTERN.fullmatch(namespace):
         raise InvalidInput(
             f"namespace {namespace!r} is invalid: use 1-63 lowercase letters, digits, '_' or "
             "'-', starting with a letter or digit",
@@ -73,7 +73,7 @@ def check_key(key: str) -> str:
     bad = (
         not key
         or len(key) > MAX_KEY_LENGTH
-        or any(s in ("", ".", "..") or not KEY_SEGMENT_PATTERN.match(s) for s in segments)
+        or any(s in ("", ".", "..") or not KEY_SEGMENT_PATTERN.fullmatch(s) for s in segments)
     )
     if bad:
         raise InvalidInput(
@@ -236,6 +236,7 @@ class Entry(Aggregate):
     state: EntryState | None
 
 
+@dataclass(frozen=True)
 class EntryEvent(AggregateEvent):
     """Base of every entry event: the resulting document, the RFC 6902 patch from the
     previous version, and the metadata of the change."""
@@ -262,22 +263,27 @@ class EntryEvent(AggregateEvent):
         aggregate.state = evolve(aggregate.state, self)
 
 
+@dataclass(frozen=True)
 class EntryCreated(EntryEvent):
     pass
 
 
+@dataclass(frozen=True)
 class EntryUpdated(EntryEvent):
     pass
 
 
+@dataclass(frozen=True)
 class EntryPatched(EntryEvent):
     pass
 
 
+@dataclass(frozen=True)
 class EntryDeleted(EntryEvent):
     pass
 
 
+@dataclass(frozen=True)
 class EntryRestored(EntryEvent):
     restored_from_version: int
 
@@ -478,7 +484,7 @@ def check_json_patch(operations: Any) -> list[dict[str, Any]]:
         if not isinstance(op, dict):
             raise InvalidPatch(f"{field} must be an object", field=field, op_index=index)
         name = op.get("op")
-        if name not in RFC6902_OPS:
+        if not isinstance(name, str) or name not in RFC6902_OPS:
             raise InvalidPatch(
                 f"{field}.op must be one of {', '.join(sorted(RFC6902_OPS))}, not {name!r}",
                 field=f"{field}.op", op_index=index,
@@ -491,7 +497,8 @@ def check_json_patch(operations: Any) -> list[dict[str, Any]]:
                 )
             if member in ("path", "from") and not _is_pointer(op[member]):
                 raise InvalidPatch(
-                    f"{field}.{member} must be a JSON Pointer ('' or starting with '/'), "
+                    f"{field}.{member} must be a JSON Pointer (RFC 6901: '' or '/'-prefixed, "
+                    "'~' only as '~0' or '~1'), "
                     f"not {op[member]!r}",
                     field=f"{field}.{member}", op_index=index,
                 )
@@ -499,7 +506,13 @@ def check_json_patch(operations: Any) -> list[dict[str, Any]]:
 
 
 def _is_pointer(value: Any) -> bool:
-    return isinstance(value, str) and (value == "" or value.startswith("/"))
+    if not isinstance(value, str):
+        return False
+    try:
+        jsonpointer.JsonPointer(value)
+    except jsonpointer.JsonPointerException:
+        return False
+    return True
 
 
 def apply_json_patch(document: Any, operations: Any) -> Any:

@@ -7,7 +7,6 @@ and the test suite start PostgreSQL and NATS from PyPI wheels in ``data_dir``.
 from __future__ import annotations
 
 from pathlib import Path
-
 from typing import Annotated
 
 from pydantic import Field, field_validator

@@ -7,9 +7,10 @@ once the INSERT has returned the new global positions and database commit times.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Sequence
+from typing import Any
 from uuid import UUID
 
 import orjson

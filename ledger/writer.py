@@ -216,7 +216,8 @@ class GroupCommitWriter:
                 scope = (idem.actor, idem.key)
                 earlier = seen.get(scope)
                 if earlier is not None:
-                    if earlier.idempotency and earlier.idempotency.request_hash != idem.request_hash:
+                    assert earlier.idempotency is not None
+                    if earlier.idempotency.request_hash != idem.request_hash:
                         d.error = _reused(idem)
                     else:
                         d.replay_of = earlier

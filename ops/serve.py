@@ -9,10 +9,9 @@ from typing import Any
 
 import psycopg
 import uvicorn
-from psycopg import sql
-
 from nexus_ssot.ledger.embedded import EmbeddedNats, EmbeddedPostgres
 from nexus_ssot.ledger.settings import Settings
+from psycopg import sql
 
 log = logging.getLogger("nexus_ssot.serve")
 

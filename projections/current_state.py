@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from psycopg import AsyncConnection
 
@@ -19,7 +20,9 @@ class CurrentEntry:
 _GET = f"SELECT version, deleted, {ENTRY_JSON} FROM entries WHERE namespace = %s AND key = %s"
 
 
-async def current_entry(conn: AsyncConnection[tuple], namespace: str, key: str) -> CurrentEntry | None:
+async def current_entry(
+    conn: AsyncConnection[tuple[Any, ...]], namespace: str, key: str
+) -> CurrentEntry | None:
     cur = await conn.execute(_GET, (namespace, key), prepare=True)
     row = await cur.fetchone()
     if row is None:
@@ -35,7 +38,7 @@ _LIST = (
 
 
 async def list_entries(
-    conn: AsyncConnection[tuple], namespace: str, *, prefix: str, after: str, limit: int
+    conn: AsyncConnection[tuple[Any, ...]], namespace: str, *, prefix: str, after: str, limit: int
 ) -> list[tuple[str, bytes]]:
     """Live entries of a namespace in key order, keyset-paginated (``after`` a key)."""
     cur = await conn.execute(_LIST, (namespace, after, prefix, limit), prepare=True)
@@ -58,7 +61,7 @@ class NamespaceCount:
 
 
 async def list_namespaces(
-    conn: AsyncConnection[tuple], *, after: str, limit: int
+    conn: AsyncConnection[tuple[Any, ...]], *, after: str, limit: int
 ) -> list[NamespaceCount]:
     cur = await conn.execute(_NAMESPACES, (after, limit), prepare=True)
     return [NamespaceCount(*row) for row in await cur.fetchall()]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from psycopg import AsyncConnection
 
 from .sql import ENTRY_JSON, RECORDED_AT, row_json
@@ -13,7 +15,7 @@ _VERSION = (
 
 
 async def entry_version(
-    conn: AsyncConnection[tuple], namespace: str, key: str, version: int
+    conn: AsyncConnection[tuple[Any, ...]], namespace: str, key: str, version: int
 ) -> tuple[str, bytes] | None:
     """(event type, entry JSON) of one version; a deleting version has a null document."""
     cur = await conn.execute(_VERSION, (namespace, key, version), prepare=True)
@@ -37,7 +39,7 @@ _HISTORY_DESC = (
 
 
 async def history(
-    conn: AsyncConnection[tuple],
+    conn: AsyncConnection[tuple[Any, ...]],
     namespace: str,
     key: str,
     *,

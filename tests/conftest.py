@@ -16,11 +16,10 @@ import httpx
 import psycopg
 import pytest
 import uvicorn
-from psycopg import sql
-
 from nexus_ssot.api.app import create_app
 from nexus_ssot.ledger.embedded import EmbeddedPostgres
 from nexus_ssot.ledger.settings import Settings
+from psycopg import sql
 
 
 def free_port() -> int:

@@ -1,0 +1,132 @@
+"""The event store underneath: the log is the truth and the views are its fold."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from nexus_ssot.ledger.domain import Context, Limits, Put, stream_id
+from nexus_ssot.ledger.errors import PreconditionFailed
+from nexus_ssot.ledger.migrate import migrate
+from nexus_ssot.ledger.store import open_application
+from nexus_ssot.ledger.writer import GroupCommitWriter
+
+
+def context() -> Context:
+    return Context(event_id=uuid.uuid4(), timestamp=datetime.now(UTC), actor="test",
+                   correlation_id="c")
+
+
+def test_folding_the_log_gives_the_inline_views(client: httpx.Client, ns: str,
+                                                database_url: str) -> None:
+    client.put(f"/v1/namespaces/{ns}/entries/k", json={"a": 1})
+    client.patch(f"/v1/namespaces/{ns}/entries/k", content=b'{"b": 2}',
+                 headers={"Content-Type": "application/merge-patch+json"})
+    client.delete(f"/v1/namespaces/{ns}/entries/k")
+    client.put(f"/v1/namespaces/{ns}/entries/k", json={"c": 3})
+    app = open_application(database_url, pool_size=1)
+    try:
+        history = client.get(f"/v1/namespaces/{ns}/entries/k/history").json()["items"]
+        for item in history:
+            entry = app.entry(stream_id(ns, "k"), version=item["version"])
+            assert entry.state is not None
+            assert entry.state.version == item["version"]
+            assert entry.state.deleted == (item["event_type"] == "entry.deleted")
+            assert entry.state.document == item["document"]
+        current = client.get(f"/v1/namespaces/{ns}/entries/k").json()
+        assert app.entry(stream_id(ns, "k")).state.document == current["document"]  # type: ignore[union-attr]
+    finally:
+        app.close()
+
+
+def test_positions_and_recorded_at_follow_commit_order(db: Any) -> None:
+    rows = db.execute(
+        "SELECT notification_id, recorded_at FROM ssot_events ORDER BY notification_id"
+    ).fetchall()
+    assert rows, "earlier tests wrote events"
+    times = [r[1] for r in rows]
+    assert times == sorted(times)
+
+
+def test_event_rows_cannot_be_updated_or_deleted(db: Any) -> None:
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        db.execute("UPDATE ssot_events SET topic = 'x'")
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        db.execute("DELETE FROM ssot_events")
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        db.execute("TRUNCATE ssot_events")
+
+
+def test_migrations_are_idempotent(database_url: str) -> None:
+    assert migrate(database_url) == []
+
+
+def test_a_second_writer_on_the_same_database_never_loses_a_version_check(
+    api: Any, ns: str, database_url: str
+) -> None:
+    """Another process's writer holds a stale cache; the primary key catches it and the
+    command is decided again on fresh state."""
+    app = open_application(database_url, pool_size=1)
+    other = GroupCommitWriter(app, lambda _ns: Limits())
+    other.start()
+    try:
+        first = other.submit(Put(ns, "k", document={"v": 1}), context()).result(10)
+        assert first.version == 1
+        # the API (the first writer) moves the entry on
+        with httpx.Client(base_url=api.url) as c:
+            assert c.put(f"/v1/namespaces/{ns}/entries/k", json={"v": 2},
+                         headers={"If-Match": '"1"'}).status_code == 200
+        # this writer still believes version 1 is current
+        unconditional = other.submit(Put(ns, "k", document={"v": 3}), context()).result(10)
+        assert unconditional.version == 3
+        from nexus_ssot.ledger.domain import Expectation
+
+        stale = other.submit(Put(ns, "k", Expectation(if_match=2), document={"v": 4}),
+                             context())
+        with pytest.raises(PreconditionFailed):
+            stale.result(10)
+    finally:
+        other.stop()
+        app.close()
+
+
+def test_a_batch_with_a_conflict_fails_only_the_conflicting_command(
+    database_url: str, ns: str
+) -> None:
+    """Commands queued together commit together, but a rejected one fails alone and a
+    retried idempotent command inside the same batch is answered from the first."""
+    from nexus_ssot.ledger.domain import Expectation
+    from nexus_ssot.ledger.writer import Idempotency
+
+    app = open_application(database_url, pool_size=1)
+    writer = GroupCommitWriter(app, lambda _ns: Limits())
+    try:
+        idem = Idempotency("test", f"idem-{ns}", b"h1")
+        futures = [
+            writer.submit(Put(ns, "a", document={"n": 1}), context()),
+            writer.submit(Put(ns, "a", Expectation(if_match=1), document={"n": 2}), context()),
+            writer.submit(Put(ns, "a", Expectation(if_match=1), document={"n": 3}), context()),
+            writer.submit(Put(ns, "b", document={"n": 1}), context(), idem),
+            writer.submit(Put(ns, "b", document={"n": 1}), context(), idem),
+            writer.submit(Put(ns, "b", document={"n": 9}), context(),
+                          Idempotency("test", f"idem-{ns}", b"h2")),
+        ]
+        writer.start()  # everything above is now drained as one batch
+        assert futures[0].result(10).version == 1
+        assert futures[1].result(10).version == 2
+        with pytest.raises(PreconditionFailed):
+            futures[2].result(10)
+        b1, b2 = futures[3].result(10), futures[4].result(10)
+        assert (b1.version, b1.position) == (b2.version, b2.position)
+        assert b2.replayed and not b1.replayed
+        with pytest.raises(Exception, match="different request"):
+            futures[5].result(10)
+        positions = [futures[i].result(10).position for i in (0, 1, 3)]
+        assert positions == sorted(positions)
+    finally:
+        writer.stop()
+        app.close()
