@@ -122,3 +122,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(Exception, errors.unexpected_error_handler)
     app.add_middleware(CorrelationId)
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """Factory for uvicorn's worker processes: settings from the environment."""
+    return create_app(Settings())

@@ -169,7 +169,9 @@ def open_application(database_url: str, *, pool_size: int = 4) -> LedgerApplicat
         "POSTGRES_POOL_SIZE": str(pool_size),
         "POSTGRES_MAX_OVERFLOW": "0",
         "POSTGRES_CONNECT_TIMEOUT": "5",
-        "POSTGRES_PRE_PING": "y",
+        # No pre-ping: it costs a round trip per transaction; a broken connection raises
+        # OperationalError, which the recorder retries on a fresh one.
+        "POSTGRES_PRE_PING": "n",
         # Never wait forever for the table lock: a stuck transaction becomes a 503.
         "POSTGRES_LOCK_TIMEOUT": "10",
         "CREATE_TABLE": "n",

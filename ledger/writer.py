@@ -38,7 +38,7 @@ from .domain import (
     decide,
     evolve,
 )
-from .errors import IdempotencyKeyReused, LedgerError, Unavailable
+from .errors import IdempotencyKeyReused, LedgerError, NotFound, PreconditionFailed, Unavailable
 from .store import InlineBatch, LedgerApplication
 
 log = logging.getLogger(__name__)
@@ -204,6 +204,7 @@ class GroupCommitWriter:
 
     def _decide(self, batch: list[_Request]) -> list[_Decided]:
         addresses = {(r.command.namespace, r.command.key) for r in batch}
+        cached = {a for a in addresses if a in self._cache}
         states = self._states(addresses)
         stored = self._stored_idempotency([r.idempotency for r in batch if r.idempotency])
         seen: dict[tuple[str, str], _Request] = {}
@@ -231,14 +232,25 @@ class GroupCommitWriter:
                     continue
                 seen[scope] = req
             address = (req.command.namespace, req.command.key)
+            limits = self._limits_for(req.command.namespace)
             try:
-                limits = self._limits_for(req.command.namespace)
-                event = decide(states.get(address), req.command, req.context, limits)
+                try:
+                    event = decide(states.get(address), req.command, req.context, limits)
+                except (PreconditionFailed, NotFound):
+                    if address not in cached:
+                        raise
+                    # Accepting on a stale cached state is safe (the primary key refuses
+                    # it), refusing is not: another process may have moved the entry on.
+                    # Refuse only what the database's own state refuses.
+                    cached.discard(address)
+                    states[address] = self._load([address]).get(address)
+                    event = decide(states.get(address), req.command, req.context, limits)
             except LedgerError as e:
                 d.error = e
                 if idem is not None:
                     del seen[(idem.actor, idem.key)]
                 continue
+            cached.discard(address)
             states[address] = evolve(states.get(address), event)
             d.event = event
         self._pending_states = states
@@ -254,24 +266,28 @@ class GroupCommitWriter:
             else:
                 missing.append(address)
         if missing:
-            with self._app.recorder.datastore.get_connection() as conn:  # type: ignore[attr-defined]
-                rows = conn.execute(
-                    "SELECT e.namespace, e.key, e.version, e.document::text AS document,"
-                    " e.deleted FROM entries e"
-                    " JOIN unnest(%s::text[], %s::text[]) AS a(namespace, key)"
-                    " USING (namespace, key)",
-                    ([a[0] for a in missing], [a[1] for a in missing]),
-                ).fetchall()
-            for address in missing:
-                states[address] = None
-            for row in rows:
-                states[(row["namespace"], row["key"])] = EntryState(
-                    namespace=row["namespace"],
-                    key=row["key"],
-                    version=row["version"],
-                    document=None if row["document"] is None else orjson.loads(row["document"]),
-                    deleted=row["deleted"],
-                )
+            states.update(self._load(missing))
+        return states
+
+    def _load(self, addresses: list[Address]) -> dict[Address, EntryState | None]:
+        """Current states from the database (None for entries never written)."""
+        states: dict[Address, EntryState | None] = dict.fromkeys(addresses)
+        with self._app.recorder.datastore.get_connection() as conn:  # type: ignore[attr-defined]
+            rows = conn.execute(
+                "SELECT e.namespace, e.key, e.version, e.document::text AS document,"
+                " e.deleted FROM entries e"
+                " JOIN unnest(%s::text[], %s::text[]) AS a(namespace, key)"
+                " USING (namespace, key)",
+                ([a[0] for a in addresses], [a[1] for a in addresses]),
+            ).fetchall()
+        for row in rows:
+            states[(row["namespace"], row["key"])] = EntryState(
+                namespace=row["namespace"],
+                key=row["key"],
+                version=row["version"],
+                document=None if row["document"] is None else orjson.loads(row["document"]),
+                deleted=row["deleted"],
+            )
         return states
 
     def _stored_idempotency(

@@ -108,8 +108,11 @@ def _client(ctx: click.Context) -> Client:
 @click.option("--port", type=int, help="Listen port (default SSOT_HTTP_PORT or 8080).")
 @click.option("--trust-actor-header", is_flag=True,
               help="Take the actor from X-Actor (only behind a proxy that sets it).")
+@click.option("--workers", type=click.IntRange(1, 64),
+              help="HTTP worker processes (default SSOT_HTTP_WORKERS or 1).")
 @click.option("--access-log", is_flag=True, help="Log every request.")
-def serve(host: str | None, port: int | None, trust_actor_header: bool, access_log: bool) -> None:
+def serve(host: str | None, port: int | None, trust_actor_header: bool, workers: int | None,
+          access_log: bool) -> None:
     """Run the API (starting embedded PostgreSQL and NATS when no URLs are configured)."""
     from nexus_ssot.ledger.settings import Settings
 
@@ -122,6 +125,8 @@ def serve(host: str | None, port: int | None, trust_actor_header: bool, access_l
         update["http_port"] = port
     if trust_actor_header:
         update["trust_actor_header"] = True
+    if workers is not None:
+        update["http_workers"] = workers
     run(Settings().model_copy(update=update), access_log=access_log)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -47,21 +48,29 @@ def resolved(settings: Settings) -> Iterator[Settings]:
 
 
 def serve(settings: Settings, *, access_log: bool = False) -> None:
-    from nexus_ssot.api.app import create_app  # the one place ops starts the api
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
     with resolved(settings) as ready:
-        config = uvicorn.Config(
-            create_app(ready),
-            host=ready.http_host,
-            port=ready.http_port,
-            loop="uvloop",
-            http="httptools",
-            access_log=access_log,
-            timeout_graceful_shutdown=30,
-            log_level="info",
-        )
-        server = uvicorn.Server(config)
+        common: dict[str, Any] = {
+            "host": ready.http_host,
+            "port": ready.http_port,
+            "loop": "uvloop",
+            "http": "httptools",
+            "access_log": access_log,
+            "timeout_graceful_shutdown": 30,
+            "log_level": "info",
+        }
         print(f"NEXUS SSOT Ledger serving on http://{ready.http_host}:{ready.http_port} "
               f"(docs at /docs)", flush=True)
-        server.run()
+        if ready.http_workers == 1:
+            from nexus_ssot.api.app import create_app  # the one place ops starts the api
+
+            uvicorn.Server(uvicorn.Config(create_app(ready), **common)).run()
+            return
+        # Worker processes build their app from the environment: hand them what this
+        # process resolved (embedded URLs, command-line flags).
+        for name, value in ready.model_dump(exclude_none=True).items():
+            if isinstance(value, (str, int, float, bool)):
+                os.environ[f"SSOT_{name.upper()}"] = str(value)
+        uvicorn.run("nexus_ssot.api.app:app_from_environment", factory=True,
+                    workers=ready.http_workers, **common)

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from nexus_ssot.ledger.domain import Context, Limits, Put, stream_id
+from nexus_ssot.ledger.domain import Context, Expectation, Limits, Put, stream_id
 from nexus_ssot.ledger.errors import PreconditionFailed
 from nexus_ssot.ledger.migrate import migrate
 from nexus_ssot.ledger.store import open_application
@@ -80,12 +80,16 @@ def test_a_second_writer_on_the_same_database_never_loses_a_version_check(
         with httpx.Client(base_url=api.url) as c:
             assert c.put(f"/v1/namespaces/{ns}/entries/k", json={"v": 2},
                          headers={"If-Match": '"1"'}).status_code == 200
-        # this writer still believes version 1 is current
-        unconditional = other.submit(Put(ns, "k", document={"v": 3}), context()).result(10)
-        assert unconditional.version == 3
-        from nexus_ssot.ledger.domain import Expectation
-
-        stale = other.submit(Put(ns, "k", Expectation(if_match=2), document={"v": 4}),
+        # this writer still believes version 1 is current: a client that saw version 2
+        # must not be refused on the strength of that stale belief
+        based_on_2 = other.submit(Put(ns, "k", Expectation(if_match=2), document={"v": 3}),
+                                  context()).result(10)
+        assert based_on_2.version == 3
+        with httpx.Client(base_url=api.url) as c:
+            assert c.put(f"/v1/namespaces/{ns}/entries/k", json={"v": 4}).status_code == 200
+        unconditional = other.submit(Put(ns, "k", document={"v": 5}), context()).result(10)
+        assert unconditional.version == 5
+        stale = other.submit(Put(ns, "k", Expectation(if_match=3), document={"v": 6}),
                              context())
         with pytest.raises(PreconditionFailed):
             stale.result(10)
@@ -99,7 +103,6 @@ def test_a_batch_with_a_conflict_fails_only_the_conflicting_command(
 ) -> None:
     """Commands queued together commit together, but a rejected one fails alone and a
     retried idempotent command inside the same batch is answered from the first."""
-    from nexus_ssot.ledger.domain import Expectation
     from nexus_ssot.ledger.writer import Idempotency
 
     app = open_application(database_url, pool_size=1)
