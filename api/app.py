@@ -96,7 +96,7 @@ def create_app(settings: Settings) -> FastAPI:
             open=False,
         )
         await pool.open(wait=True, timeout=30)
-        app.state.service = Service(settings, writer, pool, tracer, writes)
+        app.state.service = Service(settings, writer, pool, tracer_provider, tracer, writes)
         try:
             yield
         finally:

@@ -8,6 +8,7 @@ from typing import Any
 from nexus_ssot.ledger.settings import Settings
 from nexus_ssot.ledger.writer import GroupCommitWriter
 from opentelemetry.metrics import Counter
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Tracer
 from psycopg_pool import AsyncConnectionPool
 
@@ -17,5 +18,6 @@ class Service:
     settings: Settings
     writer: GroupCommitWriter
     pool: AsyncConnectionPool[Any]
+    tracer_provider: TracerProvider
     tracer: Tracer
     writes: Counter

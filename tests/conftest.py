@@ -69,8 +69,9 @@ class RunningServer:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.app = create_app(settings)
         config = uvicorn.Config(
-            create_app(settings), host="127.0.0.1", port=settings.http_port,
+            self.app, host="127.0.0.1", port=settings.http_port,
             loop="uvloop", http="httptools", log_level="warning", access_log=False,
         )
         self.server = uvicorn.Server(config)
