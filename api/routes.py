@@ -6,7 +6,8 @@ import asyncio
 import base64
 import binascii
 import uuid
-from typing import Annotated, Any, Literal
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any, Literal, TypeVar
 
 import orjson
 from fastapi import APIRouter, Path, Query, Request
@@ -32,6 +33,7 @@ from .errors import problem
 from .service import Service
 
 router = APIRouter(prefix="/v1")
+T = TypeVar("T")
 
 JSON = "application/json"
 MERGE_PATCH = "application/merge-patch+json"
@@ -91,9 +93,20 @@ def decode_cursor(cursor: str | None, **expected: Any) -> dict[str, Any] | None:
         ) from None
 
 
-def page(items: list[bytes], next_cursor: str | None) -> Response:
-    body = b'{"items":[' + b",".join(items) + b'],"next_cursor":' + orjson.dumps(next_cursor) + b"}"
-    return Response(body, media_type=JSON)
+def page(
+    rows: Sequence[T], limit: int, body: Callable[[T], bytes],
+    cursor_after: Callable[[T], dict[str, Any]],
+) -> Response:
+    """A page of at most ``limit`` items from ``rows`` (fetched with one extra to learn
+    whether more follow)."""
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = encode_cursor(cursor_after(rows[-1])) if more else None
+    return Response(
+        b'{"items":[' + b",".join(body(r) for r in rows) + b'],"next_cursor":'
+        + orjson.dumps(next_cursor) + b"}",
+        media_type=JSON,
+    )
 
 
 # --- writes -------------------------------------------------------------------------
@@ -246,10 +259,7 @@ async def entry_history(
                                            descending=order == "desc")
     if not rows and after is None:
         raise NotFound(f"entry {ns}/{k} has no history", code="entry_not_found", field="key")
-    more = len(rows) > limit
-    rows = rows[:limit]
-    next_cursor = encode_cursor({"v": rows[-1][0], "o": order}) if more else None
-    return page([r[1] for r in rows], next_cursor)
+    return page(rows, limit, lambda r: r[1], lambda r: {"v": r[0], "o": order})
 
 
 @router.get(
@@ -324,10 +334,7 @@ async def list_entries(
     async with service.pool.connection() as conn:
         rows = await current_state.list_entries(conn, ns, prefix=prefix, after=after,
                                                 limit=limit + 1)
-    more = len(rows) > limit
-    rows = rows[:limit]
-    next_cursor = encode_cursor({"k": rows[-1][0], "p": prefix}) if more else None
-    return page([r[1] for r in rows], next_cursor)
+    return page(rows, limit, lambda r: r[1], lambda r: {"k": r[0], "p": prefix})
 
 
 @router.get(
@@ -342,10 +349,7 @@ async def list_namespaces(request: Request, limit: Limit = 100, cursor: Cursor =
     service = _service(request)
     async with service.pool.connection() as conn:
         rows = await current_state.list_namespaces(conn, after=after, limit=limit + 1)
-    more = len(rows) > limit
-    rows = rows[:limit]
-    items = [orjson.dumps(r.__dict__) for r in rows]
-    return page(items, encode_cursor({"n": rows[-1].namespace}) if more else None)
+    return page(rows, limit, lambda r: orjson.dumps(r.__dict__), lambda r: {"n": r.namespace})
 
 
 @router.get("/health", summary="Liveness and store reachability", tags=["operations"])

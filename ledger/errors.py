@@ -29,9 +29,13 @@ class LedgerError(Exception):
 
     code = "ledger_error"
 
-    def __init__(self, message: str, *, field: str | None = None, **extra: Any) -> None:
+    def __init__(
+        self, message: str, *, code: str | None = None, field: str | None = None, **extra: Any
+    ) -> None:
         super().__init__(message)
         self.message = message
+        if code is not None:  # a more precise code within the class's branch
+            self.code = code
         self.field = field
         self.extra: dict[str, Any] = extra
 
@@ -41,11 +45,6 @@ class LedgerError(Exception):
 
 class InvalidInput(LedgerError):
     code = "invalid_input"
-
-    def __init__(self, message: str, *, code: str | None = None, **kw: Any) -> None:
-        super().__init__(message, **kw)
-        if code is not None:
-            self.code = code
 
 
 class DocumentTooLarge(InvalidInput):
@@ -63,11 +62,6 @@ class InvalidPatch(InvalidInput):
 class Unprocessable(LedgerError):
     code = "unprocessable"
 
-    def __init__(self, message: str, *, code: str | None = None, **kw: Any) -> None:
-        super().__init__(message, **kw)
-        if code is not None:
-            self.code = code
-
 
 class PatchFailed(Unprocessable):
     code = "patch_failed"
@@ -80,19 +74,9 @@ class IdempotencyKeyReused(Unprocessable):
 class PreconditionFailed(LedgerError):
     code = "precondition_failed"
 
-    def __init__(self, message: str, *, code: str | None = None, **kw: Any) -> None:
-        super().__init__(message, **kw)
-        if code is not None:
-            self.code = code
-
 
 class NotFound(LedgerError):
     code = "not_found"
-
-    def __init__(self, message: str, *, code: str | None = None, **kw: Any) -> None:
-        super().__init__(message, **kw)
-        if code is not None:
-            self.code = code
 
 
 class EntryGone(NotFound):
