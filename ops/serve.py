@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 from collections.abc import Iterator
 from typing import Any
 
@@ -47,6 +48,22 @@ def resolved(settings: Settings) -> Iterator[Settings]:
         yield settings.model_copy(update=update)
 
 
+class _Server(uvicorn.Server):
+    """uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown, which would kill the
+    process before the embedded servers are stopped; we finish our own shutdown instead."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            try:
+                yield
+            finally:
+                captured = getattr(self, "_captured_signals", None)
+                if captured:
+                    log.info("stopping on %s", ", ".join(signal.Signals(s).name for s in captured))
+                    captured.clear()
+
+
 def serve(settings: Settings, *, access_log: bool = False) -> None:
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -65,7 +82,7 @@ def serve(settings: Settings, *, access_log: bool = False) -> None:
         if ready.http_workers == 1:
             from nexus_ssot.api.app import create_app  # the one place ops starts the api
 
-            uvicorn.Server(uvicorn.Config(create_app(ready), **common)).run()
+            _Server(uvicorn.Config(create_app(ready), **common)).run()
             return
         # Worker processes build their app from the environment: hand them what this
         # process resolved (embedded URLs, command-line flags).

@@ -18,12 +18,19 @@ CREATE TABLE ssot_events (
 );
 CREATE UNIQUE INDEX ssot_events_notification_id_idx ON ssot_events (notification_id ASC);
 
-CREATE TYPE stored_event_uuid AS (
-    originator_id uuid,
-    originator_version bigint,
-    topic text,
-    state bytea
-);
+-- The library creates the same type for every application in a schema: share it.
+DO $$
+BEGIN
+    IF to_regtype('stored_event_uuid') IS NULL THEN
+        CREATE TYPE stored_event_uuid AS (
+            originator_id uuid,
+            originator_version bigint,
+            topic text,
+            state bytea
+        );
+    END IF;
+END;
+$$;
 
 -- History is append-only (promise 2): no code path may update or delete an event row.
 CREATE FUNCTION ssot_events_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
