@@ -8,6 +8,7 @@ uvicorn has drained in-flight requests) lets the writer finish what it holds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -16,12 +17,12 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
-from nexus_ssot.ledger.domain import Limits
 from nexus_ssot.ledger.errors import LedgerError
 from nexus_ssot.ledger.migrate import migrate
 from nexus_ssot.ledger.settings import Settings
 from nexus_ssot.ledger.store import open_application
 from nexus_ssot.ledger.writer import GroupCommitWriter
+from nexus_ssot.ledger.writer_service import LocalWriter, RemoteWriter, Writer
 from psycopg_pool import AsyncConnectionPool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -69,42 +70,42 @@ def create_app(settings: Settings) -> FastAPI:
     batch_sizes = meter.create_histogram("ssot.writer.batch_size", unit="{command}")
     writes = meter.create_counter("ssot.writes", unit="{event}")
 
-    def limits_for(namespace: str) -> Limits:
-        return Limits(
-            max_document_bytes=settings.max_document_bytes,
-            max_depth=settings.max_depth,
-            allow_non_object=namespace in settings.scalar_namespaces,
-        )
-
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(migrate, database_url)
-        application = await asyncio.to_thread(open_application, database_url, pool_size=2)
-        writer = GroupCommitWriter(
-            application,
-            limits_for,
-            max_batch=settings.max_batch,
-            cache_size=settings.state_cache_size,
-            on_commit=lambda n, _s: batch_sizes.record(n),
-        )
-        writer.start()
-        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-            database_url,
-            min_size=min(2, settings.pool_size),
-            max_size=settings.pool_size,
-            kwargs={"autocommit": True},
-            open=False,
-        )
-        await pool.open(wait=True, timeout=30)
-        app.state.service = Service(settings, writer, pool, tracer_provider, tracer, writes)
-        try:
-            yield
-        finally:
-            await asyncio.to_thread(writer.stop)
-            await pool.close()
-            await asyncio.to_thread(application.close)
-            tracer_provider.shutdown()
-            meter_provider.shutdown()
+        async with contextlib.AsyncExitStack() as stack:
+            writer: Writer
+            if settings.writer_socket:
+                remote = RemoteWriter(settings.writer_socket)
+                stack.push_async_callback(remote.close)
+                writer = remote
+            else:
+                application = await asyncio.to_thread(open_application, database_url,
+                                                       pool_size=2)
+                stack.push_async_callback(asyncio.to_thread, application.close)
+                local = GroupCommitWriter(
+                    application, settings.limits, max_batch=settings.max_batch,
+                    cache_size=settings.state_cache_size,
+                    on_commit=lambda n, _s: batch_sizes.record(n),
+                )
+                local.start()
+                stack.push_async_callback(asyncio.to_thread, local.stop)
+                writer = LocalWriter(local)
+            pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+                database_url,
+                min_size=min(2, settings.pool_size),
+                max_size=settings.pool_size,
+                kwargs={"autocommit": True},
+                open=False,
+            )
+            await pool.open(wait=True, timeout=30)
+            stack.push_async_callback(pool.close)
+            app.state.service = Service(settings, writer, pool, tracer_provider, tracer, writes)
+            try:
+                yield
+            finally:
+                tracer_provider.shutdown()
+                meter_provider.shutdown()
 
     app = FastAPI(
         title="NEXUS SSOT Ledger",

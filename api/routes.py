@@ -144,10 +144,9 @@ async def _write(request: Request, command: Command, body: bytes) -> Response:
         span.set_attribute("ssot.namespace", command.namespace)
         span.set_attribute("ssot.key", command.key)
         span.set_attribute("ssot.command", type(command).__name__)
-        future = service.writer.submit(command, context, idempotency)
         try:
-            outcome = await asyncio.wait_for(asyncio.wrap_future(future),
-                                             settings.write_timeout)
+            outcome = await asyncio.wait_for(
+                service.writer.write(command, context, idempotency), settings.write_timeout)
         except TimeoutError:
             raise Unavailable(
                 f"the write did not complete within {settings.write_timeout}s; it may still "

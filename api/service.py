@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nexus_ssot.ledger.settings import Settings
-from nexus_ssot.ledger.writer import GroupCommitWriter
+from nexus_ssot.ledger.writer_service import Writer
 from opentelemetry.metrics import Counter
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Tracer
@@ -16,7 +16,7 @@ from psycopg_pool import AsyncConnectionPool
 @dataclass
 class Service:
     settings: Settings
-    writer: GroupCommitWriter
+    writer: Writer
     pool: AsyncConnectionPool[Any]
     tracer_provider: TracerProvider
     tracer: Tracer

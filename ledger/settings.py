@@ -12,6 +12,8 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from .domain import Limits
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SSOT_", frozen=True, extra="ignore")
@@ -49,6 +51,11 @@ class Settings(BaseSettings):
     #: Seconds a write waits for the store before answering 503.
     write_timeout: float = Field(default=10.0, gt=0)
 
+    #: ``ssot serve`` runs the writer as its own process (False: a thread in each worker).
+    writer_process: bool = True
+    #: Unix socket of a running writer process; set, the API sends its writes there.
+    writer_socket: str | None = None
+
     #: OpenTelemetry span exporter: "none" or "console".
     otel_exporter: str = "none"
     service_name: str = "nexus-ssot"
@@ -57,6 +64,23 @@ class Settings(BaseSettings):
     def max_request_bytes(self) -> int:
         """Largest request body read (pretty-printed JSON is larger than its compact form)."""
         return 4 * self.max_document_bytes + 64 * 1024
+
+    def as_environment(self) -> dict[str, str]:
+        """These settings as ``SSOT_*`` variables, for child processes to read back."""
+        env: dict[str, str] = {}
+        for name, value in self.model_dump(exclude_none=True).items():
+            if isinstance(value, frozenset):
+                value = ",".join(sorted(value))
+            env[f"SSOT_{name.upper()}"] = str(value)
+        return env
+
+    def limits(self, namespace: str) -> Limits:
+        """What a document of ``namespace`` may be."""
+        return Limits(
+            max_document_bytes=self.max_document_bytes,
+            max_depth=self.max_depth,
+            allow_non_object=namespace in self.scalar_namespaces,
+        )
 
     @field_validator("scalar_namespaces", mode="before")
     @classmethod

@@ -136,6 +136,17 @@ class GroupCommitWriter:
         self._queue.put(_Request(command, context, idempotency, future))
         return future
 
+    def write_batch(
+        self, items: list[tuple[Command, Context, Idempotency | None]]
+    ) -> list[Future[Outcome]]:
+        """Decide and commit ``items`` as one batch now, on the calling thread; the futures
+        are done on return. For a caller that does its own batching (the writer process);
+        never use it while the writer thread runs."""
+        batch = [_Request(c, x, i, Future()) for c, x, i in items]
+        for start in range(0, len(batch), self._max_batch):
+            self._write_guarded(batch[start:start + self._max_batch])
+        return [req.future for req in batch]
+
     # --- the loop ------------------------------------------------------------------
 
     def _run(self) -> None:
@@ -154,17 +165,18 @@ class GroupCommitWriter:
                     stop = True
                     break
                 batch.append(item)  # type: ignore[arg-type]
-            try:
-                self._write(batch)
-            except BaseException as e:  # never let the writer thread die silently
-                log.exception("writer failed a batch of %d", len(batch))
-                for req in batch:
-                    if not req.future.done():
-                        req.future.set_exception(
-                            Unavailable(f"the write failed unexpectedly: {e}")
-                        )
+            self._write_guarded(batch)
             if stop:
                 return
+
+    def _write_guarded(self, batch: list[_Request]) -> None:
+        try:
+            self._write(batch)
+        except Exception as e:  # never let the writer die silently: fail the batch
+            log.exception("writer failed a batch of %d", len(batch))
+            for req in batch:
+                if not req.future.done():
+                    req.future.set_exception(Unavailable(f"the write failed unexpectedly: {e}"))
 
     def _write(self, batch: list[_Request]) -> None:
         started = time.perf_counter()

@@ -131,6 +131,21 @@ def serve(host: str | None, port: int | None, trust_actor_header: bool, workers:
 
 
 @main.command()
+@click.option("--socket", "socket_path", required=True, help="Unix socket to serve.")
+def writer(socket_path: str) -> None:
+    """Run the group-commit writer process (started by `ssot serve`)."""
+    import logging
+
+    from nexus_ssot.ledger.settings import Settings
+
+    from .writer_process import run_writer
+
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    run_writer(Settings(), socket_path)
+
+
+@main.command()
 @click.argument("address")
 @click.argument("file", type=click.File("rb"))
 @click.option("--if-match", type=int, help="Only if the entry is at this version.")

@@ -15,6 +15,8 @@ from nexus_ssot.ledger.embedded import EmbeddedNats, EmbeddedPostgres
 from nexus_ssot.ledger.settings import Settings
 from psycopg import sql
 
+from .writer_process import WriterProcess
+
 log = logging.getLogger("nexus_ssot.serve")
 
 EMBEDDED_DATABASE = "ssot"
@@ -67,7 +69,7 @@ class _Server(uvicorn.Server):
 def serve(settings: Settings, *, access_log: bool = False) -> None:
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    with resolved(settings) as ready:
+    with resolved(settings) as ready, contextlib.ExitStack() as stack:
         common: dict[str, Any] = {
             "host": ready.http_host,
             "port": ready.http_port,
@@ -77,6 +79,12 @@ def serve(settings: Settings, *, access_log: bool = False) -> None:
             "timeout_graceful_shutdown": 30,
             "log_level": "info",
         }
+        if ready.writer_process and not ready.writer_socket:
+            writer = WriterProcess(ready)
+            writer.start()
+            stack.callback(writer.stop)  # after the HTTP side has drained
+            ready = ready.model_copy(update={"writer_socket": writer.socket_path})
+            log.info("writer process on %s", writer.socket_path)
         print(f"NEXUS SSOT Ledger serving on http://{ready.http_host}:{ready.http_port} "
               f"(docs at /docs)", flush=True)
         if ready.http_workers == 1:
@@ -86,8 +94,6 @@ def serve(settings: Settings, *, access_log: bool = False) -> None:
             return
         # Worker processes build their app from the environment: hand them what this
         # process resolved (embedded URLs, command-line flags).
-        for name, value in ready.model_dump(exclude_none=True).items():
-            if isinstance(value, (str, int, float, bool)):
-                os.environ[f"SSOT_{name.upper()}"] = str(value)
+        os.environ.update(ready.as_environment())
         uvicorn.run("nexus_ssot.api.app:app_from_environment", factory=True,
                     workers=ready.http_workers, **common)

@@ -19,6 +19,7 @@ import uvicorn
 from nexus_ssot.api.app import create_app
 from nexus_ssot.ledger.embedded import EmbeddedPostgres
 from nexus_ssot.ledger.settings import Settings
+from nexus_ssot.ops.writer_process import WriterProcess
 from psycopg import sql
 
 
@@ -98,9 +99,16 @@ def make_settings(database_url: str, **overrides: object) -> Settings:
 
 @pytest.fixture(scope="session")
 def api(database_url: str) -> Iterator[RunningServer]:
-    with RunningServer(make_settings(database_url, max_document_bytes=64 * 1024,
-                                     max_depth=8)) as running:
-        yield running
+    """The API as `ssot serve` runs it: writes go to a writer process over its socket."""
+    settings = make_settings(database_url, max_document_bytes=64 * 1024, max_depth=8)
+    writer = WriterProcess(settings)
+    writer.start()
+    try:
+        with RunningServer(settings.model_copy(
+                update={"writer_socket": writer.socket_path})) as running:
+            yield running
+    finally:
+        writer.stop()
 
 
 @pytest.fixture()

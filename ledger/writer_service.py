@@ -1,0 +1,281 @@
+"""The writer as its own process: HTTP workers send commands over a Unix socket.
+
+The group-commit writer does the CPU work of every write (deciding, encoding, the
+transaction); in the HTTP process it competed for the interpreter lock with request
+parsing. Here one writer process serves every HTTP worker, so it also stays the only
+writer of the database: its state cache is exact and batches are as large as the traffic.
+
+Wire format, both ways: 4-byte big-endian length, then an orjson object.
+    request  {"id": n, "type": "Put", "command": {...}, "context": {...}, "idem": {...}|null}
+    response {"id": n, "outcome": {...}}  or  {"id": n, "error": {"type", "message", ...}}
+A lost connection fails the writes in flight with ``Unavailable`` (their outcome is
+unknown to the client: retrying with the same Idempotency-Key tells).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import struct
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Future
+from dataclasses import fields
+from datetime import datetime
+from typing import Any, Protocol
+from uuid import UUID
+
+import orjson
+
+from . import domain, errors
+from .domain import Command, Context, Expectation
+from .errors import LedgerError, Unavailable
+from .writer import GroupCommitWriter, Idempotency, Outcome
+
+log = logging.getLogger(__name__)
+
+_HEADER = struct.Struct(">I")
+_MAX_FRAME = 256 * 1024 * 1024
+_COMMANDS: dict[str, type[Command]] = {
+    cls.__name__: cls
+    for cls in (domain.Put, domain.MergePatch, domain.JsonPatch, domain.Delete, domain.Restore)
+}
+
+
+class Writer(Protocol):
+    """What the HTTP edge needs of a writer, in process or remote."""
+
+    async def write(
+        self, command: Command, context: Context, idempotency: Idempotency | None
+    ) -> Outcome: ...
+
+
+class LocalWriter:
+    """The group-commit writer thread of this process."""
+
+    def __init__(self, writer: GroupCommitWriter) -> None:
+        self.writer = writer
+
+    async def write(
+        self, command: Command, context: Context, idempotency: Idempotency | None
+    ) -> Outcome:
+        return await asyncio.wrap_future(self.writer.submit(command, context, idempotency))
+
+
+# --- encoding -------------------------------------------------------------------------
+
+
+def encode_request(
+    request_id: int, command: Command, context: Context, idempotency: Idempotency | None
+) -> bytes:
+    idem = None
+    if idempotency is not None:
+        idem = {"actor": idempotency.actor, "key": idempotency.key,
+                "hash": idempotency.request_hash.hex()}
+    return orjson.dumps({"id": request_id, "type": type(command).__name__, "command": command,
+                         "context": context, "idem": idem})
+
+
+def decode_request(data: dict[str, Any]) -> tuple[Command, Context, Idempotency | None]:
+    cls = _COMMANDS[data["type"]]
+    raw = data["command"]
+    values = {f.name: raw[f.name] for f in fields(cls) if f.name in raw}
+    values["expected"] = Expectation(**raw["expected"])
+    ctx = data["context"]
+    context = Context(
+        event_id=UUID(ctx["event_id"]),
+        timestamp=datetime.fromisoformat(ctx["timestamp"]),
+        actor=ctx["actor"],
+        correlation_id=ctx["correlation_id"],
+        reason=ctx["reason"],
+        causation_id=ctx["causation_id"],
+        idempotency_key=ctx["idempotency_key"],
+    )
+    idem = data["idem"]
+    idempotency = (
+        Idempotency(idem["actor"], idem["key"], bytes.fromhex(idem["hash"])) if idem else None
+    )
+    return cls(**values), context, idempotency
+
+
+def encode_result(request_id: int, future: Future[Outcome]) -> bytes:
+    error = future.exception()
+    if error is None:
+        return orjson.dumps({"id": request_id, "outcome": future.result()})
+    if not isinstance(error, LedgerError):
+        log.error("writer failed unexpectedly", exc_info=error)
+        error = Unavailable(f"the write failed unexpectedly: {error}")
+    return orjson.dumps({"id": request_id, "error": {
+        "type": type(error).__name__, "message": error.message, "code": error.code,
+        "field": error.field, "extra": error.extra}})
+
+
+def decode_outcome(data: dict[str, Any]) -> Outcome:
+    return Outcome(**{**data, "recorded_at": datetime.fromisoformat(data["recorded_at"])})
+
+
+def decode_error(data: dict[str, Any]) -> LedgerError:
+    cls = getattr(errors, data["type"], None)
+    if not (isinstance(cls, type) and issubclass(cls, LedgerError)):
+        cls = LedgerError
+    return cls(data["message"], code=data["code"], field=data["field"], **data["extra"])
+
+
+async def read_frame(reader: asyncio.StreamReader) -> dict[str, Any] | None:
+    try:
+        header = await reader.readexactly(_HEADER.size)
+    except (asyncio.IncompleteReadError, ConnectionError):
+        return None
+    (size,) = _HEADER.unpack(header)
+    if size > _MAX_FRAME:
+        raise ConnectionError(f"frame of {size} bytes is larger than {_MAX_FRAME}")
+    frame: dict[str, Any] = orjson.loads(await reader.readexactly(size))
+    return frame
+
+
+def frame(payload: bytes) -> bytes:
+    return _HEADER.pack(len(payload)) + payload
+
+
+# --- the server (in the writer process) ----------------------------------------------
+
+
+async def serve_writer(
+    writer: GroupCommitWriter, socket_path: str, ready: Callable[[], Awaitable[None]] | None = None
+) -> None:
+    """Serve ``writer`` on ``socket_path`` until SIGTERM/SIGINT.
+
+    One thread does everything: requests read from the sockets are queued, and once the
+    loop has read all there is, the whole queue is decided and committed as one batch
+    (the loop blocks meanwhile, and what arrives during a commit forms the next batch).
+    No thread handoffs per request, so the writer's latency is the database's."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    queued: list[tuple[asyncio.StreamWriter, int, Command, Context, Idempotency | None]] = []
+    flushing = False
+
+    def flush() -> None:
+        nonlocal flushing
+        flushing = False
+        batch = queued[:]
+        queued.clear()
+        futures = writer.write_batch([(c, x, i) for _, _, c, x, i in batch])
+        for (out, request_id, *_), future in zip(batch, futures, strict=True):
+            if not out.is_closing():
+                out.write(frame(encode_result(request_id, future)))
+
+    async def connection(reader: asyncio.StreamReader, out: asyncio.StreamWriter) -> None:
+        nonlocal flushing
+        try:
+            while (request := await read_frame(reader)) is not None:
+                try:
+                    command, context, idem = decode_request(request)
+                except (KeyError, TypeError, ValueError) as e:
+                    bad: Future[Outcome] = Future()
+                    bad.set_exception(errors.InvalidInput(f"malformed writer request: {e}"))
+                    out.write(frame(encode_result(request["id"], bad)))
+                    continue
+                queued.append((out, request["id"], command, context, idem))
+                if not flushing:
+                    flushing = True
+                    loop.call_soon(flush)
+        finally:
+            with contextlib.suppress(ConnectionError):
+                await out.drain()
+
+    server = await asyncio.start_unix_server(connection, path=socket_path)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if ready is not None:
+        await ready()
+    async with server:
+        await stop.wait()
+        server.close()
+        if queued:  # commit and answer what was accepted before the signal
+            flush()
+        await asyncio.sleep(0.1)  # let the answers go out
+
+
+# --- the client (in each HTTP worker) ------------------------------------------------
+
+
+class _Connection:
+    def __init__(self, out: asyncio.StreamWriter) -> None:
+        self.out = out
+        self.waiting: dict[int, asyncio.Future[Outcome]] = {}
+        self.reader_task: asyncio.Task[None] | None = None
+
+
+class RemoteWriter:
+    """Sends writes to the writer process; one multiplexed connection per HTTP worker."""
+
+    def __init__(self, socket_path: str, *, connect_timeout: float = 5.0) -> None:
+        self.socket_path = socket_path
+        self.connect_timeout = connect_timeout
+        self._connection: _Connection | None = None
+        self._next_id = 0
+        self._lock = asyncio.Lock()
+
+    async def write(
+        self, command: Command, context: Context, idempotency: Idempotency | None
+    ) -> Outcome:
+        connection = await self._connect()
+        self._next_id += 1
+        request_id = self._next_id
+        answer: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        connection.waiting[request_id] = answer
+        connection.out.write(frame(encode_request(request_id, command, context, idempotency)))
+        return await answer
+
+    async def _connect(self) -> _Connection:
+        current = self._connection
+        if current is not None and not current.out.is_closing():
+            return current
+        async with self._lock:
+            current = self._connection
+            if current is None or current.out.is_closing():
+                try:
+                    reader, out = await asyncio.wait_for(
+                        asyncio.open_unix_connection(self.socket_path), self.connect_timeout)
+                except (OSError, TimeoutError) as e:
+                    raise Unavailable(f"the writer process is unreachable ({e}); retry") from e
+                current = _Connection(out)
+                current.reader_task = asyncio.create_task(self._read(reader, current))
+                self._connection = current
+            return current
+
+    async def _read(self, reader: asyncio.StreamReader, connection: _Connection) -> None:
+        try:
+            while (response := await read_frame(reader)) is not None:
+                answer = connection.waiting.pop(response["id"], None)
+                if answer is None or answer.done():
+                    continue
+                if "outcome" in response:
+                    answer.set_result(decode_outcome(response["outcome"]))
+                else:
+                    answer.set_exception(decode_error(response["error"]))
+        except ConnectionError as e:
+            log.warning("lost the writer connection: %s", e)
+        finally:
+            connection.out.close()
+            if self._connection is connection:
+                self._connection = None
+            lost = Unavailable(
+                "the connection to the writer process was lost; the write may or may not "
+                "have committed: retry with the same Idempotency-Key to learn which"
+            )
+            for answer in connection.waiting.values():
+                if not answer.done():
+                    answer.set_exception(lost)
+            connection.waiting.clear()
+
+    async def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return
+        connection.out.close()
+        if connection.reader_task is not None:
+            connection.reader_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await connection.reader_task
