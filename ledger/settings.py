@@ -26,9 +26,8 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".ssot")
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=0, le=65535)
-    #: HTTP worker processes. Each has its own writer; they serialise on the event table's
-    #: lock and a stale decision in one is refused by the primary key and retried.
-    http_workers: int = Field(default=1, ge=1, le=64)
+    #: HTTP worker processes (they all send their writes to the one writer process).
+    http_workers: int = Field(default=2, ge=1, le=64)
 
     #: Largest accepted document (bytes of its compact JSON encoding) and request body.
     max_document_bytes: int = Field(default=1024 * 1024, ge=1)

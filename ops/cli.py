@@ -109,7 +109,7 @@ def _client(ctx: click.Context) -> Client:
 @click.option("--trust-actor-header", is_flag=True,
               help="Take the actor from X-Actor (only behind a proxy that sets it).")
 @click.option("--workers", type=click.IntRange(1, 64),
-              help="HTTP worker processes (default SSOT_HTTP_WORKERS or 1).")
+              help="HTTP worker processes (default SSOT_HTTP_WORKERS or 2).")
 @click.option("--access-log", is_flag=True, help="Log every request.")
 def serve(host: str | None, port: int | None, trust_actor_header: bool, workers: int | None,
           access_log: bool) -> None:
