@@ -32,16 +32,21 @@ async def current_entry(
 
 _LIST = (
     f"SELECT key, {ENTRY_JSON} FROM entries"
-    " WHERE namespace = %s AND NOT deleted AND key > %s AND starts_with(key, %s)"
-    " ORDER BY key LIMIT %s"
+    " WHERE namespace = %s AND key > %s AND key >= %s AND key < %s AND NOT deleted"
+    " AND starts_with(key, %s) ORDER BY key LIMIT %s"
 )
+
+#: Above every key with a given prefix, byte-wise (keys sort with COLLATE "C").
+_PAST_PREFIX = "\U0010ffff"
 
 
 async def list_entries(
     conn: AsyncConnection[tuple[Any, ...]], namespace: str, *, prefix: str, after: str, limit: int
 ) -> list[tuple[str, bytes]]:
-    """Live entries of a namespace in key order, keyset-paginated (``after`` a key)."""
-    cur = await conn.execute(_LIST, (namespace, after, prefix, limit), prepare=True)
+    """Live entries of a namespace in key order, keyset-paginated (``after`` a key); the
+    prefix is an index range."""
+    params = (namespace, after, prefix, prefix + _PAST_PREFIX, prefix, limit)
+    cur = await conn.execute(_LIST, params, prepare=True)
     return [(row[0], row[1].encode()) for row in await cur.fetchall()]
 
 
