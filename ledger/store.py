@@ -155,12 +155,14 @@ def conninfo_parts(database_url: str) -> dict[str, str]:
     return {k: str(v) for k, v in parts.items() if v is not None}
 
 
-def open_application(database_url: str, *, pool_size: int = 4) -> LedgerApplication:
+def open_application(
+    database_url: str, *, pool_size: int = 4, recorder: type[LedgerRecorder] = LedgerRecorder
+) -> LedgerApplication:
     """Build the application over an already-migrated database (see ``migrate``)."""
     parts = conninfo_parts(database_url)
     env = {
         "PERSISTENCE_MODULE": "eventsourcing.postgres",
-        "APPLICATION_RECORDER_TOPIC": get_topic(LedgerRecorder),
+        "APPLICATION_RECORDER_TOPIC": get_topic(recorder),
         "POSTGRES_DBNAME": parts.get("dbname", "postgres"),
         "POSTGRES_HOST": parts.get("host", "127.0.0.1"),
         "POSTGRES_PORT": parts.get("port", "5432"),

@@ -182,6 +182,12 @@ class GroupCommitWriter:
         started = time.perf_counter()
         try:
             decided = self._decide(batch)
+        except PersistenceError as e:  # nothing was written
+            self._forget(batch)
+            for req in batch:
+                req.future.set_exception(Unavailable(f"the event store is unavailable ({e})"))
+            return
+        try:
             committed = self._commit(decided)
         except IntegrityError:
             # Another writer got to one of these entries first, or an idempotency key
@@ -195,7 +201,7 @@ class GroupCommitWriter:
             return
         except PersistenceError as e:
             self._forget(batch)
-            self._fail_or_confirm(batch, e)
+            self._fail_or_confirm(decided, e)
             return
         self._release(decided, committed)
         if self._on_commit is not None and committed:
@@ -378,37 +384,48 @@ class GroupCommitWriter:
                 outcomes[id(d.request)] = outcome
                 fut.set_result(outcome)
 
-    def _fail_or_confirm(self, batch: list[_Request], error: Exception) -> None:
-        """The store failed mid-write. A dropped connection can hide a commit that
-        happened: look for our event ids before reporting failure."""
+    def _fail_or_confirm(self, decided: list[_Decided], error: Exception) -> None:
+        """The store failed mid-commit. A connection dropped after the server committed
+        hides a commit that happened: look for the batch's event ids before reporting
+        failure (the batch is one transaction: all of them are there, or none)."""
+        accepted = [d.event for d in decided if d.event is not None]
         try:
-            if self._confirm_committed(batch):
-                return
+            committed = self._committed_events([e.event_id for e in accepted])
         except PersistenceError:
-            pass
-        for req in batch:
-            if not req.future.done():
-                req.future.set_exception(
-                    Unavailable(f"the event store is unavailable ({error}); retry")
-                )
+            committed = {}
+        if accepted and len(committed) == len(accepted):
+            self._release(decided, {
+                (e.originator_id, e.originator_version): (
+                    committed[e.event_id].position, committed[e.event_id].recorded_at)
+                for e in accepted
+            })
+            return
+        for d in decided:
+            d.request.future.set_exception(
+                Unavailable(f"the event store is unavailable ({error}); retry")
+            )
 
     def _confirm_committed(self, batch: list[_Request]) -> bool:
-        ids = [req.context.event_id for req in batch]
+        """Whether these requests' events are in the log; if so, answer them."""
+        committed = self._committed_events([req.context.event_id for req in batch])
+        if len(committed) != len(batch):
+            return False
+        for req in batch:
+            req.future.set_result(committed[req.context.event_id])
+        return True
+
+    def _committed_events(self, event_ids: list[UUID]) -> dict[UUID, Outcome]:
+        """Outcomes of those of ``event_ids`` whose events are in the log."""
+        if not event_ids:
+            return {}
         with self._app.recorder.datastore.get_connection() as conn:  # type: ignore[attr-defined]
             rows = conn.execute(
                 "SELECT namespace, key, version, position, recorded_at, event_type,"
                 " document::text AS document, event_id FROM entry_history"
                 " WHERE event_id = ANY(%s)",
-                (ids,),
+                (event_ids,),
             ).fetchall()
-        if len(rows) != len(batch):
-            return False
-        by_id = {row["event_id"]: row for row in rows}
-        for req in batch:
-            req.future.set_result(
-                _outcome_from_row(by_id[req.context.event_id], replayed=False)
-            )
-        return True
+        return {row["event_id"]: _outcome_from_row(row, replayed=False) for row in rows}
 
     # --- the state cache -----------------------------------------------------------
 

@@ -9,11 +9,14 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from eventsourcing.persistence import OperationalError
 from nexus_ssot.ledger.domain import Context, Expectation, Limits, Put, stream_id
 from nexus_ssot.ledger.errors import PreconditionFailed
 from nexus_ssot.ledger.migrate import migrate
-from nexus_ssot.ledger.store import open_application
+from nexus_ssot.ledger.store import LedgerRecorder, open_application
 from nexus_ssot.ledger.writer import GroupCommitWriter
+
+from tests.conftest import event_count
 
 
 def context() -> Context:
@@ -132,4 +135,38 @@ def test_a_batch_with_a_conflict_fails_only_the_conflicting_command(
         assert positions == sorted(positions)
     finally:
         writer.stop()
+        app.close()
+
+
+class DropsAfterCommit(LedgerRecorder):
+    """A recorder whose connection "drops" once right after the server committed."""
+
+    dropped = False
+
+    def insert_events(self, stored_events: Any, **kwargs: Any) -> Any:
+        ids = super().insert_events(stored_events, **kwargs)
+        if not DropsAfterCommit.dropped:
+            DropsAfterCommit.dropped = True
+            raise OperationalError("server closed the connection unexpectedly")
+        return ids
+
+
+def test_a_commit_hidden_by_a_dropped_connection_is_reported_as_done(
+    database_url: str, ns: str, db: Any
+) -> None:
+    app = open_application(database_url, pool_size=1, recorder=DropsAfterCommit)
+    writer = GroupCommitWriter(app, lambda _ns: Limits())
+    try:
+        before = event_count(db)
+        futures = writer.write_batch([
+            (Put(ns, "a", document={"n": 1}), context(), None),
+            (Put(ns, "b", document={"n": 1}), context(), None),
+            (Put(ns, "a", Expectation(if_match=7), document={"n": 2}), context(), None),
+        ])
+        assert DropsAfterCommit.dropped
+        assert [f.result().version for f in futures[:2]] == [1, 1]
+        with pytest.raises(PreconditionFailed):
+            futures[2].result()
+        assert event_count(db) == before + 2  # committed once, reported once
+    finally:
         app.close()
