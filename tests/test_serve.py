@@ -72,3 +72,71 @@ def test_serve_on_the_embedded_default_stops_what_it_started(tmp_path: Path,
     assert pg_port, output
     with socket.socket() as s:  # nothing listens where the embedded PostgreSQL was
         assert s.connect_ex(("127.0.0.1", int(pg_port.group(1)))) != 0
+
+
+def test_a_graceful_stop_finishes_the_writes_in_flight(database_url: str, ns: str) -> None:
+    """SIGTERM while clients write: every acknowledged write is in the log, every write
+    in the log was sent by a client, and serve exits 0."""
+    import threading
+
+    import psycopg
+
+    port = free_port()
+    env = {**os.environ, "SSOT_DATABASE_URL": database_url, "SSOT_HTTP_PORT": str(port)}
+    proc = subprocess.Popen([SSOT, "serve"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    acknowledged: list[tuple[str, int]] = []
+    sent: set[str] = set()
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def client(n: int) -> None:
+        with httpx.Client(base_url=url, timeout=30) as c:
+            for i in range(10_000):
+                if stop.is_set():
+                    return
+                key = f"c{n}-{i}"
+                with lock:
+                    sent.add(key)
+                try:
+                    r = c.put(f"/v1/namespaces/{ns}/entries/{key}", json={"i": i})
+                except httpx.HTTPError:
+                    return  # the server is going away: this write's fate is unknown
+                if r.status_code == 201:
+                    with lock:
+                        acknowledged.append((key, r.json()["position"]))
+                elif r.status_code != 503:
+                    raise AssertionError(r.text)
+
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(url + "/v1/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        threads = [threading.Thread(target=client, args=(n,)) for n in range(8)]
+        for t in threads:
+            t.start()
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGTERM)
+        output = proc.communicate(timeout=60)[0].decode()
+    finally:
+        stop.set()
+        if proc.poll() is None:
+            proc.kill()
+    for t in threads:
+        t.join(30)
+    assert proc.returncode == 0, output
+    assert len(acknowledged) > 50
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute("SELECT key, position FROM entry_history WHERE namespace = %s",
+                            (ns,)).fetchall()
+    logged = {key: position for key, position in rows}
+    for key, position in acknowledged:  # nothing acknowledged is missing
+        assert logged.get(key) == position
+    assert set(logged) <= sent  # nothing appears that nobody sent
