@@ -10,18 +10,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 import orjson
 import psycopg
 from eventsourcing.application import Application
-from eventsourcing.persistence import StoredEvent, Transcoder
+from eventsourcing.persistence import (
+    InterfaceError,
+    OperationalError,
+    ProgrammingError,
+    StoredEvent,
+    Transcoder,
+)
 from eventsourcing.postgres import PostgresApplicationRecorder
-from eventsourcing.utils import get_topic
-from psycopg import Cursor
-from psycopg.rows import DictRow
-from psycopg.sql import SQL, Identifier
+from eventsourcing.utils import get_topic, retry
+from psycopg.sql import SQL, Composable, Identifier
 
 from .domain import Entry
 
@@ -55,84 +59,100 @@ class InlineBatch:
     committed: dict[tuple[UUID, int], tuple[int, datetime]] = field(default_factory=dict)
 
 
-_INSERT_HISTORY_AND_CURRENT = SQL(
-    """
-    WITH h AS (
-        INSERT INTO entry_history (namespace, key, version, position, recorded_at, event_type,
-            event_id, actor, reason, correlation_id, causation_id, idempotency_key, patch,
-            document)
-        SELECT namespace, key, version, position, recorded_at, event_type, event_id, actor,
-            reason, correlation_id, causation_id, idempotency_key, patch, document
-        FROM json_populate_recordset(NULL::entry_history, %s::json)
-        RETURNING namespace, key, version, position, recorded_at, document, event_type
-    )
-    INSERT INTO entries AS e (namespace, key, version, position, recorded_at, document, deleted)
+# One statement appends a batch: the events (into the library's table, through its
+# composite type) and, from the positions and commit times their INSERT returns, the
+# inline rows. With the library's lock and NOTIFY statements ahead of it in one pipeline,
+# a batch costs one round trip to the server.
+_APPEND = """
+WITH ev AS (
+    INSERT INTO {events} AS t (originator_id, originator_version, topic, state)
+    SELECT originator_id, originator_version, topic, state FROM unnest(%s::{event_type}[])
+    RETURNING originator_id, originator_version, notification_id, recorded_at
+), h AS (
+    INSERT INTO entry_history (namespace, key, version, position, recorded_at, event_type,
+        event_id, actor, reason, correlation_id, causation_id, idempotency_key, patch,
+        document)
+    SELECT r.namespace, r.key, r.version, ev.notification_id, ev.recorded_at, r.event_type,
+        r.event_id, r.actor, r.reason, r.correlation_id, r.causation_id, r.idempotency_key,
+        r.patch, r.document
+    FROM json_to_recordset(%s::json) AS r(stream_id uuid, namespace text, key text,
+        version bigint, event_type text, event_id uuid, actor text, reason text,
+        correlation_id text, causation_id text, idempotency_key text, patch json,
+        document json)
+    JOIN ev ON ev.originator_id = r.stream_id AND ev.originator_version = r.version
+    RETURNING namespace, key, version, position, recorded_at, document, event_type
+), c AS (
+    INSERT INTO entries AS e (namespace, key, version, position, recorded_at, document,
+        deleted)
     SELECT DISTINCT ON (namespace, key) namespace, key, version, position, recorded_at,
         document, event_type = 'entry.deleted'
     FROM h ORDER BY namespace, key, version DESC
     ON CONFLICT (namespace, key) DO UPDATE SET version = EXCLUDED.version,
         position = EXCLUDED.position, recorded_at = EXCLUDED.recorded_at,
         document = EXCLUDED.document, deleted = EXCLUDED.deleted
-    """
-)
-
-_INSERT_IDEMPOTENCY = SQL(
-    """
+), i AS (
     INSERT INTO idempotency_keys (actor, key, request_hash, namespace, entry_key, version,
         position, recorded_at)
-    SELECT actor, key, decode(request_hash, 'hex'), namespace, entry_key, version, position,
-        recorded_at
-    FROM json_to_recordset(%s::json) AS r(actor text, key text, request_hash text,
-        namespace text, entry_key text, version bigint, position bigint,
-        recorded_at timestamptz)
-    """
+    SELECT k.actor, k.key, decode(k.request_hash, 'hex'), k.namespace, k.entry_key,
+        k.version, ev.notification_id, ev.recorded_at
+    FROM json_to_recordset(%s::json) AS k(actor text, key text, request_hash text,
+        stream_id uuid, namespace text, entry_key text, version bigint)
+    JOIN ev ON ev.originator_id = k.stream_id AND ev.originator_version = k.version
 )
+SELECT originator_id, originator_version, notification_id, recorded_at FROM ev
+"""
 
 
 class LedgerRecorder(PostgresApplicationRecorder):
-    """The library's application recorder, plus the inline rows in the same transaction."""
+    """The library's application recorder, appending the inline rows in the same
+    transaction as the events, under the same table lock."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.insert_events_statement = SQL(
-            "INSERT INTO {schema}.{table} AS t (originator_id, originator_version, topic, state)"
-            " SELECT originator_id, originator_version, topic, state"
-            " FROM unnest(%s::{schema}.{stored_event_type}[])"
-            " RETURNING originator_id, originator_version, notification_id, recorded_at"
-        ).format(
-            schema=Identifier(self.datastore.schema),
-            table=Identifier(self.events_table_name),
-            stored_event_type=Identifier(self.stored_event_type_name),
-        )
+        # Rendered once: psycopg caches the parsing of plain-string queries, not of
+        # composed ones, and a batch should cost the writer as little as possible.
+        with self.datastore.get_connection() as conn:
+            self._prelude = [
+                *(cast(Composable, stmt).as_string(conn) for stmt in self.lock_table_statements),
+                SQL("NOTIFY {0}").format(Identifier(self.channel_name)).as_string(conn),
+            ]
+            self._append = SQL(_APPEND).format(
+                events=Identifier(self.datastore.schema, self.events_table_name),
+                event_type=Identifier(self.datastore.schema, self.stored_event_type_name),
+            ).as_string(conn)
 
-    def _fetch_ids_after_insert_events(
-        self,
-        curs: Cursor[DictRow],
-        stored_events: Sequence[StoredEvent],
-        **kwargs: Any,
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
-        rows = curs.fetchall()
-        committed = {
-            (row["originator_id"], row["originator_version"]): (
-                row["notification_id"],
-                row["recorded_at"],
+        """The library's insert (table lock, NOTIFY, insert: commit order is position
+        order) with the inline rows of ``inline`` written by the same statement, in one
+        round trip; ``inline.committed`` gets each event's position and commit time."""
+        inline: InlineBatch | None = kwargs.get("inline")
+        if inline is None:
+            raise ProgrammingError(
+                "entries are written through the ledger's writer, which keeps the inline "
+                "views in the same transaction; Application.save() would bypass them"
             )
+        events = [
+            self.construct_pg_stored_event(e.originator_id, e.originator_version, e.topic,
+                                           e.state)
+            for e in stored_events
+        ]
+        params = (events, orjson.dumps(inline.history).decode(),
+                  orjson.dumps(inline.idempotency).decode())
+        with self.datastore.get_connection() as conn:
+            curs = conn.cursor()
+            with conn.pipeline(), conn.transaction():
+                for statement in self._prelude:
+                    curs.execute(statement)
+                curs.execute(self._append, params)
+            rows = curs.fetchall()
+        inline.committed = {
+            (row["originator_id"], row["originator_version"]): (
+                row["notification_id"], row["recorded_at"])
             for row in rows
         }
-        inline: InlineBatch | None = kwargs.get("inline")
-        if inline is not None:
-            for record in inline.history:
-                position, recorded_at = committed[(record["stream_id"], record["version"])]
-                record["position"] = position
-                record["recorded_at"] = recorded_at
-            curs.execute(_INSERT_HISTORY_AND_CURRENT, (orjson.dumps(inline.history).decode(),))
-            if inline.idempotency:
-                for row in inline.idempotency:
-                    position, recorded_at = committed[(row.pop("stream_id"), row["version"])]
-                    row["position"] = position
-                    row["recorded_at"] = recorded_at
-                curs.execute(_INSERT_IDEMPOTENCY, (orjson.dumps(inline.idempotency).decode(),))
-            inline.committed = committed
         return [row["notification_id"] for row in rows]
 
 
