@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 from uuid import UUID
 
 import orjson
@@ -25,7 +25,6 @@ from eventsourcing.persistence import (
 )
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.utils import get_topic, retry
-from psycopg.sql import SQL, Composable, Identifier
 
 from .domain import Entry
 
@@ -59,75 +58,21 @@ class InlineBatch:
     committed: dict[tuple[UUID, int], tuple[int, datetime]] = field(default_factory=dict)
 
 
-# One statement appends a batch: the events (into the library's table, through its
-# composite type) and, from the positions and commit times their INSERT returns, the
-# inline rows. With the library's lock and NOTIFY statements ahead of it in one pipeline,
-# a batch costs one round trip to the server.
-_APPEND = """
-WITH ev AS (
-    INSERT INTO {events} AS t (originator_id, originator_version, topic, state)
-    SELECT originator_id, originator_version, topic, state FROM unnest(%s::{event_type}[])
-    RETURNING originator_id, originator_version, notification_id, recorded_at
-), h AS (
-    INSERT INTO entry_history (namespace, key, version, position, recorded_at, event_type,
-        event_id, actor, reason, correlation_id, causation_id, idempotency_key, patch,
-        document)
-    SELECT r.namespace, r.key, r.version, ev.notification_id, ev.recorded_at, r.event_type,
-        r.event_id, r.actor, r.reason, r.correlation_id, r.causation_id, r.idempotency_key,
-        r.patch, r.document
-    FROM json_to_recordset(%s::json) AS r(stream_id uuid, namespace text, key text,
-        version bigint, event_type text, event_id uuid, actor text, reason text,
-        correlation_id text, causation_id text, idempotency_key text, patch json,
-        document json)
-    JOIN ev ON ev.originator_id = r.stream_id AND ev.originator_version = r.version
-    RETURNING namespace, key, version, position, recorded_at, document, event_type
-), c AS (
-    INSERT INTO entries AS e (namespace, key, version, position, recorded_at, document,
-        deleted)
-    SELECT DISTINCT ON (namespace, key) namespace, key, version, position, recorded_at,
-        document, event_type = 'entry.deleted'
-    FROM h ORDER BY namespace, key, version DESC
-    ON CONFLICT (namespace, key) DO UPDATE SET version = EXCLUDED.version,
-        position = EXCLUDED.position, recorded_at = EXCLUDED.recorded_at,
-        document = EXCLUDED.document, deleted = EXCLUDED.deleted
-), i AS (
-    INSERT INTO idempotency_keys (actor, key, request_hash, namespace, entry_key, version,
-        position, recorded_at)
-    SELECT k.actor, k.key, decode(k.request_hash, 'hex'), k.namespace, k.entry_key,
-        k.version, ev.notification_id, ev.recorded_at
-    FROM json_to_recordset(%s::json) AS k(actor text, key text, request_hash text,
-        stream_id uuid, namespace text, entry_key text, version bigint)
-    JOIN ev ON ev.originator_id = k.stream_id AND ev.originator_version = k.version
-)
-SELECT originator_id, originator_version, notification_id, recorded_at FROM ev
-"""
-
-
 class LedgerRecorder(PostgresApplicationRecorder):
     """The library's application recorder, appending the inline rows in the same
-    transaction as the events, under the same table lock."""
+    transaction as the events, under the same table lock.
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        # Rendered once: psycopg caches the parsing of plain-string queries, not of
-        # composed ones, and a batch should cost the writer as little as possible.
-        with self.datastore.get_connection() as conn:
-            self._prelude = [
-                *(cast(Composable, stmt).as_string(conn) for stmt in self.lock_table_statements),
-                SQL("NOTIFY {0}").format(Identifier(self.channel_name)).as_string(conn),
-            ]
-            self._append = SQL(_APPEND).format(
-                events=Identifier(self.datastore.schema, self.events_table_name),
-                event_type=Identifier(self.datastore.schema, self.stored_event_type_name),
-            ).as_string(conn)
+    A batch is one call of ``ssot_append`` (migration 0004), which takes the library's
+    EXCLUSIVE table lock and NOTIFYs its channel before inserting the events, exactly as
+    the library's own insert does, and writes the inline rows from the positions and
+    commit times that insert returns: one round trip and one autocommit transaction."""
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
-        """The library's insert (table lock, NOTIFY, insert: commit order is position
-        order) with the inline rows of ``inline`` written by the same statement, in one
-        round trip; ``inline.committed`` gets each event's position and commit time."""
+        """Append ``stored_events`` with the inline rows of ``inline``; its
+        ``committed`` gets each event's position and commit time."""
         inline: InlineBatch | None = kwargs.get("inline")
         if inline is None:
             raise ProgrammingError(
@@ -139,15 +84,13 @@ class LedgerRecorder(PostgresApplicationRecorder):
                                            e.state)
             for e in stored_events
         ]
-        params = (events, orjson.dumps(inline.history).decode(),
-                  orjson.dumps(inline.idempotency).decode())
         with self.datastore.get_connection() as conn:
-            curs = conn.cursor()
-            with conn.pipeline(), conn.transaction():
-                for statement in self._prelude:
-                    curs.execute(statement)
-                curs.execute(self._append, params)
-            rows = curs.fetchall()
+            assert conn.autocommit  # the statement is the transaction
+            rows = conn.execute(
+                "SELECT * FROM ssot_append(%s, %s::json, %s::json, %s)",
+                (events, orjson.dumps(inline.history).decode(),
+                 orjson.dumps(inline.idempotency).decode(), f"{self.datastore.lock_timeout}s"),
+            ).fetchall()
         inline.committed = {
             (row["originator_id"], row["originator_version"]): (
                 row["notification_id"], row["recorded_at"])
