@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -133,3 +135,24 @@ def event_count(conn: psycopg.Connection[tuple[object, ...]]) -> int:
     row = conn.execute("SELECT count(*) FROM ssot_events").fetchone()
     assert row is not None
     return int(row[0])  # type: ignore[call-overload]
+
+
+def start_serve(args: list[str], env: dict[str, str], port: int,
+                timeout: float = 90.0) -> tuple[subprocess.Popen[bytes], str]:
+    """`ssot serve ARGS` as its own process; returns once /v1/health answers 200."""
+    ssot = str(Path(sys.executable).parent / "ssot")
+    proc = subprocess.Popen([ssot, "serve", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url + "/v1/health", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            out = proc.stdout.read().decode() if proc.stdout else ""
+            raise RuntimeError(f"ssot serve did not become healthy:\n{out}")
+        time.sleep(0.1)

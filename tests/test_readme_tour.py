@@ -14,15 +14,15 @@ import secrets
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import psycopg
 import pytest
 from psycopg import sql
+
+from tests.conftest import free_port, start_serve
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -66,15 +66,6 @@ def steps(readme: str) -> list[tuple[str, str]]:
     return found
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @contextmanager
 def tour_server(server_url: str) -> Iterator[str]:
     """`ssot serve` as its own process on a fresh database."""
@@ -86,28 +77,17 @@ def tour_server(server_url: str) -> Iterator[str]:
     port = free_port()
     env = {**os.environ, "SSOT_DATABASE_URL": psycopg.conninfo.make_conninfo(
         **{k: str(v) for k, v in parts.items()}), "SSOT_HTTP_PORT": str(port)}
-    proc = subprocess.Popen([str(BIN / "ssot"), "serve"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    proc: subprocess.Popen[bytes] | None = None
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(url + "/v1/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                out = proc.stdout.read().decode() if proc.stdout else ""
-                raise RuntimeError(f"ssot serve did not start:\n{out}")
-            time.sleep(0.1)
+        proc, url = start_serve([], env, port, timeout=60)
         yield url
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        if proc is not None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
         with psycopg.connect(server_url, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
                 sql.Identifier(name)))

@@ -7,7 +7,6 @@ import os
 import re
 import signal
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -15,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import free_port, start_serve
 
 SSOT = str(Path(sys.executable).parent / "ssot")
 
@@ -43,20 +42,8 @@ def test_serve_on_the_embedded_default_stops_what_it_started(tmp_path: Path,
     env = {k: v for k, v in os.environ.items()
            if k not in ("SSOT_DATABASE_URL", "SSOT_NATS_URL")}
     env.update(SSOT_DATA_DIR=str(data), SSOT_HTTP_PORT=str(port))
-    proc = subprocess.Popen([SSOT, "serve", "--workers", str(workers)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    proc, url = start_serve(["--workers", str(workers)], env, port)
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if httpx.get(url + "/v1/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
-            assert time.monotonic() < deadline, "ssot serve did not become healthy"
-            time.sleep(0.2)
         put = httpx.put(url + "/v1/namespaces/smoke/entries/k", json={"ok": True})
         assert put.status_code == 201
         assert processes_using(data), "embedded servers should run while serving"
@@ -83,9 +70,7 @@ def test_a_graceful_stop_finishes_the_writes_in_flight(database_url: str, ns: st
 
     port = free_port()
     env = {**os.environ, "SSOT_DATABASE_URL": database_url, "SSOT_HTTP_PORT": str(port)}
-    proc = subprocess.Popen([SSOT, "serve"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    proc, url = start_serve([], env, port)
     acknowledged: list[tuple[str, int]] = []
     sent: set[str] = set()
     lock = threading.Lock()
@@ -110,15 +95,6 @@ def test_a_graceful_stop_finishes_the_writes_in_flight(database_url: str, ns: st
                     raise AssertionError(r.text)
 
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(url + "/v1/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline
-            time.sleep(0.1)
         threads = [threading.Thread(target=client, args=(n,)) for n in range(8)]
         for t in threads:
             t.start()
