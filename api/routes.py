@@ -356,9 +356,28 @@ async def health(request: Request) -> Response:
     service = _service(request)
     try:
         async with service.pool.connection(timeout=2.0) as conn:
-            cur = await conn.execute("SELECT max(notification_id) FROM ssot_events")
+            cur = await conn.execute(_HEALTH, (service.settings.broadcaster_name,),
+                                     prepare=True)
             row = await cur.fetchone()
     except Exception as e:  # any failure to reach the store is "unavailable"
         return problem(request, 503, "store_unavailable", f"the event store is unreachable: {e}")
-    head = row[0] if row and row[0] is not None else 0
-    return Response(orjson.dumps({"status": "ok", "head_position": head}), media_type=JSON)
+    assert row is not None
+    head, position, oldest_unpublished, now = row
+    body: dict[str, Any] = {"status": "ok", "head_position": head or 0, "broadcaster": None}
+    if position is not None:
+        body["broadcaster"] = {
+            "name": service.settings.broadcaster_name,
+            "position": position,
+            "lag_events": max(0, (head or 0) - position),
+            "lag_seconds": round((now - oldest_unpublished).total_seconds(), 3)
+            if oldest_unpublished is not None else 0.0,
+        }
+    return Response(orjson.dumps(body), media_type=JSON)
+
+
+_HEALTH = (
+    "SELECT (SELECT max(notification_id) FROM ssot_events), b.position,"
+    " (SELECT min(recorded_at) FROM entry_history WHERE position > b.position),"
+    " clock_timestamp()"
+    " FROM (SELECT 1) AS one LEFT JOIN broadcaster_positions b ON b.name = %s"
+)

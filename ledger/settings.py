@@ -55,6 +55,17 @@ class Settings(BaseSettings):
     #: Unix socket of a running writer process; set, the API sends its writes there.
     writer_socket: str | None = None
 
+    #: ``ssot serve`` runs the broadcaster (NATS JetStream) as one of its processes.
+    broadcast: bool = True
+    #: JetStream stream the broadcaster publishes to, and the subject prefix (``ssot.>``).
+    nats_stream: str = "SSOT"
+    nats_subject_prefix: str = Field(default="ssot", pattern=r"^[A-Za-z0-9_-]+$")
+    #: Broadcasters with one name share one tracked position and one leader.
+    broadcaster_name: str = "default"
+    #: JetStream's duplicate window (seconds): it must outlast the broadcaster's longest
+    #: restart; beyond it a republished event would be stored twice.
+    nats_duplicate_window: float = Field(default=600.0, gt=0)
+
     #: OpenTelemetry span exporter: "none" or "console".
     otel_exporter: str = "none"
     service_name: str = "nexus-ssot"

@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import nats
 import psycopg
 from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate, event
@@ -748,6 +749,7 @@ class Server:
         self.database_url = database_url
         self.proc: subprocess.Popen[bytes] | None = None
         self.orphan_nats = False
+        self.stream = f"SSOT_BENCH_{secrets.token_hex(4)}"
 
     def command(self) -> list[str]:
         ssot = Path(sys.executable).parent / "ssot"
@@ -759,6 +761,9 @@ class Server:
         env = dict(os.environ)  # SSOT_NATS_URL passes through; unset, serve embeds NATS
         env["SSOT_DATABASE_URL"] = self.database_url
         env["SSOT_DATA_DIR"] = str(self.data_dir)  # never the embedded servers of `make run`
+        # The broadcaster runs as in production, on a stream of the bench's own.
+        env["SSOT_NATS_STREAM"] = self.stream
+        env["SSOT_NATS_SUBJECT_PREFIX"] = self.stream.lower().replace("_", "")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(self.command(), env=env, stdin=subprocess.DEVNULL,
@@ -815,7 +820,19 @@ class Server:
         self.orphan_nats = self.end_orphan_nats()
         if self.orphan_nats:
             say("the server left its embedded nats-server running: ended it")
+        if os.environ.get("SSOT_NATS_URL"):
+            asyncio.run(self.delete_stream(os.environ["SSOT_NATS_URL"]))
         return self.proc.returncode
+
+    async def delete_stream(self, nats_url: str) -> None:
+        nc = await nats.connect(nats_url)
+        try:
+            await nc.jetstream().delete_stream(self.stream)
+            say(f"deleted NATS stream {self.stream}")
+        except nats.js.errors.NotFoundError:
+            pass
+        finally:
+            await nc.close()
 
     def end_orphan_nats(self) -> bool:
         """End the embedded nats-server the server started if it outlived the server (it does

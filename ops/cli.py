@@ -146,6 +146,20 @@ def writer(socket_path: str) -> None:
 
 
 @main.command()
+def broadcast() -> None:
+    """Publish every committed event on NATS JetStream, in order (one leader per database)."""
+    import logging
+
+    from nexus_ssot.ledger.settings import Settings
+
+    from .broadcast import run_broadcaster
+
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    run_broadcaster(Settings())
+
+
+@main.command()
 @click.argument("address")
 @click.argument("file", type=click.File("rb"))
 @click.option("--if-match", type=int, help="Only if the entry is at this version.")

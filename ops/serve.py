@@ -15,6 +15,7 @@ from nexus_ssot.ledger.embedded import EmbeddedNats, EmbeddedPostgres
 from nexus_ssot.ledger.settings import Settings
 from psycopg import sql
 
+from .broadcast import BroadcasterThread
 from .writer_process import WriterProcess
 
 log = logging.getLogger("nexus_ssot.serve")
@@ -85,6 +86,12 @@ def serve(settings: Settings, *, access_log: bool = False) -> None:
             stack.callback(writer.stop)  # after the HTTP side has drained
             ready = ready.model_copy(update={"writer_socket": writer.socket_path})
             log.info("writer process on %s", writer.socket_path)
+        if ready.broadcast:
+            broadcaster = BroadcasterThread(ready)
+            broadcaster.start()
+            stack.callback(broadcaster.stop)
+            log.info("broadcasting on NATS stream %s (subjects %s.>)", ready.nats_stream,
+                     ready.nats_subject_prefix)
         print(f"NEXUS SSOT Ledger serving on http://{ready.http_host}:{ready.http_port} "
               f"(docs at /docs)", flush=True)
         if ready.http_workers == 1:

@@ -19,7 +19,7 @@ import psycopg
 import pytest
 import uvicorn
 from nexus_ssot.api.app import create_app
-from nexus_ssot.ledger.embedded import EmbeddedPostgres
+from nexus_ssot.ledger.embedded import EmbeddedNats, EmbeddedPostgres
 from nexus_ssot.ledger.settings import Settings
 from nexus_ssot.ops.writer_process import WriterProcess
 from psycopg import sql
@@ -50,6 +50,17 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield pg.start()
     finally:
         pg.discard()
+
+
+@pytest.fixture(scope="session")
+def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A NATS server with JetStream: SSOT_NATS_URL, or an embedded one for this run."""
+    given = os.environ.get("SSOT_NATS_URL")
+    if given:
+        yield given
+        return
+    with EmbeddedNats(Path(tmp_path_factory.mktemp("nats"))) as server:
+        yield server.url
 
 
 @pytest.fixture(scope="session")
@@ -156,3 +167,26 @@ def start_serve(args: list[str], env: dict[str, str], port: int,
             out = proc.stdout.read().decode() if proc.stdout else ""
             raise RuntimeError(f"ssot serve did not become healthy:\n{out}")
         time.sleep(0.1)
+
+
+@pytest.fixture()
+def stream(nats_url: str) -> Iterator[tuple[str, str]]:
+    """(stream name, subject prefix) of this test's own, deleted afterwards."""
+    import asyncio
+
+    import nats
+
+    token = secrets.token_hex(4)
+    name, prefix = f"SSOT_TEST_{token}", f"ssottest{token}"
+    yield name, prefix
+
+    async def delete() -> None:
+        nc = await nats.connect(nats_url)
+        try:
+            await nc.jetstream().delete_stream(name)
+        except nats.js.errors.NotFoundError:
+            pass
+        finally:
+            await nc.close()
+
+    asyncio.run(delete())

@@ -46,6 +46,14 @@ def test_serve_on_the_embedded_default_stops_what_it_started(tmp_path: Path,
     try:
         put = httpx.put(url + "/v1/namespaces/smoke/entries/k", json={"ok": True})
         assert put.status_code == 201
+        deadline = time.monotonic() + 30  # and the broadcaster publishes it on NATS
+        while True:
+            health = httpx.get(url + "/v1/health").json()
+            if (health["broadcaster"] or {}).get("position", 0) >= put.json()["position"]:
+                assert health["broadcaster"]["lag_events"] == 0
+                break
+            assert time.monotonic() < deadline, health
+            time.sleep(0.1)
         assert processes_using(data), "embedded servers should run while serving"
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -69,7 +77,8 @@ def test_a_graceful_stop_finishes_the_writes_in_flight(database_url: str, ns: st
     import psycopg
 
     port = free_port()
-    env = {**os.environ, "SSOT_DATABASE_URL": database_url, "SSOT_HTTP_PORT": str(port)}
+    env = {**os.environ, "SSOT_DATABASE_URL": database_url, "SSOT_HTTP_PORT": str(port),
+           "SSOT_BROADCAST": "false"}  # never publish on a NATS server we did not start
     proc, url = start_serve([], env, port)
     acknowledged: list[tuple[str, int]] = []
     sent: set[str] = set()

@@ -1,0 +1,214 @@
+"""The broadcaster: every committed event, in log order, once, on NATS JetStream.
+
+It follows the log by global position and publishes each event as a CloudEvent on its
+entry's subject, pipelined, with ``Nats-Msg-Id`` (the event id: JetStream drops a
+republished duplicate) and ``Nats-Expected-Last-Msg-Id`` (the previous event's id:
+JetStream refuses a message that would land after a gap, so the stream can never hold
+the log out of order, whatever fails in between). Its position advances only past
+acknowledged events and is stored in PostgreSQL; on (re)start it resumes after the last
+event the stream itself holds, so a crash between a PubAck and the position update
+republishes nothing.
+
+Exactly one broadcaster per database is active: the leader holds a session advisory
+lock; standbys poll for it and take over within a second or two of the leader's death.
+It wakes on the store's NOTIFY and also polls, so a lost notification or a dropped
+LISTEN connection never stalls it. NATS is never on the write path: while NATS is down
+the broadcaster retries with backoff and then catches up in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import nats
+import psycopg
+from nats.js import JetStreamContext
+from nats.js.api import StreamConfig
+from psycopg.rows import dict_row
+
+from .cloudevents import COLUMNS, cloudevent
+from .subjects import entry_subject
+
+log = logging.getLogger(__name__)
+
+_LOCK_NAMESPACE = 0x55_0700_0002  # arbitrary, fixed: "ssot broadcaster <name>"
+
+
+@dataclass
+class Progress:
+    """What the broadcaster has done, for health and metrics."""
+
+    leader: bool = False
+    position: int = 0
+    published: int = 0
+    last_error: str | None = None
+
+
+class Broadcaster:
+    def __init__(
+        self,
+        database_url: str,
+        nats_url: str,
+        *,
+        stream: str = "SSOT",
+        prefix: str = "ssot",
+        name: str = "default",
+        batch_size: int = 512,
+        poll_interval: float = 1.0,
+        ack_timeout: float = 5.0,
+        duplicate_window: float = 600.0,
+        on_progress: Callable[[Progress], None] | None = None,
+    ) -> None:
+        self.database_url = database_url
+        self.nats_url = nats_url
+        self.stream = stream
+        self.prefix = prefix
+        self.name = name
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+        self.ack_timeout = ack_timeout
+        self.duplicate_window = duplicate_window
+        self.progress = Progress()
+        self._on_progress = on_progress
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Lead (or wait to lead) until ``stop`` is set; failures are retried."""
+        backoff = 0.2
+        while not stop.is_set():
+            try:
+                await self._lead(stop)
+                backoff = 0.2
+            except Exception as e:  # NATS or PostgreSQL away: log, back off, try again
+                self.progress.leader = False
+                self.progress.last_error = f"{type(e).__name__}: {e}"
+                log.warning("broadcaster %s: %s; retrying in %.1fs", self.name,
+                            self.progress.last_error, backoff)
+                await _sleep(stop, backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def _lead(self, stop: asyncio.Event) -> None:
+        async with await psycopg.AsyncConnection.connect(
+                self.database_url, autocommit=True) as lock_conn:
+            lock_id = _LOCK_NAMESPACE ^ zlib.crc32(self.name.encode())
+            while not stop.is_set():
+                cur = await lock_conn.execute("SELECT pg_try_advisory_lock(%s)", (lock_id,))
+                row = await cur.fetchone()
+                if row and row[0]:
+                    break
+                await _sleep(stop, self.poll_interval)
+            if stop.is_set():
+                return
+            self.progress.leader = True
+            log.info("broadcaster %s leads", self.name)
+            nc = await nats.connect(self.nats_url, allow_reconnect=False, connect_timeout=2)
+            try:
+                js = nc.jetstream(timeout=self.ack_timeout)
+                await self._ensure_stream(js)
+                await self._publish_until(stop, js, lock_conn)
+            finally:
+                with contextlib.suppress(Exception):
+                    await nc.close()
+                self.progress.leader = False
+
+    async def _ensure_stream(self, js: JetStreamContext) -> None:
+        config = StreamConfig(name=self.stream, subjects=[f"{self.prefix}.>"],
+                              duplicate_window=self.duplicate_window)
+        try:
+            await js.stream_info(self.stream)
+        except nats.js.errors.NotFoundError:
+            await js.add_stream(config)
+
+    async def _stream_tail(self, js: JetStreamContext) -> tuple[int, str | None]:
+        """(position, message id) of the last event the stream holds (0, None if none)."""
+        info = await js.stream_info(self.stream)
+        if not info.state.last_seq:
+            return 0, None
+        try:
+            msg = await js.get_msg(self.stream, seq=info.state.last_seq)
+        except nats.js.errors.NotFoundError:
+            return 0, None
+        headers = msg.headers or {}
+        return int(headers.get("Ssot-Position", 0)), headers.get("Nats-Msg-Id")
+
+    async def _publish_until(
+        self, stop: asyncio.Event, js: JetStreamContext, lock_conn: psycopg.AsyncConnection[Any]
+    ) -> None:
+        async with await psycopg.AsyncConnection.connect(
+                self.database_url, autocommit=True, row_factory=dict_row) as conn, \
+                await psycopg.AsyncConnection.connect(
+                    self.database_url, autocommit=True) as listen_conn:
+            await listen_conn.execute("LISTEN ssot_events")
+            tracked = await self._tracked(conn)
+            published, last_id = await self._stream_tail(js)
+            position = max(tracked, published)
+            self._report(position)
+            while not stop.is_set():
+                cur = await conn.execute(
+                    f"SELECT {COLUMNS} FROM entry_history WHERE position > %s"
+                    " ORDER BY position LIMIT %s",
+                    (position, self.batch_size), prepare=True)
+                rows = await cur.fetchall()
+                if not rows:
+                    await lock_conn.execute("SELECT 1")  # still the leader's session?
+                    await self._wait_for_news(stop, listen_conn)
+                    continue
+                last_id = await self._publish(js, rows, last_id)
+                position = rows[-1]["position"]
+                await conn.execute(
+                    "INSERT INTO broadcaster_positions (name, position) VALUES (%s, %s)"
+                    " ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position,"
+                    " updated_at = now()", (self.name, position))
+                self.progress.published += len(rows)
+                self._report(position)
+
+    async def _publish(
+        self, js: JetStreamContext, rows: list[dict[str, Any]], last_id: str | None
+    ) -> str | None:
+        """Publish ``rows`` pipelined; return once every one is acknowledged, in order."""
+        pending = []
+        for row in rows:
+            msg_id = str(row["event_id"])
+            headers = {"Nats-Msg-Id": msg_id, "Ssot-Position": str(row["position"]),
+                       "Ssot-Version": str(row["version"])}
+            if last_id is not None:
+                headers["Nats-Expected-Last-Msg-Id"] = last_id
+            subject = entry_subject(self.prefix, row["namespace"], row["key"])
+            pending.append(await js.publish_async(subject, cloudevent(row), headers=headers))
+            last_id = msg_id
+        try:
+            for future in pending:
+                await asyncio.wait_for(future, self.ack_timeout)
+        finally:
+            for future in pending:
+                future.cancel()
+        return last_id
+
+    async def _tracked(self, conn: psycopg.AsyncConnection[Any]) -> int:
+        cur = await conn.execute(
+            "SELECT position FROM broadcaster_positions WHERE name = %s", (self.name,))
+        row = await cur.fetchone()
+        return int(row["position"]) if row else 0
+
+    async def _wait_for_news(self, stop: asyncio.Event,
+                             listen_conn: psycopg.AsyncConnection[Any]) -> None:
+        if stop.is_set():
+            return
+        async for _ in listen_conn.notifies(timeout=self.poll_interval, stop_after=1):
+            pass
+
+    def _report(self, position: int) -> None:
+        self.progress.position = position
+        self.progress.last_error = None
+        if self._on_progress is not None:
+            self._on_progress(self.progress)
+
+
+async def _sleep(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)

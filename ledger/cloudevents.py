@@ -1,0 +1,45 @@
+"""The CloudEvents 1.0 (structured JSON) form of an entry event, as broadcast on NATS and
+served by the catch-up API. Built from a version-history row; encoded with orjson."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+TYPE_PREFIX = "io.nexus.ssot."
+SOURCE_PREFIX = "urn:nexus-ssot:namespace:"
+
+#: The history columns a CloudEvent is made of (``patch``/``document`` as JSON text).
+COLUMNS = (
+    "position, event_id, namespace, key, version, event_type, recorded_at, actor, reason,"
+    " correlation_id, causation_id, patch::text AS patch, document::text AS document"
+)
+
+
+def cloudevent(row: dict[str, Any]) -> bytes:
+    """The structured CloudEvent of one history row (see ``COLUMNS``)."""
+    recorded_at: datetime = row["recorded_at"]
+    data = {
+        "namespace": row["namespace"],
+        "key": row["key"],
+        "version": row["version"],
+        "position": row["position"],
+        "document": orjson.Fragment(row["document"] or "null"),
+        "patch": orjson.Fragment(row["patch"]),
+        "actor": row["actor"],
+        "reason": row["reason"],
+        "correlation_id": row["correlation_id"],
+        "causation_id": row["causation_id"],
+    }
+    return orjson.dumps({
+        "specversion": "1.0",
+        "id": str(row["event_id"]),
+        "source": SOURCE_PREFIX + row["namespace"],
+        "type": TYPE_PREFIX + row["event_type"],
+        "subject": row["key"],
+        "time": recorded_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "datacontenttype": "application/json",
+        "data": data,
+    })

@@ -1,0 +1,88 @@
+"""Child processes of ``ssot serve``: started, watched, restarted, stopped."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+
+from nexus_ssot.ledger.settings import Settings
+
+log = logging.getLogger("nexus_ssot.serve")
+
+
+class ChildProcess:
+    """``ssot ARGS…`` as a child of ``ssot serve``; restarted if it dies while serving."""
+
+    what = "child"
+
+    def __init__(self, settings: Settings, args: list[str]) -> None:
+        self.settings = settings
+        self.args = args
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._stopping = threading.Event()
+        self._watcher = threading.Thread(target=self._watch, name=f"ssot-{self.what}-watch",
+                                         daemon=True)
+
+    def ready(self) -> bool:
+        """Whether a started child is ready for work (override for a real check)."""
+        return True
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        env = {**os.environ, **self.settings.as_environment()}
+        return subprocess.Popen(
+            [sys.executable, "-m", "nexus_ssot.ops.cli", *self.args],
+            env=env, stdin=subprocess.DEVNULL,
+            # Its own session: a Ctrl-C meant for `ssot serve` must not stop the child
+            # before the HTTP side has drained; serve stops it afterwards.
+            start_new_session=True,
+        )
+
+    def start(self, timeout: float = 60.0) -> None:
+        self.proc = self._spawn()
+        self._wait_ready(timeout)
+        self._watcher.start()
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the {self.what} process exited with {self.proc.returncode}")
+            if self.ready():
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the {self.what} process did not become ready")
+            time.sleep(0.05)
+
+    def _watch(self) -> None:
+        while not self._stopping.is_set():
+            assert self.proc is not None
+            code = self.proc.wait()
+            if self._stopping.is_set():
+                return
+            log.error("the %s process exited with %s; restarting it", self.what, code)
+            time.sleep(1.0)
+            if self._stopping.is_set():
+                return
+            self.proc = self._spawn()
+            try:
+                self._wait_ready(60.0)
+            except RuntimeError as e:
+                log.error("%s", e)
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """SIGTERM, then wait: the child finishes what it accepted and exits."""
+        self._stopping.set()
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.error("the %s process did not stop in %.0fs; killing it", self.what, timeout)
+            self.proc.kill()
+            self.proc.wait()

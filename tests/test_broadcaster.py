@@ -1,0 +1,300 @@
+"""The broadcaster on real NATS JetStream and PostgreSQL: every committed event, as a
+CloudEvent, in log order, exactly once — across SIGKILLs and NATS outages."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import jsonpatch
+import nats
+import orjson
+import psycopg
+import pytest
+from nexus_ssot.ledger.broadcaster import Broadcaster
+from nexus_ssot.ledger.domain import (
+    Context,
+    Delete,
+    Expectation,
+    Limits,
+    MergePatch,
+    Put,
+    Restore,
+)
+from nexus_ssot.ledger.embedded import EmbeddedNats
+from nexus_ssot.ledger.migrate import migrate
+from nexus_ssot.ledger.store import open_application
+from nexus_ssot.ledger.subjects import entry_subject
+from nexus_ssot.ledger.writer import GroupCommitWriter
+
+from tests.conftest import free_port
+
+SSOT = str(Path(sys.executable).parent / "ssot")
+
+
+def context(**kw: Any) -> Context:
+    return Context(event_id=uuid.uuid4(), timestamp=datetime.now(UTC), actor="tester",
+                   correlation_id=kw.pop("correlation_id", "corr-1"), **kw)
+
+
+@pytest.fixture()
+def writer(database_url: str) -> Iterator[GroupCommitWriter]:
+    migrate(database_url)
+    app = open_application(database_url, pool_size=2)
+    w = GroupCommitWriter(app, lambda _ns: Limits())
+    w.start()
+    yield w
+    w.stop()
+    app.close()
+
+
+def head(database_url: str) -> tuple[int, list[int]]:
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute("SELECT position FROM entry_history ORDER BY position").fetchall()
+    positions = [r[0] for r in rows]
+    return (positions[-1] if positions else 0), positions
+
+
+async def read_stream(nats_url: str, stream: str, prefix: str) -> list[Any]:
+    """Every message the stream holds, in stream order."""
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        total = (await js.stream_info(stream)).state.messages
+        sub = await js.subscribe(f"{prefix}.>", ordered_consumer=True)
+        messages = [await sub.next_msg(timeout=10) for _ in range(total)]
+        await sub.unsubscribe()
+        return messages
+    finally:
+        await nc.close()
+
+
+async def stream_tail_position(nats_url: str, stream: str) -> int:
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        info = await js.stream_info(stream)
+        if not info.state.last_seq:
+            return 0
+        msg = await js.get_msg(stream, seq=info.state.last_seq)
+        return int((msg.headers or {})["Ssot-Position"])
+    except nats.js.errors.NotFoundError:
+        return 0
+    finally:
+        await nc.close()
+
+
+def wait_until_published(nats_url: str, stream: str, position: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while asyncio.run(stream_tail_position(nats_url, stream)) < position:
+        assert time.monotonic() < deadline, f"the stream never reached position {position}"
+        time.sleep(0.2)
+
+
+def assert_exactly_the_log(messages: list[Any], positions: list[int]) -> None:
+    published = [int(m.headers["Ssot-Position"]) for m in messages]
+    assert published == positions  # every event, once, in log order, no gap
+    ids = [m.headers["Nats-Msg-Id"] for m in messages]
+    assert len(set(ids)) == len(ids)
+
+
+class InThread:
+    """A broadcaster running in a thread of the test process."""
+
+    def __init__(self, broadcaster: Broadcaster) -> None:
+        self.broadcaster = broadcaster
+        self.loop = asyncio.new_event_loop()
+        self.stop = asyncio.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_until_complete(self.broadcaster.run(self.stop))
+
+    def __enter__(self) -> InThread:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.loop.call_soon_threadsafe(self.stop.set)
+        self.thread.join(30)
+
+
+def test_every_event_type_arrives_as_a_cloudevent_with_its_fields(
+    database_url: str, nats_url: str, stream: tuple[str, str], writer: GroupCommitWriter,
+    ns: str,
+) -> None:
+    name, prefix = stream
+    key = "services/payments/db.url"
+    writes = [
+        (Put(ns, key, document={"url": "pg://a", "pool": 5}), context(reason="first")),
+        (Put(ns, key, Expectation(if_match=1), document={"url": "pg://b", "pool": 5}),
+         context(causation_id="deploy-7")),
+        (MergePatch(ns, key, patch={"pool": 9}), context()),
+        (Delete(ns, key), context(reason="retired")),
+        (Restore(ns, key, from_version=1, document={"url": "pg://a", "pool": 5}), context()),
+    ]
+    outcomes = [writer.submit(c, x).result(10) for c, x in writes]
+    end, _ = head(database_url)
+    with InThread(Broadcaster(database_url, nats_url, stream=name, prefix=prefix,
+                              name=f"types-{name}")):
+        wait_until_published(nats_url, name, end, timeout=30)
+    messages = [m for m in asyncio.run(read_stream(nats_url, name, prefix))
+                if m.subject == entry_subject(prefix, ns, key)]
+    assert [orjson.loads(m.data)["type"] for m in messages] == [
+        "io.nexus.ssot.entry.created", "io.nexus.ssot.entry.updated",
+        "io.nexus.ssot.entry.patched", "io.nexus.ssot.entry.deleted",
+        "io.nexus.ssot.entry.restored"]
+    previous: Any = None
+    for message, (_, ctx), outcome in zip(messages, writes, outcomes, strict=True):
+        event = orjson.loads(message.data)
+        assert set(event) == {"specversion", "id", "source", "type", "subject", "time",
+                              "datacontenttype", "data"}
+        assert event["specversion"] == "1.0"
+        assert event["id"] == str(ctx.event_id) == message.headers["Nats-Msg-Id"]
+        assert event["source"] == f"urn:nexus-ssot:namespace:{ns}"
+        assert event["subject"] == key
+        assert event["time"].endswith("Z")
+        assert event["datacontenttype"] == "application/json"
+        data = event["data"]
+        assert data["namespace"] == ns and data["key"] == key
+        assert data["version"] == outcome.version
+        assert data["position"] == outcome.position
+        assert message.headers["Ssot-Position"] == str(outcome.position)
+        assert message.headers["Ssot-Version"] == str(outcome.version)
+        assert data["document"] == outcome.document
+        assert data["actor"] == "tester"
+        assert data["reason"] == ctx.reason
+        assert data["correlation_id"] == "corr-1"
+        assert data["causation_id"] == ctx.causation_id
+
+        assert jsonpatch.apply_patch(previous, data["patch"]) == data["document"]
+        previous = data["document"]
+
+
+def broadcast_process(database_url: str, nats_url: str, name: str, prefix: str,
+                      group: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "SSOT_DATABASE_URL": database_url, "SSOT_NATS_URL": nats_url,
+           "SSOT_NATS_STREAM": name, "SSOT_NATS_SUBJECT_PREFIX": prefix,
+           "SSOT_BROADCASTER_NAME": group}
+    return subprocess.Popen([SSOT, "broadcast"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+
+class Traffic:
+    """Several threads writing continuously until stopped; counts failures."""
+
+    def __init__(self, writer: GroupCommitWriter, ns: str, threads: int = 4) -> None:
+        self.writer, self.ns = writer, ns
+        self.stop = threading.Event()
+        self.failures: list[str] = []
+        self.threads = [threading.Thread(target=self._run, args=(i,)) for i in range(threads)]
+
+    def _run(self, n: int) -> None:
+        i = 0
+        while not self.stop.is_set():
+            i += 1
+            try:
+                self.writer.submit(Put(self.ns, f"t{n}/k{i % 20}", document={"i": i}),
+                                   context()).result(30)
+            except Exception as e:
+                self.failures.append(repr(e))
+            time.sleep(0.002)
+
+    def __enter__(self) -> Traffic:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(30)
+
+
+def test_sigkilled_broadcasters_lose_nothing_and_double_nothing(
+    database_url: str, nats_url: str, stream: tuple[str, str], writer: GroupCommitWriter,
+    ns: str,
+) -> None:
+    name, prefix = stream
+    group = f"crash-{name}"
+    rng = random.Random(7)
+    proc = broadcast_process(database_url, nats_url, name, prefix, group)
+    try:
+        with Traffic(writer, ns) as traffic:
+            for _ in range(4):  # kill it at random moments while writes go on
+                time.sleep(rng.uniform(0.4, 1.2))
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(10)
+                proc = broadcast_process(database_url, nats_url, name, prefix, group)
+            time.sleep(0.5)
+        assert traffic.failures == []
+        end, positions = head(database_url)
+        wait_until_published(nats_url, name, end, timeout=60)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    assert_exactly_the_log(asyncio.run(read_stream(nats_url, name, prefix)), positions)
+
+
+def test_a_nats_outage_delays_but_loses_nothing_and_never_fails_a_write(
+    database_url: str, tmp_path: Path, writer: GroupCommitWriter, ns: str,
+) -> None:
+    port = free_port()
+    own_nats = EmbeddedNats(tmp_path / "nats", port=port)
+    url = own_nats.start()
+    try:
+        with InThread(Broadcaster(database_url, url, stream="SSOT", prefix="ssot",
+                                  name=f"outage-{ns}", ack_timeout=2.0)) as running, \
+                Traffic(writer, ns) as traffic:
+            time.sleep(1.0)
+            own_nats.stop()  # NATS goes away while writes go on
+            time.sleep(2.0)
+            assert running.broadcaster.progress.last_error
+            own_nats = EmbeddedNats(tmp_path / "nats", port=port)
+            own_nats.start()  # and comes back with its data
+            time.sleep(1.0)
+        assert traffic.failures == []
+        end, positions = head(database_url)
+        with InThread(Broadcaster(database_url, url, stream="SSOT", prefix="ssot",
+                                  name=f"outage-{ns}")):
+            wait_until_published(url, "SSOT", end, timeout=60)
+        assert_exactly_the_log(asyncio.run(read_stream(url, "SSOT", "ssot")), positions)
+    finally:
+        own_nats.stop()
+
+
+def test_a_standby_takes_over_when_the_leader_dies(
+    database_url: str, nats_url: str, stream: tuple[str, str], writer: GroupCommitWriter,
+    ns: str,
+) -> None:
+    name, prefix = stream
+    group = f"failover-{name}"
+    first = broadcast_process(database_url, nats_url, name, prefix, group)
+    time.sleep(1.5)  # the first one leads
+    second = broadcast_process(database_url, nats_url, name, prefix, group)
+    try:
+        with Traffic(writer, ns):
+            time.sleep(1.0)
+            first.send_signal(signal.SIGKILL)
+            first.wait(10)
+            time.sleep(1.0)
+        end, positions = head(database_url)
+        wait_until_published(nats_url, name, end, timeout=30)  # the standby did it
+    finally:
+        for p in (first, second):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                p.wait(30)
+    assert_exactly_the_log(asyncio.run(read_stream(nats_url, name, prefix)), positions)
