@@ -17,17 +17,19 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from psycopg_pool import AsyncConnectionPool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
 from nexus_ssot.ledger.errors import LedgerError
 from nexus_ssot.ledger.migrate import migrate
 from nexus_ssot.ledger.settings import Settings
 from nexus_ssot.ledger.store import open_application
 from nexus_ssot.ledger.writer import GroupCommitWriter
 from nexus_ssot.ledger.writer_service import LocalWriter, RemoteWriter, Writer
-from psycopg_pool import AsyncConnectionPool
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import errors
+from .feed import LogNotifier
 from .routes import router
 from .service import Service
 from .telemetry import providers
@@ -100,7 +102,11 @@ def create_app(settings: Settings) -> FastAPI:
             )
             await pool.open(wait=True, timeout=30)
             stack.push_async_callback(pool.close)
-            app.state.service = Service(settings, writer, pool, tracer_provider, tracer, writes)
+            notifier = LogNotifier(database_url)
+            notifier.start()
+            stack.push_async_callback(notifier.stop)
+            app.state.service = Service(settings, writer, pool, tracer_provider, tracer, writes,
+                                        notifier)
             try:
                 yield
             finally:

@@ -13,6 +13,9 @@ from typing import Any
 import orjson
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
 from nexus_ssot.ledger.errors import (
     DocumentTooLarge,
     InvalidInput,
@@ -23,8 +26,6 @@ from nexus_ssot.ledger.errors import (
     Unprocessable,
     UnsupportedMediaType,
 )
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.responses import Response
 
 PROBLEM_TYPE_BASE = "https://nexus-ssot.dev/problems/"
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 from fastapi import Request
+
 from nexus_ssot.ledger.domain import Expectation
 from nexus_ssot.ledger.errors import DocumentTooLarge, InvalidInput, UnsupportedMediaType
 

@@ -60,3 +60,22 @@ class Problem(BaseModel):
     field: str | None = None
     instance: str | None = None
     correlation_id: str | None = None
+
+
+class CloudEvent(BaseModel):
+    """An entry event as a CloudEvents 1.0 structured JSON object."""
+
+    specversion: str
+    id: str
+    source: str
+    type: str = Field(description="io.nexus.ssot.entry.created|updated|patched|deleted|restored")
+    subject: str = Field(description="The entry's key")
+    time: str
+    datacontenttype: str
+    data: dict[str, Any] = Field(description="namespace, key, version, position, document, "
+                                 "patch, actor, reason, correlation_id, causation_id")
+
+
+class EventPage(BaseModel):
+    items: list[CloudEvent]
+    next_cursor: str | None

@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Annotated, Any, Literal, TypeVar
 
 import orjson
 from fastapi import APIRouter, Path, Query, Request
+from starlette.responses import Response, StreamingResponse
+
 from nexus_ssot.ledger.domain import (
     Command,
     Context,
@@ -24,9 +27,8 @@ from nexus_ssot.ledger.domain import (
 )
 from nexus_ssot.ledger.errors import EntryGone, InvalidInput, NotFound, Unavailable
 from nexus_ssot.ledger.writer import Idempotency, Outcome
-from nexus_ssot.projections import current_state
+from nexus_ssot.projections import current_state, event_feed
 from nexus_ssot.projections import entry_history as entry_history_view
-from starlette.responses import Response
 
 from . import http, models
 from .errors import problem
@@ -349,6 +351,90 @@ async def list_namespaces(request: Request, limit: Limit = 100, cursor: Cursor =
     async with service.pool.connection() as conn:
         rows = await current_state.list_namespaces(conn, after=after, limit=limit + 1)
     return page(rows, limit, lambda r: orjson.dumps(r.__dict__), lambda r: {"n": r.namespace})
+
+
+@router.get(
+    "/events",
+    summary="Catch-up: the CloudEvents of the log after a position",
+    response_model=models.EventPage,
+    responses=_ERRORS,
+    tags=["events"],
+)
+async def list_events(
+    request: Request,
+    after: Annotated[int, Query(ge=0, description="Global position to start after")] = 0,
+    namespace: Annotated[str | None, Query(description="Only this namespace")] = None,
+    key: Annotated[str | None, Query(description="Only this key (with namespace)")] = None,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> Response:
+    ns, k = _feed_filter(namespace, key)
+    position = decode_cursor(cursor, ns=ns, k=k)
+    start = position["after"] if position else after
+    service = _service(request)
+    async with service.pool.connection() as conn:
+        rows = await event_feed.events_after(conn, start, limit=limit + 1, namespace=ns,
+                                             key=k)
+    return page(rows, limit, lambda r: r[1], lambda r: {"after": r[0], "ns": ns, "k": k})
+
+
+@router.get(
+    "/events/stream",
+    summary="Live feed: the log's CloudEvents as Server-Sent Events (resumable)",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}, **_ERRORS},
+    tags=["events"],
+)
+async def stream_events(
+    request: Request,
+    after: Annotated[int | None, Query(ge=0, description="Start after this position "
+                                       "(default: the head, i.e. new events only)")] = None,
+    namespace: Annotated[str | None, Query(description="Only this namespace")] = None,
+    key: Annotated[str | None, Query(description="Only this key (with namespace)")] = None,
+) -> Response:
+    ns, k = _feed_filter(namespace, key)
+    service = _service(request)
+    last_event_id = request.headers.get("last-event-id")
+    if last_event_id is not None:
+        if not last_event_id.isdigit():
+            raise InvalidInput("Last-Event-ID must be a position (a whole number)",
+                               code="invalid_last_event_id", field="Last-Event-ID")
+        start = int(last_event_id)
+    elif after is not None:
+        start = after
+    else:
+        async with service.pool.connection() as conn:
+            start = await event_feed.head_position(conn)
+
+    async def events() -> AsyncIterator[bytes]:
+        position, quiet_since = start, time.monotonic()
+        yield b": nexus-ssot event stream\n\n"
+        while not await request.is_disconnected():
+            async with service.pool.connection() as conn:
+                rows = await event_feed.events_after(conn, position, limit=500,
+                                                     namespace=ns, key=k)
+            for position, body in rows:
+                yield b"id: %d\ndata: %s\n\n" % (position, body)
+            if rows:
+                quiet_since = time.monotonic()
+                continue
+            if time.monotonic() - quiet_since > SSE_KEEPALIVE_SECONDS:
+                yield b": keepalive\n\n"
+                quiet_since = time.monotonic()
+            await service.notifier.wait(1.0)
+
+    return StreamingResponse(events(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+SSE_KEEPALIVE_SECONDS = 15.0
+
+
+def _feed_filter(namespace: str | None, key: str | None) -> tuple[str | None, str | None]:
+    if key is not None and namespace is None:
+        raise InvalidInput("key needs namespace", code="invalid_parameter", field="key")
+    return (check_namespace(namespace) if namespace is not None else None,
+            check_key(key) if key is not None else None)
 
 
 @router.get("/health", summary="Liveness and store reachability", tags=["operations"])

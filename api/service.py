@@ -5,12 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from nexus_ssot.ledger.settings import Settings
-from nexus_ssot.ledger.writer_service import Writer
 from opentelemetry.metrics import Counter
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Tracer
 from psycopg_pool import AsyncConnectionPool
+
+from nexus_ssot.ledger.settings import Settings
+from nexus_ssot.ledger.writer_service import Writer
+
+from .feed import LogNotifier
 
 
 @dataclass
@@ -21,3 +24,4 @@ class Service:
     tracer_provider: TracerProvider
     tracer: Tracer
     writes: Counter
+    notifier: LogNotifier

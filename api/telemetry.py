@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from nexus_ssot.ledger.errors import InvalidInput
-from nexus_ssot.ledger.settings import Settings
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+
+from nexus_ssot.ledger.errors import InvalidInput
+from nexus_ssot.ledger.settings import Settings
 
 EXPORTERS = ("none", "console")
 

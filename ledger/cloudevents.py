@@ -11,11 +11,11 @@ import orjson
 TYPE_PREFIX = "io.nexus.ssot."
 SOURCE_PREFIX = "urn:nexus-ssot:namespace:"
 
-#: The history columns a CloudEvent is made of (``patch``/``document`` as JSON text).
-COLUMNS = (
-    "position, event_id, namespace, key, version, event_type, recorded_at, actor, reason,"
-    " correlation_id, causation_id, patch::text AS patch, document::text AS document"
-)
+#: The history columns a CloudEvent is made of, in ``COLUMNS`` order.
+FIELDS = ("position", "event_id", "namespace", "key", "version", "event_type", "recorded_at",
+          "actor", "reason", "correlation_id", "causation_id", "patch", "document")
+#: The SELECT list of ``FIELDS`` (``patch`` and ``document`` as JSON text).
+COLUMNS = ", ".join(f"{f}::text AS {f}" if f in ("patch", "document") else f for f in FIELDS)
 
 
 def cloudevent(row: dict[str, Any]) -> bytes:

@@ -8,6 +8,7 @@ import signal
 import threading
 
 import uvloop
+
 from nexus_ssot.ledger.broadcaster import Broadcaster
 from nexus_ssot.ledger.migrate import migrate
 from nexus_ssot.ledger.settings import Settings

@@ -8,6 +8,7 @@ Exit codes: 0 ok, 1 other error, 2 usage, 3 not found, 4 precondition failed / c
 from __future__ import annotations
 
 import sys
+import time
 from typing import Any, NoReturn
 from urllib.parse import quote
 
@@ -32,18 +33,24 @@ class Client:
             response = self.http.request(method, path, **kw)
         except httpx.HTTPError as e:
             fail(EXIT_UNAVAILABLE, "unreachable", f"{self.http.base_url}: {e}")
-        if response.status_code >= 400:
-            try:
-                problem = response.json()
-                code, detail = problem.get("code", "error"), problem.get("detail", response.text)
-            except ValueError:
-                code, detail = f"http_{response.status_code}", response.text.strip()
-            status = response.status_code
-            exit_code = (EXIT_NOT_FOUND if status == 404 else EXIT_PRECONDITION
-                         if status in (409, 412) else EXIT_UNAVAILABLE if status >= 500
-                         else EXIT_OTHER)
-            fail(exit_code, code, detail)
+        fail_on_problem(response)
         return response
+
+
+def fail_on_problem(response: httpx.Response) -> None:
+    """Exit with the one-line error of a problem response (RFC 9457)."""
+    if response.status_code < 400:
+        return
+    try:
+        problem = response.json()
+        code, detail = problem.get("code", "error"), problem.get("detail", response.text)
+    except ValueError:
+        code, detail = f"http_{response.status_code}", response.text.strip()
+    status = response.status_code
+    exit_code = (EXIT_NOT_FOUND if status == 404 else EXIT_PRECONDITION
+                 if status in (409, 412) else EXIT_UNAVAILABLE if status >= 500
+                 else EXIT_OTHER)
+    fail(exit_code, code, detail)
 
 
 def fail(exit_code: int, code: str, message: str) -> NoReturn:
@@ -304,6 +311,54 @@ def history(ctx: click.Context, address: str, desc: bool, limit: int | None) -> 
                       e["recorded_at"], str(e["position"]), e["actor"], e["reason"] or "",
                       summarize_patch(e["patch"]))
     out.print(table)
+
+
+@main.command()
+@click.argument("target")
+@click.option("--after", type=int, help="Start after this global position (default: now).")
+@click.pass_context
+def watch(ctx: click.Context, target: str, after: int | None) -> None:
+    """Print the changes of TARGET (NAMESPACE or NAMESPACE/KEY) as they are committed.
+
+    Follows the server's event stream (Server-Sent Events) and resumes it after a dropped
+    connection from the last position seen. Ctrl-C stops."""
+    namespace, _, key = target.partition("/")
+    params: dict[str, Any] = {"namespace": namespace}
+    if key:
+        params["key"] = key
+    if after is not None:
+        params["after"] = after
+    client = _client(ctx)
+    last: str | None = None
+    try:
+        while True:
+            headers = {"Last-Event-ID": last} if last is not None else {}
+            try:
+                with client.http.stream("GET", "/v1/events/stream", params=params,
+                                        headers=headers, timeout=None) as response:
+                    if response.status_code >= 400:
+                        response.read()
+                        fail_on_problem(response)
+                    for line in response.iter_lines():
+                        if line.startswith("id: "):
+                            last = line[4:]
+                        elif line.startswith("data: "):
+                            show_change(orjson.loads(line[6:]), ctx.obj["json"])
+            except httpx.TransportError as e:
+                click.echo(f"warning: stream interrupted ({e}); resuming", err=True)
+                time.sleep(1.0)
+    except KeyboardInterrupt:
+        pass
+
+
+def show_change(event: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        click.echo(orjson.dumps(event).decode())
+        return
+    data = event["data"]
+    click.echo(f"{data['position']:>8}  {event['time']}  {event['type'].rsplit('.', 1)[-1]:<8} "
+               f"{data['namespace']}/{data['key']} v{data['version']}  {data['actor']}"
+               + (f"  ({data['reason']})" if data["reason"] else ""))
 
 
 def summarize_patch(patch: list[dict[str, Any]]) -> str:

@@ -11,9 +11,10 @@ from typing import Any
 
 import psycopg
 import uvicorn
+from psycopg import sql
+
 from nexus_ssot.ledger.embedded import EmbeddedNats, EmbeddedPostgres
 from nexus_ssot.ledger.settings import Settings
-from psycopg import sql
 
 from .broadcast import BroadcasterThread
 from .writer_process import WriterProcess

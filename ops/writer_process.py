@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 
 import uvloop
+
 from nexus_ssot.ledger.migrate import migrate
 from nexus_ssot.ledger.settings import Settings
 from nexus_ssot.ledger.store import open_application

@@ -18,11 +18,12 @@ import httpx
 import psycopg
 import pytest
 import uvicorn
+from psycopg import sql
+
 from nexus_ssot.api.app import create_app
 from nexus_ssot.ledger.embedded import EmbeddedNats, EmbeddedPostgres
 from nexus_ssot.ledger.settings import Settings
 from nexus_ssot.ops.writer_process import WriterProcess
-from psycopg import sql
 
 
 def free_port() -> int:

@@ -22,6 +22,7 @@ import nats
 import orjson
 import psycopg
 import pytest
+
 from nexus_ssot.ledger.broadcaster import Broadcaster
 from nexus_ssot.ledger.domain import (
     Context,
@@ -37,7 +38,6 @@ from nexus_ssot.ledger.migrate import migrate
 from nexus_ssot.ledger.store import open_application
 from nexus_ssot.ledger.subjects import entry_subject
 from nexus_ssot.ledger.writer import GroupCommitWriter
-
 from tests.conftest import free_port
 
 SSOT = str(Path(sys.executable).parent / "ssot")

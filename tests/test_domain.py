@@ -13,6 +13,7 @@ import jsonpatch
 import orjson
 import pytest
 from eventsourcing.application import project_aggregate
+
 from nexus_ssot.ledger.domain import (
     EVENT_TYPE_NAMES,
     RESERVED_LAST_SEGMENTS,

@@ -16,6 +16,7 @@ from pathlib import Path
 import nats
 import psycopg
 import pytest
+
 from nexus_ssot.ledger import embedded
 from nexus_ssot.ledger.embedded import EmbeddedError, EmbeddedNats, EmbeddedPostgres
 

@@ -10,12 +10,12 @@ import httpx
 import psycopg
 import pytest
 from eventsourcing.persistence import OperationalError
+
 from nexus_ssot.ledger.domain import Context, Expectation, Limits, Put, stream_id
 from nexus_ssot.ledger.errors import PreconditionFailed
 from nexus_ssot.ledger.migrate import migrate
 from nexus_ssot.ledger.store import LedgerRecorder, open_application
 from nexus_ssot.ledger.writer import GroupCommitWriter
-
 from tests.conftest import event_count
 
 

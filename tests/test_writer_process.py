@@ -10,8 +10,8 @@ import time
 from collections import Counter
 
 import httpx
-from nexus_ssot.ops.writer_process import WriterProcess
 
+from nexus_ssot.ops.writer_process import WriterProcess
 from tests.conftest import RunningServer, make_settings
 
 WRITES = 150

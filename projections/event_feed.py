@@ -1,0 +1,37 @@
+"""The log as a feed: CloudEvents after a position, optionally of one namespace or key."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg import AsyncConnection
+
+from nexus_ssot.ledger.cloudevents import COLUMNS, FIELDS, cloudevent
+
+_AFTER = (
+    f"SELECT {COLUMNS} FROM entry_history"
+    " WHERE position > %s AND (%s::text IS NULL OR namespace = %s)"
+    " AND (%s::text IS NULL OR key = %s)"
+    " ORDER BY position LIMIT %s"
+)
+
+
+async def events_after(
+    conn: AsyncConnection[tuple[Any, ...]],
+    after: int,
+    *,
+    limit: int,
+    namespace: str | None = None,
+    key: str | None = None,
+) -> list[tuple[int, bytes]]:
+    """(position, CloudEvent JSON) of the events after ``after``, in log order."""
+    cur = await conn.execute(_AFTER, (after, namespace, namespace, key, key, limit),
+                             prepare=True)
+    rows = [dict(zip(FIELDS, row, strict=True)) for row in await cur.fetchall()]
+    return [(row["position"], cloudevent(row)) for row in rows]
+
+
+async def head_position(conn: AsyncConnection[tuple[Any, ...]]) -> int:
+    cur = await conn.execute("SELECT coalesce(max(position), 0) FROM entry_history")
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0
