@@ -21,10 +21,10 @@ test: $(STAMP)
 	$(PY) -m pytest
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check ledger projections api ops tests
+	$(VENV)/bin/ruff check ledger projections api ops client tests
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy ledger projections api ops
+	$(VENV)/bin/mypy ledger projections api ops client
 
 bench: $(STAMP)
 	$(PY) -m nexus_ssot.ops.bench --out bench/results

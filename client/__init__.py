@@ -1,0 +1,1 @@
+"""Clients of the ledger: the subscriber SDK."""

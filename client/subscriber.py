@@ -1,0 +1,275 @@
+"""The subscriber SDK: every change of a namespace (or one key), in log order, once.
+
+    async with Subscriber(nats_url, api_url, namespace="config",
+                          store=FilePositionStore("config.position")) as changes:
+        async for change in changes:
+            apply(change)          # recorded as handled when you ask for the next one
+
+It reads JetStream through a durable pull consumer that starts right after the recorded
+position. Events older than anything the stream still holds (its retention dropped
+them) are fetched from the ledger's catch-up API first, so a subscriber that was away
+for a month still sees every change, in order. Positions are the ledger's global log
+positions; a change is yielded only if its position is above the last one recorded, so
+redeliveries never reach the caller twice.
+
+``watch_key`` is the config-hot-reload helper: the current document, then every new one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import tempfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Protocol
+
+import httpx
+import nats
+import orjson
+from nats.aio.client import Client as NATSClient
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from nexus_ssot.ledger.subjects import entry_subject, namespace_filter
+
+
+@dataclass(frozen=True)
+class Change:
+    """One committed change of an entry (the ``data`` of its CloudEvent, and its type)."""
+
+    position: int
+    namespace: str
+    key: str
+    version: int
+    type: str
+    document: Any
+    patch: list[dict[str, Any]]
+    actor: str
+    reason: str | None
+    correlation_id: str
+    causation_id: str | None
+    id: str
+    time: str
+
+    @property
+    def deleted(self) -> bool:
+        return self.type.endswith(".deleted")
+
+    @classmethod
+    def from_cloudevent(cls, event: dict[str, Any]) -> Change:
+        data = event["data"]
+        return cls(position=data["position"], namespace=data["namespace"], key=data["key"],
+                   version=data["version"], type=event["type"], document=data["document"],
+                   patch=data["patch"], actor=data["actor"], reason=data["reason"],
+                   correlation_id=data["correlation_id"], causation_id=data["causation_id"],
+                   id=event["id"], time=event["time"])
+
+
+class PositionStore(Protocol):
+    """Where a subscriber keeps the last position it has handled."""
+
+    async def load(self) -> int | None: ...
+
+    async def save(self, position: int) -> None: ...
+
+
+class MemoryPositionStore:
+    def __init__(self, position: int | None = None) -> None:
+        self.position = position
+
+    async def load(self) -> int | None:
+        return self.position
+
+    async def save(self, position: int) -> None:
+        self.position = position
+
+
+class FilePositionStore:
+    """The position in a small file, replaced atomically (a crash leaves old or new)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    async def load(self) -> int | None:
+        try:
+            return int(self.path.read_text().strip())
+        except FileNotFoundError:
+            return None
+
+    async def save(self, position: int) -> None:
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=self.path.name)
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{position}\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+
+
+class Subscriber:
+    def __init__(
+        self,
+        nats_url: str,
+        api_url: str,
+        *,
+        namespace: str,
+        key: str | None = None,
+        from_position: int = 0,
+        store: PositionStore | None = None,
+        durable: str | None = None,
+        stream: str = "SSOT",
+        prefix: str = "ssot",
+        batch: int = 256,
+    ) -> None:
+        self.nats_url = nats_url
+        self.api_url = api_url.rstrip("/")
+        self.namespace = namespace
+        self.key = key
+        self.from_position = from_position
+        self.store = store or MemoryPositionStore()
+        self.durable = durable
+        self.stream = stream
+        self.prefix = prefix
+        self.batch = batch
+        self.subject = (entry_subject(prefix, namespace, key) if key
+                        else namespace_filter(prefix, namespace))
+        self._nc: NATSClient | None = None
+        self.position = 0
+
+    async def __aenter__(self) -> AsyncIterator[Change]:
+        self._nc = await nats.connect(self.nats_url)
+        return self.changes()
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        if self._nc is not None:
+            await self._nc.close()
+
+    async def changes(self) -> AsyncIterator[Change]:
+        """Every change after the recorded position (or ``from_position``), in order."""
+        assert self._nc is not None, "use `async with Subscriber(...) as changes`"
+        js = self._nc.jetstream()
+        stored = await self.store.load()
+        self.position = stored if stored is not None else self.from_position
+        oldest = await self._oldest_in_stream(js)
+        if oldest is None or oldest > self.position + 1:
+            # JetStream no longer has (or never had) what follows our position: the log does
+            async for change in self._catch_up(until=None if oldest is None else oldest - 1):
+                yield change
+                await self.handled(change.position)
+        async for change in self._from_stream(js):
+            yield change
+
+    async def handled(self, position: int) -> None:
+        """Record that every change up to ``position`` is handled. Done for you when you
+        ask for the next change; call it to record the last one before you stop."""
+        self.position = position
+        await self.store.save(position)
+
+    async def _oldest_in_stream(self, js: JetStreamContext) -> int | None:
+        try:
+            info = await js.stream_info(self.stream)
+        except nats.js.errors.NotFoundError:  # nothing broadcast yet
+            return None
+        if not info.state.messages:
+            return None
+        msg = await js.get_msg(self.stream, seq=info.state.first_seq)
+        return int((msg.headers or {})["Ssot-Position"])
+
+    async def _catch_up(self, until: int | None) -> AsyncIterator[Change]:
+        params: dict[str, Any] = {"after": self.position, "namespace": self.namespace,
+                                  "limit": 1000}
+        if self.key:
+            params["key"] = self.key
+        async with httpx.AsyncClient(base_url=self.api_url, timeout=30) as http:
+            while True:
+                response = await http.get("/v1/events", params=params)
+                response.raise_for_status()
+                page = response.json()
+                for event in page["items"]:
+                    change = Change.from_cloudevent(event)
+                    if until is not None and change.position > until:
+                        return
+                    yield change
+                if page["next_cursor"] is None:
+                    return
+                params = {"cursor": page["next_cursor"], "namespace": self.namespace,
+                          "limit": 1000, **({"key": self.key} if self.key else {})}
+
+    async def _start_sequence(self, js: JetStreamContext) -> int:
+        """The stream sequence of the first message after our position (binary search:
+        the stream holds the log in position order and only its retention removes
+        messages, from the front)."""
+        info = await js.stream_info(self.stream)
+        low, high = info.state.first_seq, info.state.last_seq + 1
+        while low < high:
+            mid = (low + high) // 2
+            msg = await js.get_msg(self.stream, seq=mid)
+            if int((msg.headers or {})["Ssot-Position"]) > self.position:
+                high = mid
+            else:
+                low = mid + 1
+        return low
+
+    async def _from_stream(self, js: JetStreamContext) -> AsyncIterator[Change]:
+        while True:  # the broadcaster creates the stream on its first run
+            try:
+                await js.stream_info(self.stream)
+                break
+            except nats.js.errors.NotFoundError:
+                await asyncio.sleep(0.5)
+        config = ConsumerConfig(
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=await self._start_sequence(js),
+            ack_policy=AckPolicy.EXPLICIT, filter_subject=self.subject,
+            inactive_threshold=None if self.durable else 300.0)
+        if self.durable:  # start the durable where our recorded position says
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                await js.delete_consumer(self.stream, self.durable)
+        sub = await js.pull_subscribe(self.subject, durable=self.durable, stream=self.stream,
+                                      config=config)
+        try:
+            while True:
+                try:
+                    messages = await sub.fetch(self.batch, timeout=1.0)
+                except nats.errors.TimeoutError:
+                    continue
+                for msg in messages:
+                    position = int((msg.headers or {})["Ssot-Position"])
+                    if position > self.position:
+                        yield Change.from_cloudevent(orjson.loads(msg.data))
+                        await self.handled(position)
+                    await msg.ack()
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+
+async def watch_key(nats_url: str, api_url: str, namespace: str, key: str, *,
+                    stream: str = "SSOT", prefix: str = "ssot") -> AsyncIterator[Any]:
+    """The entry's current document (None if it does not exist), then every new one
+    (None when it is deleted): for configuration hot reload."""
+    async with httpx.AsyncClient(base_url=api_url.rstrip("/"), timeout=30) as http:
+        response = await http.get(f"/v1/namespaces/{namespace}/entries/{key}")
+        if response.status_code == 200:
+            entry = response.json()
+            position, document = entry["position"], entry["document"]
+        elif response.status_code == 404:
+            position, document = 0, None
+            if response.json().get("code") == "entry_deleted":  # start after the tombstone
+                last = await http.get(f"/v1/namespaces/{namespace}/entries/{key}/history",
+                                      params={"order": "desc", "limit": 1})
+                position = last.json()["items"][0]["position"]
+        else:
+            response.raise_for_status()
+            return
+    yield document
+    subscriber = Subscriber(nats_url, api_url, namespace=namespace, key=key,
+                            from_position=position, stream=stream, prefix=prefix)
+    async with subscriber as changes:
+        async for change in changes:
+            yield None if change.deleted else change.document
+
