@@ -7,7 +7,7 @@ JetStream refuses a message that would land after a gap, so the stream can never
 the log out of order, whatever fails in between). Its position advances only past
 acknowledged events and is stored in PostgreSQL; on (re)start it resumes after the last
 event the stream itself holds, so a crash between a PubAck and the position update
-republishes nothing.
+republishes nothing, and a stream that lost its tail gets it again.
 
 Exactly one broadcaster per database is active: the leader holds a session advisory
 lock; standbys poll for it and take over within a second or two of the leader's death.
@@ -124,15 +124,19 @@ class Broadcaster:
         except nats.js.errors.NotFoundError:
             await js.add_stream(config)
 
-    async def _stream_tail(self, js: JetStreamContext) -> tuple[int, str | None]:
-        """(position, message id) of the last event the stream holds (0, None if none)."""
+    async def _stream_tail(self, js: JetStreamContext) -> tuple[int, str | None] | None:
+        """(position, message id) of the last event the stream holds; (0, None) for a
+        stream that never held one; None if its messages are gone (retention expired
+        them all), when only our tracked position can tell."""
         info = await js.stream_info(self.stream)
         if not info.state.last_seq:
             return 0, None
+        if not info.state.messages:
+            return None
         try:
             msg = await js.get_msg(self.stream, seq=info.state.last_seq)
         except nats.js.errors.NotFoundError:
-            return 0, None
+            return None
         headers = msg.headers or {}
         return int(headers.get("Ssot-Position", 0)), headers.get("Nats-Msg-Id")
 
@@ -144,9 +148,19 @@ class Broadcaster:
                 await psycopg.AsyncConnection.connect(
                     self.database_url, autocommit=True) as listen_conn:
             await listen_conn.execute("LISTEN ssot_events")
-            tracked = await self._tracked(conn)
-            published, last_id = await self._stream_tail(js)
-            position = max(tracked, published)
+            # The stream says what it holds: resume after its last event. That is behind
+            # our tracked position only if JetStream lost acknowledged messages (a single
+            # server acks before fsync) or the stream was purged: publish them again.
+            tail = await self._stream_tail(js)
+            if tail is None:
+                position, last_id = await self._tracked(conn), None
+            else:
+                position, last_id = tail
+                tracked = await self._tracked(conn)
+                if position < tracked:
+                    log.warning("broadcaster %s: the stream ends at position %d, behind the "
+                                "%d published: publishing again from there", self.name,
+                                position, tracked)
             self._report(position)
             while not stop.is_set():
                 cur = await conn.execute(
