@@ -153,6 +153,53 @@ def writer(socket_path: str) -> None:
 
 
 @main.command()
+@click.option("--from-position", type=int, default=0, show_default=True,
+              help="Compare events after this position.")
+@click.option("--to-position", type=int, help="…up to this one (default: the head).")
+@click.option("--repair", is_flag=True, help="Publish what the stream's tail is missing.")
+@click.pass_context
+def reconcile(ctx: click.Context, from_position: int, to_position: int | None,
+              repair: bool) -> None:
+    """Compare the NATS stream with the log (count and hash) and report what differs.
+
+    Talks to PostgreSQL and NATS directly (SSOT_DATABASE_URL, SSOT_NATS_URL). Exit code 0
+    when the stream holds exactly the log's events in the range (after --repair), 1 if not."""
+    import asyncio
+
+    from nexus_ssot.ledger.settings import Settings
+
+    from .reconcile import reconcile as run
+
+    settings = Settings()
+    if not settings.database_url or not settings.nats_url:
+        fail(EXIT_OTHER, "not_configured", "set SSOT_DATABASE_URL and SSOT_NATS_URL")
+    report = asyncio.run(run(settings.database_url, settings.nats_url,
+                             stream=settings.nats_stream, prefix=settings.nats_subject_prefix,
+                             from_position=from_position, to_position=to_position,
+                             repair=repair, progress=sys.stderr.isatty()))
+    summary = {**report.__dict__, "gaps_inside": report.gaps_inside,
+               "consistent": report.consistent}
+    if ctx.obj["json"]:
+        print_json(summary)
+    else:
+        out.print(f"positions {report.from_position}..{report.to_position}: "
+                  f"log {report.log_count} events, stream {report.stream_count}")
+        out.print(f"  log hash    {report.log_hash}")
+        out.print(f"  stream hash {report.stream_hash}")
+        for label, items in (("missing from the stream", report.missing),
+                             ("republished", report.republished),
+                             ("held twice", report.duplicated),
+                             ("not in the log", report.foreign),
+                             ("gaps inside the stream (recreate it to repair)",
+                              report.gaps_inside)):
+            if items:
+                shown = ", ".join(map(str, items[:20])) + (" …" if len(items) > 20 else "")
+                out.print(f"  {label}: {len(items)} ({shown})")
+        out.print("consistent" if report.consistent else "NOT consistent")
+    sys.exit(0 if report.consistent else 1)
+
+
+@main.command()
 def broadcast() -> None:
     """Publish every committed event on NATS JetStream, in order (one leader per database)."""
     import logging
