@@ -741,7 +741,8 @@ def gone(pid: int) -> bool:
 class Server:
     """``ssot serve`` as its own OS process, on a free port of 127.0.0.1."""
 
-    def __init__(self, database_url: str, work: Path, workers: int = 1) -> None:
+    def __init__(self, database_url: str, nats_url: str, work: Path, workers: int = 1) -> None:
+        self.nats_url = nats_url
         self.workers = workers
         self.port = free_port()
         self.data_dir = work / "server"
@@ -750,6 +751,7 @@ class Server:
         self.proc: subprocess.Popen[bytes] | None = None
         self.orphan_nats = False
         self.stream = f"SSOT_BENCH_{secrets.token_hex(4)}"
+        self.prefix = self.stream.lower().replace("_", "")
 
     def command(self) -> list[str]:
         ssot = Path(sys.executable).parent / "ssot"
@@ -758,12 +760,13 @@ class Server:
                 "--workers", str(self.workers)]
 
     def start(self) -> None:
-        env = dict(os.environ)  # SSOT_NATS_URL passes through; unset, serve embeds NATS
+        env = dict(os.environ)
+        env["SSOT_NATS_URL"] = self.nats_url
         env["SSOT_DATABASE_URL"] = self.database_url
         env["SSOT_DATA_DIR"] = str(self.data_dir)  # never the embedded servers of `make run`
         # The broadcaster runs as in production, on a stream of the bench's own.
         env["SSOT_NATS_STREAM"] = self.stream
-        env["SSOT_NATS_SUBJECT_PREFIX"] = self.stream.lower().replace("_", "")
+        env["SSOT_NATS_SUBJECT_PREFIX"] = self.prefix
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(self.command(), env=env, stdin=subprocess.DEVNULL,
@@ -820,8 +823,7 @@ class Server:
         self.orphan_nats = self.end_orphan_nats()
         if self.orphan_nats:
             say("the server left its embedded nats-server running: ended it")
-        if os.environ.get("SSOT_NATS_URL"):
-            asyncio.run(self.delete_stream(os.environ["SSOT_NATS_URL"]))
+        asyncio.run(self.delete_stream(self.nats_url))
         return self.proc.returncode
 
     async def delete_stream(self, nats_url: str) -> None:
@@ -979,11 +981,28 @@ class Bench:
                 max_workers=1, mp_context=multiprocessing.get_context("spawn")))
             meter.load_pid = pool.submit(worker_pid).result(timeout=60)
             self.measure_baselines(embedded_bin, database_url, work, meter, pool)
-            server = Server(database_url, work, self.workers)
+            if settings.nats_url:
+                nats_url = settings.nats_url
+            else:
+                from nexus_ssot.ledger.embedded import EmbeddedNats
+
+                say("starting an embedded NATS for the run")
+                nats_server = EmbeddedNats(work / "nats")
+                nats_url = nats_server.start()
+                stack.callback(nats_server.stop)
+            server = Server(database_url, nats_url, work, self.workers)
             say(f"starting `ssot serve` on {HOST}:{server.port} (log {server.log_path})")
             try:
                 server.start()
                 self.measure_http(server, meter, pool)
+                say("(f)-(h) broadcast: raw JetStream, commit → delivery, catch-up")
+                from .bench_broadcast import run_all
+
+                self.report["broadcast"] = run_all(
+                    server.port, database_url, nats_url, server.stream, server.prefix,
+                    self.duration)
+                for line in self.report["broadcast"]["summary_md"][5:]:
+                    say(line)
             finally:
                 code = server.stop()
                 say(f"server stopped (exit code {code})")
@@ -1234,6 +1253,7 @@ def markdown(report: dict[str, Any], rows: list[dict[str, Any]]) -> str:
                      f"{fmt(cpu.get('postgres'), 0)} | {fmt(cpu.get('load'), 0)} | "
                      f"{fmt(cpu.get('other'), 0)} | {fmt(cpu.get('idle'), 0)} | "
                      f"{batch if batch is not None else '—'} |")
+    lines += report.get("broadcast", {}).get("summary_md", [])
     return "\n".join(lines) + "\n"
 
 
