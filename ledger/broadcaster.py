@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -162,24 +163,35 @@ class Broadcaster:
                                 "%d published: publishing again from there", self.name,
                                 position, tracked)
             self._report(position)
+            saved, saved_at = position, 0.0
             while not stop.is_set():
                 cur = await conn.execute(
                     f"SELECT {COLUMNS} FROM entry_history WHERE position > %s"
                     " ORDER BY position LIMIT %s",
                     (position, self.batch_size), prepare=True)
                 rows = await cur.fetchall()
+                if rows:
+                    last_id = await self._publish(js, rows, last_id)
+                    position = rows[-1]["position"]
+                    self.progress.published += len(rows)
+                    self._report(position)
+                # The tracked position is for lag reports and for a stream that lost its
+                # messages: saving it at most every 200 ms keeps it off the hot path.
+                now = time.monotonic()
+                if position != saved and (not rows or now - saved_at > 0.2):
+                    await self._save(conn, position)
+                    saved, saved_at = position, now
                 if not rows:
                     await lock_conn.execute("SELECT 1")  # still the leader's session?
                     await self._wait_for_news(stop, listen_conn)
-                    continue
-                last_id = await self._publish(js, rows, last_id)
-                position = rows[-1]["position"]
-                await conn.execute(
-                    "INSERT INTO broadcaster_positions (name, position) VALUES (%s, %s)"
-                    " ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position,"
-                    " updated_at = now()", (self.name, position))
-                self.progress.published += len(rows)
-                self._report(position)
+            if position != saved:
+                await self._save(conn, position)
+
+    async def _save(self, conn: psycopg.AsyncConnection[Any], position: int) -> None:
+        await conn.execute(
+            "INSERT INTO broadcaster_positions (name, position) VALUES (%s, %s)"
+            " ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position,"
+            " updated_at = now()", (self.name, position))
 
     async def _publish(
         self, js: JetStreamContext, rows: list[dict[str, Any]], last_id: str | None
