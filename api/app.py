@@ -25,6 +25,7 @@ from nexus_ssot.ledger.errors import LedgerError
 from nexus_ssot.ledger.migrate import migrate
 from nexus_ssot.ledger.settings import Settings
 from nexus_ssot.ledger.store import open_application
+from nexus_ssot.ledger.telemetry import providers
 from nexus_ssot.ledger.writer import GroupCommitWriter
 from nexus_ssot.ledger.writer_service import LocalWriter, RemoteWriter, Writer
 
@@ -32,7 +33,6 @@ from . import errors
 from .feed import LogNotifier
 from .routes import router
 from .service import Service
-from .telemetry import providers
 
 _CORRELATION_ID = re.compile(rb"^[\x21-\x7e]{1,128}$")
 

@@ -23,14 +23,16 @@ import contextlib
 import logging
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import nats
 import psycopg
 from nats.js import JetStreamContext
 from nats.js.api import StreamConfig
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from psycopg.rows import dict_row
 
 from .cloudevents import COLUMNS, cloudevent
@@ -48,6 +50,9 @@ class Progress:
     leader: bool = False
     position: int = 0
     published: int = 0
+    head: int = 0  # the log's last position, as last seen
+    lag_events: int = 0
+    lag_seconds: float = 0.0  # age of the oldest event not yet published
     last_error: str | None = None
 
 
@@ -96,6 +101,11 @@ class Broadcaster:
     async def _lead(self, stop: asyncio.Event) -> None:
         async with await psycopg.AsyncConnection.connect(
                 self.database_url, autocommit=True) as lock_conn:
+            # If this process's host vanishes without closing the connection, the server
+            # must notice within seconds to let a standby take the lock.
+            await lock_conn.execute("SET tcp_keepalives_idle = 5")
+            await lock_conn.execute("SET tcp_keepalives_interval = 2")
+            await lock_conn.execute("SET tcp_keepalives_count = 3")
             lock_id = _LOCK_NAMESPACE ^ zlib.crc32(self.name.encode())
             while not stop.is_set():
                 cur = await lock_conn.execute("SELECT pg_try_advisory_lock(%s)", (lock_id,))
@@ -171,10 +181,14 @@ class Broadcaster:
                     (position, self.batch_size), prepare=True)
                 rows = await cur.fetchall()
                 if rows:
+                    await self._measure_lag(conn, rows)
                     last_id = await self._publish(js, rows, last_id)
                     position = rows[-1]["position"]
                     self.progress.published += len(rows)
                     self._report(position)
+                else:
+                    self.progress.head, self.progress.lag_seconds = position, 0.0
+                    self.progress.lag_events = 0
                 # The tracked position is for lag reports and for a stream that lost its
                 # messages: saving it at most every 200 ms keeps it off the hot path.
                 now = time.monotonic()
@@ -186,6 +200,37 @@ class Broadcaster:
                     await self._wait_for_news(stop, listen_conn)
             if position != saved:
                 await self._save(conn, position)
+
+    async def _measure_lag(self, conn: psycopg.AsyncConnection[Any],
+                           rows: list[dict[str, Any]]) -> None:
+        """Lag before publishing ``rows``: the head (looked up only when a full batch
+        says there is more) and the age of the oldest unpublished event."""
+        head = rows[-1]["position"]
+        if len(rows) == self.batch_size:
+            cur = await conn.execute("SELECT max(position) AS head FROM entry_history")
+            row = await cur.fetchone()
+            head = int(row["head"]) if row and row["head"] is not None else head
+        self.progress.head = head
+        self.progress.lag_events = head - rows[0]["position"] + 1
+        oldest: datetime = rows[0]["recorded_at"]
+        self.progress.lag_seconds = max(0.0, (datetime.now(UTC) - oldest).total_seconds())
+
+    def instrument(self, meter: Meter) -> None:
+        """OpenTelemetry gauges of the broadcaster's position and lag."""
+        progress = self.progress
+
+        def gauge(value: Callable[[], float]) -> Callable[[CallbackOptions],
+                                                          Iterable[Observation]]:
+            return lambda _options: [Observation(value(), {"broadcaster": self.name})]
+
+        meter.create_observable_gauge("ssot.broadcaster.position", [gauge(
+            lambda: progress.position)], unit="{position}")
+        meter.create_observable_gauge("ssot.broadcaster.lag.events", [gauge(
+            lambda: progress.lag_events)], unit="{event}")
+        meter.create_observable_gauge("ssot.broadcaster.lag.seconds", [gauge(
+            lambda: progress.lag_seconds)], unit="s")
+        meter.create_observable_counter("ssot.broadcaster.published", [gauge(
+            lambda: progress.published)], unit="{event}")
 
     async def _save(self, conn: psycopg.AsyncConnection[Any], position: int) -> None:
         await conn.execute(

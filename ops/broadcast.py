@@ -12,17 +12,22 @@ import uvloop
 from nexus_ssot.ledger.broadcaster import Broadcaster
 from nexus_ssot.ledger.migrate import migrate
 from nexus_ssot.ledger.settings import Settings
+from nexus_ssot.ledger.telemetry import providers
 
 log = logging.getLogger("nexus_ssot.broadcast")
 
 
 def broadcaster_for(settings: Settings) -> Broadcaster:
+    """The broadcaster of ``settings``, its lag exported as OpenTelemetry metrics."""
     if not settings.database_url or not settings.nats_url:
         raise SystemExit("ssot broadcast needs SSOT_DATABASE_URL and SSOT_NATS_URL")
-    return Broadcaster(settings.database_url, settings.nats_url,
-                       stream=settings.nats_stream, prefix=settings.nats_subject_prefix,
-                       name=settings.broadcaster_name,
-                       duplicate_window=settings.nats_duplicate_window)
+    broadcaster = Broadcaster(settings.database_url, settings.nats_url,
+                              stream=settings.nats_stream, prefix=settings.nats_subject_prefix,
+                              name=settings.broadcaster_name,
+                              duplicate_window=settings.nats_duplicate_window)
+    _, meter_provider = providers(settings)
+    broadcaster.instrument(meter_provider.get_meter("nexus_ssot.broadcaster"))
+    return broadcaster
 
 
 def run_broadcaster(settings: Settings) -> None:

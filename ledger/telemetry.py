@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 
-from nexus_ssot.ledger.errors import InvalidInput
-from nexus_ssot.ledger.settings import Settings
+from .errors import InvalidInput
+from .settings import Settings
 
 EXPORTERS = ("none", "console")
 
@@ -23,6 +24,9 @@ def providers(settings: Settings) -> tuple[TracerProvider, MeterProvider]:
         )
     resource = Resource.create({"service.name": settings.service_name})
     tracer_provider = TracerProvider(resource=resource)
+    readers = []
     if settings.otel_exporter == "console":
         tracer_provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
-    return tracer_provider, MeterProvider(resource=resource)
+        readers.append(PeriodicExportingMetricReader(ConsoleMetricExporter(),
+                                                     export_interval_millis=60_000))
+    return tracer_provider, MeterProvider(resource=resource, metric_readers=readers)
