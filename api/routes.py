@@ -8,6 +8,7 @@ import binascii
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
 import orjson
@@ -27,7 +28,7 @@ from nexus_ssot.ledger.domain import (
 )
 from nexus_ssot.ledger.errors import EntryGone, InvalidInput, NotFound, Unavailable
 from nexus_ssot.ledger.writer import Idempotency, Outcome
-from nexus_ssot.projections import current_state, event_feed
+from nexus_ssot.projections import current_state, entry_at, event_feed
 from nexus_ssot.projections import entry_history as entry_history_view
 
 from . import http, models
@@ -45,6 +46,10 @@ Namespace = Annotated[str, Path(description="Namespace, e.g. `config`", examples
 Key = Annotated[str, Path(description="Key; may contain `/`, e.g. `services/payments/db.url`")]
 Limit = Annotated[int, Query(ge=1, le=1000, description="Page size")]
 Cursor = Annotated[str | None, Query(description="`next_cursor` of the previous page")]
+AsOf = Annotated[datetime | None, Query(
+    description="RFC 3339 time: the state as of the last event committed at or before it")]
+AtPosition = Annotated[int | None, Query(
+    ge=0, description="Global position: the state after the event at this position")]
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     s: {"model": models.Problem, "description": d}
@@ -97,16 +102,18 @@ def decode_cursor(cursor: str | None, **expected: Any) -> dict[str, Any] | None:
 
 def page(
     rows: Sequence[T], limit: int, body: Callable[[T], bytes],
-    cursor_after: Callable[[T], dict[str, Any]],
+    cursor_after: Callable[[T], dict[str, Any]], extra: dict[str, Any] | None = None,
 ) -> Response:
     """A page of at most ``limit`` items from ``rows`` (fetched with one extra to learn
-    whether more follow)."""
+    whether more follow), with ``extra`` members after ``next_cursor``."""
     more = len(rows) > limit
     rows = rows[:limit]
     next_cursor = encode_cursor(cursor_after(rows[-1])) if more else None
+    tail = b"".join(b"," + orjson.dumps(k) + b":" + orjson.dumps(v)
+                    for k, v in (extra or {}).items())
     return Response(
         b'{"items":[' + b",".join(body(r) for r in rows) + b'],"next_cursor":'
-        + orjson.dumps(next_cursor) + b"}",
+        + orjson.dumps(next_cursor) + tail + b"}",
         media_type=JSON,
     )
 
@@ -275,10 +282,25 @@ async def get_entry(
     namespace: Namespace,
     key: Key,
     version: Annotated[int | None, Query(ge=1, description="A past version")] = None,
+    as_of: AsOf = None,
+    position: AtPosition = None,
 ) -> Response:
     ns, k = _address(namespace, key)
     service = _service(request)
+    _one_coordinate(version=version, as_of=as_of, position=position)
     async with service.pool.connection() as conn:
+        if as_of is not None or position is not None:
+            cut = await _cut(conn, as_of, position)
+            found_at = await entry_at.entry_at(conn, ns, k, cut)
+            when = f"as of {as_of.isoformat()}" if as_of is not None else f"at position {cut}"
+            if found_at is None:
+                raise NotFound(f"entry {ns}/{k} did not exist yet {when}",
+                               code="entry_not_found", field="key", position=cut)
+            at_version, event_type, body = found_at
+            if event_type == "entry.deleted":
+                raise EntryGone(f"entry {ns}/{k} was deleted (version {at_version}) {when}",
+                                field="key", deleted_version=at_version, position=cut)
+            return Response(body, media_type=JSON, headers={"ETag": http.etag(at_version)})
         if version is not None:
             found = await entry_history_view.entry_version(conn, ns, k, version)
             if found is None:
@@ -327,15 +349,49 @@ async def list_entries(
     prefix: Annotated[str, Query(max_length=512, description="Only keys starting with this")] = "",
     limit: Limit = 100,
     cursor: Cursor = None,
+    as_of: AsOf = None,
+    position: AtPosition = None,
 ) -> Response:
     ns = check_namespace(namespace)
-    position = decode_cursor(cursor, p=prefix)
-    after = position["k"] if position else ""
+    _one_coordinate(as_of=as_of, position=position)
+    state = decode_cursor(cursor, p=prefix)
+    after = state["k"] if state else ""
     service = _service(request)
     async with service.pool.connection() as conn:
-        rows = await current_state.list_entries(conn, ns, prefix=prefix, after=after,
-                                                limit=limit + 1)
-    return page(rows, limit, lambda r: r[1], lambda r: {"k": r[0], "p": prefix})
+        if state is not None and "at" in state:  # follow-up pages stay on the first's cut
+            cut: int | None = state["at"]
+        elif as_of is not None or position is not None:
+            cut = await _cut(conn, as_of, position)
+        else:
+            cut = None
+        if cut is None:
+            rows = await current_state.list_entries(conn, ns, prefix=prefix, after=after,
+                                                    limit=limit + 1)
+        else:
+            rows = await entry_at.namespace_at(conn, ns, cut, prefix=prefix, after=after,
+                                               limit=limit + 1)
+    return page(rows, limit, lambda r: r[1],
+                lambda r: {"k": r[0], "p": prefix, **({"at": cut} if cut is not None else {})},
+                extra={"position": cut} if cut is not None else None)
+
+
+def _one_coordinate(**coordinates: Any) -> None:
+    given = [name for name, value in coordinates.items() if value is not None]
+    if len(given) > 1:
+        raise InvalidInput(f"give one of {', '.join(coordinates)}, not {' and '.join(given)}",
+                           code="conflicting_parameters", field=given[1])
+    as_of = coordinates.get("as_of")
+    if as_of is not None and as_of.tzinfo is None:
+        raise InvalidInput("as_of needs a time zone (e.g. 2026-11-01T12:00:00Z)",
+                           code="invalid_parameter", field="as_of")
+
+
+async def _cut(conn: Any, as_of: datetime | None, position: int | None) -> int:
+    if position is not None:
+        return position
+    assert as_of is not None
+    cut: int = await entry_at.position_at(conn, as_of)
+    return cut
 
 
 @router.get(

@@ -263,14 +263,23 @@ def patch(ctx: click.Context, address: str, file: Any, json_patch: bool, if_matc
                   f"(position {entry['position']})")
 
 
+def _coordinates(version: int | None = None, as_of: str | None = None,
+                 position: int | None = None) -> dict[str, Any]:
+    given = {"version": version, "as_of": as_of, "position": position}
+    return {k: v for k, v in given.items() if v is not None}
+
+
 @main.command()
 @click.argument("address")
 @click.option("--version", type=int, help="A past version.")
+@click.option("--as-of", help="As it was at this RFC 3339 time (e.g. 2026-11-01T12:00Z).")
+@click.option("--position", type=int, help="As it was at this global log position.")
 @click.pass_context
-def get(ctx: click.Context, address: str, version: int | None) -> None:
-    """Print the entry at ADDRESS (NAMESPACE/KEY)."""
+def get(ctx: click.Context, address: str, version: int | None, as_of: str | None,
+        position: int | None) -> None:
+    """Print the entry at ADDRESS (NAMESPACE/KEY), now or at a past point."""
     namespace, key = split_address(address)
-    params = {"version": version} if version is not None else None
+    params = _coordinates(version, as_of, position)
     entry = _client(ctx).call("GET", entry_path(namespace, key), params=params).json()
     show_entry(entry, ctx.obj["json"])
 
@@ -310,8 +319,11 @@ def _pages(client: Client, path: str, params: dict[str, Any], limit: int | None)
 @click.argument("namespace", required=False)
 @click.option("--prefix", default="", help="Only keys starting with this.")
 @click.option("--limit", type=int, help="At most this many entries.")
+@click.option("--as-of", help="As the namespace was at this RFC 3339 time.")
+@click.option("--position", type=int, help="As it was at this global log position.")
 @click.pass_context
-def ls(ctx: click.Context, namespace: str | None, prefix: str, limit: int | None) -> None:
+def ls(ctx: click.Context, namespace: str | None, prefix: str, limit: int | None,
+       as_of: str | None, position: int | None) -> None:
     """List the entries of NAMESPACE (or, without one, the namespaces)."""
     client = _client(ctx)
     if namespace is None:
@@ -327,7 +339,8 @@ def ls(ctx: click.Context, namespace: str | None, prefix: str, limit: int | None
         return
     path = f"/v1/namespaces/{quote(namespace, safe='')}/entries"
     page_size = min(limit, 1000) if limit else 1000
-    entries = _pages(client, path, {"prefix": prefix, "limit": page_size}, limit)
+    entries = _pages(client, path, {"prefix": prefix, "limit": page_size,
+                                    **_coordinates(as_of=as_of, position=position)}, limit)
     if ctx.obj["json"]:
         print_json(entries)
         return

@@ -13,7 +13,13 @@ def row_json(columns: str) -> str:
     return f"(SELECT row_to_json(j) FROM (SELECT {columns}) j)::text"
 
 
-#: The entry body used everywhere an entry is returned.
-ENTRY_JSON = row_json(
-    f"namespace, key, version, position, {RECORDED_AT} AS recorded_at, document"
-)
+def entry_json(alias: str = "") -> str:
+    """The entry body used everywhere an entry is returned, from a row of ``entries`` or
+    ``entry_history`` (qualified by ``alias`` when the query joins both)."""
+    a = f"{alias}." if alias else ""
+    recorded_at = RECORDED_AT.replace("recorded_at AT", f"{a}recorded_at AT")
+    return row_json(f"{a}namespace, {a}key, {a}version, {a}position,"
+                    f" {recorded_at} AS recorded_at, {a}document")
+
+
+ENTRY_JSON = entry_json()

@@ -64,3 +64,19 @@ def test_failures_print_one_line_and_exit_non_zero(api: Any, ns: str) -> None:
     down = subprocess.run([SSOT, "--url", "http://127.0.0.1:9", "get", f"{ns}/k"],
                           capture_output=True, text=True, timeout=60)
     assert down.returncode == 5 and down.stderr.startswith("error: unreachable:")
+
+
+def test_time_travel_from_the_shell(api: Any, ns: str) -> None:
+    first = json.loads(ssot(api, "--json", "put", f"{ns}/k", "-", stdin='{"v": 1}').stdout)
+    ssot(api, "put", f"{ns}/k", "-", stdin='{"v": 2}')
+    then = json.loads(ssot(api, "--json", "get", f"{ns}/k", "--as-of",
+                           first["recorded_at"]).stdout)
+    assert then["document"] == {"v": 1} and then["version"] == 1
+    at = json.loads(ssot(api, "--json", "get", f"{ns}/k", "--position",
+                         str(first["position"])).stdout)
+    assert at == then
+    listed = json.loads(ssot(api, "--json", "ls", ns, "--position",
+                             str(first["position"] - 1)).stdout)
+    assert listed == []  # before its first write the namespace was empty
+    before = ssot(api, "get", f"{ns}/k", "--position", str(first["position"] - 1))
+    assert before.returncode == 3 and "did not exist yet" in before.stderr

@@ -1,0 +1,67 @@
+"""Time travel: an entry, or a whole namespace, as it was at a global position.
+
+A timestamp becomes a position first: "as of T" is the log up to and including every
+event whose commit time (``recorded_at``, the database clock) is at or before T. Commit
+times never decrease along the log (they are read under the table lock that orders
+commits), so that is a prefix of the log; events committed in the same microsecond are
+all in it or all out of it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from psycopg import AsyncConnection
+
+from .sql import ENTRY_JSON, entry_json
+
+_POSITION_AT = "SELECT coalesce(max(position), 0) FROM entry_history WHERE recorded_at <= %s"
+
+
+async def position_at(conn: AsyncConnection[tuple[Any, ...]], moment: datetime) -> int:
+    """The last position committed at or before ``moment`` (0: before the first event)."""
+    cur = await conn.execute(_POSITION_AT, (moment,), prepare=True)
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+_ENTRY_AT = (
+    f"SELECT version, event_type, {ENTRY_JSON} FROM entry_history"
+    " WHERE namespace = %s AND key = %s AND position <= %s"
+    " ORDER BY version DESC LIMIT 1"
+)
+
+
+async def entry_at(
+    conn: AsyncConnection[tuple[Any, ...]], namespace: str, key: str, position: int
+) -> tuple[int, str, bytes] | None:
+    """(version, event type, entry JSON) of the entry's last event at or before
+    ``position``; None if it did not exist yet."""
+    cur = await conn.execute(_ENTRY_AT, (namespace, key, position), prepare=True)
+    row = await cur.fetchone()
+    return None if row is None else (row[0], row[1], row[2].encode())
+
+
+# Keys in order from the current-state table (every key ever written), and for each the
+# last event at or before the cut, found through the history's primary key.
+_CUT = (
+    f"SELECT e.key, {entry_json('h')}"
+    " FROM entries e CROSS JOIN LATERAL ("
+    "   SELECT * FROM entry_history h WHERE h.namespace = e.namespace"
+    "   AND h.key = (e.key COLLATE \"default\")"
+    "   AND h.position <= %s ORDER BY h.version DESC LIMIT 1) h"
+    " WHERE e.namespace = %s AND e.key > %s AND e.key >= %s AND e.key < %s"
+    " AND starts_with(e.key, %s) AND h.event_type <> 'entry.deleted'"
+    " ORDER BY e.key LIMIT %s"
+)
+
+
+async def namespace_at(
+    conn: AsyncConnection[tuple[Any, ...]], namespace: str, position: int, *, prefix: str,
+    after: str, limit: int,
+) -> list[tuple[str, bytes]]:
+    """The live entries of a namespace as of ``position``, in key order after ``after``."""
+    params = (position, namespace, after, prefix, prefix + "\U0010ffff", prefix, limit)
+    cur = await conn.execute(_CUT, params, prepare=True)
+    return [(row[0], row[1].encode()) for row in await cur.fetchall()]
