@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import difflib
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -25,6 +26,7 @@ from nexus_ssot.ledger.domain import (
     check_json_patch,
     check_key,
     check_namespace,
+    diff,
 )
 from nexus_ssot.ledger.errors import EntryGone, InvalidInput, NotFound, Unavailable
 from nexus_ssot.ledger.writer import Idempotency, Outcome
@@ -244,6 +246,73 @@ async def delete_entry(request: Request, namespace: Namespace, key: Key) -> Resp
 
 
 @router.get(
+    "/namespaces/{namespace}/entries/{key:path}/diff",
+    summary="What changed between two versions (or two times): RFC 6902 patch or text",
+    responses={200: {"content": {JSON: {}, "text/plain": {}}}, **_ERRORS},
+    tags=["audit"],
+)
+async def entry_diff(
+    request: Request,
+    namespace: Namespace,
+    key: Key,
+    from_version: Annotated[int | None, Query(alias="from", ge=0)] = None,
+    to_version: Annotated[int | None, Query(alias="to", ge=1)] = None,
+    from_as_of: AsOf = None,
+    to_as_of: AsOf = None,
+    format: Annotated[Literal["json", "text"], Query()] = "json",
+) -> Response:
+    ns, k = _address(namespace, key)
+    _one_coordinate(**{"from": from_version, "from_as_of": from_as_of})
+    _one_coordinate(**{"to": to_version, "to_as_of": to_as_of})
+    service = _service(request)
+    async with service.pool.connection() as conn:
+        before = await _document_at(conn, ns, k, from_version, from_as_of, "from")
+        after = await _document_at(conn, ns, k, to_version, to_as_of, "to")
+    if format == "text":
+        return Response(text_diff(ns, k, before, after), media_type="text/plain")
+    return Response(orjson.dumps({
+        "namespace": ns, "key": k, "from": before[0], "to": after[0],
+        "patch": diff(before[1], after[1])}), media_type=JSON)
+
+
+async def _document_at(conn: Any, ns: str, key: str, version: int | None,
+                       as_of: datetime | None, side: str) -> tuple[dict[str, Any], Any]:
+    """({version, position}, document) of one side of a diff; version 0 is "absent"."""
+    if version == 0:
+        return {"version": 0, "position": None}, None
+    if version is not None:
+        found = await entry_history_view.entry_version(conn, ns, key, version)
+        if found is None:
+            raise NotFound(f"entry {ns}/{key} has no version {version}",
+                           code="version_not_found", field=side)
+        entry = orjson.loads(found[1])
+    elif as_of is not None:
+        at = await entry_at.entry_at(conn, ns, key, await entry_at.position_at(conn, as_of))
+        if at is None:
+            return {"version": 0, "position": None}, None
+        entry = orjson.loads(at[2])
+    else:
+        raise InvalidInput(f"give {side}=<version> or {side}_as_of=<time>",
+                           code="invalid_parameter", field=side)
+    return {"version": entry["version"], "position": entry["position"]}, entry["document"]
+
+
+def text_diff(ns: str, key: str, before: tuple[dict[str, Any], Any],
+              after: tuple[dict[str, Any], Any]) -> bytes:
+    """A unified line diff of the two documents, pretty-printed with sorted keys."""
+    def lines(document: Any) -> list[str]:
+        if document is None:
+            return []
+        text = orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
+        return text.decode().splitlines(keepends=True)
+
+    return "".join(difflib.unified_diff(
+        lines(before[1]), lines(after[1]),
+        fromfile=f"{ns}/{key} v{before[0]['version']}",
+        tofile=f"{ns}/{key} v{after[0]['version']}")).encode()
+
+
+@router.get(
     "/namespaces/{namespace}/entries/{key:path}/history",
     summary="Every event of an entry with its metadata, patch and resulting document",
     response_model=models.HistoryPage,
@@ -380,10 +449,10 @@ def _one_coordinate(**coordinates: Any) -> None:
     if len(given) > 1:
         raise InvalidInput(f"give one of {', '.join(coordinates)}, not {' and '.join(given)}",
                            code="conflicting_parameters", field=given[1])
-    as_of = coordinates.get("as_of")
-    if as_of is not None and as_of.tzinfo is None:
-        raise InvalidInput("as_of needs a time zone (e.g. 2026-11-01T12:00:00Z)",
-                           code="invalid_parameter", field="as_of")
+    for name, value in coordinates.items():
+        if isinstance(value, datetime) and value.tzinfo is None:
+            raise InvalidInput(f"{name} needs a time zone (e.g. 2026-11-01T12:00:00Z)",
+                               code="invalid_parameter", field=name)
 
 
 async def _cut(conn: Any, as_of: datetime | None, position: int | None) -> int:

@@ -421,6 +421,26 @@ def show_change(event: dict[str, Any], as_json: bool) -> None:
                + (f"  ({data['reason']})" if data["reason"] else ""))
 
 
+@main.command()
+@click.argument("address")
+@click.argument("from_version", type=int)
+@click.argument("to_version", type=int)
+@click.pass_context
+def diff(ctx: click.Context, address: str, from_version: int, to_version: int) -> None:
+    """What changed in ADDRESS from FROM_VERSION to TO_VERSION (0: before it existed).
+
+    A unified line diff; with --json, the RFC 6902 patch."""
+    namespace, key = split_address(address)
+    params: dict[str, Any] = {"from": from_version, "to": to_version}
+    if ctx.obj["json"]:
+        print_json(_client(ctx).call("GET", entry_path(namespace, key) + "/diff",
+                                     params=params).json())
+        return
+    text = _client(ctx).call("GET", entry_path(namespace, key) + "/diff",
+                             params={**params, "format": "text"}).text
+    click.echo(text, nl=False)
+
+
 def summarize_patch(patch: list[dict[str, Any]]) -> str:
     parts = []
     for op in patch[:3]:
