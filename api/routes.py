@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import csv
 import difflib
+import io
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -17,6 +19,7 @@ from fastapi import APIRouter, Path, Query, Request
 from starlette.responses import Response, StreamingResponse
 
 from nexus_ssot.ledger.domain import (
+    EVENT_TYPE_NAMES,
     Command,
     Context,
     Delete,
@@ -30,7 +33,7 @@ from nexus_ssot.ledger.domain import (
 )
 from nexus_ssot.ledger.errors import EntryGone, InvalidInput, NotFound, Unavailable
 from nexus_ssot.ledger.writer import Idempotency, Outcome
-from nexus_ssot.projections import current_state, entry_at, event_feed
+from nexus_ssot.projections import audit_trail, current_state, entry_at, event_feed
 from nexus_ssot.projections import entry_history as entry_history_view
 
 from . import http, models
@@ -560,6 +563,77 @@ def _feed_filter(namespace: str | None, key: str | None) -> tuple[str | None, st
         raise InvalidInput("key needs namespace", code="invalid_parameter", field="key")
     return (check_namespace(namespace) if namespace is not None else None,
             check_key(key) if key is not None else None)
+
+
+@router.get(
+    "/audit",
+    summary="The audit trail: events with their metadata, filtered, in log order",
+    response_model=models.HistoryPage,
+    responses={200: {"content": {JSON: {}, "text/csv": {}, "application/x-ndjson": {}}},
+               **_ERRORS},
+    tags=["audit"],
+)
+async def audit(
+    request: Request,
+    namespace: Annotated[str | None, Query()] = None,
+    key_prefix: Annotated[str | None, Query(max_length=512)] = None,
+    actor: Annotated[str | None, Query(max_length=255)] = None,
+    since: AsOf = None,
+    until: AsOf = None,
+    correlation_id: Annotated[str | None, Query(max_length=128)] = None,
+    type: Annotated[str | None, Query(description="e.g. entry.deleted")] = None,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> Response:
+    """``Accept: text/csv`` or ``application/x-ndjson`` streams the whole trail."""
+    _one_coordinate(since=since)
+    _one_coordinate(until=until)
+    if key_prefix and namespace is None:
+        raise InvalidInput("key_prefix needs namespace", code="invalid_parameter",
+                           field="key_prefix")
+    event_type = type.removeprefix("io.nexus.ssot.") if type else None
+    if event_type is not None and event_type not in EVENT_TYPE_NAMES.values():
+        raise InvalidInput(f"type must be one of {', '.join(EVENT_TYPE_NAMES.values())}",
+                           code="invalid_parameter", field="type")
+    service = _service(request)
+    async with service.pool.connection() as conn:
+        after = await entry_at.position_at(conn, since) if since else 0
+        upto = await entry_at.position_at(conn, until) if until else None
+    state = decode_cursor(cursor)
+    where = audit_trail.AuditFilter(
+        after=state["after"] if state else after, until=upto,
+        namespace=check_namespace(namespace) if namespace else None, key_prefix=key_prefix,
+        actor=actor, correlation_id=correlation_id, event_type=event_type)
+    accept = request.headers.get("accept", "")
+    if "text/csv" in accept or "application/x-ndjson" in accept:
+        csv_out = "text/csv" in accept
+        return StreamingResponse(
+            _export(service, where, csv_out),
+            media_type="text/csv" if csv_out else "application/x-ndjson",
+            headers={"Content-Disposition": "attachment; filename=audit."
+                     + ("csv" if csv_out else "ndjson")} if csv_out else None)
+    async with service.pool.connection() as conn:
+        rows = await audit_trail.audit_page(conn, where, limit + 1)
+    return page(rows, limit, lambda r: r[1], lambda r: {"after": r[0]})
+
+
+async def _export(service: Service, where: audit_trail.AuditFilter,
+                  csv_out: bool) -> AsyncIterator[bytes]:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    if csv_out:
+        writer.writerow(audit_trail.CSV_COLUMNS)
+        yield buffer.getvalue().encode()
+    async with service.pool.connection() as conn:
+        async for row in audit_trail.audit_rows(conn, where):
+            if csv_out:
+                buffer.seek(0)
+                buffer.truncate()
+                writer.writerow(row.values())
+                yield buffer.getvalue().encode()
+            else:
+                row["patch"] = orjson.Fragment(row["patch"])
+                yield orjson.dumps(row) + b"\n"
 
 
 @router.get("/health", summary="Liveness and store reachability", tags=["operations"])

@@ -441,6 +441,49 @@ def diff(ctx: click.Context, address: str, from_version: int, to_version: int) -
     click.echo(text, nl=False)
 
 
+@main.command()
+@click.option("--namespace", help="Only this namespace.")
+@click.option("--key-prefix", help="Only keys starting with this (needs --namespace).")
+@click.option("--actor", help="Only changes by this actor.")
+@click.option("--since", help="From this RFC 3339 time.")
+@click.option("--until", help="Up to this RFC 3339 time.")
+@click.option("--correlation-id", help="Only changes of this request or workflow.")
+@click.option("--type", "event_type", help="Only this event type (e.g. entry.deleted).")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "ndjson"]),
+              default="table", show_default=True, help="csv and ndjson stream everything.")
+@click.pass_context
+def audit(ctx: click.Context, namespace: str | None, key_prefix: str | None,
+          actor: str | None, since: str | None, until: str | None,
+          correlation_id: str | None, event_type: str | None, fmt: str) -> None:
+    """Who changed what, when and why: the audit trail, filtered."""
+    params = {k: v for k, v in {"namespace": namespace, "key_prefix": key_prefix,
+                                "actor": actor, "since": since, "until": until,
+                                "correlation_id": correlation_id, "type": event_type}.items()
+              if v is not None}
+    client = _client(ctx)
+    if fmt != "table":
+        accept = "text/csv" if fmt == "csv" else "application/x-ndjson"
+        with client.http.stream("GET", "/v1/audit", params=params,
+                                headers={"Accept": accept}, timeout=None) as response:
+            if response.status_code >= 400:
+                response.read()
+                fail_on_problem(response)
+            for chunk in response.iter_bytes():
+                sys.stdout.buffer.write(chunk)
+        return
+    events = _pages(client, "/v1/audit", {**params, "limit": 1000}, None)
+    if ctx.obj["json"]:
+        print_json(events)
+        return
+    table = Table("POSITION", "RECORDED AT", "TYPE", "ENTRY", "VERSION", "ACTOR", "REASON",
+                  box=None)
+    for e in events:
+        table.add_row(str(e["position"]), e["recorded_at"],
+                      e["event_type"].removeprefix("entry."), f"{e['namespace']}/{e['key']}",
+                      str(e["version"]), e["actor"], e["reason"] or "")
+    out.print(table)
+
+
 def summarize_patch(patch: list[dict[str, Any]]) -> str:
     parts = []
     for op in patch[:3]:

@@ -1,0 +1,70 @@
+"""The audit trail: events with their metadata, filtered, in log order — a page at a time
+or streamed whole (server-side cursor, never all in memory)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg import AsyncConnection
+
+from .sql import RECORDED_AT, row_json
+
+EVENT_JSON = row_json(
+    f"namespace, key, version, position, {RECORDED_AT} AS recorded_at, event_type, event_id,"
+    " actor, reason, correlation_id, causation_id, idempotency_key, patch, document"
+)
+
+#: Columns of the CSV export, in order.
+CSV_COLUMNS = ("position", "recorded_at", "namespace", "key", "version", "event_type",
+               "actor", "reason", "correlation_id", "causation_id", "event_id", "patch")
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    after: int = 0  # position
+    until: int | None = None  # position
+    namespace: str | None = None
+    key_prefix: str | None = None
+    actor: str | None = None
+    correlation_id: str | None = None
+    event_type: str | None = None
+
+    def where(self) -> tuple[str, list[Any]]:
+        clauses: list[str] = ["position > %s"]
+        params: list[Any] = [self.after]
+        for column, value in (("position <=", self.until), ("namespace =", self.namespace),
+                              ("actor =", self.actor),
+                              ("correlation_id =", self.correlation_id),
+                              ("event_type =", self.event_type)):
+            if value is not None:
+                clauses.append(f"{column} %s")
+                params.append(value)
+        if self.key_prefix:
+            clauses.append("starts_with(key, %s)")
+            params.append(self.key_prefix)
+        return " AND ".join(clauses), params
+
+
+async def audit_page(conn: AsyncConnection[tuple[Any, ...]], where: AuditFilter,
+                     limit: int) -> list[tuple[int, bytes]]:
+    clause, params = where.where()
+    cur = await conn.execute(
+        f"SELECT position, {EVENT_JSON} FROM entry_history WHERE {clause}"
+        " ORDER BY position LIMIT %s", [*params, limit])
+    return [(row[0], row[1].encode()) for row in await cur.fetchall()]
+
+
+async def audit_rows(conn: AsyncConnection[tuple[Any, ...]], where: AuditFilter,
+                     ) -> AsyncIterator[dict[str, Any]]:
+    """Every matching event, streamed through a server-side cursor."""
+    clause, params = where.where()
+    columns = ", ".join(
+        f"{RECORDED_AT} AS recorded_at" if c == "recorded_at"
+        else "patch::text AS patch" if c == "patch" else c for c in CSV_COLUMNS)
+    async with conn.transaction(), conn.cursor(name="ssot_audit_export") as cur:
+        await cur.execute(f"SELECT {columns} FROM entry_history WHERE {clause}"
+                          " ORDER BY position", params)
+        async for row in cur:
+            yield dict(zip(CSV_COLUMNS, row, strict=True))
