@@ -26,12 +26,19 @@ from nexus_ssot.ledger.domain import (
     JsonPatch,
     MergePatch,
     Put,
+    Restore,
     check_json_patch,
     check_key,
     check_namespace,
     diff,
 )
-from nexus_ssot.ledger.errors import EntryGone, InvalidInput, NotFound, Unavailable
+from nexus_ssot.ledger.errors import (
+    EntryGone,
+    InvalidInput,
+    NotFound,
+    Unavailable,
+    Unprocessable,
+)
 from nexus_ssot.ledger.writer import Idempotency, Outcome
 from nexus_ssot.projections import audit_trail, current_state, entry_at, event_feed
 from nexus_ssot.projections import entry_history as entry_history_view
@@ -137,7 +144,8 @@ def _entry_body(outcome: Outcome) -> bytes:
     })
 
 
-async def _write(request: Request, command: Command, body: bytes) -> Response:
+async def _write(request: Request, command: Command, body: bytes,
+                 reason: str | None = None) -> Response:
     service = _service(request)
     settings = service.settings
     idem_key = http.idempotency_key(request)
@@ -148,7 +156,7 @@ async def _write(request: Request, command: Command, body: bytes) -> Response:
         timestamp=http.utc_now(),
         actor=actor,
         correlation_id=request.state.correlation_id,
-        reason=http.reason(request),
+        reason=reason if reason is not None else http.reason(request),
         idempotency_key=idem_key,
     )
     idempotency = (
@@ -243,6 +251,67 @@ async def patch_entry(request: Request, namespace: Namespace, key: Key) -> Respo
 async def delete_entry(request: Request, namespace: Namespace, key: Key) -> Response:
     ns, k = _address(namespace, key)
     return await _write(request, Delete(ns, k, http.expectation(request)), b"")
+
+
+@router.post(
+    "/namespaces/{namespace}/entries/{key:path}/revert",
+    summary="Bring back the content of a past version (appends entry.restored; undeletes)",
+    response_model=models.Entry,
+    responses=_ERRORS,
+    openapi_extra={**_WRITE_HEADERS, "requestBody": {"required": True, "content": {JSON: {
+        "schema": {"type": "object", "properties": {
+            "to_version": {"type": "integer"}, "as_of": {"type": "string"},
+            "reason": {"type": "string"}}}}}}},
+    tags=["entries"],
+)
+async def revert_entry(request: Request, namespace: Namespace, key: Key) -> Response:
+    ns, k = _address(namespace, key)
+    service = _service(request)
+    http.require_media_type(request, JSON)
+    body = await http.read_body(request, service.settings.max_request_bytes)
+    spec = http.parse_json(body, field="body")
+    if not isinstance(spec, dict) or not set(spec) <= {"to_version", "as_of", "reason"}:
+        raise InvalidInput('the body is {"to_version": N} or {"as_of": "<time>"}, with an '
+                           'optional "reason"', code="invalid_parameter", field="body")
+    to_version, as_of, reason = spec.get("to_version"), spec.get("as_of"), spec.get("reason")
+    if reason is not None and (not isinstance(reason, str) or not 0 < len(reason) <= 1024):
+        raise InvalidInput("reason must be 1-1024 characters of text", code="invalid_reason",
+                           field="reason")
+    if (to_version is None) == (as_of is None):
+        raise InvalidInput("give to_version or as_of (one of them)",
+                           code="invalid_parameter", field="to_version")
+    async with service.pool.connection() as conn:
+        if as_of is not None:
+            try:
+                moment = datetime.fromisoformat(str(as_of).replace("Z", "+00:00"))
+            except ValueError:
+                raise InvalidInput(f"as_of {as_of!r} is not an RFC 3339 time",
+                                   code="invalid_parameter", field="as_of") from None
+            _one_coordinate(as_of=moment)
+            found_at = await entry_at.entry_at(conn, ns, k,
+                                               await entry_at.position_at(conn, moment))
+            if found_at is None:
+                raise NotFound(f"entry {ns}/{k} did not exist as of {as_of}",
+                               code="version_not_found", field="as_of")
+            to_version, event_type, entry_body = found_at
+        else:
+            if not isinstance(to_version, int) or isinstance(to_version, bool) \
+                    or to_version < 1:
+                raise InvalidInput("to_version must be a version number (1, 2, …)",
+                                   code="invalid_parameter", field="to_version")
+            found = await entry_history_view.entry_version(conn, ns, k, to_version)
+            if found is None:
+                raise NotFound(f"entry {ns}/{k} has no version {to_version}",
+                               code="version_not_found", field="to_version")
+            event_type, entry_body = found
+    if event_type == "entry.deleted":
+        raise Unprocessable(f"version {to_version} of {ns}/{k} is its deletion: to delete "
+                            "it again, DELETE it", code="version_is_deletion",
+                            field="to_version")
+    document = orjson.loads(entry_body)["document"]
+    command = Restore(ns, k, http.expectation(request), from_version=to_version,
+                      document=document)
+    return await _write(request, command, body, reason=reason)
 
 
 # --- reads --------------------------------------------------------------------------

@@ -303,6 +303,34 @@ def rm(ctx: click.Context, address: str, if_match: int | None, reason: str | Non
                   f"(position {entry['position']})")
 
 
+@main.command()
+@click.argument("address")
+@click.option("--to", "to_version", type=int, help="The version whose content comes back.")
+@click.option("--as-of", help="…or the content it had at this RFC 3339 time.")
+@click.option("--reason", help="Why (recorded in the history).")
+@click.option("--if-match", type=int, help="Only if the entry is at this version.")
+@click.pass_context
+def revert(ctx: click.Context, address: str, to_version: int | None, as_of: str | None,
+           reason: str | None, if_match: int | None) -> None:
+    """Bring back a past content of ADDRESS as a new version (undeletes too)."""
+    namespace, key = split_address(address)
+    spec: dict[str, Any] = {"to_version": to_version} if to_version is not None else {}
+    if as_of is not None:
+        spec["as_of"] = as_of
+    if reason:
+        spec["reason"] = reason
+    headers = write_headers(if_match, None, None)
+    headers["Content-Type"] = "application/json"
+    entry = _client(ctx).call("POST", entry_path(namespace, key) + "/revert",
+                              content=orjson.dumps(spec), headers=headers).json()
+    if ctx.obj["json"]:
+        print_json(entry)
+    else:
+        out.print(f"reverted {namespace}/{key}: version {entry['version']} has the content "
+                  f"of {'version ' + str(to_version) if to_version else as_of} "
+                  f"(position {entry['position']})")
+
+
 def _pages(client: Client, path: str, params: dict[str, Any], limit: int | None) -> list[Any]:
     items: list[Any] = []
     cursor: str | None = None
