@@ -1003,6 +1003,15 @@ class Bench:
                     self.duration)
                 for line in self.report["broadcast"]["summary_md"][5:]:
                     say(line)
+                say("(i)-(k) time travel and audit")
+                from .bench_history import run_all as run_history
+                from .bench_history import summarize as summarize_history
+
+                history = run_history(server.port, database_url,
+                                      entries=10_000 if self.quick else 100_000)
+                self.report["history"] = {**history, "summary_md": summarize_history(history)}
+                for line in self.report["history"]["summary_md"][5:]:
+                    say(line)
             finally:
                 code = server.stop()
                 say(f"server stopped (exit code {code})")
@@ -1254,6 +1263,7 @@ def markdown(report: dict[str, Any], rows: list[dict[str, Any]]) -> str:
                      f"{fmt(cpu.get('other'), 0)} | {fmt(cpu.get('idle'), 0)} | "
                      f"{batch if batch is not None else '—'} |")
     lines += report.get("broadcast", {}).get("summary_md", [])
+    lines += report.get("history", {}).get("summary_md", [])
     return "\n".join(lines) + "\n"
 
 

@@ -16,7 +16,11 @@ from psycopg import AsyncConnection
 
 from .sql import ENTRY_JSON, entry_json
 
-_POSITION_AT = "SELECT coalesce(max(position), 0) FROM entry_history WHERE recorded_at <= %s"
+# The newest event committed at or before the moment, found at the end of an index range.
+_POSITION_AT = (
+    "SELECT coalesce((SELECT position FROM entry_history WHERE recorded_at <= %s"
+    " ORDER BY recorded_at DESC, position DESC LIMIT 1), 0)"
+)
 
 
 async def position_at(conn: AsyncConnection[tuple[Any, ...]], moment: datetime) -> int:
@@ -29,7 +33,7 @@ async def position_at(conn: AsyncConnection[tuple[Any, ...]], moment: datetime) 
 _ENTRY_AT = (
     f"SELECT version, event_type, {ENTRY_JSON} FROM entry_history"
     " WHERE namespace = %s AND key = %s AND position <= %s"
-    " ORDER BY version DESC LIMIT 1"
+    " ORDER BY position DESC LIMIT 1"
 )
 
 
@@ -50,7 +54,7 @@ _CUT = (
     " FROM entries e CROSS JOIN LATERAL ("
     "   SELECT * FROM entry_history h WHERE h.namespace = e.namespace"
     "   AND h.key = (e.key COLLATE \"default\")"
-    "   AND h.position <= %s ORDER BY h.version DESC LIMIT 1) h"
+    "   AND h.position <= %s ORDER BY h.position DESC LIMIT 1) h"
     " WHERE e.namespace = %s AND e.key > %s AND e.key >= %s AND e.key < %s"
     " AND starts_with(e.key, %s) AND h.event_type <> 'entry.deleted'"
     " ORDER BY e.key LIMIT %s"
