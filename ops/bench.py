@@ -1076,7 +1076,8 @@ class Bench:
         steps: dict[str, Any] = {}
         self.report["http"] = steps
         self.report["server"] = {"pid": server.pid, "rss_at_start": server.rss_kb(),
-                                 "command": " ".join(server.command())}
+                                 "command": " ".join([Path(server.command()[0]).name,
+                                                      *server.command()[1:]])}
         acknowledged = 0
         warmup = HttpSpec("warmup", "PUT", server.port, f"{self.token}-warm", 16,
                           0.5 if self.quick else 1.0)
