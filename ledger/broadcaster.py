@@ -69,7 +69,6 @@ class Broadcaster:
         poll_interval: float = 1.0,
         ack_timeout: float = 5.0,
         duplicate_window: float = 600.0,
-        on_progress: Callable[[Progress], None] | None = None,
     ) -> None:
         self.database_url = database_url
         self.nats_url = nats_url
@@ -81,7 +80,6 @@ class Broadcaster:
         self.ack_timeout = ack_timeout
         self.duplicate_window = duplicate_window
         self.progress = Progress()
-        self._on_progress = on_progress
 
     async def run(self, stop: asyncio.Event) -> None:
         """Lead (or wait to lead) until ``stop`` is set; failures are retried."""
@@ -276,8 +274,6 @@ class Broadcaster:
     def _report(self, position: int) -> None:
         self.progress.position = position
         self.progress.last_error = None
-        if self._on_progress is not None:
-            self._on_progress(self.progress)
 
 
 async def _sleep(stop: asyncio.Event, seconds: float) -> None:

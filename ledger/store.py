@@ -49,9 +49,10 @@ class OrjsonTranscoder(Transcoder):
 
 @dataclass
 class InlineBatch:
-    """Rows to write beside one batch of events. ``history`` holds one dict per event, in
-    event order, without position/recorded_at; the recorder fills those in and records the
-    committed positions in ``committed`` keyed by (stream id, version)."""
+    """Rows to write beside one batch of events: ``history`` one dict per event (with its
+    ``stream_id``), ``idempotency`` one per keyed request; ``ssot_append`` gives them the
+    positions and commit times its insert returns. After the commit, ``committed`` maps
+    (stream id, version) to (position, recorded_at)."""
 
     history: list[dict[str, Any]]
     idempotency: list[dict[str, Any]] = field(default_factory=list)
