@@ -18,6 +18,7 @@ from starlette.responses import Response
 
 from nexus_ssot.ledger.errors import (
     DocumentTooLarge,
+    EditConflict,
     InvalidInput,
     LedgerError,
     NotFound,
@@ -35,13 +36,14 @@ _STATUS: list[tuple[type[LedgerError], int]] = [
     (InvalidInput, 400),
     (Unprocessable, 422),
     (PreconditionFailed, 412),
+    (EditConflict, 409),
     (NotFound, 404),
     (Unavailable, 503),
 ]
 
 _TITLES = {400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 412:
            "Precondition Failed", 413: "Content Too Large", 415: "Unsupported Media Type",
-           422: "Unprocessable Content", 500: "Internal Server Error",
+           409: "Conflict", 422: "Unprocessable Content", 500: "Internal Server Error",
            503: "Service Unavailable"}
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -16,6 +16,18 @@ class Entry(BaseModel):
     document: Any = Field(description="The JSON document (null for a deleting version)")
 
 
+class WriteResult(Entry):
+    """The answer to a write; the resolution members appear when its If-Match was stale."""
+
+    merged: bool | None = Field(None, description="A stale If-Match merged by replay")
+    base_version: int | None = Field(None, description="The version the write was based on")
+    rebased_over: list[int] | None = Field(None, description="The versions it was merged over")
+    resolution: dict[str, Any] | None = Field(
+        None, description='How a stale If-Match was resolved: {"policy": "merge", '
+        '"base_version", "rebased_over"} or {"policy": "last-writer-wins", '
+        '"expected_version", "overwritten_version"}')
+
+
 class HistoryEvent(Entry):
     event_type: str = Field(description="entry.created|updated|patched|deleted|restored")
     event_id: str
@@ -25,6 +37,8 @@ class HistoryEvent(Entry):
     causation_id: str | None
     idempotency_key: str | None
     patch: list[dict[str, Any]] = Field(description="RFC 6902 patch from the previous version")
+    resolution: dict[str, Any] | None = Field(
+        None, description="How a stale If-Match was resolved (null when it was not stale)")
 
 
 class EntryPage(BaseModel):
@@ -79,3 +93,54 @@ class CloudEvent(BaseModel):
 class EventPage(BaseModel):
     items: list[CloudEvent]
     next_cursor: str | None
+
+
+class NamespaceSettings(BaseModel):
+    conflict_policy: Literal["merge", "strict", "last-writer-wins"] = Field(
+        "merge", description="What a write with a stale If-Match does: merge (three-way, "
+        "409 on colliding paths), strict (412), last-writer-wins (applies, recorded)")
+    description: str | None = Field(None, max_length=1024)
+
+
+class Namespace(BaseModel):
+    namespace: str
+    settings: NamespaceSettings
+    settings_version: int = Field(description="Version of the settings (0: never set); "
+                                  "their ETag")
+    entries: int
+    deleted: int
+    last_position: int | None
+
+
+class SettingsResult(BaseModel):
+    namespace: str
+    settings: NamespaceSettings
+    settings_version: int
+    position: int
+    recorded_at: str
+
+
+class BatchResult(BaseModel):
+    correlation_id: str
+    operations: list[WriteResult]
+
+
+class RestoreStep(BaseModel):
+    key: str
+    action: Literal["revert", "recreate", "delete"]
+    from_version: int = Field(description="The entry's version before the restore")
+    to_version: int | None = Field(description="The version whose content it gets back "
+                                   "(null for a delete)")
+    patch: list[dict[str, Any]] = Field(description="RFC 6902 patch from now to then")
+    version: int | None = Field(None, description="The version the restore appended "
+                                "(absent on a dry run)")
+    position: int | None = None
+
+
+class RestoreResult(BaseModel):
+    namespace: str
+    key_prefix: str
+    position: int = Field(description="The cut restored to")
+    dry_run: bool
+    correlation_id: str
+    operations: list[RestoreStep]

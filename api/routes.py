@@ -10,7 +10,7 @@ import difflib
 import io
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -65,7 +65,8 @@ AtPosition = Annotated[int | None, Query(
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     s: {"model": models.Problem, "description": d}
-    for s, d in [(400, "Invalid input"), (404, "Not found"), (412, "Precondition failed"),
+    for s, d in [(400, "Invalid input"), (404, "Not found"), (409, "Edit conflict"),
+                 (412, "Precondition failed"),
                  (413, "Too large"), (415, "Unsupported media type"),
                  (422, "Cannot be applied"), (503, "Store unavailable")]
 }
@@ -133,49 +134,79 @@ def page(
 # --- writes -------------------------------------------------------------------------
 
 
-def _entry_body(outcome: Outcome) -> bytes:
-    return orjson.dumps({
+def outcome_json(outcome: Outcome) -> dict[str, Any]:
+    """The body of a write's answer: the entry it made, and how a stale If-Match was
+    resolved (``merged``, ``base_version``, ``rebased_over``; ``resolution`` in full)."""
+    body: dict[str, Any] = {
         "namespace": outcome.namespace,
         "key": outcome.key,
         "version": outcome.version,
         "position": outcome.position,
         "recorded_at": http.rfc3339(outcome.recorded_at),
         "document": outcome.document,
-    })
+    }
+    resolution = outcome.resolution
+    if resolution is not None:
+        if resolution.get("policy") == "merge":
+            body.update(merged=True, base_version=resolution["base_version"],
+                        rebased_over=resolution["rebased_over"])
+        body["resolution"] = resolution
+    return body
+
+
+class WriteRequest:
+    """Who, why and which retry a write request is: the metadata every event it appends
+    carries, and its idempotency key scoped by actor."""
+
+    def __init__(self, request: Request, body: bytes, reason: str | None = None) -> None:
+        settings = _service(request).settings
+        self.idempotency_key = http.idempotency_key(request)
+        self.actor = http.actor(request, default=settings.default_actor,
+                                trust_header=settings.trust_actor_header)
+        self.reason = reason if reason is not None else http.reason(request)
+        self.correlation_id: str = request.state.correlation_id
+        self.timestamp = http.utc_now()
+        self.idempotency = (
+            Idempotency(self.actor, self.idempotency_key, http.request_hash(request, body))
+            if self.idempotency_key else None
+        )
+
+    def context(self) -> Context:
+        """The context of one more event of this request (each has its own id)."""
+        return Context(
+            event_id=uuid.uuid4(),
+            timestamp=self.timestamp,
+            actor=self.actor,
+            correlation_id=self.correlation_id,
+            reason=self.reason,
+            idempotency_key=self.idempotency_key,
+        )
+
+
+async def within_write_timeout(service: Service, write: Awaitable[T]) -> T:
+    try:
+        return await asyncio.wait_for(write, service.settings.write_timeout)
+    except TimeoutError:
+        raise Unavailable(
+            f"the write did not complete within {service.settings.write_timeout}s; it may "
+            "still commit: retry with the same Idempotency-Key to learn its outcome"
+        ) from None
 
 
 async def _write(request: Request, command: Command, body: bytes,
                  reason: str | None = None) -> Response:
     service = _service(request)
-    settings = service.settings
-    idem_key = http.idempotency_key(request)
-    actor = http.actor(request, default=settings.default_actor,
-                       trust_header=settings.trust_actor_header)
-    context = Context(
-        event_id=uuid.uuid4(),
-        timestamp=http.utc_now(),
-        actor=actor,
-        correlation_id=request.state.correlation_id,
-        reason=reason if reason is not None else http.reason(request),
-        idempotency_key=idem_key,
-    )
-    idempotency = (
-        Idempotency(actor, idem_key, http.request_hash(request, body)) if idem_key else None
-    )
+    meta = WriteRequest(request, body, reason)
     with service.tracer.start_as_current_span("ledger.write") as span:
         span.set_attribute("ssot.namespace", command.namespace)
         span.set_attribute("ssot.key", command.key)
         span.set_attribute("ssot.command", type(command).__name__)
-        try:
-            outcome = await asyncio.wait_for(
-                service.writer.write(command, context, idempotency), settings.write_timeout)
-        except TimeoutError:
-            raise Unavailable(
-                f"the write did not complete within {settings.write_timeout}s; it may still "
-                "commit: retry with the same Idempotency-Key to learn its outcome"
-            ) from None
+        outcome = await within_write_timeout(
+            service, service.writer.write(command, meta.context(), meta.idempotency))
         span.set_attribute("ssot.version", outcome.version)
         span.set_attribute("ssot.position", outcome.position)
+        if outcome.resolution is not None:
+            span.set_attribute("ssot.resolution", outcome.resolution["policy"])
     service.writes.add(1, {"event_type": outcome.event_type})
     status = 201 if outcome.event_type == "entry.created" else 200
     headers = {"ETag": http.etag(outcome.version)}
@@ -183,7 +214,8 @@ async def _write(request: Request, command: Command, body: bytes,
         headers["Location"] = str(request.url.path)
     if outcome.replayed:
         headers["Idempotent-Replayed"] = "true"
-    return Response(_entry_body(outcome), status_code=status, media_type=JSON, headers=headers)
+    return Response(orjson.dumps(outcome_json(outcome)), status_code=status, media_type=JSON,
+                    headers=headers)
 
 
 def _address(namespace: str, key: str) -> tuple[str, str]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, TypeVar
 from uuid import NAMESPACE_URL, UUID, uuid5
@@ -27,6 +27,7 @@ from eventsourcing.domain import Aggregate, AggregateEvent
 
 from .errors import (
     DocumentTooLarge,
+    EditConflict,
     EntryGone,
     InvalidInput,
     InvalidPatch,
@@ -177,6 +178,9 @@ class Expectation:
     if_match: int | None = None
     if_none_match: bool = False
     must_exist: bool = False  # If-Match: *
+    #: The exact current version, live or deleted (0: never written). Not subject to the
+    #: namespace's conflict policy: what a restore plan was computed against.
+    at_version: int | None = None
 
 
 @dataclass(frozen=True)
@@ -212,6 +216,14 @@ class Restore(Command):
 
     from_version: int = 0
     document: Any = None
+
+
+@dataclass(frozen=True)
+class ConfigureNamespace(Command):
+    """Set the settings of the namespace named by ``key`` (its stream lives in the system
+    namespace ``SETTINGS_NAMESPACE``). Build it with ``configure()``."""
+
+    settings: Any = None
 
 
 @dataclass(frozen=True)
@@ -251,6 +263,16 @@ class EntryEvent(AggregateEvent):
     correlation_id: str
     causation_id: str | None
     idempotency_key: str | None
+    #: How a stale If-Match was resolved under the namespace's conflict policy, e.g.
+    #: {"policy": "merge", "base_version": 3, "rebased_over": [4, 5]}; None otherwise.
+    resolution: dict[str, Any] | None = None
+
+    #: 2 added ``resolution``; version-1 events load with ``resolution=None``.
+    class_version = 2
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        state["resolution"] = None
 
     def mutate(self, aggregate: Any) -> Any:
         if aggregate is None:
@@ -285,7 +307,12 @@ class EntryDeleted(EntryEvent):
 
 @dataclass(frozen=True)
 class EntryRestored(EntryEvent):
-    restored_from_version: int
+    restored_from_version: int = 0
+
+
+@dataclass(frozen=True)
+class NamespaceConfigured(EntryEvent):
+    """New settings of the namespace named by ``key``; ``document`` holds them."""
 
 
 #: The stable, public name of each event type (used in history, CloudEvents, audit).
@@ -295,6 +322,7 @@ EVENT_TYPE_NAMES: dict[type[EntryEvent], str] = {
     EntryPatched: "entry.patched",
     EntryDeleted: "entry.deleted",
     EntryRestored: "entry.restored",
+    NamespaceConfigured: "namespace.configured",
 }
 
 
@@ -312,45 +340,284 @@ def evolve(state: EntryState | None, event: EntryEvent) -> EntryState:
     )
 
 
+# --- namespace settings ---------------------------------------------------------------
+
+#: The system namespace where each namespace's settings are an entry keyed by its name.
+#: Its leading ``_`` keeps it out of the namespaces a client can address.
+SETTINGS_NAMESPACE = "_namespaces"
+
+MERGE, STRICT, LAST_WRITER_WINS = "merge", "strict", "last-writer-wins"
+CONFLICT_POLICIES = (MERGE, STRICT, LAST_WRITER_WINS)
+
+#: The settings of a namespace that was never configured.
+DEFAULT_SETTINGS: dict[str, Any] = {"conflict_policy": MERGE, "description": None}
+
+#: A stale If-Match further behind than this is refused (412) rather than merged.
+MAX_REPLAY_VERSIONS = 1000
+
+
+def configure(namespace: str, settings: Any, expected: Expectation = Expectation()
+              ) -> ConfigureNamespace:
+    """The command that sets ``namespace``'s settings."""
+    return ConfigureNamespace(SETTINGS_NAMESPACE, namespace, expected, settings=settings)
+
+
+def check_settings(settings: Any) -> dict[str, Any]:
+    """Validate a settings document; return it complete (defaults for what is missing)."""
+    if not isinstance(settings, dict):
+        raise InvalidInput(f"settings must be a JSON object, not {type_name(settings)}",
+                           code="invalid_settings", field="settings")
+    unknown = sorted(set(settings) - set(DEFAULT_SETTINGS))
+    if unknown:
+        raise InvalidInput(
+            f"unknown setting {unknown[0]!r}; the settings are "
+            f"{', '.join(sorted(DEFAULT_SETTINGS))}",
+            code="invalid_settings", field=unknown[0])
+    policy = settings.get("conflict_policy", MERGE)
+    if policy not in CONFLICT_POLICIES:
+        raise InvalidInput(
+            f"conflict_policy must be one of {', '.join(CONFLICT_POLICIES)}, not {policy!r}",
+            code="invalid_settings", field="conflict_policy")
+    description = settings.get("description")
+    if description is not None and (not isinstance(description, str)
+                                    or len(description) > 1024):
+        raise InvalidInput("description must be text of at most 1024 characters, or null",
+                           code="invalid_settings", field="description")
+    return {"conflict_policy": policy, "description": description}
+
+
+def settings_of(state: EntryState | None) -> dict[str, Any]:
+    """A namespace's settings from the state of its settings entry (None: never set)."""
+    if state is None or state.deleted or not isinstance(state.document, dict):
+        return dict(DEFAULT_SETTINGS)
+    return {**DEFAULT_SETTINGS, **state.document}
+
+
+# --- conflict resolution by replay ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Replay:
+    """What a stale If-Match write is merged against: the documents of versions
+    ``base_version`` … current (None where a version deleted the entry) and the patch
+    each version after the base recorded, oldest first."""
+
+    base_version: int
+    documents: tuple[Any, ...]
+    patches: tuple[list[dict[str, Any]], ...]
+
+
+def is_stale(state: EntryState | None, command: Command) -> bool:
+    """Whether ``command`` carries an If-Match that an entry, live now, has moved past."""
+    n = command.expected.if_match
+    return (n is not None and state is not None and not state.deleted
+            and 1 <= n < state.version)
+
+
+def needs_replay(state: EntryState | None, command: Command, policy: str) -> bool:
+    return policy == MERGE and is_stale(state, command) and not isinstance(
+        command, ConfigureNamespace)
+
+
+_ABSENT = object()
+Scope = tuple[str, ...]
+
+
+def _scope(pointer: str, documents: tuple[Any, ...]) -> Scope:
+    """The part of the document a change at ``pointer`` touches, for collision checks: the
+    pointer itself, cut at the first array on the way (in any of ``documents``), since an
+    array index names a different element once another writer inserts or removes one."""
+    nodes = list(documents)
+    scope: list[str] = []
+    for token in jsonpointer.JsonPointer(pointer).parts:
+        if any(isinstance(node, list) for node in nodes):
+            break
+        scope.append(token)
+        nodes = [node.get(token, _ABSENT) if isinstance(node, dict) else _ABSENT
+                 for node in nodes]
+    return tuple(scope)
+
+
+def _scopes(patch: list[dict[str, Any]], before: Any, after: Any) -> set[Scope]:
+    return {
+        _scope(op[member], (before, after))
+        for op in patch for member in ("path", "from") if member in op
+    }
+
+
+def _overlap(a: Scope, b: Scope) -> bool:
+    n = min(len(a), len(b))
+    return a[:n] == b[:n]
+
+
+def _value_at(document: Any, scope: Scope) -> Any:
+    node = document
+    for token in scope:
+        if not isinstance(node, dict) or token not in node:
+            return _ABSENT
+        node = node[token]
+    return node
+
+
+def _ours(base: Any, command: Command) -> Any:
+    """The document ``command`` makes of ``base``."""
+    if isinstance(command, Put | Restore):
+        return command.document
+    if isinstance(command, MergePatch):
+        return json_merge_patch.merge(copy.deepcopy(base), command.patch)
+    if isinstance(command, JsonPatch):
+        return apply_json_patch(base, command.operations)
+    return None  # Delete
+
+
+def merge(state: EntryState, command: Command, replay: Replay) -> Any:
+    """Three-way merge of a stale write: the document ``command`` made of the base version,
+    rebased over every version since. Raises ``EditConflict`` (naming each colliding path
+    with its base, theirs and ours values) when a version since changed what it changes."""
+    base = replay.documents[0]
+    theirs = replay.documents[-1]
+    if base is None and not isinstance(command, Put | Restore):
+        raise PreconditionFailed(
+            f"If-Match names version {replay.base_version} of {command.namespace}/"
+            f"{command.key}, which deleted it; there is nothing to patch",
+            code="version_conflict", field="If-Match", current_version=state.version)
+    ours = _ours(base, command)
+    our_patch = diff(base, ours)
+    our_scopes = _scopes(our_patch, base, ours)
+    their_scopes: set[Scope] = set()
+    for i, patch in enumerate(replay.patches):
+        their_scopes |= _scopes(patch, replay.documents[i], replay.documents[i + 1])
+    collisions = {
+        min(o, t, key=len) for o in our_scopes for t in their_scopes if _overlap(o, t)
+    }
+    # Both sides making the same change is not a conflict.
+    collisions = {c for c in collisions
+                  if _canonical(_value_at(theirs, c)) != _canonical(_value_at(ours, c))}
+    if collisions:
+        raise _edit_conflict(command, replay, state, sorted(collisions), base, theirs, ours)
+    # Rebase: copy what ours changed, scope by scope, onto theirs (never by array index,
+    # never by moves that assume members theirs may have changed).
+    merged = copy.deepcopy(theirs)
+    for scope in sorted(our_scopes, key=len):
+        value = _value_at(ours, scope)
+        if not scope:
+            merged = copy.deepcopy(value)
+            continue
+        parent = _value_at(merged, scope[:-1])
+        if not isinstance(parent, dict):  # cannot happen when no scope collides
+            raise _edit_conflict(command, replay, state, [scope], base, theirs, ours)
+        if value is _ABSENT:
+            parent.pop(scope[-1], None)
+        else:
+            parent[scope[-1]] = copy.deepcopy(value)
+    return merged
+
+
+def _canonical(value: Any) -> bytes:
+    return b"" if value is _ABSENT else orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
+def _edit_conflict(command: Command, replay: Replay, state: EntryState,
+                   collisions: list[Scope], base: Any, theirs: Any, ours: Any
+                   ) -> EditConflict:
+    conflicts = []
+    for scope in collisions:
+        item: dict[str, Any] = {"path": jsonpointer.JsonPointer.from_parts(scope).path}
+        for name, document in (("base", base), ("theirs", theirs), ("ours", ours)):
+            value = _value_at(document, scope)
+            if value is not _ABSENT:  # an absent member means "not there"
+                item[name] = value
+        conflicts.append(item)
+    paths = ", ".join(repr(c["path"]) for c in conflicts)
+    return EditConflict(
+        f"entry {command.namespace}/{command.key} changed since version "
+        f"{replay.base_version} (now {state.version}) at {paths}, which this write also "
+        "changes; nothing was written: re-read, reconcile and retry with the new ETag",
+        field="If-Match",
+        base_version=replay.base_version,
+        current_version=state.version,
+        conflicts=conflicts,
+    )
+
+
 # --- decide ---------------------------------------------------------------------------
 
 E = TypeVar("E", bound=EntryEvent)
 
 
 def decide(
-    state: EntryState | None, command: Command, context: Context, limits: Limits
+    state: EntryState | None,
+    command: Command,
+    context: Context,
+    limits: Limits,
+    *,
+    policy: str = STRICT,
+    replay: Replay | None = None,
 ) -> EntryEvent:
     """Validate ``command`` against ``state`` and return the one event it causes.
 
-    Raises a ``LedgerError`` when the command is rejected; then nothing is appended.
+    ``policy`` is the namespace's conflict policy; under ``merge`` a stale If-Match is
+    merged against ``replay`` (see ``needs_replay``). Raises a ``LedgerError`` when the
+    command is rejected; then nothing is appended.
     """
+    if isinstance(command, ConfigureNamespace):
+        if command.namespace != SETTINGS_NAMESPACE:
+            raise TypeError("ConfigureNamespace lives in SETTINGS_NAMESPACE; use configure()")
+        check_namespace(command.key)
+        _check_expectation(state, command)
+        settings = check_settings(command.settings)
+        return _event(NamespaceConfigured, state, command, context, settings)
+
     check_namespace(command.namespace)
     check_key(command.key)
+    resolution: dict[str, Any] | None = None
+    merged: Any = _ABSENT
+    n = command.expected.if_match
+    if policy == LAST_WRITER_WINS and n is not None and (
+            state is None or state.deleted or state.version != n):
+        # If-Match is advisory: the write applies; the event records what it overwrote.
+        resolution = {"policy": LAST_WRITER_WINS, "expected_version": n,
+                      "overwritten_version": state.version if state is not None else 0}
+        command = replace(command, expected=replace(command.expected, if_match=None))
+    elif policy == MERGE and is_stale(state, command):
+        assert state is not None and n is not None
+        if replay is None or replay.base_version != n:
+            raise PreconditionFailed(
+                f"If-Match expected version {n} but entry {command.namespace}/"
+                f"{command.key} is at version {state.version}, more than "
+                f"{MAX_REPLAY_VERSIONS} versions later: too far behind to merge",
+                code="version_conflict", field="If-Match", current_version=state.version)
+        else:
+            merged = merge(state, command, replay)
+            resolution = {"policy": MERGE, "base_version": n,
+                          "rebased_over": list(range(n + 1, state.version + 1))}
+        command = replace(command, expected=replace(command.expected, if_match=None))
     live = state is not None and not state.deleted
     _check_expectation(state, command)
+    extra: dict[str, Any] = {"resolution": resolution}
 
     if isinstance(command, Put):
-        check_document(command.document, limits)
+        document = command.document if merged is _ABSENT else merged
+        check_document(document, limits)
         if live:
             assert state is not None
-            return _event(EntryUpdated, state, command, context, command.document)
-        return _event(EntryCreated, state, command, context, command.document)
+            return _event(EntryUpdated, state, command, context, document, **extra)
+        return _event(EntryCreated, state, command, context, document, **extra)
 
     if isinstance(command, Delete):
         current = _require_live(state, command)
-        return _event(EntryDeleted, current, command, context, None)
+        return _event(EntryDeleted, current, command, context, None, **extra)
 
-    if isinstance(command, MergePatch):
+    if isinstance(command, MergePatch | JsonPatch):
         current = _require_live(state, command)
-        document = json_merge_patch.merge(copy.deepcopy(current.document), command.patch)
+        if merged is not _ABSENT:
+            document = merged
+        elif isinstance(command, MergePatch):
+            document = json_merge_patch.merge(copy.deepcopy(current.document), command.patch)
+        else:
+            document = apply_json_patch(current.document, command.operations)
         check_document(document, limits)
-        return _event(EntryPatched, current, command, context, document)
-
-    if isinstance(command, JsonPatch):
-        current = _require_live(state, command)
-        document = apply_json_patch(current.document, command.operations)
-        check_document(document, limits)
-        return _event(EntryPatched, current, command, context, document)
+        return _event(EntryPatched, current, command, context, document, **extra)
 
     if isinstance(command, Restore):
         if state is None:
@@ -361,10 +628,11 @@ def decide(
                 code="version_not_found",
                 field="version",
             )
-        check_document(command.document, limits)
+        document = command.document if merged is _ABSENT else merged
+        check_document(document, limits)
         return _event(
-            EntryRestored, state, command, context, command.document,
-            restored_from_version=command.from_version,
+            EntryRestored, state, command, context, document,
+            restored_from_version=command.from_version, **extra,
         )
 
     raise TypeError(f"unknown command {type(command).__name__}")  # a programming error
@@ -373,6 +641,13 @@ def decide(
 def _check_expectation(state: EntryState | None, command: Command) -> None:
     expected = command.expected
     live = state is not None and not state.deleted
+    if expected.at_version is not None:
+        current = state.version if state is not None else 0
+        if expected.at_version != current:
+            raise PreconditionFailed(
+                f"entry {command.namespace}/{command.key} was expected at version "
+                f"{expected.at_version} but is at version {current}",
+                code="version_conflict", field="version", current_version=current)
     if expected.if_none_match and live:
         assert state is not None
         raise PreconditionFailed(

@@ -14,6 +14,7 @@ one place (``api/errors.py``); nothing below the edge knows about HTTP.
     │   ├── PatchFailed         a patch operation failed (carries the op index)
     │   └── IdempotencyKeyReused
     ├── PreconditionFailed      If-Match / If-None-Match did not hold
+    ├── EditConflict            a stale write collides with changes made since its base
     ├── NotFound                no such entry (or version)
     │   └── EntryGone           the entry existed and was deleted (carries the version)
     └── Unavailable             the store could not be reached; retry later
@@ -73,6 +74,12 @@ class IdempotencyKeyReused(Unprocessable):
 
 class PreconditionFailed(LedgerError):
     code = "precondition_failed"
+
+
+class EditConflict(LedgerError):
+    """Carries ``conflicts``: one {path, base, theirs, ours} per colliding JSON path."""
+
+    code = "edit_conflict"
 
 
 class NotFound(LedgerError):

@@ -45,6 +45,13 @@ class Settings(BaseSettings):
     pool_size: int = Field(default=8, ge=1)
     #: Most write commands the writer puts in one transaction.
     max_batch: int = Field(default=256, ge=1)
+    #: Operations one ``POST /v1/batch`` may carry (all applied in one transaction).
+    max_batch_operations: int = Field(default=1000, ge=1)
+    #: Largest ``POST /v1/batch`` body.
+    max_batch_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    #: Entries one namespace restore may change (all in one transaction); a larger
+    #: restore is refused and can be split by key_prefix.
+    max_restore_operations: int = Field(default=10_000, ge=1)
     #: Entry states the writer keeps in memory to decide without a read.
     state_cache_size: int = Field(default=100_000, ge=0)
     #: Seconds a write waits for the store before answering 503.

@@ -17,9 +17,9 @@ import queue
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -29,16 +29,29 @@ from eventsourcing.persistence import IntegrityError, PersistenceError
 
 from .domain import (
     EVENT_TYPE_NAMES,
+    MAX_REPLAY_VERSIONS,
+    SETTINGS_NAMESPACE,
     Command,
+    ConfigureNamespace,
     Context,
     EntryDeleted,
     EntryEvent,
     EntryState,
     Limits,
+    Replay,
     decide,
     evolve,
+    needs_replay,
+    settings_of,
 )
-from .errors import IdempotencyKeyReused, LedgerError, NotFound, PreconditionFailed, Unavailable
+from .errors import (
+    EditConflict,
+    IdempotencyKeyReused,
+    LedgerError,
+    NotFound,
+    PreconditionFailed,
+    Unavailable,
+)
 from .store import InlineBatch, LedgerApplication
 
 log = logging.getLogger(__name__)
@@ -67,24 +80,36 @@ class Outcome:
     event_type: str
     document: Any
     replayed: bool = False
+    #: How a stale If-Match was resolved (see ``EntryEvent.resolution``), else None.
+    resolution: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Write:
+    """One request to the writer: its operations, applied all or none when ``atomic``
+    (then its result is the list of their outcomes), under one idempotency key."""
+
+    ops: tuple[tuple[Command, Context], ...]
+    idempotency: Idempotency | None = None
+    atomic: bool = False
 
 
 @dataclass
 class _Request:
-    command: Command
-    context: Context
+    ops: tuple[tuple[Command, Context], ...]
     idempotency: Idempotency | None
-    future: Future[Outcome]
+    future: Future[Any]
+    atomic: bool = False
     attempts: int = 0
 
 
 @dataclass
 class _Decided:
     request: _Request
-    event: EntryEvent | None = None
+    events: list[EntryEvent] = field(default_factory=list)
     error: LedgerError | None = None
     replay_of: _Request | None = None  # same idempotency key earlier in this batch
-    outcome: Outcome | None = None  # replayed from an earlier request
+    outcome: Outcome | list[Outcome] | None = None  # replayed from an earlier request
 
 
 _STOP = object()
@@ -129,20 +154,35 @@ class GroupCommitWriter:
     def submit(
         self, command: Command, context: Context, idempotency: Idempotency | None = None
     ) -> Future[Outcome]:
-        future: Future[Outcome] = Future()
+        return self._submit(_Request(((command, context),), idempotency, Future()))
+
+    def submit_all(
+        self, ops: Sequence[tuple[Command, Context]], idempotency: Idempotency | None = None
+    ) -> Future[list[Outcome]]:
+        """Apply ``ops`` in one transaction, all or none; the Future gives their outcomes.
+        A rejected operation fails the whole request, with ``extra["operation"]`` its
+        index."""
+        return self._submit(_Request(tuple(ops), idempotency, Future(), atomic=True))
+
+    def _submit(self, request: _Request) -> Future[Any]:
         if self._stopped.is_set():
-            future.set_exception(Unavailable("the writer is shutting down; retry"))
-            return future
-        self._queue.put(_Request(command, context, idempotency, future))
-        return future
+            request.future.set_exception(Unavailable("the writer is shutting down; retry"))
+        else:
+            self._queue.put(request)
+        return request.future
 
     def write_batch(
-        self, items: list[tuple[Command, Context, Idempotency | None]]
-    ) -> list[Future[Outcome]]:
+        self, items: Sequence[tuple[Command, Context, Idempotency | None] | Write]
+    ) -> list[Future[Any]]:
         """Decide and commit ``items`` as one batch now, on the calling thread; the futures
-        are done on return. For a caller that does its own batching (the writer process);
-        never use it while the writer thread runs."""
-        batch = [_Request(c, x, i, Future()) for c, x, i in items]
+        are done on return (an ``Outcome`` each, a list of them for an atomic ``Write``).
+        For a caller that does its own batching (the writer process); never use it while
+        the writer thread runs."""
+        batch = [
+            _Request(item.ops, item.idempotency, Future(), atomic=item.atomic)
+            if isinstance(item, Write) else _Request(((item[0], item[1]),), item[2], Future())
+            for item in items
+        ]
         for start in range(0, len(batch), self._max_batch):
             self._write_guarded(batch[start:start + self._max_batch])
         return [req.future for req in batch]
@@ -209,7 +249,7 @@ class GroupCommitWriter:
 
     def _retry_alone(self, req: _Request) -> None:
         req.attempts += 1
-        if self._confirm_committed([req]):
+        if self._confirm_committed(req):
             return
         if req.attempts >= _MAX_ATTEMPTS:
             req.future.set_exception(
@@ -221,11 +261,12 @@ class GroupCommitWriter:
     # --- deciding ------------------------------------------------------------------
 
     def _decide(self, batch: list[_Request]) -> list[_Decided]:
-        addresses = {(r.command.namespace, r.command.key) for r in batch}
+        addresses = {(c.namespace, c.key) for r in batch for c, _ in r.ops}
         cached = {a for a in addresses if a in self._cache}
         states = self._states(addresses)
         stored = self._stored_idempotency([r.idempotency for r in batch if r.idempotency])
         seen: dict[tuple[str, str], _Request] = {}
+        in_batch: dict[Address, list[EntryEvent]] = {}
         decided: list[_Decided] = []
         for req in batch:
             d = _Decided(req)
@@ -249,30 +290,126 @@ class GroupCommitWriter:
                         d.outcome = outcome
                     continue
                 seen[scope] = req
-            address = (req.command.namespace, req.command.key)
-            limits = self._limits_for(req.command.namespace)
+            overlay: dict[Address, EntryState | None] = {}
+            events: list[EntryEvent] = []
             try:
-                try:
-                    event = decide(states.get(address), req.command, req.context, limits)
-                except (PreconditionFailed, NotFound):
-                    if address not in cached:
-                        raise
-                    # Accepting on a stale cached state is safe (the primary key refuses
-                    # it), refusing is not: another process may have moved the entry on.
-                    # Refuse only what the database's own state refuses.
-                    cached.discard(address)
-                    states[address] = self._load([address]).get(address)
-                    event = decide(states.get(address), req.command, req.context, limits)
+                for command, context in req.ops:
+                    address = (command.namespace, command.key)
+                    from_cache = address in cached and address not in overlay
+                    state = overlay[address] if address in overlay else states.get(address)
+                    event = self._decide_one(state, command, context, from_cache, states,
+                                             overlay, in_batch, events)
+                    # (``states`` holds a fresher state if the cached one was re-checked)
+                    state = overlay[address] if address in overlay else states.get(address)
+                    overlay[address] = evolve(state, event)
+                    events.append(event)
             except LedgerError as e:
+                if req.atomic:
+                    e.extra["operation"] = len(events)
                 d.error = e
                 if idem is not None:
                     del seen[(idem.actor, idem.key)]
                 continue
-            cached.discard(address)
-            states[address] = evolve(states.get(address), event)
-            d.event = event
+            for address, state in overlay.items():
+                cached.discard(address)
+                states[address] = state
+            for event in events:
+                in_batch.setdefault((event.namespace, event.key), []).append(event)
+            d.events = events
         self._pending_states = states
         return decided
+
+    def _decide_one(
+        self,
+        state: EntryState | None,
+        command: Command,
+        context: Context,
+        from_cache: bool,
+        states: dict[Address, EntryState | None],
+        overlay: dict[Address, EntryState | None],
+        in_batch: dict[Address, list[EntryEvent]],
+        earlier: list[EntryEvent],
+    ) -> EntryEvent:
+        """Decide one command against ``state`` (which ``overlay`` and ``states`` hold),
+        under its namespace's conflict policy, replaying history for a stale If-Match."""
+        address = (command.namespace, command.key)
+        limits = self._limits_for(command.namespace)
+        try:
+            return self._decide_with_policy(state, command, context, limits, states, overlay,
+                                            in_batch, earlier)
+        except (PreconditionFailed, NotFound, EditConflict):
+            if not from_cache:
+                raise
+            # Accepting on a stale cached state is safe (the primary key refuses it),
+            # refusing is not: another process may have moved the entry on. Refuse only
+            # what the database's own state refuses.
+            fresh = self._load([address]).get(address)
+            states[address] = fresh
+            return self._decide_with_policy(fresh, command, context, limits, states, overlay,
+                                            in_batch, earlier)
+
+    def _decide_with_policy(
+        self,
+        state: EntryState | None,
+        command: Command,
+        context: Context,
+        limits: Limits,
+        states: dict[Address, EntryState | None],
+        overlay: dict[Address, EntryState | None],
+        in_batch: dict[Address, list[EntryEvent]],
+        earlier: list[EntryEvent],
+    ) -> EntryEvent:
+        if command.expected.if_match is None or isinstance(command, ConfigureNamespace):
+            return decide(state, command, context, limits)
+        settings_address = (SETTINGS_NAMESPACE, command.namespace)
+        if settings_address in overlay:
+            settings_state = overlay[settings_address]
+        else:
+            if settings_address not in states:
+                states.update(self._states({settings_address}))
+            settings_state = states[settings_address]
+        policy = settings_of(settings_state)["conflict_policy"]
+        replay = None
+        if needs_replay(state, command, policy):
+            assert state is not None and command.expected.if_match is not None
+            pending = [*in_batch.get((command.namespace, command.key), []),
+                       *(e for e in earlier
+                         if (e.namespace, e.key) == (command.namespace, command.key))]
+            replay = self._replay(command.namespace, command.key,
+                                  command.expected.if_match, state.version, pending)
+        return decide(state, command, context, limits, policy=policy, replay=replay)
+
+    def _replay(self, namespace: str, key: str, base: int, upto: int,
+                pending: list[EntryEvent]) -> Replay | None:
+        """The versions ``base`` … ``upto`` of an entry, from this batch's events and the
+        version history; None when they are too many to merge over."""
+        if upto - base > MAX_REPLAY_VERSIONS:
+            return None
+        versions: dict[int, tuple[Any, list[dict[str, Any]]]] = {
+            e.originator_version: (None if isinstance(e, EntryDeleted) else e.document,
+                                   e.patch)
+            for e in pending
+        }
+        missing = [v for v in range(base, upto + 1) if v not in versions]
+        if missing:
+            with self._app.recorder.datastore.get_connection() as conn:  # type: ignore[attr-defined]
+                rows = conn.execute(
+                    "SELECT version, document::text AS document, patch::text AS patch"
+                    " FROM entry_history WHERE namespace = %s AND key = %s"
+                    " AND version BETWEEN %s AND %s",
+                    (namespace, key, min(missing), max(missing)),
+                ).fetchall()
+            for row in rows:
+                versions.setdefault(row["version"], (
+                    None if row["document"] is None else orjson.loads(row["document"]),
+                    orjson.loads(row["patch"])))
+        if any(v not in versions for v in range(base, upto + 1)):
+            return None  # history is incomplete (should not happen): refuse to merge
+        return Replay(
+            base_version=base,
+            documents=tuple(versions[v][0] for v in range(base, upto + 1)),
+            patches=tuple(versions[v][1] for v in range(base + 1, upto + 1)),
+        )
 
     def _states(self, addresses: set[Address]) -> dict[Address, EntryState | None]:
         states: dict[Address, EntryState | None] = {}
@@ -310,47 +447,55 @@ class GroupCommitWriter:
 
     def _stored_idempotency(
         self, keys: list[Idempotency]
-    ) -> dict[tuple[str, str], tuple[bytes, Outcome]]:
+    ) -> dict[tuple[str, str], tuple[bytes, Outcome | list[Outcome]]]:
         if not keys:
             return {}
         with self._app.recorder.datastore.get_connection() as conn:  # type: ignore[attr-defined]
             rows = conn.execute(
-                "SELECT i.actor, i.key, i.request_hash, h.namespace, h.key AS entry_key,"
-                " h.version, h.position, h.recorded_at, h.event_type,"
-                " h.document::text AS document"
+                "SELECT i.actor, i.key, i.request_hash, i.event_ids, h.namespace,"
+                " h.key AS entry_key, h.version, h.position, h.recorded_at, h.event_type,"
+                " h.document::text AS document, h.resolution::text AS resolution"
                 " FROM idempotency_keys i"
                 " JOIN unnest(%s::text[], %s::text[]) AS k(actor, key) USING (actor, key)"
                 " JOIN entry_history h ON h.namespace = i.namespace"
                 "  AND h.key = i.entry_key AND h.version = i.version",
                 ([k.actor for k in keys], [k.key for k in keys]),
             ).fetchall()
-        return {
-            (row["actor"], row["key"]): (bytes(row["request_hash"]), _outcome_from_row(row))
-            for row in rows
-        }
+            found: dict[tuple[str, str], tuple[bytes, Outcome | list[Outcome]]] = {}
+            for row in rows:
+                outcome: Outcome | list[Outcome] = _outcome_from_row(row)
+                if row["event_ids"] is not None:  # an atomic request: all its outcomes
+                    ids: list[UUID] = row["event_ids"]
+                    by_id = self._committed_events(ids, conn=conn, replayed=True)
+                    outcome = [by_id[i] for i in ids]
+                found[(row["actor"], row["key"])] = (bytes(row["request_hash"]), outcome)
+        return found
 
     # --- committing ----------------------------------------------------------------
 
     def _commit(self, decided: list[_Decided]) -> dict[tuple[UUID, int], tuple[int, datetime]]:
-        accepted = [d for d in decided if d.event is not None]
-        if not accepted:
+        events = [e for d in decided for e in d.events]
+        if not events:
             return {}
         mapper = self._app.mapper
-        stored = [mapper.to_stored_event(d.event) for d in accepted]  # type: ignore[arg-type]
-        history = [_history_record(d.event) for d in accepted]  # type: ignore[arg-type]
-        idempotency = [
-            {
-                "actor": d.request.idempotency.actor,
-                "key": d.request.idempotency.key,
-                "request_hash": d.request.idempotency.request_hash.hex(),
-                "namespace": d.event.namespace,  # type: ignore[union-attr]
-                "entry_key": d.event.key,  # type: ignore[union-attr]
-                "version": d.event.originator_version,  # type: ignore[union-attr]
-                "stream_id": d.event.originator_id,  # type: ignore[union-attr]
-            }
-            for d in accepted
-            if d.request.idempotency is not None
-        ]
+        stored = [mapper.to_stored_event(e) for e in events]
+        history = [_history_record(e) for e in events]
+        idempotency = []
+        for d in decided:
+            idem = d.request.idempotency
+            if idem is None or not d.events:
+                continue
+            first = d.events[0]
+            idempotency.append({
+                "actor": idem.actor,
+                "key": idem.key,
+                "request_hash": idem.request_hash.hex(),
+                "namespace": first.namespace,
+                "entry_key": first.key,
+                "version": first.originator_version,
+                "stream_id": first.originator_id,
+                "event_ids": [e.event_id for e in d.events] if d.request.atomic else None,
+            })
         inline = InlineBatch(history=history, idempotency=idempotency)
         self._app.recorder.insert_events(stored, inline=inline)
         return inline.committed
@@ -362,7 +507,7 @@ class GroupCommitWriter:
     ) -> None:
         for address, state in self._pending_states.items():
             self._remember(address, state)
-        outcomes: dict[int, Outcome] = {}
+        results: dict[int, Outcome | list[Outcome]] = {}
         for d in decided:
             fut = d.request.future
             if d.error is not None:
@@ -370,25 +515,29 @@ class GroupCommitWriter:
             elif d.outcome is not None:
                 fut.set_result(d.outcome)
             elif d.replay_of is not None:
-                original = outcomes.get(id(d.replay_of))
+                original = results.get(id(d.replay_of))
                 if original is None:  # the original was rejected: so is its retry
                     exc = d.replay_of.future.exception()
                     fut.set_exception(exc if exc else Unavailable("write outcome unknown"))
                 else:
-                    fut.set_result(_replayed(original))
+                    fut.set_result([_replayed(o) for o in original]
+                                   if isinstance(original, list) else _replayed(original))
             else:
-                event = d.event
-                assert event is not None
-                position, recorded_at = committed[(event.originator_id, event.originator_version)]
-                outcome = _outcome(event, position, recorded_at)
-                outcomes[id(d.request)] = outcome
-                fut.set_result(outcome)
+                outcomes = []
+                for event in d.events:
+                    position, recorded_at = committed[
+                        (event.originator_id, event.originator_version)]
+                    outcomes.append(_outcome(event, position, recorded_at))
+                result: Outcome | list[Outcome] = (
+                    outcomes if d.request.atomic else outcomes[0])
+                results[id(d.request)] = result
+                fut.set_result(result)
 
     def _fail_or_confirm(self, decided: list[_Decided], error: Exception) -> None:
         """The store failed mid-commit. A connection dropped after the server committed
         hides a commit that happened: look for the batch's event ids before reporting
         failure (the batch is one transaction: all of them are there, or none)."""
-        accepted = [d.event for d in decided if d.event is not None]
+        accepted = [e for d in decided for e in d.events]
         try:
             committed = self._committed_events([e.event_id for e in accepted])
         except PersistenceError:
@@ -405,27 +554,32 @@ class GroupCommitWriter:
                 Unavailable(f"the event store is unavailable ({error}); retry")
             )
 
-    def _confirm_committed(self, batch: list[_Request]) -> bool:
-        """Whether these requests' events are in the log; if so, answer them."""
-        committed = self._committed_events([req.context.event_id for req in batch])
-        if len(committed) != len(batch):
+    def _confirm_committed(self, req: _Request) -> bool:
+        """Whether this request's events are in the log; if so, answer it."""
+        ids = [context.event_id for _, context in req.ops]
+        committed = self._committed_events(ids)
+        if len(committed) != len(ids):
             return False
-        for req in batch:
-            req.future.set_result(committed[req.context.event_id])
+        outcomes = [committed[i] for i in ids]
+        req.future.set_result(outcomes if req.atomic else outcomes[0])
         return True
 
-    def _committed_events(self, event_ids: list[UUID]) -> dict[UUID, Outcome]:
+    def _committed_events(self, event_ids: list[UUID], *, conn: Any = None,
+                          replayed: bool = False) -> dict[UUID, Outcome]:
         """Outcomes of those of ``event_ids`` whose events are in the log."""
         if not event_ids:
             return {}
-        with self._app.recorder.datastore.get_connection() as conn:  # type: ignore[attr-defined]
-            rows = conn.execute(
-                "SELECT namespace, key, version, position, recorded_at, event_type,"
-                " document::text AS document, event_id FROM entry_history"
-                " WHERE event_id = ANY(%s)",
-                (event_ids,),
-            ).fetchall()
-        return {row["event_id"]: _outcome_from_row(row, replayed=False) for row in rows}
+        query = (
+            "SELECT namespace, key, version, position, recorded_at, event_type,"
+            " document::text AS document, resolution::text AS resolution, event_id"
+            " FROM entry_history WHERE event_id = ANY(%s)"
+        )
+        if conn is not None:
+            rows = conn.execute(query, (event_ids,)).fetchall()
+        else:
+            with self._app.recorder.datastore.get_connection() as own:  # type: ignore[attr-defined]
+                rows = own.execute(query, (event_ids,)).fetchall()
+        return {row["event_id"]: _outcome_from_row(row, replayed=replayed) for row in rows}
 
     # --- the state cache -----------------------------------------------------------
 
@@ -439,7 +593,8 @@ class GroupCommitWriter:
 
     def _forget(self, batch: list[_Request]) -> None:
         for req in batch:
-            self._cache.pop((req.command.namespace, req.command.key), None)
+            for command, _ in req.ops:
+                self._cache.pop((command.namespace, command.key), None)
 
 
 def _reused(idem: Idempotency) -> IdempotencyKeyReused:
@@ -464,6 +619,7 @@ def _history_record(event: EntryEvent) -> dict[str, Any]:
         "idempotency_key": event.idempotency_key,
         "patch": event.patch,
         "document": None if isinstance(event, EntryDeleted) else event.document,
+        "resolution": event.resolution,
     }
 
 
@@ -476,6 +632,7 @@ def _outcome(event: EntryEvent, position: int, recorded_at: datetime) -> Outcome
         recorded_at=recorded_at,
         event_type=EVENT_TYPE_NAMES[type(event)],
         document=event.document,
+        resolution=event.resolution,
     )
 
 
@@ -493,4 +650,5 @@ def _outcome_from_row(row: dict[str, Any], *, replayed: bool = True) -> Outcome:
         event_type=row["event_type"],
         document=None if row["document"] is None else orjson.loads(row["document"]),
         replayed=replayed,
+        resolution=orjson.loads(row["resolution"]) if row.get("resolution") else None,
     )

@@ -6,8 +6,10 @@ parsing. Here one writer process serves every HTTP worker, so it also stays the 
 writer of the database: its state cache is exact and batches are as large as the traffic.
 
 Wire format, both ways: 4-byte big-endian length, then an orjson object.
-    request  {"id": n, "type": "Put", "command": {...}, "context": {...}, "idem": {...}|null}
-    response {"id": n, "outcome": {...}}  or  {"id": n, "error": {"type", "message", ...}}
+    request  {"id": n, "ops": [["Put", {command}, {context}], ...], "idem": {...}|null,
+              "atomic": false}
+    response {"id": n, "outcome": {...}}  (or "outcomes": [...] for an atomic request)
+             or  {"id": n, "error": {"type", "message", ...}}
 A lost connection fails the writes in flight with ``Unavailable`` (their outcome is
 unknown to the client: retrying with the same Idempotency-Key tells).
 """
@@ -19,7 +21,7 @@ import contextlib
 import logging
 import signal
 import struct
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import fields
 from datetime import datetime
@@ -31,7 +33,7 @@ import orjson
 from . import domain, errors
 from .domain import Command, Context, Expectation
 from .errors import LedgerError, Unavailable
-from .writer import GroupCommitWriter, Idempotency, Outcome
+from .writer import GroupCommitWriter, Idempotency, Outcome, Write
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +41,8 @@ _HEADER = struct.Struct(">I")
 _MAX_FRAME = 256 * 1024 * 1024
 _COMMANDS: dict[str, type[Command]] = {
     cls.__name__: cls
-    for cls in (domain.Put, domain.MergePatch, domain.JsonPatch, domain.Delete, domain.Restore)
+    for cls in (domain.Put, domain.MergePatch, domain.JsonPatch, domain.Delete, domain.Restore,
+                domain.ConfigureNamespace)
 }
 
 
@@ -49,6 +52,12 @@ class Writer(Protocol):
     async def write(
         self, command: Command, context: Context, idempotency: Idempotency | None
     ) -> Outcome: ...
+
+    async def write_all(
+        self, ops: Sequence[tuple[Command, Context]], idempotency: Idempotency | None
+    ) -> list[Outcome]:
+        """Apply ``ops`` all or none (see ``GroupCommitWriter.submit_all``)."""
+        ...
 
 
 class LocalWriter:
@@ -62,47 +71,57 @@ class LocalWriter:
     ) -> Outcome:
         return await asyncio.wrap_future(self.writer.submit(command, context, idempotency))
 
+    async def write_all(
+        self, ops: Sequence[tuple[Command, Context]], idempotency: Idempotency | None
+    ) -> list[Outcome]:
+        return await asyncio.wrap_future(self.writer.submit_all(ops, idempotency))
+
 
 # --- encoding -------------------------------------------------------------------------
 
 
-def encode_request(
-    request_id: int, command: Command, context: Context, idempotency: Idempotency | None
-) -> bytes:
+def encode_request(request_id: int, write: Write) -> bytes:
     idem = None
-    if idempotency is not None:
-        idem = {"actor": idempotency.actor, "key": idempotency.key,
-                "hash": idempotency.request_hash.hex()}
-    return orjson.dumps({"id": request_id, "type": type(command).__name__, "command": command,
-                         "context": context, "idem": idem})
+    if write.idempotency is not None:
+        idem = {"actor": write.idempotency.actor, "key": write.idempotency.key,
+                "hash": write.idempotency.request_hash.hex()}
+    return orjson.dumps({
+        "id": request_id,
+        "ops": [(type(command).__name__, command, context) for command, context in write.ops],
+        "idem": idem,
+        "atomic": write.atomic,
+    })
 
 
-def decode_request(data: dict[str, Any]) -> tuple[Command, Context, Idempotency | None]:
-    cls = _COMMANDS[data["type"]]
-    raw = data["command"]
-    values = {f.name: raw[f.name] for f in fields(cls) if f.name in raw}
-    values["expected"] = Expectation(**raw["expected"])
-    ctx = data["context"]
-    context = Context(
-        event_id=UUID(ctx["event_id"]),
-        timestamp=datetime.fromisoformat(ctx["timestamp"]),
-        actor=ctx["actor"],
-        correlation_id=ctx["correlation_id"],
-        reason=ctx["reason"],
-        causation_id=ctx["causation_id"],
-        idempotency_key=ctx["idempotency_key"],
-    )
+def decode_request(data: dict[str, Any]) -> Write:
+    ops = []
+    for type_name, raw, ctx in data["ops"]:
+        cls = _COMMANDS[type_name]
+        values = {f.name: raw[f.name] for f in fields(cls) if f.name in raw}
+        values["expected"] = Expectation(**raw["expected"])
+        context = Context(
+            event_id=UUID(ctx["event_id"]),
+            timestamp=datetime.fromisoformat(ctx["timestamp"]),
+            actor=ctx["actor"],
+            correlation_id=ctx["correlation_id"],
+            reason=ctx["reason"],
+            causation_id=ctx["causation_id"],
+            idempotency_key=ctx["idempotency_key"],
+        )
+        ops.append((cls(**values), context))
     idem = data["idem"]
     idempotency = (
         Idempotency(idem["actor"], idem["key"], bytes.fromhex(idem["hash"])) if idem else None
     )
-    return cls(**values), context, idempotency
+    return Write(tuple(ops), idempotency, atomic=bool(data["atomic"]))
 
 
-def encode_result(request_id: int, future: Future[Outcome]) -> bytes:
+def encode_result(request_id: int, future: Future[Any]) -> bytes:
     error = future.exception()
     if error is None:
-        return orjson.dumps({"id": request_id, "outcome": future.result()})
+        result = future.result()
+        member = "outcomes" if isinstance(result, list) else "outcome"
+        return orjson.dumps({"id": request_id, member: result})
     if not isinstance(error, LedgerError):
         log.error("writer failed unexpectedly", exc_info=error)
         error = Unavailable(f"the write failed unexpectedly: {error}")
@@ -152,7 +171,7 @@ async def serve_writer(
     No thread handoffs per request, so the writer's latency is the database's."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    queued: list[tuple[asyncio.StreamWriter, int, Command, Context, Idempotency | None]] = []
+    queued: list[tuple[asyncio.StreamWriter, int, Write]] = []
     flushing = False
 
     def flush() -> None:
@@ -160,7 +179,7 @@ async def serve_writer(
         flushing = False
         batch = queued[:]
         queued.clear()
-        futures = writer.write_batch([(c, x, i) for _, _, c, x, i in batch])
+        futures = writer.write_batch([w for _, _, w in batch])
         for (out, request_id, *_), future in zip(batch, futures, strict=True):
             if not out.is_closing():
                 out.write(frame(encode_result(request_id, future)))
@@ -170,13 +189,13 @@ async def serve_writer(
         try:
             while (request := await read_frame(reader)) is not None:
                 try:
-                    command, context, idem = decode_request(request)
+                    write = decode_request(request)
                 except (KeyError, TypeError, ValueError) as e:
                     bad: Future[Outcome] = Future()
                     bad.set_exception(errors.InvalidInput(f"malformed writer request: {e}"))
                     out.write(frame(encode_result(request["id"], bad)))
                     continue
-                queued.append((out, request["id"], command, context, idem))
+                queued.append((out, request["id"], write))
                 if not flushing:
                     flushing = True
                     loop.call_soon(flush)
@@ -203,7 +222,7 @@ async def serve_writer(
 class _Connection:
     def __init__(self, out: asyncio.StreamWriter) -> None:
         self.out = out
-        self.waiting: dict[int, asyncio.Future[Outcome]] = {}
+        self.waiting: dict[int, asyncio.Future[Any]] = {}
         self.reader_task: asyncio.Task[None] | None = None
 
 
@@ -220,12 +239,22 @@ class RemoteWriter:
     async def write(
         self, command: Command, context: Context, idempotency: Idempotency | None
     ) -> Outcome:
+        outcome: Outcome = await self._send(Write(((command, context),), idempotency))
+        return outcome
+
+    async def write_all(
+        self, ops: Sequence[tuple[Command, Context]], idempotency: Idempotency | None
+    ) -> list[Outcome]:
+        outcomes: list[Outcome] = await self._send(Write(tuple(ops), idempotency, atomic=True))
+        return outcomes
+
+    async def _send(self, write: Write) -> Any:
         connection = await self._connect()
         self._next_id += 1
         request_id = self._next_id
-        answer: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         connection.waiting[request_id] = answer
-        connection.out.write(frame(encode_request(request_id, command, context, idempotency)))
+        connection.out.write(frame(encode_request(request_id, write)))
         return await answer
 
     async def _connect(self) -> _Connection:
@@ -253,6 +282,8 @@ class RemoteWriter:
                     continue
                 if "outcome" in response:
                     answer.set_result(decode_outcome(response["outcome"]))
+                elif "outcomes" in response:
+                    answer.set_result([decode_outcome(o) for o in response["outcomes"]])
                 else:
                     answer.set_exception(decode_error(response["error"]))
         except ConnectionError as e:

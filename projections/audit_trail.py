@@ -13,7 +13,8 @@ from .sql import RECORDED_AT, row_json
 
 EVENT_JSON = row_json(
     f"namespace, key, version, position, {RECORDED_AT} AS recorded_at, event_type, event_id,"
-    " actor, reason, correlation_id, causation_id, idempotency_key, patch, document"
+    " actor, reason, correlation_id, causation_id, idempotency_key, patch, document,"
+    " resolution"
 )
 
 #: Columns of the CSV export, in order.

@@ -7,6 +7,8 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
+from nexus_ssot.ledger.domain import SETTINGS_NAMESPACE
+
 from .sql import ENTRY_JSON
 
 
@@ -53,7 +55,8 @@ async def list_entries(
 _NAMESPACES = (
     "SELECT namespace, count(*) FILTER (WHERE NOT deleted) AS entries,"
     " count(*) FILTER (WHERE deleted) AS deleted, max(position) AS last_position"
-    " FROM entries WHERE namespace > %s GROUP BY namespace ORDER BY namespace LIMIT %s"
+    " FROM entries WHERE namespace > %s AND namespace <> %s"
+    " GROUP BY namespace ORDER BY namespace LIMIT %s"
 )
 
 
@@ -68,5 +71,21 @@ class NamespaceCount:
 async def list_namespaces(
     conn: AsyncConnection[tuple[Any, ...]], *, after: str, limit: int
 ) -> list[NamespaceCount]:
-    cur = await conn.execute(_NAMESPACES, (after, limit), prepare=True)
+    cur = await conn.execute(_NAMESPACES, (after, SETTINGS_NAMESPACE, limit), prepare=True)
     return [NamespaceCount(*row) for row in await cur.fetchall()]
+
+
+_NAMESPACE = (
+    "SELECT count(*) FILTER (WHERE NOT deleted), count(*) FILTER (WHERE deleted),"
+    " max(position) FROM entries WHERE namespace = %s"
+)
+
+
+async def namespace_counts(
+    conn: AsyncConnection[tuple[Any, ...]], namespace: str
+) -> tuple[int, int, int | None]:
+    """(live entries, deleted entries, position of its last change) of one namespace."""
+    cur = await conn.execute(_NAMESPACE, (namespace,), prepare=True)
+    row = await cur.fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1]), row[2]

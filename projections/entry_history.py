@@ -8,9 +8,15 @@ from psycopg import AsyncConnection
 
 from .sql import ENTRY_JSON, RECORDED_AT, row_json
 
+# One version, sought through the primary key (namespace, key, version) in version order.
+# Not "version = %s" alone: then the (namespace, key, position) index looks just as cheap to
+# the planner whenever its statistics do not show how long this key's history is (a fresh
+# table, a key grown since the last ANALYZE), and taking it means filtering every version
+# of the key, O(history). Only the primary key gives rows in version order, so this seek
+# stays O(log n) whatever the statistics say.
 _VERSION = (
-    f"SELECT event_type, {ENTRY_JSON} FROM entry_history"
-    " WHERE namespace = %s AND key = %s AND version = %s"
+    f"SELECT version, event_type, {ENTRY_JSON} FROM entry_history"
+    " WHERE namespace = %s AND key = %s AND version >= %s ORDER BY version LIMIT 1"
 )
 
 
@@ -20,12 +26,13 @@ async def entry_version(
     """(event type, entry JSON) of one version; a deleting version has a null document."""
     cur = await conn.execute(_VERSION, (namespace, key, version), prepare=True)
     row = await cur.fetchone()
-    return None if row is None else (row[0], row[1].encode())
+    return None if row is None or row[0] != version else (row[1], row[2].encode())
 
 
 _EVENT_JSON = row_json(
     f"namespace, key, version, position, {RECORDED_AT} AS recorded_at, event_type, event_id,"
-    " actor, reason, correlation_id, causation_id, idempotency_key, patch, document"
+    " actor, reason, correlation_id, causation_id, idempotency_key, patch, document,"
+    " resolution"
 )
 
 _HISTORY_ASC = (

@@ -17,6 +17,9 @@ def test_sixteen_read_modify_write_clients_lose_no_update(
 ) -> None:
     path = f"/v1/namespaces/{ns}/entries/counter"
     with httpx.Client(base_url=api.url) as c:
+        # strict: every stale If-Match is a 412 (merging is tested in test_conflicts)
+        assert c.put(f"/v1/namespaces/{ns}", json={"conflict_policy": "strict"}
+                     ).status_code == 201
         assert c.put(path, json={"writer": None, "n": 0}).status_code == 201
     accepted: list[tuple[int, dict[str, Any]]] = []
     rejected: list[int] = []

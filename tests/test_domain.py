@@ -32,6 +32,7 @@ from nexus_ssot.ledger.domain import (
     JsonPatch,
     Limits,
     MergePatch,
+    NamespaceConfigured,
     Put,
     Restore,
     apply_json_patch,
@@ -480,6 +481,7 @@ def test_event_type_names_are_stable() -> None:
         EntryPatched: "entry.patched",
         EntryDeleted: "entry.deleted",
         EntryRestored: "entry.restored",
+        NamespaceConfigured: "namespace.configured",
     }
 
 

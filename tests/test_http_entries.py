@@ -37,9 +37,10 @@ def test_replace_with_if_match_gives_next_version_and_stale_if_match_appends_not
     r = client.put(url(ns, "k"), json={"a": 2}, headers={"If-Match": '"1"'})
     assert r.status_code == 200 and r.json()["version"] == 2 and r.headers["etag"] == '"2"'
     before = event_count(db)  # type: ignore[arg-type]
+    # under the default policy (merge) a stale write that collides is a 409
     stale = client.put(url(ns, "k"), json={"a": 3}, headers={"If-Match": '"1"'})
-    assert stale.status_code == 412
-    assert stale.json()["code"] == "version_conflict"
+    assert stale.status_code == 409
+    assert stale.json()["code"] == "edit_conflict"
     assert stale.json()["current_version"] == 2
     assert event_count(db) == before  # type: ignore[arg-type]
     assert client.get(url(ns, "k")).json()["document"] == {"a": 2}

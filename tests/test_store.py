@@ -11,8 +11,8 @@ import psycopg
 import pytest
 from eventsourcing.persistence import OperationalError
 
-from nexus_ssot.ledger.domain import Context, Expectation, Limits, Put, stream_id
-from nexus_ssot.ledger.errors import PreconditionFailed
+from nexus_ssot.ledger.domain import Context, Expectation, Limits, Put, configure, stream_id
+from nexus_ssot.ledger.errors import EditConflict, PreconditionFailed
 from nexus_ssot.ledger.migrate import migrate
 from nexus_ssot.ledger.store import LedgerRecorder, open_application
 from nexus_ssot.ledger.writer import GroupCommitWriter
@@ -77,6 +77,8 @@ def test_a_second_writer_on_the_same_database_never_loses_a_version_check(
     other = GroupCommitWriter(app, lambda _ns: Limits())
     other.start()
     try:
+        # strict: a stale If-Match is refused, not merged (merging is tested elsewhere)
+        other.submit(configure(ns, {"conflict_policy": "strict"}), context()).result(10)
         first = other.submit(Put(ns, "k", document={"v": 1}), context()).result(10)
         assert first.version == 1
         # the API (the first writer) moves the entry on
@@ -124,8 +126,12 @@ def test_a_batch_with_a_conflict_fails_only_the_conflicting_command(
         writer.start()  # everything above is now drained as one batch
         assert futures[0].result(10).version == 1
         assert futures[1].result(10).version == 2
-        with pytest.raises(PreconditionFailed):
+        # stale If-Match: merged against version 2, decided earlier in this same batch,
+        # which changed the same path
+        with pytest.raises(EditConflict) as conflict:
             futures[2].result(10)
+        assert conflict.value.extra["conflicts"] == [
+            {"path": "/n", "base": 1, "theirs": 2, "ours": 3}]
         b1, b2 = futures[3].result(10), futures[4].result(10)
         assert (b1.version, b1.position) == (b2.version, b2.position)
         assert b2.replayed and not b1.replayed
