@@ -29,7 +29,8 @@ class WriteResult(Entry):
 
 
 class HistoryEvent(Entry):
-    event_type: str = Field(description="entry.created|updated|patched|deleted|restored")
+    event_type: str = Field(description="entry.created|updated|patched|deleted|restored, "
+                            "namespace.configured")
     event_id: str
     actor: str
     reason: str | None
@@ -82,12 +83,14 @@ class CloudEvent(BaseModel):
     specversion: str
     id: str
     source: str
-    type: str = Field(description="io.nexus.ssot.entry.created|updated|patched|deleted|restored")
+    type: str = Field(description="io.nexus.ssot.entry.created|updated|patched|deleted|"
+                      "restored, or io.nexus.ssot.namespace.configured")
     subject: str = Field(description="The entry's key")
     time: str
     datacontenttype: str
     data: dict[str, Any] = Field(description="namespace, key, version, position, document, "
-                                 "patch, actor, reason, correlation_id, causation_id")
+                                 "patch, actor, reason, correlation_id, causation_id; and "
+                                 "resolution when a stale If-Match was resolved")
 
 
 class EventPage(BaseModel):

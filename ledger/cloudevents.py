@@ -13,9 +13,11 @@ SOURCE_PREFIX = "urn:nexus-ssot:namespace:"
 
 #: The history columns a CloudEvent is made of, in ``COLUMNS`` order.
 FIELDS = ("position", "event_id", "namespace", "key", "version", "event_type", "recorded_at",
-          "actor", "reason", "correlation_id", "causation_id", "patch", "document")
-#: The SELECT list of ``FIELDS`` (``patch`` and ``document`` as JSON text).
-COLUMNS = ", ".join(f"{f}::text AS {f}" if f in ("patch", "document") else f for f in FIELDS)
+          "actor", "reason", "correlation_id", "causation_id", "patch", "document",
+          "resolution")
+#: The SELECT list of ``FIELDS`` (the JSON columns as JSON text).
+COLUMNS = ", ".join(f"{f}::text AS {f}" if f in ("patch", "document", "resolution") else f
+                    for f in FIELDS)
 
 
 def cloudevent(row: dict[str, Any]) -> bytes:
@@ -33,6 +35,8 @@ def cloudevent(row: dict[str, Any]) -> bytes:
         "correlation_id": row["correlation_id"],
         "causation_id": row["causation_id"],
     }
+    if row.get("resolution"):  # how a stale If-Match was resolved (merge, last-writer-wins)
+        data["resolution"] = orjson.Fragment(row["resolution"])
     return orjson.dumps({
         "specversion": "1.0",
         "id": str(row["event_id"]),

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import hypothesis.internal.observability  # noqa: F401  (see below)
 import psycopg
 import pytest
 import uvicorn
@@ -24,6 +25,11 @@ from nexus_ssot.api.app import create_app
 from nexus_ssot.ledger.embedded import EmbeddedNats, EmbeddedPostgres
 from nexus_ssot.ledger.settings import Settings
 from nexus_ssot.ops.writer_process import WriterProcess
+
+# Imported up front: hypothesis's pytest plugin otherwise imports (and assertion-rewrites)
+# it at session end, and on CPython 3.11 that ast.parse can fail spuriously with
+# "AST constructor recursion depth mismatch" once test threads have run (CPython
+# gh-106905), failing a green run of a module that uses no hypothesis.
 
 
 def free_port() -> int:

@@ -32,6 +32,7 @@ from nexus_ssot.ledger.domain import (
     MergePatch,
     Put,
     Restore,
+    configure,
 )
 from nexus_ssot.ledger.embedded import EmbeddedNats
 from nexus_ssot.ledger.migrate import migrate
@@ -181,6 +182,38 @@ def test_every_event_type_arrives_as_a_cloudevent_with_its_fields(
 
         assert jsonpatch.apply_patch(previous, data["patch"]) == data["document"]
         previous = data["document"]
+
+
+def test_settings_changes_and_merged_writes_are_broadcast_too(
+    database_url: str, nats_url: str, stream: tuple[str, str], writer: GroupCommitWriter,
+    ns: str,
+) -> None:
+    name, prefix = stream
+    configured = writer.submit(configure(ns, {"conflict_policy": "merge"}),
+                               context(reason="explicit")).result(10)
+    writer.submit(Put(ns, "k", document={"a": 1, "b": 1}), context()).result(10)
+    writer.submit(MergePatch(ns, "k", patch={"a": 2}), context()).result(10)
+    merged = writer.submit(MergePatch(ns, "k", Expectation(if_match=1), patch={"b": 2}),
+                           context()).result(10)
+    end, _ = head(database_url)
+    with InThread(Broadcaster(database_url, nats_url, stream=name, prefix=prefix,
+                              name=f"settings-{name}")):
+        wait_until_published(nats_url, name, end, timeout=30)
+    messages = asyncio.run(read_stream(nats_url, name, prefix))
+    settings = [orjson.loads(m.data) for m in messages
+                if m.subject == entry_subject(prefix, "_namespaces", ns)]
+    assert len(settings) == 1
+    assert settings[0]["type"] == "io.nexus.ssot.namespace.configured"
+    assert settings[0]["source"] == "urn:nexus-ssot:namespace:_namespaces"
+    assert settings[0]["data"]["document"] == configured.document == {
+        "conflict_policy": "merge", "description": None}
+    assert settings[0]["data"]["reason"] == "explicit"
+    events = [orjson.loads(m.data) for m in messages if m.subject == entry_subject(
+        prefix, ns, "k")]
+    assert [e["data"].get("resolution") for e in events] == [
+        None, None, {"policy": "merge", "base_version": 1, "rebased_over": [2]}]
+    assert events[-1]["data"]["position"] == merged.position
+    assert events[-1]["data"]["document"] == {"a": 2, "b": 2}
 
 
 def broadcast_process(database_url: str, nats_url: str, name: str, prefix: str,
