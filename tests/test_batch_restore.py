@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.conftest import event_count
 
@@ -267,3 +270,40 @@ def test_cli_restore_batch_and_namespace_settings(api: Any, client: httpx.Client
     assert shown.stdout.splitlines() == [
         f"{ns}  settings version 2  2 entries  1 deleted",
         "  conflict_policy: strict", "  description: flags"]
+
+
+_KEYS = ["a", "b", "c", "d/x", "d/y"]
+_WRITE = st.tuples(st.sampled_from(["put", "delete"]), st.sampled_from(_KEYS),
+                   st.integers(0, 3))
+
+
+@settings(max_examples=15, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(before=st.lists(_WRITE, min_size=1, max_size=12),
+       after=st.lists(_WRITE, min_size=1, max_size=12), prefix=st.sampled_from(["", "d/"]))
+def test_after_any_history_a_restore_makes_now_equal_then(
+        client: httpx.Client, before: list[Any], after: list[Any], prefix: str) -> None:
+    ns = f"prop-{uuid.uuid4().hex[:12]}"
+
+    def run(writes: list[Any]) -> None:
+        for op, key, value in writes:
+            if op == "put":
+                assert client.put(entry(ns, key), json={"v": value}).status_code in (200, 201)
+            else:
+                assert client.delete(entry(ns, key)).status_code in (200, 404)
+
+    run(before)
+    mark = client.get("/v1/health").json()["head_position"]
+    run(after)
+    r = client.post(f"/v1/namespaces/{ns}/restore", json={
+        "position": mark, "key_prefix": prefix, "reason": "property"})
+    assert r.status_code == 200, r.text
+    head = client.get("/v1/health").json()["head_position"]
+
+    def under(position: int) -> list[tuple[str, Any]]:
+        return [kv for kv in _cut(client, ns, position) if kv[0].startswith(prefix)]
+
+    assert under(head) == under(mark)
+    outside = [kv for kv in _cut(client, ns, head) if not kv[0].startswith(prefix)]
+    assert outside == [kv for kv in _cut(client, ns, head - len(r.json()["operations"]))
+                       if not kv[0].startswith(prefix)]  # nothing else moved
