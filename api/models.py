@@ -147,3 +147,14 @@ class RestoreResult(BaseModel):
     dry_run: bool
     correlation_id: str
     operations: list[RestoreStep]
+
+
+class NamespaceStats(BaseModel):
+    namespace: str
+    entries: int = Field(description="Live entries")
+    deleted: int = Field(description="Entries whose last event deleted them")
+    writes: int = Field(description="Events ever appended in the namespace")
+    last_position: int
+    last_recorded_at: str
+    writes_by_actor: dict[str, int]
+    view_position: int = Field(description="The log position the view has applied")

@@ -42,6 +42,7 @@ from nexus_ssot.ledger.errors import (
 from nexus_ssot.ledger.writer import Idempotency, Outcome
 from nexus_ssot.projections import audit_trail, current_state, entry_at, event_feed
 from nexus_ssot.projections import entry_history as entry_history_view
+from nexus_ssot.projections.views import SQL_VIEWS
 
 from . import http, models
 from .errors import problem
@@ -745,11 +746,19 @@ async def health(request: Request) -> Response:
             cur = await conn.execute(_HEALTH, (service.settings.broadcaster_name,),
                                      prepare=True)
             row = await cur.fetchone()
+            cur = await conn.execute(_VIEWS_HEALTH, (list(SQL_VIEWS),), prepare=True)
+            views = await cur.fetchall()
     except Exception as e:  # any failure to reach the store is "unavailable"
         return problem(request, 503, "store_unavailable", f"the event store is unreachable: {e}")
     assert row is not None
     head, position, oldest_unpublished, now = row
     body: dict[str, Any] = {"status": "ok", "head_position": head or 0, "broadcaster": None}
+    body["views"] = {
+        name: {"position": view_position, "lag_events": max(0, (head or 0) - view_position),
+               "lag_seconds": round((now - oldest).total_seconds(), 3)
+               if oldest is not None else 0.0}
+        for name, view_position, oldest in views
+    }
     if position is not None:
         body["broadcaster"] = {
             "name": service.settings.broadcaster_name,
@@ -766,4 +775,13 @@ _HEALTH = (
     " (SELECT min(recorded_at) FROM entry_history WHERE position > b.position),"
     " clock_timestamp()"
     " FROM (SELECT 1) AS one LEFT JOIN broadcaster_positions b ON b.name = %s"
+)
+
+# Each asynchronous view's position and the commit time of the oldest event it has not
+# applied yet (its lag in seconds).
+_VIEWS_HEALTH = (
+    "SELECT t.application_name, t.notification_id, (SELECT recorded_at FROM ssot_events"
+    "  WHERE notification_id > t.notification_id ORDER BY notification_id LIMIT 1)"
+    " FROM projection_tracking t WHERE t.application_name = ANY(%s)"
+    " ORDER BY t.application_name"
 )

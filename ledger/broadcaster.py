@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import logging
 import time
-import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,6 +35,7 @@ from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from psycopg.rows import dict_row
 
 from .cloudevents import COLUMNS, cloudevent
+from .leadership import leadership
 from .subjects import entry_subject
 
 log = logging.getLogger(__name__)
@@ -97,21 +97,9 @@ class Broadcaster:
                 backoff = min(backoff * 2, 5.0)
 
     async def _lead(self, stop: asyncio.Event) -> None:
-        async with await psycopg.AsyncConnection.connect(
-                self.database_url, autocommit=True) as lock_conn:
-            # If this process's host vanishes without closing the connection, the server
-            # must notice within seconds to let a standby take the lock.
-            await lock_conn.execute("SET tcp_keepalives_idle = 5")
-            await lock_conn.execute("SET tcp_keepalives_interval = 2")
-            await lock_conn.execute("SET tcp_keepalives_count = 3")
-            lock_id = _LOCK_NAMESPACE ^ zlib.crc32(self.name.encode())
-            while not stop.is_set():
-                cur = await lock_conn.execute("SELECT pg_try_advisory_lock(%s)", (lock_id,))
-                row = await cur.fetchone()
-                if row and row[0]:
-                    break
-                await _sleep(stop, self.poll_interval)
-            if stop.is_set():
+        async with leadership(self.database_url, _LOCK_NAMESPACE, self.name, stop,
+                              self.poll_interval) as lock_conn:
+            if lock_conn is None:
                 return
             self.progress.leader = True
             log.info("broadcaster %s leads", self.name)

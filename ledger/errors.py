@@ -18,6 +18,7 @@ one place (``api/errors.py``); nothing below the edge knows about HTTP.
     ├── NotFound                no such entry (or version)
     │   └── EntryGone           the entry existed and was deleted (carries the version)
     └── Unavailable             the store could not be reached; retry later
+        └── ViewBehind          an asynchronous view has not reached min_position yet
 """
 
 from __future__ import annotations
@@ -92,3 +93,7 @@ class EntryGone(NotFound):
 
 class Unavailable(LedgerError):
     code = "unavailable"
+
+
+class ViewBehind(Unavailable):
+    code = "view_behind"

@@ -64,6 +64,10 @@ class Settings(BaseSettings):
 
     #: ``ssot serve`` runs the broadcaster (NATS JetStream) as one of its processes.
     broadcast: bool = True
+    #: ``ssot serve`` keeps the asynchronous views current (False: run ``ssot project``).
+    projections: bool = True
+    #: Longest a read of an asynchronous view waits for ``min_position`` (seconds).
+    view_wait_timeout: float = Field(default=2.0, ge=0, le=60)
     #: JetStream stream the broadcaster publishes to, and the subject prefix (``ssot.>``).
     nats_stream: str = "SSOT"
     nats_subject_prefix: str = Field(default="ssot", pattern=r"^[A-Za-z0-9_-]+$")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import threading
 
 import uvloop
@@ -13,6 +12,8 @@ from nexus_ssot.ledger.broadcaster import Broadcaster
 from nexus_ssot.ledger.migrate import migrate
 from nexus_ssot.ledger.settings import Settings
 from nexus_ssot.ledger.telemetry import providers
+
+from .signals import run_until_signalled
 
 log = logging.getLogger("nexus_ssot.broadcast")
 
@@ -36,14 +37,7 @@ def run_broadcaster(settings: Settings) -> None:
     assert settings.database_url
     migrate(settings.database_url)
 
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await broadcaster.run(stop)
-
-    uvloop.run(main())
+    run_until_signalled(broadcaster.run)
 
 
 class BroadcasterThread:

@@ -200,6 +200,22 @@ def reconcile(ctx: click.Context, from_position: int, to_position: int | None,
 
 
 @main.command()
+@click.option("--view", "views", multiple=True, help="Only this view (repeatable).")
+def project(views: tuple[str, ...]) -> None:
+    """Keep the asynchronous views current, exactly once (one active runner per view and
+    database; run several for standbys)."""
+    import logging
+
+    from nexus_ssot.ledger.settings import Settings
+
+    from .project import run_projections
+
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    run_projections(Settings(), list(views) or None)
+
+
+@main.command()
 def broadcast() -> None:
     """Publish every committed event on NATS JetStream, in order (one leader per database)."""
     import logging

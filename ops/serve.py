@@ -17,6 +17,7 @@ from nexus_ssot.ledger.embedded import EmbeddedNats, EmbeddedPostgres
 from nexus_ssot.ledger.settings import Settings
 
 from .broadcast import BroadcasterThread
+from .project import ProjectionsThread
 from .writer_process import WriterProcess
 
 log = logging.getLogger("nexus_ssot.serve")
@@ -93,6 +94,12 @@ def serve(settings: Settings, *, access_log: bool = False) -> None:
             stack.callback(broadcaster.stop)
             log.info("broadcasting on NATS stream %s (subjects %s.>)", ready.nats_stream,
                      ready.nats_subject_prefix)
+        if ready.projections:
+            views = ProjectionsThread(ready)
+            views.start()
+            stack.callback(views.stop)
+            log.info("keeping the views current: %s",
+                     ", ".join(r.view.name for r in views.runners))
         print(f"NEXUS SSOT Ledger serving on http://{ready.http_host}:{ready.http_port} "
               f"(docs at /docs)", flush=True)
         if ready.http_workers == 1:

@@ -1,0 +1,71 @@
+"""The asynchronous views' runners, run by `ssot project` (its own process) or on a thread
+of `ssot serve`. One event loop runs one runner per view; each view has one active runner
+per database (advisory lock), the others stand by."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+
+import uvloop
+
+from nexus_ssot.ledger.migrate import migrate
+from nexus_ssot.ledger.settings import Settings
+from nexus_ssot.ledger.telemetry import providers
+from nexus_ssot.projections.runtime import ViewRunner, instrument
+from nexus_ssot.projections.views import SQL_VIEWS
+
+from .signals import run_until_signalled
+
+log = logging.getLogger("nexus_ssot.project")
+
+
+def runners_for(settings: Settings, names: list[str] | None = None) -> list[ViewRunner]:
+    """Runners of the views named (default: all), their lag exported as metrics."""
+    if not settings.database_url:
+        raise SystemExit("ssot project needs SSOT_DATABASE_URL")
+    unknown = sorted(set(names or ()) - set(SQL_VIEWS))
+    if unknown:
+        raise SystemExit(f"unknown view {unknown[0]!r}; the views are "
+                         f"{', '.join(sorted(SQL_VIEWS))}")
+    runners = [ViewRunner(settings.database_url, make())
+               for name, make in SQL_VIEWS.items() if not names or name in names]
+    _, meter_provider = providers(settings)
+    instrument(meter_provider.get_meter("nexus_ssot.projections"),
+               lambda: [r.progress for r in runners])
+    return runners
+
+
+async def run_all(runners: list[ViewRunner], stop: asyncio.Event) -> None:
+    await asyncio.gather(*(r.run(stop) for r in runners))
+
+
+def run_projections(settings: Settings, names: list[str] | None = None) -> None:
+    """Run until SIGTERM/SIGINT."""
+    runners = runners_for(settings, names)
+    assert settings.database_url
+    migrate(settings.database_url)
+
+    run_until_signalled(lambda stop: run_all(runners, stop))
+
+
+class ProjectionsThread:
+    """The views' runners on a thread of ``ssot serve`` (its own event loop)."""
+
+    def __init__(self, settings: Settings, names: list[str] | None = None) -> None:
+        self.runners = runners_for(settings, names)
+        self.loop = uvloop.new_event_loop()
+        self.stop_event = asyncio.Event()
+        self.thread = threading.Thread(target=self._run, name="ssot-projections", daemon=True)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_until_complete(run_all(self.runners, self.stop_event))
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self.loop.call_soon_threadsafe(self.stop_event.set)
+        self.thread.join(timeout)

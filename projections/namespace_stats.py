@@ -1,0 +1,124 @@
+"""The ``namespace_stats`` view: per namespace, live and deleted entries, the last change
+(position and commit time), and writes per actor. Folded from the log in SQL, a range of
+events per statement, so a rebuild runs at the speed of the database.
+
+Tables: ``{stats}`` one row per namespace; ``{keys}`` each key's liveness (what turns an
+event into +1/-1 of the counts); ``{actors}`` writes per (namespace, actor). Namespace
+settings changes (``namespace.configured``) are not entries and are not counted.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import psycopg
+
+from .runtime import Tables
+
+NAME = "namespace_stats"
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS {stats} (
+    namespace text PRIMARY KEY,
+    entries bigint NOT NULL,
+    deleted bigint NOT NULL,
+    writes bigint NOT NULL,
+    last_position bigint NOT NULL,
+    last_recorded_at timestamptz NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {keys} (
+    namespace text NOT NULL,
+    key text NOT NULL,
+    live boolean NOT NULL,
+    PRIMARY KEY (namespace, key)
+);
+CREATE TABLE IF NOT EXISTS {actors} (
+    namespace text NOT NULL,
+    actor text NOT NULL,
+    writes bigint NOT NULL,
+    PRIMARY KEY (namespace, actor)
+);
+"""
+
+# One statement per range: every CTE sees the tables as they were before it, so ``prev``
+# is each key's liveness before the range and ``delta`` the change of the counts.
+_APPLY = """
+WITH e AS (
+    SELECT notification_id AS position, recorded_at,
+           topic LIKE '%%:EntryDeleted' AS deleting, s->>'namespace' AS namespace,
+           s->>'key' AS key, s->>'actor' AS actor
+    FROM ssot_events, LATERAL (SELECT convert_from(state, 'UTF8')::json AS s) j
+    WHERE notification_id > %(after)s AND notification_id <= %(upto)s
+      AND topic NOT LIKE '%%:NamespaceConfigured'
+), last AS (
+    SELECT DISTINCT ON (namespace, key) namespace, key, NOT deleting AS live
+    FROM e ORDER BY namespace, key, position DESC
+), prev AS (
+    SELECT l.namespace, l.key, l.live, k.live AS was_live
+    FROM last l LEFT JOIN {keys} k USING (namespace, key)
+), keys_upsert AS (
+    INSERT INTO {keys} (namespace, key, live) SELECT namespace, key, live FROM last
+    ON CONFLICT (namespace, key) DO UPDATE SET live = EXCLUDED.live
+), delta AS (
+    SELECT namespace,
+           sum(live::int - coalesce(was_live::int, 0)) AS entries,
+           sum((NOT live)::int - coalesce((NOT was_live)::int, 0)) AS deleted
+    FROM prev GROUP BY namespace
+), per_ns AS (
+    SELECT namespace, count(*) AS writes, max(position) AS last_position,
+           max(recorded_at) AS last_recorded_at
+    FROM e GROUP BY namespace
+), actors_upsert AS (
+    INSERT INTO {actors} (namespace, actor, writes)
+    SELECT namespace, actor, count(*) FROM e GROUP BY namespace, actor
+    ON CONFLICT (namespace, actor) DO UPDATE SET writes = {actors}.writes + EXCLUDED.writes
+)
+INSERT INTO {stats} AS s (namespace, entries, deleted, writes, last_position,
+                          last_recorded_at)
+SELECT p.namespace, coalesce(d.entries, 0), coalesce(d.deleted, 0), p.writes,
+       p.last_position, p.last_recorded_at
+FROM per_ns p LEFT JOIN delta d USING (namespace)
+ON CONFLICT (namespace) DO UPDATE SET
+    entries = s.entries + EXCLUDED.entries,
+    deleted = s.deleted + EXCLUDED.deleted,
+    writes = s.writes + EXCLUDED.writes,
+    last_position = EXCLUDED.last_position,
+    last_recorded_at = EXCLUDED.last_recorded_at
+"""
+
+
+class NamespaceStats:
+    name: ClassVar[str] = NAME
+    tables: ClassVar[tuple[str, ...]] = ("view_namespace_stats", "view_namespace_stats_keys",
+                                         "view_namespace_stats_actors")
+    side_effects: ClassVar[bool] = False
+
+    def _names(self, t: Tables) -> dict[str, str]:
+        stats, keys, actors = (t[n] for n in self.tables)
+        return {"stats": stats, "keys": keys, "actors": actors}
+
+    def ddl(self, t: Tables) -> str:
+        return _DDL.format(**self._names(t))
+
+    async def apply(self, conn: psycopg.AsyncConnection[Any], after: int, upto: int,
+                    t: Tables) -> None:
+        await conn.execute(_APPLY.format(**self._names(t)).encode(),
+                           {"after": after, "upto": upto})
+
+
+async def stats(conn: psycopg.AsyncConnection[Any], namespace: str,
+                t: Tables | None = None) -> dict[str, Any] | None:
+    """The namespace's row, with its writes per actor (None: never written)."""
+    names = NamespaceStats()._names(t or Tables(NamespaceStats.tables))
+    cur = await conn.execute(
+        f"SELECT entries, deleted, writes, last_position, last_recorded_at"
+        f" FROM {names['stats']} WHERE namespace = %s", (namespace,))
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    cur = await conn.execute(
+        f"SELECT actor, writes FROM {names['actors']} WHERE namespace = %s"
+        " ORDER BY writes DESC, actor", (namespace,))
+    return {"entries": row[0], "deleted": row[1], "writes": row[2], "last_position": row[3],
+            "last_recorded_at": row[4],
+            "writes_by_actor": {actor: writes for actor, writes in await cur.fetchall()}}
