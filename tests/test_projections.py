@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import signal
@@ -12,9 +13,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 
 from nexus_ssot.ops.project import ProjectionsThread
+from nexus_ssot.projections.inline import CurrentState, EntryHistory
+from nexus_ssot.projections.runtime import Tables, create_tables
 from tests.conftest import make_settings
 from tests.test_cli import SSOT
 
@@ -164,3 +168,45 @@ def test_the_view_position_is_in_health(views: ProjectionsThread, client: httpx.
     assert set(health["views"]["namespace_stats"]) == {"position", "lag_events",
                                                        "lag_seconds"}
 
+
+
+def test_the_inline_folds_reproduce_the_inline_views_exactly(
+        database_url: str, client: httpx.Client, ns: str, db: Any) -> None:
+    """Folding the whole log (every test's writes so far, of every kind) into a schema of
+    its own gives the very rows the writer wrote in its transactions."""
+    e = f"/v1/namespaces/{ns}/entries"
+    client.put(f"{e}/a", json={"v": 1})
+    client.patch(f"{e}/a", content=b'{"w": 2}',
+                 headers={"Content-Type": "application/merge-patch+json"})
+    client.delete(f"{e}/a")
+    client.post(f"{e}/a/revert", json={"to_version": 1})
+    client.put(f"/v1/namespaces/{ns}", json={"conflict_policy": "merge"})
+    schema = f"fold_{ns}"
+    head = db.execute("SELECT max(notification_id) FROM ssot_events").fetchone()[0]
+
+    async def fold() -> None:
+        async with await psycopg.AsyncConnection.connect(database_url,
+                                                         autocommit=True) as conn:
+            for view in (CurrentState(), EntryHistory()):
+                t = Tables(view.tables, schema=schema)
+                await create_tables(conn, view, t)
+                async with conn.transaction():
+                    await view.apply(conn, 0, head, t)
+
+    try:
+        asyncio.run(fold())
+        for table, columns in (
+                ("entries", "namespace, key, version, position, recorded_at,"
+                            " document::text, deleted"),
+                ("entry_history", "namespace, key, version, position, recorded_at,"
+                                  " event_type, event_id, actor, reason, correlation_id,"
+                                  " causation_id, idempotency_key, patch::text,"
+                                  " document::text, resolution::text")):
+            live = f"SELECT {columns} FROM {table} WHERE position <= {head}"
+            folded = f"SELECT {columns} FROM {schema}.{table}"
+            assert db.execute(f"({live}) EXCEPT ALL ({folded})").fetchall() == []
+            assert db.execute(f"({folded}) EXCEPT ALL ({live})").fetchall() == []
+            count = db.execute(f"SELECT count(*) FROM {schema}.{table}").fetchone()[0]
+            assert count > 0
+    finally:
+        db.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
