@@ -59,15 +59,56 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         pg.discard()
 
 
+#: This run's KV bucket prefix. Set in the environment, it reaches every Settings the suite
+#: builds and every process it starts: their nats_kv_mirror views write only buckets named
+#: with it, and those are deleted at session end.
+KV_BUCKET_PREFIX = f"ssottest{secrets.token_hex(4)}_"
+os.environ["SSOT_KV_BUCKET_PREFIX"] = KV_BUCKET_PREFIX
+
+
+def delete_kv_buckets(nats_url: str, prefix: str) -> list[str]:
+    """Delete the KV buckets whose names start with ``prefix``; their names."""
+    import asyncio
+
+    import nats
+
+    async def delete() -> list[str]:
+        nc = await nats.connect(nats_url, allow_reconnect=False, connect_timeout=5)
+        try:
+            js = nc.jetstream()
+            streams: list[str] = []
+            while page := await js.streams_info(len(streams)):
+                streams += [s.config.name or "" for s in page]
+            buckets = [s[3:] for s in streams if s.startswith(f"KV_{prefix}")]
+            for bucket in buckets:
+                await js.delete_key_value(bucket)
+            return buckets
+        finally:
+            await nc.close()
+
+    return asyncio.run(delete())
+
+
 @pytest.fixture(scope="session")
 def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A NATS server with JetStream: SSOT_NATS_URL, or an embedded one for this run."""
+    """A NATS server with JetStream: SSOT_NATS_URL, or an embedded one for this run; this
+    run's KV buckets on it are deleted at the end."""
     given = os.environ.get("SSOT_NATS_URL")
     if given:
         yield given
+        delete_kv_buckets(given, KV_BUCKET_PREFIX)
         return
     with EmbeddedNats(Path(tmp_path_factory.mktemp("nats"))) as server:
         yield server.url
+        delete_kv_buckets(server.url, KV_BUCKET_PREFIX)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _kv_buckets_cleaned(request: pytest.FixtureRequest) -> None:
+    """Views built from the environment mirror into SSOT_NATS_URL's server even in a run
+    that never asks for ``nats_url``: have that fixture clean up there at session end."""
+    if os.environ.get("SSOT_NATS_URL"):
+        request.getfixturevalue("nats_url")
 
 
 @pytest.fixture(scope="session")
@@ -159,6 +200,11 @@ def start_serve(args: list[str], env: dict[str, str], port: int,
                 timeout: float = 90.0) -> tuple[subprocess.Popen[bytes], str]:
     """`ssot serve ARGS` as its own process; returns once /v1/health answers 200."""
     ssot = str(Path(sys.executable).parent / "ssot")
+    env = {**env, "SSOT_KV_BUCKET_PREFIX": KV_BUCKET_PREFIX}
+    if not env.get("SSOT_NATS_URL") and not env.get("SSOT_DATA_DIR"):
+        # serve would embed NATS in the default data dir (.ssot), where buckets outlive
+        # the run and the suite cannot reach them afterwards: no mirror there
+        env["SSOT_KV_MIRROR"] = "false"
     proc = subprocess.Popen([ssot, "serve", *args], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
