@@ -76,6 +76,11 @@ class Settings(BaseSettings):
     #: JetStream's duplicate window (seconds): it must outlast the broadcaster's longest
     #: restart; beyond it a republished event would be stored twice.
     nats_duplicate_window: float = Field(default=600.0, gt=0)
+    #: Mirror every entry's current document into JetStream key-value buckets (the
+    #: ``nats_kv_mirror`` view; it runs where the views run, when NATS is configured).
+    kv_mirror: bool = True
+    #: Each namespace's bucket is named this prefix + the namespace (``ssot_config``).
+    kv_bucket_prefix: str = Field(default="ssot_", pattern=r"^[A-Za-z0-9_-]{1,32}$")
 
     #: OpenTelemetry span exporter: "none" or "console".
     otel_exporter: str = "none"

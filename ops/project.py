@@ -14,7 +14,7 @@ from nexus_ssot.ledger.migrate import migrate
 from nexus_ssot.ledger.settings import Settings
 from nexus_ssot.ledger.telemetry import providers
 from nexus_ssot.projections.runtime import ViewRunner, instrument
-from nexus_ssot.projections.views import SQL_VIEWS
+from nexus_ssot.projections.views import SERVICE_VIEWS, SQL_VIEWS, VIEW_NAMES, NotConfigured
 
 from .signals import run_until_signalled
 
@@ -22,15 +22,25 @@ log = logging.getLogger("nexus_ssot.project")
 
 
 def runners_for(settings: Settings, names: list[str] | None = None) -> list[ViewRunner]:
-    """Runners of the views named (default: all), their lag exported as metrics."""
+    """Runners of the views named (default: every view whose services are configured),
+    their lag exported as metrics."""
     if not settings.database_url:
         raise SystemExit("ssot project needs SSOT_DATABASE_URL")
-    unknown = sorted(set(names or ()) - set(SQL_VIEWS))
+    unknown = sorted(set(names or ()) - set(VIEW_NAMES))
     if unknown:
         raise SystemExit(f"unknown view {unknown[0]!r}; the views are "
-                         f"{', '.join(sorted(SQL_VIEWS))}")
-    runners = [ViewRunner(settings.database_url, make())
-               for name, make in SQL_VIEWS.items() if not names or name in names]
+                         f"{', '.join(sorted(VIEW_NAMES))}")
+    views = [make() for name, make in SQL_VIEWS.items() if not names or name in names]
+    for name, make_with in SERVICE_VIEWS.items():
+        if names and name not in names:
+            continue
+        try:
+            views.append(make_with(settings))
+        except NotConfigured as e:
+            if names:  # asked for by name: say why it cannot run
+                raise SystemExit(str(e)) from None
+            log.info("not running: %s", e)
+    runners = [ViewRunner(settings.database_url, view) for view in views]
     _, meter_provider = providers(settings)
     instrument(meter_provider.get_meter("nexus_ssot.projections"),
                lambda: [r.progress for r in runners])
@@ -38,7 +48,13 @@ def runners_for(settings: Settings, names: list[str] | None = None) -> list[View
 
 
 async def run_all(runners: list[ViewRunner], stop: asyncio.Event) -> None:
-    await asyncio.gather(*(r.run(stop) for r in runners))
+    try:
+        await asyncio.gather(*(r.run(stop) for r in runners))
+    finally:  # views holding outside connections (the KV mirror) close them on this loop
+        for runner in runners:
+            close = getattr(runner.view, "close", None)
+            if close is not None:
+                await close()
 
 
 def run_projections(settings: Settings, names: list[str] | None = None) -> None:

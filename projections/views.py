@@ -4,11 +4,35 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from nexus_ssot.ledger.settings import Settings
+
+from .kv_mirror import KvMirror
 from .namespace_stats import NamespaceStats
 from .runtime import View
 
-#: Every asynchronous view: name → constructor (taking no arguments, or the settings a
-#: view with side effects needs; see ``ops/project.py``).
+#: Views that need no outside service (PostgreSQL only): name → constructor.
 SQL_VIEWS: dict[str, Callable[[], View]] = {
     NamespaceStats.name: NamespaceStats,
 }
+
+
+class NotConfigured(Exception):
+    """A view's outside service is not configured: the view is not run."""
+
+
+def _kv_mirror(settings: Settings) -> View:
+    if not settings.nats_url:
+        raise NotConfigured(f"the view {KvMirror.name} needs SSOT_NATS_URL")
+    if not settings.kv_mirror:
+        raise NotConfigured(f"the view {KvMirror.name} is off (SSOT_KV_MIRROR=false)")
+    return KvMirror(settings.nats_url, settings.kv_bucket_prefix)
+
+
+#: Views with effects outside PostgreSQL: name → constructor from the settings (raises
+#: ``NotConfigured`` when the service the view needs is not configured).
+SERVICE_VIEWS: dict[str, Callable[[Settings], View]] = {
+    KvMirror.name: _kv_mirror,
+}
+
+#: Every view's name.
+VIEW_NAMES: tuple[str, ...] = (*SQL_VIEWS, *SERVICE_VIEWS)
