@@ -14,8 +14,8 @@ settings (the system namespace) are not mirrored.
 Writes are at least once and idempotent by content: ``apply`` awaits every write's
 acknowledgement before it returns, so the runner commits the view's position only once
 NATS has the range; a crash in between makes the next runner write the range again, each
-key's latest document of the range once more (a watcher may see a value twice, never an
-older one after it). The view's table records what the mirror holds (live entries only).
+key's latest document of the range once more (a watcher may see a value twice). The
+view's table records what the mirror holds (live entries only).
 
 ``effects = False`` (a rebuild's replay) folds the table without writing to NATS;
 ``reconcile()`` then brings every bucket level with ``entries``, and with ``dry_run`` is the
