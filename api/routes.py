@@ -42,7 +42,7 @@ from nexus_ssot.ledger.errors import (
 from nexus_ssot.ledger.writer import Idempotency, Outcome
 from nexus_ssot.projections import audit_trail, current_state, entry_at, event_feed
 from nexus_ssot.projections import entry_history as entry_history_view
-from nexus_ssot.projections.views import SQL_VIEWS
+from nexus_ssot.projections.views import VIEW_NAMES
 
 from . import http, models
 from .errors import problem
@@ -746,7 +746,7 @@ async def health(request: Request) -> Response:
             cur = await conn.execute(_HEALTH, (service.settings.broadcaster_name,),
                                      prepare=True)
             row = await cur.fetchone()
-            cur = await conn.execute(_VIEWS_HEALTH, (list(SQL_VIEWS),), prepare=True)
+            cur = await conn.execute(_VIEWS_HEALTH, (list(VIEW_NAMES),), prepare=True)
             views = await cur.fetchall()
     except Exception as e:  # any failure to reach the store is "unavailable"
         return problem(request, 503, "store_unavailable", f"the event store is unreachable: {e}")
