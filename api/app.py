@@ -30,6 +30,7 @@ from nexus_ssot.ledger.writer import GroupCommitWriter
 from nexus_ssot.ledger.writer_service import LocalWriter, RemoteWriter, Writer
 
 from . import errors, recovery, views
+from .consistency import router as consistency_router
 from .feed import LogNotifier
 from .routes import router
 from .service import Service
@@ -125,6 +126,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(router)
     app.include_router(recovery.router)
     app.include_router(views.router)
+    app.include_router(consistency_router)
     app.add_exception_handler(LedgerError, errors.ledger_error_handler)
     app.add_exception_handler(RequestValidationError, errors.validation_error_handler)
     app.add_exception_handler(StarletteHTTPException, errors.http_error_handler)

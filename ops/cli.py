@@ -18,6 +18,8 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
+from .check import check
+
 EXIT_OTHER, EXIT_NOT_FOUND, EXIT_PRECONDITION, EXIT_UNAVAILABLE = 1, 3, 4, 5
 
 # Tables keep their full width when piped (no terminal to fit), so scripts see every column.
@@ -675,6 +677,9 @@ def summarize_patch(patch: list[dict[str, Any]]) -> str:
     if len(patch) > 3:
         parts.append(f"(+{len(patch) - 3} more)")
     return "; ".join(parts)
+
+
+main.add_command(check)
 
 
 if __name__ == "__main__":
