@@ -525,7 +525,22 @@ def describe(report: ConsistencyReport) -> Iterable[str]:
         for problem in v.problems:
             yield f"{v.view}: {problem}"
         if not v.external_consistent:
-            yield f"{v.view}: its own reconcile reports drift: {v.external}"
+            yield f"{v.view}: its outside copy drifts: {_external(v.external)}"
+
+
+def _external(outcome: Any) -> str:
+    """A reconcile outcome's drift counts with their examples (``missing 1 (ns/key)``)."""
+    if not isinstance(outcome, dict):
+        return str(outcome)
+    given = outcome.get("examples")
+    examples: dict[str, Any] = given if isinstance(given, dict) else {}
+    parts = []
+    for kind in _DRIFT_KINDS:
+        if outcome.get(kind):
+            shown = examples.get(kind) or []
+            parts.append(f"{kind} {outcome[kind]}"
+                         + (f" ({', '.join(map(str, shown))})" if shown else ""))
+    return "; ".join(parts) or str(outcome)
 
 
 def _short(text: str | None, width: int = 60) -> str:

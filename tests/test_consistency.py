@@ -1,0 +1,259 @@
+"""The consistency check: views recomputed from the log and compared with the stored ones
+(`ssot check`, GET /v1/health/consistency). Corruptions are made by SQL on rows of the
+test's own namespace and put back afterwards (the database is the whole suite's)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from nexus_ssot.ops.project import ProjectionsThread
+from nexus_ssot.projections.consistency import check
+from nexus_ssot.projections.inline import CurrentState
+from tests import test_projections
+from tests.conftest import free_port
+from tests.test_cli import SSOT
+from tests.test_projections import view_stats
+
+#: namespace_stats kept current by a runner thread, as in test_projections.
+views = test_projections.views
+
+
+def ssot_check(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SSOT_DATABASE_URL": database_url}
+    return subprocess.run([SSOT, "check", *args], capture_output=True, text=True, env=env,
+                          timeout=120)
+
+
+@contextlib.contextmanager
+def corrupted(db: Any, table: str, where: str, params: tuple[Any, ...],
+              *corruptions: str) -> Iterator[None]:
+    """Run ``corruptions`` (SQL, with ``params``) on the rows of ``table`` matching
+    ``where``; afterwards put back exactly the rows that matched before (byte for byte:
+    they are kept in a temporary table, JSON text included)."""
+    saved = f"saved_{secrets.token_hex(4)}"
+    db.execute(f"CREATE TEMP TABLE {saved} AS SELECT * FROM {table} WHERE {where}", params)
+    try:
+        with db.transaction():
+            for sql in corruptions:
+                db.execute(sql, params)
+        yield
+    finally:
+        with db.transaction():
+            db.execute(f"DELETE FROM {table} WHERE {where}", params)
+            db.execute(f"INSERT INTO {table} SELECT * FROM {saved}")
+        db.execute(f"DROP TABLE {saved}")
+
+
+def write_some(client: httpx.Client, ns: str) -> int:
+    """Writes of every kind in ``ns``; the last position."""
+    e = f"/v1/namespaces/{ns}/entries"
+    assert client.put(f"{e}/services/db", json={"url": "pg://a"}).status_code == 201
+    assert client.put(f"{e}/services/db", json={"url": "pg://b"}).status_code == 200
+    client.put(f"{e}/a", json={"v": 1})
+    client.patch(f"{e}/a", content=b'{"w": 2}',
+                 headers={"Content-Type": "application/merge-patch+json"})
+    client.put(f"{e}/gone", json={})
+    client.delete(f"{e}/gone")
+    position: int = client.post(f"{e}/a/revert", json={"to_version": 1}).json()["position"]
+    return position
+
+
+def test_a_clean_database_checks_consistent(views: ProjectionsThread, client: httpx.Client,
+                                            ns: str, database_url: str) -> None:
+    position = write_some(client, ns)
+    view_stats(client, ns, position)  # namespace_stats has folded them
+    result = ssot_check(database_url)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[-1].startswith("consistent: the views equal the log")
+    for view in ("current_state", "entry_history", "namespace_stats"):
+        assert any(line.startswith(f"{view}: ") and line.endswith("s)")
+                   and ": consistent (" in line for line in lines), (view, lines)
+
+    r = client.get("/v1/health/consistency")
+    assert r.status_code == 200, r.text
+    report = r.json()
+    assert report["consistent"] is True
+    assert report["head"] >= position
+    by_view = {v["view"]: v for v in report["views"]}
+    assert set(by_view) >= {"current_state", "entry_history", "namespace_stats"}
+    assert by_view["current_state"]["position"] == report["head"]
+    assert by_view["namespace_stats"]["position"] >= position
+    mine = [n for n in by_view["entry_history"]["namespaces"] if n["namespace"] == ns]
+    assert len(mine) == 1
+    assert mine[0]["stored_rows"] == mine[0]["log_rows"] == 7
+    assert mine[0]["stored_hash"] == mine[0]["log_hash"]
+    assert by_view["entry_history"]["drifts"] == []
+
+
+def test_drift_in_current_state_names_the_key_and_exits_1(
+        client: httpx.Client, ns: str, db: Any, database_url: str) -> None:
+    write_some(client, ns)
+    with corrupted(
+            db, "entries", "namespace = %s AND key IN ('services/db', 'ghost')", (ns,),
+            "UPDATE entries SET document = '{\"tampered\": true}', version = version - 1"
+            " WHERE namespace = %s AND key = 'services/db'",
+            "INSERT INTO entries (namespace, key, version, position, recorded_at, document,"
+            " deleted) SELECT namespace, 'ghost', 1, position, recorded_at, document, false"
+            " FROM entries WHERE namespace = %s AND key = 'a'"):
+        result = ssot_check(database_url, "--view", "current_state")
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert (f"current_state: namespace {ns}: key services/db differs (stored version 1,"
+                f' log version 2; stored document {{"tampered": true}}, log document'
+                f' {{"url":"pg://b"}})') in result.stdout
+        assert (f"current_state: namespace {ns}: key ghost extra (in the view, not in the"
+                " log)") in result.stdout
+        assert result.stdout.splitlines()[-1] == "NOT consistent: current_state drift"
+
+        as_json = ssot_check(database_url, "--view", "current_state", "--json")
+        assert as_json.returncode == 1
+        report = orjson.loads(as_json.stdout)
+        assert report["consistent"] is False
+        [view] = report["views"]
+        drifts = {d["key"]["key"]: d for d in view["drifts"] if d["namespace"] == ns}
+        assert drifts["services/db"]["kind"] == "differs"
+        assert drifts["services/db"]["stored"]["version"] == "1"
+        assert drifts["services/db"]["log"]["version"] == "2"
+        assert drifts["ghost"]["kind"] == "extra"
+        [summary] = [n for n in view["namespaces"] if n["namespace"] == ns]
+        assert (summary["stored_rows"], summary["log_rows"], summary["drifting_rows"]) == (
+            4, 3, 2)
+        assert summary["consistent"] is False
+        others = [n for n in view["namespaces"] if n["namespace"] != ns]
+        assert others and all(n["consistent"] for n in others)
+
+        r = client.get("/v1/health/consistency", params={"view": "current_state"})
+        assert r.status_code == 200
+        assert r.json()["consistent"] is False
+        assert [(d["namespace"], d["key"], d["kind"]) for d in r.json()["views"][0]["drifts"]
+                if d["namespace"] == ns] == [(ns, {"key": "ghost"}, "extra"),
+                                              (ns, {"key": "services/db"}, "differs")]
+    after = ssot_check(database_url, "--view", "current_state")
+    assert after.returncode == 0, after.stdout
+
+
+def test_a_deleted_history_row_is_named_missing(client: httpx.Client, ns: str, db: Any,
+                                                database_url: str) -> None:
+    write_some(client, ns)
+    with corrupted(db, "entry_history", "namespace = %s AND key = 'a' AND version = 1",
+                   (ns,), "DELETE FROM entry_history"
+                   " WHERE namespace = %s AND key = 'a' AND version = 1"):
+        result = ssot_check(database_url, "--view", "entry_history")
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert (f"entry_history: namespace {ns}: key a version 1 missing (in the log, not"
+                " in the view)") in result.stdout
+        r = client.get("/v1/health/consistency",
+                       params=[("view", "entry_history"), ("view", "current_state")])
+        body = r.json()
+        assert [(v["view"], v["consistent"]) for v in body["views"]] == [
+            ("current_state", True), ("entry_history", False)]
+    assert ssot_check(database_url, "--view", "entry_history").returncode == 0
+
+
+def test_drift_in_namespace_stats_is_named(views: ProjectionsThread, client: httpx.Client,
+                                           ns: str, db: Any, database_url: str) -> None:
+    position = write_some(client, ns)
+    view_stats(client, ns, position)  # folded: the runner has nothing more to do here
+    with corrupted(db, "view_namespace_stats", "namespace = %s", (ns,),
+                   "UPDATE view_namespace_stats SET entries = entries + 1"
+                   " WHERE namespace = %s"):
+        result = ssot_check(database_url)
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert (f"namespace_stats: namespace {ns}: view_namespace_stats row differs"
+                " (stored entries 3, log entries 2)") in result.stdout
+        assert "current_state: inline, position" in result.stdout
+        assert result.stdout.splitlines()[-1] == "NOT consistent: namespace_stats drift"
+    assert ssot_check(database_url, "--view", "namespace_stats").returncode == 0
+
+
+def test_bad_input_and_an_unreachable_database(client: httpx.Client) -> None:
+    unknown = ssot_check("host=127.0.0.1 dbname=unused", "--view", "nope")
+    assert unknown.returncode == 2
+    assert "--view" in unknown.stderr and "unknown view 'nope'" in unknown.stderr
+    r = client.get("/v1/health/consistency", params={"view": "nope"})
+    assert r.status_code == 400
+    assert (r.json()["code"], r.json()["field"]) == ("unknown_view", "view")
+    assert "current_state" in r.json()["detail"]
+
+    down = ssot_check(f"host=127.0.0.1 port={free_port()} user=root dbname=x"
+                      " connect_timeout=2")
+    assert down.returncode == 5
+    assert down.stderr.startswith("error: unreachable: the database")
+    env = {k: v for k, v in os.environ.items() if k != "SSOT_DATABASE_URL"}
+    unset = subprocess.run([SSOT, "check"], capture_output=True, text=True, env=env,
+                           timeout=60)
+    assert (unset.returncode, unset.stderr.strip()) == (
+        5, "error: not_configured: set SSOT_DATABASE_URL")
+
+
+def test_checks_run_while_writes_continue_and_neither_blocks_the_other(
+        views: ProjectionsThread, api: Any, ns: str, database_url: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A writer keeps writing (and namespace_stats keeps folding) while checks run: every
+    check sees one consistent snapshot, and no write waits on a check, even one that holds
+    its snapshot (and whatever it locks) for 1.5 s."""
+    baseline = asyncio.run(check(database_url)).seconds
+    stop = threading.Event()
+    writes: list[tuple[float, float]] = []
+    failures: list[str] = []
+
+    def writer() -> None:
+        with httpx.Client(base_url=api.url, timeout=30) as c:
+            i = 0
+            while not stop.is_set():
+                i += 1
+                started = time.monotonic()
+                key = f"k{i % 50}"
+                r = (c.delete(f"/v1/namespaces/{ns}/entries/{key}") if i % 7 == 0 else
+                     c.put(f"/v1/namespaces/{ns}/entries/{key}", json={"i": i}))
+                writes.append((started, time.monotonic()))
+                if r.status_code not in (200, 201, 404):
+                    failures.append(f"{r.status_code} {r.text}")
+                time.sleep(0.005)
+
+    def timed_check() -> tuple[float, float]:
+        started = time.monotonic()
+        report = asyncio.run(check(database_url))
+        assert report.consistent, [line for v in report.views for line in v.problems
+                                   ] + [str(d) for v in report.views for d in v.drifts]
+        return started, time.monotonic()
+
+    fold = CurrentState.apply
+
+    async def held(self: CurrentState, conn: Any, after: int, upto: int, t: Any) -> None:
+        await fold(self, conn, after, upto, t)
+        await conn.execute("SELECT pg_sleep(1.5)")
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        time.sleep(0.3)
+        until, checks = time.monotonic() + 3, 0
+        while time.monotonic() < until or checks < 2:  # back to back
+            started, ended = timed_check()
+            checks += 1
+            assert ended - started < 2 * baseline + 1.0, (ended - started, baseline)
+        monkeypatch.setattr(CurrentState, "apply", held)
+        for _ in range(2):
+            started, ended = timed_check()
+            assert ended - started < 2 * baseline + 2.5, (ended - started, baseline)
+            inside = [w for w in writes if started <= w[0] and w[1] <= ended]
+            assert len(inside) >= 20, len(inside)
+    finally:
+        stop.set()
+        thread.join(30)
+    assert failures == []
+    slowest = max(end - start for start, end in writes)
+    assert slowest < 1.0, slowest
