@@ -679,6 +679,11 @@ def summarize_patch(patch: list[dict[str, Any]]) -> str:
     return "; ".join(parts)
 
 
+from .replay import replay  # noqa: E402  (its module imports this one's helpers lazily)
+
+main.add_command(replay)
+
+
 main.add_command(check)
 
 
