@@ -12,8 +12,11 @@ number). Namespaces whose summaries differ are drilled down by the table's prima
 the rows that are missing, extra or different (a bounded number of examples each). The
 transaction is rolled back: the check writes nothing.
 
-Readers take ACCESS SHARE locks only, which no writer waits for; a bounded
-``lock_timeout`` keeps a check from queueing for long behind a rebuild's table swap.
+Views are checked two at a time, on connections that import the first one's snapshot.
+The check takes ACCESS SHARE locks only, which no writer waits for: on the live tables
+before its snapshot, so a rebuild cannot swap a table between the snapshot and the reads
+(the swap waits, within its own lock timeout); a bounded ``lock_timeout`` keeps a check
+from queueing long behind a swap.
 """
 
 from __future__ import annotations
@@ -195,7 +198,7 @@ async def check(database_url: str, names: Sequence[str] | None = None, *,
     try:
         async with contextlib.AsyncExitStack() as stack:
             conn = await _session(stack, database_url)
-            snapshot = await _take_snapshot(conn, views)
+            snapshot = await _take_snapshot(conn, await _resolve(conn, views))
             report = ConsistencyReport(snapshot.head, [])
             results: dict[str, ViewCheck] = {}
             todo: list[tuple[View, ViewCheck]] = []
@@ -247,21 +250,22 @@ class _Snapshot:
 
 async def _session(stack: contextlib.AsyncExitStack, database_url: str,
                    snapshot: str | None = None) -> psycopg.AsyncConnection[Any]:
-    """A connection in a REPEATABLE READ transaction (importing ``snapshot``, if given),
-    rolled back and closed when ``stack`` closes: the scratch tables go with it."""
+    """A connection of the check, closed (its transaction rolled back: the scratch tables
+    go with it) when ``stack`` closes. With ``snapshot``, in a REPEATABLE READ transaction
+    importing it; without, in autocommit until ``_take_snapshot``."""
     conn = await psycopg.AsyncConnection.connect(database_url, autocommit=True)
     await stack.enter_async_context(conn)
-    # before the session touches a temporary table; the scratch indexes stay in memory
-    await conn.execute(f"SET temp_buffers = '{TEMP_BUFFERS}'".encode())
+    stack.push_async_callback(_discard, conn)
+    # Session settings, before any temporary table: scratch indexes stay in memory, and
+    # temporary tables are found last, so a view's unqualified names stay the live ones.
+    await conn.execute(
+        "SELECT set_config('temp_buffers', %s, false), set_config('lock_timeout', %s, false),"
+        " set_config('search_path', current_setting('search_path') || ', pg_temp', false)",
+        (TEMP_BUFFERS, LOCK_TIMEOUT))
     await conn.set_autocommit(False)
     await conn.set_isolation_level(psycopg.IsolationLevel.REPEATABLE_READ)
-    stack.push_async_callback(_discard, conn)
     if snapshot is not None:
         await conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
-    # Temporary tables are found last, so a view's unqualified names stay the live ones.
-    await conn.execute("SELECT set_config('search_path',"
-                       " current_setting('search_path') || ', pg_temp', true),"
-                       " set_config('lock_timeout', %s, true)", (LOCK_TIMEOUT,))
     return conn
 
 
@@ -271,19 +275,35 @@ async def _discard(conn: psycopg.AsyncConnection[Any]) -> None:
         await conn.rollback()
 
 
-async def _take_snapshot(conn: psycopg.AsyncConnection[Any],
-                         views: list[tuple[str, View | str]]) -> _Snapshot:
-    cur = await conn.execute("SELECT pg_export_snapshot()")
+async def _resolve(conn: psycopg.AsyncConnection[Any], views: list[tuple[str, View | str]]
+                   ) -> dict[str, str | None]:
+    """Each live table's schema-qualified name (None: no such table), looked up before
+    the check's transaction begins."""
+    stored: dict[str, str | None] = {}
+    for _, view in views:
+        for table in view.tables if not isinstance(view, str) else ():
+            stored[table] = await _qualified(conn, table)
+    await conn.rollback()  # the lookups' transaction: the check's begins with its locks
+    return stored
+
+
+async def _take_snapshot(conn: psycopg.AsyncConnection[Any], stored: dict[str, str | None]
+                         ) -> _Snapshot:
+    """Lock the live tables against a rebuild's swap (ACCESS SHARE: no writer waits for
+    it), then take the snapshot and export it: a swap cannot come between the snapshot
+    and the reads."""
+    locked = sorted({name for name in stored.values() if name is not None})
+    if locked:
+        await conn.execute(f"LOCK TABLE {', '.join(locked)} IN ACCESS SHARE MODE".encode())
+    cur = await conn.execute("SELECT pg_export_snapshot()")  # the snapshot is taken here
     row = await cur.fetchone()
     assert row is not None
     head = await head_position(conn)
     cur = await conn.execute(
         "SELECT application_name, notification_id FROM projection_tracking")
     tracked = {str(name): int(position) for name, position in await cur.fetchall()}
-    # the live tables, resolved before any scratch table of the same name exists
-    stored: dict[str, str | None] = {}
-    for _, view in views:
-        for table in view.tables if not isinstance(view, str) else ():
+    for table, name in stored.items():  # created meanwhile (a view's first run)?
+        if name is None:
             stored[table] = await _qualified(conn, table)
     return _Snapshot(str(row[0]), head, tracked, stored)
 
