@@ -304,6 +304,8 @@ def test_a_swap_that_cannot_take_its_locks_lets_go_and_retries(
 
 def test_rebuild_repairs_rows_corrupted_by_sql(
         database_url: str, client: httpx.Client, ns: str, db: Any, scratch: str) -> None:
+    """`ssot check` names a row corrupted by SQL and exits 1; `ssot replay views` makes the
+    view equal to a fresh fold again, and the check passes."""
     e = f"/v1/namespaces/{ns}/entries"
     client.put(f"{e}/a", json={"v": 1})
     client.put(f"{e}/b", json={"v": 1})
@@ -320,9 +322,14 @@ def test_rebuild_repairs_rows_corrupted_by_sql(
                (ns,))
     db.execute("DELETE FROM view_namespace_stats_actors WHERE namespace = %s", (ns,))
 
+    check = ("check", "--view", "current_state", "--view", "namespace_stats")
+    found = replay(database_url, *check)
+    assert found.returncode == 1 and f"namespace {ns}: key a " in found.stdout, found.stdout
     repaired = replay(database_url, "replay", "views", "--view", "current_state", "--view",
                       "namespace_stats")
     assert repaired.returncode == 0, repaired.stderr
+    checked = replay(database_url, *check)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
     assert db.execute("SELECT * FROM entries WHERE namespace = %s ORDER BY key",
                       (ns,)).fetchall() == good
     position = tracked(db, "namespace_stats")
