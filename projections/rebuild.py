@@ -17,13 +17,17 @@ the log it is swapped in, in one transaction:
 
 A reader blocks for the swap and then reads the new table (PostgreSQL looks a name up
 again after waiting for its lock, and a READ COMMITTED statement takes its snapshot
-after that), never an empty or half-built one. The swap takes the tables before the
-tracking row, the order in which a runner takes them (it writes its tables, then moves
-its row), so the two queue rather than deadlock; a runner that held a range meanwhile
-fails its guarded advance (``TrackingConflict``) and reloads its position. Inline views
-are written by ``ssot_append`` in every write's transaction: the swap holds the events
-table's lock, so no write commits between the last range and the rename, and the
-function's cached plans are invalidated by the rename and find the new tables.
+after that), never an empty or half-built one. (A REPEATABLE READ transaction whose
+snapshot predates the swap would see the new table without the rows committed after it:
+take the tables' lock before the snapshot, as ``ssot check`` does.)
+
+The swap takes the tables before the tracking row, the order in which a runner takes
+them (it writes its tables, then moves its row), so the two queue rather than deadlock;
+a runner that held a range meanwhile fails its guarded advance (``TrackingConflict``) and
+reloads its position. Inline views are written by ``ssot_append`` in every write's
+transaction: the swap holds the events table's lock, so no write commits between the
+last range and the rename, and the function's cached plans are invalidated by the rename
+and find the new tables. A swap that cannot get a lock soon lets go and tries again.
 
 Views with side effects (``side_effects``) have them switched off (``effects = False``)
 while folding; after the swap their ``reconcile`` repairs what the live runner skipped.
