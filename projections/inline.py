@@ -18,23 +18,31 @@ from .runtime import SQL_EVENT_TYPE, Tables
 
 _DELETED = "'nexus_ssot.ledger.domain:EntryDeleted'"
 
-# The events of a range, decoded by PostgreSQL: JSON null becomes SQL NULL, as it does in
-# ssot_append (json_to_recordset), and a deleting event has no document.
+# The events of a range, decoded by PostgreSQL in one pass per event (json_to_record, not
+# one ``->`` per member, each of which would parse the text again). JSON null becomes SQL
+# NULL, as it does in ssot_append (json_to_recordset); a deleting event has no document.
 _EVENTS = f"""
     SELECT notification_id AS position, recorded_at, originator_version AS version,
            topic = {_DELETED} AS deleted, {SQL_EVENT_TYPE} AS event_type,
-           s->>'namespace' AS namespace, s->>'key' AS key,
-           CASE WHEN topic = {_DELETED} OR json_typeof(s->'document') = 'null' THEN NULL
-                ELSE s->'document' END AS document,
-           s
-    FROM ssot_events, LATERAL (SELECT convert_from(state, 'UTF8')::json AS s) j
+           r.namespace, r.key, CASE WHEN topic = {_DELETED} THEN NULL ELSE r.document END
+           AS document, r.event_id, r.actor, r.reason, r.correlation_id, r.causation_id,
+           r.idempotency_key, r.patch, r.resolution
+    FROM ssot_events, json_to_record(convert_from(state, 'UTF8')::json) AS r(
+        namespace text, key text, document json, patch json, event_id uuid, actor text,
+        reason text, correlation_id text, causation_id text, idempotency_key text,
+        resolution json)
     WHERE notification_id > %(after)s AND notification_id <= %(upto)s
 """
 
-
-def _nullable(member: str) -> str:
-    return (f"CASE WHEN json_typeof(s->'{member}') = 'null' THEN NULL"
-            f" ELSE s->'{member}' END")
+# The last event of each stream in a range, chosen on the events table's own columns (its
+# primary key order) so that only those events are decoded: a rebuild decodes one event
+# per entry and batch, not every event.
+_LAST_OF_EACH_STREAM = """
+    AND notification_id IN (
+        SELECT DISTINCT ON (originator_id) notification_id FROM ssot_events
+        WHERE notification_id > %(after)s AND notification_id <= %(upto)s
+        ORDER BY originator_id, originator_version DESC)
+"""
 
 
 class CurrentState:
@@ -53,9 +61,8 @@ class CurrentState:
         await conn.execute(f"""
             INSERT INTO {t['entries']} AS e (namespace, key, version, position, recorded_at,
                                              document, deleted)
-            SELECT DISTINCT ON (namespace, key) namespace, key, version, position,
-                   recorded_at, document, deleted
-            FROM ({_EVENTS}) ev ORDER BY namespace, key, position DESC
+            SELECT namespace, key, version, position, recorded_at, document, deleted
+            FROM ({_EVENTS} {_LAST_OF_EACH_STREAM}) ev
             ON CONFLICT (namespace, key) DO UPDATE SET version = EXCLUDED.version,
                 position = EXCLUDED.position, recorded_at = EXCLUDED.recorded_at,
                 document = EXCLUDED.document, deleted = EXCLUDED.deleted
@@ -81,10 +88,9 @@ class EntryHistory:
             INSERT INTO {t['entry_history']} (namespace, key, version, position, recorded_at,
                 event_type, event_id, actor, reason, correlation_id, causation_id,
                 idempotency_key, patch, document, resolution)
-            SELECT namespace, key, version, position, recorded_at, event_type,
-                (s->>'event_id')::uuid, s->>'actor', s->>'reason', s->>'correlation_id',
-                s->>'causation_id', s->>'idempotency_key', s->'patch', document,
-                {_nullable('resolution')}
+            SELECT namespace, key, version, position, recorded_at, event_type, event_id,
+                actor, reason, correlation_id, causation_id, idempotency_key, patch, document,
+                resolution
             FROM ({_EVENTS}) ev""".encode(), {"after": after, "upto": upto})
 
 
