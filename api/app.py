@@ -90,6 +90,7 @@ def create_app(settings: Settings) -> FastAPI:
                     application, settings.limits, max_batch=settings.max_batch,
                     cache_size=settings.state_cache_size,
                     on_commit=lambda n, _s: batch_sizes.record(n),
+                    hash_chain=settings.hash_chain,
                 )
                 local.start()
                 stack.push_async_callback(asyncio.to_thread, local.stop)

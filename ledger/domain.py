@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, TypeVar
 from uuid import NAMESPACE_URL, UUID, uuid5
@@ -25,6 +25,7 @@ import jsonpointer
 import orjson
 from eventsourcing.domain import Aggregate, AggregateEvent
 
+from . import integrity
 from .errors import (
     DocumentTooLarge,
     EditConflict,
@@ -168,6 +169,9 @@ class EntryState:
     version: int
     document: Any
     deleted: bool = False
+    #: The hash of its last event (the next event's ``prev_hash``); None if unchained.
+    #: Not part of equality: two states with the same content are the same state.
+    hash: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -266,13 +270,22 @@ class EntryEvent(AggregateEvent):
     #: How a stale If-Match was resolved under the namespace's conflict policy, e.g.
     #: {"policy": "merge", "base_version": 3, "rebased_over": [4, 5]}; None otherwise.
     resolution: dict[str, Any] | None = None
+    #: The hash chain of the stream (see ``integrity``): the previous event's hash (None
+    #: for version 1) and this event's own.
+    prev_hash: str | None = None
+    hash: str | None = None
 
-    #: 2 added ``resolution``; version-1 events load with ``resolution=None``.
-    class_version = 2
+    #: 2 added ``resolution``, 3 the hash chain; older events load with None for them
+    #: (``ssot verify`` reports an unchained event as such).
+    class_version = 3
 
     @staticmethod
     def upcast_v1_v2(state: dict[str, Any]) -> None:
         state["resolution"] = None
+
+    @staticmethod
+    def upcast_v2_v3(state: dict[str, Any]) -> None:
+        state["prev_hash"] = state["hash"] = None
 
     def mutate(self, aggregate: Any) -> Any:
         if aggregate is None:
@@ -337,6 +350,7 @@ def evolve(state: EntryState | None, event: EntryEvent) -> EntryState:
         version=event.originator_version,
         document=event.document,
         deleted=isinstance(event, EntryDeleted),
+        hash=event.hash,
     )
 
 
@@ -553,12 +567,14 @@ def decide(
     *,
     policy: str = STRICT,
     replay: Replay | None = None,
+    chain: bool = True,
 ) -> EntryEvent:
     """Validate ``command`` against ``state`` and return the one event it causes.
 
     ``policy`` is the namespace's conflict policy; under ``merge`` a stale If-Match is
-    merged against ``replay`` (see ``needs_replay``). Raises a ``LedgerError`` when the
-    command is rejected; then nothing is appended.
+    merged against ``replay`` (see ``needs_replay``). With ``chain`` the event carries
+    its stream's hash chain (``prev_hash``, ``hash``; see ``integrity``). Raises a
+    ``LedgerError`` when the command is rejected; then nothing is appended.
     """
     if isinstance(command, ConfigureNamespace):
         if command.namespace != SETTINGS_NAMESPACE:
@@ -566,7 +582,7 @@ def decide(
         check_namespace(command.key)
         _check_expectation(state, command)
         settings = check_settings(command.settings)
-        return _event(NamespaceConfigured, state, command, context, settings)
+        return _event(NamespaceConfigured, state, command, context, settings, chain=chain)
 
     check_namespace(command.namespace)
     check_key(command.key)
@@ -594,7 +610,7 @@ def decide(
         command = replace(command, expected=replace(command.expected, if_match=None))
     live = state is not None and not state.deleted
     _check_expectation(state, command)
-    extra: dict[str, Any] = {"resolution": resolution}
+    extra: dict[str, Any] = {"resolution": resolution, "chain": chain}
 
     if isinstance(command, Put):
         document = command.document if merged is _ABSENT else merged
@@ -707,25 +723,39 @@ def _event(
     command: Command,
     context: Context,
     document: Any,
+    *,
+    chain: bool = True,
     **extra: Any,
 ) -> E:
     previous = state.document if (state is not None and not state.deleted) else None
-    return cls(
-        originator_id=stream_id(command.namespace, command.key),
-        originator_version=(state.version if state is not None else 0) + 1,
-        timestamp=context.timestamp,
-        event_id=context.event_id,
-        namespace=command.namespace,
-        key=command.key,
-        document=document,
-        patch=diff(previous, document),
-        actor=context.actor,
-        reason=context.reason,
-        correlation_id=context.correlation_id,
-        causation_id=context.causation_id,
-        idempotency_key=context.idempotency_key,
+    fields: dict[str, Any] = {
+        "originator_id": stream_id(command.namespace, command.key),
+        "originator_version": (state.version if state is not None else 0) + 1,
+        "timestamp": context.timestamp,
+        "event_id": context.event_id,
+        "namespace": command.namespace,
+        "key": command.key,
+        "document": document,
+        "patch": diff(previous, document),
+        "actor": context.actor,
+        "reason": context.reason,
+        "correlation_id": context.correlation_id,
+        "causation_id": context.causation_id,
+        "idempotency_key": context.idempotency_key,
         **extra,
-    )
+    }
+    if chain:
+        prev_hash = state.hash if state is not None else None
+        fields["prev_hash"] = prev_hash
+        fields["hash"] = integrity.event_hash({
+            **fields,
+            "stream": str(fields["originator_id"]),
+            "version": fields["originator_version"],
+            "type": EVENT_TYPE_NAMES[cls],
+            "event_id": str(context.event_id),
+            "prev_hash": prev_hash,
+        })
+    return cls(**fields)
 
 
 def diff(before: Any, after: Any) -> list[dict[str, Any]]:

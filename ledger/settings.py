@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     #: Entries one namespace restore may change (all in one transaction); a larger
     #: restore is refused and can be split by key_prefix.
     max_restore_operations: int = Field(default=10_000, ge=1)
+    #: Chain every event to its stream's previous one by hash (see ledger/integrity.py).
+    #: Off only to measure what it costs: unchained events fail ``ssot verify``.
+    hash_chain: bool = True
     #: Entry states the writer keeps in memory to decide without a read.
     state_cache_size: int = Field(default=100_000, ge=0)
     #: Seconds a write waits for the store before answering 503.

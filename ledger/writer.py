@@ -127,8 +127,10 @@ class GroupCommitWriter:
         max_batch: int = 256,
         cache_size: int = 100_000,
         on_commit: Callable[[int, float], None] | None = None,
+        hash_chain: bool = True,
     ) -> None:
         self._app = app
+        self._chain = hash_chain
         self._limits_for = limits_for
         self._max_batch = max_batch
         self._cache_size = cache_size
@@ -360,7 +362,7 @@ class GroupCommitWriter:
         earlier: list[EntryEvent],
     ) -> EntryEvent:
         if command.expected.if_match is None or isinstance(command, ConfigureNamespace):
-            return decide(state, command, context, limits)
+            return decide(state, command, context, limits, chain=self._chain)
         settings_address = (SETTINGS_NAMESPACE, command.namespace)
         if settings_address in overlay:
             settings_state = overlay[settings_address]
@@ -377,7 +379,8 @@ class GroupCommitWriter:
                          if (e.namespace, e.key) == (command.namespace, command.key))]
             replay = self._replay(command.namespace, command.key,
                                   command.expected.if_match, state.version, pending)
-        return decide(state, command, context, limits, policy=policy, replay=replay)
+        return decide(state, command, context, limits, policy=policy, replay=replay,
+                      chain=self._chain)
 
     def _replay(self, namespace: str, key: str, base: int, upto: int,
                 pending: list[EntryEvent]) -> Replay | None:
@@ -430,7 +433,7 @@ class GroupCommitWriter:
         with self._app.recorder.datastore.get_connection() as conn:  # type: ignore[attr-defined]
             rows = conn.execute(
                 "SELECT e.namespace, e.key, e.version, e.document::text AS document,"
-                " e.deleted FROM entries e"
+                " e.deleted, e.hash FROM entries e"
                 " JOIN unnest(%s::text[], %s::text[]) AS a(namespace, key)"
                 " USING (namespace, key)",
                 ([a[0] for a in addresses], [a[1] for a in addresses]),
@@ -442,6 +445,7 @@ class GroupCommitWriter:
                 version=row["version"],
                 document=None if row["document"] is None else orjson.loads(row["document"]),
                 deleted=row["deleted"],
+                hash=row["hash"],
             )
         return states
 
@@ -620,6 +624,8 @@ def _history_record(event: EntryEvent) -> dict[str, Any]:
         "patch": event.patch,
         "document": None if isinstance(event, EntryDeleted) else event.document,
         "resolution": event.resolution,
+        "prev_hash": event.prev_hash,
+        "hash": event.hash,
     }
 
 

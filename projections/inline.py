@@ -26,11 +26,11 @@ _EVENTS = f"""
            topic = {_DELETED} AS deleted, {SQL_EVENT_TYPE} AS event_type,
            r.namespace, r.key, CASE WHEN topic = {_DELETED} THEN NULL ELSE r.document END
            AS document, r.event_id, r.actor, r.reason, r.correlation_id, r.causation_id,
-           r.idempotency_key, r.patch, r.resolution
+           r.idempotency_key, r.patch, r.resolution, r.prev_hash, r.hash
     FROM ssot_events, json_to_record(convert_from(state, 'UTF8')::json) AS r(
         namespace text, key text, document json, patch json, event_id uuid, actor text,
         reason text, correlation_id text, causation_id text, idempotency_key text,
-        resolution json)
+        resolution json, prev_hash text, hash text)
     WHERE notification_id > %(after)s AND notification_id <= %(upto)s
 """
 
@@ -60,12 +60,13 @@ class CurrentState:
                     t: Tables) -> None:
         await conn.execute(f"""
             INSERT INTO {t['entries']} AS e (namespace, key, version, position, recorded_at,
-                                             document, deleted)
-            SELECT namespace, key, version, position, recorded_at, document, deleted
+                                             document, deleted, hash)
+            SELECT namespace, key, version, position, recorded_at, document, deleted, hash
             FROM ({_EVENTS} {_LAST_OF_EACH_STREAM}) ev
             ON CONFLICT (namespace, key) DO UPDATE SET version = EXCLUDED.version,
                 position = EXCLUDED.position, recorded_at = EXCLUDED.recorded_at,
-                document = EXCLUDED.document, deleted = EXCLUDED.deleted
+                document = EXCLUDED.document, deleted = EXCLUDED.deleted,
+                hash = EXCLUDED.hash
             WHERE e.position < EXCLUDED.position""".encode(),
                            {"after": after, "upto": upto})
 
@@ -87,10 +88,10 @@ class EntryHistory:
         await conn.execute(f"""
             INSERT INTO {t['entry_history']} (namespace, key, version, position, recorded_at,
                 event_type, event_id, actor, reason, correlation_id, causation_id,
-                idempotency_key, patch, document, resolution)
+                idempotency_key, patch, document, resolution, prev_hash, hash)
             SELECT namespace, key, version, position, recorded_at, event_type, event_id,
                 actor, reason, correlation_id, causation_id, idempotency_key, patch, document,
-                resolution
+                resolution, prev_hash, hash
             FROM ({_EVENTS}) ev""".encode(), {"after": after, "upto": upto})
 
 

@@ -197,11 +197,11 @@ def test_the_inline_folds_reproduce_the_inline_views_exactly(
         asyncio.run(fold())
         for table, columns in (
                 ("entries", "namespace, key, version, position, recorded_at,"
-                            " document::text, deleted"),
+                            " document::text, deleted, hash"),
                 ("entry_history", "namespace, key, version, position, recorded_at,"
                                   " event_type, event_id, actor, reason, correlation_id,"
                                   " causation_id, idempotency_key, patch::text,"
-                                  " document::text, resolution::text")):
+                                  " document::text, resolution::text, prev_hash, hash")):
             live = f"SELECT {columns} FROM {table} WHERE position <= {head}"
             folded = f"SELECT {columns} FROM {schema}.{table}"
             assert db.execute(f"({live}) EXCEPT ALL ({folded})").fetchall() == []
