@@ -17,8 +17,12 @@ and the generator, so the generator must stay cheap. Each step also records wher
 went (server, PostgreSQL, generator, anything else) from /proc, so a reader can tell what
 limited it.
 
+Then (f)-(h) broadcast (``bench_broadcast``) and (i)-(k) time travel and audit over a log
+of 1M events (``bench_history``); ``--only history`` runs just the latter.
+
 Results: ``<out>/bench-<UTC timestamp>.json`` and ``.md``, copied to ``latest.json`` and
-``latest.md``; the markdown table is printed at the end, progress goes to stderr.
+``latest.md`` (not for an ``--only`` run); the markdown table is printed at the end,
+progress goes to stderr.
 """
 
 from __future__ import annotations
@@ -752,6 +756,7 @@ class Server:
         self.orphan_nats = False
         self.stream = f"SSOT_BENCH_{secrets.token_hex(4)}"
         self.prefix = self.stream.lower().replace("_", "")
+        self.kv_prefix = f"{self.prefix}_"  # the KV mirror's buckets: KV_<kv_prefix><ns>
 
     def command(self) -> list[str]:
         ssot = Path(sys.executable).parent / "ssot"
@@ -767,6 +772,7 @@ class Server:
         # The broadcaster runs as in production, on a stream of the bench's own.
         env["SSOT_NATS_STREAM"] = self.stream
         env["SSOT_NATS_SUBJECT_PREFIX"] = self.prefix
+        env["SSOT_KV_BUCKET_PREFIX"] = self.kv_prefix  # buckets of its own too
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(self.command(), env=env, stdin=subprocess.DEVNULL,
@@ -827,12 +833,19 @@ class Server:
         return self.proc.returncode
 
     async def delete_stream(self, nats_url: str) -> None:
+        """Delete the server's stream and the KV mirror's buckets (streams ``KV_<kv_prefix>…``,
+        one per namespace written)."""
         nc = await nats.connect(nats_url)
         try:
-            await nc.jetstream().delete_stream(self.stream)
-            say(f"deleted NATS stream {self.stream}")
-        except nats.js.errors.NotFoundError:
-            pass
+            js = nc.jetstream()
+            names = [info.config.name or "" for info in await js.streams_info()]
+            buckets = [name for name in names if name.startswith(f"KV_{self.kv_prefix}")]
+            for name in [self.stream, *buckets]:
+                try:
+                    await js.delete_stream(name)
+                    say(f"deleted NATS stream {name}")
+                except nats.js.errors.NotFoundError:
+                    pass
         finally:
             await nc.close()
 
@@ -911,14 +924,17 @@ def machine_facts() -> dict[str, Any]:
 
 
 class Bench:
-    def __init__(self, duration: float, rss_writes: int, quick: bool, workers: int = 1) -> None:
+    def __init__(self, duration: float, rss_writes: int, quick: bool, workers: int = 1,
+                 only: str | None = None) -> None:
         self.workers = workers
         self.duration = duration
         self.rss_writes = rss_writes
         self.quick = quick
+        self.only = only
         self.report: dict[str, Any] = {
             "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "quick": quick,
+            "only": only,
             "duration_s": duration,
             "server_workers": workers,
             "machine": machine_facts(),
@@ -980,7 +996,8 @@ class Bench:
             pool = stack.enter_context(ProcessPoolExecutor(
                 max_workers=1, mp_context=multiprocessing.get_context("spawn")))
             meter.load_pid = pool.submit(worker_pid).result(timeout=60)
-            self.measure_baselines(embedded_bin, database_url, work, meter, pool)
+            if self.only is None:
+                self.measure_baselines(embedded_bin, database_url, work, meter, pool)
             if settings.nats_url:
                 nats_url = settings.nats_url
             else:
@@ -994,22 +1011,28 @@ class Bench:
             say(f"starting `ssot serve` on {HOST}:{server.port} (log {server.log_path})")
             try:
                 server.start()
-                self.measure_http(server, meter, pool)
-                say("(f)-(h) broadcast: raw JetStream, commit → delivery, catch-up")
-                from .bench_broadcast import run_all
+                if self.only is None:
+                    self.measure_http(server, meter, pool)
+                    say("(f)-(h) broadcast: raw JetStream, commit → delivery, catch-up")
+                    from .bench_broadcast import run_all
 
-                self.report["broadcast"] = run_all(
-                    server.port, database_url, nats_url, server.stream, server.prefix,
-                    self.duration)
-                for line in self.report["broadcast"]["summary_md"][5:]:
-                    say(line)
+                    self.report["broadcast"] = run_all(
+                        server.port, database_url, nats_url, server.stream, server.prefix,
+                        self.duration)
+                    for line in self.report["broadcast"]["summary_md"][5:]:
+                        say(line)
                 say("(i)-(k) time travel and audit")
+                from .bench_history import AUDIT_EVENTS, AUDIT_EVENTS_QUICK
                 from .bench_history import run_all as run_history
                 from .bench_history import summarize as summarize_history
 
-                history = run_history(server.port, database_url,
-                                      entries=10_000 if self.quick else 100_000)
-                self.report["history"] = {**history, "summary_md": summarize_history(history)}
+                meter.server_pid = server.pid
+                history = run_history(
+                    server.port, database_url, entries=10_000 if self.quick else 100_000,
+                    audit_events=AUDIT_EVENTS_QUICK if self.quick else AUDIT_EVENTS,
+                    meter=meter)
+                self.report["history"] = {**history, "summary_md": summarize_history(
+                    history, quick=self.quick)}
                 for line in self.report["history"]["summary_md"][5:]:
                     say(line)
             finally:
@@ -1218,7 +1241,12 @@ def markdown(report: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         f"Python {machine['python']}, PostgreSQL {machine.get('postgresql')} "
         f"({report.get('database', {}).get('mode')}), git {commit}; "
         f"{report['duration_s']:g} s per step" + (" (quick run)" if report["quick"] else "")
-        + f"; server: `ssot serve --workers {report.get('server_workers', 1)}`",
+        + f"; server: `ssot serve --workers {report.get('server_workers', 1)}`"
+        + (f"; only the {report['only']} steps" if report.get("only") else ""),
+    ]
+    if report.get("only"):
+        return "\n".join(lines + report.get("history", {}).get("summary_md", [])) + "\n"
+    lines += [
         "",
         "| step | result | p50 ms | p99 ms | non-2xx | x library | target | status |",
         "|---|---:|---:|---:|---:|---:|---|---|",
@@ -1269,13 +1297,15 @@ def markdown(report: dict[str, Any], rows: list[dict[str, Any]]) -> str:
 
 
 def write_results(out: Path, report: dict[str, Any], text: str) -> Path:
+    """The results as ``bench-<stamp>``, and as ``latest`` unless the run was partial."""
     out.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     data = json.dumps(report, indent=2, default=str) + "\n"
-    for name in (f"bench-{stamp}", "latest"):
+    only = report.get("only")
+    for name in [f"bench-{stamp}-{only}"] if only else [f"bench-{stamp}", "latest"]:
         (out / f"{name}.json").write_text(data)
         (out / f"{name}.md").write_text(text)
-    return out / f"bench-{stamp}.md"
+    return out / (f"bench-{stamp}-{only}.md" if only else f"bench-{stamp}.md")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1292,12 +1322,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="HTTP worker processes of the server under test (default 2)")
     parser.add_argument("--out", type=Path, default=Path("bench/results"),
                         help="folder for the results (default bench/results)")
+    parser.add_argument("--only", choices=["history"],
+                        help="run only these steps: history = (i)-(k) time travel and audit "
+                             "(results go to bench-<stamp>-history.*, not latest.*)")
     args = parser.parse_args(argv)
     if args.duration <= 0:
         parser.error("--duration must be positive")
     duration = QUICK_DURATION if args.quick else args.duration
     bench = Bench(duration, RSS_WRITES_QUICK if args.quick else RSS_WRITES, args.quick,
-                  args.workers)
+                  args.workers, args.only)
     try:
         report = bench.run()
     except KeyboardInterrupt:
@@ -1307,7 +1340,7 @@ def main(argv: list[str] | None = None) -> int:
     report["summary"] = rows
     text = markdown(report, rows)
     path = write_results(args.out, report, text)
-    say(f"results in {path} and {args.out / 'latest.md'}")
+    say(f"results in {path}" + ("" if args.only else f" and {args.out / 'latest.md'}"))
     print(text, end="")
     return 0
 
