@@ -76,6 +76,8 @@ async def get_consistency(
     request: Request,
     view: Annotated[list[str] | None, Query(
         description="Only this view (repeatable; default every view)")] = None,
+    namespace: Annotated[list[str] | None, Query(
+        description="Compare only this namespace's rows (repeatable; default all)")] = None,
     examples: Annotated[int, Query(ge=1, le=1000,
                                    description="Rows named per drifting namespace")] = 10,
     external: Annotated[bool, Query(
@@ -94,17 +96,19 @@ async def get_consistency(
     assert service.settings.database_url
     names = tuple(view) if view else None
     consistency.check_view_names(names)
+    only = tuple(namespace) if namespace else None
+    consistency.check_namespaces(only)
     state = request.app.state
     if not hasattr(state, "consistency_checks"):
         state.consistency_checks = {}
     running: dict[Any, asyncio.Task[consistency.ConsistencyReport]] = \
         state.consistency_checks
-    key = (names, examples, external)
+    key = (names, only, examples, external)
     task = running.get(key)
     if task is None:
         task = asyncio.create_task(consistency.check(
             service.settings.database_url, names, settings=service.settings,
-            examples=examples, external=external))
+            namespaces=only, examples=examples, external=external))
         running[key] = task
         task.add_done_callback(lambda _t: running.pop(key, None))
     try:

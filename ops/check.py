@@ -19,6 +19,8 @@ EXIT_DRIFT, EXIT_UNAVAILABLE = 1, 5
 @click.command()
 @click.option("--view", "views", multiple=True, metavar="NAME",
               help="Only this view (repeatable; default: every view).")
+@click.option("--namespace", "namespaces", multiple=True, metavar="NS",
+              help="Compare only this namespace's rows (repeatable; default: all).")
 @click.option("--examples", type=click.IntRange(1, 1000), default=10, show_default=True,
               help="Rows named per drifting table and namespace.")
 @click.option("--jobs", type=click.IntRange(1, 16), default=2, show_default=True,
@@ -28,8 +30,8 @@ EXIT_DRIFT, EXIT_UNAVAILABLE = 1, 5
               "state; they are live, so run it at rest.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_context
-def check(ctx: click.Context, views: tuple[str, ...], examples: int, jobs: int,
-          external: bool, as_json: bool) -> None:
+def check(ctx: click.Context, views: tuple[str, ...], namespaces: tuple[str, ...],
+          examples: int, jobs: int, external: bool, as_json: bool) -> None:
     """Recompute the views from the log and compare them with the stored ones, per
     namespace (row count and hash), naming every drifting row's key.
 
@@ -40,20 +42,26 @@ def check(ctx: click.Context, views: tuple[str, ...], examples: int, jobs: int,
 
     import psycopg
 
+    from nexus_ssot.ledger.errors import InvalidInput
     from nexus_ssot.ledger.settings import Settings
     from nexus_ssot.projections.consistency import check as run
-    from nexus_ssot.projections.consistency import describe, view_names
+    from nexus_ssot.projections.consistency import check_namespaces, describe, view_names
 
     unknown = [v for v in views if v not in view_names()]
     if unknown:
         raise click.BadParameter(f"unknown view {unknown[0]!r}; the views are "
                                  f"{', '.join(view_names())}", param_hint="--view")
+    try:
+        check_namespaces(namespaces)
+    except InvalidInput as e:
+        raise click.BadParameter(e.message, param_hint="--namespace") from None
     settings = Settings()
     if not settings.database_url:
         _fail(EXIT_UNAVAILABLE, "not_configured", "set SSOT_DATABASE_URL")
     try:
         report = asyncio.run(run(settings.database_url, list(views) or None,
-                                 settings=settings, examples=examples,
+                                 settings=settings, namespaces=namespaces or None,
+                                 examples=examples,
                                  external=external, jobs=jobs))
     except psycopg.OperationalError as e:
         _fail(EXIT_UNAVAILABLE, "unreachable", f"the database: {str(e).strip()}")
@@ -65,10 +73,10 @@ def check(ctx: click.Context, views: tuple[str, ...], examples: int, jobs: int,
                 click.echo(f"{v.view}: not checked: {v.skipped}")
                 continue
             rows = sum(n.stored_rows for n in v.namespaces)
-            namespaces = len({n.namespace for n in v.namespaces})
+            compared = len({n.namespace for n in v.namespaces})
             state = "consistent" if v.consistent else "DRIFT"
             click.echo(f"{v.view}: {'inline, ' if v.inline else ''}position {v.position},"
-                       f" {namespaces} namespaces, {rows} rows: {state}"
+                       f" {compared} namespaces, {rows} rows: {state}"
                        f" ({v.seconds:.1f} s)")
         for line in describe(report):
             click.echo(line)

@@ -31,6 +31,7 @@ from typing import Any, Literal
 import psycopg
 from psycopg import sql
 
+from nexus_ssot.ledger.domain import SETTINGS_NAMESPACE, check_namespace
 from nexus_ssot.ledger.errors import InvalidInput
 from nexus_ssot.ledger.settings import Settings
 
@@ -162,6 +163,14 @@ def check_view_names(names: Sequence[str] | None) -> None:
                            f"{', '.join(known)}", code="unknown_view", field="view")
 
 
+def check_namespaces(namespaces: Sequence[str] | None) -> list[str] | None:
+    """The namespaces to compare (None: all); ``InvalidInput`` (field ``namespace``) for
+    one that is not a namespace's name."""
+    if not namespaces:
+        return None
+    return [ns if ns == SETTINGS_NAMESPACE else check_namespace(ns) for ns in namespaces]
+
+
 def views_for(names: Sequence[str] | None = None, settings: Settings | None = None
               ) -> list[tuple[str, View | str]]:
     """The views named (default: every view), each built from ``settings``, or why it
@@ -186,14 +195,17 @@ def views_for(names: Sequence[str] | None = None, settings: Settings | None = No
 
 
 async def check(database_url: str, names: Sequence[str] | None = None, *,
-                settings: Settings | None = None, examples: int = EXAMPLES, external: bool = False,
+                settings: Settings | None = None, namespaces: Sequence[str] | None = None,
+                examples: int = EXAMPLES, external: bool = False,
                 jobs: int = JOBS) -> ConsistencyReport:
     """Check the views named (default: all) against the log, in one snapshot, ``jobs``
-    views at a time (each on a connection of its own that shares the snapshot). With
+    views at a time (each on a connection of its own that shares the snapshot); compare
+    only the rows of ``namespaces``, if given (the views are still folded whole). With
     ``external``, a view that has ``reconcile(conn, dry_run=True)`` (the KV mirror) also
     compares its outside copy with the stored state; that copy is live, not in the
     snapshot, so it reports a running mirror's lag as drift: use it at rest."""
     views = views_for(names, settings)
+    only = check_namespaces(namespaces)
     started = time.monotonic()
     try:
         async with contextlib.AsyncExitStack() as stack:
@@ -219,7 +231,7 @@ async def check(database_url: str, names: Sequence[str] | None = None, *,
                 while todo:
                     view, result = todo.pop(0)
                     began = time.monotonic()
-                    await _check_view(c, view, snapshot, examples, result)
+                    await _check_view(c, view, snapshot, only, examples, result)
                     if external:
                         await _reconcile(c, view, result)
                     result.seconds = time.monotonic() - began
@@ -309,7 +321,7 @@ async def _take_snapshot(conn: psycopg.AsyncConnection[Any], stored: dict[str, s
 
 
 async def _check_view(conn: psycopg.AsyncConnection[Any], view: View, snapshot: _Snapshot,
-                      examples: int, result: ViewCheck) -> None:
+                      only: list[str] | None, examples: int, result: ViewCheck) -> None:
     assert result.position is not None
     if view.side_effects:
         view.effects = False  # type: ignore[attr-defined]  # fold into tables only
@@ -322,7 +334,7 @@ async def _check_view(conn: psycopg.AsyncConnection[Any], view: View, snapshot: 
         if live is None:
             result.problems.append(f"table {table} does not exist")
             continue
-        await _compare(conn, table, live, scratch[table], examples, result)
+        await _compare(conn, table, live, scratch[table], only, examples, result)
 
 
 async def _reconcile(conn: psycopg.AsyncConnection[Any], view: View, result: ViewCheck
@@ -344,7 +356,7 @@ async def _reconcile(conn: psycopg.AsyncConnection[Any], view: View, result: Vie
 
 
 async def _compare(conn: psycopg.AsyncConnection[Any], table: str, live: str, scratch: str,
-                   examples: int, result: ViewCheck) -> None:
+                   only: list[str] | None, examples: int, result: ViewCheck) -> None:
     columns = await _columns(conn, scratch)
     lacking = [c for c in columns if c not in await _columns(conn, live)]
     if lacking:
@@ -352,16 +364,18 @@ async def _compare(conn: psycopg.AsyncConnection[Any], table: str, live: str, sc
         return
     ns = _q("namespace") if "namespace" in columns else "NULL::text"
     row = f"ROW({', '.join(map(_q, columns))})::text"
+    where = f" WHERE {ns} = ANY(%(only)s)" if only is not None and "namespace" in columns \
+        else ""
 
     def summary(relation: str) -> str:
         return (f"SELECT {ns} AS ns, count(*) AS n, sum(('x' || left(md5({row}), 16))"
-                f"::bit(64)::bigint) AS h FROM {relation} GROUP BY 1")
+                f"::bit(64)::bigint) AS h FROM {relation}{where} GROUP BY 1")
 
     cur = await conn.execute(
         f"WITH s AS ({summary(live)}), r AS ({summary(scratch)})"
         " SELECT coalesce(s.ns, r.ns), coalesce(s.n, 0), coalesce(s.h, 0),"
         " coalesce(r.n, 0), coalesce(r.h, 0) FROM s FULL JOIN r ON s.ns = r.ns"
-        " ORDER BY 1".encode())
+        " ORDER BY 1".encode(), {"only": only})
     namespaces = [NamespaceCheck(table, name, int(sn), int(rn), _hex(sh), _hex(rh))
                   for name, sn, sh, rn, rh in await cur.fetchall()]
     result.namespaces.extend(namespaces)

@@ -153,15 +153,21 @@ def test_a_deleted_history_row_is_named_missing(client: httpx.Client, ns: str, d
     with corrupted(db, "entry_history", "namespace = %s AND key = 'a' AND version = 1",
                    (ns,), "DELETE FROM entry_history"
                    " WHERE namespace = %s AND key = 'a' AND version = 1"):
-        result = ssot_check(database_url, "--view", "entry_history")
+        result = ssot_check(database_url, "--view", "entry_history", "--namespace", ns)
         assert result.returncode == 1, result.stdout + result.stderr
-        assert (f"entry_history: namespace {ns}: key a version 1 missing (in the log, not"
-                " in the view)") in result.stdout
-        r = client.get("/v1/health/consistency",
-                       params=[("view", "entry_history"), ("view", "current_state")])
+        assert result.stdout.splitlines() == [
+            result.stdout.splitlines()[0],
+            f"entry_history: namespace {ns}: key a version 1 missing (in the log, not in the"
+            " view)",
+            "NOT consistent: entry_history drift"]
+        assert result.stdout.startswith("entry_history: inline, position ")
+        assert ", 1 namespaces, 6 rows: DRIFT (" in result.stdout
+        r = client.get("/v1/health/consistency", params=[
+            ("view", "entry_history"), ("view", "current_state"), ("namespace", ns)])
         body = r.json()
-        assert [(v["view"], v["consistent"]) for v in body["views"]] == [
-            ("current_state", True), ("entry_history", False)]
+        assert [(v["view"], v["consistent"], {n["namespace"] for n in v["namespaces"]})
+                for v in body["views"]] == [("current_state", True, {ns}),
+                                            ("entry_history", False, {ns})]
     after = ssot_check(database_url, "--view", "entry_history")
     assert f"namespace {ns}:" not in after.stdout, after.stdout
 
@@ -192,6 +198,12 @@ def test_bad_input_and_an_unreachable_database(client: httpx.Client) -> None:
     assert r.status_code == 400
     assert (r.json()["code"], r.json()["field"]) == ("unknown_view", "view")
     assert "current_state" in r.json()["detail"]
+    bad_ns = ssot_check("host=127.0.0.1 dbname=unused", "--namespace", "Not A Namespace")
+    assert bad_ns.returncode == 2
+    assert "--namespace" in bad_ns.stderr and "'Not A Namespace' is invalid" in bad_ns.stderr
+    r = client.get("/v1/health/consistency", params={"namespace": "Not A Namespace"})
+    assert r.status_code == 400
+    assert (r.json()["code"], r.json()["field"]) == ("invalid_namespace", "namespace")
 
     down = ssot_check(f"host=127.0.0.1 port={free_port()} user=root dbname=x"
                       " connect_timeout=2")
