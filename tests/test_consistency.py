@@ -191,19 +191,19 @@ def test_drift_in_namespace_stats_is_named(views: ProjectionsThread, client: htt
 
 
 def test_bad_input_and_an_unreachable_database(client: httpx.Client) -> None:
-    unknown = ssot_check("host=127.0.0.1 dbname=unused", "--view", "nope")
-    assert unknown.returncode == 2
-    assert "--view" in unknown.stderr and "unknown view 'nope'" in unknown.stderr
-    r = client.get("/v1/health/consistency", params={"view": "nope"})
-    assert r.status_code == 400
-    assert (r.json()["code"], r.json()["field"]) == ("unknown_view", "view")
-    assert "current_state" in r.json()["detail"]
-    bad_ns = ssot_check("host=127.0.0.1 dbname=unused", "--namespace", "Not A Namespace")
-    assert bad_ns.returncode == 2
-    assert "--namespace" in bad_ns.stderr and "'Not A Namespace' is invalid" in bad_ns.stderr
-    r = client.get("/v1/health/consistency", params={"namespace": "Not A Namespace"})
-    assert r.status_code == 400
-    assert (r.json()["code"], r.json()["field"]) == ("invalid_namespace", "namespace")
+    for option, field, value, code, message in (
+            ("--view", "view", "nope", "unknown_view",
+             "unknown view 'nope'; the views are current_state, entry_history"),
+            ("--namespace", "namespace", "Not A Namespace", "invalid_namespace",
+             "'Not A Namespace' is invalid")):
+        cli = ssot_check("host=127.0.0.1 dbname=unused", option, value)
+        assert cli.returncode == 2
+        assert option in cli.stderr and message in cli.stderr, cli.stderr
+        r = client.get("/v1/health/consistency", params={field: value})
+        assert r.status_code == 400
+        problem = r.json()
+        assert (problem["code"], problem["field"]) == (code, field)
+        assert message in problem["detail"]
 
     down = ssot_check(f"host=127.0.0.1 port={free_port()} user=root dbname=x"
                       " connect_timeout=2")
