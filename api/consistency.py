@@ -89,7 +89,8 @@ async def get_consistency(
     counts, an order-independent hash, and the keys of drifting rows.
 
     Drift answers **200** with ``"consistent": false`` (the check itself worked; monitors
-    read the body), an unknown ``view`` 400, an unreachable database 503. The check takes
+    read the body), an unknown ``view`` or invalid ``namespace`` 400, an unreachable
+    database 503. The check takes
     seconds on a large log, locks nothing a writer waits for, and concurrent requests for
     the same views share one run."""
     service = _service(request)

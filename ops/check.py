@@ -2,7 +2,7 @@
 (projections/consistency.py). Talks to PostgreSQL directly (SSOT_DATABASE_URL).
 
 Exit codes: 0 every view equals the log, 1 drift, 5 the database is unreachable (or not
-configured), 2 usage (an unknown view).
+configured), 2 usage (an unknown view, an invalid namespace).
 """
 
 from __future__ import annotations
@@ -61,8 +61,7 @@ def check(ctx: click.Context, views: tuple[str, ...], namespaces: tuple[str, ...
     try:
         report = asyncio.run(run(settings.database_url, list(views) or None,
                                  settings=settings, namespaces=namespaces or None,
-                                 examples=examples,
-                                 external=external, jobs=jobs))
+                                 examples=examples, external=external, jobs=jobs))
     except psycopg.OperationalError as e:
         _fail(EXIT_UNAVAILABLE, "unreachable", f"the database: {str(e).strip()}")
     if as_json or (ctx.obj or {}).get("json"):
