@@ -686,6 +686,11 @@ main.add_command(replay)
 
 main.add_command(check)
 
+from .backup import export, import_  # noqa: E402
+
+main.add_command(export)
+main.add_command(import_)
+
 
 if __name__ == "__main__":
     main()

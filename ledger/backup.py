@@ -1,0 +1,1007 @@
+"""Verified logical backups of the log: export to a file, import into an empty database.
+
+The file is gzip-compressed NDJSON, one JSON object per line, each with a member ``t``
+naming its kind, written in this order:
+
+``header``
+    ``format`` ("nexus-ssot-export"), ``version`` (1), ``source`` (the exporting
+    database: PostgreSQL system identifier and database name), ``since_position`` (the
+    events are those after it), ``upto_position`` (…up to this one, the head of the
+    export's snapshot), ``previous`` (null for a full export; for an incremental one the
+    previous export's trailer: ``last_position``, ``last_hash``, ``last_digest_seq``,
+    ``leaves``, ``final_hash``) and ``created_at``.
+``leaf``
+    ``idx``, ``position``, ``hash``: a Merkle leaf the source added, after the previous
+    export, for an event that export already held.
+``event``
+    One per event in position order: ``position`` (notification_id), ``stream``
+    (originator_id), ``version``, ``topic``, ``recorded_at`` (RFC 3339 UTC, microseconds),
+    ``leaf`` ([idx, hex] of its Merkle leaf, or null when the source had none yet) and
+    last ``state``: the stored event state, byte for byte (it is JSON already), whose
+    ``hash``/``prev_hash`` members are the event's hash chain (ledger/integrity.py).
+``idempotency``
+    The ``idempotency_keys`` rows of those events (not derivable from the log).
+``digest``
+    The ``digests`` rows made after the previous export, byte columns in hex.
+``trailer``
+    ``count`` (events), ``leaves`` (leaf lines), ``idempotency``, ``digests``,
+    ``first_position``, ``last_position``, ``last_hash`` (the last event's hash),
+    ``last_digest_seq``, ``total_leaves`` (the source's leaves so far), ``lines`` (all
+    lines, the trailer included) and ``running_hash`` (the line before's).
+
+Every line ends with ``"rh":"<64 hex>"}``, its running hash: ``rh = SHA-256(rh of the line
+before || the line's bytes up to the comma before "rh")``; the header's "line before" is
+the previous export's final hash (an incremental export) or 32 zero bytes. The trailer's
+``rh`` is the file's final hash, the next incremental export's starting point, so a chain
+of files is one hash chain. A changed or missing line breaks the running hash at that
+line; a truncated file has no trailer.
+
+An import verifies each line as it reads it (JSON, running hash, kind and members,
+positions increasing, each stream's versions 1, 2, 3… and ``prev_hash`` chain, each
+event's hash recomputed with ``integrity.event_hash``, each leaf recomputed, the digests'
+chain and roots) and writes it with COPY in one transaction: the first bad line refuses
+the whole file, naming the line and the reason, and nothing is written. Then the inline
+views are folded from the imported range (same transaction), the Merkle nodes recomputed
+from the leaves and the asynchronous views rebuilt.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import re
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+import psycopg
+
+from . import integrity, merkle
+from .domain import EVENT_TYPE_NAMES
+from .migrate import migrate
+
+FORMAT = "nexus-ssot-export"
+VERSION = 1
+ZERO = bytes(32)
+BATCH = 20_000
+#: Each line ends with this, 64 hex digits and ``"}`` and a newline.
+_RH = b',"rh":"'
+_TAIL = len(_RH) + 64 + 3
+_TS = """to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_MOMENT = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
+#: Topic of each event class -> its public type name (hashed as ``type``).
+TOPIC_TYPES = {f"{cls.__module__}:{cls.__qualname__}": name
+               for cls, name in EVENT_TYPE_NAMES.items()}
+#: Imports done into a database, so an incremental file can be checked to continue the
+#: last one (created by the first import).
+IMPORTS_DDL = """
+CREATE TABLE IF NOT EXISTS ssot_backup_imports (
+    seq bigserial PRIMARY KEY,
+    source text NOT NULL,
+    file text NOT NULL,
+    since_position bigint NOT NULL,
+    last_position bigint NOT NULL,
+    last_hash text,
+    last_digest_seq bigint NOT NULL,
+    leaves bigint NOT NULL,
+    final_hash text NOT NULL,
+    events bigint NOT NULL,
+    imported_at timestamptz NOT NULL DEFAULT now()
+)"""
+
+Progress = Callable[[int, int], None]
+
+
+class BackupError(Exception):
+    """An export or import that cannot be done; nothing was changed. ``path`` is the file
+    of a multi-file import that failed (the files before it were imported)."""
+
+    path: str | None = None
+
+
+class BadFile(BackupError):
+    """The file is not a valid export: ``line`` (1-based) is the first bad one."""
+
+    def __init__(self, line: int, reason: str) -> None:
+        super().__init__(f"line {line}: {reason}")
+        self.line = line
+        self.reason = reason
+
+
+class NotEmpty(BackupError):
+    """A full export can only go into an empty database."""
+
+
+class OutOfOrder(BackupError):
+    """An incremental export that does not continue what the database holds."""
+
+
+@dataclass(frozen=True)
+class Exported:
+    path: str
+    since_position: int
+    last_position: int
+    events: int
+    digests: int
+    idempotency: int
+    leaves: int
+    final_hash: str
+    seconds: float
+    bytes: int
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class Imported:
+    path: str
+    since_position: int
+    last_position: int
+    events: int
+    unchained: int
+    digests: int
+    idempotency: int
+    leaves: int
+    final_hash: str
+    seconds: float
+    views_seconds: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds if self.seconds > 0 else 0.0
+
+
+# --- lines ------------------------------------------------------------------------------
+
+
+def _line(body: bytes, previous: bytes) -> tuple[bytes, bytes]:
+    """The line of ``body`` (a JSON object without its closing brace) and its running
+    hash (raw)."""
+    rh = hashlib.sha256(previous + body).digest()
+    return body + _RH + rh.hex().encode() + b'"}\n', rh
+
+
+def _obj_body(obj: dict[str, Any]) -> bytes:
+    return orjson.dumps(obj)[:-1]
+
+
+def source_id(conn: psycopg.Connection[Any]) -> str:
+    """The exporting database: its cluster's system identifier and its name."""
+    name = conn.execute("SELECT current_database()").fetchone()
+    try:
+        with conn.transaction():
+            row = conn.execute("SELECT system_identifier FROM pg_control_system()").fetchone()
+            system = str(row[0]) if row else "unknown"
+    except psycopg.Error:  # pg_control_system needs pg_monitor or a superuser
+        system = "unknown"
+    return f"{system}/{name[0] if name else ''}"
+
+
+def read_trailer(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The trailer of an export file, with its header's ``source`` and its final hash
+    (``final_hash``): where the next incremental export continues. The file is read to
+    the end; a file without a trailer is refused."""
+    header: dict[str, Any] | None = None
+    last: bytes = b""
+    number = 0
+    try:
+        with gzip.open(path, "rb") as f:
+            for number, raw in enumerate(f, 1):
+                if header is None:
+                    header = _loads(raw, number)
+                last = raw
+    except (OSError, EOFError) as e:
+        raise BackupError(f"{path}: cannot read it after line {number}: {e}") from None
+    if header is None or header.get("t") != "header":
+        raise BackupError(f"{path}: line 1 is not an export header")
+    trailer = _loads(last, number)
+    if trailer.get("t") != "trailer" or not last.endswith(b"\n"):
+        raise BackupError(f"{path}: it ends without a trailer after line {number}: "
+                          "a truncated export cannot be continued")
+    return {**trailer, "source": header.get("source"), "final_hash": trailer["rh"]}
+
+
+def _loads(raw: bytes, number: int) -> dict[str, Any]:
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise BadFile(number, f"not valid JSON ({e})") from None
+    if not isinstance(obj, dict):
+        raise BadFile(number, "not a JSON object")
+    return obj
+
+
+# --- export -----------------------------------------------------------------------------
+
+
+def export(database_url: str, out: str | os.PathLike[str], *, since: int | None = None,
+           after: str | os.PathLike[str] | None = None, level: int = 3,
+           progress: Progress | None = None) -> Exported:
+    """Write the events after ``since`` (or after the export ``after`` ended) to ``out``,
+    in one snapshot, streaming (constant memory). The file appears complete or not at all
+    (written as ``out.partial``, then renamed)."""
+    started = time.monotonic()
+    target = Path(out)
+    partial = target.with_name(target.name + ".partial")
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        source = source_id(conn)
+        conn.autocommit = False
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        previous = _previous(conn, source, since, after)
+        since = previous["last_position"] if previous else (since or 0)
+        row = conn.execute("SELECT coalesce(max(notification_id), 0) FROM ssot_events"
+                           ).fetchone()
+        head = int(row[0]) if row else 0
+        if since > head:
+            raise BackupError(f"--since-position {since} is beyond the log's head ({head})")
+        merkle_tables = _has(conn, "merkle_leaves") and _has(conn, "digests")
+        if previous:
+            after_seq, known_leaves = previous["last_digest_seq"], previous["total_leaves"]
+        elif merkle_tables and since:
+            r = conn.execute("SELECT coalesce(max(seq), 0) FROM digests WHERE position <= %s",
+                             (since,)).fetchone()
+            after_seq = int(r[0]) if r else 0
+            r = conn.execute("SELECT count(*) FROM merkle_leaves WHERE position <= %s",
+                             (since,)).fetchone()
+            known_leaves = int(r[0]) if r else 0
+        else:
+            after_seq = known_leaves = 0
+        if previous is None and since:  # no previous file: name where it ended
+            previous = {"last_position": since, "last_hash": _hash_at(conn, since),
+                        "last_digest_seq": after_seq, "total_leaves": known_leaves,
+                        "final_hash": None}
+        header = {"t": "header", "format": FORMAT, "version": VERSION, "source": source,
+                  "since_position": since, "upto_position": head,
+                  "previous": ({k: previous[k] for k in ("last_position", "last_hash",
+                                                         "last_digest_seq", "total_leaves",
+                                                         "final_hash")}
+                               if previous else None),
+                  "created_at": integrity.timestamp(datetime.now(UTC))}
+        rh = bytes.fromhex(previous["final_hash"]) if previous and previous["final_hash"] \
+            else ZERO
+        writer = _Writer(partial, level, rh)
+        try:
+            writer.add(_obj_body(header))
+            leaves = _export_leaves(conn, writer, known_leaves, since) if merkle_tables else 0
+            count, last_hash, first, total_leaves = _export_events(
+                conn, writer, since, head, merkle_tables, progress)
+            total_leaves = max(total_leaves, known_leaves + leaves)
+            idempotency = _export_idempotency(conn, writer, since, head)
+            digests, last_seq = (_export_digests(conn, writer, after_seq) if merkle_tables
+                                 else (0, after_seq))
+            if count == 0 and previous:
+                last_hash = previous["last_hash"]
+            trailer = {"t": "trailer", "count": count, "leaves": leaves,
+                       "idempotency": idempotency, "digests": digests,
+                       "first_position": first, "last_position": head,
+                       "last_hash": last_hash, "last_digest_seq": last_seq,
+                       "total_leaves": total_leaves, "lines": writer.lines + 1,
+                       "running_hash": writer.rh.hex()}
+            writer.add(_obj_body(trailer))
+            writer.close()
+            conn.rollback()
+            os.replace(partial, target)
+        except BaseException:
+            writer.close()
+            partial.unlink(missing_ok=True)
+            raise
+    return Exported(str(target), since, head, count, digests, idempotency, leaves,
+                    writer.rh.hex(), time.monotonic() - started, target.stat().st_size)
+
+
+def _has(conn: psycopg.Connection[Any], table: str) -> bool:
+    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()
+    return bool(row and row[0])
+
+
+def _hash_at(conn: psycopg.Connection[Any], position: int) -> str | None:
+    row = conn.execute("SELECT state FROM ssot_events WHERE notification_id = %s",
+                       (position,)).fetchone()
+    if row is None:
+        raise BackupError(f"the log has no event at position {position}")
+    found: str | None = orjson.loads(bytes(row[0])).get("hash")
+    return found
+
+
+def _previous(conn: psycopg.Connection[Any], source: str, since: int | None,
+              after: str | os.PathLike[str] | None) -> dict[str, Any] | None:
+    if after is None:
+        return None
+    if since is not None:
+        raise BackupError("give --since-position or --after, not both")
+    trailer = read_trailer(after)
+    if trailer["source"] != source:
+        raise BackupError(f"{after} was exported from {trailer['source']}, not from this "
+                          f"database ({source}): an incremental export continues its own "
+                          "database's chain")
+    last = int(trailer["last_position"])
+    if last and _hash_at(conn, last) != trailer["last_hash"]:
+        raise BackupError(f"the event at position {last} is not the one {after} ended with "
+                          "(its hash differs)")
+    return trailer
+
+
+class _Writer:
+    """Lines into a gzip file, each with its running hash, in large writes."""
+
+    def __init__(self, path: Path, level: int, rh: bytes) -> None:
+        self.raw: IO[bytes] = open(path, "wb")  # noqa: SIM115  (closed in close())
+        self.gz = gzip.GzipFile(fileobj=self.raw, mode="wb", compresslevel=level, mtime=0)
+        self.rh = rh
+        self.lines = 0
+        self.buffer: list[bytes] = []
+        self.size = 0
+
+    def add(self, body: bytes) -> None:
+        line, self.rh = _line(body, self.rh)
+        self.buffer.append(line)
+        self.size += len(line)
+        self.lines += 1
+        if self.size > 1 << 20:
+            self.flush()
+
+    def flush(self) -> None:
+        self.gz.write(b"".join(self.buffer))
+        self.buffer.clear()
+        self.size = 0
+
+    def close(self) -> None:
+        if not self.raw.closed:
+            self.flush()
+            self.gz.close()
+            self.raw.flush()
+            os.fsync(self.raw.fileno())
+            self.raw.close()
+
+
+def _export_leaves(conn: psycopg.Connection[Any], w: _Writer, known: int, since: int) -> int:
+    """Leaves added since the previous export for events that export already held."""
+    n = 0
+    with conn.cursor("ssot_export_leaves") as cur:
+        cur.execute("SELECT idx, position, hash FROM merkle_leaves WHERE idx >= %s"
+                    " AND position <= %s ORDER BY idx", (known, since))
+        for idx, position, hash_ in cur:
+            w.add(b'{"t":"leaf","idx":%d,"position":%d,"hash":"%s"'
+                  % (idx, position, bytes(hash_).hex().encode()))
+            n += 1
+    return n
+
+
+def _export_events(conn: psycopg.Connection[Any], w: _Writer, since: int, head: int,
+                   with_leaves: bool, progress: Progress | None
+                   ) -> tuple[int, str | None, int | None, int]:
+    leaf = ("l.idx, l.hash FROM ssot_events e LEFT JOIN merkle_leaves l"
+            " ON l.position = e.notification_id" if with_leaves
+            else "NULL::bigint, NULL::bytea FROM ssot_events e")
+    query = (f"SELECT e.notification_id, e.originator_id::text, e.originator_version,"
+             f" e.topic, {_TS.format('e.recorded_at')}, e.state, {leaf}"
+             " WHERE e.notification_id > %s AND e.notification_id <= %s"
+             " ORDER BY e.notification_id")
+    topics: dict[str, bytes] = {}
+    count, total_leaves = 0, 0
+    first: int | None = None
+    state = b""
+    total = max(head - since, 1)
+    with conn.cursor("ssot_export_events", binary=True) as cur:
+        cur.itersize = 10_000
+        cur.execute(query.encode(), (since, head))
+        while rows := cur.fetchmany(10_000):
+            for position, stream, version, topic, recorded_at, state, idx, hash_ in rows:
+                t = topics.get(topic)
+                if t is None:
+                    t = topics[topic] = orjson.dumps(topic)
+                leaf_json = (b"null" if idx is None
+                             else b'[%d,"%s"]' % (idx, bytes(hash_).hex().encode()))
+                w.add(b'{"t":"event","position":%d,"stream":"%s","version":%d,"topic":%s,'
+                      b'"recorded_at":"%s","leaf":%s,"state":%s'
+                      % (position, stream.encode(), version, t, recorded_at.encode(),
+                         leaf_json, state))
+                if idx is not None:
+                    total_leaves = idx + 1
+            if first is None:
+                first = rows[0][0]
+            count += len(rows)
+            if progress is not None:
+                progress(count, max(total, count))
+    last_hash = orjson.loads(state).get("hash") if count else None
+    return count, last_hash, first, total_leaves
+
+
+def _export_idempotency(conn: psycopg.Connection[Any], w: _Writer, since: int,
+                        head: int) -> int:
+    n = 0
+    with conn.cursor("ssot_export_idempotency") as cur:
+        cur.execute(f"SELECT actor, key, encode(request_hash, 'hex'), namespace, entry_key,"
+                    f" version, position, {_TS.format('recorded_at')}, event_ids::text[]"
+                    " FROM idempotency_keys WHERE position > %s AND position <= %s"
+                    " ORDER BY position, actor, key", (since, head))
+        for actor, key, request_hash, ns, entry_key, version, position, at, ids in cur:
+            w.add(_obj_body({"t": "idempotency", "actor": actor, "key": key,
+                             "request_hash": request_hash, "namespace": ns,
+                             "entry_key": entry_key, "version": version,
+                             "position": position, "recorded_at": at, "event_ids": ids}))
+            n += 1
+    return n
+
+
+def _hex(value: Any) -> str | None:
+    return None if value is None else bytes(value).hex()
+
+
+def _export_digests(conn: psycopg.Connection[Any], w: _Writer, after_seq: int
+                    ) -> tuple[int, int]:
+    n, last = 0, after_seq
+    with conn.cursor("ssot_export_digests") as cur:
+        cur.execute(f"SELECT seq, position, size, root, {_TS.format('recorded_at')}, prev,"
+                    " hash, signature, key_id FROM digests WHERE seq > %s ORDER BY seq",
+                    (after_seq,))
+        for seq, position, size, root, at, prev, hash_, signature, key_id in cur:
+            w.add(_obj_body({"t": "digest", "seq": seq, "position": position, "size": size,
+                             "root": _hex(root), "recorded_at": at, "prev": _hex(prev),
+                             "hash": _hex(hash_), "signature": _hex(signature),
+                             "key_id": key_id}))
+            n, last = n + 1, seq
+    return n, last
+
+
+# --- import -----------------------------------------------------------------------------
+
+
+def _lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, bytes]]:
+    """(line number, line) of a gzip file; a cut in the compressed stream or a last line
+    without its newline is reported as truncation after the last complete line."""
+    number = 0
+    try:
+        with gzip.open(path, "rb") as f:
+            for number, raw in enumerate(f, 1):
+                if not raw.endswith(b"\n"):
+                    raise BadFile(number, "the file is truncated: this line is incomplete "
+                                          f"(the last complete line is {number - 1})")
+                yield number, raw
+    except EOFError:
+        raise BadFile(number + 1, "the file is truncated: the compressed stream ends early "
+                                  f"(the last complete line is {number})") from None
+    except gzip.BadGzipFile as e:
+        raise BadFile(number + 1, f"not a gzip-compressed export ({e})") from None
+    except OSError as e:
+        raise BackupError(f"{path}: {e}") from None
+
+
+def _require(obj: dict[str, Any], number: int, name: str, kind: type | tuple[type, ...],
+             optional: bool = False) -> Any:
+    value = obj.get(name)
+    if value is None and optional:
+        return None
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise BadFile(number, f"{obj.get('t', 'line')} member {name!r} is missing or not "
+                              f"{getattr(kind, '__name__', 'valid')}: {value!r}")
+    return value
+
+
+@dataclass
+class _Import:
+    """The verifying state of one file's import."""
+
+    path: str
+    rh: bytes
+    position: int
+    streams: dict[str, tuple[int, str | None]] = field(default_factory=dict)
+    frontier: merkle.Frontier = field(default_factory=merkle.Frontier)
+    incremental: bool = False
+    leaves_stopped: bool = False
+    events: int = 0
+    unchained: int = 0
+    last_hash: str | None = None
+    digests: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    digest_prev: bytes | None = None
+    digest_seq: int = 0
+    idempotency: int = 0
+    leaf_lines: int = 0
+    first_position: int | None = None
+    start_leaves: int = 0
+
+
+async def import_files(database_url: str, paths: Sequence[str | os.PathLike[str]], *,
+                       views: Sequence[Any] = (), progress: Progress | None = None
+                       ) -> list[Imported]:
+    """Import exports in order (a full one into an empty database, then incremental ones
+    that continue it), each in one transaction; then rebuild ``views`` (asynchronous
+    views) once."""
+    migrate(database_url)
+    done: list[Imported] = []
+    for path in paths:
+        try:
+            done.append(await import_file(database_url, path, progress=progress))
+        except BackupError as e:
+            e.path = str(path)
+            raise
+    if views and done:
+        from nexus_ssot.projections.rebuild import rebuild
+
+        started = time.monotonic()
+        for view in views:
+            result = await rebuild(database_url, view)
+            if not result.complete:  # pragma: no cover - no stop event is given
+                raise BackupError(f"rebuilding view {view.name} did not complete")
+        done[-1] = replace(done[-1], views_seconds=time.monotonic() - started)
+    return done
+
+
+async def import_file(database_url: str, path: str | os.PathLike[str], *,
+                      progress: Progress | None = None) -> Imported:
+    """Verify and import one export file in one transaction (see the module doc)."""
+    started = time.monotonic()
+    lines = _lines(path)
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        await conn.execute(IMPORTS_DDL)
+        await conn.commit()
+        await conn.execute("LOCK TABLE ssot_events IN EXCLUSIVE MODE")
+        await conn.execute("LOCK TABLE ssot_backup_imports IN EXCLUSIVE MODE")
+        first = next(lines, None)
+        if first is None:
+            raise BadFile(1, "the file is empty")
+        number, raw = first
+        header = _check_header(raw, number)
+        st = _Import(str(path), bytes.fromhex(raw[-_TAIL + len(_RH):-3].decode()),
+                     int(header["since_position"]))
+        await _check_target(conn, header, st)
+        total = max(int(header["upto_position"]) - st.position, 1)
+        trailer: dict[str, Any] | None = None
+        last_number = number
+        batch: list[tuple[int, bytes]] = []
+        for number, raw in lines:
+            last_number = number
+            if trailer is not None:
+                raise BadFile(number, "a line after the trailer")
+            if raw.startswith(b'{"t":"trailer"'):
+                await _flush(conn, st, batch)
+                batch = []
+                trailer = _check_trailer(raw, number, st)
+                continue
+            batch.append((number, raw))
+            if len(batch) >= BATCH:
+                await _flush(conn, st, batch)
+                batch = []
+                if progress is not None:
+                    progress(st.events, max(total, st.events))
+        if trailer is None:
+            await _flush(conn, st, batch)
+            raise BadFile(last_number + 1, "the file is truncated: it ends without a "
+                                           f"trailer (the last complete line is {last_number})")
+        await _check_digests(conn, st)
+        last_position = int(trailer["last_position"])
+        await _finish(conn, st, header, trailer, last_position)
+        await conn.commit()
+        if progress is not None:
+            progress(st.events, st.events)
+    return Imported(str(path), int(header["since_position"]), last_position, st.events,
+                    st.unchained, len(st.digests), st.idempotency, st.leaf_lines,
+                    str(trailer["rh"]), time.monotonic() - started)
+
+
+def _check_header(raw: bytes, number: int) -> dict[str, Any]:
+    header = _loads(raw, number)
+    if header.get("t") != "header" or header.get("format") != FORMAT:
+        raise BadFile(number, f"not a {FORMAT} header")
+    if header.get("version") != VERSION:
+        raise BadFile(number, f"format version {header.get('version')!r} is not "
+                              f"supported (this ledger reads version {VERSION})")
+    for name in ("since_position", "upto_position"):
+        _require(header, number, name, int)
+    _require(header, number, "source", str)
+    previous = header.get("previous")
+    if header["since_position"] and not isinstance(previous, dict):
+        raise BadFile(number, "an incremental export (since_position > 0) must name its "
+                              "previous export")
+    rh = previous.get("final_hash") if isinstance(previous, dict) else None
+    start = bytes.fromhex(rh) if isinstance(rh, str) and _HEX64.match(rh) else ZERO
+    _check_rh(raw, number, start)
+    return header
+
+
+def _check_rh(raw: bytes, number: int, previous: bytes) -> bytes:
+    tail = raw[-_TAIL:]
+    if not (tail.startswith(_RH) and tail.endswith(b'"}\n')):
+        raise BadFile(number, "the line does not end with its running hash (\"rh\")")
+    rh = hashlib.sha256(previous + raw[:-_TAIL]).digest()
+    if rh.hex().encode() != tail[len(_RH):-3]:
+        raise BadFile(number, "running hash mismatch: this line (or one before it) was "
+                              "changed, added or removed")
+    return rh
+
+
+async def _check_target(conn: psycopg.AsyncConnection[Any], header: dict[str, Any],
+                        st: _Import) -> None:
+    """A full export needs an empty database; an incremental one the database its
+    previous export was imported into, at that export's end."""
+    cur = await conn.execute("SELECT source, last_position, final_hash"
+                             " FROM ssot_backup_imports ORDER BY seq DESC LIMIT 1")
+    last = await cur.fetchone()
+    cur = await conn.execute("SELECT coalesce(max(notification_id), 0), count(*)"
+                             " FROM ssot_events")
+    row = await cur.fetchone()
+    head, events = (int(row[0]), int(row[1])) if row else (0, 0)
+    if not header["since_position"]:
+        counts = []
+        for table in ("entries", "entry_history", "idempotency_keys", "digests",
+                      "merkle_leaves"):
+            cur = await conn.execute(f"SELECT count(*) FROM {table}")  # names from above
+            found = await cur.fetchone()
+            if found and found[0]:
+                counts.append(f"{table} {found[0]}")
+        if events or counts or last:
+            raise NotEmpty("the database is not empty (ssot_events "
+                           f"{events}{''.join(', ' + c for c in counts)}): a full export is "
+                           "imported into an empty database only (create a new one)")
+        return
+    previous = header["previous"]
+    if last is None or events == 0:
+        raise OutOfOrder(f"this incremental export continues position "
+                         f"{header['since_position']}, but the database holds no imported "
+                         "export: import the full export first")
+    if head != header["since_position"] or head != last[1]:
+        raise OutOfOrder(f"the database's log ends at position {head}; this export "
+                         f"continues position {header['since_position']}: import the "
+                         "exports in order")
+    if last[0] != header["source"]:
+        raise OutOfOrder(f"this export is of {header['source']}; the database holds "
+                         f"exports of {last[0]}")
+    final = previous.get("final_hash")
+    if final is not None and last[2] != final:
+        raise OutOfOrder(f"this export continues an export whose final hash is {final}; "
+                         f"the last one imported here ended with {last[2]}")
+    cur = await conn.execute("SELECT state FROM ssot_events WHERE notification_id = %s",
+                             (head,))
+    found = await cur.fetchone()
+    held = orjson.loads(bytes(found[0])).get("hash") if found else None
+    if held != previous.get("last_hash"):
+        raise OutOfOrder(f"the event at position {head} is not the one this export "
+                         "continues (its hash differs)")
+    st.incremental = True
+    cur = await conn.execute("SELECT seq, hash FROM digests ORDER BY seq DESC LIMIT 1")
+    found = await cur.fetchone()
+    st.digest_seq, st.digest_prev = (int(found[0]), bytes(found[1])) if found else (0, None)
+    cur = await conn.execute("SELECT count(*) FROM merkle_leaves")
+    found = await cur.fetchone()
+    st.start_leaves = int(found[0]) if found else 0
+    st.frontier = await _frontier(conn, st.start_leaves)
+
+
+async def _frontier(conn: psycopg.AsyncConnection[Any], size: int) -> merkle.Frontier:
+    """The frontier of the first ``size`` leaves, from the stored leaves and nodes."""
+    frontier = merkle.Frontier(size=size)
+    start = 0
+    for level in range(size.bit_length() - 1, -1, -1):
+        if size & (1 << level):
+            frontier.levels.append(level)
+            frontier.nodes.append(await _node(conn, level, start >> level))
+            start += 1 << level
+    return frontier
+
+
+async def _node(conn: psycopg.AsyncConnection[Any], level: int, idx: int) -> bytes:
+    if level == 0:
+        cur = await conn.execute("SELECT hash FROM merkle_leaves WHERE idx = %s", (idx,))
+    else:
+        cur = await conn.execute("SELECT hash FROM merkle_nodes WHERE level = %s AND idx = %s",
+                                 (level, idx))
+    row = await cur.fetchone()
+    if row is None:
+        raise BackupError(f"the database lacks Merkle node ({level}, {idx})")
+    return bytes(row[0])
+
+
+async def _known_streams(conn: psycopg.AsyncConnection[Any], st: _Import,
+                         streams: set[str]) -> None:
+    """The last version and hash of streams the database held before this file."""
+    cur = await conn.execute(
+        "SELECT DISTINCT ON (originator_id) originator_id::text, originator_version, state"
+        " FROM ssot_events WHERE originator_id = ANY(%s::uuid[])"
+        " ORDER BY originator_id, originator_version DESC", (list(streams),))
+    for stream, version, state in await cur.fetchall():
+        st.streams[stream] = (int(version), orjson.loads(bytes(state)).get("hash"))
+
+
+async def _flush(conn: psycopg.AsyncConnection[Any], st: _Import,
+                 batch: list[tuple[int, bytes]]) -> None:
+    """Verify a batch of lines in order and COPY what they hold; the first bad line
+    raises (the transaction is then rolled back by the caller's connection close)."""
+    parsed: list[tuple[int, bytes, dict[str, Any]]] = []
+    pending: BadFile | None = None
+    for number, raw in batch:  # running hash and JSON first, stopping at the first bad line
+        try:
+            st.rh = _check_rh(raw, number, st.rh)
+            parsed.append((number, raw, _loads(raw, number)))
+        except BadFile as e:
+            pending = e
+            break
+    if st.incremental:
+        unknown = {s for _, _, o in parsed if o.get("t") == "event"
+                   and isinstance(s := o.get("stream"), str) and _UUID.match(s)
+                   and s not in st.streams}
+        if unknown:
+            await _known_streams(conn, st, unknown)
+    events: list[bytes] = []
+    leaves: list[bytes] = []
+    idempotency: list[bytes] = []
+    for number, raw, obj in parsed:
+        kind = obj.get("t")
+        if kind == "event":
+            events.append(_event_row(st, number, raw, obj, leaves))
+        elif kind == "leaf":
+            leaves.append(await _leaf_line(conn, st, number, obj))
+        elif kind == "idempotency":
+            idempotency.append(_idempotency_row(st, number, obj))
+        elif kind == "digest":
+            _digest_line(st, number, obj)
+        else:
+            raise BadFile(number, f"unexpected line kind {kind!r}")
+    await _copy(conn, events, leaves, idempotency)
+    if pending is not None:
+        raise pending
+
+
+def _event_row(st: _Import, number: int, raw: bytes, obj: dict[str, Any],
+               leaves: list[bytes]) -> bytes:
+    position = _require(obj, number, "position", int)
+    stream = _require(obj, number, "stream", str)
+    version = _require(obj, number, "version", int)
+    topic = _require(obj, number, "topic", str)
+    recorded_at = _require(obj, number, "recorded_at", str)
+    state = _require(obj, number, "state", dict)
+    if position <= st.position:
+        raise BadFile(number, f"position {position} does not follow position {st.position}")
+    if not _UUID.match(stream):
+        raise BadFile(number, f"stream {stream!r} is not a lowercase UUID")
+    if not _MOMENT.match(recorded_at):
+        raise BadFile(number, f"recorded_at {recorded_at!r} is not RFC 3339 UTC with "
+                              "microseconds")
+    type_name = TOPIC_TYPES.get(topic)
+    if type_name is None:
+        raise BadFile(number, f"unknown event topic {topic!r}")
+    last_version, last_hash = st.streams.get(stream, (0, None))
+    if version != last_version + 1:
+        raise BadFile(number, f"stream {stream} version {version} does not follow version "
+                              f"{last_version}")
+    prev_hash, own = state.get("prev_hash"), state.get("hash")
+    if prev_hash != last_hash:
+        raise BadFile(number, f"stream {stream} version {version}: prev_hash {prev_hash!r} "
+                              f"is not the previous event's hash {last_hash!r}")
+    if own is None:
+        st.unchained += 1
+    elif own != integrity.event_hash({**state, "stream": stream, "version": version,
+                                      "type": type_name}):
+        raise BadFile(number, f"stream {stream} version {version}: the event's hash does "
+                              "not match its content (recomputed with integrity.event_hash)")
+    leaf = obj.get("leaf")
+    if leaf is not None:
+        if st.leaves_stopped:
+            raise BadFile(number, "a leaf after an event without one")
+        if not (isinstance(leaf, list) and len(leaf) == 2 and leaf[0] == st.frontier.size
+                and isinstance(leaf[1], str)):
+            raise BadFile(number, f"leaf {leaf!r} is not [{st.frontier.size}, hash]")
+        computed = merkle.leaf_hash(integrity.canonical(
+            {"position": position, "recorded_at": recorded_at, "hash": own}))
+        if computed.hex() != leaf[1]:
+            raise BadFile(number, "the Merkle leaf does not match the event")
+        leaves.append(b"%d\t%d\t\\\\x%s\n" % (leaf[0], position, leaf[1].encode()))
+        st.frontier.add(computed)
+    else:
+        st.leaves_stopped = True
+    start = raw.find(b',"state":') + 9
+    st.streams[stream] = (version, own)
+    st.position = position
+    st.last_hash = own
+    st.events += 1
+    if st.first_position is None:
+        st.first_position = position
+    return b"%d\t%s\t%d\t%s\t\\\\x%s\t%s\n" % (
+        position, stream.encode(), version, topic.encode(),
+        raw[start:-_TAIL].hex().encode(), recorded_at.encode())
+
+
+async def _leaf_line(conn: psycopg.AsyncConnection[Any], st: _Import, number: int,
+                     obj: dict[str, Any]) -> bytes:
+    """A leaf for an event an earlier export held: recomputed from that event here."""
+    idx = _require(obj, number, "idx", int)
+    position = _require(obj, number, "position", int)
+    given = _require(obj, number, "hash", str)
+    if idx != st.frontier.size or st.events:
+        raise BadFile(number, f"leaf {idx} is out of order (expected leaf "
+                              f"{st.frontier.size}, before the events)")
+    cur = await conn.execute(f"SELECT {_TS.format('recorded_at')}, state FROM ssot_events"
+                             " WHERE notification_id = %s", (position,))
+    row = await cur.fetchone()
+    if row is None:
+        raise BadFile(number, f"leaf {idx} names position {position}, which the database "
+                              "does not hold")
+    own = orjson.loads(bytes(row[1])).get("hash")
+    computed = merkle.leaf_hash(integrity.canonical(
+        {"position": position, "recorded_at": row[0], "hash": own}))
+    if computed.hex() != given:
+        raise BadFile(number, f"leaf {idx} does not match the event at position {position}")
+    st.frontier.add(computed)
+    st.leaf_lines += 1
+    return b"%d\t%d\t\\\\x%s\n" % (idx, position, given.encode())
+
+
+def _copy_text(value: Any) -> bytes:
+    if value is None:
+        return b"\\N"
+    text = str(value)
+    return (text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
+            .replace("\r", "\\r").encode())
+
+
+def _idempotency_row(st: _Import, number: int, obj: dict[str, Any]) -> bytes:
+    values = [_require(obj, number, "actor", str), _require(obj, number, "key", str)]
+    request_hash = _require(obj, number, "request_hash", str)
+    if not re.fullmatch(r"(?:[0-9a-f]{2})*", request_hash):
+        raise BadFile(number, "idempotency member 'request_hash' is not hex")
+    position = _require(obj, number, "position", int)
+    if position > st.position or (st.first_position is None or position < st.first_position):
+        raise BadFile(number, f"idempotency key names position {position}, not an event of "
+                              "this file")
+    at = _require(obj, number, "recorded_at", str)
+    if not _MOMENT.match(at):
+        raise BadFile(number, f"recorded_at {at!r} is not RFC 3339 UTC")
+    ids = _require(obj, number, "event_ids", list, optional=True)
+    if ids is not None and not all(isinstance(i, str) and _UUID.match(i) for i in ids):
+        raise BadFile(number, "idempotency member 'event_ids' is not a list of UUIDs")
+    st.idempotency += 1
+    cells = [*values, "\\x" + request_hash, _require(obj, number, "namespace", str),
+             _require(obj, number, "entry_key", str), _require(obj, number, "version", int),
+             position, at, None if ids is None else "{" + ",".join(ids) + "}"]
+    return b"\t".join(_copy_text(c) for c in cells) + b"\n"
+
+
+def _digest_line(st: _Import, number: int, obj: dict[str, Any]) -> None:
+    seq = _require(obj, number, "seq", int)
+    for name in ("position", "size"):
+        _require(obj, number, name, int)
+    for name in ("root", "hash"):
+        if not _HEX64.match(_require(obj, number, name, str)):
+            raise BadFile(number, f"digest member {name!r} is not 64 hex digits")
+    if not _MOMENT.match(_require(obj, number, "recorded_at", str)):
+        raise BadFile(number, "digest member 'recorded_at' is not RFC 3339 UTC")
+    prev = _require(obj, number, "prev", str, optional=True)
+    signature = _require(obj, number, "signature", str, optional=True)
+    key_id = _require(obj, number, "key_id", str, optional=True)
+    if seq != st.digest_seq + 1:
+        raise BadFile(number, f"digest {seq} does not follow digest {st.digest_seq}")
+    expected = st.digest_prev.hex() if st.digest_prev is not None else None
+    if prev != expected:
+        raise BadFile(number, f"digest {seq}: prev {prev!r} is not the previous digest's "
+                              f"hash {expected!r}")
+    if signature is not None and not re.fullmatch(r"(?:[0-9a-f]{2})+", signature):
+        raise BadFile(number, "digest member 'signature' is not hex")
+    if (signature is None) != (key_id is None):
+        raise BadFile(number, "digest members 'signature' and 'key_id' go together")
+    if obj["size"] < 1 or obj["size"] > st.frontier.size:
+        raise BadFile(number, f"digest {seq} covers {obj['size']} leaves; "
+                              f"{st.frontier.size} are known")
+    st.digest_seq, st.digest_prev = seq, bytes.fromhex(obj["hash"])
+    st.digests.append((number, obj))
+
+
+async def _copy(conn: psycopg.AsyncConnection[Any], events: list[bytes], leaves: list[bytes],
+                idempotency: list[bytes]) -> None:
+    async with conn.cursor() as cur:
+        for table, columns, rows in (
+                ("ssot_events", "notification_id, originator_id, originator_version, topic,"
+                                " state, recorded_at", events),
+                ("merkle_leaves", "idx, position, hash", leaves),
+                ("idempotency_keys", "actor, key, request_hash, namespace, entry_key,"
+                                     " version, position, recorded_at, event_ids",
+                 idempotency)):
+            if rows:
+                async with cur.copy(f"COPY {table} ({columns}) FROM STDIN".encode()) as copy:
+                    for i in range(0, len(rows), 5000):
+                        await copy.write(b"".join(rows[i:i + 5000]))
+
+
+async def _check_digests(conn: psycopg.AsyncConnection[Any], st: _Import) -> None:
+    """Each digest's position is the event of its size-th leaf and its root the root of
+    that many leaves (leaves and nodes are in the database by now)."""
+    await _store_nodes(conn, st)
+    for number, d in st.digests:
+        cur = await conn.execute("SELECT position FROM merkle_leaves WHERE idx = %s",
+                                 (d["size"] - 1,))
+        row = await cur.fetchone()
+        if row is None or row[0] != d["position"]:
+            raise BadFile(number, f"digest {d['seq']}: leaf {d['size'] - 1} is not the event "
+                                  f"at position {d['position']}")
+        frontier = await _frontier(conn, d["size"])
+        if frontier.root().hex() != d["root"]:
+            raise BadFile(number, f"digest {d['seq']}: its root is not the root of the "
+                                  f"first {d['size']} leaves")
+    rows = [b"%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n" % (
+        d["seq"], d["position"], d["size"], b"\\\\x" + d["root"].encode(),
+        d["recorded_at"].encode(),
+        b"\\N" if d["prev"] is None else b"\\\\x" + d["prev"].encode(),
+        b"\\\\x" + d["hash"].encode(),
+        b"\\N" if d["signature"] is None else b"\\\\x" + d["signature"].encode(),
+        _copy_text(d["key_id"])) for _, d in st.digests]
+    if rows:
+        async with conn.cursor() as cur, cur.copy(
+                b"COPY digests (seq, position, size, root, recorded_at, prev, hash,"
+                b" signature, key_id) FROM STDIN") as copy:
+            await copy.write(b"".join(rows))
+
+
+async def _store_nodes(conn: psycopg.AsyncConnection[Any], st: _Import) -> None:
+    """The Merkle nodes completed by this file's leaves, recomputed from them."""
+    start = st.start_leaves
+    frontier = await _frontier(conn, start) if start else merkle.Frontier()
+    rows: list[bytes] = []
+    async with conn.cursor("ssot_import_leaves") as leaves:
+        await leaves.execute("SELECT hash FROM merkle_leaves WHERE idx >= %s ORDER BY idx",
+                             (start,))
+        async for (leaf,) in leaves:
+            for level, idx, node in frontier.add(bytes(leaf))[1:]:
+                rows.append(b"%d\t%d\t\\\\x%s\n" % (level, idx, node.hex().encode()))
+    if frontier.size != st.frontier.size or frontier.root() != st.frontier.root():
+        raise BackupError("the stored leaves do not add up to the verified ones")
+    if rows:
+        async with conn.cursor() as cur, cur.copy(
+                b"COPY merkle_nodes (level, idx, hash) FROM STDIN") as copy:
+            for i in range(0, len(rows), 5000):
+                await copy.write(b"".join(rows[i:i + 5000]))
+
+
+def _check_trailer(raw: bytes, number: int, st: _Import) -> dict[str, Any]:
+    previous = st.rh
+    st.rh = _check_rh(raw, number, st.rh)
+    trailer = _loads(raw, number)
+    checks = {"count": st.events, "leaves": st.leaf_lines, "idempotency": st.idempotency,
+              "digests": len(st.digests), "lines": number,
+              "running_hash": previous.hex(), "first_position": st.first_position}
+    for name, value in checks.items():
+        if trailer.get(name) != value:
+            raise BadFile(number, f"trailer member {name!r} is {trailer.get(name)!r}; the "
+                                  f"file holds {value!r}")
+    last = _require(trailer, number, "last_position", int)
+    if last < st.position or (st.events and last != st.position):
+        raise BadFile(number, f"trailer member 'last_position' is {last}; the last event is "
+                              f"at position {st.position}")
+    if st.events and trailer.get("last_hash") != st.last_hash:
+        raise BadFile(number, "trailer member 'last_hash' is not the last event's hash")
+    if trailer.get("total_leaves") != st.frontier.size:
+        raise BadFile(number, f"trailer member 'total_leaves' is "
+                              f"{trailer.get('total_leaves')!r}; the file makes "
+                              f"{st.frontier.size}")
+    st.position = last
+    return {**trailer, "rh": st.rh.hex()}
+
+
+async def _finish(conn: psycopg.AsyncConnection[Any], st: _Import, header: dict[str, Any],
+                  trailer: dict[str, Any], last_position: int) -> None:
+    """Fold the inline views over the imported range, move the position sequence and
+    record the import."""
+    from nexus_ssot.projections.inline import INLINE_VIEWS
+    from nexus_ssot.projections.runtime import Tables
+
+    since = int(header["since_position"])
+    if st.events:
+        for make in INLINE_VIEWS.values():
+            view = make()
+            await view.apply(conn, since, last_position, Tables(view.tables))
+    await conn.execute("SELECT setval(pg_get_serial_sequence('ssot_events', "
+                       "'notification_id'), %s, %s)", (max(last_position, 1),
+                                                       last_position > 0))
+    await conn.execute(
+        "INSERT INTO ssot_backup_imports (source, file, since_position, last_position,"
+        " last_hash, last_digest_seq, leaves, final_hash, events)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        (header["source"], os.path.basename(st.path), since, last_position,
+         trailer.get("last_hash"), st.digest_seq, st.frontier.size, trailer["rh"],
+         st.events))
