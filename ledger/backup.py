@@ -889,6 +889,10 @@ def _digest_line(st: _Import, number: int, obj: dict[str, Any]) -> None:
     if obj["size"] < 1 or obj["size"] > st.frontier.size:
         raise BadFile(number, f"digest {seq} covers {obj['size']} leaves; "
                               f"{st.frontier.size} are known")
+    content = {"seq": seq, "position": obj["position"], "size": obj["size"],
+               "root": obj["root"], "recorded_at": obj["recorded_at"], "prev": prev}
+    if hashlib.sha256(integrity.canonical(content)).hexdigest() != obj["hash"]:
+        raise BadFile(number, f"digest {seq}: its hash does not match its content")
     st.digest_seq, st.digest_prev = seq, bytes.fromhex(obj["hash"])
     st.digests.append((number, obj))
 

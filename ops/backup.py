@@ -101,8 +101,9 @@ def import_(ctx: click.Context, files: tuple[str, ...], no_views: bool) -> None:
         try:
             with _bar("import") as bar:
                 task = bar.add_task("import", total=None, rate=0.0)
-                return await backup.import_files(url, files, views=views,
-                                                 progress=_progress(bar, task))
+                result: list[backup.Imported] = await backup.import_files(
+                    url, files, views=views, progress=_progress(bar, task))
+                return result
         finally:
             await _close(views)
 
