@@ -29,7 +29,7 @@ from nexus_ssot.ledger.telemetry import providers
 from nexus_ssot.ledger.writer import GroupCommitWriter
 from nexus_ssot.ledger.writer_service import LocalWriter, RemoteWriter, Writer
 
-from . import errors, recovery, views
+from . import errors, integrity, recovery, views
 from .consistency import router as consistency_router
 from .feed import LogNotifier
 from .routes import router
@@ -124,6 +124,7 @@ def create_app(settings: Settings) -> FastAPI:
         ),
         lifespan=lifespan,
     )
+    app.include_router(integrity.router)  # first: its .../{key:path}/proof wins
     app.include_router(router)
     app.include_router(recovery.router)
     app.include_router(views.router)

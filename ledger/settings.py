@@ -84,6 +84,15 @@ class Settings(BaseSettings):
     kv_mirror: bool = True
     #: Each namespace's bucket is named this prefix + the namespace (``ssot_config``).
     kv_bucket_prefix: str = Field(default="ssot_", pattern=r"^[A-Za-z0-9_-]{1,32}$")
+    #: ``ssot serve`` records digests of the log (ledger/digests.py) and, when it
+    #: broadcasts, publishes them on NATS (stream ``<nats_stream>_DIGESTS``).
+    digests: bool = True
+    #: A digest after this many new events, or this many seconds after the previous
+    #: one when there is a new event at all.
+    digest_every_events: int = Field(default=1000, ge=1, le=1_000_000)
+    digest_every_seconds: float = Field(default=60.0, gt=0, le=86_400)
+    #: Ed25519 private key (PKCS#8 PEM) signing the digests; unset = unsigned digests.
+    signing_key_file: Path | None = None
 
     #: OpenTelemetry span exporter: "none" or "console".
     otel_exporter: str = "none"

@@ -691,6 +691,10 @@ from .backup import export, import_  # noqa: E402
 main.add_command(export)
 main.add_command(import_)
 
+from .digest import digest  # noqa: E402
+
+main.add_command(digest)
+
 
 if __name__ == "__main__":
     main()

@@ -17,6 +17,7 @@ from nexus_ssot.ledger.embedded import EmbeddedNats, EmbeddedPostgres
 from nexus_ssot.ledger.settings import Settings
 
 from .broadcast import BroadcasterThread
+from .digest import DigesterThread
 from .project import ProjectionsThread
 from .writer_process import WriterProcess
 
@@ -94,6 +95,12 @@ def serve(settings: Settings, *, access_log: bool = False) -> None:
             stack.callback(broadcaster.stop)
             log.info("broadcasting on NATS stream %s (subjects %s.>)", ready.nats_stream,
                      ready.nats_subject_prefix)
+        if ready.digests:  # published on NATS where the events are (SSOT_BROADCAST)
+            digester = DigesterThread(ready, publish=ready.broadcast)
+            digester.start()
+            stack.callback(digester.stop)
+            log.info("recording digests every %d events or %gs", ready.digest_every_events,
+                     ready.digest_every_seconds)
         if ready.projections:
             views = ProjectionsThread(ready)
             views.start()

@@ -1,0 +1,81 @@
+"""The digester (ledger/digests.py), run by ``ssot digest`` (its own process) or on a
+thread of ``ssot serve`` (``SSOT_DIGESTS``)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from typing import TYPE_CHECKING
+
+import click
+
+if TYPE_CHECKING:  # imported when used: `ssot` starts fast for every other command
+    from nexus_ssot.ledger.digests import Digester
+    from nexus_ssot.ledger.settings import Settings
+
+log = logging.getLogger("nexus_ssot.digest")
+
+
+def digester_for(settings: Settings, *, publish: bool = True) -> Digester:
+    """The digester of ``settings``; it publishes on NATS when ``publish``."""
+    from nexus_ssot.ledger.digests import Digester, Signer, SigningKeyError
+
+    if not settings.database_url or (publish and not settings.nats_url):
+        raise SystemExit("ssot digest needs SSOT_DATABASE_URL and SSOT_NATS_URL")
+    signer = None
+    if settings.signing_key_file is not None:
+        try:
+            signer = Signer.from_file(settings.signing_key_file)
+        except SigningKeyError as e:
+            raise SystemExit(str(e)) from None
+    return Digester(settings.database_url, settings.nats_url, stream=settings.nats_stream,
+                    prefix=settings.nats_subject_prefix,
+                    every_events=settings.digest_every_events,
+                    every_seconds=settings.digest_every_seconds, signer=signer,
+                    publish=publish, duplicate_window=settings.nats_duplicate_window)
+
+
+class DigesterThread:
+    """The digester on a thread of ``ssot serve`` (its own event loop)."""
+
+    def __init__(self, settings: Settings, *, publish: bool) -> None:
+        import uvloop
+
+        self.digester = digester_for(settings, publish=publish)
+        self.loop = uvloop.new_event_loop()
+        self.stop_event = asyncio.Event()
+        self.thread = threading.Thread(target=self._run, name="ssot-digester", daemon=True)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_until_complete(self.digester.run(self.stop_event))
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self.loop.call_soon_threadsafe(self.stop_event.set)
+        self.thread.join(timeout)
+
+
+@click.command()
+def digest() -> None:
+    """Record signed digests of the log (Merkle roots) at the configured cadence and
+    publish them on NATS JetStream (one leader per database for each)."""
+    from nexus_ssot.ledger.migrate import migrate
+    from nexus_ssot.ledger.settings import Settings
+
+    from .signals import run_until_signalled
+
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = Settings()
+    digester = digester_for(settings)
+    assert settings.database_url
+    migrate(settings.database_url)
+    log.info("digests every %d events or %gs, %s; published on stream %s, subject %s",
+             settings.digest_every_events, settings.digest_every_seconds,
+             f"signed by key {digester.signer.key_id}" if digester.signer else "unsigned",
+             digester.stream, digester.subject)
+    run_until_signalled(digester.run)
