@@ -928,7 +928,7 @@ async def _check_digests(conn: psycopg.AsyncConnection[Any], st: _Import) -> Non
         if frontier.root().hex() != d["root"]:
             raise BadFile(number, f"digest {d['seq']}: its root is not the root of the "
                                   f"first {d['size']} leaves")
-    rows = [b"%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n" % (
+    rows = [b"%d\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n" % (
         d["seq"], d["position"], d["size"], b"\\\\x" + d["root"].encode(),
         d["recorded_at"].encode(),
         b"\\N" if d["prev"] is None else b"\\\\x" + d["prev"].encode(),
