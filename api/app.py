@@ -29,7 +29,7 @@ from nexus_ssot.ledger.telemetry import providers
 from nexus_ssot.ledger.writer import GroupCommitWriter
 from nexus_ssot.ledger.writer_service import LocalWriter, RemoteWriter, Writer
 
-from . import errors, integrity, recovery, views
+from . import errors, integrity, recovery, verify_route, views
 from .consistency import router as consistency_router
 from .feed import LogNotifier
 from .routes import router
@@ -129,6 +129,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(recovery.router)
     app.include_router(views.router)
     app.include_router(consistency_router)
+    app.include_router(verify_route.router)
     app.add_exception_handler(LedgerError, errors.ledger_error_handler)
     app.add_exception_handler(RequestValidationError, errors.validation_error_handler)
     app.add_exception_handler(StarletteHTTPException, errors.http_error_handler)

@@ -695,6 +695,10 @@ from .digest import digest  # noqa: E402
 
 main.add_command(digest)
 
+from .verify import verify  # noqa: E402
+
+main.add_command(verify)
+
 
 if __name__ == "__main__":
     main()
