@@ -654,18 +654,25 @@ def _fast_hash(state: bytes, stream: str, version: int, event_type: str
     return computed, stored, s
 
 
-class _Batches:
-    """The log's events in position order, fetched on a thread of their own."""
+Heads = dict[str, tuple[int, Any]]
 
-    def __init__(self, conn: Conn, lo: int, hi: int, size: int) -> None:
-        self.queue: queue.Queue[list[tuple[Any, ...]] | BaseException | None] = \
-            queue.Queue(maxsize=4)
+
+class _Batches:
+    """The log's events in position order, fetched on a thread of their own; when the
+    range starts mid-log (``resume_at``), with each batch the previous event (at or before
+    ``resume_at``) of the streams it is the first to hold, as (version, stored hash)."""
+
+    def __init__(self, conn: Conn, lo: int, hi: int, size: int,
+                 resume_at: int | None) -> None:
+        self.queue: queue.Queue[tuple[list[tuple[Any, ...]], Heads] | BaseException | None] \
+            = queue.Queue(maxsize=4)
         self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._run, args=(conn, lo, hi, size),
+        self.thread = threading.Thread(target=self._run, args=(conn, lo, hi, size, resume_at),
                                        name="ssot-verify-fetch", daemon=True)
         self.thread.start()
 
-    def _run(self, conn: Conn, lo: int, hi: int, size: int) -> None:
+    def _run(self, conn: Conn, lo: int, hi: int, size: int, resume_at: int | None) -> None:
+        seen: set[str] = set()
         try:
             with conn.cursor("ssot_verify_events", binary=True) as cur:
                 cur.itersize = size
@@ -674,12 +681,22 @@ class _Batches:
                     rows = cur.fetchmany(size)
                     if not rows:
                         break
-                    self.queue.put(rows)
+                    heads: Heads = {}
+                    if resume_at is not None:
+                        first: dict[str, int] = {}
+                        for row in rows:
+                            if row[1] not in seen:
+                                seen.add(row[1])
+                                if row[2] > 1:
+                                    first[row[1]] = row[2]
+                        if first:
+                            heads = _previous_events(conn, first, resume_at)
+                    self.queue.put((rows, heads))
             self.queue.put(None)
         except BaseException as e:  # handed to the consumer, which raises it
             self.queue.put(e)
 
-    def __iter__(self) -> Iterator[list[tuple[Any, ...]]]:
+    def __iter__(self) -> Iterator[tuple[list[tuple[Any, ...]], Heads]]:
         while True:
             item = self.queue.get()
             if item is None:
@@ -694,6 +711,34 @@ class _Batches:
             with contextlib.suppress(queue.Empty):
                 self.queue.get(timeout=0.05)
         self.thread.join()
+
+
+def _previous_events(conn: Conn, first: dict[str, int], at: int) -> Heads:
+    """Each stream's last event at or before position ``at``, as (version, stored hash),
+    for streams whose first event after ``at`` has version ``first[stream]``: version
+    ``first - 1`` if it stands there (one index probe), else the greatest that does."""
+    heads: Heads = {}
+    ids = sorted(first)
+    rows = conn.execute(
+        "SELECT e.originator_id::text, e.originator_version, e.state FROM unnest("
+        "%s::uuid[], %s::bigint[]) AS s(id, version) JOIN ssot_events e"
+        " ON e.originator_id = s.id AND e.originator_version = s.version - 1"
+        " WHERE e.notification_id <= %s", (ids, [first[i] for i in ids], at)).fetchall()
+    others = sorted(set(ids) - {r[0] for r in rows})
+    if others:
+        rows += conn.execute(
+            "SELECT s.id::text, e.originator_version, e.state"
+            " FROM unnest(%s::uuid[]) AS s(id) CROSS JOIN LATERAL ("
+            "  SELECT originator_version, state FROM ssot_events"
+            "  WHERE originator_id = s.id AND notification_id <= %s"
+            "  ORDER BY originator_version DESC LIMIT 1) e", (others, at)).fetchall()
+    for sid, version, state in rows:
+        try:
+            stored = orjson.loads(state).get("hash")
+        except (orjson.JSONDecodeError, AttributeError):
+            stored = None
+        heads[sid] = (int(version), stored)
+    return heads
 
 
 class _Side(threading.Thread):
@@ -755,7 +800,7 @@ class Verifier:
         self.problems: dict[tuple[str, int | None, int | None], Problem] = {}
         self.dropped = 0
         self.notes: list[str] = []
-        self.heads: dict[str, tuple[int, Any]] = {}
+        self.heads: Heads = {}
         self.gaps: dict[str, dict[int, int]] = {}
         self.leaf_suspects: list[tuple[int, str, str | None, bytes]] = []
         self.suspects: set[int] = set()  # positions to judge at the end
@@ -1191,27 +1236,9 @@ class Verifier:
 
     # --- the scan ---------------------------------------------------------------------
 
-    def _prefetch_heads(self, rows: list[tuple[Any, ...]], lo: int) -> None:
-        """The previous event (at or before ``lo``) of the streams first met in ``rows``."""
-        wanted = {r[1] for r in rows if r[2] > 1 and r[1] not in self.heads}
-        if not wanted:
-            return
-        for sid, version, state in self.conn.execute(
-                "SELECT s.id::text, e.originator_version, e.state"
-                " FROM unnest(%s::uuid[]) AS s(id) CROSS JOIN LATERAL ("
-                "  SELECT originator_version, state FROM ssot_events"
-                "  WHERE originator_id = s.id AND notification_id <= %s"
-                "  ORDER BY originator_version DESC LIMIT 1) e", (sorted(wanted), lo)):
-            try:
-                stored = orjson.loads(state).get("hash")
-            except (orjson.JSONDecodeError, AttributeError):
-                stored = None
-            self.heads[sid] = (int(version), stored)
-
     def _scan(self, lo: int, hi: int, total: int, digest_rows: list[Digest]) -> int:
         opts = self.options
         only = opts.namespace
-        resuming = lo > 0
         heads, gaps = self.heads, self.gaps
         frontier = self.frontier
         checks = self._checks_by_size(digest_rows, lo, hi)
@@ -1225,12 +1252,12 @@ class Verifier:
         tree = frontier if frontier is not None else merkle.Frontier()
         levels, nodes, size = tree.levels, tree.nodes, tree.size
         done = since_checkpoint = 0
-        batches = _Batches(self.conn, lo, hi, opts.fetch_size)
+        batches = _Batches(self.conn, lo, hi, opts.fetch_size, lo if lo > 0 else None)
         position = lo
         try:
-            for rows in batches:
-                if resuming:
-                    self._prefetch_heads(rows, lo)
+            for rows, previous in batches:
+                for sid, last in previous.items():
+                    heads.setdefault(sid, last)
                 for position, stream, version, topic, state, rec in rows:
                     quick = fast(state, stream, version, types.get(topic, topic))
                     if quick is not None and quick[0] == quick[1]:
