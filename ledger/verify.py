@@ -111,8 +111,10 @@ _NOWHERE = 1 << 62
 
 #: Problems kept in memory (the first ones in log order); beyond it they are only counted.
 MAX_KEPT = 10_000
-#: Positions of unexplained leaf differences examined for pairs (reordered events).
-MAX_LEAF_SUSPECTS = 2_000
+#: Doubted positions judged one by one at the end (the first ones in log order), and
+#: of those whose Merkle leaf alone differs, how many are paired up (reordered events).
+MAX_JUDGED = 20_000
+MAX_PAIRED = 500
 
 TYPE_OF_TOPIC = {get_topic(cls): name for cls, name in EVENT_TYPE_NAMES.items()}
 _N_HASHED = len(integrity.HASHED)
@@ -358,7 +360,6 @@ class Checkpoint:
     gaps: dict[str, dict[int, int]]
     problems: list[Problem]
     problem_count: int
-    leaf_suspects: list[tuple[int, str, str | None, bytes]]
     #: Positions some check doubted, judged at the end of the run.
     suspects: list[int]
     chain_suspects: dict[int, tuple[str, int]]
@@ -384,8 +385,6 @@ class Checkpoint:
             "gaps": {s: {str(v): p for v, p in g.items()} for s, g in self.gaps.items()},
             "problems": [p.as_dict() for p in self.problems],
             "problem_count": self.problem_count,
-            "leaf_suspects": [[p, at, h, leaf.hex()] for p, at, h, leaf in
-                              self.leaf_suspects],
             "suspects": self.suspects,
             "chain_suspects": {str(p): [s, v] for p, (s, v) in self.chain_suspects.items()},
             "copies_from": self.copies_from,
@@ -430,8 +429,6 @@ class Checkpoint:
                       for s, g in data["gaps"].items()},
                 problems=[Problem.from_dict(p) for p in data["problems"]],
                 problem_count=int(data["problem_count"]),
-                leaf_suspects=[(int(p), str(at), h, bytes.fromhex(leaf))
-                               for p, at, h, leaf in data["leaf_suspects"]],
                 suspects=[int(p) for p in data["suspects"]],
                 chain_suspects={int(p): (str(sv[0]), int(sv[1]))
                                 for p, sv in data["chain_suspects"].items()},
@@ -802,7 +799,6 @@ class Verifier:
         self.notes: list[str] = []
         self.heads: Heads = {}
         self.gaps: dict[str, dict[int, int]] = {}
-        self.leaf_suspects: list[tuple[int, str, str | None, bytes]] = []
         self.suspects: set[int] = set()  # positions to judge at the end
         self.chain_suspects: dict[int, tuple[str, int]] = {}
         self.root_mismatches: list[tuple[Digest, str, bool]] = []
@@ -961,7 +957,6 @@ class Verifier:
             self.report(problem)
         self.dropped += max(0, checkpoint.problem_count - len(checkpoint.problems))
         self.gaps = {s: dict(g) for s, g in checkpoint.gaps.items()}
-        self.leaf_suspects = list(checkpoint.leaf_suspects)
         self.suspects = set(checkpoint.suspects)
         self.chain_suspects = dict(checkpoint.chain_suspects)
         self.root_mismatches = list(checkpoint.root_mismatches)
@@ -993,7 +988,6 @@ class Verifier:
             digest_signed=last_digest[2] if last_digest else False,
             gaps={s: dict(g) for s, g in self.gaps.items()}, problems=problems,
             problem_count=len(problems) + self.dropped,
-            leaf_suspects=list(self.leaf_suspects),
             suspects=sorted(p for p in self.suspects if p <= position),
             chain_suspects={p: v for p, v in self.chain_suspects.items() if p <= position},
             copies_from=copies_from,
@@ -1285,7 +1279,7 @@ class Verifier:
                                 stored = next(stored_leaves, None)
                             if stored is not None and stored[1] == position:
                                 if stored[2] != leaf:
-                                    self._leaf_suspect(position, rec, stored_hash, stored[2])
+                                    self.suspects.add(position)  # another leaf
                                 stored = next(stored_leaves, None)
                             elif position <= covered:
                                 self.suspects.add(position)  # digested, but no leaf
@@ -1379,12 +1373,6 @@ class Verifier:
                 self.root_mismatches.append((
                     digest, f"the log's first {digest.size} events (up to position "
                     f"{position}) give the root {root.hex()}", published))
-
-    def _leaf_suspect(self, position: int, rec: str, stored_hash: Any, leaf: bytes) -> None:
-        self.suspects.add(position)
-        if len(self.leaf_suspects) < MAX_LEAF_SUSPECTS:
-            self.leaf_suspects.append(
-                (position, rec, stored_hash if isinstance(stored_hash, str) else None, leaf))
 
     def _version_behind(self, stream: str, version: int, position: int, head: int,
                         namespace: str | None) -> None:
@@ -1588,9 +1576,13 @@ class Verifier:
         """Judge every position some check doubted, with all the evidence."""
         explained = {p.position for p in self.problems.values() if p.kind in _EVENT_KINDS}
         leaf_only: list[_Event] = []
-        for position in sorted(self.suspects):
-            if position in explained:
-                continue
+        doubted = sorted(self.suspects - explained)
+        if len(doubted) > MAX_JUDGED:
+            self.notes.append(f"{len(doubted):,} positions were doubted; the first "
+                              f"{MAX_JUDGED:,} (to position {doubted[MAX_JUDGED - 1]}) were "
+                              "judged")
+            doubted = doubted[:MAX_JUDGED]
+        for position in doubted:
             if self._judge(position):
                 event = self._event_at(position)
                 if event is not None:
@@ -1598,14 +1590,16 @@ class Verifier:
         # Leaves that differ with nothing else wrong: two events exchanged, or a commit
         # time (or position) rewritten everywhere but in the digests.
         paired: set[int] = set()
-        for a in leaf_only:
+        for i, a in enumerate(leaf_only):
             if a.position in paired:
                 continue
             want = self._stored_leaf(a.position)
-            partner = next((b for b in leaf_only if b is not a and b.position not in paired
-                            and want in (_leaf(a.position, b.recorded_at, b.stored_hash),
-                                         _leaf(a.position, a.recorded_at, b.stored_hash))),
-                           None)
+            partner = None
+            if i < MAX_PAIRED:
+                partner = next((b for b in leaf_only[:MAX_PAIRED]
+                                if b is not a and b.position not in paired and want in (
+                                    _leaf(a.position, b.recorded_at, b.stored_hash),
+                                    _leaf(a.position, a.recorded_at, b.stored_hash))), None)
             if partner is not None:
                 paired.update((a.position, partner.position))
                 self.report(Problem(

@@ -508,6 +508,25 @@ def test_two_swapped_events_are_found(db: str, seeded: Seeded, one: Address,
     assert report["problem_count"] == 1, report["problems"]
 
 
+def test_events_swapped_with_their_copies_are_found_by_the_digests(db: str, seeded: Seeded
+                                                                   ) -> None:
+    p, q = seeded.positions["cfg", "a", 3], seeded.positions["ops", "y", 1]
+    with tampering(db) as conn:
+        _swap(conn, p, q)
+        for table, column in (("entry_history", "position"), ("entries", "position")):
+            for a, b in ((p, -1), (q, p), (-1, q)):
+                conn.execute(sql.SQL("UPDATE {} SET {} = %s WHERE {} = %s").format(
+                    sql.Identifier(table), sql.Identifier(column), sql.Identifier(column)),
+                    (b, a))
+    done, report = ssot_verify(db, key=seeded.key)
+    assert done.returncode == 1 and report is not None
+    first = report["first_problem"]
+    assert (first["kind"], first["position"], first["other_position"]) == \
+        ("events_reordered", min(p, q), max(p, q))
+    assert "digested" in first["detail"]
+    assert report["problem_count"] == 1, report["problems"]
+
+
 def test_a_changed_prev_hash_breaks_the_chain(db: str, seeded: Seeded) -> None:
     """The forger recomputed the event's hash and its copies: the link still tells."""
     position = seeded.positions["cfg", "a", 3]
