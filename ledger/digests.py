@@ -479,13 +479,12 @@ class Digester:
             room = self.every_events - len(tree.leaves)
             limit = min(self.batch_size, room)
             cur = await conn.execute(
-                "SELECT notification_id, recorded_at,"
-                " convert_from(state, 'UTF8')::json ->> 'hash' FROM ssot_events"
+                "SELECT notification_id, recorded_at, state FROM ssot_events"
                 " WHERE notification_id > %s ORDER BY notification_id LIMIT %s",
                 (tree.position, limit), prepare=True)
             rows = await cur.fetchall()
-            for position, recorded_at, hash_hex in rows:
-                leaf = leaf_of(position, recorded_at, hash_hex)
+            for position, recorded_at, state in rows:
+                leaf = leaf_of(position, recorded_at, orjson.loads(state).get("hash"))
                 completed = tree.frontier.add(leaf)
                 tree.leaves.append((completed[0][1], position, leaf))
                 tree.nodes.extend(completed[1:])
@@ -503,7 +502,8 @@ class Digester:
                 await _wait_for_news(stop, listen_conn, wait)
 
     async def _load(self, conn: psycopg.AsyncConnection[Any]) -> _Tree:
-        """The frontier from the stored tree, checked against the last digest."""
+        """The frontier from the stored tree, checked against the last digest (the
+        frontier's subtrees only: ``ssot verify`` recomputes every leaf from the log)."""
         cur = await conn.execute(
             "SELECT idx, position FROM merkle_leaves ORDER BY idx DESC LIMIT 1")
         row = await cur.fetchone()

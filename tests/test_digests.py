@@ -185,6 +185,14 @@ def published(nats_url: str, streams: tuple[str, str]) -> list[dict[str, Any]]:
     return found
 
 
+async def _delete_stream(nats_url: str, name: str) -> None:
+    nc = await nats.connect(nats_url)
+    try:
+        await nc.jetstream().delete_stream(name)
+    finally:
+        await nc.close()
+
+
 def published_through(nats_url: str, streams: tuple[str, str],
                       size: int) -> list[dict[str, Any]] | None:
     """The published digests once the last covers ``size`` events."""
@@ -263,6 +271,16 @@ def test_digests_at_the_event_cadence_match_the_log_reach_nats_and_are_signed(
             content = {k: d[k] for k in ("seq", "position", "size", "root", "recorded_at",
                                          "prev")}
             public.verify(bytes.fromhex(d["signature"]), integrity.canonical(content))  # type: ignore[union-attr]
+
+        # a digest stream that lost its messages gets every digest again, in order
+        asyncio.run(_delete_stream(nats_url, digests.digest_stream(streams[0])))
+        for i in range(5):
+            ledger.put(ns, "later", {"i": i})
+        wait_for(lambda: published_through(nats_url, streams, 25), what="the stream refilled")
+        with psycopg.connect(fresh_db) as conn:
+            chain = check_chain(conn, log_leaves(conn))
+        assert published(nats_url, streams) == [d.as_json() for d in chain]
+        assert [d.size for d in chain] == [5, 10, 15, 20, 25]
 
         # the digest tables are append-only
         with psycopg.connect(fresh_db, autocommit=True) as conn:
@@ -503,3 +521,50 @@ def test_ssot_serve_records_and_publishes_digests(
         output = proc.communicate(timeout=60)[0].decode()
     assert proc.returncode == 0, output
     assert "recording digests every 2 events" in output
+
+
+def test_a_tree_unlike_its_digests_and_a_stream_of_another_log_are_refused(
+    fresh_db: str, server_url: str, nats_url: str, streams: tuple[str, str], ns: str,
+) -> None:
+    with Ledger(fresh_db, nats_url, streams, digest_every_events=2,
+                digest_every_seconds=3600) as ledger:
+        for i in range(4):
+            ledger.put(ns, "k", {"i": i})
+        digester = ledger.start_digester()
+        wait_for(lambda: published_through(nats_url, streams, 4), what="2 digests on NATS")
+        ledger.stop_digester()
+        with psycopg.connect(fresh_db, autocommit=True) as conn:  # the owner edits the tree
+            conn.execute("ALTER TABLE merkle_nodes DISABLE TRIGGER USER")
+            conn.execute("UPDATE merkle_nodes SET hash = %s WHERE level = 2 AND idx = 0",
+                         (b"\0" * 32,))
+            conn.execute("ALTER TABLE merkle_nodes ENABLE TRIGGER USER")
+        for i in range(2):
+            ledger.put(ns, "k", {"i": 10 + i})
+        digester = ledger.start_digester()
+        wait_for(lambda: "TreeMismatch" in (digester.progress.last_error or ""),
+                 what="the digester to refuse")
+        assert "digest 2 covers 4 events up to position" in (digester.progress.last_error or "")
+        time.sleep(0.5)
+        with psycopg.connect(fresh_db) as conn:
+            assert [d.size for d in stored_digests(conn)] == [2, 4]  # nothing added on top
+
+    # another database's digester finds this log's digests in the stream: it publishes none
+    name = f"ssot_digest_{secrets.token_hex(4)}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    other = psycopg.conninfo.make_conninfo(fresh_db, dbname=name)
+    try:
+        migrate(other)
+        with Ledger(other, nats_url, streams, digest_every_events=1,
+                    digest_every_seconds=3600) as ledger:
+            for i in range(3):
+                ledger.put(ns, "k", {"other": i})
+            digester = ledger.start_digester()
+            wait_for(lambda: "another log" in (digester.progress.last_error or ""),
+                     what="the publisher to refuse")
+            assert digester.progress.seq == 3 and digester.progress.published_seq == 0
+            assert [d["size"] for d in published(nats_url, streams)] == [2, 4]
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(name)))
