@@ -17,8 +17,17 @@ and the generator, so the generator must stay cheap. Each step also records wher
 went (server, PostgreSQL, generator, anything else) from /proc, so a reader can tell what
 limited it.
 
-Then (f)-(h) broadcast (``bench_broadcast``) and (i)-(k) time travel and audit over a log
-of 1M events (``bench_history``); ``--only history`` runs just the latter.
+(l) the hash chain's cost: the server's writer (``GroupCommitWriter``) in the load
+    generator's process, If-Match PUTs of 16 entries per transaction (the @16 step's shape)
+    with the chain on and with it off, in alternating slots of one second, each side on
+    entries of its own: the writer alone is where the chain's work is, and alternating
+    short slots gives both sides the same machine (a drift of its load falls on both);
+    two server starts would compare two moments of a machine shared with other work.
+
+Then (f)-(h) broadcast (``bench_broadcast``), (i)-(k) time travel and audit over a log
+of 1M events (``bench_history``), and (m)-(n) view rebuilds beside the plain library's
+log read, and the live lag of an asynchronous view (``bench_projections``). ``--only
+history``, ``--only chain`` and ``--only projections`` run just those steps.
 
 Results: ``<out>/bench-<UTC timestamp>.json`` and ``.md``, copied to ``latest.json`` and
 ``latest.md`` (not for an ``--only`` run); the markdown table is printed at the end,
@@ -54,7 +63,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import nats
 import psycopg
@@ -72,6 +81,8 @@ PUT_CONNECTIONS = (1, 16, 64)
 GET_CONNECTIONS = 16
 RSS_CONNECTIONS = 64
 RSS_WRITES, RSS_WRITES_QUICK = 100_000, 20_000
+CHAIN_BATCH = 16  # (l): commands per transaction, the @16 step's entries
+CHAIN_SLOT, CHAIN_SLOT_QUICK = 1.0, 0.5  # (l): seconds per alternation slot
 QUICK_DURATION = 2.0
 SERVER_START_TIMEOUT = 120.0
 SERVER_STOP_TIMEOUT = 40.0
@@ -79,6 +90,7 @@ STEP_GRACE = 30.0  # seconds a step may overrun its duration before it is cut of
 
 # Targets from the issue.
 PUT16_RATIO, PUT16_P99_MS, PUT64_RATIO, GET_RPS, RSS_MB = 2.0, 50.0, 2.5, 3000.0, 300.0
+CHAIN_RATIO = 0.90  # the hash chain costs < 10 % of write throughput
 
 # A ~150-byte document that changes with every write (formatted with connection and sequence).
 BODY = (
@@ -500,6 +512,115 @@ def worker_pid() -> int:
     return os.getpid()
 
 
+# --- (l) the hash chain's cost: the writer in the worker process, chain on and off ------------
+
+
+@dataclass
+class ChainSpec:
+    database_url: str
+    token: str
+    hash_chain: bool
+    seconds: float
+
+
+# The worker's application and its two writers (chain on, chain off), kept between slots.
+_CHAIN: dict[str, Any] = {}
+
+
+def _chain_document(n: int, revision: int) -> dict[str, Any]:
+    """The document of ``BODY``, as the API hands it to the writer."""
+    return {"service": "payments-api", "region": "eu-west-1", "host": f"db-{n:03d}.internal",
+            "port": 5432, "pool": {"min": 2, "max": 32}, "flags": ["tls", "audit"],
+            "revision": revision}
+
+
+def _chain_items(keys: list[str], versions: list[int] | None, revision: int
+                 ) -> list[tuple[Any, Any, None]]:
+    """One batch: a PUT of each key with If-Match its version (If-None-Match: * when
+    ``versions`` is None), each with its own context, as the API builds them."""
+    from nexus_ssot.ledger.domain import Context, Expectation, Put
+
+    now = datetime.now(UTC)
+    return [(Put(NAMESPACE, key, Expectation(if_match=versions[n]) if versions is not None
+                 else Expectation(if_none_match=True), document=_chain_document(n, revision)),
+             Context(event_id=uuid4(), timestamp=now, actor="bench", correlation_id="chain"),
+             None) for n, key in enumerate(keys)]
+
+
+def chain_slot(spec: ChainSpec) -> dict[str, Any]:
+    """PUTs with If-Match of ``CHAIN_BATCH`` entries, one batch (one transaction) after the
+    other, by the writer with the hash chain on or off, for ``spec.seconds``: the commands
+    written, each batch's latency and this process's CPU seconds."""
+    from nexus_ssot.ledger.domain import Limits
+    from nexus_ssot.ledger.store import open_application
+    from nexus_ssot.ledger.writer import GroupCommitWriter
+
+    if _CHAIN.get("url") != spec.database_url:
+        chain_close()
+        app = open_application(spec.database_url, pool_size=1)
+        _CHAIN.update(url=spec.database_url, app=app, versions={}, writers={
+            flag: GroupCommitWriter(app, lambda _ns: Limits(), max_batch=CHAIN_BATCH,
+                                    hash_chain=flag) for flag in (True, False)})
+    writer = _CHAIN["writers"][spec.hash_chain]
+    side = f"{spec.token}-chain-{'on' if spec.hash_chain else 'off'}"
+    keys = [f"{side}-{n}" for n in range(CHAIN_BATCH)]
+    versions: dict[str, list[int]] = _CHAIN["versions"]
+    if side not in versions:  # create the entries (untimed)
+        versions[side] = [f.result().version
+                          for f in writer.write_batch(_chain_items(keys, None, 0))]
+    mine = versions[side]
+    latencies: list[int] = []
+    errors, first_error = 0, None
+    clock = time.perf_counter_ns
+    cpu = time.process_time()
+    start = clock()
+    deadline = start + int(spec.seconds * 1e9)
+    now = start
+    while now < deadline:
+        futures = writer.write_batch(_chain_items(keys, mine, len(latencies) + 1))
+        for n, future in enumerate(futures):
+            try:
+                mine[n] = future.result().version
+            except Exception as e:  # counted and reported, never fatal to the bench
+                errors += 1
+                first_error = first_error or repr(e)
+        end = clock()
+        latencies.append(end - now)
+        now = end
+        if errors:
+            break  # the versions are no longer known
+    return {"commands": len(latencies) * CHAIN_BATCH, "batches": len(latencies),
+            "seconds": (now - start) / 1e9, "cpu_s": time.process_time() - cpu,
+            "latencies_ns": latencies, "errors": errors, "first_error": first_error}
+
+
+def chain_decide_cost(repeat: int = 5000) -> dict[str, float]:
+    """Microseconds per ``decide`` of an If-Match PUT (no I/O), chain on and off, in
+    alternating blocks: what the chain adds to the writer's CPU per event."""
+    from nexus_ssot.ledger.domain import Limits, decide, evolve
+
+    limits = Limits()
+    best: dict[bool, float] = {True: float("inf"), False: float("inf")}
+    for block in range(6):
+        flag = block % 2 == 0
+        [(create, context, _)] = _chain_items(["decide"], None, 0)
+        state = evolve(None, decide(None, create, context, limits, chain=flag))
+        items = _chain_items(["decide"], [1], 1)
+        started = time.perf_counter()
+        for _ in range(repeat):
+            decide(state, items[0][0], items[0][1], limits, chain=flag)
+        best[flag] = min(best[flag], (time.perf_counter() - started) / repeat * 1e6)
+    return {"on_us": round(best[True], 1), "off_us": round(best[False], 1),
+            "chain_us": round(best[True] - best[False], 1)}
+
+
+def chain_close() -> None:
+    app = _CHAIN.pop("app", None)
+    _CHAIN.clear()
+    if app is not None:
+        app.close()
+
+
 # --- CPU accounting from /proc ---------------------------------------------------------------
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -617,6 +738,19 @@ class CpuMeter:
         cpu.other = round(max(0.0, total - known), 1)
         cpu.idle = round((after.idle - before.idle) * scale, 1)
         return cpu
+
+
+def mean_cpu(cpus: list[Cpu]) -> Cpu:
+    """The mean of the shares of equally long measurements."""
+    if not cpus:
+        return Cpu()
+
+    def mean(name: str) -> float | None:
+        values = [getattr(c, name) for c in cpus]
+        return None if None in values else round(sum(values) / len(values), 1)
+
+    return Cpu(server=mean("server"), postgres=mean("postgres"), load=mean("load"),
+               other=mean("other"), idle=mean("idle"), cores=cpus[0].cores)
 
 
 def postmaster_of(conn: psycopg.Connection[tuple[Any, ...]], parts: Conninfo) -> int | None:
@@ -833,14 +967,16 @@ class Server:
         return self.proc.returncode
 
     async def delete_stream(self, nats_url: str) -> None:
-        """Delete the server's stream and the KV mirror's buckets (streams ``KV_<kv_prefix>…``,
-        one per namespace written)."""
+        """Delete the server's stream, the streams named after it (the digests'
+        ``<stream>_DIGESTS``) and the KV mirror's buckets (streams ``KV_<kv_prefix>…``, one
+        per namespace written)."""
         nc = await nats.connect(nats_url)
         try:
             js = nc.jetstream()
             names = [info.config.name or "" for info in await js.streams_info()]
-            buckets = [name for name in names if name.startswith(f"KV_{self.kv_prefix}")]
-            for name in [self.stream, *buckets]:
+            mine = [name for name in names if name.startswith((f"{self.stream}_",
+                                                               f"KV_{self.kv_prefix}"))]
+            for name in [self.stream, *mine]:
                 try:
                     await js.delete_stream(name)
                     say(f"deleted NATS stream {name}")
@@ -1011,8 +1147,12 @@ class Bench:
             say(f"starting `ssot serve` on {HOST}:{server.port} (log {server.log_path})")
             try:
                 server.start()
+                meter.server_pid = server.pid
                 if self.only is None:
                     self.measure_http(server, meter, pool)
+                if self.only in (None, "chain"):
+                    self.measure_chain(database_url, meter, pool)
+                if self.only is None:
                     say("(f)-(h) broadcast: raw JetStream, commit → delivery, catch-up")
                     from .bench_broadcast import run_all
 
@@ -1021,20 +1161,10 @@ class Bench:
                         self.duration)
                     for line in self.report["broadcast"]["summary_md"][5:]:
                         say(line)
-                say("(i)-(k) time travel and audit")
-                from .bench_history import AUDIT_EVENTS, AUDIT_EVENTS_QUICK
-                from .bench_history import run_all as run_history
-                from .bench_history import summarize as summarize_history
-
-                meter.server_pid = server.pid
-                history = run_history(
-                    server.port, database_url, entries=10_000 if self.quick else 100_000,
-                    audit_events=AUDIT_EVENTS_QUICK if self.quick else AUDIT_EVENTS,
-                    meter=meter)
-                self.report["history"] = {**history, "summary_md": summarize_history(
-                    history, quick=self.quick)}
-                for line in self.report["history"]["summary_md"][5:]:
-                    say(line)
+                if self.only in (None, "history"):
+                    self.measure_history(server, database_url, meter)
+                if self.only in (None, "projections"):
+                    self.measure_projections(server, database_url, meter, pool)
             finally:
                 code = server.stop()
                 say(f"server stopped (exit code {code})")
@@ -1051,6 +1181,34 @@ class Bench:
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
                           .format(sql.Identifier(self.database)))
         say(f"dropped database {self.database}")
+
+    def measure_history(self, server: Server, database_url: str, meter: CpuMeter) -> None:
+        say("(i)-(k) time travel and audit")
+        from .bench_history import AUDIT_EVENTS, AUDIT_EVENTS_QUICK
+        from .bench_history import run_all as run_history
+        from .bench_history import summarize as summarize_history
+
+        history = run_history(
+            server.port, database_url, entries=10_000 if self.quick else 100_000,
+            audit_events=AUDIT_EVENTS_QUICK if self.quick else AUDIT_EVENTS, meter=meter)
+        self.report["history"] = {**history, "summary_md": summarize_history(
+            history, quick=self.quick)}
+        for line in self.report["history"]["summary_md"][5:]:
+            say(line)
+
+    def measure_projections(self, server: Server, database_url: str, meter: CpuMeter,
+                            pool: ProcessPoolExecutor) -> None:
+        say("(m)-(n) projections: rebuilds beside the library's log read, live view lag")
+        from . import bench_projections as bp
+
+        projections = bp.run_all(
+            server.port, database_url, meter, pool,
+            events=bp.EVENTS_QUICK if self.quick else bp.EVENTS,
+            keys=bp.KEYS_QUICK if self.quick else bp.KEYS, seconds=self.duration)
+        projections["summary_md"] = bp.summarize(projections, quick=self.quick)
+        self.report["projections"] = projections
+        for line in projections["summary_md"][5:]:
+            say(line)
 
     def measure_baselines(self, embedded_bin: Path | None, database_url: str, work: Path,
                           meter: CpuMeter, pool: ProcessPoolExecutor) -> None:
@@ -1148,6 +1306,55 @@ class Bench:
             f"acknowledged writes ({self.report['server']['events_in_store']:,} events stored)")
 
 
+    def measure_chain(self, database_url: str, meter: CpuMeter, pool: ProcessPoolExecutor
+                      ) -> None:
+        """(l) PUTs with If-Match in batches of ``CHAIN_BATCH`` by the writer in the worker
+        process, the hash chain on and off in alternating slots (on-off, off-on, …: a
+        drift of the machine's load falls on both alike), each with its own entries."""
+        slot = CHAIN_SLOT_QUICK if self.quick else CHAIN_SLOT
+        rounds = max(2, round(self.duration / slot))
+        say(f"(l) writer If-Match batches of {CHAIN_BATCH}, hash chain on / off: {rounds} "
+            f"slots of {slot:g} s each, alternating")
+        sides: dict[bool, dict[str, Any]] = {
+            flag: {"commands": 0, "batches": 0, "seconds": 0.0, "cpu_s": 0.0,
+                   "latencies_ns": [], "errors": 0, "first_error": None, "cpus": []}
+            for flag in (True, False)}
+        try:
+            for flag in (True, False):  # warm-up: connection, statements, entries
+                pool.submit(chain_slot, ChainSpec(database_url, self.token, flag, slot / 2)
+                            ).result(timeout=120)
+            for r in range(rounds):
+                for flag in (True, False) if r % 2 == 0 else (False, True):
+                    side = sides[flag]
+                    with meter.measure(side["cpus"].append):
+                        got = pool.submit(chain_slot, ChainSpec(
+                            database_url, self.token, flag, slot)).result(timeout=slot + 120)
+                    for name in ("commands", "batches", "seconds", "cpu_s", "errors"):
+                        side[name] += got[name]
+                    side["latencies_ns"] += got["latencies_ns"]
+                    side["first_error"] = side["first_error"] or got["first_error"]
+            decide_cost = pool.submit(chain_decide_cost).result(timeout=120)
+        finally:
+            pool.submit(chain_close).result(timeout=60)
+        result: dict[str, Any] = {"batch": CHAIN_BATCH, "slot_s": slot, "slots_per_side": rounds,
+                                  "decide_us": decide_cost}
+        for flag, side in sides.items():
+            p50, p99, _, _ = quantiles_ms(side.pop("latencies_ns"))
+            cpus: list[Cpu] = side.pop("cpus")
+            seconds = side["seconds"]
+            result["on" if flag else "off"] = {
+                **side, "seconds": round(seconds, 3), "cpu_s": round(side["cpu_s"], 3),
+                "commands_per_s": round(side["commands"] / seconds, 1) if seconds else 0.0,
+                "writer_cpu_us_per_command": round(side["cpu_s"] / side["commands"] * 1e6, 1)
+                if side["commands"] else None,
+                "batch_p50_ms": p50, "batch_p99_ms": p99, "cpu": asdict(mean_cpu(cpus))}
+        on, off = result["on"]["commands_per_s"], result["off"]["commands_per_s"]
+        result["ratio"] = round(on / off, 3) if off else None
+        result["cost_percent"] = round((1 - on / off) * 100, 1) if off else None
+        self.report["hash_chain"] = result
+        say(f"(l) done: chain on {on:,.0f}/s, off {off:,.0f}/s (on/off {result['ratio']}); "
+            f"decide {decide_cost['on_us']} vs {decide_cost['off_us']} µs per event")
+
 # --- reporting -------------------------------------------------------------------------------
 
 
@@ -1176,14 +1383,16 @@ def evaluate(report: dict[str, Any]) -> list[dict[str, Any]]:
     def clean(step: dict[str, Any]) -> bool:
         return bool(step.get("non_2xx", 1) == 0 and step.get("errors", 1) == 0)
 
-    pgbench_step = f"(a) pgbench 1-row INSERT, {PGBENCH_CLIENTS} clients -j {PGBENCH_THREADS}"
-    rows.append({"step": pgbench_step,
-                 "value": pgbench.get("tps"), "unit": "tx/s", "target": "baseline",
-                 "passed": None, "note": pgbench.get("error")})
-    rows.append({"step": f"(b) eventsourcing save() 1 event, {LIBRARY_THREADS} threads",
-                 "value": library, "unit": "saves/s", "target": "baseline", "passed": None,
-                 "p50_ms": report.get("library", {}).get("p50_ms"),
-                 "p99_ms": report.get("library", {}).get("p99_ms")})
+    if pgbench:
+        pgbench_step = f"(a) pgbench 1-row INSERT, {PGBENCH_CLIENTS} clients -j {PGBENCH_THREADS}"
+        rows.append({"step": pgbench_step,
+                     "value": pgbench.get("tps"), "unit": "tx/s", "target": "baseline",
+                     "passed": None, "note": pgbench.get("error")})
+    if "library" in report:
+        rows.append({"step": f"(b) eventsourcing save() 1 event, {LIBRARY_THREADS} threads",
+                     "value": library, "unit": "saves/s", "target": "baseline",
+                     "passed": None, "p50_ms": report["library"].get("p50_ms"),
+                     "p99_ms": report["library"].get("p99_ms")})
     for label, connections in (("put_1", 1), ("put_16", 16), ("put_64", 64)):
         step = http.get(label)
         if step is None:
@@ -1227,6 +1436,20 @@ def evaluate(report: dict[str, Any]) -> list[dict[str, Any]]:
                      "passed": bool(rss_mb is not None and rss_mb < RSS_MB
                                     and enough and (not rss_load or clean(rss_load))),
                      "note": note})
+    chain: dict[str, Any] = report.get("hash_chain", {})
+    if chain:
+        on, off = chain["on"], chain["off"]
+        step = f"(l) writer in-process, If-Match PUTs in batches of {chain['batch']}"
+        for label, side in (("hash chain off", off), ("hash chain on", on)):
+            rows.append({"step": f"{step}, {label}", "value": side["commands_per_s"],
+                         "unit": "writes/s", "p50_ms": side["batch_p50_ms"],
+                         "p99_ms": side["batch_p99_ms"], "non_2xx": side["errors"],
+                         "ratio": ratio(side["commands_per_s"]), "mean_batch": chain["batch"],
+                         "target": "baseline", "passed": None})
+        rows[-1]["target"] = f"≥ {CHAIN_RATIO:.2f}x chain off (costs < 10 %)"
+        rows[-1]["passed"] = bool(chain["ratio"] is not None and chain["ratio"] >= CHAIN_RATIO
+                                  and on["errors"] == 0 and off["errors"] == 0)
+        rows[-1]["note"] = f"{chain['ratio']:.3f}x chain off" if chain["ratio"] else None
     return rows
 
 
@@ -1244,8 +1467,9 @@ def markdown(report: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         + f"; server: `ssot serve --workers {report.get('server_workers', 1)}`"
         + (f"; only the {report['only']} steps" if report.get("only") else ""),
     ]
-    if report.get("only"):
-        return "\n".join(lines + report.get("history", {}).get("summary_md", [])) + "\n"
+    only = report.get("only")
+    if only in ("history", "projections"):
+        return "\n".join(lines + report.get(only, {}).get("summary_md", [])) + "\n"
     lines += [
         "",
         "| step | result | p50 ms | p99 ms | non-2xx | x library | target | status |",
@@ -1265,12 +1489,31 @@ def markdown(report: dict[str, Any], rows: list[dict[str, Any]]) -> str:
                      f"{status} |")
     server = report.get("server", {})
     hwm = (server.get("rss_after_writes") or {}).get("vm_hwm_kb")
+    if only is None:
+        lines += [
+            "",
+            f"Writes acknowledged: {server.get('acknowledged_writes', 0):,}; events stored: "
+            f"{server.get('events_in_store') or 0:,}; mean writer batch (events per "
+            f"transaction) over the run: {server.get('mean_writer_batch') or '—'}; server "
+            f"VmHWM {fmt(hwm / 1024 if hwm else None)} MB.",
+        ]
+    chain = report.get("hash_chain")
+    if chain:
+        decide = chain["decide_us"]
+        lines += [
+            "",
+            f"(l) The writer of `ssot serve` (GroupCommitWriter) in the load generator's "
+            f"process, alone on {chain['batch']} entries of its own per side: one batch of "
+            f"{chain['batch']} If-Match PUTs per transaction, {chain['slots_per_side']} slots "
+            f"of {chain['slot_s']:g} s per side, chain on and off alternating (on-off, "
+            f"off-on, …). Chain on: {chain['on']['commands_per_s']:,.0f} writes/s, "
+            f"{chain['on']['writer_cpu_us_per_command']} µs of writer CPU per write; off: "
+            f"{chain['off']['commands_per_s']:,.0f} writes/s, "
+            f"{chain['off']['writer_cpu_us_per_command']} µs; on/off {chain['ratio']} "
+            f"(cost {chain['cost_percent']} %). `decide` alone (no I/O): {decide['on_us']} µs "
+            f"per event with the chain, {decide['off_us']} µs without.",
+        ]
     lines += [
-        "",
-        f"Writes acknowledged: {server.get('acknowledged_writes', 0):,}; events stored: "
-        f"{server.get('events_in_store') or 0:,}; mean writer batch (events per transaction) "
-        f"over the run: {server.get('mean_writer_batch') or '—'}; server VmHWM "
-        f"{fmt(hwm / 1024 if hwm else None)} MB.",
         "",
         "CPU per step, % of one core (the machine has "
         f"{machine['nproc']} x 100 %); `other` is every other process on the machine:",
@@ -1278,14 +1521,18 @@ def markdown(report: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         "| step | rate | server | postgres | load generator | other | idle | mean batch |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    steps: list[tuple[str, float | None, dict[str, Any], Any]] = [
-        ("pgbench", report.get("pgbench", {}).get("tps"), report.get("pgbench", {}).get("cpu",
-                                                                                       {}), None),
-        ("library", report.get("library", {}).get("saves_per_s"),
-         report.get("library", {}).get("cpu", {}), None),
-    ]
+    steps: list[tuple[str, float | None, dict[str, Any], Any]] = []
+    if "pgbench" in report:
+        steps.append(("pgbench", report["pgbench"].get("tps"), report["pgbench"]["cpu"], None))
+    if "library" in report:
+        steps.append(("library", report["library"].get("saves_per_s"), report["library"]["cpu"],
+                      None))
     for label, step in report.get("http", {}).items():
         steps.append((label, step["requests_per_s"], step["cpu"], step.get("mean_batch")))
+    if chain:
+        for side in ("off", "on"):
+            steps.append((f"chain_{side} (load = the writer)", chain[side]["commands_per_s"],
+                          chain[side]["cpu"], chain["batch"]))
     for label, rate, cpu, batch in steps:
         lines.append(f"| {label} | {fmt(rate, 0)} | {fmt(cpu.get('server'), 0)} | "
                      f"{fmt(cpu.get('postgres'), 0)} | {fmt(cpu.get('load'), 0)} | "
@@ -1293,6 +1540,7 @@ def markdown(report: dict[str, Any], rows: list[dict[str, Any]]) -> str:
                      f"{batch if batch is not None else '—'} |")
     lines += report.get("broadcast", {}).get("summary_md", [])
     lines += report.get("history", {}).get("summary_md", [])
+    lines += report.get("projections", {}).get("summary_md", [])
     return "\n".join(lines) + "\n"
 
 
@@ -1322,9 +1570,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="HTTP worker processes of the server under test (default 2)")
     parser.add_argument("--out", type=Path, default=Path("bench/results"),
                         help="folder for the results (default bench/results)")
-    parser.add_argument("--only", choices=["history"],
-                        help="run only these steps: history = (i)-(k) time travel and audit "
-                             "(results go to bench-<stamp>-history.*, not latest.*)")
+    parser.add_argument("--only", choices=["history", "chain", "projections"],
+                        help="run only these steps: history = (i)-(k) time travel and audit, "
+                             "chain = (l) the hash chain's cost, projections = (m)-(n) view "
+                             "rebuilds and live view lag (results go to "
+                             "bench-<stamp>-<steps>.*, not latest.*)")
     args = parser.parse_args(argv)
     if args.duration <= 0:
         parser.error("--duration must be positive")

@@ -34,7 +34,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
@@ -59,6 +59,9 @@ BUSY_ACTORS = 50  # the seeded events' actors, round robin (2 % of the events ea
 RARE_EVERY = 5000  # one seeded event in this many is by the rare actor
 AUDIT_EVENTS, AUDIT_EVENTS_QUICK = 1_000_000, 200_000
 QUIET_TIMEOUT = 600.0  # seconds to wait for the broadcaster to catch up
+# A prime that divides no key count made of 2s and 5s (the seeding's keys are multiples of
+# 4,000): n -> n * SCATTER mod keys is a permutation of the keys.
+SCATTER = 48_271
 
 
 def say(message: str) -> None:
@@ -88,7 +91,32 @@ def _write(writer: GroupCommitWriter, commands: list[Put], actor: str) -> list[O
     return outcomes
 
 
-def _seed_part(database_url: str, namespace: str, count: int, part: int, parts: int,
+@dataclass(frozen=True)
+class SeedShape:
+    """What a bulk seeding writes. With ``keys`` 0, event ``i`` creates key ``k/<i>`` (keys
+    in log order). Otherwise entry ``n = i % keys`` is written again every ``keys`` events
+    (its versions spread over the log), in namespace ``namespaces[n % len(namespaces)]``,
+    under a key name scattered over the key space (``n * SCATTER mod keys``: a real log
+    does not write its keys in their sort order). The document is ``{"i": i}``, or with
+    ``wide`` a ~150-byte configuration document."""
+
+    namespaces: tuple[str, ...]
+    keys: int = 0
+    wide: bool = False
+
+    def command(self, i: int) -> Put:
+        n = i % self.keys if self.keys else i
+        name = n * SCATTER % self.keys if self.keys else n
+        document: dict[str, Any] = {"i": i}
+        if self.wide:
+            document.update({"service": f"svc-{n % 97:02d}", "region": "eu-west-1",
+                             "host": f"db-{n % 1000:03d}.internal", "port": 5432,
+                             "pool": {"min": 2, "max": 32}, "flags": ["tls", "audit"]})
+        return Put(self.namespaces[n % len(self.namespaces)], f"k/{name:08d}",
+                   document=document)
+
+
+def _seed_part(database_url: str, shape: SeedShape, count: int, part: int, parts: int,
                busy: Sequence[str], rare: str) -> int:
     """Part ``part`` of ``parts`` of the seeding (every ``parts``-th batch), by one writer
     of its own (in its own process); the number of events it appended."""
@@ -99,7 +127,7 @@ def _seed_part(database_url: str, namespace: str, count: int, part: int, parts: 
         for start in range(part * SEED_BATCH, count, parts * SEED_BATCH):
             now = datetime.now(UTC)
             futures = writer.write_batch([
-                (Put(namespace, f"k/{i:08d}", document={"i": i}),
+                (shape.command(i),
                  Context(event_id=uuid.uuid4(), timestamp=now,
                          actor=rare if i % RARE_EVERY == 0 else busy[i % len(busy)],
                          correlation_id=f"seed-{i // SEED_BATCH}"), None)
@@ -112,16 +140,19 @@ def _seed_part(database_url: str, namespace: str, count: int, part: int, parts: 
     return written
 
 
-def _seed_log(database_url: str, namespace: str, count: int, busy: Sequence[str],
+def _seed_log(database_url: str, shape: SeedShape, count: int, busy: Sequence[str],
               rare: str) -> float:
-    """Append ``count`` events, each creating one entry of ``namespace``, by the ``busy``
-    actors in turn and one in ``RARE_EVERY`` by ``rare``, through ``SEED_WRITERS`` writers
-    in processes of their own (the writer's Python side is most of the work: threads
-    would share one core); return the seconds it took."""
+    """Append ``count`` events of ``shape``, by the ``busy`` actors in turn and one in
+    ``RARE_EVERY`` by ``rare``, through ``SEED_WRITERS`` writers in processes of their own
+    (the writer's Python side is most of the work: threads would share one core); return
+    the seconds it took. The writers own disjoint keys (a key's versions stay in order)."""
+    if shape.keys and (shape.keys % (SEED_BATCH * SEED_WRITERS) or shape.keys % SCATTER == 0):
+        raise ValueError(f"keys must be a multiple of {SEED_BATCH * SEED_WRITERS:,}"
+                         f" and not of {SCATTER:,}")
     started = time.perf_counter()
     with ProcessPoolExecutor(max_workers=SEED_WRITERS,
                              mp_context=multiprocessing.get_context("spawn")) as pool:
-        parts = [pool.submit(_seed_part, database_url, namespace, count, part, SEED_WRITERS,
+        parts = [pool.submit(_seed_part, database_url, shape, count, part, SEED_WRITERS,
                              list(busy), rare) for part in range(SEED_WRITERS)]
         written = sum(part.result() for part in parts)
     assert written == count, (written, count)
@@ -269,7 +300,8 @@ def run_all(port: int, database_url: str, entries: int, *,
         extra = max(0, audit_events - before)
         say(f"(k) seeding {extra:,} events through the writer ({SEED_WRITERS} processes, "
             f"batches of {SEED_BATCH:,}) on top of {before:,}")
-        seed_s = _seed_log(database_url, audit_ns, extra, busy, rare) if extra else 0.0
+        seed_s = (_seed_log(database_url, SeedShape((audit_ns,)), extra, busy, rare)
+                  if extra else 0.0)
         say(f"(k) seeded {extra:,} events in {seed_s:.1f} s ({extra / seed_s:,.0f}/s)"
             if seed_s > 0 else "(k) nothing to seed")
         quiet = _quiesce(database_url)

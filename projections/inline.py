@@ -36,12 +36,17 @@ _EVENTS = f"""
 
 # The last event of each stream in a range, chosen on the events table's own columns (its
 # primary key order) so that only those events are decoded: a rebuild decodes one event
-# per entry and batch, not every event.
+# per entry and batch, not every event. Their positions are handed over as one array, so
+# the events are fetched by one index scan in log order and upserted in that order. (As
+# ``IN (…)`` the planner, which cannot estimate the subquery's rows, fetched them by one
+# probe each in the hash order of the de-duplicated ids, touching the events and the
+# table's index at random: on 1M events of distinct entries, 46k events/s in batches of
+# 250,000 against 88k/s this way.)
 _LAST_OF_EACH_STREAM = """
-    AND notification_id IN (
+    AND notification_id = ANY (ARRAY(
         SELECT DISTINCT ON (originator_id) notification_id FROM ssot_events
         WHERE notification_id > %(after)s AND notification_id <= %(upto)s
-        ORDER BY originator_id, originator_version DESC)
+        ORDER BY originator_id, originator_version DESC))
 """
 
 

@@ -74,7 +74,13 @@ SHADOW = "__rebuild"
 OLD = "__old"
 #: The tracking row of a view's rebuild is ``<view>@rebuild``.
 REBUILDING = "@rebuild"
-DEFAULT_BATCH = 20_000
+#: Events folded per transaction. A fold costs about one upsert per entry written in the
+#: range, so a range that holds several versions of an entry costs less per event: on 1M
+#: events of 100k entries, each written again every 100k events, 41k events/s in batches
+#: of 20,000 (every event its entry's last in the range), 107k/s in batches of 250,000.
+#: An interrupted rebuild loses at most one batch, and a fold with Python (the KV mirror)
+#: holds at most one decoded event per entry of the batch.
+DEFAULT_BATCH = 250_000
 #: The comment that marks a schema as a copy made here (``--replace`` drops no other).
 COPY_MARK = "ssot replay copy"
 
