@@ -101,7 +101,7 @@ def replay() -> None:
 @click.option("--restart", is_flag=True,
               help="Drop an interrupted rebuild's shadow tables and start from position 0.")
 @click.option("--batch", type=click.IntRange(min=1), default=None,
-              help="Events per transaction (default 20,000).")
+              help="Events per transaction (default 250,000).")
 @click.pass_context
 def views(ctx: click.Context, names: tuple[str, ...], until: int | datetime | None,
           schema: str | None, replace: bool, restart: bool, batch: int | None) -> None:
