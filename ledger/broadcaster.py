@@ -35,7 +35,7 @@ from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from psycopg.rows import dict_row
 
 from .cloudevents import COLUMNS, cloudevent
-from .leadership import leadership
+from .leadership import leadership, retrying, wait_for_news
 from .subjects import entry_subject
 
 log = logging.getLogger(__name__)
@@ -83,18 +83,12 @@ class Broadcaster:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Lead (or wait to lead) until ``stop`` is set; failures are retried."""
-        backoff = 0.2
-        while not stop.is_set():
-            try:
-                await self._lead(stop)
-                backoff = 0.2
-            except Exception as e:  # NATS or PostgreSQL away: log, back off, try again
-                self.progress.leader = False
-                self.progress.last_error = f"{type(e).__name__}: {e}"
-                log.warning("broadcaster %s: %s; retrying in %.1fs", self.name,
-                            self.progress.last_error, backoff)
-                await _sleep(stop, backoff)
-                backoff = min(backoff * 2, 5.0)
+
+        def failed(error: str) -> None:
+            self.progress.leader = False
+            self.progress.last_error = error
+
+        await retrying(f"broadcaster {self.name}", self._lead, stop, failed, log)
 
     async def _lead(self, stop: asyncio.Event) -> None:
         async with leadership(self.database_url, _LOCK_NAMESPACE, self.name, stop,
@@ -183,7 +177,7 @@ class Broadcaster:
                     saved, saved_at = position, now
                 if not rows:
                     await lock_conn.execute("SELECT 1")  # still the leader's session?
-                    await self._wait_for_news(stop, listen_conn)
+                    await wait_for_news(stop, listen_conn, self.poll_interval)
             if position != saved:
                 await self._save(conn, position)
 
@@ -252,18 +246,7 @@ class Broadcaster:
         row = await cur.fetchone()
         return int(row["position"]) if row else 0
 
-    async def _wait_for_news(self, stop: asyncio.Event,
-                             listen_conn: psycopg.AsyncConnection[Any]) -> None:
-        if stop.is_set():
-            return
-        async for _ in listen_conn.notifies(timeout=self.poll_interval, stop_after=1):
-            pass
-
     def _report(self, position: int) -> None:
         self.progress.position = position
         self.progress.last_error = None
 
-
-async def _sleep(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)

@@ -44,7 +44,7 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -66,7 +66,7 @@ from nats.js.api import StreamConfig
 from . import integrity, merkle
 from .domain import EVENT_TYPE_NAMES, stream_id
 from .errors import EditConflict, NotFound, Unprocessable
-from .leadership import leadership
+from .leadership import leadership, retrying, wait_for_news
 
 log = logging.getLogger(__name__)
 
@@ -427,24 +427,13 @@ class Digester:
         """Lead (or wait to lead) each role until ``stop`` is set; failures are retried."""
         roles = []
         if self.record:
-            roles.append(self._retrying("digester", self._record, stop))
+            roles.append(retrying("digester", self._record, stop, self._failed, log))
         if self.publish:
-            roles.append(self._retrying("digest publisher", self._publish, stop))
+            roles.append(retrying("digest publisher", self._publish, stop, self._failed, log))
         await asyncio.gather(*roles)
 
-    async def _retrying(self, role: str, lead: Callable[[asyncio.Event], Awaitable[None]],
-                        stop: asyncio.Event) -> None:
-        backoff = 0.2
-        while not stop.is_set():
-            try:
-                await lead(stop)
-                backoff = 0.2
-            except Exception as e:  # NATS or PostgreSQL away: log, back off, try again
-                self.progress.last_error = f"{type(e).__name__}: {e}"
-                log.warning("%s: %s; retrying in %.1fs", role, self.progress.last_error,
-                            backoff)
-                await _sleep(stop, backoff)
-                backoff = min(backoff * 2, 5.0)
+    def _failed(self, error: str) -> None:
+        self.progress.last_error = error
 
     # recording
 
@@ -499,7 +488,7 @@ class Digester:
                 wait = self.poll_interval
                 if tree.leaves:
                     wait = max(0.01, min(wait, due - time.monotonic()))
-                await _wait_for_news(stop, listen_conn, wait)
+                await wait_for_news(stop, listen_conn, wait)
 
     async def _load(self, conn: psycopg.AsyncConnection[Any]) -> _Tree:
         """The frontier from the stored tree, checked against the last digest (the
@@ -594,7 +583,7 @@ class Digester:
                             self.progress.last_error = None
                             continue
                         await lock_conn.execute("SELECT 1")
-                        await _wait_for_news(stop, listen_conn, self.poll_interval)
+                        await wait_for_news(stop, listen_conn, self.poll_interval)
             finally:
                 self.progress.publishing = False
                 with contextlib.suppress(Exception):
@@ -645,15 +634,3 @@ class Digester:
                 future.cancel()
         return published
 
-
-async def _wait_for_news(stop: asyncio.Event, listen_conn: psycopg.AsyncConnection[Any],
-                         timeout: float) -> None:
-    if stop.is_set():
-        return
-    async for _ in listen_conn.notifies(timeout=timeout, stop_after=1):
-        pass
-
-
-async def _sleep(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)

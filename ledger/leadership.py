@@ -1,12 +1,16 @@
 """One active process per role and database: a session advisory lock, held on its own
-connection with TCP keepalives so a vanished host releases it within seconds."""
+connection with TCP keepalives so a vanished host releases it within seconds; and the
+loop pieces every follower of the log shares (the broadcaster, the digester, the view
+runners): waiting for the log's NOTIFY with a polling fallback, sleeping until stopped,
+and retrying a role with backoff."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import psycopg
@@ -33,3 +37,36 @@ async def leadership(database_url: str, namespace: int, name: str, stop: asyncio
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), poll_interval)
         yield None
+
+
+async def wait_for_news(stop: asyncio.Event, listen_conn: psycopg.AsyncConnection[Any],
+                        timeout: float) -> None:
+    """Until a NOTIFY arrives on ``listen_conn``, ``timeout`` passes (the polling
+    fallback: a lost notification never stalls a follower) or ``stop`` is set."""
+    if stop.is_set():
+        return
+    async for _ in listen_conn.notifies(timeout=timeout, stop_after=1):
+        pass
+
+
+async def sleep_unless_stopped(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+
+
+async def retrying(role: str, lead: Callable[[asyncio.Event], Awaitable[None]],
+                   stop: asyncio.Event, on_error: Callable[[str], None],
+                   log: logging.Logger) -> None:
+    """Run ``lead(stop)`` until ``stop`` is set; a failure (NATS or PostgreSQL away) is
+    reported to ``on_error``, logged, and retried after a backoff of 0.2 s doubling to 5 s."""
+    backoff = 0.2
+    while not stop.is_set():
+        try:
+            await lead(stop)
+            backoff = 0.2
+        except Exception as e:
+            error = f"{type(e).__name__}: {e}"
+            on_error(error)
+            log.warning("%s: %s; retrying in %.1fs", role, error, backoff)
+            await sleep_unless_stopped(stop, backoff)
+            backoff = min(backoff * 2, 5.0)

@@ -25,7 +25,6 @@ lost notification never stalls a view; one runner per view leads (advisory lock)
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -39,7 +38,7 @@ from eventsourcing.utils import get_topic
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from nexus_ssot.ledger.domain import EVENT_TYPE_NAMES
-from nexus_ssot.ledger.leadership import leadership
+from nexus_ssot.ledger.leadership import leadership, sleep_unless_stopped, wait_for_news
 
 log = logging.getLogger(__name__)
 
@@ -238,7 +237,7 @@ class ViewRunner:
             except (psycopg.OperationalError, TrackingConflict, OSError) as e:
                 self.progress.last_error = str(e)
                 log.warning("view %s: %s; resuming", self.view.name, e)
-                await _sleep(stop, 0.5)
+                await sleep_unless_stopped(stop, 0.5)
 
     async def _lead(self, stop: asyncio.Event) -> None:
         async with leadership(self.database_url, _LOCK_NAMESPACE, self.view.name, stop,
@@ -266,7 +265,7 @@ class ViewRunner:
                 if upto is None:
                     self.progress.head, self.progress.lag_seconds = position, 0.0
                     await lock_conn.execute("SELECT 1")  # still the leader's session?
-                    await _wait_for_news(stop, listen_conn, self.poll_interval)
+                    await wait_for_news(stop, listen_conn, self.poll_interval)
                     continue
                 await self._measure_lag(conn, position, upto)
                 async with conn.transaction():
@@ -309,17 +308,4 @@ def instrument(meter: Meter, progress: Callable[[], Iterable[ViewProgress]]) -> 
                                   unit="{event}")
     meter.create_observable_gauge("ssot.view.lag.seconds", [gauge(lambda p: p.lag_seconds)],
                                   unit="s")
-
-
-async def _wait_for_news(stop: asyncio.Event, listen_conn: psycopg.AsyncConnection[Any],
-                         timeout: float) -> None:
-    if stop.is_set():
-        return
-    async for _ in listen_conn.notifies(timeout=timeout, stop_after=1):
-        pass
-
-
-async def _sleep(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)
 
