@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test lint typecheck bench clean install
+.PHONY: run test lint typecheck bench chaos clean install
 
 install: $(STAMP)
 
@@ -28,6 +28,16 @@ typecheck: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m nexus_ssot.ops.bench --out bench/results
+
+# The correctness harness (README "Correctness harness"): `make chaos DURATION=3600 SEED=42`.
+DURATION ?= 600
+CLIENTS  ?= 16
+ifeq ($(SEED),)
+SEED := $(shell $(PYTHON) -c 'import random; print(random.randrange(1000000))')
+endif
+chaos: $(STAMP)
+	@echo "chaos seed $(SEED) (reproduce: make chaos SEED=$(SEED) DURATION=$(DURATION))"
+	$(VENV)/bin/ssot chaos --duration $(DURATION) --clients $(CLIENTS) --seed $(SEED)
 
 clean:
 	rm -rf $(VENV) .ssot .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info

@@ -699,6 +699,10 @@ from .verify import verify  # noqa: E402
 
 main.add_command(verify)
 
+from .chaos import chaos  # noqa: E402
+
+main.add_command(chaos)
+
 
 if __name__ == "__main__":
     main()

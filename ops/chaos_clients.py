@@ -1,0 +1,331 @@
+"""The clients of ``ssot chaos``: writers and readers over HTTP, subscribers on NATS and
+on the SSE feed, and the history they record.
+
+Each client runs a seeded random mix of writes (create, PUT with If-Match, merge patch,
+JSON Patch, delete, revert, batch) and reads (current, at a version, as of a time, at a
+position), one at a time. Every write carries an Idempotency-Key of its own and is
+retried with the same key on a dropped connection, a timeout or a 5xx, as a careful
+client would, until an answer or its deadline (then its outcome is unknown: ``info``).
+
+The history (``history.jsonl``) holds one line per invocation (``invoke``), completion
+(``complete``: outcome ``ok``, ``fail`` or ``info``) and fault, each with the runner's
+monotonic time ``t`` (seconds since the run started) and the wall time ``wall``. Every
+subscriber writes what it received to ``subscribers/<name>.jsonl``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TextIO
+
+import httpx
+import orjson
+
+from nexus_ssot.client.subscriber import MemoryPositionStore, Subscriber
+
+STRICT_NS, MERGE_NS = "chaos-strict", "chaos-merge"
+NAMESPACES = (STRICT_NS, MERGE_NS)
+#: Seconds one attempt of a request may take, and one write with all its retries.
+ATTEMPT_TIMEOUT, WRITE_DEADLINE = 8.0, 90.0
+RETRIED_STATUS = frozenset({500, 502, 503, 504})
+WRITES = ("create", "put", "merge_patch", "json_patch", "delete", "revert", "batch")
+READS = ("read", "read_version", "read_as_of", "read_position")
+#: The mix: relative weights of the operations.
+MIX = {"create": 6, "put": 20, "merge_patch": 12, "json_patch": 8, "delete": 4, "revert": 4,
+       "batch": 6, "read": 18, "read_version": 8, "read_as_of": 7, "read_position": 7}
+
+
+class History:
+    """The run's history, one JSON object a line, flushed as it goes."""
+
+    def __init__(self, path: Path, started: float) -> None:
+        self.path = path
+        self.started = started
+        self._file: TextIO = path.open("a", encoding="utf-8")
+
+    def record(self, record_type: str, /, **fields: Any) -> dict[str, Any]:
+        line = {"type": record_type, "t": round(time.monotonic() - self.started, 6),
+                "wall": time.time(), **fields}
+        self._file.write(orjson.dumps(line).decode() + "\n")
+        self._file.flush()
+        return line
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def keys_of(count: int) -> list[str]:
+    return [f"k{i:03d}" for i in range(count)]
+
+
+def entry_path(ns: str, key: str) -> str:
+    return f"/v1/namespaces/{ns}/entries/{key}"
+
+
+class Client:
+    """One client: a seeded stream of operations, each awaited before the next."""
+
+    def __init__(self, number: int, seed: int, base_url: str, history: History, run_id: str,
+                 keys: list[str]) -> None:
+        self.number = number
+        self.rng = random.Random(f"client:{seed}:{number}")
+        self.http = httpx.AsyncClient(base_url=base_url, timeout=ATTEMPT_TIMEOUT,
+                                      limits=httpx.Limits(max_connections=2))
+        self.history = history
+        self.run_id = run_id
+        self.keys = keys
+        self.count = 0
+        self.known: dict[tuple[str, str], int] = {}  # last version seen of each entry
+        self.positions: list[int] = []  # positions this client's writes returned
+        self.acknowledged = 0
+
+    async def run(self, until: float) -> None:
+        ops, weights = zip(*MIX.items(), strict=True)
+        try:
+            while time.monotonic() < until:
+                op = self.rng.choices(ops, weights)[0]
+                await self.one(op)
+                await asyncio.sleep(self.rng.uniform(0.0, 0.01))
+        finally:
+            await self.http.aclose()
+
+    def _entry(self) -> tuple[str, str]:
+        return self.rng.choice(NAMESPACES), self.rng.choice(self.keys)
+
+    def _if_match(self, ns: str, key: str) -> int | None:
+        known = self.known.get((ns, key), 0)
+        return known if known and self.rng.random() < 0.7 else None
+
+    def _document(self, op_id: str) -> dict[str, Any]:
+        return {"client": self.number, "op": op_id, "r": self.rng.randrange(1_000_000),
+                "tags": self.rng.sample(["a", "b", "c", "d", "e"], self.rng.randint(0, 3))}
+
+    async def one(self, op: str) -> None:
+        self.count += 1
+        op_id = f"c{self.number}-{self.count}"
+        ns, key = self._entry()
+        headers: dict[str, str] = {}
+        body: Any = None
+        method, path = "GET", entry_path(ns, key)
+        params: dict[str, Any] | None = None
+        content_type = "application/json"
+        if_match = self._if_match(ns, key) if op in WRITES else None
+        if if_match is not None and op not in ("create", "batch"):
+            headers["If-Match"] = f'"{if_match}"'
+        if op == "create":
+            method, body = "PUT", self._document(op_id)
+            headers["If-None-Match"] = "*"
+        elif op == "put":
+            method, body = "PUT", self._document(op_id)
+        elif op == "merge_patch":
+            method, content_type = "PATCH", "application/merge-patch+json"
+            body = {f"m{self.number}": op_id, "r": self.rng.randrange(1_000_000),
+                    **({"tags": None} if self.rng.random() < 0.2 else {})}
+        elif op == "json_patch":
+            method, content_type = "PATCH", "application/json-patch+json"
+            body = [{"op": "add", "path": f"/j{self.number}", "value": op_id}]
+        elif op == "delete":
+            method = "DELETE"
+        elif op == "revert":
+            known = self.known.get((ns, key), 0)
+            method, path = "POST", path + "/revert"
+            body = {"to_version": self.rng.randint(1, max(1, known))}
+        elif op == "batch":
+            method, path, ns, key = "POST", "/v1/batch", "", ""
+            body = {"operations": [self._batch_op(op_id, i) for i in
+                                   range(self.rng.randint(2, 4))]}
+        elif op == "read_version":
+            params = {"version": self.rng.randint(1, max(1, self.known.get((ns, key), 1)))}
+        elif op == "read_as_of":
+            moment = datetime.now(UTC) - timedelta(seconds=self.rng.uniform(0.0, 5.0))
+            params = {"as_of": moment.isoformat()}
+        elif op == "read_position":
+            if not self.positions:
+                op, params = "read", None
+            else:
+                params = {"position": self.rng.choice(self.positions[-20:])}
+        write = op in WRITES
+        if write:
+            headers["Idempotency-Key"] = f"{self.run_id}-{op_id}"
+        content = orjson.dumps(body) if body is not None else None
+        if content is not None:
+            headers["Content-Type"] = content_type
+        self.history.record("invoke", op=op_id, client=self.number, kind=op, ns=ns, key=key,
+                            method=method, path=path, params=params, body=body,
+                            if_match=if_match if "If-Match" in headers else None,
+                            idempotency_key=headers.get("Idempotency-Key"))
+        outcome, status, answer, attempts, errors = await self._send(
+            method, path, params, headers, content, write)
+        self.history.record("complete", op=op_id, client=self.number, outcome=outcome,
+                            status=status, answer=answer, attempts=attempts,
+                            errors=errors[-5:])
+        if outcome == "ok" and isinstance(answer, dict):
+            self._learn(answer)
+            if write:
+                self.acknowledged += 1
+        elif outcome == "fail" and isinstance(answer, dict) and ns:
+            latest = answer.get("latest_version") or answer.get("current_version") \
+                or answer.get("deleted_version")
+            if isinstance(latest, int):
+                self.known[(ns, key)] = latest
+
+    def _batch_op(self, op_id: str, index: int) -> dict[str, Any]:
+        ns, key = self._entry()
+        kind = self.rng.choices(("put", "patch", "delete"), (6, 3, 1))[0]
+        op: dict[str, Any] = {"op": kind, "namespace": ns, "key": key}
+        if kind == "put":
+            op["document"] = self._document(f"{op_id}.{index}")
+        elif kind == "patch":
+            op["patch"] = {f"b{self.number}": f"{op_id}.{index}"}
+        known = self.known.get((ns, key), 0)
+        if known and self.rng.random() < 0.3:
+            op["if_match"] = known
+        return op
+
+    def _learn(self, answer: dict[str, Any]) -> None:
+        items = answer.get("operations") or [answer]
+        for item in items:
+            if isinstance(item, dict) and "namespace" in item and "version" in item:
+                address = (item["namespace"], item["key"])
+                self.known[address] = max(self.known.get(address, 0), int(item["version"]))
+                if isinstance(item.get("position"), int):
+                    self.positions.append(item["position"])
+        del self.positions[:-100]
+
+    async def _send(self, method: str, path: str, params: dict[str, Any] | None,
+                    headers: dict[str, str], content: bytes | None,
+                    write: bool) -> tuple[str, int | None, Any, int, list[str]]:
+        """(outcome, status, body, attempts, errors): retried with the same request."""
+        deadline = time.monotonic() + (WRITE_DEADLINE if write else 20.0)
+        attempts, pause = 0, 0.05
+        errors: list[str] = []
+        status: int | None = None
+        while True:
+            attempts += 1
+            try:
+                response = await self.http.request(method, path, params=params,
+                                                   headers=headers, content=content)
+                status = response.status_code
+                if status not in RETRIED_STATUS:
+                    try:
+                        answer = response.json()
+                    except ValueError:
+                        answer = response.text[:200]
+                    if isinstance(answer, dict) and response.headers.get("Idempotent-Replayed"):
+                        answer["_replayed"] = True
+                    return ("ok" if status < 300 else "fail"), status, answer, attempts, errors
+                errors.append(f"{status} {response.text[:120]}")
+            except httpx.HTTPError as e:
+                errors.append(f"{type(e).__name__}: {str(e)[:120]}")
+            if time.monotonic() + pause > deadline:
+                return "info", status, None, attempts, errors
+            await asyncio.sleep(pause)
+            pause = min(1.0, pause * 2)
+
+
+# --- subscribers ---------------------------------------------------------------------
+
+
+class Received:
+    """What one subscriber received, written to its file as it arrives."""
+
+    def __init__(self, path: Path, started: float) -> None:
+        self.file = path.open("a", encoding="utf-8")
+        self.started = started
+        self.last = 0
+        self.count = 0
+        self.errors = 0
+
+    def event(self, position: int, event_id: str, ns: str, key: str, version: int) -> None:
+        self.last, self.count = max(self.last, position), self.count + 1
+        self.file.write(orjson.dumps({"p": position, "id": event_id, "ns": ns, "key": key,
+                                      "v": version,
+                                      "t": round(time.monotonic() - self.started, 6)}
+                                     ).decode() + "\n")
+
+    def error(self, what: str) -> None:
+        self.errors += 1
+        self.file.write(orjson.dumps({"error": what[:300],
+                                      "t": round(time.monotonic() - self.started, 6)}
+                                     ).decode() + "\n")
+
+    def close(self) -> None:
+        self.file.close()
+
+
+async def nats_subscriber(received: Received, nats_url: str, api_url: str, namespace: str,
+                          stream: str, prefix: str) -> None:
+    """The SDK's subscriber on one namespace, from the log's start; restarted from its
+    recorded position when it fails (NATS restarted, API down for its catch-up)."""
+    store = MemoryPositionStore(0)
+    while True:
+        try:
+            subscriber = Subscriber(nats_url, api_url, namespace=namespace, store=store,
+                                    stream=stream, prefix=prefix)
+            async with subscriber as changes:
+                async for change in changes:
+                    received.event(change.position, change.id, change.namespace, change.key,
+                                   change.version)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            received.error(f"{type(e).__name__}: {e}")
+        await asyncio.sleep(0.5)
+
+
+async def sse_subscriber(received: Received, api_url: str) -> None:
+    """The SSE feed of every namespace from the log's start, resumed with Last-Event-ID
+    after a dropped connection."""
+    last: int | None = None
+    timeout = httpx.Timeout(5.0, read=40.0)
+    async with httpx.AsyncClient(base_url=api_url, timeout=timeout) as http:
+        while True:
+            headers = {"Last-Event-ID": str(last)} if last is not None else {}
+            try:
+                async with http.stream("GET", "/v1/events/stream", params={"after": 0},
+                                       headers=headers) as response:
+                    if response.status_code != 200:
+                        received.error(f"status {response.status_code}")
+                        await asyncio.sleep(0.5)
+                        continue
+                    event_id: int | None = None
+                    async for line in response.aiter_lines():
+                        if line.startswith("id: "):
+                            event_id = int(line[4:])
+                        elif line.startswith("data: ") and event_id is not None:
+                            event = orjson.loads(line[6:])
+                            data = event["data"]
+                            received.event(event_id, event["id"], data["namespace"],
+                                           data["key"], data["version"])
+                            last, event_id = event_id, None
+            except asyncio.CancelledError:
+                raise
+            except (httpx.HTTPError, ValueError, KeyError) as e:
+                received.error(f"{type(e).__name__}: {e}")
+            await asyncio.sleep(0.3)
+
+
+@contextlib.asynccontextmanager
+async def subscribers(folder: Path, started: float, nats_url: str, api_url: str, stream: str,
+                      prefix: str) -> Any:
+    """The run's subscribers, running until the block ends: {name: Received}."""
+    folder.mkdir(parents=True, exist_ok=True)
+    received = {f"nats-{ns}": Received(folder / f"nats-{ns}.jsonl", started)
+                for ns in NAMESPACES}
+    received["sse"] = Received(folder / "sse.jsonl", started)
+    tasks = [asyncio.create_task(nats_subscriber(received[f"nats-{ns}"], nats_url, api_url,
+                                                 ns, stream, prefix)) for ns in NAMESPACES]
+    tasks.append(asyncio.create_task(sse_subscriber(received["sse"], api_url)))
+    try:
+        yield received
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for r in received.values():
+            r.close()

@@ -1,0 +1,215 @@
+"""The correctness harness: a real run with every kind of fault ends with no anomaly, and
+its checker names every kind of anomaly planted in a history, log or subscriber feed."""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from nexus_ssot.ops.chaos_check import check
+from nexus_ssot.ops.chaos_nemesis import KINDS, schedule
+
+SEED = 20261127
+
+
+@pytest.mark.slow
+def test_a_minute_of_chaos_with_every_fault_loses_nothing(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    # Embedded servers whatever the suite was given: PostgreSQL and NATS faults need
+    # servers the harness controls.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SSOT_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "nexus_ssot.ops.cli", "chaos", "--duration", "60",
+         "--clients", "16", "--seed", str(SEED), "--dir", str(run)],
+        env=env, capture_output=True, text=True, timeout=280)
+    assert done.returncode == 0, done.stdout + done.stderr[-4000:]
+    report = orjson.loads((run / "report.json").read_bytes())
+    assert report["ok"] and report["anomalies"] == {}
+    assert set(report["faults"]["by_kind"]) == set(KINDS)
+    assert report["faults"]["failed"] == []
+    assert report["operations"]["writes_acknowledged"] > 500
+    assert report["operations"]["reads"] > 500
+    assert all(n == report["events"] for name, n in report["subscribers"].items()
+               if name == "sse")
+    assert "no anomaly" in done.stdout
+    again = subprocess.run([sys.executable, "-m", "nexus_ssot.ops.cli", "chaos", "check",
+                            str(run)], env=env, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0, again.stdout + again.stderr
+
+
+def test_a_seed_gives_the_same_schedule_with_every_kind_of_fault() -> None:
+    first, second = schedule(7, 60.0), schedule(7, 60.0)
+    assert first == second
+    assert {f.kind for f in first} == set(KINDS)
+    assert all(3.0 <= f.at <= 54.0 for f in first)
+    assert [f.at for f in first] == sorted(f.at for f in first)
+    assert schedule(8, 60.0) != first
+
+
+# --- the checker against planted anomalies ------------------------------------------
+
+D1, D2, D3 = {"n": 1}, {"n": 2}, {"n": 3}
+
+
+def _event(p: int, ns: str, key: str, v: int, doc: Any, idem: str,
+           kind: str = "entry.updated") -> dict[str, Any]:
+    return {"p": p, "ns": ns, "key": key, "v": v, "type": kind if v > 1 else "entry.created",
+            "id": f"id-{p}", "idem": idem, "doc": doc, "resolution": None,
+            "at": "2026-11-27T12:00:00+00:00", "epoch": 1_000.0 + p}
+
+
+def _entry(ns: str, key: str, v: int, p: int, doc: Any) -> dict[str, Any]:
+    return {"namespace": ns, "key": key, "version": v, "position": p, "document": doc}
+
+
+def _op(t: float, op: str, kind: str, ns: str, key: str, outcome: str, answer: Any,
+        body: Any = None, if_match: int | None = None, status: int = 200,
+        params: Any = None) -> list[dict[str, Any]]:
+    write = kind not in ("read", "read_version", "read_as_of", "read_position")
+    return [
+        {"type": "invoke", "t": t, "op": op, "client": 0, "kind": kind, "ns": ns, "key": key,
+         "body": body, "if_match": if_match, "params": params,
+         "idempotency_key": f"run-{op}" if write else None},
+        {"type": "complete", "t": t + 0.5, "op": op, "client": 0, "outcome": outcome,
+         "status": status, "answer": answer, "attempts": 1, "errors": []},
+    ]
+
+
+def _clean() -> dict[str, Any]:
+    s, m = "chaos-strict", "chaos-merge"
+    history = [
+        *_op(1, "c0-1", "put", s, "k1", "ok", _entry(s, "k1", 1, 2, D1), body=D1),
+        *_op(2, "c0-2", "put", s, "k1", "ok", _entry(s, "k1", 2, 3, D2), body=D2, if_match=1),
+        *_op(3, "c0-3", "create", s, "k1", "fail", {"code": "entry_exists"}, body=D3,
+             status=412),
+        *_op(4, "c0-4", "read", s, "k1", "ok", _entry(s, "k1", 2, 3, D2)),
+        *_op(5, "c0-5", "merge_patch", m, "k2", "ok", _entry(m, "k2", 1, 4, {"a": 1}),
+             body={"a": 1}),
+        *_op(6, "c0-6", "batch", "", "", "ok",
+             {"operations": [_entry(m, "k3", 1, 5, D3)]},
+             body={"operations": [{"op": "put", "namespace": m, "key": "k3",
+                                   "document": D3}]}),
+        *_op(7, "c0-7", "read_position", s, "k1", "ok", _entry(s, "k1", 1, 2, D1),
+             params={"position": 2}),
+    ]
+    log = [_event(1, "_namespaces", s, 1, {"conflict_policy": "strict"}, "setup"),
+           _event(2, s, "k1", 1, D1, "run-c0-1"), _event(3, s, "k1", 2, D2, "run-c0-2"),
+           _event(4, m, "k2", 1, {"a": 1}, "run-c0-5"), _event(5, m, "k3", 1, D3, "run-c0-6")]
+
+    def feed(*positions: int) -> list[dict[str, Any]]:
+        return [{"p": p, "id": f"id-{p}", "t": float(p)} for p in positions]
+
+    subscribers = {"nats-chaos-strict": feed(2, 3), "nats-chaos-merge": feed(4, 5),
+                   "sse": feed(1, 2, 3, 4, 5)}
+    server = {"views": {"consistent": True, "report": {}},
+              "verify": {"ok": True, "report": {}},
+              "stream": {"missing": [], "duplicated": [], "foreign": []},
+              "broadcaster_caught_up": {"ok": True}}
+    return {"history": history, "log": log, "subscribers": subscribers, "server": server}
+
+
+def _anomalies(run: dict[str, Any]) -> dict[str, Any]:
+    report = check({"seed": 1, "duration": 1, "clients": 1}, run["history"], run["log"],
+                   run["subscribers"], run["server"])
+    assert report["ok"] == (not report["anomalies"])
+    anomalies: dict[str, Any] = report["anomalies"]
+    return anomalies
+
+
+def _op_line(run: dict[str, Any], op: str, kind: str) -> dict[str, Any]:
+    line: dict[str, Any] = next(h for h in run["history"] if h["op"] == op and h["type"] == kind)
+    return line
+
+
+def test_the_checker_passes_a_clean_history() -> None:
+    assert _anomalies(_clean()) == {}
+
+
+def test_an_acknowledged_write_missing_from_the_log_is_a_lost_write() -> None:
+    run = _clean()
+    run["log"] = [e for e in run["log"] if e["p"] != 3]
+    assert "lost_write" in _anomalies(run)
+
+
+def test_a_write_in_the_log_twice_is_a_duplicate() -> None:
+    run = _clean()
+    run["log"].append(_event(6, "chaos-strict", "k1", 3, D2, "run-c0-2"))
+    assert "duplicate_write" in _anomalies(run)
+
+
+def test_a_rejected_write_that_left_an_event_is_named() -> None:
+    run = _clean()
+    run["log"].append(_event(6, "chaos-strict", "k1", 3, D3, "run-c0-3"))
+    assert "rejected_write_landed" in _anomalies(run)
+
+
+def test_an_if_match_write_not_made_on_the_version_before_is_a_lost_update() -> None:
+    run = _clean()
+    _op_line(run, "c0-2", "invoke")["if_match"] = 2
+    assert "lost_update" in _anomalies(run)
+
+
+def test_an_event_unlike_what_was_sent_is_a_content_mismatch() -> None:
+    run = _clean()
+    run["log"][3]["doc"] = {"a": 2}
+    _op_line(run, "c0-5", "complete")["answer"]["document"] = {"a": 2}
+    assert "content_mismatch" in _anomalies(run)
+
+
+def test_a_read_of_a_state_the_log_never_held_is_a_phantom() -> None:
+    run = _clean()
+    _op_line(run, "c0-4", "complete")["answer"]["document"] = {"never": True}
+    assert "phantom_read" in _anomalies(run)
+
+
+def test_a_read_missing_an_acknowledged_write_is_stale() -> None:
+    run = _clean()
+    _op_line(run, "c0-4", "complete")["answer"] = _entry("chaos-strict", "k1", 1, 2, D1)
+    assert "read_your_writes" in _anomalies(run)
+
+
+def test_a_read_at_a_position_returning_another_state_is_wrong_time_travel() -> None:
+    run = _clean()
+    _op_line(run, "c0-7", "invoke")["params"] = {"position": 3}
+    assert "wrong_time_travel" in _anomalies(run)
+
+
+def test_an_event_no_client_sent_is_unexplained() -> None:
+    run = _clean()
+    run["log"].append(_event(6, "chaos-merge", "k9", 1, D1, "nobody"))
+    run["subscribers"]["sse"].append({"p": 6, "id": "id-6", "t": 6.0})
+    run["subscribers"]["nats-chaos-merge"].append({"p": 6, "id": "id-6", "t": 6.0})
+    assert set(_anomalies(run)) == {"unexplained_event"}
+
+
+@pytest.mark.parametrize(("feed", "kind"), [
+    ([2], "subscriber_gap"),
+    ([2, 3, 3], "subscriber_duplicate"),
+    ([3, 2], "subscriber_reorder"),
+    ([2, 3, 4], "subscriber_phantom"),
+])
+def test_what_a_subscriber_received_is_held_against_the_log(feed: list[int],
+                                                             kind: str) -> None:
+    run = _clean()
+    run["subscribers"]["nats-chaos-strict"] = [{"p": p, "id": f"id-{p}", "t": 1.0}
+                                               for p in feed]
+    assert set(_anomalies(run)) == {kind}
+
+
+def test_server_side_checks_that_fail_are_anomalies() -> None:
+    run = _clean()
+    server = copy.deepcopy(run["server"])
+    server["views"]["consistent"] = False
+    server["verify"]["ok"] = False
+    server["stream"]["duplicated"] = [3]
+    server["broadcaster_caught_up"] = {"ok": False}
+    run["server"] = server
+    assert set(_anomalies(run)) == {"views_drift", "integrity", "stream_duplicated",
+                                    "not_caught_up"}
