@@ -39,10 +39,10 @@ or from a checkpoint file written every N events (position, frontier, digest cha
 pending gaps and the problems so far).
 
 Speed: one server-side cursor in position order, fetched on a thread of its own so the
-database's work overlaps ours; orjson decodes and (with sorted keys) re-encodes each state,
-a fast path that is only trusted when it yields exactly the stored hash (otherwise the
-standard library's canonical encoding decides); the copies are compared in SQL on a second
-connection in the same snapshot while the scan runs.
+database's work overlaps ours; orjson decodes and (with sorted keys,
+``integrity.candidate``) re-encodes each state, a fast path that is only trusted when it
+yields exactly the stored hash (otherwise ``integrity.canonical`` decides); the copies are
+compared in SQL on a second connection in the same snapshot while the scan runs.
 """
 
 from __future__ import annotations
@@ -119,7 +119,6 @@ MAX_PAIRED = 500
 TYPE_OF_TOPIC = {get_topic(cls): name for cls, name in EVENT_TYPE_NAMES.items()}
 _N_HASHED = len(integrity.HASHED)
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-_SORT = orjson.OPT_SORT_KEYS
 _TO_CHAR = "to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
 
 
@@ -596,7 +595,7 @@ class _Event:
                 "version": self.version, "type": TYPE_OF_TOPIC.get(self.topic, self.topic)}
 
     def recomputed(self) -> str | None:
-        """The hash its members give (the standard library's canonical encoding)."""
+        """The hash its members give (``integrity.canonical``)."""
         if self.decoded is None:
             return None
         try:
@@ -625,7 +624,7 @@ def _leaf(position: int, recorded_at: str, hash_value: Any) -> bytes:
 def _fast_hash(state: bytes, stream: str, version: int, event_type: str
                ) -> tuple[str | None, Any, dict[str, Any]] | None:
     """(recomputed hash, stored hash, decoded state) through orjson, or None when this
-    state must take the standard library's path. The recomputed hash is trusted only
+    state must take ``integrity.canonical``'s path. The recomputed hash is trusted only
     when it equals the stored one: equal SHA-256 means these are byte for byte the bytes
     that were hashed."""
     try:
@@ -645,7 +644,7 @@ def _fast_hash(state: bytes, stream: str, version: int, event_type: str
     if len(s) != _N_HASHED:
         return None
     try:
-        computed = hashlib.sha256(orjson.dumps(s, option=_SORT)).hexdigest()
+        computed = hashlib.sha256(integrity.candidate(s)).hexdigest()
     except orjson.JSONEncodeError:
         return None
     return computed, stored, s

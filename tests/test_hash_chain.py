@@ -3,6 +3,7 @@ hash, with a canonical encoding the standard library reproduces."""
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import itertools
 import json
@@ -11,6 +12,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from nexus_ssot.ledger import integrity
 from nexus_ssot.ledger.domain import (
@@ -92,3 +95,89 @@ def test_leaves_cover_position_and_commit_time() -> None:
     moment = datetime(2026, 11, 27, 10, 0, 0, 123456, tzinfo=UTC)
     assert integrity.leaf_data(7, moment, "ab") == (
         b'{"hash":"ab","position":7,"recorded_at":"2026-11-27T10:00:00.123456Z"}')
+
+
+# --- the fast canonical encoding is the standard library's, byte for byte ----------------
+
+
+def by_definition(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False).encode("utf-8")
+
+
+def outcome(encode: Any, value: Any) -> bytes | type[BaseException]:
+    try:
+        encoded: bytes = encode(value)
+    except (ValueError, TypeError, RecursionError) as e:
+        return type(e)
+    return encoded
+
+
+class Text(str):
+    pass
+
+
+class Number(enum.IntEnum):
+    ONE = 1
+
+
+#: Every code point (lone surrogates too), weighted towards the ones encoders disagree on.
+CHARACTERS = st.one_of(
+    st.characters(min_codepoint=0, max_codepoint=0x10FFFF, exclude_categories=()),
+    st.sampled_from("\x00\x08\t\n\x0b\x0c\r\x1f\x7f\"\\/\u2028\u2029\ud800\udfff\ufeff"
+                    "\uffff\U0001f600é<>&'"),
+)
+TEXT = st.text(CHARACTERS, max_size=12)
+SCALARS = st.one_of(
+    st.none(), st.booleans(), TEXT,
+    st.integers(),
+    st.integers(min_value=-(2**65), max_value=2**65),
+    st.sampled_from([2**63 - 1, 2**63, 2**64 - 1, 2**64, -(2**63), -(2**63) - 1]),
+    st.floats(),  # NaN, infinities, -0.0, subnormals, 1e16, 1e-05 …
+    st.sampled_from([1e16, 1e-05, 1e22, 0.1, -0.0, 5e-324, 1e15, 100.0, 123456789.0]),
+    st.builds(Text, TEXT), st.just(Number.ONE),
+)
+KEYS = st.one_of(TEXT, TEXT.map(Text), st.integers(-5, 5), st.booleans(), st.none())
+JSON_VALUES = st.recursive(
+    SCALARS,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=5),
+        st.lists(inner, max_size=3).map(tuple),
+        st.dictionaries(TEXT, inner, max_size=5),
+        st.dictionaries(KEYS, inner, max_size=3),
+    ),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(JSON_VALUES)
+@example({"b": 1e16, "a": [1e-05, -0.0]})
+@example({"x": [2**64, 2**63 - 1, -(2**63) - 1]})
+@example({"\ud800": "\udfff"})
+@example({"\U0001f600": 1, "\uffff": 2, "é": 3, "z": 4})
+@example({"nan": float("nan"), "inf": float("inf")})
+@example({1: "int key", "1": "str key"})
+def test_the_canonical_encoding_is_the_standard_librarys_for_every_value(value: Any) -> None:
+    assert outcome(integrity.canonical, value) == outcome(by_definition, value)
+
+
+def test_nesting_beyond_orjsons_limit_is_still_encoded() -> None:
+    deep: Any = "leaf"
+    for _ in range(300):
+        deep = [deep]
+    assert integrity.canonical({"deep": deep}) == by_definition({"deep": deep})
+
+
+def test_a_plain_event_is_hashed_without_the_standard_library(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: Any, **kwargs: Any) -> str:
+        raise AssertionError("the standard library's encoder was used")
+
+    events = history()
+    monkeypatch.setattr(json, "dumps", refuse)
+    event = decide(evolve(None, events[0]), Put("ns", "k", document={"b": [1, "x"]}), ctx(),
+                   Limits())
+    assert event.hash is not None
+    monkeypatch.undo()
+    assert event.hash == recompute(event)
