@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from psycopg_pool import AsyncConnectionPool
@@ -30,6 +31,7 @@ from nexus_ssot.ledger.writer import GroupCommitWriter
 from nexus_ssot.ledger.writer_service import LocalWriter, RemoteWriter, Writer
 
 from . import errors, integrity, recovery, verify_route, views
+from . import openapi as openapi_document
 from .consistency import router as consistency_router
 from .feed import LogNotifier
 from .routes import router
@@ -133,8 +135,16 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(LedgerError, errors.ledger_error_handler)
     app.add_exception_handler(RequestValidationError, errors.validation_error_handler)
     app.add_exception_handler(StarletteHTTPException, errors.http_error_handler)
+    app.add_exception_handler(psycopg.OperationalError, errors.store_unreachable_handler)
     app.add_exception_handler(Exception, errors.unexpected_error_handler)
     app.add_middleware(CorrelationId)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = openapi_document.complete(FastAPI.openapi(app))
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
 
 

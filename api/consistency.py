@@ -15,7 +15,7 @@ from starlette.responses import Response
 from nexus_ssot.ledger.errors import Unavailable
 from nexus_ssot.projections import consistency
 
-from .routes import _ERRORS, JSON, _service
+from .routes import _READ_ERRORS, JSON, _service
 
 router = APIRouter(prefix="/v1")
 
@@ -69,15 +69,16 @@ class ConsistencyReport(BaseModel):
     "/health/consistency",
     summary="Every view recomputed from the log and compared with the stored one",
     response_model=ConsistencyReport,
-    responses=_ERRORS,
+    responses=_READ_ERRORS,
     tags=["operations"],
 )
 async def get_consistency(
     request: Request,
-    view: Annotated[list[str] | None, Query(
-        description="Only this view (repeatable; default every view)")] = None,
-    namespace: Annotated[list[str] | None, Query(
-        description="Compare only this namespace's rows (repeatable; default all)")] = None,
+    view: Annotated[list[str], Query(
+        default_factory=list, description="Only this view (repeatable; default every view)")],
+    namespace: Annotated[list[str], Query(
+        default_factory=list,
+        description="Compare only this namespace's rows (repeatable; default all)")],
     examples: Annotated[int, Query(ge=1, le=1000,
                                    description="Rows named per drifting namespace")] = 10,
     external: Annotated[bool, Query(

@@ -7,6 +7,7 @@ fault, and the request's ``correlation_id``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,7 +29,12 @@ from nexus_ssot.ledger.errors import (
     UnsupportedMediaType,
 )
 
+from .models import Problem
+
+log = logging.getLogger(__name__)
+
 PROBLEM_TYPE_BASE = "https://nexus-ssot.dev/problems/"
+PROBLEM_JSON = "application/problem+json"
 
 _STATUS: list[tuple[type[LedgerError], int]] = [
     (DocumentTooLarge, 413),
@@ -45,6 +51,16 @@ _TITLES = {400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 412:
            "Precondition Failed", 413: "Content Too Large", 415: "Unsupported Media Type",
            409: "Conflict", 422: "Unprocessable Content", 500: "Internal Server Error",
            503: "Service Unavailable"}
+
+
+MEANINGS = {400: "Invalid input", 404: "Not found", 409: "Edit conflict",
+             412: "Precondition failed", 413: "Too large", 415: "Unsupported media type",
+             422: "Cannot be applied", 503: "Store unavailable; retry (Retry-After)"}
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The ``responses=`` of a route for the error statuses it can answer."""
+    return {s: {"model": Problem, "description": MEANINGS[s]} for s in statuses}
 
 
 def status_of(error: LedgerError) -> int:
@@ -79,7 +95,7 @@ def problem(
     body["correlation_id"] = correlation_id
     body.update(extra)
     return Response(
-        orjson.dumps(body), status_code=status, media_type="application/problem+json",
+        orjson.dumps(body), status_code=status, media_type=PROBLEM_JSON,
         headers=headers,
     )
 
@@ -107,7 +123,17 @@ async def http_error_handler(request: Request, exc: Exception) -> Response:
     return problem(request, exc.status_code, code, str(exc.detail), headers=exc.headers)
 
 
+async def store_unreachable_handler(request: Request, exc: Exception) -> Response:
+    """The database (or its pool) did not answer: 503, retry; not a server fault."""
+    return problem(request, 503, "store_unavailable",
+                   f"the event store is unreachable: {str(exc).strip() or type(exc).__name__}",
+                   headers={"Retry-After": "1"})
+
+
 async def unexpected_error_handler(request: Request, exc: Exception) -> Response:
+    correlation_id = getattr(request.state, "correlation_id", None)
+    log.error("%s %s failed (correlation id %s)", request.method, request.url.path,
+              correlation_id, exc_info=exc)
     return problem(request, 500, "internal_error",
                    "the server failed unexpectedly; the write, if any, did not happen unless "
                    "its history shows it (quote the correlation id when reporting this)")

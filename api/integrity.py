@@ -7,6 +7,7 @@ import functools
 from pathlib import Path
 from typing import Annotated, Any
 
+import fastapi
 import orjson
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
@@ -15,7 +16,8 @@ from starlette.responses import Response
 from nexus_ssot.ledger import digests
 from nexus_ssot.ledger.errors import NotFound, Unavailable
 
-from .routes import _ERRORS, JSON, Key, Namespace, _address, _service
+from .errors import problem_responses
+from .routes import _READ_ERRORS, JSON, MAX_INT, Key, Namespace, _address, _service
 
 router = APIRouter(prefix="/v1")
 
@@ -62,7 +64,7 @@ def _signer(path: Path) -> digests.Signer:
     "/integrity/public-key",
     summary="The Ed25519 public key that signs the digests",
     response_model=PublicKey,
-    responses=_ERRORS,
+    responses=_READ_ERRORS,
     tags=["integrity"],
 )
 async def public_key(request: Request) -> Response:
@@ -81,12 +83,12 @@ async def public_key(request: Request) -> Response:
     "/integrity/digests",
     summary="The digests of the log, oldest first",
     response_model=DigestPage,
-    responses=_ERRORS,
+    responses=_READ_ERRORS,
     tags=["integrity"],
 )
 async def list_digests(
     request: Request,
-    after: Annotated[int, Query(ge=0, description="Digests with a greater seq")] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_INT, description="Digests with a greater seq")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000, description="Page size")] = 100,
 ) -> Response:
     async with _service(request).pool.connection() as conn:
@@ -102,10 +104,11 @@ async def list_digests(
     "/integrity/digests/{seq}",
     summary="One digest",
     response_model=DigestModel,
-    responses=_ERRORS,
+    responses=_READ_ERRORS,
     tags=["integrity"],
 )
-async def get_digest(request: Request, seq: int) -> Response:
+async def get_digest(request: Request,
+                     seq: Annotated[int, fastapi.Path(ge=1, le=MAX_INT)]) -> Response:
     async with _service(request).pool.connection() as conn:
         digest = await digests.digest_by_seq(conn, seq)
     if digest is None:
@@ -118,16 +121,16 @@ async def get_digest(request: Request, seq: int) -> Response:
     summary="Proof that a version is in the log: the event, its leaf and the audit path "
     "to a digest",
     response_model=Proof,
-    responses=_ERRORS,
+    responses={**_READ_ERRORS, **problem_responses(409, 422)},
     tags=["integrity"],
 )
 async def entry_proof(
     request: Request,
     namespace: Namespace,
     key: Key,
-    version: Annotated[int, Query(ge=1, description="The version to prove")],
+    version: Annotated[int, Query(ge=1, le=MAX_INT, description="The version to prove")],
     digest: Annotated[int | None, Query(
-        ge=1, description="The digest's seq (default: the latest)")] = None,
+        ge=1, le=MAX_INT, description="The digest's seq (default: the latest)")] = None,
 ) -> Response:
     """404 for a version that does not exist, 409 ``not_yet_digested`` (with
     ``next_digest_expected_at``) before a digest covers it, 422 ``not_in_digest`` when the

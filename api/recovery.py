@@ -39,8 +39,10 @@ from nexus_ssot.projections import entry_history as entry_history_view
 from . import http, models
 from .routes import (
     _ERRORS,
+    _READ_ERRORS,
     _WRITE_HEADERS,
     JSON,
+    MAX_INT,
     Cursor,
     Limit,
     Namespace,
@@ -74,7 +76,7 @@ async def _settings_state(conn: Any, ns: str) -> tuple[int, dict[str, Any]]:
     "/namespaces/{namespace}",
     summary="A namespace: its settings and entry counts",
     response_model=models.Namespace,
-    responses=_ERRORS,
+    responses=_READ_ERRORS,
     tags=["namespaces"],
 )
 async def get_namespace(request: Request, namespace: Namespace) -> Response:
@@ -122,14 +124,14 @@ async def put_namespace(request: Request, namespace: Namespace) -> Response:
     "/namespaces/{namespace}/settings/history",
     summary="Every change of a namespace's settings, with who, when and why",
     response_model=models.HistoryPage,
-    responses=_ERRORS,
+    responses=_READ_ERRORS,
     tags=["namespaces"],
 )
 async def namespace_settings_history(
     request: Request, namespace: Namespace, limit: Limit = 100, cursor: Cursor = None
 ) -> Response:
     ns = check_namespace(namespace)
-    state = decode_cursor(cursor)
+    state = decode_cursor(cursor, "v")
     after = state["v"] if state else None
     async with _service(request).pool.connection() as conn:
         rows = await entry_history_view.history(conn, SETTINGS_NAMESPACE, ns,
@@ -195,7 +197,8 @@ def _expectation(at: str, op: dict[str, Any]) -> Expectation:
     if_match = op.get("if_match")
     if_none_match = op.get("if_none_match", False)
     if if_match is not None and if_match != "*" and (
-            not isinstance(if_match, int) or isinstance(if_match, bool) or if_match < 1):
+            not isinstance(if_match, int) or isinstance(if_match, bool)
+            or not 1 <= if_match <= MAX_INT):
         raise InvalidInput(f'{at}.if_match must be a version (1, 2, …) or "*"',
                            code="invalid_precondition", field=f"{at}.if_match")
     if not isinstance(if_none_match, bool):
@@ -224,9 +227,10 @@ def _in_operation(e: LedgerError, index: int, op: Any) -> LedgerError:
     responses=_ERRORS,
     openapi_extra={"parameters": _WRITE_HEADERS["parameters"][2:], "requestBody": {
         "required": True, "content": {JSON: {"schema": {
-            "type": "object", "required": ["operations"], "properties": {
-                "operations": {"type": "array", "items": {"type": "object"}},
-                "reason": {"type": "string"}}}}}}},
+            "type": "object", "required": ["operations"], "additionalProperties": False,
+            "properties": {
+                "operations": {"type": "array", "minItems": 1, "items": {"type": "object"}},
+                "reason": {"type": "string", "minLength": 1, "maxLength": 1024}}}}}}},
     tags=["entries"],
 )
 async def batch(request: Request) -> Response:
@@ -292,11 +296,12 @@ def _reason(reason: Any) -> str | None:
     responses=_ERRORS,
     openapi_extra={"parameters": _WRITE_HEADERS["parameters"][2:], "requestBody": {
         "required": True, "content": {JSON: {"schema": {
-            "type": "object", "properties": {
+            "type": "object", "additionalProperties": False, "properties": {
                 "as_of": {"type": "string", "format": "date-time"},
-                "position": {"type": "integer", "minimum": 0},
-                "reason": {"type": "string"}, "dry_run": {"type": "boolean"},
-                "key_prefix": {"type": "string"}}}}}}},
+                "position": {"type": "integer", "minimum": 0, "maximum": MAX_INT},
+                "reason": {"type": "string", "minLength": 1, "maxLength": 1024},
+                "dry_run": {"type": "boolean"},
+                "key_prefix": {"type": "string", "maxLength": 512}}}}}}},
     tags=["namespaces"],
 )
 async def restore(request: Request, namespace: Namespace) -> Response:
@@ -316,7 +321,7 @@ async def restore(request: Request, namespace: Namespace) -> Response:
                            code="invalid_parameter", field="body")
     as_of, position = _as_of(spec.get("as_of")), spec.get("position")
     if position is not None and (not isinstance(position, int) or isinstance(position, bool)
-                                 or position < 0):
+                                 or not 0 <= position <= MAX_INT):
         raise InvalidInput("position must be a global position (0, 1, 2, …)",
                            code="invalid_parameter", field="position")
     if (as_of is None) == (position is None):

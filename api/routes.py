@@ -8,6 +8,7 @@ import binascii
 import csv
 import difflib
 import io
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -16,10 +17,13 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import orjson
 from fastapi import APIRouter, Path, Query, Request
+from pydantic import BeforeValidator
 from starlette.responses import Response, StreamingResponse
 
 from nexus_ssot.ledger.domain import (
     EVENT_TYPE_NAMES,
+    MAX_KEY_LENGTH,
+    NAMESPACE_PATTERN,
     Command,
     Context,
     Delete,
@@ -45,7 +49,7 @@ from nexus_ssot.projections import entry_history as entry_history_view
 from nexus_ssot.projections.views import VIEW_NAMES
 
 from . import http, models
-from .errors import problem
+from .errors import problem, problem_responses
 from .service import Service
 
 router = APIRouter(prefix="/v1")
@@ -55,22 +59,42 @@ JSON = "application/json"
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 
-Namespace = Annotated[str, Path(description="Namespace, e.g. `config`", examples=["config"])]
-Key = Annotated[str, Path(description="Key; may contain `/`, e.g. `services/payments/db.url`")]
+#: The largest position, version or sequence number (PostgreSQL bigint): a greater one in
+#: a query is refused as invalid, not carried to the database.
+MAX_INT = 2**63 - 1
+
+# The patterns are documented here and checked by check_namespace / check_key, whose
+# errors (invalid_namespace, invalid_key) are more precise than the framework's.
+Namespace = Annotated[str, Path(
+    description="Namespace, e.g. `config`", examples=["config"],
+    json_schema_extra={"pattern": NAMESPACE_PATTERN.pattern, "maxLength": 63})]
+Key = Annotated[str, Path(
+    description="Key: `/`-separated segments of letters, digits, `.`, `_` and `-` (no `.` "
+    "or `..` segment; the last not history, diff, proof, revert or restore), e.g. "
+    "`services/payments/db.url`",
+    json_schema_extra={"pattern": r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$",
+                       "maxLength": MAX_KEY_LENGTH})]
 Limit = Annotated[int, Query(ge=1, le=1000, description="Page size")]
 Cursor = Annotated[str | None, Query(description="`next_cursor` of the previous page")]
-AsOf = Annotated[datetime | None, Query(
+
+
+def _rfc3339_only(value: Any) -> Any:
+    """Query times are RFC 3339 text: pydantic would also take a number as Unix time."""
+    if isinstance(value, str) and not _RFC3339_START.match(value):
+        raise ValueError("must be an RFC 3339 time with a time zone, e.g. 2026-11-01T12:00:00Z")
+    return value
+
+
+_POSITION = re.compile(r"^[0-9]{1,19}$")
+_RFC3339_START = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
+AsOf = Annotated[datetime | None, BeforeValidator(_rfc3339_only), Query(
     description="RFC 3339 time: the state as of the last event committed at or before it")]
 AtPosition = Annotated[int | None, Query(
-    ge=0, description="Global position: the state after the event at this position")]
+    ge=0, le=MAX_INT, description="Global position: the state after the event at this position")]
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    s: {"model": models.Problem, "description": d}
-    for s, d in [(400, "Invalid input"), (404, "Not found"), (409, "Edit conflict"),
-                 (412, "Precondition failed"),
-                 (413, "Too large"), (415, "Unsupported media type"),
-                 (422, "Cannot be applied"), (503, "Store unavailable")]
-}
+#: What a write can answer besides its success, and what a read can.
+_ERRORS = problem_responses(400, 404, 409, 412, 413, 415, 422, 503)
+_READ_ERRORS = problem_responses(400, 404, 503)
 
 _WRITE_HEADERS = {
     "parameters": [
@@ -99,12 +123,29 @@ def encode_cursor(data: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(orjson.dumps(data)).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str | None, **expected: Any) -> dict[str, Any] | None:
+#: The members a cursor may carry, and their types (a position or version is a bigint).
+_CURSOR_MEMBERS: dict[str, tuple[type, ...]] = {
+    "k": (str, type(None)), "p": (str,), "n": (str,), "o": (str,), "ns": (str, type(None)),
+    "after": (int,), "v": (int,), "at": (int,)}
+
+
+def _cursor_member(name: str, value: Any) -> bool:
+    types = _CURSOR_MEMBERS.get(name)
+    if types is None or not isinstance(value, types) or isinstance(value, bool):
+        return False
+    return not isinstance(value, int) or 0 <= value <= MAX_INT
+
+
+def decode_cursor(cursor: str | None, *required: str, **expected: Any) -> dict[str, Any] | None:
+    """The members of a ``next_cursor`` (``required`` ones present, ``expected`` ones equal
+    to this query's); a cursor made up or altered by a client is a 400, not a crash."""
     if cursor is None:
         return None
     try:
         data = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        if not isinstance(data, dict) or any(data.get(k) != v for k, v in expected.items()):
+        if not isinstance(data, dict) or any(data.get(k) != v for k, v in expected.items()) \
+                or not set(required) <= set(data) \
+                or not all(_cursor_member(k, v) for k, v in data.items()):
             raise ValueError
         return data
     except (ValueError, binascii.Error, orjson.JSONDecodeError):
@@ -292,9 +333,10 @@ async def delete_entry(request: Request, namespace: Namespace, key: Key) -> Resp
     response_model=models.Entry,
     responses=_ERRORS,
     openapi_extra={**_WRITE_HEADERS, "requestBody": {"required": True, "content": {JSON: {
-        "schema": {"type": "object", "properties": {
-            "to_version": {"type": "integer"}, "as_of": {"type": "string"},
-            "reason": {"type": "string"}}}}}}},
+        "schema": {"type": "object", "additionalProperties": False, "properties": {
+            "to_version": {"type": "integer", "minimum": 1, "maximum": MAX_INT},
+            "as_of": {"type": "string", "format": "date-time"},
+            "reason": {"type": "string", "minLength": 1, "maxLength": 1024}}}}}}},
     tags=["entries"],
 )
 async def revert_entry(request: Request, namespace: Namespace, key: Key) -> Response:
@@ -329,7 +371,7 @@ async def revert_entry(request: Request, namespace: Namespace, key: Key) -> Resp
             to_version, event_type, entry_body = found_at
         else:
             if not isinstance(to_version, int) or isinstance(to_version, bool) \
-                    or to_version < 1:
+                    or not 1 <= to_version <= MAX_INT:
                 raise InvalidInput("to_version must be a version number (1, 2, …)",
                                    code="invalid_parameter", field="to_version")
             found = await entry_history_view.entry_version(conn, ns, k, to_version)
@@ -353,15 +395,15 @@ async def revert_entry(request: Request, namespace: Namespace, key: Key) -> Resp
 @router.get(
     "/namespaces/{namespace}/entries/{key:path}/diff",
     summary="What changed between two versions (or two times): RFC 6902 patch or text",
-    responses={200: {"content": {JSON: {}, "text/plain": {}}}, **_ERRORS},
+    responses={200: {"content": {JSON: {}, "text/plain": {}}}, **_READ_ERRORS},
     tags=["audit"],
 )
 async def entry_diff(
     request: Request,
     namespace: Namespace,
     key: Key,
-    from_version: Annotated[int | None, Query(alias="from", ge=0)] = None,
-    to_version: Annotated[int | None, Query(alias="to", ge=1)] = None,
+    from_version: Annotated[int | None, Query(alias="from", ge=0, le=MAX_INT)] = None,
+    to_version: Annotated[int | None, Query(alias="to", ge=1, le=MAX_INT)] = None,
     from_as_of: AsOf = None,
     to_as_of: AsOf = None,
     format: Annotated[Literal["json", "text"], Query()] = "json",
@@ -421,7 +463,7 @@ def text_diff(ns: str, key: str, before: tuple[dict[str, Any], Any],
     "/namespaces/{namespace}/entries/{key:path}/history",
     summary="Every event of an entry with its metadata, patch and resulting document",
     response_model=models.HistoryPage,
-    responses=_ERRORS,
+    responses=_READ_ERRORS,
     tags=["entries"],
 )
 async def entry_history(
@@ -433,7 +475,7 @@ async def entry_history(
     cursor: Cursor = None,
 ) -> Response:
     ns, k = _address(namespace, key)
-    position = decode_cursor(cursor, o=order)
+    position = decode_cursor(cursor, "v", o=order)
     after = position["v"] if position else None
     service = _service(request)
     async with service.pool.connection() as conn:
@@ -448,14 +490,14 @@ async def entry_history(
     "/namespaces/{namespace}/entries/{key:path}",
     summary="Read an entry (current, or any past version)",
     response_model=models.Entry,
-    responses={304: {"description": "Not modified (If-None-Match)"}, **_ERRORS},
+    responses={304: {"description": "Not modified (If-None-Match)"}, **_READ_ERRORS},
     tags=["entries"],
 )
 async def get_entry(
     request: Request,
     namespace: Namespace,
     key: Key,
-    version: Annotated[int | None, Query(ge=1, description="A past version")] = None,
+    version: Annotated[int | None, Query(ge=1, le=MAX_INT, description="A past version")] = None,
     as_of: AsOf = None,
     position: AtPosition = None,
 ) -> Response:
@@ -514,7 +556,7 @@ def _deleted(ns: str, key: str, version: int) -> EntryGone:
     "/namespaces/{namespace}/entries",
     summary="List the live entries of a namespace in key order",
     response_model=models.EntryPage,
-    responses=_ERRORS,
+    responses=_READ_ERRORS,
     tags=["entries"],
 )
 async def list_entries(
@@ -528,7 +570,7 @@ async def list_entries(
 ) -> Response:
     ns = check_namespace(namespace)
     _one_coordinate(as_of=as_of, position=position)
-    state = decode_cursor(cursor, p=prefix)
+    state = decode_cursor(cursor, "k", p=prefix)
     after = state["k"] if state else ""
     service = _service(request)
     async with service.pool.connection() as conn:
@@ -572,10 +614,11 @@ async def _cut(conn: Any, as_of: datetime | None, position: int | None) -> int:
     "/namespaces",
     summary="Namespaces with their entry counts",
     response_model=models.NamespacePage,
+    responses=_READ_ERRORS,
     tags=["namespaces"],
 )
 async def list_namespaces(request: Request, limit: Limit = 100, cursor: Cursor = None) -> Response:
-    position = decode_cursor(cursor)
+    position = decode_cursor(cursor, "n")
     after = position["n"] if position else ""
     service = _service(request)
     async with service.pool.connection() as conn:
@@ -587,19 +630,20 @@ async def list_namespaces(request: Request, limit: Limit = 100, cursor: Cursor =
     "/events",
     summary="Catch-up: the CloudEvents of the log after a position",
     response_model=models.EventPage,
-    responses=_ERRORS,
+    responses=_READ_ERRORS,
     tags=["events"],
 )
 async def list_events(
     request: Request,
-    after: Annotated[int, Query(ge=0, description="Global position to start after")] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_INT,
+                                description="Global position to start after")] = 0,
     namespace: Annotated[str | None, Query(description="Only this namespace")] = None,
     key: Annotated[str | None, Query(description="Only this key (with namespace)")] = None,
     limit: Limit = 100,
     cursor: Cursor = None,
 ) -> Response:
     ns, k = _feed_filter(namespace, key)
-    position = decode_cursor(cursor, ns=ns, k=k)
+    position = decode_cursor(cursor, "after", ns=ns, k=k)
     start = position["after"] if position else after
     service = _service(request)
     async with service.pool.connection() as conn:
@@ -612,12 +656,12 @@ async def list_events(
     "/events/stream",
     summary="Live feed: the log's CloudEvents as Server-Sent Events (resumable)",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}}, **_ERRORS},
+    responses={200: {"content": {"text/event-stream": {}}}, **_READ_ERRORS},
     tags=["events"],
 )
 async def stream_events(
     request: Request,
-    after: Annotated[int | None, Query(ge=0, description="Start after this position "
+    after: Annotated[int | None, Query(ge=0, le=MAX_INT, description="Start after this position "
                                        "(default: the head, i.e. new events only)")] = None,
     namespace: Annotated[str | None, Query(description="Only this namespace")] = None,
     key: Annotated[str | None, Query(description="Only this key (with namespace)")] = None,
@@ -626,7 +670,7 @@ async def stream_events(
     service = _service(request)
     last_event_id = request.headers.get("last-event-id")
     if last_event_id is not None:
-        if not last_event_id.isdigit():
+        if not _POSITION.match(last_event_id) or int(last_event_id) > MAX_INT:
             raise InvalidInput("Last-Event-ID must be a position (a whole number)",
                                code="invalid_last_event_id", field="Last-Event-ID")
         start = int(last_event_id)
@@ -672,7 +716,7 @@ def _feed_filter(namespace: str | None, key: str | None) -> tuple[str | None, st
     summary="The audit trail: events with their metadata, filtered, in log order",
     response_model=models.HistoryPage,
     responses={200: {"content": {JSON: {}, "text/csv": {}, "application/x-ndjson": {}}},
-               **_ERRORS},
+               **_READ_ERRORS},
     tags=["audit"],
 )
 async def audit(
@@ -701,7 +745,7 @@ async def audit(
     async with service.pool.connection() as conn:
         after = await entry_at.position_at(conn, since) if since else 0
         upto = await entry_at.position_at(conn, until) if until else None
-    state = decode_cursor(cursor)
+    state = decode_cursor(cursor, "after")
     where = audit_trail.AuditFilter(
         after=state["after"] if state else after, until=upto,
         namespace=check_namespace(namespace) if namespace else None, key_prefix=key_prefix,
@@ -738,7 +782,8 @@ async def _export(service: Service, where: audit_trail.AuditFilter,
                 yield orjson.dumps(row) + b"\n"
 
 
-@router.get("/health", summary="Liveness and store reachability", tags=["operations"])
+@router.get("/health", summary="Liveness and store reachability",
+            responses=problem_responses(503), tags=["operations"])
 async def health(request: Request) -> Response:
     service = _service(request)
     try:

@@ -19,7 +19,7 @@ from nexus_ssot.ledger import verify
 from nexus_ssot.ledger.domain import SETTINGS_NAMESPACE, check_namespace
 from nexus_ssot.ledger.errors import InvalidInput, Unavailable
 
-from .routes import _ERRORS, JSON, _service
+from .routes import _READ_ERRORS, JSON, MAX_INT, _service
 
 router = APIRouter(prefix="/v1")
 
@@ -74,15 +74,16 @@ def _key(path: Path) -> Any:
     "/integrity/verify",
     summary="Verify the log's hashes, chains, copies and digests over a range of positions",
     response_model=VerifyReport,
-    responses=_ERRORS,
+    responses=_READ_ERRORS,
     tags=["integrity"],
 )
 async def verify_range(
     request: Request,
     from_position: Annotated[int, Query(
-        ge=0, description="Verify the events after this position")] = 0,
+        ge=0, le=MAX_INT, description="Verify the events after this position")] = 0,
     to_position: Annotated[int | None, Query(
-        ge=0, description=f"… up to this one; at most {MAX_EVENTS:,} events (default: the "
+        ge=0, le=MAX_INT,
+        description=f"… up to this one; at most {MAX_EVENTS:,} events (default: the "
         f"{MAX_EVENTS:,}th event after from_position, or the head)")] = None,
     namespace: Annotated[str | None, Query(
         description="Check only this namespace's events and chains")] = None,

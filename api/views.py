@@ -8,23 +8,24 @@ import time
 from typing import Annotated, Any
 
 import orjson
+import psycopg
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from nexus_ssot.ledger.domain import check_namespace
-from nexus_ssot.ledger.errors import NotFound, ViewBehind
+from nexus_ssot.ledger.errors import InvalidInput, NotFound, ViewBehind
 from nexus_ssot.projections import namespace_stats
 from nexus_ssot.projections.runtime import tracked_position
 
 from . import http, models
-from .routes import _ERRORS, JSON, Namespace, _service
+from .routes import _READ_ERRORS, JSON, MAX_INT, Namespace, _service
 from .service import Service
 
 router = APIRouter(prefix="/v1")
 
 MinPosition = Annotated[int | None, Query(
-    ge=0, description="Wait (up to SSOT_VIEW_WAIT_TIMEOUT, 2 s) until the view has applied "
-    "this global position — the `position` a write returned — else 503")]
+    ge=0, le=MAX_INT, description="Wait (up to SSOT_VIEW_WAIT_TIMEOUT, 2 s) until the view "
+    "has applied this global position — the `position` a write returned — else 503")]
 
 
 async def view_at(service: Service, conn: Any, view: str, min_position: int | None) -> int:
@@ -33,6 +34,12 @@ async def view_at(service: Service, conn: Any, view: str, min_position: int | No
     position = await tracked_position(conn, view) or 0
     if min_position is None or position >= min_position:
         return position
+    cur = await conn.execute("SELECT coalesce(max(notification_id), 0) FROM ssot_events")
+    head = (await cur.fetchone())[0]
+    if min_position > head:  # no write returned it: waiting would not help
+        raise InvalidInput(f"min_position {min_position} is beyond the log's head ({head}); "
+                           "give the position a write returned", code="position_beyond_head",
+                           field="min_position", head_position=head)
     wait = service.settings.view_wait_timeout
     deadline = time.monotonic() + wait
     delay = 0.002
@@ -53,7 +60,7 @@ async def view_at(service: Service, conn: Any, view: str, min_position: int | No
     "/namespaces/{namespace}/stats",
     summary="A namespace's statistics (asynchronous view namespace_stats)",
     response_model=models.NamespaceStats,
-    responses=_ERRORS,
+    responses=_READ_ERRORS,
     tags=["namespaces"],
 )
 async def get_stats(request: Request, namespace: Namespace,
@@ -62,7 +69,13 @@ async def get_stats(request: Request, namespace: Namespace,
     service = _service(request)
     async with service.pool.connection() as conn:
         position = await view_at(service, conn, namespace_stats.NAME, min_position)
-        row = await namespace_stats.stats(conn, ns)
+        try:
+            row = await namespace_stats.stats(conn, ns)
+        except psycopg.errors.UndefinedTable:
+            # the view runner (ssot serve, ssot views) makes its tables when it first runs
+            raise ViewBehind(f"view {namespace_stats.NAME} has not been built yet: is a "
+                             "view runner running?", code="view_not_built",
+                             view=namespace_stats.NAME, view_position=position) from None
     if row is None:
         raise NotFound(f"namespace {ns} has no entries (as of view position {position})",
                        code="namespace_not_found", field="namespace", view_position=position)

@@ -1,0 +1,145 @@
+"""Schemathesis against the live ``/openapi.json``: every operation, generated valid and
+invalid inputs; no 5xx, every response's status, media type and body as documented, and
+the event count moves only on a documented successful write.
+
+Bounded for ``make test`` (a fixed seed, a few examples per operation); ``make fuzz``
+(``SSOT_FUZZ_EXAMPLES``, ``SSOT_FUZZ_STEPS``) runs longer.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, Phase, settings
+from psycopg import sql
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    negative_data_rejection,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from nexus_ssot.api.app import create_app
+from nexus_ssot.ledger.settings import Settings
+from tests.conftest import _with_db, event_count, free_port, start_serve
+
+EXAMPLES = int(os.environ.get("SSOT_FUZZ_EXAMPLES", "12"))
+STEPS = int(os.environ.get("SSOT_FUZZ_STEPS", "6"))
+SEED = int(os.environ.get("SSOT_FUZZ_SEED", "7"))
+
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
+          response_schema_conformance, negative_data_rejection]
+
+WRITES = {"PUT", "PATCH", "DELETE", "POST"}
+
+CONFIG = f"""
+seed = {SEED}
+suppress-health-check = ["too_slow", "filter_too_much", "data_too_large", "large_base_example"]
+[generation]
+mode = "all"
+deterministic = true
+max-examples = {EXAMPLES}
+[phases.stateful]
+max-steps = {STEPS}
+"""
+
+
+@pytest.fixture(scope="module")
+def fuzz_api(server_url: str) -> Iterator[tuple[str, str]]:
+    """``ssot serve`` (API, writer, views, digester) over a database of its own, since
+    the fuzzer writes anywhere it likes; (its URL, the database's)."""
+    name = f"ssot_fuzz_{secrets.token_hex(4)}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    database_url = _with_db(server_url, name)
+    port = free_port()
+    env = {**os.environ, "SSOT_DATABASE_URL": database_url, "SSOT_HTTP_PORT": str(port),
+           "SSOT_HTTP_WORKERS": "1", "SSOT_BROADCAST": "false", "SSOT_KV_MIRROR": "false",
+           "SSOT_MAX_DOCUMENT_BYTES": str(64 * 1024), "SSOT_MAX_DEPTH": "8",
+           "SSOT_VIEW_WAIT_TIMEOUT": "0.2", "SSOT_DIGEST_EVERY_SECONDS": "1"}
+    try:
+        proc, url = start_serve([], env, port)
+        try:
+            yield url, database_url
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            output = proc.communicate(timeout=60)[0].decode()
+            assert proc.returncode == 0, output
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
+                         .format(sql.Identifier(name)))
+
+
+@pytest.fixture(scope="module")
+def fuzz_db(fuzz_api: tuple[str, str]) -> Iterator[psycopg.Connection[Any]]:
+    with psycopg.connect(fuzz_api[1], autocommit=True) as conn:
+        yield conn
+
+
+def _openapi() -> dict[str, Any]:
+    """The document the server publishes (create_app connects to nothing)."""
+    return create_app(Settings(database_url="postgresql://openapi.invalid/none")).openapi()
+
+
+# The live feed never ends: it has tests of its own (test_event_feed).
+schema = schemathesis.openapi.from_dict(
+    _openapi(), config=schemathesis.Config.from_str(CONFIG)).exclude(path="/v1/events/stream")
+
+
+@schema.parametrize()
+@settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
+          phases=[Phase.explicit, Phase.generate],
+          suppress_health_check=list(HealthCheck))
+def test_every_operation_answers_as_documented(
+    case: schemathesis.Case, fuzz_api: tuple[str, str],
+    fuzz_db: psycopg.Connection[Any],
+) -> None:
+    before = event_count(fuzz_db)
+    response = case.call(base_url=fuzz_api[0], timeout=30)
+    _assert_log_moved_only_on_success(case, response, before, event_count(fuzz_db))
+    case.validate_response(response, checks=CHECKS)
+
+
+def _assert_log_moved_only_on_success(case: schemathesis.Case, response: Any, before: int,
+                                      after: int) -> None:
+    """A read or a refused write leaves the event count as it was."""
+    if case.method.upper() in WRITES and 200 <= response.status_code < 300:
+        assert after >= before
+    else:
+        assert after == before, (
+            f"{case.method} {case.formatted_path} answered {response.status_code} and the "
+            f"log grew from {before} to {after} events")
+
+def test_linked_workflows_answer_as_documented(
+    fuzz_api: tuple[str, str], fuzz_db: psycopg.Connection[Any]
+) -> None:
+    """Stateful: a write, then the reads and writes its links lead to (GET, history, diff,
+    PATCH and DELETE at the ETag it answered, revert to its version)."""
+    base_url = fuzz_api[0]
+
+    class Workflow(schema.as_state_machine()):  # type: ignore[misc]
+        def get_call_kwargs(self, case: schemathesis.Case) -> dict[str, Any]:
+            return {"base_url": base_url, "timeout": 30}
+
+        def call(self, case: schemathesis.Case, **kwargs: Any) -> schemathesis.Response:
+            before = event_count(fuzz_db)
+            response = case.call(**kwargs)
+            _assert_log_moved_only_on_success(case, response, before, event_count(fuzz_db))
+            return response
+
+        def validate_response(self, response: schemathesis.Response,
+                              case: schemathesis.Case, **kwargs: Any) -> None:
+            case.validate_response(response, checks=CHECKS[:-1])
+
+    Workflow.run(settings=settings(
+        max_examples=EXAMPLES, stateful_step_count=STEPS, deadline=None, derandomize=True,
+        database=None, suppress_health_check=list(HealthCheck)))
