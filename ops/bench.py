@@ -27,7 +27,8 @@ limited it.
 Then (f)-(h) broadcast (``bench_broadcast``), (i)-(k) time travel and audit over a log
 of 1M events (``bench_history``), and (m)-(n) view rebuilds beside the plain library's
 log read, and the live lag of an asynchronous view (``bench_projections``). ``--only
-history``, ``--only chain`` and ``--only projections`` run just those steps.
+history``, ``--only chain``, ``--only projections`` and ``--only backup`` run just those
+steps; (o) verify, export and import of a 200k-event log (``bench_backup``).
 
 Results: ``<out>/bench-<UTC timestamp>.json`` and ``.md``, copied to ``latest.json`` and
 ``latest.md`` (not for an ``--only`` run); the markdown table is printed at the end,
@@ -1165,6 +1166,8 @@ class Bench:
                     self.measure_history(server, database_url, meter)
                 if self.only in (None, "projections"):
                     self.measure_projections(server, database_url, meter, pool)
+                if self.only in (None, "backup"):
+                    self.measure_backup(database_url, meter)
             finally:
                 code = server.stop()
                 say(f"server stopped (exit code {code})")
@@ -1208,6 +1211,18 @@ class Bench:
         projections["summary_md"] = bp.summarize(projections, quick=self.quick)
         self.report["projections"] = projections
         for line in projections["summary_md"][5:]:
+            say(line)
+
+    def measure_backup(self, database_url: str, meter: CpuMeter) -> None:
+        say("(o) backups: verify, export and import")
+        from . import bench_backup as bb
+
+        backup = bb.run_all(database_url, meter,
+                            events=bb.EVENTS_QUICK if self.quick else bb.EVENTS,
+                            keys=bb.KEYS_QUICK if self.quick else bb.KEYS)
+        backup["summary_md"] = bb.summarize(backup, quick=self.quick)
+        self.report["backup"] = backup
+        for line in backup["summary_md"][5:]:
             say(line)
 
     def measure_baselines(self, embedded_bin: Path | None, database_url: str, work: Path,
@@ -1468,7 +1483,7 @@ def markdown(report: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         + (f"; only the {report['only']} steps" if report.get("only") else ""),
     ]
     only = report.get("only")
-    if only in ("history", "projections"):
+    if only in ("history", "projections", "backup"):
         return "\n".join(lines + report.get(only, {}).get("summary_md", [])) + "\n"
     lines += [
         "",
@@ -1541,6 +1556,7 @@ def markdown(report: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     lines += report.get("broadcast", {}).get("summary_md", [])
     lines += report.get("history", {}).get("summary_md", [])
     lines += report.get("projections", {}).get("summary_md", [])
+    lines += report.get("backup", {}).get("summary_md", [])
     return "\n".join(lines) + "\n"
 
 
@@ -1570,10 +1586,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="HTTP worker processes of the server under test (default 2)")
     parser.add_argument("--out", type=Path, default=Path("bench/results"),
                         help="folder for the results (default bench/results)")
-    parser.add_argument("--only", choices=["history", "chain", "projections"],
+    parser.add_argument("--only", choices=["history", "chain", "projections", "backup"],
                         help="run only these steps: history = (i)-(k) time travel and audit, "
                              "chain = (l) the hash chain's cost, projections = (m)-(n) view "
-                             "rebuilds and live view lag (results go to "
+                             "rebuilds and live view lag, backup = (o) verify, export and "
+                             "import (results go to "
                              "bench-<stamp>-<steps>.*, not latest.*)")
     args = parser.parse_args(argv)
     if args.duration <= 0:
