@@ -32,6 +32,10 @@ STRICT_NS, MERGE_NS = "chaos-strict", "chaos-merge"
 NAMESPACES = (STRICT_NS, MERGE_NS)
 #: Seconds one attempt of a request may take, and one write with all its retries.
 ATTEMPT_TIMEOUT, WRITE_DEADLINE = 8.0, 90.0
+#: Every IMPATIENT-th client gives an attempt a fraction of a second and a write a few
+#: seconds: its retries race the attempts still in flight under the same Idempotency-Key,
+#: and some of its writes end with an outcome it never learns.
+IMPATIENT, IMPATIENT_TIMEOUT, IMPATIENT_DEADLINE = 4, 0.3, 4.0
 RETRIED_STATUS = frozenset({500, 502, 503, 504})
 WRITES = ("create", "put", "merge_patch", "json_patch", "delete", "revert", "batch")
 READS = ("read", "read_version", "read_as_of", "read_position")
@@ -74,8 +78,10 @@ class Client:
                  keys: list[str]) -> None:
         self.number = number
         self.rng = random.Random(f"client:{seed}:{number}")
-        self.http = httpx.AsyncClient(base_url=base_url, timeout=ATTEMPT_TIMEOUT,
-                                      limits=httpx.Limits(max_connections=2))
+        self.impatient = number % IMPATIENT == IMPATIENT - 1
+        self.http = httpx.AsyncClient(
+            base_url=base_url, timeout=IMPATIENT_TIMEOUT if self.impatient else ATTEMPT_TIMEOUT,
+            limits=httpx.Limits(max_connections=4))
         self.history = history
         self.run_id = run_id
         self.keys = keys
@@ -142,7 +148,10 @@ class Client:
         elif op == "read_version":
             params = {"version": self.rng.randint(1, max(1, self.known.get((ns, key), 1)))}
         elif op == "read_as_of":
-            moment = datetime.now(UTC) - timedelta(seconds=self.rng.uniform(0.0, 5.0))
+            # a third of them at "just now", where a commit in flight may race the read
+            ago = self.rng.uniform(0.0, 5.0) if self.rng.random() < 0.67 else \
+                self.rng.uniform(0.0, 0.02)
+            moment = datetime.now(UTC) - timedelta(seconds=ago)
             params = {"as_of": moment.isoformat()}
         elif op == "read_position":
             if not self.positions:
@@ -201,7 +210,8 @@ class Client:
                     headers: dict[str, str], content: bytes | None,
                     write: bool) -> tuple[str, int | None, Any, int, list[str]]:
         """(outcome, status, body, attempts, errors): retried with the same request."""
-        deadline = time.monotonic() + (WRITE_DEADLINE if write else 20.0)
+        deadline = time.monotonic() + (IMPATIENT_DEADLINE if self.impatient else
+                                       WRITE_DEADLINE if write else 20.0)
         attempts, pause = 0, 0.05
         errors: list[str] = []
         status: int | None = None

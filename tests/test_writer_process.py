@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 
@@ -55,3 +57,38 @@ def test_killing_the_writer_loses_nothing_and_doubles_nothing(database_url: str,
             assert seen == Counter(range(WRITES))  # every write once, none twice
     finally:
         writer.stop()
+
+
+_PARENT = """
+import subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", "import time\\n"
+    "from nexus_ssot.ops.writer_process import _exit_with_parent\\n"
+    "_exit_with_parent()\\nprint('armed', flush=True)\\ntime.sleep(60)"],
+    stdout=subprocess.PIPE, text=True)
+print(child.pid, flush=True)
+print(child.stdout.readline().strip(), flush=True)
+time.sleep(60)
+"""
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+def test_a_writer_whose_parent_is_killed_stops_at_once() -> None:
+    # A SIGKILLed `ssot serve` must not leave its writer serving beside the next one's.
+    with subprocess.Popen([sys.executable, "-c", _PARENT], stdout=subprocess.PIPE,
+                          text=True) as parent:
+        assert parent.stdout is not None
+        writer = int(parent.stdout.readline())
+        assert parent.stdout.readline().strip() == "armed"
+        parent.kill()
+    killed = time.monotonic()
+    while _running(writer) and time.monotonic() - killed < 10:
+        time.sleep(0.005)
+    assert not _running(writer)
+    assert time.monotonic() - killed < 0.3
