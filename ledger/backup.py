@@ -52,6 +52,7 @@ than maintaining them row by row), and the asynchronous views rebuilt.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import contextlib
 import gzip
@@ -60,7 +61,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -69,6 +70,7 @@ from typing import IO, Any
 
 import orjson
 import psycopg
+from psycopg import sql
 
 from . import integrity, merkle
 from .domain import EVENT_TYPE_NAMES
@@ -612,8 +614,12 @@ async def import_file(database_url: str, path: str | os.PathLike[str], *,
             await _check_target(conn, header, st)
             total = max(int(header["upto_position"]) - st.position, 1)
             copier = _Copier(conn)
+            fold, unindexed = None, []
+            if not st.incremental:  # an empty database: entry_history is folded by batch
+                fold = _history_fold(conn)
+                unindexed = await _drop_indexes(conn, _UNINDEXED)
             try:
-                trailer = await _load(conn, st, lines, number, copier, progress, total)
+                trailer = await _load(conn, st, lines, number, copier, progress, total, fold)
                 await copier.end()
             except BaseException as e:
                 await copier.fail(e)
@@ -622,6 +628,7 @@ async def import_file(database_url: str, path: str | os.PathLike[str], *,
         await _check_digests(conn, st)
         last_position = int(trailer["last_position"])
         await _finish(conn, st, header, trailer, last_position)
+        await _make_indexes(conn, unindexed)
         await conn.commit()
         if progress is not None:
             progress(st.events, st.events)
@@ -774,16 +781,20 @@ def _take(lines: Iterator[tuple[int, bytes]], n: int
 
 async def _load(conn: psycopg.AsyncConnection[Any], st: _Import,
                 lines: Iterator[tuple[int, bytes]], number: int, copier: _Copier,
-                progress: Progress | None, total: int) -> dict[str, Any]:
+                progress: Progress | None, total: int,
+                fold: Callable[[int, int], Awaitable[None]] | None) -> dict[str, Any]:
     """Verify the lines after the header one by one and COPY what they hold; the first
     bad line raises (the transaction is then rolled back by the caller's connection
     close). Lines are taken ``BATCH`` at a time so that an incremental file's streams the
-    database already holds are looked up with one query per batch. The trailer, checked."""
+    database already holds are looked up with one query per batch, and ``fold(after,
+    upto)`` (if given) runs over each batch's events while the next batch is checked. The
+    trailer, checked."""
     trailer: dict[str, Any] | None = None
     while True:
         batch, pending = _take(lines, BATCH)
         if not batch and pending is None:
             break
+        after = st.position
         if st.incremental:
             unknown = {s.decode() for _, raw in batch if (m := _STREAM.search(raw))
                        and (s := m.group(1)) and s.decode() not in st.streams}
@@ -817,6 +828,8 @@ async def _load(conn: psycopg.AsyncConnection[Any], st: _Import,
                 raise BadFile(number, f"unexpected line kind {kind!r}")
         if pending is not None:  # the lines before a cut in the file are checked first
             raise pending
+        if fold is not None and st.position > after:
+            await copier.meanwhile(fold(after, st.position))
         number = batch[-1][0]
         if progress is not None:
             progress(st.events, max(total, st.events))
@@ -982,7 +995,8 @@ class _Copier:
     """Rows into one table at a time, by one COPY kept open while the lines go by: its
     rows are sent in large writes and PostgreSQL stores them while the next lines are
     checked (a COPY ends, and the checks wait for PostgreSQL, only when another table's
-    rows come or a query needs the connection)."""
+    rows come or a query needs the connection). A statement may run on the connection
+    ``meanwhile``: the rows wait in memory (at most a batch of lines') until it is done."""
 
     def __init__(self, conn: psycopg.AsyncConnection[Any]) -> None:
         self.conn = conn
@@ -991,34 +1005,66 @@ class _Copier:
         self.copy: Any = None
         self.rows: list[bytes] = []
         self.size = 0
+        self.sent = 0
+        self.running: asyncio.Task[None] | None = None
 
     async def add(self, statement: bytes, row: bytes) -> None:
         if statement != self.statement:
             await self.end()
-            cur = await self.stack.enter_async_context(self.conn.cursor())
-            self.copy = await self.stack.enter_async_context(cur.copy(statement))
             self.statement = statement
         self.rows.append(row)
         self.size += len(row)
-        if self.size >= _CHUNK:
-            await self.copy.write(b"".join(self.rows))
-            self.rows.clear()
-            self.size = 0
+        if self.size - self.sent >= _CHUNK:
+            self.sent = self.size
+            if self.running is not None:
+                await asyncio.sleep(0)  # let the statement go out / its answer come in
+                if not self.running.done():
+                    return
+                await self._done()
+            await self._send()
+
+    async def meanwhile(self, statement: Awaitable[None]) -> None:
+        """Run ``statement`` while the next lines are checked (the COPY is ended first)."""
+        await self.end()
+        self.running = asyncio.ensure_future(statement)
+        await asyncio.sleep(0)
+
+    async def _done(self) -> None:
+        running, self.running = self.running, None
+        if running is not None:
+            await running
+
+    async def _send(self) -> None:
+        if self.copy is None:
+            assert self.statement is not None
+            cur = await self.stack.enter_async_context(self.conn.cursor())
+            self.copy = await self.stack.enter_async_context(cur.copy(self.statement))
+        await self.copy.write(b"".join(self.rows))
+        self.rows.clear()
+        self.size = self.sent = 0
 
     async def end(self) -> None:
-        """Send what is left and end the COPY (waiting for PostgreSQL to store it)."""
+        """Send what is left and end the COPY (waiting for PostgreSQL to store it, and for
+        a statement running meanwhile)."""
+        await self._done()
+        if self.rows:
+            await self._send()
         if self.copy is not None:
-            if self.rows:
-                await self.copy.write(b"".join(self.rows))
-            self.rows.clear()
-            self.size = 0
-            self.copy = self.statement = None
+            self.copy = None
             await self.stack.aclose()
+        self.statement = None
 
     async def fail(self, error: BaseException) -> None:
-        """Abandon an open COPY after ``error`` (the transaction is rolled back)."""
+        """Abandon an open COPY, or a statement running meanwhile, after ``error`` (the
+        transaction is rolled back)."""
+        self.rows.clear()
+        if self.running is not None:
+            self.running.cancel()
+            with contextlib.suppress(BaseException):
+                await self.running
+            self.running = None
         if self.copy is not None:
-            self.copy = self.statement = None
+            self.copy = None
             with contextlib.suppress(psycopg.Error):
                 await self.stack.__aexit__(type(error), error, error.__traceback__)
 
@@ -1096,28 +1142,48 @@ def _check_trailer(raw: bytes, number: int, st: _Import) -> dict[str, Any]:
     return {**trailer, "rh": st.rh.hex()}
 
 
-@contextlib.asynccontextmanager
-async def _indexes_deferred(conn: psycopg.AsyncConnection[Any], tables: Sequence[str],
-                            defer: bool) -> AsyncIterator[None]:
-    """When ``defer``: the tables' indexes other than their constraints' dropped, then
-    created again over the rows added meanwhile (in the same transaction): a bulk load
-    into empty tables goes ~3x faster than maintaining ``entry_history``'s eight indexes
-    row by row."""
-    if not defer:
-        yield
-        return
+#: The inline view whose table a full import fills without its indexes (its eight indexes,
+#: maintained row by row, tripled the cost of filling it), then indexes.
+_UNINDEXED = "entry_history"
+
+
+def _history_fold(conn: psycopg.AsyncConnection[Any]) -> Callable[[int, int], Awaitable[None]]:
+    """The fold of the history view over a range of positions."""
+    from nexus_ssot.projections.inline import INLINE_VIEWS
+    from nexus_ssot.projections.runtime import Tables
+
+    [view] = [make() for make in INLINE_VIEWS.values() if _UNINDEXED in make.tables]
+    tables = Tables(view.tables)
+    return lambda after, upto: view.apply(conn, after, upto, tables)
+
+
+async def _drop_indexes(conn: psycopg.AsyncConnection[Any], table: str) -> list[str]:
+    """Drop ``table``'s indexes and the constraints they back (in the import's
+    transaction); the statements that make them again."""
     cur = await conn.execute(
-        "SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid) FROM pg_index i"
-        " WHERE i.indrelid = ANY(%s::regclass[]) AND NOT EXISTS"
-        " (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid)"
-        " ORDER BY i.indexrelid", (list(tables),))
-    indexes = await cur.fetchall()
-    for name, _ in indexes:
-        await conn.execute(f"DROP INDEX {name}".encode())  # names from the catalog
-    yield
+        "SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid), c.conname,"
+        " pg_get_constraintdef(c.oid) FROM pg_index i"
+        " LEFT JOIN pg_constraint c ON c.conindid = i.indexrelid AND c.conrelid = i.indrelid"
+        " WHERE i.indrelid = %s::regclass ORDER BY c.conname IS NULL, i.indexrelid",
+        (table,))
+    again = []
+    for index, definition, constraint, constraint_definition in await cur.fetchall():
+        if constraint is None:
+            await conn.execute(sql.SQL("DROP INDEX {}").format(sql.SQL(index)))
+            again.append(definition)
+        else:
+            await conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(
+                sql.Identifier(table), sql.Identifier(constraint)))
+            again.append(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
+                sql.Identifier(table), sql.Identifier(constraint),
+                sql.SQL(constraint_definition)).as_string(conn))
+    return again
+
+
+async def _make_indexes(conn: psycopg.AsyncConnection[Any], statements: list[str]) -> None:
     await conn.execute("SET LOCAL maintenance_work_mem = '256MB'")
-    for _, definition in indexes:
-        await conn.execute(definition.encode())
+    for statement in statements:
+        await conn.execute(statement.encode())
 
 
 async def _finish(conn: psycopg.AsyncConnection[Any], st: _Import, header: dict[str, Any],
@@ -1131,7 +1197,7 @@ async def _finish(conn: psycopg.AsyncConnection[Any], st: _Import, header: dict[
     if st.events:
         for make in INLINE_VIEWS.values():
             view = make()
-            async with _indexes_deferred(conn, view.tables, not st.incremental):
+            if st.incremental or _UNINDEXED not in view.tables:  # else folded by batch
                 await view.apply(conn, since, last_position, Tables(view.tables))
     await conn.execute("SELECT setval(pg_get_serial_sequence('ssot_events', "
                        "'notification_id'), %s, %s)", (max(last_position, 1),
