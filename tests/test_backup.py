@@ -11,6 +11,7 @@ import os
 import re
 import secrets
 import subprocess
+import zlib
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -357,3 +358,69 @@ def test_an_edited_export_is_refused_at_the_edited_line(
     broken[number - 1] = b"{not json" + exported[number - 1][9:]
     refused(new_db, write_lines(tmp_path / "broken.gz", rehash(broken)),
             rf"line {number}: not valid JSON")
+
+
+def gzip_members(path: Path) -> int:
+    data, members = path.read_bytes(), 0
+    while data:
+        decompressor = zlib.decompressobj(31)
+        decompressor.decompress(data)
+        assert decompressor.eof
+        data, members = decompressor.unused_data, members + 1
+    return members
+
+
+def index_definitions(url: str) -> list[tuple[Any, ...]]:
+    return rows(url, "SELECT indexname, indexdef FROM pg_indexes"
+                     " WHERE tablename = 'entry_history' ORDER BY 1")
+
+
+def test_large_files_go_by_batches_copy_writes_and_gzip_members(
+        source: tuple[str, httpx.Client], new_db: Callable[[], str], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Small batches, COPY writes and gzip members, so that a small log takes every path a
+    large one does: lines checked batch by batch, the history folded meanwhile, events
+    sent in several writes, an incremental file's known streams looked up by batch."""
+    monkeypatch.setattr(backup, "BATCH", 7)
+    monkeypatch.setattr(backup, "_CHUNK", 2_000)
+    monkeypatch.setattr(backup, "_MEMBER", 4_000)
+    src, client = source
+    ns = f"b{secrets.token_hex(4)}"
+    write_history(client, ns, rounds=3)
+    add_digest(src)
+    full, later = tmp_path / "full.ndjson.gz", tmp_path / "later.ndjson.gz"
+    done = backup.export(src, full)
+    assert done.events > 15 and gzip_members(full) > 3
+    write_history(client, ns + "z", rounds=2)
+    for k in range(4):
+        client.put(entry(ns, f"svc/{k}"), json={"later": k}).raise_for_status()
+    add_digest(src)
+    assert backup.export(src, later, after=full).events > 10
+
+    dst = new_db()
+    imported = asyncio.run(backup.import_files(dst, [full, later]))
+    assert [i.events for i in imported] == [done.events, imported[1].events]
+    assert_same_tables(src, dst)
+    assert check_chains(dst) == check_chains(src)
+    assert index_definitions(dst) == index_definitions(src)
+
+
+def test_a_bad_line_after_batches_were_stored_leaves_the_database_empty_and_indexed(
+        exported: list[bytes], new_db: Callable[[], str], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(backup, "BATCH", 5)
+    monkeypatch.setattr(backup, "_CHUNK", 1_000)
+    number = max(i for i, line in enumerate(exported, 1) if b'"t":"event"' in line)
+    assert number > 10
+    edited = list(exported)
+    edited[number - 1] = exported[number - 1].replace(b'"actor":"', b'"actor":"x', 1)
+    path = write_lines(tmp_path / "late.gz", rehash(edited))
+    dst = new_db()
+    migrate(dst)
+    indexes = index_definitions(dst)
+    with pytest.raises(backup.BadFile, match="the event's hash does not match") as refused:
+        asyncio.run(backup.import_files(dst, [path]))
+    assert refused.value.line == number
+    for table in ("ssot_events", "entries", "entry_history", "merkle_leaves"):
+        assert rows(dst, f"SELECT count(*) FROM {table}") == [(0,)], table
+    assert index_definitions(dst) == indexes and len(indexes) == 8
