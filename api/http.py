@@ -13,27 +13,57 @@ from fastapi import Request
 from nexus_ssot.ledger.domain import Expectation
 from nexus_ssot.ledger.errors import DocumentTooLarge, InvalidInput, UnsupportedMediaType
 
+from . import strict_json
+
 _ETAG = re.compile(r'^\s*(?:W/)?"(\d{1,18})"\s*$')
 _TOKEN = re.compile(r"^[\x21-\x7e]{1,255}$")
 _TEXT = re.compile(r"^[^\x00-\x08\x0a-\x1f\x7f]{1,1024}$")
 
 
+_FIELDS = {"content-type": "Content-Type", "content-encoding": "Content-Encoding",
+           "if-match": "If-Match", "if-none-match": "If-None-Match",
+           "idempotency-key": "Idempotency-Key", "x-reason": "X-Reason", "x-actor": "X-Actor"}
+
+
+def header(request: Request, name: str) -> str | None:
+    """The one value of header ``name`` (lower case): given twice, which would count?"""
+    values = request.headers.getlist(name)
+    if len(values) > 1:
+        raise InvalidInput(f"{_FIELDS[name]} is given {len(values)} times; give it once",
+                           code="duplicate_header", field=_FIELDS[name])
+    return values[0] if values else None
+
+
 def media_type(request: Request) -> str:
-    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    return (header(request, "content-type") or "").split(";", 1)[0].strip().lower()
 
 
 def require_media_type(request: Request, *allowed: str) -> str:
+    """The body's media type, one of ``allowed``, in UTF-8 (the only charset of JSON)."""
     mt = media_type(request)
     if mt not in allowed:
         raise UnsupportedMediaType(
             f"Content-Type must be {' or '.join(allowed)}, not {mt or 'missing'!r}",
             field="Content-Type",
         )
+    for parameter in (header(request, "content-type") or "").split(";")[1:]:
+        name, _, value = parameter.partition("=")
+        charset = value.strip().strip('"').lower()
+        if name.strip().lower() == "charset" and charset not in ("utf-8", "utf8"):
+            raise UnsupportedMediaType(
+                f"Content-Type's charset must be utf-8 (JSON is UTF-8), not {charset!r}",
+                field="Content-Type")
     return mt
 
 
 async def read_body(request: Request, max_bytes: int) -> bytes:
-    """The request body, refused with 413 as soon as it passes ``max_bytes``."""
+    """The request body, refused with 413 as soon as it passes ``max_bytes``; 415 when it
+    comes compressed (no content coding is supported)."""
+    coding = (header(request, "content-encoding") or "identity").strip().lower()
+    if coding != "identity":
+        raise UnsupportedMediaType(
+            f"Content-Encoding {coding!r} is not supported: send the body uncompressed",
+            code="unsupported_content_encoding", field="Content-Encoding")
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise DocumentTooLarge(
@@ -52,21 +82,71 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
     return b"".join(chunks)
 
 
-def parse_json(body: bytes, *, field: str = "body") -> Any:
+def parse_json(body: bytes, *, field: str = "body", root: str | None = None) -> Any:
+    """``body`` as JSON (RFC 8259, UTF-8), refused when the ledger could not store exactly
+    what was sent: a duplicate member name (which value would it be?), an integer outside
+    64 bits or a number beyond IEEE 754 doubles (orjson would round or refuse it), a lone
+    surrogate, a NUL character, another encoding. ``field`` names the body in errors about
+    all of it; ``root`` (default ``field``) starts the JSON path of errors inside it."""
     if not body:
         raise InvalidInput(f"{field} is empty; send a JSON document", code="malformed_json",
                            field=field)
     try:
-        return orjson.loads(body)
+        value = orjson.loads(body)
     except orjson.JSONDecodeError as e:
-        raise InvalidInput(f"{field} is not valid JSON: {e}", code="malformed_json",
-                           field=field) from None
+        raise _refusal(body, field, field if root is None else root, str(e)) from None
+    if _may_be_ambiguous(body, value):
+        ambiguity = strict_json.first_ambiguity(body, field if root is None else root)
+        if ambiguity is not None:
+            raise ambiguity
+    return value
+
+
+def _may_be_ambiguous(body: bytes, value: Any) -> bool:
+    """Whether ``body`` (valid JSON, read as ``value``) may hold what strict_json refuses,
+    by byte counts and searches that cost a few percent of the parse (regular expressions
+    would cost more than the parse). Mostly false alarms, which the exact parse clears.
+
+    A member name given twice leaves fewer colons in ``value`` written back than in
+    ``body`` (colons inside strings are the same on both sides unless escaped as \\u003a);
+    a number orjson would not keep exactly has 19 digits in a row (an integer beyond 64
+    bits, a long fraction) or a three-digit exponent."""
+    if b"\\u00" in body:  # perhaps \u0000, or \u003a (an escaped colon)
+        return True
+    if body.count(b":") != orjson.dumps(value).count(b":"):
+        return True
+    shape = body.translate(_NUMBER_SHAPE)
+    return b"0" * 19 in shape or b"e000" in shape or b"e+000" in shape
+
+
+def _refusal(body: bytes, field: str, root: str, reason: str) -> InvalidInput:
+    if "infinity" in reason:
+        ambiguity = strict_json.first_ambiguity(body, root)
+        if ambiguity is not None:
+            return ambiguity
+    if "depth limit" in reason:
+        return InvalidInput(f"{field} is nested too deeply to parse ({reason})",
+                            code="document_too_deep", field=field)
+    if "byte order mark" in reason or "UTF-8" in reason:
+        return InvalidInput(f"{field} must be UTF-8 without a byte order mark ({reason})",
+                            code="invalid_encoding", field=field)
+    if "surrogate" in reason:
+        return InvalidInput(f"{field} has a \\u escape of a lone UTF-16 surrogate, which is "
+                            f"no character ({reason})", code="invalid_unicode", field=field)
+    return InvalidInput(f"{field} is not valid JSON: {reason}", code="malformed_json",
+                        field=field)
+
+
+#: Digits as 0, e and E as e, signs as +, anything else as a space: numbers' shapes.
+_NUMBER_SHAPE = bytes(
+    ord("0") if 48 <= b <= 57 else ord("e") if b in b"eE" else ord("+") if b in b"+-"
+    else ord(" ") for b in range(256))
 
 
 def expectation(request: Request) -> Expectation:
     """If-Match (one strong ETag ``"N"`` or ``*``) and If-None-Match (``*`` only)."""
-    if_match = request.headers.get("if-match")
-    if_none_match = request.headers.get("if-none-match")
+    if_match = header(request, "if-match")
+    if_none_match = header(request, "if-none-match")
     version: int | None = None
     must_exist = False
     if if_match is not None:
@@ -91,7 +171,7 @@ def expectation(request: Request) -> Expectation:
 
 
 def idempotency_key(request: Request) -> str | None:
-    key = request.headers.get("idempotency-key")
+    key = header(request, "idempotency-key")
     if key is None:
         return None
     if not _TOKEN.match(key):
@@ -119,7 +199,7 @@ def request_hash(request: Request, body: bytes) -> bytes:
 
 
 def reason(request: Request) -> str | None:
-    value = request.headers.get("x-reason") or request.query_params.get("reason")
+    value = header(request, "x-reason") or request.query_params.get("reason")
     if value is None:
         return None
     if not _TEXT.match(value):
@@ -129,8 +209,8 @@ def reason(request: Request) -> str | None:
 
 
 def actor(request: Request, *, default: str, trust_header: bool) -> str:
-    header = request.headers.get("x-actor")
-    if header is None:
+    given = header(request, "x-actor")
+    if given is None:
         return default
     if not trust_header:
         raise InvalidInput(
@@ -138,10 +218,10 @@ def actor(request: Request, *, default: str, trust_header: bool) -> str:
             "(start it with --trust-actor-header behind a proxy that sets X-Actor)",
             code="untrusted_actor_header", field="X-Actor",
         )
-    if not _TEXT.match(header) or len(header) > 255:
+    if not _TEXT.match(given) or len(given) > 255:
         raise InvalidInput("X-Actor must be 1-255 characters of text", code="invalid_actor",
                            field="X-Actor")
-    return header
+    return given
 
 
 def utc_now() -> datetime:

@@ -107,7 +107,7 @@ async def put_namespace(request: Request, namespace: Namespace) -> Response:
     service = _service(request)
     http.require_media_type(request, JSON)
     body = await http.read_body(request, service.settings.max_request_bytes)
-    settings = http.parse_json(body, field="settings")
+    settings = http.parse_json(body, field="settings", root="")
     meta = WriteRequest(request, body)
     outcome = await within_write_timeout(service, service.writer.write(
         configure(ns, settings, http.expectation(request)), meta.context(), meta.idempotency))
@@ -242,7 +242,7 @@ async def batch(request: Request) -> Response:
     settings = service.settings
     http.require_media_type(request, JSON)
     body = await http.read_body(request, settings.max_batch_bytes)
-    spec = http.parse_json(body, field="body")
+    spec = http.parse_json(body, field="body", root="")
     if not isinstance(spec, dict) or not set(spec) <= {"operations", "reason"}:
         raise InvalidInput('the body is {"operations": [...]} with an optional "reason"',
                            code="invalid_parameter", field="body")
@@ -314,7 +314,7 @@ async def restore(request: Request, namespace: Namespace) -> Response:
     settings = service.settings
     http.require_media_type(request, JSON)
     body = await http.read_body(request, settings.max_request_bytes)
-    spec = http.parse_json(body, field="body")
+    spec = http.parse_json(body, field="body", root="")
     allowed = {"as_of", "position", "reason", "dry_run", "key_prefix"}
     if not isinstance(spec, dict) or not set(spec) <= allowed:
         raise InvalidInput(f"the body is an object with {', '.join(sorted(allowed))}",

@@ -344,7 +344,7 @@ async def revert_entry(request: Request, namespace: Namespace, key: Key) -> Resp
     service = _service(request)
     http.require_media_type(request, JSON)
     body = await http.read_body(request, service.settings.max_request_bytes)
-    spec = http.parse_json(body, field="body")
+    spec = http.parse_json(body, field="body", root="")
     if not isinstance(spec, dict) or not set(spec) <= {"to_version", "as_of", "reason"}:
         raise InvalidInput('the body is {"to_version": N} or {"as_of": "<time>"}, with an '
                            'optional "reason"', code="invalid_parameter", field="body")

@@ -1,5 +1,5 @@
 """Bad input gets its documented 4xx, a problem+json body naming the field, and appends
-nothing (the event count is unchanged)."""
+nothing (the event count is unchanged). The table of inputs is tests/bad_inputs.py."""
 
 from __future__ import annotations
 
@@ -8,79 +8,29 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.bad_inputs import CASES, Bad
 from tests.conftest import event_count
 
-DEEP = b'{"a":' * 9 + b"1" + b"}" * 9  # deeper than the suite's max_depth of 8
-BIG = b'{"blob":"' + b"x" * (70 * 1024) + b'"}'  # over the suite's 64 KiB document limit
-HUGE = b'{"blob":"' + b"x" * (400 * 1024) + b'"}'  # over the request body limit
-JSON = "application/json"
 
-CASES: list[tuple[str, str, str, dict[str, str], bytes, int, str, str | None]] = [
-    # id, method, key, headers, body, status, code, field
-    ("malformed json", "PUT", "k", {"Content-Type": JSON}, b'{"a": ', 400, "malformed_json",
-     "document"),
-    ("empty body", "PUT", "k", {"Content-Type": JSON}, b"", 400, "malformed_json", "document"),
-    ("wrong content type", "PUT", "k", {"Content-Type": "text/plain"}, b"{}", 415,
-     "unsupported_media_type", "Content-Type"),
-    ("patch as plain json", "PATCH", "k", {"Content-Type": JSON}, b"{}", 415,
-     "unsupported_media_type", "Content-Type"),
-    ("oversize document", "PUT", "k", {"Content-Type": JSON}, BIG, 413, "document_too_large",
-     "document"),
-    ("oversize request body", "PUT", "k", {"Content-Type": JSON}, HUGE, 413,
-     "request_too_large", "body"),
-    ("too deep", "PUT", "k", {"Content-Type": JSON}, DEEP, 400, "document_too_deep", "document"),
-    ("array document", "PUT", "k", {"Content-Type": JSON}, b"[1,2]", 400, "document_not_object",
-     "document"),
-    ("invalid key", "PUT", "a//b", {"Content-Type": JSON}, b"{}", 400, "invalid_key", "key"),
-    ("dot-dot key", "PUT", "a/%2E%2E/b", {"Content-Type": JSON}, b"{}", 400, "invalid_key", "key"),
-    ("reserved key segment", "PUT", "a/history", {"Content-Type": JSON}, b"{}", 400,
-     "invalid_key", "key"),
-    ("stale If-Match", "PUT", "k", {"Content-Type": JSON, "If-Match": '"9"'}, b"{}", 412,
-     "version_conflict", "If-Match"),
-    ("unparseable If-Match", "PUT", "k", {"Content-Type": JSON, "If-Match": "version-1"}, b"{}",
-     400, "invalid_precondition", "If-Match"),
-    ("If-None-Match with a tag", "PUT", "k", {"Content-Type": JSON, "If-None-Match": '"1"'},
-     b"{}", 400, "invalid_precondition", "If-None-Match"),
-    ("json patch not an array", "PATCH", "k", {"Content-Type": "application/json-patch+json"},
-     b'{"op":"add"}', 400, "invalid_patch", "patch"),
-    ("unknown patch op", "PATCH", "k", {"Content-Type": "application/json-patch+json"},
-     b'[{"op":"append","path":"/a","value":"x"}]', 400, "invalid_patch", "patch[0].op"),
-    ("patch op without value", "PATCH", "k", {"Content-Type": "application/json-patch+json"},
-     b'[{"op":"add","path":"/a"}]', 400, "invalid_patch", "patch[0].value"),
-    ("failing test op", "PATCH", "k", {"Content-Type": "application/json-patch+json"},
-     b'[{"op":"test","path":"/a","value":1},{"op":"test","path":"/a","value":2}]', 422,
-     "patch_test_failed", "patch[1]"),
-    ("merge patch making a non-object", "PATCH", "k",
-     {"Content-Type": "application/merge-patch+json"}, b"[1]", 400, "document_not_object",
-     "document"),
-    ("bad idempotency key", "PUT", "k", {"Content-Type": JSON, "Idempotency-Key": "a b"}, b"{}",
-     400, "invalid_idempotency_key", "Idempotency-Key"),
-    ("patch of a missing entry", "PATCH", "missing",
-     {"Content-Type": "application/merge-patch+json"}, b"{}", 404, "entry_not_found", "key"),
-    ("bad limit", "GET", "", {}, b"", 400, "invalid_parameter", "limit"),
-]
+def test_the_table_is_at_least_a_hundred_distinct_inputs() -> None:
+    assert len(CASES) >= 100
+    assert len({c.id for c in CASES}) == len(CASES)
 
 
-@pytest.mark.parametrize(
-    ("method", "key", "headers", "body", "status", "code", "field"),
-    [c[1:] for c in CASES],
-    ids=[c[0] for c in CASES],
-)
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input_is_refused_precisely_and_appends_nothing(
-    client: httpx.Client, ns: str, db: Any, method: str, key: str, headers: dict[str, str],
-    body: bytes, status: int, code: str, field: str | None,
+    client: httpx.Client, ns: str, db: Any, case: Bad
 ) -> None:
-    client.put(f"/v1/namespaces/{ns}/entries/k", json={"a": 1})
+    client.put(f"/v1/namespaces/{ns}/entries/k", json={"a": 1}).raise_for_status()
     before = event_count(db)
-    path = f"/v1/namespaces/{ns}/entries/{key}" if key else f"/v1/namespaces/{ns}/entries"
-    params = {"limit": "zero"} if code == "invalid_parameter" else None
-    r = client.request(method, path, headers=headers, content=body, params=params)
-    assert r.status_code == status, r.text
+    r = client.request(case.method, case.path.replace("{ns}", ns), headers=case.headers,
+                       content=case.body.replace(b"{ns}", ns.encode()), params=case.params)
+    assert r.status_code == case.status, r.text
     problem = r.json()
     assert r.headers["content-type"] == "application/problem+json"
-    assert problem["code"] == code
-    assert problem["status"] == status
-    assert problem.get("field") == field
+    assert problem["code"] == case.code, problem
+    assert problem["status"] == case.status
+    assert problem.get("field") == case.field, problem
     assert problem["detail"] and problem["correlation_id"] == r.headers["x-correlation-id"]
     assert event_count(db) == before
     assert client.get(f"/v1/namespaces/{ns}/entries/k").json()["document"] == {"a": 1}
