@@ -179,6 +179,12 @@ class Cluster:
     def kill(self, target: str) -> dict[str, Any]:
         """SIGKILL the target's process group; for the API, also say how long the writer
         process it had started (in a session of its own) outlived it."""
+        if target == "writer":
+            writers = _children(self.api.proc.pid, "writer") if self.api.proc else []
+            for pid in writers:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            return {"killed": writers}
         group = {"api": self.api, "broadcaster": self.broadcaster}[target]
         writers = _children(group.proc.pid, "writer") if group.proc and target == "api" \
             else []
@@ -192,7 +198,13 @@ class Cluster:
                 "writer_still_alive": any(_alive(pid) for pid in writers)}
 
     def start(self, target: str) -> None:
-        if target == "api":
+        if target == "writer":  # ssot serve restarts it: wait until it serves again
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline and not (
+                    self.api.proc and _children(self.api.proc.pid, "writer")):
+                time.sleep(0.05)
+            self.wait_healthy()
+        elif target == "api":
             self.api.start()
             self.wait_healthy()
         elif target == "broadcaster":
@@ -385,17 +397,18 @@ async def _exercise(cluster: Cluster, folder: Path, config: dict[str, Any]) -> d
             await asyncio.to_thread(cluster.heal)
             history.record("healed")
             outcome["broadcaster_caught_up"] = await _caught_up(
-                cluster.database_url, received, timeout=180.0)
+                cluster.database_url, cluster.api_url, received, timeout=180.0)
             history.record("caught_up", **outcome["broadcaster_caught_up"])
     finally:
         history.close()
     return outcome
 
 
-async def _caught_up(database_url: str, received: dict[str, Any],
+async def _caught_up(database_url: str, api_url: str, received: dict[str, Any],
                      timeout: float) -> dict[str, Any]:
-    """Wait (bounded) until the broadcaster's position and every subscriber reached the
-    log's head (for its namespace); say who did."""
+    """Wait (bounded) until the broadcaster's position, every asynchronous view and every
+    subscriber reached the log's head (for its namespace); say who did."""
+    import httpx
     import psycopg
 
     deadline = time.monotonic() + timeout
@@ -414,8 +427,16 @@ async def _caught_up(database_url: str, received: dict[str, Any],
             heads["sse"] = head
             behind = {name: {"received": r.last, "head": heads.get(name, 0)}
                       for name, r in received.items() if r.last < heads.get(name, 0)}
+            try:
+                async with httpx.AsyncClient(timeout=5.0) as http:
+                    views = (await http.get(f"{api_url}/v1/health")).json()["views"]
+                views_behind = {name: v["lag_events"] for name, v in views.items()
+                                if v["lag_events"]}
+            except (httpx.HTTPError, ValueError, KeyError) as e:
+                views_behind = {"health": str(e)}
             state = {"head": head, "broadcaster": published, "behind": behind,
-                     "ok": published >= head and not behind}
+                     "views_behind": views_behind,
+                     "ok": published >= head and not behind and not views_behind}
             if state["ok"] or time.monotonic() > deadline:
                 return state
             await asyncio.sleep(0.25)
@@ -456,7 +477,8 @@ def _server_checks(cluster: Cluster, config: dict[str, Any]) -> dict[str, Any]:
     settings = Settings(database_url=cluster.database_url, nats_url=cluster.nats_url,
                         nats_stream=config["stream"], nats_subject_prefix=config["prefix"],
                         kv_bucket_prefix=config["kv_prefix"])
-    views = asyncio.run(check(cluster.database_url, settings=settings))
+    # At rest (clients stopped, views caught up): also the KV mirror's buckets.
+    views = asyncio.run(check(cluster.database_url, settings=settings, external=True))
     verified = verify(cluster.database_url, Options())
     stream = asyncio.run(reconcile(cluster.database_url, cluster.nats_url,
                                    stream=config["stream"], prefix=config["prefix"]))

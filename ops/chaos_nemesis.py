@@ -5,6 +5,7 @@ Kinds (every one appears at least once in a run long enough to hold them all):
 
 - ``kill_api``: SIGKILL the whole ``ssot serve`` process group (supervisor, HTTP workers,
   view and digest threads), then start it again.
+- ``kill_writer``: SIGKILL the writer process alone (``ssot serve`` restarts it).
 - ``kill_broadcaster``: SIGKILL ``ssot broadcast``, then start it again.
 - ``restart_nats``: stop nats-server (SIGTERM), start it again on the same port and store.
 - ``pg_fast`` / ``pg_immediate``: PostgreSQL fast shutdown (SIGINT, as ``pg_ctl stop -m
@@ -24,8 +25,8 @@ import random
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
-KINDS = ("kill_api", "kill_broadcaster", "restart_nats", "pg_fast", "pg_immediate", "pause",
-         "slow_clients")
+KINDS = ("kill_api", "kill_writer", "kill_broadcaster", "restart_nats", "pg_fast",
+         "pg_immediate", "pause", "slow_clients")
 PAUSE_TARGETS = ("api", "broadcaster", "nats", "postgres")
 #: Seconds kept clear of faults at the start (the clients warm up) and at the end (the
 #: last fault heals before the clients stop).
@@ -60,7 +61,8 @@ def schedule(seed: int, duration: float, kinds: tuple[str, ...] = KINDS) -> list
     faults = []
     for i, kind in enumerate(picks):
         at = LEAD_IN + slot * i + rng.uniform(0.0, slot * 0.5)
-        target = {"kill_api": "api", "kill_broadcaster": "broadcaster",
+        target = {"kill_api": "api", "kill_writer": "writer",
+                  "kill_broadcaster": "broadcaster",
                   "restart_nats": "nats", "pg_fast": "postgres", "pg_immediate": "postgres",
                   "slow_clients": "api"}.get(kind) or rng.choice(PAUSE_TARGETS)
         down = {"pause": rng.uniform(1.0, 4.0), "slow_clients": rng.uniform(4.0, 8.0)}.get(
@@ -88,7 +90,7 @@ class Targets(Protocol):
 async def inject(fault: Fault, targets: Targets) -> dict[str, Any]:
     """Cause ``fault`` and heal it; return what happened (for the history)."""
     detail: dict[str, Any] = {}
-    if fault.kind in ("kill_api", "kill_broadcaster"):
+    if fault.kind in ("kill_api", "kill_writer", "kill_broadcaster"):
         detail = await asyncio.to_thread(targets.kill, fault.target)
         await asyncio.sleep(fault.down)
         await asyncio.to_thread(targets.start, fault.target)
