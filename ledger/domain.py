@@ -745,16 +745,13 @@ def _event(
         **extra,
     }
     if chain:
-        prev_hash = state.hash if state is not None else None
-        fields["prev_hash"] = prev_hash
-        fields["hash"] = integrity.event_hash({
-            **fields,
-            "stream": str(fields["originator_id"]),
-            "version": fields["originator_version"],
-            "type": EVENT_TYPE_NAMES[cls],
-            "event_id": str(context.event_id),
-            "prev_hash": prev_hash,
-        })
+        fields["prev_hash"] = state.hash if state is not None else None
+        hashed = {k: fields.get(k) for k in integrity.HASHED}
+        hashed["stream"] = str(fields["originator_id"])
+        hashed["version"] = fields["originator_version"]
+        hashed["type"] = EVENT_TYPE_NAMES[cls]
+        hashed["event_id"] = str(context.event_id)
+        fields["hash"] = integrity.hash_hex(hashed)
     return cls(**fields)
 
 

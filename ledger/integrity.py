@@ -39,7 +39,6 @@ HASHED = ("stream", "version", "type", "namespace", "key", "document", "patch", 
 
 
 _SORT_KEYS = orjson.OPT_SORT_KEYS
-_SCALARS = frozenset({str, int, bool, type(None)})
 _STR = frozenset({str})
 
 
@@ -76,21 +75,28 @@ def _plain(value: Any) -> bool:
         deeper: list[Any] = []
         for item in level:
             kind = type(item)
+            if kind is str or item is None:  # the commonest leaves first
+                continue
             if kind is dict:
                 if not _STR.issuperset(map(type, item)):
                     return False
                 deeper.extend(item.values())
             elif kind is list:
                 deeper.extend(item)
-            elif kind not in _SCALARS:
+            elif kind is not int and kind is not bool:
                 return False
         level = deeper
     return True
 
 
+def hash_hex(value: Any) -> str:
+    """SHA-256 (hex) of the canonical encoding of ``value``."""
+    return hashlib.sha256(canonical(value)).hexdigest()
+
+
 def event_hash(fields: dict[str, Any]) -> str:
     """The hash of an event given its ``HASHED`` fields (a missing one counts as null)."""
-    return hashlib.sha256(canonical({k: fields.get(k) for k in HASHED})).hexdigest()
+    return hash_hex({k: fields.get(k) for k in HASHED})
 
 
 def timestamp(moment: datetime) -> str:

@@ -599,7 +599,7 @@ class _Event:
         if self.decoded is None:
             return None
         try:
-            return hashlib.sha256(integrity.canonical(self.hashed())).hexdigest()
+            return integrity.hash_hex(self.hashed())
         except (ValueError, TypeError):
             return None
 
