@@ -580,7 +580,12 @@ def chaos(ctx: click.Context, duration: float, clients: int, seed: int | None, k
         seed = secrets.randbelow(1_000_000)
     folder = folder or Path(".ssot") / "chaos" / f"{time.strftime('%Y%m%dT%H%M%S')}-{seed}"
     click.echo(f"chaos: seed {seed} (reproduce with --seed {seed})", err=True)
+    signal.signal(signal.SIGTERM, _interrupted)  # stop what was started, as on Ctrl-C
     sys.exit(run(folder, seed, duration, clients, keys, not no_faults, keep_data))
+
+
+def _interrupted(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 @chaos.command("check")
