@@ -58,9 +58,12 @@ import contextlib
 import gzip
 import hashlib
 import os
+import queue
 import re
 import tempfile
+import threading
 import time
+import zlib
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -502,23 +505,65 @@ def _export_digests(conn: psycopg.Connection[Any], w: _Writer, after_seq: int
 
 
 def _lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, bytes]]:
-    """(line number, line) of a gzip file; a cut in the compressed stream or a last line
-    without its newline is reported as truncation after the last complete line."""
-    number = 0
+    """(line number, line) of a gzip file, decompressed on a thread meanwhile; a cut in the
+    compressed stream or a last line without its newline is reported as truncation after
+    the last complete line."""
+    chunks: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=8)
+    stop = threading.Event()
+    reader = threading.Thread(target=_decompress, args=(path, chunks, stop), daemon=True,
+                              name="ssot-import-gunzip")
+    reader.start()
+    number, tail = 0, b""
     try:
-        with gzip.open(path, "rb") as f:
-            for number, raw in enumerate(f, 1):
-                if not raw.endswith(b"\n"):
-                    raise BadFile(number, "the file is truncated: this line is incomplete "
-                                          f"(the last complete line is {number - 1})")
-                yield number, raw
-    except EOFError:
-        raise BadFile(number + 1, "the file is truncated: the compressed stream ends early "
-                                  f"(the last complete line is {number})") from None
-    except gzip.BadGzipFile as e:
-        raise BadFile(number + 1, f"not a gzip-compressed export ({e})") from None
-    except OSError as e:
-        raise BackupError(f"{path}: {e}") from None
+        while (chunk := chunks.get()) is not None:
+            if isinstance(chunk, EOFError):
+                raise BadFile(number + 1, "the file is truncated: the compressed stream ends "
+                                          f"early (the last complete line is {number})")
+            if isinstance(chunk, zlib.error):
+                raise BadFile(number + 1, f"not a gzip-compressed export ({chunk})")
+            if isinstance(chunk, BaseException):
+                raise BackupError(f"{path}: {chunk}")
+            lines = (tail + chunk).split(b"\n")
+            tail = lines.pop()
+            for raw in lines:
+                number += 1
+                yield number, raw + b"\n"
+        if tail:
+            raise BadFile(number + 1, "the file is truncated: this line is incomplete "
+                                      f"(the last complete line is {number})")
+    finally:
+        stop.set()
+        reader.join(5)
+
+
+def _decompress(path: str | os.PathLike[str],
+                chunks: queue.Queue[bytes | BaseException | None],
+                stop: threading.Event) -> None:
+    """Put the bytes of the gzip file ``path`` on ``chunks``, member after member, then
+    None, or the error that ended them (EOFError: the last member is cut short)."""
+    def put(item: bytes | BaseException | None) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(queue.Full):
+                chunks.put(item, timeout=0.1)
+                return
+
+    try:
+        with open(path, "rb") as f:
+            member, fed = zlib.decompressobj(31), False
+            while not stop.is_set() and (data := f.read(1 << 20)):
+                while data:
+                    out = member.decompress(data, 1 << 22)  # bounded, whatever the ratio
+                    fed = True
+                    if out:
+                        put(out)
+                    if member.eof:
+                        data = member.unused_data
+                        member, fed = zlib.decompressobj(31), False
+                    else:
+                        data = member.unconsumed_tail
+            put(EOFError() if fed else None)
+    except Exception as e:  # handed over: the reader raises it (zlib.error: not gzip)
+        put(e)
 
 
 def _require(obj: dict[str, Any], number: int, name: str, kind: type | tuple[type, ...],
