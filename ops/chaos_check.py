@@ -30,6 +30,7 @@ kind, with examples:
 
 from __future__ import annotations
 
+import bisect
 import copy
 from collections import Counter, defaultdict
 from datetime import datetime
@@ -93,12 +94,13 @@ class Log:
             return None
         return prev["doc"]
 
-    def last_where(self, ns: str, key: str, ok: Any) -> dict[str, Any] | None:
-        found = None
-        for e in self.by_key.get((ns, key), []):
-            if ok(e):
-                found = e
-        return found
+    def last_at_or_before(self, ns: str, key: str, field: str,
+                          bound: float) -> dict[str, Any] | None:
+        """The entry's last event whose ``field`` (``p`` or ``epoch``, both rising with
+        the version) is at most ``bound``."""
+        events = self.by_key.get((ns, key), [])
+        i = bisect.bisect_right(events, bound, key=lambda e: e[field])
+        return events[i - 1] if i else None
 
 
 def check_run(folder: Path) -> dict[str, Any]:
@@ -307,7 +309,7 @@ def _check_reads(log: Log, found: Findings,
     """Every read saw a state of the log; time-travel reads the log's state at their
     point; current reads every write acknowledged before they were sent, and no write
     sent after they completed."""
-    acked: dict[tuple[str, str], list[tuple[float, int, int]]] = defaultdict(list)
+    acked, acked_by = _Newest(), _Newest()  # per entry, per entry and client
     invoked_at = {i["idempotency_key"]: i["t"] for i, _ in ops if i.get("idempotency_key")}
     for invoke, complete in ops:
         if invoke["kind"] in WRITE_KINDS and complete and complete["outcome"] == "ok":
@@ -315,8 +317,9 @@ def _check_reads(log: Log, found: Findings,
             for item in (answer.get("operations") or [answer]) if isinstance(answer, dict) \
                     else []:
                 if isinstance(item, dict) and "version" in item:
-                    acked[(item["namespace"], item["key"])].append(
-                        (complete["t"], item["version"], invoke["client"]))
+                    address = (item["namespace"], item["key"])
+                    acked.add(address, complete["t"], item["version"])
+                    acked_by.add((*address, invoke["client"]), complete["t"], item["version"])
     for invoke, complete in ops:
         if invoke["kind"] not in READ_KINDS or complete is None \
                 or complete["outcome"] == "info":
@@ -353,11 +356,9 @@ def _check_reads(log: Log, found: Findings,
                 found.add("wrong_time_travel", **where, seen=seen)
             continue
         if kind == "read_as_of":
-            moment = _epoch(params["as_of"])
-            expected = log.last_where(ns, key, lambda e, m=moment: e["epoch"] <= m)
+            expected = log.last_at_or_before(ns, key, "epoch", _epoch(params["as_of"]))
         elif kind == "read_position":
-            expected = log.last_where(ns, key,
-                                      lambda e, p=params["position"]: e["p"] <= p)
+            expected = log.last_at_or_before(ns, key, "p", params["position"])
         if expected is not True:
             want = expected["v"] if isinstance(expected, dict) else 0
             if seen != want:
@@ -365,13 +366,36 @@ def _check_reads(log: Log, found: Findings,
             continue
         if seen is None:
             continue
-        before = [(v, c) for t, v, c in acked.get((ns, key), []) if t < invoke["t"]]
-        if before:
-            newest = max(v for v, _ in before)
-            if seen < newest:
-                mine = [v for v, c in before if c == invoke["client"]]
-                kind_name = "read_your_writes" if mine and seen < max(mine) else "stale_read"
-                found.add(kind_name, **where, seen=seen, acknowledged_before=newest)
+        newest = acked.before((ns, key), invoke["t"])
+        if seen < newest:
+            mine = acked_by.before((ns, key, invoke["client"]), invoke["t"])
+            found.add("read_your_writes" if seen < mine else "stale_read", **where, seen=seen,
+                      acknowledged_before=newest)
+
+
+class _Newest:
+    """The newest version acknowledged before a time, per address (bisected)."""
+
+    def __init__(self) -> None:
+        self._items: dict[tuple[Any, ...], list[tuple[float, int]]] = defaultdict(list)
+        self._index: dict[tuple[Any, ...], tuple[list[float], list[int]]] = {}
+
+    def add(self, address: tuple[Any, ...], t: float, version: int) -> None:
+        self._items[address].append((t, version))
+        self._index.pop(address, None)
+
+    def before(self, address: tuple[Any, ...], t: float) -> int:
+        """0 when nothing was acknowledged before ``t``."""
+        if address not in self._index:
+            items = sorted(self._items.get(address, []))
+            newest, running = [], 0
+            for _, version in items:
+                running = max(running, version)
+                newest.append(running)
+            self._index[address] = ([t for t, _ in items], newest)
+        times, newest = self._index[address]
+        i = bisect.bisect_left(times, t)
+        return newest[i - 1] if i else 0
 
 
 def _check_explained(log: Log, found: Findings, invokes: dict[str, dict[str, Any]]) -> None:
