@@ -60,11 +60,10 @@ import hashlib
 import os
 import queue
 import re
-import tempfile
 import threading
 import time
 import zlib
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -584,10 +583,6 @@ class _Import:
     path: str
     rh: bytes
     position: int
-    #: COPY rows of the verified Merkle leaves and of the nodes they complete, spilled to
-    #: temporary files (constant memory) until the events are stored.
-    leaf_rows: IO[bytes]
-    node_rows: IO[bytes]
     streams: dict[str, tuple[int, str | None]] = field(default_factory=dict)
     frontier: merkle.Frontier = field(default_factory=merkle.Frontier)
     incremental: bool = False
@@ -602,13 +597,16 @@ class _Import:
     leaf_lines: int = 0
     first_position: int | None = None
     start_leaves: int = 0
+    #: COPY rows of the batch's verified Merkle leaves and of the nodes they complete.
+    leaf_rows: bytearray = field(default_factory=bytearray)
+    node_rows: bytearray = field(default_factory=bytearray)
 
     def add_leaf(self, position: int, leaf: bytes) -> None:
         """Append a verified leaf hash: its row and the rows of the nodes it completes."""
         done = self.frontier.add(leaf)
-        self.leaf_rows.write(b"%d\t%d\t\\\\x%s\n" % (done[0][1], position, leaf.hex().encode()))
+        self.leaf_rows += b"%d\t%d\t\\\\x%s\n" % (done[0][1], position, leaf.hex().encode())
         for level, idx, node in done[1:]:
-            self.node_rows.write(b"%d\t%d\t\\\\x%s\n" % (level, idx, node.hex().encode()))
+            self.node_rows += b"%d\t%d\t\\\\x%s\n" % (level, idx, node.hex().encode())
 
 
 async def import_files(database_url: str, paths: Sequence[str | os.PathLike[str]], *,
@@ -652,24 +650,21 @@ async def import_file(database_url: str, path: str | os.PathLike[str], *,
             raise BadFile(1, "the file is empty")
         number, raw = first
         header = _check_header(raw, number)
-        with tempfile.TemporaryFile() as leaf_rows, tempfile.TemporaryFile() as node_rows:
-            st = _Import(str(path), bytes.fromhex(raw[-_TAIL + len(_RH):-3].decode()),
-                         int(header["since_position"]), leaf_rows=leaf_rows,
-                         node_rows=node_rows)
-            await _check_target(conn, header, st)
-            total = max(int(header["upto_position"]) - st.position, 1)
-            copier = _Copier(conn)
-            fold, unindexed = None, []
-            if not st.incremental:  # an empty database: entry_history is folded by batch
-                fold = _history_fold(conn)
-                unindexed = await _drop_indexes(conn, _UNINDEXED)
-            try:
-                trailer = await _load(conn, st, lines, number, copier, progress, total, fold)
-                await copier.end()
-            except BaseException as e:
-                await copier.fail(e)
-                raise
-            await _store_tree(conn, st)
+        st = _Import(str(path), bytes.fromhex(raw[-_TAIL + len(_RH):-3].decode()),
+                     int(header["since_position"]))
+        await _check_target(conn, header, st)
+        total = max(int(header["upto_position"]) - st.position, 1)
+        copier = _Copier(conn)
+        fold, unindexed = None, []
+        if not st.incremental:  # an empty database: entry_history is folded by batch
+            fold = _history_fold(conn)
+            unindexed = await _drop_indexes(conn, _UNINDEXED)
+        try:
+            trailer = await _load(conn, st, lines, number, copier, progress, total, fold)
+            await copier.end()
+        except BaseException as e:
+            await copier.fail(e)
+            raise
         await _check_digests(conn, st)
         last_position = int(trailer["last_position"])
         await _finish(conn, st, header, trailer, last_position)
@@ -873,8 +868,10 @@ async def _load(conn: psycopg.AsyncConnection[Any], st: _Import,
                 raise BadFile(number, f"unexpected line kind {kind!r}")
         if pending is not None:  # the lines before a cut in the file are checked first
             raise pending
-        if fold is not None and st.position > after:
-            await copier.meanwhile(fold(after, st.position))
+        leaves, nodes = bytes(st.leaf_rows), bytes(st.node_rows)
+        st.leaf_rows.clear()
+        st.node_rows.clear()
+        await copier.meanwhile(_store_batch(conn, leaves, nodes, fold, after, st.position))
         number = batch[-1][0]
         if progress is not None:
             progress(st.events, max(total, st.events))
@@ -1068,9 +1065,13 @@ class _Copier:
                 await self._done()
             await self._send()
 
-    async def meanwhile(self, statement: Awaitable[None]) -> None:
+    async def meanwhile(self, statement: Coroutine[Any, Any, None]) -> None:
         """Run ``statement`` while the next lines are checked (the COPY is ended first)."""
-        await self.end()
+        try:
+            await self.end()
+        except BaseException:
+            statement.close()
+            raise
         self.running = asyncio.ensure_future(statement)
         await asyncio.sleep(0)
 
@@ -1114,21 +1115,18 @@ class _Copier:
                 await self.stack.__aexit__(type(error), error, error.__traceback__)
 
 
-async def _copy_file(conn: psycopg.AsyncConnection[Any], statement: bytes,
-                     rows: IO[bytes]) -> None:
-    """COPY the rows spilled to the temporary file ``rows``."""
-    rows.seek(0)
-    async with conn.cursor() as cur, cur.copy(statement) as copy:
-        while chunk := rows.read(1 << 20):
-            await copy.write(chunk)
-
-
-async def _store_tree(conn: psycopg.AsyncConnection[Any], st: _Import) -> None:
-    """The file's Merkle leaves and the nodes they completed (computed as they were
-    verified)."""
-    await _copy_file(conn, b"COPY merkle_leaves (idx, position, hash) FROM STDIN",
-                     st.leaf_rows)
-    await _copy_file(conn, b"COPY merkle_nodes (level, idx, hash) FROM STDIN", st.node_rows)
+async def _store_batch(conn: psycopg.AsyncConnection[Any], leaves: bytes, nodes: bytes,
+                       fold: Callable[[int, int], Awaitable[None]] | None, after: int,
+                       upto: int) -> None:
+    """A batch's Merkle leaves and the nodes they completed (COPY rows, computed as they
+    were verified), then ``fold`` over its events (after, upto], stored by now."""
+    for statement, rows in ((b"COPY merkle_leaves (idx, position, hash) FROM STDIN", leaves),
+                            (b"COPY merkle_nodes (level, idx, hash) FROM STDIN", nodes)):
+        if rows:
+            async with conn.cursor() as cur, cur.copy(statement) as copy:
+                await copy.write(rows)
+    if fold is not None and upto > after:
+        await fold(after, upto)
 
 
 async def _check_digests(conn: psycopg.AsyncConnection[Any], st: _Import) -> None:
