@@ -41,13 +41,15 @@ An import verifies each line as it reads it (JSON, running hash, kind and member
 positions increasing, each stream's versions 1, 2, 3… and ``prev_hash`` chain, each
 event's hash recomputed with ``integrity.event_hash``, each leaf recomputed, the digests'
 chain and roots) and writes it with COPY in one transaction: the first bad line refuses
-the whole file, naming the line and the reason, and nothing is written. The events go
-through one COPY kept open while the lines are checked (PostgreSQL stores some while
-Python checks the next); the Merkle leaves and the nodes they complete, computed as the
-leaves are verified, wait in temporary files and follow. Then the inline views are
-folded from the imported range (same transaction; into an empty database with
-``entry_history``'s secondary indexes dropped and created again after, which is faster
-than maintaining them row by row), and the asynchronous views rebuilt.
+the whole file, naming the line and the reason, and nothing is written. The file is
+decompressed on a thread; the lines are checked ``BATCH`` at a time, their events sent
+by a COPY kept open while they are checked (PostgreSQL stores them meanwhile); after
+each batch its Merkle leaves and the nodes they complete (computed as the leaves are
+verified) are stored and, into an empty database, its ``entry_history`` rows folded,
+while the next batch is checked. ``entry_history`` is filled without its indexes and
+primary key, made again at the end (faster than maintaining them row by row). Then the
+current state is folded over the imported range, all in the same transaction, and the
+asynchronous views rebuilt.
 """
 
 from __future__ import annotations
