@@ -150,7 +150,7 @@ JSON_VALUES = st.recursive(
 )
 
 
-@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(JSON_VALUES)
 @example({"b": 1e16, "a": [1e-05, -0.0]})
 @example({"x": [2**64, 2**63 - 1, -(2**63) - 1]})
