@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import psycopg
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.exceptions import RequestValidationError
 from psycopg_pool import AsyncConnectionPool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -30,7 +30,7 @@ from nexus_ssot.ledger.telemetry import providers
 from nexus_ssot.ledger.writer import GroupCommitWriter
 from nexus_ssot.ledger.writer_service import LocalWriter, RemoteWriter, Writer
 
-from . import errors, integrity, recovery, verify_route, views
+from . import errors, http, integrity, recovery, verify_route, views
 from . import openapi as openapi_document
 from .consistency import router as consistency_router
 from .feed import LogNotifier
@@ -125,6 +125,7 @@ def create_app(settings: Settings) -> FastAPI:
             "immutable event; every error is application/problem+json with a stable `code`."
         ),
         lifespan=lifespan,
+        dependencies=[Depends(http.acceptable)],
     )
     app.include_router(integrity.router)  # first: its .../{key:path}/proof wins
     app.include_router(router)

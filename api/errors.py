@@ -22,6 +22,7 @@ from nexus_ssot.ledger.errors import (
     EditConflict,
     InvalidInput,
     LedgerError,
+    NotAcceptable,
     NotFound,
     PreconditionFailed,
     Unavailable,
@@ -39,6 +40,7 @@ PROBLEM_JSON = "application/problem+json"
 _STATUS: list[tuple[type[LedgerError], int]] = [
     (DocumentTooLarge, 413),
     (UnsupportedMediaType, 415),
+    (NotAcceptable, 406),
     (InvalidInput, 400),
     (Unprocessable, 422),
     (PreconditionFailed, 412),
@@ -47,15 +49,17 @@ _STATUS: list[tuple[type[LedgerError], int]] = [
     (Unavailable, 503),
 ]
 
-_TITLES = {400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 412:
+_TITLES = {400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+           406: "Not Acceptable", 412:
            "Precondition Failed", 413: "Content Too Large", 415: "Unsupported Media Type",
            409: "Conflict", 422: "Unprocessable Content", 500: "Internal Server Error",
            503: "Service Unavailable"}
 
 
-MEANINGS = {400: "Invalid input", 404: "Not found", 409: "Edit conflict",
-             412: "Precondition failed", 413: "Too large", 415: "Unsupported media type",
-             422: "Cannot be applied", 503: "Store unavailable; retry (Retry-After)"}
+MEANINGS = {400: "Invalid input", 404: "Not found", 406: "Not acceptable (Accept)",
+            409: "Edit conflict", 412: "Precondition failed", 413: "Too large",
+            415: "Unsupported media type",
+            422: "Cannot be applied", 503: "Store unavailable; retry (Retry-After)"}
 
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:

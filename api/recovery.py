@@ -21,6 +21,7 @@ from nexus_ssot.ledger.domain import (
     check_json_patch,
     check_key,
     check_namespace,
+    check_settings,
     configure,
     diff,
     settings_of,
@@ -99,7 +100,8 @@ async def get_namespace(request: Request, namespace: Namespace) -> Response:
     responses={201: {"model": models.SettingsResult, "description": "First settings"},
                **_ERRORS},
     openapi_extra={**_WRITE_HEADERS, "requestBody": {"required": True, "content": {
-        JSON: {"schema": models.NamespaceSettings.model_json_schema()}}}},
+        JSON: {"schema": {**models.NamespaceSettings.model_json_schema(),
+                          "additionalProperties": False}}}}},
     tags=["namespaces"],
 )
 async def put_namespace(request: Request, namespace: Namespace) -> Response:
@@ -107,7 +109,7 @@ async def put_namespace(request: Request, namespace: Namespace) -> Response:
     service = _service(request)
     http.require_media_type(request, JSON)
     body = await http.read_body(request, service.settings.max_request_bytes)
-    settings = http.parse_json(body, field="settings", root="")
+    settings = check_settings(http.parse_json(body, field="settings", root=""))
     meta = WriteRequest(request, body)
     outcome = await within_write_timeout(service, service.writer.write(
         configure(ns, settings, http.expectation(request)), meta.context(), meta.idempotency))

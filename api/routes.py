@@ -92,6 +92,12 @@ AsOf = Annotated[datetime | None, BeforeValidator(_rfc3339_only), Query(
 AtPosition = Annotated[int | None, Query(
     ge=0, le=MAX_INT, description="Global position: the state after the event at this position")]
 
+#: Query text reaches SQL: a control character (NUL above all, which PostgreSQL's text
+#: refuses) is a 400 here, and a prefix holds only what keys are made of.
+_NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"
+KeyPrefix = Annotated[str, Query(max_length=MAX_KEY_LENGTH, pattern=r"^[A-Za-z0-9._/-]*$",
+                                 description="Only keys starting with this")]
+
 #: What a write can answer besides its success, and what a read can.
 _ERRORS = problem_responses(400, 404, 409, 412, 413, 415, 422, 503)
 _READ_ERRORS = problem_responses(400, 404, 503)
@@ -562,7 +568,7 @@ def _deleted(ns: str, key: str, version: int) -> EntryGone:
 async def list_entries(
     request: Request,
     namespace: Namespace,
-    prefix: Annotated[str, Query(max_length=512, description="Only keys starting with this")] = "",
+    prefix: KeyPrefix = "",
     limit: Limit = 100,
     cursor: Cursor = None,
     as_of: AsOf = None,
@@ -722,11 +728,11 @@ def _feed_filter(namespace: str | None, key: str | None) -> tuple[str | None, st
 async def audit(
     request: Request,
     namespace: Annotated[str | None, Query()] = None,
-    key_prefix: Annotated[str | None, Query(max_length=512)] = None,
-    actor: Annotated[str | None, Query(max_length=255)] = None,
+    key_prefix: KeyPrefix | None = None,
+    actor: Annotated[str | None, Query(max_length=255, pattern=_NO_CONTROL)] = None,
     since: AsOf = None,
     until: AsOf = None,
-    correlation_id: Annotated[str | None, Query(max_length=128)] = None,
+    correlation_id: Annotated[str | None, Query(max_length=128, pattern=_NO_CONTROL)] = None,
     type: Annotated[str | None, Query(description="e.g. entry.deleted")] = None,
     limit: Limit = 100,
     cursor: Cursor = None,

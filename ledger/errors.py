@@ -9,6 +9,7 @@ one place (``api/errors.py``); nothing below the edge knows about HTTP.
     ├── InvalidInput            the request itself is malformed (bad JSON, bad key, …)
     │   ├── DocumentTooLarge
     │   ├── UnsupportedMediaType
+    │   ├── NotAcceptable       the Accept header allows none of a resource's media types
     │   └── InvalidPatch        a patch document that is not a valid patch
     ├── Unprocessable           well-formed, but cannot be applied
     │   ├── PatchFailed         a patch operation failed (carries the op index)
@@ -59,6 +60,12 @@ class UnsupportedMediaType(InvalidInput):
 
 class InvalidPatch(InvalidInput):
     code = "invalid_patch"
+
+
+class NotAcceptable(InvalidInput):
+    """None of the media types the request's Accept allows is one the resource has."""
+
+    code = "not_acceptable"
 
 
 class Unprocessable(LedgerError):

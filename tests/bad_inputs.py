@@ -114,6 +114,8 @@ HEADERS = [
         [("If-None-Match", '"1"')]),
     put("If-None-Match * on an existing entry", "{}", 412, "entry_exists", "If-None-Match",
         [("If-None-Match", "*")]),
+    put("If-Match and If-None-Match together", "{}", 400, "invalid_precondition",
+        "If-None-Match", [("If-Match", "*"), ("If-None-Match", "*")]),
     put("Idempotency-Key with a space", "{}", 400, "invalid_idempotency_key",
         "Idempotency-Key", [("Idempotency-Key", "a b")]),
     put("Idempotency-Key of 256 characters", "{}", 400, "invalid_idempotency_key",
@@ -133,6 +135,14 @@ HEADERS = [
         "X-Actor", [("X-Actor", "mallory")]),
     put("two X-Reasons", "{}", 400, "duplicate_header", "X-Reason",
         [("X-Reason", "a"), ("X-Reason", "b")]),
+    Bad("Accept only XML", "GET", ENTRY, 406, "not_acceptable", "Accept",
+        (("Accept", "application/xml"),)),
+    Bad("Accept JSON at q=0", "GET", ENTRY, 406, "not_acceptable", "Accept",
+        (("Accept", "application/json;q=0, text/html"),)),
+    Bad("Accept HTML for a diff", "GET", ENTRY + "/diff", 406, "not_acceptable", "Accept",
+        (("Accept", "text/html"),), b"", {"from": "0", "to": "1"}),
+    Bad("Accept JSON for the live feed", "GET", "/v1/events/stream", 406, "not_acceptable",
+        "Accept", (("Accept", "application/json"),)),
 ]
 
 BODIES = [
@@ -253,6 +263,15 @@ PATHS = [
 ]
 
 QUERIES = [
+    get("prefix with a NUL", LIST, {"prefix": "a\x00", "position": "1"}, 400,
+        "invalid_parameter", "prefix"),
+    get("prefix with a space", LIST, {"prefix": "a b"}, 400, "invalid_parameter", "prefix"),
+    get("audit actor with a NUL", "/v1/audit", {"actor": "a\x00"}, 400, "invalid_parameter",
+        "actor"),
+    get("audit correlation id with a NUL", "/v1/audit", {"correlation_id": "\x00"}, 400,
+        "invalid_parameter", "correlation_id"),
+    get("audit key_prefix of 513", "/v1/audit", {"namespace": "a", "key_prefix": "k" * 513},
+        400, "invalid_parameter", "key_prefix"),
     get("limit not a number", LIST, {"limit": "zero"}, 400, "invalid_parameter", "limit"),
     get("limit 0", LIST, {"limit": "0"}, 400, "invalid_parameter", "limit"),
     get("limit 1001", LIST, {"limit": "1001"}, 400, "invalid_parameter", "limit"),
@@ -360,6 +379,9 @@ NAMESPACE_SETTINGS = [
     post("settings duplicate member", SETTINGS,
          b'{"conflict_policy": "strict", "conflict_policy": "merge"}', 400,
          "duplicate_member", "conflict_policy")._replace(method="PUT"),
+    post("bad settings on an existing namespace under If-None-Match", SETTINGS,
+         {"conflict_policy": "yolo"}, 400, "invalid_settings", "conflict_policy")._replace(
+        method="PUT", headers=(("Content-Type", JSON), ("If-None-Match", "*"))),
     Bad("settings as text/plain", "PUT", SETTINGS, 415, "unsupported_media_type",
         "Content-Type", (("Content-Type", "text/plain"),), b"{}"),
 ]

@@ -22,6 +22,7 @@ def test_bad_input_is_refused_precisely_and_appends_nothing(
     client: httpx.Client, ns: str, db: Any, case: Bad
 ) -> None:
     client.put(f"/v1/namespaces/{ns}/entries/k", json={"a": 1}).raise_for_status()
+    client.put(f"/v1/namespaces/{ns}", json={"description": "the test's"}).raise_for_status()
     before = event_count(db)
     r = client.request(case.method, case.path.replace("{ns}", ns), headers=case.headers,
                        content=case.body.replace(b"{ns}", ns.encode()), params=case.params)

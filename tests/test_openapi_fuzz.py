@@ -64,7 +64,7 @@ def fuzz_api(server_url: str) -> Iterator[tuple[str, str]]:
     env = {**os.environ, "SSOT_DATABASE_URL": database_url, "SSOT_HTTP_PORT": str(port),
            "SSOT_HTTP_WORKERS": "1", "SSOT_BROADCAST": "false", "SSOT_KV_MIRROR": "false",
            "SSOT_MAX_DOCUMENT_BYTES": str(64 * 1024), "SSOT_MAX_DEPTH": "8",
-           "SSOT_VIEW_WAIT_TIMEOUT": "0.2", "SSOT_DIGEST_EVERY_SECONDS": "1"}
+           "SSOT_VIEW_WAIT_TIMEOUT": "10", "SSOT_DIGEST_EVERY_SECONDS": "1"}
     try:
         proc, url = start_serve([], env, port)
         try:
