@@ -140,12 +140,12 @@ class Cluster:
         if self.pg is None:
             skip |= {"pg_fast", "pg_immediate"}
         if self.nats is None:
-            skip |= {"restart_nats"}
+            skip |= {"restart_nats", "kill_nats"}
         return tuple(k for k in KINDS if k not in skip)
 
     @property
     def pause_targets(self) -> tuple[str, ...]:
-        return tuple(t for t in ("api", "broadcaster", "nats", "postgres")
+        return tuple(t for t in ("api", "writer", "broadcaster", "nats", "postgres")
                      if not (t == "postgres" and self.pg is None)
                      and not (t == "nats" and self.nats is None))
 
@@ -216,6 +216,9 @@ class Cluster:
 
     def stop(self, target: str, mode: str) -> None:
         if target == "nats" and self.nats is not None:
+            if mode == "kill" and self.nats.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.nats.pid, signal.SIGKILL)
             self.nats.stop()
         elif target == "postgres" and self.pg is not None:
             pid = self._postmaster()
@@ -230,6 +233,8 @@ class Cluster:
     def _group_of(self, target: str) -> int | None:
         if target == "api" and self.api.proc is not None:
             return self.api.proc.pid
+        if target == "writer" and self.api.proc is not None:  # a session leader
+            return next(iter(_children(self.api.proc.pid, "writer")), None)
         if target == "broadcaster" and self.broadcaster.proc is not None:
             return self.broadcaster.proc.pid
         if target == "nats" and self.nats is not None:
@@ -515,7 +520,7 @@ def run(folder: Path, seed: int, duration: float, clients: int, keys: int, fault
         for fault in plan:  # a pause of a server the run did not start hits another
             if fault["kind"] == "pause" and fault["target"] not in cluster.pause_targets:
                 fault["target"] = "api"
-        skipped = sorted(set(("pg_fast", "pg_immediate", "restart_nats")) - set(kinds)) \
+        skipped = sorted({"pg_fast", "pg_immediate", "restart_nats", "kill_nats"} - set(kinds)) \
             if faults else []
         config = {"seed": seed, "duration": duration, "clients": clients, "keys": keys,
                   "run_id": f"chaos-{token}", "schedule": plan, "skipped_faults": skipped,

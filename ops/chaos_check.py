@@ -270,26 +270,75 @@ def _check_content(log: Log, found: Findings, invoke: dict[str, Any], e: dict[st
         return _report(found, problem, invoke, e, None)
     if e["type"] == "entry.deleted":
         return _report(found, f"a {kind} made a deletion", invoke, e, None)
+    # What the write makes of the version it was based on: the one before it, or (merged
+    # under the namespace's policy) the If-Match version, its changes laid over the
+    # versions since — so neither its change nor one made since is lost.
+    resolution = e.get("resolution") or {}
+    base = log.before(e)
     if merged:
-        return
-    if kind in ("put", "create"):
-        expected = body
-    elif kind == "merge_patch":
-        expected = json_merge_patch.merge(copy.deepcopy(log.before(e) or {}), body)
-    elif kind == "json_patch":
-        try:
-            expected = jsonpatch.apply_patch(copy.deepcopy(log.before(e)), body)
-        except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError) as x:
-            return _report(found, f"the patch does not apply to the version before: {x}",
-                           invoke, e, None)
-    elif kind == "revert":
-        target = log.at.get((e["ns"], e["key"], body["to_version"]))
-        if target is None:
-            return _report(found, "reverted to a version the log lacks", invoke, e, None)
-        expected = target["doc"]
+        based_on = log.at.get((e["ns"], e["key"], resolution.get("base_version", -1)))
+        base = based_on["doc"] if based_on and based_on["type"] != "entry.deleted" else None
+    try:
+        expected = _made_of(kind, body, base, log, e)
+    except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError,
+            LookupError) as x:
+        return _report(found, f"the write does not apply to the version it was based on: "
+                       f"{type(x).__name__}: {x}", invoke, e, None)
+    if merged:
+        expected = _overlay(log.before(e), base, expected)
     if e["doc"] != expected:
-        problem = "the document is not what was sent"
+        problem = ("the merge lost a change (the write's or one made since)" if merged
+                   else "the document is not what was sent")
     _report(found, problem, invoke, e, expected)
+
+
+def _made_of(kind: str, body: Any, base: Any, log: Log, e: dict[str, Any]) -> Any:
+    if kind in ("put", "create"):
+        return body
+    if kind == "merge_patch":
+        return json_merge_patch.merge(copy.deepcopy(base or {}), body)
+    if kind == "json_patch":
+        return jsonpatch.apply_patch(copy.deepcopy(base), body)
+    target = log.at[(e["ns"], e["key"], body["to_version"])]  # revert
+    return target["doc"]
+
+
+def _leaves(document: Any, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+    """A document as {path: value}, descending into non-empty objects only."""
+    if isinstance(document, dict) and document:
+        out: dict[tuple[str, ...], Any] = {}
+        for name, value in document.items():
+            out.update(_leaves(value, (*prefix, name)))
+        return out
+    return {prefix: document}
+
+
+def _overlay(theirs: Any, base: Any, ours: Any) -> Any:
+    """``theirs`` with every leaf ``ours`` changed from ``base`` set to ours' value."""
+    merged, mine, was = _leaves(theirs), _leaves(ours), _leaves(base)
+    for path in set(mine) | set(was):
+        if mine.get(path, _MISSING) == was.get(path, _MISSING):
+            continue
+        for other in [p for p in merged if p[:len(path)] == path or path[:len(p)] == p]:
+            del merged[other]
+        if path in mine:
+            merged[path] = mine[path]
+    return _unflatten(merged)
+
+
+_MISSING = object()
+
+
+def _unflatten(leaves: dict[tuple[str, ...], Any]) -> Any:
+    if () in leaves:
+        return leaves[()]
+    root: dict[str, Any] = {}
+    for path, value in leaves.items():
+        node = root
+        for name in path[:-1]:
+            node = node.setdefault(name, {})
+        node[path[-1]] = value
+    return root
 
 
 def _report(found: Findings, problem: str | None, invoke: dict[str, Any], e: dict[str, Any],

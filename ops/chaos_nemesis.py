@@ -7,12 +7,14 @@ Kinds (every one appears at least once in a run long enough to hold them all):
   view and digest threads), then start it again.
 - ``kill_writer``: SIGKILL the writer process alone (``ssot serve`` restarts it).
 - ``kill_broadcaster``: SIGKILL ``ssot broadcast``, then start it again.
-- ``restart_nats``: stop nats-server (SIGTERM), start it again on the same port and store.
+- ``restart_nats``: stop nats-server (SIGTERM), start it again on the same port and store;
+  ``kill_nats``: the same after SIGKILL (JetStream acknowledges before it syncs to disk,
+  so the stream may lose its tail: the broadcaster must publish it again).
 - ``pg_fast`` / ``pg_immediate``: PostgreSQL fast shutdown (SIGINT, as ``pg_ctl stop -m
   fast``) or immediate shutdown (SIGQUIT, ``-m immediate``: crash recovery at the next
   start), then start it again on the same port.
-- ``pause``: SIGSTOP a process group (``api``, ``broadcaster``, ``nats`` or ``postgres``),
-  then SIGCONT it.
+- ``pause``: SIGSTOP a process group (``api``, ``writer``, ``broadcaster``, ``nats`` or
+  ``postgres``), then SIGCONT it.
 - ``slow_clients``: many connections to the HTTP server that send a request's headers a
   byte at a time, then hang up.
 """
@@ -25,9 +27,13 @@ import random
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
-KINDS = ("kill_api", "kill_writer", "kill_broadcaster", "restart_nats", "pg_fast",
-         "pg_immediate", "pause", "slow_clients")
-PAUSE_TARGETS = ("api", "broadcaster", "nats", "postgres")
+KINDS = ("kill_api", "kill_writer", "kill_broadcaster", "restart_nats", "kill_nats",
+         "pg_fast", "pg_immediate", "pause", "slow_clients")
+PAUSE_TARGETS = ("api", "writer", "broadcaster", "nats", "postgres")
+#: The process group each kind hits (a pause: one drawn from PAUSE_TARGETS).
+TARGET = {"kill_api": "api", "kill_writer": "writer", "kill_broadcaster": "broadcaster",
+          "restart_nats": "nats", "kill_nats": "nats", "pg_fast": "postgres",
+          "pg_immediate": "postgres", "slow_clients": "api"}
 #: Seconds kept clear of faults at the start (the clients warm up) and at the end (the
 #: last fault heals before the clients stop).
 LEAD_IN, LEAD_OUT = 3.0, 6.0
@@ -61,10 +67,7 @@ def schedule(seed: int, duration: float, kinds: tuple[str, ...] = KINDS) -> list
     faults = []
     for i, kind in enumerate(picks):
         at = LEAD_IN + slot * i + rng.uniform(0.0, slot * 0.5)
-        target = {"kill_api": "api", "kill_writer": "writer",
-                  "kill_broadcaster": "broadcaster",
-                  "restart_nats": "nats", "pg_fast": "postgres", "pg_immediate": "postgres",
-                  "slow_clients": "api"}.get(kind) or rng.choice(PAUSE_TARGETS)
+        target = TARGET.get(kind) or rng.choice(PAUSE_TARGETS)
         down = {"pause": rng.uniform(1.0, 4.0), "slow_clients": rng.uniform(4.0, 8.0)}.get(
             kind, rng.uniform(0.2, 2.0))
         faults.append(Fault(round(at, 3), kind, target, round(down, 3)))
@@ -94,8 +97,9 @@ async def inject(fault: Fault, targets: Targets) -> dict[str, Any]:
         detail = await asyncio.to_thread(targets.kill, fault.target)
         await asyncio.sleep(fault.down)
         await asyncio.to_thread(targets.start, fault.target)
-    elif fault.kind in ("restart_nats", "pg_fast", "pg_immediate"):
-        mode = {"pg_fast": "fast", "pg_immediate": "immediate"}.get(fault.kind, "term")
+    elif fault.kind in ("restart_nats", "kill_nats", "pg_fast", "pg_immediate"):
+        mode = {"pg_fast": "fast", "pg_immediate": "immediate",
+                "kill_nats": "kill"}.get(fault.kind, "term")
         await asyncio.to_thread(targets.stop, fault.target, mode)
         await asyncio.sleep(fault.down)
         await asyncio.to_thread(targets.start, fault.target)

@@ -213,3 +213,30 @@ def test_server_side_checks_that_fail_are_anomalies() -> None:
     run["server"] = server
     assert set(_anomalies(run)) == {"views_drift", "integrity", "stream_duplicated",
                                     "not_caught_up"}
+
+
+def _with_a_merge(merged_document: dict[str, Any]) -> dict[str, Any]:
+    """The clean run, plus: k2 replaced (v2), then a merge patch on If-Match 1 merged
+    over it (v3)."""
+    run = _clean()
+    m = "chaos-merge"
+    run["history"] += [
+        *_op(8, "c0-8", "put", m, "k2", "ok", _entry(m, "k2", 2, 6, {"a": 1, "b": 2}),
+             body={"a": 1, "b": 2}),
+        *_op(9, "c0-9", "merge_patch", m, "k2", "ok", _entry(m, "k2", 3, 7, merged_document),
+             body={"c": 3}, if_match=1),
+    ]
+    merge = _event(7, m, "k2", 3, merged_document, "run-c0-9", "entry.patched")
+    merge["resolution"] = {"policy": "merge", "base_version": 1, "rebased_over": [2]}
+    run["log"] += [_event(6, m, "k2", 2, {"a": 1, "b": 2}, "run-c0-8"), merge]
+    for name in ("nats-chaos-merge", "sse"):
+        run["subscribers"][name] += [{"p": p, "id": f"id-{p}", "t": float(p)} for p in (6, 7)]
+    return run
+
+
+def test_a_merge_that_keeps_both_changes_passes_and_one_that_drops_one_is_named() -> None:
+    assert _anomalies(_with_a_merge({"a": 1, "b": 2, "c": 3})) == {}
+    lost_theirs = _anomalies(_with_a_merge({"a": 1, "c": 3}))
+    assert set(lost_theirs) == {"content_mismatch"}
+    assert "merge lost a change" in lost_theirs["content_mismatch"]["examples"][0]["problem"]
+    assert set(_anomalies(_with_a_merge({"a": 1, "b": 2}))) == {"content_mismatch"}
