@@ -424,3 +424,13 @@ def test_a_bad_line_after_batches_were_stored_leaves_the_database_empty_and_inde
     for table in ("ssot_events", "entries", "entry_history", "merkle_leaves"):
         assert rows(dst, f"SELECT count(*) FROM {table}") == [(0,)], table
     assert index_definitions(dst) == indexes and len(indexes) == 8
+
+
+def test_an_impossible_commit_time_is_refused_at_its_line(
+        exported: list[bytes], new_db: Callable[[], str], tmp_path: Path) -> None:
+    number = next(i for i, line in enumerate(exported, 1) if b'"t":"event"' in line)
+    edited = list(exported)
+    edited[number - 1] = re.sub(rb'"recorded_at":"\d{4}-\d\d', b'"recorded_at":"2026-13',
+                                exported[number - 1], count=1)
+    refused(new_db, write_lines(tmp_path / "month.gz", rehash(edited)),
+            rf"line {number}: recorded_at '2026-13-.*' is not RFC 3339 UTC")
