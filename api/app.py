@@ -20,6 +20,7 @@ from fastapi import Depends, FastAPI
 from fastapi.exceptions import RequestValidationError
 from psycopg_pool import AsyncConnectionPool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nexus_ssot.ledger.errors import LedgerError
@@ -137,6 +138,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(RequestValidationError, errors.validation_error_handler)
     app.add_exception_handler(StarletteHTTPException, errors.http_error_handler)
     app.add_exception_handler(psycopg.OperationalError, errors.store_unreachable_handler)
+    app.add_exception_handler(ClientDisconnect, errors.client_disconnect_handler)
     app.add_exception_handler(Exception, errors.unexpected_error_handler)
     app.add_middleware(CorrelationId)
 

@@ -134,6 +134,17 @@ async def store_unreachable_handler(request: Request, exc: Exception) -> Respons
                    headers={"Retry-After": "1"})
 
 
+async def client_disconnect_handler(request: Request, exc: Exception) -> Response:
+    """The client hung up before its request body arrived (a timeout on its side): nothing
+    was written and nobody is left to answer, so it is no error of ours."""
+    log.info("%s %s: the client disconnected before its request body arrived "
+             "(correlation id %s)", request.method, request.url.path,
+             getattr(request.state, "correlation_id", None))
+    return problem(request, 400, "request_incomplete",
+                   "the connection closed before the request body was complete; nothing "
+                   "was written")
+
+
 async def unexpected_error_handler(request: Request, exc: Exception) -> Response:
     correlation_id = getattr(request.state, "correlation_id", None)
     log.error("%s %s failed (correlation id %s)", request.method, request.url.path,

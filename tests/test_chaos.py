@@ -4,12 +4,16 @@ its checker names every kind of anomaly planted in a history, log or subscriber 
 from __future__ import annotations
 
 import copy
+import logging
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 
@@ -240,3 +244,32 @@ def test_a_merge_that_keeps_both_changes_passes_and_one_that_drops_one_is_named(
     assert set(lost_theirs) == {"content_mismatch"}
     assert "merge lost a change" in lost_theirs["content_mismatch"]["examples"][0]["problem"]
     assert set(_anomalies(_with_a_merge({"a": 1, "b": 2}))) == {"content_mismatch"}
+
+
+# --- what the harness found, pinned -------------------------------------------------
+
+
+def test_a_client_hanging_up_mid_body_is_no_server_error(api: Any, ns: str,
+                                                         caplog: pytest.LogCaptureFixture
+                                                         ) -> None:
+    # Impatient clients and slow ones hang up while their body is on its way: that left
+    # "Exception in ASGI application" tracebacks (a 500 nobody received) in the log.
+    port = int(api.url.rsplit(":", 1)[1])
+    uvicorn_log = logging.getLogger("uvicorn")
+    uvicorn_log.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.INFO):
+            for _ in range(3):
+                with socket.create_connection(("127.0.0.1", port)) as s:
+                    s.sendall(f"PUT /v1/namespaces/{ns}/entries/k HTTP/1.1\r\n"
+                              "Host: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                              "Content-Length: 1000\r\n\r\n{\"a\":".encode())
+                    time.sleep(0.1)
+            time.sleep(0.5)
+    finally:
+        uvicorn_log.removeHandler(caplog.handler)
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [], [r.getMessage() for r in errors]
+    assert any("disconnected" in r.getMessage() for r in caplog.records)
+    with httpx.Client(base_url=api.url) as c:
+        assert c.get(f"/v1/namespaces/{ns}/entries/k").status_code == 404  # nothing written
