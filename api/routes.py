@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
 import orjson
+import psycopg
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import BeforeValidator
 from starlette.responses import Response, StreamingResponse
@@ -690,9 +691,16 @@ async def stream_events(
         position, quiet_since = start, time.monotonic()
         yield b": nexus-ssot event stream\n\n"
         while not await request.is_disconnected():
-            async with service.pool.connection() as conn:
-                rows = await event_feed.events_after(conn, position, limit=500,
-                                                     namespace=ns, key=k)
+            try:
+                async with service.pool.connection() as conn:
+                    rows = await event_feed.events_after(conn, position, limit=500,
+                                                         namespace=ns, key=k)
+            except psycopg.OperationalError:
+                # The store is restarting: keep the stream (and the client's place in the
+                # log) and ask again; the comment keeps proxies from timing it out.
+                yield b": the event store is unavailable; retrying\n\n"
+                await asyncio.sleep(SSE_RETRY_SECONDS)
+                continue
             for position, body in rows:
                 yield b"id: %d\ndata: %s\n\n" % (position, body)
             if rows:
@@ -708,6 +716,7 @@ async def stream_events(
 
 
 SSE_KEEPALIVE_SECONDS = 15.0
+SSE_RETRY_SECONDS = 0.5
 
 
 def _feed_filter(namespace: str | None, key: str | None) -> tuple[str | None, str | None]:

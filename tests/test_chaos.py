@@ -273,3 +273,46 @@ def test_a_client_hanging_up_mid_body_is_no_server_error(api: Any, ns: str,
     assert any("disconnected" in r.getMessage() for r in caplog.records)
     with httpx.Client(base_url=api.url) as c:
         assert c.get(f"/v1/namespaces/{ns}/entries/k").status_code == 404  # nothing written
+
+
+def test_the_live_feed_outlasts_a_database_restart(api: Any, client: httpx.Client, ns: str,
+                                                   monkeypatch: pytest.MonkeyPatch,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    # A PostgreSQL restart under a live SSE stream ended it with "response already
+    # started" tracebacks; the feed now keeps the connection and resumes where it was.
+    import psycopg
+
+    from nexus_ssot.projections import event_feed
+
+    real = event_feed.events_after
+    failures = {"left": 0}
+
+    async def flaky(*args: Any, **kwargs: Any) -> Any:
+        if failures["left"] > 0:
+            failures["left"] -= 1
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(event_feed, "events_after", flaky)
+    for i in range(2):
+        client.put(f"/v1/namespaces/{ns}/entries/k{i}", json={"i": i}).raise_for_status()
+    uvicorn_log = logging.getLogger("uvicorn")
+    uvicorn_log.addHandler(caplog.handler)
+    received: list[int] = []
+    try:
+        with httpx.Client(base_url=api.url, timeout=20) as c, \
+                c.stream("GET", "/v1/events/stream", params={"namespace": ns, "after": 0}
+                         ) as stream:
+            for line in stream.iter_lines():
+                if line.startswith("data: "):
+                    received.append(orjson.loads(line[6:])["data"]["version"])
+                    if len(received) == 1:  # the store goes away mid-stream, then a write
+                        failures["left"] = 2
+                        client.put(f"/v1/namespaces/{ns}/entries/k2",
+                                   json={"i": 2}).raise_for_status()
+                if len(received) == 3:
+                    break
+    finally:
+        uvicorn_log.removeHandler(caplog.handler)
+    assert received == [1, 1, 1] and failures["left"] == 0
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
