@@ -23,6 +23,8 @@ kind, with examples:
 - ``unexplained_event``: an event in the run's namespaces that no client sent;
 - ``subscriber_gap``, ``subscriber_duplicate``, ``subscriber_reorder``,
   ``subscriber_phantom``: what a subscriber received against the log;
+- ``server_error``: a 500 a client received, or an unexpected failure the API logged
+  (``api.log``: an exception it did not map to an answer);
 - ``views_drift`` (``ssot check``), ``integrity`` (``ssot verify``), ``stream_*``
   (``ssot reconcile``: the JetStream stream against the log), ``not_caught_up`` (the
   broadcaster or a subscriber did not reach the head in time after the run).
@@ -111,14 +113,40 @@ def check_run(folder: Path) -> dict[str, Any]:
     server_path = folder / "server.json"
     server = orjson.loads(server_path.read_bytes()) if server_path.exists() else None
     subscribers = {p.stem: _lines(p) for p in sorted((folder / "subscribers").glob("*.jsonl"))}
-    return check(config, history, log.events, subscribers, server)
+    return check(config, history, log.events, subscribers, server,
+                 server_errors(folder / "api.log"))
+
+
+#: What the HTTP server logs for a request that failed unexpectedly (a 500, or an
+#: exception after the response started).
+_SERVER_ERROR_MARKS = ("Exception in ASGI application", "failed (correlation id")
+
+
+def server_errors(api_log: Path) -> list[dict[str, Any]]:
+    """The API's unexpected failures in its log: each mark with the exception that ends
+    its traceback."""
+    if not api_log.exists():
+        return []
+    errors: list[dict[str, Any]] = []
+    with api_log.open(encoding="utf-8", errors="replace") as f:
+        lines = f.read().splitlines()
+    for i, line in enumerate(lines):
+        if any(mark in line for mark in _SERVER_ERROR_MARKS):
+            ending = next((t for t in lines[i + 1:i + 400] if t and not t[0].isspace()
+                           and not t.startswith(("Traceback", "During handling", "The above"))
+                           and ("Error" in t or "Exception" in t or "Disconnect" in t)), "")
+            errors.append({"line": i + 1, "log": line[:200], "exception": ending[:300]})
+    return errors
 
 
 def check(config: dict[str, Any], history: list[dict[str, Any]],
           events: list[dict[str, Any]], subscribers: dict[str, list[dict[str, Any]]],
-          server: dict[str, Any] | None) -> dict[str, Any]:
+          server: dict[str, Any] | None,
+          api_errors: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     log = Log(events)
     found = Findings()
+    for error in api_errors or []:
+        found.add("server_error", **error)
     invokes = {h["op"]: h for h in history if h["type"] == "invoke"}
     completes = {h["op"]: h for h in history if h["type"] == "complete"}
     ops = [(invokes[op], completes.get(op)) for op in invokes]
@@ -126,6 +154,10 @@ def check(config: dict[str, Any], history: list[dict[str, Any]],
     for invoke, complete in ops:
         if invoke["kind"] in WRITE_KINDS:
             _check_write(log, found, invoke, complete)
+        for error in complete["errors"] if complete else []:
+            if error.startswith("500 "):
+                found.add("server_error", op=invoke["op"], kind=invoke["kind"],
+                          answer=error[:300])
     _check_reads(log, found, ops)
     _check_explained(log, found, invokes)
     for name, received in subscribers.items():

@@ -17,7 +17,7 @@ import httpx
 import orjson
 import pytest
 
-from nexus_ssot.ops.chaos_check import check
+from nexus_ssot.ops.chaos_check import check, server_errors
 from nexus_ssot.ops.chaos_nemesis import KINDS, schedule
 
 SEED = 20261127
@@ -316,3 +316,28 @@ def test_the_live_feed_outlasts_a_database_restart(api: Any, client: httpx.Clien
         uvicorn_log.removeHandler(caplog.handler)
     assert received == [1, 1, 1] and failures["left"] == 0
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+def test_unexpected_server_failures_are_anomalies(tmp_path: Path) -> None:
+    api_log = tmp_path / "api.log"
+    api_log.write_text(
+        "INFO: started\n"
+        "PUT /v1/namespaces/a/entries/k failed (correlation id 1)\n"
+        "Traceback (most recent call last):\n"
+        '  File "x.py", line 1, in f\n'
+        "starlette.requests.ClientDisconnect\n"
+        "ERROR:    Exception in ASGI application\n"
+        "Traceback (most recent call last):\n"
+        "psycopg.OperationalError: server closed the connection unexpectedly\n"
+        "During handling of the above exception, another exception occurred:\n"
+        "RuntimeError: Caught handled exception, but response already started.\n")
+    errors = server_errors(api_log)
+    assert [e["exception"] for e in errors] == [
+        "starlette.requests.ClientDisconnect",
+        "psycopg.OperationalError: server closed the connection unexpectedly"]
+    run = _clean()
+    report = check({"seed": 1, "duration": 1, "clients": 1}, run["history"], run["log"],
+                   run["subscribers"], run["server"], errors)
+    assert report["anomalies"]["server_error"]["count"] == 2
+    _op_line(run, "c0-4", "complete")["errors"] = ["500 {\"code\": \"internal_error\"}"]
+    assert set(_anomalies(run)) == {"server_error"}
