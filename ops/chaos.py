@@ -21,6 +21,7 @@ import contextlib
 import logging
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -287,6 +288,8 @@ class Cluster:
                 self.pg.discard()
         elif self.given_database is not None:
             _drop_database(self.given_database, self.names["database"])
+        if not keep_data:
+            shutil.rmtree(self.folder / "data", ignore_errors=True)
 
 
 def _alive(pid: int) -> bool:

@@ -58,6 +58,32 @@ def _lines(path: Path) -> list[dict[str, Any]]:
         return [orjson.loads(line) for line in f if line.strip()]
 
 
+_INVOKE = ("type", "t", "op", "client", "kind", "ns", "key", "body", "if_match", "params",
+           "idempotency_key")
+_COMPLETE = ("type", "t", "op", "client", "outcome", "status", "answer", "attempts")
+_ANSWER = ("namespace", "key", "version", "position", "document", "code", "deleted_version",
+           "operations")
+
+
+def _history(path: Path) -> list[dict[str, Any]]:
+    """The history with only what the checks read (a run of hours fits in memory)."""
+    history = []
+    with path.open("rb") as f:
+        for line in f:
+            h = orjson.loads(line)
+            if h["type"] == "invoke":
+                h = {k: h.get(k) for k in _INVOKE}
+            elif h["type"] == "complete":
+                slim = {k: h.get(k) for k in _COMPLETE}
+                slim["errors"] = [e for e in h["errors"] if e.startswith("500 ")]
+                answer = h["answer"]
+                if isinstance(answer, dict):
+                    slim["answer"] = {k: answer[k] for k in _ANSWER if k in answer}
+                h = slim
+            history.append(h)
+    return history
+
+
 class Findings:
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
@@ -108,7 +134,7 @@ class Log:
 def check_run(folder: Path) -> dict[str, Any]:
     """The report of a run folder: ``ok``, operation counts, faults, anomalies."""
     config = orjson.loads((folder / "config.json").read_bytes())
-    history = _lines(folder / "history.jsonl")
+    history = _history(folder / "history.jsonl")
     log = Log(_lines(folder / "log.jsonl"))
     server_path = folder / "server.json"
     server = orjson.loads(server_path.read_bytes()) if server_path.exists() else None
