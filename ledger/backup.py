@@ -658,16 +658,18 @@ async def import_file(database_url: str, path: str | os.PathLike[str], *,
         await _check_target(conn, header, st)
         total = max(int(header["upto_position"]) - st.position, 1)
         copier = _Copier(conn)
-        fold, unindexed = None, []
+        fold, unindexed, unkeyed = None, [], []
         if not st.incremental:  # an empty database: entry_history is folded by batch
             fold = _history_fold(conn)
             unindexed = await _drop_indexes(conn, _UNINDEXED)
+            unkeyed = await _drop_indexes(conn, "ssot_events", constraints_only=True)
         try:
             trailer = await _load(conn, st, lines, number, copier, progress, total, fold)
             await copier.end()
         except BaseException as e:
             await copier.fail(e)
             raise
+        await _make_indexes(conn, unkeyed)
         await _check_digests(conn, st)
         last_position = int(trailer["last_position"])
         await _finish(conn, st, header, trailer, last_position)
@@ -1229,9 +1231,12 @@ def _history_fold(conn: psycopg.AsyncConnection[Any]) -> Callable[[int, int], Aw
     return lambda after, upto: view.apply(conn, after, upto, tables)
 
 
-async def _drop_indexes(conn: psycopg.AsyncConnection[Any], table: str) -> list[str]:
-    """Drop ``table``'s indexes and the constraints they back (in the import's
-    transaction); the statements that make them again."""
+async def _drop_indexes(conn: psycopg.AsyncConnection[Any], table: str, *,
+                        constraints_only: bool = False) -> list[str]:
+    """Drop ``table``'s indexes and the constraints they back (or only those: the events'
+    primary key, random uuids, cost a full import more to maintain row by row than to
+    build at the end; the batches' folds need the position index) in the import's
+    transaction; the statements that make them again."""
     cur = await conn.execute(
         "SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid), c.conname,"
         " pg_get_constraintdef(c.oid) FROM pg_index i"
@@ -1241,6 +1246,8 @@ async def _drop_indexes(conn: psycopg.AsyncConnection[Any], table: str) -> list[
     again = []
     for index, definition, constraint, constraint_definition in await cur.fetchall():
         if constraint is None:
+            if constraints_only:
+                continue
             await conn.execute(sql.SQL("DROP INDEX {}").format(sql.SQL(index)))
             again.append(definition)
         else:
