@@ -104,17 +104,27 @@ class Cluster:
         self.nats: EmbeddedNats | None = None
         self.given_database = database_url
         self.http_port = _free_port()
-        if database_url is None:
-            self.pg = EmbeddedPostgres(folder / "data" / "postgres", port=_free_port(),
-                                       settings={"fsync": "off"})
-            self.database_url = ensure_database(self.pg.start(), "ssot")
-        else:
-            self.database_url = ensure_database(database_url, names["database"])
-        if nats_url is None:
-            self.nats = EmbeddedNats(folder / "data" / "nats", port=_free_port())
-            self.nats_url = self.nats.start()
-        else:
-            self.nats_url = nats_url
+        try:
+            if database_url is None:
+                self.pg = EmbeddedPostgres(folder / "data" / "postgres", port=_free_port(),
+                                           settings={"fsync": "off"})
+                self.database_url = ensure_database(self.pg.start(), "ssot")
+            else:
+                self.database_url = ensure_database(database_url, names["database"])
+            if nats_url is None:
+                self.nats = EmbeddedNats(folder / "data" / "nats", port=_free_port())
+                self.nats_url = self.nats.start()
+            else:
+                self.nats_url = nats_url
+        except BaseException:  # what did start is stopped and removed
+            if self.nats is not None:
+                self.nats.stop()
+            if self.pg is not None:
+                self.pg.discard()
+            elif database_url is not None:
+                with contextlib.suppress(Exception):  # unreachable: nothing was made
+                    _drop_database(database_url, names["database"])
+            raise
         env = {k: v for k, v in os.environ.items() if not k.startswith("SSOT_")}
         env.update({
             "SSOT_DATABASE_URL": self.database_url, "SSOT_NATS_URL": self.nats_url,
