@@ -510,7 +510,7 @@ def _lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, bytes]]:
     """(line number, line) of a gzip file, decompressed on a thread meanwhile; a cut in the
     compressed stream or a last line without its newline is reported as truncation after
     the last complete line."""
-    chunks: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=8)
+    chunks: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=4)
     stop = threading.Event()
     reader = threading.Thread(target=_decompress, args=(path, chunks, stop), daemon=True,
                               name="ssot-import-gunzip")
@@ -552,9 +552,9 @@ def _decompress(path: str | os.PathLike[str],
     try:
         with open(path, "rb") as f:
             member, fed = zlib.decompressobj(31), False
-            while not stop.is_set() and (data := f.read(1 << 20)):
+            while not stop.is_set() and (data := f.read(1 << 18)):
                 while data:
-                    out = member.decompress(data, 1 << 22)  # bounded, whatever the ratio
+                    out = member.decompress(data, 1 << 20)  # bounded, whatever the ratio
                     fed = True
                     if out:
                         put(out)
