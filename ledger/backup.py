@@ -886,6 +886,18 @@ async def _load(conn: psycopg.AsyncConnection[Any], st: _Import,
     return trailer
 
 
+def _hash_matches(fields: dict[str, Any], own: str) -> bool:
+    """Whether ``own`` is the hash of the event of ``fields``. orjson's encoding
+    (``integrity.candidate``) is trusted when it reproduces ``own`` exactly (equal SHA-256:
+    these are the bytes that were hashed), as ``ssot verify`` trusts it; otherwise
+    ``integrity.event_hash`` decides (which proves the encoding canonical first)."""
+    hashed = {k: fields.get(k) for k in integrity.HASHED}
+    with contextlib.suppress(orjson.JSONEncodeError):
+        if hashlib.sha256(integrity.candidate(hashed)).hexdigest() == own:
+            return True
+    return bool(integrity.event_hash(fields) == own)
+
+
 def _event_row(st: _Import, number: int, raw: bytes, obj: dict[str, Any]) -> bytes:
     position = _require(obj, number, "position", int)
     stream = _require(obj, number, "stream", str)
@@ -919,8 +931,8 @@ def _event_row(st: _Import, number: int, raw: bytes, obj: dict[str, Any]) -> byt
                               f"is not the previous event's hash {last_hash!r}")
     if own is None:
         st.unchained += 1
-    elif own != integrity.event_hash({**state, "stream": stream, "version": version,
-                                      "type": type_name}):
+    elif not _hash_matches({**state, "stream": stream, "version": version,
+                            "type": type_name}, own):
         raise BadFile(number, f"stream {stream} version {version}: the event's hash does "
                               "not match its content (recomputed with integrity.event_hash)")
     leaf = obj.get("leaf")

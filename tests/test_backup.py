@@ -64,14 +64,16 @@ def entry(ns: str, key: str) -> str:
 
 def write_history(client: httpx.Client, ns: str, rounds: int = 3) -> None:
     """Creates, updates, patches, deletes, re-creates and restores, a namespace's
-    settings and idempotent writes: every event type."""
+    settings and idempotent writes: every event type (with floats orjson writes unlike
+    the canonical encoding, 1e-07, so an import takes integrity's own path for them)."""
     client.put(f"/v1/namespaces/{ns}", json={"conflict_policy": "merge"},
                headers={"If-None-Match": "*"}).raise_for_status()
     for r in range(rounds):
         for k in range(4):
             key = f"svc/{k}"
             client.put(entry(ns, key), json={"round": r, "k": k, "name": "ünïcode ✓",
-                                             "ratio": 0.1 * r, "tags": ["a", "b"]},
+                                             "ratio": 0.1 * r, "tiny": 1e-7 * (k + 1),
+                                             "tags": ["a", "b"]},
                        headers={"Idempotency-Key": f"{ns}-{r}-{k}",
                                 "X-Reason": f"round {r}"}).raise_for_status()
         client.patch(entry(ns, "svc/0"), json={"patched": r},
