@@ -24,7 +24,7 @@ test: $(STAMP)
 # stateful workflows); SSOT_FUZZ_SEED picks another deterministic run.
 fuzz: $(STAMP)
 	SSOT_FUZZ_EXAMPLES=$${SSOT_FUZZ_EXAMPLES:-300} SSOT_FUZZ_STEPS=$${SSOT_FUZZ_STEPS:-20} \
-		$(PY) -m pytest tests/test_openapi_fuzz.py -p no:cacheprovider
+		$(PY) -m pytest tests/test_openapi_fuzz.py -p no:cacheprovider --timeout=3600
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check ledger projections api ops client tests

@@ -56,7 +56,9 @@ _TITLES = {400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
            503: "Service Unavailable"}
 
 
-MEANINGS = {400: "Invalid input", 404: "Not found", 406: "Not acceptable (Accept)",
+MEANINGS = {400: "Invalid input", 404: "Not found",
+            405: "Method not allowed (a sub-resource of an entry: see Allow)",
+            406: "Not acceptable (Accept)",
             409: "Edit conflict", 412: "Precondition failed", 413: "Too large",
             415: "Unsupported media type",
             422: "Cannot be applied", 503: "Store unavailable; retry (Retry-After)"}

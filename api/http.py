@@ -208,7 +208,9 @@ def request_hash(request: Request, body: bytes) -> bytes:
 
 
 def reason(request: Request) -> str | None:
-    value = header(request, "x-reason") or request.query_params.get("reason")
+    value = header(request, "x-reason")
+    if value is None:
+        value = request.query_params.get("reason")
     if value is None:
         return None
     if not _TEXT.match(value):

@@ -56,17 +56,19 @@ def complete(openapi: dict[str, Any]) -> dict[str, Any]:
 
 
 def document_problems(openapi: dict[str, Any]) -> dict[str, Any]:
-    """Every error response is ``application/problem+json`` with the Problem schema, and a
+    """Every error response is ``application/problem+json`` with the Problem schema, a
     parameter the framework refuses is a 400 (``errors.validation_error_handler``), not
-    FastAPI's 422 ``HTTPValidationError``."""
+    FastAPI's 422 ``HTTPValidationError``, and every read may answer 406."""
     problem_ref = {"$ref": "#/components/schemas/Problem"}
     for operations in openapi.get("paths", {}).values():
-        for operation in operations.values():
+        for method, operation in operations.items():
             responses = operation.setdefault("responses", {})
             if responses.get("422", {}).get("description") == "Validation Error":
                 del responses["422"]
             if operation.get("parameters") or operation.get("requestBody"):
                 responses.setdefault("400", {"description": MEANINGS[400]})
+            if method == "get":  # http.acceptable: an Accept none of its types meets
+                responses.setdefault("406", {"description": MEANINGS[406]})
             for status, response in responses.items():
                 if status.isdigit() and int(status) >= 400:
                     response["content"] = {PROBLEM_JSON: {"schema": problem_ref}}

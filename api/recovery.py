@@ -10,6 +10,8 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from nexus_ssot.ledger.domain import (
+    MAX_KEY_LENGTH,
+    NAMESPACE_PATTERN,
     SETTINGS_NAMESPACE,
     Command,
     Delete,
@@ -43,6 +45,7 @@ from .routes import (
     _READ_ERRORS,
     _WRITE_HEADERS,
     JSON,
+    KEY_PATTERN,
     MAX_INT,
     Cursor,
     Limit,
@@ -151,12 +154,36 @@ _OP_MEMBERS = {
 _HEADER_FIELDS = {"If-Match": "if_match", "If-None-Match": "if_none_match"}
 
 
+#: One operation of a batch, as _batch_command reads it.
+_OPERATION: dict[str, Any] = {
+    "type": "object", "required": ["op", "namespace", "key"], "additionalProperties": False,
+    "properties": {
+        "op": {"enum": ["put", "patch", "delete"]},
+        "namespace": {"type": "string", "pattern": NAMESPACE_PATTERN.pattern},
+        "key": {"type": "string", "pattern": KEY_PATTERN, "maxLength": MAX_KEY_LENGTH},
+        "document": {"description": "put: the document"},
+        "patch": {"description": "patch: a merge patch (object) or a JSON Patch (array)"},
+        "patch_type": {"enum": ["merge", "json"]},
+        "if_match": {"oneOf": [{"type": "integer", "minimum": 1, "maximum": MAX_INT},
+                               {"const": "*"}]},
+        "if_none_match": {"type": "boolean"}},
+    "allOf": [
+        {"if": {"properties": {"op": {"const": kind}}},
+         "then": {"required": [kind_needs] if kind_needs else [],
+                  "not": {"anyOf": [{"required": [m]} for m in sorted(
+                      {"document", "patch", "patch_type", "if_none_match"}
+                      - _OP_MEMBERS[kind])]}}}
+        for kind, kind_needs in (("put", "document"), ("patch", "patch"), ("delete", None))
+    ],
+}
+
+
 def _batch_command(index: int, op: Any) -> Command:
     at = f"operations[{index}]"
     if not isinstance(op, dict):
         raise InvalidInput(f"{at} must be an object", code="invalid_operation", field=at)
     kind = op.get("op")
-    if kind not in _OP_MEMBERS:
+    if not isinstance(kind, str) or kind not in _OP_MEMBERS:  # {} is no key of a dict
         raise InvalidInput(f"{at}.op must be put, patch or delete, not {kind!r}",
                            code="invalid_operation", field=f"{at}.op")
     unknown = sorted(set(op) - _OP_MEMBERS[kind])
@@ -231,7 +258,7 @@ def _in_operation(e: LedgerError, index: int, op: Any) -> LedgerError:
         "required": True, "content": {JSON: {"schema": {
             "type": "object", "required": ["operations"], "additionalProperties": False,
             "properties": {
-                "operations": {"type": "array", "minItems": 1, "items": {"type": "object"}},
+                "operations": {"type": "array", "minItems": 1, "items": _OPERATION},
                 "reason": {"type": "string", "minLength": 1, "maxLength": 1024}}}}}}},
     tags=["entries"],
 )
@@ -298,7 +325,9 @@ def _reason(reason: Any) -> str | None:
     responses=_ERRORS,
     openapi_extra={"parameters": _WRITE_HEADERS["parameters"][2:], "requestBody": {
         "required": True, "content": {JSON: {"schema": {
-            "type": "object", "additionalProperties": False, "properties": {
+            "type": "object", "additionalProperties": False,
+            "oneOf": [{"required": ["as_of"]}, {"required": ["position"]}],
+            "properties": {
                 "as_of": {"type": "string", "format": "date-time"},
                 "position": {"type": "integer", "minimum": 0, "maximum": MAX_INT},
                 "reason": {"type": "string", "minLength": 1, "maxLength": 1024},

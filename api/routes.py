@@ -19,6 +19,7 @@ import orjson
 import psycopg
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import BeforeValidator
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response, StreamingResponse
 
 from nexus_ssot.ledger.domain import (
@@ -64,6 +65,8 @@ JSON_PATCH = "application/json-patch+json"
 #: a query is refused as invalid, not carried to the database.
 MAX_INT = 2**63 - 1
 
+KEY_PATTERN = r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$"
+
 # The patterns are documented here and checked by check_namespace / check_key, whose
 # errors (invalid_namespace, invalid_key) are more precise than the framework's.
 Namespace = Annotated[str, Path(
@@ -73,10 +76,10 @@ Key = Annotated[str, Path(
     description="Key: `/`-separated segments of letters, digits, `.`, `_` and `-` (no `.` "
     "or `..` segment; the last not history, diff, proof, revert or restore), e.g. "
     "`services/payments/db.url`",
-    json_schema_extra={"pattern": r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$",
-                       "maxLength": MAX_KEY_LENGTH})]
+    json_schema_extra={"pattern": KEY_PATTERN, "maxLength": MAX_KEY_LENGTH})]
 Limit = Annotated[int, Query(ge=1, le=1000, description="Page size")]
-Cursor = Annotated[str | None, Query(description="`next_cursor` of the previous page")]
+Cursor = Annotated[str | None, Query(description="`next_cursor` of the previous page",
+                                      json_schema_extra={"minLength": 1})]
 
 
 def _rfc3339_only(value: Any) -> Any:
@@ -101,19 +104,26 @@ KeyPrefix = Annotated[str, Query(max_length=MAX_KEY_LENGTH, pattern=r"^[A-Za-z0-
 
 #: What a write can answer besides its success, and what a read can.
 _ERRORS = problem_responses(400, 404, 409, 412, 413, 415, 422, 503)
+#: The routes of ``…/entries/{key:path}`` also answer 405 for an entry's sub-resources.
+_ENTRY_ERRORS = {**_ERRORS, **problem_responses(405)}
 _READ_ERRORS = problem_responses(400, 404, 503)
 
 _WRITE_HEADERS = {
     "parameters": [
         {"name": "If-Match", "in": "header", "required": False,
-         "schema": {"type": "string"}, "description": 'Expected current version, e.g. "2"'},
+         "schema": {"type": "string", "pattern": r'^\s*(\*|(W/)?"[0-9]{1,18}")\s*$'},
+         "description": 'Expected current version, e.g. "2", or * (it exists); not with '
+         "If-None-Match"},
         {"name": "If-None-Match", "in": "header", "required": False,
          "schema": {"type": "string", "enum": ["*"]}, "description": "Create only"},
         {"name": "Idempotency-Key", "in": "header", "required": False,
-         "schema": {"type": "string"}, "description": "Retries return the first response"},
-        {"name": "X-Reason", "in": "header", "required": False, "schema": {"type": "string"}},
+         "schema": {"type": "string", "pattern": "^[!-~]{1,255}$"},
+         "description": "Retries return the first response"},
+        {"name": "X-Reason", "in": "header", "required": False,
+         "schema": {"type": "string", "pattern": r"^[^\x00-\x08\x0a-\x1f\x7f]{1,1024}$"}},
         {"name": "X-Correlation-Id", "in": "header", "required": False,
-         "schema": {"type": "string"}},
+         "schema": {"type": "string"},
+         "description": "Echoed back; one is made when absent or not 1-128 visible ASCII"},
     ]
 }
 
@@ -212,7 +222,8 @@ class WriteRequest:
         self.idempotency_key = http.idempotency_key(request)
         self.actor = http.actor(request, default=settings.default_actor,
                                 trust_header=settings.trust_actor_header)
-        self.reason = reason if reason is not None else http.reason(request)
+        header_reason = http.reason(request)  # checked even when the body gives one
+        self.reason = reason if reason is not None else header_reason
         self.correlation_id: str = request.state.correlation_id
         self.timestamp = http.utc_now()
         self.idempotency = (
@@ -271,20 +282,38 @@ def _address(namespace: str, key: str) -> tuple[str, str]:
     return check_namespace(namespace), check_key(key)
 
 
+#: The sub-resources of an entry's URL and the method each answers.
+_SUB_RESOURCES = {"history": "GET", "diff": "GET", "proof": "GET", "revert": "POST"}
+
+
+def _entry_address(request: Request, namespace: str, key: str) -> tuple[str, str]:
+    """The entry a ``{key:path}`` route names; a method that a sub-resource of an entry
+    does not answer (``PUT …/k/history``) is a 405, not a key with a reserved segment."""
+    entry, _, last = key.rpartition("/")
+    allowed = _SUB_RESOURCES.get(last)
+    if entry and allowed is not None and request.method != allowed:
+        raise StarletteHTTPException(
+            405, f"{last} of an entry answers {allowed} only, not {request.method}",
+            headers={"Allow": allowed})
+    return _address(namespace, key)
+
+
 @router.put(
     "/namespaces/{namespace}/entries/{key:path}",
     summary="Create or replace an entry",
     status_code=201,
     response_model=models.Entry,
-    responses={200: {"model": models.Entry, "description": "Replaced"}, **_ERRORS},
+    responses={200: {"model": models.Entry, "description": "Replaced"}, **_ENTRY_ERRORS},
     openapi_extra={
         **_WRITE_HEADERS,
-        "requestBody": {"required": True, "content": {JSON: {"schema": {}}}},
+        "requestBody": {"required": True, "content": {JSON: {"schema": {
+            "type": "object", "description": "The document (any JSON value in the "
+            "namespaces of SSOT_SCALAR_NAMESPACES)"}}}},
     },
     tags=["entries"],
 )
 async def put_entry(request: Request, namespace: Namespace, key: Key) -> Response:
-    ns, k = _address(namespace, key)
+    ns, k = _entry_address(request, namespace, key)
     settings = _service(request).settings
     http.require_media_type(request, JSON)
     body = await http.read_body(request, settings.max_request_bytes)
@@ -296,7 +325,7 @@ async def put_entry(request: Request, namespace: Namespace, key: Key) -> Respons
     "/namespaces/{namespace}/entries/{key:path}",
     summary="Patch an entry (RFC 7386 merge patch or RFC 6902 JSON Patch)",
     response_model=models.Entry,
-    responses=_ERRORS,
+    responses=_ENTRY_ERRORS,
     openapi_extra={
         **_WRITE_HEADERS,
         "requestBody": {"required": True, "content": {
@@ -307,7 +336,7 @@ async def put_entry(request: Request, namespace: Namespace, key: Key) -> Respons
     tags=["entries"],
 )
 async def patch_entry(request: Request, namespace: Namespace, key: Key) -> Response:
-    ns, k = _address(namespace, key)
+    ns, k = _entry_address(request, namespace, key)
     settings = _service(request).settings
     mt = http.require_media_type(request, MERGE_PATCH, JSON_PATCH)
     body = await http.read_body(request, settings.max_request_bytes)
@@ -325,12 +354,12 @@ async def patch_entry(request: Request, namespace: Namespace, key: Key) -> Respo
     "/namespaces/{namespace}/entries/{key:path}",
     summary="Delete an entry (appends a tombstone event)",
     response_model=models.Entry,
-    responses=_ERRORS,
+    responses=_ENTRY_ERRORS,
     openapi_extra=_WRITE_HEADERS,
     tags=["entries"],
 )
 async def delete_entry(request: Request, namespace: Namespace, key: Key) -> Response:
-    ns, k = _address(namespace, key)
+    ns, k = _entry_address(request, namespace, key)
     return await _write(request, Delete(ns, k, http.expectation(request)), b"")
 
 
@@ -340,10 +369,13 @@ async def delete_entry(request: Request, namespace: Namespace, key: Key) -> Resp
     response_model=models.Entry,
     responses=_ERRORS,
     openapi_extra={**_WRITE_HEADERS, "requestBody": {"required": True, "content": {JSON: {
-        "schema": {"type": "object", "additionalProperties": False, "properties": {
-            "to_version": {"type": "integer", "minimum": 1, "maximum": MAX_INT},
-            "as_of": {"type": "string", "format": "date-time"},
-            "reason": {"type": "string", "minLength": 1, "maxLength": 1024}}}}}}},
+        "schema": {
+            "type": "object", "additionalProperties": False,
+            "oneOf": [{"required": ["to_version"]}, {"required": ["as_of"]}],
+            "properties": {
+                "to_version": {"type": "integer", "minimum": 1, "maximum": MAX_INT},
+                "as_of": {"type": "string", "format": "date-time"},
+                "reason": {"type": "string", "minLength": 1, "maxLength": 1024}}}}}}},
     tags=["entries"],
 )
 async def revert_entry(request: Request, namespace: Namespace, key: Key) -> Response:
@@ -497,7 +529,8 @@ async def entry_history(
     "/namespaces/{namespace}/entries/{key:path}",
     summary="Read an entry (current, or any past version)",
     response_model=models.Entry,
-    responses={304: {"description": "Not modified (If-None-Match)"}, **_READ_ERRORS},
+    responses={304: {"description": "Not modified (If-None-Match)"}, **_READ_ERRORS,
+               **problem_responses(405)},
     tags=["entries"],
 )
 async def get_entry(
@@ -508,7 +541,7 @@ async def get_entry(
     as_of: AsOf = None,
     position: AtPosition = None,
 ) -> Response:
-    ns, k = _address(namespace, key)
+    ns, k = _entry_address(request, namespace, key)
     service = _service(request)
     _one_coordinate(version=version, as_of=as_of, position=position)
     async with service.pool.connection() as conn:

@@ -133,6 +133,8 @@ HEADERS = [
         [("X-Reason", "r" * 1025)]),
     put("X-Actor on a server that sets the actor", "{}", 400, "untrusted_actor_header",
         "X-Actor", [("X-Actor", "mallory")]),
+    put("X-Reason empty", "{}", 400, "invalid_reason", "reason", [("X-Reason", "")]),
+    put("reason empty", "{}", 400, "invalid_reason", "reason", params={"reason": ""}),
     put("two X-Reasons", "{}", 400, "duplicate_header", "X-Reason",
         [("X-Reason", "a"), ("X-Reason", "b")]),
     Bad("Accept only XML", "GET", ENTRY, 406, "not_acceptable", "Accept",
@@ -240,7 +242,13 @@ PATHS = [
     put("dot-dot segment", "{}", 400, "invalid_key", "key", path=LIST + "/a/%2E%2E/b"),
     put("dot segment", "{}", 400, "invalid_key", "key", path=LIST + "/a/%2E/b"),
     put("trailing slash", "{}", 400, "invalid_key", "key", path=LIST + "/k/"),
-    put("reserved last segment", "{}", 400, "invalid_key", "key", path=LIST + "/a/history"),
+    put("reserved last segment", "{}", 400, "invalid_key", "key", path=LIST + "/a/restore"),
+    put("PUT on an entry's history", "{}", 405, "method_not_allowed", None,
+        path=LIST + "/a/history"),
+    Bad("GET of an entry's revert", "GET", ENTRY + "/revert", 405, "method_not_allowed", None,
+        ()),
+    Bad("DELETE of an entry's diff", "DELETE", ENTRY + "/diff", 405, "method_not_allowed",
+        None, ()),
     put("NUL in a key", "{}", 400, "invalid_key", "key", path=LIST + "/a%00b"),
     put("space in a key", "{}", 400, "invalid_key", "key", path=LIST + "/a%20b"),
     put("NFC e-acute in a key", "{}", 400, "invalid_key", "key", path=LIST + "/caf%C3%A9"),
@@ -348,6 +356,7 @@ BATCHES = [
     batch("put without document", [op(), {"op": "put", "namespace": "{ns}", "key": "b"}], 400,
           "invalid_operation", "operations[1].document"),
     batch("op not an object", ["put"], 400, "invalid_operation", "operations[0]"),
+    batch("op an object", [op(op={})], 400, "invalid_operation", "operations[0].op"),
     batch("unknown patch_type", [{"op": "patch", "namespace": "{ns}", "key": "k",
                                   "patch": {}, "patch_type": "xml"}], 400, "invalid_operation",
           "operations[0].patch_type"),
@@ -407,6 +416,9 @@ REVERTS = [
     post("revert with an empty reason", REVERT, {"to_version": 1, "reason": ""}, 400,
          "invalid_reason", "reason"),
     post("revert body an array", REVERT, [1], 400, "invalid_parameter", "body"),
+    post("revert with an empty X-Reason", REVERT, {"to_version": 1, "reason": "r"}, 400,
+         "invalid_reason", "reason")._replace(
+        headers=(("Content-Type", JSON), ("X-Reason", ""))),
 ]
 
 RESTORES = [

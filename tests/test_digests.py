@@ -428,9 +428,10 @@ def test_every_version_has_a_proof_the_standalone_script_accepts(
         assert (r.status_code, r.json()["code"]) == (404, "digest_not_found")
         r = c.get("/v1/integrity/digests", params={"limit": 0})
         assert (r.status_code, r.json()["field"]) == (400, "limit")
-        # proof is a reserved last segment: writes to it are refused, reads are proofs
+        # proof is a sub-resource of an entry: writes to it are refused, reads are proofs
         r = c.put(f"/v1/namespaces/{ns}/entries/a/proof", json={})
-        assert (r.status_code, r.json()["code"]) == (400, "invalid_key")
+        assert (r.status_code, r.json()["code"]) == (405, "method_not_allowed")
+        assert r.headers["allow"] == "GET"
 
         ledger.stop_digester()
         v6 = ledger.put(ns, "svc/db.url", {"url": "pg://c"})
