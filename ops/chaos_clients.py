@@ -149,8 +149,9 @@ class Client:
             params = {"version": self.rng.randint(1, max(1, self.known.get((ns, key), 1)))}
         elif op == "read_as_of":
             # a third of them at "just now", where a commit in flight may race the read
-            ago = self.rng.uniform(0.0, 5.0) if self.rng.random() < 0.67 else \
-                self.rng.uniform(0.0, 0.02)
+            draw = self.rng.random()
+            ago = self.rng.uniform(0.0, 5.0) if draw < 0.67 else \
+                self.rng.uniform(0.0, 0.02) if draw < 0.85 else 0.0
             moment = datetime.now(UTC) - timedelta(seconds=ago)
             params = {"as_of": moment.isoformat()}
         elif op == "read_position":
