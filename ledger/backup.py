@@ -84,7 +84,7 @@ from .migrate import migrate
 FORMAT = "nexus-ssot-export"
 VERSION = 1
 ZERO = bytes(32)
-BATCH = 20_000
+BATCH = 10_000
 #: Each line ends with this, 64 hex digits and ``"}`` and a newline.
 _RH = b',"rh":"'
 _TAIL = len(_RH) + 64 + 3
