@@ -263,11 +263,18 @@ def _check_write(log: Log, found: Findings, invoke: dict[str, Any],
     if len(landed) > made:
         found.add("duplicate_write", **where, idempotency_key=idem,
                   positions=[e["p"] for e in landed])
+        if outcome == "info":
+            return
     elif outcome == "info":
         if 0 < len(landed) < made:
             found.add("partial_batch", **where, landed=[e["p"] for e in landed])
-        for e in landed:
-            _check_content(log, found, invoke, e)
+        elif landed:  # a batch's events are in the order of its operations
+            for (asked, _), e in zip(_items(invoke, None), landed, strict=True):
+                if (asked["namespace"], asked["key"]) != (e["ns"], e["key"]):
+                    found.add("content_mismatch", **where, position=e["p"],
+                              problem="an event of an entry the write did not name there")
+                else:
+                    _check_content(log, found, invoke, e, asked)
         return
     elif len(landed) < made:
         found.add("lost_write", **where, idempotency_key=idem,
@@ -303,17 +310,9 @@ def _check_write(log: Log, found: Findings, invoke: dict[str, Any],
 
 
 def _check_content(log: Log, found: Findings, invoke: dict[str, Any], e: dict[str, Any],
-                   asked: dict[str, Any] | None = None) -> None:
-    """The event is what was asked for: the document sent, the patch applied to the
-    version before, the content reverted to, a deletion (merged writes: only the kind)."""
-    if asked is None:
-        items = _items(invoke, None)
-        matching = [a for a, _ in items if a["namespace"] == e["ns"] and a["key"] == e["key"]]
-        if not matching:
-            found.add("content_mismatch", op=invoke["op"], position=e["p"],
-                      problem="an event of an entry the write did not name")
-            return
-        asked = matching[0]
+                   asked: dict[str, Any]) -> None:
+    """The event is what ``asked`` asked for: the document sent, the patch applied to the
+    version before, the content reverted to, a deletion."""
     kind = asked["op"]
     body: Any = asked.get("body")
     if invoke["kind"] == "batch":

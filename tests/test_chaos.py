@@ -341,3 +341,35 @@ def test_unexpected_server_failures_are_anomalies(tmp_path: Path) -> None:
     assert report["anomalies"]["server_error"]["count"] == 2
     _op_line(run, "c0-4", "complete")["errors"] = ["500 {\"code\": \"internal_error\"}"]
     assert set(_anomalies(run)) == {"server_error"}
+
+
+def test_a_write_of_unknown_outcome_may_land_once_and_no_more() -> None:
+    run = _clean()
+    s = "chaos-strict"
+    run["history"] += _op(8, "c0-8", "put", s, "k5", "info", None, body=D1, status=0)
+    assert _anomalies(run) == {}  # it did not land: allowed
+    run["log"].append(_event(6, s, "k5", 1, D1, "run-c0-8"))
+    for name in ("nats-chaos-strict", "sse"):
+        run["subscribers"][name].append({"p": 6, "id": "id-6", "t": 6.0})
+    assert _anomalies(run) == {}  # it landed once, as sent: allowed
+    run["log"].append(_event(7, s, "k5", 2, D1, "run-c0-8"))
+    for name in ("nats-chaos-strict", "sse"):
+        run["subscribers"][name].append({"p": 7, "id": "id-7", "t": 7.0})
+    assert set(_anomalies(run)) == {"duplicate_write"}
+
+
+def test_a_batch_of_unknown_outcome_that_half_landed_is_named() -> None:
+    run = _clean()
+    m = "chaos-merge"
+    ops = [{"op": "put", "namespace": m, "key": "k7", "document": D1},
+           {"op": "put", "namespace": m, "key": "k8", "document": D2}]
+    run["history"] += _op(8, "c0-8", "batch", "", "", "info", None,
+                          body={"operations": ops}, status=0)
+    run["log"].append(_event(6, m, "k7", 1, D1, "run-c0-8"))
+    for name in ("nats-chaos-merge", "sse"):
+        run["subscribers"][name].append({"p": 6, "id": "id-6", "t": 6.0})
+    assert set(_anomalies(run)) == {"partial_batch"}
+    run["log"].append(_event(7, m, "k8", 1, D2, "run-c0-8"))
+    for name in ("nats-chaos-merge", "sse"):
+        run["subscribers"][name].append({"p": 7, "id": "id-7", "t": 7.0})
+    assert _anomalies(run) == {}
