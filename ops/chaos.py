@@ -585,12 +585,13 @@ def run(folder: Path, seed: int, duration: float, clients: int, keys: int, fault
 def chaos(ctx: click.Context, duration: float, clients: int, seed: int | None, keys: int,
           no_faults: bool, folder: Path | None, keep_data: bool) -> None:
     """Run the correctness harness: own PostgreSQL, NATS, API and broadcaster; concurrent
-    clients and subscribers; a seeded schedule of faults (SIGKILL/restart of the API and
-    the broadcaster, NATS and PostgreSQL restarts, pauses, slow clients); then prove that
-    nothing acknowledged was lost or duplicated, nothing rejected landed, no update was
-    lost, every read saw a real state and every subscriber saw every event once, in order.
+    clients and subscribers; a seeded schedule of faults (SIGKILL and restart of the API,
+    the writer and the broadcaster, NATS stopped or killed, PostgreSQL fast and immediate
+    restarts, pauses, slow clients); then prove that nothing acknowledged was lost or
+    duplicated, nothing rejected landed, no update was lost, every read saw a real state
+    and every subscriber saw every event once, in order.
 
-    Exit code 0 no anomaly, 1 anomalies, 2 the harness failed. ``ssot chaos check DIR``
+    Exit code 0 no anomaly, 1 anomalies, 2 the harness failed. 'ssot chaos check DIR'
     checks a saved run again."""
     if ctx.invoked_subcommand is not None:
         return
