@@ -66,7 +66,7 @@ import struct
 import threading
 import time
 import zlib
-from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -506,7 +506,7 @@ def _export_digests(conn: psycopg.Connection[Any], w: _Writer, after_seq: int
 # --- import -----------------------------------------------------------------------------
 
 
-def _lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, bytes]]:
+def _lines(path: str | os.PathLike[str]) -> Generator[tuple[int, bytes], None, None]:
     """(line number, line) of a gzip file, decompressed on a thread meanwhile; a cut in the
     compressed stream or a last line without its newline is reported as truncation after
     the last complete line."""
@@ -642,7 +642,13 @@ async def import_file(database_url: str, path: str | os.PathLike[str], *,
                       progress: Progress | None = None) -> Imported:
     """Verify and import one export file in one transaction (see the module doc)."""
     started = time.monotonic()
-    lines = _lines(path)
+    with contextlib.closing(_lines(path)) as lines:  # closed: its reading thread ends
+        return await _import(database_url, path, lines, started, progress)
+
+
+async def _import(database_url: str, path: str | os.PathLike[str],
+                  lines: Iterator[tuple[int, bytes]], started: float,
+                  progress: Progress | None) -> Imported:
     async with await psycopg.AsyncConnection.connect(database_url) as conn:
         await conn.execute(IMPORTS_DDL)
         await conn.commit()
