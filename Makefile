@@ -23,7 +23,7 @@ test: $(STAMP)
 # A longer schemathesis run than make test's (more examples per operation, longer
 # stateful workflows); SSOT_FUZZ_SEED picks another deterministic run.
 fuzz: $(STAMP)
-	SSOT_FUZZ_EXAMPLES=$${SSOT_FUZZ_EXAMPLES:-300} SSOT_FUZZ_STEPS=$${SSOT_FUZZ_STEPS:-20} \
+	SSOT_FUZZ_EXAMPLES=$${SSOT_FUZZ_EXAMPLES:-300} SSOT_FUZZ_STEPS=$${SSOT_FUZZ_STEPS:-10} \
 		$(PY) -m pytest tests/test_openapi_fuzz.py -p no:cacheprovider --timeout=3600
 
 lint: $(STAMP)

@@ -349,6 +349,8 @@ BATCHES = [
           "operations[1].key"),
     batch("op with an unknown member", [op(colour="red")], 400, "invalid_operation",
           "operations[0].colour"),
+    batch("op with if_match and if_none_match", [op(if_match=1, if_none_match=True)], 400,
+          "invalid_precondition", "operations[0].if_none_match"),
     batch("op if_match as text", [op(if_match="3")], 400, "invalid_precondition",
           "operations[0].if_match"),
     batch("op if_match beyond bigint", [op(if_match=2**63)], 400, "invalid_precondition",
