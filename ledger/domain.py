@@ -144,12 +144,36 @@ def check_document(document: Any, limits: Limits, *, field: str = "document") ->
             field=field,
         )
     encoded = orjson.dumps(document)
+    if b"\\u0000" in encoded and (where := nul_path(document, field)) is not None:
+        raise InvalidInput(
+            f"{where} holds the character U+0000, which the ledger cannot store",
+            code="invalid_unicode",
+            field=where,
+        )
     if len(encoded) > limits.max_document_bytes:
         raise DocumentTooLarge(
             f"{field} is {len(encoded)} bytes; the limit is {limits.max_document_bytes}",
             field=field,
         )
     return encoded
+
+
+def nul_path(value: Any, path: str) -> str | None:
+    """The path of the first member name or string holding U+0000 in ``value``, if any
+    (PostgreSQL's jsonb cannot hold it)."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        for name, item in value.items():
+            if "\x00" in name:
+                return path
+            if (found := nul_path(item, f"{path}.{name}")) is not None:
+                return found
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            if (found := nul_path(item, f"{path}[{i}]")) is not None:
+                return found
+    return None
 
 
 def type_name(value: Any) -> str:

@@ -25,7 +25,7 @@ from typing import Any
 from uuid import UUID
 
 import orjson
-from eventsourcing.persistence import IntegrityError, PersistenceError
+from eventsourcing.persistence import DataError, IntegrityError, PersistenceError
 
 from .domain import (
     EVENT_TYPE_NAMES,
@@ -47,6 +47,7 @@ from .domain import (
 from .errors import (
     EditConflict,
     IdempotencyKeyReused,
+    InvalidInput,
     LedgerError,
     NotFound,
     PreconditionFailed,
@@ -237,6 +238,18 @@ class GroupCommitWriter:
             self._forget(batch)
             if len(batch) == 1:
                 self._retry_alone(batch[0])
+            else:
+                for req in batch:
+                    self._write([req])
+            return
+        except DataError as e:
+            # PostgreSQL refused a value of one of these writes (nothing was committed):
+            # go one by one so the write carrying it fails alone, as a bad input.
+            self._forget(batch)
+            if len(batch) == 1:
+                batch[0].future.set_exception(InvalidInput(
+                    f"the write holds a value the event store cannot store ({e})",
+                    code="unstorable_value", field="document"))
             else:
                 for req in batch:
                     self._write([req])

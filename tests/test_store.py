@@ -176,3 +176,44 @@ def test_a_commit_hidden_by_a_dropped_connection_is_reported_as_done(
         assert event_count(db) == before + 2  # committed once, reported once
     finally:
         app.close()
+
+
+def test_a_value_the_store_refuses_fails_only_its_own_write(
+    database_url: str, ns: str, db: Any
+) -> None:
+    """A value PostgreSQL refuses (here a reason holding U+0000, which no edge let through)
+    fails its own write as a 400 and leaves the writes it shared a batch with committed."""
+    from nexus_ssot.ledger.errors import InvalidInput
+
+    app = open_application(database_url, pool_size=1)
+    writer = GroupCommitWriter(app, lambda _ns: Limits())
+    try:
+        before = event_count(db)
+        bad = Context(event_id=uuid.uuid4(), timestamp=datetime.now(UTC), actor="test",
+                      correlation_id="c", reason="a\x00b")
+        futures = [
+            writer.submit(Put(ns, "a", document={"n": 1}), context()),
+            writer.submit(Put(ns, "b", document={"n": 1}), bad),
+            writer.submit(Put(ns, "c", document={"n": 1}), context()),
+        ]
+        writer.start()  # the three are drained as one batch
+        assert [futures[i].result(10).version for i in (0, 2)] == [1, 1]
+        with pytest.raises(InvalidInput) as refused:
+            futures[1].result(10)
+        assert refused.value.code == "unstorable_value"
+        assert event_count(db) == before + 2
+    finally:
+        writer.stop()
+        app.close()
+
+
+def test_a_document_holding_nul_is_refused_with_its_path() -> None:
+    from nexus_ssot.ledger.domain import check_document
+    from nexus_ssot.ledger.errors import InvalidInput
+
+    check_document({"a": "\\u0000 spelled out"}, Limits())  # a backslash, not U+0000
+    for document, path in [({"a": {"b": ["x", "y\x00"]}}, "document.a.b[1]"),
+                           ({"a\x00": 1}, "document")]:
+        with pytest.raises(InvalidInput) as refused:
+            check_document(document, Limits())
+        assert (refused.value.code, refused.value.field) == ("invalid_unicode", path)
