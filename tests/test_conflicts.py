@@ -289,7 +289,10 @@ def test_an_idempotent_retry_of_a_merged_write_answers_the_merge(client: httpx.C
 # --- properties of the merge (pure) -------------------------------------------------
 
 _KEYS = [f"k{i}" for i in range(6)]
-_values = st.one_of(st.integers(-3, 3), st.text(max_size=3), st.booleans(),
+# text without U+0000, which no document may hold (check_document refuses it)
+_values = st.one_of(st.integers(-3, 3),
+                    st.text(st.characters(exclude_characters="\x00"), max_size=3),
+                    st.booleans(),
                     st.dictionaries(st.sampled_from(["x", "y"]), st.integers(0, 3),
                                     max_size=2))
 _docs = st.dictionaries(st.sampled_from(_KEYS), _values, max_size=6)

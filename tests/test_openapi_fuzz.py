@@ -21,6 +21,7 @@ import psycopg
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, settings
+from hypothesis.errors import FlakyStrategyDefinition
 from psycopg import sql
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -153,9 +154,22 @@ def test_linked_workflows_answer_as_documented(
                               case: schemathesis.Case, **kwargs: Any) -> None:
             case.validate_response(response, checks=CHECKS[:-1])
 
-    Workflow.run(settings=settings(
-        max_examples=EXAMPLES, stateful_step_count=STEPS, deadline=None, derandomize=True,
-        database=None, suppress_health_check=list(HealthCheck)))
+    for attempt in range(3):
+        try:
+            Workflow.run(settings=settings(
+                max_examples=EXAMPLES, stateful_step_count=STEPS, deadline=None,
+                derandomize=attempt == 0, database=None,
+                suppress_health_check=list(HealthCheck)))
+            break
+        except FlakyStrategyDefinition:
+            # Entries left by earlier examples change which links a step can follow, so
+            # hypothesis may see the same choices lead elsewhere and stop: that is about
+            # the test's determinism, not the API (a failed check raises otherwise).
+            # Explore again with another seed.
+            continue
+    else:
+        pytest.fail("hypothesis stopped the stateful exploration three times over server "
+                    "state that changed between examples")
     # not a vacuous run: writes succeeded, and the reads and writes their links lead to ran
     assert any(m in WRITES and 200 <= s < 300 for m, s in statuses), statuses
     assert any(m == "GET" and s == 200 for m, s in statuses), statuses
