@@ -371,15 +371,23 @@ def _leaves(document: Any, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...]
 
 
 def _overlay(theirs: Any, base: Any, ours: Any) -> Any:
-    """``theirs`` with every leaf ``ours`` changed from ``base`` set to ours' value."""
-    merged, mine, was = _leaves(theirs), _leaves(ours), _leaves(base)
-    for path in set(mine) | set(was):
+    """``theirs`` with every leaf ``ours`` changed from ``base`` set to ours' value. A
+    ``base`` of None (deleted, or not yet created) has no leaves: everything in ``ours`` is
+    its change. Shorter paths go first, so replacing a subtree never undoes a leaf set in
+    it."""
+    merged, mine = _leaves(theirs), _leaves(ours)
+    was = _leaves(base) if base is not None else {}
+    for path in sorted(set(mine) | set(was), key=len):
         if mine.get(path, _MISSING) == was.get(path, _MISSING):
             continue
-        for other in [p for p in merged if p[:len(path)] == path or path[:len(p)] == p]:
-            del merged[other]
         if path in mine:
+            for other in [p for p in merged if p[:len(path)] == path or path[:len(p)] == p]:
+                del merged[other]
             merged[path] = mine[path]
+        elif not any(path[:i] in mine for i in range(len(path))):
+            # removed by ours (not inside a subtree ours replaced)
+            for other in [p for p in merged if p[:len(path)] == path]:
+                del merged[other]
     return _unflatten(merged)
 
 

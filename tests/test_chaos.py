@@ -373,3 +373,15 @@ def test_a_batch_of_unknown_outcome_that_half_landed_is_named() -> None:
     for name in ("nats-chaos-merge", "sse"):
         run["subscribers"][name].append({"p": 7, "id": "id-7", "t": 7.0})
     assert _anomalies(run) == {}
+
+
+def test_a_merge_onto_a_deleted_base_expects_the_whole_document() -> None:
+    """Found by a CI run: a stale revert merged over a deletion (base: the deleted version;
+    since then the same revert by another client) was called a lost change, because the
+    deleted base's root leaf, visited in set order, wiped leaves already laid."""
+    from nexus_ssot.ops.chaos_check import _overlay
+
+    doc = {"client": 4, "op": "c4-7.2", "r": 704848, "tags": ["e", "d"], "j10": "c10-6"}
+    assert _overlay(doc, None, doc) == doc
+    assert _overlay({"x": 1}, None, doc) == {"x": 1, **doc}
+    assert _overlay({"a": {"b": 1, "c": 2}}, {"a": {"b": 1}}, {"a": 5}) == {"a": 5}
