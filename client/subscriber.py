@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import os
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +68,11 @@ class Change:
                    patch=data["patch"], actor=data["actor"], reason=data["reason"],
                    correlation_id=data["correlation_id"], causation_id=data["causation_id"],
                    id=event["id"], time=event["time"])
+
+
+#: Seconds without a message after which the consumer is looked at (is it there, is
+#: anything pending for it), and seconds before a lost consumer is made again.
+CONSUMER_CHECK_SECONDS, CONSUMER_RETRY_SECONDS = 5.0, 0.5
 
 
 class PositionStore(Protocol):
@@ -215,6 +221,20 @@ class Subscriber:
         return low
 
     async def _from_stream(self, js: JetStreamContext) -> AsyncIterator[Change]:
+        """From a consumer starting after our position; a new one whenever it is lost
+        (NATS restarted without it, it was deleted) or stalls (messages pending for it,
+        none delivered): positions we already handled are skipped, so nothing repeats."""
+        while True:
+            try:
+                async for change in self._from_consumer(js):
+                    yield change
+            except (nats.errors.Error, nats.js.errors.Error) as e:
+                if isinstance(e, nats.errors.ConnectionClosedError | nats.errors.NoServersError):
+                    raise  # our connection is over: the caller decides
+            await asyncio.sleep(CONSUMER_RETRY_SECONDS)
+
+    async def _from_consumer(self, js: JetStreamContext) -> AsyncIterator[Change]:
+        """Until the consumer is lost or stalls (then it returns or raises)."""
         while True:  # the broadcaster creates the stream on its first run
             try:
                 await js.stream_info(self.stream)
@@ -231,6 +251,7 @@ class Subscriber:
                 await js.delete_consumer(self.stream, self.durable)
         sub = await js.pull_subscribe(self.subject, durable=self.durable, stream=self.stream,
                                       config=config)
+        quiet_since = time.monotonic()
         try:
             while True:
                 try:
@@ -239,7 +260,17 @@ class Subscriber:
                     # Nothing arrived in time. nats-py raises its own TimeoutError or, when
                     # the deadline runs out between its two pull requests, the builtin one
                     # (a busy client hits that): both just mean "fetch again".
-                    continue
+                    messages = []
+                if messages:
+                    quiet_since = time.monotonic()
+                elif time.monotonic() - quiet_since > CONSUMER_CHECK_SECONDS:
+                    # nats-py answers a fetch on a consumer that is gone with nothing, and
+                    # after a NATS restart a live consumer was seen to deliver nothing
+                    # while messages were pending for it: look, and start a new one.
+                    quiet_since = time.monotonic()
+                    info = await sub.consumer_info()  # NotFoundError when it is gone
+                    if info.num_pending:
+                        return
                 for msg in messages:
                     position = int((msg.headers or {})["Ssot-Position"])
                     if position > self.position:
