@@ -371,12 +371,14 @@ def _leaves(document: Any, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...]
 
 
 def _overlay(theirs: Any, base: Any, ours: Any) -> Any:
-    """``theirs`` with every leaf ``ours`` changed from ``base`` set to ours' value. A
-    ``base`` of None (deleted, or not yet created) has no leaves: everything in ``ours`` is
-    its change. Shorter paths go first, so replacing a subtree never undoes a leaf set in
-    it."""
-    merged, mine = _leaves(theirs), _leaves(ours)
-    was = _leaves(base) if base is not None else {}
+    """``theirs`` with every leaf ``ours`` changed from ``base`` set to ours' value. Over a
+    ``base`` of None (deleted, or not yet created) the write changed the whole document,
+    as the ledger's merge sees it: the result is ours (it lands only when the versions
+    since made the same document). Shorter paths go first, so replacing a subtree never
+    undoes a leaf set in it."""
+    if base is None:
+        return ours
+    merged, mine, was = _leaves(theirs), _leaves(ours), _leaves(base)
     for path in sorted(set(mine) | set(was), key=len):
         if mine.get(path, _MISSING) == was.get(path, _MISSING):
             continue

@@ -384,7 +384,7 @@ def test_a_merge_onto_a_deleted_base_expects_the_whole_document() -> None:
 
     doc = {"client": 4, "op": "c4-7.2", "r": 704848, "tags": ["e", "d"], "j10": "c10-6"}
     assert _overlay(doc, None, doc) == doc
-    assert _overlay({"x": 1}, None, doc) == {"x": 1, **doc}
+    assert _overlay({"x": 1}, None, doc) == doc  # the ledger's merge: ours at the root
     assert _overlay({"a": {"b": 1, "c": 2}}, {"a": {"b": 1}}, {"a": 5}) == {"a": 5}
 
 
