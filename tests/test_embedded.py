@@ -25,19 +25,22 @@ as_root = pytest.mark.skipif(os.geteuid() != 0, reason="only root switches to an
 
 
 def postmasters_serving(pgdata: Path) -> list[int]:
-    """Pids of postmasters (not their children) whose working folder is `pgdata`."""
-    found = []
+    """Pids of postmasters (not their children) whose working folder is `pgdata`. A child
+    the postmaster has just forked still shows its argv until it sets its own title: a
+    process whose parent is one of them is a child, not a second postmaster."""
+    found: dict[int, int] = {}  # pid -> parent pid
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
             cwd = os.readlink(entry / "cwd")
-        except OSError:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
             continue
         if argv[0].endswith(b"/postgres") and b"-D" in argv and cwd == str(pgdata.resolve()):
-            found.append(int(entry.name))
-    return found
+            found[int(entry.name)] = parent
+    return [pid for pid, parent in found.items() if parent not in found]
 
 
 def running(pid: int) -> bool:
