@@ -27,10 +27,10 @@ fuzz: $(STAMP)
 		$(PY) -m pytest tests/test_openapi_fuzz.py -p no:cacheprovider --timeout=3600
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check ledger projections api ops client tests
+	$(VENV)/bin/ruff check ledger integrity projections api ops client tests
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy ledger projections api ops client
+	$(VENV)/bin/mypy ledger integrity projections api ops client
 
 bench: $(STAMP)
 	$(PY) -m nexus_ssot.ops.bench --out bench/results

@@ -1,5 +1,5 @@
 """Tamper evidence over HTTP: the digests of the log, the key that signs them, and
-inclusion proofs of an entry's versions (ledger/digests.py)."""
+inclusion proofs of an entry's versions (integrity/digests.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
-from nexus_ssot.ledger import digests
+from nexus_ssot.integrity import digests
 from nexus_ssot.ledger.errors import NotFound, Unavailable
 
 from .errors import problem_responses

@@ -1,5 +1,5 @@
 """``GET /v1/integrity/verify``: the log's hashes, chains, copies and digests recomputed
-over a bounded range of positions (``ledger/verify.py``; ``ssot verify`` does the whole
+over a bounded range of positions (``integrity/verify.py``; ``ssot verify`` does the whole
 log)."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
-from nexus_ssot.ledger import verify
+from nexus_ssot.integrity import verify
 from nexus_ssot.ledger.domain import SETTINGS_NAMESPACE, check_namespace
 from nexus_ssot.ledger.errors import InvalidInput, Unavailable
 

@@ -25,7 +25,7 @@ import jsonpointer
 import orjson
 from eventsourcing.domain import Aggregate, AggregateEvent
 
-from . import integrity
+from .chain import HASHED, hash_hex
 from .errors import (
     DocumentTooLarge,
     EditConflict,
@@ -770,12 +770,12 @@ def _event(
     }
     if chain:
         fields["prev_hash"] = state.hash if state is not None else None
-        hashed = {k: fields.get(k) for k in integrity.HASHED}
+        hashed = {k: fields.get(k) for k in HASHED}
         hashed["stream"] = str(fields["originator_id"])
         hashed["version"] = fields["originator_version"]
         hashed["type"] = EVENT_TYPE_NAMES[cls]
         hashed["event_id"] = str(context.event_id)
-        fields["hash"] = integrity.hash_hex(hashed)
+        fields["hash"] = hash_hex(hashed)
     return cls(**fields)
 
 

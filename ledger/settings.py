@@ -52,7 +52,7 @@ class Settings(BaseSettings):
     #: Entries one namespace restore may change (all in one transaction); a larger
     #: restore is refused and can be split by key_prefix.
     max_restore_operations: int = Field(default=10_000, ge=1)
-    #: Chain every event to its stream's previous one by hash (see ledger/integrity.py).
+    #: Chain every event to its stream's previous one by hash (see ledger/chain.py).
     #: Off only to measure what it costs: unchained events fail ``ssot verify``.
     hash_chain: bool = True
     #: Entry states the writer keeps in memory to decide without a read.
@@ -84,7 +84,7 @@ class Settings(BaseSettings):
     kv_mirror: bool = True
     #: Each namespace's bucket is named this prefix + the namespace (``ssot_config``).
     kv_bucket_prefix: str = Field(default="ssot_", pattern=r"^[A-Za-z0-9_-]{1,32}$")
-    #: ``ssot serve`` records digests of the log (ledger/digests.py) and, when it
+    #: ``ssot serve`` records digests of the log (integrity/digests.py) and, when it
     #: broadcasts, publishes them on NATS (stream ``<nats_stream>_DIGESTS``).
     digests: bool = True
     #: A digest after this many new events, or this many seconds after the previous

@@ -1123,7 +1123,7 @@ class Bench:
                 server_url = settings.database_url
                 mode = "external (SSOT_DATABASE_URL)"
             else:
-                from nexus_ssot.ledger.embedded import EmbeddedPostgres
+                from nexus_ssot.ops.embedded import EmbeddedPostgres
 
                 say("starting an embedded PostgreSQL for the run")
                 pg = EmbeddedPostgres(work / "postgres")
@@ -1150,7 +1150,7 @@ class Bench:
             if settings.nats_url:
                 nats_url = settings.nats_url
             else:
-                from nexus_ssot.ledger.embedded import EmbeddedNats
+                from nexus_ssot.ops.embedded import EmbeddedNats
 
                 say("starting an embedded NATS for the run")
                 nats_server = EmbeddedNats(work / "nats")

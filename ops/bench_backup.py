@@ -87,7 +87,7 @@ async def _digest(database_url: str, events: int) -> None:
     events, as ``ssot serve``'s digester does, then stop."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from nexus_ssot.ledger.digests import Digester, Signer
+    from nexus_ssot.integrity.digests import Digester, Signer
 
     digester = Digester(database_url, None, publish=False, every_events=DIGEST_EVERY,
                         every_seconds=0.5, signer=Signer(Ed25519PrivateKey.generate()),

@@ -33,7 +33,7 @@ import click
 import orjson
 
 if TYPE_CHECKING:  # imported when a run starts: `ssot` starts fast for other commands
-    from nexus_ssot.ledger.embedded import EmbeddedNats, EmbeddedPostgres
+    from nexus_ssot.ops.embedded import EmbeddedNats, EmbeddedPostgres
 
 EXIT_ANOMALY, EXIT_HARNESS = 1, 2
 log = logging.getLogger("nexus_ssot.chaos")
@@ -94,7 +94,7 @@ class Cluster:
 
     def __init__(self, folder: Path, names: dict[str, str], database_url: str | None,
                  nats_url: str | None) -> None:
-        from nexus_ssot.ledger.embedded import EmbeddedNats, EmbeddedPostgres
+        from nexus_ssot.ops.embedded import EmbeddedNats, EmbeddedPostgres
 
         from .serve import ensure_database
 
@@ -486,8 +486,8 @@ def _dump_log(database_url: str, path: Path) -> int:
 def _server_checks(cluster: Cluster, config: dict[str, Any]) -> dict[str, Any]:
     """``ssot check``, ``ssot verify`` and ``ssot reconcile`` of the run's database and
     stream, through their modules."""
+    from nexus_ssot.integrity.verify import Options, verify
     from nexus_ssot.ledger.settings import Settings
-    from nexus_ssot.ledger.verify import Options, verify
     from nexus_ssot.projections.consistency import check
 
     from .reconcile import reconcile

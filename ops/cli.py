@@ -686,7 +686,7 @@ main.add_command(replay)
 
 main.add_command(check)
 
-from .backup import export, import_  # noqa: E402
+from .backup.commands import export, import_  # noqa: E402
 
 main.add_command(export)
 main.add_command(import_)

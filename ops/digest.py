@@ -1,4 +1,4 @@
-"""The digester (ledger/digests.py), run by ``ssot digest`` (its own process) or on a
+"""The digester (integrity/digests.py), run by ``ssot digest`` (its own process) or on a
 thread of ``ssot serve`` (``SSOT_DIGESTS``)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import click
 
 if TYPE_CHECKING:  # imported when used: `ssot` starts fast for every other command
-    from nexus_ssot.ledger.digests import Digester
+    from nexus_ssot.integrity.digests import Digester
     from nexus_ssot.ledger.settings import Settings
 
 log = logging.getLogger("nexus_ssot.digest")
@@ -19,7 +19,7 @@ log = logging.getLogger("nexus_ssot.digest")
 
 def digester_for(settings: Settings, *, publish: bool = True) -> Digester:
     """The digester of ``settings``; it publishes on NATS when ``publish``."""
-    from nexus_ssot.ledger.digests import Digester, Signer, SigningKeyError
+    from nexus_ssot.integrity.digests import Digester, Signer, SigningKeyError
 
     if not settings.database_url or (publish and not settings.nats_url):
         raise SystemExit("ssot digest needs SSOT_DATABASE_URL and SSOT_NATS_URL")

@@ -13,8 +13,8 @@ import psycopg
 import uvicorn
 from psycopg import sql
 
-from nexus_ssot.ledger.embedded import EmbeddedNats, EmbeddedPostgres
 from nexus_ssot.ledger.settings import Settings
+from nexus_ssot.ops.embedded import EmbeddedNats, EmbeddedPostgres
 
 from .broadcast import BroadcasterThread
 from .digest import DigesterThread

@@ -1,5 +1,5 @@
 """``ssot verify``: recompute every event's hash, every stream's chain and every digest
-from the database and report the first problem in log order (``ledger/verify.py``).
+from the database and report the first problem in log order (``integrity/verify.py``).
 Talks to PostgreSQL directly (``SSOT_DATABASE_URL``).
 
 Exit codes: 0 the log verifies, 1 a problem was found, 2 bad option or input (the message
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 if TYPE_CHECKING:  # imported when used: `ssot` starts fast for every other command
-    from nexus_ssot.ledger.verify import Report
+    from nexus_ssot.integrity.verify import Report
 
 EXIT_PROBLEM, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_INTERRUPTED = 1, 2, 5, 130
 
@@ -79,16 +79,16 @@ def verify(ctx: click.Context, namespace: str | None, from_position: int | None,
     import orjson
     import psycopg
 
-    from nexus_ssot.ledger.domain import SETTINGS_NAMESPACE, check_namespace
-    from nexus_ssot.ledger.errors import InvalidInput
-    from nexus_ssot.ledger.settings import Settings
-    from nexus_ssot.ledger.verify import (
+    from nexus_ssot.integrity.verify import (
         Options,
         load_public_key,
         public_keys,
         read_published_digests,
     )
-    from nexus_ssot.ledger.verify import verify as run
+    from nexus_ssot.integrity.verify import verify as run
+    from nexus_ssot.ledger.domain import SETTINGS_NAMESPACE, check_namespace
+    from nexus_ssot.ledger.errors import InvalidInput
+    from nexus_ssot.ledger.settings import Settings
 
     def bad(e: InvalidInput) -> NoReturn:
         hint = {"digests": "--digests", "public_key": "--public-key",

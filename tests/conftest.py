@@ -22,8 +22,8 @@ import uvicorn
 from psycopg import sql
 
 from nexus_ssot.api.app import create_app
-from nexus_ssot.ledger.embedded import EmbeddedNats, EmbeddedPostgres
 from nexus_ssot.ledger.settings import Settings
+from nexus_ssot.ops.embedded import EmbeddedNats, EmbeddedPostgres
 from nexus_ssot.ops.writer_process import WriterProcess
 
 # Imported up front: hypothesis's pytest plugin otherwise imports (and assertion-rewrites)

@@ -23,8 +23,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from nexus_ssot.ledger import backup, integrity, merkle
+from nexus_ssot.integrity import merkle
+from nexus_ssot.ledger import chain
 from nexus_ssot.ledger.migrate import migrate
+from nexus_ssot.ops.backup import archive as backup
 
 from .conftest import RunningServer, make_settings
 from .test_cli import SSOT
@@ -123,7 +125,7 @@ def check_chains(url: str) -> int:
         fields = orjson.loads(bytes(state))
         before = last.get(stream, (0, None))
         assert version == before[0] + 1 and fields["prev_hash"] == before[1]
-        assert fields["hash"] == integrity.event_hash(
+        assert fields["hash"] == chain.event_hash(
             {**fields, "stream": stream, "version": version, "type": topics[topic]})
         last[stream] = (version, fields["hash"])
     return len(last)
@@ -131,7 +133,7 @@ def check_chains(url: str) -> int:
 
 def add_digest(url: str) -> None:
     """Leaves for the whole log, the nodes they complete and a digest of the tree, as the
-    digester records them (ledger/integrity.py, merkle.py), so exports carry them."""
+    digester records them (ledger/chain.py, merkle.py), so exports carry them."""
     with psycopg.connect(url) as conn:
         size_row = conn.execute("SELECT count(*) FROM merkle_leaves").fetchone()
         size = int(size_row[0]) if size_row else 0
@@ -145,7 +147,7 @@ def add_digest(url: str) -> None:
                 "SELECT notification_id, recorded_at, state FROM ssot_events"
                 " WHERE notification_id > coalesce((SELECT max(position) FROM merkle_leaves),"
                 " 0) ORDER BY notification_id").fetchall():
-            leaf = merkle.leaf_hash(integrity.leaf_data(
+            leaf = merkle.leaf_hash(chain.leaf_data(
                 position, at, orjson.loads(bytes(state))["hash"]))
             idx = frontier.size
             for level, i, node in frontier.add(leaf):
@@ -160,12 +162,12 @@ def add_digest(url: str) -> None:
         prev = bytes(last[1]) if last else None
         now = datetime.now(UTC)
         content = {"seq": seq, "position": position, "size": frontier.size,
-                   "root": frontier.root().hex(), "recorded_at": integrity.timestamp(now),
+                   "root": frontier.root().hex(), "recorded_at": chain.timestamp(now),
                    "prev": prev.hex() if prev else None}
         conn.execute("INSERT INTO digests (seq, position, size, root, recorded_at, prev, hash)"
                      " VALUES (%s, %s, %s, %s, %s, %s, %s)",
                      (seq, position, frontier.size, frontier.root(), now, prev,
-                      hashlib.sha256(integrity.canonical(content)).digest()))
+                      hashlib.sha256(chain.canonical(content)).digest()))
 
 
 @pytest.fixture()

@@ -34,11 +34,11 @@ from nexus_ssot.ledger.domain import (
     Restore,
     configure,
 )
-from nexus_ssot.ledger.embedded import EmbeddedNats
 from nexus_ssot.ledger.migrate import migrate
 from nexus_ssot.ledger.store import open_application
 from nexus_ssot.ledger.subjects import entry_subject
 from nexus_ssot.ledger.writer import GroupCommitWriter
+from nexus_ssot.ops.embedded import EmbeddedNats
 from tests.conftest import free_port
 
 SSOT = str(Path(sys.executable).parent / "ssot")

@@ -1,4 +1,4 @@
-"""Digests of the log (ledger/digests.py): cadence, roots equal to the tree over the log,
+"""Digests of the log (integrity/digests.py): cadence, roots equal to the tree over the log,
 copies on NATS, Ed25519 signatures, inclusion proofs checked by the standalone script, and
 a digester that survives SIGKILL without a leaf twice or missing."""
 
@@ -30,7 +30,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from psycopg import sql
 
-from nexus_ssot.ledger import digests, integrity, merkle
+from nexus_ssot.integrity import digests, merkle
+from nexus_ssot.ledger import chain
 from nexus_ssot.ledger.migrate import migrate
 from nexus_ssot.ops.digest import DigesterThread
 from tests.conftest import RunningServer, free_port, make_settings, start_serve
@@ -134,7 +135,7 @@ def log_leaves(conn: Conn) -> list[tuple[int, bytes]]:
     """(position, leaf hash) of every event of the log, recomputed from ssot_events."""
     rows = conn.execute("SELECT notification_id, recorded_at, state FROM ssot_events"
                         " ORDER BY notification_id").fetchall()
-    return [(p, merkle.leaf_hash(integrity.leaf_data(p, at, orjson.loads(s)["hash"])))
+    return [(p, merkle.leaf_hash(chain.leaf_data(p, at, orjson.loads(s)["hash"])))
             for p, at, s in rows]
 
 
@@ -203,15 +204,15 @@ def published_through(nats_url: str, streams: tuple[str, str],
 def check_chain(conn: Conn, leaves: list[tuple[int, bytes]]) -> list[digests.Digest]:
     """Every stored digest: chained, hashed, its root that of the log's first leaves; the
     stored leaves and nodes exactly the log's, each once."""
-    chain = stored_digests(conn)
+    digest_chain = stored_digests(conn)
     prev = None
-    for i, d in enumerate(chain, 1):
+    for i, d in enumerate(digest_chain, 1):
         assert d.seq == i and d.prev == prev
-        assert d.hash == hashlib.sha256(integrity.canonical(d.content())).digest()
+        assert d.hash == hashlib.sha256(chain.canonical(d.content())).digest()
         assert d.root == merkle.root([h for _, h in leaves[:d.size]])
         assert d.position == leaves[d.size - 1][0]
         prev = d.hash
-    size = chain[-1].size if chain else 0
+    size = digest_chain[-1].size if digest_chain else 0
     stored = conn.execute("SELECT idx, position, hash FROM merkle_leaves ORDER BY idx").fetchall()
     assert [(i, p, bytes(h)) for i, p, h in stored] == [
         (i, p, h) for i, (p, h) in enumerate(leaves[:size])]
@@ -221,7 +222,7 @@ def check_chain(conn: Conn, leaves: list[tuple[int, bytes]]) -> list[digests.Dig
     stored_nodes = {(lv, i, bytes(h)) for lv, i, h in conn.execute(
         "SELECT level, idx, hash FROM merkle_nodes").fetchall()}
     assert stored_nodes == nodes
-    return chain
+    return digest_chain
 
 
 def verify(proof: dict[str, Any], digest: dict[str, Any], tmp_path: Path,
@@ -250,15 +251,15 @@ def test_digests_at_the_event_cadence_match_the_log_reach_nats_and_are_signed(
         time.sleep(0.5)  # and not one more: 3 events wait for the hour
         assert digester.progress.seq == 4 and digester.progress.published_seq == 4
         with psycopg.connect(fresh_db) as conn:
-            chain = check_chain(conn, log_leaves(conn))
-        assert [d.size for d in chain] == [5, 10, 15, 20]
+            digest_chain = check_chain(conn, log_leaves(conn))
+        assert [d.size for d in digest_chain] == [5, 10, 15, 20]
 
         api_digests = ledger.client.get("/v1/integrity/digests", params={"limit": 3}).json()
         rest = ledger.client.get("/v1/integrity/digests",
                                  params={"after": api_digests["next_after"]}).json()
         assert api_digests["next_after"] == 3 and rest["next_after"] is None
         items = api_digests["items"] + rest["items"]
-        assert items == [d.as_json() for d in chain] == published(nats_url, streams)
+        assert items == [d.as_json() for d in digest_chain] == published(nats_url, streams)
         assert ledger.client.get("/v1/integrity/digests/2").json() == items[1]
 
         key = ledger.client.get("/v1/integrity/public-key").json()
@@ -270,7 +271,7 @@ def test_digests_at_the_event_cadence_match_the_log_reach_nats_and_are_signed(
             assert d["key_id"] == key["key_id"]
             content = {k: d[k] for k in ("seq", "position", "size", "root", "recorded_at",
                                          "prev")}
-            public.verify(bytes.fromhex(d["signature"]), integrity.canonical(content))  # type: ignore[union-attr]
+            public.verify(bytes.fromhex(d["signature"]), chain.canonical(content))  # type: ignore[union-attr]
 
         # a digest stream that lost its messages gets every digest again, in order
         asyncio.run(_delete_stream(nats_url, digests.digest_stream(streams[0])))
@@ -278,9 +279,9 @@ def test_digests_at_the_event_cadence_match_the_log_reach_nats_and_are_signed(
             ledger.put(ns, "later", {"i": i})
         wait_for(lambda: published_through(nats_url, streams, 25), what="the stream refilled")
         with psycopg.connect(fresh_db) as conn:
-            chain = check_chain(conn, log_leaves(conn))
-        assert published(nats_url, streams) == [d.as_json() for d in chain]
-        assert [d.size for d in chain] == [5, 10, 15, 20, 25]
+            digest_chain = check_chain(conn, log_leaves(conn))
+        assert published(nats_url, streams) == [d.as_json() for d in digest_chain]
+        assert [d.size for d in digest_chain] == [5, 10, 15, 20, 25]
 
         # the digest tables are append-only
         with psycopg.connect(fresh_db, autocommit=True) as conn:
@@ -311,13 +312,13 @@ def test_digests_at_the_time_cadence_only_when_there_is_news(
         wait_for(lambda: digested(fresh_db, 4), timeout=10, what="the next timed digest")
         assert time.monotonic() - started < 3
         with psycopg.connect(fresh_db) as conn:
-            chain = check_chain(conn, log_leaves(conn))
-        assert [d.size for d in chain] == [*before, 4]
-        for earlier, later in itertools.pairwise(chain):  # at most one per period
+            digest_chain = check_chain(conn, log_leaves(conn))
+        assert [d.size for d in digest_chain] == [*before, 4]
+        for earlier, later in itertools.pairwise(digest_chain):  # at most one per period
             assert later.recorded_at - earlier.recorded_at >= timedelta(seconds=0.45)
         assert published_through(nats_url, streams, 4) or wait_for(
             lambda: published_through(nats_url, streams, 4), what="the digests on NATS")
-        assert [d["signature"] for d in published(nats_url, streams)] == [None] * len(chain)
+        assert [d["signature"] for d in published(nats_url, streams)] == [None] * len(digest_chain)
         r = ledger.client.get("/v1/integrity/public-key")
         assert (r.status_code, r.json()["code"]) == (404, "no_signing_key")
 
@@ -489,10 +490,10 @@ def test_the_digester_process_survives_sigkill_without_a_leaf_twice_or_missing(
                 proc.kill()
                 proc.wait(10)
         with psycopg.connect(fresh_db) as conn:
-            chain = check_chain(conn, log_leaves(conn))
-        assert chain[-1].size == total
-        assert published(nats_url, streams) == [d.as_json() for d in chain]  # each once
-        assert all(d.signature is not None for d in chain)
+            digest_chain = check_chain(conn, log_leaves(conn))
+        assert digest_chain[-1].size == total
+        assert published(nats_url, streams) == [d.as_json() for d in digest_chain]  # each once
+        assert all(d.signature is not None for d in digest_chain)
         ledger.client.get("/v1/health").raise_for_status()
 
 

@@ -17,8 +17,8 @@ import nats
 import psycopg
 import pytest
 
-from nexus_ssot.ledger import embedded
-from nexus_ssot.ledger.embedded import EmbeddedError, EmbeddedNats, EmbeddedPostgres
+from nexus_ssot.ops import embedded
+from nexus_ssot.ops.embedded import EmbeddedError, EmbeddedNats, EmbeddedPostgres
 
 FAST = {"fsync": "off"}
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="only root switches to another OS user")

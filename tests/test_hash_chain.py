@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from nexus_ssot.ledger import integrity
+from nexus_ssot.ledger import chain
 from nexus_ssot.ledger.domain import (
     EVENT_TYPE_NAMES,
     Context,
@@ -76,24 +76,24 @@ def test_each_event_chains_to_the_previous_one_of_its_stream() -> None:
         assert len(event.hash or "") == 64
 
 
-@pytest.mark.parametrize("member", [m for m in integrity.HASHED if m != "prev_hash"])
+@pytest.mark.parametrize("member", [m for m in chain.HASHED if m != "prev_hash"])
 def test_every_hashed_member_changes_the_hash(member: str) -> None:
-    fields: dict[str, Any] = {m: f"value-{m}" for m in integrity.HASHED}
+    fields: dict[str, Any] = {m: f"value-{m}" for m in chain.HASHED}
     changed = {**fields, member: "other"}
-    assert integrity.event_hash(fields) != integrity.event_hash(changed)
+    assert chain.event_hash(fields) != chain.event_hash(changed)
 
 
 def test_the_canonical_encoding_is_documented_byte_for_byte() -> None:
     value = {"b": [1, 2.5, True, None], "a": "é\u2028\"", "c": {"z": 1, "y": -0.0}}
-    assert integrity.canonical(value) == (
+    assert chain.canonical(value) == (
         '{"a":"é\u2028\\"","b":[1,2.5,true,null],"c":{"y":-0.0,"z":1}}').encode()
     with pytest.raises(ValueError):
-        integrity.canonical({"x": float("nan")})
+        chain.canonical({"x": float("nan")})
 
 
 def test_leaves_cover_position_and_commit_time() -> None:
     moment = datetime(2026, 11, 27, 10, 0, 0, 123456, tzinfo=UTC)
-    assert integrity.leaf_data(7, moment, "ab") == (
+    assert chain.leaf_data(7, moment, "ab") == (
         b'{"hash":"ab","position":7,"recorded_at":"2026-11-27T10:00:00.123456Z"}')
 
 
@@ -159,14 +159,14 @@ JSON_VALUES = st.recursive(
 @example({"nan": float("nan"), "inf": float("inf")})
 @example({1: "int key", "1": "str key"})
 def test_the_canonical_encoding_is_the_standard_librarys_for_every_value(value: Any) -> None:
-    assert outcome(integrity.canonical, value) == outcome(by_definition, value)
+    assert outcome(chain.canonical, value) == outcome(by_definition, value)
 
 
 def test_nesting_beyond_orjsons_limit_is_still_encoded() -> None:
     deep: Any = "leaf"
     for _ in range(300):
         deep = [deep]
-    assert integrity.canonical({"deep": deep}) == by_definition({"deep": deep})
+    assert chain.canonical({"deep": deep}) == by_definition({"deep": deep})
 
 
 def test_a_plain_event_is_hashed_without_the_standard_library(

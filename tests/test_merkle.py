@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nexus_ssot.ledger.merkle import (
+from nexus_ssot.integrity.merkle import (
     EMPTY_ROOT,
     Frontier,
     audit_path,

@@ -1,4 +1,4 @@
-"""`ssot verify` (ledger/verify.py) against tampering by direct SQL: each kind found at its
+"""`ssot verify` (integrity/verify.py) against tampering by direct SQL: each kind found at its
 position and key with exit code 1, a clean log verifies (CLI and HTTP agree), a run
 resumed from a checkpoint or a position gives the same answer, and bad input is refused.
 
@@ -37,8 +37,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from psycopg import sql
 
 from nexus_ssot.api import verify_route
-from nexus_ssot.ledger import integrity, verify
-from nexus_ssot.ledger.digests import Digest, Digester, Signer, digest_stream
+from nexus_ssot.integrity import verify
+from nexus_ssot.integrity.digests import Digest, Digester, Signer, digest_stream
+from nexus_ssot.ledger import chain
 from nexus_ssot.ledger.domain import (
     Context,
     Delete,
@@ -342,7 +343,7 @@ def test_an_event_rewritten_with_a_recomputed_hash_is_found(db: str, seeded: See
     with tampering(db) as conn:
         state = orjson.loads(_state(conn, position))
         state["document"] = {"n": 200}
-        state["hash"] = integrity.event_hash({
+        state["hash"] = chain.event_hash({
             **state, "stream": str(stream_id("cfg", "b")), "version": 2,
             "type": "entry.updated"})
         conn.execute("UPDATE ssot_events SET state = %s WHERE notification_id = %s",
@@ -425,7 +426,7 @@ def _forge(conn: Conn, position: int, namespace: str, key: str, version: int,
         "causation_id": None, "idempotency_key": None, "resolution": None,
         "prev_hash": prev_hash}
     kind = "entry.created" if version == 1 else "entry.updated"
-    fields["hash"] = integrity.event_hash({**fields, "stream": str(stream_id(namespace, key)),
+    fields["hash"] = chain.event_hash({**fields, "stream": str(stream_id(namespace, key)),
                                            "version": version, "type": kind})
     state = {"timestamp": datetime.now(UTC).isoformat(), **fields, "class_version": 3}
     topic = "nexus_ssot.ledger.domain:" + ("EntryCreated" if version == 1 else "EntryUpdated")
@@ -533,7 +534,7 @@ def test_a_changed_prev_hash_breaks_the_chain(db: str, seeded: Seeded) -> None:
     with tampering(db) as conn:
         state = orjson.loads(_state(conn, position))
         state["prev_hash"] = "0" * 64
-        state["hash"] = integrity.event_hash({
+        state["hash"] = chain.event_hash({
             **state, "stream": str(stream_id("cfg", "a")), "version": 3,
             "type": "entry.patched"})
         conn.execute("UPDATE ssot_events SET state = %s WHERE notification_id = %s",

@@ -3,7 +3,7 @@ and published at a cadence, and inclusion proofs against it (promise 7).
 
 The tree (RFC 6962, ``merkle``) has one leaf per event of ``ssot_events`` in position
 order — leaf ``i`` is the log's ``i``-th event, whatever the gaps in positions — and a
-leaf is ``merkle.leaf_hash(integrity.leaf_data(position, recorded_at, hash))`` with the
+leaf is ``merkle.leaf_hash(chain.leaf_data(position, recorded_at, hash))`` with the
 event's own hash from its state (so a digest covers each event's content through its hash,
 and its global position and commit time directly). An unchained event (no ``hash``) has
 the leaf data ``{"hash":null,"position":…,"recorded_at":…}``.
@@ -15,14 +15,14 @@ into a ``merkle.Frontier`` and, every ``every_events`` events or ``every_seconds
 (``digests``): so the stored leaves are exactly those some digest covers, and a crash
 loses nothing but work to redo. One digester per database leads (a session advisory lock).
 
-A digest's canonical content is ``integrity.canonical`` of the object
+A digest's canonical content is ``chain.canonical`` of the object
 
     {"seq": 7, "position": 7012, "size": 7000, "root": "<64 hex>",
      "recorded_at": "2026-01-31T12:00:00.123456Z", "prev": "<64 hex>" | null}
 
 that is, byte for byte, ``{"position":7012,"prev":"…","recorded_at":"…","root":"…",
 "seq":7,"size":7000}`` (members sorted, no spaces; hex lower case; ``recorded_at`` the
-digest's database clock as ``integrity.timestamp`` spells it; ``position`` the last
+digest's database clock as ``chain.timestamp`` spells it; ``position`` the last
 covered event's, ``size`` the number of events covered, ``prev`` the previous digest's
 hash, null for seq 1). Its ``hash`` is SHA-256 of that content (so digests form a chain of
 their own), and with a signing key (``SSOT_SIGNING_KEY_FILE``, Ed25519, PKCS#8 PEM) its
@@ -63,10 +63,12 @@ from eventsourcing.utils import get_topic
 from nats.js import JetStreamContext
 from nats.js.api import StreamConfig
 
-from . import integrity, merkle
-from .domain import EVENT_TYPE_NAMES, stream_id
-from .errors import EditConflict, NotFound, Unprocessable
-from .leadership import leadership, retrying, wait_for_news
+from nexus_ssot.ledger import chain
+from nexus_ssot.ledger.domain import EVENT_TYPE_NAMES, stream_id
+from nexus_ssot.ledger.errors import EditConflict, NotFound, Unprocessable
+from nexus_ssot.ledger.leadership import leadership, retrying, wait_for_news
+
+from . import merkle
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +98,7 @@ def digest_content(seq: int, position: int, size: int, root: bytes, recorded_at:
                    prev: bytes | None) -> dict[str, Any]:
     """The members a digest's hash and signature cover (see the module docstring)."""
     return {"seq": seq, "position": position, "size": size, "root": root.hex(),
-            "recorded_at": integrity.timestamp(recorded_at),
+            "recorded_at": chain.timestamp(recorded_at),
             "prev": prev.hex() if prev is not None else None}
 
 
@@ -126,7 +128,7 @@ class Digest:
                               self.recorded_at, self.prev)
 
     def canonical(self) -> bytes:
-        return integrity.canonical(self.content())
+        return chain.canonical(self.content())
 
     def as_json(self) -> dict[str, Any]:
         """The digest as published on NATS and served by the API (bytes as hex)."""
@@ -201,11 +203,11 @@ class Signer:
 def leaf_of(position: int, recorded_at: datetime, hash_hex: str | None) -> bytes:
     """The leaf hash of the log event at ``position``."""
     if hash_hex is None:
-        data = integrity.canonical({"position": position,
-                                    "recorded_at": integrity.timestamp(recorded_at),
+        data = chain.canonical({"position": position,
+                                    "recorded_at": chain.timestamp(recorded_at),
                                     "hash": None})
     else:
-        data = integrity.leaf_data(position, recorded_at, hash_hex)
+        data = chain.leaf_data(position, recorded_at, hash_hex)
     return merkle.leaf_hash(data)
 
 
@@ -331,10 +333,10 @@ async def proof(conn: psycopg.AsyncConnection[Any], namespace: str, key: str, ve
         expected = (last.recorded_at if last else recorded_at) + timedelta(seconds=every_seconds)
         raise NotYetDigested(
             f"version {version} of {namespace}/{key} (position {position}) is in no digest "
-            f"yet; the next one is expected by {integrity.timestamp(expected)} while a "
+            f"yet; the next one is expected by {chain.timestamp(expected)} while a "
             "digester runs", field="version", position=position,
             digested_through=last.position if last else 0,
-            next_digest_expected_at=integrity.timestamp(expected))
+            next_digest_expected_at=chain.timestamp(expected))
     index = int(leaf_row[0])
     if index >= digest.size:
         raise Unprocessable(
@@ -343,14 +345,14 @@ async def proof(conn: psycopg.AsyncConnection[Any], namespace: str, key: str, ve
             "digest, or none for the latest", code="not_in_digest", field="digest")
     fields = {**state, "stream": str(stream_id(namespace, key)), "version": version,
               "type": _TYPE_OF_TOPIC.get(topic, topic)}
-    event: dict[str, Any] = {k: fields.get(k) for k in integrity.HASHED}
-    event.update(position=position, recorded_at=integrity.timestamp(recorded_at),
+    event: dict[str, Any] = {k: fields.get(k) for k in chain.HASHED}
+    event.update(position=position, recorded_at=chain.timestamp(recorded_at),
                  event_type=event["type"], hash=state.get("hash"))
     leaf = leaf_of(position, recorded_at, state.get("hash"))
     path = await stored_audit_path(conn, index, digest.size)
     return {
         "event": event,
-        "leaf": {"index": index, "hash": leaf.hex(), "data": integrity.canonical(
+        "leaf": {"index": index, "hash": leaf.hex(), "data": chain.canonical(
             {"position": position, "recorded_at": event["recorded_at"],
              "hash": event["hash"]}).decode()},
         "audit_path": [p.hex() for p in path],
@@ -523,7 +525,7 @@ class Digester:
             content = digest_content(seq, tree.position, tree.frontier.size,
                                      tree.frontier.root(), row[0],
                                      last.hash if last else None)
-            canonical = integrity.canonical(content)
+            canonical = chain.canonical(content)
             digest = Digest(seq, tree.position, tree.frontier.size, tree.frontier.root(),
                             row[0], last.hash if last else None,
                             hashlib.sha256(canonical).digest(),

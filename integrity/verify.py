@@ -4,7 +4,7 @@ first problem in log order, precisely (``ssot verify``, ``GET /v1/integrity/veri
 
 What is checked, over the positions ``(from, to]`` of one REPEATABLE READ snapshot:
 
-- **each event's own hash**: the ``integrity.HASHED`` members of its state (with ``stream``
+- **each event's own hash**: the ``chain.HASHED`` members of its state (with ``stream``
   = its stream id, ``version`` = its stream version, ``type`` from its topic) hash to the
   ``hash`` its state holds; otherwise ``event_altered``, the field named by comparing the
   state with the independent copy in ``entry_history`` (or saying that the copy agrees:
@@ -20,7 +20,7 @@ What is checked, over the positions ``(from, to]`` of one REPEATABLE READ snapsh
   ``events_reordered``, ``event_altered`` field ``recorded_at``). A difference the digests
   vouch for (the event's Merkle leaf is the digested one) is a drift of the view, not of
   the log, and is left to ``ssot check``.
-- **the digests**: each event's leaf ``merkle.leaf_hash(integrity.leaf_data(position,
+- **the digests**: each event's leaf ``merkle.leaf_hash(chain.leaf_data(position,
   recorded_at, hash))`` against the stored ``merkle_leaves`` (a stored leaf without its
   event is ``event_missing``, an event at a digested position without a leaf
   ``event_inserted``, two leaves exchanged ``events_reordered``, a changed commit time
@@ -40,8 +40,8 @@ pending gaps and the problems so far).
 
 Speed: one server-side cursor in position order, fetched on a thread of its own so the
 database's work overlaps ours; orjson decodes and (with sorted keys,
-``integrity.candidate``) re-encodes each state, a fast path that is only trusted when it
-yields exactly the stored hash (otherwise ``integrity.canonical`` decides); the copies are
+``chain.candidate``) re-encodes each state, a fast path that is only trusted when it
+yields exactly the stored hash (otherwise ``chain.canonical`` decides); the copies are
 compared in SQL on a second connection in the same snapshot while the scan runs.
 """
 
@@ -71,10 +71,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 from eventsourcing.utils import get_topic
 
-from . import integrity, merkle
+from nexus_ssot.ledger import chain
+from nexus_ssot.ledger.domain import EVENT_TYPE_NAMES, stream_id
+from nexus_ssot.ledger.errors import InvalidInput
+
+from . import merkle
 from .digests import Digest, key_id
-from .domain import EVENT_TYPE_NAMES, stream_id
-from .errors import InvalidInput
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 
@@ -117,7 +119,7 @@ MAX_JUDGED = 20_000
 MAX_PAIRED = 500
 
 TYPE_OF_TOPIC = {get_topic(cls): name for cls, name in EVENT_TYPE_NAMES.items()}
-_N_HASHED = len(integrity.HASHED)
+_N_HASHED = len(chain.HASHED)
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _TO_CHAR = "to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
 
@@ -307,7 +309,7 @@ def parse_published_digest(item: Any) -> Digest:
     except ValueError:
         recorded_at = None
     if recorded_at is None or recorded_at.tzinfo is None \
-            or integrity.timestamp(recorded_at) != at:
+            or chain.timestamp(recorded_at) != at:
         raise ValueError("recorded_at must be a UTC time like 2026-01-31T12:00:00.123456Z")
     return Digest(item["seq"], item["position"], item["size"], root, recorded_at, prev,
                   digest_hash, signature, kid)
@@ -591,15 +593,15 @@ class _Event:
 
     def hashed(self) -> dict[str, Any]:
         state = self.decoded or {}
-        return {**{k: state.get(k) for k in integrity.HASHED}, "stream": self.stream,
+        return {**{k: state.get(k) for k in chain.HASHED}, "stream": self.stream,
                 "version": self.version, "type": TYPE_OF_TOPIC.get(self.topic, self.topic)}
 
     def recomputed(self) -> str | None:
-        """The hash its members give (``integrity.canonical``)."""
+        """The hash its members give (``chain.canonical``)."""
         if self.decoded is None:
             return None
         try:
-            return integrity.hash_hex(self.hashed())
+            return chain.hash_hex(self.hashed())
         except (ValueError, TypeError):
             return None
 
@@ -616,7 +618,7 @@ def _leaf(position: int, recorded_at: str, hash_value: Any) -> bytes:
     else:
         text = None if hash_value is None else (
             hash_value if isinstance(hash_value, str) else json.dumps(hash_value))
-        data = integrity.canonical({"hash": text, "position": position,
+        data = chain.canonical({"hash": text, "position": position,
                                     "recorded_at": recorded_at})
     return merkle.leaf_hash(data)
 
@@ -624,7 +626,7 @@ def _leaf(position: int, recorded_at: str, hash_value: Any) -> bytes:
 def _fast_hash(state: bytes, stream: str, version: int, event_type: str
                ) -> tuple[str | None, Any, dict[str, Any]] | None:
     """(recomputed hash, stored hash, decoded state) through orjson, or None when this
-    state must take ``integrity.canonical``'s path. The recomputed hash is trusted only
+    state must take ``chain.canonical``'s path. The recomputed hash is trusted only
     when it equals the stored one: equal SHA-256 means these are byte for byte the bytes
     that were hashed."""
     try:
@@ -644,7 +646,7 @@ def _fast_hash(state: bytes, stream: str, version: int, event_type: str
     if len(s) != _N_HASHED:
         return None
     try:
-        computed = hashlib.sha256(integrity.candidate(s)).hexdigest()
+        computed = hashlib.sha256(chain.candidate(s)).hexdigest()
     except orjson.JSONEncodeError:
         return None
     return computed, stored, s
@@ -974,9 +976,9 @@ class Verifier:
             self._side_results(position)
             copies_from = max(copies_from, position)
         problems = sorted(self.problems.values(), key=Problem.order)
-        chain = [d for at, d in self.digest_chain if at <= position]
-        last_digest = chain[-1] if chain else self.last_digest if not self.digest_chain \
-            else None
+        digests_so_far = [d for at, d in self.digest_chain if at <= position]
+        last_digest = (digests_so_far[-1] if digests_so_far
+                       else self.last_digest if not self.digest_chain else None)
         return Checkpoint(
             database=self.database, namespace=self.options.namespace, position=position,
             events=self.previous_events + events,
@@ -1738,7 +1740,7 @@ class Verifier:
 
 def _canon(value: Any) -> bytes:
     try:
-        return integrity.canonical(value)
+        return chain.canonical(value)
     except (ValueError, TypeError):
         return repr(value).encode()
 
@@ -1747,7 +1749,7 @@ def _show(value: Any) -> str:
     if isinstance(value, bytes):
         return value.hex()
     if isinstance(value, datetime):
-        return integrity.timestamp(value)
+        return chain.timestamp(value)
     return "null" if value is None else str(value)
 
 

@@ -1,5 +1,5 @@
 """``ssot export`` and ``ssot import``: verified logical backups of the log (the format and
-the checks are in ``ledger/backup.py``). Talk to PostgreSQL directly
+the checks are in ``ops/backup/archive.py``). Talk to PostgreSQL directly
 (``SSOT_DATABASE_URL``). Exit codes: 0 done, 1 refused or failed (one line on stderr
 naming the file's bad line and the reason), 2 bad option."""
 
@@ -52,10 +52,9 @@ def export(ctx: click.Context, out: str, since_position: int | None, after: str 
            level: int) -> None:
     """Export the log (events with their hash chain, Merkle leaves, digests and
     idempotency keys) to a verifiable file, from one snapshot, in constant memory."""
-    from nexus_ssot.ledger import backup
-
-    from .cli import EXIT_OTHER, fail, print_json
-    from .replay import _database_url
+    from ..cli import EXIT_OTHER, fail, print_json
+    from ..replay import _database_url
+    from . import archive as backup
 
     if since_position is not None and after is not None:
         raise click.BadParameter("give --since-position or --after, not both",
@@ -88,11 +87,11 @@ def import_(ctx: click.Context, files: tuple[str, ...], no_views: bool) -> None:
     """Verify and import exports in order: a full one into an empty database, then the
     incremental ones that continue it. Each file is one transaction: the first bad line
     refuses the file and nothing of it is written. Then the views are rebuilt."""
-    from nexus_ssot.ledger import backup
     from nexus_ssot.projections.rebuild import is_inline
 
-    from .cli import EXIT_OTHER, fail, print_json
-    from .replay import _close, _database_url, _views
+    from ..cli import EXIT_OTHER, fail, print_json
+    from ..replay import _close, _database_url, _views
+    from . import archive as backup
 
     url = _database_url()
     views = [] if no_views else [v for v in _views(()) if not is_inline(v)]

@@ -19,7 +19,7 @@ member ``t`` naming its kind, written in this order:
     (originator_id), ``version``, ``topic``, ``recorded_at`` (RFC 3339 UTC, microseconds),
     ``leaf`` ([idx, hex] of its Merkle leaf, or null when the source had none yet) and
     last ``state``: the stored event state, byte for byte (it is JSON already), whose
-    ``hash``/``prev_hash`` members are the event's hash chain (ledger/integrity.py).
+    ``hash``/``prev_hash`` members are the event's hash chain (ledger/chain.py).
 ``idempotency``
     The ``idempotency_keys`` rows of those events (not derivable from the log).
 ``digest``
@@ -39,7 +39,7 @@ line; a truncated file has no trailer.
 
 An import verifies each line as it reads it (JSON, running hash, kind and members,
 positions increasing, each stream's versions 1, 2, 3… and ``prev_hash`` chain, each
-event's hash recomputed with ``integrity.event_hash``, each leaf recomputed, the digests'
+event's hash recomputed with ``chain.event_hash``, each leaf recomputed, the digests'
 chain and roots) and writes it with COPY in one transaction: the first bad line refuses
 the whole file, naming the line and the reason, and nothing is written. The file is
 decompressed on a thread; the lines are checked ``BATCH`` at a time, their events sent
@@ -77,9 +77,10 @@ import orjson
 import psycopg
 from psycopg import sql
 
-from . import integrity, merkle
-from .domain import EVENT_TYPE_NAMES
-from .migrate import migrate
+from nexus_ssot.integrity import merkle
+from nexus_ssot.ledger import chain
+from nexus_ssot.ledger.domain import EVENT_TYPE_NAMES
+from nexus_ssot.ledger.migrate import migrate
 
 FORMAT = "nexus-ssot-export"
 VERSION = 1
@@ -281,7 +282,7 @@ def export(database_url: str, out: str | os.PathLike[str], *, since: int | None 
                                                          "last_digest_seq", "total_leaves",
                                                          "final_hash")}
                                if previous else None),
-                  "created_at": integrity.timestamp(datetime.now(UTC))}
+                  "created_at": chain.timestamp(datetime.now(UTC))}
         rh = bytes.fromhex(previous["final_hash"]) if previous and previous["final_hash"] \
             else ZERO
         writer = _Writer(partial, level, rh)
@@ -894,14 +895,14 @@ async def _load(conn: psycopg.AsyncConnection[Any], st: _Import,
 
 def _hash_matches(fields: dict[str, Any], own: str) -> bool:
     """Whether ``own`` is the hash of the event of ``fields``. orjson's encoding
-    (``integrity.candidate``) is trusted when it reproduces ``own`` exactly (equal SHA-256:
+    (``chain.candidate``) is trusted when it reproduces ``own`` exactly (equal SHA-256:
     these are the bytes that were hashed), as ``ssot verify`` trusts it; otherwise
-    ``integrity.event_hash`` decides (which proves the encoding canonical first)."""
-    hashed = {k: fields.get(k) for k in integrity.HASHED}
+    ``chain.event_hash`` decides (which proves the encoding canonical first)."""
+    hashed = {k: fields.get(k) for k in chain.HASHED}
     with contextlib.suppress(orjson.JSONEncodeError):
-        if hashlib.sha256(integrity.candidate(hashed)).hexdigest() == own:
+        if hashlib.sha256(chain.candidate(hashed)).hexdigest() == own:
             return True
-    return bool(integrity.event_hash(fields) == own)
+    return bool(chain.event_hash(fields) == own)
 
 
 def _event_row(st: _Import, number: int, raw: bytes, obj: dict[str, Any]) -> bytes:
@@ -940,7 +941,7 @@ def _event_row(st: _Import, number: int, raw: bytes, obj: dict[str, Any]) -> byt
     elif not _hash_matches({**state, "stream": stream, "version": version,
                             "type": type_name}, own):
         raise BadFile(number, f"stream {stream} version {version}: the event's hash does "
-                              "not match its content (recomputed with integrity.event_hash)")
+                              "not match its content (recomputed with chain.event_hash)")
     leaf = obj.get("leaf")
     if leaf is not None:
         if st.leaves_stopped:
@@ -948,7 +949,7 @@ def _event_row(st: _Import, number: int, raw: bytes, obj: dict[str, Any]) -> byt
         if not (isinstance(leaf, list) and len(leaf) == 2 and leaf[0] == st.frontier.size
                 and isinstance(leaf[1], str)):
             raise BadFile(number, f"leaf {leaf!r} is not [{st.frontier.size}, hash]")
-        computed = merkle.leaf_hash(integrity.canonical(
+        computed = merkle.leaf_hash(chain.canonical(
             {"position": position, "recorded_at": recorded_at, "hash": own}))
         if computed.hex() != leaf[1]:
             raise BadFile(number, "the Merkle leaf does not match the event")
@@ -985,7 +986,7 @@ async def _leaf_line(conn: psycopg.AsyncConnection[Any], st: _Import, number: in
         raise BadFile(number, f"leaf {idx} names position {position}, which the database "
                               "does not hold")
     own = orjson.loads(bytes(row[1])).get("hash")
-    computed = merkle.leaf_hash(integrity.canonical(
+    computed = merkle.leaf_hash(chain.canonical(
         {"position": position, "recorded_at": row[0], "hash": own}))
     if computed.hex() != given:
         raise BadFile(number, f"leaf {idx} does not match the event at position {position}")
@@ -1050,7 +1051,7 @@ def _digest_line(st: _Import, number: int, obj: dict[str, Any]) -> None:
                               f"{st.frontier.size} are known")
     content = {"seq": seq, "position": obj["position"], "size": obj["size"],
                "root": obj["root"], "recorded_at": obj["recorded_at"], "prev": prev}
-    if hashlib.sha256(integrity.canonical(content)).hexdigest() != obj["hash"]:
+    if hashlib.sha256(chain.canonical(content)).hexdigest() != obj["hash"]:
         raise BadFile(number, f"digest {seq}: its hash does not match its content")
     st.digest_seq, st.digest_prev = seq, bytes.fromhex(obj["hash"])
     st.digests.append((number, obj))
