@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test lint typecheck bench chaos clean install
+.PHONY: run test test-unit lint lint-imports typecheck bench chaos fuzz clean install
 
 install: $(STAMP)
 
@@ -17,16 +17,34 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(VENV)/bin/ssot serve
 
+# Everything, both cores: the import contracts, then every lane (unit, integration, the slow
+# end-to-end runs). What .ci/run calls.
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto --dist loadfile
+
+# The fast lane: no I/O, no processes, seconds.
+test-unit: $(STAMP)
+	$(PY) -m pytest tests/unit -n 0
+
+# The import contracts of pyproject.toml ([tool.importlinter]) over the installed import
+# root: the layer folders are linked under nexus_ssot/ so the linter sees what Python sees.
+IMPORT_TREE := build/import-graph
+lint-imports: $(STAMP)
+	rm -rf $(IMPORT_TREE) && mkdir -p $(IMPORT_TREE)/nexus_ssot
+	touch $(IMPORT_TREE)/nexus_ssot/__init__.py
+	for part in ledger integrity projections api ops client; do \
+		ln -s ../../../$$part $(IMPORT_TREE)/nexus_ssot/$$part; done
+	cd $(IMPORT_TREE) && PYTHONPATH=. $(CURDIR)/$(VENV)/bin/lint-imports --no-cache \
+		$(CURDIR)/pyproject.toml
 
 # A longer schemathesis run than make test's (more examples per operation, longer
 # stateful workflows); SSOT_FUZZ_SEED picks another deterministic run.
 fuzz: $(STAMP)
 	SSOT_FUZZ_EXAMPLES=$${SSOT_FUZZ_EXAMPLES:-300} SSOT_FUZZ_STEPS=$${SSOT_FUZZ_STEPS:-10} \
-		$(PY) -m pytest tests/test_openapi_fuzz.py -p no:cacheprovider --timeout=3600
+		SSOT_HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest tests/integration/test_openapi_fuzz.py \
+		tests/unit tests/integration/test_conflicts.py -n auto -p no:cacheprovider --timeout=3600
 
-lint: $(STAMP)
+lint: $(STAMP) lint-imports
 	$(VENV)/bin/ruff check ledger integrity projections api ops client tests
 
 typecheck: $(STAMP)

@@ -1,245 +1,25 @@
-"""Real services for the suite: PostgreSQL (and NATS) given by SSOT_DATABASE_URL /
-SSOT_NATS_URL, or embedded ones started for this run. Each run makes its own database
-and drops it at the end; nothing else on the server is touched."""
+"""What every lane shares: the hypothesis profiles.
+
+``make test`` runs the ``ci`` profile: derandomized, so a clean clone draws the same
+examples every time and a red run is a bug, not bad luck. ``make fuzz`` selects ``fuzz``
+(``SSOT_HYPOTHESIS_PROFILE=fuzz``): fresh random seeds and more examples per property."""
 
 from __future__ import annotations
 
 import os
-import secrets
-import socket
-import subprocess
-import sys
-import threading
-import time
-from collections.abc import Iterator
-from pathlib import Path
 
-import httpx
 import hypothesis.internal.observability  # noqa: F401  (see below)
-import psycopg
-import pytest
-import uvicorn
-from psycopg import sql
-
-from nexus_ssot.api.app import create_app
-from nexus_ssot.ledger.settings import Settings
-from nexus_ssot.ops.embedded import EmbeddedNats, EmbeddedPostgres
-from nexus_ssot.ops.writer_process import WriterProcess
+from hypothesis import HealthCheck, settings
 
 # Imported up front: hypothesis's pytest plugin otherwise imports (and assertion-rewrites)
 # it at session end, and on CPython 3.11 that ast.parse can fail spuriously with
 # "AST constructor recursion depth mismatch" once test threads have run (CPython
 # gh-106905), failing a green run of a module that uses no hypothesis.
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _with_db(url: str, name: str) -> str:
-    parts = psycopg.conninfo.conninfo_to_dict(url)
-    parts["dbname"] = name
-    return psycopg.conninfo.make_conninfo(**{k: str(v) for k, v in parts.items()})
-
-
-@pytest.fixture(scope="session")
-def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A PostgreSQL server URL (its maintenance database)."""
-    given = os.environ.get("SSOT_DATABASE_URL")
-    if given:
-        yield given
-        return
-    pg = EmbeddedPostgres(Path(tmp_path_factory.mktemp("pg")), settings={"fsync": "off"})
-    try:
-        yield pg.start()
-    finally:
-        pg.discard()
-
-
-#: This run's KV bucket prefix. Set in the environment, it reaches every Settings the suite
-#: builds and every process it starts: their nats_kv_mirror views write only buckets named
-#: with it, and those are deleted at session end.
-KV_BUCKET_PREFIX = f"ssottest{secrets.token_hex(4)}_"
-os.environ["SSOT_KV_BUCKET_PREFIX"] = KV_BUCKET_PREFIX
-
-
-def delete_kv_buckets(nats_url: str, prefix: str) -> list[str]:
-    """Delete the KV buckets whose names start with ``prefix``; their names."""
-    import asyncio
-
-    import nats
-
-    async def delete() -> list[str]:
-        nc = await nats.connect(nats_url, allow_reconnect=False, connect_timeout=5)
-        try:
-            js = nc.jetstream()
-            streams: list[str] = []
-            while page := await js.streams_info(len(streams)):
-                streams += [s.config.name or "" for s in page]
-            buckets = [s[3:] for s in streams if s.startswith(f"KV_{prefix}")]
-            for bucket in buckets:
-                await js.delete_key_value(bucket)
-            return buckets
-        finally:
-            await nc.close()
-
-    return asyncio.run(delete())
-
-
-@pytest.fixture(scope="session")
-def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A NATS server with JetStream: SSOT_NATS_URL, or an embedded one for this run; this
-    run's KV buckets on it are deleted at the end."""
-    given = os.environ.get("SSOT_NATS_URL")
-    if given:
-        yield given
-        delete_kv_buckets(given, KV_BUCKET_PREFIX)
-        return
-    with EmbeddedNats(Path(tmp_path_factory.mktemp("nats"))) as server:
-        yield server.url
-        delete_kv_buckets(server.url, KV_BUCKET_PREFIX)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _kv_buckets_cleaned(request: pytest.FixtureRequest) -> None:
-    """Views built from the environment mirror into SSOT_NATS_URL's server even in a run
-    that never asks for ``nats_url``: have that fixture clean up there at session end."""
-    if os.environ.get("SSOT_NATS_URL"):
-        request.getfixturevalue("nats_url")
-
-
-@pytest.fixture(scope="session")
-def database_url(server_url: str) -> Iterator[str]:
-    """A fresh database for this test run, dropped afterwards."""
-    name = f"ssot_test_{secrets.token_hex(4)}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield _with_db(server_url, name)
-    finally:
-        with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
-
-
-class RunningServer:
-    """The API served by uvicorn in a background thread, on a free loopback port."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.app = create_app(settings)
-        config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=settings.http_port,
-            loop="uvloop", http="httptools", log_level="warning", access_log=False,
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.url = f"http://127.0.0.1:{settings.http_port}"
-
-    def __enter__(self) -> RunningServer:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the API server did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(30)
-
-
-def make_settings(database_url: str, **overrides: object) -> Settings:
-    return Settings(database_url=database_url, http_port=free_port(), **overrides)  # type: ignore[arg-type]
-
-
-@pytest.fixture(scope="session")
-def api(database_url: str) -> Iterator[RunningServer]:
-    """The API as `ssot serve` runs it: writes go to a writer process over its socket."""
-    settings = make_settings(database_url, max_document_bytes=64 * 1024, max_depth=8)
-    writer = WriterProcess(settings)
-    writer.start()
-    try:
-        with RunningServer(settings.model_copy(
-                update={"writer_socket": writer.socket_path})) as running:
-            yield running
-    finally:
-        writer.stop()
-
-
-@pytest.fixture()
-def client(api: RunningServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=api.url, timeout=30) as c:
-        yield c
-
-
-@pytest.fixture()
-def ns() -> str:
-    """A namespace of this test's own."""
-    return f"t{secrets.token_hex(5)}"
-
-
-@pytest.fixture()
-def db(database_url: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        yield conn
-
-
-def event_count(conn: psycopg.Connection[tuple[object, ...]]) -> int:
-    row = conn.execute("SELECT count(*) FROM ssot_events").fetchone()
-    assert row is not None
-    return int(row[0])  # type: ignore[call-overload]
-
-
-def start_serve(args: list[str], env: dict[str, str], port: int,
-                timeout: float = 90.0) -> tuple[subprocess.Popen[bytes], str]:
-    """`ssot serve ARGS` as its own process; returns once /v1/health answers 200."""
-    ssot = str(Path(sys.executable).parent / "ssot")
-    env = {**env, "SSOT_KV_BUCKET_PREFIX": KV_BUCKET_PREFIX}
-    if not env.get("SSOT_NATS_URL") and not env.get("SSOT_DATA_DIR"):
-        # serve would embed NATS in the default data dir (.ssot), where buckets outlive
-        # the run and the suite cannot reach them afterwards: no mirror there
-        env["SSOT_KV_MIRROR"] = "false"
-    proc = subprocess.Popen([ssot, "serve", *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if httpx.get(url + "/v1/health", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            out = proc.stdout.read().decode() if proc.stdout else ""
-            raise RuntimeError(f"ssot serve did not become healthy:\n{out}")
-        time.sleep(0.1)
-
-
-@pytest.fixture()
-def stream(nats_url: str) -> Iterator[tuple[str, str]]:
-    """(stream name, subject prefix) of this test's own, deleted afterwards."""
-    import asyncio
-
-    import nats
-
-    token = secrets.token_hex(4)
-    name, prefix = f"SSOT_TEST_{token}", f"ssottest{token}"
-    yield name, prefix
-
-    async def delete() -> None:
-        nc = await nats.connect(nats_url)
-        try:
-            await nc.jetstream().delete_stream(name)
-        except nats.js.errors.NotFoundError:
-            pass
-        finally:
-            await nc.close()
-
-    asyncio.run(delete())
+settings.register_profile(
+    "ci", derandomize=True, database=None, deadline=None, print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile(
+    "fuzz", derandomize=False, database=None, deadline=None, print_blob=True,
+    max_examples=1000, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("SSOT_HYPOTHESIS_PROFILE", "ci"))

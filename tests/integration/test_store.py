@@ -16,7 +16,7 @@ from nexus_ssot.ledger.errors import EditConflict, PreconditionFailed
 from nexus_ssot.ledger.migrate import migrate
 from nexus_ssot.ledger.store import LedgerRecorder, open_application
 from nexus_ssot.ledger.writer import GroupCommitWriter
-from tests.conftest import event_count
+from tests.integration.conftest import event_count
 
 
 def context() -> Context:

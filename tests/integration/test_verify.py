@@ -53,7 +53,7 @@ from nexus_ssot.ledger.errors import InvalidInput
 from nexus_ssot.ledger.migrate import migrate
 from nexus_ssot.ledger.store import open_application
 from nexus_ssot.ledger.writer import GroupCommitWriter
-from tests.conftest import RunningServer, make_settings
+from tests.integration.conftest import RunningServer, make_settings
 
 SSOT = str(Path(sys.executable).parent / "ssot")
 Conn = psycopg.Connection[tuple[Any, ...]]

@@ -14,7 +14,7 @@ from collections import Counter
 import httpx
 
 from nexus_ssot.ops.writer_process import WriterProcess
-from tests.conftest import RunningServer, make_settings
+from tests.integration.conftest import RunningServer, make_settings
 
 WRITES = 150
 

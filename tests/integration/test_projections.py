@@ -19,8 +19,8 @@ import pytest
 from nexus_ssot.ops.project import ProjectionsThread
 from nexus_ssot.projections.inline import CurrentState, EntryHistory
 from nexus_ssot.projections.runtime import Tables, create_tables
-from tests.conftest import make_settings
-from tests.test_cli import SSOT
+from tests.integration.conftest import make_settings
+from tests.integration.test_cli import SSOT
 
 
 @pytest.fixture()

@@ -5,7 +5,7 @@ the event count moves only on a documented successful write.
 Bounded for ``make test`` (a fixed seed, a few examples per operation); ``make fuzz``
 (``SSOT_FUZZ_EXAMPLES``, ``SSOT_FUZZ_STEPS``, ``SSOT_FUZZ_SEED``) runs longer. The server
 is ``ssot serve`` over a database of its own; the live feed (``/v1/events/stream``, which
-never ends) is left to tests/test_event_feed.py.
+never ends) is left to tests/integration/test_event_feed.py.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from schemathesis.specs.openapi.checks import (
 
 from nexus_ssot.api.app import create_app
 from nexus_ssot.ledger.settings import Settings
-from tests.conftest import _with_db, event_count, free_port, start_serve
+from tests.integration.conftest import _with_db, event_count, free_port, start_serve
 
 EXAMPLES = int(os.environ.get("SSOT_FUZZ_EXAMPLES", "12"))
 STEPS = int(os.environ.get("SSOT_FUZZ_STEPS", "6"))

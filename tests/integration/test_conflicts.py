@@ -27,7 +27,7 @@ from nexus_ssot.ledger.domain import (
     diff,
 )
 from nexus_ssot.ledger.errors import EditConflict
-from tests.conftest import event_count
+from tests.integration.conftest import event_count
 
 MERGE_PATCH = {"Content-Type": "application/merge-patch+json"}
 JSON_PATCH = {"Content-Type": "application/json-patch+json"}

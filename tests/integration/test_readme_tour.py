@@ -22,9 +22,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from tests.conftest import free_port, start_serve
+from tests.integration.conftest import free_port, start_serve
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 BIN = Path(sys.executable).parent
 

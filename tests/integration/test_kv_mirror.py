@@ -30,8 +30,8 @@ from nexus_ssot.ledger.settings import Settings
 from nexus_ssot.ops.project import run_all, runners_for
 from nexus_ssot.projections.kv_mirror import KvMirror, entry_key, kv_key
 from nexus_ssot.projections.runtime import Tables, ViewRunner, create_tables
-from tests.conftest import KV_BUCKET_PREFIX, delete_kv_buckets, free_port, make_settings
-from tests.test_cli import SSOT
+from tests.integration.conftest import KV_BUCKET_PREFIX, delete_kv_buckets, free_port, make_settings
+from tests.integration.test_cli import SSOT
 
 
 @pytest.fixture()

@@ -14,7 +14,7 @@ import httpx
 import nats
 
 from nexus_ssot.ledger.broadcaster import Broadcaster
-from tests.test_broadcaster import InThread, head, wait_until_published
+from tests.integration.test_broadcaster import InThread, head, wait_until_published
 
 SSOT = str(Path(sys.executable).parent / "ssot")
 

@@ -1,6 +1,6 @@
 """Hand-written bad inputs, each with the refusal it must get: status, ``code`` and
 ``field``. ``{ns}`` in a path is the test's namespace, where entry ``k`` holds
-``{"a": 1}`` at version 1. Read by tests/test_bad_input.py."""
+``{"a": 1}`` at version 1. Read by tests/integration/test_bad_input.py."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import free_port, start_serve
+from tests.integration.conftest import free_port, start_serve
 
 SSOT = str(Path(sys.executable).parent / "ssot")
 

@@ -7,7 +7,7 @@ import uuid
 import httpx
 import jsonpatch
 
-from tests.conftest import event_count
+from tests.integration.conftest import event_count
 
 JSON = {"Content-Type": "application/json"}
 MERGE = {"Content-Type": "application/merge-patch+json"}
@@ -225,7 +225,7 @@ def test_actor_header_is_refused_unless_trusted(client: httpx.Client, ns: str) -
 
 
 def test_actor_header_is_recorded_when_trusted(database_url: str, ns: str) -> None:
-    from tests.conftest import RunningServer, make_settings
+    from tests.integration.conftest import RunningServer, make_settings
 
     with RunningServer(make_settings(database_url, trust_actor_header=True,
                                      default_actor="svc")) as srv, \

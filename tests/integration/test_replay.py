@@ -24,9 +24,9 @@ from nexus_ssot.ops.project import ProjectionsThread
 from nexus_ssot.projections.inline import CurrentState, EntryHistory
 from nexus_ssot.projections.namespace_stats import NamespaceStats
 from nexus_ssot.projections.runtime import Tables, View, create_tables
-from tests.conftest import make_settings
-from tests.test_cli import SSOT
-from tests.test_projections import expected_stats, view_stats
+from tests.integration.conftest import make_settings
+from tests.integration.test_cli import SSOT
+from tests.integration.test_projections import expected_stats, view_stats
 
 INLINE_TABLES = ("entries", "entry_history")
 

@@ -18,7 +18,7 @@ from nexus_ssot.client.subscriber import (
     watch_key,
 )
 from nexus_ssot.ledger.broadcaster import Broadcaster
-from tests.test_broadcaster import InThread
+from tests.integration.test_broadcaster import InThread
 
 
 def history_positions(client: httpx.Client, ns: str, keys: list[str]) -> list[int]:

@@ -39,7 +39,7 @@ from nexus_ssot.ledger.store import open_application
 from nexus_ssot.ledger.subjects import entry_subject
 from nexus_ssot.ledger.writer import GroupCommitWriter
 from nexus_ssot.ops.embedded import EmbeddedNats
-from tests.conftest import free_port
+from tests.integration.conftest import free_port
 
 SSOT = str(Path(sys.executable).parent / "ssot")
 

@@ -34,9 +34,9 @@ from nexus_ssot.integrity import digests, merkle
 from nexus_ssot.ledger import chain
 from nexus_ssot.ledger.migrate import migrate
 from nexus_ssot.ops.digest import DigesterThread
-from tests.conftest import RunningServer, free_port, make_settings, start_serve
+from tests.integration.conftest import RunningServer, free_port, make_settings, start_serve
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "ops" / "verify_proof.py"
 SSOT = str(Path(sys.executable).parent / "ssot")
 Conn = psycopg.Connection[tuple[Any, ...]]

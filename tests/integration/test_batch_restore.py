@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import event_count
+from tests.integration.conftest import event_count
 
 
 def entry(ns: str, key: str) -> str:
@@ -230,7 +230,7 @@ def test_bad_restore_requests_are_refused(client: httpx.Client, ns: str, body: A
 
 def test_cli_restore_batch_and_namespace_settings(api: Any, client: httpx.Client,
                                                   ns: str) -> None:
-    from tests.test_cli import ssot
+    from tests.integration.test_cli import ssot
 
     client.put(entry(ns, "a"), json={"v": 1})
     mark = client.put(entry(ns, "b"), json={"v": 1}).json()

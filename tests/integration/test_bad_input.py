@@ -8,8 +8,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.bad_inputs import CASES, Bad
-from tests.conftest import event_count
+from tests.integration.bad_inputs import CASES, Bad
+from tests.integration.conftest import event_count
 
 
 def test_the_table_is_at_least_a_hundred_distinct_inputs() -> None:

@@ -7,8 +7,8 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import event_count
-from tests.test_cli import ssot
+from tests.integration.conftest import event_count
+from tests.integration.test_cli import ssot
 
 
 def test_revert_brings_back_a_past_content_as_a_new_version(client: httpx.Client,

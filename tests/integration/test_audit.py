@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import jsonpatch
 
-from tests.test_cli import ssot
+from tests.integration.test_cli import ssot
 
 
 def test_diff_between_versions_is_a_patch_that_applies(client: httpx.Client, ns: str) -> None:
