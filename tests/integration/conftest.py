@@ -26,7 +26,6 @@ from nexus_ssot.ops.embedded import EmbeddedNats, EmbeddedPostgres
 from nexus_ssot.ops.writer_process import WriterProcess
 
 
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
