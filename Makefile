@@ -53,7 +53,7 @@ typecheck: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m nexus_ssot.ops.bench --out bench/results
 
-# The correctness harness (README "Correctness harness"): `make chaos DURATION=3600 SEED=42`.
+# The correctness harness (docs/harness.md): `make chaos DURATION=3600 SEED=42`.
 DURATION ?= 600
 CLIENTS  ?= 16
 ifeq ($(SEED),)

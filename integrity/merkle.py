@@ -3,7 +3,7 @@
 The tree over leaves d[0:n] has the hash MTH: for n = 1 the leaf hash
 ``SHA-256(0x00 || d[0])``; for n > 1, with k the largest power of two below n,
 ``SHA-256(0x01 || MTH(d[0:k]) || MTH(d[k:n]))``. An audit path proves one leaf is in a tree
-of a given size and root; anyone can check one with ``hashlib`` alone (see the README).
+of a given size and root; anyone can check one with ``hashlib`` alone (see docs/integrity.md).
 
 ``Frontier`` keeps the roots of the perfect subtrees covering the leaves so far (at most
 one per power of two), so a root is computed as leaves arrive, in O(log n) memory: the

@@ -32,7 +32,7 @@ from typing import Any
 
 import orjson
 
-#: The members of the hashed object, in the order the README documents them.
+#: The members of the hashed object, in the order docs/integrity.md documents them.
 HASHED = ("stream", "version", "type", "namespace", "key", "document", "patch", "actor",
           "reason", "correlation_id", "causation_id", "idempotency_key", "event_id",
           "resolution", "restored_from_version", "prev_hash")

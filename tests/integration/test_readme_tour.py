@@ -3,7 +3,7 @@ executed against a fresh server (its own process, its own database) and their ou
 match the README, modulo timestamps and generated ids.
 
 To refresh the README after an intended change of output:
-    .venv/bin/python -m tests.test_readme_tour --update
+    .venv/bin/python -m tests.integration.test_readme_tour --update
 """
 
 from __future__ import annotations
