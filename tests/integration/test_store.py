@@ -108,7 +108,7 @@ def test_a_batch_with_a_conflict_fails_only_the_conflicting_command(
 ) -> None:
     """Commands queued together commit together, but a rejected one fails alone and a
     retried idempotent command inside the same batch is answered from the first."""
-    from nexus_ssot.ledger.writer import Idempotency
+    from nexus_ssot.ledger.event_store import Idempotency
 
     app = open_application(database_url, pool_size=1)
     writer = GroupCommitWriter(app, lambda _ns: Limits())
