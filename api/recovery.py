@@ -35,7 +35,7 @@ from nexus_ssot.ledger.errors import (
     PreconditionFailed,
     Unprocessable,
 )
-from nexus_ssot.ledger.writer import Outcome
+from nexus_ssot.ledger.event_store import Outcome
 from nexus_ssot.projections import current_state, entry_at, restore_plan
 from nexus_ssot.projections import entry_history as entry_history_view
 

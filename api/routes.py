@@ -45,7 +45,7 @@ from nexus_ssot.ledger.errors import (
     Unavailable,
     Unprocessable,
 )
-from nexus_ssot.ledger.writer import Idempotency, Outcome
+from nexus_ssot.ledger.event_store import Idempotency, Outcome
 from nexus_ssot.projections import audit_trail, current_state, entry_at, event_feed
 from nexus_ssot.projections import entry_history as entry_history_view
 from nexus_ssot.projections.views import VIEW_NAMES

@@ -2,7 +2,9 @@
 
 The recorder subclass writes the inline views (current state, version history) and the
 idempotency rows in the same transaction as the events, under the library's table lock,
-once the INSERT has returned the new global positions and database commit times.
+once the INSERT has returned the new global positions and database commit times. The
+application is the writer's ``EventStore`` (see ``event_store``): it appends through that
+recorder and reads the views back.
 """
 
 from __future__ import annotations
@@ -26,7 +28,15 @@ from eventsourcing.persistence import (
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.utils import get_topic, retry
 
-from .domain import Entry
+from .domain import EVENT_TYPE_NAMES, Entry, EntryDeleted, EntryEvent, EntryState
+from .event_store import (
+    Address,
+    Committed,
+    Idempotency,
+    IdempotencyRecord,
+    Outcome,
+    StoredResult,
+)
 
 APPLICATION_NAME = "SSOT"
 EVENTS_TABLE = "ssot_events"
@@ -56,7 +66,7 @@ class InlineBatch:
 
     history: list[dict[str, Any]]
     idempotency: list[dict[str, Any]] = field(default_factory=list)
-    committed: dict[tuple[UUID, int], tuple[int, datetime]] = field(default_factory=dict)
+    committed: Committed = field(default_factory=dict)
 
 
 class LedgerRecorder(PostgresApplicationRecorder):
@@ -112,6 +122,149 @@ class LedgerApplication(Application[UUID]):
         """The entry aggregate folded from the log (up to ``version``)."""
         aggregate: Entry = self.repository.get(entry_stream_id, version=version)
         return aggregate
+
+    # --- the writer's EventStore ---------------------------------------------------
+
+    def current_states(self, addresses: Sequence[Address]) -> dict[Address, EntryState | None]:
+        """Current states from the ``entries`` view (None for entries never written)."""
+        states: dict[Address, EntryState | None] = dict.fromkeys(addresses)
+        with self.recorder.datastore.get_connection() as conn:  # type: ignore[attr-defined]
+            rows = conn.execute(
+                "SELECT e.namespace, e.key, e.version, e.document::text AS document,"
+                " e.deleted, e.hash FROM entries e"
+                " JOIN unnest(%s::text[], %s::text[]) AS a(namespace, key)"
+                " USING (namespace, key)",
+                ([a[0] for a in addresses], [a[1] for a in addresses]),
+            ).fetchall()
+        for row in rows:
+            states[(row["namespace"], row["key"])] = EntryState(
+                namespace=row["namespace"],
+                key=row["key"],
+                version=row["version"],
+                document=None if row["document"] is None else orjson.loads(row["document"]),
+                deleted=row["deleted"],
+                hash=row["hash"],
+            )
+        return states
+
+    def versions(
+        self, namespace: str, key: str, first: int, last: int
+    ) -> dict[int, tuple[Any, list[dict[str, Any]]]]:
+        """Documents and patches of an entry's versions, from the ``entry_history`` view."""
+        with self.recorder.datastore.get_connection() as conn:  # type: ignore[attr-defined]
+            rows = conn.execute(
+                "SELECT version, document::text AS document, patch::text AS patch"
+                " FROM entry_history WHERE namespace = %s AND key = %s"
+                " AND version BETWEEN %s AND %s",
+                (namespace, key, first, last),
+            ).fetchall()
+        return {
+            row["version"]: (None if row["document"] is None else orjson.loads(row["document"]),
+                             orjson.loads(row["patch"]))
+            for row in rows
+        }
+
+    def stored_results(self, keys: Sequence[Idempotency]) -> dict[tuple[str, str], StoredResult]:
+        if not keys:
+            return {}
+        with self.recorder.datastore.get_connection() as conn:  # type: ignore[attr-defined]
+            rows = conn.execute(
+                "SELECT i.actor, i.key, i.request_hash, i.event_ids, h.namespace,"
+                " h.key AS entry_key, h.version, h.position, h.recorded_at, h.event_type,"
+                " h.document::text AS document, h.resolution::text AS resolution"
+                " FROM idempotency_keys i"
+                " JOIN unnest(%s::text[], %s::text[]) AS k(actor, key) USING (actor, key)"
+                " JOIN entry_history h ON h.namespace = i.namespace"
+                "  AND h.key = i.entry_key AND h.version = i.version",
+                ([k.actor for k in keys], [k.key for k in keys]),
+            ).fetchall()
+            found: dict[tuple[str, str], StoredResult] = {}
+            for row in rows:
+                outcome: Outcome | list[Outcome] = _outcome_from_row(row)
+                if row["event_ids"] is not None:  # an atomic request: all its outcomes
+                    ids: list[UUID] = row["event_ids"]
+                    by_id = _committed_outcomes(conn, ids, replayed=True)
+                    outcome = [by_id[i] for i in ids]
+                found[(row["actor"], row["key"])] = (bytes(row["request_hash"]), outcome)
+        return found
+
+    def committed_outcomes(self, event_ids: Sequence[UUID]) -> dict[UUID, Outcome]:
+        if not event_ids:
+            return {}
+        with self.recorder.datastore.get_connection() as conn:  # type: ignore[attr-defined]
+            return _committed_outcomes(conn, event_ids, replayed=False)
+
+    def append(
+        self, events: Sequence[EntryEvent], keys: Sequence[IdempotencyRecord] = ()
+    ) -> Committed:
+        """One ``ssot_append`` through the recorder: the events, their history rows and
+        the idempotency rows in one transaction."""
+        if not events:
+            return {}
+        stored = [self.mapper.to_stored_event(e) for e in events]
+        idempotency = []
+        for record in keys:
+            idem, first = record.idempotency, record.events[0]
+            idempotency.append({
+                "actor": idem.actor,
+                "key": idem.key,
+                "request_hash": idem.request_hash.hex(),
+                "namespace": first.namespace,
+                "entry_key": first.key,
+                "version": first.originator_version,
+                "stream_id": first.originator_id,
+                "event_ids": [e.event_id for e in record.events] if record.atomic else None,
+            })
+        inline = InlineBatch(history=[_history_record(e) for e in events],
+                             idempotency=idempotency)
+        self.recorder.insert_events(stored, inline=inline)
+        return inline.committed
+
+
+def _committed_outcomes(conn: Any, event_ids: Sequence[UUID], *,
+                        replayed: bool) -> dict[UUID, Outcome]:
+    rows = conn.execute(
+        "SELECT namespace, key, version, position, recorded_at, event_type,"
+        " document::text AS document, resolution::text AS resolution, event_id"
+        " FROM entry_history WHERE event_id = ANY(%s)",
+        (list(event_ids),),
+    ).fetchall()
+    return {row["event_id"]: _outcome_from_row(row, replayed=replayed) for row in rows}
+
+
+def _outcome_from_row(row: dict[str, Any], *, replayed: bool = True) -> Outcome:
+    return Outcome(
+        namespace=row["namespace"],
+        key=row["entry_key"] if "entry_key" in row else row["key"],
+        version=row["version"],
+        position=row["position"],
+        recorded_at=row["recorded_at"],
+        event_type=row["event_type"],
+        document=None if row["document"] is None else orjson.loads(row["document"]),
+        replayed=replayed,
+        resolution=orjson.loads(row["resolution"]) if row.get("resolution") else None,
+    )
+
+
+def _history_record(event: EntryEvent) -> dict[str, Any]:
+    return {
+        "stream_id": event.originator_id,
+        "namespace": event.namespace,
+        "key": event.key,
+        "version": event.originator_version,
+        "event_type": EVENT_TYPE_NAMES[type(event)],
+        "event_id": event.event_id,
+        "actor": event.actor,
+        "reason": event.reason,
+        "correlation_id": event.correlation_id,
+        "causation_id": event.causation_id,
+        "idempotency_key": event.idempotency_key,
+        "patch": event.patch,
+        "document": None if isinstance(event, EntryDeleted) else event.document,
+        "resolution": event.resolution,
+        "prev_hash": event.prev_hash,
+        "hash": event.hash,
+    }
 
 
 def conninfo_parts(database_url: str) -> dict[str, str]:

@@ -33,7 +33,8 @@ import orjson
 from . import domain, errors
 from .domain import Command, Context, Expectation
 from .errors import LedgerError, Unavailable
-from .writer import GroupCommitWriter, Idempotency, Outcome, Write
+from .event_store import Idempotency, Outcome
+from .writer import GroupCommitWriter, Write
 
 log = logging.getLogger(__name__)
 

@@ -43,8 +43,9 @@ import orjson
 import psycopg
 
 from nexus_ssot.ledger.domain import Context, Limits, Put, stream_id
+from nexus_ssot.ledger.event_store import Outcome
 from nexus_ssot.ledger.store import LedgerApplication, open_application
-from nexus_ssot.ledger.writer import GroupCommitWriter, Outcome
+from nexus_ssot.ledger.writer import GroupCommitWriter
 
 if TYPE_CHECKING:
     from .bench import Cpu, CpuMeter

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,10 +14,30 @@ from eventsourcing.persistence import OperationalError
 
 from nexus_ssot.ledger.domain import Context, Expectation, Limits, Put, configure, stream_id
 from nexus_ssot.ledger.errors import EditConflict, PreconditionFailed
+from nexus_ssot.ledger.event_store import EventStore
 from nexus_ssot.ledger.migrate import migrate
 from nexus_ssot.ledger.store import LedgerRecorder, open_application
 from nexus_ssot.ledger.writer import GroupCommitWriter
+from tests.contract.event_store import EventStoreContract
 from tests.integration.conftest import event_count
+
+
+@pytest.fixture(scope="module")
+def application(database_url: str) -> Iterator[EventStore]:
+    migrate(database_url)
+    app = open_application(database_url, pool_size=1)
+    try:
+        yield app
+    finally:
+        app.close()
+
+
+class TestPostgresEventStore(EventStoreContract):
+    """The PostgreSQL store keeps the contract the in-memory twin is unit-tested with."""
+
+    @pytest.fixture()
+    def store(self, application: EventStore) -> EventStore:
+        return application
 
 
 def context() -> Context:
@@ -108,7 +129,7 @@ def test_a_batch_with_a_conflict_fails_only_the_conflicting_command(
 ) -> None:
     """Commands queued together commit together, but a rejected one fails alone and a
     retried idempotent command inside the same batch is answered from the first."""
-    from nexus_ssot.ledger.writer import Idempotency
+    from nexus_ssot.ledger.event_store import Idempotency
 
     app = open_application(database_url, pool_size=1)
     writer = GroupCommitWriter(app, lambda _ns: Limits())

@@ -1,0 +1,274 @@
+"""Deciding a batch of writes: each command against the state the commands before it left.
+
+The writer commits a batch as one append, so its commands are decided in order against an
+overlay of the states the earlier ones produced: per-entry version checks stay exact inside
+a batch, an idempotency key used twice is answered once, and a stale If-Match is merged
+under its namespace's conflict policy by replaying the versions it missed (from the batch
+and the store's history). Current states are cached across batches; a refusal is only ever
+made on the store's own state, never on a cached one.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from .domain import (
+    MAX_REPLAY_VERSIONS,
+    SETTINGS_NAMESPACE,
+    Command,
+    ConfigureNamespace,
+    Context,
+    EntryDeleted,
+    EntryEvent,
+    EntryState,
+    Limits,
+    Replay,
+    decide,
+    evolve,
+    needs_replay,
+    settings_of,
+)
+from .errors import (
+    EditConflict,
+    IdempotencyKeyReused,
+    LedgerError,
+    NotFound,
+    PreconditionFailed,
+)
+from .event_store import Address, EventStore, Idempotency, Outcome
+
+
+@dataclass
+class Request:
+    """One request held by the writer until it is answered: its operations (all or none
+    when ``atomic``), its idempotency key, its Future, and how often it was retried alone."""
+
+    ops: tuple[tuple[Command, Context], ...]
+    idempotency: Idempotency | None
+    future: Future[Any]
+    atomic: bool = False
+    attempts: int = 0
+
+
+@dataclass
+class Decision:
+    """What one request of a batch comes to: the events to append, or the error refusing
+    it, or the answer of an earlier request under its idempotency key (``replay_of`` in this
+    batch, ``outcome`` from the store)."""
+
+    request: Request
+    events: list[EntryEvent] = field(default_factory=list)
+    error: LedgerError | None = None
+    replay_of: Request | None = None  # same idempotency key earlier in this batch
+    outcome: Outcome | list[Outcome] | None = None  # replayed from an earlier request
+
+
+class BatchDecider:
+    """Decides batches against ``store`` and a cache of up to ``cache_size`` current
+    states; ``hash_chain`` chains the events it decides."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        limits_for: Callable[[str], Limits],
+        *,
+        cache_size: int = 100_000,
+        hash_chain: bool = True,
+    ) -> None:
+        self._store = store
+        self._chain = hash_chain
+        self._limits_for = limits_for
+        self._cache_size = cache_size
+        self._cache: OrderedDict[Address, EntryState | None] = OrderedDict()
+        self._pending_states: dict[Address, EntryState | None] = {}
+
+    def decide(self, batch: list[Request]) -> list[Decision]:
+        """Each request's decision, in order; the states they leave are kept for
+        ``keep_decided_states`` once the batch has committed."""
+        addresses = {(c.namespace, c.key) for r in batch for c, _ in r.ops}
+        cached = {a for a in addresses if a in self._cache}
+        states = self._states(addresses)
+        stored = self._store.stored_results([r.idempotency for r in batch if r.idempotency])
+        seen: dict[tuple[str, str], Request] = {}
+        in_batch: dict[Address, list[EntryEvent]] = {}
+        decided: list[Decision] = []
+        for req in batch:
+            d = Decision(req)
+            decided.append(d)
+            idem = req.idempotency
+            if idem is not None:
+                scope = (idem.actor, idem.key)
+                earlier = seen.get(scope)
+                if earlier is not None:
+                    assert earlier.idempotency is not None
+                    if earlier.idempotency.request_hash != idem.request_hash:
+                        d.error = _reused(idem)
+                    else:
+                        d.replay_of = earlier
+                    continue
+                if scope in stored:
+                    request_hash, outcome = stored[scope]
+                    if request_hash != idem.request_hash:
+                        d.error = _reused(idem)
+                    else:
+                        d.outcome = outcome
+                    continue
+                seen[scope] = req
+            overlay: dict[Address, EntryState | None] = {}
+            events: list[EntryEvent] = []
+            try:
+                for command, context in req.ops:
+                    address = (command.namespace, command.key)
+                    from_cache = address in cached and address not in overlay
+                    state = overlay[address] if address in overlay else states.get(address)
+                    event = self._decide_one(state, command, context, from_cache, states,
+                                             overlay, in_batch, events)
+                    # (``states`` holds a fresher state if the cached one was re-checked)
+                    state = overlay[address] if address in overlay else states.get(address)
+                    overlay[address] = evolve(state, event)
+                    events.append(event)
+            except LedgerError as e:
+                if req.atomic:
+                    e.extra["operation"] = len(events)
+                d.error = e
+                if idem is not None:
+                    del seen[(idem.actor, idem.key)]
+                continue
+            for address, state in overlay.items():
+                cached.discard(address)
+                states[address] = state
+            for event in events:
+                in_batch.setdefault((event.namespace, event.key), []).append(event)
+            d.events = events
+        self._pending_states = states
+        return decided
+
+    def _decide_one(
+        self,
+        state: EntryState | None,
+        command: Command,
+        context: Context,
+        from_cache: bool,
+        states: dict[Address, EntryState | None],
+        overlay: dict[Address, EntryState | None],
+        in_batch: dict[Address, list[EntryEvent]],
+        earlier: list[EntryEvent],
+    ) -> EntryEvent:
+        """Decide one command against ``state`` (which ``overlay`` and ``states`` hold),
+        under its namespace's conflict policy, replaying history for a stale If-Match."""
+        address = (command.namespace, command.key)
+        limits = self._limits_for(command.namespace)
+        try:
+            return self._decide_with_policy(state, command, context, limits, states, overlay,
+                                            in_batch, earlier)
+        except (PreconditionFailed, NotFound, EditConflict):
+            if not from_cache:
+                raise
+            # Accepting on a stale cached state is safe (the primary key refuses it),
+            # refusing is not: another process may have moved the entry on. Refuse only
+            # what the database's own state refuses.
+            fresh = self._store.current_states([address]).get(address)
+            states[address] = fresh
+            return self._decide_with_policy(fresh, command, context, limits, states, overlay,
+                                            in_batch, earlier)
+
+    def _decide_with_policy(
+        self,
+        state: EntryState | None,
+        command: Command,
+        context: Context,
+        limits: Limits,
+        states: dict[Address, EntryState | None],
+        overlay: dict[Address, EntryState | None],
+        in_batch: dict[Address, list[EntryEvent]],
+        earlier: list[EntryEvent],
+    ) -> EntryEvent:
+        if command.expected.if_match is None or isinstance(command, ConfigureNamespace):
+            return decide(state, command, context, limits, chain=self._chain)
+        settings_address = (SETTINGS_NAMESPACE, command.namespace)
+        if settings_address in overlay:
+            settings_state = overlay[settings_address]
+        else:
+            if settings_address not in states:
+                states.update(self._states({settings_address}))
+            settings_state = states[settings_address]
+        policy = settings_of(settings_state)["conflict_policy"]
+        replay = None
+        if needs_replay(state, command, policy):
+            assert state is not None and command.expected.if_match is not None
+            pending = [*in_batch.get((command.namespace, command.key), []),
+                       *(e for e in earlier
+                         if (e.namespace, e.key) == (command.namespace, command.key))]
+            replay = self._replay(command.namespace, command.key,
+                                  command.expected.if_match, state.version, pending)
+        return decide(state, command, context, limits, policy=policy, replay=replay,
+                      chain=self._chain)
+
+    def _replay(self, namespace: str, key: str, base: int, upto: int,
+                pending: list[EntryEvent]) -> Replay | None:
+        """The versions ``base`` … ``upto`` of an entry, from this batch's events and the
+        version history; None when they are too many to merge over."""
+        if upto - base > MAX_REPLAY_VERSIONS:
+            return None
+        versions: dict[int, tuple[Any, list[dict[str, Any]]]] = {
+            e.originator_version: (None if isinstance(e, EntryDeleted) else e.document,
+                                   e.patch)
+            for e in pending
+        }
+        missing = [v for v in range(base, upto + 1) if v not in versions]
+        if missing:
+            recorded = self._store.versions(namespace, key, min(missing), max(missing))
+            for version, content in recorded.items():
+                versions.setdefault(version, content)
+        if any(v not in versions for v in range(base, upto + 1)):
+            return None  # history is incomplete (should not happen): refuse to merge
+        return Replay(
+            base_version=base,
+            documents=tuple(versions[v][0] for v in range(base, upto + 1)),
+            patches=tuple(versions[v][1] for v in range(base + 1, upto + 1)),
+        )
+
+    def _states(self, addresses: set[Address]) -> dict[Address, EntryState | None]:
+        states: dict[Address, EntryState | None] = {}
+        missing: list[Address] = []
+        for address in addresses:
+            if address in self._cache:
+                self._cache.move_to_end(address)
+                states[address] = self._cache[address]
+            else:
+                missing.append(address)
+        if missing:
+            states.update(self._store.current_states(missing))
+        return states
+
+    # --- the state cache -----------------------------------------------------------
+
+    def keep_decided_states(self) -> None:
+        """The last decided batch committed: cache the states it left."""
+        for address, state in self._pending_states.items():
+            self._remember(address, state)
+
+    def forget(self, batch: list[Request]) -> None:
+        """Drop the cached states of ``batch``'s entries (what we knew may be stale)."""
+        for req in batch:
+            for command, _ in req.ops:
+                self._cache.pop((command.namespace, command.key), None)
+
+    def _remember(self, address: Address, state: EntryState | None) -> None:
+        if self._cache_size <= 0:
+            return
+        self._cache[address] = state
+        self._cache.move_to_end(address)
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+
+
+def _reused(idem: Idempotency) -> IdempotencyKeyReused:
+    return IdempotencyKeyReused(
+        f"Idempotency-Key {idem.key!r} was already used with a different request",
+        field="Idempotency-Key",
+    )

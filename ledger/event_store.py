@@ -1,0 +1,115 @@
+"""What the writer needs of an event store, whichever holds the log.
+
+The group-commit writer reads an entry's current state, the versions a stale If-Match is
+merged over and the results recorded under idempotency keys, and appends each batch of
+events with its idempotency keys in one atomic step that reports the events' positions.
+``EventStore`` is exactly that; the PostgreSQL application (``store.LedgerApplication``)
+and the in-memory twin (``memory_store.MemoryEventStore``) both provide it, and one
+contract suite (tests/contract) holds them to the same behaviour.
+
+Failures are the ``eventsourcing.persistence`` errors the writer already tells apart:
+``IntegrityError`` (a version or an idempotency key is already taken), ``DataError`` (the
+store refuses a value) and any other ``PersistenceError`` (the store is unavailable; an
+append may or may not have happened). A failed append has written nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+from uuid import UUID
+
+from .domain import EVENT_TYPE_NAMES, EntryEvent, EntryState
+
+#: An entry's (namespace, key).
+Address = tuple[str, str]
+
+#: Each appended event's (stream id, version) -> (position, recorded_at).
+Committed = dict[tuple[UUID, int], tuple[int, datetime]]
+
+
+@dataclass(frozen=True)
+class Idempotency:
+    """An idempotency key (scoped by actor) and the hash of the request it names."""
+
+    actor: str
+    key: str
+    request_hash: bytes
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a committed write produced (or, when ``replayed``, what it had produced)."""
+
+    namespace: str
+    key: str
+    version: int
+    position: int
+    recorded_at: datetime
+    event_type: str
+    document: Any
+    replayed: bool = False
+    #: How a stale If-Match was resolved (see ``EntryEvent.resolution``), else None.
+    resolution: dict[str, Any] | None = None
+
+
+#: A used idempotency key: the hash of the request it named and that request's result.
+StoredResult = tuple[bytes, Outcome | list[Outcome]]
+
+
+@dataclass(frozen=True)
+class IdempotencyRecord:
+    """An idempotency key to remember with the events its request appended. A retry is
+    answered with the first event's outcome, or with all of them when ``atomic``."""
+
+    idempotency: Idempotency
+    events: tuple[EntryEvent, ...]
+    atomic: bool = False
+
+
+class EventStore(Protocol):
+    """The log of entry events with its inline views, as the writer uses it."""
+
+    def current_states(self, addresses: Sequence[Address]) -> dict[Address, EntryState | None]:
+        """The current state of each of ``addresses`` (None for an entry never written)."""
+        ...
+
+    def versions(
+        self, namespace: str, key: str, first: int, last: int
+    ) -> dict[int, tuple[Any, list[dict[str, Any]]]]:
+        """Version -> (document, None where that version deleted the entry; the patch it
+        recorded) for the recorded versions ``first`` … ``last`` of an entry."""
+        ...
+
+    def stored_results(self, keys: Sequence[Idempotency]) -> dict[tuple[str, str], StoredResult]:
+        """For each of ``keys`` already used, by (actor, key): the request hash it was
+        used with and the outcome (a list of them for an atomic request), ``replayed``."""
+        ...
+
+    def committed_outcomes(self, event_ids: Sequence[UUID]) -> dict[UUID, Outcome]:
+        """The outcomes of those of ``event_ids`` whose events are in the log."""
+        ...
+
+    def append(
+        self, events: Sequence[EntryEvent], keys: Sequence[IdempotencyRecord] = ()
+    ) -> Committed:
+        """Append ``events`` and remember ``keys``, all or nothing: positions increase in
+        the order given, after every position already taken. Raises ``IntegrityError``
+        when an event's (stream, version) or event id, or a key, is already taken."""
+        ...
+
+
+def outcome_of(event: EntryEvent, position: int, recorded_at: datetime) -> Outcome:
+    """The outcome of ``event``, appended at ``position`` at ``recorded_at``."""
+    return Outcome(
+        namespace=event.namespace,
+        key=event.key,
+        version=event.originator_version,
+        position=position,
+        recorded_at=recorded_at,
+        event_type=EVENT_TYPE_NAMES[type(event)],
+        document=event.document,
+        resolution=event.resolution,
+    )

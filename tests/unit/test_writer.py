@@ -1,0 +1,348 @@
+"""The writer's group commit over the in-memory event store: one append per batch, each
+command decided against the state the commands before it left, a refused command failing
+alone, idempotent retries answered from the first, stale writes merged by replay."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from concurrent.futures import Future
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from eventsourcing.persistence import OperationalError
+
+from nexus_ssot.ledger.domain import (
+    Command,
+    Context,
+    Delete,
+    EntryEvent,
+    Expectation,
+    Limits,
+    MergePatch,
+    Put,
+    configure,
+)
+from nexus_ssot.ledger.errors import (
+    EditConflict,
+    IdempotencyKeyReused,
+    InvalidInput,
+    NotFound,
+    PreconditionFailed,
+    Unavailable,
+)
+from nexus_ssot.ledger.event_store import Committed, Idempotency, IdempotencyRecord, Outcome
+from nexus_ssot.ledger.memory_store import MemoryEventStore
+from nexus_ssot.ledger.writer import GroupCommitWriter, Write
+
+NS = "orders"
+
+
+def context(**overrides: Any) -> Context:
+    fields: dict[str, Any] = {"event_id": uuid.uuid4(), "timestamp": datetime.now(UTC),
+                              "actor": "test", "correlation_id": "c"}
+    return Context(**{**fields, **overrides})
+
+
+class CountingStore(MemoryEventStore):
+    """Remembers how many events each append was given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.appends: list[int] = []
+
+    def append(self, events: Sequence[EntryEvent],
+               keys: Sequence[IdempotencyRecord] = ()) -> Committed:
+        self.appends.append(len(events))
+        return super().append(events, keys)
+
+
+@pytest.fixture()
+def store() -> CountingStore:
+    return CountingStore()
+
+
+@pytest.fixture()
+def writer(store: CountingStore) -> GroupCommitWriter:
+    return GroupCommitWriter(store, lambda _ns: Limits())
+
+
+def batch(writer: GroupCommitWriter, *items: tuple[Command, Context, Idempotency | None] | Write
+          ) -> list[Future[Any]]:
+    futures: list[Future[Any]] = writer.write_batch(list(items))
+    return futures
+
+
+def put(key: str, document: Any, if_match: int | None = None) -> Put:
+    return Put(NS, key, Expectation(if_match=if_match), document=document)
+
+
+# --- one batch, one append ------------------------------------------------------------
+
+
+def test_commands_to_one_key_in_one_batch_get_consecutive_versions(
+    writer: GroupCommitWriter, store: CountingStore
+) -> None:
+    futures = batch(writer,
+                    (put("k", {"n": 1}), context(), None),
+                    (put("k", {"n": 2}), context(), None),
+                    (put("other", {"n": 1}), context(), None),
+                    (put("k", {"n": 3}, if_match=2), context(), None),
+                    (MergePatch(NS, "k", patch={"m": 1}), context(), None))
+    outcomes: list[Outcome] = [f.result() for f in futures]
+    assert [(o.key, o.version) for o in outcomes] == [
+        ("k", 1), ("k", 2), ("other", 1), ("k", 3), ("k", 4)]
+    assert [o.position for o in outcomes] == [1, 2, 3, 4, 5]
+    assert outcomes[4].document == {"n": 3, "m": 1}
+    assert store.appends == [5]  # one append for the whole batch
+    assert [e.originator_version for e in store.events if e.key == "k"] == [1, 2, 3, 4]
+
+
+def test_a_refused_command_fails_alone_and_the_rest_of_its_batch_commits(
+    writer: GroupCommitWriter, store: CountingStore
+) -> None:
+    futures = batch(writer,
+                    (put("a", {"n": 1}), context(), None),
+                    (put("b", {"n": 1}, if_match=5), context(), None),
+                    (Delete(NS, "missing"), context(), None),
+                    (put("a", {"n": 2}, if_match=1), context(), None))
+    assert [futures[i].result().version for i in (0, 3)] == [1, 2]
+    with pytest.raises(PreconditionFailed) as refused:
+        futures[1].result()
+    assert refused.value.extra["current_version"] == 0
+    with pytest.raises(NotFound):
+        futures[2].result()
+    assert store.appends == [2]
+    assert store.current_states([(NS, "b")]) == {(NS, "b"): None}
+
+
+def test_a_refused_operation_fails_its_whole_atomic_request_only(
+    writer: GroupCommitWriter, store: CountingStore
+) -> None:
+    atomic = Write(((put("x", {"n": 1}), context()), (put("y", {"n": 1}, if_match=3),
+                                                       context())), atomic=True)
+    futures = batch(writer, atomic, (put("z", {"n": 1}), context(), None))
+    with pytest.raises(PreconditionFailed) as refused:
+        futures[0].result()
+    assert refused.value.extra["operation"] == 1
+    assert futures[1].result().version == 1
+    assert [e.key for e in store.events] == ["z"]
+    whole = batch(writer, Write(((put("x", {"n": 1}), context()),
+                                 (put("x", {"n": 2}, if_match=1), context())), atomic=True))
+    assert [o.version for o in whole[0].result()] == [1, 2]
+
+
+def test_a_stale_if_match_under_strict_is_refused_with_the_current_version(
+    writer: GroupCommitWriter, store: CountingStore
+) -> None:
+    batch(writer, (configure(NS, {"conflict_policy": "strict"}), context(), None),
+          (put("k", {"n": 1}), context(), None),
+          (put("k", {"n": 2}, if_match=1), context(), None))
+    stale, current = batch(writer, (put("k", {"n": 3}, if_match=1), context(), None),
+                           (put("k", {"n": 3}, if_match=2), context(), None))
+    with pytest.raises(PreconditionFailed) as refused:
+        stale.result()
+    assert (refused.value.code, refused.value.extra["current_version"]) == (
+        "version_conflict", 2)
+    assert current.result().version == 3
+
+
+# --- idempotency ----------------------------------------------------------------------
+
+
+def test_a_retried_key_gets_the_first_result_and_writes_nothing(
+    writer: GroupCommitWriter, store: CountingStore
+) -> None:
+    idem = Idempotency("test", "retry-me", b"h1")
+    first = batch(writer, (put("k", {"n": 1}), context(), idem))[0].result()
+    assert not first.replayed
+    other_request = Idempotency("test", "retry-me", b"h2")
+    again, reused = batch(writer, (put("k", {"n": 1}), context(), idem),
+                          (put("k", {"n": 9}), context(), other_request))
+    assert again.result() == Outcome(**{**first.__dict__, "replayed": True})
+    with pytest.raises(IdempotencyKeyReused):
+        reused.result()
+    assert len(store.events) == 1
+    assert sum(store.appends) == 1  # the second batch appended nothing
+
+
+def test_a_key_used_twice_in_one_batch_commits_once(
+    writer: GroupCommitWriter, store: CountingStore
+) -> None:
+    idem = Idempotency("test", "twice", b"h")
+    first, second = batch(writer, (put("k", {"n": 1}), context(), idem),
+                          (put("k", {"n": 1}), context(), idem))
+    assert (first.result().version, first.result().replayed) == (1, False)
+    assert (second.result().position, second.result().replayed) == (
+        first.result().position, True)
+    assert len(store.events) == 1
+
+
+def test_an_atomic_request_retried_gets_all_its_outcomes(
+    writer: GroupCommitWriter, store: CountingStore
+) -> None:
+    idem = Idempotency("test", "atomic", b"h")
+    request = Write(((put("a", {"n": 1}), context()), (put("b", {"n": 1}), context())),
+                    idem, atomic=True)
+    first = batch(writer, request)[0].result()
+    again = batch(writer, Write(request.ops, idem, atomic=True))[0].result()
+    assert [(o.key, o.version, o.replayed) for o in again] == [("a", 1, True),
+                                                               ("b", 1, True)]
+    assert [o.position for o in again] == [o.position for o in first]
+    assert len(store.events) == 2
+
+
+def test_the_retry_of_a_refused_request_is_refused_too(writer: GroupCommitWriter) -> None:
+    idem = Idempotency("test", "refused", b"h")
+    first, second = batch(writer, (put("k", {"n": 1}, if_match=4), context(), idem),
+                          (put("k", {"n": 1}, if_match=4), context(), idem))
+    for future in (first, second):
+        with pytest.raises(PreconditionFailed):
+            future.result()
+    # nothing was recorded under the key: a corrected request may use it
+    assert batch(writer, (put("k", {"n": 1}), context(), idem))[0].result().version == 1
+
+
+# --- merges by replay -----------------------------------------------------------------
+
+
+def test_a_stale_write_is_merged_over_the_versions_it_missed(
+    writer: GroupCommitWriter, store: CountingStore
+) -> None:
+    batch(writer, (put("k", {"a": 1, "b": 1}), context(), None))
+    batch(writer, (put("k", {"a": 2, "b": 1}, if_match=1), context(), None))
+    # stale (based on version 1) and in the same batch as another stale write
+    theirs, ours = batch(writer, (put("k", {"a": 2, "b": 1, "c": 1}, if_match=2), context(),
+                                  None),
+                         (put("k", {"a": 1, "b": 2}, if_match=1), context(), None))
+    assert theirs.result().version == 3
+    merged = ours.result()
+    assert merged.version == 4
+    assert merged.document == {"a": 2, "b": 2, "c": 1}
+    assert merged.resolution == {"policy": "merge", "base_version": 1, "rebased_over": [2, 3]}
+
+
+def test_a_stale_write_to_a_path_changed_since_is_an_edit_conflict(
+    writer: GroupCommitWriter, store: CountingStore
+) -> None:
+    batch(writer, (put("k", {"n": 1}), context(), None))
+    first, clash = batch(writer, (put("k", {"n": 2}, if_match=1), context(), None),
+                         (put("k", {"n": 3}, if_match=1), context(), None))
+    assert first.result().version == 2
+    with pytest.raises(EditConflict) as conflict:
+        clash.result()
+    assert conflict.value.extra["conflicts"] == [
+        {"path": "/n", "base": 1, "theirs": 2, "ours": 3}]
+
+
+def test_last_writer_wins_records_what_it_overwrote(writer: GroupCommitWriter) -> None:
+    batch(writer, (configure(NS, {"conflict_policy": "last-writer-wins"}), context(), None),
+          (put("k", {"n": 1}), context(), None), (put("k", {"n": 2}), context(), None))
+    outcome = batch(writer, (put("k", {"n": 3}, if_match=1), context(), None))[0].result()
+    assert (outcome.version, outcome.document) == (3, {"n": 3})
+    assert outcome.resolution == {"policy": "last-writer-wins", "expected_version": 1,
+                                  "overwritten_version": 2}
+
+
+# --- when the store says no -----------------------------------------------------------
+
+
+def test_another_writer_s_commit_is_caught_and_decided_again(store: CountingStore) -> None:
+    """Two writers over one store: the stale cache of one never refuses a write that the
+    store's own state accepts, and its stale acceptances are caught by the store."""
+    mine = GroupCommitWriter(store, lambda _ns: Limits())
+    other = GroupCommitWriter(store, lambda _ns: Limits())
+    batch(mine, (configure(NS, {"conflict_policy": "strict"}), context(), None))
+    assert batch(mine, (put("k", {"v": 1}), context(), None))[0].result().version == 1
+    assert batch(other, (put("k", {"v": 2}, if_match=1), context(), None))[0].result(
+        ).version == 2
+    based_on_2 = batch(mine, (put("k", {"v": 3}, if_match=2), context(), None))[0]
+    assert based_on_2.result().version == 3
+    assert batch(other, (put("k", {"v": 4}), context(), None))[0].result().version == 4
+    # mine believes version 3 is current: the store refuses its version 4, and the
+    # command alone is decided again on the store's state
+    together = batch(mine, (put("k", {"v": 5}), context(), None),
+                     (put("j", {"v": 1}), context(), None))
+    assert [f.result().version for f in together] == [5, 1]
+    stale = batch(mine, (put("k", {"v": 6}, if_match=3), context(), None))[0]
+    with pytest.raises(PreconditionFailed):
+        stale.result()
+    assert [e.originator_version for e in store.events if e.key == "k"] == [1, 2, 3, 4, 5]
+
+
+def test_a_value_the_store_refuses_fails_only_its_own_write(
+    writer: GroupCommitWriter, store: CountingStore
+) -> None:
+    futures = batch(writer, (put("a", {"n": 1}), context(), None),
+                    (put("b", {"n": 1}), context(reason="a\x00b"), None),
+                    (put("c", {"n": 1}), context(), None))
+    assert [futures[i].result().version for i in (0, 2)] == [1, 1]
+    with pytest.raises(InvalidInput) as refused:
+        futures[1].result()
+    assert refused.value.code == "unstorable_value"
+    assert sorted(e.key for e in store.events) == ["a", "c"]
+
+
+class DropsAfterCommit(MemoryEventStore):
+    """Appends, then reports the connection lost, once."""
+
+    dropped = False
+
+    def append(self, events: Sequence[EntryEvent],
+               keys: Sequence[IdempotencyRecord] = ()) -> Committed:
+        committed = super().append(events, keys)
+        if not self.dropped:
+            self.dropped = True
+            raise OperationalError("server closed the connection unexpectedly")
+        return committed
+
+
+def test_a_commit_hidden_by_a_lost_connection_is_reported_as_done() -> None:
+    store = DropsAfterCommit()
+    writer = GroupCommitWriter(store, lambda _ns: Limits())
+    futures = batch(writer, (put("a", {"n": 1}), context(), None),
+                    (put("b", {"n": 1}), context(), None),
+                    (put("a", {"n": 2}, if_match=7), context(), None))
+    assert store.dropped
+    assert [f.result().version for f in futures[:2]] == [1, 1]
+    with pytest.raises(PreconditionFailed):
+        futures[2].result()
+    assert len(store.events) == 2  # committed once, reported once
+
+
+class Unreachable(MemoryEventStore):
+    def append(self, events: Sequence[EntryEvent],
+               keys: Sequence[IdempotencyRecord] = ()) -> Committed:
+        raise OperationalError("connection refused")
+
+
+def test_an_unavailable_store_fails_the_batch_as_unavailable() -> None:
+    store = Unreachable()
+    writer = GroupCommitWriter(store, lambda _ns: Limits())
+    futures = batch(writer, (put("a", {"n": 1}), context(), None),
+                    (put("b", {"n": 1}), context(), None))
+    for future in futures:
+        with pytest.raises(Unavailable):
+            future.result()
+    assert store.events == []
+
+
+# --- the writer thread ----------------------------------------------------------------
+
+
+def test_the_writer_thread_drains_its_queue_into_one_batch(store: CountingStore) -> None:
+    commits: list[int] = []
+    writer = GroupCommitWriter(store, lambda _ns: Limits(),
+                               on_commit=lambda n, _seconds: commits.append(n))
+    futures: list[Future[Any]] = [writer.submit(put("k", {"n": n}), context())
+                                  for n in range(1, 6)]
+    futures.append(writer.submit_all([(put("j", {"n": 1}), context()),
+                                      (put("j", {"n": 2}), context())]))
+    writer.start()  # everything above is drained as one batch
+    writer.stop()
+    assert [f.result(10).version for f in futures[:5]] == [1, 2, 3, 4, 5]
+    assert [o.version for o in futures[5].result(10)] == [1, 2]
+    assert store.appends == commits == [7]
+    with pytest.raises(Unavailable):
+        writer.submit(put("k", {"n": 6}), context()).result(10)
