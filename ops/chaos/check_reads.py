@@ -18,7 +18,7 @@ def _epoch(text: str) -> float:
 
 
 def check_reads(log: Log, found: Findings,
-                 ops: list[tuple[dict[str, Any], dict[str, Any] | None]]) -> None:
+                ops: list[tuple[dict[str, Any], dict[str, Any] | None]]) -> None:
     """Every read saw a state of the log; time-travel reads the log's state at their
     point; current reads every write acknowledged before they were sent, and no write
     sent after they completed."""

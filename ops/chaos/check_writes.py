@@ -27,7 +27,7 @@ def _items(invoke: dict[str, Any], answer: Any) -> list[tuple[dict[str, Any], An
 
 
 def check_write(log: Log, found: Findings, invoke: dict[str, Any],
-                 complete: dict[str, Any] | None) -> None:
+                complete: dict[str, Any] | None) -> None:
     idem = invoke["idempotency_key"]
     landed = log.by_idem.get(idem, [])
     outcome = complete["outcome"] if complete else "info"
