@@ -18,8 +18,8 @@ import httpx
 import orjson
 import pytest
 
-from nexus_ssot.ops.chaos_check import check, server_errors
-from nexus_ssot.ops.chaos_nemesis import KINDS, schedule
+from nexus_ssot.ops.chaos.checker import check, server_errors
+from nexus_ssot.ops.chaos.nemesis import KINDS, schedule
 
 SEED = 20261127
 
@@ -380,12 +380,12 @@ def test_a_merge_onto_a_deleted_base_expects_the_whole_document() -> None:
     """Found by a CI run: a stale revert merged over a deletion (base: the deleted version;
     since then the same revert by another client) was called a lost change, because the
     deleted base's root leaf, visited in set order, wiped leaves already laid."""
-    from nexus_ssot.ops.chaos_check import _overlay
+    from nexus_ssot.ops.chaos.check_writes import overlay
 
     doc = {"client": 4, "op": "c4-7.2", "r": 704848, "tags": ["e", "d"], "j10": "c10-6"}
-    assert _overlay(doc, None, doc) == doc
-    assert _overlay({"x": 1}, None, doc) == doc  # the ledger's merge: ours at the root
-    assert _overlay({"a": {"b": 1, "c": 2}}, {"a": {"b": 1}}, {"a": 5}) == {"a": 5}
+    assert overlay(doc, None, doc) == doc
+    assert overlay({"x": 1}, None, doc) == doc  # the ledger's merge: ours at the root
+    assert overlay({"a": {"b": 1, "c": 2}}, {"a": {"b": 1}}, {"a": 5}) == {"a": 5}
 
 
 def _cloudevent(p: int) -> bytes:

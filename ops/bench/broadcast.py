@@ -1,4 +1,4 @@
-"""The broadcast half of ``make bench``: raw JetStream beside the ledger's broadcaster.
+"""Steps (f)-(h) of ``make bench``: raw JetStream beside the ledger's broadcaster.
 
 - raw JetStream: publish → push-delivery latency at a steady rate, and publish
   throughput with 64 acknowledgements in flight (the practical limits here);
@@ -22,18 +22,7 @@ from nats.js.api import DeliverPolicy, StreamConfig
 
 from nexus_ssot.ledger.broadcaster import Broadcaster
 
-HOST = "127.0.0.1"
-
-
-def _quantiles(samples_ms: list[float]) -> dict[str, float | None]:
-    if not samples_ms:
-        return {"p50_ms": None, "p99_ms": None, "max_ms": None}
-    ordered = sorted(samples_ms)
-
-    def at(q: float) -> float:
-        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 3)
-
-    return {"p50_ms": at(0.50), "p99_ms": at(0.99), "max_ms": round(ordered[-1], 3)}
+from .measuring import HOST, HttpConnection, latency_quantiles
 
 
 async def jetstream_baseline(nats_url: str, seconds: float, rate: int = 1000,
@@ -71,7 +60,7 @@ async def jetstream_baseline(nats_url: str, seconds: float, rate: int = 1000,
 
         await asyncio.gather(*(one() for _ in range(burst)))
         throughput = burst / (time.perf_counter() - started)
-        return {"delivery": _quantiles(latencies), "delivered": len(latencies),
+        return {"delivery": latency_quantiles(latencies), "delivered": len(latencies),
                 "publish_per_s_64_in_flight": round(throughput)}
     finally:
         await js.delete_stream(stream)
@@ -83,8 +72,6 @@ async def commit_to_delivery(api_port: int, nats_url: str, stream: str, prefix: 
                              connections: int = 16) -> dict[str, Any]:
     """Steady ``rate`` PUTs/s over HTTP; latency from each event's commit (database
     clock) to its delivery to a JetStream subscriber of the ledger's stream."""
-    from nexus_ssot.ops.bench import HttpConnection
-
     nc = await nats.connect(nats_url)
     js = nc.jetstream()
     latencies: list[float] = []
@@ -133,8 +120,8 @@ async def commit_to_delivery(api_port: int, nats_url: str, stream: str, prefix: 
     # the HTTP answer: measured from both ends, the truth lies in between.
     after_ack = [(delivered[i] - acked[i]) * 1000 for i in delivered if i in acked]
     return {"writes": total, "writes_per_s": round(total / elapsed), "statuses": statuses,
-            "delivered": len(latencies), "delivery": _quantiles(latencies),
-            "delivery_after_http_ack": _quantiles(after_ack)}
+            "delivered": len(latencies), "delivery": latency_quantiles(latencies),
+            "delivery_after_http_ack": latency_quantiles(after_ack)}
 
 
 async def catch_up(database_url: str, nats_url: str) -> dict[str, Any]:

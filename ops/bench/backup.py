@@ -4,7 +4,7 @@ over a log of a stated size.
 - (o) a log of 200,000 events (quick run: 50,000) in a database of the step's own: 20,000
   entries of four namespaces, each written ~10 times, its versions spread over the log,
   ~150-byte configuration documents, 20 actors, written through the ledger's writer
-  (``bench_history``'s seeding: two processes, batches of 2,000); then its Merkle leaves
+  (``seeding``: two processes, batches of 2,000); then its Merkle leaves
   and a signed digest every 1,000 events, recorded by the digester (in the bench's
   process, Ed25519 key of its own, nothing published), and VACUUM ANALYZE. Then, each
   run as the operator runs it (its own process, ``--json``), timed by what it reports:
@@ -37,9 +37,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from .bench import CpuMeter, say, with_database
-from .bench_history import SeedShape, _seed_log
-from .bench_projections import _cpu, _measured
+from .database import with_database
+from .measuring import CpuMeter, cpu_shares, measured, say
+from .seeding import SeedShape, seed_log
 
 EVENTS, EVENTS_QUICK = 200_000, 50_000
 KEYS, KEYS_QUICK = 20_000, 4_000  # ~10 versions per entry
@@ -119,8 +119,8 @@ def _seed(database_url: str, events: int, keys: int) -> dict[str, Any]:
     token = secrets.token_hex(3)
     shape = SeedShape(tuple(f"backup{token}-{n}" for n in range(NAMESPACES)), keys=keys,
                       wide=True)
-    seed_s = _seed_log(database_url, shape, events,
-                       [f"actor{n:02d}-{token}" for n in range(ACTORS)], f"rare-{token}")
+    seed_s = seed_log(database_url, shape, events,
+                      [f"actor{n:02d}-{token}" for n in range(ACTORS)], f"rare-{token}")
     started = time.perf_counter()
     asyncio.run(_digest(database_url, events))
     digest_s = time.perf_counter() - started
@@ -165,7 +165,7 @@ def run_all(database_url: str, meter: CpuMeter, *, events: int = EVENTS,
             f"{report['log']['digest_s']} s ({report['log']['digests']} digests)")
 
         def step(name: str, *args: str, url: str) -> dict[str, Any]:
-            (answer, wall), cpu = _measured(meter, functools.partial(
+            (answer, wall), cpu = measured(meter, functools.partial(
                 _ssot, *args, database_url=url, timeout=timeout), children_are_load=True)
             return {"answer": answer, "wall_s": round(wall, 2), "cpu": cpu}
 
@@ -271,7 +271,7 @@ def summarize(report: dict[str, Any], *, quick: bool = False) -> list[str]:
              "|---|---:|---:|---:|---|---|"]
     for row in rows:
         lines.append(f"| {row['step']} | {row['value']:,.0f} {row['unit']} "
-                     f"| {row['seconds']:,} | {_cpu(row['cpu']) if row['cpu'] else ''} "
+                     f"| {row['seconds']:,} | {cpu_shares(row['cpu']) if row['cpu'] else ''} "
                      f"| {row['target']} | {row['status']} |")
     lines += ["", f"(o) seeded {log['events']:,} events through the writer in {log['seed_s']} "
               f"s ({log['seed_events_per_s']:,}/s) and digested them in {log['digest_s']} s; "

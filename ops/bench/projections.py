@@ -1,8 +1,8 @@
 """The projections part of ``make bench``: rebuilding views from the log, beside the plain
 library's notification log read, and the live lag of an asynchronous view.
 
-- (m) a log of 1M events is written through the ledger's writer (``bench_history``'s
-  seeding: two processes, batches of 2,000) in a realistic shape: 100k entries of four
+- (m) a log of 1M events is written through the ledger's writer (``seeding``: two
+  processes, batches of 2,000) in a realistic shape: 100k entries of four
   namespaces, each written ~10 times, its versions spread over the log (each key comes
   back every 100k events), ~150-byte configuration documents. In the full run this comes
   on top of the log the earlier steps wrote (the history part's 1M events among them),
@@ -36,18 +36,25 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 import psycopg
 
-from .bench import _NETWORK_ERRORS, HOST, Cpu, CpuMeter, HttpConnection, say
-from .bench_broadcast import _quantiles
-from .bench_history import SeedShape, _quiesce, _seed_log
+from .measuring import (
+    HOST,
+    NETWORK_ERRORS,
+    CpuMeter,
+    HttpConnection,
+    cpu_shares,
+    latency_quantiles,
+    measured,
+    say,
+)
+from .seeding import SeedShape, quiesce, seed_log
 
 EVENTS, EVENTS_QUICK = 1_000_000, 200_000
 KEYS, KEYS_QUICK = 100_000, 20_000  # ~10 versions per entry
@@ -146,7 +153,7 @@ async def _steady(spec: SteadySpec) -> SteadyResult:
                        f"Content-Length: {len(body)}\r\n\r\n").encode() + body
             try:
                 status, _ = await conn.exchange(request)
-            except _NETWORK_ERRORS as e:
+            except NETWORK_ERRORS as e:
                 problems.append(f"PUT: {e!r}")
                 conn.close()
                 continue
@@ -237,17 +244,6 @@ class TrackingPoller(threading.Thread):
 # --- the steps -----------------------------------------------------------------------------
 
 
-T = TypeVar("T")
-
-
-def _measured(meter: CpuMeter, work: Callable[[], T], *, children_are_load: bool = False
-              ) -> tuple[T, dict[str, Any]]:
-    cpu: list[Cpu] = []
-    with meter.measure(cpu.append, children_are_load=children_are_load):
-        result = work()
-    return result, asdict(cpu[0])
-
-
 def _log_shape(database_url: str) -> dict[str, Any]:
     with psycopg.connect(database_url) as conn:
         row = conn.execute("SELECT count(*), count(DISTINCT originator_id),"
@@ -292,7 +288,7 @@ def live_lag(port: int, database_url: str, meter: CpuMeter, pool: ProcessPoolExe
     poller.ready.wait(10)
     spec = SteadySpec(port, namespace, LAG_RATE, seconds)
     try:
-        steady, cpu = _measured(meter, lambda: pool.submit(run_steady, spec).result(
+        steady, cpu = measured(meter, lambda: pool.submit(run_steady, spec).result(
             timeout=seconds + 120))
         with psycopg.connect(database_url) as conn:
             rows = conn.execute(
@@ -320,7 +316,8 @@ def live_lag(port: int, database_url: str, meter: CpuMeter, pool: ProcessPoolExe
     del report["answered_at"]
     return {"view": LAG_VIEW, "namespace": namespace, "load": report, "cpu": cpu,
             "events": len(rows), "unseen": unseen, "caught_up": caught_up,
-            "from_commit": _quantiles(from_commit), "from_http_answer": _quantiles(from_answer),
+            "from_commit": latency_quantiles(from_commit),
+            "from_http_answer": latency_quantiles(from_answer),
             "polls": poller.polls,
             "mean_poll_interval_ms": round(poller.seconds / poller.polls * 1000, 2)
             if poller.polls else None, "poller_error": poller.error}
@@ -335,9 +332,9 @@ def run_all(port: int, database_url: str, meter: CpuMeter, pool: ProcessPoolExec
     report: dict[str, Any] = {}
     say(f"(m) seeding {events:,} events ({keys:,} entries of {NAMESPACES} namespaces, "
         f"~{events // keys} versions each, spread over the log) through the writer")
-    seed_s = _seed_log(database_url, shape, events, actors, f"rare-{token}")
+    seed_s = seed_log(database_url, shape, events, actors, f"rare-{token}")
     say(f"(m) seeded in {seed_s:.1f} s ({events / seed_s:,.0f}/s)")
-    quiet = _quiesce(database_url)
+    quiet = quiesce(database_url)
     report["seeding"] = {"events_seeded": events, "keys": keys, "namespaces": NAMESPACES,
                          "seconds": round(seed_s, 1), "events_per_s": round(events / seed_s),
                          **quiet}
@@ -347,7 +344,7 @@ def run_all(port: int, database_url: str, meter: CpuMeter, pool: ProcessPoolExec
         f"{quiet['vacuum_analyze_s']} s")
 
     say(f"(m) the plain library reads the log (select_notifications, pages of {LIBRARY_PAGE})")
-    library, cpu = _measured(meter, lambda: pool.submit(library_read, database_url).result(
+    library, cpu = measured(meter, lambda: pool.submit(library_read, database_url).result(
         timeout=1800))
     report["library_read"] = {**library, "cpu": cpu}
     say(f"(m) library: {library['events']:,} events in {library['seconds']} s "
@@ -358,7 +355,7 @@ def run_all(port: int, database_url: str, meter: CpuMeter, pool: ProcessPoolExec
     timeout = report["log"]["events"] / 2000 + 300
     for view in REBUILT_VIEWS:
         say(f"(m) ssot replay views --view {view}")
-        done, cpu = _measured(meter, functools.partial(rebuild_view, database_url, view,
+        done, cpu = measured(meter, functools.partial(rebuild_view, database_url, view,
                                                        timeout), children_are_load=True)
         rebuilds[view] = {**done, "cpu": cpu}
         say(f"(m) {view}: {done['events']:,} events in {done['seconds']} s "
@@ -373,12 +370,6 @@ def run_all(port: int, database_url: str, meter: CpuMeter, pool: ProcessPoolExec
 
 
 # --- reporting -----------------------------------------------------------------------------
-
-
-def _cpu(cpu: dict[str, Any]) -> str:
-    """"server / PostgreSQL / client / other" CPU of a step, in % of one core."""
-    return " / ".join("—" if cpu.get(k) is None else f"{cpu[k]:.0f}"
-                      for k in ("server", "postgres", "load", "other"))
 
 
 def evaluate(report: dict[str, Any], *, quick: bool = False) -> list[dict[str, Any]]:
@@ -447,7 +438,7 @@ def summarize(report: dict[str, Any], *, quick: bool = False) -> list[str]:
         p50 = "" if row.get("p50_ms") is None else str(row["p50_ms"])
         p99 = "" if row.get("p99_ms") is None else str(row["p99_ms"])
         lines.append(f"| {row['step']} | {value} | {seconds} | {p50} | {p99} | {ratio} "
-                     f"| {_cpu(row['cpu']) if row['cpu'] else ''} | {row['target']} "
+                     f"| {cpu_shares(row['cpu']) if row['cpu'] else ''} | {row['target']} "
                      f"| {row['status']} |")
     load = lag["load"]
     lines += ["", f"(m) seeded {seeding['events_seeded']:,} events ({seeding['keys']:,} "

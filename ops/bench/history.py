@@ -9,12 +9,10 @@
   filter, and a busier actor), and for one namespace (not selective).
 
 Everything is written first, through the ledger's own write path (``GroupCommitWriter``
-in this process for (i) and (j), in two processes of the bench's own for the bulk of (k);
-large batches, the same ``ssot_append`` as the server's writer, so the inline views and
-their indexes are real), then measured on a quiet system: the reads wait until the
-server's broadcaster has published every seeded event to NATS and its asynchronous views
-have folded them, and the bench runs VACUUM ANALYZE on the bulk load (autovacuum would
-otherwise do it at a moment of its choosing, possibly under the timed reads).
+in this process for (i) and (j), in two processes of the bench's own for the bulk of (k):
+``seeding``), then measured on a quiet system: the reads wait until the server's
+broadcaster has published every seeded event to NATS and its asynchronous views have
+folded them, and the bench runs VACUUM ANALYZE on the bulk load.
 
 Each latency is one HTTP round trip against the running server, sequential on one
 keep-alive connection, sent by the bench's hand-written HTTP/1.1 client (the one the load
@@ -28,15 +26,13 @@ from __future__ import annotations
 
 import gc
 import http.client
-import multiprocessing
 import secrets
 import time
 import uuid
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote, urlencode
 
 import orjson
@@ -47,28 +43,14 @@ from nexus_ssot.ledger.event_store import Outcome
 from nexus_ssot.ledger.store import LedgerApplication, open_application
 from nexus_ssot.ledger.writer import GroupCommitWriter
 
-if TYPE_CHECKING:
-    from .bench import Cpu, CpuMeter
+from .measuring import HOST, Cpu, CpuMeter, HttpConnection, say
+from .seeding import SEED_BATCH, SEED_WRITERS, SeedShape, quiesce, seed_log
 
-HOST = "127.0.0.1"
 READS = 1000  # timed reads per (i) series
 AUDIT_READS = 200  # timed reads per (k) query
 WARMUP = 50  # untimed requests on the connection first
-SEED_BATCH = 2000  # commands per write_batch (one ssot_append each)
-SEED_WRITERS = 2  # processes, one writer each, on disjoint keys
 BUSY_ACTORS = 50  # the seeded events' actors, round robin (2 % of the events each)
-RARE_EVERY = 5000  # one seeded event in this many is by the rare actor
 AUDIT_EVENTS, AUDIT_EVENTS_QUICK = 1_000_000, 200_000
-QUIET_TIMEOUT = 600.0  # seconds to wait for the broadcaster to catch up
-# A prime that divides no key count made of 2s and 5s (the seeding's keys are multiples of
-# 4,000): n -> n * SCATTER mod keys is a permutation of the keys.
-SCATTER = 48_271
-
-
-def say(message: str) -> None:
-    from .bench import say as bench_say
-
-    bench_say(message)
 
 
 def _context(actor: str, correlation_id: str = "bench") -> Context:
@@ -92,132 +74,15 @@ def _write(writer: GroupCommitWriter, commands: list[Put], actor: str) -> list[O
     return outcomes
 
 
-@dataclass(frozen=True)
-class SeedShape:
-    """What a bulk seeding writes. With ``keys`` 0, event ``i`` creates key ``k/<i>`` (keys
-    in log order). Otherwise entry ``n = i % keys`` is written again every ``keys`` events
-    (its versions spread over the log), in namespace ``namespaces[n % len(namespaces)]``,
-    under a key name scattered over the key space (``n * SCATTER mod keys``: a real log
-    does not write its keys in their sort order). The document is ``{"i": i}``, or with
-    ``wide`` a ~150-byte configuration document."""
-
-    namespaces: tuple[str, ...]
-    keys: int = 0
-    wide: bool = False
-
-    def command(self, i: int) -> Put:
-        n = i % self.keys if self.keys else i
-        name = n * SCATTER % self.keys if self.keys else n
-        document: dict[str, Any] = {"i": i}
-        if self.wide:
-            document.update({"service": f"svc-{n % 97:02d}", "region": "eu-west-1",
-                             "host": f"db-{n % 1000:03d}.internal", "port": 5432,
-                             "pool": {"min": 2, "max": 32}, "flags": ["tls", "audit"]})
-        return Put(self.namespaces[n % len(self.namespaces)], f"k/{name:08d}",
-                   document=document)
-
-
-def _seed_part(database_url: str, shape: SeedShape, count: int, part: int, parts: int,
-               busy: Sequence[str], rare: str) -> int:
-    """Part ``part`` of ``parts`` of the seeding (every ``parts``-th batch), by one writer
-    of its own (in its own process); the number of events it appended."""
-    app = open_application(database_url, pool_size=1)
-    writer = GroupCommitWriter(app, lambda _ns: Limits(), max_batch=SEED_BATCH, cache_size=0)
-    written = 0
-    try:
-        for start in range(part * SEED_BATCH, count, parts * SEED_BATCH):
-            now = datetime.now(UTC)
-            futures = writer.write_batch([
-                (shape.command(i),
-                 Context(event_id=uuid.uuid4(), timestamp=now,
-                         actor=rare if i % RARE_EVERY == 0 else busy[i % len(busy)],
-                         correlation_id=f"seed-{i // SEED_BATCH}"), None)
-                for i in range(start, min(count, start + SEED_BATCH))])
-            for future in futures:
-                future.result()
-            written += len(futures)
-    finally:
-        app.close()
-    return written
-
-
-def _seed_log(database_url: str, shape: SeedShape, count: int, busy: Sequence[str],
-              rare: str) -> float:
-    """Append ``count`` events of ``shape``, by the ``busy`` actors in turn and one in
-    ``RARE_EVERY`` by ``rare``, through ``SEED_WRITERS`` writers in processes of their own
-    (the writer's Python side is most of the work: threads would share one core); return
-    the seconds it took. The writers own disjoint keys (a key's versions stay in order)."""
-    if shape.keys and (shape.keys % (SEED_BATCH * SEED_WRITERS) or shape.keys % SCATTER == 0):
-        raise ValueError(f"keys must be a multiple of {SEED_BATCH * SEED_WRITERS:,}"
-                         f" and not of {SCATTER:,}")
-    started = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=SEED_WRITERS,
-                             mp_context=multiprocessing.get_context("spawn")) as pool:
-        parts = [pool.submit(_seed_part, database_url, shape, count, part, SEED_WRITERS,
-                             list(busy), rare) for part in range(SEED_WRITERS)]
-        written = sum(part.result() for part in parts)
-    assert written == count, (written, count)
-    return time.perf_counter() - started
-
-
 def _count_events(database_url: str) -> int:
     with psycopg.connect(database_url) as conn:
         row = conn.execute("SELECT count(*) FROM entry_history").fetchone()
     return int(row[0]) if row else 0
 
 
-def _followers(conn: psycopg.Connection[tuple[Any, ...]]) -> tuple[int, dict[str, int]]:
-    """The log's head and the position of each process that follows it: the broadcaster
-    (the furthest saved position: a finished catch-up bench broadcaster stays behind) and
-    each asynchronous view."""
-    row = conn.execute(
-        "SELECT (SELECT coalesce(max(position), 0) FROM entry_history),"
-        " (SELECT max(position) FROM broadcaster_positions),"
-        " to_regclass('projection_tracking') IS NOT NULL").fetchone()
-    assert row is not None
-    positions = {} if row[1] is None else {"broadcaster": int(row[1])}
-    if row[2]:
-        for name, position in conn.execute(
-                "SELECT application_name, notification_id FROM projection_tracking"):
-            positions[f"view {name}"] = int(position)
-    return int(row[0]), positions
-
-
-def _quiesce(database_url: str) -> dict[str, Any]:
-    """Wait until the broadcaster and the views have caught up with the log (or stopped
-    moving), then VACUUM ANALYZE what the bulk load wrote; the seconds each took."""
-    started = time.perf_counter()
-    caught_up: dict[str, float] = {}
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        last: dict[str, int] = {}
-        moved = time.monotonic()
-        while time.perf_counter() - started < QUIET_TIMEOUT:
-            head, positions = _followers(conn)
-            behind = {name: at for name, at in positions.items() if at < head}
-            for name in positions.keys() - behind.keys() - caught_up.keys():
-                caught_up[name] = round(time.perf_counter() - started, 1)
-            if not behind:
-                break
-            if behind != last:
-                last, moved = behind, time.monotonic()
-            elif time.monotonic() - moved > 15:
-                say(f"not waiting for {behind} (the head is {head:,}): they stopped moving")
-                break
-            time.sleep(0.5)
-        wait_s = time.perf_counter() - started
-        started = time.perf_counter()
-        for table in ("entry_history", "entries", "ssot_events"):
-            conn.execute(f"VACUUM (ANALYZE) {table}")
-        vacuum_s = time.perf_counter() - started
-    return {"followers_wait_s": round(wait_s, 1), "followers_caught_up_s": caught_up,
-            "vacuum_analyze_s": round(vacuum_s, 1)}
-
-
 async def _timed_gets(port: int, target: str, n: int) -> list[float]:
     """``n`` sequential GETs of ``target`` on one keep-alive connection, after ``WARMUP``
     untimed ones; milliseconds each."""
-    from .bench import HttpConnection
-
     conn = HttpConnection(port)
     request = f"GET {target} HTTP/1.1\r\nHost: {HOST}:{port}\r\n\r\n".encode()
     samples: list[float] = []
@@ -301,11 +166,11 @@ def run_all(port: int, database_url: str, entries: int, *,
         extra = max(0, audit_events - before)
         say(f"(k) seeding {extra:,} events through the writer ({SEED_WRITERS} processes, "
             f"batches of {SEED_BATCH:,}) on top of {before:,}")
-        seed_s = (_seed_log(database_url, SeedShape((audit_ns,)), extra, busy, rare)
+        seed_s = (seed_log(database_url, SeedShape((audit_ns,)), extra, busy, rare)
                   if extra else 0.0)
         say(f"(k) seeded {extra:,} events in {seed_s:.1f} s ({extra / seed_s:,.0f}/s)"
             if seed_s > 0 else "(k) nothing to seed")
-        quiet = _quiesce(database_url)
+        quiet = quiesce(database_url)
         say(f"quiet after {quiet['followers_wait_s']} s (caught up after: "
             f"{_seconds(quiet['followers_caught_up_s'])}), VACUUM ANALYZE "
             f"{quiet['vacuum_analyze_s']} s")

@@ -1,0 +1,220 @@
+"""The results of ``make bench``: the main table (steps (a)-(e) and (l) against their
+targets), the CPU table, the other steps' own tables after them, and the results files
+(``bench-<UTC timestamp>.json`` and ``.md``, copied to ``latest.*`` unless the run was
+partial).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .http_load import GET_CONNECTIONS, RSS_WRITES, RSS_WRITES_QUICK
+from .library import LIBRARY_THREADS
+from .measuring import fmt
+from .pgbench import PGBENCH_CLIENTS, PGBENCH_THREADS
+
+# Targets from the issue.
+PUT16_RATIO, PUT16_P99_MS, PUT64_RATIO, GET_RPS, RSS_MB = 2.0, 50.0, 2.5, 3000.0, 300.0
+CHAIN_RATIO = 0.90  # the hash chain costs < 10 % of write throughput
+
+
+def evaluate(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per table line: what was measured, the target and whether it was met."""
+    library = report.get("library", {}).get("saves_per_s") or None
+    http: dict[str, Any] = report.get("http", {})
+    server: dict[str, Any] = report.get("server", {})
+    pgbench: dict[str, Any] = report.get("pgbench", {})
+    quick = report.get("quick", False)
+    rows: list[dict[str, Any]] = []
+
+    def ratio(rate: float | None) -> float | None:
+        return round(rate / library, 2) if rate and library else None
+
+    def clean(step: dict[str, Any]) -> bool:
+        return bool(step.get("non_2xx", 1) == 0 and step.get("errors", 1) == 0)
+
+    if pgbench:
+        pgbench_step = f"(a) pgbench 1-row INSERT, {PGBENCH_CLIENTS} clients -j {PGBENCH_THREADS}"
+        rows.append({"step": pgbench_step,
+                     "value": pgbench.get("tps"), "unit": "tx/s", "target": "baseline",
+                     "passed": None, "note": pgbench.get("error")})
+    if "library" in report:
+        rows.append({"step": f"(b) eventsourcing save() 1 event, {LIBRARY_THREADS} threads",
+                     "value": library, "unit": "saves/s", "target": "baseline",
+                     "passed": None, "p50_ms": report["library"].get("p50_ms"),
+                     "p99_ms": report["library"].get("p99_ms")})
+    for label, connections in (("put_1", 1), ("put_16", 16), ("put_64", 64)):
+        step = http.get(label)
+        if step is None:
+            continue
+        rate, p99 = step["requests_per_s"], step["p99_ms"]
+        row = {"step": f"(c) PUT If-Match @{connections}", "value": rate, "unit": "req/s",
+               "p50_ms": step["p50_ms"], "p99_ms": p99, "non_2xx": step["non_2xx"],
+               "ratio": ratio(rate), "mean_batch": step.get("mean_batch")}
+        r = ratio(rate)
+        if connections == 16:
+            row["target"] = f"≥ {PUT16_RATIO}x library, p99 < {PUT16_P99_MS:g} ms, 0 non-2xx"
+            row["passed"] = bool(r is not None and r >= PUT16_RATIO and p99 is not None
+                                 and p99 < PUT16_P99_MS and clean(step))
+        elif connections == 64:
+            row["target"] = f"≥ {PUT64_RATIO}x library, 0 non-2xx"
+            row["passed"] = bool(r is not None and r >= PUT64_RATIO and clean(step))
+        else:
+            row["target"] = "0 non-2xx"
+            row["passed"] = clean(step)
+        rows.append(row)
+    step = http.get("get_16")
+    if step is not None:
+        rows.append({"step": f"(d) GET one entry @{GET_CONNECTIONS}",
+                     "value": step["requests_per_s"], "unit": "req/s", "p50_ms": step["p50_ms"],
+                     "p99_ms": step["p99_ms"], "non_2xx": step["non_2xx"],
+                     "target": f"≥ {GET_RPS:,.0f} req/s, 0 non-2xx",
+                     "passed": step["requests_per_s"] >= GET_RPS and clean(step)})
+    if "rss_mb" in server:
+        writes = server.get("acknowledged_writes", 0)
+        rss_load = http.get("rss_load", {})
+        enough = writes >= (RSS_WRITES_QUICK if quick else RSS_WRITES)
+        note = "quick run: 20k writes only" if quick else None
+        if not enough:
+            note = f"only {writes:,} writes acknowledged"
+        # All the server's processes (HTTP workers, the writer), not only the first one.
+        rss_mb = server.get("tree_rss_mb") or server["rss_mb"]
+        rows.append({"step": f"(e) server RSS, all its processes, after {writes:,} writes",
+                     "value": rss_mb,
+                     "unit": "MB", "target": f"< {RSS_MB:g} MB after 100k writes",
+                     "non_2xx": rss_load.get("non_2xx"),
+                     "passed": bool(rss_mb is not None and rss_mb < RSS_MB
+                                    and enough and (not rss_load or clean(rss_load))),
+                     "note": note})
+    chain: dict[str, Any] = report.get("hash_chain", {})
+    if chain:
+        on, off = chain["on"], chain["off"]
+        step = f"(l) writer in-process, If-Match PUTs in batches of {chain['batch']}"
+        for label, side in (("hash chain off", off), ("hash chain on", on)):
+            rows.append({"step": f"{step}, {label}", "value": side["commands_per_s"],
+                         "unit": "writes/s", "p50_ms": side["batch_p50_ms"],
+                         "p99_ms": side["batch_p99_ms"], "non_2xx": side["errors"],
+                         "ratio": ratio(side["commands_per_s"]), "mean_batch": chain["batch"],
+                         "target": "baseline", "passed": None})
+        median = chain.get("median_slot_ratio")
+        rows[-1]["target"] = (f"≥ {CHAIN_RATIO:.2f}x chain off, median of the slots' "
+                              "ratios (costs < 10 %)")
+        rows[-1]["passed"] = bool(median is not None and median >= CHAIN_RATIO
+                                  and on["errors"] == 0 and off["errors"] == 0)
+        rows[-1]["note"] = (f"median {median:.3f}x chain off over "
+                            f"{len(chain['slot_ratios'])} slots (range "
+                            f"{chain['slot_ratio_range'][0]:.3f} to "
+                            f"{chain['slot_ratio_range'][1]:.3f}), totals "
+                            f"{chain['ratio']:.3f}x" if median and chain["ratio"] else None)
+    return rows
+
+
+def markdown(report: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    machine = report["machine"]
+    git = machine.get("git") or {}
+    commit = (git.get("commit") or "no commit")[:12] + (" (dirty)" if git.get("dirty") else "")
+    lines = [
+        f"# NEXUS SSOT Ledger bench — {report['started_at']}",
+        "",
+        f"{machine['nproc']} CPUs ({machine.get('cpu_model') or 'unknown CPU'}), "
+        f"Python {machine['python']}, PostgreSQL {machine.get('postgresql')} "
+        f"({report.get('database', {}).get('mode')}), git {commit}; "
+        f"{report['duration_s']:g} s per step" + (" (quick run)" if report["quick"] else "")
+        + f"; server: `ssot serve --workers {report.get('server_workers', 1)}`"
+        + (f"; only the {report['only']} steps" if report.get("only") else ""),
+    ]
+    only = report.get("only")
+    if only in ("history", "projections", "backup"):
+        return "\n".join(lines + report.get(only, {}).get("summary_md", [])) + "\n"
+    lines += [
+        "",
+        "| step | result | p50 ms | p99 ms | non-2xx | x library | target | status |",
+        "|---|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for row in rows:
+        value = row.get("value")
+        digits = 1 if row["unit"] == "MB" else 0
+        result = f"{fmt(value, digits)} {row['unit']}" if value is not None else "—"
+        status = "—" if row.get("passed") is None else ("PASS" if row["passed"] else "FAIL")
+        if row.get("note"):
+            status += f" ({row['note']})"
+        ratio = f"{row['ratio']:.2f}x" if row.get("ratio") is not None else ""
+        non_2xx = "" if row.get("non_2xx") is None else str(row["non_2xx"])
+        lines.append(f"| {row['step']} | {result} | {fmt(row.get('p50_ms'), 2)} | "
+                     f"{fmt(row.get('p99_ms'), 2)} | {non_2xx} | {ratio} | {row['target']} | "
+                     f"{status} |")
+    server = report.get("server", {})
+    hwm = (server.get("rss_after_writes") or {}).get("vm_hwm_kb")
+    if only is None:
+        lines += [
+            "",
+            f"Writes acknowledged: {server.get('acknowledged_writes', 0):,}; events stored: "
+            f"{server.get('events_in_store') or 0:,}; mean writer batch (events per "
+            f"transaction) over the run: {server.get('mean_writer_batch') or '—'}; server "
+            f"VmHWM {fmt(hwm / 1024 if hwm else None)} MB.",
+        ]
+    chain = report.get("hash_chain")
+    if chain:
+        decide = chain["decide_us"]
+        lines += [
+            "",
+            f"(l) The writer of `ssot serve` (GroupCommitWriter) in the load generator's "
+            f"process, on {chain['batch']} entries of its own per side: one batch of "
+            f"{chain['batch']} If-Match PUTs per transaction, chain on and off taking turns "
+            f"batch by batch (on, off, off, on, …) in {chain['slots']} slots of "
+            f"{chain['slot_s']:g} s. Chain on: {chain['on']['commands_per_s']:,.0f} writes/s, "
+            f"{chain['on']['writer_cpu_us_per_command']} µs of writer CPU per write; off: "
+            f"{chain['off']['commands_per_s']:,.0f} writes/s, "
+            f"{chain['off']['writer_cpu_us_per_command']} µs; on/off over the totals "
+            f"{chain['ratio']}, median of the slots' ratios {chain['median_slot_ratio']} "
+            f"(cost {chain['cost_percent']} %; slots {chain['slot_ratios']}). `decide` "
+            f"alone (no I/O, best CPU time): {decide['on_us']} µs per event with the chain, "
+            f"{decide['off_us']} µs without.",
+        ]
+    lines += [
+        "",
+        "CPU per step, % of one core (the machine has "
+        f"{machine['nproc']} x 100 %); `other` is every other process on the machine:",
+        "",
+        "| step | rate | server | postgres | load generator | other | idle | mean batch |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    steps: list[tuple[str, float | None, dict[str, Any], Any]] = []
+    if "pgbench" in report:
+        steps.append(("pgbench", report["pgbench"].get("tps"), report["pgbench"]["cpu"], None))
+    if "library" in report:
+        steps.append(("library", report["library"].get("saves_per_s"), report["library"]["cpu"],
+                      None))
+    for label, step in report.get("http", {}).items():
+        steps.append((label, step["requests_per_s"], step["cpu"], step.get("mean_batch")))
+    if chain:
+        both = chain["on"]["seconds"] + chain["off"]["seconds"]
+        steps.append(("chain on and off (load = the writer)",
+                      (chain["on"]["commands"] + chain["off"]["commands"]) / both
+                      if both else None, chain["cpu"], chain["batch"]))
+    for label, rate, cpu, batch in steps:
+        lines.append(f"| {label} | {fmt(rate, 0)} | {fmt(cpu.get('server'), 0)} | "
+                     f"{fmt(cpu.get('postgres'), 0)} | {fmt(cpu.get('load'), 0)} | "
+                     f"{fmt(cpu.get('other'), 0)} | {fmt(cpu.get('idle'), 0)} | "
+                     f"{batch if batch is not None else '—'} |")
+    lines += report.get("broadcast", {}).get("summary_md", [])
+    lines += report.get("history", {}).get("summary_md", [])
+    lines += report.get("projections", {}).get("summary_md", [])
+    lines += report.get("backup", {}).get("summary_md", [])
+    return "\n".join(lines) + "\n"
+
+
+def write_results(out: Path, report: dict[str, Any], text: str) -> Path:
+    """The results as ``bench-<stamp>``, and as ``latest`` unless the run was partial."""
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    data = json.dumps(report, indent=2, default=str) + "\n"
+    only = report.get("only")
+    for name in [f"bench-{stamp}-{only}"] if only else [f"bench-{stamp}", "latest"]:
+        (out / f"{name}.json").write_text(data)
+        (out / f"{name}.md").write_text(text)
+    return out / (f"bench-{stamp}-{only}.md" if only else f"bench-{stamp}.md")
+

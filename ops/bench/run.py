@@ -1,0 +1,260 @@
+"""The whole run of ``make bench`` (``python -m nexus_ssot.ops.bench``): the steps in
+order against one PostgreSQL server and a database made for the run, the server under test
+started once for the steps that need it, the results written at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.metadata
+import multiprocessing
+import os
+import platform
+import secrets
+import subprocess
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from nexus_ssot.ledger.settings import Settings
+from nexus_ssot.ops.embedded import EmbeddedNats, EmbeddedPostgres
+
+from . import backup, broadcast, chain, history, http_load, library, pgbench, projections
+from .database import Monitor, conninfo, describe_server, postmaster_of, with_database
+from .http_load import RSS_WRITES, RSS_WRITES_QUICK
+from .measuring import HOST, CpuMeter, say, worker_pid
+from .report import evaluate, markdown, write_results
+from .server import Server
+
+QUICK_DURATION = 2.0
+
+
+def git_commit(repo: Path) -> dict[str, Any]:
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True,
+                                  text=True, timeout=10, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": git("rev-parse", "HEAD"),
+            "dirty": None if status is None else bool(status)}
+
+
+def machine_facts() -> dict[str, Any]:
+    cpu_model = None
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    memory_mb = None
+    with contextlib.suppress(OSError, AttributeError):
+        memory_mb = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20)
+
+    def version(package: str) -> str | None:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            return importlib.metadata.version(package)
+        return None
+
+    return {
+        "nproc": os.cpu_count(),
+        "usable_cpus": len(os.sched_getaffinity(0)),
+        "cpu_model": cpu_model,
+        "memory_mb": memory_mb,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "eventsourcing": version("eventsourcing"),
+        "psycopg": version("psycopg"),
+        "uvicorn": version("uvicorn"),
+        "git": git_commit(Path(__file__).resolve().parents[2]),
+    }
+
+
+class Bench:
+    def __init__(self, duration: float, rss_writes: int, quick: bool, workers: int = 1,
+                 only: str | None = None) -> None:
+        self.workers = workers
+        self.duration = duration
+        self.rss_writes = rss_writes
+        self.quick = quick
+        self.only = only
+        self.report: dict[str, Any] = {
+            "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "quick": quick,
+            "only": only,
+            "duration_s": duration,
+            "server_workers": workers,
+            "machine": machine_facts(),
+        }
+        self.monitor: Monitor | None = None
+        self.database = f"ssot_bench_{secrets.token_hex(4)}"
+        self.token = secrets.token_hex(3)
+
+    def run(self) -> dict[str, Any]:
+        settings = Settings()
+        with contextlib.ExitStack() as stack:
+            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ssot-bench-")))
+            embedded_bin: Path | None = None
+            if settings.database_url:
+                server_url = settings.database_url
+                mode = "external (SSOT_DATABASE_URL)"
+            else:
+                say("starting an embedded PostgreSQL for the run")
+                pg = EmbeddedPostgres(work / "postgres")
+                server_url = pg.start()
+                stack.callback(getattr(pg, "discard", pg.stop))
+                embedded_bin = pg.bin_dir()
+                mode = "embedded"
+            parts = conninfo(server_url)
+            self.report["database"] = {"mode": mode, "server": describe_server(parts),
+                                       "bench_database": self.database}
+            with psycopg.connect(server_url, autocommit=True) as admin:
+                admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.database)))
+            stack.callback(self.drop_database, server_url)
+            database_url = with_database(server_url, self.database)
+            self.monitor = Monitor(stack.enter_context(psycopg.connect(database_url,
+                                                                       autocommit=True)))
+            version = self.monitor.query("SHOW server_version")
+            self.report["machine"]["postgresql"] = version[0] if version else None
+            meter = CpuMeter(postmaster_of(self.monitor.conn, parts))
+            pool = stack.enter_context(ProcessPoolExecutor(
+                max_workers=1, mp_context=multiprocessing.get_context("spawn")))
+            meter.load_pid = pool.submit(worker_pid).result(timeout=60)
+            if self.only is None:
+                self.report["pgbench"] = pgbench.measure(embedded_bin, database_url,
+                                                         self.duration, work, meter)
+                self.report["library"] = library.measure(self.monitor, database_url,
+                                                         self.duration, meter, pool)
+            if settings.nats_url:
+                nats_url = settings.nats_url
+            else:
+                say("starting an embedded NATS for the run")
+                nats_server = EmbeddedNats(work / "nats")
+                nats_url = nats_server.start()
+                stack.callback(nats_server.stop)
+            server = Server(database_url, nats_url, work, self.workers)
+            say(f"starting `ssot serve` on {HOST}:{server.port} (log {server.log_path})")
+            try:
+                server.start()
+                meter.server_pid = server.pid
+                if self.only is None:
+                    http_load.measure(self.report, self.monitor, server, meter, pool,
+                                      token=self.token, duration=self.duration,
+                                      quick=self.quick, rss_writes=self.rss_writes)
+                if self.only in (None, "chain"):
+                    self.report["hash_chain"] = chain.measure(
+                        database_url, meter, pool, token=self.token, duration=self.duration,
+                        quick=self.quick)
+                if self.only is None:
+                    say("(f)-(h) broadcast: raw JetStream, commit → delivery, catch-up")
+                    self.report["broadcast"] = broadcast.run_all(
+                        server.port, database_url, nats_url, server.stream, server.prefix,
+                        self.duration)
+                    for line in self.report["broadcast"]["summary_md"][5:]:
+                        say(line)
+                if self.only in (None, "history"):
+                    self.measure_history(server, database_url, meter)
+                if self.only in (None, "projections"):
+                    self.measure_projections(server, database_url, meter, pool)
+                if self.only in (None, "backup"):
+                    self.measure_backup(database_url, meter)
+            finally:
+                code = server.stop()
+                say(f"server stopped (exit code {code})")
+                self.report.setdefault("server", {}).update(
+                    {"exit_code": code, "left_nats_running": server.orphan_nats})
+            self.monitor.close()
+        self.report["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+        return self.report
+
+    def drop_database(self, server_url: str) -> None:
+        if self.monitor is not None:
+            self.monitor.close()
+        with psycopg.connect(server_url, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
+                          .format(sql.Identifier(self.database)))
+        say(f"dropped database {self.database}")
+
+    def measure_history(self, server: Server, database_url: str, meter: CpuMeter) -> None:
+        say("(i)-(k) time travel and audit")
+        measured = history.run_all(
+            server.port, database_url, entries=10_000 if self.quick else 100_000,
+            audit_events=history.AUDIT_EVENTS_QUICK if self.quick else history.AUDIT_EVENTS,
+            meter=meter)
+        self.report["history"] = {**measured, "summary_md": history.summarize(
+            measured, quick=self.quick)}
+        for line in self.report["history"]["summary_md"][5:]:
+            say(line)
+
+    def measure_projections(self, server: Server, database_url: str, meter: CpuMeter,
+                            pool: ProcessPoolExecutor) -> None:
+        say("(m)-(n) projections: rebuilds beside the library's log read, live view lag")
+        measured = projections.run_all(
+            server.port, database_url, meter, pool,
+            events=projections.EVENTS_QUICK if self.quick else projections.EVENTS,
+            keys=projections.KEYS_QUICK if self.quick else projections.KEYS,
+            seconds=self.duration)
+        measured["summary_md"] = projections.summarize(measured, quick=self.quick)
+        self.report["projections"] = measured
+        for line in measured["summary_md"][5:]:
+            say(line)
+
+    def measure_backup(self, database_url: str, meter: CpuMeter) -> None:
+        say("(o) backups: verify, export and import")
+        measured = backup.run_all(database_url, meter,
+                                  events=backup.EVENTS_QUICK if self.quick else backup.EVENTS,
+                                  keys=backup.KEYS_QUICK if self.quick else backup.KEYS)
+        measured["summary_md"] = backup.summarize(measured, quick=self.quick)
+        self.report["backup"] = measured
+        for line in measured["summary_md"][5:]:
+            say(line)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m nexus_ssot.ops.bench",
+        description="Measure the ledger's HTTP API beside pgbench and the plain eventsourcing "
+                    "library, against the same PostgreSQL.")
+    parser.add_argument("--duration", type=float, default=10.0, metavar="SECONDS",
+                        help="seconds per step (default 10)")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"smoke run: {QUICK_DURATION:g} s per step, "
+                             f"{RSS_WRITES_QUICK:,} writes before reading the RSS")
+    parser.add_argument("--workers", type=int, default=2, metavar="N",
+                        help="HTTP worker processes of the server under test (default 2)")
+    parser.add_argument("--out", type=Path, default=Path("bench/results"),
+                        help="folder for the results (default bench/results)")
+    parser.add_argument("--only", choices=["history", "chain", "projections", "backup"],
+                        help="run only these steps: history = (i)-(k) time travel and audit, "
+                             "chain = (l) the hash chain's cost, projections = (m)-(n) view "
+                             "rebuilds and live view lag, backup = (o) verify, export and "
+                             "import (results go to "
+                             "bench-<stamp>-<steps>.*, not latest.*)")
+    args = parser.parse_args(argv)
+    if args.duration <= 0:
+        parser.error("--duration must be positive")
+    duration = QUICK_DURATION if args.quick else args.duration
+    bench = Bench(duration, RSS_WRITES_QUICK if args.quick else RSS_WRITES, args.quick,
+                  args.workers, args.only)
+    try:
+        report = bench.run()
+    except KeyboardInterrupt:
+        say("interrupted")
+        return 130
+    rows = evaluate(report)
+    report["summary"] = rows
+    text = markdown(report, rows)
+    path = write_results(args.out, report, text)
+    say(f"results in {path}" + ("" if args.only else f" and {args.out / 'latest.md'}"))
+    print(text, end="")
+    return 0
+
