@@ -31,7 +31,7 @@ from nexus_ssot.ledger.telemetry import providers
 from nexus_ssot.ledger.writer import GroupCommitWriter
 from nexus_ssot.ledger.writer_service import LocalWriter, RemoteWriter, Writer
 
-from . import errors, http, integrity, recovery, verify_route, views
+from . import errors, integrity, negotiation, recovery, verify_route, views
 from . import openapi as openapi_document
 from .consistency import router as consistency_router
 from .feed import LogNotifier
@@ -126,7 +126,7 @@ def create_app(settings: Settings) -> FastAPI:
             "immutable event; every error is application/problem+json with a stable `code`."
         ),
         lifespan=lifespan,
-        dependencies=[Depends(http.acceptable)],
+        dependencies=[Depends(negotiation.acceptable)],
     )
     app.include_router(integrity.router)  # first: its .../{key:path}/proof wins
     app.include_router(router)
