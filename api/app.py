@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import psycopg
-from fastapi import Depends, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 from fastapi.exceptions import RequestValidationError
 from psycopg_pool import AsyncConnectionPool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -31,11 +31,24 @@ from nexus_ssot.ledger.telemetry import providers
 from nexus_ssot.ledger.writer import GroupCommitWriter
 from nexus_ssot.ledger.writer_service import LocalWriter, RemoteWriter, Writer
 
-from . import errors, http, integrity, recovery, verify_route, views
+from . import (
+    audit,
+    batch,
+    consistency,
+    digests,
+    entries,
+    errors,
+    events,
+    health,
+    history,
+    namespaces,
+    negotiation,
+    restore,
+    verify,
+    views,
+)
 from . import openapi as openapi_document
-from .consistency import router as consistency_router
-from .feed import LogNotifier
-from .routes import router
+from .log_notifier import LogNotifier
 from .service import Service
 
 _CORRELATION_ID = re.compile(rb"^[\x21-\x7e]{1,128}$")
@@ -64,6 +77,26 @@ class CorrelationId:
             await send(message)
 
         await self.app(scope, receive, send_with_id)
+
+
+#: Every route, in the order the app matches them, which is also the order of the served
+#: OpenAPI document's paths (kept as it was first published).
+ROUTERS: list[APIRouter] = [
+    digests.router,  # first: its …/{key:path}/proof wins over an entry's routes
+    entries.writes,
+    history.router,  # before entries.reads, whose GET …/{key:path} would take …/history
+    entries.reads,
+    namespaces.listing,
+    events.router,
+    audit.router,
+    health.router,
+    namespaces.router,
+    batch.router,
+    restore.router,
+    views.router,
+    consistency.router,
+    verify.router,
+]
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -126,14 +159,10 @@ def create_app(settings: Settings) -> FastAPI:
             "immutable event; every error is application/problem+json with a stable `code`."
         ),
         lifespan=lifespan,
-        dependencies=[Depends(http.acceptable)],
+        dependencies=[Depends(negotiation.acceptable)],
     )
-    app.include_router(integrity.router)  # first: its .../{key:path}/proof wins
-    app.include_router(router)
-    app.include_router(recovery.router)
-    app.include_router(views.router)
-    app.include_router(consistency_router)
-    app.include_router(verify_route.router)
+    for router in ROUTERS:
+        app.include_router(router)
     app.add_exception_handler(LedgerError, errors.ledger_error_handler)
     app.add_exception_handler(RequestValidationError, errors.validation_error_handler)
     app.add_exception_handler(StarletteHTTPException, errors.http_error_handler)

@@ -15,7 +15,7 @@ from starlette.responses import Response
 from nexus_ssot.ledger.errors import Unavailable
 from nexus_ssot.projections import consistency
 
-from .routes import _READ_ERRORS, JSON, _service
+from .params import JSON, READ_ERRORS, service_of
 
 router = APIRouter(prefix="/v1")
 
@@ -69,7 +69,7 @@ class ConsistencyReport(BaseModel):
     "/health/consistency",
     summary="Every view recomputed from the log and compared with the stored one",
     response_model=ConsistencyReport,
-    responses=_READ_ERRORS,
+    responses=READ_ERRORS,
     tags=["operations"],
 )
 async def get_consistency(
@@ -94,7 +94,7 @@ async def get_consistency(
     database 503. The check takes
     seconds on a large log, locks nothing a writer waits for, and concurrent requests for
     the same views share one run."""
-    service = _service(request)
+    service = service_of(request)
     assert service.settings.database_url
     names = tuple(view) if view else None
     consistency.check_view_names(names)

@@ -1,4 +1,5 @@
-"""Parsing of the HTTP-level inputs of a write: body, media type, preconditions, identity."""
+"""Parsing of the HTTP-level inputs of a write: body, media type, preconditions, identity;
+and the HTTP forms of a time (RFC 3339) and of a version (ETag)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ from nexus_ssot.ledger.domain import Expectation
 from nexus_ssot.ledger.errors import (
     DocumentTooLarge,
     InvalidInput,
-    NotAcceptable,
     UnsupportedMediaType,
 )
 
@@ -245,49 +245,3 @@ def rfc3339(moment: datetime) -> str:
 
 def etag(version: int) -> str:
     return f'"{version}"'
-
-
-def acceptable(request: Request) -> None:
-    """A read whose Accept header allows none of the media types its route answers with
-    (its documented 200 representations) is a 406, not an answer the client cannot use."""
-    accept = request.headers.get("accept")
-    route = request.scope.get("route")
-    if not accept or request.method != "GET" or route is None:
-        return
-    offered = _offered(route)
-    ranges = [r for r in (_media_range(part) for part in accept.split(",")) if r is not None]
-    if not offered or not ranges:
-        return  # nothing to negotiate, or an Accept too garbled to hold against the client
-    for kind, sub, q in ranges:
-        if q > 0 and any(kind in ("*", o_kind) and sub in ("*", o_sub)
-                         for o_kind, o_sub in offered):
-            return
-    raise NotAcceptable(
-        f"Accept allows none of {', '.join('/'.join(o) for o in sorted(offered))}",
-        field="Accept")
-
-
-def _offered(route: Any) -> set[tuple[str, str]]:
-    types = set(getattr(route, "responses", {}).get(200, {}).get("content", {}))
-    response_class = getattr(route, "response_class", None)
-    response_class = getattr(response_class, "value", response_class)  # FastAPI's default
-    media_type = getattr(response_class, "media_type", None)
-    if media_type and not types:
-        types.add(media_type)
-    return {(t.split("/", 1)[0], t.split("/", 1)[1]) for t in types if "/" in t}
-
-
-def _media_range(text: str) -> tuple[str, str, float] | None:
-    kind, _, parameters = text.strip().lower().partition(";")
-    if kind.count("/") != 1:
-        return None
-    q = 1.0
-    for parameter in parameters.split(";"):
-        name, _, value = parameter.partition("=")
-        if name.strip() == "q":
-            try:
-                q = float(value)
-            except ValueError:
-                return None
-    main, sub = kind.strip().split("/")
-    return main.strip(), sub.strip(), q

@@ -67,7 +67,7 @@ def document_problems(openapi: dict[str, Any]) -> dict[str, Any]:
                 del responses["422"]
             if operation.get("parameters") or operation.get("requestBody"):
                 responses.setdefault("400", {"description": MEANINGS[400]})
-            if method == "get":  # http.acceptable: an Accept none of its types meets
+            if method == "get":  # negotiation.acceptable: an Accept none of its types meets
                 responses.setdefault("406", {"description": MEANINGS[406]})
             for status, response in responses.items():
                 if status.isdigit() and int(status) >= 400:

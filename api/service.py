@@ -13,7 +13,7 @@ from psycopg_pool import AsyncConnectionPool
 from nexus_ssot.ledger.settings import Settings
 from nexus_ssot.ledger.writer_service import Writer
 
-from .feed import LogNotifier
+from .log_notifier import LogNotifier
 
 
 @dataclass

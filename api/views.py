@@ -18,7 +18,7 @@ from nexus_ssot.projections import namespace_stats
 from nexus_ssot.projections.runtime import tracked_position
 
 from . import http, models
-from .routes import _READ_ERRORS, JSON, MAX_INT, Namespace, _service
+from .params import JSON, MAX_INT, READ_ERRORS, Namespace, service_of
 from .service import Service
 
 router = APIRouter(prefix="/v1")
@@ -60,13 +60,13 @@ async def view_at(service: Service, conn: Any, view: str, min_position: int | No
     "/namespaces/{namespace}/stats",
     summary="A namespace's statistics (asynchronous view namespace_stats)",
     response_model=models.NamespaceStats,
-    responses=_READ_ERRORS,
+    responses=READ_ERRORS,
     tags=["namespaces"],
 )
 async def get_stats(request: Request, namespace: Namespace,
                     min_position: MinPosition = None) -> Response:
     ns = check_namespace(namespace)
-    service = _service(request)
+    service = service_of(request)
     async with service.pool.connection() as conn:
         position = await view_at(service, conn, namespace_stats.NAME, min_position)
         try:

@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from psycopg import sql
 
-from nexus_ssot.api import verify_route
+from nexus_ssot.api import verify as verify_route
 from nexus_ssot.integrity import verify
 from nexus_ssot.integrity.digests import Digest, Digester, Signer, digest_stream
 from nexus_ssot.ledger import chain

@@ -19,7 +19,7 @@ from nexus_ssot.integrity import verify
 from nexus_ssot.ledger.domain import SETTINGS_NAMESPACE, check_namespace
 from nexus_ssot.ledger.errors import InvalidInput, Unavailable
 
-from .routes import _READ_ERRORS, JSON, MAX_INT, _service
+from .params import JSON, MAX_INT, READ_ERRORS, service_of
 
 router = APIRouter(prefix="/v1")
 
@@ -74,7 +74,7 @@ def _key(path: Path) -> Any:
     "/integrity/verify",
     summary="Verify the log's hashes, chains, copies and digests over a range of positions",
     response_model=VerifyReport,
-    responses=_READ_ERRORS,
+    responses=READ_ERRORS,
     tags=["integrity"],
 )
 async def verify_range(
@@ -98,7 +98,7 @@ async def verify_range(
     range of more than 100,000 events, a to_position before from_position or an
     invalid namespace 400; an unreachable database 503. Walk the whole log with
     ``next_from_position``, or run ``ssot verify``."""
-    service = _service(request)
+    service = service_of(request)
     assert service.settings.database_url
     if namespace is not None and namespace != SETTINGS_NAMESPACE:
         check_namespace(namespace)

@@ -17,7 +17,7 @@ from nexus_ssot.integrity import digests
 from nexus_ssot.ledger.errors import NotFound, Unavailable
 
 from .errors import problem_responses
-from .routes import _READ_ERRORS, JSON, MAX_INT, Key, Namespace, _address, _service
+from .params import JSON, MAX_INT, READ_ERRORS, Key, Namespace, address, service_of
 
 router = APIRouter(prefix="/v1")
 
@@ -64,11 +64,11 @@ def _signer(path: Path) -> digests.Signer:
     "/integrity/public-key",
     summary="The Ed25519 public key that signs the digests",
     response_model=PublicKey,
-    responses=_READ_ERRORS,
+    responses=READ_ERRORS,
     tags=["integrity"],
 )
 async def public_key(request: Request) -> Response:
-    path = _service(request).settings.signing_key_file
+    path = service_of(request).settings.signing_key_file
     if path is None:
         raise NotFound("no signing key is configured (SSOT_SIGNING_KEY_FILE): digests are "
                        "unsigned", code="no_signing_key")
@@ -83,7 +83,7 @@ async def public_key(request: Request) -> Response:
     "/integrity/digests",
     summary="The digests of the log, oldest first",
     response_model=DigestPage,
-    responses=_READ_ERRORS,
+    responses=READ_ERRORS,
     tags=["integrity"],
 )
 async def list_digests(
@@ -91,7 +91,7 @@ async def list_digests(
     after: Annotated[int, Query(ge=0, le=MAX_INT, description="Digests with a greater seq")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000, description="Page size")] = 100,
 ) -> Response:
-    async with _service(request).pool.connection() as conn:
+    async with service_of(request).pool.connection() as conn:
         found = await digests.digests_after(conn, after, limit + 1)
     more = len(found) > limit
     found = found[:limit]
@@ -104,12 +104,12 @@ async def list_digests(
     "/integrity/digests/{seq}",
     summary="One digest",
     response_model=DigestModel,
-    responses=_READ_ERRORS,
+    responses=READ_ERRORS,
     tags=["integrity"],
 )
 async def get_digest(request: Request,
                      seq: Annotated[int, fastapi.Path(ge=1, le=MAX_INT)]) -> Response:
-    async with _service(request).pool.connection() as conn:
+    async with service_of(request).pool.connection() as conn:
         digest = await digests.digest_by_seq(conn, seq)
     if digest is None:
         raise NotFound(f"there is no digest {seq}", code="digest_not_found", field="seq")
@@ -121,7 +121,7 @@ async def get_digest(request: Request,
     summary="Proof that a version is in the log: the event, its leaf and the audit path "
     "to a digest",
     response_model=Proof,
-    responses={**_READ_ERRORS, **problem_responses(409, 422)},
+    responses={**READ_ERRORS, **problem_responses(409, 422)},
     tags=["integrity"],
 )
 async def entry_proof(
@@ -135,8 +135,8 @@ async def entry_proof(
     """404 for a version that does not exist, 409 ``not_yet_digested`` (with
     ``next_digest_expected_at``) before a digest covers it, 422 ``not_in_digest`` when the
     named digest precedes it. Check it with ``ops/verify_proof.py`` (standard library)."""
-    ns, k = _address(namespace, key)
-    service = _service(request)
+    ns, k = address(namespace, key)
+    service = service_of(request)
     async with service.pool.connection() as conn:
         body = await digests.proof(conn, ns, k, version, digest,
                                    service.settings.digest_every_seconds)

@@ -1,0 +1,253 @@
+"""The entries of a namespace: create, replace, patch and delete one entry; read it
+(current, or as it was at a version, a time or a position); list a namespace's entries.
+
+The routes come in two routers because their order matters: an entry's sub-resources
+(``…/{key}/history``, ``…/diff``, ``…/proof``) are routed before ``reads``, whose
+``GET …/entries/{key:path}`` would otherwise take them for keys."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from nexus_ssot.ledger.domain import (
+    Command,
+    Delete,
+    JsonPatch,
+    MergePatch,
+    Put,
+    check_json_patch,
+    check_namespace,
+)
+from nexus_ssot.ledger.errors import EntryGone, NotFound
+from nexus_ssot.projections import current_state, entry_at
+from nexus_ssot.projections import entry_history as entry_history_view
+
+from . import http, models
+from .errors import problem_responses
+from .pagination import decode_cursor, page
+from .params import (
+    ENTRY_ERRORS,
+    JSON,
+    JSON_PATCH,
+    MAX_INT,
+    MERGE_PATCH,
+    READ_ERRORS,
+    WRITE_HEADERS,
+    AsOf,
+    AtPosition,
+    Cursor,
+    Key,
+    KeyPrefix,
+    Limit,
+    Namespace,
+    address,
+    one_coordinate,
+    service_of,
+)
+from .writes import write_command
+
+#: Create, replace, patch and delete one entry.
+writes = APIRouter(prefix="/v1")
+#: Read one entry, list a namespace's entries.
+reads = APIRouter(prefix="/v1")
+
+
+#: The sub-resources of an entry's URL and the method each answers.
+_SUB_RESOURCES = {"history": "GET", "diff": "GET", "proof": "GET", "revert": "POST"}
+
+
+def _entry_address(request: Request, namespace: str, key: str) -> tuple[str, str]:
+    """The entry a ``{key:path}`` route names; a method that a sub-resource of an entry
+    does not answer (``PUT …/k/history``) is a 405, not a key with a reserved segment."""
+    entry, _, last = key.rpartition("/")
+    allowed = _SUB_RESOURCES.get(last)
+    if entry and allowed is not None and request.method != allowed:
+        raise StarletteHTTPException(
+            405, f"{last} of an entry answers {allowed} only, not {request.method}",
+            headers={"Allow": allowed})
+    return address(namespace, key)
+
+
+@writes.put(
+    "/namespaces/{namespace}/entries/{key:path}",
+    summary="Create or replace an entry",
+    status_code=201,
+    response_model=models.Entry,
+    responses={200: {"model": models.Entry, "description": "Replaced"}, **ENTRY_ERRORS},
+    openapi_extra={
+        **WRITE_HEADERS,
+        "requestBody": {"required": True, "content": {JSON: {"schema": {
+            "type": "object", "description": "The document (any JSON value in the "
+            "namespaces of SSOT_SCALAR_NAMESPACES)"}}}},
+    },
+    tags=["entries"],
+)
+async def put_entry(request: Request, namespace: Namespace, key: Key) -> Response:
+    ns, k = _entry_address(request, namespace, key)
+    settings = service_of(request).settings
+    http.require_media_type(request, JSON)
+    body = await http.read_body(request, settings.max_request_bytes)
+    document = http.parse_json(body, field="document")
+    return await write_command(
+        request, Put(ns, k, http.expectation(request), document=document), body)
+
+
+@writes.patch(
+    "/namespaces/{namespace}/entries/{key:path}",
+    summary="Patch an entry (RFC 7386 merge patch or RFC 6902 JSON Patch)",
+    response_model=models.Entry,
+    responses=ENTRY_ERRORS,
+    openapi_extra={
+        **WRITE_HEADERS,
+        "requestBody": {"required": True, "content": {
+            MERGE_PATCH: {"schema": {"type": "object"}},
+            JSON_PATCH: {"schema": {"type": "array", "items": {"type": "object"}}},
+        }},
+    },
+    tags=["entries"],
+)
+async def patch_entry(request: Request, namespace: Namespace, key: Key) -> Response:
+    ns, k = _entry_address(request, namespace, key)
+    settings = service_of(request).settings
+    mt = http.require_media_type(request, MERGE_PATCH, JSON_PATCH)
+    body = await http.read_body(request, settings.max_request_bytes)
+    patch = http.parse_json(body, field="patch")
+    expected = http.expectation(request)
+    command: Command
+    if mt == MERGE_PATCH:
+        command = MergePatch(ns, k, expected, patch=patch)
+    else:
+        command = JsonPatch(ns, k, expected, operations=check_json_patch(patch))
+    return await write_command(request, command, body)
+
+
+@writes.delete(
+    "/namespaces/{namespace}/entries/{key:path}",
+    summary="Delete an entry (appends a tombstone event)",
+    response_model=models.Entry,
+    responses=ENTRY_ERRORS,
+    openapi_extra=WRITE_HEADERS,
+    tags=["entries"],
+)
+async def delete_entry(request: Request, namespace: Namespace, key: Key) -> Response:
+    ns, k = _entry_address(request, namespace, key)
+    return await write_command(request, Delete(ns, k, http.expectation(request)), b"")
+
+
+@reads.get(
+    "/namespaces/{namespace}/entries/{key:path}",
+    summary="Read an entry (current, or any past version)",
+    response_model=models.Entry,
+    responses={304: {"description": "Not modified (If-None-Match)"}, **READ_ERRORS,
+               **problem_responses(405)},
+    tags=["entries"],
+)
+async def get_entry(
+    request: Request,
+    namespace: Namespace,
+    key: Key,
+    version: Annotated[int | None, Query(ge=1, le=MAX_INT, description="A past version")] = None,
+    as_of: AsOf = None,
+    position: AtPosition = None,
+) -> Response:
+    ns, k = _entry_address(request, namespace, key)
+    service = service_of(request)
+    one_coordinate(version=version, as_of=as_of, position=position)
+    async with service.pool.connection() as conn:
+        if as_of is not None or position is not None:
+            cut = await _cut(conn, as_of, position)
+            found_at = await entry_at.entry_at(conn, ns, k, cut)
+            when = f"as of {as_of.isoformat()}" if as_of is not None else f"at position {cut}"
+            if found_at is None:
+                raise NotFound(f"entry {ns}/{k} did not exist yet {when}",
+                               code="entry_not_found", field="key", position=cut)
+            at_version, event_type, body = found_at
+            if event_type == "entry.deleted":
+                raise EntryGone(f"entry {ns}/{k} was deleted (version {at_version}) {when}",
+                                field="key", deleted_version=at_version, position=cut)
+            return Response(body, media_type=JSON, headers={"ETag": http.etag(at_version)})
+        if version is not None:
+            found = await entry_history_view.entry_version(conn, ns, k, version)
+            if found is None:
+                current = await current_state.current_entry(conn, ns, k)
+                if current is None:
+                    raise _absent(ns, k)
+                raise NotFound(
+                    f"entry {ns}/{k} has no version {version} (its latest is "
+                    f"{current.version})",
+                    code="version_not_found", field="version", latest_version=current.version,
+                )
+            event_type, body = found
+            if event_type == "entry.deleted":
+                raise _deleted(ns, k, version)
+            return Response(body, media_type=JSON, headers={"ETag": http.etag(version)})
+        current = await current_state.current_entry(conn, ns, k)
+    if current is None:
+        raise _absent(ns, k)
+    if current.deleted:
+        raise _deleted(ns, k, current.version)
+    tag = http.etag(current.version)
+    if request.headers.get("if-none-match") == tag:
+        return Response(status_code=304, headers={"ETag": tag})
+    return Response(current.body, media_type=JSON, headers={"ETag": tag})
+
+
+def _absent(ns: str, key: str) -> NotFound:
+    return NotFound(f"entry {ns}/{key} does not exist", code="entry_not_found", field="key")
+
+
+def _deleted(ns: str, key: str, version: int) -> EntryGone:
+    return EntryGone(f"entry {ns}/{key} was deleted in version {version}", field="key",
+                        deleted_version=version)
+
+
+@reads.get(
+    "/namespaces/{namespace}/entries",
+    summary="List the live entries of a namespace in key order",
+    response_model=models.EntryPage,
+    responses=READ_ERRORS,
+    tags=["entries"],
+)
+async def list_entries(
+    request: Request,
+    namespace: Namespace,
+    prefix: KeyPrefix = "",
+    limit: Limit = 100,
+    cursor: Cursor = None,
+    as_of: AsOf = None,
+    position: AtPosition = None,
+) -> Response:
+    ns = check_namespace(namespace)
+    one_coordinate(as_of=as_of, position=position)
+    state = decode_cursor(cursor, "k", p=prefix)
+    after = state["k"] if state else ""
+    service = service_of(request)
+    async with service.pool.connection() as conn:
+        if state is not None and "at" in state:  # follow-up pages stay on the first's cut
+            cut: int | None = state["at"]
+        elif as_of is not None or position is not None:
+            cut = await _cut(conn, as_of, position)
+        else:
+            cut = None
+        if cut is None:
+            rows = await current_state.list_entries(conn, ns, prefix=prefix, after=after,
+                                                    limit=limit + 1)
+        else:
+            rows = await entry_at.namespace_at(conn, ns, cut, prefix=prefix, after=after,
+                                               limit=limit + 1)
+    return page(rows, limit, lambda r: r[1],
+                lambda r: {"k": r[0], "p": prefix, **({"at": cut} if cut is not None else {})},
+                extra={"position": cut} if cut is not None else None)
+
+
+async def _cut(conn: Any, as_of: datetime | None, position: int | None) -> int:
+    if position is not None:
+        return position
+    assert as_of is not None
+    cut: int = await entry_at.position_at(conn, as_of)
+    return cut

@@ -1,0 +1,126 @@
+"""What the routes share in their signatures and OpenAPI descriptions: the media types of
+bodies, the path and query parameter types, the headers of a write, the error responses
+each kind of route documents, the checks of parameters given together, and the service a
+request reaches."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import Path, Query, Request
+from pydantic import BeforeValidator
+
+from nexus_ssot.ledger.domain import (
+    MAX_KEY_LENGTH,
+    NAMESPACE_PATTERN,
+    check_key,
+    check_namespace,
+)
+from nexus_ssot.ledger.errors import InvalidInput
+
+from .errors import problem_responses
+from .service import Service
+
+JSON = "application/json"
+MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+
+#: The largest position, version or sequence number (PostgreSQL bigint): a greater one in
+#: a query is refused as invalid, not carried to the database.
+MAX_INT = 2**63 - 1
+
+KEY_PATTERN = r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$"
+
+# The patterns are documented here and checked by check_namespace / check_key, whose
+# errors (invalid_namespace, invalid_key) are more precise than the framework's.
+Namespace = Annotated[str, Path(
+    description="Namespace, e.g. `config`", examples=["config"],
+    json_schema_extra={"pattern": NAMESPACE_PATTERN.pattern, "maxLength": 63})]
+Key = Annotated[str, Path(
+    description="Key: `/`-separated segments of letters, digits, `.`, `_` and `-` (no `.` "
+    "or `..` segment; the last not history, diff, proof, revert or restore), e.g. "
+    "`services/payments/db.url`",
+    json_schema_extra={"pattern": KEY_PATTERN, "maxLength": MAX_KEY_LENGTH})]
+Limit = Annotated[int, Query(ge=1, le=1000, description="Page size")]
+Cursor = Annotated[str | None, Query(description="`next_cursor` of the previous page",
+                                      json_schema_extra={"minLength": 1})]
+
+
+def _rfc3339_only(value: Any) -> Any:
+    """Query times are RFC 3339 text: pydantic would also take a number as Unix time."""
+    if isinstance(value, str) and not _RFC3339_START.match(value):
+        raise ValueError("must be an RFC 3339 time with a time zone, e.g. 2026-11-01T12:00:00Z")
+    return value
+
+
+_RFC3339_START = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
+AsOf = Annotated[datetime | None, BeforeValidator(_rfc3339_only), Query(
+    description="RFC 3339 time: the state as of the last event committed at or before it")]
+AtPosition = Annotated[int | None, Query(
+    ge=0, le=MAX_INT, description="Global position: the state after the event at this position")]
+
+#: Query text reaches SQL: a prefix holds only what keys are made of.
+KeyPrefix = Annotated[str, Query(max_length=MAX_KEY_LENGTH, pattern=r"^[A-Za-z0-9._/-]*$",
+                                 description="Only keys starting with this")]
+
+#: What a write can answer besides its success, and what a read can.
+WRITE_ERRORS = problem_responses(400, 404, 409, 412, 413, 415, 422, 503)
+#: The routes of ``…/entries/{key:path}`` also answer 405 for an entry's sub-resources.
+ENTRY_ERRORS = {**WRITE_ERRORS, **problem_responses(405)}
+READ_ERRORS = problem_responses(400, 404, 503)
+
+WRITE_HEADERS = {
+    "parameters": [
+        {"name": "If-Match", "in": "header", "required": False,
+         "schema": {"type": "string", "pattern": r'^\s*(\*|(W/)?"[0-9]{1,18}")\s*$'},
+         "description": 'Expected current version, e.g. "2", or * (it exists); not with '
+         "If-None-Match"},
+        {"name": "If-None-Match", "in": "header", "required": False,
+         "schema": {"type": "string", "enum": ["*"]}, "description": "Create only"},
+        {"name": "Idempotency-Key", "in": "header", "required": False,
+         "schema": {"type": "string", "pattern": "^[!-~]{1,255}$"},
+         "description": "Retries return the first response"},
+        {"name": "X-Reason", "in": "header", "required": False,
+         "schema": {"type": "string", "pattern": r"^[^\x00-\x08\x0a-\x1f\x7f]{1,1024}$"}},
+        {"name": "X-Correlation-Id", "in": "header", "required": False,
+         "schema": {"type": "string"},
+         "description": "Echoed back; one is made when absent or not 1-128 visible ASCII"},
+    ]
+}
+#: The headers of a write that names no one entry (a batch, a restore): no precondition.
+UNCONDITIONAL_WRITE_HEADERS = {"parameters": WRITE_HEADERS["parameters"][2:]}
+
+
+def service_of(request: Request) -> Service:
+    service: Service = request.app.state.service
+    return service
+
+
+def address(namespace: str, key: str) -> tuple[str, str]:
+    """The entry a route's path names, checked."""
+    return check_namespace(namespace), check_key(key)
+
+
+def one_coordinate(**coordinates: Any) -> None:
+    """At most one of ``coordinates`` is given; a time has a time zone."""
+    given = [name for name, value in coordinates.items() if value is not None]
+    if len(given) > 1:
+        raise InvalidInput(f"give one of {', '.join(coordinates)}, not {' and '.join(given)}",
+                           code="conflicting_parameters", field=given[1])
+    for name, value in coordinates.items():
+        if isinstance(value, datetime) and value.tzinfo is None:
+            raise InvalidInput(f"{name} needs a time zone (e.g. 2026-11-01T12:00:00Z)",
+                               code="invalid_parameter", field=name)
+
+
+def as_of_member(value: Any) -> datetime:
+    """The ``as_of`` member of a request body: an RFC 3339 time with a time zone."""
+    try:
+        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidInput(f"as_of {value!r} is not an RFC 3339 time",
+                           code="invalid_parameter", field="as_of") from None
+    one_coordinate(as_of=moment)
+    return moment

@@ -1,0 +1,148 @@
+"""``POST /v1/namespaces/{namespace}/restore``: point-in-time restore, which makes a
+namespace (or a key prefix of it) what it was at a past time or position by appending
+events, never by rewriting history."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from nexus_ssot.ledger.domain import (
+    Command,
+    Delete,
+    Expectation,
+    Restore,
+    check_namespace,
+    diff,
+)
+from nexus_ssot.ledger.errors import InvalidInput, PreconditionFailed, Unprocessable
+from nexus_ssot.projections import entry_at, restore_plan
+
+from . import http, models
+from .params import (
+    JSON,
+    MAX_INT,
+    UNCONDITIONAL_WRITE_HEADERS,
+    WRITE_ERRORS,
+    Namespace,
+    as_of_member,
+    service_of,
+)
+from .writes import WriteRequest, check_reason, replayed, within_write_timeout
+
+router = APIRouter(prefix="/v1")
+
+_RESTORE_ATTEMPTS = 3
+
+
+@router.post(
+    "/namespaces/{namespace}/restore",
+    summary="Make a namespace (or key prefix) what it was at a past time or position",
+    response_model=models.RestoreResult,
+    responses=WRITE_ERRORS,
+    openapi_extra={**UNCONDITIONAL_WRITE_HEADERS, "requestBody": {
+        "required": True, "content": {JSON: {"schema": {
+            "type": "object", "additionalProperties": False,
+            "oneOf": [{"required": ["as_of"]}, {"required": ["position"]}],
+            "properties": {
+                "as_of": {"type": "string", "format": "date-time"},
+                "position": {"type": "integer", "minimum": 0, "maximum": MAX_INT},
+                "reason": {"type": "string", "minLength": 1, "maxLength": 1024},
+                "dry_run": {"type": "boolean"},
+                "key_prefix": {"type": "string", "maxLength": 512}}}}}}},
+    tags=["namespaces"],
+)
+async def restore(request: Request, namespace: Namespace) -> Response:
+    """Re-creates, reverts and deletes entries as needed, all in one transaction under one
+    correlation id; each event is an ordinary ``entry.restored`` or ``entry.deleted`` with
+    the reason, so history is appended to, never rewritten. ``dry_run`` answers the plan
+    and appends nothing."""
+    ns = check_namespace(namespace)
+    service = service_of(request)
+    settings = service.settings
+    http.require_media_type(request, JSON)
+    body = await http.read_body(request, settings.max_request_bytes)
+    spec = http.parse_json(body, field="body", root="")
+    allowed = {"as_of", "position", "reason", "dry_run", "key_prefix"}
+    if not isinstance(spec, dict) or not set(spec) <= allowed:
+        raise InvalidInput(f"the body is an object with {', '.join(sorted(allowed))}",
+                           code="invalid_parameter", field="body")
+    as_of = as_of_member(spec["as_of"]) if spec.get("as_of") is not None else None
+    position = spec.get("position")
+    if position is not None and (not isinstance(position, int) or isinstance(position, bool)
+                                 or not 0 <= position <= MAX_INT):
+        raise InvalidInput("position must be a global position (0, 1, 2, …)",
+                           code="invalid_parameter", field="position")
+    if (as_of is None) == (position is None):
+        raise InvalidInput("give as_of or position (one of them)", code="invalid_parameter",
+                           field="as_of")
+    dry_run = spec.get("dry_run", False)
+    if not isinstance(dry_run, bool):
+        raise InvalidInput("dry_run must be true or false", code="invalid_parameter",
+                           field="dry_run")
+    prefix = spec.get("key_prefix", "")
+    if not isinstance(prefix, str) or len(prefix) > 512:
+        raise InvalidInput("key_prefix must be text of at most 512 characters",
+                           code="invalid_parameter", field="key_prefix")
+    reason = check_reason(spec.get("reason"))
+    if reason is None and not dry_run:
+        raise InvalidInput("a restore needs a reason (it is recorded on every event)",
+                           code="invalid_reason", field="reason")
+    meta = WriteRequest(request, body, reason)
+    for attempt in range(_RESTORE_ATTEMPTS):
+        async with service.pool.connection() as conn:
+            cut = position if position is not None else await entry_at.position_at(conn, as_of)
+            steps = []
+            async for step in restore_plan.plan(conn, ns, cut, prefix=prefix):
+                steps.append(step)
+                if len(steps) > settings.max_restore_operations:
+                    raise Unprocessable(
+                        f"restoring {ns} changes more than {settings.max_restore_operations}"
+                        " entries, more than one restore may (SSOT_MAX_RESTORE_OPERATIONS);"
+                        " restore it by key_prefix", code="restore_too_large",
+                        field="key_prefix")
+        result: dict[str, Any] = {
+            "namespace": ns, "key_prefix": prefix, "position": cut, "dry_run": dry_run,
+            "correlation_id": meta.correlation_id,
+            "operations": [{
+                "key": s.key, "action": s.action, "from_version": s.from_version,
+                "to_version": s.to_version, "patch": diff(s.current, s.target)}
+                for s in steps],
+        }
+        if dry_run or not steps:
+            return Response(orjson.dumps(result), media_type=JSON)
+        commands: list[Command] = [
+            Delete(ns, s.key, Expectation(at_version=s.from_version)) if s.action == "delete"
+            else Restore(ns, s.key, Expectation(at_version=s.from_version),
+                         from_version=s.to_version or 0, document=s.target)
+            for s in steps
+        ]
+        try:
+            with service.tracer.start_as_current_span("ledger.restore") as span:
+                span.set_attribute("ssot.namespace", ns)
+                span.set_attribute("ssot.operations", len(commands))
+                outcomes = await within_write_timeout(service, service.writer.write_all(
+                    [(c, meta.context()) for c in commands], meta.idempotency))
+        except PreconditionFailed:
+            if attempt + 1 == _RESTORE_ATTEMPTS:
+                raise PreconditionFailed(
+                    f"entries of {ns} kept changing while the restore was planned "
+                    f"({_RESTORE_ATTEMPTS} attempts); nothing was written: retry",
+                    code="restore_raced", field="namespace") from None
+            continue  # an entry moved on between plan and commit: plan again
+        if outcomes[0].replayed:  # the first request's answer: what it appended
+            result["operations"] = [{
+                "key": o.key, "action": "delete" if o.event_type == "entry.deleted"
+                else "revert", "from_version": o.version - 1, "to_version": None,
+                "patch": [], "version": o.version, "position": o.position}
+                for o in outcomes]
+            return Response(orjson.dumps(result), media_type=JSON, headers=replayed(outcomes))
+        for item, outcome in zip(result["operations"], outcomes, strict=True):
+            item.update(version=outcome.version, position=outcome.position)
+            service.writes.add(1, {"event_type": outcome.event_type})
+        return Response(orjson.dumps(result), media_type=JSON)
+    raise AssertionError("unreachable")
+

@@ -1,0 +1,125 @@
+"""A write request carried to the writer and back: the metadata every event it appends
+carries, the bounded wait for the commit, and the answer (the entry made, and how a stale
+If-Match was resolved)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+import orjson
+from fastapi import Request
+from starlette.responses import Response
+
+from nexus_ssot.ledger.domain import Command, Context
+from nexus_ssot.ledger.errors import InvalidInput, Unavailable
+from nexus_ssot.ledger.writer import Idempotency, Outcome
+
+from . import http
+from .params import JSON, service_of
+from .service import Service
+
+T = TypeVar("T")
+
+
+def outcome_json(outcome: Outcome) -> dict[str, Any]:
+    """The body of a write's answer: the entry it made, and how a stale If-Match was
+    resolved (``merged``, ``base_version``, ``rebased_over``; ``resolution`` in full)."""
+    body: dict[str, Any] = {
+        "namespace": outcome.namespace,
+        "key": outcome.key,
+        "version": outcome.version,
+        "position": outcome.position,
+        "recorded_at": http.rfc3339(outcome.recorded_at),
+        "document": outcome.document,
+    }
+    resolution = outcome.resolution
+    if resolution is not None:
+        if resolution.get("policy") == "merge":
+            body.update(merged=True, base_version=resolution["base_version"],
+                        rebased_over=resolution["rebased_over"])
+        body["resolution"] = resolution
+    return body
+
+
+class WriteRequest:
+    """Who, why and which retry a write request is: the metadata every event it appends
+    carries, and its idempotency key scoped by actor."""
+
+    def __init__(self, request: Request, body: bytes, reason: str | None = None) -> None:
+        settings = service_of(request).settings
+        self.idempotency_key = http.idempotency_key(request)
+        self.actor = http.actor(request, default=settings.default_actor,
+                                trust_header=settings.trust_actor_header)
+        header_reason = http.reason(request)  # checked even when the body gives one
+        self.reason = reason if reason is not None else header_reason
+        self.correlation_id: str = request.state.correlation_id
+        self.timestamp = http.utc_now()
+        self.idempotency = (
+            Idempotency(self.actor, self.idempotency_key, http.request_hash(request, body))
+            if self.idempotency_key else None
+        )
+
+    def context(self) -> Context:
+        """The context of one more event of this request (each has its own id)."""
+        return Context(
+            event_id=uuid.uuid4(),
+            timestamp=self.timestamp,
+            actor=self.actor,
+            correlation_id=self.correlation_id,
+            reason=self.reason,
+            idempotency_key=self.idempotency_key,
+        )
+
+
+async def within_write_timeout(service: Service, write: Awaitable[T]) -> T:
+    """``write`` awaited for at most the configured write timeout, else a 503."""
+    try:
+        return await asyncio.wait_for(write, service.settings.write_timeout)
+    except TimeoutError:
+        raise Unavailable(
+            f"the write did not complete within {service.settings.write_timeout}s; it may "
+            "still commit: retry with the same Idempotency-Key to learn its outcome"
+        ) from None
+
+
+async def write_command(request: Request, command: Command, body: bytes,
+                        reason: str | None = None) -> Response:
+    """Append the one event of ``command`` and answer the entry it made: 201 (with
+    Location) when it created the entry, else 200."""
+    service = service_of(request)
+    meta = WriteRequest(request, body, reason)
+    with service.tracer.start_as_current_span("ledger.write") as span:
+        span.set_attribute("ssot.namespace", command.namespace)
+        span.set_attribute("ssot.key", command.key)
+        span.set_attribute("ssot.command", type(command).__name__)
+        outcome = await within_write_timeout(
+            service, service.writer.write(command, meta.context(), meta.idempotency))
+        span.set_attribute("ssot.version", outcome.version)
+        span.set_attribute("ssot.position", outcome.position)
+        if outcome.resolution is not None:
+            span.set_attribute("ssot.resolution", outcome.resolution["policy"])
+    service.writes.add(1, {"event_type": outcome.event_type})
+    status = 201 if outcome.event_type == "entry.created" else 200
+    headers = {"ETag": http.etag(outcome.version)}
+    if status == 201:
+        headers["Location"] = str(request.url.path)
+    if outcome.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return Response(orjson.dumps(outcome_json(outcome)), status_code=status, media_type=JSON,
+                    headers=headers)
+
+
+def replayed(outcomes: list[Outcome]) -> dict[str, str] | None:
+    """The headers of an answer that repeats the first request's (same Idempotency-Key)."""
+    return {"Idempotent-Replayed": "true"} if outcomes and outcomes[0].replayed else None
+
+
+def check_reason(reason: Any) -> str | None:
+    """The ``reason`` member of a request body, when given: 1-1024 characters of text."""
+    if reason is not None and (not isinstance(reason, str) or not 0 < len(reason) <= 1024):
+        raise InvalidInput("reason must be 1-1024 characters of text", code="invalid_reason",
+                           field="reason")
+    return reason
