@@ -66,6 +66,7 @@ from nats.js.api import StreamConfig
 from nexus_ssot.ledger import chain
 from nexus_ssot.ledger.domain import EVENT_TYPE_NAMES, stream_id
 from nexus_ssot.ledger.errors import EditConflict, NotFound, Unprocessable
+from nexus_ssot.ledger.jetstream import stream_tail
 from nexus_ssot.ledger.leadership import leadership, retrying, wait_for_news
 
 from . import merkle
@@ -602,10 +603,9 @@ class Digester:
                            conn: psycopg.AsyncConnection[Any]) -> int:
         """The seq of the last digest the stream holds (0: none), checked to be this
         database's digest of that seq."""
-        info = await js.stream_info(self.stream)
-        if not info.state.messages or not info.state.last_seq:
+        _, msg = await stream_tail(js, self.stream, vanished_is_lost=False)
+        if msg is None:
             return 0  # never held one, or lost them all: publish every digest again
-        msg = await js.get_msg(self.stream, seq=info.state.last_seq)
         held = orjson.loads(msg.data or b"null")
         if not isinstance(held, dict) or "seq" not in held or "hash" not in held:
             raise TreeMismatch(f"stream {self.stream} ends with a message that is no digest")
