@@ -10,7 +10,7 @@ and published at a cadence, and inclusion proofs against it (promise 7).
 - ``proofs``: inclusion proofs of an entry's versions.
 
 The names below are this part's interface (``from nexus_ssot.integrity.digests import
-Digester``); the modules import each other directly, never this package.
+Digester``); the modules here import each other directly, never this package.
 """
 
 from .digester import CHANNEL, Digester, Progress, TreeMismatch
