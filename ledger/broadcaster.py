@@ -35,6 +35,7 @@ from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from psycopg.rows import dict_row
 
 from .cloudevents import COLUMNS, cloudevent
+from .jetstream import stream_tail
 from .leadership import leadership, retrying, wait_for_news
 from .subjects import entry_subject
 
@@ -119,14 +120,10 @@ class Broadcaster:
         """(position, message id) of the last event the stream holds; (0, None) for a
         stream that never held one; None if its messages are gone (retention expired
         them all), when only our tracked position can tell."""
-        info = await js.stream_info(self.stream)
-        if not info.state.last_seq:
+        last_seq, msg = await stream_tail(js, self.stream, vanished_is_lost=True)
+        if not last_seq:
             return 0, None
-        if not info.state.messages:
-            return None
-        try:
-            msg = await js.get_msg(self.stream, seq=info.state.last_seq)
-        except nats.js.errors.NotFoundError:
+        if msg is None:
             return None
         headers = msg.headers or {}
         return int(headers.get("Ssot-Position", 0)), headers.get("Nats-Msg-Id")

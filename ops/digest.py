@@ -1,5 +1,5 @@
-"""The digester (integrity/digests.py), run by ``ssot digest`` (its own process) or on a
-thread of ``ssot serve`` (``SSOT_DIGESTS``)."""
+"""The digester (integrity/digests/digester.py), run by ``ssot digest`` (its own process)
+or on a thread of ``ssot serve`` (``SSOT_DIGESTS``)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Digests of the log (integrity/digests.py): cadence, roots equal to the tree over the log,
+"""Digests of the log (integrity/digests/): cadence, roots equal to the tree over the log,
 copies on NATS, Ed25519 signatures, inclusion proofs checked by the standalone script, and
 a digester that survives SIGKILL without a leaf twice or missing."""
 

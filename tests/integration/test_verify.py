@@ -1,4 +1,4 @@
-"""`ssot verify` (integrity/verify.py) against tampering by direct SQL: each kind found at its
+"""`ssot verify` (integrity/verify/) against tampering by direct SQL: each kind found at its
 position and key with exit code 1, a clean log verifies (CLI and HTTP agree), a run
 resumed from a checkpoint or a position gives the same answer, and bad input is refused.
 

@@ -1,0 +1,107 @@
+"""Verification of the log (promise 7): every event's hash, every stream's chain, the
+digests and their Merkle trees, recomputed from the database and compared — reporting the
+first problem in log order, precisely (``ssot verify``, ``GET /v1/integrity/verify``).
+
+What is checked, over the positions ``(from, to]`` of one REPEATABLE READ snapshot:
+
+- **each event's own hash**: the ``chain.HASHED`` members of its state (with ``stream``
+  = its stream id, ``version`` = its stream version, ``type`` from its topic) hash to the
+  ``hash`` its state holds; otherwise ``event_altered``, the field named by comparing the
+  state with the independent copy in ``entry_history`` (or saying that the copy agrees:
+  both were rewritten). An event without a hash is an ``unchained_event``.
+- **each stream's chain**: versions 1, 2, 3… in log order, each ``prev_hash`` the previous
+  event's ``hash``: a version gap is an ``event_missing`` (a later-arriving version makes it
+  ``events_reordered``), a wrong link ``chain_broken`` (or, when the history copy shows the
+  previous event was rewritten with a recomputed hash, ``event_altered`` there).
+- **the copies** in ``entry_history`` (one row per event, same position) and ``entries``
+  (each entry's last event): an event whose history row is gone, a history row whose event
+  is gone, a differing commit time or version, a current state naming an event the log no
+  longer has, or a later one it does not know (``event_missing``, ``event_inserted``,
+  ``events_reordered``, ``event_altered`` field ``recorded_at``). A difference the digests
+  vouch for (the event's Merkle leaf is the digested one) is a drift of the view, not of
+  the log, and is left to ``ssot check``.
+- **the digests**: each event's leaf ``merkle.leaf_hash(chain.leaf_data(position,
+  recorded_at, hash))`` against the stored ``merkle_leaves`` (a stored leaf without its
+  event is ``event_missing``, an event at a digested position without a leaf
+  ``event_inserted``, two leaves exchanged ``events_reordered``, a changed commit time
+  ``event_altered`` field ``recorded_at``), a ``merkle.Frontier`` over the log's leaves
+  against each digest's root at its size, and the digests themselves: seq contiguous
+  (``digest_missing``), content hash and ``prev`` links (``digest_altered``), Ed25519
+  signatures by a known key (``digest_signature_invalid``), and, given the digests as
+  published (``--digests FILE``), each row against its published copy
+  (``digest_mismatch_external``), so a rewritten digest table cannot hide.
+
+Problems are collected, deduplicated (one per kind and position) and ordered by position;
+a problem explained by an earlier one (a root that differs because an event before it
+changed) is not reported again. A run can resume: from a position (each stream's previous
+event is read from the database when first met; the Merkle frontier from the stored tree)
+or from a checkpoint file written every N events (position, frontier, digest chain head,
+pending gaps and the problems so far).
+
+Speed: one server-side cursor in position order, fetched on a thread of its own so the
+database's work overlaps ours; orjson decodes and (with sorted keys,
+``chain.candidate``) re-encodes each state, a fast path that is only trusted when it
+yields exactly the stored hash (otherwise ``chain.canonical`` decides); the copies are
+compared in SQL on a second connection in the same snapshot while the scan runs.
+
+The modules, one per concept: ``problems`` (the problem kinds, the findings, the report),
+``inputs`` (options, public keys, published digests), ``log`` (reading the log),
+``chains`` (each event's hash, each stream's chain), ``digests`` (the digests and their
+Merkle tree), ``views`` (the copies), ``judging`` (the doubted positions),
+``checkpoint`` (checkpoints and resuming) and ``run`` (one run: the scan and the order of
+the checks). The names below are the interface; the modules import each other directly.
+"""
+
+from .checkpoint import CHECKPOINT_FORMAT, Checkpoint
+from .inputs import (
+    Options,
+    load_public_key,
+    parse_published_digest,
+    public_keys,
+    read_published_digests,
+)
+from .problems import (
+    CHAIN_BROKEN,
+    DIGEST_ALTERED,
+    DIGEST_MISMATCH_EXTERNAL,
+    DIGEST_MISSING,
+    DIGEST_SIGNATURE_INVALID,
+    EVENT_ALTERED,
+    EVENT_INSERTED,
+    EVENT_MISSING,
+    EVENTS_REORDERED,
+    KINDS,
+    MAX_KEPT,
+    UNCHAINED_EVENT,
+    Problem,
+    Progress,
+    Report,
+)
+from .run import Verifier, verify
+
+__all__ = [
+    "CHAIN_BROKEN",
+    "CHECKPOINT_FORMAT",
+    "DIGEST_ALTERED",
+    "DIGEST_MISMATCH_EXTERNAL",
+    "DIGEST_MISSING",
+    "DIGEST_SIGNATURE_INVALID",
+    "EVENTS_REORDERED",
+    "EVENT_ALTERED",
+    "EVENT_INSERTED",
+    "EVENT_MISSING",
+    "KINDS",
+    "MAX_KEPT",
+    "UNCHAINED_EVENT",
+    "Checkpoint",
+    "Options",
+    "Problem",
+    "Progress",
+    "Report",
+    "Verifier",
+    "load_public_key",
+    "parse_published_digest",
+    "public_keys",
+    "read_published_digests",
+    "verify",
+]

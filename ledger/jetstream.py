@@ -1,0 +1,31 @@
+"""Where a JetStream stream ends, for the publishers that resume after it (the
+broadcaster, the digest publisher): each publishes in order with
+``Nats-Expected-Last-Msg-Id``, so the stream's last message, not a position tracked
+elsewhere, says what it already holds and where publishing goes on."""
+
+from __future__ import annotations
+
+import nats
+from nats.js import JetStreamContext
+from nats.js.api import RawStreamMsg
+
+
+async def stream_tail(js: JetStreamContext, stream: str, *,
+                      vanished_is_lost: bool) -> tuple[int, RawStreamMsg | None]:
+    """(last sequence, last message) of ``stream``: (0, None) for a stream that never held
+    a message; (last sequence, None) for one whose messages are gone (retention expired
+    them all, or a purge). A last message that vanishes between the stream's info and
+    its reading counts as gone when ``vanished_is_lost``, else its NotFoundError is
+    raised."""
+    info = await js.stream_info(stream)
+    if not info.state.last_seq:
+        return 0, None
+    if not info.state.messages:
+        return info.state.last_seq, None
+    try:
+        msg = await js.get_msg(stream, seq=info.state.last_seq)
+    except nats.js.errors.NotFoundError:
+        if not vanished_is_lost:
+            raise
+        return info.state.last_seq, None
+    return info.state.last_seq, msg
