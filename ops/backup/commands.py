@@ -11,6 +11,9 @@ from typing import Any
 
 import click
 
+from ..console import EXIT_OTHER, fail, print_json
+from ..database import chosen_views, close_views, database_url
+
 
 def _bar(label: str) -> Any:
     from rich.console import Console
@@ -52,14 +55,12 @@ def export(ctx: click.Context, out: str, since_position: int | None, after: str 
            level: int) -> None:
     """Export the log (events with their hash chain, Merkle leaves, digests and
     idempotency keys) to a verifiable file, from one snapshot, in constant memory."""
-    from ..cli import EXIT_OTHER, fail, print_json
-    from ..replay import _database_url
     from . import archive as backup
 
     if since_position is not None and after is not None:
         raise click.BadParameter("give --since-position or --after, not both",
                                  param_hint="'--after'")
-    url = _database_url()
+    url = database_url()
     try:
         with _bar("export") as bar:
             task = bar.add_task("export", total=None, rate=0.0)
@@ -89,12 +90,10 @@ def import_(ctx: click.Context, files: tuple[str, ...], no_views: bool) -> None:
     refuses the file and nothing of it is written. Then the views are rebuilt."""
     from nexus_ssot.projections.rebuild import is_inline
 
-    from ..cli import EXIT_OTHER, fail, print_json
-    from ..replay import _close, _database_url, _views
     from . import archive as backup
 
-    url = _database_url()
-    views = [] if no_views else [v for v in _views(()) if not is_inline(v)]
+    url = database_url()
+    views = [] if no_views else [v for v in chosen_views(()) if not is_inline(v)]
 
     async def run() -> list[backup.Imported]:
         try:
@@ -104,7 +103,7 @@ def import_(ctx: click.Context, files: tuple[str, ...], no_views: bool) -> None:
                     url, files, views=views, progress=_progress(bar, task))
                 return result
         finally:
-            await _close(views)
+            await close_views(views)
 
     try:
         done = asyncio.run(run())
