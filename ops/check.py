@@ -8,12 +8,12 @@ configured), 2 usage (an unknown view, an invalid namespace).
 from __future__ import annotations
 
 import sys
-from typing import NoReturn
 
 import click
-import orjson
 
-EXIT_DRIFT, EXIT_UNAVAILABLE = 1, 5
+from .console import EXIT_UNAVAILABLE, fail, print_json
+
+EXIT_DRIFT = 1
 
 
 @click.command()
@@ -57,15 +57,15 @@ def check(ctx: click.Context, views: tuple[str, ...], namespaces: tuple[str, ...
         raise click.BadParameter(e.message, param_hint="--namespace") from None
     settings = Settings()
     if not settings.database_url:
-        _fail(EXIT_UNAVAILABLE, "not_configured", "set SSOT_DATABASE_URL")
+        fail(EXIT_UNAVAILABLE, "not_configured", "set SSOT_DATABASE_URL")
     try:
         report = asyncio.run(run(settings.database_url, list(views) or None,
                                  settings=settings, namespaces=namespaces or None,
                                  examples=examples, external=external, jobs=jobs))
     except psycopg.OperationalError as e:
-        _fail(EXIT_UNAVAILABLE, "unreachable", f"the database: {str(e).strip()}")
+        fail(EXIT_UNAVAILABLE, "unreachable", f"the database: {str(e).strip()}")
     if as_json or (ctx.obj or {}).get("json"):
-        click.echo(orjson.dumps(report.as_dict(), option=orjson.OPT_INDENT_2).decode())
+        print_json(report.as_dict())
     else:
         for v in report.views:
             if v.skipped:
@@ -84,8 +84,3 @@ def check(ctx: click.Context, views: tuple[str, ...], namespaces: tuple[str, ...
                    f"consistent: the views equal the log (head {report.head},"
                    f" {report.seconds:.1f} s)")
     sys.exit(0 if report.consistent else EXIT_DRIFT)
-
-
-def _fail(exit_code: int, code: str, message: str) -> NoReturn:
-    click.echo(f"error: {code}: {message}", err=True)
-    sys.exit(exit_code)

@@ -16,7 +16,8 @@ from typing import Any
 
 import click
 
-EXIT_INTERRUPTED = 130
+from .console import EXIT_INTERRUPTED, EXIT_OTHER, fail, out, print_json
+from .database import chosen_views, close_views, database_url
 
 
 class Until(click.ParamType[int | datetime, Any]):
@@ -39,50 +40,6 @@ class Until(click.ParamType[int | datetime, Any]):
         if moment.tzinfo is None:
             self.fail(f"{value!r} has no UTC offset (e.g. 2026-01-31T12:00:00Z)", param, ctx)
         return moment
-
-
-def _database_url() -> str:
-    from nexus_ssot.ledger.settings import Settings
-
-    from .cli import EXIT_OTHER, fail
-
-    url = Settings().database_url
-    if not url:
-        fail(EXIT_OTHER, "not_configured", "set SSOT_DATABASE_URL")
-    return str(url)
-
-
-def _views(names: tuple[str, ...]) -> list[Any]:
-    """The views named (default: every view whose outside service is configured here),
-    built from the settings as the runners build them."""
-    from nexus_ssot.ledger.settings import Settings
-    from nexus_ssot.projections.rebuild import not_configured, registry
-
-    known = registry()
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise click.BadParameter(f"unknown view {unknown[0]!r}; the views are "
-                                 f"{', '.join(known)}", param_hint="'--view'")
-    settings = Settings()
-    made = []
-    for name, make in known.items():
-        if names and name not in names:
-            continue
-        try:
-            made.append(make(settings))
-        except not_configured() as e:
-            if names:  # asked for by name: say why it cannot be
-                raise click.BadParameter(str(e), param_hint="'--view'") from None
-            click.echo(f"{name}: skipped: {e}", err=True)
-    return made
-
-
-async def _close(views: list[Any]) -> None:
-    """Close what views hold outside PostgreSQL (a NATS connection), on their loop."""
-    for view in views:
-        close = getattr(view, "close", None)
-        if close is not None:
-            await close()
 
 
 @click.group()
@@ -114,8 +71,6 @@ def views(ctx: click.Context, names: tuple[str, ...], until: int | datetime | No
     from nexus_ssot.ledger.migrate import migrate
     from nexus_ssot.projections import rebuild
 
-    from .cli import EXIT_OTHER, fail
-
     if schema is None:
         for given, option in ((until, "--until"), (replace or None, "--replace")):
             if given is not None:
@@ -123,8 +78,8 @@ def views(ctx: click.Context, names: tuple[str, ...], until: int | datetime | No
                                          param_hint=f"'{option}'")
     elif restart:
         raise click.BadParameter("is for rebuilds, not --into copies", param_hint="'--restart'")
-    chosen = _views(names)
-    url = _database_url()
+    chosen = chosen_views(names)
+    url = database_url()
     as_json = bool(ctx.obj and ctx.obj.get("json"))
     size = batch or rebuild.DEFAULT_BATCH
     migrate(url)
@@ -154,7 +109,6 @@ def _progress_bar() -> Any:
 def _rebuild(url: str, chosen: list[Any], restart: bool, batch: int, as_json: bool) -> None:
     from nexus_ssot.projections.rebuild import Progress, Rebuilt, rebuild
 
-    from .cli import print_json
     from .signals import run_until_signalled
 
     done: list[Rebuilt] = []
@@ -180,7 +134,7 @@ def _rebuild(url: str, chosen: list[Any], restart: bool, batch: int, as_json: bo
         try:
             await each(stop)
         finally:
-            await _close(chosen)
+            await close_views(chosen)
 
     run_until_signalled(work)
     if as_json:
@@ -218,7 +172,6 @@ def _copy(url: str, chosen: list[Any], until: int | datetime | None, schema: str
           replace: bool, batch: int, as_json: bool) -> None:
     from nexus_ssot.projections.rebuild import Copied, Progress, copy_views, position_of
 
-    from .cli import print_json
     from .signals import run_until_signalled
 
     made: list[Copied | None] = []
@@ -237,7 +190,7 @@ def _copy(url: str, chosen: list[Any], until: int | datetime | None, schema: str
                                              replace=replace, batch=batch, progress=show,
                                              stop=stop))
         finally:
-            await _close(chosen)
+            await close_views(chosen)
 
     run_until_signalled(work)
     [copied] = made
@@ -264,14 +217,12 @@ def status(ctx: click.Context, names: tuple[str, ...], as_json: bool) -> None:
 
     from nexus_ssot.projections.rebuild import registry, status
 
-    from .cli import out, print_json
-
     known = registry()
     for name in names:
         if name not in known:
             raise click.BadParameter(f"unknown view {name!r}; the views are "
                                      f"{', '.join(known)}", param_hint="'--view'")
-    url = _database_url()
+    url = database_url()
     found = asyncio.run(status(url, list(names) or None))
     if as_json or (ctx.obj and ctx.obj.get("json")):
         print_json([s.__dict__ for s in found])

@@ -16,15 +16,12 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
+from .console import EXIT_INTERRUPTED, EXIT_UNAVAILABLE, fail, print_json
+
 if TYPE_CHECKING:  # imported when used: `ssot` starts fast for every other command
     from nexus_ssot.integrity.verify import Report
 
-EXIT_PROBLEM, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_INTERRUPTED = 1, 2, 5, 130
-
-
-def _fail(exit_code: int, code: str, message: str) -> NoReturn:
-    click.echo(f"error: {code}: {message}", err=True)
-    sys.exit(exit_code)
+EXIT_PROBLEM, EXIT_USAGE = 1, 2
 
 
 def _bar() -> Any:
@@ -76,7 +73,6 @@ def verify(ctx: click.Context, namespace: str | None, from_position: int | None,
 
     Reads one snapshot; writes nothing but the checkpoint file. Exit code 0 the log
     verifies, 1 a problem, 2 bad option or input, 5 database unreachable."""
-    import orjson
     import psycopg
 
     from nexus_ssot.integrity.verify import (
@@ -106,7 +102,7 @@ def verify(ctx: click.Context, namespace: str | None, from_position: int | None,
                                  param_hint="--to-position")
     settings = Settings()
     if not settings.database_url:
-        _fail(EXIT_UNAVAILABLE, "not_configured", "set SSOT_DATABASE_URL")
+        fail(EXIT_UNAVAILABLE, "not_configured", "set SSOT_DATABASE_URL")
     try:
         keys = [load_public_key(p) for p in key_files]
         if not keys and settings.signing_key_file is not None:
@@ -133,18 +129,18 @@ def verify(ctx: click.Context, namespace: str | None, from_position: int | None,
     except InvalidInput as e:
         bad(e)
     except psycopg.OperationalError as e:
-        _fail(EXIT_UNAVAILABLE, "unreachable", f"the database: {str(e).strip()}")
+        fail(EXIT_UNAVAILABLE, "unreachable", f"the database: {str(e).strip()}")
     except psycopg.errors.UndefinedTable as e:
-        _fail(EXIT_UNAVAILABLE, "not_a_ledger",
-              f"the database has no ledger schema ({str(e).strip()}); run ssot serve or "
-              "ssot digest once to migrate it")
+        fail(EXIT_UNAVAILABLE, "not_a_ledger",
+             f"the database has no ledger schema ({str(e).strip()}); run ssot serve or "
+             "ssot digest once to migrate it")
     except KeyboardInterrupt:
         where = (f"; resume with --checkpoint {checkpoint}" if checkpoint is not None
                  else "; give --checkpoint FILE to make a run resumable")
         click.echo(f"interrupted{where}", err=True)
         sys.exit(EXIT_INTERRUPTED)
     if as_json or (ctx.obj or {}).get("json"):
-        click.echo(orjson.dumps(report.as_dict(shown), option=orjson.OPT_INDENT_2).decode())
+        print_json(report.as_dict(shown))
     else:
         _describe(report, shown)
     sys.exit(0 if report.ok else EXIT_PROBLEM)

@@ -37,7 +37,7 @@ def run_writer(settings: Settings, socket_path: str) -> None:
     writer = GroupCommitWriter(application, settings.limits, max_batch=settings.max_batch,
                                cache_size=settings.state_cache_size,
                                hash_chain=settings.hash_chain)
-    _exit_with_parent()
+    exit_with_parent()
     Path(socket_path).unlink(missing_ok=True)
     try:
         uvloop.run(serve_writer(writer, socket_path))
@@ -46,7 +46,7 @@ def run_writer(settings: Settings, socket_path: str) -> None:
         Path(socket_path).unlink(missing_ok=True)
 
 
-def _exit_with_parent() -> None:
+def exit_with_parent() -> None:
     """If `ssot serve` dies without stopping us (SIGKILL), stop as if asked to: at once
     through the kernel's parent-death signal (Linux), else by noticing it within a second.
     Without the signal, a restarted `ssot serve` ran its new writer beside the old one

@@ -1,5 +1,5 @@
 """``ssot export`` and ``ssot import``: verified logical backups of the log (the format and
-the checks are in ``ops/backup/archive.py``). Talk to PostgreSQL directly
+the checks are in the modules beside this one). Talk to PostgreSQL directly
 (``SSOT_DATABASE_URL``). Exit codes: 0 done, 1 refused or failed (one line on stderr
 naming the file's bad line and the reason), 2 bad option."""
 
@@ -10,6 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import click
+
+from ..console import EXIT_OTHER, fail, print_json
+from ..database import chosen_views, close_views, database_url
 
 
 def _bar(label: str) -> Any:
@@ -52,20 +55,19 @@ def export(ctx: click.Context, out: str, since_position: int | None, after: str 
            level: int) -> None:
     """Export the log (events with their hash chain, Merkle leaves, digests and
     idempotency keys) to a verifiable file, from one snapshot, in constant memory."""
-    from ..cli import EXIT_OTHER, fail, print_json
-    from ..replay import _database_url
-    from . import archive as backup
+    from . import exporter
+    from .format import BackupError
 
     if since_position is not None and after is not None:
         raise click.BadParameter("give --since-position or --after, not both",
                                  param_hint="'--after'")
-    url = _database_url()
+    url = database_url()
     try:
         with _bar("export") as bar:
             task = bar.add_task("export", total=None, rate=0.0)
-            done = backup.export(url, out, since=since_position, after=after, level=level,
-                                 progress=_progress(bar, task))
-    except backup.BackupError as e:
+            done = exporter.export(url, out, since=since_position, after=after,
+                                   level=level, progress=_progress(bar, task))
+    except BackupError as e:
         fail(EXIT_OTHER, "export_failed", str(e))
     if ctx.obj and ctx.obj.get("json"):
         print_json({**done.__dict__, "rate": round(done.rate)})
@@ -89,29 +91,28 @@ def import_(ctx: click.Context, files: tuple[str, ...], no_views: bool) -> None:
     refuses the file and nothing of it is written. Then the views are rebuilt."""
     from nexus_ssot.projections.rebuild import is_inline
 
-    from ..cli import EXIT_OTHER, fail, print_json
-    from ..replay import _close, _database_url, _views
-    from . import archive as backup
+    from .format import BackupError, BadFile
+    from .importer import Imported, import_files
 
-    url = _database_url()
-    views = [] if no_views else [v for v in _views(()) if not is_inline(v)]
+    url = database_url()
+    views = [] if no_views else [v for v in chosen_views(()) if not is_inline(v)]
 
-    async def run() -> list[backup.Imported]:
+    async def run() -> list[Imported]:
         try:
             with _bar("import") as bar:
                 task = bar.add_task("import", total=None, rate=0.0)
-                result: list[backup.Imported] = await backup.import_files(
+                result: list[Imported] = await import_files(
                     url, files, views=views, progress=_progress(bar, task))
                 return result
         finally:
-            await _close(views)
+            await close_views(views)
 
     try:
         done = asyncio.run(run())
-    except backup.BadFile as e:
+    except BadFile as e:
         fail(EXIT_OTHER, "bad_export", f"{_current(files, e)}: {e}; nothing was imported "
                                        "from it")
-    except backup.BackupError as e:
+    except BackupError as e:
         fail(EXIT_OTHER, "import_refused", str(e))
     if ctx.obj and ctx.obj.get("json"):
         print_json([{**d.__dict__, "rate": round(d.rate)} for d in done])

@@ -26,7 +26,10 @@ from psycopg import sql
 from nexus_ssot.integrity import merkle
 from nexus_ssot.ledger import chain
 from nexus_ssot.ledger.migrate import migrate
-from nexus_ssot.ops.backup import archive as backup
+from nexus_ssot.ops.backup import compression, copier, importer
+from nexus_ssot.ops.backup.exporter import export
+from nexus_ssot.ops.backup.format import TAIL, TOPIC_TYPES, ZERO, BadFile, OutOfOrder, make_line
+from nexus_ssot.ops.backup.importer import import_files
 
 from .conftest import RunningServer, make_settings
 from .test_cli import SSOT
@@ -117,7 +120,7 @@ def assert_same_tables(a: str, b: str) -> None:
 def check_chains(url: str) -> int:
     """Every stream's hash chain recomputed here (independently of the import): each
     event's hash from its content, each prev_hash the stream's previous hash."""
-    topics = backup.TOPIC_TYPES
+    topics = TOPIC_TYPES
     last: dict[str, tuple[int, str | None]] = {}
     for stream, version, topic, state in rows(
             url, "SELECT originator_id::text, originator_version, topic, state"
@@ -242,33 +245,33 @@ def test_incremental_exports_chain_in_order_and_out_of_order_is_refused(
     write_history(client, ns, rounds=1)
     add_digest(src)
     full, first, second = (tmp_path / f"{n}.ndjson.gz" for n in ("full", "inc1", "inc2"))
-    backup.export(src, full)
+    export(src, full)
     write_history(client, ns + "y", rounds=1)
     client.put(entry(ns, "svc/0"), json={"later": 1}).raise_for_status()
     add_digest(src)  # leaves for events the full export held and new ones
-    one = backup.export(src, first, after=full)
+    one = export(src, first, after=full)
     assert one.events > 0 and one.digests == 1
-    two = backup.export(src, second, after=first)  # nothing new: an empty link
+    two = export(src, second, after=first)  # nothing new: an empty link
     assert two.events == 0 and two.since_position == one.last_position
 
     dst = new_db()
-    with pytest.raises(backup.OutOfOrder, match="import the full export first"):
-        asyncio.run(backup.import_files(dst, [first]))
+    with pytest.raises(OutOfOrder, match="import the full export first"):
+        asyncio.run(import_files(dst, [first]))
     assert rows(dst, "SELECT count(*) FROM ssot_events") == [(0,)]
-    done = asyncio.run(backup.import_files(dst, [full]))
-    with pytest.raises(backup.OutOfOrder, match="in order"):
-        asyncio.run(backup.import_files(dst, [second]))
-    done += asyncio.run(backup.import_files(dst, [first, second]))
+    done = asyncio.run(import_files(dst, [full]))
+    with pytest.raises(OutOfOrder, match="in order"):
+        asyncio.run(import_files(dst, [second]))
+    done += asyncio.run(import_files(dst, [first, second]))
     assert [d.events for d in done] == [d.events for d in done[:1]] + [one.events, 0]
-    with pytest.raises(backup.OutOfOrder):  # again: it no longer continues the database
-        asyncio.run(backup.import_files(dst, [first]))
+    with pytest.raises(OutOfOrder):  # again: it no longer continues the database
+        asyncio.run(import_files(dst, [first]))
     assert_same_tables(src, dst)
     check_chains(dst)
     # an incremental export by position continues as well
     client.put(entry(ns, "svc/1"), json={"by": "position"}).raise_for_status()
     by_position = tmp_path / "inc3.ndjson.gz"
-    backup.export(src, by_position, since=two.last_position)
-    asyncio.run(backup.import_files(dst, [by_position]))
+    export(src, by_position, since=two.last_position)
+    asyncio.run(import_files(dst, [by_position]))
     assert_same_tables(src, dst)
 
 
@@ -277,7 +280,7 @@ def test_a_full_export_goes_into_an_empty_database_only(
     src, client = source
     write_history(client, f"b{secrets.token_hex(4)}", rounds=1)
     out = tmp_path / "full.ndjson.gz"
-    backup.export(src, out)
+    export(src, out)
     refused = ssot(src, "import", str(out))
     assert refused.returncode == 1
     assert "import_refused" in refused.stderr and "not empty" in refused.stderr
@@ -299,9 +302,9 @@ def write_lines(path: Path, lines: list[bytes]) -> Path:
 
 def rehash(lines: list[bytes]) -> list[bytes]:
     """Recompute every running hash, as someone covering an edit would."""
-    rh, out = backup.ZERO, []
+    rh, out = ZERO, []
     for line in lines:
-        made, rh = backup._line(line[:-backup._TAIL], rh)
+        made, rh = make_line(line[:-TAIL], rh)
         out.append(made)
     return out
 
@@ -311,7 +314,7 @@ def exported(source: tuple[str, httpx.Client], tmp_path: Path) -> list[bytes]:
     src, client = source
     write_history(client, f"b{secrets.token_hex(4)}", rounds=2)
     out = tmp_path / "full.ndjson.gz"
-    backup.export(src, out)
+    export(src, out)
     return lines_of(out)
 
 
@@ -386,24 +389,24 @@ def test_large_files_go_by_batches_copy_writes_and_gzip_members(
     """Small batches, COPY writes and gzip members, so that a small log takes every path a
     large one does: lines checked batch by batch, the history folded meanwhile, events
     sent in several writes, an incremental file's known streams looked up by batch."""
-    monkeypatch.setattr(backup, "BATCH", 7)
-    monkeypatch.setattr(backup, "_CHUNK", 2_000)
-    monkeypatch.setattr(backup, "_MEMBER", 4_000)
+    monkeypatch.setattr(importer, "BATCH", 7)
+    monkeypatch.setattr(copier, "CHUNK", 2_000)
+    monkeypatch.setattr(compression, "MEMBER", 4_000)
     src, client = source
     ns = f"b{secrets.token_hex(4)}"
     write_history(client, ns, rounds=3)
     add_digest(src)
     full, later = tmp_path / "full.ndjson.gz", tmp_path / "later.ndjson.gz"
-    done = backup.export(src, full)
+    done = export(src, full)
     assert done.events > 15 and gzip_members(full) > 3
     write_history(client, ns + "z", rounds=2)
     for k in range(4):
         client.put(entry(ns, f"svc/{k}"), json={"later": k}).raise_for_status()
     add_digest(src)
-    assert backup.export(src, later, after=full).events > 10
+    assert export(src, later, after=full).events > 10
 
     dst = new_db()
-    imported = asyncio.run(backup.import_files(dst, [full, later]))
+    imported = asyncio.run(import_files(dst, [full, later]))
     assert [i.events for i in imported] == [done.events, imported[1].events]
     assert_same_tables(src, dst)
     assert check_chains(dst) == check_chains(src)
@@ -413,8 +416,8 @@ def test_large_files_go_by_batches_copy_writes_and_gzip_members(
 def test_a_bad_line_after_batches_were_stored_leaves_the_database_empty_and_indexed(
         exported: list[bytes], new_db: Callable[[], str], tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(backup, "BATCH", 5)
-    monkeypatch.setattr(backup, "_CHUNK", 1_000)
+    monkeypatch.setattr(importer, "BATCH", 5)
+    monkeypatch.setattr(copier, "CHUNK", 1_000)
     number = max(i for i, line in enumerate(exported, 1) if b'"t":"event"' in line)
     assert number > 10
     edited = list(exported)
@@ -423,8 +426,8 @@ def test_a_bad_line_after_batches_were_stored_leaves_the_database_empty_and_inde
     dst = new_db()
     migrate(dst)
     indexes = index_definitions(dst)
-    with pytest.raises(backup.BadFile, match="the event's hash does not match") as refused:
-        asyncio.run(backup.import_files(dst, [path]))
+    with pytest.raises(BadFile, match="the event's hash does not match") as refused:
+        asyncio.run(import_files(dst, [path]))
     assert refused.value.line == number
     for table in ("ssot_events", "entries", "entry_history", "merkle_leaves"):
         assert rows(dst, f"SELECT count(*) FROM {table}") == [(0,)], table

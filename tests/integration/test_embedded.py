@@ -17,8 +17,13 @@ import nats
 import psycopg
 import pytest
 
-from nexus_ssot.ops import embedded
-from nexus_ssot.ops.embedded import EmbeddedError, EmbeddedNats, EmbeddedPostgres
+from nexus_ssot.ops.embedded import (
+    EmbeddedError,
+    EmbeddedNats,
+    EmbeddedPostgres,
+    pg_binaries,
+    pg_user,
+)
 
 FAST = {"fsync": "off"}
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="only root switches to another OS user")
@@ -200,21 +205,21 @@ def test_postgres_binaries_below_a_closed_folder_are_copied(tmp_path: Path) -> N
     closed = tmp_path / "closed"
     closed.mkdir(mode=0o700)
     (closed / "site-packages").mkdir()
-    installed = embedded._installed_distribution()
+    installed = pg_binaries.installed_distribution()
     package = closed / "site-packages" / installed.parent.name
     package.mkdir()
     (package / "pginstall").symlink_to(installed)
     libs = installed.parent.parent / f"{installed.parent.name}.libs"
     (closed / "site-packages" / libs.name).symlink_to(libs)
-    who = embedded._run_as()
+    who = pg_user.run_as()
 
     cache_parent = Path(tempfile.mkdtemp(prefix="ssot-embedded-cache-", dir="/var/tmp"))
     cache_parent.chmod(0o755)
     cache = cache_parent / "dist"
     try:
-        copy = embedded._usable_distribution(package / "pginstall", who, cache)
+        copy = pg_binaries.usable_distribution(package / "pginstall", who, cache)
         assert copy.is_relative_to(cache)
-        assert embedded._usable_distribution(package / "pginstall", who, cache) == copy
+        assert pg_binaries.usable_distribution(package / "pginstall", who, cache) == copy
         version = subprocess.run(
             [str(copy / "bin" / "postgres"), "--version"],
             capture_output=True, text=True, check=True, user=who.uid, group=who.gid,

@@ -62,8 +62,8 @@ def test_killing_the_writer_loses_nothing_and_doubles_nothing(database_url: str,
 _PARENT = """
 import subprocess, sys, time
 child = subprocess.Popen([sys.executable, "-c", "import time\\n"
-    "from nexus_ssot.ops.writer_process import _exit_with_parent\\n"
-    "_exit_with_parent()\\nprint('armed', flush=True)\\ntime.sleep(60)"],
+    "from nexus_ssot.ops.writer_process import exit_with_parent\\n"
+    "exit_with_parent()\\nprint('armed', flush=True)\\ntime.sleep(60)"],
     stdout=subprocess.PIPE, text=True)
 print(child.pid, flush=True)
 print(child.stdout.readline().strip(), flush=True)

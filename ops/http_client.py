@@ -1,0 +1,96 @@
+"""The ledger's HTTP API as the ``ssot`` commands call it: a client whose failures exit
+with the command line's codes (a problem response, RFC 9457, as its one-line error), the
+entries' paths and the headers of a conditional, reasoned, idempotent write."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+import click
+import httpx
+
+from .console import EXIT_NOT_FOUND, EXIT_OTHER, EXIT_PRECONDITION, EXIT_UNAVAILABLE, fail
+
+
+class Client:
+    def __init__(self, url: str, timeout: float = 30.0) -> None:
+        self.http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout)
+
+    def call(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        try:
+            response = self.http.request(method, path, **kw)
+        except httpx.HTTPError as e:
+            fail(EXIT_UNAVAILABLE, "unreachable", f"{self.http.base_url}: {e}")
+        fail_on_problem(response)
+        return response
+
+
+def client_of(ctx: click.Context) -> Client:
+    """A client of the API at the ``--url`` given to ``ssot``."""
+    return Client(ctx.obj["url"])
+
+
+def fail_on_problem(response: httpx.Response) -> None:
+    """Exit with the one-line error of a problem response (RFC 9457)."""
+    if response.status_code < 400:
+        return
+    try:
+        problem = response.json()
+        code, detail = problem.get("code", "error"), problem.get("detail", response.text)
+    except ValueError:
+        code, detail = f"http_{response.status_code}", response.text.strip()
+    status = response.status_code
+    exit_code = (EXIT_NOT_FOUND if status == 404 else EXIT_PRECONDITION
+                 if status in (409, 412) else EXIT_UNAVAILABLE if status >= 500
+                 else EXIT_OTHER)
+    fail(exit_code, code, detail)
+
+
+def split_address(address: str) -> tuple[str, str]:
+    namespace, sep, key = address.partition("/")
+    if not sep or not namespace or not key:
+        raise click.BadParameter(f"{address!r} is not NAMESPACE/KEY", param_hint="ADDRESS")
+    return namespace, key
+
+
+def entry_path(namespace: str, key: str) -> str:
+    return f"/v1/namespaces/{quote(namespace, safe='')}/entries/{quote(key, safe='/')}"
+
+
+def namespace_path(namespace: str) -> str:
+    return f"/v1/namespaces/{quote(namespace, safe='')}"
+
+
+def write_headers(if_match: int | None, reason: str | None, idempotency_key: str | None,
+                  if_none_match: bool = False) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    if if_match is not None:
+        headers["If-Match"] = f'"{if_match}"'
+    if if_none_match:
+        headers["If-None-Match"] = "*"
+    if reason:
+        headers["X-Reason"] = reason
+    if idempotency_key:
+        headers["Idempotency-Key"] = idempotency_key
+    return headers
+
+
+def pages(client: Client, path: str, params: dict[str, Any], limit: int | None) -> list[Any]:
+    """The items of a paged listing, following its cursors (up to ``limit`` items)."""
+    items: list[Any] = []
+    cursor: str | None = None
+    while True:
+        page_params = {**params, **({"cursor": cursor} if cursor else {})}
+        data = client.call("GET", path, params=page_params).json()
+        items.extend(data["items"])
+        cursor = data["next_cursor"]
+        if cursor is None or (limit is not None and len(items) >= limit):
+            return items[:limit] if limit is not None else items
+
+
+def coordinates(version: int | None = None, as_of: str | None = None,
+                position: int | None = None) -> dict[str, Any]:
+    """The query parameters of a read at a past point (those given)."""
+    given = {"version": version, "as_of": as_of, "position": position}
+    return {k: v for k, v in given.items() if v is not None}

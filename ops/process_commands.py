@@ -1,0 +1,133 @@
+"""The ``ssot`` commands that run the ledger's processes (serve, and the writer,
+broadcaster and view runners it starts, or that run on their own) and check the
+broadcaster's output against the log (reconcile). They talk to PostgreSQL and NATS
+directly, configured by the ``SSOT_*`` settings; what they run is imported when used, so
+``ssot`` starts fast for every other command."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from .console import EXIT_OTHER, fail, out, print_json
+
+
+@click.command()
+@click.option("--host", help="Listen address (default SSOT_HTTP_HOST or 127.0.0.1).")
+@click.option("--port", type=int, help="Listen port (default SSOT_HTTP_PORT or 8080).")
+@click.option("--trust-actor-header", is_flag=True,
+              help="Take the actor from X-Actor (only behind a proxy that sets it).")
+@click.option("--workers", type=click.IntRange(1, 64),
+              help="HTTP worker processes (default SSOT_HTTP_WORKERS or 2).")
+@click.option("--access-log", is_flag=True, help="Log every request.")
+def serve(host: str | None, port: int | None, trust_actor_header: bool, workers: int | None,
+          access_log: bool) -> None:
+    """Run the API (starting embedded PostgreSQL and NATS when no URLs are configured)."""
+    from nexus_ssot.ledger.settings import Settings
+
+    from .serve import serve as run
+
+    update: dict[str, Any] = {}
+    if host:
+        update["http_host"] = host
+    if port is not None:
+        update["http_port"] = port
+    if trust_actor_header:
+        update["trust_actor_header"] = True
+    if workers is not None:
+        update["http_workers"] = workers
+    run(Settings().model_copy(update=update), access_log=access_log)
+
+
+@click.command()
+@click.option("--socket", "socket_path", required=True, help="Unix socket to serve.")
+def writer(socket_path: str) -> None:
+    """Run the group-commit writer process (started by `ssot serve`)."""
+    import logging
+
+    from nexus_ssot.ledger.settings import Settings
+
+    from .writer_process import run_writer
+
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    run_writer(Settings(), socket_path)
+
+
+@click.command()
+@click.option("--from-position", type=int, default=0, show_default=True,
+              help="Compare events after this position.")
+@click.option("--to-position", type=int, help="…up to this one (default: the head).")
+@click.option("--repair", is_flag=True, help="Publish what the stream's tail is missing.")
+@click.pass_context
+def reconcile(ctx: click.Context, from_position: int, to_position: int | None,
+              repair: bool) -> None:
+    """Compare the NATS stream with the log (count and hash) and report what differs.
+
+    Talks to PostgreSQL and NATS directly (SSOT_DATABASE_URL, SSOT_NATS_URL). Exit code 0
+    when the stream holds exactly the log's events in the range (after --repair), 1 if not."""
+    import asyncio
+
+    from nexus_ssot.ledger.settings import Settings
+
+    from .reconcile import reconcile as run
+
+    settings = Settings()
+    if not settings.database_url or not settings.nats_url:
+        fail(EXIT_OTHER, "not_configured", "set SSOT_DATABASE_URL and SSOT_NATS_URL")
+    report = asyncio.run(run(settings.database_url, settings.nats_url,
+                             stream=settings.nats_stream, prefix=settings.nats_subject_prefix,
+                             from_position=from_position, to_position=to_position,
+                             repair=repair, progress=sys.stderr.isatty()))
+    summary = {**report.__dict__, "gaps_inside": report.gaps_inside,
+               "consistent": report.consistent}
+    if ctx.obj["json"]:
+        print_json(summary)
+    else:
+        out.print(f"positions {report.from_position}..{report.to_position}: "
+                  f"log {report.log_count} events, stream {report.stream_count}")
+        out.print(f"  log hash    {report.log_hash}")
+        out.print(f"  stream hash {report.stream_hash}")
+        for label, items in (("missing from the stream", report.missing),
+                             ("republished", report.republished),
+                             ("held twice", report.duplicated),
+                             ("not in the log", report.foreign),
+                             ("gaps inside the stream (recreate it to repair)",
+                              report.gaps_inside)):
+            if items:
+                shown = ", ".join(map(str, items[:20])) + (" …" if len(items) > 20 else "")
+                out.print(f"  {label}: {len(items)} ({shown})")
+        out.print("consistent" if report.consistent else "NOT consistent")
+    sys.exit(0 if report.consistent else 1)
+
+
+@click.command()
+@click.option("--view", "views", multiple=True, help="Only this view (repeatable).")
+def project(views: tuple[str, ...]) -> None:
+    """Keep the asynchronous views current, exactly once (one active runner per view and
+    database; run several for standbys)."""
+    import logging
+
+    from nexus_ssot.ledger.settings import Settings
+
+    from .project import run_projections
+
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    run_projections(Settings(), list(views) or None)
+
+
+@click.command()
+def broadcast() -> None:
+    """Publish every committed event on NATS JetStream, in order (one leader per database)."""
+    import logging
+
+    from nexus_ssot.ledger.settings import Settings
+
+    from .broadcast import run_broadcaster
+
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    run_broadcaster(Settings())
