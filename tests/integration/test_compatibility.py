@@ -19,20 +19,17 @@ away), and proofs of versions no digest covers yet (they name when the next dige
 from __future__ import annotations
 
 import json
-import os
-import secrets
-import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psycopg
 import pytest
-from psycopg import sql
 
+from . import test_backup
 from .conftest import RunningServer, make_settings
-from .test_cli import SSOT
+from .test_backup import ssot
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 EXPORT = FIXTURES / "main-2026-12-03.ndjson.gz"
@@ -46,43 +43,17 @@ SCALAR_NAMESPACES = frozenset({"flags"})
 READ_HEADERS = {"X-Correlation-Id": "compat-read"}
 OLD_TOPIC_MODULE = "nexus_ssot.ledger.domain"
 
-
-def ssot(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "SSOT_DATABASE_URL": database_url}
-    return subprocess.run([SSOT, *args], capture_output=True, text=True, env=env,
-                          timeout=120)
+#: Empty databases of the test's own, dropped at its end (the backup tests' fixture).
+new_db = test_backup.new_db
 
 
-@pytest.fixture(scope="module")
-def new_database(server_url: str) -> Iterator[Any]:
-    """Makes empty databases of this module's own (dropped at the end)."""
-    made: list[str] = []
-
-    def make() -> str:
-        name = f"ssot_compat_{secrets.token_hex(4)}"
-        with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        made.append(name)
-        return psycopg.conninfo.make_conninfo(server_url, dbname=name)
-
-    try:
-        yield make
-    finally:
-        with psycopg.connect(server_url, autocommit=True) as conn:
-            for name in made:
-                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                    sql.Identifier(name)))
-
-
-def imported_copy(new_database: Any) -> tuple[str, subprocess.CompletedProcess[str]]:
-    url = new_database()
-    return url, ssot(url, "import", str(EXPORT))
-
-
-@pytest.fixture(scope="module")
-def imported(new_database: Any) -> tuple[str, subprocess.CompletedProcess[str]]:
-    """The old export imported into an empty database: its URL and the import's run."""
-    return imported_copy(new_database)
+@pytest.fixture()
+def old_database(new_db: Callable[[], str]) -> str:
+    """The URL of an empty database the old export was imported into."""
+    url = new_db()
+    done = ssot(url, "import", str(EXPORT))
+    assert done.returncode == 0, done.stderr
+    return url
 
 
 def verify(database_url: str) -> dict[str, Any]:
@@ -99,29 +70,25 @@ def recorded_reads() -> dict[str, dict[str, Any]]:
 
 
 def test_the_old_export_imports_into_an_empty_database_with_its_chain_verified(
-        imported: tuple[str, subprocess.CompletedProcess[str]]) -> None:
-    _, done = imported
+        new_db: Callable[[], str]) -> None:
+    done = ssot(new_db(), "import", str(EXPORT))
     assert done.returncode == 0, done.stderr
     assert "chain verified" in done.stdout
 
 
-def test_the_imported_events_keep_the_topics_the_old_code_stored(
-        imported: tuple[str, subprocess.CompletedProcess[str]]) -> None:
-    url, _ = imported
-    with psycopg.connect(url) as conn:
+def test_the_imported_events_keep_the_topics_the_old_code_stored(old_database: str) -> None:
+    with psycopg.connect(old_database) as conn:
         topics = {row[0] for row in conn.execute("SELECT DISTINCT topic FROM ssot_events")}
     assert topics == {f"{OLD_TOPIC_MODULE}:{name}" for name in (
         "NamespaceConfigured", "EntryCreated", "EntryUpdated", "EntryPatched",
         "EntryDeleted", "EntryRestored")}
 
 
-def test_every_read_the_old_server_answered_is_answered_the_same(
-        imported: tuple[str, subprocess.CompletedProcess[str]]) -> None:
-    url, _ = imported
+def test_every_read_the_old_server_answered_is_answered_the_same(old_database: str) -> None:
     expected = recorded_reads()
     assert len(expected) > 200
     answered: dict[str, dict[str, Any]] = {}
-    settings = make_settings(url, scalar_namespaces=SCALAR_NAMESPACES)
+    settings = make_settings(old_database, scalar_namespaces=SCALAR_NAMESPACES)
     with RunningServer(settings) as server, \
             httpx.Client(base_url=server.url, timeout=30) as client:
         for path in expected:
@@ -136,10 +103,9 @@ def test_every_read_the_old_server_answered_is_answered_the_same(
 
 
 def test_ssot_verify_passes_with_the_digests_as_published_and_their_signing_key(
-        imported: tuple[str, subprocess.CompletedProcess[str]]) -> None:
-    url, _ = imported
+        old_database: str) -> None:
     published = len(PUBLISHED_DIGESTS.read_text().splitlines())
-    report = verify(url)
+    report = verify(old_database)
     assert report["ok"] and report["first_problem"] is None
     assert report["events"] == report["head"] > 50
     assert report["digests_checked"] == report["external_digests"] == published
@@ -148,12 +114,9 @@ def test_ssot_verify_passes_with_the_digests_as_published_and_their_signing_key(
     assert report["digested_to"] == report["head"]
 
 
-def test_an_imported_entry_takes_new_writes_that_continue_its_chain(
-        new_database: Any) -> None:
-    url, done = imported_copy(new_database)
-    assert done.returncode == 0, done.stderr
+def test_an_imported_entry_takes_new_writes_that_continue_its_chain(old_database: str) -> None:
     db = "/v1/namespaces/config/entries/services/payments/db"
-    with RunningServer(make_settings(url)) as server, \
+    with RunningServer(make_settings(old_database)) as server, \
             httpx.Client(base_url=server.url, timeout=30) as client:
         current = client.get(db)
         version = int(current.json()["version"])
@@ -163,5 +126,5 @@ def test_an_imported_entry_takes_new_writes_that_continue_its_chain(
         assert put.json()["version"] == version + 1
         history = client.get(db + "/history", params={"limit": 1000}).json()["items"]
         assert [item["version"] for item in history] == list(range(1, version + 2))
-    report = verify(url)
+    report = verify(old_database)
     assert report["ok"] and report["events"] == report["head"]
