@@ -15,7 +15,7 @@ from starlette.responses import Response
 
 from nexus_ssot.ledger.domain import Command, Context
 from nexus_ssot.ledger.errors import InvalidInput, Unavailable
-from nexus_ssot.ledger.writer import Idempotency, Outcome
+from nexus_ssot.ledger.event_store import Idempotency, Outcome
 
 from . import http
 from .params import JSON, service_of
