@@ -13,7 +13,9 @@ entry as the next version, so its history is never broken.
 from __future__ import annotations
 
 import copy
+import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, TypeVar
@@ -32,6 +34,7 @@ from .errors import (
     EntryGone,
     InvalidInput,
     InvalidPatch,
+    InvalidUnicode,
     NotFound,
     PatchFailed,
     PreconditionFailed,
@@ -143,11 +146,10 @@ def check_document(document: Any, limits: Limits, *, field: str = "document") ->
             code="document_too_deep",
             field=field,
         )
-    encoded = orjson.dumps(document)
+    encoded = check_text(document, field)
     if b"\\u0000" in encoded and (where := nul_path(document, field)) is not None:
-        raise InvalidInput(
+        raise InvalidUnicode(
             f"{where} holds the character U+0000, which the ledger cannot store",
-            code="invalid_unicode",
             field=where,
         )
     if len(encoded) > limits.max_document_bytes:
@@ -158,22 +160,73 @@ def check_document(document: Any, limits: Limits, *, field: str = "document") ->
     return encoded
 
 
+#: A UTF-16 surrogate code point. JSON read into Python pairs the two halves of a
+#: character, so one found in a string is a lone half: no character, with no encoding.
+LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def member_path(path: str, name: str) -> str:
+    """The JSON path of member ``name`` of the object at ``path`` (``""``: the root), as
+    errors name it: ``a.b``, or ``a["b c"]`` (JSON-escaped) for a name that is no identifier."""
+    if not _IDENTIFIER.match(name):
+        return f"{path}[{json.dumps(name)}]"
+    return f"{path}.{name}" if path else name
+
+
+def check_text(value: Any, field: str) -> bytes:
+    """``value`` encoded as the ledger stores it. A lone UTF-16 surrogate in a string or
+    member name has no encoding: ``InvalidUnicode`` names its JSON path from ``field``."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        refusal = surrogate_refusal(value, field)
+        if refusal is None:
+            raise
+        raise refusal from None
+
+
+def surrogate_refusal(value: Any, path: str) -> InvalidUnicode | None:
+    """The refusal of the first lone surrogate in ``value`` (document order), or None."""
+    for text, at, name in _texts(value, path):
+        if (found := LONE_SURROGATE.search(text)) is not None:
+            return lone_surrogate(at if name is None else member_path(at, name),
+                                  found.group(), in_name=name is not None)
+    return None
+
+
+def lone_surrogate(where: str, char: str, *, in_name: bool) -> InvalidUnicode:
+    """The refusal of ``char``, a lone surrogate in the string (or member name) at ``where``."""
+    return InvalidUnicode(
+        f"{where or 'the body'} {'is a member name holding' if in_name else 'holds'} "
+        f"U+{ord(char):04X}, a lone UTF-16 surrogate (half of a pair, which is no "
+        "character): the ledger cannot store it",
+        field=where or None,
+    )
+
+
 def nul_path(value: Any, path: str) -> str | None:
-    """The path of the first member name or string holding U+0000 in ``value``, if any
-    (PostgreSQL's jsonb cannot hold it)."""
+    """The path of the first string holding U+0000 in ``value``, or of the object whose
+    member name holds it, if any (PostgreSQL's jsonb cannot hold it)."""
+    for text, at, _ in _texts(value, path):
+        if "\x00" in text:
+            return at
+    return None
+
+
+def _texts(value: Any, path: str) -> Iterator[tuple[str, str, str | None]]:
+    """Every string and member name of ``value`` in document order: (the text, the JSON
+    path of the string or of the object holding the name, the name or None)."""
     if isinstance(value, str):
-        return path if "\x00" in value else None
-    if isinstance(value, dict):
-        for name, item in value.items():
-            if "\x00" in name:
-                return path
-            if (found := nul_path(item, f"{path}.{name}")) is not None:
-                return found
+        yield value, path, None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            name = str(key)  # (not JSON: orjson's own refusal stands)
+            yield name, path, name
+            yield from _texts(item, member_path(path, name))
     elif isinstance(value, list):
         for i, item in enumerate(value):
-            if (found := nul_path(item, f"{path}[{i}]")) is not None:
-                return found
-    return None
+            yield from _texts(item, f"{path}[{i}]")
 
 
 def type_name(value: Any) -> str:
@@ -405,6 +458,7 @@ def check_settings(settings: Any) -> dict[str, Any]:
     if not isinstance(settings, dict):
         raise InvalidInput(f"settings must be a JSON object, not {type_name(settings)}",
                            code="invalid_settings", field="settings")
+    check_text(settings, "")  # first: the errors below quote member names
     unknown = sorted(set(settings) - set(DEFAULT_SETTINGS))
     if unknown:
         raise InvalidInput(
@@ -610,6 +664,8 @@ def decide(
 
     check_namespace(command.namespace)
     check_key(command.key)
+    if isinstance(command, MergePatch):  # whole: a member it removes is in no document
+        check_text(command.patch, "patch")
     resolution: dict[str, Any] | None = None
     merged: Any = _ABSENT
     n = command.expected.if_match
@@ -780,7 +836,10 @@ def _event(
 
 
 def diff(before: Any, after: Any) -> list[dict[str, Any]]:
-    """The RFC 6902 patch that turns ``before`` into ``after`` (None means absent)."""
+    """The RFC 6902 patch that turns ``before`` into ``after`` (None means absent). A lone
+    surrogate in either, which no document may hold, is refused (``InvalidUnicode``)."""
+    check_text(before, "document")
+    check_text(after, "document")
     if before is None or after is None:
         if before is None and after is None:
             return []
@@ -812,6 +871,7 @@ def check_json_patch(operations: Any) -> list[dict[str, Any]]:
             f"a JSON Patch must be an array of operations, not {type_name(operations)}",
             field="patch",
         )
+    check_text(operations, "patch")
     for index, op in enumerate(operations):
         field = f"patch[{index}]"
         if not isinstance(op, dict):

@@ -59,6 +59,7 @@ import collections
 import contextlib
 import gzip
 import hashlib
+import json
 import os
 import queue
 import re
@@ -79,7 +80,7 @@ from psycopg import sql
 
 from nexus_ssot.integrity import merkle
 from nexus_ssot.ledger import chain
-from nexus_ssot.ledger.domain import EVENT_TYPE_NAMES
+from nexus_ssot.ledger.domain import EVENT_TYPE_NAMES, surrogate_refusal
 from nexus_ssot.ledger.migrate import migrate
 
 FORMAT = "nexus-ssot-export"
@@ -231,6 +232,12 @@ def _loads(raw: bytes, number: int) -> dict[str, Any]:
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as e:
+        refused = None
+        if "surrogate" in str(e):  # JSON text holding no text: the domain says where
+            with contextlib.suppress(ValueError, RecursionError):
+                refused = surrogate_refusal(json.loads(raw), "")
+        if refused is not None:
+            raise BadFile(number, refused.message) from refused
         raise BadFile(number, f"not valid JSON ({e})") from None
     if not isinstance(obj, dict):
         raise BadFile(number, "not a JSON object")

@@ -364,6 +364,18 @@ def test_an_edited_export_is_refused_at_the_edited_line(
             rf"line {number}: not valid JSON")
 
 
+def test_an_event_holding_a_lone_surrogate_is_refused_at_its_line_naming_its_path(
+        exported: list[bytes], new_db: Callable[[], str], tmp_path: Path) -> None:
+    # A \u escape of half a UTF-16 pair is JSON text, but no text the ledger stores.
+    number = next(i for i, line in enumerate(exported, 1)
+                  if b'"t":"event"' in line and b'"name":"' in line)
+    edited = list(exported)
+    edited[number - 1] = re.sub(rb'"name":"[^"]*"', rb'"name":"\\ud800"', exported[number - 1],
+                                count=1)
+    refused(new_db, write_lines(tmp_path / "surrogate.gz", rehash(edited)),
+            rf"line {number}: state\.document\.name holds U\+D800, a lone UTF-16 surrogate")
+
+
 def gzip_members(path: Path) -> int:
     data, members = path.read_bytes(), 0
     while data:

@@ -34,12 +34,14 @@ from nexus_ssot.ledger.domain import (
     MergePatch,
     NamespaceConfigured,
     Put,
+    Replay,
     Restore,
     apply_json_patch,
     check_document,
     check_json_patch,
     check_key,
     check_namespace,
+    configure,
     decide,
     diff,
     evolve,
@@ -51,6 +53,7 @@ from nexus_ssot.ledger.errors import (
     EntryGone,
     InvalidInput,
     InvalidPatch,
+    InvalidUnicode,
     LedgerError,
     NotFound,
     PatchFailed,
@@ -598,6 +601,34 @@ REJECTIONS = [
     ("restore of a non-object document", LIVE,
      Restore(NS, KEY, from_version=1, document=[1]), LIMITS,
      InvalidInput, "document_not_object", "document", {}),
+    ("lone surrogate deep in a document", None,
+     Put(NS, KEY, document={"a": {"b": [1, "x\ud800"]}}), LIMITS,
+     InvalidUnicode, "invalid_unicode", "document.a.b[1]", {}),
+    ("lone surrogate in a member name of a document", LIVE,
+     Put(NS, KEY, document={"a": [{"\udc00": 1}]}), LIMITS,
+     InvalidUnicode, "invalid_unicode", 'document.a[0]["\\udc00"]', {}),
+    ("lone surrogate in a merge patch", LIVE,
+     MergePatch(NS, KEY, patch={"meta": {"by": "\udbff"}}), LIMITS,
+     InvalidUnicode, "invalid_unicode", "patch.meta.by", {}),
+    ("lone surrogate in a member a merge patch removes", LIVE,
+     MergePatch(NS, KEY, patch={"\ud800": None}), LIMITS,
+     InvalidUnicode, "invalid_unicode", 'patch["\\ud800"]', {}),
+    ("lone surrogate in a json patch value", LIVE,
+     jp({"op": "add", "path": "/x", "value": {"y": ["\udfff"]}}), LIMITS,
+     InvalidUnicode, "invalid_unicode", "patch[0].value.y[0]", {}),
+    ("lone surrogate in a json patch path", LIVE, jp({"op": "remove", "path": "/\ud800"}),
+     LIMITS, InvalidUnicode, "invalid_unicode", "patch[0].path", {}),
+    ("lone surrogate in a json patch from", LIVE,
+     jp(*OPS_OK, {"op": "copy", "from": "/\ud800", "path": "/x"}), LIMITS,
+     InvalidUnicode, "invalid_unicode", "patch[1].from", {}),
+    ("lone surrogate in a restored document", GONE,
+     Restore(NS, KEY, from_version=1, document={"\ud800": 1}), LIMITS,
+     InvalidUnicode, "invalid_unicode", 'document["\\ud800"]', {}),
+    ("lone surrogate in a namespace's description", None,
+     configure(NS, {"description": "\ud800"}), LIMITS,
+     InvalidUnicode, "invalid_unicode", "description", {}),
+    ("lone surrogate in a setting's name", None, configure(NS, {"\udc00": 1}), LIMITS,
+     InvalidUnicode, "invalid_unicode", '["\\udc00"]', {}),
     ("stale If-Match on put", LIVE, Put(NS, KEY, IF_MATCH_2, document={}), LIMITS,
      PreconditionFailed, "version_conflict", "If-Match", {"current_version": 3}),
     ("stale If-Match on delete", LIVE, Delete(NS, KEY, IF_MATCH_2), LIMITS,
@@ -757,6 +788,22 @@ def test_a_path_with_an_invalid_pointer_escape_is_an_invalid_patch() -> None:
     assert caught.value.extra == {"op_index": 0}
 
 
+@pytest.mark.parametrize("command", [
+    Put(NS, KEY, Expectation(if_match=1), document={"status": "\ud800"}),
+    MergePatch(NS, KEY, Expectation(if_match=1), patch={"\udc00": None}),
+    JsonPatch(NS, KEY, Expectation(if_match=1),
+              operations=[{"op": "add", "path": "/x", "value": "\udbff"}]),
+], ids=["put", "merge patch", "json patch"])
+def test_a_stale_write_holding_a_lone_surrogate_is_refused_before_it_is_merged(
+        command: Command) -> None:
+    documents = ({"status": "new"}, {"status": "open"}, LIVE.document)
+    replay = Replay(1, documents, (diff(documents[0], documents[1]),
+                                   diff(documents[1], documents[2])))
+    with pytest.raises(InvalidUnicode) as caught:
+        decide(LIVE, command, ctx(), LIMITS, policy="merge", replay=replay)
+    assert caught.value.code == "invalid_unicode"
+
+
 # --- decide is pure -------------------------------------------------------------------
 
 
@@ -879,6 +926,66 @@ def test_apply_json_patch_compares_numbers_by_value_in_test() -> None:
 
 def test_apply_json_patch_can_replace_the_whole_document() -> None:
     assert apply_json_patch({"a": 1}, [{"op": "replace", "path": "", "value": [1]}]) == [1]
+
+
+# --- lone surrogates ------------------------------------------------------------------------
+# Half of a UTF-16 pair: no character, so no encoding. Python strings can hold one (JSON
+# text "\ud800" reads as one); whichever way it comes, it is refused naming its JSON path.
+
+SURROGATE_DOCUMENTS = [
+    ({"a": "\ud800"}, "document.a"),
+    ({"a": {"b": [1, {"c": "x\udfffy"}]}}, "document.a.b[1].c"),
+    ({"a": {"b": [{"\udc00": 1}]}}, 'document.a.b[0]["\\udc00"]'),
+    ({"ok": 1, "a b": {"\ud83d\ude00": 1}}, 'document["a b"]["\\ud83d\\ude00"]'),
+    ({"a": ["\udc00\ud800"]}, "document.a[0]"),
+]
+
+
+@pytest.mark.parametrize(("document", "path"), SURROGATE_DOCUMENTS)
+def test_check_document_refuses_a_lone_surrogate_naming_its_path(document: Any,
+                                                                 path: str) -> None:
+    with pytest.raises(InvalidUnicode) as caught:
+        check_document(document, LIMITS)
+    refused = caught.value
+    assert isinstance(refused, InvalidInput)
+    assert (refused.code, refused.field) == ("invalid_unicode", path)
+    assert refused.message.startswith(path) and "surrogate" in refused.message
+    orjson.dumps([refused.message, refused.field])  # the refusal itself can be sent
+
+
+def test_a_lone_surrogate_as_the_whole_document_is_refused() -> None:
+    with pytest.raises(InvalidUnicode) as caught:
+        check_document("\ud800", Limits(allow_non_object=True))
+    assert caught.value.field == "document"
+
+
+def test_a_character_beyond_the_basic_plane_is_no_surrogate() -> None:
+    assert check_document({"e": "\U0001f600"}, LIMITS) == '{"e":"\U0001f600"}'.encode()
+
+
+@pytest.mark.parametrize(("document", "path"), SURROGATE_DOCUMENTS)
+def test_diff_refuses_a_lone_surrogate_in_either_document(document: Any, path: str) -> None:
+    for before, after in ((document, {"a": 1}), ({"a": 1}, document), (None, document),
+                          (document, None)):
+        with pytest.raises(InvalidUnicode) as caught:
+            diff(before, after)
+        assert caught.value.field == path
+
+
+@pytest.mark.parametrize(("operations", "path"), [
+    ([{"op": "add", "path": "/a", "value": {"b": ["\ud800"]}}], "patch[0].value.b[0]"),
+    ([OPS_OK[0], {"op": "add", "path": "/a", "value": {"\udc00": 1}}],
+     'patch[1].value["\\udc00"]'),
+    ([{"op": "replace", "path": "/a/\udbff/b", "value": 1}], "patch[0].path"),
+    ([{"op": "move", "from": "/\udfff", "path": "/a"}], "patch[0].from"),
+    ([{"op": "test", "path": "/a", "value": "\ud800"}], "patch[0].value"),
+])
+def test_apply_json_patch_refuses_a_lone_surrogate_naming_its_path(operations: Any,
+                                                                   path: str) -> None:
+    for check in (check_json_patch, lambda ops: apply_json_patch({"a": {}}, ops)):
+        with pytest.raises(InvalidUnicode) as caught:
+            check(operations)
+        assert caught.value.field == path
 
 
 # --- evolve -------------------------------------------------------------------------------
