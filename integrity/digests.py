@@ -59,12 +59,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
 )
-from eventsourcing.utils import get_topic
 from nats.js import JetStreamContext
 from nats.js.api import StreamConfig
 
 from nexus_ssot.ledger import chain
-from nexus_ssot.ledger.domain import EVENT_TYPE_NAMES, stream_id
+from nexus_ssot.ledger.domain import TYPE_OF_TOPIC, stream_id
 from nexus_ssot.ledger.errors import EditConflict, NotFound, Unprocessable
 from nexus_ssot.ledger.leadership import leadership, retrying, wait_for_news
 
@@ -77,8 +76,6 @@ _LOCK_PUBLISHER = 0x55_0700_0004  # arbitrary, fixed: "ssot digest publisher"
 _LOCK_NAME = "digests"
 #: NOTIFY channel of a newly recorded digest (the publisher listens).
 CHANNEL = "ssot_digests"
-
-_TYPE_OF_TOPIC = {get_topic(cls): name for cls, name in EVENT_TYPE_NAMES.items()}
 
 
 def digest_stream(events_stream: str) -> str:
@@ -344,7 +341,7 @@ async def proof(conn: psycopg.AsyncConnection[Any], namespace: str, key: str, ve
             f"version {version} of {namespace}/{key} (position {position}): name a later "
             "digest, or none for the latest", code="not_in_digest", field="digest")
     fields = {**state, "stream": str(stream_id(namespace, key)), "version": version,
-              "type": _TYPE_OF_TOPIC.get(topic, topic)}
+              "type": TYPE_OF_TOPIC.get(topic, topic)}
     event: dict[str, Any] = {k: fields.get(k) for k in chain.HASHED}
     event.update(position=position, recorded_at=chain.timestamp(recorded_at),
                  event_type=event["type"], hash=state.get("hash"))

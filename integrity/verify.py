@@ -69,10 +69,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
 )
-from eventsourcing.utils import get_topic
 
 from nexus_ssot.ledger import chain
-from nexus_ssot.ledger.domain import EVENT_TYPE_NAMES, stream_id
+from nexus_ssot.ledger.domain import TYPE_OF_TOPIC, stream_id
 from nexus_ssot.ledger.errors import InvalidInput
 
 from . import merkle
@@ -118,7 +117,6 @@ MAX_KEPT = 10_000
 MAX_JUDGED = 20_000
 MAX_PAIRED = 500
 
-TYPE_OF_TOPIC = {get_topic(cls): name for cls, name in EVENT_TYPE_NAMES.items()}
 _N_HASHED = len(chain.HASHED)
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _TO_CHAR = "to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"

@@ -26,6 +26,7 @@ import jsonpatch
 import jsonpointer
 import orjson
 from eventsourcing.domain import Aggregate, AggregateEvent
+from eventsourcing.utils import register_topic
 
 from .chain import HASHED, hash_hex
 from .errors import (
@@ -323,16 +324,29 @@ class Context:
 # --- events ---------------------------------------------------------------------------
 
 
+# Topics are stored with every event and name its class: each class gives its own (an
+# explicit TOPIC is inherited), fixed as first stored, wherever the class lives now.
+
+
 class Entry(Aggregate):
     """The event-sourced aggregate of one entry; its state is an ``EntryState``."""
 
+    TOPIC = "nexus_ssot.ledger.domain:Entry"
     state: EntryState | None
+
+    class Created(Aggregate.Created):
+        """The library's creation event, which entries never use (``EntryCreated`` creates
+        them); an aggregate with an explicit topic must give it one too."""
+
+        TOPIC = "nexus_ssot.ledger.domain:Entry.Created"
 
 
 @dataclass(frozen=True)
 class EntryEvent(AggregateEvent):
     """Base of every entry event: the resulting document, the RFC 6902 patch from the
     previous version, and the metadata of the change."""
+
+    TOPIC = "nexus_ssot.ledger.domain:EntryEvent"
 
     event_id: UUID
     namespace: str
@@ -377,32 +391,35 @@ class EntryEvent(AggregateEvent):
 
 @dataclass(frozen=True)
 class EntryCreated(EntryEvent):
-    pass
+    TOPIC = "nexus_ssot.ledger.domain:EntryCreated"
 
 
 @dataclass(frozen=True)
 class EntryUpdated(EntryEvent):
-    pass
+    TOPIC = "nexus_ssot.ledger.domain:EntryUpdated"
 
 
 @dataclass(frozen=True)
 class EntryPatched(EntryEvent):
-    pass
+    TOPIC = "nexus_ssot.ledger.domain:EntryPatched"
 
 
 @dataclass(frozen=True)
 class EntryDeleted(EntryEvent):
-    pass
+    TOPIC = "nexus_ssot.ledger.domain:EntryDeleted"
 
 
 @dataclass(frozen=True)
 class EntryRestored(EntryEvent):
+    TOPIC = "nexus_ssot.ledger.domain:EntryRestored"
     restored_from_version: int = 0
 
 
 @dataclass(frozen=True)
 class NamespaceConfigured(EntryEvent):
     """New settings of the namespace named by ``key``; ``document`` holds them."""
+
+    TOPIC = "nexus_ssot.ledger.domain:NamespaceConfigured"
 
 
 #: The stable, public name of each event type (used in history, CloudEvents, audit).
@@ -414,6 +431,15 @@ EVENT_TYPE_NAMES: dict[type[EntryEvent], str] = {
     EntryRestored: "entry.restored",
     NamespaceConfigured: "namespace.configured",
 }
+
+#: The public event type name of each stored topic.
+TYPE_OF_TOPIC: dict[str, str] = {cls.TOPIC: name for cls, name in EVENT_TYPE_NAMES.items()}
+
+# so that a stored topic resolves before any event is written (the library registers
+# Entry's and Entry.Created's as it defines them)
+_EVENT_CLASSES: list[type[EntryEvent]] = [EntryEvent, *EVENT_TYPE_NAMES]
+for _event_class in _EVENT_CLASSES:
+    register_topic(_event_class.TOPIC, _event_class)
 
 
 # --- apply ----------------------------------------------------------------------------

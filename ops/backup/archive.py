@@ -80,7 +80,7 @@ from psycopg import sql
 
 from nexus_ssot.integrity import merkle
 from nexus_ssot.ledger import chain
-from nexus_ssot.ledger.domain import EVENT_TYPE_NAMES, surrogate_refusal
+from nexus_ssot.ledger.domain import TYPE_OF_TOPIC, surrogate_refusal
 from nexus_ssot.ledger.migrate import migrate
 
 FORMAT = "nexus-ssot-export"
@@ -94,9 +94,6 @@ _TS = """to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _MOMENT = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
-#: Topic of each event class -> its public type name (hashed as ``type``).
-TOPIC_TYPES = {f"{cls.__module__}:{cls.__qualname__}": name
-               for cls, name in EVENT_TYPE_NAMES.items()}
 #: Imports done into a database, so an incremental file can be checked to continue the
 #: last one (created by the first import).
 IMPORTS_DDL = """
@@ -932,7 +929,7 @@ def _event_row(st: _Import, number: int, raw: bytes, obj: dict[str, Any]) -> byt
     except ValueError:
         raise BadFile(number, f"recorded_at {recorded_at!r} is not RFC 3339 UTC with "
                               "microseconds") from None
-    type_name = TOPIC_TYPES.get(topic)
+    type_name = TYPE_OF_TOPIC.get(topic)
     if type_name is None:
         raise BadFile(number, f"unknown event topic {topic!r}")
     last_version, last_hash = st.streams.get(stream, (0, None))
@@ -1076,7 +1073,7 @@ _ROW_HEAD = struct.Struct(">hiqi16siq")
 _INT4 = struct.Struct(">i")
 _ROW_TAIL = struct.Struct(">iq")
 _TOPIC_CELLS = {topic: _INT4.pack(len(topic.encode())) + topic.encode()
-                for topic in TOPIC_TYPES}
+                for topic in TYPE_OF_TOPIC}
 _PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 _BIGINT = 1 << 63

@@ -25,6 +25,7 @@ from psycopg import sql
 
 from nexus_ssot.integrity import merkle
 from nexus_ssot.ledger import chain
+from nexus_ssot.ledger.domain import TYPE_OF_TOPIC
 from nexus_ssot.ledger.migrate import migrate
 from nexus_ssot.ops.backup import archive as backup
 
@@ -117,7 +118,7 @@ def assert_same_tables(a: str, b: str) -> None:
 def check_chains(url: str) -> int:
     """Every stream's hash chain recomputed here (independently of the import): each
     event's hash from its content, each prev_hash the stream's previous hash."""
-    topics = backup.TOPIC_TYPES
+    topics = TYPE_OF_TOPIC
     last: dict[str, tuple[int, str | None]] = {}
     for stream, version, topic, state in rows(
             url, "SELECT originator_id::text, originator_version, topic, state"

@@ -13,10 +13,13 @@ import jsonpatch
 import orjson
 import pytest
 from eventsourcing.application import project_aggregate
+from eventsourcing.persistence import Mapper
+from eventsourcing.utils import get_topic, resolve_topic
 
 from nexus_ssot.ledger.domain import (
     EVENT_TYPE_NAMES,
     RESERVED_LAST_SEGMENTS,
+    TYPE_OF_TOPIC,
     Command,
     Context,
     Delete,
@@ -59,6 +62,7 @@ from nexus_ssot.ledger.errors import (
     PatchFailed,
     PreconditionFailed,
 )
+from nexus_ssot.ledger.store import OrjsonTranscoder
 
 NS = "orders"
 KEY = "eu/2024/order-1"
@@ -486,6 +490,39 @@ def test_event_type_names_are_stable() -> None:
         EntryRestored: "entry.restored",
         NamespaceConfigured: "namespace.configured",
     }
+
+
+#: The topic stored with every event of each class, as first written: never to change,
+#: wherever the classes live.
+STORED_TOPICS: dict[type, str] = {
+    Entry: "nexus_ssot.ledger.domain:Entry",
+    Entry.Created: "nexus_ssot.ledger.domain:Entry.Created",
+    EntryEvent: "nexus_ssot.ledger.domain:EntryEvent",
+    EntryCreated: "nexus_ssot.ledger.domain:EntryCreated",
+    EntryUpdated: "nexus_ssot.ledger.domain:EntryUpdated",
+    EntryPatched: "nexus_ssot.ledger.domain:EntryPatched",
+    EntryDeleted: "nexus_ssot.ledger.domain:EntryDeleted",
+    EntryRestored: "nexus_ssot.ledger.domain:EntryRestored",
+    NamespaceConfigured: "nexus_ssot.ledger.domain:NamespaceConfigured",
+}
+
+
+@pytest.mark.parametrize(("cls", "topic"), STORED_TOPICS.items(),
+                         ids=[cls.__qualname__ for cls in STORED_TOPICS])
+def test_every_event_class_and_the_aggregate_keep_their_stored_topic(cls: type,
+                                                                     topic: str) -> None:
+    assert get_topic(cls) == topic
+    assert resolve_topic(topic) is cls
+
+
+def test_the_event_type_of_each_stored_topic_is_its_class_s() -> None:
+    assert {STORED_TOPICS[cls]: name for cls, name in EVENT_TYPE_NAMES.items()} == TYPE_OF_TOPIC
+
+
+def test_an_event_is_stored_under_its_topic() -> None:
+    event = decide(None, Put(NS, KEY, document={"a": 1}), ctx(), LIMITS)
+    stored = Mapper(transcoder=OrjsonTranscoder()).to_stored_event(event)
+    assert stored.topic == "nexus_ssot.ledger.domain:EntryCreated"
 
 
 # --- decide: metadata ------------------------------------------------------------------
