@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 from fastapi import Request
 
-from nexus_ssot.ledger.domain import Expectation
+from nexus_ssot.ledger.commands import Expectation
 from nexus_ssot.ledger.errors import (
     DocumentTooLarge,
     InvalidInput,

@@ -9,10 +9,13 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from nexus_ssot.ledger.domain import (
+from nexus_ssot.ledger.addressing import (
     MAX_KEY_LENGTH,
     NAMESPACE_PATTERN,
-    SETTINGS_NAMESPACE,
+    check_key,
+    check_namespace,
+)
+from nexus_ssot.ledger.commands import (
     Command,
     Delete,
     Expectation,
@@ -20,20 +23,20 @@ from nexus_ssot.ledger.domain import (
     MergePatch,
     Put,
     Restore,
-    check_json_patch,
-    check_key,
-    check_namespace,
-    check_settings,
-    configure,
-    diff,
-    settings_of,
 )
-from nexus_ssot.ledger.domain import EntryState as _State
+from nexus_ssot.ledger.documents import check_json_patch, diff
 from nexus_ssot.ledger.errors import (
     InvalidInput,
     LedgerError,
     PreconditionFailed,
     Unprocessable,
+)
+from nexus_ssot.ledger.events import EntryState as _State
+from nexus_ssot.ledger.namespace_settings import (
+    SETTINGS_NAMESPACE,
+    check_settings,
+    configure,
+    settings_of,
 )
 from nexus_ssot.ledger.writer import Outcome
 from nexus_ssot.projections import current_state, entry_at, restore_plan

@@ -22,10 +22,13 @@ from pydantic import BeforeValidator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response, StreamingResponse
 
-from nexus_ssot.ledger.domain import (
-    EVENT_TYPE_NAMES,
+from nexus_ssot.ledger.addressing import (
     MAX_KEY_LENGTH,
     NAMESPACE_PATTERN,
+    check_key,
+    check_namespace,
+)
+from nexus_ssot.ledger.commands import (
     Command,
     Context,
     Delete,
@@ -33,11 +36,8 @@ from nexus_ssot.ledger.domain import (
     MergePatch,
     Put,
     Restore,
-    check_json_patch,
-    check_key,
-    check_namespace,
-    diff,
 )
+from nexus_ssot.ledger.documents import check_json_patch, diff
 from nexus_ssot.ledger.errors import (
     EntryGone,
     InvalidInput,
@@ -45,6 +45,7 @@ from nexus_ssot.ledger.errors import (
     Unavailable,
     Unprocessable,
 )
+from nexus_ssot.ledger.events import EVENT_TYPE_NAMES
 from nexus_ssot.ledger.writer import Idempotency, Outcome
 from nexus_ssot.projections import audit_trail, current_state, entry_at, event_feed
 from nexus_ssot.projections import entry_history as entry_history_view

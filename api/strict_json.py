@@ -16,7 +16,7 @@ import math
 import re
 from typing import Any
 
-from nexus_ssot.ledger.domain import LONE_SURROGATE, lone_surrogate, member_path
+from nexus_ssot.ledger.documents import LONE_SURROGATE, lone_surrogate, member_path
 from nexus_ssot.ledger.errors import InvalidInput, InvalidUnicode
 
 MIN_INT, MAX_INT = -(2**63), 2**64 - 1  # what orjson reads and writes as an integer

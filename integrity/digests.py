@@ -63,8 +63,9 @@ from nats.js import JetStreamContext
 from nats.js.api import StreamConfig
 
 from nexus_ssot.ledger import chain
-from nexus_ssot.ledger.domain import TYPE_OF_TOPIC, stream_id
+from nexus_ssot.ledger.addressing import stream_id
 from nexus_ssot.ledger.errors import EditConflict, NotFound, Unprocessable
+from nexus_ssot.ledger.events import TYPE_OF_TOPIC
 from nexus_ssot.ledger.leadership import leadership, retrying, wait_for_news
 
 from . import merkle

@@ -71,8 +71,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from nexus_ssot.ledger import chain
-from nexus_ssot.ledger.domain import TYPE_OF_TOPIC, stream_id
+from nexus_ssot.ledger.addressing import stream_id
 from nexus_ssot.ledger.errors import InvalidInput
+from nexus_ssot.ledger.events import TYPE_OF_TOPIC
 
 from . import merkle
 from .digests import Digest, key_id

@@ -26,7 +26,7 @@ from eventsourcing.persistence import (
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.utils import get_topic, retry
 
-from .domain import Entry
+from .events import Entry
 
 APPLICATION_NAME = "SSOT"
 EVENTS_TABLE = "ssot_events"

@@ -27,23 +27,9 @@ from uuid import UUID
 import orjson
 from eventsourcing.persistence import DataError, IntegrityError, PersistenceError
 
-from .domain import (
-    EVENT_TYPE_NAMES,
-    MAX_REPLAY_VERSIONS,
-    SETTINGS_NAMESPACE,
-    Command,
-    ConfigureNamespace,
-    Context,
-    EntryDeleted,
-    EntryEvent,
-    EntryState,
-    Limits,
-    Replay,
-    decide,
-    evolve,
-    needs_replay,
-    settings_of,
-)
+from .commands import Command, ConfigureNamespace, Context
+from .documents import Limits
+from .domain import decide
 from .errors import (
     EditConflict,
     IdempotencyKeyReused,
@@ -53,6 +39,9 @@ from .errors import (
     PreconditionFailed,
     Unavailable,
 )
+from .events import EVENT_TYPE_NAMES, EntryDeleted, EntryEvent, EntryState, evolve
+from .merge import MAX_REPLAY_VERSIONS, Replay, needs_replay
+from .namespace_settings import SETTINGS_NAMESPACE, settings_of
 from .store import InlineBatch, LedgerApplication
 
 log = logging.getLogger(__name__)

@@ -31,8 +31,8 @@ from uuid import UUID
 
 import orjson
 
-from . import domain, errors
-from .domain import Command, Context, Expectation
+from . import commands, errors
+from .commands import Command, Context, Expectation
 from .errors import LedgerError, Unavailable
 from .writer import GroupCommitWriter, Idempotency, Outcome, Write
 
@@ -42,8 +42,8 @@ _HEADER = struct.Struct(">I")
 _MAX_FRAME = 256 * 1024 * 1024
 _COMMANDS: dict[str, type[Command]] = {
     cls.__name__: cls
-    for cls in (domain.Put, domain.MergePatch, domain.JsonPatch, domain.Delete, domain.Restore,
-                domain.ConfigureNamespace)
+    for cls in (commands.Put, commands.MergePatch, commands.JsonPatch, commands.Delete,
+                commands.Restore, commands.ConfigureNamespace)
 }
 
 

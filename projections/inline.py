@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 import psycopg
 
-from nexus_ssot.ledger.domain import EntryDeleted
+from nexus_ssot.ledger.events import EntryDeleted
 
 from .runtime import SQL_EVENT_TYPE, Tables
 

@@ -36,7 +36,7 @@ import orjson
 import psycopg
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
-from nexus_ssot.ledger.domain import TYPE_OF_TOPIC
+from nexus_ssot.ledger.events import TYPE_OF_TOPIC
 from nexus_ssot.ledger.leadership import leadership, sleep_unless_stopped, wait_for_news
 
 log = logging.getLogger(__name__)

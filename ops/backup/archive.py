@@ -80,7 +80,8 @@ from psycopg import sql
 
 from nexus_ssot.integrity import merkle
 from nexus_ssot.ledger import chain
-from nexus_ssot.ledger.domain import TYPE_OF_TOPIC, surrogate_refusal
+from nexus_ssot.ledger.documents import surrogate_refusal
+from nexus_ssot.ledger.events import TYPE_OF_TOPIC
 from nexus_ssot.ledger.migrate import migrate
 
 FORMAT = "nexus-ssot-export"

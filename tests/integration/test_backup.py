@@ -25,7 +25,7 @@ from psycopg import sql
 
 from nexus_ssot.integrity import merkle
 from nexus_ssot.ledger import chain
-from nexus_ssot.ledger.domain import TYPE_OF_TOPIC
+from nexus_ssot.ledger.events import TYPE_OF_TOPIC
 from nexus_ssot.ledger.migrate import migrate
 from nexus_ssot.ops.backup import archive as backup
 

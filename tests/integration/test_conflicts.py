@@ -15,19 +15,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from jsonpointer import resolve_pointer
 
-from nexus_ssot.ledger.domain import (
-    Context,
-    EntryState,
-    Expectation,
-    Limits,
-    MergePatch,
-    Put,
-    Replay,
-    decide,
-    diff,
-    surrogate_refusal,
-)
+from nexus_ssot.ledger.commands import Context, Expectation, MergePatch, Put
+from nexus_ssot.ledger.documents import Limits, diff, surrogate_refusal
+from nexus_ssot.ledger.domain import decide
 from nexus_ssot.ledger.errors import EditConflict, InvalidUnicode
+from nexus_ssot.ledger.events import EntryState
+from nexus_ssot.ledger.merge import Replay
 from tests.integration.conftest import event_count
 
 MERGE_PATCH = {"Content-Type": "application/merge-patch+json"}

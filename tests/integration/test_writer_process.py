@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from nexus_ssot.ledger.domain import Command, Context, JsonPatch, MergePatch, Put, Restore
+from nexus_ssot.ledger.commands import Command, Context, JsonPatch, MergePatch, Put, Restore
 from nexus_ssot.ledger.errors import InvalidUnicode
 from nexus_ssot.ledger.writer_service import RemoteWriter
 from nexus_ssot.ops.writer_process import WriterProcess
