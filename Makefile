@@ -19,7 +19,7 @@ run: $(STAMP)
 
 # Everything, both cores: the import contracts, then every lane (unit, integration, the slow
 # end-to-end runs). What .ci/run calls.
-test: $(STAMP)
+test: $(STAMP) lint-imports
 	$(PY) -m pytest -n auto --dist loadfile
 
 # The fast lane: no I/O, no processes, seconds.

@@ -13,8 +13,9 @@ import orjson
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response, StreamingResponse
 
-from nexus_ssot.ledger.domain import EVENT_TYPE_NAMES, check_namespace
+from nexus_ssot.ledger.addressing import check_namespace
 from nexus_ssot.ledger.errors import InvalidInput
+from nexus_ssot.ledger.events import EVENT_TYPE_NAMES
 from nexus_ssot.projections import audit_trail, entry_at
 
 from . import models

@@ -9,19 +9,14 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from nexus_ssot.ledger.domain import (
+from nexus_ssot.ledger.addressing import (
     MAX_KEY_LENGTH,
     NAMESPACE_PATTERN,
-    Command,
-    Delete,
-    Expectation,
-    JsonPatch,
-    MergePatch,
-    Put,
-    check_json_patch,
     check_key,
     check_namespace,
 )
+from nexus_ssot.ledger.commands import Command, Delete, Expectation, JsonPatch, MergePatch, Put
+from nexus_ssot.ledger.documents import check_json_patch
 from nexus_ssot.ledger.errors import InvalidInput, LedgerError
 
 from . import http, models

@@ -14,15 +14,9 @@ from fastapi import APIRouter, Query, Request
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from nexus_ssot.ledger.domain import (
-    Command,
-    Delete,
-    JsonPatch,
-    MergePatch,
-    Put,
-    check_json_patch,
-    check_namespace,
-)
+from nexus_ssot.ledger.addressing import check_namespace
+from nexus_ssot.ledger.commands import Command, Delete, JsonPatch, MergePatch, Put
+from nexus_ssot.ledger.documents import check_json_patch
 from nexus_ssot.ledger.errors import EntryGone, NotFound
 from nexus_ssot.projections import current_state, entry_at
 from nexus_ssot.projections import entry_history as entry_history_view

@@ -13,7 +13,7 @@ import psycopg
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response, StreamingResponse
 
-from nexus_ssot.ledger.domain import check_key, check_namespace
+from nexus_ssot.ledger.addressing import check_key, check_namespace
 from nexus_ssot.ledger.errors import InvalidInput
 from nexus_ssot.projections import event_feed
 

@@ -11,7 +11,8 @@ import orjson
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from nexus_ssot.ledger.domain import Restore, diff
+from nexus_ssot.ledger.commands import Restore
+from nexus_ssot.ledger.documents import diff
 from nexus_ssot.ledger.errors import InvalidInput, NotFound, Unprocessable
 from nexus_ssot.projections import entry_at
 from nexus_ssot.projections import entry_history as entry_history_view

@@ -11,10 +11,11 @@ from typing import Any
 import orjson
 from fastapi import Request
 
-from nexus_ssot.ledger.domain import Expectation
+from nexus_ssot.ledger.commands import Expectation
 from nexus_ssot.ledger.errors import (
     DocumentTooLarge,
     InvalidInput,
+    InvalidUnicode,
     UnsupportedMediaType,
 )
 
@@ -135,9 +136,12 @@ def _refusal(body: bytes, field: str, root: str, reason: str) -> InvalidInput:
     if "byte order mark" in reason or "UTF-8" in reason:
         return InvalidInput(f"{field} must be UTF-8 without a byte order mark ({reason})",
                             code="invalid_encoding", field=field)
-    if "surrogate" in reason:
-        return InvalidInput(f"{field} has a \\u escape of a lone UTF-16 surrogate, which is "
-                            f"no character ({reason})", code="invalid_unicode", field=field)
+    if "surrogate" in reason:  # a \u escape of one: the exact parse says where
+        ambiguity = strict_json.first_ambiguity(body, root)
+        if ambiguity is not None and ambiguity.field:
+            return ambiguity
+        return InvalidUnicode(f"{field} has a \\u escape of a lone UTF-16 surrogate, which is "
+                              f"no character ({reason})", field=field)
     return InvalidInput(f"{field} is not valid JSON: {reason}", code="malformed_json",
                         field=field)
 

@@ -12,14 +12,14 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from nexus_ssot.ledger.domain import (
+from nexus_ssot.ledger.addressing import check_namespace
+from nexus_ssot.ledger.events import EntryState as _State
+from nexus_ssot.ledger.namespace_settings import (
     SETTINGS_NAMESPACE,
-    check_namespace,
     check_settings,
     configure,
     settings_of,
 )
-from nexus_ssot.ledger.domain import EntryState as _State
 from nexus_ssot.projections import current_state
 from nexus_ssot.projections import entry_history as entry_history_view
 

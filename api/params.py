@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import Path, Query, Request
 from pydantic import BeforeValidator
 
-from nexus_ssot.ledger.domain import (
+from nexus_ssot.ledger.addressing import (
     MAX_KEY_LENGTH,
     NAMESPACE_PATTERN,
     check_key,

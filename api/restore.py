@@ -10,14 +10,9 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from nexus_ssot.ledger.domain import (
-    Command,
-    Delete,
-    Expectation,
-    Restore,
-    check_namespace,
-    diff,
-)
+from nexus_ssot.ledger.addressing import check_namespace
+from nexus_ssot.ledger.commands import Command, Delete, Expectation, Restore
+from nexus_ssot.ledger.documents import diff
 from nexus_ssot.ledger.errors import InvalidInput, PreconditionFailed, Unprocessable
 from nexus_ssot.projections import entry_at, restore_plan
 

@@ -2,11 +2,11 @@
 
 orjson keeps the last of duplicate member names, turns an integer beyond 64 bits into a
 rounded float, refuses a number beyond IEEE 754 doubles as "infinity" and reads a nonzero
-one too small for a double as 0.0; PostgreSQL's json types cannot hold U+0000. The ledger
-stores none of those: it refuses the body with the JSON path of the first such member,
-number or string, in document order. This parse is
-slow (the standard library, in Python) and runs only when a cheap test on the bytes says
-one of them may be there.
+one too small for a double as 0.0, and refuses a \\u escape of a lone UTF-16 surrogate
+without saying where; PostgreSQL's json types cannot hold U+0000. The ledger stores none of
+those: it refuses the body with the JSON path of the first such member, number or string,
+in document order. This parse is slow (the standard library, in Python) and runs only when
+a cheap test on the bytes (or orjson's refusal) says one of them may be there.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ import math
 import re
 from typing import Any
 
-from nexus_ssot.ledger.errors import InvalidInput
+from nexus_ssot.ledger.documents import LONE_SURROGATE, lone_surrogate, member_path
+from nexus_ssot.ledger.errors import InvalidInput, InvalidUnicode
 
 MIN_INT, MAX_INT = -(2**63), 2**64 - 1  # what orjson reads and writes as an integer
 _NONZERO_DIGIT = re.compile(r"[1-9]")
 _MANTISSA = re.compile(r"^-?([0-9.]+)")
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class _Object(list[tuple[str, Any]]):
@@ -55,9 +55,10 @@ def _refuse_constant(name: str) -> Any:
 
 
 def first_ambiguity(body: bytes, root: str) -> InvalidInput | None:
-    """The refusal of the first duplicate member, lossy number or NUL character of ``body``
-    (valid JSON text, or JSON orjson refused for a number's range), or None when there is
-    none; its field is the JSON path from ``root`` (``""``: the body's own members)."""
+    """The refusal of the first duplicate member, lossy number, NUL character or lone
+    surrogate of ``body`` (valid JSON text, or JSON orjson refused for a number's range or a
+    surrogate), or None when there is none; its field is the JSON path from ``root``
+    (``""``: the body's own members)."""
     try:
         tree = json.loads(body.decode(), object_pairs_hook=_Object, parse_int=_integer,
                           parse_float=_number, parse_constant=_refuse_constant)
@@ -66,16 +67,18 @@ def first_ambiguity(body: bytes, root: str) -> InvalidInput | None:
     return _walk(tree, root)
 
 
-def _member_path(path: str, name: str) -> str:
-    if not _IDENTIFIER.match(name):
-        return f"{path}[{json.dumps(name)}]"
-    return f"{path}.{name}" if path else name
-
-
-def _nul(path: str) -> InvalidInput:
+def _nul(path: str) -> InvalidUnicode:
     # PostgreSQL's json types cannot hold U+0000: refused here, not failing a commit
-    return InvalidInput(f"{path} holds the character U+0000 (\\u0000), which the ledger "
-                        "cannot store", code="invalid_unicode", field=path)
+    return InvalidUnicode(f"{path} holds the character U+0000 (\\u0000), which the ledger "
+                          "cannot store", field=path)
+
+
+def _text(text: str, path: str, *, in_name: bool = False) -> InvalidUnicode | None:
+    if "\x00" in text:
+        return _nul(path)
+    if (found := LONE_SURROGATE.search(text)) is not None:
+        return lone_surrogate(path, found.group(), in_name=in_name)
+    return None
 
 
 def _walk(value: Any, path: str) -> InvalidInput | None:
@@ -84,14 +87,14 @@ def _walk(value: Any, path: str) -> InvalidInput | None:
             f"{path} is {value.literal[:40]}{'…' if len(value.literal) > 40 else ''}: "
             f"{value.why}, which the ledger would not store exactly; send it as a string",
             code="number_out_of_range", field=path)
-    if isinstance(value, str) and "\x00" in value:
-        return _nul(path)
+    if isinstance(value, str):
+        return _text(value, path)
     if isinstance(value, _Object):
         seen: set[str] = set()
         for name, member in value:
-            at = _member_path(path, name)
-            if "\x00" in name:
-                return _nul(at)
+            at = member_path(path, name)
+            if (refused := _text(name, at, in_name=True)) is not None:
+                return refused
             if name in seen:
                 return InvalidInput(
                     f"{at} appears twice in one object; JSON readers disagree on which value "

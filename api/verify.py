@@ -16,8 +16,9 @@ from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 from nexus_ssot.integrity import verify
-from nexus_ssot.ledger.domain import SETTINGS_NAMESPACE, check_namespace
+from nexus_ssot.ledger.addressing import check_namespace
 from nexus_ssot.ledger.errors import InvalidInput, Unavailable
+from nexus_ssot.ledger.namespace_settings import SETTINGS_NAMESPACE
 
 from .params import JSON, MAX_INT, READ_ERRORS, service_of
 

@@ -12,7 +12,7 @@ import psycopg
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from nexus_ssot.ledger.domain import check_namespace
+from nexus_ssot.ledger.addressing import check_namespace
 from nexus_ssot.ledger.errors import InvalidInput, NotFound, ViewBehind
 from nexus_ssot.projections import namespace_stats
 from nexus_ssot.projections.runtime import tracked_position

@@ -13,7 +13,7 @@ import orjson
 from fastapi import Request
 from starlette.responses import Response
 
-from nexus_ssot.ledger.domain import Command, Context
+from nexus_ssot.ledger.commands import Command, Context
 from nexus_ssot.ledger.errors import InvalidInput, Unavailable
 from nexus_ssot.ledger.event_store import Idempotency, Outcome
 

@@ -16,22 +16,9 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from .domain import (
-    MAX_REPLAY_VERSIONS,
-    SETTINGS_NAMESPACE,
-    Command,
-    ConfigureNamespace,
-    Context,
-    EntryDeleted,
-    EntryEvent,
-    EntryState,
-    Limits,
-    Replay,
-    decide,
-    evolve,
-    needs_replay,
-    settings_of,
-)
+from .commands import Command, ConfigureNamespace, Context
+from .documents import Limits
+from .domain import decide
 from .errors import (
     EditConflict,
     IdempotencyKeyReused,
@@ -40,6 +27,9 @@ from .errors import (
     PreconditionFailed,
 )
 from .event_store import Address, EventStore, Idempotency, Outcome
+from .events import EntryDeleted, EntryEvent, EntryState, evolve
+from .merge import MAX_REPLAY_VERSIONS, Replay, needs_replay
+from .namespace_settings import SETTINGS_NAMESPACE, settings_of
 
 
 @dataclass

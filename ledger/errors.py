@@ -8,6 +8,7 @@ one place (``api/errors.py``); nothing below the edge knows about HTTP.
     LedgerError
     ├── InvalidInput            the request itself is malformed (bad JSON, bad key, …)
     │   ├── DocumentTooLarge
+    │   ├── InvalidUnicode      text holding U+0000 or a lone UTF-16 surrogate
     │   ├── UnsupportedMediaType
     │   ├── NotAcceptable       the Accept header allows none of a resource's media types
     │   └── InvalidPatch        a patch document that is not a valid patch
@@ -52,6 +53,13 @@ class InvalidInput(LedgerError):
 
 class DocumentTooLarge(InvalidInput):
     code = "document_too_large"
+
+
+class InvalidUnicode(InvalidInput):
+    """A string or member name holding what no stored text can: U+0000 (PostgreSQL's
+    json types refuse it) or a lone UTF-16 surrogate (half of a pair, no character)."""
+
+    code = "invalid_unicode"
 
 
 class UnsupportedMediaType(InvalidInput):

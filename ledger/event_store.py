@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Any, Protocol
 from uuid import UUID
 
-from .domain import EVENT_TYPE_NAMES, EntryEvent, EntryState
+from .events import EVENT_TYPE_NAMES, EntryEvent, EntryState
 
 #: An entry's (namespace, key).
 Address = tuple[str, str]

@@ -20,7 +20,6 @@ from uuid import UUID
 import orjson
 from eventsourcing.persistence import DataError, IntegrityError
 
-from .domain import EntryDeleted, EntryEvent, EntryState, evolve
 from .event_store import (
     Address,
     Committed,
@@ -30,6 +29,7 @@ from .event_store import (
     StoredResult,
     outcome_of,
 )
+from .events import EntryDeleted, EntryEvent, EntryState, evolve
 
 
 @dataclass(frozen=True)

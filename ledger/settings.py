@@ -12,7 +12,7 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from .domain import Limits
+from .documents import Limits
 
 
 class Settings(BaseSettings):

@@ -28,7 +28,6 @@ from eventsourcing.persistence import (
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.utils import get_topic, retry
 
-from .domain import EVENT_TYPE_NAMES, Entry, EntryDeleted, EntryEvent, EntryState
 from .event_store import (
     Address,
     Committed,
@@ -37,6 +36,7 @@ from .event_store import (
     Outcome,
     StoredResult,
 )
+from .events import EVENT_TYPE_NAMES, Entry, EntryDeleted, EntryEvent, EntryState
 
 APPLICATION_NAME = "SSOT"
 EVENTS_TABLE = "ssot_events"

@@ -23,8 +23,9 @@ from typing import Any
 
 from eventsourcing.persistence import DataError, IntegrityError, PersistenceError
 
+from .commands import Command, Context
 from .decider import BatchDecider, Decision, Request
-from .domain import Command, Context, Limits
+from .documents import Limits
 from .errors import InvalidInput, Unavailable
 from .event_store import (
     Committed,

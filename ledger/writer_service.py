@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import signal
 import struct
@@ -30,8 +31,8 @@ from uuid import UUID
 
 import orjson
 
-from . import domain, errors
-from .domain import Command, Context, Expectation
+from . import commands, errors
+from .commands import Command, Context, Expectation
 from .errors import LedgerError, Unavailable
 from .event_store import Idempotency, Outcome
 from .writer import GroupCommitWriter, Write
@@ -42,8 +43,8 @@ _HEADER = struct.Struct(">I")
 _MAX_FRAME = 256 * 1024 * 1024
 _COMMANDS: dict[str, type[Command]] = {
     cls.__name__: cls
-    for cls in (domain.Put, domain.MergePatch, domain.JsonPatch, domain.Delete, domain.Restore,
-                domain.ConfigureNamespace)
+    for cls in (commands.Put, commands.MergePatch, commands.JsonPatch, commands.Delete,
+                commands.Restore, commands.ConfigureNamespace)
 }
 
 
@@ -86,12 +87,25 @@ def encode_request(request_id: int, write: Write) -> bytes:
     if write.idempotency is not None:
         idem = {"actor": write.idempotency.actor, "key": write.idempotency.key,
                 "hash": write.idempotency.request_hash.hex()}
-    return orjson.dumps({
+    request = {
         "id": request_id,
         "ops": [(type(command).__name__, command, context) for command, context in write.ops],
         "idem": idem,
         "atomic": write.atomic,
-    })
+    }
+    try:
+        return orjson.dumps(request)
+    except TypeError:  # a lone surrogate, which json escapes: the writer's decide refuses it
+        return json.dumps(request, default=_plain).encode()
+
+
+def _plain(value: Any) -> Any:
+    """What orjson makes of the commands' types, for json."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, UUID):
+        return str(value)
+    return {f.name: getattr(value, f.name) for f in fields(value)}
 
 
 def decode_request(data: dict[str, Any]) -> Write:
@@ -150,7 +164,13 @@ async def read_frame(reader: asyncio.StreamReader) -> dict[str, Any] | None:
     (size,) = _HEADER.unpack(header)
     if size > _MAX_FRAME:
         raise ConnectionError(f"frame of {size} bytes is larger than {_MAX_FRAME}")
-    frame: dict[str, Any] = orjson.loads(await reader.readexactly(size))
+    data = await reader.readexactly(size)
+    try:
+        frame: dict[str, Any] = orjson.loads(data)
+    except orjson.JSONDecodeError as e:
+        if "surrogate" not in str(e):
+            raise
+        frame = json.loads(data)  # \u escapes of lone surrogates, for decide to refuse
     return frame
 
 

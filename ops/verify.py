@@ -82,8 +82,9 @@ def verify(ctx: click.Context, namespace: str | None, from_position: int | None,
         read_published_digests,
     )
     from nexus_ssot.integrity.verify import verify as run
-    from nexus_ssot.ledger.domain import SETTINGS_NAMESPACE, check_namespace
+    from nexus_ssot.ledger.addressing import check_namespace
     from nexus_ssot.ledger.errors import InvalidInput
+    from nexus_ssot.ledger.namespace_settings import SETTINGS_NAMESPACE
     from nexus_ssot.ledger.settings import Settings
 
     def bad(e: InvalidInput) -> NoReturn:

@@ -31,8 +31,9 @@ from typing import Any, Literal
 import psycopg
 from psycopg import sql
 
-from nexus_ssot.ledger.domain import SETTINGS_NAMESPACE, check_namespace
+from nexus_ssot.ledger.addressing import check_namespace
 from nexus_ssot.ledger.errors import InvalidInput
+from nexus_ssot.ledger.namespace_settings import SETTINGS_NAMESPACE
 from nexus_ssot.ledger.settings import Settings
 
 from .inline import INLINE_VIEWS

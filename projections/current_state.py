@@ -7,7 +7,7 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
-from nexus_ssot.ledger.domain import SETTINGS_NAMESPACE
+from nexus_ssot.ledger.namespace_settings import SETTINGS_NAMESPACE
 
 from .sql import ENTRY_JSON
 

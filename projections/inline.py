@@ -14,9 +14,11 @@ from typing import Any, ClassVar
 
 import psycopg
 
+from nexus_ssot.ledger.events import EntryDeleted
+
 from .runtime import SQL_EVENT_TYPE, Tables
 
-_DELETED = "'nexus_ssot.ledger.domain:EntryDeleted'"
+_DELETED = f"'{EntryDeleted.TOPIC}'"
 
 # The events of a range, decoded by PostgreSQL in one pass per event (json_to_record, not
 # one ``->`` per member, each of which would parse the text again). JSON null becomes SQL

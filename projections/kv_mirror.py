@@ -41,7 +41,8 @@ from nats.js.api import KeyValueConfig, StorageType
 from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
 
-from nexus_ssot.ledger.domain import NAMESPACE_PATTERN, SETTINGS_NAMESPACE
+from nexus_ssot.ledger.addressing import NAMESPACE_PATTERN
+from nexus_ssot.ledger.namespace_settings import SETTINGS_NAMESPACE
 from nexus_ssot.ledger.subjects import decode_token, encode_token
 
 from .runtime import LogEvent, Tables, next_upto, read_log

@@ -34,10 +34,9 @@ from typing import Any, ClassVar, Protocol
 
 import orjson
 import psycopg
-from eventsourcing.utils import get_topic
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
-from nexus_ssot.ledger.domain import EVENT_TYPE_NAMES
+from nexus_ssot.ledger.events import TYPE_OF_TOPIC
 from nexus_ssot.ledger.leadership import leadership, sleep_unless_stopped, wait_for_news
 
 log = logging.getLogger(__name__)
@@ -46,9 +45,8 @@ TRACKING_TABLE = "projection_tracking"
 _LOCK_NAMESPACE = 0x5550_0000
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
-#: The public event type name of each stored topic, and the same as a SQL CASE over the
-#: events table's ``topic`` column (for views folded in SQL).
-TYPE_OF_TOPIC = {get_topic(cls): name for cls, name in EVENT_TYPE_NAMES.items()}
+#: The public event type name of each stored topic as a SQL CASE over the events table's
+#: ``topic`` column (for views folded in SQL).
 SQL_EVENT_TYPE = "CASE topic " + " ".join(
     f"WHEN '{topic}' THEN '{name}'" for topic, name in TYPE_OF_TOPIC.items()) + " END"
 

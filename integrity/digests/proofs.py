@@ -9,16 +9,14 @@ from typing import Any
 
 import orjson
 import psycopg
-from eventsourcing.utils import get_topic
 
 from nexus_ssot.ledger import chain
-from nexus_ssot.ledger.domain import EVENT_TYPE_NAMES, stream_id
+from nexus_ssot.ledger.addressing import stream_id
 from nexus_ssot.ledger.errors import EditConflict, NotFound, Unprocessable
+from nexus_ssot.ledger.events import TYPE_OF_TOPIC
 
 from .record import digest_by_seq, latest_digest
 from .tree import leaf_of, stored_audit_path
-
-_TYPE_OF_TOPIC = {get_topic(cls): name for cls, name in EVENT_TYPE_NAMES.items()}
 
 
 class NotYetDigested(EditConflict):
@@ -66,7 +64,7 @@ async def proof(conn: psycopg.AsyncConnection[Any], namespace: str, key: str, ve
             f"version {version} of {namespace}/{key} (position {position}): name a later "
             "digest, or none for the latest", code="not_in_digest", field="digest")
     fields = {**state, "stream": str(stream_id(namespace, key)), "version": version,
-              "type": _TYPE_OF_TOPIC.get(topic, topic)}
+              "type": TYPE_OF_TOPIC.get(topic, topic)}
     event: dict[str, Any] = {k: fields.get(k) for k in chain.HASHED}
     event.update(position=position, recorded_at=chain.timestamp(recorded_at),
                  event_type=event["type"], hash=state.get("hash"))

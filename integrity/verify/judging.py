@@ -6,7 +6,7 @@ reordered."""
 
 from __future__ import annotations
 
-from nexus_ssot.ledger.domain import stream_id
+from nexus_ssot.ledger.addressing import stream_id
 
 from .log import (
     Conn,

@@ -17,16 +17,15 @@ from typing import Any
 
 import orjson
 import psycopg
-from eventsourcing.utils import get_topic
 
 from nexus_ssot.ledger import chain
-from nexus_ssot.ledger.domain import EVENT_TYPE_NAMES, stream_id
+from nexus_ssot.ledger.addressing import stream_id
+from nexus_ssot.ledger.events import TYPE_OF_TOPIC
 
 from .. import merkle
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 
-TYPE_OF_TOPIC = {get_topic(cls): name for cls, name in EVENT_TYPE_NAMES.items()}
 _N_HASHED = len(chain.HASHED)
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _TO_CHAR = "to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"

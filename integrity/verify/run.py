@@ -10,6 +10,7 @@ import hashlib
 import time
 
 from nexus_ssot.ledger.errors import InvalidInput
+from nexus_ssot.ledger.events import TYPE_OF_TOPIC
 
 from .. import merkle
 from ..digests import Digest
@@ -18,7 +19,7 @@ from .checkpoint import Checkpoint
 from .digests import DigestChecks
 from .inputs import Options
 from .judging import Judge
-from .log import TYPE_OF_TOPIC, Batches, Conn, Event, event_leaf, fast_hash, snapshot_connection
+from .log import Batches, Conn, Event, event_leaf, fast_hash, snapshot_connection
 from .problems import MAX_GAP, Findings, Progress, Report
 from .views import ViewChecks
 

@@ -17,6 +17,7 @@ import psycopg
 
 from nexus_ssot.integrity import merkle
 from nexus_ssot.ledger import chain
+from nexus_ssot.ledger.events import TYPE_OF_TOPIC
 
 from .copier import binary_event_row, copy_text
 from .format import (
@@ -25,7 +26,6 @@ from .format import (
     MOMENT,
     MOMENT_SQL,
     TAIL,
-    TOPIC_TYPES,
     UUID,
     VERSION,
     ZERO,
@@ -123,7 +123,7 @@ def event_row(st: ImportState, number: int, raw: bytes, obj: dict[str, Any]) -> 
     except ValueError:
         raise BadFile(number, f"recorded_at {recorded_at!r} is not RFC 3339 UTC with "
                               "microseconds") from None
-    type_name = TOPIC_TYPES.get(topic)
+    type_name = TYPE_OF_TOPIC.get(topic)
     if type_name is None:
         raise BadFile(number, f"unknown event topic {topic!r}")
     last_version, last_hash = st.streams.get(stream, (0, None))

@@ -13,7 +13,7 @@ from typing import Any
 
 import psycopg
 
-from .format import TOPIC_TYPES
+from nexus_ssot.ledger.events import TYPE_OF_TOPIC
 
 # The events go by a binary COPY: the state as it is (not in hex), which halves
 # PostgreSQL's work for them. A row: the number of fields, then each one's length and
@@ -27,7 +27,7 @@ _ROW_HEAD = struct.Struct(">hiqi16siq")
 _INT4 = struct.Struct(">i")
 _ROW_TAIL = struct.Struct(">iq")
 _TOPIC_CELLS = {topic: _INT4.pack(len(topic.encode())) + topic.encode()
-                for topic in TOPIC_TYPES}
+                for topic in TYPE_OF_TOPIC}
 _PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 IDEMPOTENCY_COPY = (b"COPY idempotency_keys (actor, key, request_hash, namespace, entry_key,"
@@ -39,7 +39,7 @@ CHUNK = 1 << 18
 def binary_event_row(position: int, stream: str, version: int, topic: str, state: bytes,
                      recorded_at: datetime) -> bytes:
     """The row of an event in the binary COPY of ``EVENTS_COPY`` (``topic`` one of
-    ``TOPIC_TYPES``, ``state`` the stored bytes)."""
+    ``TYPE_OF_TOPIC``, ``state`` the stored bytes)."""
     microseconds = (recorded_at - _PG_EPOCH) // _MICROSECOND
     return b"".join((
         _ROW_HEAD.pack(6, 8, position, 16, bytes.fromhex(stream.replace("-", "")), 8, version),

@@ -41,8 +41,10 @@ line; a truncated file has no trailer.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
+import json
 import os
 import re
 from collections.abc import Callable
@@ -50,7 +52,7 @@ from typing import Any
 
 import orjson
 
-from nexus_ssot.ledger.domain import EVENT_TYPE_NAMES
+from nexus_ssot.ledger.documents import surrogate_refusal
 
 FORMAT = "nexus-ssot-export"
 VERSION = 1
@@ -63,9 +65,6 @@ MOMENT_SQL = """to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 MOMENT = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
-#: Topic of each event class -> its public type name (hashed as ``type``).
-TOPIC_TYPES = {f"{cls.__module__}:{cls.__qualname__}": name
-               for cls, name in EVENT_TYPE_NAMES.items()}
 
 #: Told (events done, events in all) as an export or import goes.
 Progress = Callable[[int, int], None]
@@ -136,6 +135,12 @@ def parse_line(raw: bytes, number: int) -> dict[str, Any]:
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as e:
+        refused = None
+        if "surrogate" in str(e):  # JSON text holding no text: the domain says where
+            with contextlib.suppress(ValueError, RecursionError):
+                refused = surrogate_refusal(json.loads(raw), "")
+        if refused is not None:
+            raise BadFile(number, refused.message) from refused
         raise BadFile(number, f"not valid JSON ({e})") from None
     if not isinstance(obj, dict):
         raise BadFile(number, "not a JSON object")

@@ -51,7 +51,7 @@ def _chain_items(keys: list[str], versions: list[int] | None, revision: int
                  ) -> list[tuple[Any, Any, None]]:
     """One batch: a PUT of each key with If-Match its version (If-None-Match: * when
     ``versions`` is None), each with its own context, as the API builds them."""
-    from nexus_ssot.ledger.domain import Context, Expectation, Put
+    from nexus_ssot.ledger.commands import Context, Expectation, Put
 
     now = datetime.now(UTC)
     return [(Put(NAMESPACE, key, Expectation(if_match=versions[n]) if versions is not None
@@ -67,7 +67,7 @@ def chain_slot(spec: ChainSpec) -> dict[str, dict[str, Any]]:
     meet the machine's load of the same moments. Per side (``on``, ``off``): the commands
     written, the wall and CPU seconds of this process spent in its batches, each batch's
     latency."""
-    from nexus_ssot.ledger.domain import Limits
+    from nexus_ssot.ledger.documents import Limits
     from nexus_ssot.ledger.store import open_application
     from nexus_ssot.ledger.writer import GroupCommitWriter
 
@@ -118,7 +118,9 @@ def chain_decide_cost(repeat: int = 5000) -> dict[str, float]:
     """Microseconds of CPU per ``decide`` of an If-Match PUT (no I/O), chain on and off,
     the best of alternating blocks (CPU time, not wall time: other processes on the machine
     delay a block without making it cost more): what the chain adds per event."""
-    from nexus_ssot.ledger.domain import Limits, decide, evolve
+    from nexus_ssot.ledger.documents import Limits
+    from nexus_ssot.ledger.domain import decide
+    from nexus_ssot.ledger.events import evolve
 
     limits = Limits()
     best: dict[bool, float] = {True: float("inf"), False: float("inf")}

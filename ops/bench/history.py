@@ -38,7 +38,9 @@ from urllib.parse import quote, urlencode
 import orjson
 import psycopg
 
-from nexus_ssot.ledger.domain import Context, Limits, Put, stream_id
+from nexus_ssot.ledger.addressing import stream_id
+from nexus_ssot.ledger.commands import Context, Put
+from nexus_ssot.ledger.documents import Limits
 from nexus_ssot.ledger.event_store import Outcome
 from nexus_ssot.ledger.store import LedgerApplication, open_application
 from nexus_ssot.ledger.writer import GroupCommitWriter

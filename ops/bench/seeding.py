@@ -20,7 +20,8 @@ from typing import Any
 
 import psycopg
 
-from nexus_ssot.ledger.domain import Context, Limits, Put
+from nexus_ssot.ledger.commands import Context, Put
+from nexus_ssot.ledger.documents import Limits
 from nexus_ssot.ledger.store import open_application
 from nexus_ssot.ledger.writer import GroupCommitWriter
 

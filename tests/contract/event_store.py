@@ -11,23 +11,16 @@ from typing import Any
 import pytest
 from eventsourcing.persistence import DataError, IntegrityError
 
-from nexus_ssot.ledger.domain import (
-    Context,
-    Delete,
-    EntryEvent,
-    EntryState,
-    Expectation,
-    Limits,
-    Put,
-    decide,
-    evolve,
-)
+from nexus_ssot.ledger.commands import Context, Delete, Expectation, Put
+from nexus_ssot.ledger.documents import Limits
+from nexus_ssot.ledger.domain import decide
 from nexus_ssot.ledger.event_store import (
     EventStore,
     Idempotency,
     IdempotencyRecord,
     Outcome,
 )
+from nexus_ssot.ledger.events import EntryEvent, EntryState, evolve
 
 
 def context(**overrides: Any) -> Context:

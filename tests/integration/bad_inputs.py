@@ -161,10 +161,15 @@ BODIES = [
     put("overlong UTF-8", b'{"a": "\xc0\xaf"}', 400, "invalid_encoding", "document"),
     put("UTF-8 encoded surrogate", b'{"a": "\xed\xa0\x80"}', 400, "invalid_encoding",
         "document"),
-    put("lone high surrogate escape", r'{"a": "\ud800"}', 400, "invalid_unicode", "document"),
-    put("lone low surrogate escape", r'{"a": "\udc00"}', 400, "invalid_unicode", "document"),
+    put("lone high surrogate escape", r'{"a": "\ud800"}', 400, "invalid_unicode",
+        "document.a"),
+    put("lone low surrogate escape", r'{"a": "\udc00"}', 400, "invalid_unicode", "document.a"),
     put("reversed surrogate pair", r'{"a": "\udc00\ud800"}', 400, "invalid_unicode",
-        "document"),
+        "document.a"),
+    put("lone surrogate deep in an array", r'{"a": {"b": [1, "x\udfffy"]}}', 400,
+        "invalid_unicode", "document.a.b[1]"),
+    put("lone surrogate in a member name", r'{"a": [{"\ud800": 1}]}', 400, "invalid_unicode",
+        'document.a[0]["\\ud800"]'),
     put("raw NUL in a string", b'{"a": "x\x00y"}', 400, "malformed_json", "document"),
     put("raw NUL after the document", b'{"a": 1}\x00', 400, "malformed_json", "document"),
     put("NUL escape in a string", r'{"a": "x\u0000y"}', 400, "invalid_unicode", "document.a"),
@@ -235,6 +240,15 @@ PATCHES = [
           "number_out_of_range", "patch[0].value"),
     patch("merge patch of a missing entry", "{}", 404, "entry_not_found", "key",
           media_type=MERGE, path=ENTRY + "x"),
+    patch("merge patch with a lone surrogate", r'{"b": {"c": "\ud800"}}', 400,
+          "invalid_unicode", "patch.b.c", media_type=MERGE),
+    patch("merge patch removing a lone surrogate", r'{"\udc00": null}', 400,
+          "invalid_unicode", 'patch["\\udc00"]', media_type=MERGE),
+    patch("json patch value with a lone surrogate",
+          r'[{"op": "add", "path": "/b", "value": {"c": ["\udbff"]}}]', 400,
+          "invalid_unicode", "patch[0].value.c[0]"),
+    patch("json patch path with a lone surrogate", r'[{"op": "remove", "path": "/\ud800"}]',
+          400, "invalid_unicode", "patch[0].path"),
 ]
 
 PATHS = [
@@ -370,6 +384,11 @@ BATCHES = [
          b'{"operations": [{"op": "put", "namespace": "x", "key": "b",'
          b' "document": {"a": 1, "a": 2}}]}', 400, "duplicate_member",
          "operations[0].document.a"),
+    batch("lone surrogate in an op's document", [op(), op(key="b", document={"a": ["\ud800"]})],
+          400, "invalid_unicode", "operations[1].document.a[0]"),
+    batch("lone surrogate in an op's patch", [{"op": "patch", "namespace": "{ns}", "key": "k",
+                                               "patch": {"\udc00": None}}], 400,
+          "invalid_unicode", 'operations[0].patch["\\udc00"]'),
     post("1e400 in an op's document", BATCH,
          b'{"operations": [{"op": "put", "namespace": "x", "key": "b",'
          b' "document": {"a": 1e400}}]}', 400, "number_out_of_range",
@@ -393,6 +412,8 @@ NAMESPACE_SETTINGS = [
     post("bad settings on an existing namespace under If-None-Match", SETTINGS,
          {"conflict_policy": "yolo"}, 400, "invalid_settings", "conflict_policy")._replace(
         method="PUT", headers=(("Content-Type", JSON), ("If-None-Match", "*"))),
+    post("settings description with a lone surrogate", SETTINGS, {"description": "\ud800"},
+         400, "invalid_unicode", "description")._replace(method="PUT"),
     Bad("settings as text/plain", "PUT", SETTINGS, 415, "unsupported_media_type",
         "Content-Type", (("Content-Type", "text/plain"),), b"{}"),
 ]
@@ -418,6 +439,8 @@ REVERTS = [
     post("revert with an empty reason", REVERT, {"to_version": 1, "reason": ""}, 400,
          "invalid_reason", "reason"),
     post("revert body an array", REVERT, [1], 400, "invalid_parameter", "body"),
+    post("revert reason with a lone surrogate", REVERT, {"to_version": 1, "reason": "\udc00"},
+         400, "invalid_unicode", "reason"),
     post("revert with an empty X-Reason", REVERT, {"to_version": 1, "reason": "r"}, 400,
          "invalid_reason", "reason")._replace(
         headers=(("Content-Type", JSON), ("X-Reason", ""))),
@@ -443,6 +466,8 @@ RESTORES = [
          "invalid_parameter", "body"),
     post("restore as_of a number", RESTORE, {"as_of": 0.5, "reason": "r"}, 400,
          "invalid_parameter", "as_of"),
+    post("restore reason with a lone surrogate", RESTORE, {"position": 0, "reason": "\ud800"},
+         400, "invalid_unicode", "reason"),
 ]
 
 CASES: list[Bad] = [*HEADERS, *BODIES, *PATCHES, *PATHS, *QUERIES, *BATCHES,

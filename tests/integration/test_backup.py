@@ -25,10 +25,11 @@ from psycopg import sql
 
 from nexus_ssot.integrity import merkle
 from nexus_ssot.ledger import chain
+from nexus_ssot.ledger.events import TYPE_OF_TOPIC
 from nexus_ssot.ledger.migrate import migrate
 from nexus_ssot.ops.backup import compression, copier, importer
 from nexus_ssot.ops.backup.exporter import export
-from nexus_ssot.ops.backup.format import TAIL, TOPIC_TYPES, ZERO, BadFile, OutOfOrder, make_line
+from nexus_ssot.ops.backup.format import TAIL, ZERO, BadFile, OutOfOrder, make_line
 from nexus_ssot.ops.backup.importer import import_files
 
 from .conftest import RunningServer, make_settings
@@ -120,7 +121,7 @@ def assert_same_tables(a: str, b: str) -> None:
 def check_chains(url: str) -> int:
     """Every stream's hash chain recomputed here (independently of the import): each
     event's hash from its content, each prev_hash the stream's previous hash."""
-    topics = TOPIC_TYPES
+    topics = TYPE_OF_TOPIC
     last: dict[str, tuple[int, str | None]] = {}
     for stream, version, topic, state in rows(
             url, "SELECT originator_id::text, originator_version, topic, state"
@@ -365,6 +366,18 @@ def test_an_edited_export_is_refused_at_the_edited_line(
     broken[number - 1] = b"{not json" + exported[number - 1][9:]
     refused(new_db, write_lines(tmp_path / "broken.gz", rehash(broken)),
             rf"line {number}: not valid JSON")
+
+
+def test_an_event_holding_a_lone_surrogate_is_refused_at_its_line_naming_its_path(
+        exported: list[bytes], new_db: Callable[[], str], tmp_path: Path) -> None:
+    # A \u escape of half a UTF-16 pair is JSON text, but no text the ledger stores.
+    number = next(i for i, line in enumerate(exported, 1)
+                  if b'"t":"event"' in line and b'"name":"' in line)
+    edited = list(exported)
+    edited[number - 1] = re.sub(rb'"name":"[^"]*"', rb'"name":"\\ud800"', exported[number - 1],
+                                count=1)
+    refused(new_db, write_lines(tmp_path / "surrogate.gz", rehash(edited)),
+            rf"line {number}: state\.document\.name holds U\+D800, a lone UTF-16 surrogate")
 
 
 def gzip_members(path: Path) -> int:

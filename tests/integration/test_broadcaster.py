@@ -24,17 +24,10 @@ import psycopg
 import pytest
 
 from nexus_ssot.ledger.broadcaster import Broadcaster
-from nexus_ssot.ledger.domain import (
-    Context,
-    Delete,
-    Expectation,
-    Limits,
-    MergePatch,
-    Put,
-    Restore,
-    configure,
-)
+from nexus_ssot.ledger.commands import Context, Delete, Expectation, MergePatch, Put, Restore
+from nexus_ssot.ledger.documents import Limits
 from nexus_ssot.ledger.migrate import migrate
+from nexus_ssot.ledger.namespace_settings import configure
 from nexus_ssot.ledger.store import open_application
 from nexus_ssot.ledger.subjects import entry_subject
 from nexus_ssot.ledger.writer import GroupCommitWriter

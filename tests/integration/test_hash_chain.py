@@ -16,18 +16,10 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from nexus_ssot.ledger import chain
-from nexus_ssot.ledger.domain import (
-    EVENT_TYPE_NAMES,
-    Context,
-    Delete,
-    EntryEvent,
-    Limits,
-    MergePatch,
-    Put,
-    Restore,
-    decide,
-    evolve,
-)
+from nexus_ssot.ledger.commands import Context, Delete, MergePatch, Put, Restore
+from nexus_ssot.ledger.documents import Limits
+from nexus_ssot.ledger.domain import decide
+from nexus_ssot.ledger.events import EVENT_TYPE_NAMES, EntryEvent, evolve
 
 
 def ctx() -> Context:

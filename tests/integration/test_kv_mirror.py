@@ -24,8 +24,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nexus_ssot.ledger.domain import SETTINGS_NAMESPACE, check_key
+from nexus_ssot.ledger.addressing import check_key
 from nexus_ssot.ledger.errors import InvalidInput
+from nexus_ssot.ledger.namespace_settings import SETTINGS_NAMESPACE
 from nexus_ssot.ledger.settings import Settings
 from nexus_ssot.ops.project import run_all, runners_for
 from nexus_ssot.projections.kv_mirror import KvMirror, entry_key, kv_key

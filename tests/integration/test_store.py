@@ -12,10 +12,13 @@ import psycopg
 import pytest
 from eventsourcing.persistence import OperationalError
 
-from nexus_ssot.ledger.domain import Context, Expectation, Limits, Put, configure, stream_id
+from nexus_ssot.ledger.addressing import stream_id
+from nexus_ssot.ledger.commands import Context, Expectation, Put
+from nexus_ssot.ledger.documents import Limits
 from nexus_ssot.ledger.errors import EditConflict, PreconditionFailed
 from nexus_ssot.ledger.event_store import EventStore
 from nexus_ssot.ledger.migrate import migrate
+from nexus_ssot.ledger.namespace_settings import configure
 from nexus_ssot.ledger.store import LedgerRecorder, open_application
 from nexus_ssot.ledger.writer import GroupCommitWriter
 from tests.contract.event_store import EventStoreContract
@@ -229,7 +232,7 @@ def test_a_value_the_store_refuses_fails_only_its_own_write(
 
 
 def test_a_document_holding_nul_is_refused_with_its_path() -> None:
-    from nexus_ssot.ledger.domain import check_document
+    from nexus_ssot.ledger.documents import check_document
     from nexus_ssot.ledger.errors import InvalidInput
 
     check_document({"a": "\\u0000 spelled out"}, Limits())  # a backslash, not U+0000

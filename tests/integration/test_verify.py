@@ -40,15 +40,9 @@ from nexus_ssot.api import verify as verify_route
 from nexus_ssot.integrity import verify
 from nexus_ssot.integrity.digests import Digest, Digester, Signer, digest_stream
 from nexus_ssot.ledger import chain
-from nexus_ssot.ledger.domain import (
-    Context,
-    Delete,
-    Limits,
-    MergePatch,
-    Put,
-    Restore,
-    stream_id,
-)
+from nexus_ssot.ledger.addressing import stream_id
+from nexus_ssot.ledger.commands import Context, Delete, MergePatch, Put, Restore
+from nexus_ssot.ledger.documents import Limits
 from nexus_ssot.ledger.errors import InvalidInput
 from nexus_ssot.ledger.migrate import migrate
 from nexus_ssot.ledger.store import open_application

@@ -4,17 +4,25 @@ every write in the log exactly once."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections import Counter
+from datetime import UTC, datetime
+from typing import Any
 
 import httpx
+import pytest
 
+from nexus_ssot.ledger.commands import Command, Context, JsonPatch, MergePatch, Put, Restore
+from nexus_ssot.ledger.errors import InvalidUnicode
+from nexus_ssot.ledger.writer_service import RemoteWriter
 from nexus_ssot.ops.writer_process import WriterProcess
-from tests.integration.conftest import RunningServer, make_settings
+from tests.integration.conftest import RunningServer, event_count, make_settings
 
 WRITES = 150
 
@@ -57,6 +65,42 @@ def test_killing_the_writer_loses_nothing_and_doubles_nothing(database_url: str,
             assert seen == Counter(range(WRITES))  # every write once, none twice
     finally:
         writer.stop()
+
+
+def test_a_lone_surrogate_sent_to_the_writer_is_refused_naming_its_path(
+        api: RunningServer, ns: str, db: Any) -> None:
+    """Over the writer's socket a command can carry a lone surrogate (JSON escapes it): the
+    writer's decide refuses it as over HTTP, and the connection serves on."""
+    assert api.settings.writer_socket is not None
+    refusals: list[tuple[Command, str]] = [
+        (Put(ns, "k", document={"a": [{"\udc00": 1}]}), 'document.a[0]["\\udc00"]'),
+        (MergePatch(ns, "k", patch={"\ud800": None}), 'patch["\\ud800"]'),
+        (JsonPatch(ns, "k", operations=[{"op": "add", "path": "/b", "value": "x\udbff"}]),
+         "patch[0].value"),
+        (Restore(ns, "k", from_version=1, document={"a": "\udfff"}), "document.a"),
+    ]
+
+    def context() -> Context:
+        return Context(event_id=uuid.uuid4(), timestamp=datetime.now(UTC), actor="test",
+                       correlation_id=f"c-{ns}")
+
+    async def send() -> None:
+        remote = RemoteWriter(api.settings.writer_socket or "")
+        try:
+            assert (await remote.write(Put(ns, "k", document={"a": 1}), context(),
+                                       None)).version == 1
+            before = event_count(db)
+            for command, path in refusals:
+                with pytest.raises(InvalidUnicode) as refused:
+                    await remote.write(command, context(), None)
+                assert (refused.value.code, refused.value.field) == ("invalid_unicode", path)
+            assert event_count(db) == before
+            assert (await remote.write(Put(ns, "k", document={"a": 2}), context(),
+                                       None)).version == 2
+        finally:
+            await remote.close()
+
+    asyncio.run(send())
 
 
 _PARENT = """

@@ -1,280 +1,62 @@
-"""The pure domain of the ledger: what ``decide`` accepts and records, what it refuses and
-why, and how ``evolve`` folds any recorded history back into state. No I/O, no mocks."""
+"""The decision: what ``decide`` accepts and records, what it refuses and why. No I/O, no
+mocks."""
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-import jsonpatch
-import orjson
 import pytest
-from eventsourcing.application import project_aggregate
 
-from nexus_ssot.ledger.domain import (
-    EVENT_TYPE_NAMES,
-    RESERVED_LAST_SEGMENTS,
+from nexus_ssot.ledger.addressing import stream_id
+from nexus_ssot.ledger.commands import (
     Command,
     Context,
     Delete,
-    Entry,
-    EntryCreated,
-    EntryDeleted,
-    EntryEvent,
-    EntryPatched,
-    EntryRestored,
-    EntryState,
-    EntryUpdated,
     Expectation,
     JsonPatch,
-    Limits,
     MergePatch,
-    NamespaceConfigured,
     Put,
     Restore,
-    apply_json_patch,
-    check_document,
-    check_json_patch,
-    check_key,
-    check_namespace,
-    decide,
-    diff,
-    evolve,
-    json_depth,
-    stream_id,
 )
+from nexus_ssot.ledger.documents import Limits, diff
+from nexus_ssot.ledger.domain import decide
 from nexus_ssot.ledger.errors import (
     DocumentTooLarge,
     EntryGone,
     InvalidInput,
     InvalidPatch,
+    InvalidUnicode,
     LedgerError,
     NotFound,
     PatchFailed,
     PreconditionFailed,
 )
-
-NS = "orders"
-KEY = "eu/2024/order-1"
-LIMITS = Limits()
-T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
-
-_ids = iter(range(1, 1_000_000))
-
-
-def ctx(**overrides: Any) -> Context:
-    """A fresh context: a new event id and a later timestamp on every call."""
-    n = next(_ids)
-    fields: dict[str, Any] = {
-        "event_id": UUID(int=n),
-        "timestamp": T0 + timedelta(seconds=n),
-        "actor": "alice",
-        "correlation_id": f"corr-{n}",
-    }
-    fields.update(overrides)
-    return Context(**fields)
-
-
-def canon(value: Any) -> bytes:
-    """Type-strict JSON equality (1, 1.0 and true are all different here)."""
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
-
-
-def apply_recorded_patch(previous: Any, event: EntryEvent) -> Any:
-    """What a consumer gets by applying the event's RFC 6902 patch with a stock library."""
-    return jsonpatch.apply_patch(copy.deepcopy(previous), event.patch)
-
-
-def previous_document(state: EntryState | None) -> Any:
-    return None if state is None or state.deleted else state.document
-
-
-def run(
-    commands: Iterable[Command], state: EntryState | None = None, limits: Limits = LIMITS
-) -> tuple[EntryState | None, list[EntryEvent]]:
-    """Decide each command against the state so far; fold each event in."""
-    events = []
-    for command in commands:
-        event = decide(state, command, ctx(), limits)
-        events.append(event)
-        state = evolve(state, event)
-    return state, events
-
-
-def nested(depth: int) -> Any:
-    """An object nested ``depth`` levels deep: ``{"a": {"a": ... 1}}``."""
-    value: Any = 1
-    for _ in range(depth):
-        value = {"a": value}
-    return value
-
-
-def recorded(
-    cls: type[EntryEvent], version: int, document: Any, *, namespace: str = NS,
-    key: str = KEY, **extra: Any,
-) -> EntryEvent:
-    """An event built directly, as it might sit in old history (no validation at all)."""
-    return cls(
-        originator_id=stream_id(namespace, key),
-        originator_version=version,
-        timestamp=T0 + timedelta(minutes=version),
-        event_id=UUID(int=10_000 + version),
-        namespace=namespace,
-        key=key,
-        document=document,
-        patch=[],
-        actor="legacy-importer",
-        reason=None,
-        correlation_id=f"legacy-{version}",
-        causation_id=None,
-        idempotency_key=None,
-        **extra,
-    )
-
-
-LIVE = EntryState(NS, KEY, 3, {"status": "open", "items": [1, 2], "meta": {"by": "bob"}})
-GONE = EntryState(NS, KEY, 4, None, deleted=True)
-
-
-# --- addressing -------------------------------------------------------------------------
-
-
-def test_stream_id_is_stable_for_the_same_namespace_and_key() -> None:
-    assert stream_id(NS, KEY) == stream_id(NS, KEY)
-    assert isinstance(stream_id(NS, KEY), UUID)
-
-
-@pytest.mark.parametrize(
-    ("a", "b"),
-    [
-        ((NS, KEY), (NS, KEY + "x")),
-        ((NS, KEY), ("other", KEY)),
-        (("ab", "c"), ("a", "bc")),
-        (("a", "b/c"), ("a-b", "c")),
-    ],
+from nexus_ssot.ledger.events import (
+    EntryCreated,
+    EntryDeleted,
+    EntryPatched,
+    EntryRestored,
+    EntryState,
+    EntryUpdated,
+    evolve,
 )
-def test_different_entries_get_different_stream_ids(
-    a: tuple[str, str], b: tuple[str, str]
-) -> None:
-    assert stream_id(*a) != stream_id(*b)
-
-
-@pytest.mark.parametrize(
-    "key",
-    ["k", "a/b/c", "A.b_c-D", "...", "v1.2", "history/of/it", "my-history", "x/histories",
-     "a" * 512, "/".join(["s"] * 256)],
+from nexus_ssot.ledger.merge import Replay
+from nexus_ssot.ledger.namespace_settings import configure
+from tests.unit.entries import (
+    GONE,
+    KEY,
+    LIMITS,
+    LIVE,
+    NS,
+    apply_recorded_patch,
+    canon,
+    ctx,
+    nested,
+    run,
 )
-def test_valid_keys_are_accepted_unchanged(key: str) -> None:
-    assert check_key(key) == key
-
-
-@pytest.mark.parametrize(
-    "key",
-    [
-        pytest.param("", id="empty"),
-        pytest.param("/a", id="leading slash"),
-        pytest.param("a/", id="trailing slash"),
-        pytest.param("a//b", id="empty segment"),
-        pytest.param(".", id="dot"),
-        pytest.param("a/./b", id="dot segment"),
-        pytest.param("..", id="dotdot"),
-        pytest.param("a/../b", id="dotdot segment"),
-        pytest.param("a b", id="space"),
-        pytest.param("a?b", id="question mark"),
-        pytest.param("a%2Fb", id="percent"),
-        pytest.param("caf\u00e9", id="non-ascii"),
-        pytest.param("a\\b", id="backslash"),
-        pytest.param("a" * 513, id="too long"),
-        *(pytest.param(f"x/{s}", id=f"reserved {s}") for s in sorted(RESERVED_LAST_SEGMENTS)),
-        pytest.param("history", id="reserved alone"),
-    ],
-)
-def test_invalid_keys_are_rejected_naming_the_key_field(key: str) -> None:
-    with pytest.raises(InvalidInput) as caught:
-        check_key(key)
-    assert type(caught.value) is InvalidInput
-    assert caught.value.code == "invalid_key"
-    assert caught.value.field == "key"
-
-
-@pytest.mark.parametrize("namespace", ["a", "0ns", "my_ns-1", "a" * 63])
-def test_valid_namespaces_are_accepted_unchanged(namespace: str) -> None:
-    assert check_namespace(namespace) == namespace
-
-
-@pytest.mark.parametrize(
-    "namespace",
-    ["", "Orders", "_ns", "-ns", "a.b", "a/b", "ns ", "n\u00e9", "a" * 64],
-)
-def test_invalid_namespaces_are_rejected_naming_the_namespace_field(namespace: str) -> None:
-    with pytest.raises(InvalidInput) as caught:
-        check_namespace(namespace)
-    assert caught.value.code == "invalid_namespace"
-    assert caught.value.field == "namespace"
-
-
-@pytest.mark.parametrize("check", [check_namespace, check_key], ids=["namespace", "key"])
-def test_a_trailing_newline_is_not_a_valid_namespace_or_key(check: Any) -> None:
-    with pytest.raises(InvalidInput):
-        check("orders\n")
-
-
-# --- documents -------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("value", "depth"),
-    [
-        (1, 0), ("s", 0), (None, 0), (True, 0),
-        ({}, 1), ([], 1), ({"a": 1}, 1), ([1, "x", None], 1),
-        ({"a": {"b": []}}, 3), ([[1], [[2]]], 3), ({"a": 1, "b": {"c": {}}}, 3),
-        (nested(100), 100),
-    ],
-)
-def test_json_depth_counts_nesting_levels(value: Any, depth: int) -> None:
-    assert json_depth(value) == depth
-
-
-def test_check_document_returns_the_canonical_encoding() -> None:
-    assert check_document({"a": [1, True, None]}, LIMITS) == b'{"a":[1,true,null]}'
-
-
-@pytest.mark.parametrize("document", [[1, 2], "text", 42, 1.5, True, None])
-def test_non_object_documents_are_refused_by_default(document: Any) -> None:
-    with pytest.raises(InvalidInput) as caught:
-        check_document(document, LIMITS)
-    assert caught.value.code == "document_not_object"
-    assert caught.value.field == "document"
-
-
-@pytest.mark.parametrize("document", [[1, 2], "text", 42, 1.5, True, None])
-def test_non_object_documents_are_allowed_when_the_namespace_allows_them(
-    document: Any,
-) -> None:
-    assert check_document(document, Limits(allow_non_object=True)) == orjson.dumps(document)
-
-
-def test_a_document_exactly_at_the_depth_limit_is_accepted_and_one_deeper_is_not() -> None:
-    limits = Limits(max_depth=5)
-    check_document(nested(5), limits)
-    with pytest.raises(InvalidInput) as caught:
-        check_document(nested(6), limits)
-    assert caught.value.code == "document_too_deep"
-
-
-def test_a_document_exactly_at_the_size_limit_is_accepted_and_one_byte_more_is_not() -> None:
-    document = {"blob": "x" * 20}
-    size = len(orjson.dumps(document))
-    check_document(document, Limits(max_document_bytes=size))
-    with pytest.raises(DocumentTooLarge) as caught:
-        check_document(document, Limits(max_document_bytes=size - 1))
-    assert caught.value.code == "document_too_large"
-    assert isinstance(caught.value, InvalidInput)
-    assert caught.value.field == "document"
-
 
 # --- decide: the events ----------------------------------------------------------------
 
@@ -474,17 +256,6 @@ def test_a_namespace_that_allows_non_objects_stores_them(document: Any) -> None:
     assert state == EntryState(NS, KEY, 1, document)
 
 
-def test_event_type_names_are_stable() -> None:
-    assert {cls: name for cls, name in EVENT_TYPE_NAMES.items()} == {
-        EntryCreated: "entry.created",
-        EntryUpdated: "entry.updated",
-        EntryPatched: "entry.patched",
-        EntryDeleted: "entry.deleted",
-        EntryRestored: "entry.restored",
-        NamespaceConfigured: "namespace.configured",
-    }
-
-
 # --- decide: metadata ------------------------------------------------------------------
 
 
@@ -598,6 +369,34 @@ REJECTIONS = [
     ("restore of a non-object document", LIVE,
      Restore(NS, KEY, from_version=1, document=[1]), LIMITS,
      InvalidInput, "document_not_object", "document", {}),
+    ("lone surrogate deep in a document", None,
+     Put(NS, KEY, document={"a": {"b": [1, "x\ud800"]}}), LIMITS,
+     InvalidUnicode, "invalid_unicode", "document.a.b[1]", {}),
+    ("lone surrogate in a member name of a document", LIVE,
+     Put(NS, KEY, document={"a": [{"\udc00": 1}]}), LIMITS,
+     InvalidUnicode, "invalid_unicode", 'document.a[0]["\\udc00"]', {}),
+    ("lone surrogate in a merge patch", LIVE,
+     MergePatch(NS, KEY, patch={"meta": {"by": "\udbff"}}), LIMITS,
+     InvalidUnicode, "invalid_unicode", "patch.meta.by", {}),
+    ("lone surrogate in a member a merge patch removes", LIVE,
+     MergePatch(NS, KEY, patch={"\ud800": None}), LIMITS,
+     InvalidUnicode, "invalid_unicode", 'patch["\\ud800"]', {}),
+    ("lone surrogate in a json patch value", LIVE,
+     jp({"op": "add", "path": "/x", "value": {"y": ["\udfff"]}}), LIMITS,
+     InvalidUnicode, "invalid_unicode", "patch[0].value.y[0]", {}),
+    ("lone surrogate in a json patch path", LIVE, jp({"op": "remove", "path": "/\ud800"}),
+     LIMITS, InvalidUnicode, "invalid_unicode", "patch[0].path", {}),
+    ("lone surrogate in a json patch from", LIVE,
+     jp(*OPS_OK, {"op": "copy", "from": "/\ud800", "path": "/x"}), LIMITS,
+     InvalidUnicode, "invalid_unicode", "patch[1].from", {}),
+    ("lone surrogate in a restored document", GONE,
+     Restore(NS, KEY, from_version=1, document={"\ud800": 1}), LIMITS,
+     InvalidUnicode, "invalid_unicode", 'document["\\ud800"]', {}),
+    ("lone surrogate in a namespace's description", None,
+     configure(NS, {"description": "\ud800"}), LIMITS,
+     InvalidUnicode, "invalid_unicode", "description", {}),
+    ("lone surrogate in a setting's name", None, configure(NS, {"\udc00": 1}), LIMITS,
+     InvalidUnicode, "invalid_unicode", '["\\udc00"]', {}),
     ("stale If-Match on put", LIVE, Put(NS, KEY, IF_MATCH_2, document={}), LIMITS,
      PreconditionFailed, "version_conflict", "If-Match", {"current_version": 3}),
     ("stale If-Match on delete", LIVE, Delete(NS, KEY, IF_MATCH_2), LIMITS,
@@ -757,6 +556,22 @@ def test_a_path_with_an_invalid_pointer_escape_is_an_invalid_patch() -> None:
     assert caught.value.extra == {"op_index": 0}
 
 
+@pytest.mark.parametrize("command", [
+    Put(NS, KEY, Expectation(if_match=1), document={"status": "\ud800"}),
+    MergePatch(NS, KEY, Expectation(if_match=1), patch={"\udc00": None}),
+    JsonPatch(NS, KEY, Expectation(if_match=1),
+              operations=[{"op": "add", "path": "/x", "value": "\udbff"}]),
+], ids=["put", "merge patch", "json patch"])
+def test_a_stale_write_holding_a_lone_surrogate_is_refused_before_it_is_merged(
+        command: Command) -> None:
+    documents = ({"status": "new"}, {"status": "open"}, LIVE.document)
+    replay = Replay(1, documents, (diff(documents[0], documents[1]),
+                                   diff(documents[1], documents[2])))
+    with pytest.raises(InvalidUnicode) as caught:
+        decide(LIVE, command, ctx(), LIMITS, policy="merge", replay=replay)
+    assert caught.value.code == "invalid_unicode"
+
+
 # --- decide is pure -------------------------------------------------------------------
 
 
@@ -803,204 +618,3 @@ def test_a_rejected_json_patch_leaves_the_document_untouched() -> None:
         decide(state, jp(*operations), ctx(), LIMITS)
     assert caught.value.extra == {"op_index": 2}
     assert state.document == before
-
-
-# --- the helpers ------------------------------------------------------------------------
-
-
-def test_diff_of_nothing_to_nothing_is_empty() -> None:
-    assert diff(None, None) == []
-
-
-def test_diff_from_nothing_adds_the_whole_document() -> None:
-    assert diff(None, {"a": 1}) == [{"op": "add", "path": "", "value": {"a": 1}}]
-
-
-def test_diff_to_nothing_replaces_the_whole_document_with_null() -> None:
-    assert diff({"a": 1}, None) == [{"op": "replace", "path": "", "value": None}]
-
-
-def test_diff_of_equal_documents_is_empty() -> None:
-    assert diff({"a": [1, {"b": 2}]}, {"a": [1, {"b": 2}]}) == []
-
-
-@pytest.mark.parametrize(
-    ("before", "after"),
-    [
-        ({"a": 1}, {"a": True}),
-        ({"a": 1}, {"a": 1.5}),
-        ({"a/b": 1, "~": 2}, {"a/b": 3, "~": {"~1": []}}),
-        ({"list": [1, 2, 3, 4]}, {"list": [4, 3, 2, 1]}),
-        ({"list": [{"id": 1}, {"id": 2}, {"id": 3}]}, {"list": [{"id": 3}, {"id": 1}]}),
-        ({"s": "abc"}, {"s": "abcdef"}),
-        ({"a": {"b": {"c": 1}}}, {"x": {"b": {"c": 1}}}),
-        ({"a": [1]}, {"a": {"0": 1}}),
-        ({"a": 1}, [1]),
-        ("x", {"a": 1}),
-    ],
-)
-def test_diff_gives_an_rfc_6902_patch_that_a_stock_library_applies(
-    before: Any, after: Any
-) -> None:
-    patch = diff(before, after)
-    assert check_json_patch(patch) is patch
-    assert canon(jsonpatch.apply_patch(copy.deepcopy(before), patch)) == canon(after)
-
-
-def test_check_json_patch_accepts_valid_operations_as_they_are() -> None:
-    operations = [
-        {"op": "add", "path": "", "value": None},
-        {"op": "remove", "path": "/a"},
-        {"op": "replace", "path": "/~0/~1", "value": 1},
-        {"op": "move", "from": "/a", "path": "/b"},
-        {"op": "copy", "from": "", "path": "/c"},
-        {"op": "test", "path": "/d", "value": [1]},
-    ]
-    assert check_json_patch(operations) is operations
-    assert check_json_patch([]) == []
-
-
-def test_apply_json_patch_applies_operations_in_order_without_touching_the_input() -> None:
-    document = {"a": [1]}
-    result = apply_json_patch(document, [
-        {"op": "add", "path": "/a/-", "value": 2},
-        {"op": "test", "path": "/a", "value": [1, 2]},
-        {"op": "copy", "from": "/a", "path": "/b"},
-    ])
-    assert result == {"a": [1, 2], "b": [1, 2]}
-    assert document == {"a": [1]}
-
-
-def test_apply_json_patch_compares_numbers_by_value_in_test() -> None:
-    assert apply_json_patch({"n": 1.0}, [{"op": "test", "path": "/n", "value": 1}]) == {
-        "n": 1.0
-    }
-
-
-def test_apply_json_patch_can_replace_the_whole_document() -> None:
-    assert apply_json_patch({"a": 1}, [{"op": "replace", "path": "", "value": [1]}]) == [1]
-
-
-# --- evolve -------------------------------------------------------------------------------
-
-SCENARIO: list[Command] = [
-    Put(NS, KEY, Expectation(if_none_match=True), document={"status": "new", "items": []}),
-    MergePatch(NS, KEY, Expectation(if_match=1), patch={"status": "open", "note": "hi"}),
-    JsonPatch(NS, KEY, operations=[
-        {"op": "add", "path": "/items/-", "value": {"sku": "A", "qty": 1}},
-        {"op": "copy", "from": "/items/0", "path": "/items/-"},
-        {"op": "replace", "path": "/items/1/sku", "value": "B"},
-    ]),
-    Put(NS, KEY, Expectation(must_exist=True), document={"status": "paid", "items": []}),
-    Delete(NS, KEY, Expectation(if_match=4)),
-    Restore(NS, KEY, from_version=3, document={"status": "open", "restored": True}),
-    Delete(NS, KEY),
-    Put(NS, KEY, Expectation(if_none_match=True), document={"status": "again"}),
-    MergePatch(NS, KEY, patch={"status": None}),
-]
-
-
-def test_a_scenario_numbers_versions_consecutively_with_one_event_type_each() -> None:
-    _, events = run(SCENARIO)
-    assert [type(e) for e in events] == [
-        EntryCreated, EntryPatched, EntryPatched, EntryUpdated, EntryDeleted,
-        EntryRestored, EntryDeleted, EntryCreated, EntryPatched,
-    ]
-    assert [e.originator_version for e in events] == list(range(1, 10))
-    assert {e.originator_id for e in events} == {stream_id(NS, KEY)}
-    assert len({e.event_id for e in events}) == len(events)
-
-
-def test_every_recorded_patch_turns_the_previous_document_into_the_new_one() -> None:
-    state: EntryState | None = None
-    for command in SCENARIO:
-        event = decide(state, command, ctx(), LIMITS)
-        after = apply_recorded_patch(previous_document(state), event)
-        assert canon(after) == canon(event.document), type(event).__name__
-        state = evolve(state, event)
-
-
-def test_folding_the_decided_events_reproduces_the_state() -> None:
-    state, events = run(SCENARIO)
-    folded: EntryState | None = None
-    for event in events:
-        folded = evolve(folded, event)
-    assert folded == state == EntryState(NS, KEY, 9, {}, deleted=False)
-
-
-def test_folding_a_delete_marks_the_entry_deleted_and_keeps_its_version() -> None:
-    state, _ = run(SCENARIO[:5])
-    assert state == EntryState(NS, KEY, 5, None, deleted=True)
-
-
-@pytest.mark.parametrize(
-    "event",
-    [
-        pytest.param(recorded(EntryUpdated, 2, [1, 2, 3]), id="array document"),
-        pytest.param(recorded(EntryUpdated, 2, "plain text"), id="string document"),
-        pytest.param(recorded(EntryUpdated, 2, nested(100)), id="100 levels deep"),
-        pytest.param(recorded(EntryCreated, 1, {"blob": "x" * 2_000_000}), id="2 MB document"),
-        pytest.param(recorded(EntryPatched, 7, {"a": 1}, namespace="Old NS", key="a//b"),
-                     id="address no longer valid"),
-        pytest.param(recorded(EntryRestored, 3, None, restored_from_version=99),
-                     id="restore of a missing version"),
-    ],
-)
-def test_evolve_accepts_history_that_todays_rules_would_reject(event: EntryEvent) -> None:
-    state = evolve(None, event)
-    assert state.version == event.originator_version
-    assert state.document is event.document
-    assert (state.namespace, state.key) == (event.namespace, event.key)
-    assert state.deleted is False
-
-
-def test_evolve_folds_legacy_events_onto_any_state() -> None:
-    events = [
-        recorded(EntryCreated, 1, nested(100)),
-        recorded(EntryDeleted, 2, None),
-        recorded(EntryDeleted, 3, None),  # deleting a deleted entry: not allowed today
-        recorded(EntryPatched, 4, ["patched", "while", "deleted"]),
-    ]
-    state: EntryState | None = None
-    seen = []
-    for event in events:
-        state = evolve(state, event)
-        seen.append((state.version, state.deleted))
-    assert seen == [(1, False), (2, True), (3, True), (4, False)]
-    assert state == EntryState(NS, KEY, 4, ["patched", "while", "deleted"])
-
-
-# --- the Entry aggregate ------------------------------------------------------------------
-
-
-def test_project_aggregate_builds_an_entry_whose_state_is_the_folded_state() -> None:
-    state, events = run(SCENARIO)
-    entry = project_aggregate(None, events)
-    assert isinstance(entry, Entry)
-    assert entry.id == stream_id(NS, KEY)
-    assert entry.state == state
-    assert entry.version == events[-1].originator_version == 9
-    assert entry.modified_on == events[-1].timestamp
-
-
-def test_mutating_event_by_event_tracks_state_and_version_at_every_step() -> None:
-    _, events = run(SCENARIO)
-    entry: Any = None
-    folded: EntryState | None = None
-    for event in events:
-        entry = event.mutate(entry)
-        folded = evolve(folded, event)
-        assert entry.state == folded
-        assert entry.version == event.originator_version
-
-
-def test_the_aggregate_loads_legacy_history_too() -> None:
-    events = [
-        recorded(EntryCreated, 1, [1, 2]),
-        recorded(EntryUpdated, 2, nested(100)),
-        recorded(EntryDeleted, 3, None),
-    ]
-    entry = project_aggregate(None, events)
-    assert isinstance(entry, Entry)
-    assert entry.state == EntryState(NS, KEY, 3, None, deleted=True)
-    assert entry.version == 3

@@ -13,17 +13,8 @@ from typing import Any
 import pytest
 from eventsourcing.persistence import OperationalError
 
-from nexus_ssot.ledger.domain import (
-    Command,
-    Context,
-    Delete,
-    EntryEvent,
-    Expectation,
-    Limits,
-    MergePatch,
-    Put,
-    configure,
-)
+from nexus_ssot.ledger.commands import Command, Context, Delete, Expectation, MergePatch, Put
+from nexus_ssot.ledger.documents import Limits
 from nexus_ssot.ledger.errors import (
     EditConflict,
     IdempotencyKeyReused,
@@ -33,7 +24,9 @@ from nexus_ssot.ledger.errors import (
     Unavailable,
 )
 from nexus_ssot.ledger.event_store import Committed, Idempotency, IdempotencyRecord, Outcome
+from nexus_ssot.ledger.events import EntryEvent
 from nexus_ssot.ledger.memory_store import MemoryEventStore
+from nexus_ssot.ledger.namespace_settings import configure
 from nexus_ssot.ledger.writer import GroupCommitWriter, Write
 
 NS = "orders"

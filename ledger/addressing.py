@@ -1,0 +1,66 @@
+"""Where an entry lives: its namespace and key, checked, and the event stream they name.
+
+An entry is one event stream, addressed by (namespace, key); its stream id is the uuid5
+of the pair.
+"""
+
+from __future__ import annotations
+
+import re
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from .errors import InvalidInput
+
+#: A namespace: lowercase letters, digits, ``_`` and ``-``; starts with a letter or digit;
+#: at most 63 characters (it becomes one NATS subject token and one SQL value).
+NAMESPACE_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+#: A key: one or more ``/``-separated segments of letters, digits, ``.``, ``_`` and ``-``;
+#: no empty, ``.`` or ``..`` segments; at most 512 characters.
+KEY_SEGMENT_PATTERN = re.compile(r"^[A-Za-z0-9._-]+$")
+MAX_KEY_LENGTH = 512
+
+#: Last key segments that would collide with sub-resources of an entry's URL.
+RESERVED_LAST_SEGMENTS = frozenset({"history", "diff", "proof", "revert", "restore"})
+
+_STREAM_NAMESPACE = uuid5(NAMESPACE_URL, "urn:nexus-ssot:entry")
+
+
+def stream_id(namespace: str, key: str) -> UUID:
+    """The event stream id of the entry (namespace, key)."""
+    return uuid5(_STREAM_NAMESPACE, f"{namespace}\x00{key}")
+
+
+def check_namespace(namespace: str) -> str:
+    if not NAMESPACE_PATTERN.fullmatch(namespace):
+        raise InvalidInput(
+            f"namespace {namespace!r} is invalid: use 1-63 lowercase letters, digits, '_' or "
+            "'-', starting with a letter or digit",
+            code="invalid_namespace",
+            field="namespace",
+        )
+    return namespace
+
+
+def check_key(key: str) -> str:
+    segments = key.split("/")
+    bad = (
+        not key
+        or len(key) > MAX_KEY_LENGTH
+        or any(s in ("", ".", "..") or not KEY_SEGMENT_PATTERN.fullmatch(s) for s in segments)
+    )
+    if bad:
+        raise InvalidInput(
+            f"key {key!r} is invalid: use at most {MAX_KEY_LENGTH} characters in '/'-separated "
+            "segments of letters, digits, '.', '_' or '-' (no empty, '.' or '..' segments)",
+            code="invalid_key",
+            field="key",
+        )
+    if segments[-1] in RESERVED_LAST_SEGMENTS:
+        raise InvalidInput(
+            f"key {key!r} is invalid: its last segment {segments[-1]!r} is reserved "
+            f"({', '.join(sorted(RESERVED_LAST_SEGMENTS))})",
+            code="invalid_key",
+            field="key",
+        )
+    return key

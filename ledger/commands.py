@@ -1,0 +1,78 @@
+"""What a write asks for: the commands ``decide`` takes, their preconditions, and the
+context the edge supplies (who, why, when) so that the decision stays pure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """Preconditions of a write: ``if_match`` is the version the writer last saw;
+    ``if_none_match`` asks for create-only (fails if the entry currently exists)."""
+
+    if_match: int | None = None
+    if_none_match: bool = False
+    must_exist: bool = False  # If-Match: *
+    #: The exact current version, live or deleted (0: never written). Not subject to the
+    #: namespace's conflict policy: what a restore plan was computed against.
+    at_version: int | None = None
+
+
+@dataclass(frozen=True)
+class Command:
+    namespace: str
+    key: str
+    expected: Expectation = Expectation()
+
+
+@dataclass(frozen=True)
+class Put(Command):
+    document: Any = None
+
+
+@dataclass(frozen=True)
+class MergePatch(Command):
+    patch: Any = None
+
+
+@dataclass(frozen=True)
+class JsonPatch(Command):
+    operations: Any = None
+
+
+@dataclass(frozen=True)
+class Delete(Command):
+    pass
+
+
+@dataclass(frozen=True)
+class Restore(Command):
+    """Bring back the content an entry had at ``from_version`` (also undeletes)."""
+
+    from_version: int = 0
+    document: Any = None
+
+
+@dataclass(frozen=True)
+class ConfigureNamespace(Command):
+    """Set the settings of the namespace named by ``key`` (its stream lives in the system
+    namespace ``SETTINGS_NAMESPACE``). Build it with ``configure()``."""
+
+    settings: Any = None
+
+
+@dataclass(frozen=True)
+class Context:
+    """Who, why and when, supplied by the edge so the decision stays pure."""
+
+    event_id: UUID
+    timestamp: datetime
+    actor: str
+    correlation_id: str
+    reason: str | None = None
+    causation_id: str | None = None
+    idempotency_key: str | None = None
