@@ -1,5 +1,5 @@
 """Tamper evidence over HTTP: the digests of the log, the key that signs them, and
-inclusion proofs of an entry's versions (integrity/digests.py)."""
+inclusion proofs of an entry's versions (integrity/digests/)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """``GET /v1/integrity/verify``: the log's hashes, chains, copies and digests recomputed
-over a bounded range of positions (``integrity/verify.py``; ``ssot verify`` does the whole
+over a bounded range of positions (``integrity/verify/``; ``ssot verify`` does the whole
 log)."""
 
 from __future__ import annotations

@@ -84,7 +84,7 @@ class Settings(BaseSettings):
     kv_mirror: bool = True
     #: Each namespace's bucket is named this prefix + the namespace (``ssot_config``).
     kv_bucket_prefix: str = Field(default="ssot_", pattern=r"^[A-Za-z0-9_-]{1,32}$")
-    #: ``ssot serve`` records digests of the log (integrity/digests.py) and, when it
+    #: ``ssot serve`` records digests of the log (integrity/digests/) and, when it
     #: broadcasts, publishes them on NATS (stream ``<nats_stream>_DIGESTS``).
     digests: bool = True
     #: A digest after this many new events, or this many seconds after the previous

@@ -1,5 +1,5 @@
 """``ssot verify``: recompute every event's hash, every stream's chain and every digest
-from the database and report the first problem in log order (``integrity/verify.py``).
+from the database and report the first problem in log order (``integrity/verify/``).
 Talks to PostgreSQL directly (``SSOT_DATABASE_URL``).
 
 Exit codes: 0 the log verifies, 1 a problem was found, 2 bad option or input (the message

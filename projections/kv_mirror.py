@@ -353,17 +353,31 @@ class KvMirror:
             report.changed_meanwhile += lost
 
     async def _snapshot(self, kv: KeyValue) -> dict[str, _Held]:
-        """Every key of the bucket: its last revision and value (None: deleted)."""
-        watcher = await kv.watchall()
+        """Every key of the bucket: its last revision and value (None: deleted).
+
+        Read until a message with nothing pending after it (or the bucket's last message as
+        it was when the snapshot began), not until the watcher's "caught up" marker: nats-py
+        sends that marker when the consumer has nothing pending on the server and the client
+        has handled nothing yet, which on a busy machine happens while the whole bucket is
+        still in the socket's buffer — the snapshot then came back short and a reconcile
+        reported live keys as missing."""
+        state = (await kv.status()).stream_info.state
         held: dict[str, _Held] = {}
+        if not state.messages:
+            return held
+        watcher = await kv.watchall()
         try:
-            while (entry := await watcher.updates(  # type: ignore[no-untyped-call]
-                    timeout=self.timeout)) is not None:
+            while True:
+                entry = await watcher.updates(  # type: ignore[no-untyped-call]
+                    timeout=self.timeout)
+                if entry is None:  # the marker, possibly early: read on to the last
+                    continue
                 held[entry.key] = _Held(entry.revision or 0, None
                                         if entry.operation in _DELETED_OPS else entry.value)
+                if entry.delta == 0 or (entry.revision or 0) >= state.last_seq:
+                    return held  # nothing left on the server for this watcher
         finally:
             await watcher.stop()  # type: ignore[no-untyped-call]
-        return held
 
 
 async def _write(kv: KeyValue, w: _Write) -> bool:

@@ -9,12 +9,14 @@ from __future__ import annotations
 import os
 
 import hypothesis.internal.observability  # noqa: F401  (see below)
+import schemathesis.reporting.html.writer  # noqa: F401
+import schemathesis.reporting.junitxml  # noqa: F401
 from hypothesis import HealthCheck, settings
 
-# Imported up front: hypothesis's pytest plugin otherwise imports (and assertion-rewrites)
-# it at session end, and on CPython 3.11 that ast.parse can fail spuriously with
-# "AST constructor recursion depth mismatch" once test threads have run (CPython
-# gh-106905), failing a green run of a module that uses no hypothesis.
+# Imported up front: hypothesis's and schemathesis's pytest plugins otherwise import (and
+# assertion-rewrite) these at session end, and on CPython 3.11 that ast.parse can fail
+# spuriously with "AST constructor recursion depth mismatch" once test threads have run
+# (CPython gh-106905), failing a green run at its very end.
 
 settings.register_profile(
     "ci", derandomize=True, database=None, deadline=None, print_blob=True,

@@ -25,6 +25,7 @@ SEED = 20261127
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_a_minute_of_chaos_with_every_fault_loses_nothing(tmp_path: Path) -> None:
     run = tmp_path / "run"
     # Embedded servers whatever the suite was given: PostgreSQL and NATS faults need

@@ -35,6 +35,8 @@ from nexus_ssot.api.app import create_app
 from nexus_ssot.ledger.settings import Settings
 from tests.integration.conftest import _with_db, event_count, free_port, start_serve
 
+pytestmark = pytest.mark.e2e
+
 EXAMPLES = int(os.environ.get("SSOT_FUZZ_EXAMPLES", "12"))
 STEPS = int(os.environ.get("SSOT_FUZZ_STEPS", "6"))
 SEED = int(os.environ.get("SSOT_FUZZ_SEED", "7"))
