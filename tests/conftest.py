@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 
 import hypothesis.internal.observability  # noqa: F401  (see below)
-import schemathesis.reporting.html.writer  # noqa: F401
+import schemathesis.reporting.html.writer
 import schemathesis.reporting.junitxml  # noqa: F401
 from hypothesis import HealthCheck, settings
 
