@@ -30,12 +30,11 @@ from typing import Any
 import nats
 import psycopg
 from nats.js import JetStreamContext
-from nats.js.api import StreamConfig
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from psycopg.rows import dict_row
 
 from .cloudevents import COLUMNS, cloudevent
-from .jetstream import stream_tail
+from .jetstream import ensure_stream, stream_tail
 from .leadership import leadership, retrying, wait_for_news
 from .subjects import entry_subject
 
@@ -101,20 +100,13 @@ class Broadcaster:
             nc = await nats.connect(self.nats_url, allow_reconnect=False, connect_timeout=2)
             try:
                 js = nc.jetstream(timeout=self.ack_timeout)
-                await self._ensure_stream(js)
+                await ensure_stream(js, self.stream, [f"{self.prefix}.>"],
+                                    duplicate_window=self.duplicate_window)
                 await self._publish_until(stop, js, lock_conn)
             finally:
                 with contextlib.suppress(Exception):
                     await nc.close()
                 self.progress.leader = False
-
-    async def _ensure_stream(self, js: JetStreamContext) -> None:
-        config = StreamConfig(name=self.stream, subjects=[f"{self.prefix}.>"],
-                              duplicate_window=self.duplicate_window)
-        try:
-            await js.stream_info(self.stream)
-        except nats.js.errors.NotFoundError:
-            await js.add_stream(config)
 
     async def _stream_tail(self, js: JetStreamContext) -> tuple[int, str | None] | None:
         """(position, message id) of the last event the stream holds; (0, None) for a

@@ -1,13 +1,13 @@
-"""Where a JetStream stream ends, for the publishers that resume after it (the
-broadcaster, the digest publisher): each publishes in order with
-``Nats-Expected-Last-Msg-Id``, so the stream's last message, not a position tracked
-elsewhere, says what it already holds and where publishing goes on."""
+"""The JetStream stream a publisher writes to, made when missing, and where it ends, for
+the publishers that resume after it (the broadcaster, the digest publisher): each
+publishes in order with ``Nats-Expected-Last-Msg-Id``, so the stream's last message, not a
+position tracked elsewhere, says what it already holds and where publishing goes on."""
 
 from __future__ import annotations
 
 import nats
 from nats.js import JetStreamContext
-from nats.js.api import RawStreamMsg
+from nats.js.api import RawStreamMsg, StreamConfig
 
 
 async def stream_tail(js: JetStreamContext, stream: str, *,
@@ -29,3 +29,14 @@ async def stream_tail(js: JetStreamContext, stream: str, *,
             raise
         return info.state.last_seq, None
     return info.state.last_seq, msg
+
+
+async def ensure_stream(js: JetStreamContext, stream: str, subjects: list[str], *,
+                        duplicate_window: float) -> None:
+    """Make ``stream`` over ``subjects`` unless it exists; an existing stream is left as
+    its operator configured it (replicas, retention, limits)."""
+    try:
+        await js.stream_info(stream)
+    except nats.js.errors.NotFoundError:
+        await js.add_stream(StreamConfig(name=stream, subjects=subjects,
+                                         duplicate_window=duplicate_window))

@@ -30,10 +30,9 @@ import nats
 import orjson
 import psycopg
 from nats.js import JetStreamContext
-from nats.js.api import StreamConfig
 
 from nexus_ssot.ledger import chain
-from nexus_ssot.ledger.jetstream import stream_tail
+from nexus_ssot.ledger.jetstream import ensure_stream, stream_tail
 from nexus_ssot.ledger.leadership import leadership, retrying, wait_for_news
 
 from .. import merkle
@@ -265,7 +264,8 @@ class Digester:
             nc = await nats.connect(self.nats_url, allow_reconnect=False, connect_timeout=2)
             try:
                 js = nc.jetstream(timeout=self.ack_timeout)
-                await self._ensure_stream(js)
+                await ensure_stream(js, self.stream, [self.subject],
+                                    duplicate_window=self.duplicate_window)
                 async with await psycopg.AsyncConnection.connect(
                         self.database_url, autocommit=True) as conn, \
                         await psycopg.AsyncConnection.connect(
@@ -286,13 +286,6 @@ class Digester:
                 self.progress.publishing = False
                 with contextlib.suppress(Exception):
                     await nc.close()
-
-    async def _ensure_stream(self, js: JetStreamContext) -> None:
-        try:
-            await js.stream_info(self.stream)
-        except nats.js.errors.NotFoundError:
-            await js.add_stream(StreamConfig(name=self.stream, subjects=[self.subject],
-                                             duplicate_window=self.duplicate_window))
 
     async def _stream_tail(self, js: JetStreamContext,
                            conn: psycopg.AsyncConnection[Any]) -> int:
