@@ -124,9 +124,11 @@ class BatchDecider:
             except LedgerError as e:
                 if req.atomic:
                     e.extra["operation"] = len(events)
+                # The key stays taken for this batch: a retry queued behind a refusal is
+                # the same request and gets the same refusal, even if a write between the
+                # two would let it through (the client may have seen only the refusal).
+                # Nothing is stored under the key, so a later corrected request may use it.
                 d.error = e
-                if idem is not None:
-                    del seen[(idem.actor, idem.key)]
                 continue
             for address, state in overlay.items():
                 cached.discard(address)

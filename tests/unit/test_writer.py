@@ -197,6 +197,25 @@ def test_the_retry_of_a_refused_request_is_refused_too(writer: GroupCommitWriter
     assert batch(writer, (put("k", {"n": 1}), context(), idem))[0].result().version == 1
 
 
+def test_a_retry_behind_its_refused_original_in_one_batch_gets_the_same_refusal(
+    writer: GroupCommitWriter, store: CountingStore
+) -> None:
+    """A client that timed out sends its request again while the first is still queued;
+    a write between the two makes the second decidable. Both are one request: both are
+    refused, and nothing lands under the key (a landed write behind a refusal the client
+    saw would be a rejected write that took effect)."""
+    idem = Idempotency("test", "retried-behind", b"h")
+    first, create, retry = batch(writer,
+                                 (MergePatch(NS, "k", patch={"b": 1}), context(), idem),
+                                 (put("k", {"a": 1}), context(), None),
+                                 (MergePatch(NS, "k", patch={"b": 1}), context(), idem))
+    for future in (first, retry):
+        with pytest.raises(NotFound):
+            future.result()
+    assert create.result().version == 1
+    assert len(store.events) == 1
+
+
 # --- merges by replay -----------------------------------------------------------------
 
 
