@@ -314,7 +314,8 @@ def test_a_standby_takes_over_when_the_leader_dies(
     name, prefix = stream
     group = f"failover-{name}"
     first = broadcast_process(database_url, nats_url, name, prefix, group)
-    time.sleep(1.5)  # the first one leads
+    writer.submit(Put(ns, "lead", document={}), context()).result(10)
+    wait_until_published(nats_url, name, head(database_url)[0], timeout=60)  # first leads
     second = broadcast_process(database_url, nats_url, name, prefix, group)
     try:
         with Traffic(writer, ns):

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
+import queue
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -84,15 +84,25 @@ def test_the_live_feed_streams_new_events_and_resumes_with_last_event_id(
 def test_ssot_watch_prints_changes_as_they_come(api: Any, client: httpx.Client,
                                                 ns: str) -> None:
     env = {**os.environ, "SSOT_URL": api.url}
-    proc = subprocess.Popen([SSOT, "watch", ns], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    # watch from a known position rather than from "now": a watcher that is slow to start
+    # would otherwise miss the writes made right after it was launched
+    before = client.put(f"/v1/namespaces/{ns}/entries/svc/before", json={}).json()["position"]
+    proc = subprocess.Popen([SSOT, "watch", ns, "--after", str(before)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        time.sleep(1.0)  # watching from "now"
         client.put(f"/v1/namespaces/{ns}/entries/svc/a", json={"v": 1},
                    headers={"X-Reason": "rollout"})
         client.delete(f"/v1/namespaces/{ns}/entries/svc/a")
         assert proc.stdout is not None
-        lines = [proc.stdout.readline().strip() for _ in range(2)]
+        printed: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=lambda: [printed.put(line.strip()) for line in proc.stdout],
+                         daemon=True).start()
+        lines: list[str] = []
+        while len(lines) < 2:  # bounded: a watcher that prints nothing fails, not hangs
+            try:
+                lines.append(printed.get(timeout=30))
+            except queue.Empty:
+                raise AssertionError(f"ssot watch printed only {lines}") from None
     finally:
         proc.terminate()
         proc.wait(10)
