@@ -33,7 +33,7 @@ IMPORT_TREE := build/import-graph
 lint-imports: $(STAMP)
 	rm -rf $(IMPORT_TREE) && mkdir -p $(IMPORT_TREE)/nexus_ssot
 	touch $(IMPORT_TREE)/nexus_ssot/__init__.py
-	for part in ledger integrity projections api ops client; do \
+	for part in ledger integrity access projections api ops client; do \
 		ln -s ../../../$$part $(IMPORT_TREE)/nexus_ssot/$$part; done
 	cd $(IMPORT_TREE) && PYTHONPATH=. $(CURDIR)/$(VENV)/bin/lint-imports --no-cache \
 		$(CURDIR)/pyproject.toml
@@ -46,10 +46,10 @@ fuzz: $(STAMP)
 		tests/unit tests/integration/test_conflicts.py -n auto -p no:cacheprovider --timeout=3600
 
 lint: $(STAMP) lint-imports
-	$(VENV)/bin/ruff check ledger integrity projections api ops client tests
+	$(VENV)/bin/ruff check ledger integrity access projections api ops client tests
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy ledger integrity projections api ops client
+	$(VENV)/bin/mypy ledger integrity access projections api ops client
 
 bench: $(STAMP)
 	$(PY) -m nexus_ssot.ops.bench --out bench/results

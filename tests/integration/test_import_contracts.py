@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PARTS = ("ledger", "integrity", "projections", "api", "ops", "client")
+PARTS = ("ledger", "integrity", "access", "projections", "api", "ops", "client")
 LINT_IMPORTS = str(Path(sys.executable).parent / "lint-imports")
 
 
@@ -38,7 +38,7 @@ def test_the_tree_keeps_every_contract(tmp_path: Path) -> None:
     assert "BROKEN" not in result.stdout
 
 
-LAYERS = "Layers: ops -> api -> (projections | integrity) -> ledger BROKEN"
+LAYERS = "Layers: ops -> api -> (projections | integrity | access) -> ledger BROKEN"
 CLIENT = "The client SDK depends on nothing of ours but the pure subject naming it shares BROKEN"
 
 

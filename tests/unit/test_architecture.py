@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PARTS = ("ledger", "integrity", "projections", "api", "ops", "client")
+PARTS = ("ledger", "integrity", "access", "projections", "api", "ops", "client")
 MAX_LINES = 600
 
 

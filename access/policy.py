@@ -1,0 +1,338 @@
+"""The policy model: named policy documents of allow and deny rules over subjects, actions,
+namespaces and keys, and the one function that decides a request.
+
+A policy document::
+
+    {"description": "platform team",
+     "rules": [{"effect": "allow", "subjects": ["group:platform"], "actions": ["read"],
+                "namespaces": ["config", "team-*"], "keys": ["services/**"]}],
+     "rate_limits": [{"subjects": ["group:ci"], "per_second": 50, "burst": 100}]}
+
+Evaluation (docs/access.md has it as a table):
+
+1. A member of the group ``admins`` may do everything (the break-glass group).
+2. Any deny rule matching the caller, the action, the namespace and the key: denied.
+3. Any allow rule matching them: allowed.
+4. Otherwise: denied (nothing is allowed by default).
+
+A rule matches the caller when one of its subjects is one of the caller's principals
+(``user:<subject>``, ``group:<group>``, ``token:<id>``) or ``*``. A namespace-wide request
+(no key: settings, counts, a restore's scope) is allowed only by an allow rule whose keys
+include ``**``, and denied by any matching deny rule whatever its keys. Namespace globs
+never match a system namespace (``_access``, ``_namespaces``): name those literally.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from nexus_ssot.ledger.documents import check_text
+from nexus_ssot.ledger.errors import InvalidInput
+
+from .globs import check_glob, literal_prefix, matches
+from .identity import Identity
+
+ACTIONS = ("read", "history", "write", "delete", "restore", "admin", "operate")
+EFFECTS = ("allow", "deny")
+_PRINCIPAL_KINDS = ("user", "group", "token")
+_RULE_MEMBERS = ("effect", "subjects", "actions", "namespaces", "keys", "description")
+_LIMIT_MEMBERS = ("subjects", "per_second", "burst")
+MAX_RULES = 10_000
+ALL_KEYS = "**"
+
+
+def _invalid(message: str, field: str) -> InvalidInput:
+    return InvalidInput(message, code="invalid_policy", field=field)
+
+
+def _strings(value: Any, field: str, *, limit: int = 1000) -> list[str]:
+    if not isinstance(value, list) or not value:
+        raise _invalid(f"{field} must be a non-empty list of strings", field)
+    if len(value) > limit:
+        raise _invalid(f"{field} has {len(value)} items; at most {limit}", field)
+    for i, item in enumerate(value):
+        if not isinstance(item, str):
+            raise _invalid(f"{field}[{i}] must be a string", f"{field}[{i}]")
+    return value
+
+
+def check_subject(subject: str, field: str) -> str:
+    if subject == "*":
+        return subject
+    kind, _, name = subject.partition(":")
+    if kind not in _PRINCIPAL_KINDS or not name or len(name) > 255 or not name.isprintable():
+        raise _invalid(f"{field} is {subject!r}: a subject is user:<name>, group:<name>, "
+                       "token:<id> or * (any authenticated caller)", field)
+    return subject
+
+
+def _check_rule(rule: Any, field: str) -> dict[str, Any]:
+    if not isinstance(rule, dict):
+        raise _invalid(f"{field} must be an object", field)
+    unknown = sorted(set(rule) - set(_RULE_MEMBERS))
+    if unknown:
+        raise _invalid(f"{field} has unknown member {unknown[0]!r}; a rule has "
+                       f"{', '.join(_RULE_MEMBERS)}", f"{field}.{unknown[0]}")
+    effect = rule.get("effect")
+    if effect not in EFFECTS:
+        raise _invalid(f"{field}.effect must be allow or deny, not {effect!r}",
+                       f"{field}.effect")
+    subjects = [check_subject(s, f"{field}.subjects[{i}]")
+                for i, s in enumerate(_strings(rule.get("subjects"), f"{field}.subjects"))]
+    actions = _strings(rule.get("actions"), f"{field}.actions")
+    for i, action in enumerate(actions):
+        if action != "*" and action not in ACTIONS:
+            raise _invalid(f"{field}.actions[{i}] is {action!r}; the actions are "
+                           f"{', '.join(ACTIONS)} (or * for all)", f"{field}.actions[{i}]")
+    out: dict[str, Any] = {"effect": effect, "subjects": subjects, "actions": actions}
+    for member, default in (("namespaces", None), ("keys", [ALL_KEYS])):
+        given = rule.get(member, default)
+        globs = _strings(given, f"{field}.{member}")
+        for i, pattern in enumerate(globs):
+            problem = check_glob(pattern)
+            if problem is not None:
+                raise _invalid(f"{field}.{member}[{i}] {pattern!r} is not a glob: {problem}",
+                               f"{field}.{member}[{i}]")
+        out[member] = globs
+    description = rule.get("description")
+    if description is not None:
+        if not isinstance(description, str) or len(description) > 1024:
+            raise _invalid(f"{field}.description must be text of at most 1024 characters",
+                           f"{field}.description")
+        out["description"] = description
+    return out
+
+
+def _check_limit(limit: Any, field: str) -> dict[str, Any]:
+    if not isinstance(limit, dict):
+        raise _invalid(f"{field} must be an object", field)
+    unknown = sorted(set(limit) - set(_LIMIT_MEMBERS))
+    if unknown:
+        raise _invalid(f"{field} has unknown member {unknown[0]!r}; a rate limit has "
+                       f"{', '.join(_LIMIT_MEMBERS)}", f"{field}.{unknown[0]}")
+    subjects = [check_subject(s, f"{field}.subjects[{i}]")
+                for i, s in enumerate(_strings(limit.get("subjects"), f"{field}.subjects"))]
+    out: dict[str, Any] = {"subjects": subjects}
+    for member in ("per_second", "burst"):
+        value = limit.get(member)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not (
+                0 < value <= 1_000_000):
+            raise _invalid(f"{field}.{member} must be a number above 0 and at most "
+                           "1000000", f"{field}.{member}")
+        out[member] = value
+    return out
+
+
+def check_policy(document: Any) -> dict[str, Any]:
+    """A policy document, validated; complete (defaults filled in). Raises
+    ``InvalidInput`` (``invalid_policy``) naming the member at fault."""
+    if not isinstance(document, dict):
+        raise _invalid("a policy must be a JSON object with rules", "policy")
+    check_text(document, "")
+    unknown = sorted(set(document) - {"description", "rules", "rate_limits"})
+    if unknown:
+        raise _invalid(f"unknown member {unknown[0]!r}; a policy has description, rules "
+                       "and rate_limits", unknown[0])
+    description = document.get("description")
+    if description is not None and (not isinstance(description, str)
+                                    or len(description) > 1024):
+        raise _invalid("description must be text of at most 1024 characters, or null",
+                       "description")
+    rules = document.get("rules")
+    if not isinstance(rules, list):
+        raise _invalid("rules must be a list of rules (it may be empty)", "rules")
+    if len(rules) > MAX_RULES:
+        raise _invalid(f"a policy has at most {MAX_RULES} rules, not {len(rules)}", "rules")
+    limits = document.get("rate_limits", [])
+    if not isinstance(limits, list):
+        raise _invalid("rate_limits must be a list", "rate_limits")
+    return {"description": description,
+            "rules": [_check_rule(r, f"rules[{i}]") for i, r in enumerate(rules)],
+            "rate_limits": [_check_limit(x, f"rate_limits[{i}]") for i, x in enumerate(limits)]}
+
+
+@dataclass(frozen=True)
+class Rule:
+    policy: str
+    index: int
+    effect: str
+    actions: frozenset[str]
+    namespaces: tuple[str, ...]
+    keys: tuple[str, ...]
+
+    def covers_namespace(self, namespace: str) -> bool:
+        if namespace.startswith("_"):
+            return namespace in self.namespaces
+        return any(matches(p, namespace) for p in self.namespaces)
+
+    def covers_key(self, key: str) -> bool:
+        return any(matches(p, key) for p in self.keys)
+
+    @property
+    def all_keys(self) -> bool:
+        return ALL_KEYS in self.keys
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    #: "allow" or "deny" rule that decided, "admins" (the group), or "default" (no rule).
+    by: str
+    policy: str | None = None
+    rule: int | None = None
+
+    @property
+    def reason(self) -> str:
+        if self.by == "admins":
+            return "allowed: a member of the group admins may do everything"
+        if self.by == "default":
+            return "denied: no rule allows it"
+        verb = "allowed" if self.allowed else "denied"
+        return f"{verb} by policy {self.policy!r} rule {self.rule}"
+
+    def as_json(self) -> dict[str, Any]:
+        return {"decision": "allow" if self.allowed else "deny", "by": self.by,
+                "policy": self.policy, "rule": self.rule, "reason": self.reason}
+
+
+ADMIN_DECISION = Decision(True, "admins")
+DEFAULT_DENY = Decision(False, "default")
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    per_second: float
+    burst: float
+
+
+@dataclass(frozen=True)
+class KeyFilter:
+    """Which keys of one namespace a caller may see for one action: ``allows(key)``,
+    ``everything`` when no check is needed, ``prefixes`` (the literal prefixes of the
+    allowing globs) to narrow a scan."""
+
+    allow_rules: tuple[Rule, ...]
+    deny_rules: tuple[Rule, ...]
+    everything: bool
+
+    @property
+    def nothing(self) -> bool:
+        return not self.everything and not self.allow_rules
+
+    def allows(self, key: str) -> bool:
+        if self.everything:
+            return True
+        if any(r.covers_key(key) for r in self.deny_rules):
+            return False
+        return any(r.covers_key(key) for r in self.allow_rules)
+
+    @property
+    def prefixes(self) -> list[str]:
+        """Literal prefixes; every allowed key starts with one of them ([""] = any)."""
+        if self.everything:
+            return [""]
+        found = sorted({literal_prefix(p) for r in self.allow_rules for p in r.keys})
+        return [p for i, p in enumerate(found) if not any(p.startswith(q) for q in found[:i])]
+
+
+class PolicySet:
+    """Every policy in force, compiled: rules indexed by subject, and per caller by action."""
+
+    def __init__(self, policies: Mapping[str, Mapping[str, Any]], version: int = 0) -> None:
+        self.policies = dict(policies)
+        self.version = version
+        by_subject: dict[str, list[Rule]] = {}
+        limits: dict[str, list[RateLimit]] = {}
+        for name in sorted(self.policies):
+            document = self.policies[name]
+            for i, rule in enumerate(document.get("rules", [])):
+                actions = frozenset(ACTIONS if "*" in rule["actions"] else rule["actions"])
+                compiled = Rule(name, i, rule["effect"], actions, tuple(rule["namespaces"]),
+                                tuple(rule.get("keys", [ALL_KEYS])))
+                for subject in dict.fromkeys(rule["subjects"]):
+                    by_subject.setdefault(subject, []).append(compiled)
+            for limit in document.get("rate_limits", []):
+                for subject in limit["subjects"]:
+                    limits.setdefault(subject, []).append(
+                        RateLimit(limit["per_second"], limit["burst"]))
+        self._by_subject = by_subject
+        self._limits = limits
+        self._rules_for = lru_cache(maxsize=4096)(self._compile_for)
+
+    def _compile_for(self, principals: tuple[str, ...]
+                     ) -> dict[str, tuple[tuple[Rule, ...], tuple[Rule, ...]]]:
+        rules: dict[int, Rule] = {}
+        for principal in (*principals, "*"):
+            for rule in self._by_subject.get(principal, ()):
+                rules[id(rule)] = rule
+        ordered = sorted(rules.values(), key=lambda r: (r.policy, r.index))
+        return {action: (tuple(r for r in ordered if action in r.actions and r.effect == "allow"),
+                         tuple(r for r in ordered if action in r.actions and r.effect == "deny"))
+                for action in ACTIONS}
+
+    def rules(self, identity: Identity, action: str, namespace: str
+              ) -> tuple[tuple[Rule, ...], tuple[Rule, ...]]:
+        """The allow and deny rules for ``identity`` doing ``action`` in ``namespace``."""
+        allows, denies = self._rules_for(identity.principals)[action]
+        return (tuple(r for r in allows if r.covers_namespace(namespace)),
+                tuple(r for r in denies if r.covers_namespace(namespace)))
+
+    def decide(self, identity: Identity, action: str, namespace: str,
+               key: str | None = None) -> Decision:
+        """May ``identity`` do ``action`` on ``key`` of ``namespace`` (None: on the whole
+        namespace)?"""
+        if action not in ACTIONS:
+            raise ValueError(f"unknown action {action!r}")
+        if identity.is_admin:
+            return ADMIN_DECISION
+        allows, denies = self.rules(identity, action, namespace)
+        for rule in denies:
+            if key is None or rule.covers_key(key):
+                return Decision(False, "deny", rule.policy, rule.index)
+        for rule in allows:
+            if rule.all_keys if key is None else rule.covers_key(key):
+                return Decision(True, "allow", rule.policy, rule.index)
+        return DEFAULT_DENY
+
+    def key_filter(self, identity: Identity, action: str, namespace: str) -> KeyFilter:
+        """Which keys of ``namespace`` ``identity`` may ``action`` (listings, feeds)."""
+        if identity.is_admin:
+            return KeyFilter((), (), everything=True)
+        allows, denies = self.rules(identity, action, namespace)
+        everything = not denies and any(r.all_keys for r in allows)
+        return KeyFilter(allows, denies, everything)
+
+    def may_see_namespace(self, identity: Identity, action: str, namespace: str) -> bool:
+        """Whether some key of ``namespace`` may be ``action``-ed (a listing shows it)."""
+        return not self.key_filter(identity, action, namespace).nothing
+
+    def actions_in(self, identity: Identity, namespace: str) -> dict[str, str]:
+        """Each action's scope in ``namespace``: "all" keys, "some" keys or "none"."""
+        scopes: dict[str, str] = {}
+        for action in ACTIONS:
+            f = self.key_filter(identity, action, namespace)
+            scopes[action] = "all" if f.everything else "none" if f.nothing else "some"
+        return scopes
+
+    def rate_limit(self, identity: Identity) -> RateLimit | None:
+        """The rate limit for ``identity``: its user's or token's, else its groups', else
+        ``*``'s; the most generous at the most specific level."""
+        levels = ([f"user:{identity.subject}"]
+                  + ([f"token:{identity.token_id}"] if identity.token_id else []),
+                  [f"group:{g}" for g in sorted(identity.groups)], ["*"])
+        for level in levels:
+            found = [x for p in level for x in self._limits.get(p, ())]
+            if found:
+                return max(found, key=lambda x: (x.per_second, x.burst))
+        return None
+
+    def rule_count(self) -> int:
+        return sum(len(p.get("rules", [])) for p in self.policies.values())
+
+
+def compile_policies(documents: Iterable[tuple[str, Mapping[str, Any]]],
+                     version: int = 0) -> PolicySet:
+    return PolicySet(dict(documents), version)
