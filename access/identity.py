@@ -47,9 +47,16 @@ class Identity:
             record["issuer"] = self.issuer
         if self.token_id is not None:
             record["token_id"] = self.token_id
-        if self.on_behalf_of is not None:
+        if self.on_behalf_of is not None:  # the actor is the end user; the proxy is this
+            record["proxy"] = self.subject
             record["on_behalf_of"] = self.on_behalf_of
         return record
+
+    @property
+    def actor(self) -> str:
+        """Who the events record as their actor: the end user a trusted proxy acts for,
+        else the subject."""
+        return self.on_behalf_of or self.subject
 
 
 #: The identity of every request when auth is off (only allowed on loopback).

@@ -48,6 +48,9 @@ from . import (
     views,
 )
 from . import openapi as openapi_document
+from .access_state import AccessState
+from .authentication import Authenticate, Authenticator
+from .guard import authorize
 from .log_notifier import LogNotifier
 from .service import Service
 
@@ -143,8 +146,11 @@ def create_app(settings: Settings) -> FastAPI:
             notifier = LogNotifier(database_url)
             notifier.start()
             stack.push_async_callback(notifier.stop)
+            access = AccessState(pool, settings.access_refresh_seconds)
+            await access.start()
+            stack.push_async_callback(access.stop)
             app.state.service = Service(settings, writer, pool, tracer_provider, tracer, writes,
-                                        notifier)
+                                        notifier, access, Authenticator(settings, access))
             try:
                 yield
             finally:
@@ -159,7 +165,7 @@ def create_app(settings: Settings) -> FastAPI:
             "immutable event; every error is application/problem+json with a stable `code`."
         ),
         lifespan=lifespan,
-        dependencies=[Depends(negotiation.acceptable)],
+        dependencies=[Depends(negotiation.acceptable), Depends(authorize)],
     )
     for router in ROUTERS:
         app.include_router(router)
@@ -169,7 +175,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(psycopg.OperationalError, errors.store_unreachable_handler)
     app.add_exception_handler(ClientDisconnect, errors.client_disconnect_handler)
     app.add_exception_handler(Exception, errors.unexpected_error_handler)
-    app.add_middleware(CorrelationId)
+    app.add_middleware(Authenticate)
+    app.add_middleware(CorrelationId)  # outermost: every answer, a 401 too, carries the id
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -20,12 +20,14 @@ from starlette.responses import Response
 from nexus_ssot.ledger.errors import (
     DocumentTooLarge,
     EditConflict,
+    Forbidden,
     InvalidInput,
     InvalidUnicode,
     LedgerError,
     NotAcceptable,
     NotFound,
     PreconditionFailed,
+    Unauthenticated,
     Unavailable,
     Unprocessable,
     UnsupportedMediaType,
@@ -48,17 +50,21 @@ _STATUS: list[tuple[type[LedgerError], int]] = [
     (PreconditionFailed, 412),
     (EditConflict, 409),
     (NotFound, 404),
+    (Unauthenticated, 401),
+    (Forbidden, 403),
     (Unavailable, 503),
 ]
 
-_TITLES = {400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+_TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 429: "Too Many Requests",
+           404: "Not Found", 405: "Method Not Allowed",
            406: "Not Acceptable", 412:
            "Precondition Failed", 413: "Content Too Large", 415: "Unsupported Media Type",
            409: "Conflict", 422: "Unprocessable Content", 500: "Internal Server Error",
            503: "Service Unavailable"}
 
 
-MEANINGS = {400: "Invalid input", 404: "Not found",
+MEANINGS = {400: "Invalid input", 401: "Not authenticated (a bearer token is needed)",
+            403: "Forbidden by the access policy", 404: "Not found",
             405: "Method not allowed (a sub-resource of an entry: see Allow)",
             406: "Not acceptable (Accept)",
             409: "Edit conflict", 412: "Precondition failed", 413: "Too large",
@@ -111,7 +117,8 @@ def problem(
 async def ledger_error_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, LedgerError)
     status = status_of(exc)
-    headers = {"Retry-After": "1"} if status == 503 else None
+    headers = ({"Retry-After": "1"} if status == 503 else
+               {"WWW-Authenticate": 'Bearer realm="nexus-ssot"'} if status == 401 else None)
     return problem(request, status, exc.code, exc.message, field=exc.field, headers=headers,
                    **exc.extra)
 

@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from dataclasses import dataclass
 from typing import Any
 
+from fastapi import Request
 from opentelemetry.metrics import Counter
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Tracer
 from psycopg_pool import AsyncConnectionPool
+from starlette.types import Scope
 
+from nexus_ssot.access.identity import Identity
+from nexus_ssot.access.policy import Decision
 from nexus_ssot.ledger.settings import Settings
 from nexus_ssot.ledger.writer_service import Writer
 
+from .access_state import AccessState
+from .authentication import Authenticator
 from .log_notifier import LogNotifier
+
+log = logging.getLogger("nexus_ssot.access")
 
 
 @dataclass
@@ -25,3 +35,37 @@ class Service:
     tracer: Tracer
     writes: Counter
     notifier: LogNotifier
+    access: AccessState
+    authenticator: Authenticator
+
+    async def authenticate(self, token: str) -> Identity:
+        """The identity a bearer token proves (raises ``AuthenticationFailed``). A JWT may
+        need its issuer's keys fetched: that happens off the event loop."""
+        if token.count(".") == 2 and self.authenticator.jwt is not None:
+            return await asyncio.to_thread(self.authenticator.authenticate, token)
+        return self.authenticator.authenticate(token)
+
+    def refused(self, scope: Scope, status: int, reason: str,
+                identity: Identity | None) -> None:
+        """Record a request refused before any route ran (401, untrusted proxy)."""
+        self._record(scope, "deny", status, reason, identity)
+
+    def denied(self, request: Request, status: int, identity: Identity, action: str,
+               namespace: str, key: str | None, decision: Decision) -> None:
+        """Record a request the policy refused."""
+        self._record(request.scope, "deny", status, "policy", identity, action=action,
+                     namespace=namespace, key=key, rule=decision)
+
+    def admin_used(self, request: Request, identity: Identity, namespace: str,
+                   key: str | None, decision: Decision) -> None:
+        """Record a use of an admin action."""
+        self._record(request.scope, "allow", 200, "admin", identity, action="admin",
+                     namespace=namespace, key=key, rule=decision)
+
+    def _record(self, scope: Scope, outcome: str, status: int, reason: str,
+                identity: Identity | None, *, action: str | None = None,
+                namespace: str | None = None, key: str | None = None,
+                rule: Decision | None = None) -> None:
+        log.info("access %s %s %s %s %s/%s by %s (%s)", outcome, status, reason,
+                 scope.get("method"), namespace, key,
+                 identity.subject if identity else "-", scope["path"])

@@ -51,8 +51,12 @@ class WriteRequest:
     def __init__(self, request: Request, body: bytes, reason: str | None = None) -> None:
         settings = service_of(request).settings
         self.idempotency_key = http.idempotency_key(request)
-        self.actor = http.actor(request, default=settings.default_actor,
-                                trust_header=settings.trust_actor_header)
+        identity = getattr(request.state, "identity", None)
+        if identity is None or identity.method == "anonymous":  # auth off
+            self.actor = http.actor(request, default=settings.default_actor,
+                                    trust_header=settings.trust_actor_header)
+        else:
+            self.actor = identity.actor
         header_reason = http.reason(request)  # checked even when the body gives one
         self.reason = reason if reason is not None else header_reason
         self.correlation_id: str = request.state.correlation_id

@@ -129,9 +129,12 @@ class Subscriber:
         stream: str = "SSOT",
         prefix: str = "ssot",
         batch: int = 256,
+        token: str | None = None,
     ) -> None:
         self.nats_url = nats_url
         self.api_url = api_url.rstrip("/")
+        #: The bearer token of the catch-up reads from the HTTP API.
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.namespace = namespace
         self.key = key
         self.from_position = from_position
@@ -190,7 +193,8 @@ class Subscriber:
                                   "limit": 1000}
         if self.key:
             params["key"] = self.key
-        async with httpx.AsyncClient(base_url=self.api_url, timeout=30) as http:
+        async with httpx.AsyncClient(base_url=self.api_url, timeout=30,
+                                     headers=self.headers) as http:
             while True:
                 response = await http.get("/v1/events", params=params)
                 response.raise_for_status()
@@ -283,10 +287,14 @@ class Subscriber:
 
 
 async def watch_key(nats_url: str, api_url: str, namespace: str, key: str, *,
-                    stream: str = "SSOT", prefix: str = "ssot") -> AsyncIterator[Any]:
+                    stream: str = "SSOT", prefix: str = "ssot", token: str | None = None
+                    ) -> AsyncIterator[Any]:
     """The entry's current document (None if it does not exist), then every new one
-    (None when it is deleted): for configuration hot reload."""
-    async with httpx.AsyncClient(base_url=api_url.rstrip("/"), timeout=30) as http:
+    (None when it is deleted): for configuration hot reload. ``token``: the bearer token
+    of the HTTP reads."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with httpx.AsyncClient(base_url=api_url.rstrip("/"), timeout=30,
+                                 headers=headers) as http:
         response = await http.get(f"/v1/namespaces/{namespace}/entries/{key}")
         if response.status_code == 200:
             entry = response.json()
@@ -302,7 +310,7 @@ async def watch_key(nats_url: str, api_url: str, namespace: str, key: str, *,
             return
     yield document
     subscriber = Subscriber(nats_url, api_url, namespace=namespace, key=key,
-                            from_position=position, stream=stream, prefix=prefix)
+                            from_position=position, stream=stream, prefix=prefix, token=token)
     async with subscriber as changes:
         async for change in changes:
             yield None if change.deleted else change.document

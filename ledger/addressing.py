@@ -20,6 +20,11 @@ NAMESPACE_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 KEY_SEGMENT_PATTERN = re.compile(r"^[A-Za-z0-9._-]+$")
 MAX_KEY_LENGTH = 512
 
+#: The system namespace of the access policies and API tokens (``policies/<name>``,
+#: ``tokens/<id>``). Its leading ``_`` keeps it out of the namespaces a client addresses
+#: through the entries routes; only the access routes write it.
+ACCESS_NAMESPACE = "_access"
+
 #: Last key segments that would collide with sub-resources of an entry's URL.
 RESERVED_LAST_SEGMENTS = frozenset({"history", "diff", "proof", "revert", "restore"})
 
@@ -40,6 +45,15 @@ def check_namespace(namespace: str) -> str:
             field="namespace",
         )
     return namespace
+
+
+def check_entry_namespace(namespace: str) -> str:
+    """``check_namespace``, or the access system namespace (written by the access routes)."""
+    return namespace if namespace == ACCESS_NAMESPACE else check_namespace(namespace)
+
+
+def is_system_namespace(namespace: str) -> bool:
+    return namespace.startswith("_")
 
 
 def check_key(key: str) -> str:

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import json_merge_patch
 
-from .addressing import check_key, check_namespace, stream_id
+from .addressing import check_entry_namespace, check_key, check_namespace, stream_id
 from .chain import HASHED, hash_hex
 from .commands import (
     Command,
@@ -78,7 +78,7 @@ def decide(
         settings = check_settings(command.settings)
         return _event(NamespaceConfigured, state, command, context, settings, chain=chain)
 
-    check_namespace(command.namespace)
+    check_entry_namespace(command.namespace)
     check_key(command.key)
     if isinstance(command, MergePatch):  # whole: a member it removes is in no document
         check_text(command.patch, "patch")

@@ -106,6 +106,19 @@ class EntryGone(NotFound):
     code = "entry_deleted"
 
 
+class Unauthenticated(LedgerError):
+    """No identity: carries ``reason`` (missing, malformed, expired, …) for the access log;
+    the answer names no more than the client needs."""
+
+    code = "unauthenticated"
+
+
+class Forbidden(LedgerError):
+    """An identity the policy does not allow this action; carries ``action``."""
+
+    code = "forbidden"
+
+
 class Unavailable(LedgerError):
     code = "unavailable"
 

@@ -6,13 +6,24 @@ and the test suite start PostgreSQL and NATS from PyPI wheels in ``data_dir``.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .documents import Limits
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or ``localhost``) is a loopback address."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class Settings(BaseSettings):
@@ -36,9 +47,23 @@ class Settings(BaseSettings):
     #: Namespaces whose documents may be any JSON value (others: objects only).
     scalar_namespaces: Annotated[frozenset[str], NoDecode] = frozenset()
 
-    #: Identity recorded as the actor when the request carries none we trust.
+    #: Authentication and authorisation: "on" (every request but health and the
+    #: published documents needs a token) or "off" (every caller may do everything; only
+    #: accepted when ``http_host`` is a loopback address).
+    auth: Literal["on", "off"] = "on"
+    #: SHA-256 (hex) of a bootstrap admin token handed in by the deployment; ``ssot serve``
+    #: otherwise keeps one in ``<data_dir>/admin-token`` (made on first start).
+    bootstrap_token_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    #: Identities (``user:…``, ``token:…``, ``group:…``) whose ``X-Actor`` header names the
+    #: end user they act for; the event records both.
+    trusted_proxies: Annotated[frozenset[str], NoDecode] = frozenset()
+    #: How often each HTTP worker re-reads policies and tokens when they changed (seconds):
+    #: a revocation or a policy change takes effect everywhere within this delay.
+    access_refresh_seconds: float = Field(default=0.25, gt=0, le=1)
+
+    #: Identity recorded as the actor when auth is off and the request carries none.
     default_actor: str = "anonymous"
-    #: Accept the ``X-Actor`` header as the actor (only behind a trusted proxy).
+    #: With auth off, accept the ``X-Actor`` header as the actor.
     trust_actor_header: bool = False
 
     #: Connections in the read pool (async) and the size of the thread pool for sync calls.
@@ -120,7 +145,16 @@ class Settings(BaseSettings):
             allow_non_object=namespace in self.scalar_namespaces,
         )
 
-    @field_validator("scalar_namespaces", mode="before")
+    @model_validator(mode="after")
+    def _auth_off_only_on_loopback(self) -> Settings:
+        if self.auth == "off" and not is_loopback(self.http_host):
+            raise ValueError(
+                f"SSOT_AUTH=off is accepted only on a loopback address, not on "
+                f"SSOT_HTTP_HOST={self.http_host}: anyone who can reach it could rewrite "
+                "every record. Keep auth on (the default) or listen on 127.0.0.1")
+        return self
+
+    @field_validator("scalar_namespaces", "trusted_proxies", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
         if isinstance(value, str):

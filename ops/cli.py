@@ -27,11 +27,14 @@ from .verify import verify
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--url", envvar="SSOT_URL", default="http://127.0.0.1:8080", show_default=True,
               help="Base URL of the ledger API (env SSOT_URL).")
+@click.option("--token", envvar="SSOT_TOKEN", default=None, show_default=False,
+              help="Bearer token (env SSOT_TOKEN; default: the admin token in the data "
+                   "dir, <SSOT_DATA_DIR>/admin-token, when this user can read it).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @click.pass_context
-def main(ctx: click.Context, url: str, as_json: bool) -> None:
+def main(ctx: click.Context, url: str, token: str | None, as_json: bool) -> None:
     """NEXUS SSOT Ledger: event-sourced single source of truth for JSON records."""
-    ctx.obj = {"url": url, "json": as_json}
+    ctx.obj = {"url": url, "json": as_json, "token": token}
 
 
 for command in (

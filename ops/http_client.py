@@ -10,12 +10,16 @@ from urllib.parse import quote
 import click
 import httpx
 
+from nexus_ssot.ledger.settings import Settings
+
 from .console import EXIT_NOT_FOUND, EXIT_OTHER, EXIT_PRECONDITION, EXIT_UNAVAILABLE, fail
+from .credentials import read_admin_token
 
 
 class Client:
-    def __init__(self, url: str, timeout: float = 30.0) -> None:
-        self.http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout)
+    def __init__(self, url: str, timeout: float = 30.0, token: str | None = None) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else None
+        self.http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout, headers=headers)
 
     def call(self, method: str, path: str, **kw: Any) -> httpx.Response:
         try:
@@ -26,9 +30,16 @@ class Client:
         return response
 
 
+def token_of(ctx: click.Context) -> str | None:
+    """The bearer token of this command: ``--token`` / ``SSOT_TOKEN``, else the admin token
+    kept in the data dir."""
+    token: str | None = ctx.obj.get("token")
+    return token or read_admin_token(Settings().data_dir)
+
+
 def client_of(ctx: click.Context) -> Client:
-    """A client of the API at the ``--url`` given to ``ssot``."""
-    return Client(ctx.obj["url"])
+    """A client of the API at the ``--url`` given to ``ssot``, with its bearer token."""
+    return Client(ctx.obj["url"], token=token_of(ctx))
 
 
 def fail_on_problem(response: httpx.Response) -> None:

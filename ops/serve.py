@@ -17,6 +17,7 @@ from nexus_ssot.ledger.settings import Settings
 from nexus_ssot.ops.embedded import EmbeddedNats, EmbeddedPostgres
 
 from .broadcast import BroadcasterThread
+from .credentials import admin_token_path, ensure_admin_token, token_sha256
 from .digest import DigesterThread
 from .project import ProjectionsThread
 from .writer_process import WriterProcess
@@ -74,6 +75,16 @@ def serve(settings: Settings, *, access_log: bool = False) -> None:
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     with resolved(settings) as ready, contextlib.ExitStack() as stack:
+        if ready.auth == "on" and ready.bootstrap_token_sha256 is None:
+            token, made = ensure_admin_token(ready.data_dir)
+            ready = ready.model_copy(update={"bootstrap_token_sha256": token_sha256(token)})
+            print(f"admin token {'created' if made else 'kept'} in "
+                  f"{admin_token_path(ready.data_dir)} (mode 0600; the ssot commands use it; "
+                  "curl: -H \"Authorization: Bearer $(cat "
+                  f"{admin_token_path(ready.data_dir)})\")", flush=True)
+        elif ready.auth == "off":
+            log.warning("SSOT_AUTH=off: every caller on %s may read and rewrite every record",
+                        ready.http_host)
         common: dict[str, Any] = {
             "host": ready.http_host,
             "port": ready.http_port,

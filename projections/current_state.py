@@ -7,8 +7,6 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
-from nexus_ssot.ledger.namespace_settings import SETTINGS_NAMESPACE
-
 from .sql import ENTRY_JSON
 
 
@@ -55,9 +53,13 @@ async def list_entries(
 _NAMESPACES = (
     "SELECT namespace, count(*) FILTER (WHERE NOT deleted) AS entries,"
     " count(*) FILTER (WHERE deleted) AS deleted, max(position) AS last_position"
-    " FROM entries WHERE namespace > %s AND namespace <> %s"
+    " FROM entries WHERE namespace > %s AND namespace NOT LIKE %s"
     " GROUP BY namespace ORDER BY namespace LIMIT %s"
 )
+
+
+#: System namespaces (``_namespaces``, ``_access``) are no client's namespaces.
+_SYSTEM = "\\_%"
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,7 @@ class NamespaceCount:
 async def list_namespaces(
     conn: AsyncConnection[tuple[Any, ...]], *, after: str, limit: int
 ) -> list[NamespaceCount]:
-    cur = await conn.execute(_NAMESPACES, (after, SETTINGS_NAMESPACE, limit), prepare=True)
+    cur = await conn.execute(_NAMESPACES, (after, _SYSTEM, limit), prepare=True)
     return [NamespaceCount(*row) for row in await cur.fetchall()]
 
 
@@ -89,3 +91,15 @@ async def namespace_counts(
     row = await cur.fetchone()
     assert row is not None
     return int(row[0]), int(row[1]), row[2]
+
+
+_DOCUMENTS = ("SELECT key, document::text, deleted FROM entries WHERE namespace = %s"
+              " ORDER BY key")
+
+
+async def namespace_documents(
+    conn: AsyncConnection[tuple[Any, ...]], namespace: str
+) -> list[tuple[str, str | None, bool]]:
+    """Every entry of a (small, system) namespace: key, document as JSON text, deleted."""
+    cur = await conn.execute(_DOCUMENTS, (namespace,), prepare=True)
+    return [(row[0], row[1], row[2]) for row in await cur.fetchall()]

@@ -41,8 +41,7 @@ from nats.js.api import KeyValueConfig, StorageType
 from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
 
-from nexus_ssot.ledger.addressing import NAMESPACE_PATTERN
-from nexus_ssot.ledger.namespace_settings import SETTINGS_NAMESPACE
+from nexus_ssot.ledger.addressing import NAMESPACE_PATTERN, is_system_namespace
 from nexus_ssot.ledger.subjects import decode_token, encode_token
 
 from .runtime import LogEvent, Tables, next_upto, read_log
@@ -177,7 +176,7 @@ class KvMirror:
         position = after
         while (end := await next_upto(conn, position, self.read_slice, upto)) is not None:
             for event in await read_log(conn, position, end):
-                if event.namespace != SETTINGS_NAMESPACE:
+                if not is_system_namespace(event.namespace):
                     latest[(event.namespace, event.key)] = event
             position = end
         if not latest:
@@ -224,8 +223,8 @@ class KvMirror:
         """
         if namespaces is None:
             cur = await conn.execute(
-                "SELECT DISTINCT namespace FROM entries WHERE namespace <> %s",
-                (SETTINGS_NAMESPACE,))
+                "SELECT DISTINCT namespace FROM entries WHERE namespace NOT LIKE %s",
+                ("\\_%",))
             names = sorted(ns for (ns,) in await cur.fetchall())
         else:
             names = sorted(set(namespaces))

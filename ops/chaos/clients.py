@@ -71,13 +71,14 @@ class Client:
     """One client: a seeded stream of operations, each awaited before the next."""
 
     def __init__(self, number: int, seed: int, base_url: str, history: History, run_id: str,
-                 keys: list[str]) -> None:
+                 keys: list[str], token: str) -> None:
         self.number = number
         self.rng = random.Random(f"client:{seed}:{number}")
         self.impatient = number % IMPATIENT == IMPATIENT - 1
         self.http = httpx.AsyncClient(
             base_url=base_url, timeout=IMPATIENT_TIMEOUT if self.impatient else ATTEMPT_TIMEOUT,
-            limits=httpx.Limits(max_connections=4))
+            limits=httpx.Limits(max_connections=4),
+            headers={"Authorization": f"Bearer {token}"})
         self.history = history
         self.run_id = run_id
         self.keys = keys

@@ -28,12 +28,13 @@ EXIT_ANOMALY, EXIT_HARNESS = 1, 2
 log = logging.getLogger("nexus_ssot.chaos")
 
 
-async def _configure_namespaces(api_url: str) -> None:
+async def _configure_namespaces(api_url: str, token: str) -> None:
     import httpx
 
     from .clients import STRICT_NS
 
-    async with httpx.AsyncClient(base_url=api_url, timeout=10) as http:
+    async with httpx.AsyncClient(base_url=api_url, timeout=10,
+                                 headers={"Authorization": f"Bearer {token}"}) as http:
         response = await http.put(f"/v1/namespaces/{STRICT_NS}",
                                   json={"conflict_policy": "strict"},
                                   headers={"Idempotency-Key": "chaos-setup"})
@@ -46,17 +47,18 @@ async def _exercise(cluster: Cluster, folder: Path, config: dict[str, Any]) -> d
     from .clients import Client, History, keys_of
     from .subscribers import subscribers
 
-    await _configure_namespaces(cluster.api_url)
+    await _configure_namespaces(cluster.api_url, cluster.admin_token)
     started = time.monotonic()
     history = History(folder / "history.jsonl", started)
     until = started + config["duration"]
     outcome: dict[str, Any] = {}
     try:
         async with subscribers(folder / "subscribers", started, cluster.nats_url,
-                               cluster.api_url, config["stream"], config["prefix"]) as received:
+                               cluster.api_url, config["stream"], config["prefix"],
+                               cluster.admin_token) as received:
             keys = keys_of(config["keys"])
             clients = [Client(i, config["seed"], cluster.api_url, history, config["run_id"],
-                              keys) for i in range(config["clients"])]
+                              keys, cluster.admin_token) for i in range(config["clients"])]
             tasks = [asyncio.create_task(c.run(until)) for c in clients]
 
             async def nemesis() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import shutil
@@ -17,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
+
+from nexus_ssot.access.tokens import new_token
 
 from .nemesis import KINDS
 
@@ -113,7 +116,10 @@ class Cluster:
                     _drop_database(database_url, names["database"])
             raise
         env = {k: v for k, v in os.environ.items() if not k.startswith("SSOT_")}
+        #: The run's administrator (its hash is the servers' bootstrap token).
+        _, self.admin_token = new_token()
         env.update({
+            "SSOT_BOOTSTRAP_TOKEN_SHA256": hashlib.sha256(self.admin_token.encode()).hexdigest(),
             "SSOT_DATABASE_URL": self.database_url, "SSOT_NATS_URL": self.nats_url,
             "SSOT_DATA_DIR": str(folder / "data"), "SSOT_HTTP_PORT": str(self.http_port),
             "SSOT_BROADCAST": "false", "SSOT_NATS_STREAM": names["stream"],

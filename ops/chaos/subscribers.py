@@ -49,14 +49,14 @@ class Received:
 
 
 async def nats_subscriber(received: Received, nats_url: str, api_url: str, namespace: str,
-                          stream: str, prefix: str) -> None:
+                          stream: str, prefix: str, token: str) -> None:
     """The SDK's subscriber on one namespace, from the log's start; restarted from its
     recorded position when it fails (NATS restarted, API down for its catch-up)."""
     store = MemoryPositionStore(0)
     while True:
         try:
             subscriber = Subscriber(nats_url, api_url, namespace=namespace, store=store,
-                                    stream=stream, prefix=prefix)
+                                    stream=stream, prefix=prefix, token=token)
             async with subscriber as changes:
                 async for change in changes:
                     received.event(change.position, change.id, change.namespace, change.key,
@@ -68,12 +68,13 @@ async def nats_subscriber(received: Received, nats_url: str, api_url: str, names
         await asyncio.sleep(0.5)
 
 
-async def sse_subscriber(received: Received, api_url: str) -> None:
+async def sse_subscriber(received: Received, api_url: str, token: str) -> None:
     """The SSE feed of every namespace from the log's start, resumed with Last-Event-ID
     after a dropped connection."""
     last: int | None = None
     timeout = httpx.Timeout(5.0, read=40.0)
-    async with httpx.AsyncClient(base_url=api_url, timeout=timeout) as http:
+    async with httpx.AsyncClient(base_url=api_url, timeout=timeout,
+                                 headers={"Authorization": f"Bearer {token}"}) as http:
         while True:
             headers = {"Last-Event-ID": str(last)} if last is not None else {}
             try:
@@ -102,15 +103,16 @@ async def sse_subscriber(received: Received, api_url: str) -> None:
 
 @contextlib.asynccontextmanager
 async def subscribers(folder: Path, started: float, nats_url: str, api_url: str, stream: str,
-                      prefix: str) -> Any:
+                      prefix: str, token: str) -> Any:
     """The run's subscribers, running until the block ends: {name: Received}."""
     folder.mkdir(parents=True, exist_ok=True)
     received = {f"nats-{ns}": Received(folder / f"nats-{ns}.jsonl", started)
                 for ns in NAMESPACES}
     received["sse"] = Received(folder / "sse.jsonl", started)
     tasks = [asyncio.create_task(nats_subscriber(received[f"nats-{ns}"], nats_url, api_url,
-                                                 ns, stream, prefix)) for ns in NAMESPACES]
-    tasks.append(asyncio.create_task(sse_subscriber(received["sse"], api_url)))
+                                                 ns, stream, prefix, token))
+             for ns in NAMESPACES]
+    tasks.append(asyncio.create_task(sse_subscriber(received["sse"], api_url, token)))
     try:
         yield received
     finally:

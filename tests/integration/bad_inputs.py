@@ -131,7 +131,7 @@ HEADERS = [
         params={"reason": "why\x01"}),
     put("X-Reason of 1025 characters", "{}", 400, "invalid_reason", "reason",
         [("X-Reason", "r" * 1025)]),
-    put("X-Actor on a server that sets the actor", "{}", 400, "untrusted_actor_header",
+    put("X-Actor from a caller that is no trusted proxy", "{}", 403, "untrusted_actor_header",
         "X-Actor", [("X-Actor", "mallory")]),
     put("X-Reason empty", "{}", 400, "invalid_reason", "reason", [("X-Reason", "")]),
     put("reason empty", "{}", 400, "invalid_reason", "reason", params={"reason": ""}),

@@ -4,6 +4,7 @@ and drops it at the end; nothing else on the server is touched."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import socket
@@ -52,6 +53,14 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     finally:
         pg.discard()
 
+
+#: This run's administrator: its token's hash is the bootstrap token of every server the
+#: suite starts (in process or as ``ssot serve``), and ``SSOT_TOKEN`` gives the token to
+#: every ``ssot`` command it runs. A test of access control makes its own tokens.
+ADMIN_TOKEN = f"ssot_{secrets.token_hex(8)}_{secrets.token_urlsafe(32)}"
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+os.environ["SSOT_BOOTSTRAP_TOKEN_SHA256"] = hashlib.sha256(ADMIN_TOKEN.encode()).hexdigest()
+os.environ["SSOT_TOKEN"] = ADMIN_TOKEN
 
 #: This run's KV bucket prefix. Set in the environment, it reaches every Settings the suite
 #: builds and every process it starts: their nats_kv_mirror views write only buckets named
@@ -168,7 +177,7 @@ def api(database_url: str) -> Iterator[RunningServer]:
 
 @pytest.fixture()
 def client(api: RunningServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=api.url, timeout=30) as c:
+    with httpx.Client(headers=AUTH, base_url=api.url, timeout=30) as c:
         yield c
 
 

@@ -31,6 +31,7 @@ from nexus_ssot.ops.backup import compression, copier, importer
 from nexus_ssot.ops.backup.exporter import export
 from nexus_ssot.ops.backup.format import TAIL, ZERO, BadFile, OutOfOrder, make_line
 from nexus_ssot.ops.backup.importer import import_files
+from tests.integration.conftest import AUTH
 
 from .conftest import RunningServer, make_settings
 from .test_cli import SSOT
@@ -180,7 +181,7 @@ def source(new_db: Callable[[], str]) -> Iterator[tuple[str, httpx.Client]]:
     url = new_db()
     migrate(url)
     with RunningServer(make_settings(url)) as server, \
-            httpx.Client(base_url=server.url, timeout=30) as client:
+            httpx.Client(headers=AUTH, base_url=server.url, timeout=30) as client:
         yield url, client
 
 
@@ -227,7 +228,7 @@ def test_export_import_gives_identical_reads_tables_and_a_verified_chain(
     head = rows(dst, "SELECT last_value FROM ssot_events_notification_id_seq")[0][0]
     assert head == summary["last_position"]
     with RunningServer(make_settings(dst)) as copy, \
-            httpx.Client(base_url=copy.url, timeout=30) as restored:
+            httpx.Client(headers=AUTH, base_url=copy.url, timeout=30) as restored:
         for name in (ns, ns + "x"):
             assert reads(restored, name, mid) == reads(client, name, mid)
         # the copy is a working ledger: the next write continues each stream's chain

@@ -20,6 +20,7 @@ import pytest
 
 from nexus_ssot.ops.chaos.checker import check, server_errors
 from nexus_ssot.ops.chaos.nemesis import KINDS, schedule
+from tests.integration.conftest import AUTH
 
 SEED = 20261127
 
@@ -273,7 +274,7 @@ def test_a_client_hanging_up_mid_body_is_no_server_error(api: Any, ns: str,
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert errors == [], [r.getMessage() for r in errors]
     assert any("disconnected" in r.getMessage() for r in caplog.records)
-    with httpx.Client(base_url=api.url) as c:
+    with httpx.Client(headers=AUTH, base_url=api.url) as c:
         assert c.get(f"/v1/namespaces/{ns}/entries/k").status_code == 404  # nothing written
 
 
@@ -302,7 +303,7 @@ def test_the_live_feed_outlasts_a_database_restart(api: Any, client: httpx.Clien
     uvicorn_log.addHandler(caplog.handler)
     received: list[int] = []
     try:
-        with httpx.Client(base_url=api.url, timeout=20) as c, \
+        with httpx.Client(headers=AUTH, base_url=api.url, timeout=20) as c, \
                 c.stream("GET", "/v1/events/stream", params={"namespace": ns, "after": 0}
                          ) as stream:
             for line in stream.iter_lines():

@@ -27,6 +27,8 @@ import httpx
 import psycopg
 import pytest
 
+from tests.integration.conftest import AUTH
+
 from . import test_backup
 from .conftest import RunningServer, make_settings
 from .test_backup import ssot
@@ -90,7 +92,7 @@ def test_every_read_the_old_server_answered_is_answered_the_same(old_database: s
     answered: dict[str, dict[str, Any]] = {}
     settings = make_settings(old_database, scalar_namespaces=SCALAR_NAMESPACES)
     with RunningServer(settings) as server, \
-            httpx.Client(base_url=server.url, timeout=30) as client:
+            httpx.Client(headers=AUTH, base_url=server.url, timeout=30) as client:
         for path in expected:
             response = client.get(path, headers=READ_HEADERS)
             answered[path] = {"status": response.status_code,
@@ -117,7 +119,7 @@ def test_ssot_verify_passes_with_the_digests_as_published_and_their_signing_key(
 def test_an_imported_entry_takes_new_writes_that_continue_its_chain(old_database: str) -> None:
     db = "/v1/namespaces/config/entries/services/payments/db"
     with RunningServer(make_settings(old_database)) as server, \
-            httpx.Client(base_url=server.url, timeout=30) as client:
+            httpx.Client(headers=AUTH, base_url=server.url, timeout=30) as client:
         current = client.get(db)
         version = int(current.json()["version"])
         put = client.put(db, json={"after": "the restructuring"},

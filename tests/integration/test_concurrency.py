@@ -8,6 +8,8 @@ from typing import Any
 
 import httpx
 
+from tests.integration.conftest import AUTH
+
 THREADS = 16
 SECONDS = 3.0
 
@@ -16,7 +18,7 @@ def test_sixteen_read_modify_write_clients_lose_no_update(
     api: Any, ns: str
 ) -> None:
     path = f"/v1/namespaces/{ns}/entries/counter"
-    with httpx.Client(base_url=api.url) as c:
+    with httpx.Client(headers=AUTH, base_url=api.url) as c:
         # strict: every stale If-Match is a 412 (merging is tested in test_conflicts)
         assert c.put(f"/v1/namespaces/{ns}", json={"conflict_policy": "strict"}
                      ).status_code == 201
@@ -29,7 +31,7 @@ def test_sixteen_read_modify_write_clients_lose_no_update(
 
     def client(worker: int) -> None:
         n = 0
-        with httpx.Client(base_url=api.url, timeout=30) as c:
+        with httpx.Client(headers=AUTH, base_url=api.url, timeout=30) as c:
             while time.monotonic() < deadline:
                 current = c.get(path)
                 version = int(current.headers["etag"].strip('"'))
@@ -52,7 +54,7 @@ def test_sixteen_read_modify_write_clients_lose_no_update(
 
     assert unexpected == []
     assert accepted and rejected, "the test must see both successes and conflicts"
-    with httpx.Client(base_url=api.url) as c:
+    with httpx.Client(headers=AUTH, base_url=api.url) as c:
         history: list[dict[str, Any]] = []
         cursor = None
         while True:

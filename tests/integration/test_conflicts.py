@@ -21,7 +21,7 @@ from nexus_ssot.ledger.domain import decide
 from nexus_ssot.ledger.errors import EditConflict, InvalidUnicode
 from nexus_ssot.ledger.events import EntryState
 from nexus_ssot.ledger.merge import Replay
-from tests.integration.conftest import event_count
+from tests.integration.conftest import AUTH, event_count
 
 MERGE_PATCH = {"Content-Type": "application/merge-patch+json"}
 JSON_PATCH = {"Content-Type": "application/json-patch+json"}
@@ -216,7 +216,7 @@ def test_sixteen_writers_of_their_own_fields_all_merge_and_lose_nothing(
 
     def writer(i: int) -> None:
         seen = '"1"'
-        with httpx.Client(base_url=api.url, timeout=30) as c:
+        with httpx.Client(headers=AUTH, base_url=api.url, timeout=30) as c:
             for n in range(1, rounds + 1):
                 r = c.patch(entry(ns), content=f'{{"w{i}": {n}}}'.encode(),
                             headers={**MERGE_PATCH, "If-Match": seen})

@@ -22,7 +22,7 @@ from nexus_ssot.ops.project import ProjectionsThread
 from nexus_ssot.projections.consistency import ConsistencyReport, check, describe
 from nexus_ssot.projections.inline import CurrentState
 from tests.integration import test_projections
-from tests.integration.conftest import free_port
+from tests.integration.conftest import AUTH, free_port
 from tests.integration.test_cli import SSOT
 from tests.integration.test_projections import view_stats
 
@@ -230,7 +230,7 @@ def test_checks_run_while_writes_continue_and_neither_blocks_the_other(
     failures: list[str] = []
 
     def writer() -> None:
-        with httpx.Client(base_url=api.url, timeout=30) as c:
+        with httpx.Client(headers=AUTH, base_url=api.url, timeout=30) as c:
             i = 0
             while not stop.is_set():
                 i += 1

@@ -34,7 +34,7 @@ from nexus_ssot.integrity import digests, merkle
 from nexus_ssot.ledger import chain
 from nexus_ssot.ledger.migrate import migrate
 from nexus_ssot.ops.digest import DigesterThread
-from tests.integration.conftest import RunningServer, free_port, make_settings, start_serve
+from tests.integration.conftest import AUTH, RunningServer, free_port, make_settings, start_serve
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "ops" / "verify_proof.py"
@@ -105,7 +105,7 @@ class Ledger:
 
     def __enter__(self) -> Ledger:
         self.server.__enter__()
-        self.client = httpx.Client(base_url=self.server.url, timeout=30)
+        self.client = httpx.Client(headers=AUTH, base_url=self.server.url, timeout=30)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -507,7 +507,7 @@ def test_ssot_serve_records_and_publishes_digests(
            "SSOT_DIGEST_EVERY_EVENTS": "2", "SSOT_DIGEST_EVERY_SECONDS": "0.3"}
     proc, url = start_serve([], env, port)
     try:
-        with httpx.Client(base_url=url, timeout=30) as c:
+        with httpx.Client(headers=AUTH, base_url=url, timeout=30) as c:
             for i in range(3):
                 c.put(f"/v1/namespaces/{ns}/entries/k", json={"i": i}).raise_for_status()
             proof = wait_for(lambda: (r := c.get(f"/v1/namespaces/{ns}/entries/k/proof",

@@ -13,6 +13,8 @@ from typing import Any
 import httpx
 import orjson
 
+from tests.integration.conftest import AUTH
+
 SSOT = str(Path(sys.executable).parent / "ssot")
 
 
@@ -73,8 +75,8 @@ def test_the_live_feed_streams_new_events_and_resumes_with_last_event_id(
     resumed = read_sse(client, {"namespace": ns}, 2, {"Last-Event-ID": str(first[-1])})
     assert [p for p, _ in resumed] == later
     # a stream opened without a position starts at the head: it sees only what follows
-    timer = threading.Timer(0.5, lambda: write(httpx.Client(base_url=str(client.base_url)),
-                                               ns, 1, key="new"))
+    timer = threading.Timer(0.5, lambda: write(
+        httpx.Client(headers=AUTH, base_url=str(client.base_url)), ns, 1, key="new"))
     timer.start()
     live = read_sse(client, {"namespace": ns}, 1)
     timer.join()

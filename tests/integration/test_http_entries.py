@@ -7,7 +7,7 @@ import uuid
 import httpx
 import jsonpatch
 
-from tests.integration.conftest import event_count
+from tests.integration.conftest import AUTH, event_count
 
 JSON = {"Content-Type": "application/json"}
 MERGE = {"Content-Type": "application/merge-patch+json"}
@@ -220,20 +220,20 @@ def test_correlation_id_is_echoed_or_generated(client: httpx.Client, ns: str) ->
 
 def test_actor_header_is_refused_unless_trusted(client: httpx.Client, ns: str) -> None:
     r = client.put(url(ns, "k"), json={}, headers={"X-Actor": "mallory"})
-    assert r.status_code == 400 and r.json()["code"] == "untrusted_actor_header"
+    assert r.status_code == 403 and r.json()["code"] == "untrusted_actor_header"
     assert r.json()["field"] == "X-Actor"
+    assert client.get(url(ns, "k")).status_code == 404
 
 
 def test_actor_header_is_recorded_when_trusted(database_url: str, ns: str) -> None:
     from tests.integration.conftest import RunningServer, make_settings
 
-    with RunningServer(make_settings(database_url, trust_actor_header=True,
-                                     default_actor="svc")) as srv, \
-            httpx.Client(base_url=srv.url) as c:
+    with RunningServer(make_settings(database_url, trusted_proxies="user:admin")) as srv, \
+            httpx.Client(headers=AUTH, base_url=srv.url) as c:
         c.put(url(ns, "k"), json={}, headers={"X-Actor": "alice@example.com"})
         c.put(url(ns, "k"), json={"x": 1})
         actors = [e["actor"] for e in c.get(url(ns, "k") + "/history").json()["items"]]
-    assert actors == ["alice@example.com", "svc"]
+    assert actors == ["alice@example.com", "admin"]
 
 
 def test_openapi_docs_are_served(client: httpx.Client) -> None:

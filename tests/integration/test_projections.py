@@ -19,7 +19,7 @@ import pytest
 from nexus_ssot.ops.project import ProjectionsThread
 from nexus_ssot.projections.inline import CurrentState, EntryHistory
 from nexus_ssot.projections.runtime import Tables, create_tables
-from tests.integration.conftest import make_settings
+from tests.integration.conftest import AUTH, make_settings
 from tests.integration.test_cli import SSOT
 
 
@@ -108,7 +108,7 @@ def test_min_position_waits_for_the_view_and_times_out_with_503(
     answer: dict[str, Any] = {}
 
     def read() -> None:
-        with httpx.Client(base_url=str(client.base_url), timeout=30) as c:
+        with httpx.Client(headers=AUTH, base_url=str(client.base_url), timeout=30) as c:
             answer["r"] = c.get(f"/v1/namespaces/{ns}/stats",
                                 params={"min_position": position})
 
@@ -134,7 +134,7 @@ def test_a_sigkilled_view_process_resumes_without_applying_anything_twice(
     failures: list[str] = []
 
     def writer(n: int) -> None:
-        with httpx.Client(base_url=api.url, timeout=30) as c:
+        with httpx.Client(headers=AUTH, base_url=api.url, timeout=30) as c:
             i = 0
             while not stop.is_set():
                 i += 1

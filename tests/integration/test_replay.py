@@ -24,7 +24,7 @@ from nexus_ssot.ops.project import ProjectionsThread
 from nexus_ssot.projections.inline import CurrentState, EntryHistory
 from nexus_ssot.projections.namespace_stats import NamespaceStats
 from nexus_ssot.projections.runtime import Tables, View, create_tables
-from tests.integration.conftest import make_settings
+from tests.integration.conftest import AUTH, RunningServer, make_settings
 from tests.integration.test_cli import SSOT
 from tests.integration.test_projections import expected_stats, view_stats
 
@@ -135,12 +135,22 @@ def waiting_on_lock(db: Any, query_start: str) -> bool:
                            " AND query LIKE %s", query_start + "%"))
 
 
+@pytest.fixture()
+def patient_api(database_url: str) -> Iterator[RunningServer]:
+    """A server whose writes wait up to 120 s: the test below holds the log's lock while a
+    replay process starts, which on a loaded machine outlasts the default 10 s."""
+    with RunningServer(make_settings(database_url, write_timeout=120)) as server:
+        yield server
+
+
 def test_rebuild_under_live_writes_never_shrinks_the_view_and_equals_a_fresh_fold(
-        database_url: str, api: Any, client: httpx.Client, ns: str, db: Any,
+        database_url: str, patient_api: RunningServer, ns: str, db: Any,
         scratch: str) -> None:
     """Four clients write and a reader counts the live tables every few ms while both
     inline views are rebuilt and swapped in: the reader never sees fewer rows than at the
     start, the writer goes on writing the new tables, and they equal a fresh fold."""
+    api = patient_api
+    client = httpx.Client(headers=AUTH, base_url=api.url, timeout=150)
     seed(client, ns, 2000)
     before = {t: catalog(db, t) for t in INLINE_TABLES}
     rows_before = {t: int(scalar(db, f"SELECT count(*) FROM {t}")) for t in INLINE_TABLES}
@@ -162,7 +172,7 @@ def test_rebuild_under_live_writes_never_shrinks_the_view_and_equals_a_fresh_fol
 
     def write(n: int) -> None:
         """Single puts, or (n = 0) batches of 100 that hold the log's lock longer."""
-        with httpx.Client(base_url=api.url, timeout=30) as c:
+        with httpx.Client(headers=AUTH, base_url=api.url, timeout=150) as c:
             i = 0
             while not stop.is_set():
                 i += 1

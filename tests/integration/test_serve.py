@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.conftest import free_port, start_serve
+from tests.integration.conftest import AUTH, free_port, start_serve
 
 SSOT = str(Path(sys.executable).parent / "ssot")
 
@@ -44,7 +44,7 @@ def test_serve_on_the_embedded_default_stops_what_it_started(tmp_path: Path,
     env.update(SSOT_DATA_DIR=str(data), SSOT_HTTP_PORT=str(port))
     proc, url = start_serve(["--workers", str(workers)], env, port)
     try:
-        put = httpx.put(url + "/v1/namespaces/smoke/entries/k", json={"ok": True})
+        put = httpx.put(url + "/v1/namespaces/smoke/entries/k", json={"ok": True}, headers=AUTH)
         assert put.status_code == 201
         deadline = time.monotonic() + 30  # and the broadcaster publishes it on NATS
         while True:
@@ -86,7 +86,7 @@ def test_a_graceful_stop_finishes_the_writes_in_flight(database_url: str, ns: st
     stop = threading.Event()
 
     def client(n: int) -> None:
-        with httpx.Client(base_url=url, timeout=30) as c:
+        with httpx.Client(headers=AUTH, base_url=url, timeout=30) as c:
             for i in range(10_000):
                 if stop.is_set():
                     return

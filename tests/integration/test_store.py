@@ -22,7 +22,7 @@ from nexus_ssot.ledger.namespace_settings import configure
 from nexus_ssot.ledger.store import LedgerRecorder, open_application
 from nexus_ssot.ledger.writer import GroupCommitWriter
 from tests.contract.event_store import EventStoreContract
-from tests.integration.conftest import event_count
+from tests.integration.conftest import AUTH, event_count
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +106,7 @@ def test_a_second_writer_on_the_same_database_never_loses_a_version_check(
         first = other.submit(Put(ns, "k", document={"v": 1}), context()).result(10)
         assert first.version == 1
         # the API (the first writer) moves the entry on
-        with httpx.Client(base_url=api.url) as c:
+        with httpx.Client(headers=AUTH, base_url=api.url) as c:
             assert c.put(f"/v1/namespaces/{ns}/entries/k", json={"v": 2},
                          headers={"If-Match": '"1"'}).status_code == 200
         # this writer still believes version 1 is current: a client that saw version 2
@@ -114,7 +114,7 @@ def test_a_second_writer_on_the_same_database_never_loses_a_version_check(
         based_on_2 = other.submit(Put(ns, "k", Expectation(if_match=2), document={"v": 3}),
                                   context()).result(10)
         assert based_on_2.version == 3
-        with httpx.Client(base_url=api.url) as c:
+        with httpx.Client(headers=AUTH, base_url=api.url) as c:
             assert c.put(f"/v1/namespaces/{ns}/entries/k", json={"v": 4}).status_code == 200
         unconditional = other.submit(Put(ns, "k", document={"v": 5}), context()).result(10)
         assert unconditional.version == 5

@@ -18,6 +18,7 @@ from nexus_ssot.client.subscriber import (
     watch_key,
 )
 from nexus_ssot.ledger.broadcaster import Broadcaster
+from tests.integration.conftest import ADMIN_TOKEN
 from tests.integration.test_broadcaster import InThread
 
 
@@ -57,7 +58,7 @@ def test_changes_arrive_in_order_once_and_resume_from_the_recorded_position(
 
     def subscriber() -> Subscriber:
         return Subscriber(nats_url, api.url, namespace=ns, store=store, durable=durable,
-                          stream=name, prefix=prefix)
+                          stream=name, prefix=prefix, token=ADMIN_TOKEN)
 
     with InThread(Broadcaster(database_url, nats_url, stream=name, prefix=prefix,
                               name=f"sdk-{name}")):
@@ -93,7 +94,7 @@ def test_events_the_stream_no_longer_holds_come_from_the_catch_up_api(
                               name=f"fallback-{name}")):
         got = asyncio.run(take(Subscriber(nats_url, api.url, namespace=ns,
                                           store=MemoryPositionStore(), stream=name,
-                                          prefix=prefix), 8))
+                                          prefix=prefix, token=ADMIN_TOKEN), 8))
     assert [c.document for c in got] == [{"i": i} for i in range(8)]
     assert [c.position for c in got] == history_positions(client, ns, ["k"])
 
@@ -109,7 +110,7 @@ def test_watch_key_yields_the_current_document_then_every_new_one(
     async def watch() -> list[Any]:
         seen: list[Any] = []
         async for document in watch_key(nats_url, api.url, ns, "app/config", stream=name,
-                                        prefix=prefix):
+                                        prefix=prefix, token=ADMIN_TOKEN):
             seen.append(document)
             if len(seen) == 1:  # the current one; now change it twice
                 await asyncio.to_thread(client.put, path, json={"level": "debug"})

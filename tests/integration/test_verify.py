@@ -47,7 +47,7 @@ from nexus_ssot.ledger.errors import InvalidInput
 from nexus_ssot.ledger.migrate import migrate
 from nexus_ssot.ledger.store import open_application
 from nexus_ssot.ledger.writer import GroupCommitWriter
-from tests.integration.conftest import RunningServer, make_settings
+from tests.integration.conftest import AUTH, RunningServer, make_settings
 
 SSOT = str(Path(sys.executable).parent / "ssot")
 Conn = psycopg.Connection[tuple[Any, ...]]
@@ -283,13 +283,14 @@ def test_a_clean_log_verifies_and_the_route_agrees(db: str, seeded: Seeded) -> N
 
     settings = make_settings(db, signing_key_file=seeded.key, digests=False)
     with RunningServer(settings) as server:
-        r = httpx.get(f"{server.url}/v1/integrity/verify", timeout=60)
+        r = httpx.get(f"{server.url}/v1/integrity/verify", timeout=60, headers=AUTH)
         assert r.status_code == 200, r.text
         body = r.json()
         assert body["ok"] is True and body["events"] == report["events"]
         assert body["signatures_checked"] == report["digests_checked"]
         half = httpx.get(f"{server.url}/v1/integrity/verify",
-                         params={"from_position": 8, "to_position": 14}, timeout=60).json()
+                         params={"from_position": 8, "to_position": 14}, timeout=60,
+                         headers=AUTH).json()
         assert half["ok"] is True and (half["from_position"], half["to_position"]) == (8, 14)
 
 
@@ -731,7 +732,7 @@ def test_the_route_agrees_and_is_bounded(db: str, seeded: Seeded,
 
 def route_get(base: str) -> Any:
     def get(**params: Any) -> httpx.Response:
-        return httpx.get(f"{base}/v1/integrity/verify", params=params, timeout=60)
+        return httpx.get(f"{base}/v1/integrity/verify", params=params, timeout=60, headers=AUTH)
     return get
 
 

@@ -22,7 +22,7 @@ from nexus_ssot.ledger.commands import Command, Context, JsonPatch, MergePatch, 
 from nexus_ssot.ledger.errors import InvalidUnicode
 from nexus_ssot.ledger.writer_service import RemoteWriter
 from nexus_ssot.ops.writer_process import WriterProcess
-from tests.integration.conftest import RunningServer, event_count, make_settings
+from tests.integration.conftest import AUTH, RunningServer, event_count, make_settings
 
 WRITES = 150
 
@@ -35,7 +35,7 @@ def test_killing_the_writer_loses_nothing_and_doubles_nothing(database_url: str,
     try:
         with RunningServer(settings.model_copy(
                 update={"writer_socket": writer.socket_path})) as srv, \
-                httpx.Client(base_url=srv.url, timeout=30) as c:
+                httpx.Client(headers=AUTH, base_url=srv.url, timeout=30) as c:
             unavailable = 0
             killed_pid = None
             for i in range(WRITES):

@@ -1,0 +1,96 @@
+"""What each HTTP worker knows of access: the policies in force and the API tokens, read
+from the system namespace ``_access`` and re-read whenever it changed.
+
+Every worker checks ``_access``'s last position every ``access_refresh_seconds`` (0.25 s
+by default; one indexed query) and reloads when it moved, so a policy change or a
+revocation made through any worker takes effect in every worker within that delay. The
+worker that made the change reloads at once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from psycopg_pool import AsyncConnectionPool
+
+from nexus_ssot.access.policy import PolicySet
+from nexus_ssot.access.tokens import POLICY_KEY_PREFIX, TOKEN_KEY_PREFIX, TokenRecord
+from nexus_ssot.ledger.addressing import ACCESS_NAMESPACE
+from nexus_ssot.projections import current_state
+
+log = logging.getLogger(__name__)
+
+
+class AccessState:
+    def __init__(self, pool: AsyncConnectionPool[Any], refresh_seconds: float) -> None:
+        self.pool = pool
+        self.refresh_seconds = refresh_seconds
+        self.policies = PolicySet({})
+        self.tokens: dict[str, TokenRecord] = {}
+        #: Ids of revoked tokens (their entry deleted): refused as revoked, not unknown.
+        self.revoked: set[str] = set()
+        #: ``_access``'s last position when last loaded (-1: never loaded).
+        self.position = -1
+        self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    async def refresh(self) -> bool:
+        """Reload when ``_access`` changed since the last load; whether it did."""
+        async with self._lock:
+            async with self.pool.connection() as conn:
+                _, _, last = await current_state.namespace_counts(conn, ACCESS_NAMESPACE)
+                position = last or 0
+                if position == self.position:
+                    return False
+                rows = await current_state.namespace_documents(conn, ACCESS_NAMESPACE)
+            self._load(rows, position)
+            return True
+
+    def _load(self, rows: list[tuple[str, str | None, bool]], position: int) -> None:
+        policies: dict[str, dict[str, Any]] = {}
+        tokens: dict[str, TokenRecord] = {}
+        revoked: set[str] = set()
+        for key, text, deleted in rows:
+            if key.startswith(TOKEN_KEY_PREFIX):
+                token_id = key[len(TOKEN_KEY_PREFIX):]
+                if deleted or text is None:
+                    revoked.add(token_id)
+                else:
+                    tokens[token_id] = TokenRecord.from_document(orjson.loads(text))
+            elif key.startswith(POLICY_KEY_PREFIX) and not deleted and text is not None:
+                policies[key[len(POLICY_KEY_PREFIX):]] = orjson.loads(text)
+        self.policies = PolicySet(policies, position)
+        self.tokens = tokens
+        self.revoked = revoked
+        self.position = position
+
+    def token(self, token_id: str) -> TokenRecord | None:
+        return self.tokens.get(token_id)
+
+    def live_tokens(self, now: datetime | None = None) -> list[TokenRecord]:
+        now = now or datetime.now(UTC)
+        return [t for t in self.tokens.values() if not t.expired(now)]
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.refresh()
+            except Exception:  # the store is down: keep what we know, try again
+                log.warning("could not re-read policies and tokens; keeping the last ones",
+                            exc_info=True)
+            await asyncio.sleep(self.refresh_seconds)
+
+    async def start(self) -> None:
+        """Load once (the first request must not see an empty policy), then follow."""
+        await self.refresh()
+        self._task = asyncio.create_task(self._run(), name="access-refresh")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task

@@ -1,0 +1,184 @@
+"""Who is calling: the ASGI middleware that turns ``Authorization: Bearer …`` into an
+``Identity`` (``scope["state"]["identity"]``) or answers ``401`` before any route runs.
+
+Bearer tokens, in the order they are tried:
+
+1. the bootstrap admin token (its SHA-256 given by ``SSOT_BOOTSTRAP_TOKEN_SHA256``; ``ssot
+   serve`` hands over the one it keeps in the data dir);
+2. an API token ``ssot_<id>_<secret>``: its id finds its record, the secret's hash is
+   compared in constant time, then revocation and expiry are checked;
+3. a JWT (three dot-separated parts) when OIDC is configured.
+
+``X-Actor`` is honoured only from an identity named in ``trusted_proxies``; the identity
+then acts ``on_behalf_of`` that end user. Anyone else sending it is refused (403).
+
+Public, without a token: health, the OpenAPI document and its pages, and the digests'
+public key. With ``SSOT_AUTH=off`` every request is the anonymous administrator."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from nexus_ssot.access.identity import ADMINS, ANONYMOUS, Identity
+from nexus_ssot.access.tokens import token_id_of
+from nexus_ssot.ledger.settings import Settings
+
+from .errors import PROBLEM_JSON, PROBLEM_TYPE_BASE
+
+PUBLIC_PATHS = frozenset({"/v1/health", "/openapi.json", "/docs", "/docs/oauth2-redirect",
+                          "/redoc", "/v1/integrity/public-key"})
+
+_TEXT = re.compile(r"^[^\x00-\x1f\x7f]{1,255}$")
+
+#: What a client is told for each reason (the access log keeps the precise reason).
+_DETAIL = {
+    "missing": "this request needs a bearer token: Authorization: Bearer <token>",
+    "duplicate": "give one Authorization header, not several",
+    "unsupported_scheme": "use the Bearer scheme: Authorization: Bearer <token>",
+    "malformed": "the bearer token is malformed",
+    "unknown_token": "the bearer token is not valid",
+    "revoked": "the bearer token was revoked",
+    "expired": "the bearer token has expired",
+}
+
+
+class AuthenticationFailed(Exception):
+    """A bearer token that proves nothing; ``reason`` is for the access log."""
+
+    def __init__(self, reason: str, message: str | None = None) -> None:
+        super().__init__(message or _DETAIL.get(reason, "the bearer token is not valid"))
+        self.reason = reason
+        self.message = message or _DETAIL.get(reason, "the bearer token is not valid")
+
+
+def bootstrap_identity(token_hash: str) -> Identity:
+    return Identity(subject="admin", groups=frozenset({ADMINS}), method="bootstrap",
+                    token_id=f"bootstrap-{token_hash[:12]}")
+
+
+class Authenticator:
+    """Bearer token → Identity, from the settings, the worker's access state and (when
+    configured) a JWT authenticator ``jwt(token) -> Identity``."""
+
+    def __init__(self, settings: Settings, state: Any,
+                 jwt: Callable[[str], Identity] | None = None) -> None:
+        self.settings = settings
+        self.state = state
+        self.jwt = jwt
+        self.bootstrap = settings.bootstrap_token_sha256
+
+    def authenticate(self, token: str, now: datetime | None = None) -> Identity:
+        now = now or datetime.now(UTC)
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        if self.bootstrap is not None and hmac.compare_digest(digest, self.bootstrap):
+            return bootstrap_identity(self.bootstrap)
+        token_id = token_id_of(token)
+        if token_id is not None:
+            record = self.state.token(token_id)
+            if record is None:
+                raise AuthenticationFailed(
+                    "revoked" if token_id in self.state.revoked else "unknown_token")
+            if not hmac.compare_digest(digest, record.hash):
+                raise AuthenticationFailed("unknown_token")
+            if record.expired(now):
+                raise AuthenticationFailed("expired")
+            identity: Identity = record.identity()
+            return identity
+        if self.jwt is not None and token.count(".") == 2:
+            return self.jwt(token)
+        raise AuthenticationFailed("malformed")
+
+
+def _header(scope: Scope, name: bytes) -> list[bytes]:
+    return [v for k, v in scope["headers"] if k == name]
+
+
+class Authenticate:
+    """The middleware: sets ``scope["state"]["identity"]`` or answers 401/403.
+
+    ``service`` is looked up per request (``app.state.service``, made by the lifespan);
+    ``on_refused(scope, status, reason, identity)`` records what it refused."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        service = getattr(scope["app"].state, "service", None)
+        state = scope.setdefault("state", {})
+        if service is None or scope["path"] in PUBLIC_PATHS:
+            await self.app(scope, receive, send)
+            return
+        if service.settings.auth == "off":
+            state["identity"] = ANONYMOUS
+            await self.app(scope, receive, send)
+            return
+        try:
+            identity = await self._identify(scope, service)
+        except AuthenticationFailed as failure:
+            service.refused(scope, 401, failure.reason, None)
+            await _answer(scope, send, 401, "unauthenticated", failure.message,
+                          [(b"www-authenticate",
+                            b'Bearer realm="nexus-ssot", error="invalid_token"'
+                            if failure.reason != "missing" else b'Bearer realm="nexus-ssot"')])
+            return
+        actor = _header(scope, b"x-actor")
+        if actor:
+            if not service.settings.trusted_proxies.intersection(identity.principals):
+                service.refused(scope, 403, "untrusted_proxy", identity)
+                await _answer(scope, send, 403, "untrusted_actor_header",
+                              "X-Actor is accepted only from a trusted proxy (trusted_proxies);"
+                              " this identity is not one", [], field="X-Actor")
+                return
+            value = actor[0].decode("latin-1")
+            if len(actor) > 1 or not _TEXT.match(value):
+                await _answer(scope, send, 400, "invalid_actor",
+                              "X-Actor must be given once, 1-255 characters of text", [],
+                              field="X-Actor")
+                return
+            identity = dataclasses.replace(identity, on_behalf_of=value)
+        state["identity"] = identity
+        await self.app(scope, receive, send)
+
+    async def _identify(self, scope: Scope, service: Any) -> Identity:
+        values = _header(scope, b"authorization")
+        if not values:
+            raise AuthenticationFailed("missing")
+        if len(values) > 1:
+            raise AuthenticationFailed("duplicate")
+        scheme, _, token = values[0].decode("latin-1").strip().partition(" ")
+        if scheme.lower() != "bearer":
+            raise AuthenticationFailed("unsupported_scheme")
+        token = token.strip()
+        if not token or len(token) > 8192:
+            raise AuthenticationFailed("malformed")
+        identity: Identity = await service.authenticate(token)
+        return identity
+
+
+async def _answer(scope: Scope, send: Send, status: int, code: str, detail: str,
+                  headers: list[tuple[bytes, bytes]], field: str | None = None) -> None:
+    body: dict[str, Any] = {
+        "type": PROBLEM_TYPE_BASE + code,
+        "title": {401: "Unauthorized", 403: "Forbidden", 400: "Bad Request"}[status],
+        "status": status, "detail": detail, "code": code}
+    if field is not None:
+        body["field"] = field
+    body["instance"] = scope["path"]
+    body["correlation_id"] = scope.get("state", {}).get("correlation_id")
+    payload = orjson.dumps(body)
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", PROBLEM_JSON.encode()),
+        (b"content-length", str(len(payload)).encode()), *headers]})
+    await send({"type": "http.response.body", "body": payload})

@@ -1,0 +1,155 @@
+"""What may this caller do here: the one table from each route to the action it takes,
+the dependency that enforces it before the route runs, and the checks routes that touch
+many entries (listings, feeds, batches, restores) make per entry.
+
+A read the policy refuses answers ``404`` as if the entry did not exist: the caller may
+not even know it exists. A write refused to a caller who may read the entry answers
+``403 forbidden`` naming the action; to one who may not read it, ``404``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Request
+
+from nexus_ssot.access.identity import Identity
+from nexus_ssot.access.policy import Decision, KeyFilter, PolicySet
+from nexus_ssot.ledger.addressing import ACCESS_NAMESPACE
+from nexus_ssot.ledger.errors import Forbidden, NotFound, Unauthenticated
+
+from .params import service_of
+
+#: The namespace system-wide operations are checked against (verify, consistency).
+SYSTEM = "_system"
+
+#: How a route's action applies: to one entry ("key"), to a whole namespace
+#: ("namespace"), to a namespace the caller may see some of ("some"), to the system
+#: ("system"), or per entry inside the route ("filtered"; the route checks each one).
+KEY, NAMESPACE, SOME, SYSTEM_WIDE, FILTERED = "key", "namespace", "some", "system", "filtered"
+
+_ENTRY = "/v1/namespaces/{namespace}/entries/{key:path}"
+_NS = "/v1/namespaces/{namespace}"
+
+#: (method, route template) → (action, how it applies). A route missing here is refused:
+#: a new route must say what it needs.
+ROUTES: dict[tuple[str, str], tuple[str, str]] = {
+    ("GET", _ENTRY): ("read", KEY),
+    ("PUT", _ENTRY): ("write", KEY),
+    ("PATCH", _ENTRY): ("write", KEY),
+    ("DELETE", _ENTRY): ("delete", KEY),
+    ("GET", _ENTRY + "/history"): ("history", KEY),
+    ("GET", _ENTRY + "/diff"): ("history", KEY),
+    ("POST", _ENTRY + "/revert"): ("restore", KEY),
+    ("GET", _ENTRY + "/proof"): ("read", KEY),
+    ("GET", _NS + "/entries"): ("read", SOME),
+    ("GET", "/v1/namespaces"): ("read", FILTERED),
+    ("GET", _NS): ("read", SOME),
+    ("PUT", _NS): ("admin", NAMESPACE),
+    ("GET", _NS + "/settings/history"): ("history", SOME),
+    ("GET", _NS + "/stats"): ("read", NAMESPACE),
+    ("POST", _NS + "/restore"): ("restore", SOME),
+    ("POST", "/v1/batch"): ("write", FILTERED),
+    ("GET", "/v1/events"): ("read", FILTERED),
+    ("GET", "/v1/events/stream"): ("read", FILTERED),
+    ("GET", "/v1/audit"): ("history", FILTERED),
+    ("GET", "/v1/audit/access"): ("history", FILTERED),
+    ("GET", "/v1/health/consistency"): ("operate", SYSTEM_WIDE),
+    ("GET", "/v1/integrity/verify"): ("operate", SYSTEM_WIDE),
+    ("GET", "/v1/integrity/digests"): ("read", FILTERED),
+    ("GET", "/v1/integrity/digests/{seq}"): ("read", FILTERED),
+}
+
+#: Routes of /v1/access/…: each decides itself (a caller manages its own tokens).
+ACCESS_ROUTES_PREFIX = "/v1/access/"
+
+
+@dataclass(frozen=True)
+class Guard:
+    """The caller and the policies, for the checks a route makes itself."""
+
+    identity: Identity
+    policies: PolicySet
+
+    def decide(self, action: str, namespace: str, key: str | None = None) -> Decision:
+        return self.policies.decide(self.identity, action, namespace, key)
+
+    def keys(self, action: str, namespace: str) -> KeyFilter:
+        return self.policies.key_filter(self.identity, action, namespace)
+
+    def may(self, action: str, namespace: str, key: str | None = None) -> bool:
+        return self.decide(action, namespace, key).allowed
+
+
+def guard_of(request: Request) -> Guard:
+    identity = getattr(request.state, "identity", None)
+    if identity is None:
+        raise Unauthenticated("this request needs a bearer token", reason="missing")
+    return Guard(identity, service_of(request).access.policies)
+
+
+def refuse(request: Request, guard: Guard, action: str, namespace: str,
+           key: str | None, decision: Decision, *, what: str | None = None) -> Exception:
+    """The error for a refused ``action`` (and the access log's record of it): 404 when
+    the caller may not read what it asked about, else 403 naming the action."""
+    may_read = (guard.may("read", namespace, key) if key is not None
+                else guard.policies.may_see_namespace(guard.identity, "read", namespace))
+    hidden = action in ("read", "history") or not may_read
+    service_of(request).denied(request, 404 if hidden else 403, guard.identity, action,
+                               namespace, key, decision)
+    if hidden:
+        if key is not None:
+            return NotFound(f"entry {namespace}/{key} does not exist", code="entry_not_found",
+                            field="key")
+        return NotFound(f"namespace {namespace} does not exist", code="namespace_not_found",
+                        field="namespace")
+    target = what or (f"entry {namespace}/{key}" if key is not None
+                      else f"namespace {namespace}")
+    return Forbidden(f"{guard.identity.subject} may not {action} {target} ({decision.reason})",
+                     action=action)
+
+
+def require(request: Request, action: str, namespace: str, key: str | None = None) -> Guard:
+    """The caller's guard, once ``action`` on (namespace, key) is allowed."""
+    guard = guard_of(request)
+    decision = guard.decide(action, namespace, key)
+    if not decision.allowed:
+        raise refuse(request, guard, action, namespace, key, decision)
+    if action == "admin":
+        service_of(request).admin_used(request, guard.identity, namespace, key, decision)
+    return guard
+
+
+def require_some(request: Request, action: str, namespace: str) -> Guard:
+    """The caller's guard, once it may ``action`` some key of ``namespace``."""
+    guard = guard_of(request)
+    if guard.keys(action, namespace).nothing:
+        decision = guard.decide(action, namespace, None)
+        raise refuse(request, guard, action, namespace, None, decision)
+    return guard
+
+
+async def authorize(request: Request) -> None:
+    """The app-wide dependency: the route's action, checked before the route runs."""
+    if getattr(request.state, "identity", None) is None:
+        return  # a public route (authentication let it through without a token)
+    route: Any = request.scope.get("route")
+    template = getattr(route, "path", "")
+    if template.startswith(ACCESS_ROUTES_PREFIX):
+        return
+    rule = ROUTES.get((request.method, template))
+    if rule is None:
+        raise Forbidden(f"{request.method} {template} is not open to callers",
+                        action="unknown")
+    action, scope = rule
+    params = request.path_params
+    if scope == KEY:
+        require(request, action, params["namespace"], params["key"])
+    elif scope == NAMESPACE:
+        require(request, action, params["namespace"])
+    elif scope == SOME:
+        require_some(request, action, params["namespace"])
+    elif scope == SYSTEM_WIDE:
+        require(request, action, SYSTEM)
+    elif template == "/v1/audit/access":
+        require(request, "history", ACCESS_NAMESPACE)
