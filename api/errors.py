@@ -59,7 +59,8 @@ _TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 429: "Too 
            404: "Not Found", 405: "Method Not Allowed",
            406: "Not Acceptable", 412:
            "Precondition Failed", 413: "Content Too Large", 415: "Unsupported Media Type",
-           409: "Conflict", 422: "Unprocessable Content", 500: "Internal Server Error",
+           409: "Conflict", 422: "Unprocessable Content", 429: "Too Many Requests",
+           500: "Internal Server Error",
            503: "Service Unavailable"}
 
 
@@ -69,7 +70,9 @@ MEANINGS = {400: "Invalid input", 401: "Not authenticated (a bearer token is nee
             406: "Not acceptable (Accept)",
             409: "Edit conflict", 412: "Precondition failed", 413: "Too large",
             415: "Unsupported media type",
-            422: "Cannot be applied", 503: "Store unavailable; retry (Retry-After)"}
+            422: "Cannot be applied",
+            429: "Rate limited; retry (Retry-After, RateLimit-* headers)",
+            503: "Store unavailable; retry (Retry-After)"}
 
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:

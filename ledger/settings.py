@@ -119,6 +119,18 @@ class Settings(BaseSettings):
     #: Ed25519 private key (PKCS#8 PEM) signing the digests; unset = unsigned digests.
     signing_key_file: Path | None = None
 
+    #: Requests per second (sustained) and at once (burst) one authenticated user may make,
+    #: unless a policy's ``rate_limits`` names it; 0 per second = no default limit. Each
+    #: HTTP worker process counts on its own (see api/rate_limit.py).
+    rate_limit_per_second: float = Field(default=100, ge=0)
+    rate_limit_burst: float = Field(default=200, ge=1)
+    #: The same for requests without a (valid) identity, counted per source address.
+    rate_limit_anonymous_per_second: float = Field(default=20, ge=0)
+    rate_limit_anonymous_burst: float = Field(default=40, ge=1)
+    #: Most rate-limit buckets (users and addresses) one worker keeps (least recently used
+    #: dropped first).
+    rate_limit_max_keys: int = Field(default=100_000, ge=1)
+
     #: OpenTelemetry span exporter: "none" or "console".
     otel_exporter: str = "none"
     service_name: str = "nexus-ssot"
