@@ -26,6 +26,7 @@ import ipaddress
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -48,8 +49,9 @@ class FetchNeeded(Exception):
 
 
 def http_get(url: str) -> bytes:
-    """The default fetch: one GET, no redirects, ``FETCH_TIMEOUT``, at most
-    ``MAX_JWKS_BYTES``; an error status raises."""
+    """The default fetch: one GET, no redirects, done within ``FETCH_TIMEOUT`` (a server
+    dripping bytes included), at most ``MAX_JWKS_BYTES``; an error status raises."""
+    deadline = time.monotonic() + FETCH_TIMEOUT
     with httpx.stream("GET", url, timeout=FETCH_TIMEOUT, follow_redirects=False,
                       headers={"Accept": "application/jwk-set+json, application/json"}
                       ) as response:
@@ -59,6 +61,8 @@ def http_get(url: str) -> bytes:
             body += chunk
             if len(body) > MAX_JWKS_BYTES:
                 raise ValueError(f"the key set is larger than {MAX_JWKS_BYTES} bytes")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the key set took longer than {FETCH_TIMEOUT} s")
     return bytes(body)
 
 
