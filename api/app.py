@@ -23,6 +23,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from nexus_ssot.access.identity import Identity
+from nexus_ssot.access.oidc import OidcAuthenticator
+from nexus_ssot.access.policy import RateLimit as RateLimitSetting
 from nexus_ssot.ledger.errors import LedgerError
 from nexus_ssot.ledger.migrate import migrate
 from nexus_ssot.ledger.settings import Settings
@@ -52,6 +55,7 @@ from .access_state import AccessState
 from .authentication import Authenticate, Authenticator
 from .guard import authorize
 from .log_notifier import LogNotifier
+from .rate_limit import RateLimit, RateLimiter
 from .service import Service
 
 _CORRELATION_ID = re.compile(rb"^[\x21-\x7e]{1,128}$")
@@ -149,8 +153,9 @@ def create_app(settings: Settings) -> FastAPI:
             access = AccessState(pool, settings.access_refresh_seconds)
             await access.start()
             stack.push_async_callback(access.stop)
-            app.state.service = Service(settings, writer, pool, tracer_provider, tracer, writes,
-                                        notifier, access, Authenticator(settings, access))
+            app.state.service = Service(
+                settings, writer, pool, tracer_provider, tracer, writes, notifier, access,
+                Authenticator(settings, access, OidcAuthenticator.from_settings(settings)))
             try:
                 yield
             finally:
@@ -175,7 +180,15 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(psycopg.OperationalError, errors.store_unreachable_handler)
     app.add_exception_handler(ClientDisconnect, errors.client_disconnect_handler)
     app.add_exception_handler(Exception, errors.unexpected_error_handler)
-    app.add_middleware(Authenticate)
+    def limits_for(identity: Identity) -> RateLimitSetting | None:
+        return app.state.service.access.policies.rate_limit(identity)  # type: ignore[no-any-return]
+
+    def on_limited(scope: Scope, identity: Identity | None, source: str) -> None:
+        app.state.service.refused(scope, 429, "rate_limited", identity)
+
+    limiter = RateLimiter.from_settings(settings, limits_for=limits_for)
+    app.add_middleware(RateLimit, limiter=limiter, on_limited=on_limited)  # after identity
+    app.add_middleware(Authenticate, limiter=limiter)
     app.add_middleware(CorrelationId)  # outermost: every answer, a 401 too, carries the id
 
     def openapi() -> dict[str, Any]:

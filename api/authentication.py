@@ -21,18 +21,20 @@ import dataclasses
 import hashlib
 import hmac
 import re
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from nexus_ssot.access.errors import AuthenticationFailed, Reason
 from nexus_ssot.access.identity import ADMINS, ANONYMOUS, Identity
+from nexus_ssot.access.oidc import OidcAuthenticator
 from nexus_ssot.access.tokens import token_id_of
 from nexus_ssot.ledger.settings import Settings
 
 from .errors import PROBLEM_JSON, PROBLEM_TYPE_BASE
+from .rate_limit import RateLimiter, source_address, too_many_requests
 
 PUBLIC_PATHS = frozenset({"/v1/health", "/openapi.json", "/docs", "/docs/oauth2-redirect",
                           "/redoc", "/v1/integrity/public-key"})
@@ -51,13 +53,8 @@ _DETAIL = {
 }
 
 
-class AuthenticationFailed(Exception):
-    """A bearer token that proves nothing; ``reason`` is for the access log."""
-
-    def __init__(self, reason: str, message: str | None = None) -> None:
-        super().__init__(message or _DETAIL.get(reason, "the bearer token is not valid"))
-        self.reason = reason
-        self.message = message or _DETAIL.get(reason, "the bearer token is not valid")
+def failed(reason: Reason) -> AuthenticationFailed:
+    return AuthenticationFailed(reason, _DETAIL.get(reason, "the bearer token is not valid"))
 
 
 def bootstrap_identity(token_hash: str) -> Identity:
@@ -70,7 +67,7 @@ class Authenticator:
     configured) a JWT authenticator ``jwt(token) -> Identity``."""
 
     def __init__(self, settings: Settings, state: Any,
-                 jwt: Callable[[str], Identity] | None = None) -> None:
+                 jwt: OidcAuthenticator | None = None) -> None:
         self.settings = settings
         self.state = state
         self.jwt = jwt
@@ -85,17 +82,22 @@ class Authenticator:
         if token_id is not None:
             record = self.state.token(token_id)
             if record is None:
-                raise AuthenticationFailed(
-                    "revoked" if token_id in self.state.revoked else "unknown_token")
+                raise failed("revoked" if token_id in self.state.revoked else "unknown_token")
             if not hmac.compare_digest(digest, record.hash):
-                raise AuthenticationFailed("unknown_token")
+                raise failed("unknown_token")
             if record.expired(now):
-                raise AuthenticationFailed("expired")
+                raise failed("expired")
             identity: Identity = record.identity()
             return identity
         if self.jwt is not None and token.count(".") == 2:
-            return self.jwt(token)
-        raise AuthenticationFailed("malformed")
+            return self.jwt.authenticate(token)
+        raise failed("malformed")
+
+    def authenticate_without_io(self, token: str) -> Identity | None:
+        """``authenticate``, or None when a JWT's keys must be fetched first."""
+        if self.jwt is not None and token.count(".") == 2 and token_id_of(token) is None:
+            return self.jwt.try_cached(token)
+        return self.authenticate(token)
 
 
 def _header(scope: Scope, name: bytes) -> list[bytes]:
@@ -108,8 +110,9 @@ class Authenticate:
     ``service`` is looked up per request (``app.state.service``, made by the lifespan);
     ``on_refused(scope, status, reason, identity)`` records what it refused."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, limiter: RateLimiter | None = None) -> None:
         self.app = app
+        self.limiter = limiter
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -127,6 +130,12 @@ class Authenticate:
         try:
             identity = await self._identify(scope, service)
         except AuthenticationFailed as failure:
+            if self.limiter is not None:  # guessing tokens: limited per source address
+                verdict = self.limiter.check(None, source_address(scope))
+                if not verdict.allowed:
+                    service.refused(scope, 429, "rate_limited", None)
+                    await too_many_requests(scope, verdict)(scope, receive, send)
+                    return
             service.refused(scope, 401, failure.reason, None)
             await _answer(scope, send, 401, "unauthenticated", failure.message,
                           [(b"www-authenticate",
@@ -154,15 +163,15 @@ class Authenticate:
     async def _identify(self, scope: Scope, service: Any) -> Identity:
         values = _header(scope, b"authorization")
         if not values:
-            raise AuthenticationFailed("missing")
+            raise failed("missing")
         if len(values) > 1:
-            raise AuthenticationFailed("duplicate")
+            raise failed("duplicate")
         scheme, _, token = values[0].decode("latin-1").strip().partition(" ")
         if scheme.lower() != "bearer":
-            raise AuthenticationFailed("unsupported_scheme")
+            raise failed("unsupported_scheme")
         token = token.strip()
-        if not token or len(token) > 8192:
-            raise AuthenticationFailed("malformed")
+        if not token or len(token) > 65536:
+            raise failed("malformed")
         identity: Identity = await service.authenticate(token)
         return identity
 

@@ -59,7 +59,7 @@ _TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 429: "Too 
            404: "Not Found", 405: "Method Not Allowed",
            406: "Not Acceptable", 412:
            "Precondition Failed", 413: "Content Too Large", 415: "Unsupported Media Type",
-           409: "Conflict", 422: "Unprocessable Content", 429: "Too Many Requests",
+           409: "Conflict", 422: "Unprocessable Content",
            500: "Internal Server Error",
            503: "Service Unavailable"}
 

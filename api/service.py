@@ -41,9 +41,10 @@ class Service:
     async def authenticate(self, token: str) -> Identity:
         """The identity a bearer token proves (raises ``AuthenticationFailed``). A JWT may
         need its issuer's keys fetched: that happens off the event loop."""
-        if token.count(".") == 2 and self.authenticator.jwt is not None:
+        identity = self.authenticator.authenticate_without_io(token)
+        if identity is None:
             return await asyncio.to_thread(self.authenticator.authenticate, token)
-        return self.authenticator.authenticate(token)
+        return identity
 
     def refused(self, scope: Scope, status: int, reason: str,
                 identity: Identity | None) -> None:

@@ -15,6 +15,15 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .documents import Limits
 
+#: The JWT signature algorithms ``oidc_algorithms`` may name: asymmetric only. HMAC
+#: (``HS*``) and ``none`` are refused whatever the configuration (docs/access-oidc.md).
+ASYMMETRIC_JWT_ALGORITHMS = frozenset({
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
+    "ES256", "ES384", "ES512", "ES256K", "EdDSA",
+})
+#: The default allow-list: all of them but ES256K (secp256k1, rare outside blockchains).
+DEFAULT_JWT_ALGORITHMS = ASYMMETRIC_JWT_ALGORITHMS - {"ES256K"}
+
 
 def is_loopback(host: str) -> bool:
     """Whether ``host`` (an address or ``localhost``) is a loopback address."""
@@ -131,6 +140,29 @@ class Settings(BaseSettings):
     #: dropped first).
     rate_limit_max_keys: int = Field(default=100_000, ge=1)
 
+    #: OIDC bearer tokens (access/oidc.py): the issuer (``iss``) a JWT must name exactly;
+    #: unset = OIDC off.
+    oidc_issuer: str | None = None
+    #: The audience a JWT's ``aud`` (a string or a list) must contain exactly: this
+    #: service's client id at the identity provider.
+    oidc_audience: str | None = None
+    #: Where the issuer publishes its signing keys (a JWKS): https, or http to loopback only.
+    oidc_jwks_url: str | None = None
+    #: Or a JWKS file, re-read when it changes (air-gapped setups); set one of the two.
+    oidc_jwks_file: Path | None = None
+    #: The claim naming the caller (a non-empty string) and the claim listing its groups.
+    oidc_subject_claim: str = Field(default="sub", min_length=1)
+    oidc_groups_claim: str = Field(default="groups", min_length=1)
+    #: Signature algorithms a JWT may use (comma list): asymmetric only, never HS* or none.
+    oidc_algorithms: Annotated[frozenset[str], NoDecode] = DEFAULT_JWT_ALGORITHMS
+    #: Seconds of clock skew tolerated on ``exp``, ``nbf`` and ``iat``.
+    oidc_leeway: float = Field(default=30.0, ge=0, le=300)
+    #: How long fetched keys stay usable when the JWKS cannot be reached (seconds after
+    #: the last successful fetch); then tokens fail closed (``jwks_unavailable``).
+    oidc_jwks_cache_seconds: float = Field(default=3600.0, gt=0)
+    #: Fewest seconds between two JWKS fetches (an unknown ``kid`` asks for one).
+    oidc_jwks_min_refresh_seconds: float = Field(default=10.0, ge=0)
+
     #: OpenTelemetry span exporter: "none" or "console".
     otel_exporter: str = "none"
     service_name: str = "nexus-ssot"
@@ -166,9 +198,20 @@ class Settings(BaseSettings):
                 "every record. Keep auth on (the default) or listen on 127.0.0.1")
         return self
 
-    @field_validator("scalar_namespaces", "trusted_proxies", mode="before")
+    @field_validator("scalar_namespaces", "trusted_proxies", "oidc_algorithms", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
         if isinstance(value, str):
             return frozenset(v.strip() for v in value.split(",") if v.strip())
+        return value
+
+    @field_validator("oidc_algorithms")
+    @classmethod
+    def _asymmetric(cls, value: frozenset[str]) -> frozenset[str]:
+        refused = sorted(value - ASYMMETRIC_JWT_ALGORITHMS)
+        if refused:
+            raise ValueError(f"{refused[0]!r} is not an allowed JWT algorithm; allowed: "
+                             f"{', '.join(sorted(ASYMMETRIC_JWT_ALGORITHMS))}")
+        if not value:
+            raise ValueError("name at least one JWT algorithm")
         return value

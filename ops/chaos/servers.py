@@ -120,6 +120,7 @@ class Cluster:
         _, self.admin_token = new_token()
         env.update({
             "SSOT_BOOTSTRAP_TOKEN_SHA256": hashlib.sha256(self.admin_token.encode()).hexdigest(),
+            "SSOT_RATE_LIMIT_PER_SECOND": "0",  # the clients are the load, not attackers
             "SSOT_DATABASE_URL": self.database_url, "SSOT_NATS_URL": self.nats_url,
             "SSOT_DATA_DIR": str(folder / "data"), "SSOT_HTTP_PORT": str(self.http_port),
             "SSOT_BROADCAST": "false", "SSOT_NATS_STREAM": names["stream"],

@@ -61,6 +61,8 @@ ADMIN_TOKEN = f"ssot_{secrets.token_hex(8)}_{secrets.token_urlsafe(32)}"
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 os.environ["SSOT_BOOTSTRAP_TOKEN_SHA256"] = hashlib.sha256(ADMIN_TOKEN.encode()).hexdigest()
 os.environ["SSOT_TOKEN"] = ADMIN_TOKEN
+#: The suite's writers go as fast as they can; a rate-limit test sets its own limits.
+os.environ["SSOT_RATE_LIMIT_PER_SECOND"] = "0"
 
 #: This run's KV bucket prefix. Set in the environment, it reaches every Settings the suite
 #: builds and every process it starts: their nats_kv_mirror views write only buckets named

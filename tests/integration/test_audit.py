@@ -72,7 +72,7 @@ def test_the_audit_trail_filters_pages_and_exports(client: httpx.Client, ns: str
     assert [e["key"] for e in trail(correlation_id="deploy-1")] == ["svc/a", "svc/b"]
     assert [e["version"] for e in trail(namespace=ns, type="entry.deleted")] == [2]
     assert len(trail(namespace=ns, key_prefix="svc/")) == 3
-    assert all(e["actor"] == "anonymous" for e in trail(namespace=ns, actor="anonymous"))
+    assert all(e["actor"] == "admin" for e in trail(namespace=ns, actor="admin"))
     since = trail(namespace=ns, since=everything[2]["recorded_at"])
     assert [e["key"] for e in since] == ["svc/a"]  # strictly after that moment
     until = trail(namespace=ns, until=everything[1]["recorded_at"])

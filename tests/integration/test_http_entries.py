@@ -178,7 +178,7 @@ def test_history_shows_every_event_with_metadata_patch_and_document(
                                                  "entry.deleted"]
     assert [e["reason"] for e in events] == ["initial", "add b", None]
     assert events[2]["correlation_id"] == cid
-    assert all(e["actor"] == "anonymous" for e in events)
+    assert all(e["actor"] == "admin" for e in events)
     positions = [e["position"] for e in events]
     assert positions == sorted(positions)
     previous = None
