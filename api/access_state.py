@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 from psycopg_pool import AsyncConnectionPool
 
+from nexus_ssot.access.identity import Identity
 from nexus_ssot.access.policy import PolicySet
 from nexus_ssot.access.tokens import POLICY_KEY_PREFIX, TOKEN_KEY_PREFIX, TokenRecord
 from nexus_ssot.ledger.addressing import ACCESS_NAMESPACE
@@ -70,6 +71,17 @@ class AccessState:
 
     def token(self, token_id: str) -> TokenRecord | None:
         return self.tokens.get(token_id)
+
+    def still_valid(self, identity: Identity, now: datetime | None = None) -> bool:
+        """Whether ``identity`` (authenticated earlier) would still be: its token not
+        revoked, nothing expired. For long requests (the SSE feed)."""
+        now = now or datetime.now(UTC)
+        if identity.expires_at is not None and now >= identity.expires_at:
+            return False
+        if identity.method == "token" and identity.token_id is not None:
+            record = self.tokens.get(identity.token_id)
+            return record is not None and not record.expired(now)
+        return True
 
     def live_tokens(self, now: datetime | None = None) -> list[TokenRecord]:
         now = now or datetime.now(UTC)

@@ -35,6 +35,7 @@ from nexus_ssot.ledger.writer import GroupCommitWriter
 from nexus_ssot.ledger.writer_service import LocalWriter, RemoteWriter, Writer
 
 from . import (
+    access_routes,
     audit,
     batch,
     consistency,
@@ -103,6 +104,7 @@ ROUTERS: list[APIRouter] = [
     views.router,
     consistency.router,
     verify.router,
+    access_routes.router,
 ]
 
 

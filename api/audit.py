@@ -5,6 +5,7 @@ NDJSON."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 from collections.abc import AsyncIterator
 from typing import Annotated
@@ -19,6 +20,7 @@ from nexus_ssot.ledger.events import EVENT_TYPE_NAMES
 from nexus_ssot.projections import audit_trail, entry_at
 
 from . import models
+from .guard import EventVisibility, guard_of
 from .pagination import decode_cursor, page
 from .params import (
     JSON,
@@ -78,21 +80,28 @@ async def audit(
         after=state["after"] if state else after, until=upto,
         namespace=check_namespace(namespace) if namespace else None, key_prefix=key_prefix,
         actor=actor, correlation_id=correlation_id, event_type=event_type)
+    sees = EventVisibility(guard_of(request), "history")
     accept = request.headers.get("accept", "")
     if "text/csv" in accept or "application/x-ndjson" in accept:
         csv_out = "text/csv" in accept
         return StreamingResponse(
-            _export(service, where, csv_out),
+            _export(service, where, csv_out, sees),
             media_type="text/csv" if csv_out else "application/x-ndjson",
             headers={"Content-Disposition": "attachment; filename=audit."
                      + ("csv" if csv_out else "ndjson")} if csv_out else None)
+    rows: list[tuple[int, str, str, bytes]] = []
     async with service.pool.connection() as conn:
-        rows = await audit_trail.audit_page(conn, where, limit + 1)
-    return page(rows, limit, lambda r: r[1], lambda r: {"after": r[0]})
+        while len(rows) <= limit:
+            batch = await audit_trail.audit_page(conn, where, limit + 1)
+            rows += [r for r in batch if sees(r[1], r[2])]
+            if len(batch) < limit + 1:
+                break
+            where = dataclasses.replace(where, after=batch[-1][0])
+    return page(rows[:limit + 1], limit, lambda r: r[3], lambda r: {"after": r[0]})
 
 
 async def _export(service: Service, where: audit_trail.AuditFilter,
-                  csv_out: bool) -> AsyncIterator[bytes]:
+                  csv_out: bool, sees: EventVisibility) -> AsyncIterator[bytes]:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     if csv_out:
@@ -100,6 +109,8 @@ async def _export(service: Service, where: audit_trail.AuditFilter,
         yield buffer.getvalue().encode()
     async with service.pool.connection() as conn:
         async for row in audit_trail.audit_rows(conn, where):
+            if not sees(row["namespace"], row["key"]):
+                continue
             if csv_out:
                 buffer.seek(0)
                 buffer.truncate()

@@ -90,13 +90,22 @@ class Authenticator:
             identity: Identity = record.identity()
             return identity
         if self.jwt is not None and token.count(".") == 2:
-            return self.jwt.authenticate(token)
+            return self.from_provider(self.jwt.authenticate(token))
         raise failed("malformed")
+
+    def from_provider(self, identity: Identity) -> Identity:
+        """An OIDC identity with the provider's groups as the ledger reads them: its
+        ``admins`` group means nothing; the configured admin group means ``admins``."""
+        groups = set(identity.groups) - {ADMINS}
+        if self.settings.oidc_admin_group in identity.groups:
+            groups.add(ADMINS)
+        return dataclasses.replace(identity, groups=frozenset(groups))
 
     def authenticate_without_io(self, token: str) -> Identity | None:
         """``authenticate``, or None when a JWT's keys must be fetched first."""
         if self.jwt is not None and token.count(".") == 2 and token_id_of(token) is None:
-            return self.jwt.try_cached(token)
+            identity = self.jwt.try_cached(token)
+            return None if identity is None else self.from_provider(identity)
         return self.authenticate(token)
 
 

@@ -20,6 +20,7 @@ from nexus_ssot.ledger.documents import check_json_patch
 from nexus_ssot.ledger.errors import InvalidInput, LedgerError
 
 from . import http, models
+from .guard import command_action, guard_of, refuse
 from .params import (
     JSON,
     KEY_PATTERN,
@@ -176,6 +177,14 @@ async def batch(request: Request) -> Response:
                            field="operations")
     reason = check_reason(spec.get("reason"))
     commands = [_batch_command(i, op) for i, op in enumerate(operations)]
+    guard = guard_of(request)
+    for i, command in enumerate(commands):  # one forbidden operation refuses them all
+        action = command_action(command)
+        decision = guard.decide(action, command.namespace, command.key)
+        if not decision.allowed:
+            error = refuse(request, guard, action, command.namespace, command.key, decision)
+            assert isinstance(error, LedgerError)
+            raise _in_operation(error, i, operations[i])
     meta = WriteRequest(request, body, reason)
     with service.tracer.start_as_current_span("ledger.batch") as span:
         span.set_attribute("ssot.operations", len(commands))

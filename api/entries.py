@@ -23,6 +23,7 @@ from nexus_ssot.projections import entry_history as entry_history_view
 
 from . import http, models
 from .errors import problem_responses
+from .guard import guard_of
 from .pagination import decode_cursor, page
 from .params import (
     ENTRY_ERRORS,
@@ -43,6 +44,7 @@ from .params import (
     one_coordinate,
     service_of,
 )
+from .visible import scan_prefix, visible_rows
 from .writes import write_command
 
 #: Create, replace, patch and delete one entry.
@@ -221,6 +223,8 @@ async def list_entries(
     state = decode_cursor(cursor, "k", p=prefix)
     after = state["k"] if state else ""
     service = service_of(request)
+    keys = guard_of(request).keys("read", ns)
+    scan = scan_prefix(keys, prefix)
     async with service.pool.connection() as conn:
         if state is not None and "at" in state:  # follow-up pages stay on the first's cut
             cut: int | None = state["at"]
@@ -228,12 +232,17 @@ async def list_entries(
             cut = await _cut(conn, as_of, position)
         else:
             cut = None
-        if cut is None:
-            rows = await current_state.list_entries(conn, ns, prefix=prefix, after=after,
-                                                    limit=limit + 1)
-        else:
-            rows = await entry_at.namespace_at(conn, ns, cut, prefix=prefix, after=after,
-                                               limit=limit + 1)
+
+        async def fetch(start: str, n: int) -> list[tuple[str, bytes]]:
+            if scan is None:
+                return []
+            if cut is None:
+                return await current_state.list_entries(conn, ns, prefix=scan, after=start,
+                                                        limit=n)
+            return await entry_at.namespace_at(conn, ns, cut, prefix=scan, after=start,
+                                               limit=n)
+
+        rows = await visible_rows(fetch, lambda r: r[0], keys, after, limit)
     return page(rows, limit, lambda r: r[1],
                 lambda r: {"k": r[0], "p": prefix, **({"at": cut} if cut is not None else {})},
                 extra={"position": cut} if cut is not None else None)

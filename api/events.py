@@ -18,6 +18,7 @@ from nexus_ssot.ledger.errors import InvalidInput
 from nexus_ssot.projections import event_feed
 
 from . import models
+from .guard import EventVisibility, Guard, guard_of
 from .pagination import decode_cursor, page
 from .params import MAX_INT, READ_ERRORS, Cursor, Limit, service_of
 
@@ -46,10 +47,19 @@ async def list_events(
     position = decode_cursor(cursor, "after", ns=ns, k=k)
     start = position["after"] if position else after
     service = service_of(request)
+    sees = EventVisibility(guard_of(request), "read")
     async with service.pool.connection() as conn:
-        rows = await event_feed.events_after(conn, start, limit=limit + 1, namespace=ns,
-                                             key=k)
-    return page(rows, limit, lambda r: r[1], lambda r: {"after": r[0], "ns": ns, "k": k})
+        rows: list[event_feed.FeedEvent] = []
+        while len(rows) <= limit:
+            batch = await event_feed.events_after(conn, start, limit=limit + 1, namespace=ns,
+                                                  key=k)
+            rows += [r for r in batch if sees(r.namespace, r.key)]
+            if len(batch) < limit + 1:
+                break
+            start = batch[-1].position
+    # The cursor is the last shown event's position: it tells nothing of hidden ones.
+    return page(rows[:limit + 1], limit, lambda r: r.body,
+                lambda r: {"after": r.position, "ns": ns, "k": k})
 
 
 @router.get(
@@ -68,6 +78,8 @@ async def stream_events(
 ) -> Response:
     ns, k = _feed_filter(namespace, key)
     service = service_of(request)
+    guard = guard_of(request)
+    identity = guard.identity
     last_event_id = request.headers.get("last-event-id")
     if last_event_id is not None:
         if not _POSITION.match(last_event_id) or int(last_event_id) > MAX_INT:
@@ -84,25 +96,32 @@ async def stream_events(
         position, quiet_since = start, time.monotonic()
         yield b": nexus-ssot event stream\n\n"
         while not await request.is_disconnected():
+            # The policy (and the token) as they are now: a change applies to open streams.
+            sees = EventVisibility(Guard(identity, service.access.policies), "read")
+            if not service.access.still_valid(identity):
+                yield b": the token was revoked or expired; the stream ends\n\n"
+                return
             try:
                 async with service.pool.connection() as conn:
-                    rows = await event_feed.events_after(conn, position, limit=500,
-                                                         namespace=ns, key=k)
+                    batch = await event_feed.events_after(conn, position, limit=500,
+                                                          namespace=ns, key=k)
             except psycopg.OperationalError:
                 # The store is restarting: keep the stream (and the client's place in the
                 # log) and ask again; the comment keeps proxies from timing it out.
                 yield b": the event store is unavailable; retrying\n\n"
                 await asyncio.sleep(SSE_RETRY_SECONDS)
                 continue
-            for position, body in rows:
-                yield b"id: %d\ndata: %s\n\n" % (position, body)
-            if rows:
+            for event in batch:
+                if sees(event.namespace, event.key):
+                    yield b"id: %d\ndata: %s\n\n" % (event.position, event.body)
+            if batch:
+                position = batch[-1].position
                 quiet_since = time.monotonic()
                 continue
             if time.monotonic() - quiet_since > SSE_KEEPALIVE_SECONDS:
                 yield b": keepalive\n\n"
                 quiet_since = time.monotonic()
-            await service.notifier.wait(1.0)
+            await service.notifier.wait(0.5)
 
     return StreamingResponse(events(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})

@@ -16,7 +16,9 @@ from fastapi import Request
 from nexus_ssot.access.identity import Identity
 from nexus_ssot.access.policy import Decision, KeyFilter, PolicySet
 from nexus_ssot.ledger.addressing import ACCESS_NAMESPACE
+from nexus_ssot.ledger.commands import Command, Delete, Restore
 from nexus_ssot.ledger.errors import Forbidden, NotFound, Unauthenticated
+from nexus_ssot.ledger.namespace_settings import SETTINGS_NAMESPACE
 
 from .params import service_of
 
@@ -56,8 +58,8 @@ ROUTES: dict[tuple[str, str], tuple[str, str]] = {
     ("GET", "/v1/audit/access"): ("history", FILTERED),
     ("GET", "/v1/health/consistency"): ("operate", SYSTEM_WIDE),
     ("GET", "/v1/integrity/verify"): ("operate", SYSTEM_WIDE),
-    ("GET", "/v1/integrity/digests"): ("read", FILTERED),
-    ("GET", "/v1/integrity/digests/{seq}"): ("read", FILTERED),
+    ("GET", "/v1/integrity/digests"): ("history", SYSTEM_WIDE),
+    ("GET", "/v1/integrity/digests/{seq}"): ("history", SYSTEM_WIDE),
 }
 
 #: Routes of /v1/access/…: each decides itself (a caller manages its own tokens).
@@ -79,6 +81,37 @@ class Guard:
 
     def may(self, action: str, namespace: str, key: str | None = None) -> bool:
         return self.decide(action, namespace, key).allowed
+
+
+class EventVisibility:
+    """Whether the caller may see an event of (namespace, key) for ``action``; a
+    namespace's settings (``_namespaces``/<ns>) are seen by whoever sees some of it.
+    Remembers each namespace's key filter for the request."""
+
+    def __init__(self, guard: Guard, action: str) -> None:
+        self.guard = guard
+        self.action = action
+        self._filters: dict[str, KeyFilter] = {}
+
+    def _keys(self, namespace: str) -> KeyFilter:
+        found = self._filters.get(namespace)
+        if found is None:
+            found = self._filters[namespace] = self.guard.keys(self.action, namespace)
+        return found
+
+    def __call__(self, namespace: str, key: str) -> bool:
+        if namespace == SETTINGS_NAMESPACE:
+            return not self._keys(key).nothing
+        return self._keys(namespace).allows(key)
+
+
+def command_action(command: Command) -> str:
+    """The action a write command takes."""
+    if isinstance(command, Delete):
+        return "delete"
+    if isinstance(command, Restore):
+        return "restore"
+    return "write"
 
 
 def guard_of(request: Request) -> Guard:

@@ -53,10 +53,12 @@ class HistoryPage(BaseModel):
 
 
 class NamespaceCount(BaseModel):
+    """Counts are null where the caller may read only some keys of the namespace."""
+
     namespace: str
-    entries: int
-    deleted: int
-    last_position: int
+    entries: int | None
+    deleted: int | None
+    last_position: int | None
 
 
 class NamespacePage(BaseModel):
@@ -110,8 +112,8 @@ class Namespace(BaseModel):
     settings: NamespaceSettings
     settings_version: int = Field(description="Version of the settings (0: never set); "
                                   "their ETag")
-    entries: int
-    deleted: int
+    entries: int | None = Field(description="null where the caller may read only some keys")
+    deleted: int | None
     last_position: int | None
 
 

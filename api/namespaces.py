@@ -24,6 +24,7 @@ from nexus_ssot.projections import current_state
 from nexus_ssot.projections import entry_history as entry_history_view
 
 from . import http, models
+from .guard import guard_of
 from .pagination import decode_cursor, page
 from .params import (
     JSON,
@@ -54,9 +55,26 @@ async def list_namespaces(request: Request, limit: Limit = 100, cursor: Cursor =
     position = decode_cursor(cursor, "n")
     after = position["n"] if position else ""
     service = service_of(request)
+    guard = guard_of(request)
+
+    def shown(row: current_state.NamespaceCount) -> dict[str, Any] | None:
+        keys = guard.keys("read", row.namespace)
+        if keys.everything:
+            return row.__dict__
+        if keys.nothing:
+            return None
+        return {"namespace": row.namespace, "entries": None, "deleted": None,
+                "last_position": None}
+
     async with service.pool.connection() as conn:
-        rows = await current_state.list_namespaces(conn, after=after, limit=limit + 1)
-    return page(rows, limit, lambda r: orjson.dumps(r.__dict__), lambda r: {"n": r.namespace})
+        rows: list[dict[str, Any]] = []
+        while len(rows) <= limit:
+            batch = await current_state.list_namespaces(conn, after=after, limit=limit + 1)
+            rows += [r for r in map(shown, batch) if r is not None]
+            if len(batch) < limit + 1:
+                break
+            after = batch[-1].namespace
+    return page(rows[:limit + 1], limit, orjson.dumps, lambda r: {"n": r["namespace"]})
 
 
 async def _settings_state(conn: Any, ns: str) -> tuple[int, dict[str, Any]]:
@@ -80,7 +98,10 @@ async def get_namespace(request: Request, namespace: Namespace) -> Response:
     service = service_of(request)
     async with service.pool.connection() as conn:
         version, settings = await _settings_state(conn, ns)
-        entries, deleted, last_position = await current_state.namespace_counts(conn, ns)
+        if guard_of(request).keys("read", ns).everything:
+            entries, deleted, last_position = await current_state.namespace_counts(conn, ns)
+        else:  # counts would tell of keys the caller may not read
+            entries = deleted = last_position = None
     return Response(orjson.dumps({
         "namespace": ns, "settings": settings, "settings_version": version,
         "entries": entries, "deleted": deleted, "last_position": last_position,

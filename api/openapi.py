@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .authentication import PUBLIC_PATHS
 from .errors import MEANINGS, PROBLEM_JSON
 from .models import Problem
 
@@ -60,9 +61,13 @@ def document_problems(openapi: dict[str, Any]) -> dict[str, Any]:
     parameter the framework refuses is a 400 (``errors.validation_error_handler``), not
     FastAPI's 422 ``HTTPValidationError``, and every read may answer 406."""
     problem_ref = {"$ref": "#/components/schemas/Problem"}
-    for operations in openapi.get("paths", {}).values():
+    for path, operations in openapi.get("paths", {}).items():
         for method, operation in operations.items():
             responses = operation.setdefault("responses", {})
+            if path not in PUBLIC_PATHS:  # authentication, the policy, the rate limit
+                operation["security"] = [{"bearer": []}]
+                for status in (401, 403, 429):
+                    responses.setdefault(str(status), {"description": MEANINGS[status]})
             if responses.get("422", {}).get("description") == "Validation Error":
                 del responses["422"]
             if operation.get("parameters") or operation.get("requestBody"):
@@ -76,6 +81,9 @@ def document_problems(openapi: dict[str, Any]) -> dict[str, Any]:
     schemas.pop("HTTPValidationError", None)
     schemas.pop("ValidationError", None)
     schemas["Problem"] = Problem.model_json_schema()
+    openapi["components"]["securitySchemes"] = {"bearer": {
+        "type": "http", "scheme": "bearer",
+        "description": "An API token (ssot_<id>_<secret>) or, with OIDC configured, a JWT"}}
     return openapi
 
 

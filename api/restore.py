@@ -13,10 +13,11 @@ from starlette.responses import Response
 from nexus_ssot.ledger.addressing import check_namespace
 from nexus_ssot.ledger.commands import Command, Delete, Expectation, Restore
 from nexus_ssot.ledger.documents import diff
-from nexus_ssot.ledger.errors import InvalidInput, PreconditionFailed, Unprocessable
+from nexus_ssot.ledger.errors import Forbidden, InvalidInput, PreconditionFailed, Unprocessable
 from nexus_ssot.projections import entry_at, restore_plan
 
 from . import http, models
+from .guard import guard_of, refuse
 from .params import (
     JSON,
     MAX_INT,
@@ -50,6 +51,22 @@ _RESTORE_ATTEMPTS = 3
                 "key_prefix": {"type": "string", "maxLength": 512}}}}}}},
     tags=["namespaces"],
 )
+def _check_plan(request: Request, ns: str, keys: list[str]) -> None:
+    """A plan touching one key the caller may not restore is refused whole, its dry run
+    too (it would show the documents). The key is named only to a caller who may read it."""
+    guard = guard_of(request)
+    for key in keys:
+        decision = guard.decide("restore", ns, key)
+        if decision.allowed:
+            continue
+        error = refuse(request, guard, "restore", ns, key, decision)
+        if isinstance(error, Forbidden):
+            raise error
+        raise Forbidden(f"{guard.identity.subject} may not restore {ns} as planned: the "
+                        "plan changes entries it may not restore (narrow it by key_prefix)",
+                        action="restore")
+
+
 async def restore(request: Request, namespace: Namespace) -> Response:
     """Re-creates, reverts and deletes entries as needed, all in one transaction under one
     correlation id; each event is an ordinary ``entry.restored`` or ``entry.deleted`` with
@@ -99,6 +116,7 @@ async def restore(request: Request, namespace: Namespace) -> Response:
                         " entries, more than one restore may (SSOT_MAX_RESTORE_OPERATIONS);"
                         " restore it by key_prefix", code="restore_too_large",
                         field="key_prefix")
+        _check_plan(request, ns, [s.key for s in steps])
         result: dict[str, Any] = {
             "namespace": ns, "key_prefix": prefix, "position": cut, "dry_run": dry_run,
             "correlation_id": meta.correlation_id,

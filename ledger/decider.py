@@ -16,6 +16,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+from .addressing import ACCESS_NAMESPACE
 from .commands import Command, ConfigureNamespace, Context
 from .documents import Limits
 from .domain import decide
@@ -180,6 +181,8 @@ class BatchDecider:
         earlier: list[EntryEvent],
     ) -> EntryEvent:
         if command.expected.if_match is None or isinstance(command, ConfigureNamespace):
+            return decide(state, command, context, limits, chain=self._chain)
+        if command.namespace == ACCESS_NAMESPACE:  # a stale policy edit is refused, never merged
             return decide(state, command, context, limits, chain=self._chain)
         settings_address = (SETTINGS_NAMESPACE, command.namespace)
         if settings_address in overlay:

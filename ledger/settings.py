@@ -153,6 +153,10 @@ class Settings(BaseSettings):
     #: The claim naming the caller (a non-empty string) and the claim listing its groups.
     oidc_subject_claim: str = Field(default="sub", min_length=1)
     oidc_groups_claim: str = Field(default="groups", min_length=1)
+    #: The identity provider's group whose members are this ledger's administrators (the
+    #: break-glass group ``admins``); unset = none. A provider's own group named ``admins``
+    #: grants nothing: whoever can create groups there must not become a superuser here.
+    oidc_admin_group: str | None = None
     #: Signature algorithms a JWT may use (comma list): asymmetric only, never HS* or none.
     oidc_algorithms: Annotated[frozenset[str], NoDecode] = DEFAULT_JWT_ALGORITHMS
     #: Seconds of clock skew tolerated on ``exp``, ``nbf`` and ``iat``.

@@ -64,12 +64,13 @@ class AuditFilter:
 
 
 async def audit_page(conn: AsyncConnection[tuple[Any, ...]], where: AuditFilter,
-                     limit: int) -> list[tuple[int, bytes]]:
+                     limit: int) -> list[tuple[int, str, str, bytes]]:
+    """(position, namespace, key, event JSON) of the matching events, in order."""
     clause, params, order = where.where()
     cur = await conn.execute(
-        f"SELECT position, {EVENT_JSON} FROM entry_history WHERE {clause}"
+        f"SELECT position, namespace, key, {EVENT_JSON} FROM entry_history WHERE {clause}"
         f" ORDER BY {order} LIMIT %s", [*params, limit])
-    return [(row[0], row[1].encode()) for row in await cur.fetchall()]
+    return [(row[0], row[1], row[2], row[3].encode()) for row in await cur.fetchall()]
 
 
 async def audit_rows(conn: AsyncConnection[tuple[Any, ...]], where: AuditFilter,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from psycopg import AsyncConnection
 
@@ -23,12 +23,20 @@ async def events_after(
     limit: int,
     namespace: str | None = None,
     key: str | None = None,
-) -> list[tuple[int, bytes]]:
-    """(position, CloudEvent JSON) of the events after ``after``, in log order."""
+) -> list[FeedEvent]:
+    """The events after ``after``, in log order."""
     cur = await conn.execute(_AFTER, (after, namespace, namespace, key, key, limit),
                              prepare=True)
     rows = [dict(zip(FIELDS, row, strict=True)) for row in await cur.fetchall()]
-    return [(row["position"], cloudevent(row)) for row in rows]
+    return [FeedEvent(row["position"], row["namespace"], row["key"], cloudevent(row))
+            for row in rows]
+
+
+class FeedEvent(NamedTuple):
+    position: int
+    namespace: str
+    key: str
+    body: bytes  # the CloudEvent JSON
 
 
 async def head_position(conn: AsyncConnection[tuple[Any, ...]]) -> int:
