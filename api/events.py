@@ -96,21 +96,23 @@ async def stream_events(
         position, quiet_since = start, time.monotonic()
         yield b": nexus-ssot event stream\n\n"
         while not await request.is_disconnected():
-            # The policy (and the token) as they are now: a change applies to open streams.
-            sees = EventVisibility(Guard(identity, service.access.policies), "read")
-            if not service.access.still_valid(identity):
-                yield b": the token was revoked or expired; the stream ends\n\n"
-                return
             try:
                 async with service.pool.connection() as conn:
                     batch = await event_feed.events_after(conn, position, limit=500,
                                                           namespace=ns, key=k)
+                # The policy and the token as they are now (re-read if they changed): a
+                # change committed before these events applies to them.
+                await service.access.refresh()
             except psycopg.OperationalError:
                 # The store is restarting: keep the stream (and the client's place in the
                 # log) and ask again; the comment keeps proxies from timing it out.
                 yield b": the event store is unavailable; retrying\n\n"
                 await asyncio.sleep(SSE_RETRY_SECONDS)
                 continue
+            if not service.access.still_valid(identity):
+                yield b": the token was revoked or expired; the stream ends\n\n"
+                return
+            sees = EventVisibility(Guard(identity, service.access.policies), "read")
             for event in batch:
                 if sees(event.namespace, event.key):
                     yield b"id: %d\ndata: %s\n\n" % (event.position, event.body)

@@ -34,6 +34,22 @@ router = APIRouter(prefix="/v1")
 _RESTORE_ATTEMPTS = 3
 
 
+def _check_plan(request: Request, ns: str, keys: list[str]) -> None:
+    """A plan touching one key the caller may not restore is refused whole, its dry run
+    too (it would show the documents). The key is named only to a caller who may read it."""
+    guard = guard_of(request)
+    for key in keys:
+        decision = guard.decide("restore", ns, key)
+        if decision.allowed:
+            continue
+        error = refuse(request, guard, "restore", ns, key, decision)
+        if isinstance(error, Forbidden):
+            raise error
+        raise Forbidden(f"{guard.identity.subject} may not restore {ns} as planned: the "
+                        "plan changes entries it may not restore (narrow it by key_prefix)",
+                        action="restore")
+
+
 @router.post(
     "/namespaces/{namespace}/restore",
     summary="Make a namespace (or key prefix) what it was at a past time or position",
@@ -51,22 +67,6 @@ _RESTORE_ATTEMPTS = 3
                 "key_prefix": {"type": "string", "maxLength": 512}}}}}}},
     tags=["namespaces"],
 )
-def _check_plan(request: Request, ns: str, keys: list[str]) -> None:
-    """A plan touching one key the caller may not restore is refused whole, its dry run
-    too (it would show the documents). The key is named only to a caller who may read it."""
-    guard = guard_of(request)
-    for key in keys:
-        decision = guard.decide("restore", ns, key)
-        if decision.allowed:
-            continue
-        error = refuse(request, guard, "restore", ns, key, decision)
-        if isinstance(error, Forbidden):
-            raise error
-        raise Forbidden(f"{guard.identity.subject} may not restore {ns} as planned: the "
-                        "plan changes entries it may not restore (narrow it by key_prefix)",
-                        action="restore")
-
-
 async def restore(request: Request, namespace: Namespace) -> Response:
     """Re-creates, reverts and deletes entries as needed, all in one transaction under one
     correlation id; each event is an ordinary ``entry.restored`` or ``entry.deleted`` with

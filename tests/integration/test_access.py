@@ -1,0 +1,198 @@
+"""Identity and access through the HTTP API: tokens made, used and revoked; a policy
+enforced on entries, listings, feeds, batches and restores; what a refusal tells."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.integration.conftest import AUTH, RunningServer, make_settings
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def make_token(admin: httpx.Client, subject: str, *groups: str, **extra: Any) -> str:
+    r = admin.post("/v1/access/tokens", json={"subject": subject, "groups": list(groups),
+                                               "expires_in": 3600, **extra})
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert set(body) >= {"id", "token", "expires_at"} and "hash" not in body
+    token: str = body["token"]
+    return token
+
+
+def set_policy(admin: httpx.Client, name: str, *rules: dict[str, Any]) -> None:
+    r = admin.put(f"/v1/access/policies/{name}", json={"rules": list(rules)})
+    assert r.status_code in (200, 201), r.text
+
+
+@pytest.fixture()
+def admin(api: RunningServer) -> Iterator[httpx.Client]:
+    with httpx.Client(headers=AUTH, base_url=api.url, timeout=30) as c:
+        yield c
+
+
+def as_(api: RunningServer, token: str) -> httpx.Client:
+    return httpx.Client(headers=bearer(token), base_url=api.url, timeout=30)
+
+
+def entry(ns: str, key: str) -> str:
+    return f"/v1/namespaces/{ns}/entries/{key}"
+
+
+def test_no_token_no_access_and_health_stays_open(api: RunningServer) -> None:
+    with httpx.Client(base_url=api.url, timeout=30) as anonymous:
+        r = anonymous.get("/v1/namespaces")
+        assert r.status_code == 401 and r.json()["code"] == "unauthenticated"
+        assert r.headers["www-authenticate"].startswith("Bearer")
+        assert anonymous.get("/v1/health").status_code == 200
+        assert anonymous.get("/openapi.json").status_code == 200
+        for header in ("Basic YWRtaW46YWRtaW4=", "Bearer", "Bearer garbage",
+                       "Bearer ssot_0000000000000000_" + "A" * 43):
+            r = anonymous.get("/v1/namespaces", headers={"Authorization": header})
+            assert r.status_code == 401, header
+
+
+def test_a_token_acts_within_its_policy_and_the_events_say_who(
+        api: RunningServer, admin: httpx.Client, ns: str) -> None:
+    subject = f"alice-{ns}"
+    token = make_token(admin, subject, f"team-{ns}")
+    set_policy(admin, f"p-{ns}", {"effect": "allow", "subjects": [f"group:team-{ns}"],
+                                  "actions": ["read", "write", "history"],
+                                  "namespaces": [ns], "keys": ["services/**"]})
+    admin.put(entry(ns, "secret/x"), json={"s": 1})
+    with as_(api, token) as alice:
+        r = alice.put(entry(ns, "services/a"), json={"v": 1})
+        assert r.status_code == 201, r.text
+        history = alice.get(entry(ns, "services/a") + "/history").json()["items"]
+        assert history[0]["actor"] == subject
+        assert alice.get(entry(ns, "secret/x")).status_code == 404  # hidden, not 403
+        r = alice.put(entry(ns, "secret/x"), json={"s": 2})
+        assert r.status_code == 404 and r.json()["code"] == "entry_not_found"
+        r = alice.delete(entry(ns, "services/a"))  # may read it, may not delete it
+        assert r.status_code == 403 and r.json()["code"] == "forbidden"
+        assert r.json()["action"] == "delete"
+        me = alice.get("/v1/access/whoami", params={"namespace": ns}).json()
+        assert me["subject"] == subject and me["method"] == "token"
+        assert me["actions"]["write"] == "some" and me["actions"]["delete"] == "none"
+        why = alice.get("/v1/access/explain", params={
+            "action": "write", "namespace": ns, "key": "secret/x"}).json()
+        assert why["decision"] == "deny" and why["by"] == "default"
+    assert admin.get(entry(ns, "secret/x")).json()["document"] == {"s": 1}
+
+
+def test_listings_and_feeds_show_only_what_may_be_read(
+        api: RunningServer, admin: httpx.Client, ns: str) -> None:
+    token = make_token(admin, f"lister-{ns}")
+    set_policy(admin, f"l-{ns}", {"effect": "allow", "subjects": [f"user:lister-{ns}"],
+                                  "actions": ["read", "history"], "namespaces": [ns],
+                                  "keys": ["services/**"]})
+    for key in ("a/x", "services/1", "services/2", "services/3", "z/hidden"):
+        admin.put(entry(ns, key), json={"k": key})
+    with as_(api, token) as lister:
+        pages: list[str] = []
+        cursor = None
+        while True:
+            body = lister.get(f"/v1/namespaces/{ns}/entries",
+                              params={"limit": 1, **({"cursor": cursor} if cursor else {})}
+                              ).json()
+            pages += [e["key"] for e in body["items"]]
+            cursor = body["next_cursor"]
+            if cursor is None:
+                break
+        assert pages == ["services/1", "services/2", "services/3"]
+        listed = [n for n in lister.get("/v1/namespaces", params={"limit": 1000}).json()[
+            "items"] if n["namespace"] == ns]
+        assert listed == [{"namespace": ns, "entries": None, "deleted": None,
+                           "last_position": None}]
+        assert lister.get(f"/v1/namespaces/{ns}").json()["entries"] is None
+        assert lister.get(f"/v1/namespaces/{ns}/stats").status_code == 404
+        events = lister.get("/v1/events", params={"namespace": ns}).json()["items"]
+        assert sorted(e["subject"] for e in events) == ["services/1", "services/2",
+                                                         "services/3"]
+        audit = lister.get("/v1/audit", params={"namespace": ns}).json()["items"]
+        assert {e["key"] for e in audit} == {"services/1", "services/2", "services/3"}
+
+
+def test_a_batch_or_restore_touching_one_forbidden_key_writes_nothing(
+        api: RunningServer, admin: httpx.Client, ns: str) -> None:
+    token = make_token(admin, f"batcher-{ns}")
+    set_policy(admin, f"b-{ns}", {"effect": "allow", "subjects": [f"user:batcher-{ns}"],
+                                  "actions": ["read", "write", "restore"], "namespaces": [ns],
+                                  "keys": ["ok/**"]})
+    position = admin.put(entry(ns, "ok/a"), json={"v": 1}).json()["position"]
+    admin.put(entry(ns, "locked/b"), json={"v": 1})
+    admin.put(entry(ns, "locked/b"), json={"v": 2})
+    with as_(api, token) as batcher:
+        r = batcher.post("/v1/batch", json={"operations": [
+            {"op": "put", "namespace": ns, "key": "ok/c", "document": {}},
+            {"op": "put", "namespace": ns, "key": "locked/b", "document": {}}]})
+        assert r.status_code == 404 and r.json()["operation"] == 1
+        assert admin.get(entry(ns, "ok/c")).status_code == 404
+        r = batcher.post(f"/v1/namespaces/{ns}/restore",
+                         json={"position": position, "reason": "undo", "dry_run": True})
+        assert r.status_code == 403 and "locked" not in r.text
+    assert admin.get(entry(ns, "locked/b")).json()["version"] == 2
+
+
+def test_policy_and_token_changes_need_admin(api: RunningServer, admin: httpx.Client,
+                                             ns: str) -> None:
+    token = make_token(admin, f"climber-{ns}")
+    with as_(api, token) as climber:
+        r = climber.put(f"/v1/access/policies/mine-{ns}", json={"rules": [
+            {"effect": "allow", "subjects": ["*"], "actions": ["*"], "namespaces": ["*"]}]})
+        assert r.status_code in (403, 404)
+        r = climber.post("/v1/access/tokens", json={"subject": "admin", "groups": ["admins"],
+                                                    "expires_in": 60})
+        assert r.status_code in (403, 404)
+        r = climber.post("/v1/access/tokens", json={"subject": f"climber-{ns}",
+                                                    "groups": ["admins"], "expires_in": 60})
+        assert r.status_code in (403, 404)
+        own = climber.post("/v1/access/tokens", json={"subject": f"climber-{ns}",
+                                                      "expires_in": 60})
+        assert own.status_code == 201
+        mine = [t["id"] for t in climber.get("/v1/access/tokens").json()["items"]]
+        assert sorted(mine) == sorted([own.json()["id"], token.split("_")[1]])
+    assert admin.get(f"/v1/access/policies/mine-{ns}").status_code == 404
+
+
+def test_a_revoked_token_is_refused_within_a_second_even_on_an_open_stream(
+        database_url: str, ns: str) -> None:
+    with RunningServer(make_settings(database_url)) as server, \
+            httpx.Client(headers=AUTH, base_url=server.url, timeout=30) as admin:
+        made = admin.post("/v1/access/tokens", json={
+            "subject": f"watcher-{ns}", "expires_in": 600}).json()
+        set_policy(admin, f"w-{ns}", {"effect": "allow", "subjects": [f"user:watcher-{ns}"],
+                                      "actions": ["read"], "namespaces": [ns]})
+        admin.put(entry(ns, "k"), json={"v": 0})
+        lines: list[str] = []
+        ended = threading.Event()
+
+        def watch() -> None:
+            with httpx.Client(base_url=server.url, timeout=30,
+                              headers=bearer(made["token"])) as c, \
+                    c.stream("GET", "/v1/events/stream", params={"after": 0,
+                                                                  "namespace": ns}) as r:
+                for line in r.iter_lines():
+                    lines.append(line)
+            ended.set()
+
+        thread = threading.Thread(target=watch, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 30
+        while not any(x.startswith("data:") for x in lines) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert any(x.startswith("data:") for x in lines)
+        assert admin.delete(f"/v1/access/tokens/{made['id']}").status_code == 200
+        admin.put(entry(ns, "k"), json={"v": 1})  # committed after the revocation
+        assert ended.wait(10), "the stream of a revoked token did not end"
+        assert sum(x.startswith("data:") for x in lines) == 1  # nothing after revocation
+        r = httpx.get(server.url + entry(ns, "k"), headers=bearer(made["token"]))
+        assert r.status_code == 401
