@@ -33,7 +33,7 @@ from schemathesis.specs.openapi.checks import (
 
 from nexus_ssot.api.app import create_app
 from nexus_ssot.ledger.settings import Settings
-from tests.integration.conftest import _with_db, event_count, free_port, start_serve
+from tests.integration.conftest import AUTH, _with_db, event_count, free_port, start_serve
 
 pytestmark = pytest.mark.e2e
 
@@ -109,7 +109,7 @@ def test_every_operation_answers_as_documented(
     fuzz_db: psycopg.Connection[Any],
 ) -> None:
     before = event_count(fuzz_db)
-    response = case.call(base_url=fuzz_api[0], timeout=30)
+    response = case.call(base_url=fuzz_api[0], timeout=30, headers=AUTH)
     _assert_log_moved_only_on_success(case, response, before, event_count(fuzz_db))
     case.validate_response(response, checks=CHECKS)
 
@@ -142,7 +142,7 @@ def test_linked_workflows_answer_as_documented(
 
     class Workflow(schema.as_state_machine()):  # type: ignore[misc]
         def get_call_kwargs(self, case: schemathesis.Case) -> dict[str, Any]:
-            return {"base_url": base_url, "timeout": 30}
+            return {"base_url": base_url, "timeout": 30, "headers": AUTH}
 
         def call(self, case: schemathesis.Case, **kwargs: Any) -> schemathesis.Response:
             before = event_count(fuzz_db)

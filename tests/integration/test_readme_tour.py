@@ -14,6 +14,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,6 +33,8 @@ _BLOCK = re.compile(r"```console\n(.*?)```", re.S)
 _VOLATILE = [
     (re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z"), "<time>"),
     (re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"), "<uuid>"),
+    (re.compile(r"ssot_[0-9a-f]{16}_[A-Za-z0-9_-]{43}"), "<token>"),
+    (re.compile(r"\b(token:?\s*|\"id\":\")[0-9a-f]{16}\b"), r"\1<token-id>"),
 ]
 
 
@@ -55,7 +58,9 @@ def steps(readme: str) -> list[tuple[str, str]]:
                 if command is not None:
                     found.append(("\n".join(command), "\n".join(output)))
                 command, output = [line[2:]], []
-                while command[-1].endswith("\\") and i + 1 < len(lines):
+                # a command goes on after a trailing backslash or inside a quoted string
+                while (command[-1].endswith("\\") or "\n".join(command).count("'") % 2
+                       ) and i + 1 < len(lines):
                     i += 1
                     command.append(lines[i])
             else:
@@ -66,17 +71,27 @@ def steps(readme: str) -> list[tuple[str, str]]:
     return found
 
 
+#: Not the suite's administrator: the tour's server makes its own admin token in its data
+#: dir on first start, as `make run` does, and the tour's commands find it there.
+_SUITE_AUTH = ("SSOT_BOOTSTRAP_TOKEN_SHA256", "SSOT_TOKEN")
+
+
+def tour_environment() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in _SUITE_AUTH}
+
+
 @contextmanager
-def tour_server(server_url: str) -> Iterator[str]:
-    """`ssot serve` as its own process on a fresh database."""
+def tour_server(server_url: str, data_dir: Path) -> Iterator[str]:
+    """`ssot serve` as its own process on a fresh database, its data dir ``data_dir``."""
     name = f"ssot_tour_{secrets.token_hex(4)}"
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     parts = psycopg.conninfo.conninfo_to_dict(server_url)
     parts["dbname"] = name
     port = free_port()
-    env = {**os.environ, "SSOT_DATABASE_URL": psycopg.conninfo.make_conninfo(
+    env = {**tour_environment(), "SSOT_DATABASE_URL": psycopg.conninfo.make_conninfo(
         **{k: str(v) for k, v in parts.items()}), "SSOT_HTTP_PORT": str(port),
+        "SSOT_DATA_DIR": str(data_dir),
         # The tour does not look at NATS; never publish on a server the suite did not start.
         "SSOT_BROADCAST": "false"}
     proc: subprocess.Popen[bytes] | None = None
@@ -95,33 +110,38 @@ def tour_server(server_url: str) -> Iterator[str]:
                 sql.Identifier(name)))
 
 
-def run(command: str, url: str) -> str:
+def run(command: str, url: str, data_dir: Path) -> str:
+    """``command`` as the README's reader runs it: the CLI on the PATH, the admin token the
+    server made in ``TOKEN`` (``export TOKEN=$(cat .ssot/admin-token)``)."""
     port = url.rsplit(":", 1)[1]
-    env = {**os.environ, "SSOT_URL": url, "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
-           "COLUMNS": "200"}
+    env = {**tour_environment(), "SSOT_URL": url, "SSOT_DATA_DIR": str(data_dir),
+           "TOKEN": (data_dir / "admin-token").read_text().strip(),
+           "PATH": f"{BIN}:{os.environ.get('PATH', '')}", "COLUMNS": "200"}
+    command = command.replace(".ssot/", f"{data_dir}/")
     done = subprocess.run(["bash", "-c", command.replace("localhost:8080", f"127.0.0.1:{port}")],
                           env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           timeout=60, cwd=ROOT)
     return done.stdout
 
 
-def test_the_readme_tour_runs_as_written(server_url: str) -> None:
+def test_the_readme_tour_runs_as_written(server_url: str, tmp_path: Path) -> None:
     tour = steps(README.read_text())
     assert len(tour) >= 10, "the README must keep its tour"
-    with tour_server(server_url) as url:
+    with tour_server(server_url, tmp_path) as url:
+        assert (tmp_path / "admin-token").stat().st_mode & 0o777 == 0o600
         for command, expected in tour:
-            actual = run(command, url)
+            actual = run(command, url, tmp_path)
             assert normalize(actual) == normalize(expected), f"$ {command}"
 
 
-def update_readme(server_url: str) -> None:
+def update_readme(server_url: str, data_dir: Path) -> None:
     text = README.read_text()
-    with tour_server(server_url) as url:
+    with tour_server(server_url, data_dir) as url:
         def fill(block: re.Match[str]) -> str:
             rendered = []
             for command, _ in steps(block.group(0)):
                 rendered.append("$ " + command)
-                output = run(command, url).rstrip("\n")
+                output = run(command, url, data_dir).rstrip("\n")
                 if output:
                     rendered.append(output)
             return "```console\n" + "\n".join(rendered) + "\n```"
@@ -131,7 +151,9 @@ def update_readme(server_url: str) -> None:
 
 if __name__ == "__main__":
     if "--update" in sys.argv:
-        update_readme(os.environ.get("SSOT_DATABASE_URL",
-                                     "postgresql://root@127.0.0.1:5432/postgres"))
+        with tempfile.TemporaryDirectory() as folder:
+            update_readme(os.environ.get("SSOT_DATABASE_URL",
+                                         "postgresql://root@127.0.0.1:5432/postgres"),
+                          Path(folder))
     else:
         pytest.main([__file__])
