@@ -33,7 +33,7 @@ from nexus_ssot.ops.backup.exporter import export
 from nexus_ssot.ops.backup.format import ZERO, BadFile, NotEmpty, make_line
 from nexus_ssot.ops.backup.importer import import_files
 
-from .conftest import RunningServer, make_settings
+from .conftest import AUTH, RunningServer, make_settings
 from .test_backup import new_db
 from .test_cli import SSOT
 
@@ -373,7 +373,7 @@ def writing(url: str) -> Iterator[Callable[[str], int]]:
     """The API on ``url`` (so that exports have events to continue from): ``put(key)``
     writes an entry and answers its position."""
     with RunningServer(make_settings(url, writer_process=False)) as server, \
-            httpx.Client(base_url=server.url, timeout=30) as client:
+            httpx.Client(headers=AUTH, base_url=server.url, timeout=30) as client:
         def put(key: str) -> int:
             r = client.put(f"/v1/namespaces/cfg/entries/{key}", json={"k": key})
             r.raise_for_status()
