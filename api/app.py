@@ -24,6 +24,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nexus_ssot.access.identity import Identity
+from nexus_ssot.access.log import AccessLog
 from nexus_ssot.access.oidc import OidcAuthenticator
 from nexus_ssot.access.policy import RateLimit as RateLimitSetting
 from nexus_ssot.ledger.errors import LedgerError
@@ -35,6 +36,7 @@ from nexus_ssot.ledger.writer import GroupCommitWriter
 from nexus_ssot.ledger.writer_service import LocalWriter, RemoteWriter, Writer
 
 from . import (
+    access_audit,
     access_routes,
     audit,
     batch,
@@ -105,6 +107,7 @@ ROUTERS: list[APIRouter] = [
     consistency.router,
     verify.router,
     access_routes.router,
+    access_audit.router,
 ]
 
 
@@ -155,9 +158,13 @@ def create_app(settings: Settings) -> FastAPI:
             access = AccessState(pool, settings.access_refresh_seconds)
             await access.start()
             stack.push_async_callback(access.stop)
+            access_log = AccessLog.from_settings(pool, settings)
+            await access_log.start()
+            stack.push_async_callback(access_log.stop)  # before the pool closes
             app.state.service = Service(
                 settings, writer, pool, tracer_provider, tracer, writes, notifier, access,
-                Authenticator(settings, access, OidcAuthenticator.from_settings(settings)))
+                Authenticator(settings, access, OidcAuthenticator.from_settings(settings)),
+                access_log)
             try:
                 yield
             finally:

@@ -48,7 +48,7 @@ Cursor = Annotated[str | None, Query(description="`next_cursor` of the previous 
                                       json_schema_extra={"minLength": 1})]
 
 
-def _rfc3339_only(value: Any) -> Any:
+def rfc3339_only(value: Any) -> Any:
     """Query times are RFC 3339 text: pydantic would also take a number as Unix time."""
     if isinstance(value, str) and not _RFC3339_START.match(value):
         raise ValueError("must be an RFC 3339 time with a time zone, e.g. 2026-11-01T12:00:00Z")
@@ -56,7 +56,7 @@ def _rfc3339_only(value: Any) -> Any:
 
 
 _RFC3339_START = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
-AsOf = Annotated[datetime | None, BeforeValidator(_rfc3339_only), Query(
+AsOf = Annotated[datetime | None, BeforeValidator(rfc3339_only), Query(
     description="RFC 3339 time: the state as of the last event committed at or before it")]
 AtPosition = Annotated[int | None, Query(
     ge=0, le=MAX_INT, description="Global position: the state after the event at this position")]

@@ -15,6 +15,7 @@ from psycopg_pool import AsyncConnectionPool
 from starlette.types import Scope
 
 from nexus_ssot.access.identity import Identity
+from nexus_ssot.access.log import AccessLog
 from nexus_ssot.access.policy import Decision
 from nexus_ssot.ledger.settings import Settings
 from nexus_ssot.ledger.writer_service import Writer
@@ -37,6 +38,9 @@ class Service:
     notifier: LogNotifier
     access: AccessState
     authenticator: Authenticator
+    #: The access log writer: ``access_log.record(AccessRecord(...))`` for every 401,
+    #: 403, 404 by policy, 429 and admin action (never blocks, never raises).
+    access_log: AccessLog
 
     async def authenticate(self, token: str) -> Identity:
         """The identity a bearer token proves (raises ``AuthenticationFailed``). A JWT may

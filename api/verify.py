@@ -38,7 +38,8 @@ class VerifyProblem(BaseModel):
     key: str | None
     version: int | None
     field: str | None = Field(description="What changed (event_altered, digest_*)")
-    seq: int | None = Field(description="The digest's seq (digest_* kinds)")
+    seq: int | None = Field(description="The digest's seq (digest_* kinds), the access "
+                            "log row's (access_* kinds)")
     other_position: int | None = Field(description="The other event (events_reordered)")
     detail: str
 
@@ -64,6 +65,9 @@ class VerifyReport(BaseModel):
     seconds: float
     events_per_second: int
     resumed_from: int | None
+    access_records: int | None = Field(
+        description="Access log rows checked (null: the range did not reach the head, "
+        "where the access log is checked)")
 
 
 @functools.lru_cache(maxsize=4)
@@ -93,7 +97,7 @@ async def verify_range(
     previous event is read when the range starts mid-stream), compare the log with its
     history and current-state copies and its Merkle leaves, the digests' roots, chain and
     signatures, over ``(from_position, to_position]``, and report the first problem in log
-    order. At the head, the current state is compared too.
+    order. At the head, the current state and the access log's chain are checked too.
 
     A problem answers **200** with ``"ok": false`` (the check worked; read the body); a
     range of more than 100,000 events, a to_position before from_position or an

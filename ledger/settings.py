@@ -167,6 +167,14 @@ class Settings(BaseSettings):
     #: Fewest seconds between two JWKS fetches (an unknown ``kid`` asks for one).
     oidc_jwks_min_refresh_seconds: float = Field(default=10.0, ge=0)
 
+    #: Access log (access/log.py), per HTTP worker process: at most this many records
+    #: stored per second for one (decision, client address, reason); the rest are counted
+    #: and stored as one summary record per second.
+    access_log_max_per_second: int = Field(default=50, ge=1, le=100_000)
+    #: Records a worker keeps queued for the access log (while PostgreSQL is slow or
+    #: down); beyond it they are dropped, counted, and a summary record is stored.
+    access_log_queue: int = Field(default=10_000, ge=1, le=10_000_000)
+
     #: OpenTelemetry span exporter: "none" or "console".
     otel_exporter: str = "none"
     service_name: str = "nexus-ssot"

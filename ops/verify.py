@@ -1,5 +1,6 @@
-"""``ssot verify``: recompute every event's hash, every stream's chain and every digest
-from the database and report the first problem in log order (``integrity/verify/``).
+"""``ssot verify``: recompute every event's hash, every stream's chain, every digest and
+the access log's chain from the database and report the first problem in log order
+(``integrity/verify/``).
 Talks to PostgreSQL directly (``SSOT_DATABASE_URL``).
 
 Exit codes: 0 the log verifies, 1 a problem was found, 2 bad option or input (the message
@@ -68,8 +69,9 @@ def verify(ctx: click.Context, namespace: str | None, from_position: int | None,
            as_json: bool) -> None:
     """Recompute every event's hash and every stream's hash chain, compare the log with
     its copies (history, current state) and its digests (Merkle roots, signatures, the
-    digest chain, and the published copies given with --digests), and report the FIRST
-    problem in log order with its kind, position, entry and version.
+    digest chain, and the published copies given with --digests), check the access
+    log's chain (when the run reaches the head), and report the FIRST problem in log
+    order with its kind, position, entry and version.
 
     Reads one snapshot; writes nothing but the checkpoint file. Exit code 0 the log
     verifies, 1 a problem, 2 bad option or input, 5 database unreachable."""
@@ -154,7 +156,9 @@ def _describe(report: Report, shown: int) -> None:
                f"{f' to {report.to_position}' if report.resumed_from else ''}: "
                f"{report.events:,} events, {report.streams:,} streams, "
                f"{report.digests_checked:,} digests, {report.signatures_checked:,} "
-               f"signatures in {report.seconds:.1f} s ({report.rate:,.0f} events/s)")
+               f"signatures in {report.seconds:.1f} s ({report.rate:,.0f} events/s)"
+               + (f"; {report.access_records:,} access log records"
+                  if report.access_records is not None else ""))
     for note in report.notes:
         click.echo(f"note: {note}")
     if report.first is None:

@@ -30,6 +30,9 @@ What is checked, over the positions ``(from, to]`` of one REPEATABLE READ snapsh
   signatures by a known key (``digest_signature_invalid``), and, given the digests as
   published (``--digests FILE``), each row against its published copy
   (``digest_mismatch_external``), so a rewritten digest table cannot hide.
+- **the access log** (by a run that reaches the head): each row's hash, seq without gaps,
+  each ``prev_hash`` link (``access_record_altered``, ``access_record_missing``,
+  ``access_record_inserted``, ``access_chain_broken``), reported at the row's ``seq``.
 
 Problems are collected, deduplicated (one per kind and position) and ordered by position;
 a problem explained by an earlier one (a root that differs because an event before it
@@ -47,9 +50,10 @@ compared in SQL on a second connection in the same snapshot while the scan runs.
 The modules, one per concept: ``problems`` (the problem kinds, the findings, the report),
 ``inputs`` (options, public keys, published digests), ``log`` (reading the log),
 ``chains`` (each event's hash, each stream's chain), ``digests`` (the digests and their
-Merkle tree), ``views`` (the copies), ``judging`` (the doubted positions),
-``checkpoint`` (checkpoints and resuming) and ``run`` (one run: the scan and the order of
-the checks). The names below are the interface; the modules import each other directly.
+Merkle tree), ``views`` (the copies), ``access_log`` (the access log's chain),
+``judging`` (the doubted positions), ``checkpoint`` (checkpoints and resuming) and ``run``
+(one run: the scan and the order of the checks). The names below are the interface; the
+modules import each other directly.
 """
 
 from .checkpoint import CHECKPOINT_FORMAT, Checkpoint
@@ -61,6 +65,11 @@ from .inputs import (
     read_published_digests,
 )
 from .problems import (
+    ACCESS_CHAIN_BROKEN,
+    ACCESS_KINDS,
+    ACCESS_RECORD_ALTERED,
+    ACCESS_RECORD_INSERTED,
+    ACCESS_RECORD_MISSING,
     CHAIN_BROKEN,
     DIGEST_ALTERED,
     DIGEST_MISMATCH_EXTERNAL,
@@ -80,6 +89,11 @@ from .problems import (
 from .run import Verifier, verify
 
 __all__ = [
+    "ACCESS_CHAIN_BROKEN",
+    "ACCESS_KINDS",
+    "ACCESS_RECORD_ALTERED",
+    "ACCESS_RECORD_INSERTED",
+    "ACCESS_RECORD_MISSING",
     "CHAIN_BROKEN",
     "CHECKPOINT_FORMAT",
     "DIGEST_ALTERED",

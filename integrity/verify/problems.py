@@ -21,6 +21,10 @@ DIGEST_ALTERED = "digest_altered"
 DIGEST_MISSING = "digest_missing"
 DIGEST_SIGNATURE_INVALID = "digest_signature_invalid"
 DIGEST_MISMATCH_EXTERNAL = "digest_mismatch_external"
+ACCESS_RECORD_ALTERED = "access_record_altered"
+ACCESS_RECORD_MISSING = "access_record_missing"
+ACCESS_RECORD_INSERTED = "access_record_inserted"
+ACCESS_CHAIN_BROKEN = "access_chain_broken"
 
 #: Every problem code, what it means; at one position the first listed is reported first.
 KINDS: dict[str, str] = {
@@ -35,9 +39,19 @@ KINDS: dict[str, str] = {
     DIGEST_MISSING: "a digest (or the last ones) is gone from the digests table",
     DIGEST_SIGNATURE_INVALID: "a digest's signature does not verify with a known key",
     DIGEST_MISMATCH_EXTERNAL: "a digest differs from its published copy (--digests)",
+    ACCESS_RECORD_ALTERED: "an access log row's content is not what was hashed, or it was "
+                           "rewritten with its hash recomputed (the next row links to "
+                           "another hash)",
+    ACCESS_RECORD_MISSING: "an access log row is gone (a gap in seq)",
+    ACCESS_RECORD_INSERTED: "an access log row its neighbours do not link to (neither the "
+                            "row before nor the row after chains with it)",
+    ACCESS_CHAIN_BROKEN: "an access log row's prev_hash is not the previous row's hash",
 }
 _PRIORITY = {kind: i for i, kind in enumerate(KINDS)}
 EVENT_KINDS = frozenset(list(KINDS)[:6])
+#: The access log's problems: ``seq`` is the row's, ``position`` None.
+ACCESS_KINDS = frozenset({ACCESS_RECORD_ALTERED, ACCESS_RECORD_MISSING,
+                          ACCESS_RECORD_INSERTED, ACCESS_CHAIN_BROKEN})
 _NOWHERE = 1 << 62
 
 #: Problems kept in memory (the first ones in log order); beyond it they are only counted.
@@ -50,7 +64,8 @@ MAX_GAP = 1_000
 @dataclass(frozen=True)
 class Problem:
     """One problem: its ``kind`` (a code of ``KINDS``), where (``position``; for a digest
-    its last covered position, with ``seq``), which entry and version when known, the
+    its last covered position, with ``seq``; for the access log ``seq`` alone, the row's),
+    which entry and version when known, the
     ``field`` that changed (``event_altered``, ``digest_*``), the other position involved
     (``events_reordered``), and a sentence."""
 
@@ -65,6 +80,8 @@ class Problem:
     other_position: int | None = None
 
     def order(self) -> tuple[int, int, int]:
+        if self.kind in ACCESS_KINDS:  # after the log's and the digests' problems
+            return (_NOWHERE + (self.seq or 0), _PRIORITY[self.kind], 0)
         return (self.position if self.position is not None else _NOWHERE,
                 _PRIORITY[self.kind], self.seq or 0)
 
@@ -92,7 +109,8 @@ class Problem:
         if self.version is not None:
             where.append(f"version {self.version}")
         if self.seq is not None:
-            where.append(f"digest {self.seq}")
+            where.append(f"{'access record' if self.kind in ACCESS_KINDS else 'digest'} "
+                         f"{self.seq}")
         if self.field is not None:
             where.append(f"field {self.field}")
         at = f" at position {self.position}" if self.position is not None else ""
@@ -124,6 +142,9 @@ class Report:
     seconds: float
     next_from_position: int | None = None
     resumed_from: int | None = None
+    #: Rows of the access log checked (None: not checked by this run, which did not
+    #: reach the head, or the database has no access log).
+    access_records: int | None = None
 
     @property
     def rate(self) -> float:
@@ -151,6 +172,7 @@ class Report:
             "seconds": round(self.seconds, 3),
             "events_per_second": round(self.rate),
             "resumed_from": self.resumed_from,
+            "access_records": self.access_records,
         }
 
 

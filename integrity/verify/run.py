@@ -14,6 +14,7 @@ from nexus_ssot.ledger.events import TYPE_OF_TOPIC
 
 from .. import merkle
 from ..digests import Digest
+from .access_log import AccessLogChecks
 from .chains import StreamChecks
 from .checkpoint import Checkpoint
 from .digests import DigestChecks
@@ -108,6 +109,10 @@ class Verifier:
                 if at_head:
                     self.views.entries_hashes(lo, self.streams.heads)
                 self.digests.finish(digest_rows, lo, hi, at_head)
+                # the access log is its own chain, not in positions: checked by the run
+                # that reaches the head (the last of a walk over ranges)
+                access_rows = AccessLogChecks(self.conn, self.findings, opts.fetch_size
+                                              ).check() if at_head else None
             finally:
                 self.views.join()
             conn.rollback()
@@ -122,7 +127,7 @@ class Verifier:
             digested_to=self.digests.digested_to, external_digests=len(opts.published),
             signatures_checked=self.digests.signatures_checked, notes=self.findings.notes,
             seconds=time.perf_counter() - started, next_from_position=next_from,
-            resumed_from=resumed)
+            resumed_from=resumed, access_records=access_rows)
 
     def _count(self, lo: int, hi: int) -> int:
         row = self.conn.execute("SELECT count(*) FROM ssot_events WHERE notification_id > %s"

@@ -19,6 +19,8 @@ from nexus_ssot.integrity import merkle
 from nexus_ssot.ledger import chain
 from nexus_ssot.ledger.events import TYPE_OF_TOPIC
 
+from .access_lines import AccessState
+from .access_lines import check_trailer as check_access_trailer
 from .copier import binary_event_row, copy_text
 from .format import (
     FORMAT,
@@ -27,7 +29,7 @@ from .format import (
     MOMENT_SQL,
     TAIL,
     UUID,
-    VERSION,
+    VERSIONS,
     ZERO,
     BadFile,
     check_running_hash,
@@ -45,6 +47,8 @@ class ImportState:
     path: str
     rh: bytes
     position: int
+    version: int = 1
+    access: AccessState = field(default_factory=AccessState)
     streams: dict[str, tuple[int, str | None]] = field(default_factory=dict)
     frontier: merkle.Frontier = field(default_factory=merkle.Frontier)
     incremental: bool = False
@@ -75,11 +79,14 @@ def check_header(raw: bytes, number: int) -> dict[str, Any]:
     header = parse_line(raw, number)
     if header.get("t") != "header" or header.get("format") != FORMAT:
         raise BadFile(number, f"not a {FORMAT} header")
-    if header.get("version") != VERSION:
+    if header.get("version") not in VERSIONS or isinstance(header.get("version"), bool):
         raise BadFile(number, f"format version {header.get('version')!r} is not "
-                              f"supported (this ledger reads version {VERSION})")
+                              f"supported (this ledger reads versions "
+                              f"{', '.join(map(str, VERSIONS))})")
     for name in ("since_position", "upto_position"):
         require(header, number, name, int)
+    if header["version"] >= 2 and require(header, number, "access_since", int) < 0:
+        raise BadFile(number, "header member 'access_since' is negative")
     require(header, number, "source", str)
     previous = header.get("previous")
     if header["since_position"] and not isinstance(previous, dict):
@@ -264,5 +271,6 @@ def check_trailer(raw: bytes, number: int, st: ImportState) -> dict[str, Any]:
         raise BadFile(number, f"trailer member 'total_leaves' is "
                               f"{trailer.get('total_leaves')!r}; the file makes "
                               f"{st.frontier.size}")
+    check_access_trailer(trailer, number, st.access, st.version)
     st.position = last
     return {**trailer, "rh": st.rh.hex()}

@@ -54,7 +54,8 @@ def _progress(bar: Any, task: Any) -> Any:
 def export(ctx: click.Context, out: str, since_position: int | None, after: str | None,
            level: int) -> None:
     """Export the log (events with their hash chain, Merkle leaves, digests and
-    idempotency keys) to a verifiable file, from one snapshot, in constant memory."""
+    idempotency keys) and the access log to a verifiable file, from one snapshot, in
+    constant memory."""
     from . import exporter
     from .format import BackupError
 
@@ -74,9 +75,9 @@ def export(ctx: click.Context, out: str, since_position: int | None, after: str 
         return
     click.echo(f"exported {done.events:,} events (positions {done.since_position}.."
                f"{done.last_position}), {done.digests} digests, {done.idempotency} "
-               f"idempotency keys to {done.path} ({done.bytes:,} bytes) in "
-               f"{done.seconds:.1f}s ({done.rate:,.0f} events/s); final hash "
-               f"{done.final_hash}")
+               f"idempotency keys, {done.access} access records to {done.path} "
+               f"({done.bytes:,} bytes) in {done.seconds:.1f}s ({done.rate:,.0f} "
+               f"events/s); final hash {done.final_hash}")
 
 
 @click.command("import")
@@ -120,7 +121,8 @@ def import_(ctx: click.Context, files: tuple[str, ...], no_views: bool) -> None:
     for d in done:
         click.echo(f"{Path(d.path).name}: imported {d.events:,} events (positions "
                    f"{d.since_position}..{d.last_position}), {d.digests} digests, "
-                   f"{d.idempotency} idempotency keys in {d.seconds:.1f}s "
+                   f"{d.idempotency} idempotency keys, {d.access} access records in "
+                   f"{d.seconds:.1f}s "
                    f"({d.rate:,.0f} events/s); chain verified"
                    + (f" ({d.unchained} unchained events)" if d.unchained else ""))
     if done and views:

@@ -1,6 +1,7 @@
 """Export: the events after a position (or after an earlier export's end) with their Merkle
-leaves, idempotency keys and digests, written from one snapshot of the database, streaming
-(constant memory), to a file that appears complete or not at all."""
+leaves, idempotency keys and digests, and the access log's rows, written from one snapshot
+of the database, streaming (constant memory), to a file that appears complete or not at
+all."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import psycopg
 
 from nexus_ssot.ledger import chain
 
+from .access_lines import export_access
 from .compression import LineWriter
 from .format import (
     FORMAT,
@@ -43,6 +45,7 @@ class Exported:
     final_hash: str
     seconds: float
     bytes: int
+    access: int = 0
 
     @property
     def rate(self) -> float:
@@ -81,6 +84,9 @@ def export(database_url: str, out: str | os.PathLike[str], *, since: int | None 
             known_leaves = int(r[0]) if r else 0
         else:
             after_seq = known_leaves = 0
+        # the access log has no positions: after the previous file's last access
+        # record, else all of it (an import skips what it already holds)
+        access_since = int(previous.get("last_access_seq") or 0) if previous else 0
         if previous is None and since:  # no previous file: name where it ended
             previous = {"last_position": since, "last_hash": _hash_at(conn, since),
                         "last_digest_seq": after_seq, "total_leaves": known_leaves,
@@ -91,6 +97,7 @@ def export(database_url: str, out: str | os.PathLike[str], *, since: int | None 
                                                          "last_digest_seq", "total_leaves",
                                                          "final_hash")}
                                if previous else None),
+                  "access_since": access_since,
                   "created_at": chain.timestamp(datetime.now(UTC))}
         rh = bytes.fromhex(previous["final_hash"]) if previous and previous["final_hash"] \
             else ZERO
@@ -104,13 +111,18 @@ def export(database_url: str, out: str | os.PathLike[str], *, since: int | None 
             idempotency = _export_idempotency(conn, writer, since, head)
             digests, last_seq = (_export_digests(conn, writer, after_seq) if merkle_tables
                                  else (0, after_seq))
+            access, last_access_seq, last_access_hash = export_access(
+                conn, writer, access_since,
+                previous.get("last_access_hash") if previous else None)
             if count == 0 and previous:
                 last_hash = previous["last_hash"]
             trailer = {"t": "trailer", "count": count, "leaves": leaves,
                        "idempotency": idempotency, "digests": digests,
                        "first_position": first, "last_position": head,
                        "last_hash": last_hash, "last_digest_seq": last_seq,
-                       "total_leaves": total_leaves, "lines": writer.lines + 1,
+                       "total_leaves": total_leaves, "access": access,
+                       "last_access_seq": last_access_seq,
+                       "last_access_hash": last_access_hash, "lines": writer.lines + 1,
                        "running_hash": writer.rh.hex()}
             writer.add(body_of(trailer))
             writer.close()
@@ -121,7 +133,8 @@ def export(database_url: str, out: str | os.PathLike[str], *, since: int | None 
             partial.unlink(missing_ok=True)
             raise
     return Exported(str(target), since, head, count, digests, idempotency, leaves,
-                    writer.rh.hex(), time.monotonic() - started, target.stat().st_size)
+                    writer.rh.hex(), time.monotonic() - started, target.stat().st_size,
+                    access)
 
 
 def _has(conn: psycopg.Connection[Any], table: str) -> bool:

@@ -6,12 +6,14 @@ threads; any gzip reader reads them as one stream), one JSON object per line, ea
 member ``t`` naming its kind, written in this order:
 
 ``header``
-    ``format`` ("nexus-ssot-export"), ``version`` (1), ``source`` (the exporting
+    ``format`` ("nexus-ssot-export"), ``version`` (2; 1 before the access log, read
+    too), ``source`` (the exporting
     database: PostgreSQL system identifier and database name), ``since_position`` (the
     events are those after it), ``upto_position`` (…up to this one, the head of the
     export's snapshot), ``previous`` (null for a full export; for an incremental one the
     previous export's trailer: ``last_position``, ``last_hash``, ``last_digest_seq``,
-    ``leaves``, ``final_hash``) and ``created_at``.
+    ``leaves``, ``final_hash``), ``access_since`` (version 2: the access lines are the
+    access log's rows after this seq) and ``created_at``.
 ``leaf``
     ``idx``, ``position``, ``hash``: a Merkle leaf the source added, after the previous
     export, for an event that export already held.
@@ -25,11 +27,16 @@ member ``t`` naming its kind, written in this order:
     The ``idempotency_keys`` rows of those events (not derivable from the log).
 ``digest``
     The ``digests`` rows made after the previous export, byte columns in hex.
+``access``
+    Version 2: the ``access_log`` rows after ``access_since`` (``access_lines``): ``seq``,
+    ``recorded_at``, ``prev_hash``, ``hash`` and last ``record``, the stored text.
 ``trailer``
     ``count`` (events), ``leaves`` (leaf lines), ``idempotency``, ``digests``,
     ``first_position``, ``last_position``, ``last_hash`` (the last event's hash),
-    ``last_digest_seq``, ``total_leaves`` (the source's leaves so far), ``lines`` (all
-    lines, the trailer included) and ``running_hash`` (the line before's).
+    ``last_digest_seq``, ``total_leaves`` (the source's leaves so far), version 2's
+    ``access`` (access lines), ``last_access_seq`` and ``last_access_hash`` (the access
+    log's head the export saw), ``lines`` (all lines, the trailer included) and
+    ``running_hash`` (the line before's).
 
 Every line ends with ``"rh":"<64 hex>"}``, its running hash: ``rh = SHA-256(rh of the line
 before || the line's bytes up to the comma before "rh")``; the header's "line before" is
@@ -55,7 +62,10 @@ import orjson
 from nexus_ssot.ledger.documents import surrogate_refusal
 
 FORMAT = "nexus-ssot-export"
-VERSION = 1
+#: The version exports are written in, and those an import reads (a version 1 file is
+#: a version 2 file without access lines).
+VERSION = 2
+VERSIONS = (1, 2)
 ZERO = bytes(32)
 #: Each line ends with this, 64 hex digits and ``"}`` and a newline.
 RH = b',"rh":"'

@@ -13,7 +13,8 @@ verified) are stored and, into an empty database, its ``entry_history`` rows fol
 while the next batch is checked. ``entry_history`` is filled without its indexes and
 primary key, made again at the end (faster than maintaining them row by row). Then the
 current state is folded over the imported range, all in the same transaction, and the
-asynchronous views rebuilt.
+asynchronous views rebuilt. The access log's lines (``access_lines``) are checked and
+copied in the same transaction, under the lock its appenders take.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from psycopg import sql
 from nexus_ssot.integrity import merkle
 from nexus_ssot.ledger.migrate import migrate
 
+from .access_lines import ACCESS_COPY, access_row, check_overlap, prepare
 from .checks import (
     ImportState,
     check_header,
@@ -90,6 +92,8 @@ class Imported:
     final_hash: str
     seconds: float
     views_seconds: float = 0.0
+    #: Access log rows written (lines the database already held are not counted).
+    access: int = 0
 
     @property
     def rate(self) -> float:
@@ -144,8 +148,10 @@ async def _import(database_url: str, path: str | os.PathLike[str],
         number, raw = first
         header = check_header(raw, number)
         st = ImportState(str(path), bytes.fromhex(raw[-TAIL + len(RH):-3].decode()),
-                         int(header["since_position"]))
+                         int(header["since_position"]), int(header["version"]))
+        st.access.since = st.access.seq = int(header.get("access_since") or 0)
         await _check_target(conn, header, st)
+        await prepare(conn, st.access, full=not st.incremental)
         total = max(int(header["upto_position"]) - st.position, 1)
         copier = Copier(conn)
         fold, unindexed, unkeyed = None, [], []
@@ -161,6 +167,7 @@ async def _import(database_url: str, path: str | os.PathLike[str],
             raise
         await _make_indexes(conn, unkeyed)
         await _check_digests(conn, st)
+        await check_overlap(conn, st.access)
         last_position = int(trailer["last_position"])
         await _finish(conn, st, header, trailer, last_position)
         await _make_indexes(conn, unindexed)
@@ -169,7 +176,8 @@ async def _import(database_url: str, path: str | os.PathLike[str],
             progress(st.events, st.events)
     return Imported(str(path), int(header["since_position"]), last_position, st.events,
                     st.unchained, len(st.digests), st.idempotency, st.leaf_lines,
-                    str(trailer["rh"]), time.monotonic() - started)
+                    str(trailer["rh"]), time.monotonic() - started,
+                    access=st.access.copied)
 
 
 async def _check_target(conn: psycopg.AsyncConnection[Any], header: dict[str, Any],
@@ -328,6 +336,10 @@ async def _load(conn: psycopg.AsyncConnection[Any], st: ImportState,
                 await copier.add(IDEMPOTENCY_COPY, idempotency_row(st, number, obj))
             elif kind == "digest":
                 digest_line(st, number, obj)
+            elif kind == "access":
+                row = access_row(st.access, number, raw, obj, st.version)
+                if row is not None:
+                    await copier.add(ACCESS_COPY, row)
             else:
                 raise BadFile(number, f"unexpected line kind {kind!r}")
         if pending is not None:  # the lines before a cut in the file are checked first
