@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +14,7 @@ from psycopg_pool import AsyncConnectionPool
 from starlette.types import Scope
 
 from nexus_ssot.access.identity import Identity
-from nexus_ssot.access.log import AccessLog
+from nexus_ssot.access.log import AccessLog, AccessRecord
 from nexus_ssot.access.policy import Decision
 from nexus_ssot.ledger.settings import Settings
 from nexus_ssot.ledger.writer_service import Writer
@@ -23,8 +22,6 @@ from nexus_ssot.ledger.writer_service import Writer
 from .access_state import AccessState
 from .authentication import Authenticator
 from .log_notifier import LogNotifier
-
-log = logging.getLogger("nexus_ssot.access")
 
 
 @dataclass
@@ -71,6 +68,14 @@ class Service:
                 identity: Identity | None, *, action: str | None = None,
                 namespace: str | None = None, key: str | None = None,
                 rule: Decision | None = None) -> None:
-        log.info("access %s %s %s %s %s/%s by %s (%s)", outcome, status, reason,
-                 scope.get("method"), namespace, key,
-                 identity.subject if identity else "-", scope["path"])
+        """One record of the access log (never the token; a 401 has no route yet)."""
+        client = scope.get("client")
+        self.access_log.record(AccessRecord(
+            decision=outcome, status=status, reason=reason, method=scope.get("method", ""),
+            path=getattr(scope.get("route"), "path", None) or "unmatched",
+            source=client[0] if client else None,
+            subject=identity.subject if identity else None, action=action,
+            namespace=namespace, key=key, policy=rule.policy if rule else None,
+            rule=(rule.rule if rule.rule is not None else rule.by) if rule else None,
+            correlation_id=scope.get("state", {}).get("correlation_id"),
+            auth_method=identity.method if identity else None))
