@@ -45,6 +45,12 @@ class Settings(BaseSettings):
     #: Where the embedded servers keep their data.
     data_dir: Path = Path(".ssot")
     http_host: str = "127.0.0.1"
+    #: Serve HTTPS with this certificate (PEM, its chain after it) and private key.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    #: With HTTPS, require a client certificate signed by this CA bundle (mutual TLS): a
+    #: network gate in front of the bearer token, which every request still needs.
+    tls_client_ca: Path | None = None
     http_port: int = Field(default=8080, ge=0, le=65535)
     #: HTTP worker processes (they all send their writes to the one writer process).
     http_workers: int = Field(default=2, ge=1, le=64)

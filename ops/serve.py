@@ -6,9 +6,11 @@ import contextlib
 import logging
 import os
 import signal
+import ssl
 from collections.abc import Iterator
 from typing import Any
 
+import click
 import psycopg
 import uvicorn
 from psycopg import sql
@@ -71,6 +73,22 @@ class _Server(uvicorn.Server):
                     captured.clear()
 
 
+def tls_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's options for HTTPS (and mutual TLS) from the settings; none for HTTP."""
+    if settings.tls_cert is None and settings.tls_key is None:
+        if settings.tls_client_ca is not None:
+            raise click.UsageError("SSOT_TLS_CLIENT_CA needs SSOT_TLS_CERT and SSOT_TLS_KEY")
+        return {}
+    if settings.tls_cert is None or settings.tls_key is None:
+        raise click.UsageError("HTTPS needs both SSOT_TLS_CERT and SSOT_TLS_KEY")
+    options: dict[str, Any] = {"ssl_certfile": str(settings.tls_cert),
+                               "ssl_keyfile": str(settings.tls_key)}
+    if settings.tls_client_ca is not None:
+        options.update(ssl_ca_certs=str(settings.tls_client_ca),
+                       ssl_cert_reqs=ssl.CERT_REQUIRED)
+    return options
+
+
 def serve(settings: Settings, *, access_log: bool = False) -> None:
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -86,6 +104,7 @@ def serve(settings: Settings, *, access_log: bool = False) -> None:
             log.warning("SSOT_AUTH=off: every caller on %s may read and rewrite every record",
                         ready.http_host)
         common: dict[str, Any] = {
+            **tls_options(ready),
             "host": ready.http_host,
             "port": ready.http_port,
             "loop": "uvloop",
@@ -118,7 +137,8 @@ def serve(settings: Settings, *, access_log: bool = False) -> None:
             stack.callback(views.stop)
             log.info("keeping the views current: %s",
                      ", ".join(r.view.name for r in views.runners))
-        print(f"NEXUS SSOT Ledger serving on http://{ready.http_host}:{ready.http_port} "
+        scheme = "https" if ready.tls_cert else "http"
+        print(f"NEXUS SSOT Ledger serving on {scheme}://{ready.http_host}:{ready.http_port} "
               f"(docs at /docs)", flush=True)
         if ready.http_workers == 1:
             from nexus_ssot.api.app import create_app  # the one place ops starts the api
