@@ -20,7 +20,7 @@ import pytest
 
 from nexus_ssot.ops.chaos.checker import check, server_errors
 from nexus_ssot.ops.chaos.nemesis import KINDS, schedule
-from tests.integration.conftest import AUTH
+from tests.integration.conftest import ADMIN_TOKEN, AUTH
 
 SEED = 20261127
 
@@ -265,7 +265,8 @@ def test_a_client_hanging_up_mid_body_is_no_server_error(api: Any, ns: str,
             for _ in range(3):
                 with socket.create_connection(("127.0.0.1", port)) as s:
                     s.sendall(f"PUT /v1/namespaces/{ns}/entries/k HTTP/1.1\r\n"
-                              "Host: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                              f"Host: 127.0.0.1\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n"
+                              "Content-Type: application/json\r\n"
                               "Content-Length: 1000\r\n\r\n{\"a\":".encode())
                     time.sleep(0.1)
             time.sleep(0.5)
