@@ -13,6 +13,7 @@ import psycopg
 import uvicorn
 from psycopg import sql
 
+from nexus_ssot.ledger.redaction import redact_url
 from nexus_ssot.ledger.settings import Settings
 from nexus_ssot.ops.embedded import EmbeddedNats, EmbeddedPostgres
 
@@ -46,11 +47,11 @@ def resolved(settings: Settings) -> Iterator[Settings]:
         if not settings.database_url:
             pg = stack.enter_context(EmbeddedPostgres(settings.data_dir / "postgres"))
             update["database_url"] = ensure_database(pg.url, EMBEDDED_DATABASE)
-            log.info("embedded PostgreSQL at %s", update["database_url"])
+            log.info("embedded PostgreSQL at %s", redact_url(update["database_url"]))
         if not settings.nats_url:
             nats = stack.enter_context(EmbeddedNats(settings.data_dir / "nats"))
             update["nats_url"] = nats.url
-            log.info("embedded NATS at %s", nats.url)
+            log.info("embedded NATS at %s", redact_url(nats.url))
         yield settings.model_copy(update=update)
 
 
