@@ -20,6 +20,7 @@ import nats
 import psycopg
 import pytest
 
+from nexus_ssot.access.nats_config import authorization, service_user_entry
 from nexus_ssot.ops.embedded import (
     EmbeddedError,
     EmbeddedNats,
@@ -360,10 +361,64 @@ async def publish_with_ack(url: str) -> tuple[str, int]:
 
 def test_nats_jetstream_acknowledges_a_publish(tmp_path: Path) -> None:
     with EmbeddedNats(tmp_path / "nats") as server:
-        assert server.url.startswith("nats://127.0.0.1:")
+        assert server.url.startswith("nats://ssot:")
         _stream, seq = asyncio.run(publish_with_ack(server.url))
         assert seq == 1
         assert (tmp_path / "nats" / "nats.pid").read_text().strip() == str(server.pid)
+
+
+async def connect_refusal(url: str) -> str:
+    """Why the server refuses a connection to ``url`` ("" when it lets it in)."""
+    async def quiet(error: Exception) -> None:
+        pass
+
+    try:
+        nc = await nats.connect(url, connect_timeout=5, allow_reconnect=False,
+                                max_reconnect_attempts=0, error_cb=quiet)
+    except nats.errors.Error as error:
+        return str(error)
+    await nc.close()
+    return ""
+
+
+def test_nats_lets_in_only_the_service_user_with_its_password(tmp_path: Path) -> None:
+    folder = tmp_path / "nats"
+    with EmbeddedNats(folder) as server:
+        password = server.secret_file.read_text().strip()
+        assert server.secret_file.parent == folder.resolve()
+        assert len(password) >= 40
+        assert server.url == f"nats://ssot:{password}@127.0.0.1:{server.url.rsplit(':', 1)[1]}"
+        anonymous = server.url.replace(f"ssot:{password}@", "")
+        assert "Authorization Violation" in asyncio.run(connect_refusal(anonymous))
+        wrong = server.url.replace(password, "not-" + password)
+        assert "Authorization Violation" in asyncio.run(connect_refusal(wrong))
+        assert asyncio.run(connect_refusal(server.url)) == ""
+        for name in (server.secret_file.name, "nats.conf", "authorization.conf"):
+            assert owner_only(folder / name), name
+        assert password not in (folder / "authorization.conf").read_text()  # only its hash
+        assert password not in server.log_path.read_text()
+        credentials = server.url.split("@")[0]
+    with EmbeddedNats(folder) as again:  # a restart keeps the password
+        assert again.url.split("@")[0] == credentials
+        assert asyncio.run(connect_refusal(again.url)) == ""
+
+
+def test_nats_authorize_keeps_the_service_user_and_reloads_only_on_change(
+        tmp_path: Path) -> None:
+    with EmbeddedNats(tmp_path / "nats") as server:
+        with pytest.raises(EmbeddedError, match="must hold the service user"):
+            server.authorize(authorization([service_user_entry("ssot", "$2b$04$" + "x" * 53)]))
+        second = {"user": "second", "password": "pw-of-the-second-user"}
+        block = authorization([service_user_entry(*server.service_user), second])
+        assert server.authorize(block)
+        assert not server.authorize(block)  # the one in force: no reload
+        port = server.url.rsplit(":", 1)[1]
+        assert asyncio.run(connect_refusal(
+            f"nats://second:pw-of-the-second-user@127.0.0.1:{port}")) == ""
+        assert asyncio.run(connect_refusal(server.url)) == ""
+        with pytest.raises(EmbeddedError, match="refused the new authorization"):
+            server.authorize(block.replace("users = [", "users = [[", 1))
+        assert asyncio.run(connect_refusal(server.url)) == ""  # still the previous users
 
 
 def test_nats_stops_and_stop_is_idempotent(tmp_path: Path) -> None:
