@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import click
 
+from .access_commands import access
 from .backup.commands import export, import_
 from .change_commands import audit, watch
 from .chaos import chaos
@@ -40,6 +41,7 @@ for command in (
     ls, namespace, restore,  # namespaces
     watch, audit,  # the change log
     replay, check, verify, export, import_, chaos,  # views, checks, backups, the harness
+    access,  # identity and access
 ):
     main.add_command(command)
 
