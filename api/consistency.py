@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 from nexus_ssot.ledger.errors import Unavailable
+from nexus_ssot.ledger.redaction import redact_url
 from nexus_ssot.projections import consistency
 
 from .params import JSON, READ_ERRORS, service_of
@@ -116,6 +117,6 @@ async def get_consistency(
     try:
         report = await asyncio.shield(task)
     except psycopg.OperationalError as e:
-        raise Unavailable(f"the database is unreachable: {str(e).strip()}",
+        raise Unavailable(f"the database is unreachable: {redact_url(str(e).strip())}",
                           code="store_unavailable") from e
     return Response(orjson.dumps(report.as_dict()), media_type=JSON)

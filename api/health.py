@@ -9,6 +9,7 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from nexus_ssot.ledger.redaction import redact_url
 from nexus_ssot.projections.views import VIEW_NAMES
 
 from .errors import problem, problem_responses
@@ -29,7 +30,8 @@ async def health(request: Request) -> Response:
             cur = await conn.execute(_VIEWS_HEALTH, (list(VIEW_NAMES),), prepare=True)
             views = await cur.fetchall()
     except Exception as e:  # any failure to reach the store is "unavailable"
-        return problem(request, 503, "store_unavailable", f"the event store is unreachable: {e}")
+        return problem(request, 503, "store_unavailable",
+                       f"the event store is unreachable: {redact_url(str(e))}")
     assert row is not None
     head, position, oldest_unpublished, now = row
     body: dict[str, Any] = {"status": "ok", "head_position": head or 0, "broadcaster": None}

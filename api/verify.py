@@ -19,6 +19,7 @@ from nexus_ssot.integrity import verify
 from nexus_ssot.ledger.addressing import check_namespace
 from nexus_ssot.ledger.errors import InvalidInput, Unavailable
 from nexus_ssot.ledger.namespace_settings import SETTINGS_NAMESPACE
+from nexus_ssot.ledger.redaction import redact_url
 
 from .params import JSON, MAX_INT, READ_ERRORS, service_of
 
@@ -122,6 +123,6 @@ async def verify_range(
         report = await asyncio.to_thread(verify.verify, service.settings.database_url,
                                          options)
     except psycopg.OperationalError as e:
-        raise Unavailable(f"the database is unreachable: {str(e).strip()}",
+        raise Unavailable(f"the database is unreachable: {redact_url(str(e).strip())}",
                           code="store_unavailable") from e
     return Response(orjson.dumps(report.as_dict(MAX_LISTED)), media_type=JSON)

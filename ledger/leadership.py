@@ -15,6 +15,8 @@ from typing import Any
 
 import psycopg
 
+from .redaction import redact_url
+
 
 @contextlib.asynccontextmanager
 async def leadership(database_url: str, namespace: int, name: str, stop: asyncio.Event,
@@ -65,7 +67,7 @@ async def retrying(role: str, lead: Callable[[asyncio.Event], Awaitable[None]],
             await lead(stop)
             backoff = 0.2
         except Exception as e:
-            error = f"{type(e).__name__}: {e}"
+            error = redact_url(f"{type(e).__name__}: {e}")
             on_error(error)
             log.warning("%s: %s; retrying in %.1fs", role, error, backoff)
             await sleep_unless_stopped(stop, backoff)

@@ -43,6 +43,7 @@ def check(ctx: click.Context, views: tuple[str, ...], namespaces: tuple[str, ...
     import psycopg
 
     from nexus_ssot.ledger.errors import InvalidInput
+    from nexus_ssot.ledger.redaction import redact_url
     from nexus_ssot.ledger.settings import Settings
     from nexus_ssot.projections.consistency import check as run
     from nexus_ssot.projections.consistency import check_namespaces, describe, view_names
@@ -63,7 +64,7 @@ def check(ctx: click.Context, views: tuple[str, ...], namespaces: tuple[str, ...
                                  settings=settings, namespaces=namespaces or None,
                                  examples=examples, external=external, jobs=jobs))
     except psycopg.OperationalError as e:
-        fail(EXIT_UNAVAILABLE, "unreachable", f"the database: {str(e).strip()}")
+        fail(EXIT_UNAVAILABLE, "unreachable", f"the database: {redact_url(str(e).strip())}")
     if as_json or (ctx.obj or {}).get("json"):
         print_json(report.as_dict())
     else:

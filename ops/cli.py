@@ -13,6 +13,7 @@ from __future__ import annotations
 import click
 
 from .access_cli import explain, policy, token, whoami
+from .access_commands import access
 from .backup.commands import export, import_
 from .change_commands import audit, watch
 from .chaos import chaos
@@ -45,6 +46,7 @@ for command in (
     watch, audit,  # the change log
     replay, check, verify, export, import_, chaos,  # views, checks, backups, the harness
     token, policy, whoami, explain,  # identity and access
+    access,  # NATS users from the policy
 ):
     main.add_command(command)
 

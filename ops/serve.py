@@ -15,12 +15,14 @@ import psycopg
 import uvicorn
 from psycopg import sql
 
+from nexus_ssot.ledger.redaction import redact_url
 from nexus_ssot.ledger.settings import Settings
 from nexus_ssot.ops.embedded import EmbeddedNats, EmbeddedPostgres
 
 from .broadcast import BroadcasterThread
 from .credentials import admin_token_path, ensure_admin_token, token_sha256
 from .digest import DigesterThread
+from .nats_authorization import REFRESH_SECONDS, NatsAuthorizer
 from .project import ProjectionsThread
 from .writer_process import WriterProcess
 
@@ -43,18 +45,27 @@ def ensure_database(server_url: str, name: str) -> str:
 @contextlib.contextmanager
 def resolved(settings: Settings) -> Iterator[Settings]:
     """Settings with database and NATS URLs, starting embedded servers for unset ones
-    (and stopping them on exit)."""
+    (and stopping them on exit). The embedded NATS lets in the service user (these URLs)
+    and the API tokens, as the access policy says (re-rendered every few seconds)."""
     with contextlib.ExitStack() as stack:
         update: dict[str, Any] = {}
         if not settings.database_url:
             pg = stack.enter_context(EmbeddedPostgres(settings.data_dir / "postgres"))
             update["database_url"] = ensure_database(pg.url, EMBEDDED_DATABASE)
-            log.info("embedded PostgreSQL at %s", update["database_url"])
+            log.info("embedded PostgreSQL at %s", redact_url(update["database_url"]))
+        nats: EmbeddedNats | None = None
         if not settings.nats_url:
             nats = stack.enter_context(EmbeddedNats(settings.data_dir / "nats"))
             update["nats_url"] = nats.url
-            log.info("embedded NATS at %s", nats.url)
-        yield settings.model_copy(update=update)
+            log.info("embedded NATS at %s", redact_url(nats.url))
+        ready = settings.model_copy(update=update)
+        if nats is not None:
+            users = NatsAuthorizer(ready, nats)
+            users.start()
+            stack.callback(users.stop)  # before the server stops
+            log.info("embedded NATS users follow the access policy (re-rendered every %gs)",
+                     REFRESH_SECONDS)
+        yield ready
 
 
 class _Server(uvicorn.Server):

@@ -87,6 +87,7 @@ def verify(ctx: click.Context, namespace: str | None, from_position: int | None,
     from nexus_ssot.ledger.addressing import check_namespace
     from nexus_ssot.ledger.errors import InvalidInput
     from nexus_ssot.ledger.namespace_settings import SETTINGS_NAMESPACE
+    from nexus_ssot.ledger.redaction import redact_url
     from nexus_ssot.ledger.settings import Settings
 
     def bad(e: InvalidInput) -> NoReturn:
@@ -132,11 +133,11 @@ def verify(ctx: click.Context, namespace: str | None, from_position: int | None,
     except InvalidInput as e:
         bad(e)
     except psycopg.OperationalError as e:
-        fail(EXIT_UNAVAILABLE, "unreachable", f"the database: {str(e).strip()}")
+        fail(EXIT_UNAVAILABLE, "unreachable", f"the database: {redact_url(str(e).strip())}")
     except psycopg.errors.UndefinedTable as e:
         fail(EXIT_UNAVAILABLE, "not_a_ledger",
-             f"the database has no ledger schema ({str(e).strip()}); run ssot serve or "
-             "ssot digest once to migrate it")
+             f"the database has no ledger schema ({redact_url(str(e).strip())}); run ssot serve "
+             "or ssot digest once to migrate it")
     except KeyboardInterrupt:
         where = (f"; resume with --checkpoint {checkpoint}" if checkpoint is not None
                  else "; give --checkpoint FILE to make a run resumable")

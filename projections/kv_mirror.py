@@ -42,6 +42,7 @@ from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
 
 from nexus_ssot.ledger.addressing import NAMESPACE_PATTERN, is_system_namespace
+from nexus_ssot.ledger.redaction import redact_url
 from nexus_ssot.ledger.subjects import decode_token, encode_token
 
 from .runtime import LogEvent, Tables, next_upto, read_log
@@ -257,7 +258,8 @@ class KvMirror:
             if isinstance(e, KvMirrorError):
                 raise
             await self.close()
-            raise KvMirrorError(f"NATS KV mirror at {self.nats_url}: {e!r}") from e
+            raise KvMirrorError(
+                f"NATS KV mirror at {redact_url(self.nats_url)}: {redact_url(repr(e))}") from e
 
     async def _jetstream(self) -> JetStreamContext:
         if self._nc is None or self._js is None or not self._nc.is_connected:

@@ -38,6 +38,7 @@ from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from nexus_ssot.ledger.events import TYPE_OF_TOPIC
 from nexus_ssot.ledger.leadership import leadership, sleep_unless_stopped, wait_for_news
+from nexus_ssot.ledger.redaction import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -233,8 +234,8 @@ class ViewRunner:
             try:
                 await self._lead(stop)
             except (psycopg.OperationalError, TrackingConflict, OSError) as e:
-                self.progress.last_error = str(e)
-                log.warning("view %s: %s; resuming", self.view.name, e)
+                self.progress.last_error = redact_url(str(e))
+                log.warning("view %s: %s; resuming", self.view.name, self.progress.last_error)
                 await sleep_unless_stopped(stop, 0.5)
 
     async def _lead(self, stop: asyncio.Event) -> None:

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import shutil
 import subprocess
@@ -60,15 +61,18 @@ def run_pgbench(pgbench: Path | None, database_url: str, duration: float, work: 
     script.write_text("\\set x random(1, 1000000)\nINSERT INTO bench_rows (v) VALUES (:x);\n")
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("CREATE TABLE bench_rows (id bigserial PRIMARY KEY, v integer NOT NULL)")
+    # The password goes in the environment: a command line is visible to every user (ps).
+    parts = conninfo(database_url)
+    env = {**os.environ, **({"PGPASSWORD": parts.pop("password")} if "password" in parts else {})}
     try:
         command = [str(pgbench), "-n", "-c", str(PGBENCH_CLIENTS), "-j", str(PGBENCH_THREADS),
-                   "-T", str(seconds), "-f", str(script), pg_url(conninfo(database_url))]
+                   "-T", str(seconds), "-f", str(script), pg_url(parts)]
 
         def keep(cpu: Cpu) -> None:
             result.cpu = cpu
 
         with meter.measure(keep, children_are_load=True):
-            done = subprocess.run(command, capture_output=True, text=True,
+            done = subprocess.run(command, capture_output=True, text=True, env=env,
                                   timeout=seconds + STEP_GRACE * 2, check=False)
         output = done.stdout + done.stderr
         tps = re.search(r"^tps = ([\d.]+)", output, re.MULTILINE)

@@ -19,6 +19,15 @@ Leftovers
     file names a live process serving that dir) is taken for the leftover of a crashed run: it
     is stopped before a fresh one starts. A stale pid file is removed.
 
+Credentials
+    Neither server lets anybody in without a password. PostgreSQL's superuser password is in
+    ``<data_dir>/ssot-superuser.password`` (pg_auth.py: SCRAM-SHA-256; a cluster made with
+    trust authentication is moved over on its first start), the NATS service user's in
+    ``<data_dir>/ssot-service.password``, with the server's ``nats.conf`` and
+    ``authorization.conf`` beside it (nats_server.py); all mode 0600 from their creation
+    (secret_files.py). Each server's ``url`` carries its password: print it through
+    ``nexus_ssot.ledger.redaction.redact_url``.
+
 Errors: EmbeddedError (a RuntimeError) says what failed, with the tail of the server log.
 """
 

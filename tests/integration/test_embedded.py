@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
+import shlex
 import shutil
 import socket
+import stat
 import subprocess
 import tempfile
 import uuid
@@ -17,6 +20,7 @@ import nats
 import psycopg
 import pytest
 
+from nexus_ssot.access.nats_config import authorization, service_user_entry
 from nexus_ssot.ops.embedded import (
     EmbeddedError,
     EmbeddedNats,
@@ -63,6 +67,26 @@ def select_one(url: str) -> int:
     return int(row[0])
 
 
+def without_password(url: str) -> str:
+    parts = psycopg.conninfo.conninfo_to_dict(url)
+    parts.pop("password", None)
+    return psycopg.conninfo.make_conninfo(**{k: str(v) for k, v in parts.items()})
+
+
+def refused_without_password(url: str) -> str:
+    """The server's refusal of ``url`` without its password (none from a password file or
+    the environment either)."""
+    with pytest.raises(psycopg.OperationalError) as refusal:
+        psycopg.connect(without_password(url), password="", passfile="/nonexistent/passfile",
+                        connect_timeout=5)
+    return str(refusal.value)
+
+
+def owner_only(path: Path) -> bool:
+    st = path.stat()
+    return stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600
+
+
 @contextlib.contextmanager
 def listening_socket() -> Iterator[int]:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -94,7 +118,7 @@ def test_postgres_serves_sql_on_localhost_tcp_and_stops(pg_dir: Path) -> None:
     pg = EmbeddedPostgres(pg_dir, settings=FAST)
     url = pg.start()
     try:
-        assert url.startswith("postgresql://ssot@127.0.0.1:")
+        assert url.startswith("postgresql://ssot:")
         assert url == pg.url
         assert select_one(url) == 1
         with psycopg.connect(url) as conn:
@@ -133,6 +157,95 @@ def test_postgres_restart_keeps_the_data(pg_dir: Path) -> None:
         with psycopg.connect(again.url) as conn:
             assert conn.execute("SELECT v FROM kept").fetchall() == [("before restart",)]
         assert again.pgdata == pg.pgdata
+
+
+def test_postgres_asks_for_the_password_kept_owner_only_in_the_data_dir(pg_dir: Path) -> None:
+    with EmbeddedPostgres(pg_dir, settings=FAST) as pg:
+        password = pg.secret_file.read_text().strip()
+        assert pg.secret_file.parent == pg_dir.resolve()
+        assert owner_only(pg.secret_file)
+        assert len(password) >= 40
+        assert psycopg.conninfo.conninfo_to_dict(pg.url)["password"] == password
+        assert select_one(pg.url) == 1
+        assert "no password supplied" in refused_without_password(pg.url)
+        with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+            psycopg.connect(without_password(pg.url), password="wrong", connect_timeout=5)
+        hba = (pg.pgdata / "pg_hba.conf").read_text()
+        methods = {line.split()[-1] for line in hba.splitlines()
+                   if line.strip() and not line.lstrip().startswith("#")}
+        assert methods == {"scram-sha-256"}
+        assert not list(pg_dir.parent.glob(".pg.initdb-*"))  # initdb's password file is gone
+    with EmbeddedPostgres(pg_dir, settings=FAST) as again:  # a restart reads it back
+        assert select_one(again.url) == 1
+        assert pg.secret_file.read_text().strip() == password
+
+
+def test_postgres_without_its_password_file_says_so(pg_dir: Path) -> None:
+    with EmbeddedPostgres(pg_dir, settings=FAST) as pg:
+        secret_file = pg.secret_file
+    secret_file.unlink()
+    with pytest.raises(EmbeddedError, match=r"asks for a password, but its file .* is missing"):
+        EmbeddedPostgres(pg_dir, settings=FAST).start()
+
+
+def make_trust_cluster(data_dir: Path) -> None:
+    """A cluster as EmbeddedPostgres made them before passwords were required (initdb
+    --auth=trust, no password file), holding a table."""
+    who = pg_user.run_as()
+    tools = EmbeddedPostgres(data_dir).bin_dir()
+    data_dir.mkdir(mode=0o700)
+    if who.switch:
+        os.chown(data_dir, who.uid, who.gid)
+    code, output = pg_user.run_tool(
+        [str(tools / "initdb"), "-D", str(data_dir), "--locale=C.UTF-8", "-E", "UTF8",
+         "--auth=trust", "-U", "ssot", "--no-instructions", "--no-sync"], who, timeout=120)
+    assert code == 0, output
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    options = shlex.join(["-h", "127.0.0.1", "-p", str(port), "-k", ""])
+    pg_ctl = str(tools / "pg_ctl")
+    code, output = pg_user.run_tool(
+        [pg_ctl, "-D", str(data_dir), "-l", str(data_dir / "postgres.log"), "-w", "-o", options,
+         "start"], who, timeout=90)
+    assert code == 0, output
+    try:
+        with psycopg.connect(f"postgresql://ssot@127.0.0.1:{port}/postgres") as conn:
+            conn.execute("CREATE TABLE kept (v text)")
+            conn.execute("INSERT INTO kept VALUES ('made before passwords')")
+    finally:
+        code, output = pg_user.run_tool([pg_ctl, "-D", str(data_dir), "-w", "-m", "fast",
+                                         "stop"], who, timeout=90)
+    assert code == 0, output
+
+
+def test_postgres_made_without_a_password_is_moved_over_to_one(
+        open_folder: Path, caplog: pytest.LogCaptureFixture) -> None:
+    data_dir = open_folder / "pg"  # a folder the PostgreSQL user reaches (no relocation)
+    make_trust_cluster(data_dir)
+    pg = EmbeddedPostgres(data_dir, settings=FAST)
+    try:
+        with caplog.at_level(logging.WARNING, logger="nexus_ssot.ops.embedded"):
+            url = pg.start()
+        assert "made before passwords were required" in caplog.text
+        password = pg.secret_file.read_text().strip()
+        assert password not in caplog.text
+        assert owner_only(pg.secret_file)
+        with psycopg.connect(url) as conn:  # the same cluster, with its data
+            assert conn.execute("SELECT v FROM kept").fetchall() == [("made before passwords",)]
+        assert "no password supplied" in refused_without_password(url)
+        assert "trust" not in " ".join(
+            line for line in (pg.pgdata / "pg_hba.conf").read_text().splitlines()
+            if not line.lstrip().startswith("#"))
+        pg.stop()
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="nexus_ssot.ops.embedded"):
+            url = pg.start()  # moved over once: a plain start from now on
+        assert caplog.text == ""
+        assert select_one(url) == 1
+        assert "no password supplied" in refused_without_password(url)
+    finally:
+        pg.discard()
 
 
 def test_postgres_left_running_by_a_crashed_run_is_replaced(pg_dir: Path) -> None:
@@ -248,10 +361,64 @@ async def publish_with_ack(url: str) -> tuple[str, int]:
 
 def test_nats_jetstream_acknowledges_a_publish(tmp_path: Path) -> None:
     with EmbeddedNats(tmp_path / "nats") as server:
-        assert server.url.startswith("nats://127.0.0.1:")
+        assert server.url.startswith("nats://ssot:")
         _stream, seq = asyncio.run(publish_with_ack(server.url))
         assert seq == 1
         assert (tmp_path / "nats" / "nats.pid").read_text().strip() == str(server.pid)
+
+
+async def connect_refusal(url: str) -> str:
+    """Why the server refuses a connection to ``url`` ("" when it lets it in)."""
+    async def quiet(error: Exception) -> None:
+        pass
+
+    try:
+        nc = await nats.connect(url, connect_timeout=5, allow_reconnect=False,
+                                max_reconnect_attempts=0, error_cb=quiet)
+    except nats.errors.Error as error:
+        return str(error)
+    await nc.close()
+    return ""
+
+
+def test_nats_lets_in_only_the_service_user_with_its_password(tmp_path: Path) -> None:
+    folder = tmp_path / "nats"
+    with EmbeddedNats(folder) as server:
+        password = server.secret_file.read_text().strip()
+        assert server.secret_file.parent == folder.resolve()
+        assert len(password) >= 40
+        assert server.url == f"nats://ssot:{password}@127.0.0.1:{server.url.rsplit(':', 1)[1]}"
+        anonymous = server.url.replace(f"ssot:{password}@", "")
+        assert "Authorization Violation" in asyncio.run(connect_refusal(anonymous))
+        wrong = server.url.replace(password, "not-" + password)
+        assert "Authorization Violation" in asyncio.run(connect_refusal(wrong))
+        assert asyncio.run(connect_refusal(server.url)) == ""
+        for name in (server.secret_file.name, "nats.conf", "authorization.conf"):
+            assert owner_only(folder / name), name
+        assert password not in (folder / "authorization.conf").read_text()  # only its hash
+        assert password not in server.log_path.read_text()
+        credentials = server.url.split("@")[0]
+    with EmbeddedNats(folder) as again:  # a restart keeps the password
+        assert again.url.split("@")[0] == credentials
+        assert asyncio.run(connect_refusal(again.url)) == ""
+
+
+def test_nats_authorize_keeps_the_service_user_and_reloads_only_on_change(
+        tmp_path: Path) -> None:
+    with EmbeddedNats(tmp_path / "nats") as server:
+        with pytest.raises(EmbeddedError, match="must hold the service user"):
+            server.authorize(authorization([service_user_entry("ssot", "$2b$04$" + "x" * 53)]))
+        second = {"user": "second", "password": "pw-of-the-second-user"}
+        block = authorization([service_user_entry(*server.service_user), second])
+        assert server.authorize(block)
+        assert not server.authorize(block)  # the one in force: no reload
+        port = server.url.rsplit(":", 1)[1]
+        assert asyncio.run(connect_refusal(
+            f"nats://second:pw-of-the-second-user@127.0.0.1:{port}")) == ""
+        assert asyncio.run(connect_refusal(server.url)) == ""
+        with pytest.raises(EmbeddedError, match="refused the new authorization"):
+            server.authorize(block.replace("users = [", "users = [[", 1))
+        assert asyncio.run(connect_refusal(server.url)) == ""  # still the previous users
 
 
 def test_nats_stops_and_stop_is_idempotent(tmp_path: Path) -> None:

@@ -67,6 +67,13 @@ def test_serve_on_the_embedded_default_stops_what_it_started(tmp_path: Path,
     assert pg_port, output
     with socket.socket() as s:  # nothing listens where the embedded PostgreSQL was
         assert s.connect_ex(("127.0.0.1", int(pg_port.group(1)))) != 0
+    # the servers asked for passwords, and serve printed their URLs without them
+    secrets = [(data / "postgres" / "ssot-superuser.password").read_text().strip(),
+               (data / "nats" / "ssot-service.password").read_text().strip()]
+    assert all(len(secret) >= 40 for secret in secrets)
+    assert not [secret for secret in secrets if secret in output], "a password was printed"
+    assert re.search(r"embedded PostgreSQL at .*password=\*\*\*", output), output
+    assert re.search(r"embedded NATS at nats://ssot:\*\*\*@127\.0\.0\.1:\d+", output), output
 
 
 def test_a_graceful_stop_finishes_the_writes_in_flight(database_url: str, ns: str) -> None:
