@@ -114,7 +114,11 @@ def test_a_graceful_stop_finishes_the_writes_in_flight(database_url: str, ns: st
         threads = [threading.Thread(target=client, args=(n,)) for n in range(8)]
         for t in threads:
             t.start()
-        time.sleep(1.0)
+        # stop once writes are flowing (not after a fixed time: a loaded machine may not
+        # have answered one yet)
+        deadline = time.monotonic() + 120
+        while len(acknowledged) <= 60 and time.monotonic() < deadline:
+            time.sleep(0.01)
         proc.send_signal(signal.SIGTERM)
         output = proc.communicate(timeout=60)[0].decode()
     finally:
