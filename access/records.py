@@ -23,10 +23,12 @@ DENY = "deny"
 ALLOW = "allow"
 DECISIONS = (ALLOW, DENY)
 
-#: Why authentication failed (status 401).
-AUTH_REASONS = ("missing", "malformed", "expired", "not_yet_valid", "bad_signature",
-                "wrong_issuer", "wrong_audience", "unknown_key", "algorithm_not_allowed",
-                "jwks_unavailable", "unknown_token", "revoked", "untrusted_proxy")
+#: Why authentication failed (status 401; untrusted_proxy: the 403 of an X-Actor header
+#: from a caller that is no trusted proxy).
+AUTH_REASONS = ("missing", "duplicate", "unsupported_scheme", "malformed", "expired",
+                "not_yet_valid", "bad_signature", "wrong_issuer", "wrong_audience",
+                "unknown_key", "algorithm_not_allowed", "jwks_unavailable", "unknown_token",
+                "revoked", "untrusted_proxy")
 #: A 403 or 404 decided by the policy.
 POLICY = "policy"
 #: A 429: the caller's rate limit.

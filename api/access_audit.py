@@ -30,12 +30,12 @@ class AccessRecordBody(BaseModel):
     time: str | None = Field(None, description="When it was decided, RFC 3339 UTC")
     decision: Literal["allow", "deny"] | None = None
     status: int | None = Field(None, description="401, 403, 404 or 429 for a denial")
-    reason: str | None = Field(None, description="Why: for a 401 missing, malformed, "
-                               "expired, not_yet_valid, bad_signature, wrong_issuer, "
-                               "wrong_audience, unknown_key, algorithm_not_allowed, "
-                               "jwks_unavailable, unknown_token, revoked or "
-                               "untrusted_proxy; policy (403/404); rate_limited; "
-                               "queue_full (a summary)")
+    reason: str | None = Field(None, description="Why: for a 401 missing, duplicate, "
+                               "unsupported_scheme, malformed, expired, not_yet_valid, "
+                               "bad_signature, wrong_issuer, wrong_audience, unknown_key, "
+                               "algorithm_not_allowed, jwks_unavailable, unknown_token or "
+                               "revoked; untrusted_proxy (403); policy (403/404); "
+                               "rate_limited; queue_full (a summary)")
     subject: str | None = Field(None, description="Who (null: not authenticated)")
     method: str | None = None
     path: str | None = Field(None, description="The route template")

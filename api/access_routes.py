@@ -8,6 +8,7 @@ The worker that made a change reloads at once; the others within
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -112,8 +113,9 @@ async def revoke_token(request: Request, token_id: TokenId
     record = service_of(request).access.token(token_id)
     if record is None or not (_may_manage(guard, record) or guard.may(
             "admin", ACCESS_NAMESPACE, TOKEN_KEY_PREFIX + token_id)):
-        if record is not None:
-            require(request, "admin", ACCESS_NAMESPACE, TOKEN_KEY_PREFIX + token_id)
+        if record is not None:  # refused (and recorded): 403 to one who may read it,
+            with contextlib.suppress(NotFound):  # else answered as if it did not exist
+                require(request, "admin", ACCESS_NAMESPACE, TOKEN_KEY_PREFIX + token_id)
         raise NotFound(f"token {token_id} does not exist (or was revoked)",
                        code="token_not_found", field="token_id")
     await _write(request, Delete(ACCESS_NAMESPACE, TOKEN_KEY_PREFIX + token_id,

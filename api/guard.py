@@ -122,22 +122,26 @@ def guard_of(request: Request) -> Guard:
 
 
 def refuse(request: Request, guard: Guard, action: str, namespace: str,
-           key: str | None, decision: Decision, *, what: str | None = None) -> Exception:
-    """The error for a refused ``action`` (and the access log's record of it): 404 when
-    the caller may not read what it asked about, else 403 naming the action."""
+           key: str | None, decision: Decision, *, hidden_as: str | None = None) -> Exception:
+    """The error for a refused ``action`` (and the access log's record of it, with the
+    same status): 404 when the caller may not read what it asked about, else 403 naming
+    the action. With ``hidden_as``, what the caller may not read is refused 403 too, named
+    ``hidden_as`` instead (a restore: the caller asked about its plan, not about a key)."""
     may_read = (guard.may("read", namespace, key) if key is not None
                 else guard.policies.may_see_namespace(guard.identity, "read", namespace))
     hidden = action in ("read", "history") or not may_read
-    service_of(request).denied(request, 404 if hidden else 403, guard.identity, action,
-                               namespace, key, decision)
+    service_of(request).denied(request, 404 if hidden and hidden_as is None else 403,
+                               guard.identity, action, namespace, key, decision)
+    if hidden and hidden_as is not None:
+        return Forbidden(f"{guard.identity.subject} may not {action} {hidden_as}",
+                         action=action)
     if hidden:
         if key is not None:
             return NotFound(f"entry {namespace}/{key} does not exist", code="entry_not_found",
                             field="key")
         return NotFound(f"namespace {namespace} does not exist", code="namespace_not_found",
                         field="namespace")
-    target = what or (f"entry {namespace}/{key}" if key is not None
-                      else f"namespace {namespace}")
+    target = f"entry {namespace}/{key}" if key is not None else f"namespace {namespace}"
     return Forbidden(f"{guard.identity.subject} may not {action} {target} ({decision.reason})",
                      action=action)
 

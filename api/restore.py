@@ -13,7 +13,7 @@ from starlette.responses import Response
 from nexus_ssot.ledger.addressing import check_namespace
 from nexus_ssot.ledger.commands import Command, Delete, Expectation, Restore
 from nexus_ssot.ledger.documents import diff
-from nexus_ssot.ledger.errors import Forbidden, InvalidInput, PreconditionFailed, Unprocessable
+from nexus_ssot.ledger.errors import InvalidInput, PreconditionFailed, Unprocessable
 from nexus_ssot.projections import entry_at, restore_plan
 
 from . import http, models
@@ -42,12 +42,9 @@ def _check_plan(request: Request, ns: str, keys: list[str]) -> None:
         decision = guard.decide("restore", ns, key)
         if decision.allowed:
             continue
-        error = refuse(request, guard, "restore", ns, key, decision)
-        if isinstance(error, Forbidden):
-            raise error
-        raise Forbidden(f"{guard.identity.subject} may not restore {ns} as planned: the "
-                        "plan changes entries it may not restore (narrow it by key_prefix)",
-                        action="restore")
+        raise refuse(request, guard, "restore", ns, key, decision, hidden_as=(
+            f"{ns} as planned: the plan changes entries it may not restore (narrow it by "
+            "key_prefix)"))
 
 
 @router.post(
