@@ -9,7 +9,7 @@ The worker that made a change reloads at once; the others within
 from __future__ import annotations
 
 import contextlib
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import orjson
@@ -61,10 +61,15 @@ async def _write(request: Request, command: Any, body: bytes) -> Any:
 
 def _may_issue(guard: Guard, subject: str, groups: tuple[str, ...],
                expires_in: int | None) -> bool:
-    """A caller may make a token for itself, with groups it has, for at most 90 days."""
+    """A caller may make a token for itself, with groups it has, for at most 90 days and
+    never beyond its own expiry (a short-lived credential does not mint a long one)."""
     me: Identity = guard.identity
+    if expires_in is None or expires_in > SELF_SERVICE_MAX_SECONDS:
+        return False
+    if me.expires_at is not None and datetime.now(UTC) + timedelta(
+            seconds=expires_in) > me.expires_at:
+        return False
     return (subject == me.subject and set(groups) <= set(me.groups)
-            and expires_in is not None and expires_in <= SELF_SERVICE_MAX_SECONDS
             and me.on_behalf_of is None)
 
 

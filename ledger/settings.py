@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     #: Where the embedded servers keep their data.
     data_dir: Path = Path(".ssot")
     http_host: str = "127.0.0.1"
+    #: Addresses of reverse proxies whose ``X-Forwarded-For`` / ``X-Forwarded-Proto``
+    #: name the client (comma list, ``*`` for any); empty = trust none, so a client cannot
+    #: choose the source address the access log and the per-address rate limit see.
+    forwarded_allow_ips: str = ""
     #: Serve HTTPS with this certificate (PEM, its chain after it) and private key.
     tls_cert: Path | None = None
     tls_key: Path | None = None

@@ -117,6 +117,8 @@ def serve(settings: Settings, *, access_log: bool = False) -> None:
         common: dict[str, Any] = {
             **tls_options(ready),
             "host": ready.http_host,
+            "proxy_headers": bool(ready.forwarded_allow_ips),
+            "forwarded_allow_ips": ready.forwarded_allow_ips or None,
             "port": ready.http_port,
             "loop": "uvloop",
             "http": "httptools",
