@@ -11,7 +11,9 @@ An event's hash is SHA-256 (hex) of the canonical encoding of the object of its
 ``HASHED`` fields: stream id, version, type, namespace, key, document, patch, actor,
 reason, correlation id, causation id, idempotency key, event id, resolution, the version a
 restore came from, and ``prev_hash``, the hash of the stream's previous event (null for
-version 1). So each stream is a hash chain. The commit time and global position are
+version 1); and the ``OPTIONAL`` members — ``auth``, how the actor authenticated — only
+when they are not null, so that an event without them hashes exactly as events did before
+they existed. So each stream is a hash chain. The commit time and global position are
 assigned by the database after the hash is made: they are covered by the digests, whose
 leaves are ``leaf(position, recorded_at, hash)``.
 
@@ -36,6 +38,9 @@ import orjson
 HASHED = ("stream", "version", "type", "namespace", "key", "document", "patch", "actor",
           "reason", "correlation_id", "causation_id", "idempotency_key", "event_id",
           "resolution", "restored_from_version", "prev_hash")
+#: Members the hashed object holds only when they are not null (an event without them
+#: hashes as every event did before they were added), in documentation order.
+OPTIONAL = ("auth",)
 
 
 _SORT_KEYS = orjson.OPT_SORT_KEYS
@@ -94,9 +99,19 @@ def hash_hex(value: Any) -> str:
     return hashlib.sha256(canonical(value)).hexdigest()
 
 
+def hashed_members(fields: dict[str, Any]) -> dict[str, Any]:
+    """The object an event's hash is made of: its ``HASHED`` fields (a missing one counts
+    as null) and those of its ``OPTIONAL`` ones that are not null."""
+    members = {k: fields.get(k) for k in HASHED}
+    for k in OPTIONAL:
+        if (value := fields.get(k)) is not None:
+            members[k] = value
+    return members
+
+
 def event_hash(fields: dict[str, Any]) -> str:
-    """The hash of an event given its ``HASHED`` fields (a missing one counts as null)."""
-    return hash_hex({k: fields.get(k) for k in HASHED})
+    """The hash of an event given its fields (see ``hashed_members``)."""
+    return hash_hex(hashed_members(fields))
 
 
 def timestamp(moment: datetime) -> str:

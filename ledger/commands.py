@@ -76,3 +76,6 @@ class Context:
     reason: str | None = None
     causation_id: str | None = None
     idempotency_key: str | None = None
+    #: How the actor authenticated (``Identity.auth_record()``: ``method`` and, as they
+    #: apply, ``issuer``, ``token_id``, ``on_behalf_of``; never a secret), or None.
+    auth: dict[str, Any] | None = None

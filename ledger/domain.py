@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import json_merge_patch
 
 from .addressing import check_entry_namespace, check_key, check_namespace, stream_id
-from .chain import HASHED, hash_hex
+from .chain import hash_hex, hashed_members
 from .commands import (
     Command,
     ConfigureNamespace,
@@ -238,11 +238,12 @@ def _event(
         "correlation_id": context.correlation_id,
         "causation_id": context.causation_id,
         "idempotency_key": context.idempotency_key,
+        "auth": context.auth,
         **extra,
     }
     if chain:
         fields["prev_hash"] = state.hash if state is not None else None
-        hashed = {k: fields.get(k) for k in HASHED}
+        hashed = hashed_members(fields)
         hashed["stream"] = str(fields["originator_id"])
         hashed["version"] = fields["originator_version"]
         hashed["type"] = EVENT_TYPE_NAMES[cls]

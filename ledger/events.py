@@ -74,10 +74,13 @@ class EntryEvent(AggregateEvent):
     #: for version 1) and this event's own.
     prev_hash: str | None = None
     hash: str | None = None
+    #: How the actor authenticated, e.g. {"method": "token", "token_id": "3f2a…"} (see
+    #: ``access.identity.Identity.auth_record``); None when unknown (events before it).
+    auth: dict[str, Any] | None = None
 
-    #: 2 added ``resolution``, 3 the hash chain; older events load with None for them
-    #: (``ssot verify`` reports an unchained event as such).
-    class_version = 3
+    #: 2 added ``resolution``, 3 the hash chain, 4 ``auth``; older events load with None
+    #: for them (``ssot verify`` reports an unchained event as such).
+    class_version = 4
 
     @staticmethod
     def upcast_v1_v2(state: dict[str, Any]) -> None:
@@ -86,6 +89,10 @@ class EntryEvent(AggregateEvent):
     @staticmethod
     def upcast_v2_v3(state: dict[str, Any]) -> None:
         state["prev_hash"] = state["hash"] = None
+
+    @staticmethod
+    def upcast_v3_v4(state: dict[str, Any]) -> None:
+        state["auth"] = None
 
     def mutate(self, aggregate: Any) -> Any:
         if aggregate is None:

@@ -133,6 +133,8 @@ class MemoryEventStore:
             _refuse_nul(event.namespace, event.key, event.actor, event.reason,
                         event.correlation_id, event.causation_id, event.idempotency_key,
                         event.prev_hash, event.hash)
+            if event.auth is not None and b"\\u0000" in orjson.dumps(event.auth):
+                raise DataError(_NUL)  # jsonb holds none either
             version = (event.originator_id, event.originator_version)
             if version in self._versions_taken or version in versions:
                 raise IntegrityError(f"version {event.originator_version} of stream "
@@ -153,11 +155,13 @@ class MemoryEventStore:
             scopes.add(scope)
 
 
+_NUL = "unsupported Unicode escape sequence: \\u0000 cannot be converted to text"
+
+
 def _refuse_nul(*texts: str | None) -> None:
     for text in texts:
         if text is not None and "\x00" in text:
-            raise DataError("unsupported Unicode escape sequence: \\u0000 cannot be "
-                            "converted to text")
+            raise DataError(_NUL)
 
 
 def _stored_document(event: EntryEvent) -> Any:

@@ -73,7 +73,7 @@ class LedgerRecorder(PostgresApplicationRecorder):
     """The library's application recorder, appending the inline rows in the same
     transaction as the events, under the same table lock.
 
-    A batch is one call of ``ssot_append`` (migration 0004), which takes the library's
+    A batch is one call of ``ssot_append`` (migration 0004; as of 0013), which takes the library's
     EXCLUSIVE table lock and NOTIFYs its channel before inserting the events, exactly as
     the library's own insert does, and writes the inline rows from the positions and
     commit times that insert returns: one round trip and one autocommit transaction."""
@@ -264,6 +264,7 @@ def _history_record(event: EntryEvent) -> dict[str, Any]:
         "resolution": event.resolution,
         "prev_hash": event.prev_hash,
         "hash": event.hash,
+        "auth": event.auth,
     }
 
 

@@ -122,6 +122,7 @@ def decode_request(data: dict[str, Any]) -> Write:
             reason=ctx["reason"],
             causation_id=ctx["causation_id"],
             idempotency_key=ctx["idempotency_key"],
+            auth=ctx.get("auth"),
         )
         ops.append((cls(**values), context))
     idem = data["idem"]

@@ -28,11 +28,11 @@ _EVENTS = f"""
            topic = {_DELETED} AS deleted, {SQL_EVENT_TYPE} AS event_type,
            r.namespace, r.key, CASE WHEN topic = {_DELETED} THEN NULL ELSE r.document END
            AS document, r.event_id, r.actor, r.reason, r.correlation_id, r.causation_id,
-           r.idempotency_key, r.patch, r.resolution, r.prev_hash, r.hash
+           r.idempotency_key, r.patch, r.resolution, r.prev_hash, r.hash, r.auth
     FROM ssot_events, json_to_record(convert_from(state, 'UTF8')::json) AS r(
         namespace text, key text, document json, patch json, event_id uuid, actor text,
         reason text, correlation_id text, causation_id text, idempotency_key text,
-        resolution json, prev_hash text, hash text)
+        resolution json, prev_hash text, hash text, auth jsonb)
     WHERE notification_id > %(after)s AND notification_id <= %(upto)s
 """
 
@@ -95,10 +95,10 @@ class EntryHistory:
         await conn.execute(f"""
             INSERT INTO {t['entry_history']} (namespace, key, version, position, recorded_at,
                 event_type, event_id, actor, reason, correlation_id, causation_id,
-                idempotency_key, patch, document, resolution, prev_hash, hash)
+                idempotency_key, patch, document, resolution, prev_hash, hash, auth)
             SELECT namespace, key, version, position, recorded_at, event_type, event_id,
                 actor, reason, correlation_id, causation_id, idempotency_key, patch, document,
-                resolution, prev_hash, hash
+                resolution, prev_hash, hash, auth
             FROM ({_EVENTS}) ev""".encode(), {"after": after, "upto": upto})
 
 

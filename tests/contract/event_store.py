@@ -130,10 +130,13 @@ class EventStoreContract:
         assert store.current_states([(ns, "b")]) == {(ns, "b"): None}
         assert store.stored_results([idem])[("contract", idem.key)][0] == b"h1"
 
-    def test_a_value_the_store_refuses_fails_the_whole_append(self, store: EventStore,
-                                                              ns: str) -> None:
+    @pytest.mark.parametrize("refused", [
+        {"reason": "a\x00b"}, {"auth": {"method": "token", "token_id": "a\x00b"}}],
+        ids=["reason", "auth"])
+    def test_a_value_the_store_refuses_fails_the_whole_append(
+            self, store: EventStore, ns: str, refused: dict[str, Any]) -> None:
         good = Stream(ns, "good").put({"n": 1})
-        bad = Stream(ns, "bad").put({"n": 1}, reason="a\x00b")
+        bad = Stream(ns, "bad").put({"n": 1}, **refused)
         with pytest.raises(DataError):
             store.append([good, bad])
         assert store.current_states([(ns, "good"), (ns, "bad")]) == {

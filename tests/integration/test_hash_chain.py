@@ -4,27 +4,34 @@ hash, with a canonical encoding the standard library reproduces."""
 from __future__ import annotations
 
 import enum
+import gzip
 import hashlib
 import itertools
 import json
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from nexus_ssot.integrity.verify.log import fast_hash
 from nexus_ssot.ledger import chain
 from nexus_ssot.ledger.commands import Context, Delete, MergePatch, Put, Restore
 from nexus_ssot.ledger.documents import Limits
 from nexus_ssot.ledger.domain import decide
-from nexus_ssot.ledger.events import EVENT_TYPE_NAMES, EntryEvent, evolve
+from nexus_ssot.ledger.events import EVENT_TYPE_NAMES, TYPE_OF_TOPIC, EntryEvent, evolve
+
+COMPAT_EXPORT = Path(__file__).parent.parent / "fixtures" / "main-2026-12-03.ndjson.gz"
 
 
-def ctx() -> Context:
-    return Context(event_id=uuid.uuid4(), timestamp=datetime.now(UTC), actor="alice",
-                   correlation_id="c-1", reason="why")
+def ctx(**overrides: Any) -> Context:
+    return Context(**{"event_id": uuid.uuid4(), "timestamp": datetime.now(UTC),
+                      "actor": "alice", "correlation_id": "c-1", "reason": "why",
+                      **overrides})
 
 
 def history() -> list[EntryEvent]:
@@ -53,6 +60,8 @@ def recompute(event: EntryEvent) -> str:
         "restored_from_version": getattr(event, "restored_from_version", None),
         "prev_hash": event.prev_hash,
     }
+    if event.auth is not None:  # a member only when there is one
+        fields["auth"] = event.auth
     text = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
                       allow_nan=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
@@ -68,11 +77,70 @@ def test_each_event_chains_to_the_previous_one_of_its_stream() -> None:
         assert len(event.hash or "") == 64
 
 
-@pytest.mark.parametrize("member", [m for m in chain.HASHED if m != "prev_hash"])
+@pytest.mark.parametrize("member", [m for m in chain.HASHED + chain.OPTIONAL
+                                    if m != "prev_hash"])
 def test_every_hashed_member_changes_the_hash(member: str) -> None:
-    fields: dict[str, Any] = {m: f"value-{m}" for m in chain.HASHED}
+    fields: dict[str, Any] = {m: f"value-{m}" for m in chain.HASHED + chain.OPTIONAL}
     changed = {**fields, member: "other"}
     assert chain.event_hash(fields) != chain.event_hash(changed)
+
+
+# --- auth: hashed when there is one, and only then ---------------------------------------
+
+AUTH = {"method": "token", "token_id": "3f2a9c", "on_behalf_of": "carol"}
+
+#: An event's hashed members, and the hash the ledger gave them before events had ``auth``
+#: (ledger/chain.py of main at 992776d, and the standard library by definition).
+BEFORE_AUTH: dict[str, Any] = {
+    "stream": "5b0c6f4e-2f7b-5a3e-9d53-3f0f8a0b6c11", "version": 2, "type": "entry.updated",
+    "namespace": "config", "key": "services/db", "document": {"pool": 20, "url": "pg://a"},
+    "patch": [{"op": "replace", "path": "/pool", "value": 20}], "actor": "alice",
+    "reason": "more connections", "correlation_id": "c-1", "causation_id": None,
+    "idempotency_key": None, "event_id": "00000000-0000-4000-8000-000000000001",
+    "resolution": None, "restored_from_version": None, "prev_hash": "ab" * 32}
+BEFORE_AUTH_HASH = "0eaa0e5ab098652a713f868ded3654f3ceba8da45e3ce2a67473cb58738d872e"
+
+
+def test_an_event_without_auth_hashes_exactly_as_before() -> None:
+    assert chain.event_hash(BEFORE_AUTH) == BEFORE_AUTH_HASH
+    assert chain.event_hash({**BEFORE_AUTH, "auth": None}) == BEFORE_AUTH_HASH
+    assert chain.hashed_members({**BEFORE_AUTH, "auth": None}) == BEFORE_AUTH
+    assert chain.event_hash({**BEFORE_AUTH, "auth": AUTH}) != BEFORE_AUTH_HASH
+
+
+def test_an_events_auth_is_hashed_with_it() -> None:
+    first = decide(None, Put("ns", "k", document={"a": 1}), ctx(auth=AUTH), Limits())
+    second = decide(evolve(None, first), Put("ns", "k", document={"a": 2}), ctx(), Limits())
+    assert (first.auth, second.auth) == (AUTH, None)
+    assert second.prev_hash == first.hash
+    for event in (first, second):
+        assert event.hash == recompute(event)
+    members = chain.hashed_members({"auth": AUTH})
+    assert members["auth"] == AUTH and set(members) == {*chain.HASHED, "auth"}
+
+
+def test_every_event_of_the_old_fixture_hashes_as_it_was_stored() -> None:
+    """The compatibility fixture's events (written before ``auth``) through today's code:
+    ``chain.event_hash`` reproduces their stored hashes, and so does the verifier's fast
+    path for those it takes (not those with floats, which it hands to the canonical one)."""
+    with gzip.open(COMPAT_EXPORT, "rb") as f:
+        lines = [orjson.loads(line) for line in f]
+    events = [line for line in lines if line["t"] == "event"]
+    assert len(events) > 50
+    fast = 0
+    for e in events:
+        state, kind = e["state"], TYPE_OF_TOPIC[e["topic"]]
+        assert "auth" not in state
+        fields = {**state, "stream": e["stream"], "version": e["version"], "type": kind}
+        assert chain.event_hash(fields) == state["hash"]
+        quick = fast_hash(orjson.dumps(state), e["stream"], e["version"], kind)
+        if quick is not None and quick[0] == quick[1]:
+            fast += 1
+            assert quick[0] == state["hash"]
+        else:  # orjson's bytes are not the canonical ones here
+            members = chain.hashed_members(fields)
+            assert chain.candidate(members) != chain.canonical_stdlib(members)
+    assert fast > 40
 
 
 def test_the_canonical_encoding_is_documented_byte_for_byte() -> None:

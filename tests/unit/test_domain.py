@@ -279,6 +279,7 @@ def test_the_context_is_carried_on_every_event(state: EntryState | None, command
         reason="customer asked",
         causation_id="evt-41",
         idempotency_key="idem-7",
+        auth={"method": "token", "token_id": "3f2a", "on_behalf_of": "carol"},
     )
     event = decide(state, command, context, LIMITS)
     assert event.event_id == context.event_id
@@ -288,11 +289,13 @@ def test_the_context_is_carried_on_every_event(state: EntryState | None, command
     assert event.reason == "customer asked"
     assert event.causation_id == "evt-41"
     assert event.idempotency_key == "idem-7"
+    assert event.auth == {"method": "token", "token_id": "3f2a", "on_behalf_of": "carol"}
 
 
 def test_optional_context_fields_default_to_none_on_the_event() -> None:
     event = decide(None, Put(NS, KEY, document={}), ctx(), LIMITS)
-    assert (event.reason, event.causation_id, event.idempotency_key) == (None, None, None)
+    assert (event.reason, event.causation_id, event.idempotency_key, event.auth) == \
+        (None, None, None, None)
 
 
 # --- decide: preconditions that hold --------------------------------------------------

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 from eventsourcing.application import project_aggregate
-from eventsourcing.persistence import Mapper
+from eventsourcing.persistence import Mapper, StoredEvent
 from eventsourcing.utils import get_topic, resolve_topic
 
 from nexus_ssot.ledger.addressing import stream_id
@@ -219,3 +220,47 @@ def test_the_aggregate_loads_legacy_history_too() -> None:
     assert isinstance(entry, Entry)
     assert entry.state == EntryState(NS, KEY, 3, None, deleted=True)
     assert entry.version == 3
+
+
+# --- stored state, old and new ----------------------------------------------------------
+
+
+def _stored_state_of_version(event: EntryEvent, class_version: int | None) -> dict[str, Any]:
+    """``event``'s stored state as a ledger whose events had ``class_version`` wrote it
+    (None: the first, which stored no class version)."""
+    mapper = Mapper(transcoder=OrjsonTranscoder())
+    state: dict[str, Any] = orjson.loads(mapper.to_stored_event(event).state)
+    del state["auth"]  # added by class version 4
+    if class_version is None or class_version < 3:
+        del state["prev_hash"], state["hash"]
+    if class_version is None or class_version < 2:
+        del state["resolution"]
+    if class_version is None:
+        del state["class_version"]
+    else:
+        state["class_version"] = class_version
+    return state
+
+
+@pytest.mark.parametrize("class_version", [None, 2, 3])
+def test_events_from_before_auth_load_with_none(class_version: int | None) -> None:
+    mapper = Mapper(transcoder=OrjsonTranscoder())
+    event = decide(None, Put(NS, KEY, document={"a": 1}), ctx(), LIMITS)
+    stored = mapper.to_stored_event(event)
+    old = StoredEvent(stored.originator_id, stored.originator_version, stored.topic,
+                      orjson.dumps(_stored_state_of_version(event, class_version)))
+    loaded = mapper.to_domain_event(old)
+    assert isinstance(loaded, EntryCreated)
+    assert loaded.auth is None
+    assert (loaded.actor, loaded.document, loaded.event_id) == \
+        (event.actor, event.document, event.event_id)
+
+
+def test_an_events_auth_is_stored_and_loaded_with_it() -> None:
+    mapper = Mapper(transcoder=OrjsonTranscoder())
+    auth = {"method": "oidc", "issuer": "https://idp.example", "on_behalf_of": "alice"}
+    event = decide(None, Put(NS, KEY, document={"a": 1}), ctx(auth=auth), LIMITS)
+    stored = mapper.to_stored_event(event)
+    state = orjson.loads(stored.state)
+    assert state["class_version"] == 4 and state["auth"] == auth
+    assert mapper.to_domain_event(stored).auth == auth

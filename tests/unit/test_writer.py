@@ -4,15 +4,18 @@ alone, idempotent retries answered from the first, stale writes merged by replay
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import Future
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import pytest
 from eventsourcing.persistence import OperationalError
 
+from nexus_ssot.ledger import writer_service
 from nexus_ssot.ledger.commands import Command, Context, Delete, Expectation, MergePatch, Put
 from nexus_ssot.ledger.documents import Limits
 from nexus_ssot.ledger.errors import (
@@ -358,3 +361,34 @@ def test_the_writer_thread_drains_its_queue_into_one_batch(store: CountingStore)
     assert store.appends == commits == [7]
     with pytest.raises(Unavailable):
         writer.submit(put("k", {"n": 6}), context()).result(10)
+
+
+# --- the writer process's wire format -------------------------------------------------
+
+
+@pytest.mark.parametrize("reason", ["plain", "lone \ud800 surrogate"],
+                         ids=["orjson", "json"])
+def test_a_request_to_the_writer_process_carries_each_context_whole(reason: str) -> None:
+    """``auth`` among the rest, through either encoder (json for what orjson refuses)."""
+    auth = {"method": "token", "token_id": "3f2a", "on_behalf_of": "alice"}
+    write = Write(((put("a", {"n": 1}), context(auth=auth, reason=reason,
+                                                idempotency_key="k-1")),
+                   (put("b", {"n": 2}), context())),
+                  Idempotency("test", "k-1", b"\x01\x02"), atomic=True)
+    payload = writer_service.encode_request(7, write)
+    try:
+        data = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        data = json.loads(payload)
+    assert writer_service.decode_request(data) == write
+    [(_, first), (_, second)] = writer_service.decode_request(data).ops
+    assert (first.auth, second.auth) == (auth, None)
+
+
+def test_the_writer_records_the_auth_of_each_event(writer: GroupCommitWriter,
+                                                   store: CountingStore) -> None:
+    auth = {"method": "oidc", "issuer": "https://idp.example"}
+    futures = batch(writer, (put("a", {"n": 1}), context(auth=auth), None),
+                    (put("b", {"n": 1}), context(), None))
+    assert [f.result().version for f in futures] == [1, 1]
+    assert {e.key: e.auth for e in store.events} == {"a": auth, "b": None}
