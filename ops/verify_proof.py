@@ -10,6 +10,8 @@ USAGE = "usage: python verify_proof.py PROOF.json|- DIGEST.json [PUBLIC_KEY.pem]
 HASHED = ("stream", "version", "type", "namespace", "key", "document", "patch", "actor",
           "reason", "correlation_id", "causation_id", "idempotency_key", "event_id",
           "resolution", "restored_from_version", "prev_hash")
+#: Hashed only when present and not null (an event from before them hashes without them).
+OPTIONAL = ("auth",)
 
 
 def canonical(value: Any) -> bytes:
@@ -43,7 +45,9 @@ def failure(proof: Any, digest: Any, key_file: str | None) -> str | None:
         return "digest: its hash does not match its content"
     if proof["digest"]["hash"] != digest["hash"]:
         return f"digest: the proof is against digest {proof['digest']['seq']}, not this one"
-    if sha256(canonical({k: event.get(k) for k in HASHED})).hex() != event["hash"]:
+    members = {k: event.get(k) for k in HASHED}
+    members.update((k, event[k]) for k in OPTIONAL if event.get(k) is not None)
+    if sha256(canonical(members)).hex() != event["hash"]:
         return "event: its hash does not match its members"
     data = canonical({k: event[k] for k in ("position", "recorded_at", "hash")})
     if sha256(b"\x00" + data).hex() != leaf["hash"]:

@@ -65,7 +65,7 @@ async def proof(conn: psycopg.AsyncConnection[Any], namespace: str, key: str, ve
             "digest, or none for the latest", code="not_in_digest", field="digest")
     fields = {**state, "stream": str(stream_id(namespace, key)), "version": version,
               "type": TYPE_OF_TOPIC.get(topic, topic)}
-    event: dict[str, Any] = {k: fields.get(k) for k in chain.HASHED}
+    event: dict[str, Any] = chain.hashed_members(fields)
     event.update(position=position, recorded_at=chain.timestamp(recorded_at),
                  event_type=event["type"], hash=state.get("hash"))
     leaf = leaf_of(position, recorded_at, state.get("hash"))

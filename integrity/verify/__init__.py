@@ -4,7 +4,7 @@ first problem in log order, precisely (``ssot verify``, ``GET /v1/integrity/veri
 
 What is checked, over the positions ``(from, to]`` of one REPEATABLE READ snapshot:
 
-- **each event's own hash**: the ``chain.HASHED`` members of its state (with ``stream``
+- **each event's own hash**: the ``chain.hashed_members`` of its state (with ``stream``
   = its stream id, ``version`` = its stream version, ``type`` from its topic) hash to the
   ``hash`` its state holds; otherwise ``event_altered``, the field named by comparing the
   state with the independent copy in ``entry_history`` (or saying that the copy agrees:

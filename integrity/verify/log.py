@@ -27,6 +27,7 @@ from .. import merkle
 Conn = psycopg.Connection[tuple[Any, ...]]
 
 _N_HASHED = len(chain.HASHED)
+_OPTIONAL = chain.OPTIONAL
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _TO_CHAR = "to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
 
@@ -38,8 +39,8 @@ _EVENTS_SQL = (
 
 _HISTORY_COLUMNS = ("namespace, key, version, position, event_type, event_id::text, actor, "
                     "reason, correlation_id, causation_id, idempotency_key, patch::text, "
-                    "document::text, resolution::text, prev_hash, hash, recorded_at, "
-                    + _TO_CHAR.format("recorded_at"))
+                    "document::text, resolution::text, prev_hash, hash, auth::text, "
+                    "recorded_at, " + _TO_CHAR.format("recorded_at"))
 
 
 @dataclass
@@ -57,7 +58,7 @@ class History:
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> History:
         (ns, key, version, position, event_type, event_id, actor, reason, correlation,
-         causation, idempotency, patch, document, resolution, prev_hash, hash_, _at,
+         causation, idempotency, patch, document, resolution, prev_hash, hash_, auth, _at,
          at_text) = row
         members = {
             "namespace": ns, "key": key, "version": int(version), "type": event_type,
@@ -68,6 +69,7 @@ class History:
             "document": None if document is None else json.loads(document),
             "resolution": None if resolution is None else json.loads(resolution),
             "prev_hash": prev_hash, "hash": hash_,
+            "auth": None if auth is None else json.loads(auth),
         }
         return cls(ns, key, int(version), int(position), event_type, members, at_text)
 
@@ -114,8 +116,7 @@ class Event:
         return self.get("hash")
 
     def hashed(self) -> dict[str, Any]:
-        state = self.decoded or {}
-        return {**{k: state.get(k) for k in chain.HASHED}, "stream": self.stream,
+        return {**chain.hashed_members(self.decoded or {}), "stream": self.stream,
                 "version": self.version, "type": TYPE_OF_TOPIC.get(self.topic, self.topic)}
 
     def recomputed(self) -> str | None:
@@ -164,8 +165,15 @@ def fast_hash(state: bytes, stream: str, version: int, event_type: str
     s.pop("class_version", None)
     if "restored_from_version" not in s:
         s["restored_from_version"] = None
+    members = _N_HASHED
+    for name in _OPTIONAL:  # hashed only when not null
+        if name in s:
+            if s[name] is None:
+                del s[name]
+            else:
+                members += 1
     s["stream"], s["version"], s["type"] = stream, version, event_type
-    if len(s) != _N_HASHED:
+    if len(s) != members:
         return None
     try:
         computed = hashlib.sha256(chain.candidate(s)).hexdigest()
@@ -309,10 +317,10 @@ def differences(event: Event, history: History | None) -> list[str]:
         fields.append("stream")
     for name in ("namespace", "key", "version", "type", "event_id", "actor", "reason",
                  "correlation_id", "causation_id", "idempotency_key", "patch",
-                 "document", "resolution", "prev_hash", "hash"):
+                 "document", "resolution", "prev_hash", "hash", "auth"):
         if name == "document" and history.event_type == "entry.deleted":
             continue  # the history keeps no document for a delete
-        ours = members[name] if name != "hash" else event.stored_hash
+        ours = event.stored_hash if name == "hash" else members.get(name)
         if _canon(ours) != _canon(history.members[name]):
             fields.append(name)
     if event.recorded_at != history.recorded_at:

@@ -103,7 +103,7 @@ def _hash_matches(fields: dict[str, Any], own: str) -> bool:
     (``chain.candidate``) is trusted when it reproduces ``own`` exactly (equal SHA-256:
     these are the bytes that were hashed), as ``ssot verify`` trusts it; otherwise
     ``chain.event_hash`` decides (which proves the encoding canonical first)."""
-    hashed = {k: fields.get(k) for k in chain.HASHED}
+    hashed = chain.hashed_members(fields)
     with contextlib.suppress(orjson.JSONEncodeError):
         if hashlib.sha256(chain.candidate(hashed)).hexdigest() == own:
             return True

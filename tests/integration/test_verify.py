@@ -62,9 +62,14 @@ def _with_db(url: str, name: str) -> str:
     return psycopg.conninfo.make_conninfo(**{k: str(v) for k, v in parts.items()})
 
 
-def _context(reason: str | None = None) -> Context:
+def _context(reason: str | None = None, auth: dict[str, Any] | None = None) -> Context:
     return Context(event_id=uuid.uuid4(), timestamp=datetime.now(UTC), actor="alice",
-                   correlation_id=f"seed-{secrets.token_hex(3)}", reason=reason)
+                   correlation_id=f"seed-{secrets.token_hex(3)}", reason=reason, auth=auth)
+
+
+#: How the actor of the seeded events of namespace ops authenticated (those of cfg: no
+#: auth, as events from before it was recorded).
+OPS_AUTH = {"method": "token", "token_id": "3f2a9c", "on_behalf_of": "carol"}
 
 
 #: The log, batch by batch (one transaction each); "gap" burns a position, as a failed
@@ -97,7 +102,9 @@ def _seed(url: str) -> None:
                 if step == "gap":
                     conn.execute("SELECT nextval('ssot_events_notification_id_seq')")
                     continue
-                for future in writer.write_batch([(c, _context("seed"), None) for c in step]):
+                for future in writer.write_batch([
+                        (c, _context("seed", OPS_AUTH if c.namespace == "ops" else None), None)
+                        for c in step]):
                     future.result()
     finally:
         app.close()
@@ -316,6 +323,40 @@ def test_one_changed_byte_of_an_event_is_found_with_its_field(db: str, seeded: S
     assert (first["kind"], first["position"], first["field"]) == \
         ("event_altered", position, "document")
     assert (first["namespace"], first["key"], first["version"]) == ("cfg", "a", 2)
+
+
+@pytest.mark.parametrize("change", ["changed", "removed", "nulled"])
+def test_a_changed_or_removed_auth_is_found_with_its_field(db: str, seeded: Seeded,
+                                                           change: str) -> None:
+    position = seeded.positions["ops", "y", 2]
+    with tampering(db) as conn:
+        state = orjson.loads(_state(conn, position))
+        assert state["auth"] == OPS_AUTH
+        if change == "changed":
+            state["auth"] = {**OPS_AUTH, "on_behalf_of": "mallory"}
+        elif change == "removed":
+            del state["auth"]  # as if the event had been written before auth was
+        else:
+            state["auth"] = None
+        conn.execute("UPDATE ssot_events SET state = %s WHERE notification_id = %s",
+                     (orjson.dumps(state), position))
+    first = first_problem(db, seeded)
+    assert (first["kind"], first["position"], first["field"]) == \
+        ("event_altered", position, "auth")
+    assert (first["namespace"], first["key"], first["version"]) == ("ops", "y", 2)
+
+
+def test_an_event_given_an_auth_it_never_had_is_found(db: str, seeded: Seeded) -> None:
+    position = seeded.positions["cfg", "b", 2]
+    with tampering(db) as conn:
+        state = orjson.loads(_state(conn, position))
+        assert state["auth"] is None
+        state["auth"] = OPS_AUTH
+        conn.execute("UPDATE ssot_events SET state = %s WHERE notification_id = %s",
+                     (orjson.dumps(state), position))
+    first = first_problem(db, seeded)
+    assert (first["kind"], first["position"], first["field"]) == \
+        ("event_altered", position, "auth")
 
 
 def test_a_byte_that_breaks_the_json_is_found(db: str, seeded: Seeded) -> None:
