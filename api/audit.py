@@ -111,11 +111,16 @@ async def _export(service: Service, where: audit_trail.AuditFilter,
         async for row in audit_trail.audit_rows(conn, where):
             if not sees(row["namespace"], row["key"]):
                 continue
+            # decoded (jsonb's text spaces its members); none when the event has none
+            auth = row.pop("auth")
             if csv_out:
+                row["auth"] = "" if auth is None else orjson.dumps(orjson.loads(auth)).decode()
                 buffer.seek(0)
                 buffer.truncate()
                 writer.writerow(row.values())
                 yield buffer.getvalue().encode()
             else:
                 row["patch"] = orjson.Fragment(row["patch"])
+                if auth is not None:
+                    row["auth"] = orjson.loads(auth)
                 yield orjson.dumps(row) + b"\n"

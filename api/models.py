@@ -40,6 +40,11 @@ class HistoryEvent(Entry):
     patch: list[dict[str, Any]] = Field(description="RFC 6902 patch from the previous version")
     resolution: dict[str, Any] | None = Field(
         None, description="How a stale If-Match was resolved (null when it was not stale)")
+    auth: dict[str, Any] | None = Field(
+        None, description='How the actor authenticated, e.g. {"method": "token", '
+        '"token_id": "3f2a…"} or {"method": "oidc", "issuer": "https://idp.example"}, '
+        'with "on_behalf_of" when a trusted proxy acted for an end user; never a secret. '
+        "Absent for events recorded before it was")
 
 
 class EntryPage(BaseModel):
@@ -91,8 +96,9 @@ class CloudEvent(BaseModel):
     time: str
     datacontenttype: str
     data: dict[str, Any] = Field(description="namespace, key, version, position, document, "
-                                 "patch, actor, reason, correlation_id, causation_id; and "
-                                 "resolution when a stale If-Match was resolved")
+                                 "patch, actor, reason, correlation_id, causation_id; "
+                                 "resolution when a stale If-Match was resolved; auth (how "
+                                 "the actor authenticated) when it was recorded")
 
 
 class EventPage(BaseModel):

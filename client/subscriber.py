@@ -55,6 +55,9 @@ class Change:
     causation_id: str | None
     id: str
     time: str
+    #: How the actor authenticated, e.g. {"method": "token", "token_id": "…"}; None for
+    #: events recorded before it was.
+    auth: dict[str, Any] | None = None
 
     @property
     def deleted(self) -> bool:
@@ -67,7 +70,7 @@ class Change:
                    version=data["version"], type=event["type"], document=data["document"],
                    patch=data["patch"], actor=data["actor"], reason=data["reason"],
                    correlation_id=data["correlation_id"], causation_id=data["causation_id"],
-                   id=event["id"], time=event["time"])
+                   id=event["id"], time=event["time"], auth=data.get("auth"))
 
 
 #: Seconds without a message after which the consumer is looked at (is it there, is

@@ -14,10 +14,10 @@ SOURCE_PREFIX = "urn:nexus-ssot:namespace:"
 #: The history columns a CloudEvent is made of, in ``COLUMNS`` order.
 FIELDS = ("position", "event_id", "namespace", "key", "version", "event_type", "recorded_at",
           "actor", "reason", "correlation_id", "causation_id", "patch", "document",
-          "resolution")
+          "resolution", "auth")
 #: The SELECT list of ``FIELDS`` (the JSON columns as JSON text).
-COLUMNS = ", ".join(f"{f}::text AS {f}" if f in ("patch", "document", "resolution") else f
-                    for f in FIELDS)
+COLUMNS = ", ".join(f"{f}::text AS {f}" if f in ("patch", "document", "resolution", "auth")
+                    else f for f in FIELDS)
 
 
 def cloudevent(row: dict[str, Any]) -> bytes:
@@ -37,6 +37,9 @@ def cloudevent(row: dict[str, Any]) -> bytes:
     }
     if row.get("resolution"):  # how a stale If-Match was resolved (merge, last-writer-wins)
         data["resolution"] = orjson.Fragment(row["resolution"])
+    if row.get("auth"):  # how the actor authenticated (absent for events from before it)
+        # decoded, not a Fragment: jsonb's text spaces its members, unlike the rest
+        data["auth"] = orjson.loads(row["auth"])
     return orjson.dumps({
         "specversion": "1.0",
         "id": str(row["event_id"]),

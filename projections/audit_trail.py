@@ -9,17 +9,13 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
-from .sql import RECORDED_AT, row_json
+from .sql import EVENT_JSON, RECORDED_AT
 
-EVENT_JSON = row_json(
-    f"namespace, key, version, position, {RECORDED_AT} AS recorded_at, event_type, event_id,"
-    " actor, reason, correlation_id, causation_id, idempotency_key, patch, document,"
-    " resolution"
-)
-
-#: Columns of the CSV export, in order.
+#: Columns of the CSV export, in order (``patch`` and ``auth`` as JSON text; ``auth`` is
+#: null for events from before it was recorded).
 CSV_COLUMNS = ("position", "recorded_at", "namespace", "key", "version", "event_type",
-               "actor", "reason", "correlation_id", "causation_id", "event_id", "patch")
+               "actor", "reason", "correlation_id", "causation_id", "event_id", "patch",
+               "auth")
 
 
 @dataclass(frozen=True)
@@ -75,11 +71,12 @@ async def audit_page(conn: AsyncConnection[tuple[Any, ...]], where: AuditFilter,
 
 async def audit_rows(conn: AsyncConnection[tuple[Any, ...]], where: AuditFilter,
                      ) -> AsyncIterator[dict[str, Any]]:
-    """Every matching event, streamed through a server-side cursor."""
+    """Every matching event, streamed through a server-side cursor (``patch`` and
+    ``auth`` as JSON text, ``auth`` None when the event has none)."""
     clause, params, order = where.where()
     columns = ", ".join(
         f"{RECORDED_AT} AS recorded_at" if c == "recorded_at"
-        else "patch::text AS patch" if c == "patch" else c for c in CSV_COLUMNS)
+        else f"{c}::text AS {c}" if c in ("patch", "auth") else c for c in CSV_COLUMNS)
     async with conn.transaction(), conn.cursor(name="ssot_audit_export") as cur:
         await cur.execute(f"SELECT {columns} FROM entry_history WHERE {clause}"
                           f" ORDER BY {order}", params)

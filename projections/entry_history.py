@@ -6,7 +6,7 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
-from .sql import ENTRY_JSON, RECORDED_AT, row_json
+from .sql import ENTRY_JSON, EVENT_JSON
 
 # One version, sought through the primary key (namespace, key, version) in version order.
 # Not "version = %s" alone: then the (namespace, key, position) index looks just as cheap to
@@ -29,18 +29,12 @@ async def entry_version(
     return None if row is None or row[0] != version else (row[1], row[2].encode())
 
 
-_EVENT_JSON = row_json(
-    f"namespace, key, version, position, {RECORDED_AT} AS recorded_at, event_type, event_id,"
-    " actor, reason, correlation_id, causation_id, idempotency_key, patch, document,"
-    " resolution"
-)
-
 _HISTORY_ASC = (
-    f"SELECT version, {_EVENT_JSON} FROM entry_history"
+    f"SELECT version, {EVENT_JSON} FROM entry_history"
     " WHERE namespace = %s AND key = %s AND version > %s ORDER BY version LIMIT %s"
 )
 _HISTORY_DESC = (
-    f"SELECT version, {_EVENT_JSON} FROM entry_history"
+    f"SELECT version, {EVENT_JSON} FROM entry_history"
     " WHERE namespace = %s AND key = %s AND version < %s ORDER BY version DESC LIMIT %s"
 )
 

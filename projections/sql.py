@@ -23,3 +23,19 @@ def entry_json(alias: str = "") -> str:
 
 
 ENTRY_JSON = entry_json()
+
+
+def with_member_if_set(json_text: str, column: str) -> str:
+    """``json_text`` (an object's) with one more member, ``column``'s value, when that is
+    not null; when it is, the object as it was (no null member). For ``auth``: events from
+    before it was recorded keep the JSON they always had."""
+    return (f"CASE WHEN {column} IS NULL THEN {json_text} ELSE left({json_text}, -1)"
+            f" || ',\"{column}\":' || {column}::text || '}}' END")
+
+
+#: One event of the version history (a row of ``entry_history``): the entry it made, its
+#: metadata and patch, and ``auth`` when it was recorded.
+EVENT_JSON = with_member_if_set(row_json(
+    f"namespace, key, version, position, {RECORDED_AT} AS recorded_at, event_type, event_id,"
+    " actor, reason, correlation_id, causation_id, idempotency_key, patch, document,"
+    " resolution"), "auth")

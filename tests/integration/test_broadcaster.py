@@ -23,6 +23,7 @@ import orjson
 import psycopg
 import pytest
 
+from nexus_ssot.client.subscriber import Change
 from nexus_ssot.ledger.broadcaster import Broadcaster
 from nexus_ssot.ledger.commands import Context, Delete, Expectation, MergePatch, Put, Restore
 from nexus_ssot.ledger.documents import Limits
@@ -134,9 +135,10 @@ def test_every_event_type_arrives_as_a_cloudevent_with_its_fields(
     writes = [
         (Put(ns, key, document={"url": "pg://a", "pool": 5}), context(reason="first")),
         (Put(ns, key, Expectation(if_match=1), document={"url": "pg://b", "pool": 5}),
-         context(causation_id="deploy-7")),
+         context(causation_id="deploy-7", auth={"method": "token", "token_id": "3f2a"})),
         (MergePatch(ns, key, patch={"pool": 9}), context()),
-        (Delete(ns, key), context(reason="retired")),
+        (Delete(ns, key), context(reason="retired", auth={
+            "method": "oidc", "issuer": "https://idp.example", "on_behalf_of": "alice"})),
         (Restore(ns, key, from_version=1, document={"url": "pg://a", "pool": 5}), context()),
     ]
     outcomes = [writer.submit(c, x).result(10) for c, x in writes]
@@ -172,6 +174,9 @@ def test_every_event_type_arrives_as_a_cloudevent_with_its_fields(
         assert data["reason"] == ctx.reason
         assert data["correlation_id"] == "corr-1"
         assert data["causation_id"] == ctx.causation_id
+        # how the actor authenticated, when it was recorded; no member otherwise
+        assert data.get("auth", "absent") == (ctx.auth if ctx.auth else "absent")
+        assert Change.from_cloudevent(event).auth == ctx.auth
 
         assert jsonpatch.apply_patch(previous, data["patch"]) == data["document"]
         previous = data["document"]
