@@ -13,6 +13,7 @@ import orjson
 from fastapi import Request
 from starlette.responses import Response
 
+from nexus_ssot.access.identity import Identity
 from nexus_ssot.ledger.commands import Command, Context
 from nexus_ssot.ledger.errors import InvalidInput, Unavailable
 from nexus_ssot.ledger.event_store import Idempotency, Outcome
@@ -46,7 +47,12 @@ def outcome_json(outcome: Outcome) -> dict[str, Any]:
 
 class WriteRequest:
     """Who, why and which retry a write request is: the metadata every event it appends
-    carries, and its idempotency key scoped by actor."""
+    carries, and its idempotency key scoped by actor.
+
+    ``auth`` — how the actor authenticated, recorded in every event — is the one place the
+    caller's identity reaches the log: ``request.state.identity.auth_record()`` when an
+    authentication middleware has set ``request.state.identity`` (an
+    ``access.identity.Identity``), else None."""
 
     def __init__(self, request: Request, body: bytes, reason: str | None = None) -> None:
         settings = service_of(request).settings
@@ -61,6 +67,9 @@ class WriteRequest:
         self.reason = reason if reason is not None else header_reason
         self.correlation_id: str = request.state.correlation_id
         self.timestamp = http.utc_now()
+        identity: Identity | None = getattr(request.state, "identity", None)
+        self.auth: dict[str, Any] | None = (
+            identity.auth_record() if identity is not None else None)
         self.idempotency = (
             Idempotency(self.actor, self.idempotency_key, http.request_hash(request, body))
             if self.idempotency_key else None
@@ -75,6 +84,7 @@ class WriteRequest:
             correlation_id=self.correlation_id,
             reason=self.reason,
             idempotency_key=self.idempotency_key,
+            auth=self.auth,
         )
 
 
