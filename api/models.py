@@ -43,8 +43,8 @@ class HistoryEvent(Entry):
     auth: dict[str, Any] | None = Field(
         None, description='How the actor authenticated, e.g. {"method": "token", '
         '"token_id": "3f2a…"} or {"method": "oidc", "issuer": "https://idp.example"}, '
-        'with "on_behalf_of" when a trusted proxy acted for an end user; never a secret. '
-        "Absent for events recorded before it was")
+        'with "proxy" and "on_behalf_of" when a trusted proxy acted for an end user; never '
+        "a secret. Absent for events recorded before it was")
 
 
 class EntryPage(BaseModel):

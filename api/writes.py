@@ -49,15 +49,15 @@ class WriteRequest:
     """Who, why and which retry a write request is: the metadata every event it appends
     carries, and its idempotency key scoped by actor.
 
-    ``auth`` — how the actor authenticated, recorded in every event — is the one place the
-    caller's identity reaches the log: ``request.state.identity.auth_record()`` when an
-    authentication middleware has set ``request.state.identity`` (an
-    ``access.identity.Identity``), else None."""
+    ``auth`` — how the actor authenticated, recorded in every event — is the one place
+    that says so: ``request.state.identity.auth_record()`` when the authentication
+    middleware has set ``request.state.identity`` (an ``access.identity.Identity``; with
+    auth off, ``{"method": "anonymous"}``), else None."""
 
     def __init__(self, request: Request, body: bytes, reason: str | None = None) -> None:
         settings = service_of(request).settings
         self.idempotency_key = http.idempotency_key(request)
-        identity = getattr(request.state, "identity", None)
+        identity: Identity | None = getattr(request.state, "identity", None)
         if identity is None or identity.method == "anonymous":  # auth off
             self.actor = http.actor(request, default=settings.default_actor,
                                     trust_header=settings.trust_actor_header)
@@ -67,7 +67,6 @@ class WriteRequest:
         self.reason = reason if reason is not None else header_reason
         self.correlation_id: str = request.state.correlation_id
         self.timestamp = http.utc_now()
-        identity: Identity | None = getattr(request.state, "identity", None)
         self.auth: dict[str, Any] | None = (
             identity.auth_record() if identity is not None else None)
         self.idempotency = (

@@ -77,5 +77,6 @@ class Context:
     causation_id: str | None = None
     idempotency_key: str | None = None
     #: How the actor authenticated (``Identity.auth_record()``: ``method`` and, as they
-    #: apply, ``issuer``, ``token_id``, ``on_behalf_of``; never a secret), or None.
+    #: apply, ``issuer``, ``token_id``, ``proxy`` and ``on_behalf_of``; never a secret),
+    #: or None.
     auth: dict[str, Any] | None = None

@@ -1,10 +1,11 @@
 """Every event records how its actor authenticated (``auth``), end to end: taken by the API
-from ``request.state.identity`` (which an authentication middleware sets; here the test's
-own, by a header), carried to the writer process over its socket, hashed into the chain,
-stored in the version history, and read back by the history, the audit trail (JSON, CSV,
-NDJSON), the event feed (CloudEvents, catch-up and live), proofs, ``ssot verify``, ``ssot
-check`` and export/import. A write without an identity records none, and its event reads
-as events always did: no ``auth`` member at all.
+from the identity the authentication middleware made of the bearer token (the bootstrap
+token, an API token, a trusted proxy's token with ``X-Actor``), carried to the writer
+process over its socket, hashed into the chain, stored in the version history, and read
+back by the history, the audit trail (JSON, CSV, NDJSON), the event feed (CloudEvents,
+catch-up and live), proofs, ``ssot verify``, ``ssot check``, ``ssot replay`` and
+export/import. Events written without one (as every event before it was) have no ``auth``
+member at all and read as they always did.
 
 The module's writes go to a database of its own (verification and the consistency check
 cover the whole log), written once and read by every test."""
@@ -12,13 +13,16 @@ cover the whole log), written once and read by every test."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import secrets
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,51 +31,27 @@ import orjson
 import psycopg
 import pytest
 from psycopg import sql
-from starlette.datastructures import Headers
-from starlette.types import ASGIApp, Receive, Scope, Send
 
-from nexus_ssot.access.identity import Identity
+from nexus_ssot.api.authentication import bootstrap_identity
 from nexus_ssot.ledger import chain
+from nexus_ssot.ledger.commands import Context, Put
+from nexus_ssot.ledger.documents import Limits
 from nexus_ssot.ledger.events import TYPE_OF_TOPIC
 from nexus_ssot.ledger.migrate import migrate
+from nexus_ssot.ledger.namespace_settings import configure
+from nexus_ssot.ledger.store import open_application
+from nexus_ssot.ledger.writer import GroupCommitWriter
 from nexus_ssot.ops.writer_process import WriterProcess
 
-from .conftest import RunningServer, make_settings
+from .conftest import ADMIN_TOKEN, AUTH, RunningServer, make_settings
 from .test_backup import TABLES, add_digest, rows, ssot
 from .test_event_feed import read_sse
 
 ROOT = Path(__file__).parent.parent.parent
 PROOF_SCRIPT = ROOT / "ops" / "verify_proof.py"
-
-#: The callers, by the test header that names them.
-IDENTITIES = {
-    "token": Identity(subject="alice", method="token", token_id="3f2a9c"),
-    "oidc": Identity(subject="bob", groups=frozenset({"ops"}), method="oidc",
-                     issuer="https://idp.example"),
-    "proxy": Identity(subject="gateway", method="token", token_id="77aa01",
-                      on_behalf_of="carol"),
-}
-AUTH = {name: identity.auth_record() for name, identity in IDENTITIES.items()}
 NONE = "absent"  # what ``.get("auth", NONE)`` gives for an event without auth
-
-
-class Identify:
-    """What the authentication middleware will do: set ``request.state.identity``. Here
-    the identity is the one the test's ``X-Test-Identity`` header names."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            name = Headers(scope=scope).get("x-test-identity")
-            if name is not None:
-                scope.setdefault("state", {})["identity"] = IDENTITIES[name]
-        await self.app(scope, receive, send)
-
-
-def as_(name: str | None, **headers: str) -> dict[str, str]:
-    return {**headers, **({"X-Test-Identity": name} if name else {})}
+#: The administrator's (the suite's bootstrap token's) auth.
+ADMIN = bootstrap_identity(hashlib.sha256(ADMIN_TOKEN.encode()).hexdigest()).auth_record()
 
 
 @dataclass(frozen=True)
@@ -83,12 +63,16 @@ class Written:
     expected: dict[tuple[str, int], Any]
     #: The settings changes' versions -> their auth.
     settings: dict[int, Any]
+    #: The auth of the API token (alice's) and of the proxy acting for carol.
+    token: dict[str, Any]
+    proxy: dict[str, Any]
 
 
 @pytest.fixture(scope="module")
 def written(server_url: str) -> Iterator[Written]:
-    """Writes of every kind through the API and the writer process, by each identity and
-    by none."""
+    """Events from before auth (written by a writer of the test's own, without it), then
+    writes of every kind through the API and the writer process by the administrator, an
+    API token and a trusted proxy acting for an end user."""
     name = f"ssot_auth_{secrets.token_hex(4)}"
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
@@ -96,15 +80,16 @@ def written(server_url: str) -> Iterator[Written]:
     parts["dbname"] = name
     url = psycopg.conninfo.make_conninfo(**{k: str(v) for k, v in parts.items()})
     migrate(url)
-    settings = make_settings(url)
+    ns = f"auth{secrets.token_hex(4)}"
+    _write_without_auth(url, ns)
+    settings = make_settings(url, trusted_proxies=frozenset({"user:gateway"}))
     writer = WriterProcess(settings)
     writer.start()
     try:
-        server = RunningServer(settings.model_copy(
-            update={"writer_socket": writer.socket_path}))
-        server.app.add_middleware(Identify)
-        with server, httpx.Client(base_url=server.url, timeout=30) as client:
-            yield _write(url, server.url, client)
+        with RunningServer(settings.model_copy(
+                update={"writer_socket": writer.socket_path})) as server, \
+                httpx.Client(headers=AUTH, base_url=server.url, timeout=30) as admin:
+            yield _write(url, server.url, ns, admin)
     finally:
         writer.stop()
         with psycopg.connect(server_url, autocommit=True) as conn:
@@ -112,41 +97,68 @@ def written(server_url: str) -> Iterator[Written]:
                 sql.Identifier(name)))
 
 
-def _write(url: str, api_url: str, client: httpx.Client) -> Written:
-    ns = f"auth{secrets.token_hex(4)}"
+def _write_without_auth(url: str, ns: str) -> None:
+    """The namespace's first settings and entry a's first version, with no auth."""
+    app = open_application(url, pool_size=1)
+    writer = GroupCommitWriter(app, lambda _ns: Limits())
+    try:
+        for command in (configure(ns, {"conflict_policy": "merge"}),
+                        Put(ns, "a", document={"v": 0})):
+            context = Context(event_id=uuid.uuid4(), timestamp=datetime.now(UTC),
+                              actor="old", correlation_id="before-auth")
+            [future] = writer.write_batch([(command, context, None)])
+            future.result()
+    finally:
+        app.close()
+
+
+def _token(admin: httpx.Client, subject: str) -> tuple[str, str]:
+    """(id, bearer token) of a new administrator's API token for ``subject``."""
+    r = admin.post("/v1/access/tokens", json={"subject": subject, "groups": ["admins"],
+                                               "expires_in": 3600})
+    assert r.status_code == 201, r.text
+    return r.json()["id"], r.json()["token"]
+
+
+def _write(url: str, api_url: str, ns: str, admin: httpx.Client) -> Written:
     entry = f"/v1/namespaces/{ns}/entries"
+    alice_id, alice_token = _token(admin, "alice")
+    gateway_id, gateway_token = _token(admin, "gateway")
+    token = {"method": "token", "token_id": alice_id}
+    proxy = {"method": "token", "token_id": gateway_id, "proxy": "gateway",
+             "on_behalf_of": "carol"}
+    alice = {"Authorization": f"Bearer {alice_token}"}
+    carol = {"Authorization": f"Bearer {gateway_token}", "X-Actor": "carol"}
 
     def ok(response: httpx.Response) -> Any:
         assert response.status_code < 300, response.text
         return response.json()
 
-    ok(client.put(f"/v1/namespaces/{ns}", json={"conflict_policy": "merge"},
-                  headers=as_("oidc", **{"If-None-Match": "*"})))
-    ok(client.put(f"{entry}/a", json={"v": 1}, headers=as_("token", **{"X-Reason": "r"})))
-    cut = ok(client.put(f"{entry}/a", json={"v": 2}))["position"]  # no identity
-    ok(client.patch(f"{entry}/a", json={"w": 3}, headers=as_(
-        "proxy", **{"Content-Type": "application/merge-patch+json"})))
-    assert client.delete(f"{entry}/a", headers=as_("oidc")).status_code in (200, 204)
-    ok(client.post(f"{entry}/a/revert", json={"to_version": 1}, headers=as_("token")))
-    ok(client.post("/v1/batch", json={"operations": [
+    cut = ok(admin.put(f"{entry}/a", json={"v": 1}, headers={"X-Reason": "r"}))["position"]
+    ok(admin.patch(f"{entry}/a", json={"w": 2}, headers={
+        **alice, "Content-Type": "application/merge-patch+json"}))
+    assert admin.delete(f"{entry}/a", headers=carol).status_code in (200, 204)
+    ok(admin.post(f"{entry}/a/revert", json={"to_version": 1}))
+    ok(admin.post("/v1/batch", headers=alice, json={"operations": [
         {"op": "put", "namespace": ns, "key": "b", "document": {"n": 1}},
-        {"op": "put", "namespace": ns, "key": "c", "document": {"n": 1}}]},
-        headers=as_("proxy")))
-    restored = ok(client.post(f"/v1/namespaces/{ns}/restore",
-                              json={"position": cut, "reason": "undo"}, headers=as_("token")))
+        {"op": "put", "namespace": ns, "key": "c", "document": {"n": 1}}]}))
+    restored = ok(admin.post(f"/v1/namespaces/{ns}/restore", headers=carol,
+                             json={"position": cut, "reason": "undo"}))
     assert {(s["key"], s["version"]) for s in restored["operations"]} == {
         ("a", 6), ("b", 2), ("c", 2)}
-    ok(client.put(f"/v1/namespaces/{ns}", json={"conflict_policy": "strict"}))
-    expected = {("a", 1): AUTH["token"], ("a", 2): NONE, ("a", 3): AUTH["proxy"],
-                ("a", 4): AUTH["oidc"], ("a", 5): AUTH["token"], ("b", 1): AUTH["proxy"],
-                ("c", 1): AUTH["proxy"], ("a", 6): AUTH["token"], ("b", 2): AUTH["token"],
-                ("c", 2): AUTH["token"]}
-    return Written(url, api_url, ns, expected, {1: AUTH["oidc"], 2: NONE})
+    ok(admin.put(f"/v1/namespaces/{ns}", json={"conflict_policy": "strict"}, headers=alice))
+    history = ok(admin.get(f"{entry}/a/history"))["items"]
+    assert [i["actor"] for i in history] == ["old", "admin", "alice", "carol", "admin",
+                                             "carol"]
+    expected = {("a", 1): NONE, ("a", 2): ADMIN, ("a", 3): token, ("a", 4): proxy,
+                ("a", 5): ADMIN, ("b", 1): token, ("c", 1): token, ("a", 6): proxy,
+                ("b", 2): proxy, ("c", 2): proxy}
+    return Written(url, api_url, ns, expected, {1: NONE, 2: token}, token, proxy)
 
 
 @pytest.fixture()
 def client(written: Written) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=written.api_url, timeout=30) as c:
+    with httpx.Client(headers=AUTH, base_url=written.api_url, timeout=30) as c:
         yield c
 
 
@@ -162,7 +174,7 @@ def test_the_history_shows_how_each_events_actor_authenticated(
         assert r.status_code == 200, r.text
         items += r.json()["items"]
         if key == "a":  # the event without auth has no member, not a null one
-            [unauthenticated] = [i for i in r.json()["items"] if i["version"] == 2]
+            [unauthenticated] = [i for i in r.json()["items"] if i["version"] == 1]
             assert set(unauthenticated) == {
                 "namespace", "key", "version", "position", "recorded_at", "event_type",
                 "event_id", "actor", "reason", "correlation_id", "causation_id",
@@ -233,13 +245,13 @@ def test_the_views_equal_the_fold_of_the_log(written: Written) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     with psycopg.connect(written.database_url, autocommit=True) as conn:
         conn.execute("UPDATE entry_history SET auth = %s WHERE namespace = %s AND key = 'a'"
-                     " AND version = 3", (orjson.dumps(AUTH["token"]).decode(), written.ns))
+                     " AND version = 3", (orjson.dumps(written.proxy).decode(), written.ns))
         try:
             drift = ssot(written.database_url, "check", "--view", "entry_history")
         finally:
             conn.execute("UPDATE entry_history SET auth = %s WHERE namespace = %s"
                          " AND key = 'a' AND version = 3",
-                         (orjson.dumps(AUTH["proxy"]).decode(), written.ns))
+                         (orjson.dumps(written.token).decode(), written.ns))
     assert drift.returncode == 1, drift.stdout + drift.stderr
     assert f"entry_history: namespace {written.ns}: key a version 3 differs" in drift.stdout
 
@@ -261,7 +273,7 @@ def test_ssot_replay_rebuilds_and_copies_the_history_with_it(written: Written) -
         copied = rows(url, f"SELECT key, version, auth FROM {schema}.entry_history"
                            f" WHERE namespace = '{ns}'")
         assert {(k, v): a if a is not None else NONE for k, v, a in copied} == {
-            ("a", 1): AUTH["token"], ("a", 2): NONE, ("a", 3): AUTH["proxy"]}
+            ("a", 1): NONE, ("a", 2): ADMIN, ("a", 3): written.token}
     finally:
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
@@ -300,16 +312,16 @@ def test_a_proof_holds_it_and_the_standalone_script_checks_it(
         written: Written, client: httpx.Client, tmp_path: Path) -> None:
     add_digest(written.database_url)  # leaves and a digest of the whole log, unsigned
     base = f"/v1/namespaces/{written.ns}/entries/a/proof"
-    with_auth = client.get(base, params={"version": 3}).json()
-    without = client.get(base, params={"version": 2}).json()
-    assert with_auth["event"]["auth"] == AUTH["proxy"]
+    with_auth = client.get(base, params={"version": 4}).json()
+    without = client.get(base, params={"version": 1}).json()
+    assert with_auth["event"]["auth"] == written.proxy
     assert "auth" not in without["event"]
     for proof in (with_auth, without):
         assert check_proof(proof, tmp_path) == "OK"
     event = with_auth["event"]
-    for changed in ({**event, "auth": AUTH["token"]}, {**event, "auth": None},
+    for changed in ({**event, "auth": written.token}, {**event, "auth": None},
                     {k: v for k, v in event.items() if k != "auth"},
-                    {**without["event"], "auth": AUTH["proxy"]}):
+                    {**without["event"], "auth": written.proxy}):
         assert check_proof({**with_auth, "event": changed}, tmp_path).startswith(
             "FAIL event:")
 
