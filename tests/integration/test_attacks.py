@@ -565,9 +565,6 @@ def test_a_flood_of_bad_requests_is_each_recorded_or_counted_in_a_summary(
     assert event_count(db) == before
 
 
-@pytest.mark.xfail(strict=True, reason="events record no auth member yet (docs/access.md says "
-                   "they do; Identity.auth_record() is unused here, branch authmember adds "
-                   "it): drop this mark when it lands")
 def test_a_proxied_write_records_the_proxy_in_its_auth(w: World) -> None:
     v = w.vars
     answer = send_raw(w.port, "PUT", f"/v1/namespaces/{v['ns']}/entries/services/via-proxy",

@@ -34,6 +34,7 @@ _VOLATILE = [
     (re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z"), "<time>"),
     (re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"), "<uuid>"),
     (re.compile(r"ssot_[0-9a-f]{16}_[A-Za-z0-9_-]{43}"), "<token>"),
+    (re.compile(r"bootstrap-[0-9a-f]{12}"), "bootstrap-<id>"),
     (re.compile(r"\b(token:?\s*|\"id\":\")[0-9a-f]{16}\b"), r"\1<token-id>"),
 ]
 
