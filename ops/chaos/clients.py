@@ -9,7 +9,10 @@ client would, until an answer or its deadline (then its outcome is unknown: ``in
 
 The history (``history.jsonl``) holds one line per invocation (``invoke``), completion
 (``complete``: outcome ``ok``, ``fail`` or ``info``) and fault, each with the runner's
-monotonic time ``t`` (seconds since the run started) and the wall time ``wall``.
+monotonic time ``t`` (seconds since the run started) and the wall time ``wall``. Each
+client has an identity (``identities``): an invocation names its ``subject``, and every
+attempt sends an ``X-Correlation-Id`` of its own (``<run>-<op>.<attempt>``); a completion
+names the one of the attempt it reports (``correlation_id``). Never a token.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
@@ -38,6 +42,29 @@ READS = ("read", "read_version", "read_as_of", "read_position")
 #: The mix: relative weights of the operations.
 MIX = {"create": 6, "put": 20, "merge_patch": 12, "json_patch": 8, "delete": 4, "revert": 4,
        "batch": 6, "read": 18, "read_version": 8, "read_as_of": 7, "read_position": 7}
+BATCH_MIX = {"put": 6, "patch": 3, "delete": 1}
+#: Share of its operations a client spends trying what its identity may not do.
+FORBIDDEN_SHARE = 0.06
+
+
+@dataclass(frozen=True)
+class Role:
+    """What a client does with its identity (``identities``): the operation kinds and
+    namespaces it is allowed, the kinds of batch operation it may use, whether it also
+    touches the ``locked/…`` keys, and the ways it tries what it may not (``locked``: an
+    operation on a locked key; ``write``: any write; ``elsewhere``: a write in a namespace
+    it has no grant on; ``delete``; ``read``: any read)."""
+
+    name: str
+    ops: tuple[str, ...]
+    namespaces: tuple[str, ...]
+    batch: tuple[str, ...]
+    locked: bool = False
+    forbidden: tuple[str, ...] = ()
+
+
+#: A client that may do everything (the run's administrator).
+ANYTHING = Role("admin", tuple(MIX), NAMESPACES, tuple(BATCH_MIX), locked=True)
 
 
 class History:
@@ -71,8 +98,11 @@ class Client:
     """One client: a seeded stream of operations, each awaited before the next."""
 
     def __init__(self, number: int, seed: int, base_url: str, history: History, run_id: str,
-                 keys: list[str], token: str) -> None:
+                 keys: list[str], token: str, role: Role = ANYTHING,
+                 locked: list[str] | None = None) -> None:
         self.number = number
+        self.role = role
+        self.locked = locked or []
         self.rng = random.Random(f"client:{seed}:{number}")
         self.impatient = number % IMPATIENT == IMPATIENT - 1
         self.http = httpx.AsyncClient(
@@ -88,17 +118,39 @@ class Client:
         self.acknowledged = 0
 
     async def run(self, until: float) -> None:
-        ops, weights = zip(*MIX.items(), strict=True)
+        ops = [op for op in MIX if op in self.role.ops]
+        weights = [MIX[op] for op in ops]
         try:
             while time.monotonic() < until:
-                op = self.rng.choices(ops, weights)[0]
-                await self.one(op)
+                way = None
+                if self.role.forbidden and self.rng.random() < FORBIDDEN_SHARE:
+                    way = self.rng.choice(self.role.forbidden)
+                    op = self._forbidden_op(way)
+                else:
+                    op = self.rng.choices(ops, weights)[0]
+                await self.one(op, way)
                 await asyncio.sleep(self.rng.uniform(0.0, 0.01))
         finally:
             await self.http.aclose()
 
-    def _entry(self) -> tuple[str, str]:
-        return self.rng.choice(NAMESPACES), self.rng.choice(self.keys)
+    def _forbidden_op(self, way: str) -> str:
+        """An operation that tries what the client's identity may not do, ``way``."""
+        if way == "delete":
+            return "delete"
+        kinds = {"locked": tuple(MIX), "read": READS, "write": WRITES,
+                 "elsewhere": tuple(op for op in self.role.ops if op in WRITES)}[way]
+        return self.rng.choices(kinds, [MIX[op] for op in kinds])[0]
+
+    def _entry(self, way: str | None = None) -> tuple[str, str]:
+        """An entry to work on: one the client's identity may use, or (``way``) one it
+        may not."""
+        if way == "elsewhere":
+            ns = next((n for n in NAMESPACES if n not in self.role.namespaces), STRICT_NS)
+        else:
+            ns = self.rng.choice(self.role.namespaces)
+        if way == "locked" or (self.role.locked and self.locked and self.rng.random() < 0.05):
+            return ns, self.rng.choice(self.locked)
+        return ns, self.rng.choice(self.keys)
 
     def _if_match(self, ns: str, key: str) -> int | None:
         known = self.known.get((ns, key), 0)
@@ -108,10 +160,11 @@ class Client:
         return {"client": self.number, "op": op_id, "r": self.rng.randrange(1_000_000),
                 "tags": self.rng.sample(["a", "b", "c", "d", "e"], self.rng.randint(0, 3))}
 
-    async def one(self, op: str) -> None:
+    async def one(self, op: str, way: str | None = None) -> None:
+        """One operation, ``way`` naming how it tries what the identity may not do."""
         self.count += 1
         op_id = f"c{self.number}-{self.count}"
-        ns, key = self._entry()
+        ns, key = self._entry(way)
         headers: dict[str, str] = {}
         body: Any = None
         method, path = "GET", entry_path(ns, key)
@@ -140,8 +193,10 @@ class Client:
             body = {"to_version": self.rng.randint(1, max(1, known))}
         elif op == "batch":
             method, path, ns, key = "POST", "/v1/batch", "", ""
-            body = {"operations": [self._batch_op(op_id, i) for i in
-                                   range(self.rng.randint(2, 4))]}
+            size = self.rng.randint(2, 4)
+            bad = self.rng.randrange(size) if way else -1  # the operation it may not do
+            body = {"operations": [self._batch_op(op_id, i, way if i == bad else None)
+                                   for i in range(size)]}
         elif op == "read_version":
             params = {"version": self.rng.randint(1, max(1, self.known.get((ns, key), 1)))}
         elif op == "read_as_of":
@@ -165,12 +220,13 @@ class Client:
         self.history.record("invoke", op=op_id, client=self.number, kind=op, ns=ns, key=key,
                             method=method, path=path, params=params, body=body,
                             if_match=if_match if "If-Match" in headers else None,
-                            idempotency_key=headers.get("Idempotency-Key"))
-        outcome, status, answer, attempts, errors = await self._send(
-            method, path, params, headers, content, write)
+                            idempotency_key=headers.get("Idempotency-Key"),
+                            subject=self.role.name, forbidden=way)
+        outcome, status, answer, attempts, errors, correlation_id = await self._send(
+            f"{self.run_id}-{op_id}", method, path, params, headers, content, write)
         self.history.record("complete", op=op_id, client=self.number, outcome=outcome,
                             status=status, answer=answer, attempts=attempts,
-                            errors=errors[-5:])
+                            errors=errors[-5:], correlation_id=correlation_id)
         if outcome == "ok" and isinstance(answer, dict):
             self._learn(answer)
             if write:
@@ -181,9 +237,11 @@ class Client:
             if isinstance(latest, int):
                 self.known[(ns, key)] = latest
 
-    def _batch_op(self, op_id: str, index: int) -> dict[str, Any]:
-        ns, key = self._entry()
-        kind = self.rng.choices(("put", "patch", "delete"), (6, 3, 1))[0]
+    def _batch_op(self, op_id: str, index: int, way: str | None) -> dict[str, Any]:
+        ns, key = self._entry(way)
+        kinds = {None: self.role.batch, "delete": ("delete",),
+                 "elsewhere": ("put", "patch")}.get(way) or tuple(BATCH_MIX)
+        kind = self.rng.choices(kinds, [BATCH_MIX[k] for k in kinds])[0]
         op: dict[str, Any] = {"op": kind, "namespace": ns, "key": key}
         if kind == "put":
             op["document"] = self._document(f"{op_id}.{index}")
@@ -204,10 +262,13 @@ class Client:
                     self.positions.append(item["position"])
         del self.positions[:-100]
 
-    async def _send(self, method: str, path: str, params: dict[str, Any] | None,
-                    headers: dict[str, str], content: bytes | None,
-                    write: bool) -> tuple[str, int | None, Any, int, list[str]]:
-        """(outcome, status, body, attempts, errors): retried with the same request."""
+    async def _send(self, request_id: str, method: str, path: str,
+                    params: dict[str, Any] | None, headers: dict[str, str],
+                    content: bytes | None, write: bool
+                    ) -> tuple[str, int | None, Any, int, list[str], str | None]:
+        """(outcome, status, body, attempts, errors, the answered attempt's correlation
+        id): retried with the same request, each attempt with a correlation id of its own
+        (``<request_id>.<attempt>``)."""
         deadline = time.monotonic() + (IMPATIENT_DEADLINE if self.impatient else
                                        WRITE_DEADLINE if write else 20.0)
         attempts, pause = 0, 0.05
@@ -215,9 +276,11 @@ class Client:
         status: int | None = None
         while True:
             attempts += 1
+            correlation_id = f"{request_id}.{attempts}"
             try:
-                response = await self.http.request(method, path, params=params,
-                                                   headers=headers, content=content)
+                response = await self.http.request(
+                    method, path, params=params, content=content,
+                    headers={**headers, "X-Correlation-Id": correlation_id})
                 status = response.status_code
                 if status not in RETRIED_STATUS:
                     try:
@@ -226,11 +289,12 @@ class Client:
                         answer = response.text[:200]
                     if isinstance(answer, dict) and response.headers.get("Idempotent-Replayed"):
                         answer["_replayed"] = True
-                    return ("ok" if status < 300 else "fail"), status, answer, attempts, errors
+                    return (("ok" if status < 300 else "fail"), status, answer, attempts,
+                            errors, correlation_id)
                 errors.append(f"{status} {response.text[:120]}")
             except httpx.HTTPError as e:
                 errors.append(f"{type(e).__name__}: {str(e)[:120]}")
             if time.monotonic() + pause > deadline:
-                return "info", status, None, attempts, errors
+                return "info", status, None, attempts, errors, None
             await asyncio.sleep(pause)
             pause = min(1.0, pause * 2)

@@ -3,10 +3,11 @@ subscribers (``clients``, ``subscribers``) while the nemesis injects faults on i
 schedule (``nemesis``), then everything healed and caught up, the log and the server-side
 checks saved to the run folder, and the checker's report (``checker``).
 
-The run folder: ``config.json`` (seed, schedule, names), ``history.jsonl``,
-``subscribers/*.jsonl``, ``log.jsonl`` (the log as committed), ``server.json`` (``ssot
-check``, ``ssot verify`` and ``ssot reconcile`` at the end), ``report.json`` and the
-processes' logs.
+The run folder: ``config.json`` (seed, schedule, names), ``identities.json`` (the policy
+and the clients' identities, never a token: ``identities``), ``history.jsonl``,
+``subscribers/*.jsonl``, ``log.jsonl`` (the log as committed), ``access_log.jsonl`` (the
+access log), ``server.json`` (``ssot check``, ``ssot verify`` and ``ssot reconcile`` at
+the end), ``report.json`` and the processes' logs.
 """
 
 from __future__ import annotations
@@ -45,9 +46,13 @@ async def _exercise(cluster: Cluster, folder: Path, config: dict[str, Any]) -> d
     """Clients, subscribers and the nemesis for the run's duration; then heal, and wait
     until the broadcaster and every subscriber reached the log's head."""
     from .clients import Client, History, keys_of
+    from .identities import ROLES, assign, locked_keys, make_identities
     from .subscribers import subscribers
 
     await _configure_namespaces(cluster.api_url, cluster.admin_token)
+    assignment = assign(config["seed"], config["clients"])
+    tokens = await make_identities(cluster.api_url, cluster.admin_token, folder,
+                                   config["duration"], assignment)
     started = time.monotonic()
     history = History(folder / "history.jsonl", started)
     until = started + config["duration"]
@@ -57,8 +62,10 @@ async def _exercise(cluster: Cluster, folder: Path, config: dict[str, Any]) -> d
                                cluster.api_url, config["stream"], config["prefix"],
                                cluster.admin_token) as received:
             keys = keys_of(config["keys"])
+            locked = locked_keys(keys)
             clients = [Client(i, config["seed"], cluster.api_url, history, config["run_id"],
-                              keys, cluster.admin_token) for i in range(config["clients"])]
+                              keys, tokens[name], ROLES[name], locked)
+                       for i, name in enumerate(assignment)]
             tasks = [asyncio.create_task(c.run(until)) for c in clients]
 
             async def nemesis() -> None:
@@ -138,23 +145,48 @@ def _dump_log(database_url: str, path: Path) -> int:
             conn.cursor(name="chaos_log") as cur:
         cur.execute("SELECT position, namespace, key, version, event_type, event_id::text,"
                     " idempotency_key, document::text, resolution::text, recorded_at,"
-                    " extract(epoch FROM recorded_at)::float8 FROM entry_history"
-                    " ORDER BY position")
+                    " extract(epoch FROM recorded_at)::float8, actor, correlation_id"
+                    " FROM entry_history ORDER BY position")
         for row in cur:
             out.write(orjson.dumps({
                 "p": row[0], "ns": row[1], "key": row[2], "v": row[3], "type": row[4],
                 "id": row[5], "idem": row[6],
                 "doc": orjson.loads(row[7]) if row[7] is not None else None,
                 "resolution": orjson.loads(row[8]) if row[8] is not None else None,
-                "at": row[9].isoformat(), "epoch": row[10]}).decode() + "\n")
+                "at": row[9].isoformat(), "epoch": row[10], "actor": row[11],
+                "corr": row[12]}).decode() + "\n")
             count += 1
+    return count
+
+
+def _dump_access_log(database_url: str, path: Path, settle: float = 30.0) -> int:
+    """The access log, one row a line in seq order (``seq``, ``recorded_at``, ``record``),
+    once no row came for a while: each HTTP worker appends what it queued every 0.1 s."""
+    import psycopg
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        deadline, last = time.monotonic() + settle, -1
+        while time.monotonic() < deadline:
+            row = conn.execute("SELECT count(*) FROM access_log").fetchone()
+            count = int(row[0]) if row else 0
+            if count == last:
+                break
+            last = count
+            time.sleep(0.5)
+        with path.open("w", encoding="utf-8") as out:
+            cur = conn.execute("SELECT seq, recorded_at, record FROM access_log ORDER BY seq")
+            count = 0
+            for seq, recorded_at, record in cur:
+                out.write(orjson.dumps({"seq": seq, "recorded_at": recorded_at.isoformat(),
+                                        "record": orjson.loads(record)}).decode() + "\n")
+                count += 1
     return count
 
 
 def _server_checks(cluster: Cluster, config: dict[str, Any]) -> dict[str, Any]:
     """``ssot check``, ``ssot verify`` and ``ssot reconcile`` of the run's database and
     stream, through their modules."""
-    from nexus_ssot.integrity.verify import Options, verify
+    from nexus_ssot.integrity.verify import ACCESS_KINDS, Options, verify
     from nexus_ssot.ledger.settings import Settings
     from nexus_ssot.projections.consistency import check
 
@@ -171,6 +203,10 @@ def _server_checks(cluster: Cluster, config: dict[str, Any]) -> dict[str, Any]:
     return {
         "views": {"consistent": views.consistent, "report": views.as_dict()},
         "verify": {"ok": verified.ok, "report": verified.as_dict(20)},
+        # the access log's chain, as verify checked it (None: it did not reach the head)
+        "access_log": {"rows": verified.access_records,
+                       "problems": [p.as_dict() for p in verified.problems
+                                    if p.kind in ACCESS_KINDS][:50]},
         "stream": {"consistent": stream.consistent, "log_count": stream.log_count,
                    "stream_count": stream.stream_count, "missing": stream.missing[:50],
                    "duplicated": stream.duplicated[:50], "foreign": stream.foreign[:50]},
@@ -214,7 +250,9 @@ def run(folder: Path, seed: int, duration: float, clients: int, keys: int, fault
         cluster.start_services()
         outcome = asyncio.run(_exercise(cluster, folder, config))
         events = _dump_log(cluster.database_url, folder / "log.jsonl")
-        server = {**_server_checks(cluster, config), **outcome, "events": events}
+        access_rows = _dump_access_log(cluster.database_url, folder / "access_log.jsonl")
+        server = {**_server_checks(cluster, config), **outcome, "events": events,
+                  "access_log_rows": access_rows}
         (folder / "server.json").write_bytes(orjson.dumps(server, option=orjson.OPT_INDENT_2))
     except KeyboardInterrupt:
         click.echo("chaos: interrupted; stopping what was started", err=True)
