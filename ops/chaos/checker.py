@@ -27,7 +27,11 @@ kind, with examples:
   (``api.log``: an exception it did not map to an answer);
 - ``views_drift`` (``ssot check``), ``integrity`` (``ssot verify``), ``stream_*``
   (``ssot reconcile``: the JetStream stream against the log), ``not_caught_up`` (the
-  broadcaster or a subscriber did not reach the head in time after the run).
+  broadcaster or a subscriber did not reach the head in time after the run);
+- with identities (``identities.json``, ``access_log.jsonl``; see ``check_access``):
+  ``forbidden_write_landed``, ``forbidden_answered``, ``allowed_refused``,
+  ``denial_not_logged``, ``access_record_mismatch``, ``access_record_contradicted``,
+  ``access_log_broken``, ``access_log_unchecked``, ``access_setup_mismatch``.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from typing import Any
 
 import orjson
 
+from .check_access import check_access
 from .check_reads import check_reads
 from .check_writes import check_write
 from .evidence import (
@@ -60,8 +65,11 @@ def check_run(folder: Path) -> dict[str, Any]:
     server = orjson.loads(server_path.read_bytes()) if server_path.exists() else None
     subscribers = {p.stem: read_lines(p)
                    for p in sorted((folder / "subscribers").glob("*.jsonl"))}
+    identities = folder / "identities.json"  # a run without identities has none
+    access = orjson.loads(identities.read_bytes()) if identities.exists() else None
     return check(config, history, log.events, subscribers, server,
-                 server_errors(folder / "api.log"))
+                 server_errors(folder / "api.log"), access,
+                 read_lines(folder / "access_log.jsonl"))
 
 
 #: What the HTTP server logs for a request that failed unexpectedly (a 500, or an
@@ -89,7 +97,11 @@ def server_errors(api_log: Path) -> list[dict[str, Any]]:
 def check(config: dict[str, Any], history: list[dict[str, Any]],
           events: list[dict[str, Any]], subscribers: dict[str, list[dict[str, Any]]],
           server: dict[str, Any] | None,
-          api_errors: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+          api_errors: list[dict[str, Any]] | None = None,
+          access: dict[str, Any] | None = None,
+          access_log: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The report (see ``check_run``); ``access`` is the run's ``identities.json`` and
+    ``access_log`` its access log, when it ran with identities."""
     log = Log(events)
     found = Findings()
     for error in api_errors or []:
@@ -105,7 +117,14 @@ def check(config: dict[str, Any], history: list[dict[str, Any]],
             if error.startswith("500 "):
                 found.add("server_error", op=invoke["op"], kind=invoke["kind"],
                           answer=error[:300])
-    check_reads(log, found, ops)
+    refused: set[str] = set()
+    access_report = None
+    if access is not None:
+        faults = [h for h in history if h["type"] == "fault"]
+        refused, access_report = check_access(access, access_log or [], log, ops, faults,
+                                              server, found)
+    # a read the policy refused answers 404 whatever the entry holds: no state to judge
+    check_reads(log, found, [(i, c) for i, c in ops if i["op"] not in refused])
     _check_explained(log, found, invokes)
     for name, received in subscribers.items():
         _check_subscriber(log, found, name, received)
@@ -145,6 +164,7 @@ def check(config: dict[str, Any], history: list[dict[str, Any]],
                    "skipped": config.get("skipped_faults", []),
                    "timeline": [{"t": f["t"], "kind": f["kind"], "target": f["target"],
                                  "down": f["down"]} for f in faults]},
+        **({"access": access_report} if access_report is not None else {}),
         "anomalies": found.as_dict(),
     }
 
@@ -219,11 +239,27 @@ def summary(report: dict[str, Any]) -> str:
         + (f"; skipped: {', '.join(faults['skipped'])}" if faults["skipped"] else "")
         + (f"; {len(faults['failed'])} failed to inject" if faults["failed"] else ""),
     ]
+    access = report.get("access")
+    if access is not None:
+        lines.append(
+            "access: " + ", ".join(f"{name} {item['clients']}"
+                                   for name, item in access["identities"].items())
+            + f" clients; {access['attempts_refused']} attempts the policy refuses "
+            f"({access['refusals_unanswered']} unanswered), {access['refusals_received']} "
+            f"refusals received ({access['refusals_logged']} logged by correlation id, "
+            f"{access['refusals_in_summaries']} in summaries"
+            + (f", {access['refusals_lost_in_kill']} lost with a worker SIGKILLed before "
+               "appending them" if access["refusals_lost_in_kill"] else "")
+            + f"); {access['access_log_rows']} access log rows")
     if report["ok"]:
         lines.append("no anomaly: every acknowledged write is in the log once, as sent; "
                      "nothing rejected landed; no lost update; every read saw a real "
                      "state; every subscriber saw every event once, in order; views "
-                     "equal the log; the log verifies")
+                     "equal the log; the log verifies"
+                     + ("; every event was its actor's to make, every refusal is in the "
+                        "access log" + (" (but those lost with a SIGKILLed worker, counted "
+                                        "above)" if access["refusals_lost_in_kill"] else "")
+                        + ", and its chain verifies" if access is not None else ""))
     else:
         lines.append("ANOMALIES:")
         for kind, item in report["anomalies"].items():

@@ -28,9 +28,10 @@ def read_lines(path: Path) -> list[dict[str, Any]]:
         return [orjson.loads(line) for line in f if line.strip()]
 
 
-_INVOKE = ("type", "t", "op", "client", "kind", "ns", "key", "body", "if_match", "params",
-           "idempotency_key")
-_COMPLETE = ("type", "t", "op", "client", "outcome", "status", "answer", "attempts")
+_INVOKE = ("type", "t", "wall", "op", "client", "kind", "ns", "key", "body", "if_match",
+           "params", "idempotency_key", "subject")
+_COMPLETE = ("type", "t", "wall", "op", "client", "outcome", "status", "answer", "attempts",
+             "correlation_id")
 _ANSWER = ("namespace", "key", "version", "position", "document", "code", "deleted_version",
            "operations")
 
