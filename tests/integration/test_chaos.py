@@ -18,8 +18,21 @@ import httpx
 import orjson
 import pytest
 
+from nexus_ssot.ops.chaos.check_access import ACTION_OF, Grants
 from nexus_ssot.ops.chaos.checker import check, server_errors
+from nexus_ssot.ops.chaos.identities import ROLES, assign, policy
 from nexus_ssot.ops.chaos.nemesis import KINDS, schedule
+from tests.integration.chaos_evidence import (
+    D1,
+    D2,
+    D3,
+    anomalies_of,
+    answer_entry,
+    clean_run,
+    history_line,
+    log_event,
+    op_lines,
+)
 from tests.integration.conftest import ADMIN_TOKEN, AUTH
 
 SEED = 20261127
@@ -45,6 +58,10 @@ def test_a_minute_of_chaos_with_every_fault_loses_nothing(tmp_path: Path) -> Non
     assert report["operations"]["reads"] > 500
     assert all(n == report["events"] for name, n in report["subscribers"].items()
                if name == "sse")
+    # every identity had clients; their refusals were tried, received and logged
+    access = report["access"]
+    assert all(item["clients"] for item in access["identities"].values())
+    assert access["refusals_received"] > 20 and access["events_checked"] > 500
     assert "no anomaly" in done.stdout
     again = subprocess.run([sys.executable, "-m", "nexus_ssot.ops.cli", "chaos", "check",
                             str(run)], env=env, capture_output=True, text=True, timeout=60)
@@ -62,138 +79,65 @@ def test_a_seed_gives_the_same_schedule_with_every_kind_of_fault() -> None:
 
 # --- the checker against planted anomalies ------------------------------------------
 
-D1, D2, D3 = {"n": 1}, {"n": 2}, {"n": 3}
-
-
-def _event(p: int, ns: str, key: str, v: int, doc: Any, idem: str,
-           kind: str = "entry.updated") -> dict[str, Any]:
-    return {"p": p, "ns": ns, "key": key, "v": v, "type": kind if v > 1 else "entry.created",
-            "id": f"id-{p}", "idem": idem, "doc": doc, "resolution": None,
-            "at": "2026-11-27T12:00:00+00:00", "epoch": 1_000.0 + p}
-
-
-def _entry(ns: str, key: str, v: int, p: int, doc: Any) -> dict[str, Any]:
-    return {"namespace": ns, "key": key, "version": v, "position": p, "document": doc}
-
-
-def _op(t: float, op: str, kind: str, ns: str, key: str, outcome: str, answer: Any,
-        body: Any = None, if_match: int | None = None, status: int = 200,
-        params: Any = None) -> list[dict[str, Any]]:
-    write = kind not in ("read", "read_version", "read_as_of", "read_position")
-    return [
-        {"type": "invoke", "t": t, "op": op, "client": 0, "kind": kind, "ns": ns, "key": key,
-         "body": body, "if_match": if_match, "params": params,
-         "idempotency_key": f"run-{op}" if write else None},
-        {"type": "complete", "t": t + 0.5, "op": op, "client": 0, "outcome": outcome,
-         "status": status, "answer": answer, "attempts": 1, "errors": []},
-    ]
-
-
-def _clean() -> dict[str, Any]:
-    s, m = "chaos-strict", "chaos-merge"
-    history = [
-        *_op(1, "c0-1", "put", s, "k1", "ok", _entry(s, "k1", 1, 2, D1), body=D1),
-        *_op(2, "c0-2", "put", s, "k1", "ok", _entry(s, "k1", 2, 3, D2), body=D2, if_match=1),
-        *_op(3, "c0-3", "create", s, "k1", "fail", {"code": "entry_exists"}, body=D3,
-             status=412),
-        *_op(4, "c0-4", "read", s, "k1", "ok", _entry(s, "k1", 2, 3, D2)),
-        *_op(5, "c0-5", "merge_patch", m, "k2", "ok", _entry(m, "k2", 1, 4, {"a": 1}),
-             body={"a": 1}),
-        *_op(6, "c0-6", "batch", "", "", "ok",
-             {"operations": [_entry(m, "k3", 1, 5, D3)]},
-             body={"operations": [{"op": "put", "namespace": m, "key": "k3",
-                                   "document": D3}]}),
-        *_op(7, "c0-7", "read_position", s, "k1", "ok", _entry(s, "k1", 1, 2, D1),
-             params={"position": 2}),
-    ]
-    log = [_event(1, "_namespaces", s, 1, {"conflict_policy": "strict"}, "setup"),
-           _event(2, s, "k1", 1, D1, "run-c0-1"), _event(3, s, "k1", 2, D2, "run-c0-2"),
-           _event(4, m, "k2", 1, {"a": 1}, "run-c0-5"), _event(5, m, "k3", 1, D3, "run-c0-6")]
-
-    def feed(*positions: int) -> list[dict[str, Any]]:
-        return [{"p": p, "id": f"id-{p}", "t": float(p)} for p in positions]
-
-    subscribers = {"nats-chaos-strict": feed(2, 3), "nats-chaos-merge": feed(4, 5),
-                   "sse": feed(1, 2, 3, 4, 5)}
-    server = {"views": {"consistent": True, "report": {}},
-              "verify": {"ok": True, "report": {}},
-              "stream": {"missing": [], "duplicated": [], "foreign": []},
-              "broadcaster_caught_up": {"ok": True}}
-    return {"history": history, "log": log, "subscribers": subscribers, "server": server}
-
-
-def _anomalies(run: dict[str, Any]) -> dict[str, Any]:
-    report = check({"seed": 1, "duration": 1, "clients": 1}, run["history"], run["log"],
-                   run["subscribers"], run["server"])
-    assert report["ok"] == (not report["anomalies"])
-    anomalies: dict[str, Any] = report["anomalies"]
-    return anomalies
-
-
-def _op_line(run: dict[str, Any], op: str, kind: str) -> dict[str, Any]:
-    line: dict[str, Any] = next(h for h in run["history"] if h["op"] == op and h["type"] == kind)
-    return line
-
-
 def test_the_checker_passes_a_clean_history() -> None:
-    assert _anomalies(_clean()) == {}
+    assert anomalies_of(clean_run()) == {}
 
 
 def test_an_acknowledged_write_missing_from_the_log_is_a_lost_write() -> None:
-    run = _clean()
+    run = clean_run()
     run["log"] = [e for e in run["log"] if e["p"] != 3]
-    assert "lost_write" in _anomalies(run)
+    assert "lost_write" in anomalies_of(run)
 
 
 def test_a_write_in_the_log_twice_is_a_duplicate() -> None:
-    run = _clean()
-    run["log"].append(_event(6, "chaos-strict", "k1", 3, D2, "run-c0-2"))
-    assert "duplicate_write" in _anomalies(run)
+    run = clean_run()
+    run["log"].append(log_event(6, "chaos-strict", "k1", 3, D2, "run-c0-2"))
+    assert "duplicate_write" in anomalies_of(run)
 
 
 def test_a_rejected_write_that_left_an_event_is_named() -> None:
-    run = _clean()
-    run["log"].append(_event(6, "chaos-strict", "k1", 3, D3, "run-c0-3"))
-    assert "rejected_write_landed" in _anomalies(run)
+    run = clean_run()
+    run["log"].append(log_event(6, "chaos-strict", "k1", 3, D3, "run-c0-3"))
+    assert "rejected_write_landed" in anomalies_of(run)
 
 
 def test_an_if_match_write_not_made_on_the_version_before_is_a_lost_update() -> None:
-    run = _clean()
-    _op_line(run, "c0-2", "invoke")["if_match"] = 2
-    assert "lost_update" in _anomalies(run)
+    run = clean_run()
+    history_line(run, "c0-2", "invoke")["if_match"] = 2
+    assert "lost_update" in anomalies_of(run)
 
 
 def test_an_event_unlike_what_was_sent_is_a_content_mismatch() -> None:
-    run = _clean()
+    run = clean_run()
     run["log"][3]["doc"] = {"a": 2}
-    _op_line(run, "c0-5", "complete")["answer"]["document"] = {"a": 2}
-    assert "content_mismatch" in _anomalies(run)
+    history_line(run, "c0-5", "complete")["answer"]["document"] = {"a": 2}
+    assert "content_mismatch" in anomalies_of(run)
 
 
 def test_a_read_of_a_state_the_log_never_held_is_a_phantom() -> None:
-    run = _clean()
-    _op_line(run, "c0-4", "complete")["answer"]["document"] = {"never": True}
-    assert "phantom_read" in _anomalies(run)
+    run = clean_run()
+    history_line(run, "c0-4", "complete")["answer"]["document"] = {"never": True}
+    assert "phantom_read" in anomalies_of(run)
 
 
 def test_a_read_missing_an_acknowledged_write_is_stale() -> None:
-    run = _clean()
-    _op_line(run, "c0-4", "complete")["answer"] = _entry("chaos-strict", "k1", 1, 2, D1)
-    assert "read_your_writes" in _anomalies(run)
+    run = clean_run()
+    history_line(run, "c0-4", "complete")["answer"] = answer_entry("chaos-strict", "k1", 1, 2, D1)
+    assert "read_your_writes" in anomalies_of(run)
 
 
 def test_a_read_at_a_position_returning_another_state_is_wrong_time_travel() -> None:
-    run = _clean()
-    _op_line(run, "c0-7", "invoke")["params"] = {"position": 3}
-    assert "wrong_time_travel" in _anomalies(run)
+    run = clean_run()
+    history_line(run, "c0-7", "invoke")["params"] = {"position": 3}
+    assert "wrong_time_travel" in anomalies_of(run)
 
 
 def test_an_event_no_client_sent_is_unexplained() -> None:
-    run = _clean()
-    run["log"].append(_event(6, "chaos-merge", "k9", 1, D1, "nobody"))
+    run = clean_run()
+    run["log"].append(log_event(6, "chaos-merge", "k9", 1, D1, "nobody"))
     run["subscribers"]["sse"].append({"p": 6, "id": "id-6", "t": 6.0})
     run["subscribers"]["nats-chaos-merge"].append({"p": 6, "id": "id-6", "t": 6.0})
-    assert set(_anomalies(run)) == {"unexplained_event"}
+    assert set(anomalies_of(run)) == {"unexplained_event"}
 
 
 @pytest.mark.parametrize(("feed", "kind"), [
@@ -204,49 +148,212 @@ def test_an_event_no_client_sent_is_unexplained() -> None:
 ])
 def test_what_a_subscriber_received_is_held_against_the_log(feed: list[int],
                                                              kind: str) -> None:
-    run = _clean()
+    run = clean_run()
     run["subscribers"]["nats-chaos-strict"] = [{"p": p, "id": f"id-{p}", "t": 1.0}
                                                for p in feed]
-    assert set(_anomalies(run)) == {kind}
+    assert set(anomalies_of(run)) == {kind}
 
 
 def test_server_side_checks_that_fail_are_anomalies() -> None:
-    run = _clean()
+    run = clean_run()
     server = copy.deepcopy(run["server"])
     server["views"]["consistent"] = False
     server["verify"]["ok"] = False
     server["stream"]["duplicated"] = [3]
     server["broadcaster_caught_up"] = {"ok": False}
     run["server"] = server
-    assert set(_anomalies(run)) == {"views_drift", "integrity", "stream_duplicated",
-                                    "not_caught_up"}
+    assert set(anomalies_of(run)) == {"views_drift", "integrity", "stream_duplicated",
+                                       "not_caught_up"}
 
 
 def _with_a_merge(merged_document: dict[str, Any]) -> dict[str, Any]:
     """The clean run, plus: k2 replaced (v2), then a merge patch on If-Match 1 merged
     over it (v3)."""
-    run = _clean()
+    run = clean_run()
     m = "chaos-merge"
     run["history"] += [
-        *_op(8, "c0-8", "put", m, "k2", "ok", _entry(m, "k2", 2, 6, {"a": 1, "b": 2}),
-             body={"a": 1, "b": 2}),
-        *_op(9, "c0-9", "merge_patch", m, "k2", "ok", _entry(m, "k2", 3, 7, merged_document),
-             body={"c": 3}, if_match=1),
+        *op_lines(8, "c0-8", "put", m, "k2", "ok",
+                  answer_entry(m, "k2", 2, 6, {"a": 1, "b": 2}), body={"a": 1, "b": 2}),
+        *op_lines(9, "c0-9", "merge_patch", m, "k2", "ok",
+                  answer_entry(m, "k2", 3, 7, merged_document), body={"c": 3}, if_match=1),
     ]
-    merge = _event(7, m, "k2", 3, merged_document, "run-c0-9", "entry.patched")
+    merge = log_event(7, m, "k2", 3, merged_document, "run-c0-9", "entry.patched")
     merge["resolution"] = {"policy": "merge", "base_version": 1, "rebased_over": [2]}
-    run["log"] += [_event(6, m, "k2", 2, {"a": 1, "b": 2}, "run-c0-8"), merge]
+    run["log"] += [log_event(6, m, "k2", 2, {"a": 1, "b": 2}, "run-c0-8"), merge]
     for name in ("nats-chaos-merge", "sse"):
         run["subscribers"][name] += [{"p": p, "id": f"id-{p}", "t": float(p)} for p in (6, 7)]
     return run
 
 
 def test_a_merge_that_keeps_both_changes_passes_and_one_that_drops_one_is_named() -> None:
-    assert _anomalies(_with_a_merge({"a": 1, "b": 2, "c": 3})) == {}
-    lost_theirs = _anomalies(_with_a_merge({"a": 1, "c": 3}))
+    assert anomalies_of(_with_a_merge({"a": 1, "b": 2, "c": 3})) == {}
+    lost_theirs = anomalies_of(_with_a_merge({"a": 1, "c": 3}))
     assert set(lost_theirs) == {"content_mismatch"}
     assert "merge lost a change" in lost_theirs["content_mismatch"]["examples"][0]["problem"]
-    assert set(_anomalies(_with_a_merge({"a": 1, "b": 2}))) == {"content_mismatch"}
+    assert set(anomalies_of(_with_a_merge({"a": 1, "b": 2}))) == {"content_mismatch"}
+
+
+# --- the access checks: identities, refusals, the access log ------------------------
+
+
+def _refused(run: dict[str, Any], t: float, op: str, subject: str, kind: str, ns: str,
+             key: str, status: int, recorded: bool = True) -> None:
+    """An attempt of ``subject`` answered ``status``, with its access log record."""
+    answer = {"code": "forbidden" if status == 403 else "entry_not_found"}
+    lines = op_lines(t, op, kind, ns, key, "fail", answer, body=D3, status=status)
+    _identify(lines, subject)
+    run["history"] += lines
+    if recorded:
+        run["access_log"].append({"seq": len(run["access_log"]) + 1, "record": {
+            "decision": "deny", "status": status, "reason": "policy", "subject": subject,
+            "action": ACTION_OF[kind], "namespace": ns, "key": key,
+            "correlation_id": f"run-{op}.1", "source": "127.0.0.1"}})
+
+
+def _identify(lines: list[dict[str, Any]], subject: str) -> None:
+    for line in lines:
+        line["wall"] = 1_000.0 + line["t"]
+        if line["type"] == "invoke":
+            line["subject"] = subject
+        else:
+            line["correlation_id"] = f"run-{line['op']}.1"
+
+
+def _with_identities() -> dict[str, Any]:
+    """The clean run by the admin, plus a reader's write refused (403) and writer-a's
+    read of a locked key the admin wrote (404), each in the access log."""
+    run = clean_run()
+    _identify(run["history"], "admin")
+    s = "chaos-strict"
+    run["history"] += op_lines(8, "c0-8", "put", s, "locked/k0", "ok",
+                          answer_entry(s, "locked/k0", 1, 6, D1), body=D1)
+    _identify(run["history"][-2:], "admin")
+    run["log"].append(log_event(6, s, "locked/k0", 1, D1, "run-c0-8"))
+    for name in ("nats-chaos-strict", "sse"):
+        run["subscribers"][name].append({"p": 6, "id": "id-6", "t": 6.0})
+    for e in run["log"]:
+        e["actor"] = "admin"
+    run["access"] = {"policy_name": "chaos", "policy": policy(), "clients": {"0": "admin"},
+                     "identities": {
+                         "admin": {"subject": "admin", "groups": ["admins"], "id": None},
+                         "writer-a": {"subject": "writer-a", "groups": [], "id": "a" * 16},
+                         "reader": {"subject": "reader", "groups": [], "id": "b" * 16}}}
+    run["access_log"] = []
+    run["server"] = {**run["server"], "access_log": {"rows": 2, "problems": []}}
+    _refused(run, 9, "c0-9", "reader", "put", s, "k1", 403)
+    _refused(run, 10, "c0-10", "writer-a", "read", s, "locked/k0", 404)
+    return run
+
+
+def test_the_access_checks_pass_a_run_whose_refusals_are_all_logged() -> None:
+    run = _with_identities()
+    assert anomalies_of(run) == {}  # writer-a's 404 is no stale read: the policy hid it
+    report = check({"seed": 1, "duration": 1, "clients": 1}, run["history"], run["log"],
+                   run["subscribers"], run["server"], None, run["access"], run["access_log"])
+    assert report["access"]["attempts_refused"] == 2
+    assert report["access"]["refusals_logged"] == 2
+
+
+def test_a_write_by_an_identity_lacking_permission_that_landed_is_named() -> None:
+    run = _with_identities()
+    s = "chaos-strict"
+    run["log"].append(log_event(7, s, "k1", 3, D3, "run-c0-9"))  # the refused write landed
+    run["log"][-1]["actor"] = "reader"
+    for name in ("nats-chaos-strict", "sse"):
+        run["subscribers"][name].append({"p": 7, "id": "id-7", "t": 7.0})
+    found = anomalies_of(run)
+    assert set(found) == {"forbidden_write_landed", "rejected_write_landed"}
+    assert found["forbidden_write_landed"]["examples"][0]["actor"] == "reader"
+    run["log"][-1]["actor"] = "writer-a"  # allowed on k1: only the rejection remains
+    assert set(anomalies_of(run)) == {"rejected_write_landed"}
+    run["log"][-1].update(actor="writer-a", key="locked/k0", v=2)  # not on locked keys
+    assert "forbidden_write_landed" in anomalies_of(run)
+
+
+def test_a_forbidden_attempt_answered_2xx_and_an_allowed_one_refused_are_named() -> None:
+    run = _with_identities()
+    history_line(run, "c0-10", "complete").update(
+        outcome="ok", status=200, answer=answer_entry("chaos-strict", "locked/k0", 1, 6, D1))
+    assert set(anomalies_of(run)) == {"forbidden_answered", "access_record_contradicted"}
+    run = _with_identities()
+    _refused(run, 11, "c0-11", "writer-a", "put", "chaos-strict", "k1", 403)
+    assert set(anomalies_of(run)) == {"allowed_refused"}
+
+
+def test_a_denial_missing_from_the_access_log_is_named() -> None:
+    run = _with_identities()
+    run["access_log"] = run["access_log"][:1]  # writer-a's 404 is not in the log
+    found = anomalies_of(run)
+    assert set(found) == {"denial_not_logged"}
+    assert found["denial_not_logged"]["examples"][0]["correlation_id"] == "run-c0-10.1"
+    # the flood bound's summary of its second stands for it; one of another time does not
+    summary = {"summary": True, "suppressed": 1, "decision": "deny", "source": "127.0.0.1",
+               "reason": "policy", "from": "1970-01-01T00:16:50Z",
+               "to": "1970-01-01T00:16:50.6Z"}
+    run["access_log"].append({"seq": 2, "record": summary})
+    assert anomalies_of(run) == {}
+    summary.update({"from": "1970-01-01T00:20:00Z", "to": "1970-01-01T00:20:01Z"})
+    assert set(anomalies_of(run)) == {"denial_not_logged"}
+    # a refusal whose answer never came may be missing
+    history_line(run, "c0-10", "complete").update(outcome="info", status=None, answer=None)
+    assert anomalies_of(run) == {}
+
+
+def _fault(t: float, phase: str, kind: str, target: str) -> dict[str, Any]:
+    return {"type": "fault", "t": t, "phase": phase, "kind": kind, "target": target,
+            "down": 1.0}
+
+
+def test_a_denial_lost_with_a_killed_worker_is_counted_and_no_other() -> None:
+    # Each worker appends its records every 0.1 s (later while PostgreSQL is away): a
+    # SIGKILL of ssot serve loses the refusals it answered just before.
+    run = _with_identities()
+    run["access_log"] = run["access_log"][:1]  # writer-a's 404 (answered at t 10.5)
+    run["history"] += [_fault(11.0, "start", "kill_api", "api"),
+                       _fault(12.0, "end", "kill_api", "api")]
+    report = check({"seed": 1, "duration": 1, "clients": 1}, run["history"], run["log"],
+                   run["subscribers"], run["server"], None, run["access"], run["access_log"])
+    assert report["anomalies"] == {}
+    assert report["access"]["refusals_lost_in_kill"] == 1
+    assert report["access"]["lost_in_kill"][0]["correlation_id"] == "run-c0-10.1"
+    for line in run["history"][-2:]:
+        line["t"] += 4.0  # a kill 4.5 s after the answer: that is no excuse
+    assert set(anomalies_of(run)) == {"denial_not_logged"}
+    # unless PostgreSQL was away since before the answer, and back shortly before
+    run["history"] += [_fault(9.0, "start", "pg_immediate", "postgres"),
+                       _fault(10.0, "end", "pg_immediate", "postgres")]
+    assert anomalies_of(run) == {}
+
+
+def test_an_access_record_of_another_attempt_or_a_broken_chain_is_named() -> None:
+    run = _with_identities()
+    run["access_log"][0]["record"]["subject"] = "writer-a"
+    assert set(anomalies_of(run)) == {"access_record_mismatch"}
+    run = _with_identities()
+    run["server"]["access_log"] = {"rows": 2, "problems": [
+        {"kind": "access_chain_broken", "seq": 2, "detail": "a link"}]}
+    assert set(anomalies_of(run)) == {"access_log_broken"}
+    run["server"]["access_log"] = {"rows": None, "problems": []}
+    assert set(anomalies_of(run)) == {"access_log_unchecked"}
+
+
+def test_a_seed_gives_the_clients_the_same_identities_and_the_policy_refuses_their_tries(
+        ) -> None:
+    assert assign(7, 16) == assign(7, 16) and set(assign(7, 16)) == set(ROLES)
+    assert assign(7, 2) == assign(7, 2) and len(assign(7, 2)) == 2
+    access = {"policy_name": "chaos", "policy": policy(), "identities": {
+        name: {"subject": name, "groups": ["admins"] if name == "admin" else []}
+        for name in ROLES}}
+    grants = Grants(access)
+    for name, role in ROLES.items():
+        for ns in role.namespaces:  # what each does is allowed, what it tries is not
+            assert all(grants.allowed(name, ACTION_OF[op], ns, "k000") for op in role.ops
+                       if op != "batch")
+        assert grants.allowed(name, "write", "chaos-strict", "locked/k000") == role.locked
+    assert not grants.allowed("reader", "write", "chaos-merge", "k000")
+    assert not grants.allowed("narrow", "write", "chaos-strict", "k000")
+    assert not grants.allowed("narrow", "delete", "chaos-merge", "k000")
+    assert not grants.allowed("narrow", "read", "chaos-merge", "k000")
 
 
 # --- what the harness found, pinned -------------------------------------------------
@@ -339,44 +446,44 @@ def test_unexpected_server_failures_are_anomalies(tmp_path: Path) -> None:
     assert [e["exception"] for e in errors] == [
         "starlette.requests.ClientDisconnect",
         "psycopg.OperationalError: server closed the connection unexpectedly"]
-    run = _clean()
+    run = clean_run()
     report = check({"seed": 1, "duration": 1, "clients": 1}, run["history"], run["log"],
                    run["subscribers"], run["server"], errors)
     assert report["anomalies"]["server_error"]["count"] == 2
-    _op_line(run, "c0-4", "complete")["errors"] = ["500 {\"code\": \"internal_error\"}"]
-    assert set(_anomalies(run)) == {"server_error"}
+    history_line(run, "c0-4", "complete")["errors"] = ["500 {\"code\": \"internal_error\"}"]
+    assert set(anomalies_of(run)) == {"server_error"}
 
 
 def test_a_write_of_unknown_outcome_may_land_once_and_no_more() -> None:
-    run = _clean()
+    run = clean_run()
     s = "chaos-strict"
-    run["history"] += _op(8, "c0-8", "put", s, "k5", "info", None, body=D1, status=0)
-    assert _anomalies(run) == {}  # it did not land: allowed
-    run["log"].append(_event(6, s, "k5", 1, D1, "run-c0-8"))
+    run["history"] += op_lines(8, "c0-8", "put", s, "k5", "info", None, body=D1, status=0)
+    assert anomalies_of(run) == {}  # it did not land: allowed
+    run["log"].append(log_event(6, s, "k5", 1, D1, "run-c0-8"))
     for name in ("nats-chaos-strict", "sse"):
         run["subscribers"][name].append({"p": 6, "id": "id-6", "t": 6.0})
-    assert _anomalies(run) == {}  # it landed once, as sent: allowed
-    run["log"].append(_event(7, s, "k5", 2, D1, "run-c0-8"))
+    assert anomalies_of(run) == {}  # it landed once, as sent: allowed
+    run["log"].append(log_event(7, s, "k5", 2, D1, "run-c0-8"))
     for name in ("nats-chaos-strict", "sse"):
         run["subscribers"][name].append({"p": 7, "id": "id-7", "t": 7.0})
-    assert set(_anomalies(run)) == {"duplicate_write"}
+    assert set(anomalies_of(run)) == {"duplicate_write"}
 
 
 def test_a_batch_of_unknown_outcome_that_half_landed_is_named() -> None:
-    run = _clean()
+    run = clean_run()
     m = "chaos-merge"
     ops = [{"op": "put", "namespace": m, "key": "k7", "document": D1},
            {"op": "put", "namespace": m, "key": "k8", "document": D2}]
-    run["history"] += _op(8, "c0-8", "batch", "", "", "info", None,
-                          body={"operations": ops}, status=0)
-    run["log"].append(_event(6, m, "k7", 1, D1, "run-c0-8"))
+    run["history"] += op_lines(8, "c0-8", "batch", "", "", "info", None,
+                               body={"operations": ops}, status=0)
+    run["log"].append(log_event(6, m, "k7", 1, D1, "run-c0-8"))
     for name in ("nats-chaos-merge", "sse"):
         run["subscribers"][name].append({"p": 6, "id": "id-6", "t": 6.0})
-    assert set(_anomalies(run)) == {"partial_batch"}
-    run["log"].append(_event(7, m, "k8", 1, D2, "run-c0-8"))
+    assert set(anomalies_of(run)) == {"partial_batch"}
+    run["log"].append(log_event(7, m, "k8", 1, D2, "run-c0-8"))
     for name in ("nats-chaos-merge", "sse"):
         run["subscribers"][name].append({"p": 7, "id": "id-7", "t": 7.0})
-    assert _anomalies(run) == {}
+    assert anomalies_of(run) == {}
 
 
 def test_a_merge_onto_a_deleted_base_expects_the_whole_document() -> None:

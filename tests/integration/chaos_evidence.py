@@ -1,0 +1,86 @@
+"""Made-up evidence for the chaos checker's tests: a clean run (history, log, subscriber
+feeds, server checks) to plant anomalies in, and its report's anomalies."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nexus_ssot.ops.chaos.checker import check
+
+D1, D2, D3 = {"n": 1}, {"n": 2}, {"n": 3}
+
+
+def log_event(p: int, ns: str, key: str, v: int, doc: Any, idem: str,
+              kind: str = "entry.updated") -> dict[str, Any]:
+    return {"p": p, "ns": ns, "key": key, "v": v, "type": kind if v > 1 else "entry.created",
+            "id": f"id-{p}", "idem": idem, "doc": doc, "resolution": None,
+            "at": "2026-11-27T12:00:00+00:00", "epoch": 1_000.0 + p}
+
+
+def answer_entry(ns: str, key: str, v: int, p: int, doc: Any) -> dict[str, Any]:
+    return {"namespace": ns, "key": key, "version": v, "position": p, "document": doc}
+
+
+def op_lines(t: float, op: str, kind: str, ns: str, key: str, outcome: str, answer: Any,
+             body: Any = None, if_match: int | None = None, status: int = 200,
+             params: Any = None) -> list[dict[str, Any]]:
+    """An invocation at ``t`` and its completion half a second later."""
+    write = kind not in ("read", "read_version", "read_as_of", "read_position")
+    return [
+        {"type": "invoke", "t": t, "op": op, "client": 0, "kind": kind, "ns": ns, "key": key,
+         "body": body, "if_match": if_match, "params": params,
+         "idempotency_key": f"run-{op}" if write else None},
+        {"type": "complete", "t": t + 0.5, "op": op, "client": 0, "outcome": outcome,
+         "status": status, "answer": answer, "attempts": 1, "errors": []},
+    ]
+
+
+def clean_run() -> dict[str, Any]:
+    """Writes, a rejected create, reads and a batch by client 0, all as the log has them."""
+    s, m = "chaos-strict", "chaos-merge"
+    history = [
+        *op_lines(1, "c0-1", "put", s, "k1", "ok", answer_entry(s, "k1", 1, 2, D1), body=D1),
+        *op_lines(2, "c0-2", "put", s, "k1", "ok", answer_entry(s, "k1", 2, 3, D2), body=D2,
+                  if_match=1),
+        *op_lines(3, "c0-3", "create", s, "k1", "fail", {"code": "entry_exists"}, body=D3,
+                  status=412),
+        *op_lines(4, "c0-4", "read", s, "k1", "ok", answer_entry(s, "k1", 2, 3, D2)),
+        *op_lines(5, "c0-5", "merge_patch", m, "k2", "ok",
+                  answer_entry(m, "k2", 1, 4, {"a": 1}), body={"a": 1}),
+        *op_lines(6, "c0-6", "batch", "", "", "ok",
+                  {"operations": [answer_entry(m, "k3", 1, 5, D3)]},
+                  body={"operations": [{"op": "put", "namespace": m, "key": "k3",
+                                        "document": D3}]}),
+        *op_lines(7, "c0-7", "read_position", s, "k1", "ok",
+                  answer_entry(s, "k1", 1, 2, D1), params={"position": 2}),
+    ]
+    log = [log_event(1, "_namespaces", s, 1, {"conflict_policy": "strict"}, "setup"),
+           log_event(2, s, "k1", 1, D1, "run-c0-1"), log_event(3, s, "k1", 2, D2, "run-c0-2"),
+           log_event(4, m, "k2", 1, {"a": 1}, "run-c0-5"),
+           log_event(5, m, "k3", 1, D3, "run-c0-6")]
+
+    def feed(*positions: int) -> list[dict[str, Any]]:
+        return [{"p": p, "id": f"id-{p}", "t": float(p)} for p in positions]
+
+    subscribers = {"nats-chaos-strict": feed(2, 3), "nats-chaos-merge": feed(4, 5),
+                   "sse": feed(1, 2, 3, 4, 5)}
+    server = {"views": {"consistent": True, "report": {}},
+              "verify": {"ok": True, "report": {}},
+              "stream": {"missing": [], "duplicated": [], "foreign": []},
+              "broadcaster_caught_up": {"ok": True}}
+    return {"history": history, "log": log, "subscribers": subscribers, "server": server}
+
+
+def anomalies_of(run: dict[str, Any]) -> dict[str, Any]:
+    """The checker's anomalies of ``run`` (with its ``access`` and ``access_log``, if any)."""
+    report = check({"seed": 1, "duration": 1, "clients": 1}, run["history"], run["log"],
+                   run["subscribers"], run["server"], None, run.get("access"),
+                   run.get("access_log"))
+    assert report["ok"] == (not report["anomalies"])
+    anomalies: dict[str, Any] = report["anomalies"]
+    return anomalies
+
+
+def history_line(run: dict[str, Any], op: str, kind: str) -> dict[str, Any]:
+    line: dict[str, Any] = next(h for h in run["history"] if h["op"] == op and h["type"] == kind)
+    return line
