@@ -116,8 +116,24 @@ async def subscribers(folder: Path, started: float, nats_url: str, api_url: str,
     try:
         yield received
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await _stop(tasks)
         for r in received.values():
             r.close()
+
+
+async def _stop(tasks: list[asyncio.Task[None]], timeout: float = 60.0) -> None:
+    """Cancel ``tasks`` and wait until they end, cancelling again those that swallowed it:
+    Python 3.11's ``asyncio.wait_for`` (inside nats-py's fetch) returns the result of a
+    future that completed as the cancellation came, and drops the cancellation — seen as
+    a run that never got past its subscribers."""
+    pending = set(tasks)
+    deadline = time.monotonic() + timeout
+    while pending and time.monotonic() < deadline:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=2.0)
+    for task in tasks:  # retrieved, as gather(return_exceptions=True) would
+        if task.done() and not task.cancelled():
+            task.exception()
+    if pending:
+        raise RuntimeError(f"{len(pending)} subscriber(s) did not stop in {timeout:.0f} s")
