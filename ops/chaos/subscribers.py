@@ -116,12 +116,12 @@ async def subscribers(folder: Path, started: float, nats_url: str, api_url: str,
     try:
         yield received
     finally:
-        await _stop(tasks)
+        await stop_tasks(tasks)
         for r in received.values():
             r.close()
 
 
-async def _stop(tasks: list[asyncio.Task[None]], timeout: float = 60.0) -> None:
+async def stop_tasks(tasks: list[asyncio.Task[None]], timeout: float = 60.0) -> None:
     """Cancel ``tasks`` and wait until they end, cancelling again those that swallowed it:
     Python 3.11's ``asyncio.wait_for`` (inside nats-py's fetch) returns the result of a
     future that completed as the cancellation came, and drops the cancellation — seen as

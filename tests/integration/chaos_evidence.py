@@ -1,11 +1,14 @@
 """Made-up evidence for the chaos checker's tests: a clean run (history, log, subscriber
-feeds, server checks) to plant anomalies in, and its report's anomalies."""
+feeds, server checks) to plant anomalies in, the same with identities (the policy, an
+access log), and its report's anomalies."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from nexus_ssot.ops.chaos.check_access import ACTION_OF
 from nexus_ssot.ops.chaos.checker import check
+from nexus_ssot.ops.chaos.identities import policy
 
 D1, D2, D3 = {"n": 1}, {"n": 2}, {"n": 3}
 
@@ -84,3 +87,63 @@ def anomalies_of(run: dict[str, Any]) -> dict[str, Any]:
 def history_line(run: dict[str, Any], op: str, kind: str) -> dict[str, Any]:
     line: dict[str, Any] = next(h for h in run["history"] if h["op"] == op and h["type"] == kind)
     return line
+
+
+# --- with identities -------------------------------------------------------------
+
+
+def refused_op(run: dict[str, Any], t: float, op: str, subject: str, kind: str, ns: str,
+               key: str, status: int, recorded: bool = True) -> None:
+    """An attempt of ``subject`` answered ``status``, with its access log record."""
+    answer = {"code": "forbidden" if status == 403 else "entry_not_found"}
+    lines = op_lines(t, op, kind, ns, key, "fail", answer, body=D3, status=status)
+    identify(lines, subject)
+    run["history"] += lines
+    if recorded:
+        run["access_log"].append({"seq": len(run["access_log"]) + 1, "record": {
+            "decision": "deny", "status": status, "reason": "policy", "subject": subject,
+            "action": ACTION_OF[kind], "namespace": ns, "key": key,
+            "correlation_id": f"run-{op}.1", "source": "127.0.0.1"}})
+
+
+def identify(lines: list[dict[str, Any]], subject: str) -> None:
+    """History lines as the clients write them with identities: the subject of each
+    invocation, the correlation id of each answer, wall times."""
+    for line in lines:
+        line["wall"] = 1_000.0 + line["t"]
+        if line["type"] == "invoke":
+            line["subject"] = subject
+        else:
+            line["correlation_id"] = f"run-{line['op']}.1"
+
+
+def with_identities() -> dict[str, Any]:
+    """The clean run by the admin, plus a reader's write refused (403) and writer-a's
+    read of a locked key the admin wrote (404), each in the access log."""
+    run = clean_run()
+    identify(run["history"], "admin")
+    s = "chaos-strict"
+    run["history"] += op_lines(8, "c0-8", "put", s, "locked/k0", "ok",
+                               answer_entry(s, "locked/k0", 1, 6, D1), body=D1)
+    identify(run["history"][-2:], "admin")
+    run["log"].append(log_event(6, s, "locked/k0", 1, D1, "run-c0-8"))
+    for name in ("nats-chaos-strict", "sse"):
+        run["subscribers"][name].append({"p": 6, "id": "id-6", "t": 6.0})
+    for e in run["log"]:
+        e["actor"] = "admin"
+    run["access"] = {"policy_name": "chaos", "policy": policy(), "clients": {"0": "admin"},
+                     "identities": {
+                         "admin": {"subject": "admin", "groups": ["admins"], "id": None},
+                         "writer-a": {"subject": "writer-a", "groups": [], "id": "a" * 16},
+                         "reader": {"subject": "reader", "groups": [], "id": "b" * 16}}}
+    run["access_log"] = []
+    run["server"] = {**run["server"], "access_log": {"rows": 2, "problems": []}}
+    refused_op(run, 9, "c0-9", "reader", "put", s, "k1", 403)
+    refused_op(run, 10, "c0-10", "writer-a", "read", s, "locked/k0", 404)
+    return run
+
+
+def fault_line(t: float, phase: str, kind: str, target: str) -> dict[str, Any]:
+    """A fault's start or end in the history."""
+    return {"type": "fault", "t": t, "phase": phase, "kind": kind, "target": target,
+            "down": 1.0}

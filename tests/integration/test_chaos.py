@@ -4,6 +4,7 @@ its checker names every kind of anomaly planted in a history, log or subscriber 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import logging
 import os
@@ -22,6 +23,7 @@ from nexus_ssot.ops.chaos.check_access import ACTION_OF, Grants
 from nexus_ssot.ops.chaos.checker import check, server_errors
 from nexus_ssot.ops.chaos.identities import ROLES, assign, policy
 from nexus_ssot.ops.chaos.nemesis import KINDS, schedule
+from nexus_ssot.ops.chaos.subscribers import stop_tasks
 from tests.integration.chaos_evidence import (
     D1,
     D2,
@@ -29,9 +31,12 @@ from tests.integration.chaos_evidence import (
     anomalies_of,
     answer_entry,
     clean_run,
+    fault_line,
     history_line,
     log_event,
     op_lines,
+    refused_op,
+    with_identities,
 )
 from tests.integration.conftest import ADMIN_TOKEN, AUTH
 
@@ -196,57 +201,8 @@ def test_a_merge_that_keeps_both_changes_passes_and_one_that_drops_one_is_named(
 # --- the access checks: identities, refusals, the access log ------------------------
 
 
-def _refused(run: dict[str, Any], t: float, op: str, subject: str, kind: str, ns: str,
-             key: str, status: int, recorded: bool = True) -> None:
-    """An attempt of ``subject`` answered ``status``, with its access log record."""
-    answer = {"code": "forbidden" if status == 403 else "entry_not_found"}
-    lines = op_lines(t, op, kind, ns, key, "fail", answer, body=D3, status=status)
-    _identify(lines, subject)
-    run["history"] += lines
-    if recorded:
-        run["access_log"].append({"seq": len(run["access_log"]) + 1, "record": {
-            "decision": "deny", "status": status, "reason": "policy", "subject": subject,
-            "action": ACTION_OF[kind], "namespace": ns, "key": key,
-            "correlation_id": f"run-{op}.1", "source": "127.0.0.1"}})
-
-
-def _identify(lines: list[dict[str, Any]], subject: str) -> None:
-    for line in lines:
-        line["wall"] = 1_000.0 + line["t"]
-        if line["type"] == "invoke":
-            line["subject"] = subject
-        else:
-            line["correlation_id"] = f"run-{line['op']}.1"
-
-
-def _with_identities() -> dict[str, Any]:
-    """The clean run by the admin, plus a reader's write refused (403) and writer-a's
-    read of a locked key the admin wrote (404), each in the access log."""
-    run = clean_run()
-    _identify(run["history"], "admin")
-    s = "chaos-strict"
-    run["history"] += op_lines(8, "c0-8", "put", s, "locked/k0", "ok",
-                          answer_entry(s, "locked/k0", 1, 6, D1), body=D1)
-    _identify(run["history"][-2:], "admin")
-    run["log"].append(log_event(6, s, "locked/k0", 1, D1, "run-c0-8"))
-    for name in ("nats-chaos-strict", "sse"):
-        run["subscribers"][name].append({"p": 6, "id": "id-6", "t": 6.0})
-    for e in run["log"]:
-        e["actor"] = "admin"
-    run["access"] = {"policy_name": "chaos", "policy": policy(), "clients": {"0": "admin"},
-                     "identities": {
-                         "admin": {"subject": "admin", "groups": ["admins"], "id": None},
-                         "writer-a": {"subject": "writer-a", "groups": [], "id": "a" * 16},
-                         "reader": {"subject": "reader", "groups": [], "id": "b" * 16}}}
-    run["access_log"] = []
-    run["server"] = {**run["server"], "access_log": {"rows": 2, "problems": []}}
-    _refused(run, 9, "c0-9", "reader", "put", s, "k1", 403)
-    _refused(run, 10, "c0-10", "writer-a", "read", s, "locked/k0", 404)
-    return run
-
-
 def test_the_access_checks_pass_a_run_whose_refusals_are_all_logged() -> None:
-    run = _with_identities()
+    run = with_identities()
     assert anomalies_of(run) == {}  # writer-a's 404 is no stale read: the policy hid it
     report = check({"seed": 1, "duration": 1, "clients": 1}, run["history"], run["log"],
                    run["subscribers"], run["server"], None, run["access"], run["access_log"])
@@ -255,7 +211,7 @@ def test_the_access_checks_pass_a_run_whose_refusals_are_all_logged() -> None:
 
 
 def test_a_write_by_an_identity_lacking_permission_that_landed_is_named() -> None:
-    run = _with_identities()
+    run = with_identities()
     s = "chaos-strict"
     run["log"].append(log_event(7, s, "k1", 3, D3, "run-c0-9"))  # the refused write landed
     run["log"][-1]["actor"] = "reader"
@@ -271,17 +227,17 @@ def test_a_write_by_an_identity_lacking_permission_that_landed_is_named() -> Non
 
 
 def test_a_forbidden_attempt_answered_2xx_and_an_allowed_one_refused_are_named() -> None:
-    run = _with_identities()
+    run = with_identities()
     history_line(run, "c0-10", "complete").update(
         outcome="ok", status=200, answer=answer_entry("chaos-strict", "locked/k0", 1, 6, D1))
     assert set(anomalies_of(run)) == {"forbidden_answered", "access_record_contradicted"}
-    run = _with_identities()
-    _refused(run, 11, "c0-11", "writer-a", "put", "chaos-strict", "k1", 403)
+    run = with_identities()
+    refused_op(run, 11, "c0-11", "writer-a", "put", "chaos-strict", "k1", 403)
     assert set(anomalies_of(run)) == {"allowed_refused"}
 
 
 def test_a_denial_missing_from_the_access_log_is_named() -> None:
-    run = _with_identities()
+    run = with_identities()
     run["access_log"] = run["access_log"][:1]  # writer-a's 404 is not in the log
     found = anomalies_of(run)
     assert set(found) == {"denial_not_logged"}
@@ -299,18 +255,13 @@ def test_a_denial_missing_from_the_access_log_is_named() -> None:
     assert anomalies_of(run) == {}
 
 
-def _fault(t: float, phase: str, kind: str, target: str) -> dict[str, Any]:
-    return {"type": "fault", "t": t, "phase": phase, "kind": kind, "target": target,
-            "down": 1.0}
-
-
 def test_a_denial_lost_with_a_killed_worker_is_counted_and_no_other() -> None:
     # Each worker appends its records every 0.1 s (later while PostgreSQL is away): a
     # SIGKILL of ssot serve loses the refusals it answered just before.
-    run = _with_identities()
+    run = with_identities()
     run["access_log"] = run["access_log"][:1]  # writer-a's 404 (answered at t 10.5)
-    run["history"] += [_fault(11.0, "start", "kill_api", "api"),
-                       _fault(12.0, "end", "kill_api", "api")]
+    run["history"] += [fault_line(11.0, "start", "kill_api", "api"),
+                       fault_line(12.0, "end", "kill_api", "api")]
     report = check({"seed": 1, "duration": 1, "clients": 1}, run["history"], run["log"],
                    run["subscribers"], run["server"], None, run["access"], run["access_log"])
     assert report["anomalies"] == {}
@@ -320,16 +271,16 @@ def test_a_denial_lost_with_a_killed_worker_is_counted_and_no_other() -> None:
         line["t"] += 4.0  # a kill 4.5 s after the answer: that is no excuse
     assert set(anomalies_of(run)) == {"denial_not_logged"}
     # unless PostgreSQL was away since before the answer, and back shortly before
-    run["history"] += [_fault(9.0, "start", "pg_immediate", "postgres"),
-                       _fault(10.0, "end", "pg_immediate", "postgres")]
+    run["history"] += [fault_line(9.0, "start", "pg_immediate", "postgres"),
+                       fault_line(10.0, "end", "pg_immediate", "postgres")]
     assert anomalies_of(run) == {}
 
 
 def test_an_access_record_of_another_attempt_or_a_broken_chain_is_named() -> None:
-    run = _with_identities()
+    run = with_identities()
     run["access_log"][0]["record"]["subject"] = "writer-a"
     assert set(anomalies_of(run)) == {"access_record_mismatch"}
-    run = _with_identities()
+    run = with_identities()
     run["server"]["access_log"] = {"rows": 2, "problems": [
         {"kind": "access_chain_broken", "seq": 2, "detail": "a link"}]}
     assert set(anomalies_of(run)) == {"access_log_broken"}
@@ -496,6 +447,23 @@ def test_a_merge_onto_a_deleted_base_expects_the_whole_document() -> None:
     assert overlay(doc, None, doc) == doc
     assert overlay({"x": 1}, None, doc) == doc  # the ledger's merge: ours at the root
     assert overlay({"a": {"b": 1, "c": 2}}, {"a": {"b": 1}}, {"a": 5}) == {"a": 5}
+
+
+def test_subscribers_that_swallow_their_cancellation_are_stopped_still() -> None:
+    # Python 3.11's asyncio.wait_for (in nats-py's fetch) may drop a cancellation: a run
+    # hung after its clients, its NATS subscribers "cancelling" and fetching on.
+    async def stubborn() -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(30)
+        await asyncio.sleep(30)
+
+    async def run() -> bool:
+        task = asyncio.create_task(stubborn())
+        await asyncio.sleep(0)
+        await stop_tasks([task])
+        return task.cancelled()
+
+    assert asyncio.run(asyncio.wait_for(run(), 10))
 
 
 def _cloudevent(p: int) -> bytes:
