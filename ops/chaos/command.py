@@ -39,9 +39,11 @@ def chaos(ctx: click.Context, duration: float, clients: int, seed: int | None, k
     """Run the correctness harness: own PostgreSQL, NATS, API and broadcaster; concurrent
     clients and subscribers; a seeded schedule of faults (SIGKILL and restart of the API,
     the writer and the broadcaster, NATS stopped or killed, PostgreSQL fast and immediate
-    restarts, pauses, slow clients); then prove that nothing acknowledged was lost or
-    duplicated, nothing rejected landed, no update was lost, every read saw a real state
-    and every subscriber saw every event once, in order.
+    restarts, pauses, slow clients); clients with several identities, some trying what
+    theirs may not; then prove that nothing acknowledged was lost or duplicated, nothing
+    rejected landed, no update was lost, every read saw a real state, every subscriber
+    saw every event once, in order, every event was its actor's to make and every
+    refusal is in the access log.
 
     Exit code 0 no anomaly, 1 anomalies, 2 the harness failed. 'ssot chaos check DIR'
     checks a saved run again."""
