@@ -5,6 +5,8 @@ from the log, the access log (``access_log.jsonl``) and the history it proves
   its action on its key (``write``; ``delete`` for a deletion, ``restore`` for a revert),
   decided again with ``access.policy.PolicySet`` from the policy the harness set and the
   identities' token records — or whose actor is no identity of the run;
+  ``event_auth_mismatch``: an event whose ``auth`` (how its actor authenticated) names a
+  token that is not its actor's, or another method than its actor's;
 - ``forbidden_answered``: an attempt the policy refuses answered 2xx (a write, or a read
   that showed what its caller may not see); ``allowed_refused``: an attempt the policy
   allows answered 403;
@@ -76,6 +78,16 @@ class Grants:
             self.by_subject[item["subject"]].append(Identity(
                 subject=item["subject"], groups=frozenset(item.get("groups") or ()),
                 method=item.get("method", "token"), token_id=item.get("id")))
+
+    def authenticated(self, actor: str | None, auth: dict[str, Any] | None) -> bool:
+        """Whether an event's ``auth`` is how its actor authenticates: one of its tokens,
+        or (the administrator) the bootstrap token. Events without ``auth`` (written
+        before it was recorded) pass."""
+        if not auth:
+            return True
+        return any(identity.method == auth.get("method") and (
+            identity.token_id is None or identity.token_id == auth.get("token_id"))
+            for identity in self.by_subject.get(actor or "", ()))
 
     def allowed(self, subject: str | None, action: str, ns: str, key: str) -> bool:
         return any(self.policies.decide(identity, action, ns, key).allowed
@@ -153,10 +165,13 @@ def _check_events(grants: Grants, log: Log, found: Findings) -> int:
         checked += 1
         action = {"entry.deleted": "delete", "entry.restored": "restore"}.get(e["type"],
                                                                              "write")
+        where = {"position": e["p"], "ns": e["ns"], "key": e["key"], "version": e["v"],
+                 "type": e["type"], "actor": e.get("actor"), "action": action,
+                 "idempotency_key": e["idem"], "correlation_id": e.get("corr")}
         if not grants.allowed(e.get("actor"), action, e["ns"], e["key"]):
-            found.add("forbidden_write_landed", position=e["p"], ns=e["ns"], key=e["key"],
-                      version=e["v"], type=e["type"], actor=e.get("actor"), action=action,
-                      idempotency_key=e["idem"], correlation_id=e.get("corr"))
+            found.add("forbidden_write_landed", **where)
+        if not grants.authenticated(e.get("actor"), e.get("auth")):
+            found.add("event_auth_mismatch", **where, auth=e.get("auth"))
     return checked
 
 

@@ -29,9 +29,10 @@ kind, with examples:
   (``ssot reconcile``: the JetStream stream against the log), ``not_caught_up`` (the
   broadcaster or a subscriber did not reach the head in time after the run);
 - with identities (``identities.json``, ``access_log.jsonl``; see ``check_access``):
-  ``forbidden_write_landed``, ``forbidden_answered``, ``allowed_refused``,
-  ``denial_not_logged``, ``access_record_mismatch``, ``access_record_contradicted``,
-  ``access_log_broken``, ``access_log_unchecked``, ``access_setup_mismatch``.
+  ``forbidden_write_landed``, ``event_auth_mismatch``, ``forbidden_answered``,
+  ``allowed_refused``, ``denial_not_logged``, ``access_record_mismatch``,
+  ``access_record_contradicted``, ``access_log_broken``, ``access_log_unchecked``,
+  ``access_setup_mismatch``.
 """
 
 from __future__ import annotations

@@ -145,8 +145,8 @@ def _dump_log(database_url: str, path: Path) -> int:
             conn.cursor(name="chaos_log") as cur:
         cur.execute("SELECT position, namespace, key, version, event_type, event_id::text,"
                     " idempotency_key, document::text, resolution::text, recorded_at,"
-                    " extract(epoch FROM recorded_at)::float8, actor, correlation_id"
-                    " FROM entry_history ORDER BY position")
+                    " extract(epoch FROM recorded_at)::float8, actor, correlation_id,"
+                    " auth::text FROM entry_history ORDER BY position")
         for row in cur:
             out.write(orjson.dumps({
                 "p": row[0], "ns": row[1], "key": row[2], "v": row[3], "type": row[4],
@@ -154,7 +154,9 @@ def _dump_log(database_url: str, path: Path) -> int:
                 "doc": orjson.loads(row[7]) if row[7] is not None else None,
                 "resolution": orjson.loads(row[8]) if row[8] is not None else None,
                 "at": row[9].isoformat(), "epoch": row[10], "actor": row[11],
-                "corr": row[12]}).decode() + "\n")
+                "corr": row[12],
+                "auth": orjson.loads(row[13]) if row[13] is not None else None}).decode()
+                + "\n")
             count += 1
     return count
 

@@ -133,9 +133,12 @@ def with_identities() -> dict[str, Any]:
         e["actor"] = "admin"
     run["access"] = {"policy_name": "chaos", "policy": policy(), "clients": {"0": "admin"},
                      "identities": {
-                         "admin": {"subject": "admin", "groups": ["admins"], "id": None},
-                         "writer-a": {"subject": "writer-a", "groups": [], "id": "a" * 16},
-                         "reader": {"subject": "reader", "groups": [], "id": "b" * 16}}}
+                         "admin": {"subject": "admin", "groups": ["admins"], "id": None,
+                                   "method": "bootstrap"},
+                         "writer-a": {"subject": "writer-a", "groups": [], "id": "a" * 16,
+                                      "method": "token"},
+                         "reader": {"subject": "reader", "groups": [], "id": "b" * 16,
+                                    "method": "token"}}}
     run["access_log"] = []
     run["server"] = {**run["server"], "access_log": {"rows": 2, "problems": []}}
     refused_op(run, 9, "c0-9", "reader", "put", s, "k1", 403)

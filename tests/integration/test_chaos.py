@@ -226,6 +226,16 @@ def test_a_write_by_an_identity_lacking_permission_that_landed_is_named() -> Non
     assert "forbidden_write_landed" in anomalies_of(run)
 
 
+def test_an_event_whose_auth_is_not_its_actors_is_named() -> None:
+    run = with_identities()
+    run["log"][-1]["auth"] = {"method": "bootstrap", "token_id": "bootstrap-1"}
+    assert anomalies_of(run) == {}  # the admin's own: the bootstrap token
+    run["log"][-1]["auth"] = {"method": "token", "token_id": "b" * 16}  # the reader's token
+    found = anomalies_of(run)
+    assert set(found) == {"event_auth_mismatch"}
+    assert found["event_auth_mismatch"]["examples"][0]["actor"] == "admin"
+
+
 def test_a_forbidden_attempt_answered_2xx_and_an_allowed_one_refused_are_named() -> None:
     run = with_identities()
     history_line(run, "c0-10", "complete").update(
