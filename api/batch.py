@@ -200,5 +200,5 @@ async def batch(request: Request) -> Response:
         service.writes.add(1, {"event_type": outcome.event_type})
     return Response(orjson.dumps({
         "correlation_id": meta.correlation_id,
-        "operations": [outcome_json(o) for o in outcomes],
+        "operations": [outcome_json(o, request) for o in outcomes],
     }), media_type=JSON, headers=replayed(outcomes))

@@ -19,6 +19,9 @@ class Entry(BaseModel):
 class WriteResult(Entry):
     """The answer to a write; the resolution members appear when its If-Match was stale."""
 
+    document_hidden: bool | None = Field(
+        None, description="true: the caller may write the entry but not read it, so the "
+        "document is not shown (null)")
     merged: bool | None = Field(None, description="A stale If-Match merged by replay")
     base_version: int | None = Field(None, description="The version the write was based on")
     rebased_over: list[int] | None = Field(None, description="The versions it was merged over")

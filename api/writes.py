@@ -25,9 +25,11 @@ from .service import Service
 T = TypeVar("T")
 
 
-def outcome_json(outcome: Outcome) -> dict[str, Any]:
+def outcome_json(outcome: Outcome, request: Request | None = None) -> dict[str, Any]:
     """The body of a write's answer: the entry it made, and how a stale If-Match was
-    resolved (``merged``, ``base_version``, ``rebased_over``; ``resolution`` in full)."""
+    resolved (``merged``, ``base_version``, ``rebased_over``; ``resolution`` in full).
+    Given the request, the document is left out (null) for a caller who may write the
+    entry but not read it: a patch's answer would show what others wrote."""
     body: dict[str, Any] = {
         "namespace": outcome.namespace,
         "key": outcome.key,
@@ -36,6 +38,11 @@ def outcome_json(outcome: Outcome) -> dict[str, Any]:
         "recorded_at": http.rfc3339(outcome.recorded_at),
         "document": outcome.document,
     }
+    identity = getattr(request.state, "identity", None) if request is not None else None
+    if identity is not None and not service_of(request).access.policies.decide(  # type: ignore[arg-type]
+            identity, "read", outcome.namespace, outcome.key).allowed:
+        body["document"] = None
+        body["document_hidden"] = True
     resolution = outcome.resolution
     if resolution is not None:
         if resolution.get("policy") == "merge":
@@ -121,7 +128,8 @@ async def write_command(request: Request, command: Command, body: bytes,
         headers["Location"] = str(request.url.path)
     if outcome.replayed:
         headers["Idempotent-Replayed"] = "true"
-    return Response(orjson.dumps(outcome_json(outcome)), status_code=status, media_type=JSON,
+    return Response(orjson.dumps(outcome_json(outcome, request)), status_code=status,
+                    media_type=JSON,
                     headers=headers)
 
 
