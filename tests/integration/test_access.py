@@ -196,3 +196,18 @@ def test_a_revoked_token_is_refused_within_a_second_even_on_an_open_stream(
         assert sum(x.startswith("data:") for x in lines) == 1  # nothing after revocation
         r = httpx.get(server.url + entry(ns, "k"), headers=bearer(made["token"]))
         assert r.status_code == 401
+
+
+def test_a_write_only_caller_does_not_read_through_its_answers(
+        api: RunningServer, admin: httpx.Client, ns: str) -> None:
+    token = make_token(admin, f"blind-{ns}")
+    set_policy(admin, f"blind-{ns}", {"effect": "allow", "subjects": [f"user:blind-{ns}"],
+                                      "actions": ["write"], "namespaces": [ns]})
+    admin.put(entry(ns, "k"), json={"theirs": "secret"})
+    with as_(api, token) as blind:
+        r = blind.patch(entry(ns, "k"), json={"mine": 1},
+                        headers={"Content-Type": "application/merge-patch+json"})
+        assert r.status_code == 200, r.text
+        assert r.json()["document"] is None and r.json()["document_hidden"] is True
+        assert blind.get(entry(ns, "k")).status_code == 404
+    assert admin.get(entry(ns, "k")).json()["document"] == {"theirs": "secret", "mine": 1}
