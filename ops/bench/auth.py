@@ -69,6 +69,8 @@ def evaluate(report: dict[str, Any]) -> list[dict[str, Any]]:
                 "passed": m["cpu_p99_us"] < MICRO_P99_US,
                 "note": f"CPU p50 {m['cpu_p50_us']} µs; wall clock p50 {m['p50_us']}, p99 "
                         f"{m['p99_us']} µs"})
+    edge = (micro or {}).get("edge")
+    added = edge["on"]["cpu_p50_us"] - edge["off"]["cpu_p50_us"] if edge else None
     if http:
         for method, name in (("put", "PUT If-Match"), ("get", "GET one entry")):
             step = http.get(method)
@@ -88,8 +90,17 @@ def evaluate(report: dict[str, Any]) -> list[dict[str, Any]]:
                 "note": f"median {fmt(median, 3)}x over {len(step['ratios'])} pairs, totals "
                         f"{fmt(step['totals_ratio'], 3)}x, per server CPU second "
                         f"{fmt(step['cpu_ratio'], 3)}x; off {off['requests_per_s']:,.0f} "
-                        "req/s"})
+                        f"req/s{_share(added, off['server_cpu_us_per_request'])}"})
     return rows
+
+
+def _share(added: float | None, per_request: float | None) -> str:
+    """The edge's added CPU as a share of what a request cost the server with auth off."""
+    if added is None or not per_request:
+        return ""
+    return (f"; the edge in process adds {added:.1f} µs of CPU, "
+            f"{added / per_request * 100:.1f} % of the {per_request:,.0f} µs this request "
+            "costs the server with auth off")
 
 
 def _micro_cell(m: dict[str, Any]) -> str:
