@@ -11,7 +11,8 @@ rules), three ways:
   ``RateLimit-*`` headers on every answer, as by default).
 
 What the difference costs a request, free of what a busy machine does to an HTTP
-measurement. Each call is timed on the wall clock and the thread's CPU clock.
+measurement. The three take turns in blocks of ``BLOCK`` calls; each call is timed on
+the wall clock and the thread's CPU clock.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from .measuring import NAMESPACE
 
 EDGE_TOKENS = 100
 WARMUP = 2000
+BLOCK = 500  # calls per turn
 _ROUTE = SimpleNamespace(path="/v1/namespaces/{namespace}/entries/{key:path}")
 _SIDES = {"off": ("off", 0.0), "on": ("on", 0.0), "on_limited": ("on", 1_000_000.0)}
 
@@ -50,12 +52,10 @@ async def _endpoint(scope: Scope, receive: Receive, send: Send) -> None:
     await send({"type": "http.response.body", "body": b"{}"})
 
 
-async def _measure(requests: int) -> dict[str, Any]:
-    records, tokens = make_tokens(random.Random(5), EDGE_TOKENS, datetime.now(UTC))
-    token = next(t for r, t in zip(records, tokens, strict=True) if r.subject == BENCH_SUBJECT)
-    rows = access_rows(policy_documents(), records)
-    results: dict[str, Any] = {}
-    for name, (auth, per_second) in _SIDES.items():
+class _Side:
+    """One way of running the edge: its app, its request headers, what it answered."""
+
+    def __init__(self, auth: str, per_second: float, rows: list[Any], token: str) -> None:
         settings = Settings(auth=auth, rate_limit_per_second=per_second,
                             rate_limit_burst=max(1.0, per_second))
         state = AccessState(cast(Any, None), settings.access_refresh_seconds)
@@ -64,41 +64,57 @@ async def _measure(requests: int) -> dict[str, Any]:
         service = Service(settings, none, none, none, none, none, none, state,
                           Authenticator(settings, state))
         limiter = RateLimiter.from_settings(settings, limits_for=state.policies.rate_limit)
-        app = CorrelationId(Authenticate(RateLimit(_endpoint, limiter), limiter))
-        holder = SimpleNamespace(state=SimpleNamespace(service=service))
-        headers = [(b"host", b"127.0.0.1:8080"), (b"user-agent", b"bench")]
+        self.app = CorrelationId(Authenticate(RateLimit(_endpoint, limiter), limiter))
+        self.holder = SimpleNamespace(state=SimpleNamespace(service=service))
+        self.headers = [(b"host", b"127.0.0.1:8080"), (b"user-agent", b"bench")]
         if auth == "on":
-            headers.append((b"authorization", f"Bearer {token}".encode()))
-        statuses: dict[int, int] = {}
+            self.headers.append((b"authorization", f"Bearer {token}".encode()))
+        self.statuses: dict[int, int] = {}
+        self.wall: list[int] = []
+        self.cpu: list[int] = []
 
-        async def receive() -> Message:
-            return {"type": "http.request", "body": b"", "more_body": False}
+    async def receive(self) -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
 
-        async def send(message: Message, statuses: dict[int, int] = statuses) -> None:
-            if message["type"] == "http.response.start":
-                statuses[message["status"]] = statuses.get(message["status"], 0) + 1
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.statuses[message["status"]] = self.statuses.get(message["status"], 0) + 1
 
-        def scope(n: int, headers: list[tuple[bytes, bytes]] = headers,
-                  holder: Any = holder) -> Scope:
-            return {"type": "http", "method": "GET", "path": f"/v1/namespaces/{NAMESPACE}/"
-                    f"entries/k-{n % 16}", "raw_path": b"", "query_string": b"",
-                    "headers": headers, "app": holder, "client": ("127.0.0.1", 40000),
-                    "route": _ROUTE, "path_params": {"namespace": NAMESPACE,
-                                                     "key": f"k-{n % 16}"}}
+    def scope(self, n: int) -> Scope:
+        key = f"k-{n % 16}"
+        return {"type": "http", "method": "GET", "path": f"/v1/namespaces/{NAMESPACE}/"
+                f"entries/{key}", "raw_path": b"", "query_string": b"",
+                "headers": self.headers, "app": self.holder, "client": ("127.0.0.1", 40000),
+                "route": _ROUTE, "path_params": {"namespace": NAMESPACE, "key": key}}
 
-        for n in range(WARMUP):
-            await app(scope(n), receive, send)
-        wall, cpu = [0] * requests, [0] * requests
+    async def run(self, first: int, calls: int, timed: bool = True) -> None:
         wall_clock, cpu_clock = time.perf_counter_ns, time.thread_time_ns
-        for n in range(requests):
-            request = scope(n)
+        for n in range(first, first + calls):
+            request = self.scope(n)
             start, start_cpu = wall_clock(), cpu_clock()
-            await app(request, receive, send)
-            cpu[n] = cpu_clock() - start_cpu
-            wall[n] = wall_clock() - start
-        results[name] = {**quantiles_us(wall, cpu), "statuses": {
-            str(k): v for k, v in statuses.items()}}
-    return results
+            await self.app(request, self.receive, self.send)
+            if timed:
+                self.cpu.append(cpu_clock() - start_cpu)
+                self.wall.append(wall_clock() - start)
+
+
+async def _measure(requests: int) -> dict[str, Any]:
+    records, tokens = make_tokens(random.Random(5), EDGE_TOKENS, datetime.now(UTC))
+    token = next(t for r, t in zip(records, tokens, strict=True) if r.subject == BENCH_SUBJECT)
+    rows = access_rows(policy_documents(), records)
+    sides = {name: _Side(auth, per_second, rows, token)
+             for name, (auth, per_second) in _SIDES.items()}
+    for side in sides.values():
+        await side.run(0, WARMUP, timed=False)
+    # Blocks of BLOCK calls, the sides taking turns in the order A B C, C B A, …: a drift
+    # of the machine's load falls on all of them alike.
+    order = list(sides.values())
+    for block, first in enumerate(range(0, requests, BLOCK)):
+        for side in order if block % 2 == 0 else order[::-1]:
+            await side.run(first, min(BLOCK, requests - first))
+    return {name: {**quantiles_us(side.wall, side.cpu),
+                   "statuses": {str(k): v for k, v in side.statuses.items()}}
+            for name, side in sides.items()}
 
 
 def run_edge(requests: int) -> dict[str, Any]:
