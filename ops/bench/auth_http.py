@@ -35,6 +35,7 @@ from typing import Any
 
 import orjson
 import psycopg
+import uvloop
 from psycopg import sql
 
 from .auth_micro import BENCH_GROUPS, BENCH_SUBJECT, policy_documents
@@ -177,8 +178,6 @@ async def _alternate(spec: AlternatingSpec) -> dict[str, Any]:
 
 
 def run_alternating(spec: AlternatingSpec) -> dict[str, Any]:
-    import uvloop
-
     return uvloop.run(_alternate(spec))
 
 
