@@ -18,6 +18,7 @@ the wall clock and the thread's CPU clock.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import time
 from datetime import UTC, datetime
@@ -60,9 +61,10 @@ class _Side:
                             rate_limit_burst=max(1.0, per_second))
         state = AccessState(cast(Any, None), settings.access_refresh_seconds)
         state.load(rows, position=1)
-        none = cast(Any, None)
-        service = Service(settings, none, none, none, none, none, none, state,
-                          Authenticator(settings, state))
+        # What the edge uses of the service; the rest (writer, pool, …) stays None.
+        given = {"settings": settings, "access": state,
+                 "authenticator": Authenticator(settings, state)}
+        service = Service(**{f.name: given.get(f.name) for f in dataclasses.fields(Service)})
         limiter = RateLimiter.from_settings(settings, limits_for=state.policies.rate_limit)
         self.app = CorrelationId(Authenticate(RateLimit(_endpoint, limiter), limiter))
         self.holder = SimpleNamespace(state=SimpleNamespace(service=service))
