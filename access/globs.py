@@ -49,6 +49,25 @@ def matches(pattern: str, value: str) -> bool:
     return compile_glob(pattern).fullmatch(value) is not None
 
 
+class GlobSet:
+    """Several globs as one test: ``globs(value)`` is ``any(matches(p, value) for p in
+    patterns)``, at the cost of a set lookup and at most one regular expression."""
+
+    __slots__ = ("_regex", "everything", "literals")
+
+    def __init__(self, patterns: tuple[str, ...] | list[str]) -> None:
+        self.everything = "**" in patterns
+        self.literals = frozenset(p for p in patterns if "*" not in p)
+        wild = sorted({p for p in patterns if "*" in p and p != "**"})
+        self._regex = (re.compile("|".join(f"(?:{compile_glob(p).pattern})" for p in wild))
+                       if wild else None)
+
+    def __call__(self, value: str) -> bool:
+        if self.everything or value in self.literals:
+            return True
+        return self._regex is not None and self._regex.fullmatch(value) is not None
+
+
 def literal_prefix(pattern: str) -> str:
     """The part of ``pattern`` before its first wildcard: every match starts with it (an
     index range for listings)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 #: The group whose members may do everything (the break-glass group, like Vault's root):
@@ -27,9 +28,10 @@ class Identity:
     #: Set when a trusted proxy acts for an end user (its ``X-Actor``).
     on_behalf_of: str | None = None
 
-    @property
+    @cached_property
     def principals(self) -> tuple[str, ...]:
-        """The policy subjects this identity answers to (``*`` matches any of them)."""
+        """The policy subjects this identity answers to (``*`` matches any of them);
+        worked out once per identity (it is immutable)."""
         names = [f"user:{self.subject}", *(f"group:{g}" for g in sorted(self.groups))]
         if self.token_id is not None:
             names.append(f"token:{self.token_id}")

@@ -25,14 +25,14 @@ never match a system namespace (``_access``, ``_namespaces``): name those litera
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
 from nexus_ssot.ledger.documents import check_text
 from nexus_ssot.ledger.errors import InvalidInput
 
-from .globs import check_glob, literal_prefix, matches
+from .globs import GlobSet, check_glob, literal_prefix
 from .identity import Identity
 
 ACTIONS = ("read", "history", "write", "delete", "restore", "admin", "operate")
@@ -155,28 +155,6 @@ def check_policy(document: Any) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
-class Rule:
-    policy: str
-    index: int
-    effect: str
-    actions: frozenset[str]
-    namespaces: tuple[str, ...]
-    keys: tuple[str, ...]
-
-    def covers_namespace(self, namespace: str) -> bool:
-        if namespace.startswith("_"):
-            return namespace in self.namespaces
-        return any(matches(p, namespace) for p in self.namespaces)
-
-    def covers_key(self, key: str) -> bool:
-        return any(matches(p, key) for p in self.keys)
-
-    @property
-    def all_keys(self) -> bool:
-        return ALL_KEYS in self.keys
-
-
-@dataclass(frozen=True)
 class Decision:
     allowed: bool
     #: "allow" or "deny" rule that decided, "admins" (the group), or "default" (no rule).
@@ -198,6 +176,65 @@ class Decision:
                 "policy": self.policy, "rule": self.rule, "reason": self.reason}
 
 
+@dataclass(frozen=True)
+class Rule:
+    policy: str
+    index: int
+    effect: str
+    actions: frozenset[str]
+    namespaces: tuple[str, ...]
+    keys: tuple[str, ...]
+    #: Its place among all the rules in force (policies by name, then by index).
+    rank: int = 0
+    # Compiled once: the globs as one test each, the decision this rule makes.
+    _namespace_globs: GlobSet = field(init=False, repr=False, compare=False)
+    _named: frozenset[str] = field(init=False, repr=False, compare=False)
+    _key_globs: GlobSet = field(init=False, repr=False, compare=False)
+    all_keys: bool = field(init=False, repr=False, compare=False)
+    decision: Decision = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for name, value in (
+                ("_namespace_globs", GlobSet(self.namespaces)),
+                ("_named", frozenset(self.namespaces)),
+                ("_key_globs", GlobSet(self.keys)),
+                ("all_keys", ALL_KEYS in self.keys),
+                ("decision", Decision(self.effect == "allow", self.effect, self.policy,
+                                      self.index))):
+            object.__setattr__(self, name, value)
+
+    def covers_namespace(self, namespace: str) -> bool:
+        if namespace.startswith("_"):
+            return namespace in self._named
+        return self._namespace_globs(namespace)
+
+    def covers_key(self, key: str) -> bool:
+        return self._key_globs(key)
+
+
+Split = tuple[tuple[Rule, ...], tuple[Rule, ...]]  # (allow rules, deny rules), in order
+_NONE: Split = ((), ())
+
+
+def _rank(rule: Rule) -> int:
+    return rule.rank
+
+
+def _in_namespace(rules: Split, namespace: str) -> Split:
+    allows, denies = rules
+    return (tuple(r for r in allows if r.covers_namespace(namespace)),
+            tuple(r for r in denies if r.covers_namespace(namespace)))
+
+
+def _merge(first: tuple[Rule, ...], second: tuple[Rule, ...]) -> tuple[Rule, ...]:
+    """Two lists of rules in order as one, in order, each rule once (a rule may name
+    both ``*`` and one of the caller's principals)."""
+    if not first or not second:
+        return first or second
+    return tuple(sorted({r.rank: r for r in (*first, *second)}.values(), key=_rank))
+
+
+_ACTIONS = frozenset(ACTIONS)
 ADMIN_DECISION = Decision(True, "admins")
 DEFAULT_DENY = Decision(False, "default")
 
@@ -239,62 +276,80 @@ class KeyFilter:
 
 
 class PolicySet:
-    """Every policy in force, compiled: rules indexed by subject, and per caller by action."""
+    """Every policy in force, compiled: rules by subject and action. What applies to a
+    caller doing an action in a namespace is worked out on its first such request and
+    kept (least recently used out first), the rules naming ``*`` once per (action,
+    namespace) for all callers."""
+
+    #: (action, namespace) pairs and (caller, action, namespace) triples whose rules are
+    #: kept; callers whose rate limit is kept.
+    NAMESPACES, PLACES, CALLERS = 4096, 16384, 4096
 
     def __init__(self, policies: Mapping[str, Mapping[str, Any]], version: int = 0) -> None:
         self.policies = dict(policies)
         self.version = version
         by_subject: dict[str, list[Rule]] = {}
         limits: dict[str, list[RateLimit]] = {}
+        rank = 0
         for name in sorted(self.policies):
             document = self.policies[name]
             for i, rule in enumerate(document.get("rules", [])):
                 actions = frozenset(ACTIONS if "*" in rule["actions"] else rule["actions"])
                 compiled = Rule(name, i, rule["effect"], actions, tuple(rule["namespaces"]),
-                                tuple(rule.get("keys", [ALL_KEYS])))
+                                tuple(rule.get("keys", [ALL_KEYS])), rank)
+                rank += 1
                 for subject in dict.fromkeys(rule["subjects"]):
                     by_subject.setdefault(subject, []).append(compiled)
             for limit in document.get("rate_limits", []):
                 for subject in limit["subjects"]:
                     limits.setdefault(subject, []).append(
                         RateLimit(limit["per_second"], limit["burst"]))
-        self._by_subject = by_subject
+        #: (subject, action) → its (allow rules, deny rules), in order.
+        self._rules_of: dict[tuple[str, str], Split] = {}
+        for subject, rules in by_subject.items():
+            for action in ACTIONS:
+                allows = tuple(r for r in rules if action in r.actions and r.effect == "allow")
+                denies = tuple(r for r in rules if action in r.actions and r.effect == "deny")
+                if allows or denies:
+                    self._rules_of[subject, action] = (allows, denies)
         self._limits = limits
-        self._rules_for = lru_cache(maxsize=4096)(self._compile_for)
+        self._anyones_in = lru_cache(maxsize=self.NAMESPACES)(self._compile_anyones)
+        self._rules_in = lru_cache(maxsize=self.PLACES)(self._compile_in)
+        self._limit_for = lru_cache(maxsize=self.CALLERS)(self._rate_limit)
 
-    def _compile_for(self, principals: tuple[str, ...]
-                     ) -> dict[str, tuple[tuple[Rule, ...], tuple[Rule, ...]]]:
-        rules: dict[int, Rule] = {}
-        for principal in (*principals, "*"):
-            for rule in self._by_subject.get(principal, ()):
-                rules[id(rule)] = rule
-        ordered = sorted(rules.values(), key=lambda r: (r.policy, r.index))
-        return {action: (tuple(r for r in ordered if action in r.actions and r.effect == "allow"),
-                         tuple(r for r in ordered if action in r.actions and r.effect == "deny"))
-                for action in ACTIONS}
+    def _compile_anyones(self, action: str, namespace: str) -> Split:
+        return _in_namespace(self._rules_of.get(("*", action), _NONE), namespace)
+
+    def _compile_in(self, principals: tuple[str, ...], action: str, namespace: str
+                    ) -> Split:
+        allows, denies = self._anyones_in(action, namespace)
+        for principal in principals:
+            own = self._rules_of.get((principal, action))
+            if own is not None:
+                own_allows, own_denies = _in_namespace(own, namespace)
+                allows, denies = _merge(own_allows, allows), _merge(own_denies, denies)
+        return allows, denies
 
     def rules(self, identity: Identity, action: str, namespace: str
               ) -> tuple[tuple[Rule, ...], tuple[Rule, ...]]:
         """The allow and deny rules for ``identity`` doing ``action`` in ``namespace``."""
-        allows, denies = self._rules_for(identity.principals)[action]
-        return (tuple(r for r in allows if r.covers_namespace(namespace)),
-                tuple(r for r in denies if r.covers_namespace(namespace)))
+        return self._rules_in(identity.principals, action, namespace)
 
     def decide(self, identity: Identity, action: str, namespace: str,
                key: str | None = None) -> Decision:
         """May ``identity`` do ``action`` on ``key`` of ``namespace`` (None: on the whole
         namespace)?"""
-        if action not in ACTIONS:
+        if action not in _ACTIONS:
             raise ValueError(f"unknown action {action!r}")
         if identity.is_admin:
             return ADMIN_DECISION
-        allows, denies = self.rules(identity, action, namespace)
+        allows, denies = self._rules_in(identity.principals, action, namespace)
         for rule in denies:
             if key is None or rule.covers_key(key):
-                return Decision(False, "deny", rule.policy, rule.index)
+                return rule.decision
         for rule in allows:
             if rule.all_keys if key is None else rule.covers_key(key):
-                return Decision(True, "allow", rule.policy, rule.index)
+                return rule.decision
         return DEFAULT_DENY
 
     def key_filter(self, identity: Identity, action: str, namespace: str) -> KeyFilter:
@@ -320,9 +375,11 @@ class PolicySet:
     def rate_limit(self, identity: Identity) -> RateLimit | None:
         """The rate limit for ``identity``: its user's or token's, else its groups', else
         ``*``'s; the most generous at the most specific level."""
-        levels = ([f"user:{identity.subject}"]
-                  + ([f"token:{identity.token_id}"] if identity.token_id else []),
-                  [f"group:{g}" for g in sorted(identity.groups)], ["*"])
+        return self._limit_for(identity.principals)
+
+    def _rate_limit(self, principals: tuple[str, ...]) -> RateLimit | None:
+        levels = ([p for p in principals if p.startswith(("user:", "token:"))],
+                  [p for p in principals if p.startswith("group:")], ["*"])
         for level in levels:
             found = [x for p in level for x in self._limits.get(p, ())]
             if found:

@@ -18,6 +18,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from typing import Any
 
 import bcrypt
@@ -83,6 +84,12 @@ class TokenRecord:
         return self.expires_at is not None and now >= self.expires_at
 
     def identity(self) -> Identity:
+        """The caller this token proves: one object per record (identities are immutable),
+        so its principals are worked out once, not on every request."""
+        return self._identity
+
+    @cached_property
+    def _identity(self) -> Identity:
         return Identity(subject=self.subject, groups=frozenset(self.groups), method="token",
                         token_id=self.id, expires_at=self.expires_at)
 

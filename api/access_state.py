@@ -48,10 +48,12 @@ class AccessState:
                 if position == self.position:
                     return False
                 rows = await current_state.namespace_documents(conn, ACCESS_NAMESPACE)
-            self._load(rows, position)
+            self.load(rows, position)
             return True
 
-    def _load(self, rows: list[tuple[str, str | None, bool]], position: int) -> None:
+    def load(self, rows: list[tuple[str, str | None, bool]], position: int) -> None:
+        """Take ``_access``'s entries (key, document as JSON text, deleted) as of
+        ``position``: the policies in force, the live tokens, the revoked ids."""
         policies: dict[str, dict[str, Any]] = {}
         tokens: dict[str, TokenRecord] = {}
         revoked: set[str] = set()

@@ -72,12 +72,15 @@ class Authenticator:
         self.state = state
         self.jwt = jwt
         self.bootstrap = settings.bootstrap_token_sha256
+        #: One identity for every request of the bootstrap token (identities are immutable).
+        self.bootstrap_identity = (None if self.bootstrap is None
+                                   else bootstrap_identity(self.bootstrap))
 
     def authenticate(self, token: str, now: datetime | None = None) -> Identity:
         now = now or datetime.now(UTC)
         digest = hashlib.sha256(token.encode()).hexdigest()
         if self.bootstrap is not None and hmac.compare_digest(digest, self.bootstrap):
-            return bootstrap_identity(self.bootstrap)
+            return self.bootstrap_identity or bootstrap_identity(self.bootstrap)
         token_id = token_id_of(token)
         if token_id is not None:
             record = self.state.token(token_id)

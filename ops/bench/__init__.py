@@ -11,7 +11,9 @@ its end, one module each:
 (c)-(e) ``http_load``: our HTTP API in its own process (``ssot serve``, ``server``):
     read-modify-write PUTs with ``If-Match`` at 1, 16 and 64 connections, GET of one entry
     at 16 connections, the server's resident memory once 100k writes have been
-    acknowledged.
+    acknowledged. This server runs with auth off (``SSOT_AUTH=off``, loopback only), as
+    do the steps after it that use it: they measure the ledger; (p) measures what auth
+    adds.
 (l) ``chain``: the hash chain's cost, the server's writer in the load generator's process
     with the chain on and off batch by batch.
 (f)-(h) ``broadcast``: raw JetStream beside the ledger's broadcaster.
@@ -19,9 +21,13 @@ its end, one module each:
 (m)-(n) ``projections``: view rebuilds beside the plain library's log read, and the live
     lag of an asynchronous view.
 (o) ``backup``: verify, export and import of a 200k-event log.
+(p) ``auth`` (``auth_micro``, ``auth_http``): identity and access with 1,000 policy rules,
+    in process (a token, a decision, a listing's filter: p50/p99 in µs) and over HTTP
+    (PUT@16 and GET@16 against two servers of the same build, auth off and auth on,
+    taking turns), once the server under test has stopped.
 
-``--only history``, ``--only chain``, ``--only projections`` and ``--only backup`` run just
-those steps.
+``--only history``, ``--only chain``, ``--only projections``, ``--only backup`` and
+``--only auth`` run just those steps.
 
 The HTTP load generator runs in a separate process on raw asyncio streams (uvloop,
 hand-written HTTP/1.1 keep-alive requests): the machine may have two cores shared by the

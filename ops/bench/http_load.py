@@ -52,6 +52,7 @@ class HttpSpec:
     connections: int
     duration: float  # the measured window, or the cap when target_writes is set
     target_writes: int = 0  # PUT only: stop once this many writes were acknowledged
+    headers: str = ""  # header lines every request carries ("Authorization: …\r\n")
 
 
 @dataclass
@@ -82,7 +83,7 @@ class HttpResult:
 
 
 @dataclass
-class _Tally:
+class Tally:
     latencies: list[int] = field(default_factory=list)
     statuses: dict[int, int] = field(default_factory=dict)
     non_2xx: int = 0
@@ -96,15 +97,15 @@ class _Tally:
             self.first_problem = text
 
 
-class _Client:
+class Client:
     """The requests of one connection on one entry."""
 
-    def __init__(self, spec: HttpSpec, index: int, tally: _Tally) -> None:
+    def __init__(self, spec: HttpSpec, index: int, tally: Tally) -> None:
         self.conn = HttpConnection(spec.port)
         self.tally = tally
         self.index = index
         path = f"/v1/namespaces/{NAMESPACE}/entries/{spec.key_prefix}-{index}"
-        host = f"Host: {HOST}:{spec.port}\r\n"
+        host = f"Host: {HOST}:{spec.port}\r\n{spec.headers}"
         self.put_head = f"PUT {path} HTTP/1.1\r\n{host}Content-Type: application/json\r\n".encode()
         self.get_request = f"GET {path} HTTP/1.1\r\n{host}\r\n".encode()
         self.etag = b""
@@ -193,21 +194,28 @@ class _Client:
                 tally.problem(f"GET: HTTP {status}")
 
 
-async def _http_step(spec: HttpSpec) -> HttpResult:
-    tally = _Tally()
+async def open_clients(spec: HttpSpec, tally: Tally) -> list[Client]:
+    """``spec.connections`` clients, connected and ready: for PUTs each on its own entry,
+    created (or its version learnt); for GETs all on entry 0, created by the first."""
     if spec.method == "PUT":
-        clients = [_Client(spec, i, tally) for i in range(spec.connections)]
+        clients = [Client(spec, i, tally) for i in range(spec.connections)]
         ready = await asyncio.wait_for(
             asyncio.gather(*(c.ensure_entry() for c in clients)), STEP_GRACE * 2
         )
         if not all(ready):
             raise RuntimeError(f"{spec.label}: could not create the entries: {tally.first_problem}")
     else:  # every connection reads entry 0, created by the first
-        clients = [_Client(spec, 0, tally) for _ in range(spec.connections)]
+        clients = [Client(spec, 0, tally) for _ in range(spec.connections)]
         if not await asyncio.wait_for(clients[0].ensure_entry(), STEP_GRACE):
             raise RuntimeError(f"{spec.label}: could not create the entry: {tally.first_problem}")
         await asyncio.wait_for(  # open the other connections before the clock starts
             asyncio.gather(*(c.conn.exchange(c.get_request) for c in clients[1:])), STEP_GRACE)
+    return clients
+
+
+async def _http_step(spec: HttpSpec) -> HttpResult:
+    tally = Tally()
+    clients = await open_clients(spec, tally)
     setup_writes = tally.acknowledged
     goal = [setup_writes + spec.target_writes if spec.target_writes else 0]
     start = time.perf_counter_ns()

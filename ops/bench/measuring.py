@@ -241,6 +241,11 @@ class HttpConnection:
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
+    async def connect(self) -> None:
+        """Open the connection now (else the first request opens it)."""
+        if self.writer is None or self.reader is None:
+            self.reader, self.writer = await asyncio.open_connection(HOST, self.port)
+
     async def exchange(self, request: bytes) -> tuple[int, bytes | None]:
         """Send ``request``; return the status and the ETag (or None) of the response."""
         if self.writer is None or self.reader is None:

@@ -1,4 +1,4 @@
-"""The results of ``make bench``: the main table (steps (a)-(e) and (l) against their
+"""The results of ``make bench``: the main table (steps (a)-(e), (l) and (p) against their
 targets), the CPU table, the other steps' own tables after them, and the results files
 (``bench-<UTC timestamp>.json`` and ``.md``, copied to ``latest.*`` unless the run was
 partial).
@@ -109,6 +109,7 @@ def evaluate(report: dict[str, Any]) -> list[dict[str, Any]]:
                             f"{chain['slot_ratio_range'][0]:.3f} to "
                             f"{chain['slot_ratio_range'][1]:.3f}), totals "
                             f"{chain['ratio']:.3f}x" if median and chain["ratio"] else None)
+    rows += report.get("auth", {}).get("summary", [])
     return rows
 
 
@@ -174,14 +175,6 @@ def markdown(report: dict[str, Any], rows: list[dict[str, Any]]) -> str:
             f"alone (no I/O, best CPU time): {decide['on_us']} µs per event with the chain, "
             f"{decide['off_us']} µs without.",
         ]
-    lines += [
-        "",
-        "CPU per step, % of one core (the machine has "
-        f"{machine['nproc']} x 100 %); `other` is every other process on the machine:",
-        "",
-        "| step | rate | server | postgres | load generator | other | idle | mean batch |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
     steps: list[tuple[str, float | None, dict[str, Any], Any]] = []
     if "pgbench" in report:
         steps.append(("pgbench", report["pgbench"].get("tps"), report["pgbench"]["cpu"], None))
@@ -195,16 +188,29 @@ def markdown(report: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         steps.append(("chain on and off (load = the writer)",
                       (chain["on"]["commands"] + chain["off"]["commands"]) / both
                       if both else None, chain["cpu"], chain["batch"]))
+    if steps:
+        lines += _cpu_table(machine, steps)
+    for part in ("broadcast", "history", "projections", "backup", "auth"):
+        lines += report.get(part, {}).get("summary_md", [])
+    return "\n".join(lines) + "\n"
+
+
+def _cpu_table(machine: dict[str, Any],
+               steps: list[tuple[str, float | None, dict[str, Any], Any]]) -> list[str]:
+    lines = [
+        "",
+        "CPU per step, % of one core (the machine has "
+        f"{machine['nproc']} x 100 %); `other` is every other process on the machine:",
+        "",
+        "| step | rate | server | postgres | load generator | other | idle | mean batch |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for label, rate, cpu, batch in steps:
         lines.append(f"| {label} | {fmt(rate, 0)} | {fmt(cpu.get('server'), 0)} | "
                      f"{fmt(cpu.get('postgres'), 0)} | {fmt(cpu.get('load'), 0)} | "
                      f"{fmt(cpu.get('other'), 0)} | {fmt(cpu.get('idle'), 0)} | "
                      f"{batch if batch is not None else '—'} |")
-    lines += report.get("broadcast", {}).get("summary_md", [])
-    lines += report.get("history", {}).get("summary_md", [])
-    lines += report.get("projections", {}).get("summary_md", [])
-    lines += report.get("backup", {}).get("summary_md", [])
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def write_results(out: Path, report: dict[str, Any], text: str) -> Path:

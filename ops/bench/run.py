@@ -25,7 +25,17 @@ from psycopg import sql
 from nexus_ssot.ledger.settings import Settings
 from nexus_ssot.ops.embedded import EmbeddedNats, EmbeddedPostgres
 
-from . import backup, broadcast, chain, history, http_load, library, pgbench, projections
+from . import (
+    auth,
+    backup,
+    broadcast,
+    chain,
+    history,
+    http_load,
+    library,
+    pgbench,
+    projections,
+)
 from .database import Monitor, conninfo, describe_server, postmaster_of, with_database
 from .http_load import RSS_WRITES, RSS_WRITES_QUICK
 from .measuring import HOST, CpuMeter, say, worker_pid
@@ -141,40 +151,56 @@ class Bench:
                 nats_server = EmbeddedNats(work / "nats")
                 nats_url = nats_server.start()
                 stack.callback(nats_server.stop)
-            server = Server(database_url, nats_url, work, self.workers)
-            say(f"starting `ssot serve` on {HOST}:{server.port} (log {server.log_path})")
-            try:
-                server.start()
-                meter.server_pid = server.pid
-                if self.only is None:
-                    http_load.measure(self.report, self.monitor, server, meter, pool,
-                                      token=self.token, duration=self.duration,
-                                      quick=self.quick, rss_writes=self.rss_writes)
-                if self.only in (None, "chain"):
-                    self.report["hash_chain"] = chain.measure(
-                        database_url, meter, pool, token=self.token, duration=self.duration,
-                        quick=self.quick)
-                if self.only is None:
-                    say("(f)-(h) broadcast: raw JetStream, commit → delivery, catch-up")
-                    self.report["broadcast"] = broadcast.run_all(
-                        server.port, database_url, nats_url, server.stream, server.prefix,
-                        self.duration)
-                    for line in self.report["broadcast"]["summary_md"][5:]:
-                        say(line)
-                if self.only in (None, "history"):
-                    self.measure_history(server, database_url, meter)
-                if self.only in (None, "projections"):
-                    self.measure_projections(server, database_url, meter, pool)
-                if self.only in (None, "backup"):
-                    self.measure_backup(database_url, meter)
-            finally:
-                code = server.stop()
-                say(f"server stopped (exit code {code})")
-                self.report.setdefault("server", {}).update(
-                    {"exit_code": code, "left_nats_running": server.orphan_nats})
+            if self.only != "auth":
+                self.with_server(database_url, nats_url, work, meter, pool)
+            if self.only in (None, "auth"):
+                say("(p) identity and access: in process, then auth off beside auth on")
+                self.report["auth"] = auth.run_all(
+                    server_url, self.database, nats_url, work, self.workers, meter, pool,
+                    quick=self.quick)
+                for line in self.report["auth"]["summary_md"][1:]:
+                    say(line)
             self.monitor.close()
         self.report["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
         return self.report
+
+    def with_server(self, database_url: str, nats_url: str, work: Path, meter: CpuMeter,
+                    pool: ProcessPoolExecutor) -> None:
+        """The steps against the server under test: auth off (every request the anonymous
+        administrator, loopback only), so they measure the ledger; (p) measures what auth
+        adds."""
+        assert self.monitor is not None
+        server = Server(database_url, nats_url, work, self.workers, env={"SSOT_AUTH": "off"})
+        say(f"starting `ssot serve` on {HOST}:{server.port} (log {server.log_path})")
+        try:
+            server.start()
+            meter.server_pid = server.pid
+            if self.only is None:
+                http_load.measure(self.report, self.monitor, server, meter, pool,
+                                  token=self.token, duration=self.duration,
+                                  quick=self.quick, rss_writes=self.rss_writes)
+            if self.only in (None, "chain"):
+                self.report["hash_chain"] = chain.measure(
+                    database_url, meter, pool, token=self.token, duration=self.duration,
+                    quick=self.quick)
+            if self.only is None:
+                say("(f)-(h) broadcast: raw JetStream, commit → delivery, catch-up")
+                self.report["broadcast"] = broadcast.run_all(
+                    server.port, database_url, nats_url, server.stream, server.prefix,
+                    self.duration)
+                for line in self.report["broadcast"]["summary_md"][5:]:
+                    say(line)
+            if self.only in (None, "history"):
+                self.measure_history(server, database_url, meter)
+            if self.only in (None, "projections"):
+                self.measure_projections(server, database_url, meter, pool)
+            if self.only in (None, "backup"):
+                self.measure_backup(database_url, meter)
+        finally:
+            code = server.stop()
+            say(f"server stopped (exit code {code})")
+            self.report.setdefault("server", {}).update(
+                {"exit_code": code, "left_nats_running": server.orphan_nats})
 
     def drop_database(self, server_url: str) -> None:
         if self.monitor is not None:
@@ -233,11 +259,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="HTTP worker processes of the server under test (default 2)")
     parser.add_argument("--out", type=Path, default=Path("bench/results"),
                         help="folder for the results (default bench/results)")
-    parser.add_argument("--only", choices=["history", "chain", "projections", "backup"],
+    parser.add_argument("--only", choices=["history", "chain", "projections", "backup", "auth"],
                         help="run only these steps: history = (i)-(k) time travel and audit, "
                              "chain = (l) the hash chain's cost, projections = (m)-(n) view "
                              "rebuilds and live view lag, backup = (o) verify, export and "
-                             "import (results go to "
+                             "import, auth = (p) identity and access, in process and auth "
+                             "off beside on over HTTP (results go to "
                              "bench-<stamp>-<steps>.*, not latest.*)")
     args = parser.parse_args(argv)
     if args.duration <= 0:

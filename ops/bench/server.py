@@ -53,14 +53,18 @@ def gone(pid: int) -> bool:
 class Server:
     """``ssot serve`` as its own OS process, on a free port of 127.0.0.1."""
 
-    def __init__(self, database_url: str, nats_url: str, work: Path, workers: int = 1) -> None:
+    def __init__(self, database_url: str, nats_url: str, work: Path, workers: int = 1, *,
+                 name: str = "server", env: dict[str, str] | None = None) -> None:
         self.nats_url = nats_url
         self.workers = workers
         self.port = free_port()
-        self.data_dir = work / "server"
-        self.log_path = work / "server.log"
+        self.data_dir = work / name
+        self.log_path = work / f"{name}.log"
+        #: Settings of this server's own (``SSOT_AUTH``, …), over the bench's environment.
+        self.env = dict(env or {})
         self.database_url = database_url
         self.proc: subprocess.Popen[bytes] | None = None
+        self.terminated = False
         self.orphan_nats = False
         self.stream = f"SSOT_BENCH_{secrets.token_hex(4)}"
         self.prefix = self.stream.lower().replace("_", "")
@@ -73,6 +77,11 @@ class Server:
                 "--workers", str(self.workers)]
 
     def start(self) -> None:
+        self.launch()
+        self.wait_until_healthy()
+
+    def launch(self) -> None:
+        """Start the process (``wait_until_healthy`` waits for it to answer)."""
         env = dict(os.environ)
         env["SSOT_NATS_URL"] = self.nats_url
         env["SSOT_DATABASE_URL"] = self.database_url
@@ -81,11 +90,16 @@ class Server:
         env["SSOT_NATS_STREAM"] = self.stream
         env["SSOT_NATS_SUBJECT_PREFIX"] = self.prefix
         env["SSOT_KV_BUCKET_PREFIX"] = self.kv_prefix  # buckets of its own too
+        env.update(self.env)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(self.command(), env=env, stdin=subprocess.DEVNULL,
                                          stdout=log, stderr=subprocess.STDOUT,
                                          start_new_session=True)
+
+    def wait_until_healthy(self) -> None:
+        """Poll ``/v1/health`` until it answers 200, at most ``SERVER_START_TIMEOUT``."""
+        assert self.proc is not None, "launch() first"
         deadline = time.monotonic() + SERVER_START_TIMEOUT
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -123,11 +137,18 @@ class Server:
         return {"vm_rss_kb": read_status_kb(self.pid, "VmRSS"),
                 "vm_hwm_kb": read_status_kb(self.pid, "VmHWM"), "tree_rss_kb": tree or None}
 
+    def terminate(self) -> None:
+        """Ask the server to stop (once: a second SIGTERM would cut its shutdown short);
+        ``stop`` waits for it."""
+        if self.proc is not None and self.proc.poll() is None and not self.terminated:
+            self.proc.send_signal(signal.SIGTERM)
+            self.terminated = True
+
     def stop(self) -> int | None:
         if self.proc is None:
             return None
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.terminate()
             try:
                 self.proc.wait(SERVER_STOP_TIMEOUT)
             except subprocess.TimeoutExpired:

@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import random
 from typing import Any
 
 import pytest
 
-from nexus_ssot.access.globs import check_glob, literal_prefix, matches
+from nexus_ssot.access.globs import GlobSet, check_glob, literal_prefix, matches
 from nexus_ssot.access.identity import ADMINS, Identity
-from nexus_ssot.access.policy import PolicySet, check_policy
+from nexus_ssot.access.policy import ADMIN_DECISION, Decision, PolicySet, check_policy
 from nexus_ssot.access.tokens import check_request, hash_matches, issue, token_id_of
 from nexus_ssot.ledger.errors import InvalidInput
 
@@ -156,3 +158,95 @@ def test_tokens_are_random_hashed_and_checked() -> None:
     with pytest.raises(InvalidInput) as e:
         check_request({"subject": "bad name"})
     assert e.value.field == "subject"
+
+
+# --- the compiled, cached evaluation against a plain reading of the rules --------------------
+
+_PATTERNS = ["**", "*", "a", "a/*", "a/**", "**/c", "a/*/c", "x*y", "team-*", "t.*", "b/**"]
+_VALUES = ["", "a", "a/b", "a/b/c", "c", "b/c", "xay", "xa/y", "team-1", "t.x", "tax", "b"]
+
+
+def test_a_glob_set_matches_what_any_of_its_globs_matches() -> None:
+    rng = random.Random(3)
+    for _ in range(500):
+        patterns = rng.sample(_PATTERNS, rng.randint(1, 4))
+        test = GlobSet(patterns)
+        for value in _VALUES:
+            assert test(value) is any(matches(p, value) for p in patterns), (patterns, value)
+
+
+def _reference(documents: dict[str, dict[str, Any]], who: Identity, action: str,
+               namespace: str, key: str | None) -> Decision:
+    """docs/access.md's table, read literally: every rule, in order, every time."""
+    if ADMINS in who.groups:
+        return ADMIN_DECISION
+    principals = {*who.principals, "*"}
+    matching = []
+    for name in sorted(documents):
+        for i, rule in enumerate(documents[name]["rules"]):
+            if (principals.isdisjoint(rule["subjects"])
+                    or ("*" not in rule["actions"] and action not in rule["actions"])):
+                continue
+            if (namespace not in rule["namespaces"] if namespace.startswith("_")
+                    else not any(matches(p, namespace) for p in rule["namespaces"])):
+                continue
+            matching.append((name, i, rule))
+    for name, i, rule in matching:
+        if rule["effect"] == "deny" and (
+                key is None or any(matches(p, key) for p in rule["keys"])):
+            return Decision(False, "deny", name, i)
+    for name, i, rule in matching:
+        if rule["effect"] == "allow" and (
+                "**" in rule["keys"] if key is None
+                else any(matches(p, key) for p in rule["keys"])):
+            return Decision(True, "allow", name, i)
+    return Decision(False, "default")
+
+
+def _random_documents(rng: random.Random) -> dict[str, dict[str, Any]]:
+    subjects = ["*", *(f"group:g{n}" for n in range(6)), *(f"user:u{n}" for n in range(6)),
+                "token:00112233445566aa"]
+    namespaces = ["a", "team-*", "*", "_access", "b", "t.*", "**"]
+    keys = ["**", "a/*", "a/**", "**/c", "secrets/**", "c", "x*y"]
+    documents = {}
+    for p in range(3):
+        rules = [{"effect": rng.choice(["allow", "allow", "deny"]),
+                  "subjects": rng.sample(subjects, rng.randint(1, 3)),
+                  "actions": rng.choice([["*"], ["read"], ["read", "write"], ["delete"],
+                                         ["write", "admin"]]),
+                  "namespaces": rng.sample(namespaces, rng.randint(1, 2)),
+                  "keys": rng.sample(keys, rng.randint(1, 2))} for _ in range(60)]
+        documents[f"p{p}"] = check_policy({"rules": rules, "rate_limits": [
+            {"subjects": rng.sample(subjects, 2), "per_second": rng.randint(1, 9),
+             "burst": rng.randint(1, 9)}]})
+    return documents
+
+
+def test_decisions_equal_a_plain_reading_of_the_rules() -> None:
+    rng = random.Random(5)
+    for _ in range(3):
+        documents = _random_documents(rng)
+        p = PolicySet(documents)
+        callers = [Identity(f"u{rng.randrange(8)}",
+                            frozenset(f"g{rng.randrange(8)}" for _ in range(rng.randint(0, 3))),
+                            token_id=rng.choice([None, "00112233445566aa"]))
+                   for _ in range(40)]
+        for _ in range(2000):  # far more questions than callers: the caches are hit
+            who = rng.choice(callers)
+            action = rng.choice(["read", "write", "delete", "admin", "history"])
+            namespace = rng.choice(["a", "b", "team-1", "_access", "t.x", "zzz"])
+            key = rng.choice([None, "a/b", "a/b/c", "c", "secrets/x", "xay", "k"])
+            assert p.decide(who, action, namespace, key) == _reference(
+                documents, who, action, namespace, key), (who, action, namespace, key)
+            listing = p.key_filter(who, action, namespace)
+            for k in ("a/b", "c", "secrets/x"):
+                allowed = _reference(documents, who, action, namespace, k).allowed
+                assert listing.allows(k) is allowed, (who, action, namespace, k)
+
+
+def test_identities_and_token_identities_are_worked_out_once() -> None:
+    record, _ = issue("ci", ("deployers",), 3600, None, created_by="admin")
+    assert record.identity() is record.identity()
+    assert record.identity().principals is record.identity().principals
+    acting = dataclasses.replace(record.identity(), on_behalf_of="someone")
+    assert acting.principals == record.identity().principals and acting.actor == "someone"
