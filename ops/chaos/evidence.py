@@ -32,8 +32,8 @@ _INVOKE = ("type", "t", "wall", "op", "client", "kind", "ns", "key", "body", "if
            "params", "idempotency_key", "subject")
 _COMPLETE = ("type", "t", "wall", "op", "client", "outcome", "status", "answer", "attempts",
              "correlation_id")
-_ANSWER = ("namespace", "key", "version", "position", "document", "code", "deleted_version",
-           "operations")
+_ANSWER = ("namespace", "key", "version", "position", "document", "document_hidden", "code",
+           "deleted_version", "operations")
 
 
 def read_history(path: Path) -> list[dict[str, Any]]:
