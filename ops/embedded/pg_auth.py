@@ -13,10 +13,7 @@ start, with the password already in the file.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-import secrets
 import time
 from pathlib import Path
 
@@ -25,6 +22,7 @@ from psycopg import sql
 
 from .pg_user import RunAs
 from .processes import EmbeddedError
+from .secret_files import write_owner_only
 
 #: The superuser's password, in the data dir.
 SECRET_NAME = "ssot-superuser.password"
@@ -53,21 +51,8 @@ def require_passwords(pgdata: Path, who: RunAs) -> None:
     for line in path.read_text().splitlines(keepends=True):
         code, comment = _code_and_comment(line)
         lines.append(_TRUST.sub(SCRAM, code) + comment)
-    scratch = pgdata / f".pg_hba.conf.{secrets.token_hex(4)}.tmp"
-    fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    try:
-        try:
-            if who.switch:
-                os.fchown(fd, who.uid, who.gid)
-            os.write(fd, "".join(lines).encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(scratch, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            scratch.unlink()
-        raise
+    write_owner_only(path, "".join(lines).encode(),
+                     (who.uid, who.gid) if who.switch else None)
 
 
 def set_role_password(trusted_url: str, user: str, password: str) -> None:

@@ -27,13 +27,19 @@ def new_password() -> str:
 def write_secret(path: Path, secret: str, owner: tuple[int, int] | None = None) -> None:
     """Put ``secret`` in ``path`` (mode 0600; owned by ``owner``'s uid and gid when given,
     else by us)."""
+    write_owner_only(path, (secret + "\n").encode(), owner)
+
+
+def write_owner_only(path: Path, data: bytes, owner: tuple[int, int] | None = None) -> None:
+    """Replace ``path`` whole with ``data``, mode 0600 from creation (never readable by
+    others, not even half-written), owned by ``owner`` when given."""
     scratch = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, SECRET_MODE)
     try:
         try:
             if owner is not None:
                 os.fchown(fd, *owner)
-            os.write(fd, (secret + "\n").encode())
+            os.write(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)
