@@ -1,4 +1,4 @@
-"""What every lane shares: the hypothesis profiles.
+"""What every lane shares: the hypothesis profiles, and the order the files run in.
 
 ``make test`` runs the ``ci`` profile: derandomized, so a clean clone draws the same
 examples every time and a red run is a bug, not bad luck. ``make fuzz`` selects ``fuzz``
@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 
 import hypothesis.internal.observability  # noqa: F401  (see below)
+import pytest
 import schemathesis.reporting.html.writer
 import schemathesis.reporting.junitxml  # noqa: F401
 from hypothesis import HealthCheck, settings
@@ -25,3 +26,38 @@ settings.register_profile(
     "fuzz", derandomize=False, database=None, deadline=None, print_blob=True,
     max_examples=1000, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("SSOT_HYPOTHESIS_PROFILE", "ci"))
+
+# The test files that take longest, longest first (seconds of one clean-clone run on this
+# 2-core machine). `make test` hands whole files to its workers in collection order
+# (`--dist loadfile`), so a long file collected last is a long tail while the other workers
+# idle: starting the longest first (longest-processing-time scheduling) ends all workers
+# together. A file not listed keeps its place after these; a stale entry is harmless.
+LONGEST_FIRST = (
+    "tests/integration/test_verify.py",
+    "tests/integration/test_chaos.py",
+    "tests/integration/test_replay.py",
+    "tests/integration/test_backup.py",
+    "tests/integration/test_bad_input.py",
+    "tests/integration/test_serve.py",
+    "tests/integration/test_readme_tour.py",
+    "tests/integration/test_embedded.py",
+    "tests/integration/test_cli.py",
+    "tests/integration/test_digests.py",
+    "tests/integration/test_event_auth.py",
+    "tests/integration/test_batch_restore.py",
+    "tests/integration/test_consistency.py",
+    "tests/integration/test_compatibility.py",
+    "tests/integration/test_access_log.py",
+    "tests/integration/test_wheel.py",
+    "tests/integration/test_attacks.py",
+    "tests/integration/test_time_travel.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {path: i for i, path in enumerate(LONGEST_FIRST)}
+
+    def order(item: pytest.Item) -> int:
+        return rank.get(item.nodeid.split("::", 1)[0], len(rank))
+
+    items.sort(key=order)  # stable: a file's tests keep their order
