@@ -143,14 +143,16 @@ def claimed(settings: Settings, *, patience: float = CLAIM_PATIENCE) -> Iterator
 
 def find(data_dir: Path) -> Running | None:
     """The serve running on ``data_dir`` as its record says; None when there is no record.
-    Raises Unavailable (``not_running``) when the record is stale or unreadable."""
+    Raises Unavailable: ``not_running`` when the record is stale (or not a record),
+    ``unreadable`` when this user may not read it."""
     path = data_dir / RECORD_NAME
     try:
         text = path.read_text()
     except FileNotFoundError:
         return None
     except OSError as e:
-        raise Unavailable(f"cannot read {path}: {e.strerror}", code="not_running") from None
+        raise Unavailable(f"cannot read {path}: {e.strerror} (the data dir and the record are "
+                          "their owner's alone)", code="unreadable") from None
     try:
         record = json.loads(text)
         running = Running(int(record["pid"]), str(record["url"]), str(record["database_url"]),
