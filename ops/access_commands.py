@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from .console import EXIT_OTHER, EXIT_UNAVAILABLE, fail
+from .database import operator_settings
 
 
 @click.group()
@@ -31,24 +32,22 @@ def nats_config(namespaces: str | None, service_user: str | None,
     live token (user = token id, password = the token), allowed to read the namespaces its
     identity may read whole, and to publish nothing into the ledger's subjects.
 
-    Talks to PostgreSQL directly (SSOT_DATABASE_URL); the subjects, stream and KV buckets
-    are those of SSOT_NATS_SUBJECT_PREFIX, SSOT_NATS_STREAM and SSOT_KV_BUCKET_PREFIX.
-    Include the output in the server's configuration and reload it (nats-server --signal
-    reload). Namespace globs match only the namespaces existing when rendered: render again
+    Talks to PostgreSQL directly (SSOT_DATABASE_URL, or that of the running ssot serve of
+    the data dir); the subjects, stream and KV buckets are those of
+    SSOT_NATS_SUBJECT_PREFIX, SSOT_NATS_STREAM and SSOT_KV_BUCKET_PREFIX. Include the
+    output in the server's configuration and reload it (nats-server --signal reload).
+    Namespace globs match only the namespaces existing when rendered: render again
     when namespaces are added (ssot serve does it on its own for its embedded NATS)."""
     import bcrypt
     import psycopg
 
     from nexus_ssot.ledger.redaction import redact_url
-    from nexus_ssot.ledger.settings import Settings
 
     from .nats_authorization import read_access, render_access
 
     if (service_user is None) != (service_password_file is None):
         raise click.UsageError("give --service-user and --service-password-file together")
-    settings = Settings()
-    if not settings.database_url:
-        fail(EXIT_UNAVAILABLE, "not_configured", "set SSOT_DATABASE_URL")
+    settings = operator_settings()
     service: tuple[str, str] | None = None
     if service_user is not None and service_password_file is not None:
         try:
@@ -61,7 +60,7 @@ def nats_config(namespaces: str | None, service_user: str | None,
     given = None if namespaces is None else sorted(
         {n.strip() for n in namespaces.split(",") if n.strip()})
     try:
-        with psycopg.connect(settings.database_url, connect_timeout=10) as conn:
+        with psycopg.connect(str(settings.database_url), connect_timeout=10) as conn:
             records = read_access(conn)
     except psycopg.OperationalError as e:
         fail(EXIT_UNAVAILABLE, "unreachable", f"the database: {redact_url(str(e).strip())}")

@@ -1,5 +1,6 @@
 """``ssot check``: recompute every view from the log and compare it with the stored one
-(projections/consistency.py). Talks to PostgreSQL directly (SSOT_DATABASE_URL).
+(projections/consistency.py). Talks to PostgreSQL directly (SSOT_DATABASE_URL, or the
+servers of the ``ssot serve`` running on the data dir: ops/database.py).
 
 Exit codes: 0 every view equals the log, 1 drift, 5 the database is unreachable (or not
 configured), 2 usage (an unknown view, an invalid namespace).
@@ -12,6 +13,7 @@ import sys
 import click
 
 from .console import EXIT_UNAVAILABLE, fail, print_json
+from .database import operator_settings
 
 EXIT_DRIFT = 1
 
@@ -44,7 +46,6 @@ def check(ctx: click.Context, views: tuple[str, ...], namespaces: tuple[str, ...
 
     from nexus_ssot.ledger.errors import InvalidInput
     from nexus_ssot.ledger.redaction import redact_url
-    from nexus_ssot.ledger.settings import Settings
     from nexus_ssot.projections.consistency import check as run
     from nexus_ssot.projections.consistency import check_namespaces, describe, view_names
 
@@ -56,11 +57,9 @@ def check(ctx: click.Context, views: tuple[str, ...], namespaces: tuple[str, ...
         check_namespaces(namespaces)
     except InvalidInput as e:
         raise click.BadParameter(e.message, param_hint="--namespace") from None
-    settings = Settings()
-    if not settings.database_url:
-        fail(EXIT_UNAVAILABLE, "not_configured", "set SSOT_DATABASE_URL")
+    settings = operator_settings()
     try:
-        report = asyncio.run(run(settings.database_url, list(views) or None,
+        report = asyncio.run(run(str(settings.database_url), list(views) or None,
                                  settings=settings, namespaces=namespaces or None,
                                  examples=examples, external=external, jobs=jobs))
     except psycopg.OperationalError as e:

@@ -21,7 +21,7 @@ from .check import check
 from .digest import digest
 from .entry_commands import batch, diff, get, history, patch, put, revert, rm
 from .namespace_commands import ls, namespace, restore
-from .process_commands import broadcast, project, reconcile, serve, writer
+from .process_commands import broadcast, env, project, reconcile, serve, writer
 from .replay import replay
 from .verify import verify
 
@@ -40,7 +40,7 @@ def main(ctx: click.Context, url: str, token: str | None, as_json: bool) -> None
 
 
 for command in (
-    serve, writer, reconcile, project, broadcast, digest,  # the ledger's processes
+    serve, env, writer, reconcile, project, broadcast, digest,  # the ledger's processes
     put, patch, get, rm, revert, batch, history, diff,  # entries
     ls, namespace, restore,  # namespaces
     watch, audit,  # the change log

@@ -34,7 +34,7 @@ def ensure_admin_token(data_dir: Path) -> tuple[str, bool]:
     existing = read_admin_token(data_dir)
     if existing is not None:
         return existing, False
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # ssot serve made it already
     _, token = new_token()
     path = admin_token_path(data_dir)
     with contextlib.suppress(FileNotFoundError):

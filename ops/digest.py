@@ -64,13 +64,13 @@ def digest() -> None:
     """Record signed digests of the log (Merkle roots) at the configured cadence and
     publish them on NATS JetStream (one leader per database for each)."""
     from nexus_ssot.ledger.migrate import migrate
-    from nexus_ssot.ledger.settings import Settings
 
+    from .database import operator_settings
     from .signals import run_until_signalled
 
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    settings = Settings()
+    settings = operator_settings(needs_nats=True)
     digester = digester_for(settings)
     assert settings.database_url
     migrate(settings.database_url)

@@ -1,8 +1,9 @@
 """The ``ssot`` commands that run the ledger's processes (serve, and the writer,
 broadcaster and view runners it starts, or that run on their own) and check the
 broadcaster's output against the log (reconcile). They talk to PostgreSQL and NATS
-directly, configured by the ``SSOT_*`` settings; what they run is imported when used, so
-``ssot`` starts fast for every other command."""
+directly, configured by the ``SSOT_*`` settings (or, for all but serve and the writer it
+starts, the servers of the ``ssot serve`` running on the data dir: ``ops/instance.py``);
+what they run is imported when used, so ``ssot`` starts fast for every other command."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from typing import Any
 
 import click
 
-from .console import EXIT_OTHER, fail, out, print_json
+from .console import EXIT_PRECONDITION, EXIT_UNAVAILABLE, fail, out, print_json
+from .database import operator_settings
 
 
 @click.command()
@@ -24,7 +26,10 @@ from .console import EXIT_OTHER, fail, out, print_json
 @click.option("--access-log", is_flag=True, help="Log every request.")
 def serve(host: str | None, port: int | None, trust_actor_header: bool, workers: int | None,
           access_log: bool) -> None:
-    """Run the API (starting embedded PostgreSQL and NATS when no URLs are configured)."""
+    """Run the API (starting embedded PostgreSQL and NATS when no URLs are configured).
+
+    One serve per data dir: exit code 4 (already_serving) when another one runs there."""
+    from nexus_ssot.ledger.errors import PreconditionFailed
     from nexus_ssot.ledger.settings import Settings
 
     from .serve import serve as run
@@ -38,7 +43,48 @@ def serve(host: str | None, port: int | None, trust_actor_header: bool, workers:
         update["trust_actor_header"] = True
     if workers is not None:
         update["http_workers"] = workers
-    run(Settings().model_copy(update=update), access_log=access_log)
+    try:
+        run(Settings().model_copy(update=update), access_log=access_log)
+    except PreconditionFailed as e:  # the data dir is another serve's: nothing was changed
+        fail(EXIT_PRECONDITION, e.code, e.message)
+
+
+@click.command("env")
+@click.option("--unset", is_flag=True, help="Print the command that unsets them instead.")
+@click.pass_context
+def env(ctx: click.Context, unset: bool) -> None:
+    """Print the shell commands that point other tools at the `ssot serve` running on the
+    data dir (SSOT_DATA_DIR, default .ssot): `eval "$(ssot env)"` exports SSOT_DATABASE_URL
+    and SSOT_NATS_URL (with their passwords: keep the output out of logs) and SSOT_URL.
+
+    Exit code 0, or 5 when no serve with embedded servers runs on the data dir."""
+    import shlex
+
+    from nexus_ssot.ledger.errors import Unavailable
+    from nexus_ssot.ledger.settings import Settings
+
+    from .instance import RECORD_NAME, find
+
+    names = ("SSOT_DATABASE_URL", "SSOT_NATS_URL", "SSOT_URL")
+    if unset:
+        click.echo(f"unset {' '.join(names)}")
+        return
+    data_dir = Settings().data_dir
+    try:
+        running = find(data_dir)
+    except Unavailable as e:
+        fail(EXIT_UNAVAILABLE, e.code, e.message)
+    if running is None:
+        fail(EXIT_UNAVAILABLE, "not_running",
+             f"no ssot serve with embedded servers runs on the data dir {data_dir} (there is "
+             f"no {data_dir / RECORD_NAME}): start one (make run), or set SSOT_DATA_DIR")
+    if ctx.obj["json"]:
+        print_json(running.as_dict())
+        return
+    click.echo(f"# {running.describe()} on the data dir {data_dir}, since {running.started_at}")
+    for name, value in zip(names, (running.database_url, running.nats_url, running.url),
+                           strict=True):
+        click.echo(f"export {name}={shlex.quote(value)}")
 
 
 @click.command()
@@ -66,18 +112,15 @@ def reconcile(ctx: click.Context, from_position: int, to_position: int | None,
               repair: bool) -> None:
     """Compare the NATS stream with the log (count and hash) and report what differs.
 
-    Talks to PostgreSQL and NATS directly (SSOT_DATABASE_URL, SSOT_NATS_URL). Exit code 0
-    when the stream holds exactly the log's events in the range (after --repair), 1 if not."""
+    Talks to PostgreSQL and NATS directly (SSOT_DATABASE_URL, SSOT_NATS_URL, or those of
+    the running ssot serve of the data dir). Exit code 0 when the stream holds exactly the
+    log's events in the range (after --repair), 1 if not, 5 with no database or NATS."""
     import asyncio
-
-    from nexus_ssot.ledger.settings import Settings
 
     from .reconcile import reconcile as run
 
-    settings = Settings()
-    if not settings.database_url or not settings.nats_url:
-        fail(EXIT_OTHER, "not_configured", "set SSOT_DATABASE_URL and SSOT_NATS_URL")
-    report = asyncio.run(run(settings.database_url, settings.nats_url,
+    settings = operator_settings(needs_nats=True)
+    report = asyncio.run(run(str(settings.database_url), str(settings.nats_url),
                              stream=settings.nats_stream, prefix=settings.nats_subject_prefix,
                              from_position=from_position, to_position=to_position,
                              repair=repair, progress=sys.stderr.isatty()))
@@ -110,13 +153,11 @@ def project(views: tuple[str, ...]) -> None:
     database; run several for standbys)."""
     import logging
 
-    from nexus_ssot.ledger.settings import Settings
-
     from .project import run_projections
 
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    run_projections(Settings(), list(views) or None)
+    run_projections(operator_settings(), list(views) or None)
 
 
 @click.command()
@@ -124,10 +165,8 @@ def broadcast() -> None:
     """Publish every committed event on NATS JetStream, in order (one leader per database)."""
     import logging
 
-    from nexus_ssot.ledger.settings import Settings
-
     from .broadcast import run_broadcaster
 
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    run_broadcaster(Settings())
+    run_broadcaster(operator_settings(needs_nats=True))

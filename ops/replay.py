@@ -1,10 +1,11 @@
 """``ssot replay``: rebuild views from the log (into shadow tables, swapped in atomically,
 resumable), copy them as of a past position or time into a schema of their own, and show
-where each view stands. Talks to PostgreSQL directly (``SSOT_DATABASE_URL``).
+where each view stands. Talks to PostgreSQL directly (``SSOT_DATABASE_URL``, or the
+servers of the ``ssot serve`` running on the data dir: ``ops/database.py``).
 
 The machinery is ``projections/rebuild.py``; this is its command line: options, a
 progress bar, Ctrl-C (stops after the current batch, the rebuild resumes next time) and
-the exit codes (0 done, 1 error, 2 bad option, 130 interrupted).
+the exit codes (0 done, 1 error, 2 bad option, 5 no database, 130 interrupted).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 import click
 
 from .console import EXIT_INTERRUPTED, EXIT_OTHER, fail, out, print_json
-from .database import chosen_views, close_views, database_url
+from .database import chosen_views, close_views, database_url, operator_settings
 
 
 class Until(click.ParamType[int | datetime, Any]):
@@ -78,8 +79,9 @@ def views(ctx: click.Context, names: tuple[str, ...], until: int | datetime | No
                                          param_hint=f"'{option}'")
     elif restart:
         raise click.BadParameter("is for rebuilds, not --into copies", param_hint="'--restart'")
-    chosen = chosen_views(names)
-    url = database_url()
+    settings = operator_settings()
+    chosen = chosen_views(names, settings)
+    url = str(settings.database_url)
     as_json = bool(ctx.obj and ctx.obj.get("json"))
     size = batch or rebuild.DEFAULT_BATCH
     migrate(url)

@@ -22,6 +22,7 @@ from nexus_ssot.ops.embedded import EmbeddedNats, EmbeddedPostgres
 from .broadcast import BroadcasterThread
 from .credentials import admin_token_path, ensure_admin_token, token_sha256
 from .digest import DigesterThread
+from .instance import claimed
 from .nats_authorization import REFRESH_SECONDS, NatsAuthorizer
 from .project import ProjectionsThread
 from .writer_process import WriterProcess
@@ -103,7 +104,9 @@ def tls_options(settings: Settings) -> dict[str, Any]:
 def serve(settings: Settings, *, access_log: bool = False) -> None:
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    with resolved(settings) as ready, contextlib.ExitStack() as stack:
+    # The data dir is claimed before any embedded server starts (ops/instance.py).
+    with claimed(settings) as claim, resolved(settings) as ready, claim.recorded(ready), \
+            contextlib.ExitStack() as stack:
         if ready.auth == "on" and ready.bootstrap_token_sha256 is None:
             token, made = ensure_admin_token(ready.data_dir)
             ready = ready.model_copy(update={"bootstrap_token_sha256": token_sha256(token)})

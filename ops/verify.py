@@ -1,7 +1,8 @@
 """``ssot verify``: recompute every event's hash, every stream's chain, every digest and
 the access log's chain from the database and report the first problem in log order
 (``integrity/verify/``).
-Talks to PostgreSQL directly (``SSOT_DATABASE_URL``).
+Talks to PostgreSQL directly (``SSOT_DATABASE_URL``, or the servers of the ``ssot serve``
+running on the data dir: ``ops/database.py``).
 
 Exit codes: 0 the log verifies, 1 a problem was found, 2 bad option or input (the message
 names it), 5 the database is unreachable or not configured, 130 interrupted (resume with
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from .console import EXIT_INTERRUPTED, EXIT_UNAVAILABLE, fail, print_json
+from .database import operator_settings
 
 if TYPE_CHECKING:  # imported when used: `ssot` starts fast for every other command
     from nexus_ssot.integrity.verify import Report
@@ -88,7 +90,6 @@ def verify(ctx: click.Context, namespace: str | None, from_position: int | None,
     from nexus_ssot.ledger.errors import InvalidInput
     from nexus_ssot.ledger.namespace_settings import SETTINGS_NAMESPACE
     from nexus_ssot.ledger.redaction import redact_url
-    from nexus_ssot.ledger.settings import Settings
 
     def bad(e: InvalidInput) -> NoReturn:
         hint = {"digests": "--digests", "public_key": "--public-key",
@@ -104,9 +105,7 @@ def verify(ctx: click.Context, namespace: str | None, from_position: int | None,
     if from_position is not None and to_position is not None and to_position < from_position:
         raise click.BadParameter(f"{to_position} is before --from-position {from_position}",
                                  param_hint="--to-position")
-    settings = Settings()
-    if not settings.database_url:
-        fail(EXIT_UNAVAILABLE, "not_configured", "set SSOT_DATABASE_URL")
+    settings = operator_settings()
     try:
         keys = [load_public_key(p) for p in key_files]
         if not keys and settings.signing_key_file is not None:
@@ -129,7 +128,7 @@ def verify(ctx: click.Context, namespace: str | None, from_position: int | None,
                            rate=done / elapsed if elapsed > 0 else 0.0,
                            events=f"{done:,}/{total:,}")
 
-            report = run(settings.database_url, options, progress=show)
+            report = run(str(settings.database_url), options, progress=show)
     except InvalidInput as e:
         bad(e)
     except psycopg.OperationalError as e:

@@ -1,7 +1,8 @@
 """``ssot export`` and ``ssot import``: verified logical backups of the log (the format and
 the checks are in the modules beside this one). Talk to PostgreSQL directly
-(``SSOT_DATABASE_URL``). Exit codes: 0 done, 1 refused or failed (one line on stderr
-naming the file's bad line and the reason), 2 bad option."""
+(``SSOT_DATABASE_URL``, or the servers of the ``ssot serve`` running on the data dir:
+``ops/database.py``). Exit codes: 0 done, 1 refused or failed (one line on stderr naming
+the file's bad line and the reason), 2 bad option, 5 no database."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 import click
 
 from ..console import EXIT_OTHER, fail, print_json
-from ..database import chosen_views, close_views, database_url
+from ..database import chosen_views, close_views, database_url, operator_settings
 
 
 def _bar(label: str) -> Any:
@@ -95,8 +96,9 @@ def import_(ctx: click.Context, files: tuple[str, ...], no_views: bool) -> None:
     from .format import BackupError, BadFile
     from .importer import Imported, import_files
 
-    url = database_url()
-    views = [] if no_views else [v for v in chosen_views(()) if not is_inline(v)]
+    settings = operator_settings()
+    url = str(settings.database_url)
+    views = [] if no_views else [v for v in chosen_views((), settings) if not is_inline(v)]
 
     async def run() -> list[Imported]:
         try:

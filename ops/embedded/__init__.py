@@ -17,7 +17,9 @@ Running as root
 Leftovers
     Both servers outlive a killed parent. A server still running on the same data dir (its pid
     file names a live process serving that dir) is taken for the leftover of a crashed run: it
-    is stopped before a fresh one starts. A stale pid file is removed.
+    is stopped before a fresh one starts. A stale pid file is removed. (So two owners of one
+    data dir would stop each other's servers: `ssot serve` holds its data dir first, see
+    ops/instance.py.)
 
 Credentials
     Neither server lets anybody in without a password. PostgreSQL's superuser password is in

@@ -201,17 +201,21 @@ def event_count(conn: psycopg.Connection[tuple[object, ...]]) -> int:
     return int(row[0])  # type: ignore[call-overload]
 
 
-def start_serve(args: list[str], env: dict[str, str], port: int,
-                timeout: float = 90.0) -> tuple[subprocess.Popen[bytes], str]:
-    """`ssot serve ARGS` as its own process; returns once /v1/health answers 200."""
+def start_serve(args: list[str], env: dict[str, str], port: int, timeout: float = 90.0, *,
+                cwd: Path | None = None, new_session: bool = False,
+                ) -> tuple[subprocess.Popen[bytes], str]:
+    """`ssot serve ARGS` as its own process (in ``cwd``; the leader of its own process
+    group with ``new_session``, as `make run` in a terminal); returns once /v1/health
+    answers 200."""
     ssot = str(Path(sys.executable).parent / "ssot")
     env = {**env, "SSOT_KV_BUCKET_PREFIX": KV_BUCKET_PREFIX}
-    if not env.get("SSOT_NATS_URL") and not env.get("SSOT_DATA_DIR"):
-        # serve would embed NATS in the default data dir (.ssot), where buckets outlive
-        # the run and the suite cannot reach them afterwards: no mirror there
-        env["SSOT_KV_MIRROR"] = "false"
+    embeds = not (env.get("SSOT_DATABASE_URL") and env.get("SSOT_NATS_URL"))
+    if embeds and not env.get("SSOT_DATA_DIR") and cwd is None:
+        # the checkout's .ssot is a developer's `make run`, which holds it (one serve per
+        # data dir): a serve of the suite that embeds a server needs a data dir of its own
+        raise ValueError("give SSOT_DATA_DIR or cwd to a serve that embeds a server")
     proc = subprocess.Popen([ssot, "serve", *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
+                            stderr=subprocess.STDOUT, cwd=cwd, start_new_session=new_session)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
     while True:

@@ -12,6 +12,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -190,7 +191,7 @@ def test_drift_in_namespace_stats_is_named(views: ProjectionsThread, client: htt
     assert f"namespace {ns}:" not in after.stdout, after.stdout
 
 
-def test_bad_input_and_an_unreachable_database(client: httpx.Client) -> None:
+def test_bad_input_and_an_unreachable_database(client: httpx.Client, tmp_path: Path) -> None:
     for option, field, value, code, message in (
             ("--view", "view", "nope", "unknown_view",
              "unknown view 'nope'; the views are current_state, entry_history"),
@@ -209,11 +210,14 @@ def test_bad_input_and_an_unreachable_database(client: httpx.Client) -> None:
                       " connect_timeout=2")
     assert down.returncode == 5
     assert down.stderr.startswith("error: unreachable: the database")
-    env = {k: v for k, v in os.environ.items() if k != "SSOT_DATABASE_URL"}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("SSOT_DATABASE_URL", "SSOT_NATS_URL")}
+    env["SSOT_DATA_DIR"] = str(tmp_path)  # where no ssot serve runs
     unset = subprocess.run([SSOT, "check"], capture_output=True, text=True, env=env,
                            timeout=60)
     assert (unset.returncode, unset.stderr.strip()) == (
-        5, "error: not_configured: set SSOT_DATABASE_URL")
+        5, "error: not_configured: set SSOT_DATABASE_URL, or start ssot serve with embedded "
+        f"servers on the data dir {tmp_path} (it records them in {tmp_path}/serve.json)")
 
 
 def test_checks_run_while_writes_continue_and_neither_blocks_the_other(

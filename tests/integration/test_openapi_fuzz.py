@@ -59,7 +59,8 @@ max-steps = {STEPS}
 
 
 @pytest.fixture(scope="module")
-def fuzz_api(server_url: str) -> Iterator[tuple[str, str]]:
+def fuzz_api(server_url: str, tmp_path_factory: pytest.TempPathFactory,
+             ) -> Iterator[tuple[str, str]]:
     """``ssot serve`` (API, writer, views, digester) over a database of its own, since
     the fuzzer writes anywhere it likes; (its URL, the database's)."""
     name = f"ssot_fuzz_{secrets.token_hex(4)}"
@@ -68,6 +69,7 @@ def fuzz_api(server_url: str) -> Iterator[tuple[str, str]]:
     database_url = _with_db(server_url, name)
     port = free_port()
     env = {**os.environ, "SSOT_DATABASE_URL": database_url, "SSOT_HTTP_PORT": str(port),
+           "SSOT_DATA_DIR": str(tmp_path_factory.mktemp("fuzz-data")),
            "SSOT_HTTP_WORKERS": "1", "SSOT_BROADCAST": "false", "SSOT_KV_MIRROR": "false",
            "SSOT_MAX_DOCUMENT_BYTES": str(64 * 1024), "SSOT_MAX_DEPTH": "8",
            "SSOT_VIEW_WAIT_TIMEOUT": "10", "SSOT_DIGEST_EVERY_SECONDS": "1"}

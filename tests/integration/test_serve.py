@@ -76,7 +76,8 @@ def test_serve_on_the_embedded_default_stops_what_it_started(tmp_path: Path,
     assert re.search(r"embedded NATS at nats://ssot:\*\*\*@127\.0\.0\.1:\d+", output), output
 
 
-def test_a_graceful_stop_finishes_the_writes_in_flight(database_url: str, ns: str) -> None:
+def test_a_graceful_stop_finishes_the_writes_in_flight(database_url: str, ns: str,
+                                                       tmp_path: Path) -> None:
     """SIGTERM while clients write: every acknowledged write is in the log, every write
     in the log was sent by a client, and serve exits 0."""
     import threading
@@ -85,6 +86,7 @@ def test_a_graceful_stop_finishes_the_writes_in_flight(database_url: str, ns: st
 
     port = free_port()
     env = {**os.environ, "SSOT_DATABASE_URL": database_url, "SSOT_HTTP_PORT": str(port),
+           "SSOT_DATA_DIR": str(tmp_path),
            "SSOT_BROADCAST": "false"}  # never publish on a NATS server we did not start
     proc, url = start_serve([], env, port)
     acknowledged: list[tuple[str, int]] = []
