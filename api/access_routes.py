@@ -48,6 +48,7 @@ PolicyName = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$",
                                   description="1-63 of a-z, 0-9, '_', '.', '-'")]
 TokenId = Annotated[str, Path(pattern="^[0-9a-f]{16}$", description="The token's id")]
 _ERRORS = problem_responses(400, 401, 403, 404, 412, 503)
+_BODY_ERRORS = problem_responses(400, 401, 403, 404, 412, 413, 415, 503)
 
 
 async def _write(request: Request, command: Any, body: bytes) -> Any:
@@ -74,7 +75,7 @@ def _may_issue(guard: Guard, subject: str, groups: tuple[str, ...],
 
 
 @router.post("/tokens", summary="Make an API token (its secret is shown once)",
-             status_code=201, response_model=models.NewToken, responses=_ERRORS)
+             status_code=201, response_model=models.NewToken, responses=_BODY_ERRORS)
 async def create_token(request: Request) -> Response:
     guard = guard_of(request)
     http.require_media_type(request, JSON)
