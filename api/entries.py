@@ -73,8 +73,10 @@ def _entry_address(request: Request, namespace: str, key: str) -> tuple[str, str
     "/namespaces/{namespace}/entries/{key:path}",
     summary="Create or replace an entry",
     status_code=201,
-    response_model=models.Entry,
-    responses={200: {"model": models.Entry, "description": "Replaced"}, **ENTRY_ERRORS},
+    response_model=models.WriteResult,
+    responses={200: {"model": models.WriteResult,
+                     "description": "Replaced, or unchanged (the same document again)"},
+               **ENTRY_ERRORS},
     openapi_extra={
         **WRITE_HEADERS,
         "requestBody": {"required": True, "content": {JSON: {"schema": {
@@ -96,7 +98,7 @@ async def put_entry(request: Request, namespace: Namespace, key: Key) -> Respons
 @writes.patch(
     "/namespaces/{namespace}/entries/{key:path}",
     summary="Patch an entry (RFC 7386 merge patch or RFC 6902 JSON Patch)",
-    response_model=models.Entry,
+    response_model=models.WriteResult,
     responses=ENTRY_ERRORS,
     openapi_extra={
         **WRITE_HEADERS,
@@ -125,7 +127,7 @@ async def patch_entry(request: Request, namespace: Namespace, key: Key) -> Respo
 @writes.delete(
     "/namespaces/{namespace}/entries/{key:path}",
     summary="Delete an entry (appends a tombstone event)",
-    response_model=models.Entry,
+    response_model=models.WriteResult,
     responses=ENTRY_ERRORS,
     openapi_extra=WRITE_HEADERS,
     tags=["entries"],

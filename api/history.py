@@ -43,7 +43,7 @@ router = APIRouter(prefix="/v1")
 @router.post(
     "/namespaces/{namespace}/entries/{key:path}/revert",
     summary="Bring back the content of a past version (appends entry.restored; undeletes)",
-    response_model=models.Entry,
+    response_model=models.WriteResult,
     responses=WRITE_ERRORS,
     openapi_extra={**WRITE_HEADERS, "requestBody": {"required": True, "content": {JSON: {
         "schema": {

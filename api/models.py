@@ -17,8 +17,13 @@ class Entry(BaseModel):
 
 
 class WriteResult(Entry):
-    """The answer to a write; the resolution members appear when its If-Match was stale."""
+    """The answer to a write; the resolution members appear when its If-Match was stale,
+    ``unchanged`` when it appended nothing."""
 
+    unchanged: bool | None = Field(
+        None, description="true: the entry already was what the write asked for, so "
+        "nothing was appended; version, position and recorded_at are those of the "
+        "version it found (absent when the write appended an event)")
     document_hidden: bool | None = Field(
         None, description="true: the caller may write the entry but not read it, so the "
         "document is not shown (null)")
@@ -132,6 +137,9 @@ class SettingsResult(BaseModel):
     settings_version: int
     position: int
     recorded_at: str
+    unchanged: bool | None = Field(
+        None, description="true: these were the settings already, so nothing was "
+        "recorded; settings_version and position are those of the settings found")
 
 
 class BatchResult(BaseModel):

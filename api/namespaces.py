@@ -132,10 +132,14 @@ async def put_namespace(request: Request, namespace: Namespace) -> Response:
     headers = {"ETag": http.etag(outcome.version)}
     if outcome.replayed:
         headers["Idempotent-Replayed"] = "true"
-    return Response(orjson.dumps({
-        "namespace": ns, "settings": outcome.document, "settings_version": outcome.version,
-        "position": outcome.position, "recorded_at": http.rfc3339(outcome.recorded_at),
-    }), status_code=201 if outcome.version == 1 else 200, media_type=JSON, headers=headers)
+    answer = {"namespace": ns, "settings": outcome.document,
+              "settings_version": outcome.version, "position": outcome.position,
+              "recorded_at": http.rfc3339(outcome.recorded_at)}
+    if outcome.unchanged:  # the same settings again: nothing recorded
+        answer["unchanged"] = True
+    created = outcome.version == 1 and not outcome.unchanged
+    return Response(orjson.dumps(answer), status_code=201 if created else 200, media_type=JSON,
+                    headers=headers)
 
 
 @router.get(

@@ -27,7 +27,7 @@ from .params import (
     as_of_member,
     service_of,
 )
-from .writes import WriteRequest, check_reason, replayed, within_write_timeout
+from .writes import WriteRequest, check_reason, count_writes, replayed, within_write_timeout
 
 router = APIRouter(prefix="/v1")
 
@@ -152,7 +152,7 @@ async def restore(request: Request, namespace: Namespace) -> Response:
             return Response(orjson.dumps(result), media_type=JSON, headers=replayed(outcomes))
         for item, outcome in zip(result["operations"], outcomes, strict=True):
             item.update(version=outcome.version, position=outcome.position)
-            service.writes.add(1, {"event_type": outcome.event_type})
+        count_writes(service, outcomes)
         return Response(orjson.dumps(result), media_type=JSON)
     raise AssertionError("unreachable")
 

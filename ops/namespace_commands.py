@@ -98,6 +98,7 @@ def namespace_set(ctx: click.Context, name: str, conflict_policy: str | None,
         print_json(result)
         return
     out.print(f"{name}: settings version {result['settings_version']} "
+              f"{'unchanged ' if result.get('unchanged') else ''}"
               f"(position {result['position']}): "
               + ", ".join(f"{k}={v}" for k, v in result["settings"].items()
                           if v is not None))

@@ -17,7 +17,7 @@ from jsonpointer import resolve_pointer
 
 from nexus_ssot.ledger.commands import Context, Expectation, MergePatch, Put
 from nexus_ssot.ledger.documents import Limits, diff, surrogate_refusal
-from nexus_ssot.ledger.domain import decide
+from nexus_ssot.ledger.domain import Unchanged, decide
 from nexus_ssot.ledger.errors import EditConflict, InvalidUnicode
 from nexus_ssot.ledger.events import EntryState
 from nexus_ssot.ledger.merge import Replay
@@ -303,11 +303,13 @@ def _ctx() -> Context:
 def _apply(state: EntryState, patch: dict[str, Any], if_match: int,
            history: list[Any]) -> EntryState:
     """Write ``patch`` with If-Match ``if_match`` under merge, replaying ``history``
-    (the documents of versions 1…current)."""
+    (the documents of versions 1…current); a patch that changes nothing leaves them."""
     command = MergePatch("p", "k", Expectation(if_match=if_match), patch=patch)
     replay = Replay(if_match, tuple(history[if_match - 1:]), tuple(
         diff(a, b) for a, b in zip(history[if_match - 1:], history[if_match:], strict=False)))
     event = decide(state, command, _ctx(), Limits(), policy="merge", replay=replay)
+    if isinstance(event, Unchanged):
+        return state
     history.append(event.document)
     return EntryState("p", "k", event.originator_version, event.document)
 
