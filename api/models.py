@@ -173,7 +173,8 @@ class NamespaceStats(BaseModel):
     entries: int = Field(description="Live entries")
     deleted: int = Field(description="Entries whose last event deleted them")
     writes: int = Field(description="Events ever appended in the namespace")
-    last_position: int
-    last_recorded_at: str
+    last_position: int | None = Field(description="The position of its last entry event "
+                                      "(null: none applied yet, e.g. only settings)")
+    last_recorded_at: str | None
     writes_by_actor: dict[str, int]
     view_position: int = Field(description="The log position the view has applied")

@@ -17,6 +17,7 @@ from nexus_ssot.ledger.errors import InvalidInput, PreconditionFailed, Unprocess
 from nexus_ssot.projections import entry_at, restore_plan
 
 from . import http, models
+from .existence import require_namespace
 from .guard import guard_of, refuse
 from .params import (
     JSON,
@@ -113,6 +114,8 @@ async def restore(request: Request, namespace: Namespace) -> Response:
                         " entries, more than one restore may (SSOT_MAX_RESTORE_OPERATIONS);"
                         " restore it by key_prefix", code="restore_too_large",
                         field="key_prefix")
+            if not steps:  # nothing to change, or no such namespace?
+                await require_namespace(conn, ns)
         _check_plan(request, ns, [s.key for s in steps])
         result: dict[str, Any] = {
             "namespace": ns, "key_prefix": prefix, "position": cut, "dry_run": dry_run,

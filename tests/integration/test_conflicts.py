@@ -41,11 +41,14 @@ def set_policy(client: httpx.Client, ns: str, policy: str) -> None:
 
 def test_namespace_settings_are_events_with_their_own_history(client: httpx.Client,
                                                               ns: str, db: Any) -> None:
-    fresh = client.get(f"/v1/namespaces/{ns}")
-    assert fresh.status_code == 200 and fresh.headers["etag"] == '"0"'
-    assert fresh.json() == {"namespace": ns, "settings": {"conflict_policy": "merge",
-                            "description": None}, "settings_version": 0, "entries": 0,
-                            "deleted": 0, "last_position": None}
+    fresh = client.get(f"/v1/namespaces/{ns}")  # no settings, no entries: no namespace
+    assert fresh.status_code == 404 and fresh.json()["code"] == "namespace_not_found"
+    client.put(entry(ns, "first"), json={})  # an entry makes it exist, with the defaults
+    implicit = client.get(f"/v1/namespaces/{ns}")
+    assert implicit.status_code == 200 and implicit.headers["etag"] == '"0"'
+    assert implicit.json() == {"namespace": ns, "settings": {"conflict_policy": "merge",
+                               "description": None}, "settings_version": 0, "entries": 1,
+                               "deleted": 0, "last_position": implicit.json()["last_position"]}
     first = client.put(f"/v1/namespaces/{ns}", json={"conflict_policy": "strict"},
                        headers={"X-Reason": "payments wants no merges"})
     assert first.status_code == 201, first.text
@@ -60,7 +63,7 @@ def test_namespace_settings_are_events_with_their_own_history(client: httpx.Clie
     client.put(entry(ns), json={"a": 1})
     got = client.get(f"/v1/namespaces/{ns}").json()
     assert got["settings"] == {"conflict_policy": "last-writer-wins", "description": "flags"}
-    assert (got["settings_version"], got["entries"]) == (2, 1)
+    assert (got["settings_version"], got["entries"]) == (2, 2)
     history = client.get(f"/v1/namespaces/{ns}/settings/history").json()["items"]
     assert [h["event_type"] for h in history] == ["namespace.configured"] * 2
     assert history[0]["reason"] == "payments wants no merges"

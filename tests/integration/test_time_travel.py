@@ -108,8 +108,11 @@ def test_every_past_state_is_the_fold_of_the_log_up_to_there(
     for event in events:  # and every version of every key
         check_entry(client, ns, event.key, {"version": event.version},
                     (event.version, event.document))
-    if events:  # before the first event, nothing existed
-        check_entry(client, ns, events[0].key, {"position": events[0].position - 1}, None)
+    if events:  # before the first event nothing existed, not even the namespace
+        before = {"position": events[0].position - 1}
+        for path in (f"entries/{events[0].key}", "entries"):
+            r = client.get(f"/v1/namespaces/{ns}/{path}", params=before)
+            assert r.status_code == 404 and r.json()["code"] == "namespace_not_found", r.text
 
 
 def test_one_coordinate_at_a_time(client: httpx.Client, ns: str) -> None:
