@@ -151,3 +151,13 @@ def test_the_cli_says_when_a_write_changed_nothing(api: Any, ns: str) -> None:
     assert again.stdout.startswith(f"unchanged {ns}/k version 1 (position ")
     patched = ssot(api, "patch", f"{ns}/k", "-", stdin='{"a": 1}')
     assert patched.stdout.startswith(f"unchanged {ns}/k version 1 ")
+
+
+def test_the_same_policy_again_is_unchanged(client: httpx.Client, ns: str) -> None:
+    path = f"/v1/access/policies/{ns}-nothing"
+    first = client.put(path, json={"rules": []})
+    assert first.status_code == 201, first.text
+    again = client.put(path, json={"rules": []})
+    assert again.status_code == 200
+    assert again.json() == {**first.json(), "unchanged": True}
+    assert client.delete(path).status_code == 200
