@@ -86,7 +86,8 @@ def namespace_set(ctx: click.Context, name: str, conflict_policy: str | None,
     client = client_of(ctx)
     path = namespace_path(name)
     found = client.get_unless(path, "namespace_not_found")
-    current = found.json() if found is not None else {"settings": {}, "settings_version": 0}
+    current: dict[str, Any] = (found.json() if found is not None
+                               else {"settings": {}, "settings_version": 0})
     settings = dict(current["settings"])
     if conflict_policy is not None:
         settings["conflict_policy"] = conflict_policy
