@@ -34,6 +34,9 @@ class PolicyResult(BaseModel):
     version: int = Field(description="The policy's version; also its ETag")
     position: int
     policy: dict[str, Any] | None = Field(description="The policy document (null: removed)")
+    unchanged: bool | None = Field(
+        None, description="true: the policy already was this document, so nothing was "
+        "recorded; version and position are those of the version found")
 
 
 class NamedPolicy(BaseModel):

@@ -141,10 +141,13 @@ async def put_policy(request: Request, name: PolicyName) -> Response:
     policy = check_policy(http.parse_json(body, field="policy", root=""))
     outcome = await _write(request, Put(ACCESS_NAMESPACE, POLICY_KEY_PREFIX + name,
                                         http.expectation(request), document=policy), body)
-    return Response(orjson.dumps({"name": name, "version": outcome.version,
-                                  "position": outcome.position, "policy": outcome.document}),
-                    status_code=201 if outcome.version == 1 else 200, media_type=JSON,
-                    headers={"ETag": http.etag(outcome.version)})
+    answer = {"name": name, "version": outcome.version, "position": outcome.position,
+              "policy": outcome.document}
+    if outcome.unchanged:  # the policy it already is: nothing recorded
+        answer["unchanged"] = True
+    created = outcome.version == 1 and not outcome.unchanged
+    return Response(orjson.dumps(answer), status_code=201 if created else 200,
+                    media_type=JSON, headers={"ETag": http.etag(outcome.version)})
 
 
 @router.get("/policies", summary="The policies in force", response_model=models.PolicyList,

@@ -139,6 +139,7 @@ def create_app(settings: Settings) -> FastAPI:
                     cache_size=settings.state_cache_size,
                     on_commit=lambda n, _s: batch_sizes.record(n),
                     hash_chain=settings.hash_chain,
+                    implicit_namespaces=settings.implicit_namespaces,
                 )
                 local.start()
                 stack.push_async_callback(asyncio.to_thread, local.stop)

@@ -20,7 +20,8 @@ from nexus_ssot.ledger.events import EVENT_TYPE_NAMES
 from nexus_ssot.projections import audit_trail, entry_at
 
 from . import models
-from .guard import EventVisibility, guard_of
+from .existence import require_namespace
+from .guard import EventVisibility, guard_of, require_some
 from .pagination import decode_cursor, page
 from .params import (
     JSON,
@@ -71,8 +72,12 @@ async def audit(
     if event_type is not None and event_type not in EVENT_TYPE_NAMES.values():
         raise InvalidInput(f"type must be one of {', '.join(EVENT_TYPE_NAMES.values())}",
                            code="invalid_parameter", field="type")
+    if namespace is not None:  # one the caller may see none of is missing to it
+        require_some(request, "history", check_namespace(namespace))
     service = service_of(request)
     async with service.pool.connection() as conn:
+        if namespace is not None:
+            await require_namespace(conn, namespace)
         after = await entry_at.position_at(conn, since) if since else 0
         upto = await entry_at.position_at(conn, until) if until else None
     state = decode_cursor(cursor, "after")

@@ -32,6 +32,7 @@ from .params import (
 from .writes import (
     WriteRequest,
     check_reason,
+    count_writes,
     outcome_json,
     replayed,
     within_write_timeout,
@@ -196,8 +197,7 @@ async def batch(request: Request) -> Response:
                 index = e.extra["operation"]
                 raise _in_operation(e, index, operations[index]) from None
             raise
-    for outcome in outcomes:
-        service.writes.add(1, {"event_type": outcome.event_type})
+    count_writes(service, outcomes)
     return Response(orjson.dumps({
         "correlation_id": meta.correlation_id,
         "operations": [outcome_json(o, request) for o in outcomes],

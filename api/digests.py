@@ -17,6 +17,7 @@ from nexus_ssot.integrity import digests
 from nexus_ssot.ledger.errors import NotFound, Unavailable
 
 from .errors import problem_responses
+from .existence import unless_namespace_missing
 from .params import JSON, MAX_INT, READ_ERRORS, Key, Namespace, address, service_of
 
 router = APIRouter(prefix="/v1")
@@ -138,6 +139,11 @@ async def entry_proof(
     ns, k = address(namespace, key)
     service = service_of(request)
     async with service.pool.connection() as conn:
-        body = await digests.proof(conn, ns, k, version, digest,
-                                   service.settings.digest_every_seconds)
+        try:
+            body = await digests.proof(conn, ns, k, version, digest,
+                                       service.settings.digest_every_seconds)
+        except NotFound as e:
+            if e.code == "digest_not_found":
+                raise
+            raise await unless_namespace_missing(conn, ns, e) from None
     return Response(orjson.dumps(body), media_type=JSON)

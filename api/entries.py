@@ -23,6 +23,7 @@ from nexus_ssot.projections import entry_history as entry_history_view
 
 from . import http, models
 from .errors import problem_responses
+from .existence import require_namespace, unless_namespace_missing
 from .guard import guard_of
 from .pagination import decode_cursor, page
 from .params import (
@@ -73,8 +74,10 @@ def _entry_address(request: Request, namespace: str, key: str) -> tuple[str, str
     "/namespaces/{namespace}/entries/{key:path}",
     summary="Create or replace an entry",
     status_code=201,
-    response_model=models.Entry,
-    responses={200: {"model": models.Entry, "description": "Replaced"}, **ENTRY_ERRORS},
+    response_model=models.WriteResult,
+    responses={200: {"model": models.WriteResult,
+                     "description": "Replaced, or unchanged (the same document again)"},
+               **ENTRY_ERRORS},
     openapi_extra={
         **WRITE_HEADERS,
         "requestBody": {"required": True, "content": {JSON: {"schema": {
@@ -96,7 +99,7 @@ async def put_entry(request: Request, namespace: Namespace, key: Key) -> Respons
 @writes.patch(
     "/namespaces/{namespace}/entries/{key:path}",
     summary="Patch an entry (RFC 7386 merge patch or RFC 6902 JSON Patch)",
-    response_model=models.Entry,
+    response_model=models.WriteResult,
     responses=ENTRY_ERRORS,
     openapi_extra={
         **WRITE_HEADERS,
@@ -125,7 +128,7 @@ async def patch_entry(request: Request, namespace: Namespace, key: Key) -> Respo
 @writes.delete(
     "/namespaces/{namespace}/entries/{key:path}",
     summary="Delete an entry (appends a tombstone event)",
-    response_model=models.Entry,
+    response_model=models.WriteResult,
     responses=ENTRY_ERRORS,
     openapi_extra=WRITE_HEADERS,
     tags=["entries"],
@@ -158,10 +161,11 @@ async def get_entry(
         if as_of is not None or position is not None:
             cut = await _cut(conn, as_of, position)
             found_at = await entry_at.entry_at(conn, ns, k, cut)
-            when = f"as of {as_of.isoformat()}" if as_of is not None else f"at position {cut}"
+            when = _when(as_of, cut)
             if found_at is None:
-                raise NotFound(f"entry {ns}/{k} did not exist yet {when}",
-                               code="entry_not_found", field="key", position=cut)
+                raise await unless_namespace_missing(conn, ns, NotFound(
+                    f"entry {ns}/{k} did not exist yet {when}", code="entry_not_found",
+                    field="key", position=cut), cut=cut, when=when)
             at_version, event_type, body = found_at
             if event_type == "entry.deleted":
                 raise EntryGone(f"entry {ns}/{k} was deleted (version {at_version}) {when}",
@@ -172,7 +176,7 @@ async def get_entry(
             if found is None:
                 current = await current_state.current_entry(conn, ns, k)
                 if current is None:
-                    raise _absent(ns, k)
+                    raise await unless_namespace_missing(conn, ns, _absent(ns, k))
                 raise NotFound(
                     f"entry {ns}/{k} has no version {version} (its latest is "
                     f"{current.version})",
@@ -183,8 +187,8 @@ async def get_entry(
                 raise _deleted(ns, k, version)
             return Response(body, media_type=JSON, headers={"ETag": http.etag(version)})
         current = await current_state.current_entry(conn, ns, k)
-    if current is None:
-        raise _absent(ns, k)
+        if current is None:
+            raise await unless_namespace_missing(conn, ns, _absent(ns, k))
     if current.deleted:
         raise _deleted(ns, k, current.version)
     tag = http.etag(current.version)
@@ -243,9 +247,18 @@ async def list_entries(
                                                limit=n)
 
         rows = await visible_rows(fetch, lambda r: r[0], keys, after, limit)
+        if not rows:  # nothing there, or no such namespace (then)?
+            await require_namespace(conn, ns, cut=cut, when=_when(as_of, cut))
     return page(rows, limit, lambda r: r[1],
                 lambda r: {"k": r[0], "p": prefix, **({"at": cut} if cut is not None else {})},
                 extra={"position": cut} if cut is not None else None)
+
+
+def _when(as_of: datetime | None, cut: int | None) -> str | None:
+    """How a read's past point is worded (None: now)."""
+    if as_of is not None:
+        return f"as of {as_of.isoformat()}"
+    return None if cut is None else f"at position {cut}"
 
 
 async def _cut(conn: Any, as_of: datetime | None, position: int | None) -> int:

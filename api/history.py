@@ -18,6 +18,7 @@ from nexus_ssot.projections import entry_at
 from nexus_ssot.projections import entry_history as entry_history_view
 
 from . import http, models
+from .existence import require_namespace, unless_namespace_missing
 from .pagination import decode_cursor, page
 from .params import (
     JSON,
@@ -43,7 +44,7 @@ router = APIRouter(prefix="/v1")
 @router.post(
     "/namespaces/{namespace}/entries/{key:path}/revert",
     summary="Bring back the content of a past version (appends entry.restored; undeletes)",
-    response_model=models.Entry,
+    response_model=models.WriteResult,
     responses=WRITE_ERRORS,
     openapi_extra={**WRITE_HEADERS, "requestBody": {"required": True, "content": {JSON: {
         "schema": {
@@ -75,8 +76,9 @@ async def revert_entry(request: Request, namespace: Namespace, key: Key) -> Resp
             found_at = await entry_at.entry_at(conn, ns, k,
                                                await entry_at.position_at(conn, moment))
             if found_at is None:
-                raise NotFound(f"entry {ns}/{k} did not exist as of {as_of}",
-                               code="version_not_found", field="as_of")
+                raise await unless_namespace_missing(conn, ns, NotFound(
+                    f"entry {ns}/{k} did not exist as of {as_of}", code="version_not_found",
+                    field="as_of"))
             to_version, event_type, entry_body = found_at
         else:
             if not isinstance(to_version, int) or isinstance(to_version, bool) \
@@ -85,8 +87,9 @@ async def revert_entry(request: Request, namespace: Namespace, key: Key) -> Resp
                                    code="invalid_parameter", field="to_version")
             found = await entry_history_view.entry_version(conn, ns, k, to_version)
             if found is None:
-                raise NotFound(f"entry {ns}/{k} has no version {to_version}",
-                               code="version_not_found", field="to_version")
+                raise await unless_namespace_missing(conn, ns, NotFound(
+                    f"entry {ns}/{k} has no version {to_version}", code="version_not_found",
+                    field="to_version"))
             event_type, entry_body = found
     if event_type == "entry.deleted":
         raise Unprocessable(f"version {to_version} of {ns}/{k} is its deletion: to delete "
@@ -119,8 +122,13 @@ async def entry_diff(
     one_coordinate(**{"to": to_version, "to_as_of": to_as_of})
     service = service_of(request)
     async with service.pool.connection() as conn:
-        before = await _document_at(conn, ns, k, from_version, from_as_of, "from")
-        after = await _document_at(conn, ns, k, to_version, to_as_of, "to")
+        try:
+            before = await _document_at(conn, ns, k, from_version, from_as_of, "from")
+            after = await _document_at(conn, ns, k, to_version, to_as_of, "to")
+        except NotFound as e:
+            raise await unless_namespace_missing(conn, ns, e) from None
+        if before[0]["version"] == after[0]["version"] == 0:  # absent on both sides
+            await require_namespace(conn, ns)
     if format == "text":
         return Response(text_diff(ns, k, before, after), media_type="text/plain")
     return Response(orjson.dumps({
@@ -187,6 +195,7 @@ async def entry_history(
     async with service.pool.connection() as conn:
         rows = await entry_history_view.history(conn, ns, k, after_version=after, limit=limit + 1,
                                            descending=order == "desc")
-    if not rows and after is None:
-        raise NotFound(f"entry {ns}/{k} has no history", code="entry_not_found", field="key")
+        if not rows and after is None:
+            raise await unless_namespace_missing(conn, ns, NotFound(
+                f"entry {ns}/{k} has no history", code="entry_not_found", field="key"))
     return page(rows, limit, lambda r: r[1], lambda r: {"v": r[0], "o": order})

@@ -17,8 +17,13 @@ class Entry(BaseModel):
 
 
 class WriteResult(Entry):
-    """The answer to a write; the resolution members appear when its If-Match was stale."""
+    """The answer to a write; the resolution members appear when its If-Match was stale,
+    ``unchanged`` when it appended nothing."""
 
+    unchanged: bool | None = Field(
+        None, description="true: the entry already was what the write asked for, so "
+        "nothing was appended; version, position and recorded_at are those of the "
+        "version it found (absent when the write appended an event)")
     document_hidden: bool | None = Field(
         None, description="true: the caller may write the entry but not read it, so the "
         "document is not shown (null)")
@@ -132,6 +137,9 @@ class SettingsResult(BaseModel):
     settings_version: int
     position: int
     recorded_at: str
+    unchanged: bool | None = Field(
+        None, description="true: these were the settings already, so nothing was "
+        "recorded; settings_version and position are those of the settings found")
 
 
 class BatchResult(BaseModel):
@@ -165,7 +173,8 @@ class NamespaceStats(BaseModel):
     entries: int = Field(description="Live entries")
     deleted: int = Field(description="Entries whose last event deleted them")
     writes: int = Field(description="Events ever appended in the namespace")
-    last_position: int
-    last_recorded_at: str
+    last_position: int | None = Field(description="The position of its last entry event "
+                                      "(null: none applied yet, e.g. only settings)")
+    last_recorded_at: str | None
     writes_by_actor: dict[str, int]
     view_position: int = Field(description="The log position the view has applied")

@@ -24,6 +24,7 @@ from nexus_ssot.projections import current_state
 from nexus_ssot.projections import entry_history as entry_history_view
 
 from . import http, models
+from .existence import require_namespace
 from .guard import guard_of
 from .pagination import decode_cursor, page
 from .params import (
@@ -102,6 +103,8 @@ async def get_namespace(request: Request, namespace: Namespace) -> Response:
             entries, deleted, last_position = await current_state.namespace_counts(conn, ns)
         else:  # counts would tell of keys the caller may not read
             entries = deleted = last_position = None
+        if version == 0 and not (entries or deleted):  # no settings; entries?
+            await require_namespace(conn, ns)
     return Response(orjson.dumps({
         "namespace": ns, "settings": settings, "settings_version": version,
         "entries": entries, "deleted": deleted, "last_position": last_position,
@@ -132,10 +135,14 @@ async def put_namespace(request: Request, namespace: Namespace) -> Response:
     headers = {"ETag": http.etag(outcome.version)}
     if outcome.replayed:
         headers["Idempotent-Replayed"] = "true"
-    return Response(orjson.dumps({
-        "namespace": ns, "settings": outcome.document, "settings_version": outcome.version,
-        "position": outcome.position, "recorded_at": http.rfc3339(outcome.recorded_at),
-    }), status_code=201 if outcome.version == 1 else 200, media_type=JSON, headers=headers)
+    answer = {"namespace": ns, "settings": outcome.document,
+              "settings_version": outcome.version, "position": outcome.position,
+              "recorded_at": http.rfc3339(outcome.recorded_at)}
+    if outcome.unchanged:  # the same settings again: nothing recorded
+        answer["unchanged"] = True
+    created = outcome.version == 1 and not outcome.unchanged
+    return Response(orjson.dumps(answer), status_code=201 if created else 200, media_type=JSON,
+                    headers=headers)
 
 
 @router.get(
@@ -154,4 +161,6 @@ async def namespace_settings_history(
     async with service_of(request).pool.connection() as conn:
         rows = await entry_history_view.history(conn, SETTINGS_NAMESPACE, ns,
                                                 after_version=after, limit=limit + 1)
+        if not rows:  # never configured: does it exist at all?
+            await require_namespace(conn, ns)
     return page(rows, limit, lambda r: r[1], lambda r: {"v": r[0]})

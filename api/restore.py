@@ -17,6 +17,7 @@ from nexus_ssot.ledger.errors import InvalidInput, PreconditionFailed, Unprocess
 from nexus_ssot.projections import entry_at, restore_plan
 
 from . import http, models
+from .existence import require_namespace
 from .guard import guard_of, refuse
 from .params import (
     JSON,
@@ -27,7 +28,7 @@ from .params import (
     as_of_member,
     service_of,
 )
-from .writes import WriteRequest, check_reason, replayed, within_write_timeout
+from .writes import WriteRequest, check_reason, count_writes, replayed, within_write_timeout
 
 router = APIRouter(prefix="/v1")
 
@@ -113,6 +114,8 @@ async def restore(request: Request, namespace: Namespace) -> Response:
                         " entries, more than one restore may (SSOT_MAX_RESTORE_OPERATIONS);"
                         " restore it by key_prefix", code="restore_too_large",
                         field="key_prefix")
+            if not steps:  # nothing to change, or no such namespace?
+                await require_namespace(conn, ns)
         _check_plan(request, ns, [s.key for s in steps])
         result: dict[str, Any] = {
             "namespace": ns, "key_prefix": prefix, "position": cut, "dry_run": dry_run,
@@ -152,7 +155,7 @@ async def restore(request: Request, namespace: Namespace) -> Response:
             return Response(orjson.dumps(result), media_type=JSON, headers=replayed(outcomes))
         for item, outcome in zip(result["operations"], outcomes, strict=True):
             item.update(version=outcome.version, position=outcome.position)
-            service.writes.add(1, {"event_type": outcome.event_type})
+        count_writes(service, outcomes)
         return Response(orjson.dumps(result), media_type=JSON)
     raise AssertionError("unreachable")
 

@@ -13,11 +13,12 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from nexus_ssot.ledger.addressing import check_namespace
-from nexus_ssot.ledger.errors import InvalidInput, NotFound, ViewBehind
+from nexus_ssot.ledger.errors import InvalidInput, ViewBehind
 from nexus_ssot.projections import namespace_stats
 from nexus_ssot.projections.runtime import tracked_position
 
 from . import http, models
+from .existence import require_namespace
 from .params import JSON, MAX_INT, READ_ERRORS, Namespace, service_of
 from .service import Service
 
@@ -73,12 +74,15 @@ async def get_stats(request: Request, namespace: Namespace,
             row = await namespace_stats.stats(conn, ns)
         except psycopg.errors.UndefinedTable:
             # the view runner (ssot serve, ssot views) makes its tables when it first runs
+            await require_namespace(conn, ns)
             raise ViewBehind(f"view {namespace_stats.NAME} has not been built yet: is a "
                              "view runner running?", code="view_not_built",
                              view=namespace_stats.NAME, view_position=position) from None
-    if row is None:
-        raise NotFound(f"namespace {ns} has no entries (as of view position {position})",
-                       code="namespace_not_found", field="namespace", view_position=position)
-    row["last_recorded_at"] = http.rfc3339(row["last_recorded_at"])
+        if row is None:  # no entry event applied yet: does the namespace exist at all?
+            await require_namespace(conn, ns)
+            row = {"entries": 0, "deleted": 0, "writes": 0, "last_position": None,
+                   "last_recorded_at": None, "writes_by_actor": {}}
+    if row["last_recorded_at"] is not None:
+        row["last_recorded_at"] = http.rfc3339(row["last_recorded_at"])
     return Response(orjson.dumps({"namespace": ns, **row, "view_position": position}),
                     media_type=JSON)

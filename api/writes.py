@@ -27,7 +27,8 @@ T = TypeVar("T")
 
 def outcome_json(outcome: Outcome, request: Request | None = None) -> dict[str, Any]:
     """The body of a write's answer: the entry it made, and how a stale If-Match was
-    resolved (``merged``, ``base_version``, ``rebased_over``; ``resolution`` in full).
+    resolved (``merged``, ``base_version``, ``rebased_over``; ``resolution`` in full), or
+    ``"unchanged": true`` with the entry as it already was when it appended nothing.
     Given the request, the document is left out (null) for a caller who may write the
     entry but not read it: a patch's answer would show what others wrote."""
     body: dict[str, Any] = {
@@ -49,6 +50,8 @@ def outcome_json(outcome: Outcome, request: Request | None = None) -> dict[str, 
             body.update(merged=True, base_version=resolution["base_version"],
                         rebased_over=resolution["rebased_over"])
         body["resolution"] = resolution
+    if outcome.unchanged:
+        body["unchanged"] = True
     return body
 
 
@@ -108,7 +111,8 @@ async def within_write_timeout(service: Service, write: Awaitable[T]) -> T:
 async def write_command(request: Request, command: Command, body: bytes,
                         reason: str | None = None) -> Response:
     """Append the one event of ``command`` and answer the entry it made: 201 (with
-    Location) when it created the entry, else 200."""
+    Location) when it created the entry, else 200 (also when it changed nothing and
+    appended nothing: ``"unchanged": true``)."""
     service = service_of(request)
     meta = WriteRequest(request, body, reason)
     with service.tracer.start_as_current_span("ledger.write") as span:
@@ -121,7 +125,7 @@ async def write_command(request: Request, command: Command, body: bytes,
         span.set_attribute("ssot.position", outcome.position)
         if outcome.resolution is not None:
             span.set_attribute("ssot.resolution", outcome.resolution["policy"])
-    service.writes.add(1, {"event_type": outcome.event_type})
+    count_writes(service, [outcome])
     status = 201 if outcome.event_type == "entry.created" else 200
     headers = {"ETag": http.etag(outcome.version)}
     if status == 201:
@@ -131,6 +135,13 @@ async def write_command(request: Request, command: Command, body: bytes,
     return Response(orjson.dumps(outcome_json(outcome, request)), status_code=status,
                     media_type=JSON,
                     headers=headers)
+
+
+def count_writes(service: Service, outcomes: list[Outcome]) -> None:
+    """Count the writes of ``outcomes`` by event type (none for those left unchanged)."""
+    for outcome in outcomes:
+        if outcome.event_type is not None:
+            service.writes.add(1, {"event_type": outcome.event_type})
 
 
 def replayed(outcomes: list[Outcome]) -> dict[str, str] | None:

@@ -4,8 +4,12 @@ The writer commits a batch as one append, so its commands are decided in order a
 overlay of the states the earlier ones produced: per-entry version checks stay exact inside
 a batch, an idempotency key used twice is answered once, and a stale If-Match is merged
 under its namespace's conflict policy by replaying the versions it missed (from the batch
-and the store's history). Current states are cached across batches; a refusal is only ever
-made on the store's own state, never on a cached one.
+and the store's history). A command that would change nothing appends nothing: its result
+is ``Unchanged``. Current states are cached across batches; a refusal, or an "unchanged"
+answer (which no primary key checks), is only ever made on the store's own state, never on
+a cached one. Without implicit namespaces, a write into a namespace that has neither
+settings nor entries is refused (namespaces only ever come to exist, so those known to
+exist are remembered).
 """
 
 from __future__ import annotations
@@ -13,13 +17,13 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .addressing import ACCESS_NAMESPACE
+from .addressing import ACCESS_NAMESPACE, is_system_namespace, stream_id
 from .commands import Command, ConfigureNamespace, Context
 from .documents import Limits
-from .domain import decide
+from .domain import Unchanged, decide
 from .errors import (
     EditConflict,
     IdempotencyKeyReused,
@@ -27,35 +31,45 @@ from .errors import (
     NotFound,
     PreconditionFailed,
 )
-from .event_store import Address, EventStore, Idempotency, Outcome
+from .event_store import Address, Committed, EventStore, Idempotency, Outcome
 from .events import EntryDeleted, EntryEvent, EntryState, evolve
 from .merge import MAX_REPLAY_VERSIONS, Replay, needs_replay
 from .namespace_settings import SETTINGS_NAMESPACE, settings_of
+
+#: What one operation comes to: the event it appends, or that it leaves its entry as is.
+Result = EntryEvent | Unchanged
 
 
 @dataclass
 class Request:
     """One request held by the writer until it is answered: its operations (all or none
-    when ``atomic``), its idempotency key, its Future, and how often it was retried alone."""
+    when ``atomic``), its idempotency key, its Future, how often it was retried alone, and
+    what its operations came to when last decided."""
 
     ops: tuple[tuple[Command, Context], ...]
     idempotency: Idempotency | None
     future: Future[Any]
     atomic: bool = False
     attempts: int = 0
+    results: tuple[Result, ...] = ()
 
 
 @dataclass
 class Decision:
-    """What one request of a batch comes to: the events to append, or the error refusing
-    it, or the answer of an earlier request under its idempotency key (``replay_of`` in this
-    batch, ``outcome`` from the store)."""
+    """What one request of a batch comes to: a result per operation (the events among
+    them to append), or the error refusing it, or the answer of an earlier request under its
+    idempotency key (``replay_of`` in this batch, ``outcome`` from the store)."""
 
     request: Request
-    events: list[EntryEvent] = field(default_factory=list)
+    results: list[Result] = field(default_factory=list)
     error: LedgerError | None = None
     replay_of: Request | None = None  # same idempotency key earlier in this batch
     outcome: Outcome | list[Outcome] | None = None  # replayed from an earlier request
+
+    @property
+    def events(self) -> list[EntryEvent]:
+        """The events to append (the results that are not ``Unchanged``)."""
+        return [r for r in self.results if isinstance(r, EntryEvent)]
 
 
 class BatchDecider:
@@ -69,6 +83,7 @@ class BatchDecider:
         *,
         cache_size: int = 100_000,
         hash_chain: bool = True,
+        implicit_namespaces: bool = True,
     ) -> None:
         self._store = store
         self._chain = hash_chain
@@ -76,6 +91,9 @@ class BatchDecider:
         self._cache_size = cache_size
         self._cache: OrderedDict[Address, EntryState | None] = OrderedDict()
         self._pending_states: dict[Address, EntryState | None] = {}
+        self._implicit = implicit_namespaces
+        #: Namespaces known to exist (they never stop existing).
+        self._existing: set[str] = set()
 
     def decide(self, batch: list[Request]) -> list[Decision]:
         """Each request's decision, in order; the states they leave are kept for
@@ -110,21 +128,26 @@ class BatchDecider:
                     continue
                 seen[scope] = req
             overlay: dict[Address, EntryState | None] = {}
+            results: list[Result] = []
             events: list[EntryEvent] = []
             try:
                 for command, context in req.ops:
                     address = (command.namespace, command.key)
                     from_cache = address in cached and address not in overlay
                     state = overlay[address] if address in overlay else states.get(address)
-                    event = self._decide_one(state, command, context, from_cache, states,
-                                             overlay, in_batch, events)
+                    result = self._decide_one(state, command, context, from_cache, states,
+                                              overlay, in_batch, events)
+                    results.append(result)
+                    if isinstance(result, Unchanged):
+                        overlay[address] = result.state
+                        continue
                     # (``states`` holds a fresher state if the cached one was re-checked)
                     state = overlay[address] if address in overlay else states.get(address)
-                    overlay[address] = evolve(state, event)
-                    events.append(event)
+                    overlay[address] = evolve(state, result)
+                    events.append(result)
             except LedgerError as e:
                 if req.atomic:
-                    e.extra["operation"] = len(events)
+                    e.extra["operation"] = len(results)
                 # The key stays taken for this batch: a retry queued behind a refusal is
                 # the same request and gets the same refusal, even if a write between the
                 # two would let it through (the client may have seen only the refusal).
@@ -136,7 +159,8 @@ class BatchDecider:
                 states[address] = state
             for event in events:
                 in_batch.setdefault((event.namespace, event.key), []).append(event)
-            d.events = events
+            d.results = results
+            req.results = tuple(results)
         self._pending_states = states
         return decided
 
@@ -150,24 +174,28 @@ class BatchDecider:
         overlay: dict[Address, EntryState | None],
         in_batch: dict[Address, list[EntryEvent]],
         earlier: list[EntryEvent],
-    ) -> EntryEvent:
+    ) -> Result:
         """Decide one command against ``state`` (which ``overlay`` and ``states`` hold),
         under its namespace's conflict policy, replaying history for a stale If-Match."""
         address = (command.namespace, command.key)
         limits = self._limits_for(command.namespace)
         try:
-            return self._decide_with_policy(state, command, context, limits, states, overlay,
-                                            in_batch, earlier)
+            result = self._decide_with_policy(state, command, context, limits, states,
+                                              overlay, in_batch, earlier)
         except (PreconditionFailed, NotFound, EditConflict):
             if not from_cache:
                 raise
-            # Accepting on a stale cached state is safe (the primary key refuses it),
-            # refusing is not: another process may have moved the entry on. Refuse only
-            # what the database's own state refuses.
-            fresh = self._store.current_states([address]).get(address)
-            states[address] = fresh
-            return self._decide_with_policy(fresh, command, context, limits, states, overlay,
-                                            in_batch, earlier)
+        else:
+            if not (from_cache and isinstance(result, Unchanged)):
+                return result
+        # Accepting on a stale cached state is safe (the primary key refuses it), refusing
+        # is not: another process may have moved the entry on; nor is answering
+        # "unchanged", which appends nothing a key could refuse. Refuse, or answer that,
+        # only on the database's own state.
+        fresh = self._store.current_states([address]).get(address)
+        states[address] = fresh
+        return self._decide_with_policy(fresh, command, context, limits, states, overlay,
+                                        in_batch, earlier)
 
     def _decide_with_policy(
         self,
@@ -179,18 +207,14 @@ class BatchDecider:
         overlay: dict[Address, EntryState | None],
         in_batch: dict[Address, list[EntryEvent]],
         earlier: list[EntryEvent],
-    ) -> EntryEvent:
+    ) -> Result:
+        exists = self._namespace_exists(state, command, states, overlay)
         if command.expected.if_match is None or isinstance(command, ConfigureNamespace):
-            return decide(state, command, context, limits, chain=self._chain)
+            return decide(state, command, context, limits, chain=self._chain,
+                          namespace_exists=exists)
         if command.namespace == ACCESS_NAMESPACE:  # a stale policy edit is refused, never merged
             return decide(state, command, context, limits, chain=self._chain)
-        settings_address = (SETTINGS_NAMESPACE, command.namespace)
-        if settings_address in overlay:
-            settings_state = overlay[settings_address]
-        else:
-            if settings_address not in states:
-                states.update(self._states({settings_address}))
-            settings_state = states[settings_address]
+        settings_state = self._settings_state(command.namespace, states, overlay)
         policy = settings_of(settings_state)["conflict_policy"]
         replay = None
         if needs_replay(state, command, policy):
@@ -201,7 +225,34 @@ class BatchDecider:
             replay = self._replay(command.namespace, command.key,
                                   command.expected.if_match, state.version, pending)
         return decide(state, command, context, limits, policy=policy, replay=replay,
-                      chain=self._chain)
+                      chain=self._chain, namespace_exists=exists)
+
+    def _settings_state(self, namespace: str, states: dict[Address, EntryState | None],
+                        overlay: dict[Address, EntryState | None]) -> EntryState | None:
+        """The state of ``namespace``'s settings entry, as this batch has it so far."""
+        address = (SETTINGS_NAMESPACE, namespace)
+        if address in overlay:
+            return overlay[address]
+        if address not in states:
+            states.update(self._states({address}))
+        return states[address]
+
+    def _namespace_exists(self, state: EntryState | None, command: Command,
+                          states: dict[Address, EntryState | None],
+                          overlay: dict[Address, EntryState | None]) -> bool:
+        """Whether the command's namespace exists (has settings or an entry, ever), as far
+        as it matters: always with implicit namespaces, and for the system namespaces.
+        What says it does may be cached (namespaces never stop existing); what says it
+        does not is the store."""
+        namespace = command.namespace
+        if self._implicit or is_system_namespace(namespace) or namespace in self._existing:
+            return True
+        if state is not None or self._settings_state(namespace, states, overlay) is not None:
+            return True  # (known once the batch that made them commits)
+        if self._store.existing_namespaces([namespace]):
+            self._existing.add(namespace)
+            return True
+        return False
 
     def _replay(self, namespace: str, key: str, base: int, upto: int,
                 pending: list[EntryEvent]) -> Replay | None:
@@ -242,9 +293,17 @@ class BatchDecider:
 
     # --- the state cache -----------------------------------------------------------
 
-    def keep_decided_states(self) -> None:
-        """The last decided batch committed: cache the states it left."""
+    def keep_decided_states(self, committed: Committed) -> None:
+        """The last decided batch committed (at ``committed``'s positions): cache the
+        states it left, each with the position and commit time of its last event."""
         for address, state in self._pending_states.items():
+            if state is not None and state.position is None:
+                at = committed.get((stream_id(*address), state.version))
+                if at is not None:
+                    state = replace(state, position=at[0], recorded_at=at[1])
+            if state is not None:
+                namespace, key = address
+                self._existing.add(key if namespace == SETTINGS_NAMESPACE else namespace)
             self._remember(address, state)
 
     def forget(self, batch: list[Request]) -> None:

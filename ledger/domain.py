@@ -2,19 +2,27 @@
 
 ``decide(state, command, context, limits)`` is the only place that validates and raises;
 ``evolve`` (``events``) folds the event it returns into state and never raises, so history
-recorded under older rules always loads. Nothing here does I/O: the clock, ids and
-identity come in from the edge through ``Context``.
+recorded under older rules always loads. A command whose resulting document is the one the
+entry already has causes no event: ``decide`` answers ``Unchanged`` and nothing is appended.
+Nothing here does I/O: the clock, ids and identity come in from the edge through
+``Context``.
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import json_merge_patch
 
-from .addressing import check_entry_namespace, check_key, check_namespace, stream_id
+from .addressing import (
+    check_entry_namespace,
+    check_key,
+    check_namespace,
+    is_system_namespace,
+    stream_id,
+)
 from .chain import hash_hex, hashed_members
 from .commands import (
     Command,
@@ -53,6 +61,16 @@ E = TypeVar("E", bound=EntryEvent)
 _UNMERGED = object()  # "no merge was made" (a merge can make a null document)
 
 
+@dataclass(frozen=True)
+class Unchanged:
+    """The decision that a command leaves a live entry as it is: its resulting document
+    is the same JSON value as ``state``'s (the RFC 6902 patch between them is empty;
+    member order is not compared), so no event is appended and the write answers with the
+    current version."""
+
+    state: EntryState
+
+
 def decide(
     state: EntryState | None,
     command: Command,
@@ -62,12 +80,16 @@ def decide(
     policy: str = STRICT,
     replay: Replay | None = None,
     chain: bool = True,
-) -> EntryEvent:
-    """Validate ``command`` against ``state`` and return the one event it causes.
+    namespace_exists: bool = True,
+) -> EntryEvent | Unchanged:
+    """Validate ``command`` against ``state`` and return the one event it causes, or
+    ``Unchanged`` when it would change nothing.
 
     ``policy`` is the namespace's conflict policy; under ``merge`` a stale If-Match is
     merged against ``replay`` (see ``merge.needs_replay``). With ``chain`` the event carries
-    its stream's hash chain (``prev_hash``, ``hash``; see ``integrity``). Raises a
+    its stream's hash chain (``prev_hash``, ``hash``; see ``integrity``).
+    ``namespace_exists`` False refuses a write into a namespace that has neither settings
+    nor entries (a server that does not create namespaces implicitly). Raises a
     ``LedgerError`` when the command is rejected; then nothing is appended.
     """
     if isinstance(command, ConfigureNamespace):
@@ -76,10 +98,17 @@ def decide(
         check_namespace(command.key)
         _check_expectation(state, command)
         settings = check_settings(command.settings)
-        return _event(NamespaceConfigured, state, command, context, settings, chain=chain)
+        if state is None:  # the first settings: they make the namespace exist
+            return _event(NamespaceConfigured, state, command, context, settings, chain=chain)
+        return _change(NamespaceConfigured, state, command, context, settings, chain=chain)
 
     check_entry_namespace(command.namespace)
     check_key(command.key)
+    if not namespace_exists and not is_system_namespace(command.namespace):
+        raise NotFound(
+            f"namespace {command.namespace} does not exist, and this server creates no "
+            f"namespace by writing into it: create it first with PUT /v1/namespaces/"
+            f"{command.namespace}", code="namespace_not_found", field="namespace")
     if isinstance(command, MergePatch):  # whole: a member it removes is in no document
         check_text(command.patch, "patch")
     resolution: dict[str, Any] | None = None
@@ -113,7 +142,7 @@ def decide(
         check_document(document, limits)
         if live:
             assert state is not None
-            return _event(EntryUpdated, state, command, context, document, **extra)
+            return _change(EntryUpdated, state, command, context, document, **extra)
         return _event(EntryCreated, state, command, context, document, **extra)
 
     if isinstance(command, Delete):
@@ -129,7 +158,7 @@ def decide(
         else:
             document = apply_json_patch(current.document, command.operations)
         check_document(document, limits)
-        return _event(EntryPatched, current, command, context, document, **extra)
+        return _change(EntryPatched, current, command, context, document, **extra)
 
     if isinstance(command, Restore):
         if state is None:
@@ -142,10 +171,11 @@ def decide(
             )
         document = command.document if merged is _UNMERGED else merged
         check_document(document, limits)
-        return _event(
-            EntryRestored, state, command, context, document,
-            restored_from_version=command.from_version, **extra,
-        )
+        if state.deleted:  # brought back, even with the very document it had
+            return _event(EntryRestored, state, command, context, document,
+                          restored_from_version=command.from_version, **extra)
+        return _change(EntryRestored, state, command, context, document,
+                       restored_from_version=command.from_version, **extra)
 
     raise TypeError(f"unknown command {type(command).__name__}")  # a programming error
 
@@ -213,6 +243,22 @@ def _require_live(state: EntryState | None, command: Command) -> EntryState:
     return state
 
 
+def _change(
+    cls: type[E],
+    state: EntryState,
+    command: Command,
+    context: Context,
+    document: Any,
+    **extra: Any,
+) -> E | Unchanged:
+    """The event making ``document`` of the live ``state``; ``Unchanged`` when it already
+    is that document. The patch computed to tell is the one the event records."""
+    patch = diff(state.document, document)
+    if not patch:
+        return Unchanged(state)
+    return _event(cls, state, command, context, document, patch=patch, **extra)
+
+
 def _event(
     cls: type[E],
     state: EntryState | None,
@@ -221,6 +267,7 @@ def _event(
     document: Any,
     *,
     chain: bool = True,
+    patch: list[dict[str, Any]] | None = None,
     **extra: Any,
 ) -> E:
     previous = state.document if (state is not None and not state.deleted) else None
@@ -232,7 +279,7 @@ def _event(
         "namespace": command.namespace,
         "key": command.key,
         "document": document,
-        "patch": diff(previous, document),
+        "patch": diff(previous, document) if patch is None else patch,
         "actor": context.actor,
         "reason": context.reason,
         "correlation_id": context.correlation_id,

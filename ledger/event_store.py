@@ -1,8 +1,9 @@
 """What the writer needs of an event store, whichever holds the log.
 
 The group-commit writer reads an entry's current state, the versions a stale If-Match is
-merged over and the results recorded under idempotency keys, and appends each batch of
-events with its idempotency keys in one atomic step that reports the events' positions.
+merged over, the results recorded under idempotency keys and which namespaces exist, and
+appends each batch of events with its idempotency keys in one atomic step that reports the
+events' positions.
 ``EventStore`` is exactly that; the PostgreSQL application (``store.LedgerApplication``)
 and the in-memory twin (``memory_store.MemoryEventStore``) both provide it, and one
 contract suite (tests/contract) holds them to the same behaviour.
@@ -41,18 +42,25 @@ class Idempotency:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What a committed write produced (or, when ``replayed``, what it had produced)."""
+    """What a committed write produced (or, when ``replayed``, what it had produced): the
+    entry's version, and the event that made it — ``event_type`` None when the write left
+    the entry unchanged and appended nothing (the version is the one it found)."""
 
     namespace: str
     key: str
     version: int
     position: int
     recorded_at: datetime
-    event_type: str
+    event_type: str | None
     document: Any
     replayed: bool = False
     #: How a stale If-Match was resolved (see ``EntryEvent.resolution``), else None.
     resolution: dict[str, Any] | None = None
+
+    @property
+    def unchanged(self) -> bool:
+        """The write appended nothing: the entry already was what it asked for."""
+        return self.event_type is None
 
 
 #: A used idempotency key: the hash of the request it named and that request's result.
@@ -61,12 +69,22 @@ StoredResult = tuple[bytes, Outcome | list[Outcome]]
 
 @dataclass(frozen=True)
 class IdempotencyRecord:
-    """An idempotency key to remember with the events its request appended. A retry is
-    answered with the first event's outcome, or with all of them when ``atomic``."""
+    """An idempotency key to remember with the events its request appended (at least one:
+    a request that appended nothing is not remembered). A retry is answered with the first
+    event's outcome, or, when ``atomic``, with one outcome per operation: ``answers`` names
+    the event each operation answered with, in order — the one it appended or, for one
+    that left its entry unchanged, the one that made the version it found (so its retry
+    answers that version again, as unchanged)."""
 
     idempotency: Idempotency
     events: tuple[EntryEvent, ...]
     atomic: bool = False
+    answers: tuple[UUID, ...] = ()
+
+    @property
+    def answered(self) -> tuple[UUID, ...]:
+        """The event ids a retry is answered with, one per operation when atomic."""
+        return self.answers or tuple(e.event_id for e in self.events)
 
 
 class EventStore(Protocol):
@@ -85,7 +103,12 @@ class EventStore(Protocol):
 
     def stored_results(self, keys: Sequence[Idempotency]) -> dict[tuple[str, str], StoredResult]:
         """For each of ``keys`` already used, by (actor, key): the request hash it was
-        used with and the outcome (a list of them for an atomic request), ``replayed``."""
+        used with and the outcome (a list of them for an atomic request), ``replayed``;
+        an operation that had left its entry unchanged is answered unchanged again."""
+        ...
+
+    def existing_namespaces(self, namespaces: Sequence[str]) -> set[str]:
+        """Those of ``namespaces`` that exist: that have settings or an entry (ever)."""
         ...
 
     def committed_outcomes(self, event_ids: Sequence[UUID]) -> dict[UUID, Outcome]:
@@ -99,6 +122,14 @@ class EventStore(Protocol):
         the order given, after every position already taken. Raises ``IntegrityError``
         when an event's (stream, version) or event id, or a key, is already taken."""
         ...
+
+
+def unchanged_outcome(state: EntryState, position: int, recorded_at: datetime) -> Outcome:
+    """The outcome of a write that left ``state`` as it was (its last event committed at
+    ``position`` at ``recorded_at``)."""
+    return Outcome(namespace=state.namespace, key=state.key, version=state.version,
+                   position=position, recorded_at=recorded_at, event_type=None,
+                   document=state.document)
 
 
 def outcome_of(event: EntryEvent, position: int, recorded_at: datetime) -> Outcome:

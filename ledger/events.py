@@ -11,6 +11,7 @@ a stored topic to the event's public type name.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -30,6 +31,12 @@ class EntryState:
     #: The hash of its last event (the next event's ``prev_hash``); None if unchained.
     #: Not part of equality: two states with the same content are the same state.
     hash: str | None = field(default=None, compare=False)
+    #: Where its last event is: its id, and (once committed) its global position and
+    #: commit time. What a write that leaves the entry unchanged answers with, so that
+    #: answer needs no read; None where not known (an event not yet committed).
+    event_id: UUID | None = field(default=None, compare=False)
+    position: int | None = field(default=None, compare=False)
+    recorded_at: datetime | None = field(default=None, compare=False)
 
 
 # The topic stored with every event names its class: each class gives its own (an explicit
@@ -167,4 +174,5 @@ def evolve(state: EntryState | None, event: EntryEvent) -> EntryState:
         document=event.document,
         deleted=isinstance(event, EntryDeleted),
         hash=event.hash,
+        event_id=event.event_id,
     )

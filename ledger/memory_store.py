@@ -30,6 +30,7 @@ from .event_store import (
     outcome_of,
 )
 from .events import EntryDeleted, EntryEvent, EntryState, evolve
+from .namespace_settings import SETTINGS_NAMESPACE
 
 
 @dataclass(frozen=True)
@@ -41,8 +42,9 @@ class _Recorded:
 @dataclass(frozen=True)
 class _UsedKey:
     request_hash: bytes
-    event_ids: tuple[UUID, ...]
+    event_ids: tuple[UUID, ...]  # what its request answered with (see IdempotencyRecord)
     atomic: bool
+    appended: frozenset[UUID]  # the events its request appended
 
 
 def _now() -> datetime:
@@ -85,11 +87,21 @@ class MemoryEventStore:
                 used = self._keys.get((idem.actor, idem.key))
                 if used is None:
                     continue
-                outcomes = [_read(self._by_event_id[i].outcome, replayed=True)
-                            for i in used.event_ids]
+                outcomes = []
+                for n, i in enumerate(used.event_ids):
+                    outcome = _read(self._by_event_id[i].outcome, replayed=True)
+                    if i not in used.appended or i in used.event_ids[:n]:
+                        outcome = replace(outcome, event_type=None, resolution=None)
+                    outcomes.append(outcome)
                 found[(idem.actor, idem.key)] = (
                     used.request_hash, outcomes if used.atomic else outcomes[0])
         return found
+
+    def existing_namespaces(self, namespaces: Sequence[str]) -> set[str]:
+        with self._lock:
+            existing = {key if ns == SETTINGS_NAMESPACE else ns
+                        for ns, key in self._states}
+        return existing.intersection(namespaces)
 
     def committed_outcomes(self, event_ids: Sequence[UUID]) -> dict[UUID, Outcome]:
         with self._lock:
@@ -116,13 +128,15 @@ class MemoryEventStore:
                 self._by_event_id[event.event_id] = recorded
                 address = (event.namespace, event.key)
                 self._states[address] = replace(evolve(self._states.get(address), event),
-                                                document=document)
+                                                document=document, position=position,
+                                                recorded_at=recorded_at)
                 committed[(event.originator_id, event.originator_version)] = (
                     position, recorded_at)
             for record in keys:
                 idem = record.idempotency
                 self._keys[(idem.actor, idem.key)] = _UsedKey(
-                    idem.request_hash, tuple(e.event_id for e in record.events), record.atomic)
+                    idem.request_hash, record.answered, record.atomic,
+                    frozenset(e.event_id for e in record.events))
             return committed
 
     def _check(self, events: Sequence[EntryEvent], keys: Sequence[IdempotencyRecord]) -> None:
@@ -152,6 +166,8 @@ class MemoryEventStore:
                 raise IntegrityError(f"idempotency key {idem.key!r} is already used")
             if not record.events or any(e.event_id not in event_ids for e in record.events):
                 raise ValueError("an idempotency key is recorded with events of its append")
+            if any(i not in event_ids and i not in self._by_event_id for i in record.answered):
+                raise ValueError("an idempotency key answers with events of the log")
             scopes.add(scope)
 
 

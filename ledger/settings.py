@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     max_depth: int = Field(default=32, ge=1)
     #: Namespaces whose documents may be any JSON value (others: objects only).
     scalar_namespaces: Annotated[frozenset[str], NoDecode] = frozenset()
+    #: A write into a namespace that does not exist yet creates it (True), or is refused
+    #: until ``PUT /v1/namespaces/{ns}`` has created it (False: set it so in production,
+    #: where a misspelt namespace should fail, not appear).
+    implicit_namespaces: bool = True
 
     #: Authentication and authorisation: "on" (every request but health and the
     #: published documents needs a token) or "off" (every caller may do everything; only

@@ -10,7 +10,7 @@ recorder and reads the views back.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -37,6 +37,7 @@ from .event_store import (
     StoredResult,
 )
 from .events import EVENT_TYPE_NAMES, Entry, EntryDeleted, EntryEvent, EntryState
+from .namespace_settings import SETTINGS_NAMESPACE
 
 APPLICATION_NAME = "SSOT"
 EVENTS_TABLE = "ssot_events"
@@ -126,14 +127,17 @@ class LedgerApplication(Application[UUID]):
     # --- the writer's EventStore ---------------------------------------------------
 
     def current_states(self, addresses: Sequence[Address]) -> dict[Address, EntryState | None]:
-        """Current states from the ``entries`` view (None for entries never written)."""
+        """Current states from the ``entries`` view (None for entries never written), with
+        where their last event is (its id through the history's primary key)."""
         states: dict[Address, EntryState | None] = dict.fromkeys(addresses)
         with self.recorder.datastore.get_connection() as conn:  # type: ignore[attr-defined]
             rows = conn.execute(
                 "SELECT e.namespace, e.key, e.version, e.document::text AS document,"
-                " e.deleted, e.hash FROM entries e"
+                " e.deleted, e.hash, e.position, e.recorded_at, h.event_id FROM entries e"
                 " JOIN unnest(%s::text[], %s::text[]) AS a(namespace, key)"
-                " USING (namespace, key)",
+                " USING (namespace, key)"
+                " LEFT JOIN entry_history h ON h.namespace = a.namespace AND h.key = a.key"
+                "  AND h.version = e.version",
                 ([a[0] for a in addresses], [a[1] for a in addresses]),
             ).fetchall()
         for row in rows:
@@ -144,8 +148,22 @@ class LedgerApplication(Application[UUID]):
                 document=None if row["document"] is None else orjson.loads(row["document"]),
                 deleted=row["deleted"],
                 hash=row["hash"],
+                event_id=row["event_id"],
+                position=row["position"],
+                recorded_at=row["recorded_at"],
             )
         return states
+
+    def existing_namespaces(self, namespaces: Sequence[str]) -> set[str]:
+        """Those with a current-state row (every entry ever written has one) or settings."""
+        with self.recorder.datastore.get_connection() as conn:  # type: ignore[attr-defined]
+            rows = conn.execute(
+                "SELECT n FROM unnest(%s::text[]) AS n WHERE"
+                " EXISTS (SELECT 1 FROM entries WHERE namespace = n)"
+                " OR EXISTS (SELECT 1 FROM entries WHERE namespace = %s AND key = n)",
+                (list(namespaces), SETTINGS_NAMESPACE),
+            ).fetchall()
+        return {row["n"] for row in rows}
 
     def versions(
         self, namespace: str, key: str, first: int, last: int
@@ -182,9 +200,7 @@ class LedgerApplication(Application[UUID]):
             for row in rows:
                 outcome: Outcome | list[Outcome] = _outcome_from_row(row)
                 if row["event_ids"] is not None:  # an atomic request: all its outcomes
-                    ids: list[UUID] = row["event_ids"]
-                    by_id = _committed_outcomes(conn, ids, replayed=True)
-                    outcome = [by_id[i] for i in ids]
+                    outcome = _answers(conn, row["event_ids"], row["position"])
                 found[(row["actor"], row["key"])] = (bytes(row["request_hash"]), outcome)
         return found
 
@@ -213,12 +229,27 @@ class LedgerApplication(Application[UUID]):
                 "entry_key": first.key,
                 "version": first.originator_version,
                 "stream_id": first.originator_id,
-                "event_ids": [e.event_id for e in record.events] if record.atomic else None,
+                "event_ids": list(record.answered) if record.atomic else None,
             })
         inline = InlineBatch(history=[_history_record(e) for e in events],
                              idempotency=idempotency)
         self.recorder.insert_events(stored, inline=inline)
         return inline.committed
+
+
+def _answers(conn: Any, event_ids: list[UUID], first_position: int) -> list[Outcome]:
+    """The outcomes an atomic request answered with, replayed; its first event is at
+    ``first_position``. An event before that one, or named a second time, is the version
+    an operation found and left unchanged (its own events come from that position on, in
+    the order of its operations)."""
+    by_id = _committed_outcomes(conn, event_ids, replayed=True)
+    outcomes = []
+    for n, event_id in enumerate(event_ids):
+        outcome = by_id[event_id]
+        if outcome.position < first_position or event_id in event_ids[:n]:
+            outcome = replace(outcome, event_type=None, resolution=None)
+        outcomes.append(outcome)
+    return outcomes
 
 
 def _committed_outcomes(conn: Any, event_ids: Sequence[UUID], *,

@@ -4,9 +4,10 @@ The library serialises every insert transaction on a table lock, so one command 
 transaction caps throughput at ~1k/s whatever the parallelism. The writer instead drains
 its queue, decides every command against the state left by the commands before it (so
 per-entry version checks stay exact inside a batch; see ``decider``), and records all
-resulting events in one ``append`` of its ``EventStore``. Outcomes are released only after
-the commit; if the batch fails (another process wrote one of its entries, a poison row, a
-dropped connection) the writer re-runs each command alone against fresh state, so a
+resulting events in one ``append`` of its ``EventStore`` (a command that changes nothing
+appends nothing and is answered with the version it found). Outcomes are released only
+after the commit; if the batch fails (another process wrote one of its entries, a poison
+row, a dropped connection) the writer re-runs each command alone against fresh state, so a
 conflicting request fails alone and nothing is reported that did not commit.
 """
 
@@ -20,12 +21,15 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
 from eventsourcing.persistence import DataError, IntegrityError, PersistenceError
 
+from .addressing import stream_id
 from .commands import Command, Context
-from .decider import BatchDecider, Decision, Request
+from .decider import BatchDecider, Decision, Request, Result
 from .documents import Limits
+from .domain import Unchanged
 from .errors import InvalidInput, Unavailable
 from .event_store import (
     Committed,
@@ -34,7 +38,9 @@ from .event_store import (
     IdempotencyRecord,
     Outcome,
     outcome_of,
+    unchanged_outcome,
 )
+from .events import EntryEvent
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +71,12 @@ class GroupCommitWriter:
         cache_size: int = 100_000,
         on_commit: Callable[[int, float], None] | None = None,
         hash_chain: bool = True,
+        implicit_namespaces: bool = True,
     ) -> None:
         self._store = store
         self._decider = BatchDecider(store, limits_for, cache_size=cache_size,
-                                     hash_chain=hash_chain)
+                                     hash_chain=hash_chain,
+                                     implicit_namespaces=implicit_namespaces)
         self._max_batch = max_batch
         self._queue: queue.SimpleQueue[Request | object] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="ssot-writer", daemon=True)
@@ -209,12 +217,12 @@ class GroupCommitWriter:
     # --- committing ----------------------------------------------------------------
 
     def _commit(self, decided: list[Decision]) -> Committed:
-        keys = [IdempotencyRecord(d.request.idempotency, tuple(d.events), d.request.atomic)
-                for d in decided if d.request.idempotency is not None and d.events]
+        keys = [_idempotency_record(d) for d in decided
+                if d.request.idempotency is not None and d.events]
         return self._store.append([e for d in decided for e in d.events], keys)
 
     def _release(self, decided: list[Decision], committed: Committed) -> None:
-        self._decider.keep_decided_states()
+        self._decider.keep_decided_states(committed)
         results: dict[int, Outcome | list[Outcome]] = {}
         for d in decided:
             fut = d.request.future
@@ -231,11 +239,7 @@ class GroupCommitWriter:
                     fut.set_result([_replayed(o) for o in original]
                                    if isinstance(original, list) else _replayed(original))
             else:
-                outcomes = []
-                for event in d.events:
-                    position, recorded_at = committed[
-                        (event.originator_id, event.originator_version)]
-                    outcomes.append(outcome_of(event, position, recorded_at))
+                outcomes = [_outcome(r, committed) for r in d.results]
                 result: Outcome | list[Outcome] = (
                     outcomes if d.request.atomic else outcomes[0])
                 results[id(d.request)] = result
@@ -263,14 +267,51 @@ class GroupCommitWriter:
             )
 
     def _confirm_committed(self, req: Request) -> bool:
-        """Whether this request's events are in the log; if so, answer it."""
-        ids = [context.event_id for _, context in req.ops]
-        committed = self._store.committed_outcomes(ids)
-        if len(committed) != len(ids):
+        """Whether the events this request was last decided to append are in the log; if
+        so, answer it."""
+        ids = [r.event_id for r in req.results if isinstance(r, EntryEvent)]
+        if not ids:
             return False
-        outcomes = [committed[i] for i in ids]
+        # (and the events whose versions its other operations found unchanged)
+        found_at = [r.state.event_id for r in req.results
+                    if isinstance(r, Unchanged) and r.state.event_id is not None]
+        found = self._store.committed_outcomes([*ids, *found_at])
+        if any(i not in found for i in ids):
+            return False
+        committed: Committed = {(stream_id(o.namespace, o.key), o.version):
+                                (o.position, o.recorded_at) for o in found.values()}
+        outcomes = [_outcome(r, committed) for r in req.results]
         req.future.set_result(outcomes if req.atomic else outcomes[0])
         return True
+
+
+def _outcome(result: Result, committed: Committed) -> Outcome:
+    """The outcome of one operation of a batch committed at ``committed``."""
+    if isinstance(result, Unchanged):
+        state = result.state
+        if state.position is not None and state.recorded_at is not None:
+            return unchanged_outcome(state, state.position, state.recorded_at)
+        # the version it found was made earlier in the same batch
+        position, recorded_at = committed[(stream_id(state.namespace, state.key),
+                                           state.version)]
+        return unchanged_outcome(state, position, recorded_at)
+    position, recorded_at = committed[(result.originator_id, result.originator_version)]
+    return outcome_of(result, position, recorded_at)
+
+
+def _idempotency_record(d: Decision) -> IdempotencyRecord:
+    """The idempotency key of a request that appended events, remembered with them (and,
+    for an atomic request that left some entries unchanged, the event each operation
+    answered with)."""
+    assert d.request.idempotency is not None
+    answers: tuple[UUID, ...] = ()
+    if d.request.atomic and len(d.events) < len(d.results):
+        ids = [r.state.event_id if isinstance(r, Unchanged) else r.event_id
+               for r in d.results]
+        answers = tuple(i for i in ids if i is not None)
+        assert len(answers) == len(ids), "a state the writer answers with knows its event"
+    return IdempotencyRecord(d.request.idempotency, tuple(d.events), d.request.atomic,
+                             answers)
 
 
 def _replayed(outcome: Outcome) -> Outcome:

@@ -93,7 +93,9 @@ def policy_put(ctx: click.Context, name: str, file: IO[bytes], if_match: int | N
     if ctx.obj["json"]:
         print_json(result)
         return
-    click.echo(f"policy {name} version {result['version']} (position {result['position']})")
+    click.echo(f"policy {name} version {result['version']} "
+               f"{'unchanged ' if result.get('unchanged') else ''}"
+               f"(position {result['position']})")
 
 
 @policy.command("show")

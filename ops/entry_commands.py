@@ -34,7 +34,8 @@ def put(ctx: click.Context, address: str, file: Any, if_match: int | None, creat
     if ctx.obj["json"]:
         print_json(entry)
     else:
-        verb = "created" if response.status_code == 201 else "updated"
+        verb = ("created" if response.status_code == 201
+                else "unchanged" if entry.get("unchanged") else "updated")
         out.print(f"{verb} {namespace}/{key} version {entry['version']} "
                   f"(position {entry['position']})")
 
@@ -60,7 +61,8 @@ def patch(ctx: click.Context, address: str, file: Any, json_patch: bool, if_matc
     if ctx.obj["json"]:
         print_json(entry)
     else:
-        out.print(f"patched {namespace}/{key} version {entry['version']} "
+        verb = "unchanged" if entry.get("unchanged") else "patched"
+        out.print(f"{verb} {namespace}/{key} version {entry['version']} "
                   f"(position {entry['position']})")
 
 
@@ -121,7 +123,9 @@ def revert(ctx: click.Context, address: str, to_version: int | None, as_of: str 
     if ctx.obj["json"]:
         print_json(entry)
     else:
-        out.print(f"reverted {namespace}/{key}: version {entry['version']} has the content "
+        what = "already has" if entry.get("unchanged") else "has"
+        out.print(f"{'unchanged' if entry.get('unchanged') else 'reverted'} "
+                  f"{namespace}/{key}: version {entry['version']} {what} the content "
                   f"of {'version ' + str(to_version) if to_version else as_of} "
                   f"(position {entry['position']})")
 
@@ -196,8 +200,10 @@ def batch(ctx: click.Context, file: Any, reason: str | None,
     table = Table("ENTRY", "VERSION", "POSITION", box=None)
     for o in result["operations"]:
         table.add_row(f"{o['namespace']}/{o['key']}", str(o["version"]), str(o["position"]))
+    unchanged = sum(1 for o in result["operations"] if o.get("unchanged"))
     out.print(f"applied {len(result['operations'])} operations in one transaction "
-              f"(correlation id {result['correlation_id']})")
+              f"(correlation id {result['correlation_id']})"
+              + (f"; {unchanged} changed nothing" if unchanged else ""))
     out.print(table)
 
 

@@ -22,12 +22,32 @@ class Client:
         self.http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout, headers=headers)
 
     def call(self, method: str, path: str, **kw: Any) -> httpx.Response:
-        try:
-            response = self.http.request(method, path, **kw)
-        except httpx.HTTPError as e:
-            fail(EXIT_UNAVAILABLE, "unreachable", f"{self.http.base_url}: {e}")
+        response = self._send(method, path, **kw)
         fail_on_problem(response)
         return response
+
+    def get_unless(self, path: str, code: str) -> httpx.Response | None:
+        """GET ``path``; None when it is ``404`` with problem ``code`` (what was asked for
+        does not exist, and the command has an answer for that)."""
+        response = self._send("GET", path)
+        if response.status_code == 404 and _problem_code(response) == code:
+            return None
+        fail_on_problem(response)
+        return response
+
+    def _send(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        try:
+            return self.http.request(method, path, **kw)
+        except httpx.HTTPError as e:
+            fail(EXIT_UNAVAILABLE, "unreachable", f"{self.http.base_url}: {e}")
+
+
+def _problem_code(response: httpx.Response) -> str | None:
+    try:
+        code = response.json().get("code")
+    except (ValueError, AttributeError):
+        return None
+    return code if isinstance(code, str) else None
 
 
 def token_of(ctx: click.Context) -> str | None:

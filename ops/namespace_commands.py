@@ -81,10 +81,13 @@ def namespace_show(ctx: click.Context, name: str) -> None:
 def namespace_set(ctx: click.Context, name: str, conflict_policy: str | None,
                   description: str | None, reason: str | None,
                   if_match: int | None) -> None:
-    """Change NAME's settings; the ones not given keep their value."""
+    """Change NAME's settings; the ones not given keep their value. A namespace that does
+    not exist yet is created with them (the defaults for those not given)."""
     client = client_of(ctx)
     path = namespace_path(name)
-    current = client.call("GET", path).json()
+    found = client.get_unless(path, "namespace_not_found")
+    current: dict[str, Any] = (found.json() if found is not None
+                               else {"settings": {}, "settings_version": 0})
     settings = dict(current["settings"])
     if conflict_policy is not None:
         settings["conflict_policy"] = conflict_policy
@@ -98,6 +101,7 @@ def namespace_set(ctx: click.Context, name: str, conflict_policy: str | None,
         print_json(result)
         return
     out.print(f"{name}: settings version {result['settings_version']} "
+              f"{'unchanged ' if result.get('unchanged') else ''}"
               f"(position {result['position']}): "
               + ", ".join(f"{k}={v}" for k, v in result["settings"].items()
                           if v is not None))

@@ -36,7 +36,8 @@ def run_writer(settings: Settings, socket_path: str) -> None:
     application = open_application(settings.database_url, pool_size=2)
     writer = GroupCommitWriter(application, settings.limits, max_batch=settings.max_batch,
                                cache_size=settings.state_cache_size,
-                               hash_chain=settings.hash_chain)
+                               hash_chain=settings.hash_chain,
+                               implicit_namespaces=settings.implicit_namespaces)
     exit_with_parent()
     Path(socket_path).unlink(missing_ok=True)
     try:

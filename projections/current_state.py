@@ -7,6 +7,8 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
+from nexus_ssot.ledger.namespace_settings import SETTINGS_NAMESPACE
+
 from .sql import ENTRY_JSON
 
 
@@ -50,11 +52,21 @@ async def list_entries(
     return [(row[0], row[1].encode()) for row in await cur.fetchall()]
 
 
+# The namespaces with entries (counted) and those with settings only (no counts), each
+# side cut at the page size before they are merged: a namespace with entries that the first
+# side cut off has a page of smaller names before it, so the merged page is exact.
 _NAMESPACES = (
-    "SELECT namespace, count(*) FILTER (WHERE NOT deleted) AS entries,"
-    " count(*) FILTER (WHERE deleted) AS deleted, max(position) AS last_position"
-    " FROM entries WHERE namespace > %s AND namespace NOT LIKE %s"
-    " GROUP BY namespace ORDER BY namespace LIMIT %s"
+    "SELECT namespace, sum(entries)::bigint, sum(deleted)::bigint, max(last_position)"
+    " FROM ("
+    "  (SELECT namespace, count(*) FILTER (WHERE NOT deleted) AS entries,"
+    "   count(*) FILTER (WHERE deleted) AS deleted, max(position) AS last_position"
+    "   FROM entries WHERE namespace > %(after)s AND namespace NOT LIKE %(system)s"
+    "   GROUP BY namespace ORDER BY namespace LIMIT %(limit)s)"
+    "  UNION ALL"
+    "  (SELECT key COLLATE \"default\", 0, 0, NULL FROM entries"
+    "   WHERE namespace = %(settings)s AND (key COLLATE \"default\") > %(after)s"
+    "   ORDER BY 1 LIMIT %(limit)s)"
+    " ) n GROUP BY namespace ORDER BY namespace LIMIT %(limit)s"
 )
 
 
@@ -67,13 +79,17 @@ class NamespaceCount:
     namespace: str
     entries: int
     deleted: int
-    last_position: int
+    last_position: int | None  # None: settings, no entries yet
 
 
 async def list_namespaces(
     conn: AsyncConnection[tuple[Any, ...]], *, after: str, limit: int
 ) -> list[NamespaceCount]:
-    cur = await conn.execute(_NAMESPACES, (after, _SYSTEM, limit), prepare=True)
+    """The namespaces after ``after`` in name order, with entries or settings (those with
+    settings only count no entries)."""
+    params = {"after": after, "system": _SYSTEM, "limit": limit,
+              "settings": SETTINGS_NAMESPACE}
+    cur = await conn.execute(_NAMESPACES, params, prepare=True)
     return [NamespaceCount(*row) for row in await cur.fetchall()]
 
 

@@ -160,7 +160,7 @@ def run_all(port: int, database_url: str, entries: int, *,
         # (j) a namespace of `entries` keys, cut at a past position, changed after it
         cut = _write(writer, [Put(ns, f"many/{i:07d}", document={"i": i})
                               for i in range(entries)], actor=actor)[-1].position
-        _write(writer, [Put(ns, f"many/{i:07d}", document={"i": -i})
+        _write(writer, [Put(ns, f"many/{i:07d}", document={"i": i, "after_cut": True})
                         for i in range(0, entries, 10)], actor="bench")
         say(f"(i)-(j) written in {time.perf_counter() - started:.1f} s")
         # (k) the log up to `audit_events` events, by many actors

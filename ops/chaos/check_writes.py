@@ -1,7 +1,9 @@
 """The checks of ``ssot chaos`` on its writes: every acknowledged write is in the log once,
 as answered and as sent (the document of a PUT, the patch applied to the version before,
 the reverted-to content, a deletion; merged under the namespace's ``merge`` policy, its
-changes laid over the versions since), nothing rejected landed, no update was lost.
+changes laid over the versions since), nothing rejected landed, no update was lost. A
+write answered ``unchanged`` appended nothing: the version it answers is one the log holds
+(made by another write) and already is what the write would have made of it.
 """
 
 from __future__ import annotations
@@ -32,6 +34,10 @@ def check_write(log: Log, found: Findings, invoke: dict[str, Any],
     landed = log.by_idem.get(idem, [])
     outcome = complete["outcome"] if complete else "info"
     made = len(invoke["body"]["operations"]) if invoke["kind"] == "batch" else 1
+    if outcome == "ok":  # an operation answered unchanged appended nothing
+        assert complete is not None
+        made -= sum(1 for _, answer in _items(invoke, complete["answer"])
+                    if isinstance(answer, dict) and answer.get("unchanged"))
     where = {"op": invoke["op"], "kind": invoke["kind"], "ns": invoke["ns"],
              "key": invoke["key"]}
     if outcome == "fail":
@@ -70,6 +76,9 @@ def check_write(log: Log, found: Findings, invoke: dict[str, Any],
                       position=answer.get("position"))
             continue
         e = landed_at
+        if answer.get("unchanged"):
+            _check_unchanged(log, found, invoke, where, asked, answer, e)
+            continue
         if (e["p"] != answer.get("position") or e["idem"] != idem
                 or e["ns"] != asked["namespace"] or e["key"] != asked["key"]
                 or (e["type"] != "entry.deleted" and not answer.get("document_hidden")
@@ -90,15 +99,49 @@ def check_write(log: Log, found: Findings, invoke: dict[str, Any],
                           resolution=resolution)
 
 
+def _check_unchanged(log: Log, found: Findings, invoke: dict[str, Any],
+                     where: dict[str, Any], asked: dict[str, Any], answer: dict[str, Any],
+                     e: dict[str, Any]) -> None:
+    """A write answered unchanged: the version it names is in the log as answered, live,
+    and already what the write makes of it (of the If-Match version, under merge, with
+    the versions since laid over it); its If-Match held (strict: it was current)."""
+    if (e["p"] != answer.get("position") or e["ns"] != asked["namespace"]
+            or e["key"] != asked["key"] or e["type"] == "entry.deleted"
+            or (not answer.get("document_hidden") and e["doc"] != answer.get("document"))):
+        found.add("ack_mismatch", **where, version=e["v"], log_position=e["p"],
+                  answer_position=answer.get("position"), unchanged=True)
+        return
+    kind, body = _asked(invoke, asked)
+    if kind == "delete":
+        return _report(found, "a delete answered unchanged", invoke, e, None)
+    if_match = asked.get("if_match")
+    stale = if_match if isinstance(if_match, int) and if_match != e["v"] else None
+    if stale is not None and (e["ns"] == STRICT_NS or stale > e["v"]):
+        found.add("lost_update", **where, if_match=if_match, version=e["v"], unchanged=True)
+        return
+    based_on = e if stale is None else log.at.get((e["ns"], e["key"], stale))
+    base = based_on["doc"] if based_on and based_on["type"] != "entry.deleted" else None
+    expected = _made(found, invoke, e, log, kind, body, base,
+                     e["doc"] if stale is not None else _NOT_MERGED)
+    if expected is not _NOT_APPLIED and expected != e["doc"]:
+        _report(found, "answered unchanged, but the write would have changed the entry",
+                invoke, e, expected)
+
+
+def _asked(invoke: dict[str, Any], asked: dict[str, Any]) -> tuple[str, Any]:
+    """The kind of write an item asked for, and its body (a batch's operations are put,
+    merge_patch and delete)."""
+    if invoke["kind"] == "batch":
+        kind = {"put": "put", "patch": "merge_patch", "delete": "delete"}[asked["op"]]
+        return kind, asked.get("document") if kind == "put" else asked.get("patch")
+    return asked["op"], asked.get("body")
+
+
 def _check_content(log: Log, found: Findings, invoke: dict[str, Any], e: dict[str, Any],
                    asked: dict[str, Any]) -> None:
     """The event is what ``asked`` asked for: the document sent, the patch applied to the
     version before, the content reverted to, a deletion."""
-    kind = asked["op"]
-    body: Any = asked.get("body")
-    if invoke["kind"] == "batch":
-        kind = {"put": "put", "patch": "merge_patch", "delete": "delete"}[asked["op"]]
-        body = asked.get("document") if kind == "put" else asked.get("patch")
+    kind, body = _asked(invoke, asked)
     merged = bool(e.get("resolution"))
     expected: Any = None
     problem = None
@@ -108,26 +151,40 @@ def _check_content(log: Log, found: Findings, invoke: dict[str, Any], e: dict[st
         return _report(found, problem, invoke, e, None)
     if e["type"] == "entry.deleted":
         return _report(found, f"a {kind} made a deletion", invoke, e, None)
-    # What the write makes of the version it was based on: the one before it, or (merged
-    # under the namespace's policy) the If-Match version, its changes laid over the
-    # versions since — so neither its change nor one made since is lost.
+    # The version it was based on: the one before it, or (merged under the namespace's
+    # policy) the If-Match version.
     resolution = e.get("resolution") or {}
     base = log.before(e)
     if merged:
         based_on = log.at.get((e["ns"], e["key"], resolution.get("base_version", -1)))
         base = based_on["doc"] if based_on and based_on["type"] != "entry.deleted" else None
-    try:
-        expected = _made_of(kind, body, base, log, e)
-    except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError,
-            LookupError) as x:
-        return _report(found, f"the write does not apply to the version it was based on: "
-                       f"{type(x).__name__}: {x}", invoke, e, None)
-    if merged:
-        expected = overlay(log.before(e), base, expected)
+    expected = _made(found, invoke, e, log, kind, body, base,
+                     log.before(e) if merged else _NOT_MERGED)
+    if expected is _NOT_APPLIED:
+        return None
     if e["doc"] != expected:
         problem = ("the merge lost a change (the write's or one made since)" if merged
                    else "the document is not what was sent")
     _report(found, problem, invoke, e, expected)
+
+
+_NOT_MERGED = object()  # the write was not merged over versions since its base
+_NOT_APPLIED = object()  # the write does not apply to its base (reported)
+
+
+def _made(found: Findings, invoke: dict[str, Any], e: dict[str, Any], log: Log, kind: str,
+          body: Any, base: Any, theirs: Any) -> Any:
+    """What the write makes of ``base``, the version it was based on; merged, its changes
+    laid over ``theirs`` (the versions since), so neither its change nor one made since
+    is lost. ``_NOT_APPLIED`` when it does not apply to ``base``, which is reported."""
+    try:
+        made = _made_of(kind, body, base, log, e)
+    except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError,
+            LookupError) as x:
+        _report(found, f"the write does not apply to the version it was based on: "
+                f"{type(x).__name__}: {x}", invoke, e, None)
+        return _NOT_APPLIED
+    return made if theirs is _NOT_MERGED else overlay(theirs, base, made)
 
 
 def _made_of(kind: str, body: Any, base: Any, log: Log, e: dict[str, Any]) -> Any:

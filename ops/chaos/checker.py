@@ -11,6 +11,9 @@ kind, with examples:
 - ``ack_mismatch``: the log's event differs from the answer (position, key, document);
 - ``content_mismatch``: the event is not what was sent (the document of a PUT, the patch
   applied to the version before, the reverted-to content, a deletion);
+- a write answered ``unchanged`` made no event: the version it names must be in the log
+  as answered (else ``ack_mismatch``) and already be what the write makes of it (else
+  ``content_mismatch``), and an event under its key is a ``duplicate_write``;
 - ``rejected_write_landed``: a write answered 4xx left an event;
 - ``lost_update``: an accepted If-Match N write did not make version N+1 (or, merged
   under the namespace's ``merge`` policy, was not based on N); ``version_gap``: an

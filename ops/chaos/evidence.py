@@ -33,7 +33,7 @@ _INVOKE = ("type", "t", "wall", "op", "client", "kind", "ns", "key", "body", "if
 _COMPLETE = ("type", "t", "wall", "op", "client", "outcome", "status", "answer", "attempts",
              "correlation_id")
 _ANSWER = ("namespace", "key", "version", "position", "document", "document_hidden", "code",
-           "deleted_version", "operations")
+           "deleted_version", "operations", "unchanged")
 
 
 def read_history(path: Path) -> list[dict[str, Any]]:

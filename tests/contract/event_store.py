@@ -13,7 +13,7 @@ from eventsourcing.persistence import DataError, IntegrityError
 
 from nexus_ssot.ledger.commands import Context, Delete, Expectation, Put
 from nexus_ssot.ledger.documents import Limits
-from nexus_ssot.ledger.domain import decide
+from nexus_ssot.ledger.domain import Unchanged, decide
 from nexus_ssot.ledger.event_store import (
     EventStore,
     Idempotency,
@@ -21,6 +21,7 @@ from nexus_ssot.ledger.event_store import (
     Outcome,
 )
 from nexus_ssot.ledger.events import EntryEvent, EntryState, evolve
+from nexus_ssot.ledger.namespace_settings import configure
 
 
 def context(**overrides: Any) -> Context:
@@ -47,7 +48,8 @@ class Stream:
         return self._next(decide(self.state, Delete(self.namespace, self.key), context(),
                                  Limits()))
 
-    def _next(self, event: EntryEvent) -> EntryEvent:
+    def _next(self, event: EntryEvent | Unchanged) -> EntryEvent:
+        assert isinstance(event, EntryEvent), "each write of a stream changes its entry"
         self.state = evolve(self.state, event)
         return event
 
@@ -91,6 +93,27 @@ class EventStoreContract:
             read = states[(ns, stream.key)]
             assert read is not None and stream.state is not None
             assert read.hash == stream.state.hash is not None  # the next event's prev_hash
+
+    def test_a_state_read_back_knows_where_its_last_event_is(self, store: EventStore,
+                                                             ns: str) -> None:
+        k = Stream(ns, "k")
+        events = [k.put({"a": 1}), k.put({"a": 2})]
+        committed = store.append(events)
+        state = store.current_states([(ns, "k")])[(ns, "k")]
+        assert state is not None
+        assert state.event_id == events[1].event_id
+        assert (state.position, state.recorded_at) == committed[(events[1].originator_id, 2)]
+
+    def test_a_namespace_exists_once_it_has_an_entry_or_settings(self, store: EventStore,
+                                                                  ns: str) -> None:
+        configured, deleted, never = f"{ns}-set", f"{ns}-gone", f"{ns}-never"
+        settings = decide(None, configure(configured, {}), context(), Limits())
+        assert isinstance(settings, EntryEvent)
+        gone = Stream(deleted, "k")
+        store.append([Stream(ns, "k").put({"a": 1}), settings, gone.put({}), gone.delete()])
+        assert store.existing_namespaces([ns, configured, deleted, never]) == {
+            ns, configured, deleted}
+        assert store.existing_namespaces([]) == set()
 
     def test_a_deleted_entry_keeps_its_last_version(self, store: EventStore, ns: str) -> None:
         k = Stream(ns, "k")
@@ -200,6 +223,25 @@ class EventStoreContract:
         assert isinstance(result, list)
         assert [(o.key, o.version, o.replayed) for o in result] == [
             ("b", 1, True), ("a", 1, True), ("b", 2, True)]
+
+    def test_an_atomic_request_s_key_answers_the_entries_it_left_unchanged_again(
+        self, store: EventStore, ns: str
+    ) -> None:
+        a, b = Stream(ns, "a"), Stream(ns, "b")
+        found = a.put({"n": 1})
+        store.append([found])
+        idem = Idempotency("contract", f"key-{ns}", b"h")
+        made = b.put({"n": 1})
+        # b made, then a found as it was, then b found as this request made it
+        answers = (made.event_id, found.event_id, made.event_id)
+        store.append([made], [IdempotencyRecord(idem, (made,), atomic=True,
+                                                answers=answers)])
+        result = store.stored_results([idem])[("contract", idem.key)][1]
+        assert isinstance(result, list)
+        assert [(o.key, o.version, o.event_type, o.unchanged, o.replayed) for o in result] == [
+            ("b", 1, "entry.created", False, True), ("a", 1, None, True, True),
+            ("b", 1, None, True, True)]
+        assert result[1].document == {"n": 1}
 
     def test_what_is_read_back_is_not_what_the_writer_holds(self, store: EventStore,
                                                             ns: str) -> None:

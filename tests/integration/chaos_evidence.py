@@ -74,6 +74,17 @@ def clean_run() -> dict[str, Any]:
     return {"history": history, "log": log, "subscribers": subscribers, "server": server}
 
 
+def with_an_unchanged_write(to_version: int = 2, position: int = 3) -> dict[str, Any]:
+    """The clean run, and a revert of chaos-strict/k1 to ``to_version`` answered unchanged
+    at version 2 (``position``): it appended nothing."""
+    run = clean_run()
+    s = "chaos-strict"
+    answer = {**answer_entry(s, "k1", 2, position, D2), "unchanged": True}
+    run["history"] += op_lines(8, "c0-8", "revert", s, "k1", "ok", answer,
+                               body={"to_version": to_version})
+    return run
+
+
 def anomalies_of(run: dict[str, Any]) -> dict[str, Any]:
     """The checker's anomalies of ``run`` (with its ``access`` and ``access_log``, if any)."""
     report = check({"seed": 1, "duration": 1, "clients": 1}, run["history"], run["log"],

@@ -186,9 +186,12 @@ def source(new_db: Callable[[], str]) -> Iterator[tuple[str, httpx.Client]]:
 
 
 def reads(client: httpx.Client, ns: str, at: str) -> dict[str, Any]:
-    """What a client can read: the entries now and as of ``at``, every history."""
+    """What a client can read: the entries now and as of ``at`` (or that the namespace did
+    not exist yet then), every history."""
     def page(path: str, **params: Any) -> Any:
         response = client.get(path, params={"limit": 1000, **params})
+        if response.status_code == 404:
+            return response.json()["code"]
         response.raise_for_status()
         return response.json()["items"]
 

@@ -36,6 +36,7 @@ from tests.integration.chaos_evidence import (
     log_event,
     op_lines,
     refused_op,
+    with_an_unchanged_write,
     with_identities,
 )
 from tests.integration.conftest import ADMIN_TOKEN, AUTH
@@ -198,6 +199,17 @@ def test_a_merge_that_keeps_both_changes_passes_and_one_that_drops_one_is_named(
     assert set(lost_theirs) == {"content_mismatch"}
     assert "merge lost a change" in lost_theirs["content_mismatch"]["examples"][0]["problem"]
     assert set(anomalies_of(_with_a_merge({"a": 1, "b": 2}))) == {"content_mismatch"}
+
+
+def test_a_write_answered_unchanged_appended_nothing_and_was_one_indeed() -> None:
+    assert anomalies_of(with_an_unchanged_write()) == {}
+    would_change = anomalies_of(with_an_unchanged_write(to_version=1))
+    assert set(would_change) == {"content_mismatch"}
+    assert "would have changed" in would_change["content_mismatch"]["examples"][0]["problem"]
+    assert set(anomalies_of(with_an_unchanged_write(position=2))) == {"ack_mismatch"}
+    landed = with_an_unchanged_write()
+    landed["log"].append(log_event(6, "chaos-strict", "k1", 3, D2, "run-c0-8"))
+    assert "duplicate_write" in anomalies_of(landed)
 
 
 # --- the access checks: identities, refusals, the access log ------------------------

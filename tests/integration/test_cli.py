@@ -50,11 +50,11 @@ def test_patch_from_the_shell(api: Any, ns: str) -> None:
 
 
 def test_failures_print_one_line_and_exit_non_zero(api: Any, ns: str) -> None:
+    ssot(api, "put", f"{ns}/k", "-", stdin="{}")
     missing = ssot(api, "get", f"{ns}/nope")
     assert missing.returncode == 3
     assert missing.stderr.strip().splitlines() == [
         f"error: entry_not_found: entry {ns}/nope does not exist"]
-    ssot(api, "put", f"{ns}/k", "-", stdin="{}")
     stale = ssot(api, "put", f"{ns}/k", "-", "--if-match", "5", stdin="{}")
     assert stale.returncode == 4 and stale.stderr.startswith("error: version_conflict:")
     bad = ssot(api, "put", f"{ns}/k", "-", stdin="{not json")
@@ -75,8 +75,10 @@ def test_time_travel_from_the_shell(api: Any, ns: str) -> None:
     at = json.loads(ssot(api, "--json", "get", f"{ns}/k", "--position",
                          str(first["position"])).stdout)
     assert at == then
-    listed = json.loads(ssot(api, "--json", "ls", ns, "--position",
-                             str(first["position"] - 1)).stdout)
-    assert listed == []  # before its first write the namespace was empty
+    # before its first write the namespace did not exist
+    listed = ssot(api, "--json", "ls", ns, "--position", str(first["position"] - 1))
+    assert listed.returncode == 3 and listed.stderr.startswith(
+        f"error: namespace_not_found: namespace {ns} did not exist yet at position ")
     before = ssot(api, "get", f"{ns}/k", "--position", str(first["position"] - 1))
     assert before.returncode == 3 and "did not exist yet" in before.stderr
+    assert json.loads(ssot(api, "--json", "ls", ns, "--prefix", "other/").stdout) == []

@@ -17,7 +17,7 @@ from jsonpointer import resolve_pointer
 
 from nexus_ssot.ledger.commands import Context, Expectation, MergePatch, Put
 from nexus_ssot.ledger.documents import Limits, diff, surrogate_refusal
-from nexus_ssot.ledger.domain import decide
+from nexus_ssot.ledger.domain import Unchanged, decide
 from nexus_ssot.ledger.errors import EditConflict, InvalidUnicode
 from nexus_ssot.ledger.events import EntryState
 from nexus_ssot.ledger.merge import Replay
@@ -41,11 +41,14 @@ def set_policy(client: httpx.Client, ns: str, policy: str) -> None:
 
 def test_namespace_settings_are_events_with_their_own_history(client: httpx.Client,
                                                               ns: str, db: Any) -> None:
-    fresh = client.get(f"/v1/namespaces/{ns}")
-    assert fresh.status_code == 200 and fresh.headers["etag"] == '"0"'
-    assert fresh.json() == {"namespace": ns, "settings": {"conflict_policy": "merge",
-                            "description": None}, "settings_version": 0, "entries": 0,
-                            "deleted": 0, "last_position": None}
+    fresh = client.get(f"/v1/namespaces/{ns}")  # no settings, no entries: no namespace
+    assert fresh.status_code == 404 and fresh.json()["code"] == "namespace_not_found"
+    client.put(entry(ns, "first"), json={})  # an entry makes it exist, with the defaults
+    implicit = client.get(f"/v1/namespaces/{ns}")
+    assert implicit.status_code == 200 and implicit.headers["etag"] == '"0"'
+    assert implicit.json() == {"namespace": ns, "settings": {"conflict_policy": "merge",
+                               "description": None}, "settings_version": 0, "entries": 1,
+                               "deleted": 0, "last_position": implicit.json()["last_position"]}
     first = client.put(f"/v1/namespaces/{ns}", json={"conflict_policy": "strict"},
                        headers={"X-Reason": "payments wants no merges"})
     assert first.status_code == 201, first.text
@@ -60,7 +63,7 @@ def test_namespace_settings_are_events_with_their_own_history(client: httpx.Clie
     client.put(entry(ns), json={"a": 1})
     got = client.get(f"/v1/namespaces/{ns}").json()
     assert got["settings"] == {"conflict_policy": "last-writer-wins", "description": "flags"}
-    assert (got["settings_version"], got["entries"]) == (2, 1)
+    assert (got["settings_version"], got["entries"]) == (2, 2)
     history = client.get(f"/v1/namespaces/{ns}/settings/history").json()["items"]
     assert [h["event_type"] for h in history] == ["namespace.configured"] * 2
     assert history[0]["reason"] == "payments wants no merges"
@@ -303,11 +306,13 @@ def _ctx() -> Context:
 def _apply(state: EntryState, patch: dict[str, Any], if_match: int,
            history: list[Any]) -> EntryState:
     """Write ``patch`` with If-Match ``if_match`` under merge, replaying ``history``
-    (the documents of versions 1…current)."""
+    (the documents of versions 1…current); a patch that changes nothing leaves them."""
     command = MergePatch("p", "k", Expectation(if_match=if_match), patch=patch)
     replay = Replay(if_match, tuple(history[if_match - 1:]), tuple(
         diff(a, b) for a, b in zip(history[if_match - 1:], history[if_match:], strict=False)))
     event = decide(state, command, _ctx(), Limits(), policy="merge", replay=replay)
+    if isinstance(event, Unchanged):
+        return state
     history.append(event.document)
     return EntryState("p", "k", event.originator_version, event.document)
 

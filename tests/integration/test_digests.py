@@ -457,13 +457,13 @@ def test_the_digester_process_survives_sigkill_without_a_leaf_twice_or_missing(
     stop = threading.Event()
     written: list[int] = []
     with Ledger(fresh_db, nats_url, streams) as ledger:
-        def write() -> None:
+        def write(writer: int) -> None:  # (each its own documents: each write an event)
             i = 0
             while not stop.is_set():
-                written.append(ledger.put(ns, f"k{i % 13}", {"i": i})["position"])
+                written.append(ledger.put(ns, f"k{i % 13}", {"i": i, "by": writer})["position"])
                 i += 1
 
-        writers = [threading.Thread(target=write) for _ in range(3)]
+        writers = [threading.Thread(target=write, args=(n,)) for n in range(3)]
         for t in writers:
             t.start()
         proc = start()

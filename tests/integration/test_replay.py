@@ -507,7 +507,7 @@ def test_status_lists_every_view_with_its_lag(database_url: str, client: httpx.C
     rebuilt = replay(database_url, "replay", "views", "--view", "namespace_stats")
     assert rebuilt.returncode == 0, rebuilt.stderr
     client.put(f"/v1/namespaces/{ns}/entries/k", json={})
-    client.put(f"/v1/namespaces/{ns}/entries/k", json={})
+    client.put(f"/v1/namespaces/{ns}/entries/k", json={"v": 2})
     listed = replay(database_url, "replay", "status", "--json")
     assert listed.returncode == 0, listed.stderr
     by_view = {s["view"]: s for s in json.loads(listed.stdout)}

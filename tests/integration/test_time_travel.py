@@ -43,6 +43,10 @@ def apply(client: httpx.Client, ns: str, script: list[tuple[str, str, int]]) -> 
             continue  # nothing to patch or delete: rejected, nothing appended
         assert r.status_code in (200, 201), r.text
         body = r.json()
+        if body.get("unchanged"):  # the same document again: nothing appended
+            last = [e for e in events if e.key == key][-1]
+            assert (body["version"], body["position"]) == (last.version, last.position)
+            continue
         events.append(Event(body["position"], body["recorded_at"], key, body["version"],
                             DELETED if kind == "delete" else body["document"]))
     return events
@@ -104,8 +108,11 @@ def test_every_past_state_is_the_fold_of_the_log_up_to_there(
     for event in events:  # and every version of every key
         check_entry(client, ns, event.key, {"version": event.version},
                     (event.version, event.document))
-    if events:  # before the first event, nothing existed
-        check_entry(client, ns, events[0].key, {"position": events[0].position - 1}, None)
+    if events:  # before the first event nothing existed, not even the namespace
+        before = {"position": events[0].position - 1}
+        for path in (f"entries/{events[0].key}", "entries"):
+            r = client.get(f"/v1/namespaces/{ns}/{path}", params=before)
+            assert r.status_code == 404 and r.json()["code"] == "namespace_not_found", r.text
 
 
 def test_one_coordinate_at_a_time(client: httpx.Client, ns: str) -> None:

@@ -219,6 +219,102 @@ def test_a_retry_behind_its_refused_original_in_one_batch_gets_the_same_refusal(
     assert len(store.events) == 1
 
 
+# --- writes that change nothing -------------------------------------------------------
+
+
+def test_a_write_that_changes_nothing_appends_nothing_and_answers_the_version_it_found(
+    writer: GroupCommitWriter, store: CountingStore
+) -> None:
+    made = batch(writer, (put("k", {"n": 1}), context(), None))[0].result()
+    same = batch(writer, (put("k", {"n": 1}), context(), None))[0].result()
+    assert same.unchanged and not made.unchanged
+    assert (same.version, same.position, same.recorded_at, same.document) == (
+        made.version, made.position, made.recorded_at, made.document)
+    assert store.appends == [1, 0]
+    assert len(store.events) == 1
+
+
+def test_a_write_that_repeats_one_earlier_in_its_batch_answers_that_one_s_version(
+    writer: GroupCommitWriter, store: CountingStore
+) -> None:
+    first, second, third = batch(writer, (put("k", {"n": 1}), context(), None),
+                                 (put("k", {"n": 1}), context(), None),
+                                 (MergePatch(NS, "k", patch={"n": 1}), context(), None))
+    assert not first.result().unchanged
+    for repeated in (second.result(), third.result()):
+        assert repeated.unchanged
+        assert (repeated.version, repeated.position) == (1, first.result().position)
+    assert store.appends == [1]
+
+
+def test_an_atomic_request_appends_only_what_changes_and_its_retry_answers_the_same(
+    writer: GroupCommitWriter, store: CountingStore
+) -> None:
+    batch(writer, (put("a", {"n": 1}), context(), None))
+    idem = Idempotency("test", "mixed", b"h")
+    ops = ((put("a", {"n": 1}), context()), (put("b", {"n": 1}), context()),
+           (put("b", {"n": 1}), context()))
+    first = batch(writer, Write(ops, idem, atomic=True))[0].result()
+    assert [(o.key, o.version, o.unchanged) for o in first] == [
+        ("a", 1, True), ("b", 1, False), ("b", 1, True)]
+    batch(writer, (put("a", {"n": 2}), context(), None))  # a moves on meanwhile
+    again = batch(writer, Write(ops, idem, atomic=True))[0].result()
+    assert [(o.key, o.version, o.position, o.unchanged, o.replayed) for o in again] == [
+        (o.key, o.version, o.position, o.unchanged, True) for o in first]
+    assert [e.key for e in store.events] == ["a", "b", "a"]
+
+
+def test_a_request_that_changes_nothing_is_not_remembered_and_is_decided_again(
+    writer: GroupCommitWriter, store: CountingStore
+) -> None:
+    batch(writer, (put("k", {"n": 1}), context(), None))
+    idem = Idempotency("test", "nothing", b"h")
+    first = batch(writer, (put("k", {"n": 1}), context(), idem))[0].result()
+    again = batch(writer, (put("k", {"n": 1}), context(), idem))[0].result()
+    assert first.unchanged and again.unchanged and not again.replayed
+    assert (again.version, again.position) == (first.version, first.position)
+    assert len(store.events) == 1
+
+
+def test_unchanged_is_answered_on_the_store_s_state_not_a_stale_cached_one(
+    store: CountingStore
+) -> None:
+    mine = GroupCommitWriter(store, lambda _ns: Limits())
+    other = GroupCommitWriter(store, lambda _ns: Limits())
+    made = batch(mine, (put("k", {"v": 1}), context(), None))[0].result()
+    same = batch(mine, (put("k", {"v": 1}), context(), None))[0].result()
+    assert (same.version, same.position, same.unchanged) == (1, made.position, True)
+    assert batch(other, (put("k", {"v": 2}), context(), None))[0].result().version == 2
+    # mine still holds version 1, {"v": 1}, in its cache: the store's state says otherwise
+    back = batch(mine, (put("k", {"v": 1}), context(), None))[0].result()
+    assert (back.version, back.unchanged) == (3, False)
+    assert [e.document for e in store.events] == [{"v": 1}, {"v": 2}, {"v": 1}]
+
+
+# --- namespaces that must exist first -------------------------------------------------
+
+
+def test_without_implicit_namespaces_a_write_needs_the_namespace_to_exist(
+    store: CountingStore
+) -> None:
+    strict = GroupCommitWriter(store, lambda _ns: Limits(), implicit_namespaces=False)
+    refused = batch(strict, (put("k", {"n": 1}), context(), None))[0]
+    with pytest.raises(NotFound) as missing:
+        refused.result()
+    assert (missing.value.code, missing.value.field) == ("namespace_not_found", "namespace")
+    # settings make it exist, in the same batch too
+    made = batch(strict, (configure(NS, {}), context(), None),
+                 (put("k", {"n": 1}), context(), None))
+    assert [f.result().version for f in made] == [1, 1]
+    # a namespace another writer made by writing into it exists as well
+    batch(GroupCommitWriter(store, lambda _ns: Limits()),
+          (Put("elsewhere", "k", document={}), context(), None))
+    assert batch(strict, (Put("elsewhere", "j", document={}), context(), None))[0].result(
+        ).version == 1
+    assert [e.namespace for e in store.events] == ["_namespaces", NS, "elsewhere",
+                                                   "elsewhere"]
+
+
 # --- merges by replay -----------------------------------------------------------------
 
 
