@@ -170,7 +170,8 @@ def create_app(settings: Settings) -> FastAPI:
             try:
                 yield {STATE_KEY: ConnectionRules(
                     head_timeout=settings.http_header_timeout_seconds,
-                    body_timeout=settings.http_body_timeout_seconds)}
+                    body_timeout=settings.http_body_timeout_seconds,
+                    on_shutdown=notifier.end_feeds)}
             finally:
                 tracer_provider.shutdown()
                 meter_provider.shutdown()

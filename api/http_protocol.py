@@ -1,11 +1,16 @@
-"""The HTTP/1.1 connections the API is served over: uvicorn's httptools protocol, with
-deadlines for reading a request. uvicorn closes a kept-alive connection that stays idle,
-but waits forever for a request that trickles in: a client that sends its head a byte at
-a time (slowloris), or a body that never ends, holds a socket and a file descriptor for
-as long as it likes. Here a request's head must arrive within ``head_timeout`` seconds
-(from the connection's opening, or from the first byte of a kept-alive connection's next
-request) and its body within ``body_timeout`` seconds of its head; else the connection is
-closed, as uvicorn's keep-alive timer closes it.
+"""The HTTP/1.1 connections the API is served over: uvicorn's httptools protocol, plus two
+things uvicorn leaves out.
+
+- Deadlines for reading a request. uvicorn closes a kept-alive connection that stays
+  idle, but waits forever for a request that trickles in: a client that sends its head a
+  byte at a time (slowloris), or a body that never ends, holds a socket and a file
+  descriptor for as long as it likes. Here a request's head must arrive within
+  ``head_timeout`` seconds (from the connection's opening, or from the first byte of a
+  kept-alive connection's next request) and its body within ``body_timeout`` seconds of
+  its head; else the connection is closed, as uvicorn's keep-alive timer closes it.
+- A notice when the server starts to shut down. uvicorn then asks every connection to
+  close once its response is complete, and waits; a live feed's response never is, so
+  the notice (``on_shutdown``) lets the app end those responses at once.
 
 The app hands the protocol these rules in its lifespan state (under ``STATE_KEY``), so
 each uvicorn worker process takes them from the settings it built its app from.
@@ -14,6 +19,7 @@ each uvicorn worker process takes them from the settings it built its app from.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +34,8 @@ STATE_KEY = "nexus_ssot.connection_rules"
 class ConnectionRules:
     head_timeout: float
     body_timeout: float
+    #: Called when the server starts to shut down (once per open connection).
+    on_shutdown: Callable[[], None]
 
 
 class HttpProtocol(HttpToolsProtocol):
@@ -59,6 +67,10 @@ class HttpProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         self._no_deadline()
         super().on_message_complete()
+
+    def shutdown(self) -> None:
+        self.rules.on_shutdown()
+        super().shutdown()
 
     def _read_within(self, seconds: float) -> None:
         self._no_deadline()

@@ -203,9 +203,10 @@ def event_count(conn: psycopg.Connection[tuple[object, ...]]) -> int:
     return int(row[0])  # type: ignore[call-overload]
 
 
-def start_serve(args: list[str], env: dict[str, str], port: int,
-                timeout: float = 90.0) -> tuple[subprocess.Popen[bytes], str]:
-    """`ssot serve ARGS` as its own process; returns once /v1/health answers 200."""
+def start_serve(args: list[str], env: dict[str, str], port: int, timeout: float = 90.0,
+                own_group: bool = False) -> tuple[subprocess.Popen[bytes], str]:
+    """`ssot serve ARGS` as its own process (leading a process group of its own with
+    ``own_group``, for a Ctrl-C sent to that group); returns once /v1/health answers 200."""
     ssot = str(Path(sys.executable).parent / "ssot")
     env = {**env, "SSOT_KV_BUCKET_PREFIX": KV_BUCKET_PREFIX}
     if not env.get("SSOT_NATS_URL") and not env.get("SSOT_DATA_DIR"):
@@ -213,7 +214,7 @@ def start_serve(args: list[str], env: dict[str, str], port: int,
         # the run and the suite cannot reach them afterwards: no mirror there
         env["SSOT_KV_MIRROR"] = "false"
     proc = subprocess.Popen([ssot, "serve", *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
+                            stderr=subprocess.STDOUT, start_new_session=own_group)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
     while True:

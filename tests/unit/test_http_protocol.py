@@ -1,6 +1,6 @@
-"""The API's HTTP connections: a request must arrive within its deadlines. Driven byte by
-byte on a hand-made loop and transport, so the deadlines are checked without waiting for
-them."""
+"""The API's HTTP connections: a request must arrive within its deadlines, and a server
+that starts to shut down tells the app. Driven byte by byte on a hand-made loop and
+transport, so the deadlines are checked without waiting for them."""
 
 from __future__ import annotations
 
@@ -81,18 +81,19 @@ async def app(scope: Any, receive: Any, send: Any) -> None:
     pass
 
 
-Connection = tuple[HttpProtocol, Loop, Transport]
+Connection = tuple[HttpProtocol, Loop, Transport, list[str]]
 
 
 @pytest.fixture()
 def connection() -> Connection:
-    """A protocol whose connection was just made."""
-    loop, transport = Loop(), Transport()
-    rules = ConnectionRules(head_timeout=10, body_timeout=60)
+    """A protocol whose connection was just made; the notices the app was given."""
+    loop, transport, notices = Loop(), Transport(), []
+    rules = ConnectionRules(head_timeout=10, body_timeout=60,
+                            on_shutdown=lambda: notices.append("stopping"))
     protocol = HttpProtocol(Config(app, http="httptools", ws="none", log_level="warning"),
                             ServerState(), {STATE_KEY: rules}, _loop=loop)
     protocol.connection_made(transport)
-    return protocol, loop, transport
+    return protocol, loop, transport, notices
 
 
 def cut_off_after(seconds: float, loop: Loop, transport: Transport) -> bool:
@@ -104,21 +105,21 @@ def cut_off_after(seconds: float, loop: Loop, transport: Transport) -> bool:
 
 
 def test_a_new_connection_has_the_head_timeout_to_send_its_head(connection: Connection) -> None:
-    protocol, loop, transport = connection
+    protocol, loop, transport, _ = connection
     assert loop.pending() == [10]
     protocol.data_received(b"GET /v1/health HT")  # the first byte does not reset the clock
     assert cut_off_after(10, loop, transport)
 
 
 def test_a_complete_request_without_a_body_leaves_no_deadline(connection: Connection) -> None:
-    protocol, loop, transport = connection
+    protocol, loop, transport, _ = connection
     protocol.data_received(HEAD)
     assert loop.pending() == []
     assert not transport.closed
 
 
 def test_a_body_has_the_body_timeout_once_the_head_is_in(connection: Connection) -> None:
-    protocol, loop, transport = connection
+    protocol, loop, transport, _ = connection
     protocol.data_received(b"PUT /v1/namespaces/n/entries/k HTTP/1.1\r\nHost: ledger\r\n"
                            b"Content-Length: 10\r\n\r\n{")
     assert loop.pending() == [60]
@@ -131,14 +132,20 @@ def test_a_body_has_the_body_timeout_once_the_head_is_in(connection: Connection)
 
 def test_a_kept_alive_connections_next_request_gets_a_new_head_deadline(
         connection: Connection) -> None:
-    protocol, loop, transport = connection
+    protocol, loop, transport, _ = connection
     protocol.data_received(HEAD)
     protocol.data_received(b"GET /v1/hea")
     assert cut_off_after(10, loop, transport)
 
 
 def test_a_lost_connection_leaves_no_deadline(connection: Connection) -> None:
-    protocol, loop, _ = connection
+    protocol, loop, _, _ = connection
     protocol.connection_lost(None)
     assert loop.pending() == []
 
+
+def test_shutting_down_tells_the_app(connection: Connection) -> None:
+    protocol, _, transport, notices = connection
+    protocol.shutdown()
+    assert notices == ["stopping"]
+    assert transport.closed  # idle: uvicorn closes it at once
