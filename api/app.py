@@ -1,8 +1,9 @@
 """The composition root of the HTTP process: ``create_app(settings)``.
 
 Nothing connects at import time. The lifespan migrates the schema, opens the event store
-application, starts the group-commit writer and the read pool, and on shutdown (after
-uvicorn has drained in-flight requests) lets the writer finish what it holds.
+application, starts the group-commit writer and the read pool, hands the HTTP protocol its
+rules (``http_protocol.py``), and on shutdown (after uvicorn has drained in-flight
+requests) lets the writer finish what it holds.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ from . import openapi as openapi_document
 from .access_state import AccessState
 from .authentication import Authenticate, Authenticator
 from .guard import authorize
+from .http_protocol import STATE_KEY, ConnectionRules
 from .log_notifier import LogNotifier
 from .rate_limit import RateLimit, RateLimiter
 from .service import Service
@@ -122,7 +124,7 @@ def create_app(settings: Settings) -> FastAPI:
     writes = meter.create_counter("ssot.writes", unit="{event}")
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         await asyncio.to_thread(migrate, database_url)
         async with contextlib.AsyncExitStack() as stack:
             writer: Writer
@@ -167,7 +169,10 @@ def create_app(settings: Settings) -> FastAPI:
                 Authenticator(settings, access, OidcAuthenticator.from_settings(settings)),
                 access_log)
             try:
-                yield
+                yield {STATE_KEY: ConnectionRules(
+                    head_timeout=settings.http_header_timeout_seconds,
+                    body_timeout=settings.http_body_timeout_seconds,
+                    on_shutdown=notifier.end_feeds)}
             finally:
                 tracer_provider.shutdown()
                 meter_provider.shutdown()

@@ -149,10 +149,12 @@ async def store_unreachable_handler(request: Request, exc: Exception) -> Respons
 
 
 async def client_disconnect_handler(request: Request, exc: Exception) -> Response:
-    """The client hung up before its request body arrived (a timeout on its side): nothing
-    was written and nobody is left to answer, so it is no error of ours."""
-    log.info("%s %s: the client disconnected before its request body arrived "
-             "(correlation id %s)", request.method, request.url.path,
+    """The connection closed before the request body arrived (the client hung up, or took
+    longer than SSOT_HTTP_BODY_TIMEOUT_SECONDS to send it): nothing was written and nobody
+    is left to answer, so it is no error of ours."""
+    log.info("%s %s: the request body did not arrive: the client disconnected, or was "
+             "slower than SSOT_HTTP_BODY_TIMEOUT_SECONDS (correlation id %s)",
+             request.method, request.url.path,
              getattr(request.state, "correlation_id", None))
     return problem(request, 400, "request_incomplete",
                    "the connection closed before the request body was complete; nothing "

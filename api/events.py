@@ -94,8 +94,11 @@ async def stream_events(
 
     async def events() -> AsyncIterator[bytes]:
         position, quiet_since = start, time.monotonic()
-        yield b": nexus-ssot event stream\n\n"
-        while not await request.is_disconnected():
+        # The id of where the stream starts: a client that has seen no event yet resumes
+        # from there too (Last-Event-ID), and misses nothing written while it was away.
+        yield b": nexus-ssot event stream\nid: %d\n\n" % start
+        notifier = service.notifier
+        while not notifier.ending and not await request.is_disconnected():
             try:
                 async with service.pool.connection() as conn:
                     batch = await event_feed.events_after(conn, position, limit=500,
@@ -123,7 +126,9 @@ async def stream_events(
             if time.monotonic() - quiet_since > SSE_KEEPALIVE_SECONDS:
                 yield b": keepalive\n\n"
                 quiet_since = time.monotonic()
-            await service.notifier.wait(0.5)
+            await notifier.wait(0.5)
+        if notifier.ending:  # the server is stopping; the chunked response ends cleanly
+            yield b": the server is stopping; reconnect with Last-Event-ID to resume\n\n"
 
     return StreamingResponse(events(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})

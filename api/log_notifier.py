@@ -1,5 +1,6 @@
 """The log as a live feed for HTTP clients: one LISTEN per worker wakes every waiting
-stream; each stream also polls, so a lost notification only delays it by a second."""
+stream; each stream also polls, so a lost notification only delays it by a second. When
+the server starts to shut down, it wakes them all a last time to end (``end_feeds``)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,9 @@ class LogNotifier:
         self.channel = channel
         self._news = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        #: The server is stopping: feeds end now, and their clients resume after the
+        #: restart (or on another worker) from the last position they saw.
+        self.ending = False
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._listen(), name="ssot-log-notifier")
@@ -28,8 +32,15 @@ class LogNotifier:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
+    def end_feeds(self) -> None:
+        """Wake every waiting feed to end (the server is stopping)."""
+        self.ending = True
+        self._wake()
+
     async def wait(self, timeout: float) -> None:
-        """Until the log may have grown, or ``timeout`` seconds."""
+        """Until the log may have grown, or ``timeout`` seconds, or the feeds end."""
+        if self.ending:
+            return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._news.wait(), timeout)
 

@@ -47,8 +47,24 @@ async def wait_for_news(stop: asyncio.Event, listen_conn: psycopg.AsyncConnectio
     fallback: a lost notification never stalls a follower) or ``stop`` is set."""
     if stop.is_set():
         return
-    async for _ in listen_conn.notifies(timeout=timeout, stop_after=1):
-        pass
+
+    async def news() -> None:
+        async for _ in listen_conn.notifies(timeout=timeout, stop_after=1):
+            pass
+
+    # Raced against ``stop``: a stopping server should not wait out the polling interval
+    # of each follower in turn (psycopg's wait for a notification is safe to cancel).
+    waiting, stopped = asyncio.ensure_future(news()), asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait((waiting, stopped), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        if not waiting.done():
+            waiting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await waiting
+    if not waiting.cancelled():
+        waiting.result()  # a lost connection raises, for the caller's retry
 
 
 async def sleep_unless_stopped(stop: asyncio.Event, seconds: float) -> None:

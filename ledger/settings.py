@@ -58,6 +58,12 @@ class Settings(BaseSettings):
     http_port: int = Field(default=8080, ge=0, le=65535)
     #: HTTP worker processes (they all send their writes to the one writer process).
     http_workers: int = Field(default=2, ge=1, le=64)
+    #: Seconds a client has to send a request's head (request line and headers), from
+    #: opening the connection or from the first byte of a kept-alive connection's next
+    #: request; then the connection is closed (a slow client holds a socket no longer).
+    http_header_timeout_seconds: float = Field(default=10.0, gt=0, le=3600)
+    #: Seconds a client has to send a request's body once its head has arrived.
+    http_body_timeout_seconds: float = Field(default=60.0, gt=0, le=3600)
 
     #: Largest accepted document (bytes of its compact JSON encoding) and request body.
     max_document_bytes: int = Field(default=1024 * 1024, ge=1)

@@ -15,6 +15,10 @@ from rich.table import Table
 from .console import out, print_json
 from .http_client import client_of, fail_on_problem, pages
 
+#: Waits before reconnecting a watch: doubling from the first to the last, reset once a
+#: stream is open again.
+RECONNECT_FIRST_SECONDS, RECONNECT_MAX_SECONDS = 0.5, 5.0
+
 
 @click.command()
 @click.argument("target")
@@ -23,8 +27,10 @@ from .http_client import client_of, fail_on_problem, pages
 def watch(ctx: click.Context, target: str, after: int | None) -> None:
     """Print the changes of TARGET (NAMESPACE or NAMESPACE/KEY) as they are committed.
 
-    Follows the server's event stream (Server-Sent Events) and resumes it after a dropped
-    connection from the last position seen. Ctrl-C stops."""
+    Follows the server's event stream (Server-Sent Events). When the stream ends (the
+    server is stopping or restarting) or the connection drops, it reconnects and resumes
+    after the last position it saw, so no change is missed or printed twice. Ctrl-C
+    stops."""
     namespace, _, key = target.partition("/")
     params: dict[str, Any] = {"namespace": namespace}
     if key:
@@ -32,7 +38,8 @@ def watch(ctx: click.Context, target: str, after: int | None) -> None:
     if after is not None:
         params["after"] = after
     client = client_of(ctx)
-    last: str | None = None
+    last: str | None = None  # the stream's first frame names its start, then each event
+    delay, told = RECONNECT_FIRST_SECONDS, False
     try:
         while True:
             headers = {"Last-Event-ID": last} if last is not None else {}
@@ -42,14 +49,21 @@ def watch(ctx: click.Context, target: str, after: int | None) -> None:
                     if response.status_code >= 400:
                         response.read()
                         fail_on_problem(response)
+                    delay, told = RECONNECT_FIRST_SECONDS, False
                     for line in response.iter_lines():
                         if line.startswith("id: "):
                             last = line[4:]
                         elif line.startswith("data: "):
                             show_change(orjson.loads(line[6:]), ctx.obj["json"])
+                why = "the server ended the stream"
             except httpx.TransportError as e:
-                click.echo(f"warning: stream interrupted ({e}); resuming", err=True)
-                time.sleep(1.0)
+                why = f"stream interrupted ({e})"
+            if not told:  # once per outage, not at every attempt
+                where = f" to resume after position {last}" if last is not None else ""
+                click.echo(f"warning: {why}; reconnecting{where}", err=True)
+                told = True
+            time.sleep(delay)
+            delay = min(2 * delay, RECONNECT_MAX_SECONDS)
     except KeyboardInterrupt:
         pass
 

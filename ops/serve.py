@@ -124,7 +124,9 @@ def serve(settings: Settings, *, access_log: bool = False) -> None:
             "forwarded_allow_ips": ready.forwarded_allow_ips or None,
             "port": ready.http_port,
             "loop": "uvloop",
-            "http": "httptools",
+            # httptools and what it lacks (api/http_protocol.py); an import string, which
+            # the worker processes of http_workers > 1 load too
+            "http": "nexus_ssot.api.http_protocol:HttpProtocol",
             "access_log": access_log,
             "timeout_graceful_shutdown": 30,
             "log_level": "info",

@@ -25,9 +25,12 @@ its end, one module each:
     in process (a token, a decision, a listing's filter: p50/p99 in µs) and over HTTP
     (PUT@16 and GET@16 against two servers of the same build, auth off and auth on,
     taking turns), once the server under test has stopped.
+(q) ``slowloris``: GETs of one entry on a few connections, alone and beside 200 slow
+    clients that never finish their request head (the server's head timeout cuts them
+    off): the ordinary requests' p99 stays under 100 ms.
 
-``--only history``, ``--only chain``, ``--only projections``, ``--only backup`` and
-``--only auth`` run just those steps.
+``--only history``, ``--only chain``, ``--only projections``, ``--only backup``,
+``--only auth`` and ``--only slowloris`` run just those steps.
 
 The HTTP load generator runs in a separate process on raw asyncio streams (uvloop,
 hand-written HTTP/1.1 keep-alive requests): the machine may have two cores shared by the

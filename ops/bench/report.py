@@ -1,5 +1,5 @@
-"""The results of ``make bench``: the main table (steps (a)-(e), (l) and (p) against their
-targets), the CPU table, the other steps' own tables after them, and the results files
+"""The results of ``make bench``: the main table (steps (a)-(e), (l), (p) and (q) against
+their targets), the CPU table, the other steps' own tables after them, and the results files
 (``bench-<UTC timestamp>.json`` and ``.md``, copied to ``latest.*`` unless the run was
 partial).
 """
@@ -15,6 +15,7 @@ from .http_load import GET_CONNECTIONS, RSS_WRITES, RSS_WRITES_QUICK
 from .library import LIBRARY_THREADS
 from .measuring import fmt
 from .pgbench import PGBENCH_CLIENTS, PGBENCH_THREADS
+from .slowloris import P99_TARGET_MS as SLOW_P99_MS
 
 # Targets from the issue.
 PUT16_RATIO, PUT16_P99_MS, PUT64_RATIO, GET_RPS, RSS_MB = 2.0, 50.0, 2.5, 3000.0, 300.0
@@ -110,6 +111,16 @@ def evaluate(report: dict[str, Any]) -> list[dict[str, Any]]:
                             f"{chain['slot_ratio_range'][1]:.3f}), totals "
                             f"{chain['ratio']:.3f}x" if median and chain["ratio"] else None)
     rows += report.get("auth", {}).get("summary", [])
+    slow: dict[str, Any] = report.get("slowloris", {})
+    if slow:
+        beside = slow["beside_slow_clients"]
+        rows.append({"step": f"(q) GET one entry @{slow['ordinary_connections']} beside "
+                             f"{slow['slow_clients']} slow clients",
+                     "value": beside["requests_per_s"], "unit": "req/s",
+                     "p50_ms": beside["p50_ms"], "p99_ms": beside["p99_ms"],
+                     "non_2xx": beside["non_2xx"],
+                     "target": f"p99 < {SLOW_P99_MS:g} ms, 0 errors, every slow client cut off",
+                     "passed": slow["passed"]})
     return rows
 
 
@@ -190,7 +201,7 @@ def markdown(report: dict[str, Any], rows: list[dict[str, Any]]) -> str:
                       if both else None, chain["cpu"], chain["batch"]))
     if steps:
         lines += _cpu_table(machine, steps)
-    for part in ("broadcast", "history", "projections", "backup", "auth"):
+    for part in ("broadcast", "history", "projections", "backup", "auth", "slowloris"):
         lines += report.get(part, {}).get("summary_md", [])
     return "\n".join(lines) + "\n"
 

@@ -35,6 +35,7 @@ from . import (
     library,
     pgbench,
     projections,
+    slowloris,
 )
 from .database import Monitor, conninfo, describe_server, postmaster_of, with_database
 from .http_load import RSS_WRITES, RSS_WRITES_QUICK
@@ -196,6 +197,9 @@ class Bench:
                 self.measure_projections(server, database_url, meter, pool)
             if self.only in (None, "backup"):
                 self.measure_backup(database_url, meter)
+            if self.only in (None, "slowloris"):
+                self.report["slowloris"] = slowloris.run_all(
+                    server.port, self.duration, Settings().http_header_timeout_seconds)
         finally:
             code = server.stop()
             say(f"server stopped (exit code {code})")
@@ -259,12 +263,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="HTTP worker processes of the server under test (default 2)")
     parser.add_argument("--out", type=Path, default=Path("bench/results"),
                         help="folder for the results (default bench/results)")
-    parser.add_argument("--only", choices=["history", "chain", "projections", "backup", "auth"],
+    parser.add_argument("--only", choices=["history", "chain", "projections", "backup", "auth",
+                                           "slowloris"],
                         help="run only these steps: history = (i)-(k) time travel and audit, "
                              "chain = (l) the hash chain's cost, projections = (m)-(n) view "
                              "rebuilds and live view lag, backup = (o) verify, export and "
                              "import, auth = (p) identity and access, in process and auth "
-                             "off beside on over HTTP (results go to "
+                             "off beside on over HTTP, slowloris = (q) ordinary requests "
+                             "beside 200 slow clients (results go to "
                              "bench-<stamp>-<steps>.*, not latest.*)")
     args = parser.parse_args(argv)
     if args.duration <= 0:

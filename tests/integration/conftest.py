@@ -12,16 +12,18 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
+import orjson
 import psycopg
 import pytest
 import uvicorn
 from psycopg import sql
 
 from nexus_ssot.api.app import create_app
+from nexus_ssot.api.http_protocol import HttpProtocol
 from nexus_ssot.ledger.settings import Settings
 from nexus_ssot.ops.embedded import EmbeddedNats, EmbeddedPostgres
 from nexus_ssot.ops.writer_process import WriterProcess
@@ -139,7 +141,7 @@ class RunningServer:
         self.app = create_app(settings)
         config = uvicorn.Config(
             self.app, host="127.0.0.1", port=settings.http_port,
-            loop="uvloop", http="httptools", log_level="warning", access_log=False,
+            loop="uvloop", http=HttpProtocol, log_level="warning", access_log=False,
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -229,6 +231,40 @@ def start_serve(args: list[str], env: dict[str, str], port: int, timeout: float 
             out = proc.stdout.read().decode() if proc.stdout else ""
             raise RuntimeError(f"ssot serve did not become healthy:\n{out}")
         time.sleep(0.1)
+
+
+def wait_until(condition: Callable[[], object], what: str, timeout: float = 20.0) -> None:
+    """Poll ``condition`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.005)
+
+
+class LiveFeed(threading.Thread):
+    """A client of the live feed (``GET /v1/events/stream``) on a thread of its own: the
+    positions of the events it received, and how its stream ended ("clean", or the error)."""
+
+    def __init__(self, url: str, params: dict[str, object],
+                 last_event_id: int | None = None) -> None:
+        super().__init__(daemon=True)
+        self.url, self.params = url, params
+        self.headers = {**AUTH, **({"Last-Event-ID": str(last_event_id)}
+                                   if last_event_id is not None else {})}
+        self.positions: list[int] = []
+        self.ending: str | None = None
+
+    def run(self) -> None:
+        try:
+            with httpx.stream("GET", self.url + "/v1/events/stream", params=self.params,
+                              headers=self.headers, timeout=60) as response:
+                response.raise_for_status()
+                for line in response.iter_lines():
+                    if line.startswith("data: "):
+                        self.positions.append(orjson.loads(line[6:])["data"]["position"])
+            self.ending = "clean"
+        except Exception as e:  # kept for the test to show
+            self.ending = repr(e)
 
 
 @pytest.fixture()

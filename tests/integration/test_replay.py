@@ -24,7 +24,7 @@ from nexus_ssot.ops.project import ProjectionsThread
 from nexus_ssot.projections.inline import CurrentState, EntryHistory
 from nexus_ssot.projections.namespace_stats import NamespaceStats
 from nexus_ssot.projections.runtime import Tables, View, create_tables
-from tests.integration.conftest import AUTH, RunningServer, make_settings
+from tests.integration.conftest import AUTH, RunningServer, make_settings, wait_until
 from tests.integration.test_cli import SSOT
 from tests.integration.test_projections import expected_stats, view_stats
 
@@ -119,13 +119,6 @@ def catalog(db: Any, table: str) -> tuple[int, list[str], list[str]]:
     constraints = [r[0] for r in db.execute(
         "SELECT conname FROM pg_constraint WHERE conrelid = %s ORDER BY 1", (oid,))]
     return oid, indexes, constraints
-
-
-def wait_until(condition: Any, what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.005)
 
 
 def waiting_on_lock(db: Any, query_start: str) -> bool:
