@@ -4,11 +4,17 @@ first problem in log order, precisely (``ssot verify``, ``GET /v1/integrity/veri
 
 What is checked, over the positions ``(from, to]`` of one REPEATABLE READ snapshot:
 
-- **each event's own hash**: the ``chain.hashed_members`` of its state (with ``stream``
-  = its stream id, ``version`` = its stream version, ``type`` from its topic) hash to the
-  ``hash`` its state holds; otherwise ``event_altered``, the field named by comparing the
-  state with the independent copy in ``entry_history`` (or saying that the copy agrees:
-  both were rewritten). An event without a hash is an ``unchained_event``.
+- **each event's stored bytes and own hash**: its state is exactly the writer's bytes for
+  its members (``ledger.stored_state``: the members its class version stores, in their
+  order, as orjson encodes them — else ``event_altered`` naming the member added,
+  renamed, removed or moved, or ``state``); the ``chain.hashed_members`` of its state
+  (with ``stream`` = its stream id, ``version`` = its stream version, ``type`` from its
+  topic) hash to the ``hash`` its state holds; otherwise ``event_altered``, the field
+  named by comparing the state with the independent copy in ``entry_history`` (or saying
+  that the copy agrees: both were rewritten). From class version 5 the hash covers every
+  member; before it, the state's bytes must also be those of its seal (``state_seals``),
+  and an event without one is an ``unsealed_event``. An event without a hash is an
+  ``unchained_event``.
 - **each stream's chain**: versions 1, 2, 3… in log order, each ``prev_hash`` the previous
   event's ``hash``: a version gap is an ``event_missing`` (a later-arriving version makes it
   ``events_reordered``), a wrong link ``chain_broken`` (or, when the history copy shows the
@@ -82,6 +88,7 @@ from .problems import (
     KINDS,
     MAX_KEPT,
     UNCHAINED_EVENT,
+    UNSEALED_EVENT,
     Problem,
     Progress,
     Report,
@@ -107,6 +114,7 @@ __all__ = [
     "KINDS",
     "MAX_KEPT",
     "UNCHAINED_EVENT",
+    "UNSEALED_EVENT",
     "Checkpoint",
     "Options",
     "Problem",
