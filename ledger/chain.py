@@ -52,6 +52,8 @@ OPTIONAL = ("auth",)
 #: members of its hashed object (each present, null when missing), in documentation order.
 WHOLE_STATE = 5
 HASHED_WHOLE = (*HASHED, "auth", "timestamp", "class_version")
+#: The members of a class version 5 hashed object in their encoded (sorted) order.
+_SORTED_WHOLE = tuple(sorted(HASHED_WHOLE))
 
 
 _SORT_KEYS = orjson.OPT_SORT_KEYS
@@ -121,8 +123,8 @@ def hashed_members(fields: dict[str, Any]) -> dict[str, Any]:
     """The object an event's hash is made of. From class version 5: its ``HASHED_WHOLE``
     fields (a missing one counts as null). Before: its ``HASHED`` fields (likewise) and
     those of its ``OPTIONAL`` ones that are not null."""
-    if covers_whole_state(fields):
-        return {k: fields.get(k) for k in HASHED_WHOLE}
+    if covers_whole_state(fields):  # in encoded order: ``ordered`` need not sort it again
+        return {k: fields.get(k) for k in _SORTED_WHOLE}
     members = {k: fields.get(k) for k in HASHED}
     for k in OPTIONAL:
         if (value := fields.get(k)) is not None:
@@ -135,7 +137,8 @@ def ordered(members: dict[str, Any]) -> bytes:
     only the object's own members are sorted; the members of the objects inside its values
     (a document, a patch's operations, a resolution, auth) keep the order they have, which
     is the order the event's state stores them in."""
-    top = {k: members[k] for k in sorted(members)}
+    top = members if tuple(members) == _SORTED_WHOLE else {k: members[k]
+                                                            for k in sorted(members)}
     try:
         fast = orjson.dumps(top)
     except orjson.JSONEncodeError:
