@@ -47,11 +47,12 @@ event is read from the database when first met; the Merkle frontier from the sto
 or from a checkpoint file written every N events (position, frontier, digest chain head,
 pending gaps and the problems so far).
 
-Speed: one server-side cursor in position order, fetched on a thread of its own so the
-database's work overlaps ours; orjson decodes and (with sorted keys,
-``chain.candidate``) re-encodes each state, a fast path that is only trusted when it
-yields exactly the stored hash (otherwise ``chain.canonical`` decides); the copies are
-compared in SQL on a second connection in the same snapshot while the scan runs.
+Speed: one server-side cursor in position order (each event with its seal, if any),
+fetched on a thread of its own so the database's work overlaps ours; orjson decodes each
+state, re-encodes it (the stored bytes must come back) and encodes its hashed object
+(``chain.encoding_candidate``), a fast path that is only trusted when it yields exactly
+the stored hash (otherwise ``chain.encoding`` decides); the copies are compared in SQL on
+a second connection in the same snapshot while the scan runs.
 
 The modules, one per concept: ``problems`` (the problem kinds, the findings, the report),
 ``inputs`` (options, public keys, published digests), ``log`` (reading the log),
