@@ -9,10 +9,11 @@ allow_nan=False)`` produces, so a verifier needs nothing but the standard librar
 
 An event's hash is SHA-256 (hex) of the encoding of its hashed object. From event class
 version 5 (``WHOLE_STATE``) that object is every member its stored state holds but the hash
-itself (``HASHED_WHOLE``: the ``HASHED`` fields below, ``auth``, the library's
-``timestamp`` and ``class_version``) with stream id, version and type, and its encoding
-keeps the stored order of the members inside each value (``ordered``), so the hash covers
-the stored state whole. Before it, the object was the ``HASHED`` fields: stream id,
+itself, in the order the state stores them, then stream id, version and type
+(``HASHED_WHOLE``), encoded in that order with the members inside each value in theirs
+(``ordered``): so the hash covers the stored state whole, and the state's own members,
+decoded, are the object once its hash is taken out and those three put in. Before it, the
+object was the ``HASHED`` fields: stream id,
 version, type, namespace, key, document, patch, actor, reason, correlation id, causation
 id, idempotency key, event id, resolution, the version a restore came from, and
 ``prev_hash``, the hash of the stream's previous event (null for version 1); and the
@@ -49,11 +50,15 @@ HASHED = ("stream", "version", "type", "namespace", "key", "document", "patch", 
 #: hashes as every event did before they were added), in documentation order.
 OPTIONAL = ("auth",)
 #: The event class version from which the hash covers the whole stored state, and the
-#: members of its hashed object (each present, null when missing), in documentation order.
+#: members of its hashed object in their encoded order, the state's (``stored_state``):
+#: each present (null when missing), but ``restored_from_version``, a member only of the
+#: events that store it (``entry.restored``).
 WHOLE_STATE = 5
-HASHED_WHOLE = (*HASHED, "auth", "timestamp", "class_version")
-#: The members of a class version 5 hashed object in their encoded (sorted) order.
-_SORTED_WHOLE = tuple(sorted(HASHED_WHOLE))
+HASHED_WHOLE = ("timestamp", "event_id", "namespace", "key", "document", "patch", "actor",
+                "reason", "correlation_id", "causation_id", "idempotency_key", "resolution",
+                "prev_hash", "auth", "restored_from_version", "class_version", "stream",
+                "version", "type")
+_ONLY_WHEN_STORED = "restored_from_version"
 
 
 _SORT_KEYS = orjson.OPT_SORT_KEYS
@@ -121,10 +126,12 @@ def covers_whole_state(fields: dict[str, Any]) -> bool:
 
 def hashed_members(fields: dict[str, Any]) -> dict[str, Any]:
     """The object an event's hash is made of. From class version 5: its ``HASHED_WHOLE``
-    fields (a missing one counts as null). Before: its ``HASHED`` fields (likewise) and
-    those of its ``OPTIONAL`` ones that are not null."""
-    if covers_whole_state(fields):  # in encoded order: ``ordered`` need not sort it again
-        return {k: fields.get(k) for k in _SORTED_WHOLE}
+    fields in that order (a missing one counts as null; ``restored_from_version`` only
+    when it has one). Before: its ``HASHED`` fields (likewise) and those of its
+    ``OPTIONAL`` ones that are not null."""
+    if covers_whole_state(fields):
+        return {k: fields.get(k) for k in HASHED_WHOLE
+                if k != _ONLY_WHEN_STORED or k in fields}
     members = {k: fields.get(k) for k in HASHED}
     for k in OPTIONAL:
         if (value := fields.get(k)) is not None:
@@ -134,16 +141,23 @@ def hashed_members(fields: dict[str, Any]) -> dict[str, Any]:
 
 def ordered(members: dict[str, Any]) -> bytes:
     """The encoding of a class version 5 hashed object: the canonical encoding, except that
-    only the object's own members are sorted; the members of the objects inside its values
-    (a document, a patch's operations, a resolution, auth) keep the order they have, which
-    is the order the event's state stores them in."""
-    top = members if tuple(members) == _SORTED_WHOLE else {k: members[k]
-                                                            for k in sorted(members)}
+    no object's members are sorted: the object's own are in ``HASHED_WHOLE``'s order (it
+    has no others), those of the objects inside its values (a document, a patch's
+    operations, a resolution, auth) in the order they have, which is the order the event's
+    state stores them in."""
+    top = _in_whole_order(members)
     try:
         fast = orjson.dumps(top)
     except orjson.JSONEncodeError:
         return _ordered_stdlib(top)
     return fast if _plain(top) else _ordered_stdlib(top)
+
+
+def _in_whole_order(members: dict[str, Any]) -> dict[str, Any]:
+    order = tuple(k for k in HASHED_WHOLE if k in members)
+    if len(order) != len(members):
+        raise ValueError(f"not a hashed object: {sorted(set(members) - set(order))}")
+    return members if tuple(members) == order else {k: members[k] for k in order}
 
 
 def _ordered_stdlib(top: dict[str, Any]) -> bytes:
@@ -158,12 +172,12 @@ def encoding(members: dict[str, Any]) -> bytes:
 
 
 def encoding_candidate(members: dict[str, Any]) -> bytes:
-    """orjson's encoding of a hashed object (``candidate`` before class version 5, sorted
-    members with values as they are from it): ``encoding`` when the values are plain JSON,
-    otherwise perhaps not, so a caller must prove it by the stored hash it reproduces.
-    Raises ``orjson.JSONEncodeError`` for what orjson cannot encode."""
+    """orjson's encoding of a hashed object (``candidate`` before class version 5, its
+    members in order from it): ``encoding`` when the values are plain JSON, otherwise
+    perhaps not, so a caller must prove it by the stored hash it reproduces. Raises
+    ``orjson.JSONEncodeError`` for what orjson cannot encode."""
     if covers_whole_state(members):
-        return orjson.dumps({k: members[k] for k in sorted(members)})
+        return orjson.dumps(_in_whole_order(members))
     return candidate(members)
 
 

@@ -12,9 +12,11 @@ HASHED = ("stream", "version", "type", "namespace", "key", "document", "patch", 
           "resolution", "restored_from_version", "prev_hash")
 #: Hashed only when present and not null (an event from before them hashes without them).
 OPTIONAL = ("auth",)
-#: From event class version 5 every member is hashed, and only the object's own members
-#: are sorted: those inside its values keep their order (as the proof gives them).
-WHOLE = (*HASHED, "auth", "timestamp", "class_version")
+#: From event class version 5 every member is hashed, in this order (restored_from_version
+#: only when the event has one), and those inside its values in theirs (as the proof has them).
+WHOLE = ("timestamp", "event_id", "namespace", "key", "document", "patch", "actor", "reason",
+         "correlation_id", "causation_id", "idempotency_key", "resolution", "prev_hash",
+         "auth", "restored_from_version", "class_version", "stream", "version", "type")
 
 
 def canonical(value: Any) -> bytes:
@@ -24,7 +26,8 @@ def canonical(value: Any) -> bytes:
 
 def event_encoding(event: Any) -> bytes:
     if isinstance(event.get("class_version"), int) and event["class_version"] >= 5:
-        members = {k: event.get(k) for k in sorted(WHOLE)}
+        members = {k: event.get(k) for k in WHOLE
+                   if k != "restored_from_version" or k in event}
         return json.dumps(members, separators=(",", ":"), ensure_ascii=False,
                           allow_nan=False).encode()
     members = {k: event.get(k) for k in HASHED}

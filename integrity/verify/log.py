@@ -30,7 +30,6 @@ Conn = psycopg.Connection[tuple[Any, ...]]
 
 _OPTIONAL = chain.OPTIONAL
 _WHOLE = chain.WHOLE_STATE
-_SORTED_WHOLE = tuple(sorted(chain.HASHED_WHOLE))
 RESTORED = "entry.restored"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _TO_CHAR = "to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
@@ -192,16 +191,15 @@ def fast_hash(state: bytes, stream: str, version: int, event_type: str, seal: by
         return None
     stored = s.pop("hash", None)
     s["stream"], s["version"], s["type"] = stream, version, event_type
-    s.setdefault("restored_from_version", None)
-    if class_version >= _WHOLE:  # every member hashed, in its stored order
+    if class_version >= _WHOLE:  # its members, in their order, are its hashed object
         try:
-            computed = hashlib.sha256(orjson.dumps({k: s[k] for k in _SORTED_WHOLE})
-                                      ).hexdigest()
+            computed = hashlib.sha256(orjson.dumps(s)).hexdigest()
         except orjson.JSONEncodeError:
             return None
         return computed, stored, s
     if seal is None:
         return None  # the hash leaves out its timestamp and class_version: unsealed
+    s.setdefault("restored_from_version", None)
     del s["timestamp"]
     del s["class_version"]
     for name in _OPTIONAL:  # hashed only when not null

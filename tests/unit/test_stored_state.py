@@ -82,6 +82,17 @@ def test_the_hash_covers_every_member_the_state_stores(event: EntryEvent) -> Non
         assert chain.event_hash(_fields(changed, event)) != event.hash, name
 
 
+@pytest.mark.parametrize("event", _history(), ids=lambda e: EVENT_TYPE_NAMES[type(e)])
+def test_the_state_without_its_hash_is_the_hashed_object(event: EntryEvent) -> None:
+    state = orjson.loads(_stored(event))
+    del state["hash"]
+    state.update(stream=str(event.originator_id), version=event.originator_version,
+                 type=EVENT_TYPE_NAMES[type(event)])
+    hashed = chain.hashed_members(state)
+    assert list(hashed.items()) == list(state.items())  # the same members, in order
+    assert hashlib.sha256(orjson.dumps(state)).hexdigest() == event.hash
+
+
 def test_the_hash_keeps_the_order_of_the_members_inside_a_value() -> None:
     event = _history()[0]
     state = orjson.loads(_stored(event))
