@@ -7,15 +7,23 @@ no whitespace, non-ASCII characters as themselves, numbers as Python writes them
 ``json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
 allow_nan=False)`` produces, so a verifier needs nothing but the standard library.
 
-An event's hash is SHA-256 (hex) of the canonical encoding of the object of its
-``HASHED`` fields: stream id, version, type, namespace, key, document, patch, actor,
-reason, correlation id, causation id, idempotency key, event id, resolution, the version a
-restore came from, and ``prev_hash``, the hash of the stream's previous event (null for
-version 1); and the ``OPTIONAL`` members — ``auth``, how the actor authenticated — only
-when they are not null, so that an event without them hashes exactly as events did before
-they existed. So each stream is a hash chain. The commit time and global position are
-assigned by the database after the hash is made: they are covered by the digests, whose
-leaves are ``leaf(position, recorded_at, hash)``.
+An event's hash is SHA-256 (hex) of the encoding of its hashed object. From event class
+version 5 (``WHOLE_STATE``) that object is every member its stored state holds but the hash
+itself, in the order the state stores them, then stream id, version and type
+(``HASHED_WHOLE``), encoded in that order with the members inside each value in theirs
+(``ordered``): so the hash covers the stored state whole, and the state's own members,
+decoded, are the object once its hash is taken out and those three put in. Before it, the
+object was the ``HASHED`` fields: stream id,
+version, type, namespace, key, document, patch, actor, reason, correlation id, causation
+id, idempotency key, event id, resolution, the version a restore came from, and
+``prev_hash``, the hash of the stream's previous event (null for version 1); and the
+``OPTIONAL`` members — ``auth``, how the actor authenticated — only when they are not null
+(class version 4), so that an event without them hashes exactly as events did before they
+existed; encoded canonically. Those events keep verifying by that rule (``ssot verify``
+checks what it leaves out against the state's seal, ``integrity/verify``). So each stream
+is a hash chain. The commit time and global position are assigned by the database after
+the hash is made: they are covered by the digests, whose leaves are
+``leaf(position, recorded_at, hash)``.
 
 The bytes come from orjson (a fraction of the standard library's cost, which was most of
 what the chain added to a write) when they are provably the standard library's: the value
@@ -41,6 +49,16 @@ HASHED = ("stream", "version", "type", "namespace", "key", "document", "patch", 
 #: Members the hashed object holds only when they are not null (an event without them
 #: hashes as every event did before they were added), in documentation order.
 OPTIONAL = ("auth",)
+#: The event class version from which the hash covers the whole stored state, and the
+#: members of its hashed object in their encoded order, the state's (``stored_state``):
+#: each present (null when missing), but ``restored_from_version``, a member only of the
+#: events that store it (``entry.restored``).
+WHOLE_STATE = 5
+HASHED_WHOLE = ("timestamp", "event_id", "namespace", "key", "document", "patch", "actor",
+                "reason", "correlation_id", "causation_id", "idempotency_key", "resolution",
+                "prev_hash", "auth", "restored_from_version", "class_version", "stream",
+                "version", "type")
+_ONLY_WHEN_STORED = "restored_from_version"
 
 
 _SORT_KEYS = orjson.OPT_SORT_KEYS
@@ -99,9 +117,21 @@ def hash_hex(value: Any) -> str:
     return hashlib.sha256(canonical(value)).hexdigest()
 
 
+def covers_whole_state(fields: dict[str, Any]) -> bool:
+    """Whether an event of these fields (or this hashed object) is hashed whole: its
+    ``class_version`` is an integer of at least ``WHOLE_STATE``."""
+    version = fields.get("class_version")
+    return type(version) is int and version >= WHOLE_STATE
+
+
 def hashed_members(fields: dict[str, Any]) -> dict[str, Any]:
-    """The object an event's hash is made of: its ``HASHED`` fields (a missing one counts
-    as null) and those of its ``OPTIONAL`` ones that are not null."""
+    """The object an event's hash is made of. From class version 5: its ``HASHED_WHOLE``
+    fields in that order (a missing one counts as null; ``restored_from_version`` only
+    when it has one). Before: its ``HASHED`` fields (likewise) and those of its
+    ``OPTIONAL`` ones that are not null."""
+    if covers_whole_state(fields):
+        return {k: fields.get(k) for k in HASHED_WHOLE
+                if k != _ONLY_WHEN_STORED or k in fields}
     members = {k: fields.get(k) for k in HASHED}
     for k in OPTIONAL:
         if (value := fields.get(k)) is not None:
@@ -109,9 +139,56 @@ def hashed_members(fields: dict[str, Any]) -> dict[str, Any]:
     return members
 
 
+def ordered(members: dict[str, Any]) -> bytes:
+    """The encoding of a class version 5 hashed object: the canonical encoding, except that
+    no object's members are sorted: the object's own are in ``HASHED_WHOLE``'s order (it
+    has no others), those of the objects inside its values (a document, a patch's
+    operations, a resolution, auth) in the order they have, which is the order the event's
+    state stores them in."""
+    top = _in_whole_order(members)
+    try:
+        fast = orjson.dumps(top)
+    except orjson.JSONEncodeError:
+        return _ordered_stdlib(top)
+    return fast if _plain(top) else _ordered_stdlib(top)
+
+
+def _in_whole_order(members: dict[str, Any]) -> dict[str, Any]:
+    order = tuple(k for k in HASHED_WHOLE if k in members)
+    if len(order) != len(members):
+        raise ValueError(f"not a hashed object: {sorted(set(members) - set(order))}")
+    return members if tuple(members) == order else {k: members[k] for k in order}
+
+
+def _ordered_stdlib(top: dict[str, Any]) -> bytes:
+    return json.dumps(top, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False).encode("utf-8")
+
+
+def encoding(members: dict[str, Any]) -> bytes:
+    """The bytes an event's hash is made of: ``ordered`` for a class version 5 hashed
+    object, ``canonical`` for an older one."""
+    return ordered(members) if covers_whole_state(members) else canonical(members)
+
+
+def encoding_candidate(members: dict[str, Any]) -> bytes:
+    """orjson's encoding of a hashed object (``candidate`` before class version 5, its
+    members in order from it): ``encoding`` when the values are plain JSON, otherwise
+    perhaps not, so a caller must prove it by the stored hash it reproduces. Raises
+    ``orjson.JSONEncodeError`` for what orjson cannot encode."""
+    if covers_whole_state(members):
+        return orjson.dumps(_in_whole_order(members))
+    return candidate(members)
+
+
+def members_hash(members: dict[str, Any]) -> str:
+    """SHA-256 (hex) of ``encoding(members)``: the hash of an event's hashed object."""
+    return hashlib.sha256(encoding(members)).hexdigest()
+
+
 def event_hash(fields: dict[str, Any]) -> str:
     """The hash of an event given its fields (see ``hashed_members``)."""
-    return hash_hex(hashed_members(fields))
+    return members_hash(hashed_members(fields))
 
 
 def timestamp(moment: datetime) -> str:

@@ -23,7 +23,7 @@ from .addressing import (
     is_system_namespace,
     stream_id,
 )
-from .chain import hash_hex, hashed_members
+from .chain import hashed_members, members_hash
 from .commands import (
     Command,
     ConfigureNamespace,
@@ -55,6 +55,7 @@ from .namespace_settings import (
     STRICT,
     check_settings,
 )
+from .stored_state import stored_timestamp
 
 E = TypeVar("E", bound=EntryEvent)
 
@@ -290,10 +291,12 @@ def _event(
     }
     if chain:
         fields["prev_hash"] = state.hash if state is not None else None
-        hashed = hashed_members(fields)
+        # the hash covers every member the state will store, as it will store them
+        hashed = hashed_members({**fields, "class_version": cls.class_version,
+                                 "timestamp": stored_timestamp(context.timestamp)})
         hashed["stream"] = str(fields["originator_id"])
         hashed["version"] = fields["originator_version"]
         hashed["type"] = EVENT_TYPE_NAMES[cls]
         hashed["event_id"] = str(context.event_id)
-        fields["hash"] = hash_hex(hashed)
+        fields["hash"] = members_hash(hashed)
     return cls(**fields)

@@ -86,8 +86,9 @@ class EntryEvent(AggregateEvent):
     auth: dict[str, Any] | None = None
 
     #: 2 added ``resolution``, 3 the hash chain, 4 ``auth``; older events load with None
-    #: for them (``ssot verify`` reports an unchained event as such).
-    class_version = 4
+    #: for them (``ssot verify`` reports an unchained event as such). 5 added no member:
+    #: its hash covers every member it stores (``chain.WHOLE_STATE``).
+    class_version = 5
 
     @staticmethod
     def upcast_v1_v2(state: dict[str, Any]) -> None:
@@ -100,6 +101,10 @@ class EntryEvent(AggregateEvent):
     @staticmethod
     def upcast_v3_v4(state: dict[str, Any]) -> None:
         state["auth"] = None
+
+    @staticmethod
+    def upcast_v4_v5(state: dict[str, Any]) -> None:
+        """Nothing to add: version 5 changed what the hash covers, not the members."""
 
     def mutate(self, aggregate: Any) -> Any:
         if aggregate is None:

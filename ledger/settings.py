@@ -113,6 +113,11 @@ class Settings(BaseSettings):
     state_cache_size: int = Field(default=100_000, ge=0)
     #: Seconds a write waits for the store before answering 503.
     write_timeout: float = Field(default=10.0, gt=0)
+    #: Seconds an idempotency key answers a retry with the first answer (7 days), after
+    #: which ``ssot serve`` purges it and the same key is a new request; the purge runs
+    #: every ``idempotency_purge_every_seconds`` (ledger/idempotency_retention.py).
+    idempotency_retention_seconds: float = Field(default=7 * 24 * 3600.0, gt=0)
+    idempotency_purge_every_seconds: float = Field(default=60.0, gt=0, le=86_400)
 
     #: ``ssot serve`` runs the writer as its own process (False: a thread in each worker).
     writer_process: bool = True

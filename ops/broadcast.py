@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import threading
-
-import uvloop
 
 from nexus_ssot.ledger.broadcaster import Broadcaster
 from nexus_ssot.ledger.migrate import migrate
 from nexus_ssot.ledger.settings import Settings
 from nexus_ssot.ledger.telemetry import providers
 
+from .loop_thread import LoopThread
 from .signals import run_until_signalled
 
 log = logging.getLogger("nexus_ssot.broadcast")
@@ -40,22 +37,9 @@ def run_broadcaster(settings: Settings) -> None:
     run_until_signalled(broadcaster.run)
 
 
-class BroadcasterThread:
+class BroadcasterThread(LoopThread):
     """The broadcaster on a thread of ``ssot serve`` (its own event loop)."""
 
     def __init__(self, settings: Settings) -> None:
         self.broadcaster = broadcaster_for(settings)
-        self.loop = uvloop.new_event_loop()
-        self.stop_event = asyncio.Event()
-        self.thread = threading.Thread(target=self._run, name="ssot-broadcaster", daemon=True)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_until_complete(self.broadcaster.run(self.stop_event))
-
-    def start(self) -> None:
-        self.thread.start()
-
-    def stop(self, timeout: float = 30.0) -> None:
-        self.loop.call_soon_threadsafe(self.stop_event.set)
-        self.thread.join(timeout)
+        super().__init__("ssot-broadcaster", self.broadcaster.run)

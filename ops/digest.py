@@ -3,12 +3,12 @@ or on a thread of ``ssot serve`` (``SSOT_DIGESTS``)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import threading
 from typing import TYPE_CHECKING
 
 import click
+
+from .loop_thread import LoopThread
 
 if TYPE_CHECKING:  # imported when used: `ssot` starts fast for every other command
     from nexus_ssot.integrity.digests import Digester
@@ -36,27 +36,12 @@ def digester_for(settings: Settings, *, publish: bool = True) -> Digester:
                     publish=publish, duplicate_window=settings.nats_duplicate_window)
 
 
-class DigesterThread:
+class DigesterThread(LoopThread):
     """The digester on a thread of ``ssot serve`` (its own event loop)."""
 
     def __init__(self, settings: Settings, *, publish: bool) -> None:
-        import uvloop
-
         self.digester = digester_for(settings, publish=publish)
-        self.loop = uvloop.new_event_loop()
-        self.stop_event = asyncio.Event()
-        self.thread = threading.Thread(target=self._run, name="ssot-digester", daemon=True)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_until_complete(self.digester.run(self.stop_event))
-
-    def start(self) -> None:
-        self.thread.start()
-
-    def stop(self, timeout: float = 30.0) -> None:
-        self.loop.call_soon_threadsafe(self.stop_event.set)
-        self.thread.join(timeout)
+        super().__init__("ssot-digester", self.digester.run)
 
 
 @click.command()

@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
-
-import uvloop
 
 from nexus_ssot.ledger.migrate import migrate
 from nexus_ssot.ledger.settings import Settings
@@ -16,6 +13,7 @@ from nexus_ssot.ledger.telemetry import providers
 from nexus_ssot.projections.runtime import ViewRunner, instrument
 from nexus_ssot.projections.views import SERVICE_VIEWS, SQL_VIEWS, VIEW_NAMES, NotConfigured
 
+from .loop_thread import LoopThread
 from .signals import run_until_signalled
 
 log = logging.getLogger("nexus_ssot.project")
@@ -66,22 +64,9 @@ def run_projections(settings: Settings, names: list[str] | None = None) -> None:
     run_until_signalled(lambda stop: run_all(runners, stop))
 
 
-class ProjectionsThread:
+class ProjectionsThread(LoopThread):
     """The views' runners on a thread of ``ssot serve`` (its own event loop)."""
 
     def __init__(self, settings: Settings, names: list[str] | None = None) -> None:
         self.runners = runners_for(settings, names)
-        self.loop = uvloop.new_event_loop()
-        self.stop_event = asyncio.Event()
-        self.thread = threading.Thread(target=self._run, name="ssot-projections", daemon=True)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_until_complete(run_all(self.runners, self.stop_event))
-
-    def start(self) -> None:
-        self.thread.start()
-
-    def stop(self, timeout: float = 30.0) -> None:
-        self.loop.call_soon_threadsafe(self.stop_event.set)
-        self.thread.join(timeout)
+        super().__init__("ssot-projections", lambda stop: run_all(self.runners, stop))

@@ -22,6 +22,7 @@ from nexus_ssot.ops.embedded import EmbeddedNats, EmbeddedPostgres
 from .broadcast import BroadcasterThread
 from .credentials import admin_token_path, ensure_admin_token, token_sha256
 from .digest import DigesterThread
+from .idempotency_purge import PurgerThread
 from .instance import claimed
 from .nats_authorization import REFRESH_SECONDS, NatsAuthorizer
 from .project import ProjectionsThread
@@ -137,6 +138,11 @@ def serve(settings: Settings, *, access_log: bool = False) -> None:
             stack.callback(writer.stop)  # after the HTTP side has drained
             ready = ready.model_copy(update={"writer_socket": writer.socket_path})
             log.info("writer process on %s", writer.socket_path)
+        purger = PurgerThread(ready)  # idempotency keys past their retention
+        purger.start()
+        stack.callback(purger.stop)
+        log.info("idempotency keys kept %gs, purged every %gs",
+                 ready.idempotency_retention_seconds, ready.idempotency_purge_every_seconds)
         if ready.broadcast:
             broadcaster = BroadcasterThread(ready)
             broadcaster.start()

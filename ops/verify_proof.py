@@ -12,11 +12,27 @@ HASHED = ("stream", "version", "type", "namespace", "key", "document", "patch", 
           "resolution", "restored_from_version", "prev_hash")
 #: Hashed only when present and not null (an event from before them hashes without them).
 OPTIONAL = ("auth",)
+#: From event class version 5 every member is hashed, in this order (restored_from_version
+#: only when the event has one), and those inside its values in theirs (as the proof has them).
+WHOLE = ("timestamp", "event_id", "namespace", "key", "document", "patch", "actor", "reason",
+         "correlation_id", "causation_id", "idempotency_key", "resolution", "prev_hash",
+         "auth", "restored_from_version", "class_version", "stream", "version", "type")
 
 
 def canonical(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
                       allow_nan=False).encode()
+
+
+def event_encoding(event: Any) -> bytes:
+    if isinstance(event.get("class_version"), int) and event["class_version"] >= 5:
+        members = {k: event.get(k) for k in WHOLE
+                   if k != "restored_from_version" or k in event}
+        return json.dumps(members, separators=(",", ":"), ensure_ascii=False,
+                          allow_nan=False).encode()
+    members = {k: event.get(k) for k in HASHED}
+    members.update((k, event[k]) for k in OPTIONAL if event.get(k) is not None)
+    return canonical(members)
 
 
 def sha256(data: bytes) -> bytes:
@@ -45,9 +61,7 @@ def failure(proof: Any, digest: Any, key_file: str | None) -> str | None:
         return "digest: its hash does not match its content"
     if proof["digest"]["hash"] != digest["hash"]:
         return f"digest: the proof is against digest {proof['digest']['seq']}, not this one"
-    members = {k: event.get(k) for k in HASHED}
-    members.update((k, event[k]) for k in OPTIONAL if event.get(k) is not None)
-    if sha256(canonical(members)).hex() != event["hash"]:
+    if sha256(event_encoding(event)).hex() != event["hash"]:
         return "event: its hash does not match its members"
     data = canonical({k: event[k] for k in ("position", "recorded_at", "hash")})
     if sha256(b"\x00" + data).hex() != leaf["hash"]:

@@ -4,11 +4,17 @@ first problem in log order, precisely (``ssot verify``, ``GET /v1/integrity/veri
 
 What is checked, over the positions ``(from, to]`` of one REPEATABLE READ snapshot:
 
-- **each event's own hash**: the ``chain.hashed_members`` of its state (with ``stream``
-  = its stream id, ``version`` = its stream version, ``type`` from its topic) hash to the
-  ``hash`` its state holds; otherwise ``event_altered``, the field named by comparing the
-  state with the independent copy in ``entry_history`` (or saying that the copy agrees:
-  both were rewritten). An event without a hash is an ``unchained_event``.
+- **each event's stored bytes and own hash**: its state is exactly the writer's bytes for
+  its members (``ledger.stored_state``: the members its class version stores, in their
+  order, as orjson encodes them — else ``event_altered`` naming the member added,
+  renamed, removed or moved, or ``state``); the ``chain.hashed_members`` of its state
+  (with ``stream`` = its stream id, ``version`` = its stream version, ``type`` from its
+  topic) hash to the ``hash`` its state holds; otherwise ``event_altered``, the field
+  named by comparing the state with the independent copy in ``entry_history`` (or saying
+  that the copy agrees: both were rewritten). From class version 5 the hash covers every
+  member; before it, the state's bytes must also be those of its seal (``state_seals``),
+  and an event without one is an ``unsealed_event``. An event without a hash is an
+  ``unchained_event``.
 - **each stream's chain**: versions 1, 2, 3… in log order, each ``prev_hash`` the previous
   event's ``hash``: a version gap is an ``event_missing`` (a later-arriving version makes it
   ``events_reordered``), a wrong link ``chain_broken`` (or, when the history copy shows the
@@ -41,11 +47,12 @@ event is read from the database when first met; the Merkle frontier from the sto
 or from a checkpoint file written every N events (position, frontier, digest chain head,
 pending gaps and the problems so far).
 
-Speed: one server-side cursor in position order, fetched on a thread of its own so the
-database's work overlaps ours; orjson decodes and (with sorted keys,
-``chain.candidate``) re-encodes each state, a fast path that is only trusted when it
-yields exactly the stored hash (otherwise ``chain.canonical`` decides); the copies are
-compared in SQL on a second connection in the same snapshot while the scan runs.
+Speed: one server-side cursor in position order (each event with its seal, if any),
+fetched on a thread of its own so the database's work overlaps ours; orjson decodes each
+state, re-encodes it (the stored bytes must come back) and encodes its hashed object
+(``chain.encoding_candidate``), a fast path that is only trusted when it yields exactly
+the stored hash (otherwise ``chain.encoding`` decides); the copies are compared in SQL on
+a second connection in the same snapshot while the scan runs.
 
 The modules, one per concept: ``problems`` (the problem kinds, the findings, the report),
 ``inputs`` (options, public keys, published digests), ``log`` (reading the log),
@@ -82,6 +89,7 @@ from .problems import (
     KINDS,
     MAX_KEPT,
     UNCHAINED_EVENT,
+    UNSEALED_EVENT,
     Problem,
     Progress,
     Report,
@@ -107,6 +115,7 @@ __all__ = [
     "KINDS",
     "MAX_KEPT",
     "UNCHAINED_EVENT",
+    "UNSEALED_EVENT",
     "Checkpoint",
     "Options",
     "Problem",

@@ -5,17 +5,34 @@ with the history copy saying which field changed."""
 
 from __future__ import annotations
 
-from .log import Conn, Event, Heads, differences, event_at, history_at, history_of, position_of
+from nexus_ssot.ledger.stored_state import MEMBERS, form_problem
+
+from .log import (
+    RESTORED,
+    Conn,
+    Event,
+    Heads,
+    History,
+    differences,
+    event_at,
+    history_at,
+    history_of,
+    position_of,
+)
 from .problems import (
     CHAIN_BROKEN,
     EVENT_ALTERED,
     EVENT_MISSING,
     EVENTS_REORDERED,
     UNCHAINED_EVENT,
+    UNSEALED_EVENT,
     Findings,
     Problem,
     show,
 )
+
+#: The class versions whose events carry a hash (the chain came with version 3).
+_CHAINED_VERSIONS = tuple(v for v in MEMBERS if v >= 3)
 
 
 class StreamChecks:
@@ -32,10 +49,15 @@ class StreamChecks:
         self.chain_suspects: dict[int, tuple[str, int]] = {}
 
     def examine_hash(self, event: Event) -> bool:
-        """Off the fast path: whether the event's content gives its stored hash; if not,
-        report how it was altered (or that it is unchained)."""
+        """Off the fast path: whether the event's state is exactly the writer's bytes for
+        its members, they give its stored hash, and (before class version 5) its seal
+        holds; if not, report how it was altered (or that it is unchained or unsealed)."""
         stored = event.stored_hash
-        if event.error is None and isinstance(stored, str) and event.recomputed() == stored:
+        restored = event.event_type == RESTORED
+        form = form_problem(event.state, restored) if event.error is None else None
+        if event.error is None and form is None and isinstance(stored, str) \
+                and event.recomputed() == stored \
+                and (event.sealed_intact() or (event.whole and event.seal is None)):
             return True
         history = history_at(self.conn, event.position)
         namespace = event.namespace or (history.namespace if history else None)
@@ -59,20 +81,64 @@ class StreamChecks:
                     "before the chain): nothing vouches for its content",
                     namespace=namespace, key=key, version=event.version))
             return False
+        if form is not None:
+            self.report(Problem(EVENT_ALTERED, event.position, form[1], namespace=namespace,
+                                key=key, version=event.version, field=form[0]))
+            return False
+        if event.recomputed() != stored:
+            field, detail = self._altered_content(event, history)
+            self.report(Problem(EVENT_ALTERED, event.position, detail, namespace=namespace,
+                                key=key, version=event.version, field=field))
+            return False
+        if event.seal is None:
+            self.report(Problem(
+                UNSEALED_EVENT, event.position,
+                f"the event (class version {event.get('class_version')}) has no seal: its "
+                "hash leaves out its timestamp and class_version, and nothing else vouches "
+                "for them (its seal was deleted, or a writer older than the upgrade "
+                "appended it since)", namespace=namespace, key=key, version=event.version))
+            return False
+        fields = [f for f in differences(event, history, in_order=True) if f != "hash"]
+        if fields:
+            why = (f": its {', '.join(fields)} differ(s) from the history copy in the order "
+                   "of their members")
+        elif event.whole:
+            why = ""
+        else:
+            why = (" although the members its hash covers are intact: what changed is what "
+                   f"its class version ({event.get('class_version')}) does not hash — its "
+                   "timestamp or class_version — or the order of members inside a value")
+        self.report(Problem(EVENT_ALTERED, event.position,
+                            "its stored bytes are not the ones sealed" + why,
+                            namespace=namespace, key=key, version=event.version,
+                            field=fields[0] if fields else "state"))
+        return False
+
+    def _altered_content(self, event: Event, history: History | None
+                         ) -> tuple[str | None, str]:
+        """The field that changed in an event whose members no longer give its hash, and
+        a sentence saying so."""
+        stored = event.stored_hash
         fields = differences(event, history)
         if fields:
-            detail = (f"its {', '.join(fields)} differ(s) from the history copy; its "
-                      f"content no longer hashes to {show(stored)}")
-        elif history is None:
-            detail = (f"its content no longer hashes to {show(stored)}, and it has no "
-                      "history copy to say which field changed")
-        else:
-            detail = (f"its content no longer hashes to {show(stored)}; the history copy "
+            return fields[0], (f"its {', '.join(fields)} differ(s) from the history copy; "
+                               f"its content no longer hashes to {show(stored)}")
+        was = next((v for v in _CHAINED_VERSIONS if v != event.get("class_version")
+                    and event.recomputed(class_version=v) == stored), None)
+        if was is not None:
+            return "class_version", (f"its class_version was {was}, not "
+                                     f"{event.get('class_version')}: its content hashes to "
+                                     f"{show(stored)} as version {was}")
+        if history is None:
+            return None, (f"its content no longer hashes to {show(stored)}, and it has no "
+                          "history copy to say which field changed")
+        if event.whole:
+            return "timestamp", (
+                f"its content no longer hashes to {show(stored)}, and every member the "
+                "history copies agrees with it: what changed is the one member only the "
+                "event holds, its timestamp (or both copies were rewritten)")
+        return None, (f"its content no longer hashes to {show(stored)}; the history copy "
                       "agrees with the altered state: both were rewritten")
-        self.report(Problem(EVENT_ALTERED, event.position, detail, namespace=namespace,
-                            key=key, version=event.version,
-                            field=fields[0] if fields else None))
-        return False
 
     def version_behind(self, stream: str, version: int, position: int, head: int,
                        namespace: str | None) -> None:

@@ -1,7 +1,8 @@
-"""The log as verification reads it: its events in position order, fetched on a thread of
-their own (with, mid-log, each stream's previous event); one event, or its independent
-copy in ``entry_history``, at a time; an event's hash recomputed (orjson's fast path, or
-``chain.canonical``'s) and its Merkle leaf as the digester makes it."""
+"""The log as verification reads it: its events in position order with their seals,
+fetched on a thread of their own (with, mid-log, each stream's previous event); one event,
+or its independent copy in ``entry_history``, at a time; an event's hash recomputed
+(orjson's fast path, or ``chain.encoding``'s) and its Merkle leaf as the digester makes
+it."""
 
 from __future__ import annotations
 
@@ -21,21 +22,24 @@ import psycopg
 from nexus_ssot.ledger import chain
 from nexus_ssot.ledger.addressing import stream_id
 from nexus_ssot.ledger.events import TYPE_OF_TOPIC
+from nexus_ssot.ledger.stored_state import expected_members
 
 from .. import merkle
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 
-_N_HASHED = len(chain.HASHED)
 _OPTIONAL = chain.OPTIONAL
+_WHOLE = chain.WHOLE_STATE
+RESTORED = "entry.restored"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _TO_CHAR = "to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
 
 _EVENTS_SQL = (
-    "SELECT notification_id, originator_id::text, originator_version, topic, state, "
-    + _TO_CHAR.format("recorded_at") +
-    " FROM ssot_events WHERE notification_id > %s AND notification_id <= %s"
-    " ORDER BY notification_id")
+    "SELECT e.notification_id, e.originator_id::text, e.originator_version, e.topic,"
+    " e.state, " + _TO_CHAR.format("e.recorded_at") + ", s.state_sha256"
+    " FROM ssot_events e LEFT JOIN state_seals s ON s.position = e.notification_id"
+    " WHERE e.notification_id > %s AND e.notification_id <= %s"
+    " ORDER BY e.notification_id")
 
 _HISTORY_COLUMNS = ("namespace, key, version, position, event_type, event_id::text, actor, "
                     "reason, correlation_id, causation_id, idempotency_key, patch::text, "
@@ -84,6 +88,8 @@ class Event:
     topic: str
     state: bytes
     recorded_at: str
+    #: SHA-256 of its state when it was sealed (``state_seals``), None if it was not.
+    seal: bytes | None = None
     decoded: dict[str, Any] | None = None
     error: str | None = None
 
@@ -115,18 +121,33 @@ class Event:
     def stored_hash(self) -> Any:
         return self.get("hash")
 
-    def hashed(self) -> dict[str, Any]:
-        return {**chain.hashed_members(self.decoded or {}), "stream": self.stream,
-                "version": self.version, "type": TYPE_OF_TOPIC.get(self.topic, self.topic)}
+    @property
+    def event_type(self) -> str:
+        name: str = TYPE_OF_TOPIC.get(self.topic, self.topic)
+        return name
 
-    def recomputed(self) -> str | None:
-        """The hash its members give (``chain.canonical``)."""
+    @property
+    def whole(self) -> bool:
+        """Whether its hash covers its whole state (class version 5 and later)."""
+        return self.decoded is not None and chain.covers_whole_state(self.decoded)
+
+    def hashed(self, **changed: Any) -> dict[str, Any]:
+        """Its hashed object (of its state with ``changed`` members, if given)."""
+        return {**chain.hashed_members({**(self.decoded or {}), **changed}),
+                "stream": self.stream, "version": self.version, "type": self.event_type}
+
+    def recomputed(self, **changed: Any) -> str | None:
+        """The hash its members give (``chain.encoding``), or with ``changed`` members."""
         if self.decoded is None:
             return None
         try:
-            return chain.hash_hex(self.hashed())
+            return chain.members_hash(self.hashed(**changed))
         except (ValueError, TypeError):
             return None
+
+    def sealed_intact(self) -> bool:
+        """Whether its state is the one its seal was made of (False: no seal)."""
+        return self.seal is not None and hashlib.sha256(self.state).digest() == self.seal
 
     def leaf(self) -> bytes:
         return event_leaf(self.position, self.recorded_at, self.stored_hash)
@@ -146,35 +167,44 @@ def event_leaf(position: int, recorded_at: str, hash_value: Any) -> bytes:
     return merkle.leaf_hash(data)
 
 
-def fast_hash(state: bytes, stream: str, version: int, event_type: str
+def fast_hash(state: bytes, stream: str, version: int, event_type: str, seal: bytes | None
               ) -> tuple[str | None, Any, dict[str, Any]] | None:
     """(recomputed hash, stored hash, decoded state) through orjson, or None when this
-    state must take ``chain.canonical``'s path. The recomputed hash is trusted only
-    when it equals the stored one: equal SHA-256 means these are byte for byte the bytes
-    that were hashed."""
+    state must take the slow path (``Event``, ``chains.StreamChecks.examine_hash``): it is
+    not exactly the writer's bytes for its members (``stored_state``), or its class
+    version's hash leaves something out and its seal does not match (or is missing). The
+    recomputed hash is trusted only when it equals the stored one: equal SHA-256 means
+    these are byte for byte the bytes that were hashed."""
     try:
         s = orjson.loads(state)
         # Decoding was lossless only if re-encoding gives the stored bytes back (the
-        # writer's orjson made them): an integer beyond 64 bits, say, would not.
+        # writer's orjson made them): an integer beyond 64 bits, say, would not; nor
+        # would other spacing, escapes or number forms, or a repeated member.
         if not isinstance(s, dict) or orjson.dumps(s) != state:
             return None
     except (orjson.JSONDecodeError, orjson.JSONEncodeError):
         return None
-    stored = s.pop("hash", None)
-    s.pop("timestamp", None)
-    s.pop("class_version", None)
-    if "restored_from_version" not in s:
-        s["restored_from_version"] = None
-    members = _N_HASHED
-    for name in _OPTIONAL:  # hashed only when not null
-        if name in s:
-            if s[name] is None:
-                del s[name]
-            else:
-                members += 1
-    s["stream"], s["version"], s["type"] = stream, version, event_type
-    if len(s) != members:
+    class_version = s.get("class_version", 1)
+    if tuple(s) != expected_members(class_version, event_type == RESTORED):
+        return None  # a member added, renamed, removed or moved
+    if seal is not None and hashlib.sha256(state).digest() != seal:
         return None
+    stored = s.pop("hash", None)
+    s["stream"], s["version"], s["type"] = stream, version, event_type
+    if class_version >= _WHOLE:  # its members, in their order, are its hashed object
+        try:
+            computed = hashlib.sha256(orjson.dumps(s)).hexdigest()
+        except orjson.JSONEncodeError:
+            return None
+        return computed, stored, s
+    if seal is None:
+        return None  # the hash leaves out its timestamp and class_version: unsealed
+    s.setdefault("restored_from_version", None)
+    del s["timestamp"]
+    del s["class_version"]
+    for name in _OPTIONAL:  # hashed only when not null
+        if name in s and s[name] is None:
+            del s[name]
     try:
         computed = hashlib.sha256(chain.candidate(s)).hexdigest()
     except orjson.JSONEncodeError:
@@ -299,6 +329,12 @@ def event_at(conn: Conn, position: int) -> Event | None:
                                           bytes(row[4]), row[5])
 
 
+def seal_at(conn: Conn, position: int) -> bytes | None:
+    row = conn.execute("SELECT state_sha256 FROM state_seals WHERE position = %s",
+                       (position,)).fetchone()
+    return None if row is None else bytes(row[0])
+
+
 def position_of(conn: Conn, stream: str, version: int) -> int | None:
     row = conn.execute("SELECT notification_id FROM ssot_events WHERE originator_id"
                        " = %s AND originator_version = %s",
@@ -306,11 +342,20 @@ def position_of(conn: Conn, stream: str, version: int) -> int | None:
     return None if row is None else int(row[0])
 
 
-def differences(event: Event, history: History | None) -> list[str]:
-    """The members in which the event differs from its history copy."""
+#: The members whose history copy keeps the order of the members inside them (``json``
+#: columns; ``auth`` is ``jsonb``, which orders them its own way).
+_ORDER_KEPT = frozenset({"document", "patch", "resolution"})
+
+
+def differences(event: Event, history: History | None, *, in_order: bool | None = None
+                ) -> list[str]:
+    """The members in which the event differs from its history copy; ``in_order``
+    (default: when its hash keeps their order, class version 5) also compares the order
+    of the members inside the document, the patch and the resolution."""
     if history is None or event.decoded is None:
         return []
     members = event.hashed()
+    ordered = event.whole if in_order is None else in_order
     fields = []
     if members["namespace"] == history.namespace and members["key"] == history.key \
             and event.stream != str(stream_id(history.namespace, history.key)):
@@ -321,7 +366,9 @@ def differences(event: Event, history: History | None) -> list[str]:
         if name == "document" and history.event_type == "entry.deleted":
             continue  # the history keeps no document for a delete
         ours = event.stored_hash if name == "hash" else members.get(name)
-        if _canon(ours) != _canon(history.members[name]):
+        theirs = history.members[name]
+        if _canon(ours) != _canon(theirs) or (
+                ordered and name in _ORDER_KEPT and _as_stored(ours) != _as_stored(theirs)):
             fields.append(name)
     if event.recorded_at != history.recorded_at:
         fields.append("recorded_at")
@@ -331,5 +378,13 @@ def differences(event: Event, history: History | None) -> list[str]:
 def _canon(value: Any) -> bytes:
     try:
         return chain.canonical(value)
+    except (ValueError, TypeError):
+        return repr(value).encode()
+
+
+def _as_stored(value: Any) -> bytes:
+    """``value`` encoded with the members of its objects in their order."""
+    try:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
     except (ValueError, TypeError):
         return repr(value).encode()

@@ -17,6 +17,7 @@ EVENT_INSERTED = "event_inserted"
 EVENT_MISSING = "event_missing"
 CHAIN_BROKEN = "chain_broken"
 UNCHAINED_EVENT = "unchained_event"
+UNSEALED_EVENT = "unsealed_event"
 DIGEST_ALTERED = "digest_altered"
 DIGEST_MISSING = "digest_missing"
 DIGEST_SIGNATURE_INVALID = "digest_signature_invalid"
@@ -35,6 +36,8 @@ KINDS: dict[str, str] = {
     EVENT_MISSING: "an event of a stream, the history or the digests is not in the log",
     CHAIN_BROKEN: "an event's prev_hash is not its stream's previous event's hash",
     UNCHAINED_EVENT: "an event without a hash (written with the chain off, or before it)",
+    UNSEALED_EVENT: "an event whose hash leaves members out (class version 3 or 4) without "
+                    "the seal that vouches for its stored bytes",
     DIGEST_ALTERED: "a digest's content, hash, link or root is not what it was",
     DIGEST_MISSING: "a digest (or the last ones) is gone from the digests table",
     DIGEST_SIGNATURE_INVALID: "a digest's signature does not verify with a known key",
@@ -48,7 +51,7 @@ KINDS: dict[str, str] = {
     ACCESS_CHAIN_BROKEN: "an access log row's prev_hash is not the previous row's hash",
 }
 _PRIORITY = {kind: i for i, kind in enumerate(KINDS)}
-EVENT_KINDS = frozenset(list(KINDS)[:6])
+EVENT_KINDS = frozenset(list(KINDS)[:7])
 #: The access log's problems: ``seq`` is the row's, ``position`` None.
 ACCESS_KINDS = frozenset({ACCESS_RECORD_ALTERED, ACCESS_RECORD_MISSING,
                           ACCESS_RECORD_INSERTED, ACCESS_CHAIN_BROKEN})

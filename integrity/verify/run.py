@@ -203,15 +203,15 @@ class Verifier:
             for rows, previous in batches:
                 for sid, last in previous.items():
                     heads.setdefault(sid, last)
-                for position, stream, version, topic, state, rec in rows:
-                    quick = fast(state, stream, version, types.get(topic, topic))
+                for position, stream, version, topic, state, rec, seal in rows:
+                    quick = fast(state, stream, version, types.get(topic, topic), seal)
                     if quick is not None and quick[0] == quick[1]:
                         stored_hash = quick[1]
                         namespace = quick[2]["namespace"]
                         prev_hash = quick[2]["prev_hash"]
                         intact = True
                     else:
-                        event = Event(position, stream, version, topic, state, rec)
+                        event = Event(position, stream, version, topic, state, rec, seal)
                         stored_hash = event.stored_hash
                         namespace = event.namespace
                         prev_hash = event.get("prev_hash")

@@ -1,7 +1,8 @@
 """The checks of an export's lines as an import reads them: the header, each event (its
-position, its stream's version and hash chain, its hash recomputed, its Merkle leaf), the
-leaves of events an earlier export held, the idempotency keys, the digests' chain and the
-trailer's counts; each check that passes gives the line's COPY row."""
+position, its stream's version and hash chain, its stored state the writer's bytes for its
+members, its hash recomputed, its Merkle leaf), the leaves of events an earlier export
+held, the idempotency keys, the digests' chain and the trailer's counts; each check that
+passes gives the line's COPY row."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import psycopg
 from nexus_ssot.integrity import merkle
 from nexus_ssot.ledger import chain
 from nexus_ssot.ledger.events import TYPE_OF_TOPIC
+from nexus_ssot.ledger.stored_state import form_problem
 
 from .access_lines import AccessState
 from .access_lines import check_trailer as check_access_trailer
@@ -55,6 +57,9 @@ class ImportState:
     leaves_stopped: bool = False
     events: int = 0
     unchained: int = 0
+    #: Positions of the events whose hash leaves members out (class version before 5),
+    #: to be sealed (``state_seals``) with the bytes the file vouched for.
+    to_seal: list[int] = field(default_factory=list)
     last_hash: str | None = None
     digests: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     digest_prev: bytes | None = None
@@ -100,12 +105,12 @@ def check_header(raw: bytes, number: int) -> dict[str, Any]:
 
 def _hash_matches(fields: dict[str, Any], own: str) -> bool:
     """Whether ``own`` is the hash of the event of ``fields``. orjson's encoding
-    (``chain.candidate``) is trusted when it reproduces ``own`` exactly (equal SHA-256:
-    these are the bytes that were hashed), as ``ssot verify`` trusts it; otherwise
-    ``chain.event_hash`` decides (which proves the encoding canonical first)."""
+    (``chain.encoding_candidate``) is trusted when it reproduces ``own`` exactly (equal
+    SHA-256: these are the bytes that were hashed), as ``ssot verify`` trusts it; otherwise
+    ``chain.event_hash`` decides (which proves the encoding first)."""
     hashed = chain.hashed_members(fields)
     with contextlib.suppress(orjson.JSONEncodeError):
-        if hashlib.sha256(chain.candidate(hashed)).hexdigest() == own:
+        if hashlib.sha256(chain.encoding_candidate(hashed)).hexdigest() == own:
             return True
     return bool(chain.event_hash(fields) == own)
 
@@ -141,12 +146,21 @@ def event_row(st: ImportState, number: int, raw: bytes, obj: dict[str, Any]) -> 
     if prev_hash != last_hash:
         raise BadFile(number, f"stream {stream} version {version}: prev_hash {prev_hash!r} "
                               f"is not the previous event's hash {last_hash!r}")
+    start = raw.find(b',"state":') + 9
     if own is None:
         st.unchained += 1
-    elif not _hash_matches({**state, "stream": stream, "version": version,
-                            "type": type_name}, own):
-        raise BadFile(number, f"stream {stream} version {version}: the event's hash does "
-                              "not match its content (recomputed with chain.event_hash)")
+    else:
+        form = form_problem(raw[start:-TAIL], type_name == "entry.restored")
+        if form is not None:
+            raise BadFile(number, f"stream {stream} version {version}: {form[1]} (member "
+                                  f"{form[0]!r})")
+        if not _hash_matches({**state, "stream": stream, "version": version,
+                              "type": type_name}, own):
+            raise BadFile(number, f"stream {stream} version {version}: the event's hash "
+                                  "does not match its content (recomputed with "
+                                  "chain.event_hash)")
+    if not chain.covers_whole_state(state):
+        st.to_seal.append(position)
     leaf = obj.get("leaf")
     if leaf is not None:
         if st.leaves_stopped:
@@ -161,7 +175,6 @@ def event_row(st: ImportState, number: int, raw: bytes, obj: dict[str, Any]) -> 
         st.add_leaf(position, computed)
     else:
         st.leaves_stopped = True
-    start = raw.find(b',"state":') + 9
     st.streams[stream] = (version, own)
     st.position = position
     st.last_hash = own

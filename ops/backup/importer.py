@@ -3,8 +3,10 @@ empty database (a full export) or one whose last import it continues (an increme
 
 An import verifies each line as it reads it (JSON, running hash, kind and members,
 positions increasing, each stream's versions 1, 2, 3… and ``prev_hash`` chain, each
-event's hash recomputed with ``chain.event_hash``, each leaf recomputed, the digests'
-chain and roots) and writes it with COPY in one transaction: the first bad line refuses
+event's state the writer's bytes for its members (``ledger.stored_state``) and its hash
+recomputed with ``chain.event_hash``, each leaf recomputed, the digests' chain and roots)
+and writes it with COPY in one transaction, sealing (``state_seals``) the events whose
+hash leaves members out (class version before 5) as the file holds them: the first bad line refuses
 the whole file, naming the line and the reason, and nothing is written. The file is
 decompressed on a thread; the lines are checked ``BATCH`` at a time, their events sent
 by a COPY kept open while they are checked (PostgreSQL stores them meanwhile); after
@@ -461,6 +463,10 @@ async def _finish(conn: psycopg.AsyncConnection[Any], st: ImportState, header: d
             view = make()
             if st.incremental or _UNINDEXED not in view.tables:  # else folded by batch
                 await view.apply(conn, since, last_position, Tables(view.tables))
+    if st.to_seal:  # the bytes the file vouched for (its running hash), sealed
+        await conn.execute(
+            "INSERT INTO state_seals (position, state_sha256) SELECT notification_id,"
+            " sha256(state) FROM ssot_events WHERE notification_id = ANY(%s)", (st.to_seal,))
     await conn.execute("SELECT setval(pg_get_serial_sequence('ssot_events', "
                        "'notification_id'), %s, %s)", (max(last_position, 1),
                                                        last_position > 0))

@@ -462,9 +462,11 @@ def _forge(conn: Conn, position: int, namespace: str, key: str, version: int,
         "causation_id": None, "idempotency_key": None, "resolution": None,
         "prev_hash": prev_hash}
     kind = "entry.created" if version == 1 else "entry.updated"
-    fields["hash"] = chain.event_hash({**fields, "stream": str(stream_id(namespace, key)),
-                                           "version": version, "type": kind})
-    state = {"timestamp": datetime.now(UTC).isoformat(), **fields, "class_version": 3}
+    timestamp = datetime.now(UTC).isoformat()
+    fields["hash"] = chain.event_hash({
+        **fields, "timestamp": timestamp, "auth": None, "class_version": 5,
+        "stream": str(stream_id(namespace, key)), "version": version, "type": kind})
+    state = {"timestamp": timestamp, **fields, "auth": None, "class_version": 5}
     topic = "nexus_ssot.ledger.domain:" + ("EntryCreated" if version == 1 else "EntryUpdated")
     conn.execute(
         "INSERT INTO ssot_events (originator_id, originator_version, topic, state,"

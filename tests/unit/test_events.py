@@ -262,5 +262,5 @@ def test_an_events_auth_is_stored_and_loaded_with_it() -> None:
     event = decide(None, Put(NS, KEY, document={"a": 1}), ctx(auth=auth), LIMITS)
     stored = mapper.to_stored_event(event)
     state = orjson.loads(stored.state)
-    assert state["class_version"] == 4 and state["auth"] == auth
+    assert state["class_version"] == 5 and state["auth"] == auth
     assert mapper.to_domain_event(stored).auth == auth

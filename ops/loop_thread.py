@@ -1,0 +1,34 @@
+"""A follower of the log on a thread of ``ssot serve``: one coroutine run on an event loop
+of the thread's own until it is stopped (the broadcaster, the digester, the view runners,
+the idempotency keys' purge)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+
+class LoopThread:
+    """Runs ``run(stop_event)`` on a thread of its own, with its own event loop."""
+
+    def __init__(self, name: str,
+                 run: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> None:
+        import uvloop  # imported when used: `ssot` starts fast for every other command
+
+        self.loop = uvloop.new_event_loop()
+        self.stop_event = asyncio.Event()
+        self._coroutine = run
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_until_complete(self._coroutine(self.stop_event))
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self.loop.call_soon_threadsafe(self.stop_event.set)
+        self.thread.join(timeout)
