@@ -33,7 +33,9 @@ settings.load_profile(os.environ.get("SSOT_HYPOTHESIS_PROFILE", "ci"))
 # idle: starting the longest first (longest-processing-time scheduling) ends all workers
 # together. A file not listed keeps its place after these; a stale entry is harmless.
 LONGEST_FIRST = (
-    "tests/integration/test_verify.py",
+    "tests/integration/verify/test_events.py",
+    "tests/integration/verify/test_runs.py",
+    "tests/integration/verify/test_digests.py",
     "tests/integration/test_chaos.py",
     "tests/integration/test_replay.py",
     "tests/integration/test_backup.py",
