@@ -33,7 +33,7 @@ from nexus_ssot.access.oidc import OidcAuthenticator
 from nexus_ssot.access.tokens import token_id_of
 from nexus_ssot.ledger.settings import Settings
 
-from .errors import PROBLEM_JSON, PROBLEM_TYPE_BASE
+from .errors import PROBLEM_JSON, PROBLEM_TYPE_BASE, instance_of
 from .rate_limit import RateLimiter, source_address, too_many_requests
 
 PUBLIC_PATHS = frozenset({"/v1/health", "/openapi.json", "/docs", "/docs/oauth2-redirect",
@@ -196,7 +196,8 @@ async def _answer(scope: Scope, send: Send, status: int, code: str, detail: str,
         "status": status, "detail": detail, "code": code}
     if field is not None:
         body["field"] = field
-    body["instance"] = scope["path"]
+    if (instance := instance_of(scope["path"])) is not None:
+        body["instance"] = instance
     body["correlation_id"] = scope.get("state", {}).get("correlation_id")
     payload = orjson.dumps(body)
     await send({"type": "http.response.start", "status": status, "headers": [
