@@ -20,6 +20,7 @@ import jsonpointer
 import orjson
 
 from .errors import (
+    QUOTE_LIMIT,
     DocumentTooLarge,
     InvalidInput,
     InvalidPatch,
@@ -97,7 +98,10 @@ _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 def member_path(path: str, name: str) -> str:
     """The JSON path of member ``name`` of the object at ``path`` (``""``: the root), as
-    errors name it: ``a.b``, or ``a["b c"]`` (JSON-escaped) for a name that is no identifier."""
+    errors name it: ``a.b``, or ``a["b c"]`` (JSON-escaped) for a name that is no identifier;
+    a name longer than QUOTE_LIMIT by its start and its length, not sent back whole."""
+    if len(name) > QUOTE_LIMIT:
+        return f"{path}[{json.dumps(name[:QUOTE_LIMIT])}…({len(name):,} characters)]"
     if not _IDENTIFIER.match(name):
         return f"{path}[{json.dumps(name)}]"
     return f"{path}.{name}" if path else name

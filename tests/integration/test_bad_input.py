@@ -69,3 +69,8 @@ def test_an_oversized_value_is_quoted_once_and_capped(client: httpx.Client, ns: 
         assert len(r.content) < 1_000, len(r.content)
         assert "(12,000 characters)" in r.json()["detail"]
         assert r.text.count(value[:200]) == 1
+    twice = f'{{"{key}": 1, "{key}": 2}}'  # a member name: in the path detail and field name
+    r = client.put(f"/v1/namespaces/{ns}/entries/k", content=twice,
+                   headers={"Content-Type": "application/json"})
+    assert r.status_code == 400 and r.json()["code"] == "duplicate_member"
+    assert len(r.content) < 1_500 and "(12,000 characters)" in r.json()["field"]
