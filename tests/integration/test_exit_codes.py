@@ -138,6 +138,8 @@ DATABASE_COMMANDS: list[Case] = [
               case("closed", UNAVAILABLE, "unreachable", *args))
 ] + [
     case("unset", USAGE, "usage", "serve", "--workers", "0"),
+    case("unset", USAGE, "usage", "env", "--bogus"),
+    case("unset", UNAVAILABLE, "not_running", "env"),
     case("unset", USAGE, "usage", "chaos", "--duration", "1"),
     case("unset", USAGE, "usage", "--bogus"),
     case("unset", USAGE, "usage", "bogus"),
