@@ -25,7 +25,7 @@ async def within_head(conn: Any, position: int, field: str) -> int:
     """The log's head, once ``position`` (of the parameter ``field``) is no later than it.
     A position past the head is one no write has returned: read there, it would show
     today's state as if it were a past one, and waited for, it might never come."""
-    head = await head_position(conn)
+    head: int = await head_position(conn)
     if position > head:
         raise InvalidInput(f"{field} {position} is beyond the log's head ({head}); give a "
                            "position a write returned", code="position_beyond_head",
