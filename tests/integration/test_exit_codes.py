@@ -75,8 +75,10 @@ HTTP_COMMANDS: list[Case] = [
     case("down", UNAVAILABLE, "unreachable", "diff", "{ns}/k", "0", "1"),
     # a position no write has returned is refused by the server, not answered as today
     case("api", USAGE, "position_beyond_head", "ls", "{ns}", "--position", "99999999999"),
+    case("api", NOT_FOUND, "namespace_not_found", "ls", "{ns}-missing"),
     case("down", UNAVAILABLE, "unreachable", "ls"),
     case("api", USAGE, "usage", "namespace", "show"),
+    case("api", NOT_FOUND, "namespace_not_found", "namespace", "show", "{ns}-missing"),
     case("down", UNAVAILABLE, "unreachable", "namespace", "show", "{ns}"),
     case("api", USAGE, "usage", "namespace", "set", "{ns}", "--conflict-policy", "maybe"),
     case("api", PRECONDITION, "version_conflict", "namespace", "set", "{ns}",
