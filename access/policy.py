@@ -30,7 +30,7 @@ from functools import lru_cache
 from typing import Any
 
 from nexus_ssot.ledger.documents import check_text
-from nexus_ssot.ledger.errors import InvalidInput
+from nexus_ssot.ledger.errors import InvalidInput, capped, quoted
 
 from .globs import GlobSet, check_glob, literal_prefix
 from .identity import Identity
@@ -64,7 +64,7 @@ def check_subject(subject: str, field: str) -> str:
         return subject
     kind, _, name = subject.partition(":")
     if kind not in _PRINCIPAL_KINDS or not name or len(name) > 255 or not name.isprintable():
-        raise _invalid(f"{field} is {subject!r}: a subject is user:<name>, group:<name>, "
+        raise _invalid(f"{field} is {quoted(subject)}: a subject is user:<name>, group:<name>, "
                        "token:<id> or * (any authenticated caller)", field)
     return subject
 
@@ -74,18 +74,18 @@ def _check_rule(rule: Any, field: str) -> dict[str, Any]:
         raise _invalid(f"{field} must be an object", field)
     unknown = sorted(set(rule) - set(_RULE_MEMBERS))
     if unknown:
-        raise _invalid(f"{field} has unknown member {unknown[0]!r}; a rule has "
-                       f"{', '.join(_RULE_MEMBERS)}", f"{field}.{unknown[0]}")
+        raise _invalid(f"{field} has unknown member {quoted(unknown[0])}; a rule has "
+                       f"{', '.join(_RULE_MEMBERS)}", f"{field}.{capped(unknown[0])}")
     effect = rule.get("effect")
     if effect not in EFFECTS:
-        raise _invalid(f"{field}.effect must be allow or deny, not {effect!r}",
+        raise _invalid(f"{field}.effect must be allow or deny, not {quoted(effect)}",
                        f"{field}.effect")
     subjects = [check_subject(s, f"{field}.subjects[{i}]")
                 for i, s in enumerate(_strings(rule.get("subjects"), f"{field}.subjects"))]
     actions = _strings(rule.get("actions"), f"{field}.actions")
     for i, action in enumerate(actions):
         if action != "*" and action not in ACTIONS:
-            raise _invalid(f"{field}.actions[{i}] is {action!r}; the actions are "
+            raise _invalid(f"{field}.actions[{i}] is {quoted(action)}; the actions are "
                            f"{', '.join(ACTIONS)} (or * for all)", f"{field}.actions[{i}]")
     out: dict[str, Any] = {"effect": effect, "subjects": subjects, "actions": actions}
     for member, default in (("namespaces", None), ("keys", [ALL_KEYS])):
@@ -94,7 +94,7 @@ def _check_rule(rule: Any, field: str) -> dict[str, Any]:
         for i, pattern in enumerate(globs):
             problem = check_glob(pattern)
             if problem is not None:
-                raise _invalid(f"{field}.{member}[{i}] {pattern!r} is not a glob: {problem}",
+                raise _invalid(f"{field}.{member}[{i}] {quoted(pattern)} is not a glob: {problem}",
                                f"{field}.{member}[{i}]")
         out[member] = globs
     description = rule.get("description")
@@ -111,8 +111,8 @@ def _check_limit(limit: Any, field: str) -> dict[str, Any]:
         raise _invalid(f"{field} must be an object", field)
     unknown = sorted(set(limit) - set(_LIMIT_MEMBERS))
     if unknown:
-        raise _invalid(f"{field} has unknown member {unknown[0]!r}; a rate limit has "
-                       f"{', '.join(_LIMIT_MEMBERS)}", f"{field}.{unknown[0]}")
+        raise _invalid(f"{field} has unknown member {quoted(unknown[0])}; a rate limit has "
+                       f"{', '.join(_LIMIT_MEMBERS)}", f"{field}.{capped(unknown[0])}")
     subjects = [check_subject(s, f"{field}.subjects[{i}]")
                 for i, s in enumerate(_strings(limit.get("subjects"), f"{field}.subjects"))]
     out: dict[str, Any] = {"subjects": subjects}
@@ -134,8 +134,8 @@ def check_policy(document: Any) -> dict[str, Any]:
     check_text(document, "")
     unknown = sorted(set(document) - {"description", "rules", "rate_limits"})
     if unknown:
-        raise _invalid(f"unknown member {unknown[0]!r}; a policy has description, rules "
-                       "and rate_limits", unknown[0])
+        raise _invalid(f"unknown member {quoted(unknown[0])}; a policy has description, "
+                       "rules and rate_limits", capped(unknown[0]))
     description = document.get("description")
     if description is not None and (not isinstance(description, str)
                                     or len(description) > 1024):

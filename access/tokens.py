@@ -23,7 +23,7 @@ from typing import Any
 
 import bcrypt
 
-from nexus_ssot.ledger.errors import InvalidInput
+from nexus_ssot.ledger.errors import InvalidInput, capped, quoted
 
 from .identity import Identity
 
@@ -122,9 +122,9 @@ def check_request(body: Any) -> tuple[str, tuple[str, ...], int | None, str | No
                            "and description", code="invalid_token_request", field="body")
     unknown = sorted(set(body) - {"subject", "groups", "expires_in", "description"})
     if unknown:
-        raise InvalidInput(f"unknown member {unknown[0]!r}; a token request has subject, "
-                           "groups, expires_in and description",
-                           code="invalid_token_request", field=unknown[0])
+        raise InvalidInput(f"unknown member {quoted(unknown[0])}; a token request has "
+                           "subject, groups, expires_in and description",
+                           code="invalid_token_request", field=capped(unknown[0]))
     subject = check_name(body.get("subject"), "subject")
     groups = body.get("groups", [])
     if not isinstance(groups, list) or len(groups) > 64:

@@ -43,6 +43,7 @@ from . import (
     batch,
     consistency,
     digests,
+    docs_pages,
     entries,
     errors,
     events,
@@ -186,9 +187,11 @@ def create_app(settings: Settings) -> FastAPI:
         ),
         lifespan=lifespan,
         dependencies=[Depends(negotiation.acceptable), Depends(authorize)],
+        docs_url=None, redoc_url=None,  # docs_pages serves them, with their assets
     )
     for router in ROUTERS:
         app.include_router(router)
+    docs_pages.mount(app)
     app.add_exception_handler(LedgerError, errors.ledger_error_handler)
     app.add_exception_handler(RequestValidationError, errors.validation_error_handler)
     app.add_exception_handler(StarletteHTTPException, errors.http_error_handler)

@@ -33,11 +33,18 @@ from nexus_ssot.access.oidc import OidcAuthenticator
 from nexus_ssot.access.tokens import token_id_of
 from nexus_ssot.ledger.settings import Settings
 
-from .errors import PROBLEM_JSON, PROBLEM_TYPE_BASE
+from .docs_pages import ASSETS, DOCS, OAUTH2_REDIRECT, REDOC
+from .errors import PROBLEM_JSON, PROBLEM_TYPE_BASE, instance_of
 from .rate_limit import RateLimiter, source_address, too_many_requests
 
-PUBLIC_PATHS = frozenset({"/v1/health", "/openapi.json", "/docs", "/docs/oauth2-redirect",
-                          "/redoc", "/v1/integrity/public-key"})
+PUBLIC_PATHS = frozenset({"/v1/health", "/openapi.json", DOCS, OAUTH2_REDIRECT, REDOC,
+                          "/v1/integrity/public-key"})
+
+
+def is_public(path: str) -> bool:
+    """Whether ``path`` answers without a token: the public paths, and the assets of the
+    docs pages (under ASSETS, a mount that answers files and nothing else)."""
+    return path in PUBLIC_PATHS or path.startswith(ASSETS + "/")
 
 _TEXT = re.compile(r"^[^\x00-\x1f\x7f]{1,255}$")
 
@@ -132,7 +139,7 @@ class Authenticate:
             return
         service = getattr(scope["app"].state, "service", None)
         state = scope.setdefault("state", {})
-        if service is None or scope["path"] in PUBLIC_PATHS:
+        if service is None or is_public(scope["path"]):
             await self.app(scope, receive, send)
             return
         if service.settings.auth == "off":
@@ -196,7 +203,8 @@ async def _answer(scope: Scope, send: Send, status: int, code: str, detail: str,
         "status": status, "detail": detail, "code": code}
     if field is not None:
         body["field"] = field
-    body["instance"] = scope["path"]
+    if (instance := instance_of(scope["path"])) is not None:
+        body["instance"] = instance
     body["correlation_id"] = scope.get("state", {}).get("correlation_id")
     payload = orjson.dumps(body)
     await send({"type": "http.response.start", "status": status, "headers": [

@@ -17,7 +17,7 @@ from nexus_ssot.ledger.addressing import (
 )
 from nexus_ssot.ledger.commands import Command, Delete, Expectation, JsonPatch, MergePatch, Put
 from nexus_ssot.ledger.documents import check_json_patch
-from nexus_ssot.ledger.errors import InvalidInput, LedgerError
+from nexus_ssot.ledger.errors import InvalidInput, LedgerError, capped, quoted
 
 from . import http, models
 from .guard import command_action, guard_of, refuse
@@ -74,12 +74,12 @@ def _batch_command(index: int, op: Any) -> Command:
         raise InvalidInput(f"{at} must be an object", code="invalid_operation", field=at)
     kind = op.get("op")
     if not isinstance(kind, str) or kind not in _OP_MEMBERS:  # {} is no key of a dict
-        raise InvalidInput(f"{at}.op must be put, patch or delete, not {kind!r}",
+        raise InvalidInput(f"{at}.op must be put, patch or delete, not {quoted(kind)}",
                            code="invalid_operation", field=f"{at}.op")
     unknown = sorted(set(op) - _OP_MEMBERS[kind])
     if unknown:
-        raise InvalidInput(f"{at} ({kind}) has an unknown member {unknown[0]!r}",
-                           code="invalid_operation", field=f"{at}.{unknown[0]}")
+        raise InvalidInput(f"{at} ({kind}) has an unknown member {quoted(unknown[0])}",
+                           code="invalid_operation", field=f"{at}.{capped(unknown[0])}")
     for member in ("namespace", "key"):
         if not isinstance(op.get(member), str):
             raise InvalidInput(f"{at}.{member} is required (a string)",
@@ -107,7 +107,7 @@ def _batch_command(index: int, op: Any) -> Command:
             except InvalidInput as e:
                 raise _in_operation(e, index, op) from None
         raise InvalidInput(f"{at}.patch_type must be merge (RFC 7386) or json (RFC 6902), "
-                           f"not {patch_type!r}", code="invalid_operation",
+                           f"not {quoted(patch_type)}", code="invalid_operation",
                            field=f"{at}.patch_type")
     return Delete(ns, key, expected)
 

@@ -8,7 +8,7 @@ The routes come in two routers because their order matters: an entry's sub-resou
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -22,6 +22,7 @@ from nexus_ssot.projections import current_state, entry_at
 from nexus_ssot.projections import entry_history as entry_history_view
 
 from . import http, models
+from .cuts import cut_at
 from .errors import problem_responses
 from .existence import require_namespace, unless_namespace_missing
 from .guard import guard_of
@@ -159,7 +160,7 @@ async def get_entry(
     one_coordinate(version=version, as_of=as_of, position=position)
     async with service.pool.connection() as conn:
         if as_of is not None or position is not None:
-            cut = await _cut(conn, as_of, position)
+            cut = await cut_at(conn, as_of, position)
             found_at = await entry_at.entry_at(conn, ns, k, cut)
             when = _when(as_of, cut)
             if found_at is None:
@@ -192,7 +193,7 @@ async def get_entry(
     if current.deleted:
         raise _deleted(ns, k, current.version)
     tag = http.etag(current.version)
-    if request.headers.get("if-none-match") == tag:
+    if http.none_match(request, tag):
         return Response(status_code=304, headers={"ETag": tag})
     return Response(current.body, media_type=JSON, headers={"ETag": tag})
 
@@ -233,7 +234,7 @@ async def list_entries(
         if state is not None and "at" in state:  # follow-up pages stay on the first's cut
             cut: int | None = state["at"]
         elif as_of is not None or position is not None:
-            cut = await _cut(conn, as_of, position)
+            cut = await cut_at(conn, as_of, position)
         else:
             cut = None
 
@@ -260,10 +261,3 @@ def _when(as_of: datetime | None, cut: int | None) -> str | None:
         return f"as of {as_of.isoformat()}"
     return None if cut is None else f"at position {cut}"
 
-
-async def _cut(conn: Any, as_of: datetime | None, position: int | None) -> int:
-    if position is not None:
-        return position
-    assert as_of is not None
-    cut: int = await entry_at.position_at(conn, as_of)
-    return cut

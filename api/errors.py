@@ -31,6 +31,7 @@ from nexus_ssot.ledger.errors import (
     Unavailable,
     Unprocessable,
     UnsupportedMediaType,
+    capped,
 )
 
 from .models import Problem
@@ -80,6 +81,17 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {s: {"model": Problem, "description": MEANINGS[s]} for s in statuses}
 
 
+#: The longest path an error body names as its ``instance``: every path of a resource is
+#: shorter (a namespace has at most 63 characters, a key 512), and a longer one is a
+#: caller's input that ``detail`` already quotes (capped), not to be echoed again whole.
+MAX_INSTANCE = 1024
+
+
+def instance_of(path: str) -> str | None:
+    """The ``instance`` of a problem about a request to ``path`` (None: not named)."""
+    return path if len(path) <= MAX_INSTANCE else None
+
+
 def status_of(error: LedgerError) -> int:
     for cls, status in _STATUS:
         if isinstance(error, cls):
@@ -107,8 +119,8 @@ def problem(
     }
     if field is not None:
         body["field"] = field
-    if request is not None:
-        body["instance"] = request.url.path
+    if request is not None and (instance := instance_of(request.url.path)) is not None:
+        body["instance"] = instance
     body["correlation_id"] = correlation_id
     body.update(extra)
     return Response(
@@ -130,7 +142,7 @@ async def validation_error_handler(request: Request, exc: Exception) -> Response
     assert isinstance(exc, RequestValidationError)
     first = exc.errors()[0]
     loc = [str(p) for p in first.get("loc", ()) if p not in ("query", "path", "header", "body")]
-    field = ".".join(loc) or None
+    field = capped(".".join(loc)) or None
     return problem(request, 400, "invalid_parameter", f"{field}: {first.get('msg')}",
                    field=field)
 

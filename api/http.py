@@ -16,12 +16,14 @@ from nexus_ssot.ledger.errors import (
     DocumentTooLarge,
     InvalidInput,
     InvalidUnicode,
+    PreconditionFailed,
     UnsupportedMediaType,
+    quoted,
 )
 
 from . import strict_json
 
-_ETAG = re.compile(r'^\s*(?:W/)?"(\d{1,18})"\s*$')
+_ETAG = re.compile(r'^\s*(W/)?"(\d{1,18})"\s*$')
 _TOKEN = re.compile(r"^[\x21-\x7e]{1,255}$")
 _TEXT = re.compile(r"^[^\x00-\x08\x0a-\x1f\x7f]{1,1024}$")
 
@@ -49,7 +51,7 @@ def require_media_type(request: Request, *allowed: str) -> str:
     mt = media_type(request)
     if mt not in allowed:
         raise UnsupportedMediaType(
-            f"Content-Type must be {' or '.join(allowed)}, not {mt or 'missing'!r}",
+            f"Content-Type must be {' or '.join(allowed)}, not {quoted(mt or 'missing')}",
             field="Content-Type",
         )
     for parameter in (header(request, "content-type") or "").split(";")[1:]:
@@ -57,7 +59,7 @@ def require_media_type(request: Request, *allowed: str) -> str:
         charset = value.strip().strip('"').lower()
         if name.strip().lower() == "charset" and charset not in ("utf-8", "utf8"):
             raise UnsupportedMediaType(
-                f"Content-Type's charset must be utf-8 (JSON is UTF-8), not {charset!r}",
+                f"Content-Type's charset must be utf-8 (JSON is UTF-8), not {quoted(charset)}",
                 field="Content-Type")
     return mt
 
@@ -68,7 +70,7 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
     coding = (header(request, "content-encoding") or "identity").strip().lower()
     if coding != "identity":
         raise UnsupportedMediaType(
-            f"Content-Encoding {coding!r} is not supported: send the body uncompressed",
+            f"Content-Encoding {quoted(coding)} is not supported: send the body uncompressed",
             code="unsupported_content_encoding", field="Content-Encoding")
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
@@ -153,11 +155,16 @@ _NUMBER_SHAPE = bytes(
 
 
 def expectation(request: Request) -> Expectation:
-    """If-Match (one strong ETag ``"N"`` or ``*``) and If-None-Match (``*`` only)."""
+    """If-Match (one strong ETag ``"N"`` or ``*``) and If-None-Match (``*`` only).
+
+    A weak tag (``W/"N"``) is a well-formed If-Match that never matches: RFC 9110 §13.1.1
+    compares If-Match strongly, so the write fails its precondition (412) rather than
+    being taken for the strong tag it resembles."""
     if_match = header(request, "if-match")
     if_none_match = header(request, "if-none-match")
     version: int | None = None
     must_exist = False
+    weak_tag: str | None = None
     if if_match is not None:
         if if_match.strip() == "*":
             must_exist = True
@@ -166,21 +173,38 @@ def expectation(request: Request) -> Expectation:
             if m is None:
                 raise InvalidInput(
                     f'If-Match must be one entity tag like "3" (the entry version) or *, '
-                    f"not {if_match!r}",
+                    f"not {quoted(if_match)}",
                     code="invalid_precondition", field="If-Match",
                 )
-            version = int(m.group(1))
+            version = int(m.group(2))
+            if m.group(1) is not None:
+                weak_tag = if_match.strip()
     if if_match is not None and if_none_match is not None:
         raise InvalidInput("give If-Match (the entry exists, at that version) or "
                            "If-None-Match: * (it does not), not both",
                            code="invalid_precondition", field="If-None-Match")
     if if_none_match is not None and if_none_match.strip() != "*":
         raise InvalidInput(
-            f"If-None-Match on a write must be *, not {if_none_match!r}",
+            f"If-None-Match on a write must be *, not {quoted(if_none_match)}",
             code="invalid_precondition", field="If-None-Match",
         )
+    if weak_tag is not None:
+        raise PreconditionFailed(
+            f"If-Match {weak_tag} is a weak entity tag, and a weak tag never matches "
+            f'If-Match (RFC 9110 §13.1.1 compares strongly): send the strong tag "{version}" '
+            "as the ETag header gives it", field="If-Match")
     return Expectation(if_match=version, if_none_match=if_none_match is not None,
                        must_exist=must_exist)
+
+
+def none_match(request: Request, tag: str) -> bool:
+    """Whether a read's If-None-Match names ``tag`` (one of its list, or ``*``), compared
+    weakly as RFC 9110 §13.1.2 says: ``W/"3"`` and ``"3"`` are the same version."""
+    given = request.headers.get("if-none-match")
+    if given is None:
+        return False
+    listed = [t.strip().removeprefix("W/") for t in given.split(",")]
+    return "*" in listed or tag in listed
 
 
 def idempotency_key(request: Request) -> str | None:

@@ -18,7 +18,7 @@ from nexus_ssot.ledger.addressing import (
     check_key,
     check_namespace,
 )
-from nexus_ssot.ledger.errors import InvalidInput
+from nexus_ssot.ledger.errors import InvalidInput, quoted
 
 from .errors import problem_responses
 from .service import Service
@@ -74,9 +74,9 @@ READ_ERRORS = problem_responses(400, 404, 503)
 WRITE_HEADERS = {
     "parameters": [
         {"name": "If-Match", "in": "header", "required": False,
-         "schema": {"type": "string", "pattern": r'^\s*(\*|(W/)?"[0-9]{1,18}")\s*$'},
+         "schema": {"type": "string", "pattern": r'^\s*(\*|"[0-9]{1,18}")\s*$'},
          "description": 'Expected current version, e.g. "2", or * (it exists); not with '
-         "If-None-Match"},
+         'If-None-Match. A weak tag (W/"2") never matches: 412'},
         {"name": "If-None-Match", "in": "header", "required": False,
          "schema": {"type": "string", "enum": ["*"]}, "description": "Create only"},
         {"name": "Idempotency-Key", "in": "header", "required": False,
@@ -120,7 +120,7 @@ def as_of_member(value: Any) -> datetime:
     try:
         moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
     except ValueError:
-        raise InvalidInput(f"as_of {value!r} is not an RFC 3339 time",
+        raise InvalidInput(f"as_of {quoted(value)} is not an RFC 3339 time",
                            code="invalid_parameter", field="as_of") from None
     one_coordinate(as_of=moment)
     return moment

@@ -14,9 +14,10 @@ from nexus_ssot.ledger.addressing import check_namespace
 from nexus_ssot.ledger.commands import Command, Delete, Expectation, Restore
 from nexus_ssot.ledger.documents import diff
 from nexus_ssot.ledger.errors import InvalidInput, PreconditionFailed, Unprocessable
-from nexus_ssot.projections import entry_at, restore_plan
+from nexus_ssot.projections import restore_plan
 
 from . import http, models
+from .cuts import cut_at
 from .existence import require_namespace
 from .guard import guard_of, refuse
 from .params import (
@@ -104,7 +105,7 @@ async def restore(request: Request, namespace: Namespace) -> Response:
     meta = WriteRequest(request, body, reason)
     for attempt in range(_RESTORE_ATTEMPTS):
         async with service.pool.connection() as conn:
-            cut = position if position is not None else await entry_at.position_at(conn, as_of)
+            cut = await cut_at(conn, as_of, position)
             steps = []
             async for step in restore_plan.plan(conn, ns, cut, prefix=prefix):
                 steps.append(step)

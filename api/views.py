@@ -13,11 +13,12 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from nexus_ssot.ledger.addressing import check_namespace
-from nexus_ssot.ledger.errors import InvalidInput, ViewBehind
+from nexus_ssot.ledger.errors import ViewBehind
 from nexus_ssot.projections import namespace_stats
 from nexus_ssot.projections.runtime import tracked_position
 
 from . import http, models
+from .cuts import within_head
 from .existence import require_namespace
 from .params import JSON, MAX_INT, READ_ERRORS, Namespace, service_of
 from .service import Service
@@ -35,12 +36,7 @@ async def view_at(service: Service, conn: Any, view: str, min_position: int | No
     position = await tracked_position(conn, view) or 0
     if min_position is None or position >= min_position:
         return position
-    cur = await conn.execute("SELECT coalesce(max(notification_id), 0) FROM ssot_events")
-    head = (await cur.fetchone())[0]
-    if min_position > head:  # no write returned it: waiting would not help
-        raise InvalidInput(f"min_position {min_position} is beyond the log's head ({head}); "
-                           "give the position a write returned", code="position_beyond_head",
-                           field="min_position", head_position=head)
+    await within_head(conn, min_position, "min_position")  # else waiting would not help
     wait = service.settings.view_wait_timeout
     deadline = time.monotonic() + wait
     delay = 0.002

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from uuid import NAMESPACE_URL, UUID, uuid5
 
-from .errors import InvalidInput
+from .errors import InvalidInput, quoted
 
 #: A namespace: lowercase letters, digits, ``_`` and ``-``; starts with a letter or digit;
 #: at most 63 characters (it becomes one NATS subject token and one SQL value).
@@ -39,7 +39,7 @@ def stream_id(namespace: str, key: str) -> UUID:
 def check_namespace(namespace: str) -> str:
     if not NAMESPACE_PATTERN.fullmatch(namespace):
         raise InvalidInput(
-            f"namespace {namespace!r} is invalid: use 1-63 lowercase letters, digits, '_' or "
+            f"namespace {quoted(namespace)} is invalid: use 1-63 lowercase letters, digits, '_' or "
             "'-', starting with a letter or digit",
             code="invalid_namespace",
             field="namespace",
@@ -65,14 +65,15 @@ def check_key(key: str) -> str:
     )
     if bad:
         raise InvalidInput(
-            f"key {key!r} is invalid: use at most {MAX_KEY_LENGTH} characters in '/'-separated "
-            "segments of letters, digits, '.', '_' or '-' (no empty, '.' or '..' segments)",
+            f"key {quoted(key)} is invalid: use at most {MAX_KEY_LENGTH} characters in "
+            "'/'-separated segments of letters, digits, '.', '_' or '-' (no empty, '.' or "
+            "'..' segments)",
             code="invalid_key",
             field="key",
         )
     if segments[-1] in RESERVED_LAST_SEGMENTS:
         raise InvalidInput(
-            f"key {key!r} is invalid: its last segment {segments[-1]!r} is reserved "
+            f"key {quoted(key)} is invalid: its last segment {segments[-1]!r} is reserved "
             f"({', '.join(sorted(RESERVED_LAST_SEGMENTS))})",
             code="invalid_key",
             field="key",

@@ -19,7 +19,15 @@ import jsonpatch
 import jsonpointer
 import orjson
 
-from .errors import DocumentTooLarge, InvalidInput, InvalidPatch, InvalidUnicode, PatchFailed
+from .errors import (
+    QUOTE_LIMIT,
+    DocumentTooLarge,
+    InvalidInput,
+    InvalidPatch,
+    InvalidUnicode,
+    PatchFailed,
+    quoted,
+)
 
 
 @dataclass(frozen=True)
@@ -90,7 +98,10 @@ _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 def member_path(path: str, name: str) -> str:
     """The JSON path of member ``name`` of the object at ``path`` (``""``: the root), as
-    errors name it: ``a.b``, or ``a["b c"]`` (JSON-escaped) for a name that is no identifier."""
+    errors name it: ``a.b``, or ``a["b c"]`` (JSON-escaped) for a name that is no identifier;
+    a name longer than QUOTE_LIMIT by its start and its length, not sent back whole."""
+    if len(name) > QUOTE_LIMIT:
+        return f"{path}[{json.dumps(name[:QUOTE_LIMIT])}…({len(name):,} characters)]"
     if not _IDENTIFIER.match(name):
         return f"{path}[{json.dumps(name)}]"
     return f"{path}.{name}" if path else name
@@ -203,7 +214,7 @@ def check_json_patch(operations: Any) -> list[dict[str, Any]]:
         name = op.get("op")
         if not isinstance(name, str) or name not in RFC6902_OPS:
             raise InvalidPatch(
-                f"{field}.op must be one of {', '.join(sorted(RFC6902_OPS))}, not {name!r}",
+                f"{field}.op must be one of {', '.join(sorted(RFC6902_OPS))}, not {quoted(name)}",
                 field=f"{field}.op", op_index=index,
             )
         for member in _OP_MEMBERS[name]:
@@ -216,7 +227,7 @@ def check_json_patch(operations: Any) -> list[dict[str, Any]]:
                 raise InvalidPatch(
                     f"{field}.{member} must be a JSON Pointer (RFC 6901: '' or '/'-prefixed, "
                     "'~' only as '~0' or '~1'), "
-                    f"not {op[member]!r}",
+                    f"not {quoted(op[member])}",
                     field=f"{field}.{member}", op_index=index,
                 )
     return operations
@@ -242,13 +253,13 @@ def apply_json_patch(document: Any, operations: Any) -> Any:
         except jsonpatch.JsonPatchTestFailed:
             actual = jsonpointer.resolve_pointer(result, op["path"], None)
             raise PatchFailed(
-                f"patch[{index}] (test {op['path']!r}) failed: the value there is "
+                f"patch[{index}] (test {quoted(op['path'])}) failed: the value there is "
                 f"{orjson.dumps(actual).decode()}, not {orjson.dumps(op['value']).decode()}",
                 code="patch_test_failed", field=f"patch[{index}]", op_index=index,
             ) from None
         except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as e:
             raise PatchFailed(
-                f"patch[{index}] ({op['op']} {op['path']!r}) cannot be applied: {e}",
+                f"patch[{index}] ({op['op']} {quoted(op['path'])}) cannot be applied: {e}",
                 field=f"patch[{index}]", op_index=index,
             ) from None
     return result

@@ -27,6 +27,27 @@ from __future__ import annotations
 
 from typing import Any
 
+#: The most of a caller's value an error message quotes: enough to recognise it, while the
+#: answer to a 12,000 character key stays small.
+QUOTE_LIMIT = 200
+
+
+def quoted(value: Any) -> str:
+    """``value`` as an error message quotes it (``repr``): whole up to QUOTE_LIMIT
+    characters, else its start and how long it was."""
+    if isinstance(value, str):
+        return repr(value) if len(value) <= QUOTE_LIMIT else (
+            f"{value[:QUOTE_LIMIT]!r}…({len(value):,} characters)")
+    return capped(repr(value))
+
+
+def capped(text: str) -> str:
+    """``text`` (a caller's, named in an error: a member name, a field path) whole up to
+    QUOTE_LIMIT characters, else its start and how long it was."""
+    if len(text) <= QUOTE_LIMIT:
+        return text
+    return f"{text[:QUOTE_LIMIT]}…({len(text):,} characters)"
+
 
 class LedgerError(Exception):
     """Root of every error the ledger reports to its callers."""

@@ -8,7 +8,7 @@ from typing import Any
 
 from .commands import ConfigureNamespace, Expectation
 from .documents import check_text, type_name
-from .errors import InvalidInput
+from .errors import InvalidInput, capped, quoted
 from .events import EntryState
 
 #: The system namespace where each namespace's settings are an entry keyed by its name.
@@ -37,13 +37,14 @@ def check_settings(settings: Any) -> dict[str, Any]:
     unknown = sorted(set(settings) - set(DEFAULT_SETTINGS))
     if unknown:
         raise InvalidInput(
-            f"unknown setting {unknown[0]!r}; the settings are "
+            f"unknown setting {quoted(unknown[0])}; the settings are "
             f"{', '.join(sorted(DEFAULT_SETTINGS))}",
-            code="invalid_settings", field=unknown[0])
+            code="invalid_settings", field=capped(unknown[0]))
     policy = settings.get("conflict_policy", MERGE)
     if policy not in CONFLICT_POLICIES:
         raise InvalidInput(
-            f"conflict_policy must be one of {', '.join(CONFLICT_POLICIES)}, not {policy!r}",
+            f"conflict_policy must be one of {', '.join(CONFLICT_POLICIES)}, "
+            f"not {quoted(policy)}",
             code="invalid_settings", field="conflict_policy")
     description = settings.get("description")
     if description is not None and (not isinstance(description, str)

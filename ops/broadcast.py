@@ -9,6 +9,7 @@ from nexus_ssot.ledger.migrate import migrate
 from nexus_ssot.ledger.settings import Settings
 from nexus_ssot.ledger.telemetry import providers
 
+from .console import not_configured
 from .loop_thread import LoopThread
 from .signals import run_until_signalled
 
@@ -18,7 +19,7 @@ log = logging.getLogger("nexus_ssot.broadcast")
 def broadcaster_for(settings: Settings) -> Broadcaster:
     """The broadcaster of ``settings``, its lag exported as OpenTelemetry metrics."""
     if not settings.database_url or not settings.nats_url:
-        raise SystemExit("ssot broadcast needs SSOT_DATABASE_URL and SSOT_NATS_URL")
+        not_configured("SSOT_DATABASE_URL", "SSOT_NATS_URL")
     broadcaster = Broadcaster(settings.database_url, settings.nats_url,
                               stream=settings.nats_stream, prefix=settings.nats_subject_prefix,
                               name=settings.broadcaster_name,

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from .console import out, print_json
 from .http_client import client_of, fail_on_problem, pages
+from .options import POSITION, TIME
 
 #: Waits before reconnecting a watch: doubling from the first to the last, reset once a
 #: stream is open again.
@@ -22,7 +23,8 @@ RECONNECT_FIRST_SECONDS, RECONNECT_MAX_SECONDS = 0.5, 5.0
 
 @click.command()
 @click.argument("target")
-@click.option("--after", type=int, help="Start after this global position (default: now).")
+@click.option("--after", type=POSITION,
+              help="Start after this global position (default: now).")
 @click.pass_context
 def watch(ctx: click.Context, target: str, after: int | None) -> None:
     """Print the changes of TARGET (NAMESPACE or NAMESPACE/KEY) as they are committed.
@@ -40,6 +42,7 @@ def watch(ctx: click.Context, target: str, after: int | None) -> None:
     client = client_of(ctx)
     last: str | None = None  # the stream's first frame names its start, then each event
     delay, told = RECONNECT_FIRST_SECONDS, False
+    followed = False  # a server down from the start is unreachable, not an interruption
     try:
         while True:
             headers = {"Last-Event-ID": last} if last is not None else {}
@@ -49,7 +52,7 @@ def watch(ctx: click.Context, target: str, after: int | None) -> None:
                     if response.status_code >= 400:
                         response.read()
                         fail_on_problem(response)
-                    delay, told = RECONNECT_FIRST_SECONDS, False
+                    delay, told, followed = RECONNECT_FIRST_SECONDS, False, True
                     for line in response.iter_lines():
                         if line.startswith("id: "):
                             last = line[4:]
@@ -57,6 +60,8 @@ def watch(ctx: click.Context, target: str, after: int | None) -> None:
                             show_change(orjson.loads(line[6:]), ctx.obj["json"])
                 why = "the server ended the stream"
             except httpx.TransportError as e:
+                if not followed:
+                    client.unreachable(e)
                 why = f"stream interrupted ({e})"
             if not told:  # once per outage, not at every attempt
                 where = f" to resume after position {last}" if last is not None else ""
@@ -82,8 +87,8 @@ def show_change(event: dict[str, Any], as_json: bool) -> None:
 @click.option("--namespace", help="Only this namespace.")
 @click.option("--key-prefix", help="Only keys starting with this (needs --namespace).")
 @click.option("--actor", help="Only changes by this actor.")
-@click.option("--since", help="From this RFC 3339 time.")
-@click.option("--until", help="Up to this RFC 3339 time.")
+@click.option("--since", type=TIME, help="From this RFC 3339 time.")
+@click.option("--until", type=TIME, help="Up to this RFC 3339 time.")
 @click.option("--correlation-id", help="Only changes of this request or workflow.")
 @click.option("--type", "event_type", help="Only this event type (e.g. entry.deleted).")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "ndjson"]),
@@ -100,11 +105,8 @@ def audit(ctx: click.Context, namespace: str | None, key_prefix: str | None,
     client = client_of(ctx)
     if fmt != "table":
         accept = "text/csv" if fmt == "csv" else "application/x-ndjson"
-        with client.http.stream("GET", "/v1/audit", params=params,
-                                headers={"Accept": accept}, timeout=None) as response:
-            if response.status_code >= 400:
-                response.read()
-                fail_on_problem(response)
+        with client.stream("GET", "/v1/audit", params=params, headers={"Accept": accept},
+                           timeout=None) as response:
             for chunk in response.iter_bytes():
                 sys.stdout.buffer.write(chunk)
         return

@@ -14,6 +14,14 @@ from nexus_ssot.ledger.settings import Settings
 log = logging.getLogger("nexus_ssot.serve")
 
 
+class ChildExited(RuntimeError):
+    """A child exited before it was ready; it said why on stderr (stderr is shared)."""
+
+    def __init__(self, what: str, returncode: int) -> None:
+        super().__init__(f"the {what} process exited with {returncode}")
+        self.returncode = returncode
+
+
 class ChildProcess:
     """``ssot ARGS…`` as a child of ``ssot serve``; restarted if it dies while serving."""
 
@@ -51,7 +59,7 @@ class ChildProcess:
         while True:
             assert self.proc is not None
             if self.proc.poll() is not None:
-                raise RuntimeError(f"the {self.what} process exited with {self.proc.returncode}")
+                raise ChildExited(self.what, self.proc.returncode)
             if self.ready():
                 return
             if time.monotonic() > deadline:

@@ -3,9 +3,8 @@
 This module is the command group; the commands live with what they work on (entries,
 namespaces, the change log, the ledger's processes, backups, views, checks).
 
-Exit codes: 0 ok, 1 other error, 2 usage, 3 not found, 4 precondition failed / conflict,
-5 server unreachable or unavailable. Errors print one line on stderr:
-``error: <code>: <message>``.
+Every command exits with the codes of one table (``console.py``; docs/operations.md#exit-
+codes) and prints an error as one line on stderr: ``error: <code>: <message>``.
 """
 
 from __future__ import annotations
@@ -18,6 +17,7 @@ from .backup.commands import export, import_
 from .change_commands import audit, watch
 from .chaos import chaos
 from .check import check
+from .console import Ssot
 from .digest import digest
 from .entry_commands import batch, diff, get, history, patch, put, revert, rm
 from .namespace_commands import ls, namespace, restore
@@ -26,7 +26,9 @@ from .replay import replay
 from .verify import verify
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Ssot, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="nexus-ssot", prog_name="ssot",
+                      message="%(prog)s %(version)s")
 @click.option("--url", envvar="SSOT_URL", default="http://127.0.0.1:8080", show_default=True,
               help="Base URL of the ledger API (env SSOT_URL).")
 @click.option("--token", envvar="SSOT_TOKEN", default=None, show_default=False,

@@ -71,7 +71,7 @@ def chosen_views(names: tuple[str, ...], settings: Settings) -> list[Any]:
             made.append(make(settings))
         except not_configured() as e:
             if names:  # asked for by name: say why it cannot be
-                raise click.BadParameter(str(e), param_hint="'--view'") from None
+                fail(EXIT_UNAVAILABLE, "not_configured", str(e))
             click.echo(f"{name}: skipped: {e}", err=True)
     return made
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from .console import EXIT_USAGE, fail, not_configured
 from .loop_thread import LoopThread
 
 if TYPE_CHECKING:  # imported when used: `ssot` starts fast for every other command
@@ -22,13 +23,13 @@ def digester_for(settings: Settings, *, publish: bool = True) -> Digester:
     from nexus_ssot.integrity.digests import Digester, Signer, SigningKeyError
 
     if not settings.database_url or (publish and not settings.nats_url):
-        raise SystemExit("ssot digest needs SSOT_DATABASE_URL and SSOT_NATS_URL")
+        not_configured("SSOT_DATABASE_URL", "SSOT_NATS_URL")
     signer = None
     if settings.signing_key_file is not None:
         try:
             signer = Signer.from_file(settings.signing_key_file)
         except SigningKeyError as e:
-            raise SystemExit(str(e)) from None
+            fail(EXIT_USAGE, "invalid_setting", str(e))
     return Digester(settings.database_url, settings.nats_url, stream=settings.nats_stream,
                     prefix=settings.nats_subject_prefix,
                     every_events=settings.digest_every_events,

@@ -10,8 +10,9 @@ import click
 import orjson
 from rich.table import Table
 
-from .console import EXIT_OTHER, fail, out, print_json
+from .console import EXIT_USAGE, fail, out, print_json
 from .http_client import client_of, coordinates, entry_path, pages, split_address, write_headers
+from .options import POSITION, TIME
 
 
 @click.command()
@@ -69,8 +70,9 @@ def patch(ctx: click.Context, address: str, file: Any, json_patch: bool, if_matc
 @click.command()
 @click.argument("address")
 @click.option("--version", type=int, help="A past version.")
-@click.option("--as-of", help="As it was at this RFC 3339 time (e.g. 2026-11-01T12:00Z).")
-@click.option("--position", type=int, help="As it was at this global log position.")
+@click.option("--as-of", type=TIME,
+              help="As it was at this RFC 3339 time (e.g. 2026-11-01T12:00Z).")
+@click.option("--position", type=POSITION, help="As it was at this global log position.")
 @click.pass_context
 def get(ctx: click.Context, address: str, version: int | None, as_of: str | None,
         position: int | None) -> None:
@@ -103,7 +105,7 @@ def rm(ctx: click.Context, address: str, if_match: int | None, reason: str | Non
 @click.command()
 @click.argument("address")
 @click.option("--to", "to_version", type=int, help="The version whose content comes back.")
-@click.option("--as-of", help="…or the content it had at this RFC 3339 time.")
+@click.option("--as-of", type=TIME, help="…or the content it had at this RFC 3339 time.")
 @click.option("--reason", help="Why (recorded in the history).")
 @click.option("--if-match", type=int, help="Only if the entry is at this version.")
 @click.pass_context
@@ -170,7 +172,8 @@ def diff(ctx: click.Context, address: str, from_version: int, to_version: int) -
         return
     text = client_of(ctx).call("GET", entry_path(namespace, key) + "/diff",
                                params={**params, "format": "text"}).text
-    click.echo(text, nl=False)
+    # ends with a newline: the shell's prompt after it starts on a line of its own
+    click.echo(text, nl=bool(text) and not text.endswith("\n"))
 
 
 @click.command()
@@ -186,7 +189,7 @@ def batch(ctx: click.Context, file: Any, reason: str | None,
     try:
         data = orjson.loads(file.read())
     except orjson.JSONDecodeError as e:
-        fail(EXIT_OTHER, "malformed_json", f"{file.name}: {e}")
+        fail(EXIT_USAGE, "malformed_json", f"{file.name}: {e}")
     body = {"operations": data} if isinstance(data, list) else data
     if reason and isinstance(body, dict):
         body["reason"] = reason

@@ -4,15 +4,15 @@ entries' paths and the headers of a conditional, reasoned, idempotent write."""
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from collections.abc import Iterator
+from typing import Any, NoReturn
 from urllib.parse import quote
 
 import click
 import httpx
 
-from nexus_ssot.ledger.settings import Settings
-
-from .console import EXIT_NOT_FOUND, EXIT_OTHER, EXIT_PRECONDITION, EXIT_UNAVAILABLE, fail
+from .console import EXIT_UNAVAILABLE, exit_code_of_status, fail
 from .credentials import read_admin_token
 
 
@@ -35,11 +35,27 @@ class Client:
         fail_on_problem(response)
         return response
 
+    @contextlib.contextmanager
+    def stream(self, method: str, path: str, **kw: Any) -> Iterator[httpx.Response]:
+        """A streamed answer (not read yet), once it is no problem; a server that cannot
+        be reached, or that drops the stream, exits 5 as ``call`` does."""
+        try:
+            with self.http.stream(method, path, **kw) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    fail_on_problem(response)
+                yield response
+        except httpx.TransportError as e:
+            self.unreachable(e)
+
+    def unreachable(self, error: httpx.HTTPError) -> NoReturn:
+        fail(EXIT_UNAVAILABLE, "unreachable", f"{self.http.base_url}: {error}")
+
     def _send(self, method: str, path: str, **kw: Any) -> httpx.Response:
         try:
             return self.http.request(method, path, **kw)
         except httpx.HTTPError as e:
-            fail(EXIT_UNAVAILABLE, "unreachable", f"{self.http.base_url}: {e}")
+            self.unreachable(e)
 
 
 def _problem_code(response: httpx.Response) -> str | None:
@@ -53,6 +69,8 @@ def _problem_code(response: httpx.Response) -> str | None:
 def token_of(ctx: click.Context) -> str | None:
     """The bearer token of this command: ``--token`` / ``SSOT_TOKEN``, else the admin token
     kept in the data dir."""
+    from nexus_ssot.ledger.settings import Settings  # here: `ssot --help` starts fast
+
     token: str | None = ctx.obj.get("token")
     return token or read_admin_token(Settings().data_dir)
 
@@ -71,11 +89,7 @@ def fail_on_problem(response: httpx.Response) -> None:
         code, detail = problem.get("code", "error"), problem.get("detail", response.text)
     except ValueError:
         code, detail = f"http_{response.status_code}", response.text.strip()
-    status = response.status_code
-    exit_code = (EXIT_NOT_FOUND if status == 404 else EXIT_PRECONDITION
-                 if status in (409, 412) else EXIT_UNAVAILABLE if status >= 500
-                 else EXIT_OTHER)
-    fail(exit_code, code, detail)
+    fail(exit_code_of_status(response.status_code), code, detail)
 
 
 def split_address(address: str) -> tuple[str, str]:

@@ -12,14 +12,15 @@ from rich.table import Table
 from .console import out, print_json
 from .entry_commands import summarize_patch
 from .http_client import client_of, coordinates, namespace_path, pages, write_headers
+from .options import POSITION, TIME
 
 
 @click.command()
 @click.argument("namespace", required=False)
 @click.option("--prefix", default="", help="Only keys starting with this.")
 @click.option("--limit", type=int, help="At most this many entries.")
-@click.option("--as-of", help="As the namespace was at this RFC 3339 time.")
-@click.option("--position", type=int, help="As it was at this global log position.")
+@click.option("--as-of", type=TIME, help="As the namespace was at this RFC 3339 time.")
+@click.option("--position", type=POSITION, help="As it was at this global log position.")
 @click.pass_context
 def ls(ctx: click.Context, namespace: str | None, prefix: str, limit: int | None,
        as_of: str | None, position: int | None) -> None:
@@ -109,8 +110,8 @@ def namespace_set(ctx: click.Context, name: str, conflict_policy: str | None,
 
 @click.command()
 @click.argument("namespace")
-@click.option("--as-of", help="Make it what it was at this RFC 3339 time…")
-@click.option("--position", type=int, help="…or at this global log position.")
+@click.option("--as-of", type=TIME, help="Make it what it was at this RFC 3339 time…")
+@click.option("--position", type=POSITION, help="…or at this global log position.")
 @click.option("--prefix", default="", help="Only keys starting with this.")
 @click.option("--reason", help="Why (recorded on every event; required unless --dry-run).")
 @click.option("--dry-run", is_flag=True, help="Show the plan; change nothing.")

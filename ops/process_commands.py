@@ -12,8 +12,17 @@ from typing import Any
 
 import click
 
-from .console import EXIT_PRECONDITION, EXIT_UNAVAILABLE, fail, out, print_json
+from .console import (
+    EXIT_CODES,
+    EXIT_OTHER,
+    EXIT_PRECONDITION,
+    EXIT_UNAVAILABLE,
+    fail,
+    out,
+    print_json,
+)
 from .database import operator_settings
+from .options import POSITION
 
 
 @click.command()
@@ -32,6 +41,7 @@ def serve(host: str | None, port: int | None, trust_actor_header: bool, workers:
     from nexus_ssot.ledger.errors import PreconditionFailed
     from nexus_ssot.ledger.settings import Settings
 
+    from .children import ChildExited
     from .serve import serve as run
 
     update: dict[str, Any] = {}
@@ -47,6 +57,8 @@ def serve(host: str | None, port: int | None, trust_actor_header: bool, workers:
         run(Settings().model_copy(update=update), access_log=access_log)
     except PreconditionFailed as e:  # the data dir is another serve's: nothing was changed
         fail(EXIT_PRECONDITION, e.code, e.message)
+    except ChildExited as e:  # its one line on stderr said why: exit as it did
+        sys.exit(e.returncode if e.returncode in EXIT_CODES else EXIT_OTHER)
 
 
 @click.command("env")
@@ -103,9 +115,9 @@ def writer(socket_path: str) -> None:
 
 
 @click.command()
-@click.option("--from-position", type=int, default=0, show_default=True,
+@click.option("--from-position", type=POSITION, default=0, show_default=True,
               help="Compare events after this position.")
-@click.option("--to-position", type=int, help="…up to this one (default: the head).")
+@click.option("--to-position", type=POSITION, help="…up to this one (default: the head).")
 @click.option("--repair", is_flag=True, help="Publish what the stream's tail is missing.")
 @click.pass_context
 def reconcile(ctx: click.Context, from_position: int, to_position: int | None,

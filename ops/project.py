@@ -7,12 +7,15 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import click
+
 from nexus_ssot.ledger.migrate import migrate
 from nexus_ssot.ledger.settings import Settings
 from nexus_ssot.ledger.telemetry import providers
 from nexus_ssot.projections.runtime import ViewRunner, instrument
 from nexus_ssot.projections.views import SERVICE_VIEWS, SQL_VIEWS, VIEW_NAMES, NotConfigured
 
+from .console import EXIT_UNAVAILABLE, fail, not_configured
 from .loop_thread import LoopThread
 from .signals import run_until_signalled
 
@@ -23,11 +26,11 @@ def runners_for(settings: Settings, names: list[str] | None = None) -> list[View
     """Runners of the views named (default: every view whose services are configured),
     their lag exported as metrics."""
     if not settings.database_url:
-        raise SystemExit("ssot project needs SSOT_DATABASE_URL")
+        not_configured("SSOT_DATABASE_URL")
     unknown = sorted(set(names or ()) - set(VIEW_NAMES))
     if unknown:
-        raise SystemExit(f"unknown view {unknown[0]!r}; the views are "
-                         f"{', '.join(sorted(VIEW_NAMES))}")
+        raise click.BadParameter(f"unknown view {unknown[0]!r}; the views are "
+                                 f"{', '.join(sorted(VIEW_NAMES))}", param_hint="'--view'")
     views = [make() for name, make in SQL_VIEWS.items() if not names or name in names]
     for name, make_with in SERVICE_VIEWS.items():
         if names and name not in names:
@@ -36,7 +39,7 @@ def runners_for(settings: Settings, names: list[str] | None = None) -> list[View
             views.append(make_with(settings))
         except NotConfigured as e:
             if names:  # asked for by name: say why it cannot run
-                raise SystemExit(str(e)) from None
+                fail(EXIT_UNAVAILABLE, "not_configured", str(e))
             log.info("not running: %s", e)
     runners = [ViewRunner(settings.database_url, view) for view in views]
     _, meter_provider = providers(settings)

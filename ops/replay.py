@@ -19,6 +19,7 @@ import click
 
 from .console import EXIT_INTERRUPTED, EXIT_OTHER, fail, out, print_json
 from .database import chosen_views, close_views, database_url, operator_settings
+from .options import moment
 
 
 class Until(click.ParamType[int | datetime, Any]):
@@ -34,13 +35,9 @@ class Until(click.ParamType[int | datetime, Any]):
         if text.isdigit():
             return int(text)
         try:
-            moment = datetime.fromisoformat(text)
-        except ValueError:
-            self.fail(f"{value!r} is neither a position (0, 1, 2, …) nor an RFC 3339 time",
-                      param, ctx)
-        if moment.tzinfo is None:
-            self.fail(f"{value!r} has no UTC offset (e.g. 2026-01-31T12:00:00Z)", param, ctx)
-        return moment
+            return moment(text)
+        except ValueError as e:
+            self.fail(f"{e}, nor a position (0, 1, 2, …)", param, ctx)
 
 
 @click.group()

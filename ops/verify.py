@@ -24,7 +24,7 @@ from .database import operator_settings
 if TYPE_CHECKING:  # imported when used: `ssot` starts fast for every other command
     from nexus_ssot.integrity.verify import Report
 
-EXIT_PROBLEM, EXIT_USAGE = 1, 2
+EXIT_PROBLEM = 1
 
 
 def _bar() -> Any:

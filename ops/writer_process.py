@@ -23,6 +23,7 @@ from nexus_ssot.ledger.writer import GroupCommitWriter
 from nexus_ssot.ledger.writer_service import serve_writer
 
 from .children import ChildProcess
+from .console import not_configured
 
 log = logging.getLogger("nexus_ssot.writer")
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
@@ -31,7 +32,7 @@ _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 def run_writer(settings: Settings, socket_path: str) -> None:
     """Run until SIGTERM/SIGINT; then commit what was accepted and exit."""
     if not settings.database_url:
-        raise SystemExit("ssot writer needs SSOT_DATABASE_URL")
+        not_configured("SSOT_DATABASE_URL")
     migrate(settings.database_url)
     application = open_application(settings.database_url, pool_size=2)
     writer = GroupCommitWriter(application, settings.limits, max_batch=settings.max_batch,

@@ -55,3 +55,22 @@ def test_idempotency_key_reused_with_another_body_is_422(
     assert r.status_code == 422 and r.json()["code"] == "idempotency_key_reused"
     assert r.json()["field"] == "Idempotency-Key"
     assert event_count(db) == before
+
+
+def test_an_oversized_value_is_quoted_once_and_capped(client: httpx.Client, ns: str) -> None:
+    """An error names what was refused, but a 12,000 character key is not sent back whole
+    (nor twice: in ``detail`` and again as the ``instance`` path)."""
+    key, namespace = "k" * 12_000, "n" * 12_000
+    for path, code, value in ((f"/v1/namespaces/{ns}/entries/{key}", "invalid_key", key),
+                              (f"/v1/namespaces/{namespace}/entries/k", "invalid_namespace",
+                               namespace)):
+        r = client.put(path, json={})
+        assert r.status_code == 400 and r.json()["code"] == code
+        assert len(r.content) < 1_000, len(r.content)
+        assert "(12,000 characters)" in r.json()["detail"]
+        assert r.text.count(value[:200]) == 1
+    twice = f'{{"{key}": 1, "{key}": 2}}'  # a member name: in the path detail and field name
+    r = client.put(f"/v1/namespaces/{ns}/entries/k", content=twice,
+                   headers={"Content-Type": "application/json"})
+    assert r.status_code == 400 and r.json()["code"] == "duplicate_member"
+    assert len(r.content) < 1_500 and "(12,000 characters)" in r.json()["field"]

@@ -254,7 +254,7 @@ def test_cli_restore_batch_and_namespace_settings(api: Any, client: httpx.Client
         ["a", "revert"], ["b", "recreate"], ["c", "delete"]]
     assert client.get(entry(ns, "c")).status_code == 200  # a plan changes nothing
     missing_reason = ssot(api, "restore", ns, "--position", str(mark["position"]))
-    assert missing_reason.returncode == 1 and "invalid_reason" in missing_reason.stderr
+    assert missing_reason.returncode == 2 and "invalid_reason" in missing_reason.stderr
     done = ssot(api, "--json", "restore", ns, "--position", str(mark["position"]),
                 "--reason", "undo bulk edit")
     assert done.returncode == 0, done.stderr

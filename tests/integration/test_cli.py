@@ -58,12 +58,23 @@ def test_failures_print_one_line_and_exit_non_zero(api: Any, ns: str) -> None:
     stale = ssot(api, "put", f"{ns}/k", "-", "--if-match", "5", stdin="{}")
     assert stale.returncode == 4 and stale.stderr.startswith("error: version_conflict:")
     bad = ssot(api, "put", f"{ns}/k", "-", stdin="{not json")
-    assert bad.returncode == 1 and bad.stderr.startswith("error: malformed_json:")
+    assert bad.returncode == 2 and bad.stderr.startswith("error: malformed_json:")
     usage = ssot(api, "get", "no-slash")
     assert usage.returncode == 2
     down = subprocess.run([SSOT, "--url", "http://127.0.0.1:9", "get", f"{ns}/k"],
                           capture_output=True, text=True, timeout=60)
     assert down.returncode == 5 and down.stderr.startswith("error: unreachable:")
+
+
+def test_a_diff_ends_with_a_newline_as_every_output_does(api: Any, ns: str) -> None:
+    ssot(api, "put", f"{ns}/k", "-", stdin='{"a": 1}')
+    ssot(api, "put", f"{ns}/k", "-", stdin='{"a": 2}')
+    outputs = [ssot(api, "diff", f"{ns}/k", "1", "2"), ssot(api, "get", f"{ns}/k"),
+               ssot(api, "history", f"{ns}/k"), ssot(api, "--json", "ls", ns)]
+    assert all(o.returncode == 0 and o.stdout.endswith("\n") for o in outputs), outputs
+    assert '-  "a": 1' in outputs[0].stdout and '+  "a": 2' in outputs[0].stdout
+    same = ssot(api, "diff", f"{ns}/k", "2", "2")  # nothing changed: no blank line either
+    assert (same.returncode, same.stdout) == (0, "")
 
 
 def test_time_travel_from_the_shell(api: Any, ns: str) -> None:

@@ -120,7 +120,21 @@ def test_any_past_version_can_be_read(client: httpx.Client, ns: str) -> None:
 
 def test_get_with_matching_if_none_match_is_304(client: httpx.Client, ns: str) -> None:
     client.put(url(ns, "k"), json={})
-    assert client.get(url(ns, "k"), headers={"If-None-Match": '"1"'}).status_code == 304
+    for tag in ('"1"', 'W/"1"', '"7", W/"1"', "*"):  # If-None-Match compares weakly
+        assert client.get(url(ns, "k"), headers={"If-None-Match": tag}).status_code == 304
+    assert client.get(url(ns, "k"), headers={"If-None-Match": '"2"'}).status_code == 200
+
+
+def test_a_weak_if_match_never_matches_while_star_and_strong_tags_do(
+        client: httpx.Client, ns: str, db: object) -> None:
+    client.put(url(ns, "k"), json={"a": 1})
+    before = event_count(db)  # type: ignore[arg-type]
+    weak = client.put(url(ns, "k"), json={"a": 2}, headers={"If-Match": 'W/"1"'})
+    assert weak.status_code == 412 and weak.json()["code"] == "precondition_failed"
+    assert "weak" in weak.json()["detail"] and weak.json()["field"] == "If-Match"
+    assert event_count(db) == before  # type: ignore[arg-type]
+    for tag in ('"1"', "*"):
+        assert client.put(url(ns, "k"), json={"a": 2}, headers={"If-Match": tag}).is_success
 
 
 def test_listing_paginates_with_a_stable_cursor_and_filters_by_prefix(

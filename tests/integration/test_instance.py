@@ -133,11 +133,10 @@ def test_the_proof_example_of_the_docs_runs_as_written(served: MakeRun) -> None:
     block = re.search(r"```sh\n(.*?)```", section, re.S)
     assert block, "the proof example is gone from docs/integrity.md"
     script = block.group(1).replace("ops/verify_proof.py", str(ROOT / "ops/verify_proof.py"))
-    entry = "/v1/namespaces/config/entries/services/db.url"
+    entry = "/v1/namespaces/config/entries/services/payments/db"  # the README tour's
     with served.api() as api:
-        api.put(entry, json={"url": "postgres://a"}).raise_for_status()
-        api.put(entry, json={"url": "postgres://b"}, headers={"If-Match": '"1"'}
-                ).raise_for_status()
+        api.put(entry, json={"pool": 10}).raise_for_status()
+        api.put(entry, json={"pool": 20}, headers={"If-Match": '"1"'}).raise_for_status()
         # the example asks for the proof against the latest digest on NATS
         wait_until(lambda: api.get(entry + "/proof", params={"version": 2}).status_code == 200,
                    "a digest covering version 2")

@@ -172,16 +172,20 @@ def test_linked_workflows_answer_as_documented(
                 max_examples=EXAMPLES, stateful_step_count=STEPS, deadline=None,
                 derandomize=attempt == 0, database=None,
                 suppress_health_check=list(HealthCheck)))
-            break
         except FlakyStrategyDefinition:
             # Entries left by earlier examples change which links a step can follow, so
             # hypothesis may see the same choices lead elsewhere and stop: that is about
             # the test's determinism, not the API (a failed check raises otherwise).
             # Explore again with another seed.
             continue
+        if any(m in WRITES and 200 <= s < 300 for m, s in statuses):
+            break
+        # From the state the earlier tests left (which depends on what the API accepts),
+        # the seeded exploration may try no write that can succeed, so that no link is
+        # followed: explore again with another seed.
     else:
-        pytest.fail("hypothesis stopped the stateful exploration three times over server "
-                    "state that changed between examples")
+        pytest.fail("three stateful explorations were stopped over server state that "
+                    "changed between examples, or tried no write that succeeded")
     # not a vacuous run: writes succeeded, and the reads and writes their links lead to ran
     assert any(m in WRITES and 200 <= s < 300 for m, s in statuses), statuses
     assert any(m == "GET" and s == 200 for m, s in statuses), statuses
