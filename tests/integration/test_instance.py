@@ -133,7 +133,11 @@ def test_the_proof_example_of_the_docs_runs_as_written(served: MakeRun) -> None:
     block = re.search(r"```sh\n(.*?)```", section, re.S)
     assert block, "the proof example is gone from docs/integrity.md"
     script = block.group(1).replace("ops/verify_proof.py", str(ROOT / "ops/verify_proof.py"))
-    entry = "/v1/namespaces/config/entries/services/payments/db"  # the README tour's
+    entry = "/v1/namespaces/config/entries/services/payments/db"
+    asked = re.search(r"(/v1/namespaces/[^/]+/entries/\S+)/proof", script)
+    assert asked is not None and asked.group(1) == entry
+    assert f"localhost:8080{entry} " in (ROOT / "README.md").read_text(), (
+        "the example proves an entry the README's tour writes")
     with served.api() as api:
         api.put(entry, json={"pool": 10}).raise_for_status()
         api.put(entry, json={"pool": 20}, headers={"If-Match": '"1"'}).raise_for_status()
