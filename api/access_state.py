@@ -37,6 +37,8 @@ class AccessState:
         #: ``_access``'s last position when last loaded (-1: never loaded).
         self.position = -1
         self._task: asyncio.Task[None] | None = None
+        #: The event loop it follows ``_access`` on, once started.
+        self.loop: asyncio.AbstractEventLoop | None = None
         self._lock = asyncio.Lock()
 
     async def refresh(self) -> bool:
@@ -101,6 +103,7 @@ class AccessState:
     async def start(self) -> None:
         """Load once (the first request must not see an empty policy), then follow."""
         await self.refresh()
+        self.loop = asyncio.get_running_loop()
         self._task = asyncio.create_task(self._run(), name="access-refresh")
 
     async def stop(self) -> None:

@@ -180,6 +180,11 @@ async def authorize(request: Request) -> None:
                         action="unknown")
     action, scope = rule
     params = request.path_params
+    if not _allowed(guard_of(request), action, scope, template, params):
+        # This worker re-reads the policies every access_refresh_seconds: one changed
+        # through another worker a moment ago may not be here yet. A refusal is decided
+        # on fresh ones (one indexed query, only when refusing).
+        await service_of(request).access.refresh()
     if scope == KEY:
         require(request, action, params["namespace"], params["key"])
     elif scope == NAMESPACE:
@@ -190,3 +195,19 @@ async def authorize(request: Request) -> None:
         require(request, action, SYSTEM)
     elif template == "/v1/audit/access":
         require(request, "history", ACCESS_NAMESPACE)
+
+
+def _allowed(guard: Guard, action: str, scope: str, template: str,
+             params: dict[str, Any]) -> bool:
+    """Whether ``authorize`` lets the request through (what it checks, without refusing)."""
+    if scope == KEY:
+        return guard.may(action, params["namespace"], params["key"])
+    if scope == NAMESPACE:
+        return guard.may(action, params["namespace"])
+    if scope == SOME:
+        return not guard.keys(action, params["namespace"]).nothing
+    if scope == SYSTEM_WIDE:
+        return guard.may(action, SYSTEM)
+    if template == "/v1/audit/access":
+        return guard.may("history", ACCESS_NAMESPACE)
+    return True

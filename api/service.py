@@ -13,6 +13,7 @@ from opentelemetry.trace import Tracer
 from psycopg_pool import AsyncConnectionPool
 from starlette.types import Scope
 
+from nexus_ssot.access.errors import AuthenticationFailed
 from nexus_ssot.access.identity import Identity
 from nexus_ssot.access.log import AccessLog, AccessRecord
 from nexus_ssot.access.policy import Decision
@@ -42,7 +43,15 @@ class Service:
     async def authenticate(self, token: str) -> Identity:
         """The identity a bearer token proves (raises ``AuthenticationFailed``). A JWT may
         need its issuer's keys fetched: that happens off the event loop."""
-        identity = self.authenticator.authenticate_without_io(token)
+        try:
+            identity = self.authenticator.authenticate_without_io(token)
+        except AuthenticationFailed as e:
+            # A token made through another worker is known here within
+            # access_refresh_seconds; one refused as unknown is looked up on fresh state
+            # before the caller is told so (one indexed query, only on a refusal).
+            if e.reason != "unknown_token" or not await self.access.refresh():
+                raise
+            identity = self.authenticator.authenticate_without_io(token)
         if identity is None:
             return await asyncio.to_thread(self.authenticator.authenticate, token)
         return identity

@@ -3,6 +3,7 @@ enforced on entries, listings, feeds, batches and restores; what a refusal tells
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -211,3 +212,25 @@ def test_a_write_only_caller_does_not_read_through_its_answers(
         assert r.json()["document"] is None and r.json()["document_hidden"] is True
         assert blind.get(entry(ns, "k")).status_code == 404
     assert admin.get(entry(ns, "k")).json()["document"] == {"theirs": "secret", "mine": 1}
+
+
+def test_a_token_and_a_policy_made_through_one_worker_work_at_once_on_another(
+        api: RunningServer, admin: httpx.Client, ns: str) -> None:
+    """Workers re-read ``_access`` every access_refresh_seconds; a refusal is decided on
+    fresh state, so a caller is never turned away by a worker that has not re-read yet.
+    The second worker here has stopped re-reading on its own."""
+    stale = make_settings(api.settings.database_url, writer_socket=api.settings.writer_socket)
+    with RunningServer(stale) as other:
+        access = other.app.state.service.access
+        asyncio.run_coroutine_threadsafe(access.stop(), access.loop).result(10)
+        token = make_token(admin, f"ci-{ns}", f"deployers-{ns}")  # made through `api`
+        with as_(other, token) as ci:
+            r = ci.put(entry(ns, "features/checkout"), json={"new_ui": False})
+            assert r.status_code == 404, r.text  # known at once, and no policy yet
+            set_policy(admin, f"deployers-{ns}",
+                       {"effect": "allow", "subjects": [f"group:deployers-{ns}"],
+                        "actions": ["read", "write"], "namespaces": [ns],
+                        "keys": ["features/**"]})
+            r = ci.put(entry(ns, "features/checkout"), json={"new_ui": False})
+            assert r.status_code == 201, r.text  # the policy, at once
+            assert ci.get(entry(ns, "services/db")).status_code == 404  # still refused
