@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,14 +37,21 @@ class AccessState:
         self.revoked: set[str] = set()
         #: ``_access``'s last position when last loaded (-1: never loaded).
         self.position = -1
+        #: When the last read of ``_access`` began (``time.monotonic()``).
+        self.read_at = float("-inf")
         self._task: asyncio.Task[None] | None = None
         #: The event loop it follows ``_access`` on, once started.
         self.loop: asyncio.AbstractEventLoop | None = None
         self._lock = asyncio.Lock()
 
-    async def refresh(self) -> bool:
-        """Reload when ``_access`` changed since the last load; whether it did."""
+    async def refresh(self, unless_read_since: float | None = None) -> bool:
+        """Reload when ``_access`` changed since the last load; whether it did. With
+        ``unless_read_since`` (a ``time.monotonic()``), nothing is read when a read began
+        after that moment: refusals arriving together cost one query, not one each."""
         async with self._lock:
+            if unless_read_since is not None and self.read_at >= unless_read_since:
+                return False
+            self.read_at = time.monotonic()
             async with self.pool.connection() as conn:
                 _, _, last = await current_state.namespace_counts(conn, ACCESS_NAMESPACE)
                 position = last or 0

@@ -8,6 +8,7 @@ not even know it exists. A write refused to a caller who may read the entry answ
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -168,6 +169,7 @@ def require_some(request: Request, action: str, namespace: str) -> Guard:
 
 async def authorize(request: Request) -> None:
     """The app-wide dependency: the route's action, checked before the route runs."""
+    asked_at = time.monotonic()
     if getattr(request.state, "identity", None) is None:
         return  # a public route (authentication let it through without a token)
     route: Any = request.scope.get("route")
@@ -184,7 +186,7 @@ async def authorize(request: Request) -> None:
         # This worker re-reads the policies every access_refresh_seconds: one changed
         # through another worker a moment ago may not be here yet. A refusal is decided
         # on fresh ones (one indexed query, only when refusing).
-        await service_of(request).access.refresh()
+        await service_of(request).access.refresh(unless_read_since=asked_at)
     if scope == KEY:
         require(request, action, params["namespace"], params["key"])
     elif scope == NAMESPACE:

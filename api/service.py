@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,14 +44,16 @@ class Service:
     async def authenticate(self, token: str) -> Identity:
         """The identity a bearer token proves (raises ``AuthenticationFailed``). A JWT may
         need its issuer's keys fetched: that happens off the event loop."""
+        asked_at = time.monotonic()
         try:
             identity = self.authenticator.authenticate_without_io(token)
         except AuthenticationFailed as e:
             # A token made through another worker is known here within
             # access_refresh_seconds; one refused as unknown is looked up on fresh state
             # before the caller is told so (one indexed query, only on a refusal).
-            if e.reason != "unknown_token" or not await self.access.refresh():
+            if e.reason != "unknown_token":
                 raise
+            await self.access.refresh(unless_read_since=asked_at)
             identity = self.authenticator.authenticate_without_io(token)
         if identity is None:
             return await asyncio.to_thread(self.authenticator.authenticate, token)

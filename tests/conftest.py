@@ -6,18 +6,23 @@ examples every time and a red run is a bug, not bad luck. ``make fuzz`` selects 
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import hypothesis.internal.observability  # noqa: F401  (see below)
 import pytest
 import schemathesis.reporting.html.writer
-import schemathesis.reporting.junitxml  # noqa: F401
+import schemathesis.reporting.junitxml
 from hypothesis import HealthCheck, settings
 
 # Imported up front: hypothesis's and schemathesis's pytest plugins otherwise import (and
 # assertion-rewrite) these at session end, and on CPython 3.11 that ast.parse can fail
 # spuriously with "AST constructor recursion depth mismatch" once test threads have run
-# (CPython gh-106905), failing a green run at its very end.
+# (CPython gh-106905), failing a green run at its very end. The allure reporter is tried too,
+# though its dependency is not installed: its assertion-rewritten code is cached then, and
+# the plugin's own attempt at session end parses nothing.
+with contextlib.suppress(ImportError):
+    import schemathesis.reporting.allure  # noqa: F401
 
 settings.register_profile(
     "ci", derandomize=True, database=None, deadline=None, print_blob=True,

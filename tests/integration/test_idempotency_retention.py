@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -85,9 +86,10 @@ def add_keys(url: str, actor: str, ages_days: list[float]) -> list[str]:
 
 
 def test_a_key_answers_retries_within_its_retention_and_is_then_a_new_request(
-        database_url: str, ns: str) -> None:
+        database_url: str, nats_url: str, ns: str, tmp_path: Path) -> None:
     port = free_port()
-    env = {**os.environ, "SSOT_DATABASE_URL": database_url, "SSOT_HTTP_PORT": str(port),
+    env = {**os.environ, "SSOT_DATABASE_URL": database_url, "SSOT_NATS_URL": nats_url,
+           "SSOT_DATA_DIR": str(tmp_path), "SSOT_HTTP_PORT": str(port),
            "SSOT_BROADCAST": "false", "SSOT_DIGESTS": "false", "SSOT_PROJECTIONS": "false",
            "SSOT_IDEMPOTENCY_PURGE_EVERY_SECONDS": "0.2"}
     proc, url = start_serve(["--workers", "2"], env, port)
