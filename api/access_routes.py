@@ -193,6 +193,12 @@ async def delete_policy(request: Request, name: PolicyName) -> Response:
     expected = http.expectation(request)
     if expected.if_match is None:
         expected = Expectation(must_exist=True)
+        async with service_of(request).pool.connection() as conn:
+            current = await current_state.current_entry(conn, ACCESS_NAMESPACE,
+                                                        POLICY_KEY_PREFIX + name)
+        if current is None or current.deleted:  # said as a policy, not as its entry
+            raise NotFound(f"policy {name} does not exist", code="policy_not_found",
+                           field="name")
     outcome = await _write(request, Delete(ACCESS_NAMESPACE, POLICY_KEY_PREFIX + name,
                                            expected), b"")
     return Response(orjson.dumps({"name": name, "version": outcome.version,

@@ -234,3 +234,10 @@ def test_a_token_and_a_policy_made_through_one_worker_work_at_once_on_another(
             r = ci.put(entry(ns, "features/checkout"), json={"new_ui": False})
             assert r.status_code == 201, r.text  # the policy, at once
             assert ci.get(entry(ns, "services/db")).status_code == 404  # still refused
+
+
+def test_removing_a_policy_that_does_not_exist_says_so_as_a_policy(
+        admin: httpx.Client, ns: str) -> None:
+    r = admin.delete(f"/v1/access/policies/nothing-{ns}")
+    assert r.status_code == 404, r.text
+    assert r.json()["code"] == "policy_not_found" and "_access" not in r.text

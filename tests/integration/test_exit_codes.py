@@ -109,7 +109,7 @@ HTTP_COMMANDS: list[Case] = [
     case("down", UNAVAILABLE, "unreachable", "policy", "ls"),
     case("api", USAGE, "usage", "policy", "rm"),
     # a policy that does not exist cannot be removed: If-Match: * is implied (412)
-    case("api", PRECONDITION, "entry_not_found", "policy", "rm", "{ns}-missing"),
+    case("api", NOT_FOUND, "policy_not_found", "policy", "rm", "{ns}-missing"),
     case("down", UNAVAILABLE, "unreachable", "policy", "rm", "{ns}"),
     case("api", USAGE, "usage", "policy", "history"),
     case("down", UNAVAILABLE, "unreachable", "policy", "history", "{ns}"),
