@@ -270,13 +270,27 @@ class RemoteWriter:
         outcomes: list[Outcome] = await self._send(Write(tuple(ops), idempotency, atomic=True))
         return outcomes
 
-    async def _send(self, write: Write) -> Any:
+    async def _send(self, write: Write, *, resent: bool = False) -> Any:
         connection = await self._connect()
         self._next_id += 1
         request_id = self._next_id
         answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         connection.waiting[request_id] = answer
-        connection.out.write(frame(encode_request(request_id, write)))
+        try:
+            connection.out.write(frame(encode_request(request_id, write)))
+        except (ConnectionError, RuntimeError) as e:
+            # The writer died and its end of the socket closed before our reader noticed:
+            # uvloop refuses the write ("the handler is closed", a RuntimeError). Nothing
+            # was sent, so the write is sent once more on a new connection (or answered
+            # 503 when the writer is not back).
+            connection.waiting.pop(request_id, None)
+            connection.out.close()
+            if self._connection is connection:
+                self._connection = None
+            if resent:
+                raise Unavailable(f"the writer process is unreachable ({e}); nothing was "
+                                  "sent: retry") from e
+            return await self._send(write, resent=True)
         return await answer
 
     async def _connect(self) -> _Connection:

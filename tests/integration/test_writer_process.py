@@ -103,6 +103,42 @@ def test_a_lone_surrogate_sent_to_the_writer_is_refused_naming_its_path(
     asyncio.run(send())
 
 
+
+def test_a_write_on_a_connection_the_dead_writer_closed_is_sent_again_once(
+        api: RunningServer, db: Any, ns: str) -> None:
+    """uvloop refuses to write on a socket whose peer (a killed writer) closed before our
+    reader noticed, with a RuntimeError; that write was never sent, so it goes out again
+    on a new connection, once, instead of answering 500 (found by the chaos run)."""
+
+    def context() -> Context:
+        return Context(event_id=uuid.uuid4(), timestamp=datetime.now(UTC), actor="test",
+                       correlation_id=f"c-{ns}")
+
+    def refuse_once(connection: Any) -> None:
+        write = connection.out.write
+
+        def closed(data: bytes) -> None:
+            connection.out.write = write
+            raise RuntimeError("unable to perform operation on <UnixTransport closed=True>; "
+                               "the handler is closed")
+        connection.out.write = closed
+
+    async def send() -> None:
+        remote = RemoteWriter(api.settings.writer_socket or "")
+        try:
+            assert (await remote.write(Put(ns, "k", document={"a": 1}), context(),
+                                       None)).version == 1
+            before = event_count(db)
+            refuse_once(remote._connection)
+            assert (await remote.write(Put(ns, "k", document={"a": 2}), context(),
+                                       None)).version == 2
+            assert event_count(db) == before + 1
+        finally:
+            await remote.close()
+
+    asyncio.run(send())
+
+
 _PARENT = """
 import subprocess, sys, time
 child = subprocess.Popen([sys.executable, "-c", "import time\\n"
