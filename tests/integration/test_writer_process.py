@@ -67,6 +67,11 @@ def test_killing_the_writer_loses_nothing_and_doubles_nothing(database_url: str,
         writer.stop()
 
 
+def writer_context(ns: str) -> Context:
+    return Context(event_id=uuid.uuid4(), timestamp=datetime.now(UTC), actor="test",
+                   correlation_id=f"c-{ns}")
+
+
 def test_a_lone_surrogate_sent_to_the_writer_is_refused_naming_its_path(
         api: RunningServer, ns: str, db: Any) -> None:
     """Over the writer's socket a command can carry a lone surrogate (JSON escapes it): the
@@ -80,22 +85,18 @@ def test_a_lone_surrogate_sent_to_the_writer_is_refused_naming_its_path(
         (Restore(ns, "k", from_version=1, document={"a": "\udfff"}), "document.a"),
     ]
 
-    def context() -> Context:
-        return Context(event_id=uuid.uuid4(), timestamp=datetime.now(UTC), actor="test",
-                       correlation_id=f"c-{ns}")
-
     async def send() -> None:
         remote = RemoteWriter(api.settings.writer_socket or "")
         try:
-            assert (await remote.write(Put(ns, "k", document={"a": 1}), context(),
+            assert (await remote.write(Put(ns, "k", document={"a": 1}), writer_context(ns),
                                        None)).version == 1
             before = event_count(db)
             for command, path in refusals:
                 with pytest.raises(InvalidUnicode) as refused:
-                    await remote.write(command, context(), None)
+                    await remote.write(command, writer_context(ns), None)
                 assert (refused.value.code, refused.value.field) == ("invalid_unicode", path)
             assert event_count(db) == before
-            assert (await remote.write(Put(ns, "k", document={"a": 2}), context(),
+            assert (await remote.write(Put(ns, "k", document={"a": 2}), writer_context(ns),
                                        None)).version == 2
         finally:
             await remote.close()
@@ -110,10 +111,6 @@ def test_a_write_on_a_connection_the_dead_writer_closed_is_sent_again_once(
     reader noticed, with a RuntimeError; that write was never sent, so it goes out again
     on a new connection, once, instead of answering 500 (found by the chaos run)."""
 
-    def context() -> Context:
-        return Context(event_id=uuid.uuid4(), timestamp=datetime.now(UTC), actor="test",
-                       correlation_id=f"c-{ns}")
-
     def refuse_once(connection: Any) -> None:
         write = connection.out.write
 
@@ -126,11 +123,11 @@ def test_a_write_on_a_connection_the_dead_writer_closed_is_sent_again_once(
     async def send() -> None:
         remote = RemoteWriter(api.settings.writer_socket or "")
         try:
-            assert (await remote.write(Put(ns, "k", document={"a": 1}), context(),
+            assert (await remote.write(Put(ns, "k", document={"a": 1}), writer_context(ns),
                                        None)).version == 1
             before = event_count(db)
             refuse_once(remote._connection)
-            assert (await remote.write(Put(ns, "k", document={"a": 2}), context(),
+            assert (await remote.write(Put(ns, "k", document={"a": 2}), writer_context(ns),
                                        None)).version == 2
             assert event_count(db) == before + 1
         finally:
