@@ -182,7 +182,10 @@ async def authorize(request: Request) -> None:
                         action="unknown")
     action, scope = rule
     params = request.path_params
-    if not _allowed(guard_of(request), action, scope, template, params):
+    if _allowed(guard_of(request), action, scope, template, params):
+        if action != "admin":
+            return  # decided once; an admin action goes on to be recorded below
+    else:
         # This worker re-reads the policies every access_refresh_seconds: one changed
         # through another worker a moment ago may not be here yet. A refusal is decided
         # on fresh ones (one indexed query, only when refusing).
