@@ -5,6 +5,8 @@ the idempotency keys' purge)."""
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import threading
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -23,6 +25,7 @@ class LoopThread:
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def _run(self) -> None:
+        os_thread_name(self.thread.name)
         asyncio.set_event_loop(self.loop)
         self.loop.run_until_complete(self._coroutine(self.stop_event))
 
@@ -32,3 +35,18 @@ class LoopThread:
     def stop(self, timeout: float = 30.0) -> None:
         self.loop.call_soon_threadsafe(self.stop_event.set)
         self.thread.join(timeout)
+
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+
+
+def os_thread_name(name: str) -> None:
+    """Name the calling thread for the operating system too (``top -H``, ``ps -L``,
+    ``/proc/PID/task/TID/comm``: where a process's CPU goes, thread by thread); Linux
+    keeps 15 bytes of it. Where the C library has no ``pthread_setname_np`` nothing is
+    named."""
+    setname = getattr(_libc, "pthread_setname_np", None)
+    if setname is None:
+        return
+    setname.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+    setname(ctypes.c_void_p(threading.get_ident()), name.encode()[:15])
