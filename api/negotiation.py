@@ -10,14 +10,20 @@ from fastapi import Request
 from nexus_ssot.ledger.errors import NotAcceptable
 
 
-def acceptable(request: Request) -> None:
+async def acceptable(request: Request) -> None:
     """A read whose Accept header allows none of the media types its route answers with
-    (its documented 200 representations) is a 406, not an answer the client cannot use."""
-    accept = request.headers.get("accept")
+    (its documented 200 representations) is a 406, not an answer the client cannot use.
+    (``async``: a plain function would run in the thread pool, for every request.)"""
     route = request.scope.get("route")
-    if not accept or request.method != "GET" or route is None:
+    if request.method != "GET" or route is None:
         return
-    offered = _offered(route)
+    check(request.headers.get("accept"), offered_by(route))
+
+
+def check(accept: str | None, offered: set[tuple[str, str]]) -> None:
+    """Raise 406 when ``accept`` (an Accept header) allows none of ``offered``."""
+    if not accept:
+        return
     ranges = [r for r in (_media_range(part) for part in accept.split(",")) if r is not None]
     if not offered or not ranges:
         return  # nothing to negotiate, or an Accept too garbled to hold against the client
@@ -30,7 +36,7 @@ def acceptable(request: Request) -> None:
         field="Accept")
 
 
-def _offered(route: Any) -> set[tuple[str, str]]:
+def offered_by(route: Any) -> set[tuple[str, str]]:
     types = set(getattr(route, "responses", {}).get(200, {}).get("content", {}))
     response_class = getattr(route, "response_class", None)
     response_class = getattr(response_class, "value", response_class)  # FastAPI's default
