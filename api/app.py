@@ -58,6 +58,7 @@ from . import (
 from . import openapi as openapi_document
 from .access_state import AccessState
 from .authentication import Authenticate, Authenticator
+from .entry_fast_path import EntryFastPath
 from .guard import authorize
 from .http_protocol import STATE_KEY, ConnectionRules
 from .log_notifier import LogNotifier
@@ -205,6 +206,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.service.refused(scope, 429, "rate_limited", identity)
 
     limiter = RateLimiter.from_settings(settings, limits_for=limits_for)
+    app.add_middleware(EntryFastPath)  # innermost: after identity and rate limit
     app.add_middleware(RateLimit, limiter=limiter, on_limited=on_limited)  # after identity
     app.add_middleware(Authenticate, limiter=limiter)
     app.add_middleware(CorrelationId)  # outermost: every answer, a 401 too, carries the id

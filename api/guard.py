@@ -31,7 +31,9 @@ SYSTEM = "_system"
 #: ("system"), or per entry inside the route ("filtered"; the route checks each one).
 KEY, NAMESPACE, SOME, SYSTEM_WIDE, FILTERED = "key", "namespace", "some", "system", "filtered"
 
-_ENTRY = "/v1/namespaces/{namespace}/entries/{key:path}"
+#: The route template of one entry.
+ENTRY_TEMPLATE = "/v1/namespaces/{namespace}/entries/{key:path}"
+_ENTRY = ENTRY_TEMPLATE
 _NS = "/v1/namespaces/{namespace}"
 
 #: (method, route template) → (action, how it applies). A route missing here is refused:
@@ -200,6 +202,17 @@ async def authorize(request: Request) -> None:
         require(request, action, SYSTEM)
     elif template == "/v1/audit/access":
         require(request, "history", ACCESS_NAMESPACE)
+
+
+def passes(identity: Identity, policies: PolicySet, method: str, template: str,
+           params: dict[str, Any]) -> bool:
+    """Whether ``authorize`` lets a request through at once, refusing nothing and
+    recording nothing: a non-admin action of a route in ``ROUTES`` that the policies
+    allow. (False says only that ``authorize`` itself must decide.)"""
+    rule = ROUTES.get((method, template))
+    if rule is None or rule[0] == "admin":
+        return False
+    return _allowed(Guard(identity, policies), rule[0], rule[1], template, params)
 
 
 def _allowed(guard: Guard, action: str, scope: str, template: str,
