@@ -1,0 +1,80 @@
+"""GET and PUT of one entry answer the same whether they take the fast path
+(api/entry_fast_path.py) or the framework's: a query string the routes ignore sends the
+same request the framework's way."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+#: Header fields that differ between any two answers.
+_VARYING = {"x-correlation-id", "date", "server", "ratelimit-remaining", "ratelimit-reset"}
+
+
+def answer(response: httpx.Response) -> tuple[int, dict[str, str], Any]:
+    headers = {k: v for k, v in response.headers.items() if k not in _VARYING}
+    body: Any = response.content
+    if response.headers.get("content-type", "").endswith("json") and body:
+        body = orjson.loads(body)
+        if isinstance(body, dict):
+            body.pop("correlation_id", None)
+            for varying in ("position", "recorded_at", "key"):
+                body.pop(varying, None)
+    if "location" in headers:
+        headers["location"] = headers["location"].rsplit("/", 1)[0]
+    return response.status_code, headers, body
+
+
+def both_ways(client: httpx.Client, method: str, url: str, **kwargs: Any) -> None:
+    fast = client.request(method, url, **kwargs)
+    framework = client.request(method, url, params={"ignored": "1"}, **kwargs)
+    assert answer(fast) == answer(framework)
+
+
+@pytest.mark.parametrize("headers", [
+    {}, {"Accept": "application/json"}, {"Accept": "text/html"}, {"Accept": "*/*;q=0"},
+    {"If-None-Match": '"1"'}, {"If-None-Match": 'W/"1", "7"'},
+])
+def test_reads_answer_alike(client: httpx.Client, ns: str, headers: dict[str, str]) -> None:
+    client.put(f"/v1/namespaces/{ns}/entries/a/b", json={"x": [1, 2]}).raise_for_status()
+    client.put(f"/v1/namespaces/{ns}/entries/gone", json={"y": 1})
+    client.delete(f"/v1/namespaces/{ns}/entries/gone").raise_for_status()
+    for key in ("a/b", "missing", "gone", "a/b/revert", "bad$key", "a/"):
+        both_ways(client, "GET", f"/v1/namespaces/{ns}/entries/{key}", headers=headers)
+    both_ways(client, "GET", f"/v1/namespaces/{ns}x/entries/k", headers=headers)
+
+
+def test_writes_answer_alike(client: httpx.Client, ns: str) -> None:
+    url = f"/v1/namespaces/{ns}/entries"
+    created = client.put(f"{url}/one", json={"a": 1})
+    framework = client.put(f"{url}/two", json={"a": 1}, params={"ignored": "1"})
+    assert answer(created) == answer(framework)
+    replaced = client.put(f"{url}/one", json={"a": 2}, headers={"If-Match": '"1"'})
+    framework = client.put(f"{url}/two", json={"a": 2}, headers={"If-Match": '"1"'},
+                           params={"ignored": "1"})
+    assert answer(replaced) == answer(framework)
+    json_headers = {"Content-Type": "application/json"}
+    for content, headers in [
+        (b'{"a": 2}', {"If-Match": '"1"'}),  # stale
+        (b'{"a": 2}', {"If-Match": 'W/"2"'}),
+        (b'{"a": 2}', {"If-Match": "nonsense"}),
+        (b'{"a": 2}', {"If-None-Match": "*"}),
+        (b'{"a": 1, "a": 2}', {}),
+        (b"", {}),
+        (b"{", {}),
+        (b'{"a": 2}', {"Content-Type": "text/plain"}),
+        (b'{"a": 2}', {"Content-Encoding": "gzip"}),
+        (b'{"a": 2}', {"Idempotency-Key": "\x01"}),
+    ]:
+        for key in ("one", "one/history", "bad$key"):
+            both_ways(client, "PUT", f"{url}/{key}", content=content,
+                      headers={**json_headers, **headers})
+
+
+def test_a_refused_write_answers_alike(api: Any, ns: str) -> None:
+    with httpx.Client(base_url=api.url, timeout=30) as anonymous:
+        both_ways(anonymous, "PUT", f"/v1/namespaces/{ns}/entries/k", json={"a": 1})
+        both_ways(anonymous, "GET", f"/v1/namespaces/{ns}/entries/k")
