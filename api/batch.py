@@ -187,7 +187,7 @@ async def batch(request: Request) -> Response:
             assert isinstance(error, LedgerError)
             raise _in_operation(error, i, operations[i])
     meta = WriteRequest(request, body, reason)
-    with service.tracer.start_as_current_span("ledger.batch") as span:
+    with service.span("ledger.batch") as span:
         span.set_attribute("ssot.operations", len(commands))
         try:
             outcomes = await within_write_timeout(service, service.writer.write_all(

@@ -135,7 +135,7 @@ async def restore(request: Request, namespace: Namespace) -> Response:
             for s in steps
         ]
         try:
-            with service.tracer.start_as_current_span("ledger.restore") as span:
+            with service.span("ledger.restore") as span:
                 span.set_attribute("ssot.namespace", ns)
                 span.set_attribute("ssot.operations", len(commands))
                 outcomes = await within_write_timeout(service, service.writer.write_all(

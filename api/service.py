@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Request
 from opentelemetry.metrics import Counter
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.trace import Tracer
+from opentelemetry.trace import Span, Tracer
 from psycopg_pool import AsyncConnectionPool
 from starlette.types import Scope
 
@@ -18,6 +19,7 @@ from nexus_ssot.access.errors import AuthenticationFailed
 from nexus_ssot.access.identity import Identity
 from nexus_ssot.access.log import AccessLog, AccessRecord
 from nexus_ssot.access.policy import Decision
+from nexus_ssot.ledger import telemetry
 from nexus_ssot.ledger.settings import Settings
 from nexus_ssot.ledger.writer_service import Writer
 
@@ -40,6 +42,13 @@ class Service:
     #: The access log writer: ``access_log.record(AccessRecord(...))`` for every 401,
     #: 403, 404 by policy, 429 and admin action (never blocks, never raises).
     access_log: AccessLog
+
+    def span(self, name: str) -> AbstractContextManager[Span]:
+        """A span of this service's tracer (one that does nothing while no exporter or
+        processor is there to receive it)."""
+        made: AbstractContextManager[Span] = telemetry.span(self.tracer_provider, self.tracer,
+                                                            name)
+        return made
 
     async def authenticate(self, token: str) -> Identity:
         """The identity a bearer token proves (raises ``AuthenticationFailed``). A JWT may

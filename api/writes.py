@@ -100,7 +100,8 @@ class WriteRequest:
 async def within_write_timeout(service: Service, write: Awaitable[T]) -> T:
     """``write`` awaited for at most the configured write timeout, else a 503."""
     try:
-        return await asyncio.wait_for(write, service.settings.write_timeout)
+        async with asyncio.timeout(service.settings.write_timeout):  # no task, unlike wait_for
+            return await write
     except TimeoutError:
         raise Unavailable(
             f"the write did not complete within {service.settings.write_timeout}s; it may "
@@ -115,7 +116,7 @@ async def write_command(request: Request, command: Command, body: bytes,
     appended nothing: ``"unchanged": true``)."""
     service = service_of(request)
     meta = WriteRequest(request, body, reason)
-    with service.tracer.start_as_current_span("ledger.write") as span:
+    with service.span("ledger.write") as span:
         span.set_attribute("ssot.namespace", command.namespace)
         span.set_attribute("ssot.key", command.key)
         span.set_attribute("ssot.command", type(command).__name__)
