@@ -7,7 +7,9 @@ raises: it puts the record in a bounded in-memory queue (``access_log_queue``; b
 records are dropped and counted) unless the flood bound suppresses it
 (``access_log_max_per_second`` per decision, client address and reason, in this process;
 a summary record stands for the suppressed ones). A background task appends the queue
-every ``interval`` (0.1 s) or as soon as ``batch_size`` (500) records wait, in one
+every ``interval`` (0.1 s) or as soon as ``batch_size`` (500) records wait (with nothing
+queued and no summary to come it sleeps until a record arrives: an idle worker does no
+work for its access log), in one
 transaction per batch that takes ``pg_advisory_xact_lock(access_chain.LOCK_ID)``, reads
 the head (last seq and hash) and inserts the rows chained from it: workers in several
 processes append one unbroken chain. While PostgreSQL is down the records stay queued
@@ -85,6 +87,8 @@ class AccessLog:
         self._stopping: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._signalled = False
+        #: The task sleeps until a record arrives (nothing queued, no summary to come).
+        self._idle = False
         self._last_drop_summary = float("-inf")
         self._failing = False
         #: Rows appended by this writer, and records it could not append at stop.
@@ -109,9 +113,11 @@ class AccessLog:
                     self.drops.drop(entry)
                     return
                 self._queue.append(entry.as_json())
-                wake = len(self._queue) >= self.batch_size and not self._signalled
+                wake = ((len(self._queue) >= self.batch_size or self._idle)
+                        and not self._signalled)
                 if wake:
                     self._signalled = True
+                    self._idle = False
             if wake:
                 self._signal()
         except Exception:  # the request goes on; the record is lost, and said so
@@ -203,8 +209,10 @@ class AccessLog:
                 if stopping.is_set():
                     return
             else:
+                with self._lock:
+                    self._idle = self._nothing_due()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), self.interval)
+                    await asyncio.wait_for(wake.wait(), None if self._idle else self.interval)
             wake.clear()
             with self._lock:
                 self._signalled = False
@@ -224,6 +232,11 @@ class AccessLog:
                 if self._failing:
                     log.warning("access log: appending again")
                 backoff, self._failing = 0.0, False
+
+    def _nothing_due(self) -> bool:
+        """Nothing queued, nothing to retry, no summary to come (under the lock)."""
+        return not (self._queue or self._retry or self.flood.windows or self.flood.ready
+                    or self.drops.pending)
 
     async def _drain(self, *, final: bool, deadline: float | None = None) -> None:
         """Append batches until the queue is empty (the summaries due ride along)."""
