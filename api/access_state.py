@@ -4,7 +4,13 @@ from the system namespace ``_access`` and re-read whenever it changed.
 Every worker checks ``_access``'s last position every ``access_refresh_seconds`` (0.25 s
 by default; one indexed query) and reloads when it moved, so a policy change or a
 revocation made through any worker takes effect in every worker within that delay. The
-worker that made the change reloads at once."""
+worker that made the change reloads at once.
+
+A worker checks only while it serves requests: every authenticated request calls
+``fresh()``, which keeps the checks going (until ``IDLE_SECONDS`` pass without a
+request) and, when the last read is older than ``access_refresh_seconds`` (the worker
+was idle), reads before the request is decided. An idle worker sends no query, and no
+request is ever decided on state older than when it is busy."""
 
 from __future__ import annotations
 
@@ -26,6 +32,9 @@ from nexus_ssot.projections import current_state
 
 log = logging.getLogger(__name__)
 
+#: Seconds without a request after which a worker stops checking ``_access``.
+IDLE_SECONDS = 2.0
+
 
 class AccessState:
     def __init__(self, pool: AsyncConnectionPool[Any], refresh_seconds: float) -> None:
@@ -43,6 +52,9 @@ class AccessState:
         #: The event loop it follows ``_access`` on, once started.
         self.loop: asyncio.AbstractEventLoop | None = None
         self._lock = asyncio.Lock()
+        #: When a request last asked for fresh state (``time.monotonic()``).
+        self.used_at = float("-inf")
+        self._stopped = False
 
     async def refresh(self, unless_read_since: float | None = None) -> bool:
         """Reload when ``_access`` changed since the last load; whether it did. With
@@ -99,23 +111,50 @@ class AccessState:
         now = now or datetime.now(UTC)
         return [t for t in self.tokens.values() if not t.expired(now)]
 
+    @property
+    def polling(self) -> bool:
+        """Whether the worker is checking ``_access`` (it serves requests)."""
+        return self._task is not None
+
+    async def fresh(self) -> None:
+        """For each request, before it is decided: state read at most
+        ``refresh_seconds`` ago (read now if the worker was idle; kept so while requests
+        come). A store that does not answer leaves the last state, as the checks do."""
+        now = time.monotonic()
+        self.used_at = now
+        if self._stopped:
+            return
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="access-refresh")
+        if now - self.read_at > self.refresh_seconds:
+            await self._refresh_or_keep(unless_read_since=now - self.refresh_seconds)
+
+    async def _refresh_or_keep(self, unless_read_since: float | None = None) -> None:
+        try:
+            await self.refresh(unless_read_since=unless_read_since)
+        except Exception:  # the store is down: keep what we know, try again
+            log.warning("could not re-read policies and tokens; keeping the last ones",
+                        exc_info=True)
+
     async def _run(self) -> None:
-        while True:
-            try:
-                await self.refresh()
-            except Exception:  # the store is down: keep what we know, try again
-                log.warning("could not re-read policies and tokens; keeping the last ones",
-                            exc_info=True)
-            await asyncio.sleep(self.refresh_seconds)
+        try:
+            while time.monotonic() - self.used_at < IDLE_SECONDS:
+                await asyncio.sleep(self.refresh_seconds)
+                await self._refresh_or_keep()
+        finally:
+            if self._task is asyncio.current_task():
+                self._task = None
 
     async def start(self) -> None:
-        """Load once (the first request must not see an empty policy), then follow."""
+        """Load once (the first request must not see an empty policy); requests keep it
+        fresh from then on (``fresh``)."""
         await self.refresh()
         self.loop = asyncio.get_running_loop()
-        self._task = asyncio.create_task(self._run(), name="access-refresh")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        self._stopped = True
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task

@@ -142,6 +142,7 @@ class Authenticate:
         if service is None or is_public(scope["path"]):
             await self.app(scope, receive, send)
             return
+        await service.access.fresh()  # policies and tokens as of now, not of when idle
         if service.settings.auth == "off":
             state["identity"] = ANONYMOUS
             await self.app(scope, receive, send)

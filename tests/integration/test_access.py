@@ -241,3 +241,29 @@ def test_removing_a_policy_that_does_not_exist_says_so_as_a_policy(
     r = admin.delete(f"/v1/access/policies/nothing-{ns}")
     assert r.status_code == 404, r.text
     assert r.json()["code"] == "policy_not_found" and "_access" not in r.text
+
+
+def test_an_idle_worker_stops_checking_and_reads_before_its_next_request(
+        api: RunningServer, admin: httpx.Client, ns: str) -> None:
+    """A worker checks ``_access`` only while requests come; the first request after an
+    idle spell is decided on state read then: a revocation made meanwhile through another
+    worker holds at once."""
+    with RunningServer(make_settings(api.settings.database_url,
+                                     writer_socket=api.settings.writer_socket)) as other:
+        access = other.app.state.service.access
+        made = admin.post("/v1/access/tokens", json={
+            "subject": f"idler-{ns}", "expires_in": 600}).json()
+        with httpx.Client(base_url=other.url, timeout=30,
+                          headers=bearer(made["token"])) as idler:
+            assert idler.get(entry(ns, "k")).status_code == 404  # known, allowed nothing
+            assert access.polling
+            deadline = time.monotonic() + 30
+            # no request: it stops checking, and what it read grows old
+            while access.polling or time.monotonic() - access.read_at <= access.refresh_seconds:
+                assert time.monotonic() < deadline, "the idle worker kept checking"
+                time.sleep(0.05)
+            read_at = access.read_at
+            assert admin.delete(f"/v1/access/tokens/{made['id']}").status_code == 200
+            r = idler.get(entry(ns, "k"))
+            assert r.status_code == 401 and "revoked" in r.json()["detail"], r.text
+            assert access.read_at > read_at
