@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds without a request after which a worker stops checking ``_access``.
 IDLE_SECONDS = 2.0
+#: Longest a request waits for that read (the store not answering: the last state holds).
+FRESH_TIMEOUT_SECONDS = 1.0
 
 
 class AccessState:
@@ -127,11 +129,14 @@ class AccessState:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="access-refresh")
         if now - self.read_at > self.refresh_seconds:
-            await self._refresh_or_keep(unless_read_since=now - self.refresh_seconds)
+            await self._refresh_or_keep(unless_read_since=now - self.refresh_seconds,
+                                        timeout=FRESH_TIMEOUT_SECONDS)
 
-    async def _refresh_or_keep(self, unless_read_since: float | None = None) -> None:
+    async def _refresh_or_keep(self, unless_read_since: float | None = None,
+                               timeout: float | None = None) -> None:
         try:
-            await self.refresh(unless_read_since=unless_read_since)
+            async with asyncio.timeout(timeout):
+                await self.refresh(unless_read_since=unless_read_since)
         except Exception:  # the store is down: keep what we know, try again
             log.warning("could not re-read policies and tokens; keeping the last ones",
                         exc_info=True)
