@@ -7,6 +7,7 @@ of the pair.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from .errors import InvalidInput, quoted
@@ -31,6 +32,7 @@ RESERVED_LAST_SEGMENTS = frozenset({"history", "diff", "proof", "revert", "resto
 _STREAM_NAMESPACE = uuid5(NAMESPACE_URL, "urn:nexus-ssot:entry")
 
 
+@lru_cache(maxsize=4096)  # the writer asks for each event's twice (decide, commit)
 def stream_id(namespace: str, key: str) -> UUID:
     """The event stream id of the entry (namespace, key)."""
     return uuid5(_STREAM_NAMESPACE, f"{namespace}\x00{key}")

@@ -20,6 +20,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import orjson
+
 from .addressing import ACCESS_NAMESPACE, is_system_namespace, stream_id
 from .commands import Command, ConfigureNamespace, Context
 from .documents import Limits
@@ -38,6 +40,21 @@ from .namespace_settings import SETTINGS_NAMESPACE, settings_of
 
 #: What one operation comes to: the event it appends, or that it leaves its entry as is.
 Result = EntryEvent | Unchanged
+
+
+#: The memory the state cache may take by default (about: see ``state_weight``).
+DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
+_ABSENT = object()
+#: Python's objects of a decoded JSON document take several times its encoding (a
+#: 150-byte document: ~1 KB), and each state has its own (~500 bytes with its key).
+_DOCUMENT_FACTOR, _STATE_OVERHEAD = 6, 512
+
+
+def state_weight(state: EntryState | None) -> int:
+    """About how much memory a cached state takes: its document's encoding, weighed."""
+    if state is None or state.document is None:
+        return _STATE_OVERHEAD
+    return _STATE_OVERHEAD + _DOCUMENT_FACTOR * len(orjson.dumps(state.document))
 
 
 @dataclass
@@ -74,7 +91,8 @@ class Decision:
 
 class BatchDecider:
     """Decides batches against ``store`` and a cache of up to ``cache_size`` current
-    states; ``hash_chain`` chains the events it decides."""
+    states taking about ``cache_bytes`` of memory at most (see ``state_weight``);
+    ``hash_chain`` chains the events it decides."""
 
     def __init__(
         self,
@@ -82,6 +100,7 @@ class BatchDecider:
         limits_for: Callable[[str], Limits],
         *,
         cache_size: int = 100_000,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
         hash_chain: bool = True,
         implicit_namespaces: bool = True,
     ) -> None:
@@ -90,6 +109,10 @@ class BatchDecider:
         self._limits_for = limits_for
         self._cache_size = cache_size
         self._cache: OrderedDict[Address, EntryState | None] = OrderedDict()
+        #: The weight of each cached state, and their sum, held to ``cache_bytes``.
+        self._weights: dict[Address, int] = {}
+        self._cache_bytes = cache_bytes
+        self._cached_bytes = 0
         self._pending_states: dict[Address, EntryState | None] = {}
         self._implicit = implicit_namespaces
         #: Namespaces known to exist (they never stop existing).
@@ -310,15 +333,29 @@ class BatchDecider:
         """Drop the cached states of ``batch``'s entries (what we knew may be stale)."""
         for req in batch:
             for command, _ in req.ops:
-                self._cache.pop((command.namespace, command.key), None)
+                self._drop((command.namespace, command.key))
 
     def _remember(self, address: Address, state: EntryState | None) -> None:
         if self._cache_size <= 0:
             return
+        weight = state_weight(state)
+        self._cached_bytes += weight - self._weights.get(address, 0)
+        self._weights[address] = weight
         self._cache[address] = state
         self._cache.move_to_end(address)
-        while len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
+        while self._cache and (len(self._cache) > self._cache_size
+                               or self._cached_bytes > self._cache_bytes):
+            oldest, _ = self._cache.popitem(last=False)
+            self._cached_bytes -= self._weights.pop(oldest)
+
+    def _drop(self, address: Address) -> None:
+        if self._cache.pop(address, _ABSENT) is not _ABSENT:
+            self._cached_bytes -= self._weights.pop(address)
+
+    @property
+    def cached(self) -> tuple[int, int]:
+        """How many states the cache holds, and their weight (see ``state_weight``)."""
+        return len(self._cache), self._cached_bytes
 
 
 def _reused(idem: Idempotency) -> IdempotencyKeyReused:

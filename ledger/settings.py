@@ -109,8 +109,10 @@ class Settings(BaseSettings):
     #: Chain every event to its stream's previous one by hash (see ledger/chain.py).
     #: Off only to measure what it costs: unchained events fail ``ssot verify``.
     hash_chain: bool = True
-    #: Entry states the writer keeps in memory to decide without a read.
+    #: Entry states the writer keeps in memory to decide without a read, and about how
+    #: much memory they may take (each weighed by its document's encoding, ``decider``).
     state_cache_size: int = Field(default=100_000, ge=0)
+    state_cache_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
     #: Seconds a write waits for the store before answering 503.
     write_timeout: float = Field(default=10.0, gt=0)
     #: Seconds an idempotency key answers a retry with the first answer (7 days), after

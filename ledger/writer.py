@@ -27,7 +27,7 @@ from eventsourcing.persistence import DataError, IntegrityError, PersistenceErro
 
 from .addressing import stream_id
 from .commands import Command, Context
-from .decider import BatchDecider, Decision, Request, Result
+from .decider import DEFAULT_CACHE_BYTES, BatchDecider, Decision, Request, Result
 from .documents import Limits
 from .domain import Unchanged
 from .errors import InvalidInput, Unavailable
@@ -69,12 +69,14 @@ class GroupCommitWriter:
         *,
         max_batch: int = 256,
         cache_size: int = 100_000,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
         on_commit: Callable[[int, float], None] | None = None,
         hash_chain: bool = True,
         implicit_namespaces: bool = True,
     ) -> None:
         self._store = store
         self._decider = BatchDecider(store, limits_for, cache_size=cache_size,
+                                     cache_bytes=cache_bytes,
                                      hash_chain=hash_chain,
                                      implicit_namespaces=implicit_namespaces)
         self._max_batch = max_batch

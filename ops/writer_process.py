@@ -37,6 +37,7 @@ def run_writer(settings: Settings, socket_path: str) -> None:
     application = open_application(settings.database_url, pool_size=2)
     writer = GroupCommitWriter(application, settings.limits, max_batch=settings.max_batch,
                                cache_size=settings.state_cache_size,
+                               cache_bytes=settings.state_cache_bytes,
                                hash_chain=settings.hash_chain,
                                implicit_namespaces=settings.implicit_namespaces)
     exit_with_parent()

@@ -9,6 +9,8 @@ from typing import Any
 import jsonpatch
 import orjson
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from nexus_ssot.ledger.documents import (
     Limits,
@@ -115,6 +117,48 @@ def test_diff_gives_an_rfc_6902_patch_that_a_stock_library_applies(
     patch = diff(before, after)
     assert check_json_patch(patch) is patch
     assert canon(jsonpatch.apply_patch(copy.deepcopy(before), patch)) == canon(after)
+
+
+#: (values Python holds equal that JSON does not: 1, 1.0 and true; 0, 0.0 and false)
+_SCALARS = st.sampled_from([None, True, False, 0, 1, 2, 0.0, 1.0, 0.5, "", "a", "b"])
+_NAMES = st.sampled_from(["a", "b", "c", "a/b", "~"])
+_VALUES = st.recursive(_SCALARS, lambda inner: st.lists(inner, max_size=4)
+                       | st.dictionaries(_NAMES, inner, max_size=4), max_leaves=12)
+_OBJECTS = st.dictionaries(_NAMES, _VALUES, max_size=5)
+
+
+def _mutated(data: st.DataObject, value: Any) -> Any:
+    """``value`` with some of its members (at any depth) replaced, removed, added or
+    reordered, the rest kept: documents that share most of their members, as versions do."""
+    if isinstance(value, dict):
+        out = {}
+        for name, item in value.items():
+            action = data.draw(st.sampled_from(["keep", "change", "keep", "change", "drop"]))
+            if action != "drop":
+                out[name] = item if action == "keep" else _mutated(data, item)
+        if data.draw(st.sampled_from([False, False, True])):
+            out[data.draw(_NAMES)] = data.draw(_VALUES)
+        if data.draw(st.sampled_from([False, False, True])):
+            out = dict(reversed(out.items()))
+        return out
+    if isinstance(value, list) and value and data.draw(st.booleans()):
+        at = data.draw(st.integers(0, len(value) - 1))
+        return [*value[:at], _mutated(data, value[at]), *value[at + 1:]]
+    return data.draw(st.one_of(_SCALARS, _VALUES))
+
+
+@settings(max_examples=400, deadline=None)
+@given(before=_OBJECTS, data=st.data())
+@example(before={"a/b": {"~": 1, "c": [1]}, "d": 2}, data=None)
+def test_diff_is_the_librarys_diff_op_for_op(before: dict[str, Any],
+                                             data: st.DataObject | None) -> None:
+    """``diff`` leaves out the members both documents hold alike before asking the library:
+    the patch must be the one the library makes of the whole documents."""
+    after = (_mutated(data, before) if data is not None
+             else {"d": 2, "a/b": {"~": True, "c": [1]}})  # (the explicit example)
+    whole = jsonpatch.JsonPatch.from_diff(copy.deepcopy(before), copy.deepcopy(after),
+                                          dumps=lambda v: orjson.dumps(v).decode()).patch
+    assert diff(before, after) == whole
 
 
 def test_check_json_patch_accepts_valid_operations_as_they_are() -> None:

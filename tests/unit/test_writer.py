@@ -488,3 +488,26 @@ def test_the_writer_records_the_auth_of_each_event(writer: GroupCommitWriter,
                     (put("b", {"n": 1}), context(), None))
     assert [f.result().version for f in futures] == [1, 1]
     assert {e.key: e.auth for e in store.events} == {"a": auth, "b": None}
+
+
+# --- the state cache ---------------------------------------------------------------------
+
+
+def test_the_state_cache_holds_to_its_memory_budget_and_reads_back_what_it_dropped(
+        store: CountingStore) -> None:
+    """A cache bounded by count only held every cached entry's whole document: 100,000
+    entries of large documents took the writer's memory without bound."""
+    writer = GroupCommitWriter(store, lambda _ns: Limits(), cache_bytes=200_000)
+    big = {"blob": "x" * 10_000}
+    for n in range(40):
+        [done] = batch(writer, (put(f"k{n}", {**big, "n": n}), context(), None))
+        assert done.result().version == 1
+    states, weight = writer._decider.cached
+    assert 0 < states < 40
+    assert weight <= 200_000
+    # an entry it no longer holds is read from the store: its version check stays exact
+    [stale] = batch(writer, (put("k0", {"n": 0, "again": True}, if_match=2), context(), None))
+    with pytest.raises(PreconditionFailed):
+        stale.result()
+    [fresh] = batch(writer, (put("k0", {"n": 0, "again": True}, if_match=1), context(), None))
+    assert fresh.result().version == 2
