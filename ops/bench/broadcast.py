@@ -22,7 +22,7 @@ from nats.js.api import DeliverPolicy, StreamConfig
 
 from nexus_ssot.ledger.broadcaster import Broadcaster
 
-from .measuring import HOST, HttpConnection, latency_quantiles
+from .measuring import HOST, CpuMeter, HttpConnection, latency_quantiles, measured, verdict
 
 
 async def jetstream_baseline(nats_url: str, seconds: float, rate: int = 1000,
@@ -170,6 +170,7 @@ def summarize(raw: dict[str, Any], ledger: dict[str, Any],
     # The load must reach (nearly) its rate: a slow server would otherwise pass at less.
     target_rate = ledger.get("rate", 1000)
     reached = ledger["writes_per_s"] >= 0.9 * target_rate
+    other = (ledger.get("cpu") or {}).get("other")
     rate_ok = (catch["events_per_s"] or 0) >= 10_000
     return [
         "",
@@ -184,7 +185,8 @@ def summarize(raw: dict[str, Any], ledger: dict[str, Any],
         f"| (g) commit (event time) → NATS delivery @{ledger['writes_per_s']:,} writes/s "
         f"| {ledger['delivered']:,}/{ledger['writes']:,} delivered | {d['p50_ms']} "
         f"| {d['p99_ms']} | p50 < 5 ms, p99 < 25 ms, all delivered, ≥ 90 % of "
-        f"{target_rate:,} writes/s reached | {ok(p50_ok and p99_ok and complete and reached)} |",
+        f"{target_rate:,} writes/s reached | "
+        f"{verdict(p50_ok and p99_ok and complete and reached, other)} |",
         f"| (g) the same, from the HTTP answer (after the commit) to delivery | "
         f"| {a['p50_ms']} | {a['p99_ms']} | (for reference) | — |",
         f"| (h) cold broadcaster catch-up over {catch['backlog_events']:,} events "
@@ -193,10 +195,11 @@ def summarize(raw: dict[str, Any], ledger: dict[str, Any],
 
 
 def run_all(api_port: int, database_url: str, nats_url: str, stream: str, prefix: str,
-            seconds: float, headers: str = "") -> dict[str, Any]:
+            seconds: float, meter: CpuMeter, headers: str = "") -> dict[str, Any]:
     raw = asyncio.run(jetstream_baseline(nats_url, seconds))
-    ledger = asyncio.run(commit_to_delivery(api_port, nats_url, stream, prefix, seconds,
-                                            headers=headers))
+    ledger, cpu = measured(meter, lambda: asyncio.run(commit_to_delivery(
+        api_port, nats_url, stream, prefix, seconds, headers=headers)))
+    ledger["cpu"] = cpu
     catch = asyncio.run(catch_up(database_url, nats_url))
     return {"jetstream": raw, "commit_to_delivery": ledger, "catch_up": catch,
             "summary_md": summarize(raw, ledger, catch)}

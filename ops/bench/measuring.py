@@ -31,6 +31,16 @@ STEP_GRACE = 30.0  # seconds a step may overrun its duration before it is cut of
 NOISY_OTHER = 15.0
 
 
+def verdict(passed: bool | None, other: float | None) -> str:
+    """A step's status: FAIL, NOISY (it would pass, or has no target, but other processes
+    used more than ``NOISY_OTHER`` % of a core meanwhile), PASS, or — (no target)."""
+    if passed is False:
+        return "FAIL"
+    if other is not None and other > NOISY_OTHER:
+        return "NOISY"
+    return "—" if passed is None else "PASS"
+
+
 def say(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 

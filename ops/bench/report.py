@@ -21,7 +21,7 @@ from . import budget as cpu_budget
 from . import etcd as etcd_step
 from .http_load import GET_CONNECTIONS, RSS_WRITES, RSS_WRITES_QUICK
 from .library import LIBRARY_THREADS
-from .measuring import NOISY_OTHER, fmt
+from .measuring import NOISY_OTHER, fmt, verdict
 from .pgbench import PGBENCH_CLIENTS, PGBENCH_THREADS
 from .slowloris import P99_TARGET_MS as SLOW_P99_MS
 
@@ -168,15 +168,17 @@ def _get_rows(ours: dict[str, Any] | None, trivial: dict[str, Any] | None
 def status(row: dict[str, Any]) -> str:
     """PASS, FAIL, NOISY (would pass, but the machine was busy with other work) or — (no
     target); a baseline measured on a busy machine is NOISY too."""
-    if row.get("passed") is False:
-        return "FAIL"
-    if row.get("noisy"):
-        return "NOISY"
-    return "—" if row.get("passed") is None else "PASS"
+    return verdict(row.get("passed"), NOISY_OTHER + 1 if row.get("noisy") else None)
 
 
-def noisy_steps(rows: list[dict[str, Any]]) -> list[str]:
-    return [row["step"] for row in rows if row.get("noisy")]
+PARTS = ("budget", "broadcast", "history", "projections", "backup", "auth", "slowloris")
+
+
+def noisy_steps(report: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
+    """The main table's noisy steps, and the parts whose own table has a NOISY line."""
+    return [row["step"] for row in rows if row.get("noisy")] + [
+        f"({part})" for part in PARTS
+        if any("| NOISY" in line for line in report.get(part, {}).get("summary_md", []))]
 
 
 def markdown(report: dict[str, Any], rows: list[dict[str, Any]]) -> str:
@@ -193,7 +195,7 @@ def markdown(report: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         + f"; server: `ssot serve --workers {report.get('server_workers', 1)}`"
         + (f"; only the {report['only']} steps" if report.get("only") else ""),
     ]
-    noisy = noisy_steps(rows)
+    noisy = noisy_steps(report, rows)
     if noisy:
         lines += ["", f"**Noisy run**: other processes used more than {NOISY_OTHER:g} % of a "
                   f"core during {len(noisy)} step(s) (the `other` figures): their status is "
@@ -261,8 +263,7 @@ def markdown(report: dict[str, Any], rows: list[dict[str, Any]]) -> str:
                       if both else None, chain["cpu"], chain["batch"]))
     if steps:
         lines += _cpu_table(machine, steps)
-    for part in ("budget", "broadcast", "history", "projections", "backup", "auth",
-                 "slowloris"):
+    for part in PARTS:
         lines += report.get(part, {}).get("summary_md", [])
     return "\n".join(lines) + "\n"
 
@@ -292,7 +293,7 @@ def results_name(report: dict[str, Any], rows: list[dict[str, Any]], stamp: str
     only = report.get("only")
     if only:
         return f"bench-{stamp}-{only}", False
-    if noisy_steps(rows):
+    if noisy_steps(report, rows):
         return f"bench-{stamp}-noisy", False
     return f"bench-{stamp}", True
 

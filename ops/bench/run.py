@@ -209,7 +209,7 @@ class Bench:
                 say("(f)-(h) broadcast: raw JetStream, commit → delivery, catch-up")
                 self.report["broadcast"] = broadcast.run_all(
                     server.port, database_url, nats_url, server.stream, server.prefix,
-                    self.duration, headers=headers)
+                    self.duration, meter, headers=headers)
                 for line in self.report["broadcast"]["summary_md"][5:]:
                     say(line)
             if self.only in (None, "history"):
@@ -316,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     rows = evaluate(report)
     report["summary"] = rows
-    report["noisy_steps"] = noisy_steps(rows)
+    report["noisy_steps"] = noisy_steps(report, rows)
     text = markdown(report, rows)
     path, latest = write_results(args.out, report, rows, text)
     if latest:

@@ -137,8 +137,8 @@ def test_a_passing_step_on_a_busy_machine_is_noisy_and_a_failing_one_still_fails
     assert put64["passed"] is False and report.status(put64) == "FAIL"
     assert report.status(by_step(rows, "(c) PUT If-Match @1")[0]) == "PASS"
     assert report.status(by_step(rows, "(r) CPU per GET")[0]) == "NOISY"
-    assert set(report.noisy_steps(rows)) == {put16["step"], put64["step"],
-                                             by_step(rows, "(r) CPU per GET")[0]["step"]}
+    assert set(report.noisy_steps(rep, rows)) == {put16["step"], put64["step"],
+                                                  by_step(rows, "(r) CPU per GET")[0]["step"]}
     text = report.markdown(rep, rows)
     assert "**Noisy run**" in text and "| NOISY |" in text
 
@@ -146,8 +146,16 @@ def test_a_passing_step_on_a_busy_machine_is_noisy_and_a_failing_one_still_fails
 def test_a_quiet_run_says_nothing_of_noise() -> None:
     rep = base_report(budget=good_budget())
     rows = report.evaluate(rep)
-    assert report.noisy_steps(rows) == []
+    assert report.noisy_steps(rep, rows) == []
     assert "Noisy" not in report.markdown(rep, rows)
+
+
+def test_a_noisy_line_in_a_parts_own_table_makes_the_run_noisy() -> None:
+    rep = base_report(broadcast={"summary_md": ["| (g) commit → NATS | … | PASS |"]})
+    assert report.noisy_steps(rep, []) == []
+    rep["broadcast"]["summary_md"].append("| (g) commit → NATS | … | NOISY |")
+    assert report.noisy_steps(rep, []) == ["(broadcast)"]
+    assert report.results_name(rep, [], "S") == ("bench-S-noisy", False)
 
 
 def test_only_a_full_quiet_run_replaces_latest() -> None:
@@ -217,6 +225,9 @@ def test_commit_to_nats_fails_when_the_load_falls_short_of_its_rate() -> None:
     row = next(line for line in broadcast.summarize(raw, ledger(500), catch) if "(g) commit"
                in line)
     assert row.endswith("| FAIL |")
+    busy = {**ledger(990), "cpu": {"other": BUSY}}
+    row = next(line for line in broadcast.summarize(raw, busy, catch) if "(g) commit" in line)
+    assert row.endswith("| NOISY |")
 
 
 def test_the_token_travels_as_a_header_line_and_as_a_dict() -> None:
