@@ -13,9 +13,11 @@ is read per thread from ``/proc/PID/task/TID/stat`` before and after each phase:
 - ``idle``: nothing at all, once the followers have caught up.
 
 A PUT phase ends when the followers have caught up with what it wrote, so the followers'
-share covers every event of the phase. CPU time per operation does not depend much on what
-else the machine runs (the throughput does), but a phase during which other processes used
-more than ``NOISY_OTHER`` % of a core is marked noisy all the same.
+share covers every event of the phase (the seconds that took are recorded as
+``catch_up_s``: the whole server's idle CPU over them is counted in the phase too). CPU
+time per operation does not depend much on what else the machine runs (the throughput
+does), but a phase during which other processes used more than ``NOISY_OTHER`` % of a core
+is marked noisy all the same.
 """
 
 from __future__ import annotations
@@ -160,7 +162,9 @@ def measure(monitor: Monitor, server: Server, meter: CpuMeter, pool: ProcessPool
             result: HttpResult = pool.submit(run_http, spec).result(
                 timeout=duration + STEP_GRACE * 4)
             head_after = monitor.head()
+            loaded = time.monotonic()
             caught_up = wait_for_followers(database_url, head_after)
+            catch_up_s = time.monotonic() - loaded
         seconds = time.monotonic() - started
         after = sample(server.pid)
         events, transactions = monitor.batches(head_before, head_after)
@@ -168,7 +172,7 @@ def measure(monitor: Monitor, server: Server, meter: CpuMeter, pool: ProcessPool
         figures = phase_figures(label, ops, seconds, *spent(before, after), asdict(cpu[0]))
         figures.update(requests_per_s=round(result.requests_per_s), p50_ms=result.p50_ms,
                        non_2xx=result.non_2xx, errors=result.errors, events=events,
-                       followers_caught_up=caught_up,
+                       followers_caught_up=caught_up, catch_up_s=round(catch_up_s, 2),
                        mean_batch=round(events / transactions, 2)
                        if transactions and method == "PUT" else None)
         phases[label] = figures
