@@ -51,8 +51,11 @@ lint: $(STAMP) lint-imports
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy ledger integrity access projections api ops client
 
+# docs/performance.md "How to rerun the benchmarks": the whole bench, or a part of
+# it: `make bench BENCH_ARGS="--only budget"` (etcd joins in when its binary is installed).
+BENCH_ARGS ?=
 bench: $(STAMP)
-	$(PY) -m nexus_ssot.ops.bench --out bench/results
+	$(PY) -m nexus_ssot.ops.bench --out bench/results $(BENCH_ARGS)
 
 # The correctness harness (docs/harness.md): `make chaos DURATION=3600 SEED=42`.
 DURATION ?= 600

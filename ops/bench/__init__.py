@@ -11,9 +11,15 @@ its end, one module each:
 (c)-(e) ``http_load``: our HTTP API in its own process (``ssot serve``, ``server``):
     read-modify-write PUTs with ``If-Match`` at 1, 16 and 64 connections, GET of one entry
     at 16 connections, the server's resident memory once 100k writes have been
-    acknowledged. This server runs with auth off (``SSOT_AUTH=off``, loopback only), as
-    do the steps after it that use it: they measure the ledger; (p) measures what auth
-    adds.
+    acknowledged. This server runs with auth on (``SSOT_AUTH=on``, every request with
+    the administrator's token, no default rate limit), as do the steps after it that use
+    it; (p) measures what auth adds.
+(r) ``budget``: ms of CPU per write for each kind of process of the server (HTTP
+    workers, writer, the supervisor's follower threads) at writer batches of 1 and ~16,
+    per GET, and the idle server's CPU, against their targets.
+(s) ``baseline``: a trivial FastAPI endpoint under uvicorn with serve's options, GET @16.
+(t) ``etcd``: a one-node etcd on loopback (when installed), PUT @16/@64 and GET @16
+    through its v3 JSON gateway.
 (l) ``chain``: the hash chain's cost, the server's writer in the load generator's process
     with the chain on and off batch by batch.
 (f)-(h) ``broadcast``: raw JetStream beside the ledger's broadcaster.
@@ -30,7 +36,8 @@ its end, one module each:
     off): the ordinary requests' p99 stays under 100 ms.
 
 ``--only history``, ``--only chain``, ``--only projections``, ``--only backup``,
-``--only auth`` and ``--only slowloris`` run just those steps.
+``--only auth``, ``--only slowloris``, ``--only budget`` and ``--only baselines`` run just
+those steps.
 
 The HTTP load generator runs in a separate process on raw asyncio streams (uvloop,
 hand-written HTTP/1.1 keep-alive requests): the machine may have two cores shared by the
@@ -40,6 +47,7 @@ reader can tell what limited it (``measuring``); the steps that need a big log s
 through the ledger's writer and wait for a quiet system first (``seeding``).
 
 Results (``report``): ``<out>/bench-<UTC timestamp>.json`` and ``.md``, copied to
-``latest.json`` and ``latest.md`` (not for an ``--only`` run); the markdown table is
-printed at the end, progress goes to stderr.
+``latest.json`` and ``latest.md`` (not for an ``--only`` run, nor for a noisy one: a step
+during which other processes used more than 15 % of a core is NOISY, not PASS); the
+markdown table is printed at the end, progress goes to stderr.
 """

@@ -50,6 +50,7 @@ from .measuring import (
     descendants,
     process_table,
     quantiles_ms,
+    read_stat,
     say,
 )
 from .server import Server
@@ -93,12 +94,8 @@ def _ticks(pids: list[int]) -> int:
     """CPU ticks (user + system) the processes have used so far."""
     total = 0
     for pid in pids:
-        try:
-            raw = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            continue
-        fields = raw[raw.rfind(")") + 2:].split()
-        total += int(fields[11]) + int(fields[12])
+        if (stat := read_stat(f"/proc/{pid}/stat")) is not None:
+            total += int(stat[1][11]) + int(stat[1][12])
     return total
 
 

@@ -45,7 +45,7 @@ from nexus_ssot.ledger.event_store import Outcome
 from nexus_ssot.ledger.store import LedgerApplication, open_application
 from nexus_ssot.ledger.writer import GroupCommitWriter
 
-from .measuring import HOST, Cpu, CpuMeter, HttpConnection, say
+from .measuring import HOST, Cpu, CpuMeter, HttpConnection, header_dict, say
 from .seeding import SEED_BATCH, SEED_WRITERS, SeedShape, quiesce, seed_log
 
 READS = 1000  # timed reads per (i) series
@@ -82,11 +82,11 @@ def _count_events(database_url: str) -> int:
     return int(row[0]) if row else 0
 
 
-async def _timed_gets(port: int, target: str, n: int) -> list[float]:
+async def _timed_gets(port: int, target: str, n: int, headers: str) -> list[float]:
     """``n`` sequential GETs of ``target`` on one keep-alive connection, after ``WARMUP``
     untimed ones; milliseconds each."""
     conn = HttpConnection(port)
-    request = f"GET {target} HTTP/1.1\r\nHost: {HOST}:{port}\r\n\r\n".encode()
+    request = f"GET {target} HTTP/1.1\r\nHost: {HOST}:{port}\r\n{headers}\r\n".encode()
     samples: list[float] = []
     try:
         for _ in range(WARMUP):
@@ -108,25 +108,26 @@ async def _timed_gets(port: int, target: str, n: int) -> list[float]:
     return samples
 
 
-def _measure(port: int, target: str, n: int, meter: CpuMeter | None) -> dict[str, Any]:
+def _measure(port: int, target: str, n: int, meter: CpuMeter | None, headers: str
+             ) -> dict[str, Any]:
     """Quantiles of ``n`` timed reads of ``target``, with where the machine's CPU went
     meanwhile (when ``meter`` is given): the server, PostgreSQL (all of it, other
     databases too) and everything else, which should be next to nothing."""
     import uvloop
 
     if meter is None:
-        return _quantiles(uvloop.run(_timed_gets(port, target, n)))
+        return _quantiles(uvloop.run(_timed_gets(port, target, n, headers)))
     cpu: list[Cpu] = []
     with meter.measure(cpu.append):
-        samples = uvloop.run(_timed_gets(port, target, n))
+        samples = uvloop.run(_timed_gets(port, target, n, headers))
     return {**_quantiles(samples), "cpu": asdict(cpu[0])}
 
 
-def _get_json(port: int, target: str) -> Any:
+def _get_json(port: int, target: str, headers: str) -> Any:
     """One untimed GET, to check what the timed ones return."""
     conn = http.client.HTTPConnection(HOST, port, timeout=60)
     try:
-        conn.request("GET", target)
+        conn.request("GET", target, headers=header_dict(headers))
         response = conn.getresponse()
         body = response.read()
         assert response.status == 200, (target, response.status, body[:300])
@@ -141,7 +142,7 @@ def _query(path: str, params: dict[str, Any]) -> str:
 
 def run_all(port: int, database_url: str, entries: int, *,
             audit_events: int = AUDIT_EVENTS, reads: int = READS,
-            meter: CpuMeter | None = None) -> dict[str, Any]:
+            meter: CpuMeter | None = None, headers: str = "") -> dict[str, Any]:
     token = secrets.token_hex(3)
     ns, actor = f"hist{token}", f"auditor-{token}"
     audit_ns, rare = f"audit{token}", f"rare-{token}"
@@ -194,10 +195,10 @@ def run_all(port: int, database_url: str, entries: int, *,
             by_version = _query(path, {"version": 5})
             by_time = _query(path, {"as_of": old.recorded_at.isoformat()})
             for target in (by_version, by_time):
-                body = _get_json(port, target)
+                body = _get_json(port, target, headers)
                 assert body["version"] == 5 and body["document"]["n"] == 4, body
-            version_q = _measure(port, by_version, reads, meter)
-            time_q = _measure(port, by_time, reads, meter)
+            version_q = _measure(port, by_version, reads, meter, headers)
+            time_q = _measure(port, by_time, reads, meter, headers)
             started = time.perf_counter()
             for _ in range(3):
                 aggregate = app.entry(stream_id(ns, f"deep{versions}"), version=versions)
@@ -218,7 +219,8 @@ def run_all(port: int, database_url: str, entries: int, *,
             params: dict[str, Any] = {"position": cut, "prefix": "many/", "limit": 1000}
             first_ms, total = 0.0, 0
             while True:
-                reader.request("GET", _query(f"/v1/namespaces/{ns}/entries", params))
+                reader.request("GET", _query(f"/v1/namespaces/{ns}/entries", params),
+                               headers=header_dict(headers))
                 response = reader.getresponse()
                 page = orjson.loads(response.read())
                 assert response.status == 200, page
@@ -244,9 +246,10 @@ def run_all(port: int, database_url: str, entries: int, *,
                 ("busy_actor", {"actor": busy[1], "limit": 100}, busy_n),
                 ("one_namespace", {"namespace": audit_ns, "limit": 100}, ns_n)):
             target = _query("/v1/audit", params)
-            assert len(_get_json(port, target)["items"]) == min(100, matching)
+            assert len(_get_json(port, target, headers)["items"]) == min(100, matching)
             audit[label] = {"matching_events": matching,
-                            "first_page": _measure(port, target, AUDIT_READS, meter)}
+                            "first_page": _measure(port, target, AUDIT_READS, meter,
+                                                     headers)}
             say(f"(k) audit {label} ({matching:,} of {events:,} events): "
                 f"{_brief(audit[label]['first_page'])}")
         report["audit"] = audit

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -141,57 +142,68 @@ class Client:
 
     async def put_loop(self, deadline: int, goal: list[int]) -> None:
         """PUT with If-Match until the deadline (or until ``goal[0]`` writes are acknowledged
-        in the whole step when it is above 0)."""
-        tally, conn, clock = self.tally, self.conn, time.perf_counter_ns
-        latencies, statuses = tally.latencies, tally.statuses
-        target = goal[0]
-        now = clock()
-        while now < deadline and not (target and tally.acknowledged >= target):
-            request = self.put_request(b'If-Match: ' + self.etag)
-            try:
-                status, etag = await conn.exchange(request)
-            except NETWORK_ERRORS as e:
-                tally.errors += 1
-                tally.problem(f"PUT: {e!r}")
-                conn.close()
-                await asyncio.sleep(0.05)
-                await self.ensure_entry()
-                now = clock()
-                continue
-            end = clock()
-            latencies.append(end - now)
-            statuses[status] = statuses.get(status, 0) + 1
-            tally.last_end = now = end
+        in the whole step when it is above 0); after a failure the entry's version is
+        learnt again."""
+        target, tally = goal[0], self.tally
+
+        def next_request() -> bytes | None:
+            if target and tally.acknowledged >= target:
+                return None
+            return self.put_request(b"If-Match: " + self.etag)
+
+        def accept(status: int, etag: bytes | None) -> bool:
             if 200 <= status < 300 and etag:
                 self.etag = etag
-                tally.acknowledged += 1
-            else:
-                tally.non_2xx += 1
-                tally.problem(f"PUT: HTTP {status}")
-                await self.ensure_entry()
-                now = clock()
+                return True
+            return False
+
+        await request_loop(self.conn, tally, deadline, "PUT", next_request, acknowledge=True,
+                           accept=accept, recover=self.ensure_entry)
 
     async def get_loop(self, deadline: int) -> None:
-        tally, conn, clock, request = self.tally, self.conn, time.perf_counter_ns, self.get_request
-        latencies, statuses = tally.latencies, tally.statuses
-        now = clock()
-        while now < deadline:
-            try:
-                status, _ = await conn.exchange(request)
-            except NETWORK_ERRORS as e:
-                tally.errors += 1
-                tally.problem(f"GET: {e!r}")
-                conn.close()
-                await asyncio.sleep(0.05)
+        request = self.get_request
+        await request_loop(self.conn, self.tally, deadline, "GET", lambda: request,
+                           acknowledge=False)
+
+
+def _is_2xx(status: int, _etag: bytes | None) -> bool:
+    return 200 <= status < 300
+
+
+async def request_loop(conn: HttpConnection, tally: Tally, deadline: int, what: str,
+                       next_request: Callable[[], bytes | None], *, acknowledge: bool,
+                       accept: Callable[[int, bytes | None], bool] = _is_2xx,
+                       recover: Callable[[], Awaitable[object]] | None = None) -> None:
+    """Send ``next_request()`` and wait for its answer, again and again until the deadline
+    or until it gives None; each answer timed and counted in ``tally``: one that
+    ``accept(status, etag)`` takes as acknowledged (when ``acknowledge``), any other as a
+    problem, after which (and after a network error) ``recover()`` runs, untimed."""
+    latencies, statuses, clock = tally.latencies, tally.statuses, time.perf_counter_ns
+    now = clock()
+    while now < deadline and (request := next_request()) is not None:
+        try:
+            status, etag = await conn.exchange(request)
+        except NETWORK_ERRORS as e:
+            tally.errors += 1
+            tally.problem(f"{what}: {e!r}")
+            conn.close()
+            await asyncio.sleep(0.05)
+            if recover is not None:
+                await recover()
+            now = clock()
+            continue
+        end = clock()
+        latencies.append(end - now)
+        statuses[status] = statuses.get(status, 0) + 1
+        tally.last_end = now = end
+        if accept(status, etag):
+            tally.acknowledged += acknowledge
+        else:
+            tally.non_2xx += 1
+            tally.problem(f"{what}: HTTP {status}")
+            if recover is not None:
+                await recover()
                 now = clock()
-                continue
-            end = clock()
-            latencies.append(end - now)
-            statuses[status] = statuses.get(status, 0) + 1
-            tally.last_end = now = end
-            if not 200 <= status < 300:
-                tally.non_2xx += 1
-                tally.problem(f"GET: HTTP {status}")
 
 
 async def open_clients(spec: HttpSpec, tally: Tally) -> list[Client]:
@@ -225,12 +237,19 @@ async def _http_step(spec: HttpSpec) -> HttpResult:
                             else c.get_loop(deadline))
         for c in clients
     ]
+    return await _finish(spec, tally, start, tasks, [c.conn for c in clients])
+
+
+async def _finish(spec: HttpSpec | RawSpec, tally: Tally, start: int,
+                  tasks: list[asyncio.Task[None]], conns: list[HttpConnection]) -> HttpResult:
+    """Wait for the connections' loops (cut off ``STEP_GRACE`` after the duration), close
+    the connections and sum up."""
     _, pending = await asyncio.wait(tasks, timeout=spec.duration + STEP_GRACE)
     for task in pending:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    for c in clients:
-        c.conn.close()
+    for conn in conns:
+        conn.close()
     elapsed = (tally.last_end - start) / 1e9 if tally.last_end > start else spec.duration
     p50, p99, mean, longest = quantiles_ms(tally.latencies)
     return HttpResult(
@@ -248,6 +267,49 @@ def run_http(spec: HttpSpec) -> HttpResult:
     import uvloop
 
     return uvloop.run(_http_step(spec))
+
+
+@dataclass
+class RawSpec:
+    """Requests made in advance (any server: the baselines), sent by ``connections``
+    keep-alive connections, each taking the next one of the list (round robin) as soon as
+    it has its previous answer; any 2xx answer counts as a success."""
+
+    label: str
+    method: str  # what the requests do, for the results ("PUT", "GET")
+    port: int
+    connections: int
+    duration: float
+    requests: list[bytes]
+    total: int = 0  # stop once this many requests were sent (0: for the whole duration)
+
+
+async def _raw_step(spec: RawSpec) -> HttpResult:
+    tally = Tally()
+    conns = [HttpConnection(spec.port) for _ in range(spec.connections)]
+    await asyncio.wait_for(asyncio.gather(*(c.connect() for c in conns)), STEP_GRACE)
+    requests, sent = spec.requests, [0]
+    limit = spec.total or 2**62
+
+    def next_request() -> bytes | None:
+        if sent[0] >= limit:
+            return None
+        sent[0] += 1
+        return requests[(sent[0] - 1) % len(requests)]
+
+    async def loop(conn: HttpConnection, deadline: int) -> None:
+        await request_loop(conn, tally, deadline, spec.method, next_request, acknowledge=True)
+
+    start = time.perf_counter_ns()
+    deadline = start + int(spec.duration * 1e9)
+    tasks = [asyncio.create_task(loop(c, deadline)) for c in conns]
+    return await _finish(spec, tally, start, tasks, conns)
+
+
+def run_raw(spec: RawSpec) -> HttpResult:
+    import uvloop
+
+    return uvloop.run(_raw_step(spec))
 
 
 def describe(r: HttpResult) -> str:
@@ -279,10 +341,20 @@ def http_step(monitor: Monitor, server: Server, meter: CpuMeter, pool: ProcessPo
     return result
 
 
+def raw_step(meter: CpuMeter, pool: ProcessPoolExecutor, spec: RawSpec) -> HttpResult:
+    """A step of made-in-advance requests (a baseline server's), with where the CPU went."""
+    holder: list[Cpu] = []
+    with meter.measure(holder.append):
+        result = pool.submit(run_raw, spec).result(timeout=spec.duration + STEP_GRACE * 4)
+    result.cpu = holder[0]
+    return result
+
+
 def measure(report: dict[str, Any], monitor: Monitor, server: Server, meter: CpuMeter,
             pool: ProcessPoolExecutor, *, token: str, duration: float, quick: bool,
-            rss_writes: int) -> None:
-    """(c)-(e) into ``report`` (its ``http`` and ``server`` parts)."""
+            rss_writes: int, headers: str = "") -> None:
+    """(c)-(e) into ``report`` (its ``http`` and ``server`` parts); ``headers``: the header
+    lines every request carries (the administrator's token)."""
     meter.server_pid = server.pid
     steps: dict[str, Any] = {}
     report["http"] = steps
@@ -291,20 +363,22 @@ def measure(report: dict[str, Any], monitor: Monitor, server: Server, meter: Cpu
                                                   *server.command()[1:]])}
     acknowledged = 0
     warmup = HttpSpec("warmup", "PUT", server.port, f"{token}-warm", 16,
-                      0.5 if quick else 1.0)
+                      0.5 if quick else 1.0, headers=headers)
     say(f"warm-up: PUT @16 for {warmup.duration:g} s")
     acknowledged += http_step(monitor, server, meter, pool, warmup).acknowledged_writes
     for connections in PUT_CONNECTIONS:
         label = f"put_{connections}"
         say(f"(c) PUT If-Match @{connections} connections, {duration:g} s")
         result = http_step(monitor, server, meter, pool, HttpSpec(
-            label, "PUT", server.port, f"{token}-{label}", connections, duration))
+            label, "PUT", server.port, f"{token}-{label}", connections, duration,
+            headers=headers))
         steps[label] = asdict(result)
         acknowledged += result.acknowledged_writes
         say(f"(c) done: {describe(result)}")
     say(f"(d) GET one entry @{GET_CONNECTIONS} connections, {duration:g} s")
     result = http_step(monitor, server, meter, pool, HttpSpec(
-        "get_16", "GET", server.port, f"{token}-get", GET_CONNECTIONS, duration))
+        "get_16", "GET", server.port, f"{token}-get", GET_CONNECTIONS, duration,
+        headers=headers))
     steps["get_16"] = asdict(result)
     acknowledged += result.acknowledged_writes
     say(f"(d) done: {describe(result)}")
@@ -316,7 +390,7 @@ def measure(report: dict[str, Any], monitor: Monitor, server: Server, meter: Cpu
             f"{rss_writes:,} acknowledged writes (at most {cap:.0f} s)")
         result = http_step(monitor, server, meter, pool, HttpSpec(
             "rss_load", "PUT", server.port, f"{token}-rss", RSS_CONNECTIONS, cap,
-            target_writes=remaining))
+            target_writes=remaining, headers=headers))
         steps["rss_load"] = asdict(result)
         acknowledged += result.acknowledged_writes
         say(f"(e) load done: {describe(result)}")

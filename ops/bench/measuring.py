@@ -21,6 +21,24 @@ from typing import Any, TypeVar
 HOST = "127.0.0.1"
 NAMESPACE = "bench"
 STEP_GRACE = 30.0  # seconds a step may overrun its duration before it is cut off
+#: A step during which every other process of the machine together used more than this
+#: (% of one core) is noisy: its status is NOISY, not PASS. On the 2-core machine a quiet
+#: step shows 0-10 % (the desktop's and PostgreSQL's background work, the bench's own
+#: monitor); a test suite or a build beside it shows 50-100 %, which takes a quarter to a
+#: half of the cores the server, PostgreSQL and the load generator share and cuts their
+#: rates by as much. 15 % is above the quiet steps' noise, low enough to catch anything
+#: that moves a throughput by ~10 %.
+NOISY_OTHER = 15.0
+
+
+def verdict(passed: bool | None, other: float | None) -> str:
+    """A step's status: FAIL, NOISY (it would pass, or has no target, but other processes
+    used more than ``NOISY_OTHER`` % of a core meanwhile), PASS, or — (no target)."""
+    if passed is False:
+        return "FAIL"
+    if other is not None and other > NOISY_OTHER:
+        return "NOISY"
+    return "—" if passed is None else "PASS"
 
 
 def say(message: str) -> None:
@@ -69,6 +87,18 @@ def latency_quantiles(samples_ms: list[float]) -> dict[str, float | None]:
     return {"p50_ms": at(0.50), "p99_ms": at(0.99), "max_ms": round(ordered[-1], 3)}
 
 
+def bearer(token: str | None) -> str:
+    """The header line that carries ``token`` in the load generator's requests ("" for
+    none)."""
+    return f"Authorization: Bearer {token}\r\n" if token else ""
+
+
+def header_dict(lines: str) -> dict[str, str]:
+    """Header lines ("Name: value\\r\\n"…) as http.client wants them."""
+    pairs = (line.partition(":") for line in lines.split("\r\n") if line)
+    return {name.strip(): value.strip() for name, _, value in pairs}
+
+
 def fmt(value: float | None, digits: int = 1) -> str:
     return "—" if value is None else f"{value:,.{digits}f}"
 
@@ -101,17 +131,22 @@ class _Snapshot:
     children_cpu: float  # seconds of waited-for children of this process (pgbench)
 
 
+def read_stat(path: str) -> tuple[str, list[str]] | None:
+    """A ``/proc/…/stat`` file (a process's or a thread's): its name (comm) and the fields
+    after it (``fields[11] + fields[12]``: its user + system ticks); None once it is gone."""
+    try:
+        raw = Path(path).read_text()
+    except OSError:
+        return None
+    return raw[raw.find("(") + 1: raw.rfind(")")], raw[raw.rfind(")") + 2:].split()
+
+
 def process_table() -> dict[int, ProcessRow]:
     table: dict[int, ProcessRow] = {}
     for name in os.listdir("/proc"):
-        if not name.isdigit():
+        if not name.isdigit() or (stat := read_stat(f"/proc/{name}/stat")) is None:
             continue
-        try:
-            raw = Path(f"/proc/{name}/stat").read_text()
-        except OSError:
-            continue
-        comm = raw[raw.find("(") + 1: raw.rfind(")")]
-        fields = raw[raw.rfind(")") + 2:].split()
+        comm, fields = stat
         table[int(name)] = ProcessRow(int(fields[1]), comm, int(fields[11]) + int(fields[12]),
                                        int(fields[13]) + int(fields[14]))
     return table

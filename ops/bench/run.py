@@ -23,13 +23,17 @@ import psycopg
 from psycopg import sql
 
 from nexus_ssot.ledger.settings import Settings
+from nexus_ssot.ops.credentials import read_admin_token
 from nexus_ssot.ops.embedded import EmbeddedNats, EmbeddedPostgres
 
 from . import (
     auth,
     backup,
+    baseline,
     broadcast,
+    budget,
     chain,
+    etcd,
     history,
     http_load,
     library,
@@ -39,11 +43,16 @@ from . import (
 )
 from .database import Monitor, conninfo, describe_server, postmaster_of, with_database
 from .http_load import RSS_WRITES, RSS_WRITES_QUICK
-from .measuring import HOST, CpuMeter, say, worker_pid
-from .report import evaluate, markdown, write_results
+from .measuring import HOST, CpuMeter, bearer, say, worker_pid
+from .report import evaluate, markdown, noisy_steps, write_results
 from .server import Server
 
 QUICK_DURATION = 2.0
+IDLE_SECONDS, IDLE_SECONDS_QUICK = 10.0, 5.0  # (r): the idle server's CPU over this long
+#: The server under test: auth on, as in production (the load generator sends the
+#: administrator's token); no default rate limit, as the bench is one user sending
+#: thousands of requests a second.
+SERVER_ENV = {"SSOT_AUTH": "on", "SSOT_RATE_LIMIT_PER_SECOND": "0"}
 
 
 def git_commit(repo: Path) -> dict[str, Any]:
@@ -152,8 +161,10 @@ class Bench:
                 nats_server = EmbeddedNats(work / "nats")
                 nats_url = nats_server.start()
                 stack.callback(nats_server.stop)
-            if self.only != "auth":
+            if self.only not in ("auth", "baselines"):
                 self.with_server(database_url, nats_url, work, meter, pool)
+            if self.only in (None, "baselines"):
+                self.baselines(work, meter, pool)
             if self.only in (None, "auth"):
                 say("(p) identity and access: in process, then auth off beside auth on")
                 self.report["auth"] = auth.run_all(
@@ -167,19 +178,29 @@ class Bench:
 
     def with_server(self, database_url: str, nats_url: str, work: Path, meter: CpuMeter,
                     pool: ProcessPoolExecutor) -> None:
-        """The steps against the server under test: auth off (every request the anonymous
-        administrator, loopback only), so they measure the ledger; (p) measures what auth
-        adds."""
+        """The steps against the server under test: auth on, every request with the
+        administrator's token (``SERVER_ENV``); (p) measures what auth adds."""
         assert self.monitor is not None
-        server = Server(database_url, nats_url, work, self.workers, env={"SSOT_AUTH": "off"})
+        server = Server(database_url, nats_url, work, self.workers, env=SERVER_ENV)
         say(f"starting `ssot serve` on {HOST}:{server.port} (log {server.log_path})")
         try:
             server.start()
             meter.server_pid = server.pid
+            token = read_admin_token(server.data_dir)
+            if token is None:
+                raise RuntimeError(f"no admin token in {server.data_dir}")
+            headers = bearer(token)
+            self.report.setdefault("server", {})["env"] = SERVER_ENV
             if self.only is None:
                 http_load.measure(self.report, self.monitor, server, meter, pool,
                                   token=self.token, duration=self.duration,
-                                  quick=self.quick, rss_writes=self.rss_writes)
+                                  quick=self.quick, rss_writes=self.rss_writes,
+                                  headers=headers)
+            if self.only in (None, "budget"):
+                self.report["budget"] = budget.measure(
+                    self.monitor, server, meter, pool, token=self.token,
+                    duration=self.duration, headers=headers,
+                    idle_seconds=IDLE_SECONDS_QUICK if self.quick else IDLE_SECONDS)
             if self.only in (None, "chain"):
                 self.report["hash_chain"] = chain.measure(
                     database_url, meter, pool, token=self.token, duration=self.duration,
@@ -188,18 +209,19 @@ class Bench:
                 say("(f)-(h) broadcast: raw JetStream, commit → delivery, catch-up")
                 self.report["broadcast"] = broadcast.run_all(
                     server.port, database_url, nats_url, server.stream, server.prefix,
-                    self.duration)
+                    self.duration, meter, headers=headers)
                 for line in self.report["broadcast"]["summary_md"][5:]:
                     say(line)
             if self.only in (None, "history"):
-                self.measure_history(server, database_url, meter)
+                self.measure_history(server, database_url, meter, headers)
             if self.only in (None, "projections"):
-                self.measure_projections(server, database_url, meter, pool)
+                self.measure_projections(server, database_url, meter, pool, headers)
             if self.only in (None, "backup"):
                 self.measure_backup(database_url, meter)
             if self.only in (None, "slowloris"):
                 self.report["slowloris"] = slowloris.run_all(
-                    server.port, self.duration, Settings().http_header_timeout_seconds)
+                    server.port, self.duration, Settings().http_header_timeout_seconds,
+                    headers)
         finally:
             code = server.stop()
             say(f"server stopped (exit code {code})")
@@ -214,25 +236,32 @@ class Bench:
                           .format(sql.Identifier(self.database)))
         say(f"dropped database {self.database}")
 
-    def measure_history(self, server: Server, database_url: str, meter: CpuMeter) -> None:
+    def baselines(self, work: Path, meter: CpuMeter, pool: ProcessPoolExecutor) -> None:
+        """(s) the trivial FastAPI app and (t) etcd, by the same load generator."""
+        self.report["baseline"] = baseline.measure(work, self.workers, self.duration, meter,
+                                                   pool)
+        self.report["etcd"] = etcd.measure(work, self.duration, meter, pool)
+
+    def measure_history(self, server: Server, database_url: str, meter: CpuMeter,
+                        headers: str) -> None:
         say("(i)-(k) time travel and audit")
         measured = history.run_all(
             server.port, database_url, entries=10_000 if self.quick else 100_000,
             audit_events=history.AUDIT_EVENTS_QUICK if self.quick else history.AUDIT_EVENTS,
-            meter=meter)
+            meter=meter, headers=headers)
         self.report["history"] = {**measured, "summary_md": history.summarize(
             measured, quick=self.quick)}
         for line in self.report["history"]["summary_md"][5:]:
             say(line)
 
     def measure_projections(self, server: Server, database_url: str, meter: CpuMeter,
-                            pool: ProcessPoolExecutor) -> None:
+                            pool: ProcessPoolExecutor, headers: str) -> None:
         say("(m)-(n) projections: rebuilds beside the library's log read, live view lag")
         measured = projections.run_all(
             server.port, database_url, meter, pool,
             events=projections.EVENTS_QUICK if self.quick else projections.EVENTS,
             keys=projections.KEYS_QUICK if self.quick else projections.KEYS,
-            seconds=self.duration)
+            seconds=self.duration, headers=headers)
         measured["summary_md"] = projections.summarize(measured, quick=self.quick)
         self.report["projections"] = measured
         for line in measured["summary_md"][5:]:
@@ -264,13 +293,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("bench/results"),
                         help="folder for the results (default bench/results)")
     parser.add_argument("--only", choices=["history", "chain", "projections", "backup", "auth",
-                                           "slowloris"],
+                                           "slowloris", "budget", "baselines"],
                         help="run only these steps: history = (i)-(k) time travel and audit, "
                              "chain = (l) the hash chain's cost, projections = (m)-(n) view "
                              "rebuilds and live view lag, backup = (o) verify, export and "
                              "import, auth = (p) identity and access, in process and auth "
                              "off beside on over HTTP, slowloris = (q) ordinary requests "
-                             "beside 200 slow clients (results go to "
+                             "beside 200 slow clients, budget = (r) CPU per operation of "
+                             "each part of the server, baselines = (s) a trivial FastAPI app "
+                             "and (t) etcd (results go to "
                              "bench-<stamp>-<steps>.*, not latest.*)")
     args = parser.parse_args(argv)
     if args.duration <= 0:
@@ -285,9 +316,14 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     rows = evaluate(report)
     report["summary"] = rows
+    report["noisy_steps"] = noisy_steps(report, rows)
     text = markdown(report, rows)
-    path = write_results(args.out, report, text)
-    say(f"results in {path}" + ("" if args.only else f" and {args.out / 'latest.md'}"))
+    path, latest = write_results(args.out, report, rows, text)
+    if latest:
+        say(f"results in {path} and {args.out / 'latest.md'}")
+    else:
+        say(f"results in {path}" + ("" if args.only else
+                                    " (a noisy run: latest.md left as it was)"))
     print(text, end="")
     return 0
 

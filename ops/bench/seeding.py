@@ -104,7 +104,7 @@ def seed_log(database_url: str, shape: SeedShape, count: int, busy: Sequence[str
     return time.perf_counter() - started
 
 
-def _followers(conn: psycopg.Connection[tuple[Any, ...]]) -> tuple[int, dict[str, int]]:
+def follower_positions(conn: psycopg.Connection[tuple[Any, ...]]) -> tuple[int, dict[str, int]]:
     """The log's head and the position of each process that follows it: the broadcaster
     (the furthest saved position: a finished catch-up bench broadcaster stays behind) and
     each asynchronous view."""
@@ -130,7 +130,7 @@ def quiesce(database_url: str) -> dict[str, Any]:
         last: dict[str, int] = {}
         moved = time.monotonic()
         while time.perf_counter() - started < QUIET_TIMEOUT:
-            head, positions = _followers(conn)
+            head, positions = follower_positions(conn)
             behind = {name: at for name, at in positions.items() if at < head}
             for name in positions.keys() - behind.keys() - caught_up.keys():
                 caught_up[name] = round(time.perf_counter() - started, 1)

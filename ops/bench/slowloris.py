@@ -40,12 +40,12 @@ class Ordinary:
                 "errors": self.errors, "first_problem": self.first_problem}
 
 
-async def ordinary_gets(port: int, seconds: float) -> Ordinary:
+async def ordinary_gets(port: int, seconds: float, headers: str) -> Ordinary:
     """GETs of one entry on ``ORDINARY_CONNECTIONS`` keep-alive connections, each request
     after the previous one's answer, for ``seconds``."""
     tally = Ordinary()
     request = (f"GET /v1/namespaces/bench/entries/{KEY} HTTP/1.1\r\n"
-               f"Host: {HOST}:{port}\r\n\r\n").encode()
+               f"Host: {HOST}:{port}\r\n{headers}\r\n").encode()
     deadline = time.perf_counter_ns() + int(seconds * 1e9)
 
     async def client() -> None:
@@ -108,21 +108,23 @@ async def slow_client(port: int, stop: asyncio.Event, tally: SlowClients) -> Non
         wave += 1
 
 
-async def measure(port: int, seconds: float, head_timeout: float) -> dict[str, Any]:
+async def measure(port: int, seconds: float, head_timeout: float, headers: str = ""
+                  ) -> dict[str, Any]:
     conn = HttpConnection(port)  # the entry the ordinary clients read
     status, _ = await conn.exchange(
         (f"PUT /v1/namespaces/bench/entries/{KEY} HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
+         f"{headers}"
          "Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}").encode())
     conn.close()
     if status >= 300:
         raise RuntimeError(f"creating the entry the ordinary clients read: HTTP {status}")
-    alone = await ordinary_gets(port, seconds)
+    alone = await ordinary_gets(port, seconds, headers)
     window = seconds + head_timeout
     stop = asyncio.Event()
     tally = SlowClients()
     slow = [asyncio.create_task(slow_client(port, stop, tally)) for _ in range(SLOW_CLIENTS)]
     await asyncio.sleep(TRICKLE_SECONDS)  # all of them connected and trickling
-    beside = await ordinary_gets(port, window)
+    beside = await ordinary_gets(port, window, headers)
     stop.set()
     # The first wave gets until its deadline and a few seconds more to be cut off.
     _, still_open = await asyncio.wait(slow, timeout=head_timeout + 5.0)
@@ -143,10 +145,11 @@ async def measure(port: int, seconds: float, head_timeout: float) -> dict[str, A
     }
 
 
-def run_all(port: int, seconds: float, head_timeout: float) -> dict[str, Any]:
+def run_all(port: int, seconds: float, head_timeout: float, headers: str = ""
+            ) -> dict[str, Any]:
     say(f"(q) {SLOW_CLIENTS} slow clients (a header line a second, never the end) beside "
         f"{ORDINARY_CONNECTIONS} ordinary connections, head timeout {head_timeout:g} s")
-    measured = asyncio.run(measure(port, seconds, head_timeout))
+    measured = asyncio.run(measure(port, seconds, head_timeout, headers))
     measured["passed"] = passed(measured)
     measured["summary_md"] = summarize(measured)
     for line in measured["summary_md"][2:]:

@@ -1,0 +1,237 @@
+"""The bench's report logic (ops/bench): the CPU budget against its targets, noisy steps,
+the baselines' rows and which results become ``latest`` — on made-up figures, without
+running the bench."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nexus_ssot.ops.bench import broadcast, budget, etcd, report
+from nexus_ssot.ops.bench.budget import FOLLOWERS, HTTP, OTHER, WRITER, ThreadRow
+from nexus_ssot.ops.bench.measuring import NOISY_OTHER, bearer, header_dict
+
+QUIET, BUSY = 2.0, NOISY_OTHER + 10
+
+
+def http_step(rate: float, *, p50: float = 1.0, p99: float = 10.0, other: float = QUIET,
+              non_2xx: int = 0) -> dict[str, Any]:
+    return {"requests_per_s": rate, "p50_ms": p50, "p99_ms": p99, "non_2xx": non_2xx,
+            "errors": 0, "cpu": {"other": other}, "mean_batch": None}
+
+
+def phase(ms: dict[str, float], *, other: float = QUIET, batch: float | None = 1.0,
+          caught_up: bool = True, total: float = 0.5) -> dict[str, Any]:
+    return {"ms_per_op": ms, "cpu": {"other": other}, "mean_batch": batch,
+            "followers_caught_up": caught_up, "seconds": 10.0, "total_percent_of_core": total,
+            "ops": 100, "threads_ms_per_op": {}, "percent_of_core": {}}
+
+
+def good_budget(**changes: Any) -> dict[str, Any]:
+    phases = {
+        "put_1": phase({HTTP: 0.4, WRITER: 0.45, FOLLOWERS: 0.25}),
+        "put_16": phase({HTTP: 0.4, WRITER: 0.14, FOLLOWERS: 0.2}, batch=15.8),
+        "get_1": phase({HTTP: 0.2, WRITER: 0.0, FOLLOWERS: 0.0}),
+        "idle": phase({HTTP: 4.0, WRITER: 0.0, FOLLOWERS: 3.0}, batch=None, total=0.7),
+    }
+    phases.update(changes)
+    return {"phases": phases}
+
+
+def base_report(**parts: Any) -> dict[str, Any]:
+    return {"started_at": "2026-01-01T00:00:00+00:00", "quick": False, "only": None,
+            "duration_s": 10.0, "server_workers": 2,
+            "machine": {"nproc": 2, "python": "3.11", "git": {"commit": "abc"}}, **parts}
+
+
+def by_step(rows: list[dict[str, Any]], start: str) -> list[dict[str, Any]]:
+    return [row for row in rows if row["step"].startswith(start)]
+
+
+# --- the CPU budget --------------------------------------------------------------------------
+
+
+def test_a_budget_within_every_target_passes() -> None:
+    rows = budget.evaluate(good_budget())
+    assert len(rows) == 8
+    assert all(row["passed"] is True for row in rows), rows
+    assert [report.status(r) for r in report.evaluate(base_report(budget=good_budget()))] \
+        == ["PASS"] * 8
+
+
+def test_each_kind_is_held_to_its_own_target() -> None:
+    rows = budget.evaluate(good_budget(
+        put_1=phase({HTTP: 0.51, WRITER: 0.5, FOLLOWERS: 0.31}),
+        put_16=phase({HTTP: 0.3, WRITER: 0.16, FOLLOWERS: 0.3}, batch=16.0),
+        get_1=phase({HTTP: 0.26})))
+    verdicts = {(kind, at): row["passed"] for row in rows
+                for kind in (HTTP, WRITER, FOLLOWERS) for at in ("PUT @1 ", "PUT @16", "GET")
+                if f", {kind}, " in row["step"] and at in row["step"]}
+    assert verdicts == {
+        (HTTP, "PUT @1 "): False, (WRITER, "PUT @1 "): True, (FOLLOWERS, "PUT @1 "): False,
+        (HTTP, "PUT @16"): True, (WRITER, "PUT @16"): False, (FOLLOWERS, "PUT @16"): True,
+        (HTTP, "GET"): False}
+
+
+def test_idle_must_stay_under_one_percent_of_a_core() -> None:
+    rows = budget.evaluate(good_budget(idle=phase({HTTP: 6.0, FOLLOWERS: 4.0}, total=1.0)))
+    idle = by_step(rows, "(r) idle")
+    assert idle[0]["passed"] is False and idle[0]["unit"] == "% of a core"
+
+
+def test_followers_that_never_caught_up_fail_whatever_their_cpu() -> None:
+    rows = budget.evaluate(good_budget(
+        put_16=phase({HTTP: 0.1, WRITER: 0.1, FOLLOWERS: 0.01}, caught_up=False)))
+    row = next(r for r in rows if "followers" in r["step"] and "@16" in r["step"])
+    assert row["passed"] is False and "not caught up" in row["note"]
+
+
+def test_a_missing_kind_has_no_verdict() -> None:
+    rows = budget.evaluate(good_budget(put_1=phase({WRITER: 0.1, FOLLOWERS: 0.1})))
+    row = next(r for r in rows if "HTTP workers, PUT @1 " in r["step"])
+    assert row["passed"] is None and row["value"] is None
+
+
+def test_processes_are_told_apart_by_their_command_line() -> None:
+    root = 100
+    assert budget.kind_of(root, root, "/venv/bin/python /venv/bin/ssot serve") == FOLLOWERS
+    assert budget.kind_of(101, root, "/venv/bin/python -m nexus_ssot.ops.cli writer "
+                                     "--socket /run/x.sock") == WRITER
+    assert budget.kind_of(102, root, "/venv/bin/python -c from multiprocessing.spawn import "
+                                     "spawn_main; spawn_main(tracker_fd=5, pipe_handle=7) "
+                                     "--multiprocessing-fork") == HTTP
+    assert budget.kind_of(103, root, "/venv/bin/python -c from multiprocessing."
+                                     "resource_tracker import main;main(4)") == OTHER
+    assert budget.kind_of(104, root, "nats-server -js") == OTHER
+
+
+def test_cpu_is_added_up_per_kind_and_per_thread_name() -> None:
+    tick = budget._TICK_MS
+    before = {(1, 1): ThreadRow(FOLLOWERS, "ssot-broadcaste", 10),
+              (2, 2): ThreadRow(HTTP, "python", 5), (3, 3): ThreadRow(HTTP, "python", 7)}
+    after = {(1, 1): ThreadRow(FOLLOWERS, "ssot-broadcaste", 14),
+             (2, 2): ThreadRow(HTTP, "python", 6), (3, 3): ThreadRow(HTTP, "python", 9),
+             (3, 4): ThreadRow(HTTP, "asyncio_0", 2)}  # born meanwhile: counts whole
+    kinds, threads = budget.spent(before, after)
+    assert kinds == {FOLLOWERS: 4 * tick, HTTP: 5 * tick}
+    assert threads == {f"{FOLLOWERS} / ssot-broadcaste": 4 * tick,
+                       f"{HTTP} / python": 3 * tick, f"{HTTP} / asyncio_0": 2 * tick}
+    figures = budget.phase_figures("put_1", 2, 0.5, kinds, threads, {"other": 1.0})
+    assert figures["ms_per_op"][HTTP] == round(5 * tick / 2, 3)
+    assert figures["total_percent_of_core"] == round(9 * tick / 0.5 / 10, 2)
+    assert next(iter(figures["threads_ms_per_op"])) == f"{FOLLOWERS} / ssot-broadcaste"
+
+
+# --- noisy steps -----------------------------------------------------------------------------
+
+
+def test_a_passing_step_on_a_busy_machine_is_noisy_and_a_failing_one_still_fails() -> None:
+    rep = base_report(
+        library={"saves_per_s": 1000.0, "cpu": {}},
+        http={"put_16": http_step(2500, other=BUSY), "put_64": http_step(1000, other=BUSY),
+              "put_1": http_step(500, other=QUIET)},
+        budget=good_budget(get_1=phase({HTTP: 0.2}, other=BUSY)))
+    rows = report.evaluate(rep)
+    put16 = by_step(rows, "(c) PUT If-Match @16")[0]
+    put64 = by_step(rows, "(c) PUT If-Match @64")[0]
+    assert put16["passed"] is True and report.status(put16) == "NOISY"
+    assert put64["passed"] is False and report.status(put64) == "FAIL"
+    assert report.status(by_step(rows, "(c) PUT If-Match @1")[0]) == "PASS"
+    assert report.status(by_step(rows, "(r) CPU per GET")[0]) == "NOISY"
+    assert set(report.noisy_steps(rep, rows)) == {put16["step"], put64["step"],
+                                                  by_step(rows, "(r) CPU per GET")[0]["step"]}
+    text = report.markdown(rep, rows)
+    assert "**Noisy run**" in text and "| NOISY |" in text
+
+
+def test_a_quiet_run_says_nothing_of_noise() -> None:
+    rep = base_report(budget=good_budget())
+    rows = report.evaluate(rep)
+    assert report.noisy_steps(rep, rows) == []
+    assert "Noisy" not in report.markdown(rep, rows)
+
+
+def test_a_noisy_line_in_a_parts_own_table_makes_the_run_noisy() -> None:
+    rep = base_report(broadcast={"summary_md": ["| (g) commit → NATS | … | PASS |"]})
+    assert report.noisy_steps(rep, []) == []
+    rep["broadcast"]["summary_md"].append("| (g) commit → NATS | … | NOISY |")
+    assert report.noisy_steps(rep, []) == ["(broadcast)"]
+    assert report.results_name(rep, [], "S") == ("bench-S-noisy", False)
+
+
+def test_only_a_full_quiet_run_replaces_latest() -> None:
+    quiet = [{"step": "x", "noisy": False}]
+    noisy = [{"step": "x", "noisy": True}]
+    assert report.results_name(base_report(), quiet, "S") == ("bench-S", True)
+    assert report.results_name(base_report(), noisy, "S") == ("bench-S-noisy", False)
+    assert report.results_name(base_report(only="budget"), quiet, "S") == (
+        "bench-S-budget", False)
+
+
+# --- headline targets and baselines ----------------------------------------------------------
+
+
+def test_put_at_one_connection_must_answer_within_two_ms_at_the_median() -> None:
+    slow = report.evaluate(base_report(http={"put_1": http_step(400, p50=2.0)}))
+    fast = report.evaluate(base_report(http={"put_1": http_step(600, p50=1.6)}))
+    assert slow[0]["passed"] is False and fast[0]["passed"] is True
+    assert "p50 < 2 ms" in fast[0]["target"]
+
+
+def test_get_is_measured_against_the_trivial_fastapi_endpoint() -> None:
+    trivial = {"get_16": http_step(8000)}
+    half = report.evaluate(base_report(http={"get_16": http_step(4100)}, baseline=trivial))
+    get, floor = by_step(half, "(d)")[0], by_step(half, "(s)")[0]
+    assert get["passed"] is True and get["note"] == "0.51x trivial FastAPI"
+    assert floor["passed"] is None and floor["value"] == 8000
+    short = report.evaluate(base_report(http={"get_16": http_step(3900)}, baseline=trivial))
+    assert by_step(short, "(d)")[0]["passed"] is False  # ≥ 3,000 req/s but 0.49x
+    alone = report.evaluate(base_report(http={"get_16": http_step(3100)}))
+    assert by_step(alone, "(d)")[0]["passed"] is True
+    assert by_step(alone, "(d)")[0]["note"] == "trivial FastAPI not measured"
+
+
+def test_without_etcd_the_report_says_so_in_one_line_and_nothing_fails() -> None:
+    rows = report.evaluate(base_report(etcd={"installed": False}))
+    assert len(rows) == 1 and rows[0]["passed"] is None
+    assert rows[0]["note"] == etcd.NOT_INSTALLED and report.status(rows[0]) == "—"
+    assert "etcd is not installed" in report.markdown(base_report(), rows)
+    assert report.evaluate(base_report()) == []  # not run at all: no row
+
+
+def test_our_rates_are_shown_as_a_fraction_of_etcds() -> None:
+    found = {"installed": True, "version": "3.4.23", "gateway": "/v3",
+             "put_16": http_step(2000), "put_64": http_step(4000), "get_16": http_step(6000)}
+    ours = {"put_16": http_step(1200), "put_64": http_step(1500), "get_16": http_step(3000)}
+    rows = etcd.evaluate(found, ours)
+    assert [(r["note"], r["passed"]) for r in rows] == [
+        ("ours 0.6x", True), ("ours 0.38x", False), ("ours 0.5x", True)]
+    assert "/v3/kv/range" in rows[2]["step"]
+    assert etcd.evaluate(found, {})[0]["passed"] is None
+
+
+def test_commit_to_nats_fails_when_the_load_falls_short_of_its_rate() -> None:
+    raw = {"delivery": {"p50_ms": 0.2, "p99_ms": 0.5}, "delivered": 10,
+           "publish_per_s_64_in_flight": 20000}
+    catch = {"backlog_events": 10, "events_per_s": 20000}
+
+    def ledger(rate: int) -> dict[str, Any]:
+        return {"writes": 10, "delivered": 10, "writes_per_s": rate, "rate": 1000,
+                "delivery": {"p50_ms": 2.0, "p99_ms": 10.0},
+                "delivery_after_http_ack": {"p50_ms": 0.1, "p99_ms": 1.0}}
+
+    row = next(line for line in broadcast.summarize(raw, ledger(990), catch) if "(g) commit"
+               in line)
+    assert row.endswith("| PASS |")
+    row = next(line for line in broadcast.summarize(raw, ledger(500), catch) if "(g) commit"
+               in line)
+    assert row.endswith("| FAIL |")
+    busy = {**ledger(990), "cpu": {"other": BUSY}}
+    row = next(line for line in broadcast.summarize(raw, busy, catch) if "(g) commit" in line)
+    assert row.endswith("| NOISY |")
+
+
+def test_the_token_travels_as_a_header_line_and_as_a_dict() -> None:
+    assert bearer(None) == "" and header_dict("") == {}
+    line = bearer("t0k")
+    assert line == "Authorization: Bearer t0k\r\n"
+    assert header_dict(line) == {"Authorization": "Bearer t0k"}
