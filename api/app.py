@@ -52,6 +52,8 @@ from . import (
     namespaces,
     negotiation,
     restore,
+    schema_definitions,
+    schemas,
     verify,
     views,
 )
@@ -112,6 +114,8 @@ ROUTERS: list[APIRouter] = [
     verify.router,
     access_routes.router,
     access_audit.router,
+    schemas.router,
+    schema_definitions.router,
 ]
 
 
