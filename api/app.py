@@ -28,7 +28,7 @@ from nexus_ssot.access.identity import Identity
 from nexus_ssot.access.log import AccessLog
 from nexus_ssot.access.oidc import OidcAuthenticator
 from nexus_ssot.access.policy import RateLimit as RateLimitSetting
-from nexus_ssot.ledger.errors import LedgerError
+from nexus_ssot.ledger.errors import LedgerError, SchemaViolation
 from nexus_ssot.ledger.migrate import migrate
 from nexus_ssot.ledger.settings import Settings
 from nexus_ssot.ledger.store import open_application
@@ -51,6 +51,7 @@ from . import (
     history,
     namespaces,
     negotiation,
+    quality,
     restore,
     schema_definitions,
     schemas,
@@ -116,6 +117,7 @@ ROUTERS: list[APIRouter] = [
     access_audit.router,
     schemas.router,
     schema_definitions.router,
+    quality.router,
 ]
 
 
@@ -198,6 +200,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(router)
     docs_pages.mount(app)
     app.add_exception_handler(LedgerError, errors.ledger_error_handler)
+    app.add_exception_handler(SchemaViolation, quality.schema_violation_handler)
     app.add_exception_handler(RequestValidationError, errors.validation_error_handler)
     app.add_exception_handler(StarletteHTTPException, errors.http_error_handler)
     app.add_exception_handler(psycopg.OperationalError, errors.store_unreachable_handler)

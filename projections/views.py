@@ -9,10 +9,12 @@ from nexus_ssot.ledger.settings import Settings
 from .kv_mirror import KvMirror
 from .namespace_stats import NamespaceStats
 from .runtime import View
+from .schema_quality import SchemaQuality
 
 #: Views that need no outside service (PostgreSQL only): name → constructor.
 SQL_VIEWS: dict[str, Callable[[], View]] = {
     NamespaceStats.name: NamespaceStats,
+    SchemaQuality.name: SchemaQuality,
 }
 
 

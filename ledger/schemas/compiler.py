@@ -135,6 +135,10 @@ class SchemaCache:
         self._size = size
         self._compiled: OrderedDict[Hashable, CompiledSchema] = OrderedDict()
 
+    def cached(self, key: Hashable) -> CompiledSchema | None:
+        """The schema compiled under ``key``, if it still is."""
+        return self._compiled.get(key)
+
     def get(self, key: Hashable, build: Callable[[], CompiledSchema]) -> CompiledSchema:
         found = self._compiled.get(key)
         if found is None:

@@ -267,3 +267,58 @@ def test_format_asserts_only_when_the_namespace_says_so(client: httpx.Client,
     assert refused(client.put(entry(ns, "b"), json={"day": "someday"})) == [
         ("/day", "format")]
     assert client.put(entry(ns, "b"), json={"day": "2026-12-03"}).status_code == 201
+
+
+@pytest.fixture()
+def views(database_url: str) -> Iterator[Any]:
+    from nexus_ssot.ops.project import ProjectionsThread
+    from tests.integration.conftest import make_settings
+
+    thread = ProjectionsThread(make_settings(database_url))
+    thread.start()
+    try:
+        yield thread
+    finally:
+        thread.stop()
+
+
+def quality_at(client: httpx.Client, ns: str, position: int, **params: Any) -> Any:
+    deadline = time.monotonic() + 60
+    while True:
+        r = client.get(f"/v1/namespaces/{ns}/quality",
+                       params={"min_position": position, **params})
+        if r.status_code == 200 or time.monotonic() > deadline:
+            assert r.status_code == 200, r.text
+            return r.json()
+
+
+def test_the_quality_view_counts_what_violates_the_current_schema(
+        client: httpx.Client, ns: str, views: Any) -> None:
+    client.put(entry(ns, "good"), json={"id": "o-1", "total": 1})
+    for n in range(3):
+        client.put(entry(ns, f"bad{n}"), json={"id": f"bad-{n}", "total": 1})
+    put = set_schema(client, ns, allow_existing_violations="true")
+    assert put.status_code == 201, put.text
+    refused(client.put(entry(ns, "worse"), json={"id": "x"}))
+    fixed = client.put(entry(ns, "bad0"), json={"id": "o-2", "total": 2}).json()
+    body = quality_at(client, ns, fixed["position"], limit=1)
+    assert (body["entries"], body["conforming"], body["violating"]) == (4, 2, 2)
+    assert body["conforming_percent"] == 50.0 and body["schema_version"] == 1
+    assert body["allow_existing_violations"] is True
+    assert [v["key"] for v in body["violations"]] == ["bad1"] and body["next_cursor"]
+    assert body["violations"][0]["violations"][0]["path"] == "/id"
+    assert body["validated_position"] >= fixed["position"]
+    deadline = time.monotonic() + 20  # the refusal is counted in the background
+    while quality_at(client, ns, 0)["refused_writes"]["last_hour"] < 1:
+        assert time.monotonic() < deadline, "the refused write was not counted"
+        time.sleep(0.05)
+    staleness = body["staleness"]
+    assert staleness["stale_entries"] == 0 and staleness["max_seconds"] >= 0
+    assert quality_at(client, ns, fixed["position"], stale_days=0)["staleness"][
+        "stale_entries"] == 4
+    # a schema change re-validates the whole namespace in the background
+    looser = client.put(f"/v1/namespaces/{ns}/schema", json={"type": "object"}).json()
+    after = quality_at(client, ns, looser["position"])
+    assert (after["violating"], after["schema_version"]) == (0, 2)
+    health = client.get("/v1/health").json()
+    assert "namespaces with a schema" in health["schemas"]
