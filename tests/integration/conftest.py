@@ -26,6 +26,7 @@ from nexus_ssot.api.app import create_app
 from nexus_ssot.api.http_protocol import HttpProtocol
 from nexus_ssot.ledger.settings import Settings
 from nexus_ssot.ops.embedded import EmbeddedNats, EmbeddedPostgres
+from nexus_ssot.ops.project import ProjectionsThread
 from nexus_ssot.ops.writer_process import WriterProcess
 
 
@@ -183,6 +184,17 @@ def api(database_url: str) -> Iterator[RunningServer]:
 def client(api: RunningServer) -> Iterator[httpx.Client]:
     with httpx.Client(headers=AUTH, base_url=api.url, timeout=30) as c:
         yield c
+
+
+@pytest.fixture()
+def views(database_url: str) -> Iterator[ProjectionsThread]:
+    """The asynchronous views, followed by a runner on a thread of this process."""
+    thread = ProjectionsThread(make_settings(database_url))
+    thread.start()
+    try:
+        yield thread
+    finally:
+        thread.stop()
 
 
 @pytest.fixture()

@@ -269,19 +269,6 @@ def test_format_asserts_only_when_the_namespace_says_so(client: httpx.Client,
     assert client.put(entry(ns, "b"), json={"day": "2026-12-03"}).status_code == 201
 
 
-@pytest.fixture()
-def views(database_url: str) -> Iterator[Any]:
-    from nexus_ssot.ops.project import ProjectionsThread
-    from tests.integration.conftest import make_settings
-
-    thread = ProjectionsThread(make_settings(database_url))
-    thread.start()
-    try:
-        yield thread
-    finally:
-        thread.stop()
-
-
 def quality_at(client: httpx.Client, ns: str, position: int, **params: Any) -> Any:
     deadline = time.monotonic() + 60
     while True:
