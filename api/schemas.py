@@ -140,7 +140,7 @@ async def put_schema(
     for _ in range(_ATTEMPTS):
         if violating and not allow_existing_violations:
             raise SchemaViolations(
-                f"{violating} current entries of namespace {ns} violate this schema (as of "
+                f"current entries of namespace {ns} violate this schema ({violating}, as of "
                 f"position {answer['checked_position']}); nothing was changed: fix them "
                 "first, or set it with ?allow_existing_violations=true (the quality view "
                 "then counts them)", field="schema", **answer)

@@ -23,6 +23,7 @@ from .entry_commands import batch, diff, get, history, patch, put, revert, rm
 from .namespace_commands import ls, namespace, restore
 from .process_commands import broadcast, env, project, reconcile, serve, writer
 from .replay import replay
+from .schema_commands import quality, schema
 from .verify import verify
 
 
@@ -45,6 +46,7 @@ for command in (
     serve, env, writer, reconcile, project, broadcast, digest,  # the ledger's processes
     put, patch, get, rm, revert, batch, history, diff,  # entries
     ls, namespace, restore,  # namespaces
+    schema, quality,  # schemas and data quality
     watch, audit,  # the change log
     replay, check, verify, export, import_, chaos,  # views, checks, backups, the harness
     token, policy, whoami, explain,  # identity and access

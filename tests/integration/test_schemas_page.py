@@ -1,0 +1,62 @@
+"""docs/schemas.md, run for real: every ```console block's commands are executed against a
+fresh server and their output must match the page, modulo times, ids and durations.
+
+To refresh the page after an intended change of output:
+    .venv/bin/python -m tests.integration.test_schemas_page --update
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.integration.test_readme_tour import ROOT, normalize, run, steps, tour_server
+
+PAGE = ROOT / "docs" / "schemas.md"
+_BLOCK = re.compile(r"```console\n(.*?)```", re.S)
+_DURATION = re.compile(r"\b\d+(\.\d+)?s\b")
+
+
+def _normalize(text: str) -> str:
+    """``normalize``, durations too, and a table's columns however wide they came out."""
+    return re.sub(r" +", " ", _DURATION.sub("<seconds>", normalize(text)))
+
+
+@pytest.mark.slow
+def test_the_schemas_page_runs_as_written(server_url: str, tmp_path: Path) -> None:
+    page = steps(PAGE.read_text())
+    assert len(page) >= 10, "the page must keep its examples"
+    with tour_server(server_url, tmp_path) as url:
+        for command, expected in page:
+            actual = run(command, url, tmp_path)
+            assert _normalize(actual) == _normalize(expected), f"$ {command}"
+
+
+def update_page(server_url: str, data_dir: Path) -> None:
+    text = PAGE.read_text()
+    with tour_server(server_url, data_dir) as url:
+        def fill(block: re.Match[str]) -> str:
+            rendered = []
+            for command, _ in steps(block.group(0)):
+                rendered.append("$ " + command)
+                output = run(command, url, data_dir).rstrip("\n")
+                if output:
+                    rendered.append(output)
+            return "```console\n" + "\n".join(rendered) + "\n```"
+
+        PAGE.write_text(_BLOCK.sub(fill, text))
+
+
+if __name__ == "__main__":
+    if "--update" in sys.argv:
+        with tempfile.TemporaryDirectory() as folder:
+            update_page(os.environ.get("SSOT_DATABASE_URL",
+                                       "postgresql://root@127.0.0.1:5432/postgres"),
+                        Path(folder))
+    else:
+        pytest.main([__file__])
