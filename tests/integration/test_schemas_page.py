@@ -15,10 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_readme_tour import ROOT, normalize, run, steps, tour_server
+from tests.integration.test_readme_tour import ROOT, normalize, run_page, steps, update_page
 
 PAGE = ROOT / "docs" / "schemas.md"
-_BLOCK = re.compile(r"```console\n(.*?)```", re.S)
 _DURATION = re.compile(r"\b\d+(\.\d+)?s\b")
 
 
@@ -29,34 +28,15 @@ def _normalize(text: str) -> str:
 
 @pytest.mark.slow
 def test_the_schemas_page_runs_as_written(server_url: str, tmp_path: Path) -> None:
-    page = steps(PAGE.read_text())
-    assert len(page) >= 10, "the page must keep its examples"
-    with tour_server(server_url, tmp_path) as url:
-        for command, expected in page:
-            actual = run(command, url, tmp_path)
-            assert _normalize(actual) == _normalize(expected), f"$ {command}"
-
-
-def update_page(server_url: str, data_dir: Path) -> None:
-    text = PAGE.read_text()
-    with tour_server(server_url, data_dir) as url:
-        def fill(block: re.Match[str]) -> str:
-            rendered = []
-            for command, _ in steps(block.group(0)):
-                rendered.append("$ " + command)
-                output = run(command, url, data_dir).rstrip("\n")
-                if output:
-                    rendered.append(output)
-            return "```console\n" + "\n".join(rendered) + "\n```"
-
-        PAGE.write_text(_BLOCK.sub(fill, text))
+    assert len(steps(PAGE.read_text())) >= 10, "the page must keep its examples"
+    run_page(PAGE, server_url, tmp_path, _normalize)
 
 
 if __name__ == "__main__":
     if "--update" in sys.argv:
         with tempfile.TemporaryDirectory() as folder:
-            update_page(os.environ.get("SSOT_DATABASE_URL",
-                                       "postgresql://root@127.0.0.1:5432/postgres"),
+            update_page(PAGE, os.environ.get("SSOT_DATABASE_URL",
+                                             "postgresql://root@127.0.0.1:5432/postgres"),
                         Path(folder))
     else:
         pytest.main([__file__])
