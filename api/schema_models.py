@@ -47,7 +47,8 @@ class DataCheck(BaseModel):
 
 
 class SchemaResult(BaseModel):
-    namespace: str
+    namespace: str | None = Field(None, description="A namespace's schema")
+    name: str | None = Field(None, description="A shared schema")
     version: int
     position: int
     recorded_at: str

@@ -111,7 +111,7 @@ def _report_json(ns: str, report: DataReport, limit: int, pins: dict[str, int],
 @router.put(
     "/namespaces/{namespace}/schema",
     summary="Set a namespace's JSON Schema (draft 2020-12), checked against its entries",
-    response_model=schema_models.SchemaResult,
+    response_model=schema_models.SchemaResult | schema_models.DataCheck,
     responses={201: {"model": schema_models.SchemaResult, "description": "First schema"},
                **WRITE_ERRORS},
     openapi_extra={**WRITE_HEADERS, **SCHEMA_BODY},
@@ -127,6 +127,8 @@ async def put_schema(
 ) -> Response:
     ns = check_namespace(namespace)
     schema, body = await read_schema_body(request)
+    expected = http.expectation(request)  # a dry run checks the request's headers too
+    meta = WriteRequest(request, body)
     after = (decode_cursor(cursor, "k") or {}).get("k") or ""
     pins, compiled, report, compatibility = await _check(request, ns, schema, after=after,
                                                          limit=limit)
@@ -134,7 +136,6 @@ async def put_schema(
     if dry_run:
         return Response(orjson.dumps(answer), media_type=JSON)
     service = service_of(request)
-    meta = WriteRequest(request, body)
     record = SchemaRecord(schema, pins, allow_existing_violations).document()
     violating = report.violating
     for _ in range(_ATTEMPTS):
@@ -144,8 +145,8 @@ async def put_schema(
                 f"position {answer['checked_position']}); nothing was changed: fix them "
                 "first, or set it with ?allow_existing_violations=true (the quality view "
                 "then counts them)", field="schema", **answer)
-        command = SetSchema(SCHEMAS_NAMESPACE, namespace_key(ns), http.expectation(request),
-                            record=record, checked_position=answer["checked_position"])
+        command = SetSchema(SCHEMAS_NAMESPACE, namespace_key(ns), expected, record=record,
+                            checked_position=answer["checked_position"])
         try:
             outcome = await within_write_timeout(service, service.writer.write(
                 command, meta.context(), meta.idempotency))
