@@ -1,0 +1,233 @@
+"""(u) schemas in ``make bench`` (``--only schema``): validating a document on the write
+path with ``jsonschema-rs`` beside the reference ``jsonschema`` on the ledger's own
+documents (~0.2, ~2 and ~10 KB against a realistic schema: nested objects, patterns,
+enums, a local and a shared ``$ref``), PUT @16 into a namespace without and with that
+schema, a dry run of a schema change over a seeded namespace, and the quality view's
+re-validation rate (its ``apply`` over the namespace, in a transaction rolled back).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict
+from typing import Any
+
+import httpx
+import psycopg
+
+from nexus_ssot.ledger.schemas.compiler import compile_schema
+from nexus_ssot.projections.runtime import Tables
+from nexus_ssot.projections.schema_quality import SchemaQuality
+
+from .database import Monitor
+from .http_load import HttpSpec, describe, http_step
+from .measuring import HOST, NAMESPACE, CpuMeter, header_dict, quantiles_ms, say
+from .seeding import SeedShape, seed_log
+from .server import Server
+
+#: Targets from the issue.
+P99_MS, PUT_RATIO, DRY_RUN_S, REVALIDATE_PER_S = 1.0, 0.9, 10.0, 20_000
+ENTRIES, ENTRIES_QUICK = 100_000, 10_000
+SAMPLES, SAMPLES_QUICK = 5_000, 1_000
+SEEDED = "schemabench"
+SHARED = "bench-port"
+PORT = {"type": "integer", "minimum": 1, "maximum": 65535}
+SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "required": ["service", "region", "host", "port"],
+    "properties": {
+        "i": {"type": "integer", "minimum": 0},
+        "service": {"type": "string", "pattern": "^[a-z][a-z0-9-]{1,62}$"},
+        "region": {"enum": ["eu-west-1", "eu-central-1", "us-east-1", "us-west-2"]},
+        "host": {"type": "string", "pattern": "^[a-z0-9.-]+\\.internal$", "maxLength": 253},
+        "port": {"$ref": f"urn:ssot:schemas:{SHARED}"},
+        "pool": {"$ref": "#/$defs/pool"},
+        "flags": {"type": "array", "uniqueItems": True,
+                  "items": {"enum": ["tls", "audit", "canary", "debug"]}},
+        "revision": {"type": "integer", "minimum": 0},
+        "endpoints": {"type": "array", "maxItems": 500, "items": {"$ref": "#/$defs/endpoint"}},
+        "labels": {"type": "object", "propertyNames": {"pattern": "^[a-z][a-z0-9_.-]*$"},
+                   "additionalProperties": {"type": "string", "maxLength": 63}},
+    },
+    "additionalProperties": False,
+    "$defs": {
+        "pool": {"type": "object", "required": ["min", "max"], "additionalProperties": False,
+                 "properties": {"min": {"type": "integer", "minimum": 0},
+                                "max": {"type": "integer", "minimum": 1, "maximum": 1024}}},
+        "endpoint": {
+            "type": "object", "required": ["name", "url", "method"],
+            "additionalProperties": False,
+            "properties": {"name": {"type": "string", "pattern": "^[a-z][a-z0-9_-]*$"},
+                           "url": {"type": "string",
+                                   "pattern": "^https://[a-z0-9.-]+(:[0-9]+)?/[a-z0-9/_-]*$"},
+                           "method": {"enum": ["GET", "PUT", "POST", "DELETE", "PATCH"]},
+                           "timeout_ms": {"type": "integer", "minimum": 1,
+                                          "maximum": 60_000}}},
+    },
+}
+
+
+def document(endpoints: int, seq: int = 1) -> dict[str, Any]:
+    """A service's configuration with ``endpoints`` endpoints (0: ~0.2 KB, 10: ~1.2 KB,
+    100: ~10 KB)."""
+    return {
+        "service": "payments-api", "region": "eu-west-1", "host": "db-007.internal",
+        "port": 5432, "pool": {"min": 2, "max": 32}, "flags": ["tls", "audit"],
+        "revision": seq,
+        "endpoints": [{"name": f"route_{n}", "url": f"https://api-{n}.internal:8443/v1/pay/{n}",
+                       "method": ("GET", "PUT", "POST")[n % 3], "timeout_ms": 250 + n}
+                      for n in range(endpoints)],
+        "labels": {f"team.{n}": f"payments-{n}" for n in range(endpoints // 4)},
+    }
+
+
+def _quantiles(check: Callable[[Any], bool], documents: list[Any]) -> dict[str, Any]:
+    samples: list[int] = []
+    for doc in documents:
+        started = time.perf_counter_ns()
+        ok = check(doc)
+        samples.append(time.perf_counter_ns() - started)
+        assert ok, "a bench document does not conform"
+    p50, p99, mean, top = (None if q is None else round(q, 4) for q in quantiles_ms(samples))
+    return {"p50_ms": p50, "p99_ms": p99, "mean_ms": mean, "max_ms": top,
+            "per_s": round(len(samples) / (sum(samples) / 1e9)) if samples else None}
+
+
+def validators(quick: bool) -> dict[str, Any]:
+    """Validation of one document, jsonschema-rs (compiled as the writer does) beside the
+    reference jsonschema, for each document size."""
+    import jsonschema  # a dev dependency: the bench's only use of it
+    import referencing
+    import referencing.jsonschema
+
+    started = time.perf_counter()
+    ours = compile_schema(SCHEMA, {SHARED: PORT}, assert_formats=False)
+    compile_ms = round((time.perf_counter() - started) * 1000, 3)
+    registry: referencing.Registry[Any] = referencing.Registry().with_resource(
+        f"urn:ssot:schemas:{SHARED}",
+        referencing.Resource.from_contents(PORT, referencing.jsonschema.DRAFT202012))
+    reference = jsonschema.Draft202012Validator(SCHEMA, registry=registry)
+    samples = SAMPLES_QUICK if quick else SAMPLES
+    sizes: dict[str, Any] = {}
+    for endpoints in (0, 10, 100):
+        documents = [document(endpoints, n) for n in range(samples)]
+        size = len(httpx.Request("PUT", "http://x", json=documents[0]).content)
+        for check in (ours.conforms, reference.is_valid):  # warm both
+            check(documents[0])
+        sizes[str(endpoints)] = {
+            "bytes": size,
+            "jsonschema_rs": _quantiles(ours.conforms, documents),
+            "jsonschema": _quantiles(reference.is_valid, documents[:max(200, samples // 5)]),
+        }
+    return {"compile_ms": compile_ms, "sizes": sizes}
+
+
+def put16(monitor: Monitor, server: Server, meter: CpuMeter, pool: ProcessPoolExecutor,
+          client: httpx.Client, token: str, duration: float, headers: str
+          ) -> dict[str, Any]:
+    """PUT @16 into the bench namespace without, then with, the schema (then removed)."""
+    steps: dict[str, Any] = {}
+    for label in ("without", "with"):
+        if label == "with":
+            client.put(f"/v1/schemas/{SHARED}", json=PORT).raise_for_status()
+            client.put(f"/v1/namespaces/{NAMESPACE}/schema", json=SCHEMA,
+                       params={"allow_existing_violations": "true"}).raise_for_status()
+        say(f"(u) PUT If-Match @16 {label} a schema, {duration:g} s")
+        result = http_step(monitor, server, meter, pool, HttpSpec(
+            f"schema_{label}", "PUT", server.port, f"{token}-schema-{label}", 16, duration,
+            headers=headers))
+        steps[label] = asdict(result)
+        say(f"(u) done: {describe(result)}")
+    client.delete(f"/v1/namespaces/{NAMESPACE}/schema").raise_for_status()
+    return steps
+
+
+async def _revalidate(database_url: str, position: int) -> float:
+    """Seconds the quality view's ``apply`` takes over the range holding the schema's
+    event (the whole namespace re-validated), in a transaction rolled back."""
+    view = SchemaQuality()
+    tables = Tables(SchemaQuality.tables, suffix="_bench")
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        await conn.execute(view.ddl(tables).encode())
+        started = time.perf_counter()
+        await view.apply(conn, position - 1, position, tables)
+        elapsed = time.perf_counter() - started
+        await conn.rollback()
+    return elapsed
+
+
+def seeded(client: httpx.Client, database_url: str, entries: int) -> dict[str, Any]:
+    """The dry run over ``entries`` seeded entries, then the re-validation rate."""
+    say(f"(u) seeding {entries:,} entries into {SEEDED}")
+    seed_log(database_url, SeedShape((SEEDED,), wide=True), entries, ["bench-seed"],
+             "bench-rare")
+    started = time.perf_counter()
+    dry = client.put(f"/v1/namespaces/{SEEDED}/schema", json=SCHEMA,
+                     params={"dry_run": "true", "limit": 10}, timeout=600)
+    dry_s = time.perf_counter() - started
+    dry.raise_for_status()
+    report = dry.json()
+    say(f"(u) dry run over {report['entries']:,} entries: {dry_s:.2f} s "
+        f"({report['conforming']:,} conform)")
+    done = client.put(f"/v1/namespaces/{SEEDED}/schema", json=SCHEMA, timeout=600)
+    done.raise_for_status()
+    seconds = asyncio.run(_revalidate(database_url, done.json()["position"]))
+    say(f"(u) re-validation of {entries:,} entries: {seconds:.2f} s "
+        f"({entries / seconds:,.0f}/s)")
+    return {"entries": report["entries"], "conforming": report["conforming"],
+            "dry_run_s": round(dry_s, 3), "revalidate_s": round(seconds, 3),
+            "revalidate_per_s": round(entries / seconds) if seconds else None}
+
+
+def run_all(monitor: Monitor, server: Server, database_url: str, meter: CpuMeter,
+            pool: ProcessPoolExecutor, *, token: str, duration: float, quick: bool,
+            headers: str) -> dict[str, Any]:
+    say("(u) schemas: validation in process, PUT @16 without and with a schema, dry run, "
+        "re-validation")
+    measured: dict[str, Any] = {"validation": validators(quick)}
+    with httpx.Client(base_url=f"http://{HOST}:{server.port}", headers=header_dict(headers),
+                      timeout=60) as client:
+        measured["put_16"] = put16(monitor, server, meter, pool, client, token, duration,
+                                   headers)
+        measured["seeded"] = seeded(client, database_url,
+                                    ENTRIES_QUICK if quick else ENTRIES)
+    measured["summary_md"] = summarize(measured, quick=quick)
+    return measured
+
+
+def summarize(m: dict[str, Any], *, quick: bool = False) -> list[str]:
+    def ok(flag: bool) -> str:
+        return "PASS" if flag else "FAIL"
+
+    lines = ["", "Schemas: one document validated in process (jsonschema-rs as the writer "
+             "uses it, compiled once; the reference jsonschema beside it), PUT @16 into a "
+             "namespace without and with the schema, a dry run and the quality view's "
+             "re-validation over a seeded namespace:", "",
+             "| step | result | jsonschema (reference) | target | status |",
+             "|---|---:|---:|---|---|"]
+    for endpoints, size in m["validation"]["sizes"].items():
+        rs, ref = size["jsonschema_rs"], size["jsonschema"]
+        lines.append(f"| (u) validate a {size['bytes']:,}-byte document ({endpoints} "
+                     f"endpoints), p50 / p99 ms | {rs['p50_ms']} / {rs['p99_ms']} "
+                     f"| {ref['p50_ms']} / {ref['p99_ms']} | p99 < {P99_MS:g} ms "
+                     f"| {ok(rs['p99_ms'] is not None and rs['p99_ms'] < P99_MS)} |")
+    put = m["put_16"]
+    without, with_ = put["without"]["requests_per_s"], put["with"]["requests_per_s"]
+    ratio = round(with_ / without, 2) if without else None
+    clean = put["with"]["non_2xx"] == 0 and put["without"]["non_2xx"] == 0
+    lines.append(f"| (u) PUT @16 with / without the schema, req/s | {with_:,.0f} / "
+                 f"{without:,.0f} ({ratio}x) | | ≥ {PUT_RATIO}x, 0 non-2xx "
+                 f"| {ok(ratio is not None and ratio >= PUT_RATIO and clean)} |")
+    s = m["seeded"]
+    note = " (quick run)" if quick else ""
+    lines.append(f"| (u) dry run over {s['entries']:,} entries{note}, s | {s['dry_run_s']} "
+                 f"| | < {DRY_RUN_S:g} s over 100,000 | "
+                 f"{ok(s['dry_run_s'] < DRY_RUN_S * s['entries'] / ENTRIES)} |")
+    lines.append(f"| (u) quality view re-validation, entries/s | {s['revalidate_per_s']:,} "
+                 f"| | ≥ {REVALIDATE_PER_S:,} | {ok(s['revalidate_per_s'] >= REVALIDATE_PER_S)} |")
+    lines.append(f"| (u) compiling the schema, ms | {m['validation']['compile_ms']} | | | |")
+    return lines
