@@ -55,13 +55,13 @@ async def get_quality(
             raise ViewBehind(f"view {schema_quality.NAME} has not been built yet: is a "
                              "view runner running?", code="view_not_built",
                              view=schema_quality.NAME, view_position=position) from None
-        if body["validated_position"] is None and not body["entries"]:
+        if body["last_position"] is None and not body["entries"]:
             await require_namespace(conn, ns)
     items = body["violations"]
     body["next_cursor"] = (encode_cursor({"k": items[limit - 1]["key"]})
                            if len(items) > limit else None)
     body["violations"] = items[:limit]
-    body["view_position"] = position
+    body["validated_position"] = position  # the view has applied the log up to here
     return Response(orjson.dumps(body), media_type=JSON)
 
 

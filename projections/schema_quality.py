@@ -4,8 +4,13 @@ violate the schema current at the view's position, and with what violations. A s
 entries it touched. The counts, staleness and refusals are put together when read
 (``quality``).
 
+It is a fold of the log like every view: the documents, the schema and the
+``schema_format`` setting are read as of the end of the range being applied, so a rebuild
+to a position holds what the view held there.
+
 Tables: ``{violations}`` one row per violating live entry; ``{namespaces}`` the schema
-version each namespace was validated against, and up to which position.
+version each namespace was validated against, and the position of the last event that
+changed what it was validated against (an entry of it, its schema or its settings).
 """
 
 from __future__ import annotations
@@ -39,12 +44,19 @@ CREATE TABLE IF NOT EXISTS {namespaces} (
     schema_version bigint NOT NULL,
     has_schema boolean NOT NULL,
     allow_existing_violations boolean NOT NULL,
-    validated_position bigint NOT NULL
+    last_position bigint NOT NULL
 );
 """
 
-_CHANGED = ("SELECT DISTINCT namespace, key FROM entry_history"
-            " WHERE position > %s AND position <= %s")
+_CHANGED = ("SELECT namespace, key, max(position) FROM entry_history"
+            " WHERE position > %s AND position <= %s GROUP BY namespace, key")
+
+# The live documents of a namespace (of some keys) as of a position: each key's last
+# version at or before it, through the history's primary key.
+_DOCUMENTS = (
+    "SELECT key, document::text FROM (SELECT DISTINCT ON (key) key, document, event_type"
+    " FROM entry_history WHERE namespace = %s AND position <= %s {keys}"
+    " ORDER BY key, version DESC) last WHERE event_type <> 'entry.deleted'")
 
 
 class SchemaQuality:
@@ -69,20 +81,28 @@ class SchemaQuality:
         cur = await conn.execute(_CHANGED, (after, upto))
         whole: set[str] = set()
         keys: dict[str, list[str]] = defaultdict(list)
-        for namespace, key in await cur.fetchall():
+        last: dict[str, int] = {}
+        for namespace, key, position in await cur.fetchall():
             if namespace == SCHEMAS_NAMESPACE and key.startswith(NAMESPACE_PREFIX):
-                whole.add(key[len(NAMESPACE_PREFIX):])
+                namespace = key[len(NAMESPACE_PREFIX):]
+                whole.add(namespace)
             elif namespace == SETTINGS_NAMESPACE:
-                whole.add(key)
+                namespace = key
+                whole.add(namespace)
             elif not is_system_namespace(namespace):
                 keys[namespace].append(key)
-        for namespace in sorted(whole | set(keys)):
-            await self._validate(conn, names, namespace, upto,
+            else:
+                continue
+            last[namespace] = max(position, last.get(namespace, 0))
+        for namespace in sorted(last):
+            await self._validate(conn, names, namespace, upto, last[namespace],
                                  None if namespace in whole else keys[namespace])
 
     async def _validate(self, conn: psycopg.AsyncConnection[Any], names: dict[str, str],
-                        namespace: str, upto: int, keys: list[str] | None) -> None:
-        """Validate the namespace's live entries (only ``keys``, unless None)."""
+                        namespace: str, upto: int, last: int, keys: list[str] | None
+                        ) -> None:
+        """Validate the namespace's live entries as of ``upto`` (only ``keys``, unless
+        None); ``last`` is the position of its last event up to there."""
         found = await recorded(conn, namespace_key(namespace), position=upto)
         record = found.record if found is not None else None
         if keys is None:
@@ -92,13 +112,12 @@ class SchemaQuality:
             await conn.execute(f"DELETE FROM {names['violations']} WHERE namespace = %s"
                                " AND key = ANY(%s)", (namespace, keys))
         if record is not None:
-            compiled = await self._schema(conn, namespace, record.version, record.schema,
-                                          record.definitions)
-            sql = ("SELECT key, document::text FROM entries WHERE namespace = %s"
-                   " AND NOT deleted")
-            args: tuple[Any, ...] = (namespace,)
+            compiled = await self._schema(conn, namespace, upto, record.version,
+                                          record.schema, record.definitions)
+            sql = _DOCUMENTS.format(keys="" if keys is None else "AND key = ANY(%s)")
+            args: tuple[Any, ...] = (namespace, upto)
             if keys is not None:
-                sql, args = sql + " AND key = ANY(%s)", (namespace, keys)
+                args = (namespace, upto, keys)
             rows = []
             async with conn.cursor() as entries:
                 await entries.execute(sql, args)
@@ -115,17 +134,16 @@ class SchemaQuality:
                         " VALUES (%s, %s, %s)", rows)
         await conn.execute(
             f"INSERT INTO {names['namespaces']} AS n (namespace, schema_version, has_schema,"
-            " allow_existing_violations, validated_position) VALUES (%s, %s, %s, %s, %s)"
+            " allow_existing_violations, last_position) VALUES (%s, %s, %s, %s, %s)"
             " ON CONFLICT (namespace) DO UPDATE SET schema_version = EXCLUDED.schema_version,"
             " has_schema = EXCLUDED.has_schema, allow_existing_violations ="
-            " EXCLUDED.allow_existing_violations, validated_position ="
-            " EXCLUDED.validated_position",
+            " EXCLUDED.allow_existing_violations, last_position = EXCLUDED.last_position",
             (namespace, found.version if found is not None else 0, record is not None,
-             record.allow_existing_violations if record is not None else False, upto))
+             record.allow_existing_violations if record is not None else False, last))
 
-    async def _schema(self, conn: psycopg.AsyncConnection[Any], namespace: str, version: int,
-                      schema: Any, pins: dict[str, int]) -> CompiledSchema:
-        asserts = await format_asserts(conn, namespace)
+    async def _schema(self, conn: psycopg.AsyncConnection[Any], namespace: str, upto: int,
+                      version: int, schema: Any, pins: dict[str, int]) -> CompiledSchema:
+        asserts = await format_asserts(conn, namespace, upto)
         key = (namespace, version, asserts)
         found = self._compiled.cached(key)
         if found is None:
@@ -159,7 +177,7 @@ async def quality(conn: psycopg.AsyncConnection[Any], namespace: str, *, stale_d
     long entries have gone unchanged, and the writes refused for the schema lately."""
     names = SchemaQuality()._names(t or Tables(SchemaQuality.tables))
     cur = await conn.execute(
-        f"SELECT schema_version, has_schema, allow_existing_violations, validated_position"
+        f"SELECT schema_version, has_schema, allow_existing_violations, last_position"
         f" FROM {names['namespaces']} WHERE namespace = %s", (namespace,))
     state = await cur.fetchone()
     cur = await conn.execute(f"SELECT count(*) FROM {names['violations']} WHERE namespace = %s",
@@ -181,7 +199,7 @@ async def quality(conn: psycopg.AsyncConnection[Any], namespace: str, *, stale_d
         "namespace": namespace,
         "schema_version": state[0] if state and has_schema else None,
         "allow_existing_violations": bool(state and state[2]),
-        "validated_position": state[3] if state else None,
+        "last_position": state[3] if state else None,
         "entries": entries,
         "conforming": entries - violating if has_schema else None,
         "violating": violating if has_schema else None,

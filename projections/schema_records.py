@@ -108,12 +108,21 @@ class Definitions:
                               assert_formats=assert_formats)
 
 
-async def format_asserts(conn: AsyncConnection[Any], namespace: str) -> bool:
-    """Whether ``format`` asserts in ``namespace``'s schema (its ``schema_format``)."""
-    cur = await conn.execute("SELECT document::text FROM entries WHERE namespace = %s"
-                             " AND key = %s AND NOT deleted", (SETTINGS_NAMESPACE, namespace))
+async def format_asserts(conn: AsyncConnection[Any], namespace: str,
+                         position: int | None = None) -> bool:
+    """Whether ``format`` asserts in ``namespace``'s schema (its ``schema_format``), now
+    or as of ``position``."""
+    if position is None:
+        cur = await conn.execute("SELECT document::text FROM entries WHERE namespace = %s"
+                                 " AND key = %s", (SETTINGS_NAMESPACE, namespace))
+    else:
+        cur = await conn.execute(
+            "SELECT document::text FROM entry_history WHERE namespace = %s AND key = %s"
+            " AND position <= %s ORDER BY position DESC LIMIT 1",
+            (SETTINGS_NAMESPACE, namespace, position))
     row = await cur.fetchone()
-    return row is not None and asserts_formats(orjson.loads(row[0]))
+    settings = orjson.loads(row[0]) if row is not None and row[0] is not None else None
+    return isinstance(settings, dict) and asserts_formats(settings)
 
 
 async def current_schema(conn: AsyncConnection[Any], namespace: str
