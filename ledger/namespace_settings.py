@@ -80,4 +80,4 @@ def settings_of(state: EntryState | None) -> dict[str, Any]:
 
 def asserts_formats(settings: dict[str, Any]) -> bool:
     """Whether ``format`` asserts in the schema of the namespace with ``settings``."""
-    return settings.get("schema_format", ANNOTATE) == ASSERT
+    return bool(settings.get("schema_format", ANNOTATE) == ASSERT)

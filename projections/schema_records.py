@@ -55,6 +55,7 @@ async def recorded(conn: AsyncConnection[Any], key: str, *, version: int | None 
                    position: int | None = None) -> RecordedSchema | None:
     """The schema entry ``key`` at ``version``, or as of ``position``, or now (None: it
     had no version then)."""
+    args: tuple[int, ...]
     if version is not None:
         sql, args = _COLUMNS + " AND version = %s", (version,)
     elif position is not None:
@@ -96,10 +97,12 @@ class Definitions:
 
     def pins(self, schema: Any) -> dict[str, int]:
         """The definition versions a new ``schema`` is pinned to (raises InvalidSchema)."""
-        return pin_definitions(
-            schema, self._latest.get,
-            lambda name, version: (self._rows[(name, version)].definitions
-                                   if (name, version) in self._rows else None))
+        def pins_of(name: str, version: int) -> dict[str, int] | None:
+            found = self._rows.get((name, version))
+            return found.definitions if found is not None else None
+
+        pins: dict[str, int] = pin_definitions(schema, self._latest.get, pins_of)
+        return pins
 
     def compile(self, schema: Any, pins: dict[str, int], *,
                 assert_formats: bool) -> CompiledSchema:

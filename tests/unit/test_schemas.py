@@ -25,13 +25,14 @@ from nexus_ssot.ledger.documents import Limits
 from nexus_ssot.ledger.errors import InvalidSchema, PreconditionFailed, SchemaViolation
 from nexus_ssot.ledger.memory_store import MemoryEventStore
 from nexus_ssot.ledger.namespace_settings import configure
+from nexus_ssot.ledger.schemas.compatibility import widens
 from nexus_ssot.ledger.schemas.compiler import check_schema, compile_schema
 from nexus_ssot.ledger.schemas.records import SchemaRecord, definition_key, namespace_key
 from nexus_ssot.ledger.schemas.references import pin_definitions
 from nexus_ssot.ledger.writer import GroupCommitWriter, Write
 
 NS = "orders"
-ORDER = {
+ORDER: dict[str, Any] = {
     "type": "object",
     "required": ["id", "total"],
     "properties": {"id": {"type": "string", "pattern": "^o-[0-9]+$"},
@@ -218,3 +219,30 @@ def test_pins_follow_the_definitions_through_their_own_pins() -> None:
                         latest.get, lambda n, v: pins.get((n, v)))
     with pytest.raises(InvalidSchema):
         pin_definitions({"$ref": "urn:ssot:schemas:nope"}, latest.get, lambda n, v: None)
+
+
+ORDER_V2_OPTIONAL = {**ORDER, "properties": {**ORDER["properties"],
+                                             "note": {"type": "string"}}}
+
+
+@pytest.mark.parametrize(("old", "new", "expected"), [
+    (ORDER, ORDER, True),
+    (ORDER, {"type": "object"}, True),
+    ({**ORDER, "additionalProperties": False},
+     {**ORDER_V2_OPTIONAL, "additionalProperties": False}, True),  # an optional member
+    (ORDER, ORDER_V2_OPTIONAL, False),  # "note" was any value before
+    (ORDER, {**ORDER, "required": ["id", "total", "placed"]}, False),
+    ({"type": "integer"}, {"type": "number"}, True),
+    ({"type": "number"}, {"type": "integer"}, False),
+    ({"enum": ["a", "b"]}, {"enum": ["a", "b", "c"]}, True),
+    ({"enum": ["a", "b"]}, {"enum": ["a"]}, False),
+    ({"type": "integer", "minimum": 0}, {"type": "integer", "minimum": 1}, False),
+    ({"type": "integer", "maximum": 5}, {"type": "integer", "maximum": 9}, True),
+    ({"type": "string", "pattern": "^a"}, {"type": "string", "pattern": "^b"}, None),
+    (ORDER, {"allOf": [ORDER]}, None),
+    ({"$ref": "urn:ssot:schemas:money"}, {"$ref": "urn:ssot:schemas:money"}, True),
+])
+def test_compatibility_is_decided_where_the_keywords_allow_and_left_open_elsewhere(
+        old: Any, new: Any, expected: bool | None) -> None:
+    verdict, reason = widens(old, new)
+    assert verdict is expected, reason
