@@ -137,6 +137,49 @@ def validators(quick: bool) -> dict[str, Any]:
     return {"compile_ms": compile_ms, "sizes": sizes}
 
 
+def writer_cost(quick: bool) -> dict[str, Any]:
+    """The group-commit writer's time per PUT (deciding, validating, the in-memory store's
+    append), into namespaces without and with the schema, batches of 16 as at PUT @16:
+    the CPU the schema adds where every write is decided, apart from the machine's other
+    work. Best of three rounds each, alternating."""
+    import uuid
+    from datetime import UTC, datetime
+
+    from nexus_ssot.ledger.addressing import SCHEMAS_NAMESPACE
+    from nexus_ssot.ledger.commands import Context, Put, SetSchema
+    from nexus_ssot.ledger.documents import Limits
+    from nexus_ssot.ledger.memory_store import MemoryEventStore
+    from nexus_ssot.ledger.schemas.records import SchemaRecord, definition_key, namespace_key
+    from nexus_ssot.ledger.writer import GroupCommitWriter
+
+    def ctx() -> Context:
+        return Context(event_id=uuid.uuid4(), timestamp=datetime.now(UTC), actor="bench",
+                       correlation_id="bench")
+
+    writer = GroupCommitWriter(MemoryEventStore(), lambda _ns: Limits())
+    for command in (SetSchema(SCHEMAS_NAMESPACE, definition_key(SHARED),
+                              record=SchemaRecord(PORT).document()),
+                    SetSchema(SCHEMAS_NAMESPACE, namespace_key("with"),
+                              record=SchemaRecord(SCHEMA, {SHARED: 1}).document())):
+        writer.write_batch([(command, ctx(), None)])[0].result()
+    commands = 2_000 if quick else 10_000
+    best: dict[str, float] = {}
+    for _ in range(3):
+        for ns in ("without", "with"):
+            started = time.perf_counter()
+            for start in range(0, commands, 16):
+                futures = writer.write_batch([
+                    (Put(ns, f"k{n % 16}", document=document(0, n)), ctx(), None)
+                    for n in range(start, start + 16)])
+                for future in futures:
+                    future.result()
+            per = (time.perf_counter() - started) / commands * 1e6
+            best[ns] = min(per, best.get(ns, per))
+    return {"commands": commands, "without_us": round(best["without"], 1),
+            "with_us": round(best["with"], 1),
+            "ratio": round(best["without"] / best["with"], 3)}
+
+
 def put16(monitor: Monitor, server: Server, meter: CpuMeter, pool: ProcessPoolExecutor,
           client: httpx.Client, token: str, duration: float, headers: str
           ) -> dict[str, Any]:
@@ -203,7 +246,8 @@ def run_all(monitor: Monitor, server: Server, database_url: str, meter: CpuMeter
             headers: str) -> dict[str, Any]:
     say("(u) schemas: validation in process, PUT @16 without and with a schema, dry run, "
         "re-validation")
-    measured: dict[str, Any] = {"validation": validators(quick)}
+    measured: dict[str, Any] = {"validation": validators(quick),
+                                "writer": writer_cost(quick)}
     with httpx.Client(base_url=f"http://{HOST}:{server.port}", headers=header_dict(headers),
                       timeout=60) as client:
         measured["put_16"] = put16(monitor, server, meter, pool, client, token, duration,
@@ -240,6 +284,10 @@ def summarize(m: dict[str, Any], *, quick: bool = False) -> list[str]:
                  f"req/s | {with_:,.0f} / {without:,.0f} ({ratio}x) | | ≥ {PUT_RATIO}x, 0 "
                  "non-2xx "
                  f"| {ok(ratio is not None and ratio >= PUT_RATIO and clean)} |")
+    w = m["writer"]
+    lines.append(f"| (u) the writer per PUT in batches of 16 (in process, in-memory store), "
+                 f"µs with / without the schema | {w['with_us']} / {w['without_us']} "
+                 f"({w['ratio']}x the rate) | | ≥ {PUT_RATIO}x | {ok(w['ratio'] >= PUT_RATIO)} |")
     s = m["seeded"]
     note = " (quick run)" if quick else ""
     lines.append(f"| (u) dry run over {s['entries']:,} entries{note}, s | {s['dry_run_s']} "

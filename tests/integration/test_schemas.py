@@ -309,3 +309,25 @@ def test_the_quality_view_counts_what_violates_the_current_schema(
     assert (after["violating"], after["schema_version"]) == (0, 2)
     health = client.get("/v1/health").json()
     assert "namespaces with a schema" in health["schemas"]
+
+
+def test_changing_a_schema_takes_admin_like_settings_and_reading_it_read(
+        client: httpx.Client, api: Any, ns: str) -> None:
+    from tests.integration.test_access import as_, make_token, set_policy
+
+    token = make_token(client, f"writer-{ns}")
+    set_policy(client, f"s-{ns}", {"effect": "allow", "subjects": [f"user:writer-{ns}"],
+                                   "actions": ["read", "write", "history"],
+                                   "namespaces": [ns]})
+    assert set_schema(client, ns, {"type": "object"}).status_code == 201
+    with as_(api, token) as writer:
+        refused_ = writer.put(f"/v1/namespaces/{ns}/schema", json=ORDER)
+        assert refused_.status_code == 403 and refused_.json()["code"] == "forbidden"
+        dry = writer.put(f"/v1/namespaces/{ns}/schema", json=ORDER, params={"dry_run": "true"})
+        assert dry.status_code == 403
+        assert writer.delete(f"/v1/namespaces/{ns}/schema").status_code == 403
+        assert writer.put(f"/v1/schemas/shared-{ns}", json={}).status_code == 403
+        assert writer.get(f"/v1/namespaces/{ns}/schema").json()["version"] == 1
+        assert writer.get(f"/v1/namespaces/{ns}/schema/history").status_code == 200
+        other = writer.get(f"/v1/namespaces/{ns}-other/schema")
+        assert other.status_code == 404
