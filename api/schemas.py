@@ -57,7 +57,7 @@ SCHEMA_BODY = {"requestBody": {"required": True, "content": {
     JSON: {"schema": {"type": ["object", "boolean"]}}}}}
 
 
-async def read_schema_body(request: Request) -> Any:
+async def read_schema_body(request: Request) -> tuple[Any, bytes]:
     """The request body: a JSON Schema (its references checked)."""
     http.require_media_type(request, JSON, SCHEMA_JSON)
     body = await http.read_body(request, service_of(request).settings.max_request_bytes)
@@ -66,12 +66,21 @@ async def read_schema_body(request: Request) -> Any:
     return schema, body
 
 
-def _compatibility(old: SchemaRecord | None, new: Any, report: DataReport | None
-                   ) -> dict[str, Any]:
+def _verdict(old: SchemaRecord, new: Any, pins: dict[str, int]) -> tuple[bool | None, str]:
+    """``widens``, unless the shared schemas both refer to are pinned at other versions
+    (the same ``$ref`` then means something else: only a sample tells)."""
+    compatible, reason = widens(old.schema, new)
+    if compatible is True and old.definitions != pins:
+        return None, "the shared schemas it refers to are pinned at other versions"
+    return compatible, reason
+
+
+def _compatibility(old: SchemaRecord | None, new: Any, pins: dict[str, int],
+                   report: DataReport) -> dict[str, Any]:
     if old is None:
         return {"compatible": True, "decided": True, "reason": "there was no schema before"}
-    compatible, reason = widens(old.schema, new)
-    if compatible is not None or report is None:
+    compatible, reason = _verdict(old, new, pins)
+    if compatible is not None:
         return {"compatible": compatible, "decided": compatible is not None, "reason": reason}
     return {"compatible": False if report.broken_count else None, "decided": False,
             "reason": f"{reason}; sampled over the current entries",
@@ -88,13 +97,13 @@ async def _check(request: Request, ns: str, schema: Any, *, after: str, limit: i
         compiled = definitions.compile(schema, pins, assert_formats=asserts)
         previous = await recorded(conn, namespace_key(ns))
         old = previous.record if previous is not None else None
-        sample = old is not None and widens(old.schema, schema)[0] is None
+        sample = old is not None and _verdict(old, schema, pins)[0] is None
         old_compiled = (definitions.compile(old.schema, old.definitions,
                                             assert_formats=asserts)
                         if sample and old is not None else None)
         report = await check_entries(conn, ns, compiled, old=old_compiled, after=after,
                                      limit=limit)
-    return pins, compiled, report, _compatibility(old, schema, report)
+    return pins, compiled, report, _compatibility(old, schema, pins, report)
 
 
 def _report_json(ns: str, report: DataReport, limit: int, pins: dict[str, int],
