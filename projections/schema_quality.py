@@ -44,6 +44,7 @@ CREATE TABLE IF NOT EXISTS {namespaces} (
     schema_version bigint NOT NULL,
     has_schema boolean NOT NULL,
     allow_existing_violations boolean NOT NULL,
+    violating bigint NOT NULL,
     last_position bigint NOT NULL
 );
 """
@@ -106,11 +107,13 @@ class SchemaQuality:
         found = await recorded(conn, namespace_key(namespace), position=upto)
         record = found.record if found is not None else None
         if keys is None:
-            await conn.execute(f"DELETE FROM {names['violations']} WHERE namespace = %s",
-                               (namespace,))
+            cur = await conn.execute(f"DELETE FROM {names['violations']} WHERE namespace = %s",
+                                     (namespace,))
         else:
-            await conn.execute(f"DELETE FROM {names['violations']} WHERE namespace = %s"
-                               " AND key = ANY(%s)", (namespace, keys))
+            cur = await conn.execute(f"DELETE FROM {names['violations']} WHERE namespace = %s"
+                                     " AND key = ANY(%s)", (namespace, keys))
+        change = -cur.rowcount
+        rows: list[tuple[str, str, str]] = []
         if record is not None:
             compiled = await self._schema(conn, namespace, upto, record.version,
                                           record.schema, record.definitions)
@@ -118,7 +121,6 @@ class SchemaQuality:
             args: tuple[Any, ...] = (namespace, upto)
             if keys is not None:
                 args = (namespace, upto, keys)
-            rows = []
             async with conn.cursor() as entries:
                 await entries.execute(sql, args)
                 while batch := await entries.fetchmany(5000):
@@ -132,14 +134,18 @@ class SchemaQuality:
                     await insert.executemany(
                         f"INSERT INTO {names['violations']} (namespace, key, violations)"
                         " VALUES (%s, %s, %s)", rows)
+        # the count moves by what was removed and added, so reading it costs nothing
         await conn.execute(
             f"INSERT INTO {names['namespaces']} AS n (namespace, schema_version, has_schema,"
-            " allow_existing_violations, last_position) VALUES (%s, %s, %s, %s, %s)"
+            " allow_existing_violations, violating, last_position)"
+            " VALUES (%s, %s, %s, %s, %s, %s)"
             " ON CONFLICT (namespace) DO UPDATE SET schema_version = EXCLUDED.schema_version,"
             " has_schema = EXCLUDED.has_schema, allow_existing_violations ="
-            " EXCLUDED.allow_existing_violations, last_position = EXCLUDED.last_position",
+            " EXCLUDED.allow_existing_violations, violating = n.violating + %s,"
+            " last_position = EXCLUDED.last_position",
             (namespace, found.version if found is not None else 0, record is not None,
-             record.allow_existing_violations if record is not None else False, last))
+             record.allow_existing_violations if record is not None else False,
+             change + len(rows), last, change + len(rows)))
 
     async def _schema(self, conn: psycopg.AsyncConnection[Any], namespace: str, upto: int,
                       version: int, schema: Any, pins: dict[str, int]) -> CompiledSchema:
@@ -177,13 +183,10 @@ async def quality(conn: psycopg.AsyncConnection[Any], namespace: str, *, stale_d
     long entries have gone unchanged, and the writes refused for the schema lately."""
     names = SchemaQuality()._names(t or Tables(SchemaQuality.tables))
     cur = await conn.execute(
-        f"SELECT schema_version, has_schema, allow_existing_violations, last_position"
-        f" FROM {names['namespaces']} WHERE namespace = %s", (namespace,))
+        f"SELECT schema_version, has_schema, allow_existing_violations, last_position,"
+        f" violating FROM {names['namespaces']} WHERE namespace = %s", (namespace,))
     state = await cur.fetchone()
-    cur = await conn.execute(f"SELECT count(*) FROM {names['violations']} WHERE namespace = %s",
-                             (namespace,))
-    row = await cur.fetchone()
-    violating = int(row[0]) if row else 0
+    violating = int(state[4]) if state else 0
     cur = await conn.execute(
         f"SELECT key, violations::text FROM {names['violations']} WHERE namespace = %s"
         " AND key > %s ORDER BY key LIMIT %s", (namespace, after, limit + 1))
@@ -235,8 +238,8 @@ async def summary(conn: psycopg.AsyncConnection[Any]) -> str:
         async with conn.transaction():
             cur = await conn.execute(
                 f"SELECT (SELECT count(*) FROM {names['namespaces']} WHERE has_schema),"
-                f" (SELECT count(*) FROM {names['violations']}),"
-                f" (SELECT count(DISTINCT namespace) FROM {names['violations']}),"
+                f" (SELECT coalesce(sum(violating), 0) FROM {names['namespaces']}),"
+                f" (SELECT count(*) FROM {names['namespaces']} WHERE violating > 0),"
                 " (SELECT coalesce(sum(refused), 0) FROM schema_refusals"
                 "  WHERE minute > now() - interval '1 hour')")
             row = await cur.fetchone()
