@@ -89,7 +89,9 @@ _REBUILD_LOCK = 0x5552 << 32  # advisory locks "one rebuild per view" (+ crc32 o
 # the writes in flight; for the live tables, their readers (and while it waits, everyone
 # queued behind it waits: writers, for an inline view, since it holds the log's lock).
 _LOG_LOCK_TIMEOUT = "3s"
-_TABLES_LOCK_TIMEOUT = "500ms"
+#: Seconds a swap waits for the live tables (a runner in the middle of a range holds them)
+#: before it lets go and tries again, so readers queued behind it are not held longer.
+TABLES_LOCK_WAIT = 0.5
 _SWAP_ATTEMPTS = 20
 _SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -281,9 +283,11 @@ class _Fold:
 
 async def rebuild(database_url: str, view: View, *, batch: int = DEFAULT_BATCH,
                   restart: bool = False, progress: ProgressCallback | None = None,
-                  stop: asyncio.Event | None = None) -> Rebuilt:
+                  stop: asyncio.Event | None = None,
+                  lock_wait: float = TABLES_LOCK_WAIT) -> Rebuilt:
     """Rebuild ``view`` from position 0 into shadow tables (resuming an interrupted
-    rebuild unless ``restart``), catch up with the log and swap it in."""
+    rebuild unless ``restart``), catch up with the log and swap it in (each attempt
+    waiting up to ``lock_wait`` seconds for the live tables)."""
     shadow, live = Tables(view.tables, suffix=SHADOW), Tables(view.tables)
     row = view.name + REBUILDING
     _quiet(view)
@@ -295,7 +299,7 @@ async def rebuild(database_url: str, view: View, *, batch: int = DEFAULT_BATCH,
             return Rebuilt(view.name, False, fold.position, start, fold.done,
                            time.monotonic() - fold.started)
         await conn.execute(f"ANALYZE {', '.join(shadow.values())}")  # plans for day one
-        swap_seconds = await _swap(conn, view, fold, live)
+        swap_seconds = await _swap(conn, view, fold, live, lock_wait)
         reconciled: Any = None
         reconcile_error = None
         reconcile = getattr(view, "reconcile", None)
@@ -329,7 +333,8 @@ async def _prepare(conn: Conn, view: View, shadow: Tables, row: str, restart: bo
     return position
 
 
-async def _swap(conn: Conn, view: View, fold: _Fold, live: Tables) -> float:
+async def _swap(conn: Conn, view: View, fold: _Fold, live: Tables,
+                lock_wait: float) -> float:
     """Swap the caught-up shadow in; the seconds the live tables were locked."""
     inline = is_inline(view)
     fold.report = None
@@ -343,7 +348,7 @@ async def _swap(conn: Conn, view: View, fold: _Fold, live: Tables) -> float:
                     await conn.execute("LOCK TABLE ssot_events IN EXCLUSIVE MODE")
                 locked = time.monotonic()
                 existing = [n for n in live if await _exists(conn, live[n])]
-                await conn.execute(f"SET LOCAL lock_timeout = '{_TABLES_LOCK_TIMEOUT}'")
+                await conn.execute(f"SET LOCAL lock_timeout = '{round(lock_wait * 1000)}ms'")
                 if existing:
                     await conn.execute(f"LOCK TABLE {', '.join(live[n] for n in existing)}"
                                        " IN ACCESS EXCLUSIVE MODE")
