@@ -18,6 +18,7 @@ from typing import Any
 
 import jsonschema
 import kubernetes_validate
+import psycopg
 import pytest
 import yaml
 from kubernetes_validate.utils import SchemaNotFoundError
@@ -223,3 +224,41 @@ def test_the_shell_scripts_pass_shellcheck(script: str) -> None:
     done = subprocess.run([str(BIN / "shellcheck"), "--shell=sh", str(DEPLOY / script)],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_nats_node_configuration_is_valid_and_needs_its_credentials() -> None:
+    conf = DEPLOY / "compose" / "nats.conf"
+    check = [str(BIN / "nats-server"), "-c", str(conf), "--name", "nats-1", "-t"]
+    creds = {"NATS_USER": "ssot", "NATS_PASSWORD": "example"}
+    valid = subprocess.run(check, capture_output=True, text=True, timeout=30,
+                           env={"PATH": "/usr/bin:/bin", **creds})
+    assert valid.returncode == 0, valid.stderr
+    without = subprocess.run(check, capture_output=True, text=True, timeout=30,
+                             env={"PATH": "/usr/bin:/bin"})
+    assert without.returncode != 0 and "NATS_USER" in without.stderr
+
+
+def postgres_parameters() -> dict[str, str]:
+    """Every PostgreSQL parameter the compose file and the CloudNativePG example set."""
+    found: dict[str, str] = {}
+    command = compose()["services"]["postgres-primary"]["command"]
+    for flag, setting in zip(command[1::2], command[2::2], strict=True):
+        assert flag == "-c"
+        name, value = setting.split("=", 1)
+        found[name] = value
+    [cluster] = of_kind("Cluster").values()
+    found.update(cluster["spec"]["postgresql"]["parameters"])
+    return found
+
+
+def test_every_postgresql_parameter_set_is_one_the_server_knows(server_url: str) -> None:
+    parameters = postgres_parameters()
+    assert parameters["synchronous_commit"] == "on"
+    with psycopg.connect(server_url) as conn:
+        known = {name: enumvals for name, enumvals in conn.execute(
+            "SELECT name, enumvals FROM pg_settings WHERE name = ANY(%s)",
+            (list(parameters),))}
+    assert set(parameters) - set(known) == set()
+    for name, value in parameters.items():
+        if known[name] is not None:  # an enum: the value is one of its values
+            assert value in known[name], (name, value)

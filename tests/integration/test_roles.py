@@ -121,11 +121,18 @@ def test_the_views_keep_the_service_roles_grants_across_a_rebuild(roles: LedgerR
         conn.execute("SELECT count(*) FROM view_namespace_stats")
 
 
-def test_migrate_refuses_a_role_that_grants_cannot_restrain(roles: LedgerRoles) -> None:
+def test_migrate_refuses_a_role_that_grants_cannot_restrain(roles: LedgerRoles,
+                                                            server_url: str) -> None:
     itself = ssot(roles.owner_url, "migrate", "--grant-to", roles.owner)
     assert itself.returncode == 2 and "owns the schema" in itself.stderr, itself.stderr
     missing = ssot(roles.owner_url, "migrate", "--grant-to", "no_such_role_" + roles.service)
     assert missing.returncode == 2 and "--grant-to: no role" in missing.stderr
+    with psycopg.connect(server_url) as conn:
+        superusers = [r for (r,) in conn.execute(
+            "SELECT rolname FROM pg_roles WHERE rolsuper ORDER BY rolname LIMIT 1")]
+    for superuser in superusers:  # the server has one: its bootstrap role
+        refused = ssot(roles.owner_url, "migrate", "--grant-to", superuser)
+        assert refused.returncode == 2 and "is a superuser" in refused.stderr
 
 
 def test_a_service_role_finding_migrations_pending_is_told_to_run_migrate(
