@@ -6,7 +6,7 @@ replay`` and ``ssot import``). The *service role* runs ``serve``, ``broadcast``,
 ``project``, ``digest`` and ``export``, and gets exactly what they need, table by table:
 
 - the log (``ssot_events``): SELECT only. Appends go through ``ssot_append``, which runs
-  as the schema's owner (migration 0016) and takes the lock that keeps commit order equal
+  as the schema's owner (migration 0017) and takes the lock that keeps commit order equal
   to position order; no UPDATE, DELETE or TRUNCATE, so PostgreSQL itself refuses the
   service's credentials any rewrite of history, not only the append-only triggers;
 - the other append-only tables (Merkle leaves and nodes, digests, the access log): SELECT
@@ -45,6 +45,8 @@ SERVICE_GRANTS: dict[str, tuple[str, ...]] = {
     "idempotency_keys": ("SELECT", "UPDATE", "DELETE"),  # the purge locks what it deletes
     "broadcaster_positions": ("SELECT", "INSERT", "UPDATE"),
     "projection_tracking": ("SELECT", "INSERT", "UPDATE"),
+    # where the schema quality counters exist: the HTTP workers count refused writes
+    "schema_refusals": ("SELECT", "INSERT", "UPDATE", "DELETE"),
     "ssot_schema_migrations": ("SELECT",),
 }
 #: What the service role may do with the tables of the asynchronous views it maintains.

@@ -31,7 +31,7 @@ def migrate(role: str | None) -> None:
     from nexus_ssot.ledger.migrate import available
     from nexus_ssot.ledger.migrate import migrate as apply_migrations
     from nexus_ssot.ledger.roles import grant_service_role, unclassified
-    from nexus_ssot.projections.views import VIEW_TABLES
+    from nexus_ssot.projections.views import view_tables
 
     settings = operator_settings()
     url = str(settings.database_url)
@@ -46,12 +46,12 @@ def migrate(role: str | None) -> None:
     for line in asyncio.run(_view_tables(settings)):
         out.print(line)
     with psycopg.connect(url) as conn:
-        stray = unclassified(conn, VIEW_TABLES)
+        stray = unclassified(conn, view_tables())
     if stray:
         fail(EXIT_OTHER, "unclassified_tables", f"no grants are decided for the tables "
              f"{', '.join(stray)} of this schema: grant them by hand or drop them")
     if role is not None:
-        for line in grant_service_role(url, role, VIEW_TABLES):
+        for line in grant_service_role(url, role, view_tables()):
             out.print(f"granted {role}: {line}")
 
 
