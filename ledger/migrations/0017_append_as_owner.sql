@@ -6,6 +6,9 @@
 -- put look-alike tables or functions in its way. A later CREATE OR REPLACE of ssot_append
 -- must say SECURITY DEFINER and SET search_path again (tests/integration/test_roles.py
 -- checks both on the migrated schema).
+-- Cost: about 14 µs more per call (median 78 against 64 µs per call of a one-event batch,
+-- 1,500 calls inside one transaction, six alternating rounds, PostgreSQL 15 on the 2-core
+-- development machine), beside the 1-2 ms a batch's commit takes.
 DO $$
 BEGIN
     EXECUTE format('ALTER FUNCTION ssot_append(stored_event_uuid[], json, json, text)'
