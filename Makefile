@@ -39,11 +39,14 @@ lint-imports: $(STAMP)
 		$(CURDIR)/pyproject.toml
 
 # A longer schemathesis run than make test's (more examples per operation, longer
-# stateful workflows); SSOT_FUZZ_SEED picks another deterministic run.
+# stateful workflows), and ten times the examples of make test's property tests, from
+# random seeds (tests/examples.py); SSOT_FUZZ_SEED picks another deterministic run.
 fuzz: $(STAMP)
 	SSOT_FUZZ_EXAMPLES=$${SSOT_FUZZ_EXAMPLES:-300} SSOT_FUZZ_STEPS=$${SSOT_FUZZ_STEPS:-10} \
 		SSOT_HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest tests/integration/test_openapi_fuzz.py \
-		tests/unit tests/integration/test_conflicts.py -n auto -p no:cacheprovider --timeout=3600
+		tests/unit tests/integration/test_conflicts.py tests/integration/test_hash_chain.py \
+		tests/integration/test_time_travel.py tests/integration/test_batch_restore.py \
+		-n auto -p no:cacheprovider --timeout=3600
 
 lint: $(STAMP) lint-imports
 	$(VENV)/bin/ruff check ledger integrity access projections api ops client tests

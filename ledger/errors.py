@@ -23,7 +23,8 @@ one place (``api/errors.py``); nothing below the edge knows about HTTP.
     ├── NotFound                no such entry (or version)
     │   └── EntryGone           the entry existed and was deleted (carries the version)
     └── Unavailable             the store could not be reached; retry later
-        └── ViewBehind          an asynchronous view has not reached min_position yet
+        ├── ViewBehind          an asynchronous view has not reached min_position yet
+        └── SchemaBehind        migrations are pending and this role may not apply them
 """
 
 from __future__ import annotations
@@ -169,3 +170,10 @@ class Unavailable(LedgerError):
 
 class ViewBehind(Unavailable):
     code = "view_behind"
+
+
+class SchemaBehind(Unavailable):
+    """The database lacks schema migrations and this process's role may not apply them
+    (a service role): ``ssot migrate`` as the schema's owner applies them."""
+
+    code = "schema_not_migrated"

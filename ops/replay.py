@@ -57,9 +57,14 @@ def replay() -> None:
               help="Drop an interrupted rebuild's shadow tables and start from position 0.")
 @click.option("--batch", type=click.IntRange(min=1), default=None,
               help="Events per transaction (default 250,000).")
+@click.option("--lock-wait", type=click.FloatRange(min=0.001, max=3600), default=None,
+              metavar="SECONDS",
+              help="How long each swap attempt waits for the live tables before letting go "
+                   "and trying again (default 0.5; 20 attempts).")
 @click.pass_context
 def views(ctx: click.Context, names: tuple[str, ...], until: int | datetime | None,
-          schema: str | None, replace: bool, restart: bool, batch: int | None) -> None:
+          schema: str | None, replace: bool, restart: bool, batch: int | None,
+          lock_wait: float | None) -> None:
     """Rebuild views from the log into shadow tables, catch up with live traffic and swap
     them in atomically (readers never see an empty or partial view). Interrupted (Ctrl-C,
     a crash), the same command resumes where it stopped.
@@ -74,8 +79,11 @@ def views(ctx: click.Context, names: tuple[str, ...], until: int | datetime | No
             if given is not None:
                 raise click.BadParameter("needs --into SCHEMA (a rebuild runs to the head)",
                                          param_hint=f"'{option}'")
-    elif restart:
-        raise click.BadParameter("is for rebuilds, not --into copies", param_hint="'--restart'")
+    else:
+        for given, option in ((restart or None, "--restart"), (lock_wait, "--lock-wait")):
+            if given is not None:
+                raise click.BadParameter("is for rebuilds, not --into copies",
+                                         param_hint=f"'{option}'")
     settings = operator_settings()
     chosen = chosen_views(names, settings)
     url = str(settings.database_url)
@@ -86,7 +94,8 @@ def views(ctx: click.Context, names: tuple[str, ...], until: int | datetime | No
         if schema is not None:
             _copy(url, chosen, until, schema, replace, size, as_json)
         else:
-            _rebuild(url, chosen, restart, size, as_json)
+            _rebuild(url, chosen, restart, size, as_json,
+                     rebuild.TABLES_LOCK_WAIT if lock_wait is None else lock_wait)
     except rebuild.TargetRefused as e:
         raise click.BadParameter(str(e), param_hint=f"'{e.field}'") from None
     except (rebuild.RebuildBusy, rebuild.SwapFailed) as e:
@@ -105,7 +114,8 @@ def _progress_bar() -> Any:
                     console=console, disable=not console.is_terminal)
 
 
-def _rebuild(url: str, chosen: list[Any], restart: bool, batch: int, as_json: bool) -> None:
+def _rebuild(url: str, chosen: list[Any], restart: bool, batch: int, as_json: bool,
+             lock_wait: float) -> None:
     from nexus_ssot.projections.rebuild import Progress, Rebuilt, rebuild
 
     from .signals import run_until_signalled
@@ -122,7 +132,7 @@ def _rebuild(url: str, chosen: list[Any], restart: bool, batch: int, as_json: bo
                                events=f"{p.done:,}/{p.total:,}")
 
                 result = await rebuild(url, view, batch=batch, restart=restart,
-                                       progress=show, stop=stop)
+                                       progress=show, stop=stop, lock_wait=lock_wait)
                 done.append(result)
                 if not result.complete:
                     return

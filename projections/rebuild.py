@@ -46,7 +46,7 @@ from datetime import datetime
 from typing import Any, cast
 
 import psycopg
-from psycopg import errors
+from psycopg import errors, sql
 
 from nexus_ssot.ledger.settings import Settings
 
@@ -89,7 +89,9 @@ _REBUILD_LOCK = 0x5552 << 32  # advisory locks "one rebuild per view" (+ crc32 o
 # the writes in flight; for the live tables, their readers (and while it waits, everyone
 # queued behind it waits: writers, for an inline view, since it holds the log's lock).
 _LOG_LOCK_TIMEOUT = "3s"
-_TABLES_LOCK_TIMEOUT = "500ms"
+#: Seconds a swap waits for the live tables (a runner in the middle of a range holds them)
+#: before it lets go and tries again, so readers queued behind it are not held longer.
+TABLES_LOCK_WAIT = 0.5
 _SWAP_ATTEMPTS = 20
 _SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -281,9 +283,11 @@ class _Fold:
 
 async def rebuild(database_url: str, view: View, *, batch: int = DEFAULT_BATCH,
                   restart: bool = False, progress: ProgressCallback | None = None,
-                  stop: asyncio.Event | None = None) -> Rebuilt:
+                  stop: asyncio.Event | None = None,
+                  lock_wait: float = TABLES_LOCK_WAIT) -> Rebuilt:
     """Rebuild ``view`` from position 0 into shadow tables (resuming an interrupted
-    rebuild unless ``restart``), catch up with the log and swap it in."""
+    rebuild unless ``restart``), catch up with the log and swap it in (each attempt
+    waiting up to ``lock_wait`` seconds for the live tables)."""
     shadow, live = Tables(view.tables, suffix=SHADOW), Tables(view.tables)
     row = view.name + REBUILDING
     _quiet(view)
@@ -295,7 +299,7 @@ async def rebuild(database_url: str, view: View, *, batch: int = DEFAULT_BATCH,
             return Rebuilt(view.name, False, fold.position, start, fold.done,
                            time.monotonic() - fold.started)
         await conn.execute(f"ANALYZE {', '.join(shadow.values())}")  # plans for day one
-        swap_seconds = await _swap(conn, view, fold, live)
+        swap_seconds = await _swap(conn, view, fold, live, lock_wait)
         reconciled: Any = None
         reconcile_error = None
         reconcile = getattr(view, "reconcile", None)
@@ -329,7 +333,8 @@ async def _prepare(conn: Conn, view: View, shadow: Tables, row: str, restart: bo
     return position
 
 
-async def _swap(conn: Conn, view: View, fold: _Fold, live: Tables) -> float:
+async def _swap(conn: Conn, view: View, fold: _Fold, live: Tables,
+                lock_wait: float) -> float:
     """Swap the caught-up shadow in; the seconds the live tables were locked."""
     inline = is_inline(view)
     fold.report = None
@@ -343,7 +348,7 @@ async def _swap(conn: Conn, view: View, fold: _Fold, live: Tables) -> float:
                     await conn.execute("LOCK TABLE ssot_events IN EXCLUSIVE MODE")
                 locked = time.monotonic()
                 existing = [n for n in live if await _exists(conn, live[n])]
-                await conn.execute(f"SET LOCAL lock_timeout = '{_TABLES_LOCK_TIMEOUT}'")
+                await conn.execute(f"SET LOCAL lock_timeout = '{round(lock_wait * 1000)}ms'")
                 if existing:
                     await conn.execute(f"LOCK TABLE {', '.join(live[n] for n in existing)}"
                                        " IN ACCESS EXCLUSIVE MODE")
@@ -383,6 +388,7 @@ async def _rename(conn: Conn, shadow: Tables, live: Tables, name: str, existed: 
     if existed:
         indexes = await _by_definition(conn, _INDEXES, live[name])
         constraints = await _by_definition(conn, _CONSTRAINTS, live[name])
+        await _same_rights(conn, live[name], shadow[name])
         old = Tables([name], suffix=OLD)
         await conn.execute(f"ALTER TABLE {live[name]} RENAME TO {old[name]}")
         await conn.execute(f"ALTER TABLE {shadow[name]} RENAME TO {live[name]}")
@@ -407,6 +413,32 @@ async def _rename(conn: Conn, shadow: Tables, live: Tables, name: str, existed: 
                 await conn.execute(f'ALTER TABLE {live[name]} RENAME CONSTRAINT'
                                    f' "{constraint}" TO "{new}"')
 
+
+async def _same_rights(conn: Conn, live: str, shadow: str) -> None:
+    """Give the shadow table the live one's owner and grants (a service role's rights on
+    a view, ``ledger/roles.py``), so that they survive the swap."""
+    cur = await conn.execute(_OWNER, (live, shadow))
+    row = await cur.fetchone()
+    if row and row[0] != row[1]:
+        await conn.execute(sql.SQL("ALTER TABLE {} OWNER TO {}").format(
+            sql.SQL(shadow), sql.Identifier(row[0])))
+    cur = await conn.execute(_GRANTS, (live,))
+    for privilege, grantee in await cur.fetchall():
+        await conn.execute(sql.SQL("GRANT {} ON TABLE {} TO {}").format(
+            sql.SQL(privilege), sql.SQL(shadow),
+            sql.SQL("PUBLIC") if grantee is None else sql.Identifier(grantee)))
+
+
+_OWNER = ("SELECT (SELECT r.rolname FROM pg_class c JOIN pg_roles r ON r.oid = c.relowner"
+          "  WHERE c.oid = to_regclass(%s)),"
+          " (SELECT r.rolname FROM pg_class c JOIN pg_roles r ON r.oid = c.relowner"
+          "  WHERE c.oid = to_regclass(%s))")
+# Every privilege granted on a table but its owner's own (grantee 0 is PUBLIC).
+_GRANTS = (
+    "SELECT a.privilege_type, r.rolname FROM pg_class c, aclexplode(c.relacl) a"
+    " LEFT JOIN pg_roles r ON r.oid = a.grantee"
+    " WHERE c.oid = to_regclass(%s) AND a.grantee <> c.relowner ORDER BY 2, 1"
+)
 
 # A table's index names by definition (without the index's and the table's name), and
 # its constraints not backed by an index (those follow their index) by kind and definition.

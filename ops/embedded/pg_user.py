@@ -5,6 +5,7 @@ tools as that user."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import pwd
 import subprocess
@@ -45,13 +46,24 @@ def run_as() -> RunAs:
 def _system_user(name: str) -> pwd.struct_passwd:
     with contextlib.suppress(KeyError):
         return pwd.getpwnam(name)
+    # Serialised across processes: test workers starting at once on a fresh machine each
+    # ran useradd, and a user created by one was rewritten by the next (initdb then ran
+    # as a uid /etc/passwd no longer named).
+    with open(Path(tempfile.gettempdir()) / f".{name}-useradd.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        with contextlib.suppress(KeyError):
+            return pwd.getpwnam(name)
+        return _create_system_user(name)
+
+
+def _create_system_user(name: str) -> pwd.struct_passwd:
     command = ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name]
     try:
         done = subprocess.run(command, capture_output=True, text=True, check=False)
         said = done.stderr.strip()
     except OSError as error:
         said = str(error)
-    try:  # a concurrent run may have created it meanwhile
+    try:
         return pwd.getpwnam(name)
     except KeyError:
         raise EmbeddedError(

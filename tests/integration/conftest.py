@@ -282,13 +282,19 @@ class LiveFeed(threading.Thread):
 @pytest.fixture()
 def stream(nats_url: str) -> Iterator[tuple[str, str]]:
     """(stream name, subject prefix) of this test's own, deleted afterwards."""
-    import asyncio
 
-    import nats
 
     token = secrets.token_hex(4)
     name, prefix = f"SSOT_TEST_{token}", f"ssottest{token}"
     yield name, prefix
+    delete_stream(nats_url, name)
+
+
+def delete_stream(nats_url: str, name: str) -> None:
+    """Delete the JetStream stream ``name`` if it exists."""
+    import asyncio
+
+    import nats
 
     async def delete() -> None:
         nc = await nats.connect(nats_url)

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.examples import examples
 from tests.integration.conftest import event_count
 
 
@@ -279,7 +280,7 @@ _WRITE = st.tuples(st.sampled_from(["put", "delete"]), st.sampled_from(_KEYS),
                    st.integers(0, 3))
 
 
-@settings(max_examples=15, deadline=None,
+@settings(max_examples=examples(15), deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(before=st.lists(_WRITE, min_size=1, max_size=12),
        after=st.lists(_WRITE, min_size=1, max_size=12), prefix=st.sampled_from(["", "d/"]))

@@ -21,6 +21,7 @@ from nexus_ssot.ledger.domain import Unchanged, decide
 from nexus_ssot.ledger.errors import EditConflict, InvalidUnicode
 from nexus_ssot.ledger.events import EntryState
 from nexus_ssot.ledger.merge import Replay
+from tests.examples import examples
 from tests.integration.conftest import AUTH, event_count
 
 MERGE_PATCH = {"Content-Type": "application/merge-patch+json"}
@@ -334,7 +335,7 @@ def _refused_if_unstorable(base: dict[str, Any], *patches: dict[str, Any]) -> bo
     return True
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(base=_docs, theirs=_patch, ours=_patch)
 def test_disjoint_patches_commute_and_conflicts_are_deterministic(
         base: dict[str, Any], theirs: dict[str, Any], ours: dict[str, Any]) -> None:
@@ -360,7 +361,7 @@ def test_disjoint_patches_commute_and_conflicts_are_deterministic(
         assert results[0] == results[1]  # either order, the same document
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(base=_docs, theirs=_patch, ours=_patch)
 def test_a_merge_never_drops_a_change_another_writer_made(
         base: dict[str, Any], theirs: dict[str, Any], ours: dict[str, Any]) -> None:

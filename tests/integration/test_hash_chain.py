@@ -25,6 +25,7 @@ from nexus_ssot.ledger.commands import Context, Delete, MergePatch, Put, Restore
 from nexus_ssot.ledger.documents import Limits
 from nexus_ssot.ledger.domain import decide
 from nexus_ssot.ledger.events import EVENT_TYPE_NAMES, TYPE_OF_TOPIC, EntryEvent, evolve
+from tests.examples import examples
 
 COMPAT_EXPORT = Path(__file__).parent.parent / "fixtures" / "main-2026-12-03.ndjson.gz"
 
@@ -215,7 +216,7 @@ JSON_VALUES = st.recursive(
 )
 
 
-@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(JSON_VALUES)
 @example({"b": 1e16, "a": [1e-05, -0.0]})
 @example({"x": [2**64, 2**63 - 1, -(2**63) - 1]})
@@ -232,7 +233,7 @@ WHOLE_OBJECTS = st.fixed_dictionaries(
     optional={"restored_from_version": JSON_VALUES})
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(80), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(WHOLE_OBJECTS, st.randoms(use_true_random=False))
 @example({**dict.fromkeys(chain.HASHED_WHOLE), "document": {"z": 1e16, "a": [-0.0, {1: 2}]},
           "class_version": 5}, None)

@@ -361,7 +361,10 @@ def test_the_live_runner_reloads_its_position_after_a_swap_moved_it(
             wait_until(lambda: waiting_on_lock(db, "UPDATE projection_tracking"),
                        "the runner to wait at its advance")
             client.put(f"{e}/k2", json={})
-            process = start_replay(database_url, "views", "--view", "namespace_stats")
+            # The swap waits for the tables as long as the test needs (by default it lets
+            # go after 0.5 s, and on a loaded machine the runner could pass meanwhile).
+            process = start_replay(database_url, "views", "--view", "namespace_stats",
+                                   "--lock-wait", "120")
             wait_until(lambda: waiting_on_lock(db, "LOCK TABLE"), "the swap to wait")
             holder.rollback()
         _, err = process.communicate(timeout=60)

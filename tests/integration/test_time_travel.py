@@ -12,6 +12,8 @@ import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.examples import examples
+
 KEYS = ["a", "b", "c/d"]
 DELETED = object()
 
@@ -88,7 +90,7 @@ def check_namespace(client: httpx.Client, ns: str, params: dict[str, Any],
     assert seen == live, params
 
 
-@settings(max_examples=25, deadline=None,
+@settings(max_examples=examples(25), deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(script=ops)
 def test_every_past_state_is_the_fold_of_the_log_up_to_there(

@@ -21,6 +21,7 @@ from nexus_ssot.ledger.documents import (
     json_depth,
 )
 from nexus_ssot.ledger.errors import DocumentTooLarge, InvalidInput, InvalidUnicode
+from tests.examples import examples
 from tests.unit.entries import LIMITS, canon, nested
 
 # --- documents -------------------------------------------------------------------------
@@ -147,7 +148,7 @@ def _mutated(data: st.DataObject, value: Any) -> Any:
     return data.draw(st.one_of(_SCALARS, _VALUES))
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(before=_OBJECTS, data=st.data())
 @example(before={"a/b": {"~": 1, "c": [1]}, "d": 2}, data=None)
 def test_diff_is_the_librarys_diff_op_for_op(before: dict[str, Any],

@@ -17,6 +17,7 @@ from nexus_ssot.integrity.merkle import (
     root,
     root_from_path,
 )
+from tests.examples import examples
 
 
 def mth(leaves: list[bytes]) -> bytes:
@@ -44,7 +45,7 @@ def test_known_answers() -> None:
     assert leaf_hash(b"x") == hashlib.sha256(b"\x00x").digest()
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(st.integers(1, 300))
 def test_root_frontier_and_audit_paths_agree_with_the_definition(n: int) -> None:
     ls = leaves(n)
