@@ -93,9 +93,10 @@ async def read_range(conn: psycopg.AsyncConnection[Any], after: int, upto: int |
                      limit: int = 1000, *, history: bool = False) -> list[LogEvent]:
     """At most ``limit`` events of ``(after, upto]`` (``upto`` None: the end), in order;
     with their version-history rows if ``history``."""
+    # binary: the state's bytes, times and ids come as they are, not as text to parse
     cur = await conn.execute(_READ_WITH_HISTORY if history else _READ_PLAIN,
                              (after, upto if upto is not None else 2**62, limit),
-                             prepare=True)
+                             prepare=True, binary=True)
     rows = await cur.fetchall()
     if not history:
         return [LogEvent(row[0], row[1], row[2], row[3], row[4]) for row in rows]
@@ -152,8 +153,11 @@ class LogTail:
         if self.start is not None and self.start <= after < self.head:
             i = bisect.bisect_right(self._events, after, key=lambda e: e.position)
             return self._events[i:i + limit]
-        if self.live and self.start is not None and after >= self.head:
-            return []  # nothing new yet: wait()
+        if self.live and self.start is not None:
+            if after >= self.head:
+                return []  # nothing new yet: wait()
+            # behind the tail: up to where it begins, then join it
+            return await read_range(conn, after, self.start, limit, history=True)
         return await read_range(conn, after, None, limit, history=True)
 
     async def wait(self, stop: asyncio.Event, after: int, timeout: float) -> None:
