@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
 import signal
 import threading
 import uuid
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,13 +19,9 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg import sql
 
 from nexus_ssot.ledger.commands import Context, Put
-from nexus_ssot.ledger.documents import Limits
 from nexus_ssot.ledger.log_tail import LogEvent, LogTail
-from nexus_ssot.ledger.migrate import migrate
-from nexus_ssot.ledger.store import open_application
 from nexus_ssot.ledger.writer import GroupCommitWriter
 from nexus_ssot.projections.kv_mirror import KvMirror
 from nexus_ssot.projections.namespace_stats import stats
@@ -42,29 +37,10 @@ from tests.integration.test_projections import expected_stats
 
 
 @pytest.fixture()
-def own_database(server_url: str) -> Iterator[str]:
-    """A database of this test's own (its log is written outside the write path here)."""
-    name = f"ssot_tail_{secrets.token_hex(4)}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = psycopg.conninfo.make_conninfo(server_url, dbname=name)
-    migrate(url)
-    try:
-        yield url
-    finally:
-        with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                sql.Identifier(name)))
-
-
-@pytest.fixture()
-def ledger_writer(own_database: str) -> Iterator[GroupCommitWriter]:
-    app = open_application(own_database, pool_size=2)
-    w = GroupCommitWriter(app, lambda _ns: Limits())
-    w.start()
-    yield w
-    w.stop()
-    app.close()
+def database_url(fresh_db: str) -> str:
+    """Each test here has a database of its own (one writes outside the write path);
+    the ledger's ``writer`` writes to it."""
+    return fresh_db
 
 
 def append(writer: GroupCommitWriter, ns: str, count: int, per_commit: int) -> None:
@@ -131,9 +107,9 @@ async def follow(tail: LogTail, database_url: str, after: int, until: Callable[[
 
 
 def test_every_follower_gets_every_event_once_in_order_decoded_once(
-        own_database: str, ledger_writer: GroupCommitWriter) -> None:
-    append(ledger_writer, "a", 300, per_commit=7)  # written before the tail starts
-    tail = LogTail(own_database, capacity=64, poll_interval=5.0)
+        database_url: str, writer: GroupCommitWriter) -> None:
+    append(writer, "a", 300, per_commit=7)  # written before the tail starts
+    tail = LogTail(database_url, capacity=64, poll_interval=5.0)
     end = [2**62]  # known once the writes are done
 
     with Loop() as loop:
@@ -141,24 +117,24 @@ def test_every_follower_gets_every_event_once_in_order_decoded_once(
         wait_until(lambda: tail.live, "the tail follows")
         joined_at = tail.start
         assert joined_at is not None and joined_at > 0
-        near = loop.submit(follow(tail, own_database, joined_at, lambda: end[0], loop.stop))
-        far = loop.submit(follow(tail, own_database, 0, lambda: end[0], loop.stop))
+        near = loop.submit(follow(tail, database_url, joined_at, lambda: end[0], loop.stop))
+        far = loop.submit(follow(tail, database_url, 0, lambda: end[0], loop.stop))
         middle = [0]
-        restarted = loop.submit(follow(tail, own_database, 0,
+        restarted = loop.submit(follow(tail, database_url, 0,
                                        lambda: middle[0] or end[0], loop.stop))
-        writes = threading.Thread(target=append, args=(ledger_writer, "b", 200, 3))
+        writes = threading.Thread(target=append, args=(writer, "b", 200, 3))
         writes.start()
         wait_until(lambda: tail.head > joined_at + 100, "half the writes", timeout=60)
         middle[0] = tail.head  # the restarted follower stops there, and starts again
         before = restarted.result(60)
-        after = loop.submit(follow(tail, own_database, before[-1].position,
+        after = loop.submit(follow(tail, database_url, before[-1].position,
                                    lambda: end[0], loop.stop))
         writes.join(60)
-        end[0] = log_positions(own_database)[-1]
+        end[0] = log_positions(database_url)[-1]
         got = {"near": near.result(60), "far": far.result(60),
                "restarted": before + after.result(60)}
 
-    every = log_positions(own_database)
+    every = log_positions(database_url)
     assert [e.position for e in got["near"]] == [p for p in every if p > joined_at]
     assert [e.position for e in got["far"]] == every
     assert [e.position for e in got["restarted"]] == every
@@ -173,17 +149,17 @@ def test_every_follower_gets_every_event_once_in_order_decoded_once(
 
 
 def test_an_event_whose_notify_never_came_arrives_by_the_slow_poll(
-        own_database: str, ledger_writer: GroupCommitWriter) -> None:
-    append(ledger_writer, "a", 3, per_commit=1)
-    tail = LogTail(own_database, poll_interval=0.5)
+        database_url: str, writer: GroupCommitWriter) -> None:
+    append(writer, "a", 3, per_commit=1)
+    tail = LogTail(database_url, poll_interval=0.5)
     with Loop() as loop:
         loop.submit(tail.run(loop.stop))
         wait_until(lambda: tail.live, "the tail follows")
         start = tail.head
         silent = [0]
-        following = loop.submit(follow(tail, own_database, start,
+        following = loop.submit(follow(tail, database_url, start,
                                        lambda: silent[0] or 2**62, loop.stop))
-        with psycopg.connect(own_database, autocommit=True) as conn:
+        with psycopg.connect(database_url, autocommit=True) as conn:
             # an event committed without its NOTIFY (as if the notification were lost)
             row = conn.execute(
                 "INSERT INTO ssot_events (originator_id, originator_version, topic, state)"
@@ -211,28 +187,28 @@ def views_at(database_url: str) -> dict[str, int]:
 
 
 def test_the_followers_roles_move_to_a_standby_serve_without_a_skip_or_a_double(
-        own_database: str, nats_url: str, stream: tuple[str, str],
-        ledger_writer: GroupCommitWriter, tmp_path: Path, ns: str) -> None:
+        database_url: str, nats_url: str, stream: tuple[str, str],
+        writer: GroupCommitWriter, tmp_path: Path, ns: str) -> None:
     ports = free_port(), free_port()
-    first, _ = start_serve([], serve_env(own_database, nats_url, stream, tmp_path / "a",
+    first, _ = start_serve([], serve_env(database_url, nats_url, stream, tmp_path / "a",
                                          ports[0]), ports[0], new_session=True)
     second = None
     try:
-        append(ledger_writer, ns, 5, per_commit=1)
-        wait_until_published(nats_url, stream[0], head(own_database)[0], timeout=60)
-        second, _ = start_serve([], serve_env(own_database, nats_url, stream,
+        append(writer, ns, 5, per_commit=1)
+        wait_until_published(nats_url, stream[0], head(database_url)[0], timeout=60)
+        second, _ = start_serve([], serve_env(database_url, nats_url, stream,
                                               tmp_path / "b", ports[1]), ports[1],
                                 new_session=True)
-        with Traffic(ledger_writer, ns, threads=2) as traffic:
-            wait_until(lambda: head(own_database)[0] > 60, "writes before the kill", 60)
+        with Traffic(writer, ns, threads=2) as traffic:
+            wait_until(lambda: head(database_url)[0] > 60, "writes before the kill", 60)
             os.killpg(first.pid, signal.SIGKILL)  # the leader of every role, mid-stream
             first.wait(10)
-            wait_until(lambda: head(own_database)[0] > 160, "writes after the kill", 60)
+            wait_until(lambda: head(database_url)[0] > 160, "writes after the kill", 60)
         assert traffic.failures == []
-        end, positions = head(own_database)
+        end, positions = head(database_url)
         wait_until_published(nats_url, stream[0], end, timeout=60)  # by the standby
-        log_end = log_positions(own_database)[-1]
-        wait_until(lambda: views_at(own_database) == {
+        log_end = log_positions(database_url)[-1]
+        wait_until(lambda: views_at(database_url) == {
             "namespace_stats": log_end, "nats_kv_mirror": log_end}, "the views", 60)
     finally:
         for proc in (first, second):
@@ -240,11 +216,11 @@ def test_the_followers_roles_move_to_a_standby_serve_without_a_skip_or_a_double(
                 os.killpg(proc.pid, signal.SIGTERM)
                 proc.wait(30)
     assert_exactly_the_log(asyncio.run(read_stream(nats_url, *stream)), positions)
-    with psycopg.connect(own_database) as db:
+    with psycopg.connect(database_url) as db:
         expected = expected_stats(db, ns)
 
     async def views() -> tuple[dict[str, Any] | None, dict[str, Any]]:
-        async with await psycopg.AsyncConnection.connect(own_database) as conn:
+        async with await psycopg.AsyncConnection.connect(database_url) as conn:
             mirror = KvMirror(nats_url, KV_BUCKET_PREFIX)
             try:
                 return await stats(conn, ns), await mirror.reconcile(
