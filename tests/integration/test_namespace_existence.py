@@ -41,6 +41,9 @@ READS = [
 def test_every_read_of_a_namespace_that_does_not_exist_is_namespace_not_found(
     client: httpx.Client, ns: str, path: str
 ) -> None:
+    # the log holds an event (of another namespace): on an empty log a read at position 1
+    # is refused first as beyond the head (400 position_beyond_head), whatever the namespace
+    assert client.put(f"/v1/namespaces/{ns}x", json={}).status_code in (200, 201)
     answer = client.get(path.format(ns=ns))
     assert answer.status_code == 404, answer.text
     assert (answer.json()["code"], answer.json()["field"]) == ("namespace_not_found",
