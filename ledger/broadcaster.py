@@ -168,7 +168,7 @@ class Broadcaster:
                     saved, saved_at = position, now
                 if not events:
                     lease.check()  # still the leader?
-                    await tail.wait(stop, position, self.poll_interval)
+                    await tail.wait(stop, position, tail.idle_timeout(self.poll_interval))
             if position != saved:
                 await self._save(conn, position)
 

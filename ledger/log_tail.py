@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import contextlib
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -133,14 +132,15 @@ class LogTail:
         self._advanced = asyncio.Event()
         self._news: dict[str, asyncio.Event] = {}
         self._heard: dict[str, int] = {}
-        self._poke = asyncio.Event()  # wakes the tail to LISTEN on a new channel
+        self._pending: set[str] = set()  # channels notified, not yet handled
+        self._woken: asyncio.Future[None] | None = None  # the tail's wait, while it waits
 
     def listen(self, channel: str) -> None:
         """Also LISTEN on ``channel`` (from the tail's next wake-up at the latest):
         ``wait_for`` waits for it."""
         self._news.setdefault(channel, asyncio.Event())
         self._heard.setdefault(channel, 0)
-        self._poke.set()
+        self._interrupt()  # to LISTEN on it now
 
     def heard(self, channel: str) -> int:
         """How many wake-ups brought a NOTIFY on ``channel`` so far (for ``wait_for``)."""
@@ -160,6 +160,12 @@ class LogTail:
             return await read_range(conn, after, self.start, limit, history=True)
         return await read_range(conn, after, None, limit, history=True)
 
+    def idle_timeout(self, poll_interval: float) -> float:
+        """How long a follower with nothing to do waits: while the tail follows it wakes
+        the follower, which needs to look only as often as the tail polls; otherwise the
+        follower polls at its own ``poll_interval``."""
+        return max(poll_interval, self.poll_interval) if self.live else poll_interval
+
     async def wait(self, stop: asyncio.Event, after: int, timeout: float) -> None:
         """Until the tail holds events after ``after``, ``timeout`` passes, or ``stop``."""
         if self.live and self.head > after:
@@ -178,10 +184,20 @@ class LogTail:
         (meanwhile the followers read for themselves)."""
 
         async def follow(conn: psycopg.AsyncConnection[Any]) -> None:
+            # notifications that come with a query's answer are kept here too
+            conn.add_notify_handler(lambda n: self._pending.add(n.channel))
             await conn.execute(f"LISTEN {CHANNEL}")
             await self._follow(stop, conn)
 
-        await on_connection(self.database_url, "log tail", follow, stop, self._lost)
+        async def interrupt_on_stop() -> None:
+            await stop.wait()
+            self._interrupt()
+
+        stopping = asyncio.ensure_future(interrupt_on_stop())
+        try:
+            await on_connection(self.database_url, "log tail", follow, stop, self._lost)
+        finally:
+            stopping.cancel()
 
     def _lost(self) -> None:
         self.live = False
@@ -193,7 +209,6 @@ class LogTail:
         self.live = True
         listening: set[str] = set()
         while not stop.is_set():
-            self._poke.clear()
             for channel in self._news.keys() - listening:  # asked for since
                 await conn.execute(f"LISTEN {channel}")
                 listening.add(channel)
@@ -202,7 +217,7 @@ class LogTail:
                 self._append(events)
                 if len(events) == self.batch:
                     continue
-            await self._wait_for_notifies(stop, conn)
+            await self._wait_for_notifies(conn)
 
     def _append(self, events: Sequence[LogEvent]) -> None:
         self.reads += 1
@@ -212,39 +227,38 @@ class LogTail:
         if excess > 0:
             self.start = self._events[excess - 1].position
             del self._events[:excess]
-        advanced, self._advanced = self._advanced, asyncio.Event()
-        advanced.set()
+        self._wake_all()
 
     def _wake_all(self) -> None:
         advanced, self._advanced = self._advanced, asyncio.Event()
         advanced.set()
 
-    async def _wait_for_notifies(self, stop: asyncio.Event,
-                                 conn: psycopg.AsyncConnection[Any]) -> None:
-        """Until a NOTIFY (or the poll interval, or ``stop``); then every notification
-        already there is taken too, so a burst of commits makes one read, not one each."""
-        seen: set[str] = set()
+    def _interrupt(self) -> None:
+        """End the tail's wait for notifications now (stopping, or a channel to LISTEN)."""
+        if self._woken is not None and not self._woken.done():
+            self._woken.set_result(None)
 
-        async def first() -> None:
-            async for n in conn.notifies(timeout=self.poll_interval, stop_after=1):
-                seen.add(n.channel)
-
-        waiting, stopped = asyncio.ensure_future(first()), asyncio.ensure_future(stop.wait())
-        poked = asyncio.ensure_future(self._poke.wait())
-        try:
-            await asyncio.wait((waiting, stopped, poked), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopped.cancel()
-            poked.cancel()
-            if not waiting.done():
-                waiting.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await waiting
-        if waiting.cancelled():
-            return
-        waiting.result()  # a lost connection raises, for run's reconnect
-        async for n in conn.notifies(timeout=0):
-            seen.add(n.channel)
+    async def _wait_for_notifies(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Until the connection has something to read (a NOTIFY), the poll interval
+        passes or ``_interrupt``; then every notification already there is taken, so a
+        burst of commits makes one read, not one each. The socket is watched directly:
+        psycopg's own wait for notifications wakes every 0.1 s while it waits."""
+        if not self._pending:
+            loop = asyncio.get_running_loop()
+            self._woken = woken = loop.create_future()
+            fd = conn.fileno()
+            loop.add_reader(fd, self._interrupt)
+            timer = loop.call_later(self.poll_interval, self._interrupt)
+            try:
+                await woken
+            finally:
+                self._woken = None
+                timer.cancel()
+                loop.remove_reader(fd)
+            conn.pgconn.consume_input()  # a lost connection raises, for run's reconnect
+            while (n := conn.pgconn.notifies()) is not None:
+                self._pending.add(n.relname.decode())
+        seen, self._pending = self._pending, set()
         for channel in seen:
             news = self._news.get(channel)
             if news is not None:

@@ -258,7 +258,7 @@ class ViewRunner:
                 if not events:
                     self.progress.head, self.progress.lag_seconds = position, 0.0
                     lease.check()  # still the leader?
-                    await tail.wait(stop, position, self.poll_interval)
+                    await tail.wait(stop, position, tail.idle_timeout(self.poll_interval))
                     continue
                 upto = events[-1].position
                 self._measure_lag(events, tail.head)

@@ -186,7 +186,7 @@ class Digester:
                 continue
             if len(events) < limit:
                 lease.check()  # still the leader?
-                wait = self.poll_interval
+                wait = tail.idle_timeout(self.poll_interval)
                 if tree.leaves:
                     wait = max(0.01, min(wait, due - time.monotonic()))
                 await tail.wait(stop, tree.position, wait)
@@ -285,7 +285,7 @@ class Digester:
                         lease.check()
                         # a NOTIFY wakes it; the tail's slow poll is the fallback
                         await tail.wait_for(CHANNEL, heard, stop,
-                                            max(self.poll_interval, tail.poll_interval))
+                                            tail.idle_timeout(self.poll_interval))
             finally:
                 self.progress.publishing = False
                 with contextlib.suppress(Exception):
