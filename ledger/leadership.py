@@ -159,7 +159,7 @@ class Leases:
         assert conn is not None
         try:
             await conn.execute("SELECT pg_advisory_unlock(%s)", (lease.lock,))
-        except (psycopg.OperationalError, OSError) as e:  # the keeper notices and reconnects
+        except (psycopg.Error, OSError) as e:  # the keeper notices and reconnects
             log.info("letting go of lock %d: %s", lease.lock, redact_url(str(e)))
 
 
@@ -193,8 +193,8 @@ async def _acquired(lock: asyncio.Lock, stop: asyncio.Event) -> bool:
 async def on_connection(database_url: str, what: str,
                         body: Callable[[psycopg.AsyncConnection[Any]], Awaitable[None]],
                         stop: asyncio.Event, lost: Callable[[], None]) -> None:
-    """Run ``body`` on a connection until ``stop``; when the connection fails, call
-    ``lost`` and connect again after a backoff of 0.2 s doubling to 5 s."""
+    """Run ``body`` on a connection until ``stop``; when the connection (or a statement)
+    fails, call ``lost`` and connect again after a backoff of 0.2 s doubling to 5 s."""
     backoff = 0.2
     while not stop.is_set():
         try:
@@ -202,7 +202,7 @@ async def on_connection(database_url: str, what: str,
                                                              autocommit=True) as conn:
                 backoff = 0.2
                 await body(conn)
-        except (psycopg.OperationalError, OSError) as e:
+        except (psycopg.Error, OSError) as e:  # a closed connection is an InterfaceError
             log.warning("%s: %s; reconnecting in %.1fs", what,
                         redact_url(f"{type(e).__name__}: {e}"), backoff)
             lost()
