@@ -9,11 +9,13 @@ acknowledged events and is stored in PostgreSQL; on (re)start it resumes after t
 event the stream itself holds, so a crash between a PubAck and the position update
 republishes nothing, and a stream that lost its tail gets it again.
 
-Exactly one broadcaster per database is active: the leader holds a session advisory
-lock; standbys poll for it and take over within a second or two of the leader's death.
-It wakes on the store's NOTIFY and also polls, so a lost notification or a dropped
-LISTEN connection never stalls it. NATS is never on the write path: while NATS is down
-the broadcaster retries with backoff and then catches up in order.
+Exactly one broadcaster per database is active: the leader holds its role's lease
+(``leadership.Leases``); standbys ask for it every second and take over within a second or
+two of the leader's death. It takes its events from the process's shared log tail
+(``log_tail.LogTail``: woken by the store's NOTIFY, polling slowly too, so a lost
+notification never stalls it), or reads them itself while behind the tail. NATS is never
+on the write path: while NATS is down the broadcaster retries with backoff and then
+catches up in order.
 """
 
 from __future__ import annotations
@@ -31,11 +33,12 @@ import nats
 import psycopg
 from nats.js import JetStreamContext
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
-from psycopg.rows import dict_row
 
-from .cloudevents import COLUMNS, cloudevent
+from .cloudevents import cloudevent
+from .following import Following, followed
 from .jetstream import ensure_stream, stream_tail
-from .leadership import leadership, retrying, wait_for_news
+from .leadership import Lease, retrying
+from .log_tail import LogEvent
 from .subjects import entry_subject
 
 log = logging.getLogger(__name__)
@@ -81,19 +84,23 @@ class Broadcaster:
         self.duplicate_window = duplicate_window
         self.progress = Progress()
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Lead (or wait to lead) until ``stop`` is set; failures are retried."""
+    async def run(self, stop: asyncio.Event, following: Following | None = None) -> None:
+        """Lead (or wait to lead) until ``stop`` is set; failures are retried. With
+        ``following``, on the log tail and leases of the process's other followers."""
 
         def failed(error: str) -> None:
             self.progress.leader = False
             self.progress.last_error = error
 
-        await retrying(f"broadcaster {self.name}", self._lead, stop, failed, log)
+        async def role(following: Following) -> None:
+            await retrying(f"broadcaster {self.name}",
+                           lambda stop: self._lead(stop, following), stop, failed, log)
 
-    async def _lead(self, stop: asyncio.Event) -> None:
-        async with leadership(self.database_url, _LOCK_NAMESPACE, self.name, stop,
-                              self.poll_interval) as lock_conn:
-            if lock_conn is None:
+        await followed(self.database_url, role, following, stop, self.poll_interval)
+
+    async def _lead(self, stop: asyncio.Event, following: Following) -> None:
+        async with following.leases.lead(_LOCK_NAMESPACE, self.name, stop) as lease:
+            if lease is None:
                 return
             self.progress.leader = True
             log.info("broadcaster %s leads", self.name)
@@ -102,7 +109,7 @@ class Broadcaster:
                 js = nc.jetstream(timeout=self.ack_timeout)
                 await ensure_stream(js, self.stream, [f"{self.prefix}.>"],
                                     duplicate_window=self.duplicate_window)
-                await self._publish_until(stop, js, lock_conn)
+                await self._publish_until(stop, js, lease, following)
             finally:
                 with contextlib.suppress(Exception):
                     await nc.close()
@@ -120,22 +127,19 @@ class Broadcaster:
         headers = msg.headers or {}
         return int(headers.get("Ssot-Position", 0)), headers.get("Nats-Msg-Id")
 
-    async def _publish_until(
-        self, stop: asyncio.Event, js: JetStreamContext, lock_conn: psycopg.AsyncConnection[Any]
-    ) -> None:
-        async with await psycopg.AsyncConnection.connect(
-                self.database_url, autocommit=True, row_factory=dict_row) as conn, \
-                await psycopg.AsyncConnection.connect(
-                    self.database_url, autocommit=True) as listen_conn:
-            await listen_conn.execute("LISTEN ssot_events")
+    async def _publish_until(self, stop: asyncio.Event, js: JetStreamContext, lease: Lease,
+                             following: Following) -> None:
+        tail = following.tail
+        async with await psycopg.AsyncConnection.connect(self.database_url,
+                                                         autocommit=True) as conn:
             # The stream says what it holds: resume after its last event. That is behind
             # our tracked position only if JetStream lost acknowledged messages (a single
             # server acks before fsync) or the stream was purged: publish them again.
-            tail = await self._stream_tail(js)
-            if tail is None:
+            stream_tail = await self._stream_tail(js)
+            if stream_tail is None:
                 position, last_id = await self._tracked(conn), None
             else:
-                position, last_id = tail
+                position, last_id = stream_tail
                 tracked = await self._tracked(conn)
                 if position < tracked:
                     log.warning("broadcaster %s: the stream ends at position %d, behind the "
@@ -144,15 +148,13 @@ class Broadcaster:
             self._report(position)
             saved, saved_at = position, 0.0
             while not stop.is_set():
-                cur = await conn.execute(
-                    f"SELECT {COLUMNS} FROM entry_history WHERE position > %s"
-                    " ORDER BY position LIMIT %s",
-                    (position, self.batch_size), prepare=True)
-                rows = await cur.fetchall()
-                if rows:
-                    await self._measure_lag(conn, rows)
-                    last_id = await self._publish(js, rows, last_id)
-                    position = rows[-1]["position"]
+                events = await tail.events_after(conn, position, self.batch_size)
+                if events:
+                    self._measure_lag(events, tail.head)
+                    rows = [e.history for e in events if e.history is not None]
+                    if rows:
+                        last_id = await self._publish(js, rows, last_id)
+                    position = events[-1].position
                     self.progress.published += len(rows)
                     self._report(position)
                 else:
@@ -161,27 +163,21 @@ class Broadcaster:
                 # The tracked position is for lag reports and for a stream that lost its
                 # messages: saving it at most every 200 ms keeps it off the hot path.
                 now = time.monotonic()
-                if position != saved and (not rows or now - saved_at > 0.2):
+                if position != saved and (not events or now - saved_at > 0.2):
                     await self._save(conn, position)
                     saved, saved_at = position, now
-                if not rows:
-                    await lock_conn.execute("SELECT 1")  # still the leader's session?
-                    await wait_for_news(stop, listen_conn, self.poll_interval)
+                if not events:
+                    lease.check()  # still the leader?
+                    await tail.wait(stop, position, tail.idle_timeout(self.poll_interval))
             if position != saved:
                 await self._save(conn, position)
 
-    async def _measure_lag(self, conn: psycopg.AsyncConnection[Any],
-                           rows: list[dict[str, Any]]) -> None:
-        """Lag before publishing ``rows``: the head (looked up only when a full batch
-        says there is more) and the age of the oldest unpublished event."""
-        head = rows[-1]["position"]
-        if len(rows) == self.batch_size:
-            cur = await conn.execute("SELECT max(position) AS head FROM entry_history")
-            row = await cur.fetchone()
-            head = int(row["head"]) if row and row["head"] is not None else head
-        self.progress.head = head
-        self.progress.lag_events = head - rows[0]["position"] + 1
-        oldest: datetime = rows[0]["recorded_at"]
+    def _measure_lag(self, events: list[LogEvent], head: int) -> None:
+        """Lag before publishing ``events``: the head (as the tail last saw it) and the
+        age of the oldest unpublished event."""
+        self.progress.head = max(head, events[-1].position)
+        self.progress.lag_events = self.progress.head - events[0].position + 1
+        oldest: datetime = events[0].recorded_at
         self.progress.lag_seconds = max(0.0, (datetime.now(UTC) - oldest).total_seconds())
 
     def instrument(self, meter: Meter) -> None:
@@ -222,8 +218,9 @@ class Broadcaster:
             pending.append(await js.publish_async(subject, cloudevent(row), headers=headers))
             last_id = msg_id
         try:
-            for future in pending:
-                await asyncio.wait_for(future, self.ack_timeout)
+            async with asyncio.timeout(self.ack_timeout):
+                for future in pending:
+                    await future
         finally:
             for future in pending:
                 future.cancel()
@@ -233,7 +230,7 @@ class Broadcaster:
         cur = await conn.execute(
             "SELECT position FROM broadcaster_positions WHERE name = %s", (self.name,))
         row = await cur.fetchone()
-        return int(row["position"]) if row else 0
+        return int(row[0]) if row else 0
 
     def _report(self, position: int) -> None:
         self.progress.position = position

@@ -4,7 +4,7 @@ A key (``idempotency_keys``, written in the same transaction as the events its r
 appended) answers a retry of its request with the first answer for
 ``SSOT_IDEMPOTENCY_RETENTION_SECONDS`` (7 days) after that request committed. Then the
 purger deletes it, and a request with the same key is a new request. The purger runs in
-one process per database (``leadership``), every ``SSOT_IDEMPOTENCY_PURGE_EVERY_SECONDS``
+one process per database (``leadership.Leases``), every ``SSOT_IDEMPOTENCY_PURGE_EVERY_SECONDS``
 (60): a key outlives its retention by up to that much, never less.
 
 The purge never holds up writes: each batch is one short autocommit statement deleting at
@@ -24,7 +24,8 @@ from typing import Any
 
 import psycopg
 
-from .leadership import leadership, retrying, sleep_unless_stopped
+from .following import Following, followed
+from .leadership import retrying, sleep_unless_stopped
 
 log = logging.getLogger("nexus_ssot.idempotency")
 
@@ -74,19 +75,24 @@ class IdempotencyPurger:
         self.poll_interval = poll_interval
         self.progress = Progress()
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Lead (or wait to lead) until ``stop`` is set; failures are retried."""
+    async def run(self, stop: asyncio.Event, following: Following | None = None) -> None:
+        """Lead (or wait to lead) until ``stop`` is set; failures are retried. With
+        ``following``, on the leases of the process's followers."""
 
         def failed(error: str) -> None:
             self.progress.leading = False
             self.progress.last_error = error
 
-        await retrying("idempotency purge", self._lead, stop, failed, log)
+        async def role(following: Following) -> None:
+            await retrying("idempotency purge", lambda stop: self._lead(stop, following),
+                           stop, failed, log)
 
-    async def _lead(self, stop: asyncio.Event) -> None:
-        async with leadership(self.database_url, _LOCK_NAMESPACE, _LOCK_NAME, stop,
-                              self.poll_interval) as lock_conn:
-            if lock_conn is None:
+        await followed(self.database_url, role, following, stop, self.poll_interval,
+                       tail=False)
+
+    async def _lead(self, stop: asyncio.Event, following: Following) -> None:
+        async with following.leases.lead(_LOCK_NAMESPACE, _LOCK_NAME, stop) as lease:
+            if lease is None:
                 return
             self.progress.leading = True
             log.info("idempotency purge leads: keys are kept %gs", self.retention_seconds)
@@ -95,7 +101,7 @@ class IdempotencyPurger:
                         self.database_url, autocommit=True) as conn:
                     while not stop.is_set():
                         await self.purge(conn, stop)
-                        await lock_conn.execute("SELECT 1")  # still holding the lock?
+                        lease.check()  # still holding the lock?
                         await sleep_unless_stopped(stop, self.every_seconds)
             finally:
                 self.progress.leading = False

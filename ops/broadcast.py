@@ -1,4 +1,5 @@
-"""The broadcaster, run by `ssot broadcast` (its own process) or on a thread of `ssot serve`."""
+"""The broadcaster, run by `ssot broadcast` (its own process) or on the followers' thread
+of `ssot serve` (ops/followers.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from nexus_ssot.ledger.settings import Settings
 from nexus_ssot.ledger.telemetry import providers
 
 from .console import not_configured
-from .loop_thread import LoopThread
 from .signals import run_until_signalled
 
 log = logging.getLogger("nexus_ssot.broadcast")
@@ -36,11 +36,3 @@ def run_broadcaster(settings: Settings) -> None:
     migrate(settings.database_url)
 
     run_until_signalled(broadcaster.run)
-
-
-class BroadcasterThread(LoopThread):
-    """The broadcaster on a thread of ``ssot serve`` (its own event loop)."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.broadcaster = broadcaster_for(settings)
-        super().__init__("ssot-broadcaster", self.broadcaster.run)

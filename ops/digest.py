@@ -38,7 +38,8 @@ def digester_for(settings: Settings, *, publish: bool = True) -> Digester:
 
 
 class DigesterThread(LoopThread):
-    """The digester on a thread of ``ssot serve`` (its own event loop)."""
+    """The digester on a thread of its own, with its own event loop (``ssot serve`` runs it
+    on its followers' thread, ops/followers.py)."""
 
     def __init__(self, settings: Settings, *, publish: bool) -> None:
         self.digester = digester_for(settings, publish=publish)

@@ -9,6 +9,7 @@ import logging
 
 import click
 
+from nexus_ssot.ledger.following import Following
 from nexus_ssot.ledger.migrate import migrate
 from nexus_ssot.ledger.settings import Settings
 from nexus_ssot.ledger.telemetry import providers
@@ -48,9 +49,17 @@ def runners_for(settings: Settings, names: list[str] | None = None) -> list[View
     return runners
 
 
-async def run_all(runners: list[ViewRunner], stop: asyncio.Event) -> None:
+async def run_all(runners: list[ViewRunner], stop: asyncio.Event,
+                  following: Following | None = None) -> None:
+    """Run ``runners`` until ``stop``, on ``following`` (or on one of their own: one log
+    tail and one lease connection for all of them)."""
+    assert runners
+    if following is None:
+        following = Following(runners[0].database_url)
+        await asyncio.gather(following.run(stop), run_all(runners, stop, following))
+        return
     try:
-        await asyncio.gather(*(r.run(stop) for r in runners))
+        await asyncio.gather(*(r.run(stop, following) for r in runners))
     finally:  # views holding outside connections (the KV mirror) close them on this loop
         for runner in runners:
             close = getattr(runner.view, "close", None)
@@ -68,7 +77,8 @@ def run_projections(settings: Settings, names: list[str] | None = None) -> None:
 
 
 class ProjectionsThread(LoopThread):
-    """The views' runners on a thread of ``ssot serve`` (its own event loop)."""
+    """The views' runners on a thread of their own, with their own event loop (``ssot serve``
+    runs them on its followers' thread, ops/followers.py)."""
 
     def __init__(self, settings: Settings, names: list[str] | None = None) -> None:
         self.runners = runners_for(settings, names)

@@ -19,13 +19,10 @@ from nexus_ssot.ledger.redaction import redact_url
 from nexus_ssot.ledger.settings import Settings
 from nexus_ssot.ops.embedded import EmbeddedNats, EmbeddedPostgres
 
-from .broadcast import BroadcasterThread
 from .credentials import admin_token_path, ensure_admin_token, token_sha256
-from .digest import DigesterThread
-from .idempotency_purge import PurgerThread
+from .followers import FollowersThread
 from .instance import claimed
 from .nats_authorization import REFRESH_SECONDS, NatsAuthorizer
-from .project import ProjectionsThread
 from .writer_process import WriterProcess
 
 log = logging.getLogger("nexus_ssot.serve")
@@ -138,29 +135,20 @@ def serve(settings: Settings, *, access_log: bool = False) -> None:
             stack.callback(writer.stop)  # after the HTTP side has drained
             ready = ready.model_copy(update={"writer_socket": writer.socket_path})
             log.info("writer process on %s", writer.socket_path)
-        purger = PurgerThread(ready)  # idempotency keys past their retention
-        purger.start()
-        stack.callback(purger.stop)
+        followers = FollowersThread(ready)  # one thread, one log tail, one lease connection
+        followers.start()
+        stack.callback(followers.stop)
         log.info("idempotency keys kept %gs, purged every %gs",
                  ready.idempotency_retention_seconds, ready.idempotency_purge_every_seconds)
-        if ready.broadcast:
-            broadcaster = BroadcasterThread(ready)
-            broadcaster.start()
-            stack.callback(broadcaster.stop)
+        if followers.broadcaster is not None:
             log.info("broadcasting on NATS stream %s (subjects %s.>)", ready.nats_stream,
                      ready.nats_subject_prefix)
-        if ready.digests:  # published on NATS where the events are (SSOT_BROADCAST)
-            digester = DigesterThread(ready, publish=ready.broadcast)
-            digester.start()
-            stack.callback(digester.stop)
+        if followers.digester is not None:
             log.info("recording digests every %d events or %gs", ready.digest_every_events,
                      ready.digest_every_seconds)
-        if ready.projections:
-            views = ProjectionsThread(ready)
-            views.start()
-            stack.callback(views.stop)
+        if followers.runners:
             log.info("keeping the views current: %s",
-                     ", ".join(r.view.name for r in views.runners))
+                     ", ".join(r.view.name for r in followers.runners))
         scheme = "https" if ready.tls_cert else "http"
         print(f"NEXUS SSOT Ledger serving on {scheme}://{ready.http_host}:{ready.http_port} "
               f"(docs at /docs)", flush=True)

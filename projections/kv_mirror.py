@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
@@ -42,10 +42,11 @@ from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
 
 from nexus_ssot.ledger.addressing import NAMESPACE_PATTERN, is_system_namespace
+from nexus_ssot.ledger.log_tail import LogEvent
 from nexus_ssot.ledger.redaction import redact_url
 from nexus_ssot.ledger.subjects import decode_token, encode_token
 
-from .runtime import LogEvent, Tables, next_upto, read_log
+from .runtime import Tables, next_upto, read_log
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -176,10 +177,17 @@ class KvMirror:
         latest: dict[tuple[str, str], LogEvent] = {}
         position = after
         while (end := await next_upto(conn, position, self.read_slice, upto)) is not None:
-            for event in await read_log(conn, position, end):
-                if not is_system_namespace(event.namespace):
-                    latest[(event.namespace, event.key)] = event
+            _latest_of(await read_log(conn, position, end), latest)
             position = end
+        await self._fold(conn, latest, t)
+
+    async def apply_events(self, conn: psycopg.AsyncConnection[Any], after: int, upto: int,
+                           t: Tables, events: Sequence[LogEvent]) -> None:
+        await self._fold(conn, _latest_of(events, {}), t)
+
+    async def _fold(self, conn: psycopg.AsyncConnection[Any],
+                    latest: dict[tuple[str, str], LogEvent], t: Tables) -> None:
+        """Record (and, with ``effects``, write to NATS) each key's ``latest`` event."""
         if not latest:
             return
         live = [e for e in latest.values() if e.event_type != "entry.deleted"]
@@ -379,6 +387,16 @@ class KvMirror:
                     return held  # nothing left on the server for this watcher
         finally:
             await watcher.stop()  # type: ignore[no-untyped-call]
+
+
+def _latest_of(events: Iterable[LogEvent], latest: dict[tuple[str, str], LogEvent]
+               ) -> dict[tuple[str, str], LogEvent]:
+    """``latest`` with each entry's last event of ``events`` (settings are not mirrored)."""
+    for event in events:
+        namespace = event.namespace
+        if not is_system_namespace(namespace):
+            latest[(namespace, event.key)] = event
+    return latest
 
 
 async def _write(kv: KeyValue, w: _Write) -> bool:

@@ -9,6 +9,7 @@ settings changes (``namespace.configured``) are not entries and are not counted.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, ClassVar
 
 import psycopg
@@ -87,6 +88,13 @@ ON CONFLICT (namespace) DO UPDATE SET
 """
 
 
+@functools.lru_cache(maxsize=16)
+def _statement(stats: str, keys: str, actors: str) -> bytes:
+    """The range's statement on these tables (made once: psycopg parses a query's
+    placeholders again for every new string)."""
+    return _APPLY.format(stats=stats, keys=keys, actors=actors).encode()
+
+
 class NamespaceStats:
     name: ClassVar[str] = NAME
     tables: ClassVar[tuple[str, ...]] = ("view_namespace_stats", "view_namespace_stats_keys",
@@ -102,8 +110,9 @@ class NamespaceStats:
 
     async def apply(self, conn: psycopg.AsyncConnection[Any], after: int, upto: int,
                     t: Tables) -> None:
-        await conn.execute(_APPLY.format(**self._names(t)).encode(),
-                           {"after": after, "upto": upto})
+        # prepared: the server plans the statement once per connection, not per range
+        await conn.execute(_statement(*(t[n] for n in self.tables)),
+                           {"after": after, "upto": upto}, prepare=True)
 
 
 async def stats(conn: psycopg.AsyncConnection[Any], namespace: str,

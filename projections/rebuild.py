@@ -470,7 +470,7 @@ async def position_of(database_url: str, until: int | datetime | None) -> int:
     at or before a time (as the as-of reads map times, through the history's commit-time
     index), or the head (None)."""
     async with await _connect(database_url) as conn:
-        head = await head_position(conn)
+        head: int = await head_position(conn)
         if until is None:
             return head
         if isinstance(until, datetime):

@@ -18,8 +18,11 @@ apply a range twice: the loser's transaction fails and it reloads its position.
 
 Positions come from the events table: ids are assigned and committed in order under the
 library's table lock, so once position P is visible every position below it is settled
-(committed, or a gap forever). The runner wakes on the log's NOTIFY and also polls, so a
-lost notification never stalls a view; one runner per view leads (advisory lock).
+(committed, or a gap forever). The runner takes its ranges from the process's shared log
+tail (``ledger/log_tail.py``: woken by the log's NOTIFY, polling slowly too, so a lost
+notification never stalls a view), or reads them itself while behind it; one runner per
+view leads (its lease, ``ledger/leadership.py``). A view that folds events in Python
+(``EventView``) is handed the range's events, decoded once for every follower.
 """
 
 from __future__ import annotations
@@ -27,18 +30,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol
 
-import orjson
 import psycopg
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from nexus_ssot.ledger.errors import SchemaBehind
 from nexus_ssot.ledger.events import TYPE_OF_TOPIC
-from nexus_ssot.ledger.leadership import leadership, sleep_unless_stopped, wait_for_news
+from nexus_ssot.ledger.following import Following, followed
+from nexus_ssot.ledger.leadership import Lease, LeaseLost, sleep_unless_stopped
+from nexus_ssot.ledger.log_tail import LogEvent, read_range
+from nexus_ssot.ledger.log_tail import head_position as head_position  # the views' too
 from nexus_ssot.ledger.redaction import redact_url
 
 log = logging.getLogger(__name__)
@@ -99,38 +104,23 @@ class View(Protocol):
         ...
 
 
+class EventView(View, Protocol):
+    """A view folded in Python: the runner hands it the range's events as read."""
+
+    async def apply_events(self, conn: psycopg.AsyncConnection[Any], after: int, upto: int,
+                           t: Tables, events: Sequence[LogEvent]) -> None:
+        """Fold ``events`` (every event of ``(after, upto]``) into ``t``, inside the
+        caller's transaction."""
+        ...
+
+
 # --- reading the log (for views folded in Python) -------------------------------------
-
-
-@dataclass(slots=True)
-class LogEvent:
-    position: int
-    recorded_at: datetime
-    event_type: str
-    version: int
-    namespace: str
-    key: str
-    document: Any
-    actor: str
-
-
-_READ = (
-    "SELECT notification_id, recorded_at, topic, originator_version, state FROM ssot_events"
-    " WHERE notification_id > %s AND notification_id <= %s ORDER BY notification_id"
-)
 
 
 async def read_log(conn: psycopg.AsyncConnection[Any], after: int, upto: int
                    ) -> list[LogEvent]:
-    """The events of ``(after, upto]``, decoded."""
-    cur = await conn.execute(_READ, (after, upto), prepare=True)
-    events = []
-    for position, recorded_at, topic, version, state in await cur.fetchall():
-        s = orjson.loads(state)
-        event_type = TYPE_OF_TOPIC.get(topic, topic)
-        events.append(LogEvent(position, recorded_at, event_type, version, s["namespace"],
-                               s["key"], None if event_type == "entry.deleted"
-                               else s["document"], s["actor"]))
+    """The events of ``(after, upto]``."""
+    events: list[LogEvent] = await read_range(conn, after, upto, 2**62)
     return events
 
 
@@ -158,14 +148,18 @@ async def start_tracking(conn: psycopg.AsyncConnection[Any], name: str) -> int:
     return position
 
 
-async def advance(conn: psycopg.AsyncConnection[Any], name: str, after: int, upto: int
-                  ) -> None:
+async def advance(conn: psycopg.AsyncConnection[Any], name: str, after: int, upto: int,
+                  pipeline: psycopg.AsyncPipeline | None = None) -> None:
     """Move the view's position from ``after`` to ``upto`` (inside the view's
-    transaction); raise ``TrackingConflict`` if it is no longer at ``after``."""
+    transaction); raise ``TrackingConflict`` if it is no longer at ``after``. In
+    ``pipeline`` mode, what was queued before is sent with it and answered in one
+    round trip."""
     cur = await conn.execute(
         f"UPDATE {TRACKING_TABLE} SET notification_id = %s"
         " WHERE application_name = %s AND notification_id = %s", (upto, name, after),
         prepare=True)
+    if pipeline is not None:
+        await pipeline.sync()
     if cur.rowcount != 1:
         raise TrackingConflict(f"view {name} is no longer at position {after}")
 
@@ -180,13 +174,6 @@ async def next_upto(conn: psycopg.AsyncConnection[Any], after: int, batch: int,
         (after, until if until is not None else 2**62, batch), prepare=True)
     row = await cur.fetchone()
     return None if row is None or row[0] is None else int(row[0])
-
-
-async def head_position(conn: psycopg.AsyncConnection[Any]) -> int:
-    cur = await conn.execute("SELECT coalesce(max(notification_id), 0) FROM ssot_events",
-                             prepare=True)
-    row = await cur.fetchone()
-    return int(row[0]) if row else 0
 
 
 async def create_tables(conn: psycopg.AsyncConnection[Any], view: View, t: Tables) -> None:
@@ -238,73 +225,80 @@ class ViewRunner:
     """Keeps one view up to date with the log, exactly once, until stopped."""
 
     def __init__(self, database_url: str, view: View, *, batch_size: int = 1000,
-                 poll_interval: float = 1.0) -> None:
+                 poll_interval: float = 1.0, linger: float = 0.02) -> None:
         self.database_url = database_url
         self.view = view
         self.tables = Tables(view.tables)
         self.batch_size = batch_size
         self.poll_interval = poll_interval
+        #: Seconds at least between two ranges applied: under a steady trickle of writes
+        #: (one event per commit) a range then holds the events of ``linger`` seconds,
+        #: not one — each range costs two round trips and a wake-up whatever its size.
+        self.linger = linger
         self.progress = ViewProgress(view.name)
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def run(self, stop: asyncio.Event, following: Following | None = None) -> None:
         """Lead (or stand by for) the view and keep it current; survives database
-        outages by reconnecting."""
-        while not stop.is_set():
-            try:
-                await self._lead(stop)
-            except (psycopg.OperationalError, TrackingConflict, OSError) as e:
-                self.progress.last_error = redact_url(str(e))
-                log.warning("view %s: %s; resuming", self.view.name, self.progress.last_error)
-                await sleep_unless_stopped(stop, 0.5)
+        outages by reconnecting. With ``following``, on the log tail and leases of the
+        process's other followers."""
 
-    async def _lead(self, stop: asyncio.Event) -> None:
-        async with leadership(self.database_url, _LOCK_NAMESPACE, self.view.name, stop,
-                              self.poll_interval) as lock_conn:
-            if lock_conn is None:
+        async def role(following: Following) -> None:
+            while not stop.is_set():
+                try:
+                    await self._lead(stop, following)
+                except (psycopg.OperationalError, TrackingConflict, LeaseLost, OSError) as e:
+                    self.progress.last_error = redact_url(str(e))
+                    log.warning("view %s: %s; resuming", self.view.name,
+                                self.progress.last_error)
+                    await sleep_unless_stopped(stop, 0.5)
+
+        await followed(self.database_url, role, following, stop, self.poll_interval)
+
+    async def _lead(self, stop: asyncio.Event, following: Following) -> None:
+        async with following.leases.lead(_LOCK_NAMESPACE, self.view.name, stop) as lease:
+            if lease is None:
                 return
             self.progress.leader = True
             try:
-                await self._follow(stop, lock_conn)
+                await self._follow(stop, lease, following)
             finally:
                 self.progress.leader = False
 
-    async def _follow(self, stop: asyncio.Event,
-                      lock_conn: psycopg.AsyncConnection[Any]) -> None:
+    async def _follow(self, stop: asyncio.Event, lease: Lease, following: Following) -> None:
+        tail = following.tail
+        apply_events = getattr(self.view, "apply_events", None)
         async with await psycopg.AsyncConnection.connect(
-                self.database_url, autocommit=True) as conn, \
-                await psycopg.AsyncConnection.connect(
-                    self.database_url, autocommit=True) as listen_conn:
-            await listen_conn.execute("LISTEN ssot_events")
+                self.database_url, autocommit=True) as conn:
             await ensure_tables(conn, self.view, self.tables)
             position = await start_tracking(conn, self.view.name)
             self._report(position)
             while not stop.is_set():
-                upto = await next_upto(conn, position, self.batch_size)
-                if upto is None:
+                events = await tail.events_after(conn, position, self.batch_size)
+                if not events:
                     self.progress.head, self.progress.lag_seconds = position, 0.0
-                    await lock_conn.execute("SELECT 1")  # still the leader's session?
-                    await wait_for_news(stop, listen_conn, self.poll_interval)
+                    lease.check()  # still the leader?
+                    await tail.wait(stop, position, tail.idle_timeout(self.poll_interval))
                     continue
-                await self._measure_lag(conn, position, upto)
-                async with conn.transaction():
-                    await self.view.apply(conn, position, upto, self.tables)
-                    await advance(conn, self.view.name, position, upto)
+                upto = events[-1].position
+                self._measure_lag(events, tail.head)
+                # BEGIN, the view's statements and the guarded advance go in one round
+                # trip (pipeline mode), the COMMIT in a second
+                async with conn.pipeline() as pipeline, conn.transaction():
+                    if apply_events is not None:
+                        await apply_events(conn, position, upto, self.tables, events)
+                    else:
+                        await self.view.apply(conn, position, upto, self.tables)
+                    await advance(conn, self.view.name, position, upto, pipeline)
                 self.progress.applied += 1
                 position = upto
                 self._report(position)
+                if len(events) < self.batch_size:  # caught up: let the next range fill
+                    await asyncio.sleep(self.linger)
 
-    async def _measure_lag(self, conn: psycopg.AsyncConnection[Any], after: int,
-                           upto: int) -> None:
-        cur = await conn.execute(
-            "SELECT (SELECT max(notification_id) FROM ssot_events),"
-            " (SELECT recorded_at FROM ssot_events WHERE notification_id > %s"
-            "  ORDER BY notification_id LIMIT 1)", (after,), prepare=True)
-        row = await cur.fetchone()
-        assert row is not None
-        self.progress.head = int(row[0] or upto)
-        oldest: datetime | None = row[1]
-        self.progress.lag_seconds = 0.0 if oldest is None else max(
-            0.0, (datetime.now(UTC) - oldest).total_seconds())
+    def _measure_lag(self, events: Sequence[LogEvent], head: int) -> None:
+        self.progress.head = max(head, events[-1].position)
+        self.progress.lag_seconds = max(
+            0.0, (datetime.now(UTC) - events[0].recorded_at).total_seconds())
 
     def _report(self, position: int) -> None:
         self.progress.position = position

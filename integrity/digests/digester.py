@@ -1,12 +1,14 @@
 """The digester: it follows the log, records a digest of it at a cadence and publishes
 every digest on NATS, each role led by one process per database.
 
-The digester follows the log (woken by the store's NOTIFY, polling too), folds new events
+The digester follows the log (from the process's shared log tail, ``ledger/log_tail.py``:
+woken by the store's NOTIFY, polling slowly too), folds new events
 into a ``merkle.Frontier`` and, every ``every_events`` events or ``every_seconds`` seconds
 (when there is a new event at all), records in one transaction the new leaves
 (``merkle_leaves``), the perfect subtrees they completed (``merkle_nodes``) and a digest
 (``digests``): so the stored leaves are exactly those some digest covers, and a crash
-loses nothing but work to redo. One digester per database leads (a session advisory lock).
+loses nothing but work to redo. One digester per database leads (its lease,
+``ledger/leadership.py``).
 
 The publisher puts every digest, as JSON (``Digest.as_json``), on NATS JetStream: stream
 ``<SSOT_NATS_STREAM>_DIGESTS``, subject ``<SSOT_NATS_SUBJECT_PREFIX>_digests`` (outside the
@@ -32,8 +34,9 @@ import psycopg
 from nats.js import JetStreamContext
 
 from nexus_ssot.ledger import chain
+from nexus_ssot.ledger.following import Following, followed
 from nexus_ssot.ledger.jetstream import ensure_stream, stream_tail
-from nexus_ssot.ledger.leadership import leadership, retrying, wait_for_news
+from nexus_ssot.ledger.leadership import Lease, retrying
 
 from .. import merkle
 from .record import (
@@ -120,40 +123,45 @@ class Digester:
         self.duplicate_window = duplicate_window
         self.progress = Progress()
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Lead (or wait to lead) each role until ``stop`` is set; failures are retried."""
-        roles = []
-        if self.record:
-            roles.append(retrying("digester", self._record, stop, self._failed, log))
-        if self.publish:
-            roles.append(retrying("digest publisher", self._publish, stop, self._failed, log))
-        await asyncio.gather(*roles)
+    async def run(self, stop: asyncio.Event, following: Following | None = None) -> None:
+        """Lead (or wait to lead) each role until ``stop`` is set; failures are retried.
+        With ``following``, on the log tail and leases of the process's other followers."""
+
+        async def roles(following: Following) -> None:
+            following.tail.listen(CHANNEL)
+            both = []
+            if self.record:
+                both.append(retrying("digester", lambda stop: self._record(stop, following),
+                                     stop, self._failed, log))
+            if self.publish:
+                both.append(retrying("digest publisher",
+                                     lambda stop: self._publish(stop, following), stop,
+                                     self._failed, log))
+            await asyncio.gather(*both)
+
+        await followed(self.database_url, roles, following, stop, self.poll_interval)
 
     def _failed(self, error: str) -> None:
         self.progress.last_error = error
 
     # recording
 
-    async def _record(self, stop: asyncio.Event) -> None:
-        async with leadership(self.database_url, _LOCK_RECORDER, _LOCK_NAME, stop,
-                              self.poll_interval) as lock_conn:
-            if lock_conn is None:
+    async def _record(self, stop: asyncio.Event, following: Following) -> None:
+        async with following.leases.lead(_LOCK_RECORDER, _LOCK_NAME, stop) as lease:
+            if lease is None:
                 return
             self.progress.recording = True
             log.info("digester leads")
             try:
                 async with await psycopg.AsyncConnection.connect(
-                        self.database_url, autocommit=True) as conn, \
-                        await psycopg.AsyncConnection.connect(
-                            self.database_url, autocommit=True) as listen_conn:
-                    await listen_conn.execute("LISTEN ssot_events")
-                    await self._record_until(stop, conn, listen_conn, lock_conn)
+                        self.database_url, autocommit=True) as conn:
+                    await self._record_until(stop, conn, lease, following)
             finally:
                 self.progress.recording = False
 
     async def _record_until(self, stop: asyncio.Event, conn: psycopg.AsyncConnection[Any],
-                            listen_conn: psycopg.AsyncConnection[Any],
-                            lock_conn: psycopg.AsyncConnection[Any]) -> None:
+                            lease: Lease, following: Following) -> None:
+        tail = following.tail
         tree = await self._load(conn)
         due = time.monotonic()
         if tree.last is not None:
@@ -164,28 +172,24 @@ class Digester:
         while not stop.is_set():
             room = self.every_events - len(tree.leaves)
             limit = min(self.batch_size, room)
-            cur = await conn.execute(
-                "SELECT notification_id, recorded_at, state FROM ssot_events"
-                " WHERE notification_id > %s ORDER BY notification_id LIMIT %s",
-                (tree.position, limit), prepare=True)
-            rows = await cur.fetchall()
-            for position, recorded_at, state in rows:
-                leaf = leaf_of(position, recorded_at, orjson.loads(state).get("hash"))
+            events = await tail.events_after(conn, tree.position, limit)
+            for event in events:
+                leaf = leaf_of(event.position, event.recorded_at, event.hash)
                 completed = tree.frontier.add(leaf)
-                tree.leaves.append((completed[0][1], position, leaf))
+                tree.leaves.append((completed[0][1], event.position, leaf))
                 tree.nodes.extend(completed[1:])
-                tree.position = position
+                tree.position = event.position
             if tree.leaves and (len(tree.leaves) >= self.every_events
                                 or time.monotonic() >= due):
                 await self._commit(conn, tree)
                 due = time.monotonic() + self.every_seconds
                 continue
-            if len(rows) < limit:
-                await lock_conn.execute("SELECT 1")  # still the leader's session?
-                wait = self.poll_interval
+            if len(events) < limit:
+                lease.check()  # still the leader?
+                wait = tail.idle_timeout(self.poll_interval)
                 if tree.leaves:
                     wait = max(0.01, min(wait, due - time.monotonic()))
-                await wait_for_news(stop, listen_conn, wait)
+                await tail.wait(stop, tree.position, wait)
 
     async def _load(self, conn: psycopg.AsyncConnection[Any]) -> _Tree:
         """The frontier from the stored tree, checked against the last digest (the
@@ -252,11 +256,11 @@ class Digester:
 
     # publishing
 
-    async def _publish(self, stop: asyncio.Event) -> None:
+    async def _publish(self, stop: asyncio.Event, following: Following) -> None:
         assert self.nats_url
-        async with leadership(self.database_url, _LOCK_PUBLISHER, _LOCK_NAME, stop,
-                              self.poll_interval) as lock_conn:
-            if lock_conn is None:
+        tail = following.tail
+        async with following.leases.lead(_LOCK_PUBLISHER, _LOCK_NAME, stop) as lease:
+            if lease is None:
                 return
             self.progress.publishing = True
             log.info("digest publisher leads (stream %s, subject %s)", self.stream,
@@ -267,21 +271,21 @@ class Digester:
                 await ensure_stream(js, self.stream, [self.subject],
                                     duplicate_window=self.duplicate_window)
                 async with await psycopg.AsyncConnection.connect(
-                        self.database_url, autocommit=True) as conn, \
-                        await psycopg.AsyncConnection.connect(
-                            self.database_url, autocommit=True) as listen_conn:
-                    await listen_conn.execute(f"LISTEN {CHANNEL}")
+                        self.database_url, autocommit=True) as conn:
                     published = await self._stream_tail(js, conn)
                     self.progress.published_seq = published
                     while not stop.is_set():
+                        heard = tail.heard(CHANNEL)
                         digests = await digests_after(conn, published, 256)
                         if digests:
                             published = await self._send(js, digests, published)
                             self.progress.published_seq = published
                             self.progress.last_error = None
                             continue
-                        await lock_conn.execute("SELECT 1")
-                        await wait_for_news(stop, listen_conn, self.poll_interval)
+                        lease.check()
+                        # a NOTIFY wakes it; the tail's slow poll is the fallback
+                        await tail.wait_for(CHANNEL, heard, stop,
+                                            tail.idle_timeout(self.poll_interval))
             finally:
                 self.progress.publishing = False
                 with contextlib.suppress(Exception):
@@ -317,8 +321,9 @@ class Digester:
                 self.subject, orjson.dumps(digest.as_json()), headers=headers))
             published = digest.seq
         try:
-            for future in pending:
-                await asyncio.wait_for(future, self.ack_timeout)
+            async with asyncio.timeout(self.ack_timeout):
+                for future in pending:
+                    await future
         finally:
             for future in pending:
                 future.cancel()

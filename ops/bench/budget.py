@@ -1,9 +1,9 @@
 """Step (r) of ``make bench``: the CPU budget of ``ssot serve`` — milliseconds of CPU per
 operation for each kind of process it runs, against the targets of each.
 
-The server under test runs a supervisor (uvicorn's main process, whose threads are the
-log's followers: ``ssot-broadcaster``, ``ssot-projections``, ``ssot-digester``,
-``ssot-idempotency-purge``), its HTTP worker processes and the writer process. Their CPU
+The server under test runs a supervisor (uvicorn's main process, whose thread
+``ssot-followers`` runs the log's followers: the broadcaster, the views, the digester and
+the idempotency purge), its HTTP worker processes and the writer process. Their CPU
 is read per thread from ``/proc/PID/task/TID/stat`` before and after each phase:
 
 - ``put_1``: sequential PUTs with ``If-Match`` on one connection (writer batches of 1);

@@ -4,6 +4,7 @@ and drops it at the end; nothing else on the server is touched."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import secrets
@@ -24,7 +25,11 @@ from psycopg import sql
 
 from nexus_ssot.api.app import create_app
 from nexus_ssot.api.http_protocol import HttpProtocol
+from nexus_ssot.ledger.documents import Limits
+from nexus_ssot.ledger.migrate import migrate
 from nexus_ssot.ledger.settings import Settings
+from nexus_ssot.ledger.store import open_application
+from nexus_ssot.ledger.writer import GroupCommitWriter
 from nexus_ssot.ops.embedded import EmbeddedNats, EmbeddedPostgres
 from nexus_ssot.ops.project import ProjectionsThread
 from nexus_ssot.ops.writer_process import WriterProcess
@@ -119,19 +124,50 @@ def _kv_buckets_cleaned(request: pytest.FixtureRequest) -> None:
         request.getfixturevalue("nats_url")
 
 
-@pytest.fixture(scope="session")
-def database_url(server_url: str) -> Iterator[str]:
-    """A fresh database for this test run, dropped afterwards."""
-    name = f"ssot_test_{secrets.token_hex(4)}"
+@contextlib.contextmanager
+def own_database(server_url: str, prefix: str, *, migrated: bool = True) -> Iterator[str]:
+    """A database of its own on the server (``prefix`` and a random suffix), migrated
+    unless not ``migrated``; its URL, and it is dropped afterwards."""
+    name = f"{prefix}_{secrets.token_hex(4)}"
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     try:
-        yield _with_db(server_url, name)
+        url = _with_db(server_url, name)
+        if migrated:
+            migrate(url)
+        yield url
     finally:
         with psycopg.connect(server_url, autocommit=True) as conn:
             conn.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
+
+
+@pytest.fixture(scope="session")
+def database_url(server_url: str) -> Iterator[str]:
+    """A fresh database for this test run, dropped afterwards."""
+    with own_database(server_url, "ssot_test", migrated=False) as url:
+        yield url
+
+
+@pytest.fixture()
+def fresh_db(server_url: str) -> Iterator[str]:
+    """A database of this test's own, migrated (for tests that need a log no other test
+    writes to: digests cover the whole log, a follower reads it from the start)."""
+    with own_database(server_url, "ssot_own") as url:
+        yield url
+
+
+@pytest.fixture()
+def writer(database_url: str) -> Iterator[GroupCommitWriter]:
+    """The ledger's writer, in this process, on ``database_url``."""
+    migrate(database_url)
+    app = open_application(database_url, pool_size=2)
+    w = GroupCommitWriter(app, lambda _ns: Limits())
+    w.start()
+    yield w
+    w.stop()
+    app.close()
 
 
 class RunningServer:
@@ -169,7 +205,15 @@ def make_settings(database_url: str, **overrides: object) -> Settings:
 @pytest.fixture(scope="session")
 def api(database_url: str) -> Iterator[RunningServer]:
     """The API as `ssot serve` runs it: writes go to a writer process over its socket."""
-    settings = make_settings(database_url, max_document_bytes=64 * 1024, max_depth=8)
+    with serving(make_settings(database_url, max_document_bytes=64 * 1024,
+                               max_depth=8)) as running:
+        yield running
+
+
+@contextlib.contextmanager
+def serving(settings: Settings) -> Iterator[RunningServer]:
+    """The API of ``settings`` as `ssot serve` runs it, writes going to a writer process
+    over its socket."""
     writer = WriterProcess(settings)
     writer.start()
     try:

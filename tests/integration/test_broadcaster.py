@@ -12,7 +12,6 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,15 +20,11 @@ import jsonpatch
 import nats
 import orjson
 import psycopg
-import pytest
 
 from nexus_ssot.client.subscriber import Change
 from nexus_ssot.ledger.broadcaster import Broadcaster
 from nexus_ssot.ledger.commands import Context, Delete, Expectation, MergePatch, Put, Restore
-from nexus_ssot.ledger.documents import Limits
-from nexus_ssot.ledger.migrate import migrate
 from nexus_ssot.ledger.namespace_settings import configure
-from nexus_ssot.ledger.store import open_application
 from nexus_ssot.ledger.subjects import entry_subject
 from nexus_ssot.ledger.writer import GroupCommitWriter
 from nexus_ssot.ops.embedded import EmbeddedNats
@@ -41,17 +36,6 @@ SSOT = str(Path(sys.executable).parent / "ssot")
 def context(**kw: Any) -> Context:
     return Context(event_id=uuid.uuid4(), timestamp=datetime.now(UTC), actor="tester",
                    correlation_id=kw.pop("correlation_id", "corr-1"), **kw)
-
-
-@pytest.fixture()
-def writer(database_url: str) -> Iterator[GroupCommitWriter]:
-    migrate(database_url)
-    app = open_application(database_url, pool_size=2)
-    w = GroupCommitWriter(app, lambda _ns: Limits())
-    w.start()
-    yield w
-    w.stop()
-    app.close()
 
 
 def head(database_url: str) -> tuple[int, list[int]]:

@@ -46,25 +46,6 @@ Conn = psycopg.Connection[tuple[Any, ...]]
 
 
 @pytest.fixture()
-def fresh_db(server_url: str) -> Iterator[str]:
-    """A database of this test's own: digests cover the whole log, so no other test's
-    events may be in it."""
-    name = f"ssot_digest_{secrets.token_hex(4)}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    parts = psycopg.conninfo.conninfo_to_dict(server_url)
-    parts["dbname"] = name
-    url = psycopg.conninfo.make_conninfo(**{k: str(v) for k, v in parts.items()})
-    migrate(url)
-    try:
-        yield url
-    finally:
-        with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                sql.Identifier(name)))
-
-
-@pytest.fixture()
 def streams(nats_url: str) -> Iterator[tuple[str, str]]:
     """(events stream name, subject prefix) of this test's own; the events stream and its
     digests stream are deleted afterwards."""

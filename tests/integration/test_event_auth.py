@@ -37,13 +37,11 @@ from nexus_ssot.ledger import chain
 from nexus_ssot.ledger.commands import Context, Put
 from nexus_ssot.ledger.documents import Limits
 from nexus_ssot.ledger.events import TYPE_OF_TOPIC
-from nexus_ssot.ledger.migrate import migrate
 from nexus_ssot.ledger.namespace_settings import configure
 from nexus_ssot.ledger.store import open_application
 from nexus_ssot.ledger.writer import GroupCommitWriter
-from nexus_ssot.ops.writer_process import WriterProcess
 
-from .conftest import ADMIN_TOKEN, AUTH, RunningServer, make_settings
+from .conftest import ADMIN_TOKEN, AUTH, make_settings, own_database, serving
 from .test_backup import TABLES, add_digest, rows, ssot
 from .test_event_feed import read_sse
 
@@ -73,28 +71,12 @@ def written(server_url: str) -> Iterator[Written]:
     """Events from before auth (written by a writer of the test's own, without it), then
     writes of every kind through the API and the writer process by the administrator, an
     API token and a trusted proxy acting for an end user."""
-    name = f"ssot_auth_{secrets.token_hex(4)}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    parts = psycopg.conninfo.conninfo_to_dict(server_url)
-    parts["dbname"] = name
-    url = psycopg.conninfo.make_conninfo(**{k: str(v) for k, v in parts.items()})
-    migrate(url)
-    ns = f"auth{secrets.token_hex(4)}"
-    _write_without_auth(url, ns)
-    settings = make_settings(url, trusted_proxies=frozenset({"user:gateway"}))
-    writer = WriterProcess(settings)
-    writer.start()
-    try:
-        with RunningServer(settings.model_copy(
-                update={"writer_socket": writer.socket_path})) as server, \
-                httpx.Client(headers=AUTH, base_url=server.url, timeout=30) as admin:
+    with own_database(server_url, "ssot_auth") as url:
+        ns = f"auth{secrets.token_hex(4)}"
+        _write_without_auth(url, ns)
+        with serving(make_settings(url, trusted_proxies=frozenset({"user:gateway"}))) \
+                as server, httpx.Client(headers=AUTH, base_url=server.url, timeout=30) as admin:
             yield _write(url, server.url, ns, admin)
-    finally:
-        writer.stop()
-        with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                sql.Identifier(name)))
 
 
 def _write_without_auth(url: str, ns: str) -> None:

@@ -1,0 +1,87 @@
+"""The log tail's memory: a follower within it gets the events after its position from
+there, one behind it reads only up to where it begins, and the tail keeps its last
+``capacity`` events, without a hole."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from hypothesis import given
+from hypothesis import strategies as st
+
+from nexus_ssot.ledger.log_tail import LogEvent, LogTail
+
+AT = datetime(2026, 12, 3, tzinfo=UTC)
+
+
+def event(position: int) -> LogEvent:
+    return LogEvent(position, AT, "nexus_ssot.ledger.domain:EntryUpdated", 1,
+                    orjson.dumps({"namespace": "n", "key": f"k{position}", "document": {},
+                                  "actor": "a", "hash": None}))
+
+
+class Reads:
+    """A connection that answers the tail's range read with the positions asked for."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[int, int, int]] = []
+
+    async def execute(self, _query: str, params: tuple[int, int, int], **_: Any) -> Reads:
+        self.asked.append(params)
+        self._rows = [(p, AT, "t", 1, b"{}", *([None] * 15))
+                      for p in range(params[0] + 1, min(params[1], params[0] + params[2]) + 1)]
+        return self
+
+    async def fetchall(self) -> list[tuple[Any, ...]]:
+        return self._rows
+
+
+def tail_holding(positions: list[int], capacity: int) -> LogTail:
+    tail = LogTail("postgresql://unused", capacity=capacity)
+    tail.start = tail.head = positions[0] - 1
+    tail.live = True
+    for p in positions:
+        tail._append([event(p)])
+    return tail
+
+
+@given(st.integers(1, 40), st.integers(1, 30), st.data())
+def test_a_follower_within_the_tail_takes_its_events_from_it(
+        count: int, capacity: int, data: st.DataObject) -> None:
+    positions = list(range(10, 10 + count * 2, 2))  # ids have gaps
+    tail = tail_holding(positions, capacity)
+    held = positions[-capacity:]
+    assert tail.start == (positions[-capacity - 1] if count > capacity else 9)
+    assert tail.head == positions[-1]
+    after = data.draw(st.integers(tail.start, tail.head))
+    limit = data.draw(st.integers(1, 50))
+    reads = Reads()
+    got = asyncio.run(tail.events_after(reads, after, limit))  # type: ignore[arg-type]
+    assert [e.position for e in got] == [p for p in held if p > after][:limit]
+    assert reads.asked == []  # nothing read from the database
+
+
+def test_a_follower_behind_the_tail_reads_up_to_where_it_begins() -> None:
+    tail = tail_holding([101, 102, 103], capacity=10)
+    reads = Reads()
+    got = asyncio.run(tail.events_after(reads, 40, 1000))  # type: ignore[arg-type]
+    assert reads.asked == [(40, 100, 1000)]
+    assert [e.position for e in got] == list(range(41, 101))
+
+
+def test_a_tail_that_is_not_following_leaves_the_follower_to_read_for_itself() -> None:
+    tail = tail_holding([5, 6], capacity=10)
+    tail.live = False
+    reads = Reads()
+    asyncio.run(tail.events_after(reads, 6, 10))  # type: ignore[arg-type]
+    assert reads.asked == [(6, 2**62, 10)]
+
+
+def test_an_event_decodes_its_state_once() -> None:
+    e = event(7)
+    assert e.state is e.state
+    assert (e.namespace, e.key, e.document, e.actor, e.event_type) == (
+        "n", "k7", {}, "a", "entry.updated")
