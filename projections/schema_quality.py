@@ -106,13 +106,15 @@ class SchemaQuality:
         None); ``last`` is the position of its last event up to there."""
         found = await recorded(conn, namespace_key(namespace), position=upto)
         record = found.record if found is not None else None
+        # RETURNING, fetched: the runner may apply in pipeline mode, where a statement's
+        # rowcount is not known until its results are read
         if keys is None:
-            cur = await conn.execute(f"DELETE FROM {names['violations']} WHERE namespace = %s",
-                                     (namespace,))
+            cur = await conn.execute(f"DELETE FROM {names['violations']} WHERE namespace = %s"
+                                     " RETURNING 1", (namespace,))
         else:
             cur = await conn.execute(f"DELETE FROM {names['violations']} WHERE namespace = %s"
-                                     " AND key = ANY(%s)", (namespace, keys))
-        change = -cur.rowcount
+                                     " AND key = ANY(%s) RETURNING 1", (namespace, keys))
+        change = -len(await cur.fetchall())
         rows: list[tuple[str, str, str]] = []
         if record is not None:
             compiled = await self._schema(conn, namespace, upto, record.version,
