@@ -33,6 +33,7 @@ from nexus_ssot.ledger.errors import (
     UnsupportedMediaType,
     capped,
 )
+from nexus_ssot.ledger.metrics import metrics
 
 from .models import Problem
 
@@ -109,6 +110,7 @@ def problem(
     headers: Mapping[str, str] | None = None,
     **extra: Any,
 ) -> Response:
+    metrics().http_errors.labels(str(status), code).inc()
     correlation_id = getattr(request.state, "correlation_id", None) if request else None
     body: dict[str, Any] = {
         "type": PROBLEM_TYPE_BASE + code,

@@ -63,6 +63,7 @@ ROUTES: dict[tuple[str, str], tuple[str, str]] = {
     ("GET", "/v1/integrity/verify"): ("operate", SYSTEM_WIDE),
     ("GET", "/v1/integrity/digests"): ("history", SYSTEM_WIDE),
     ("GET", "/v1/integrity/digests/{seq}"): ("history", SYSTEM_WIDE),
+    ("GET", "/metrics"): ("metrics", SYSTEM_WIDE),
 }
 
 #: Routes of /v1/access/…: each decides itself (a caller manages its own tokens).

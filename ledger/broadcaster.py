@@ -36,6 +36,7 @@ from psycopg.rows import dict_row
 from .cloudevents import COLUMNS, cloudevent
 from .jetstream import ensure_stream, stream_tail
 from .leadership import leadership, retrying, wait_for_news
+from .metrics import metrics, record_delivery
 from .subjects import entry_subject
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,7 @@ class Broadcaster:
         def failed(error: str) -> None:
             self.progress.leader = False
             self.progress.last_error = error
+            metrics().broadcaster_publish_errors.inc()
 
         await retrying(f"broadcaster {self.name}", self._lead, stop, failed, log)
 
@@ -152,6 +154,7 @@ class Broadcaster:
                 if rows:
                     await self._measure_lag(conn, rows)
                     last_id = await self._publish(js, rows, last_id)
+                    record_delivery(row["recorded_at"] for row in rows)
                     position = rows[-1]["position"]
                     self.progress.published += len(rows)
                     self._report(position)
