@@ -118,6 +118,9 @@ class LogStateCollector(Collector):
             yield GaugeMetricFamily("ssot_digest_age_seconds", "Seconds since the latest "
                                     "signed digest of the log was recorded",
                                     value=state.digest_age_seconds)
+        yield GaugeMetricFamily("ssot_digest_lag_seconds", "Age of the oldest event no "
+                                "digest covers yet (0 when every event is digested)",
+                                value=state.digest_lag_seconds)
         finished = GaugeMetricFamily(
             "ssot_operation_last_run_timestamp_seconds", "When each monitored operation "
             "(verify, export) last finished, successfully or not", labels=["operation"])
@@ -156,7 +159,7 @@ def counted(directory: Path | None) -> bytes:
     metrics()  # every counted metric is listed, at zero before its first use
     if directory is not None:
         registry = CollectorRegistry()
-        MultiProcessCollector(registry, path=str(directory))
+        MultiProcessCollector(registry, path=str(directory))  # type: ignore[no-untyped-call]
         return generate_latest(registry)
     return generate_latest(REGISTRY)
 
@@ -164,7 +167,7 @@ def counted(directory: Path | None) -> bytes:
 def process_exiting(directory: Path | None) -> None:
     """This process stops: its live gauges (feed clients) no longer count."""
     if directory is not None:
-        mark_process_dead(os.getpid(), str(directory))
+        mark_process_dead(os.getpid(), str(directory))  # type: ignore[no-untyped-call]
 
 
 @router.get("/metrics", summary="Prometheus metrics (text exposition format)",

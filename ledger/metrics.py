@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
 
 #: Request durations: the SLO's 100 ms threshold is a bucket bound.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -52,6 +52,8 @@ class LedgerMetrics:
 @functools.cache
 def metrics() -> LedgerMetrics:
     """This process's metrics, made on the first call (in the default registry)."""
+    # One process or many, the same samples: the multiprocess mode has no ``_created``.
+    disable_created_metrics()  # type: ignore[no-untyped-call]
     return LedgerMetrics(
         http_requests=Counter(
             "ssot_http_requests", "HTTP requests answered, by route template, method and "

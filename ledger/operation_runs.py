@@ -42,6 +42,23 @@ def record_run(database_url: str, operation: Operation, ok: bool,
                                "detail": orjson.dumps(detail or {}).decode()})
 
 
+def try_record_run(database_url: str, operation: Operation, ok: bool,
+                   detail: dict[str, Any] | None = None) -> str | None:
+    """``record_run``, for a command whose own work is done whatever happens here (a
+    read-only role, say): None, or why the run could not be recorded."""
+    try:
+        record_run(database_url, operation, ok, detail)
+    except psycopg.Error as e:
+        return f"the run was not recorded for monitoring ({type(e).__name__}: {e})".strip()
+    return None
+
+
+def verify_detail(report: Any) -> dict[str, Any]:
+    """What a verify run records of its report (integrity.verify's ``Report``)."""
+    return {"from_position": report.from_position, "to_position": report.to_position,
+            "events": report.events, "problem_count": report.problem_count}
+
+
 async def record_run_async(conn: psycopg.AsyncConnection[Any], operation: Operation,
                            ok: bool, detail: dict[str, Any] | None = None) -> None:
     await conn.execute(_RECORD, {"op": operation, "ok": ok,

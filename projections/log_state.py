@@ -1,8 +1,9 @@
 """How far everything that follows the log has come, read from PostgreSQL in one round of
 queries: the log's head, the broadcaster's position and lag, each asynchronous view's
-position and lag, the latest digest's age, and the last verify and export. ``GET /metrics``
-exports it at scrape time and ``ssot status`` judges it, so both see the database's truth
-whichever process runs the followers (and see a stopped one fall behind)."""
+position and lag, the latest digest's age and how long the oldest event no digest covers
+has waited, and the last verify and export. ``GET /metrics`` exports it at scrape time and
+``ssot status`` judges it, so both see the database's truth whichever process runs the
+followers (and see a stopped one fall behind)."""
 
 from __future__ import annotations
 
@@ -39,13 +40,19 @@ class LogState:
     #: Seconds since the latest digest was recorded, None before the first one.
     digest_age_seconds: float | None
     digest_seq: int | None
+    #: Age of the oldest event no digest covers yet (0: every event is digested).
+    digest_lag_seconds: float
     runs: dict[str, LastRun] = field(default_factory=dict)
 
 
 _HEAD = (
     "SELECT (SELECT max(notification_id) FROM ssot_events), clock_timestamp(),"
     " (SELECT seq FROM digests ORDER BY seq DESC LIMIT 1),"
-    " (SELECT recorded_at FROM digests ORDER BY seq DESC LIMIT 1)"
+    " (SELECT recorded_at FROM digests ORDER BY seq DESC LIMIT 1),"
+    # the commit time of the oldest event no digest covers yet
+    " (SELECT recorded_at FROM entry_history WHERE position > COALESCE("
+    "   (SELECT position FROM digests ORDER BY seq DESC LIMIT 1), 0)"
+    "  ORDER BY position LIMIT 1)"
 )
 
 _BROADCASTER = (
@@ -75,7 +82,7 @@ async def read_log_state(conn: psycopg.AsyncConnection[Any],
     row = await cur.fetchone()
     assert row is not None
     head, now = int(row[0] or 0), row[1]
-    digest_seq, digest_at = row[2], row[3]
+    digest_seq, digest_at, undigested = row[2], row[3], row[4]
     cur = await conn.execute(_BROADCASTER, (broadcaster_name,), prepare=True)
     found = await cur.fetchone()
     broadcaster = (None if found is None
@@ -89,4 +96,6 @@ async def read_log_state(conn: psycopg.AsyncConnection[Any],
         head=head, now=now, broadcaster=broadcaster, views=views,
         digest_age_seconds=None if digest_at is None
         else round(max(0.0, (now - digest_at).total_seconds()), 3),
-        digest_seq=None if digest_seq is None else int(digest_seq), runs=runs)
+        digest_seq=None if digest_seq is None else int(digest_seq),
+        digest_lag_seconds=0.0 if undigested is None
+        else round(max(0.0, (now - undigested).total_seconds()), 3), runs=runs)

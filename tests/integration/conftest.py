@@ -4,6 +4,7 @@ and drops it at the end; nothing else on the server is touched."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import secrets
@@ -24,6 +25,7 @@ from psycopg import sql
 
 from nexus_ssot.api.app import create_app
 from nexus_ssot.api.http_protocol import HttpProtocol
+from nexus_ssot.ledger.migrate import migrate
 from nexus_ssot.ledger.settings import Settings
 from nexus_ssot.ops.embedded import EmbeddedNats, EmbeddedPostgres
 from nexus_ssot.ops.writer_process import WriterProcess
@@ -121,16 +123,26 @@ def _kv_buckets_cleaned(request: pytest.FixtureRequest) -> None:
 @pytest.fixture(scope="session")
 def database_url(server_url: str) -> Iterator[str]:
     """A fresh database for this test run, dropped afterwards."""
-    name = f"ssot_test_{secrets.token_hex(4)}"
+    with own_database(server_url, "ssot_test", migrated=False) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def own_database(server_url: str, prefix: str, *, migrated: bool = True) -> Iterator[str]:
+    """A database of the caller's own (``<prefix>_<random>``), migrated unless told not
+    to, dropped afterwards."""
+    name = f"{prefix}_{secrets.token_hex(4)}"
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     try:
-        yield _with_db(server_url, name)
+        url = _with_db(server_url, name)
+        if migrated:
+            migrate(url)
+        yield url
     finally:
         with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(name)))
 
 
 class RunningServer:

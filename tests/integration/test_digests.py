@@ -34,7 +34,14 @@ from nexus_ssot.integrity import digests, merkle
 from nexus_ssot.ledger import chain
 from nexus_ssot.ledger.migrate import migrate
 from nexus_ssot.ops.digest import DigesterThread
-from tests.integration.conftest import AUTH, RunningServer, free_port, make_settings, start_serve
+from tests.integration.conftest import (
+    AUTH,
+    RunningServer,
+    free_port,
+    make_settings,
+    own_database,
+    start_serve,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "ops" / "verify_proof.py"
@@ -49,19 +56,8 @@ Conn = psycopg.Connection[tuple[Any, ...]]
 def fresh_db(server_url: str) -> Iterator[str]:
     """A database of this test's own: digests cover the whole log, so no other test's
     events may be in it."""
-    name = f"ssot_digest_{secrets.token_hex(4)}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    parts = psycopg.conninfo.conninfo_to_dict(server_url)
-    parts["dbname"] = name
-    url = psycopg.conninfo.make_conninfo(**{k: str(v) for k, v in parts.items()})
-    migrate(url)
-    try:
+    with own_database(server_url, "ssot_digest") as url:
         yield url
-    finally:
-        with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                sql.Identifier(name)))
 
 
 @pytest.fixture()

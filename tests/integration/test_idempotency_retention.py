@@ -24,16 +24,14 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from psycopg import sql
 
 from nexus_ssot.ledger.commands import Context, Put
 from nexus_ssot.ledger.documents import Limits
 from nexus_ssot.ledger.event_store import Idempotency
 from nexus_ssot.ledger.idempotency_retention import IdempotencyPurger, purge_batch
-from nexus_ssot.ledger.migrate import migrate
 from nexus_ssot.ledger.store import open_application
 from nexus_ssot.ledger.writer import GroupCommitWriter
-from tests.integration.conftest import AUTH, free_port, start_serve
+from tests.integration.conftest import AUTH, free_port, own_database, start_serve
 
 WEEK = 7 * 24 * 3600.0  # the default retention
 
@@ -41,19 +39,8 @@ WEEK = 7 * 24 * 3600.0  # the default retention
 @pytest.fixture(scope="module")
 def own_db(server_url: str) -> Iterator[str]:
     """A migrated database of the module's own (no other process purges it)."""
-    name = f"ssot_idem_{secrets.token_hex(4)}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    parts = psycopg.conninfo.conninfo_to_dict(server_url)
-    parts["dbname"] = name
-    url = psycopg.conninfo.make_conninfo(**{k: str(v) for k, v in parts.items()})
-    try:
-        migrate(url)
+    with own_database(server_url, "ssot_idem") as url:
         yield url
-    finally:
-        with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                sql.Identifier(name)))
 
 
 def keys_of(url: str, actor: str) -> list[str]:

@@ -127,3 +127,15 @@ def test_serve_adds_up_every_process_in_one_scrape(database_url: str, nats_url: 
         proc.send_signal(signal.SIGTERM)
         output = proc.communicate(timeout=60)[0].decode()
     assert proc.returncode == 0, output
+
+
+def test_every_metric_a_scrape_shows_is_in_the_documented_table(api: RunningServer) -> None:
+    from tests.unit.test_monitoring import documented_metrics
+
+    text = httpx.get(api.url + "/metrics", headers=AUTH, timeout=10).text
+    shown = {f.name for f in text_string_to_metric_families(text)
+             if f.name.startswith("ssot_")}
+    known = documented_metrics()
+    assert shown - known == set(), "metrics missing from docs/metrics.md"
+    # all but those that need a digest, a verify or an export to exist
+    assert known - shown <= {"ssot_digest_age_seconds"}
