@@ -89,6 +89,20 @@ def test_requests_count_by_route_template_and_errors_by_code(api: RunningServer,
     assert total(after, "ssot_log_head_position") >= written.json()["position"]
 
 
+def test_change_feed_clients_are_counted_while_connected(api: RunningServer) -> None:
+    def clients() -> float:
+        return total(scrape(api.url), "ssot_sse_clients")
+
+    before = clients()
+    with httpx.stream("GET", api.url + "/v1/events/stream", headers=AUTH,
+                      timeout=30) as feed:
+        assert feed.status_code == 200
+        lines = feed.iter_lines()  # kept: a dropped iterator closes the response
+        assert next(lines) == ": nexus-ssot event stream"
+        assert clients() == before + 1
+    wait_until(lambda: clients() == before, "the closed feed to be uncounted")
+
+
 def test_serve_adds_up_every_process_in_one_scrape(database_url: str, nats_url: str,
                                                    stream: tuple[str, str],
                                                    tmp_path: Path) -> None:
