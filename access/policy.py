@@ -19,7 +19,8 @@ A rule matches the caller when one of its subjects is one of the caller's princi
 (``user:<subject>``, ``group:<group>``, ``token:<id>``) or ``*``. A namespace-wide request
 (no key: settings, counts, a restore's scope) is allowed only by an allow rule whose keys
 include ``**``, and denied by any matching deny rule whatever its keys. Namespace globs
-never match a system namespace (``_access``, ``_namespaces``): name those literally.
+never match a system namespace (``_access``, ``_namespaces``, ``_schemas``): name those
+literally.
 """
 
 from __future__ import annotations

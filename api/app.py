@@ -28,7 +28,7 @@ from nexus_ssot.access.identity import Identity
 from nexus_ssot.access.log import AccessLog
 from nexus_ssot.access.oidc import OidcAuthenticator
 from nexus_ssot.access.policy import RateLimit as RateLimitSetting
-from nexus_ssot.ledger.errors import LedgerError
+from nexus_ssot.ledger.errors import LedgerError, SchemaViolation
 from nexus_ssot.ledger.metrics import NamespaceLabels, record_commit
 from nexus_ssot.ledger.migrate import migrate
 from nexus_ssot.ledger.settings import Settings
@@ -53,7 +53,10 @@ from . import (
     metrics,
     namespaces,
     negotiation,
+    quality,
     restore,
+    schema_definitions,
+    schemas,
     verify,
     views,
 )
@@ -114,6 +117,9 @@ ROUTERS: list[APIRouter] = [
     verify.router,
     access_routes.router,
     access_audit.router,
+    schemas.router,
+    schema_definitions.router,
+    quality.router,
     metrics.router,
 ]
 
@@ -196,6 +202,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(router)
     docs_pages.mount(app)
     app.add_exception_handler(LedgerError, errors.ledger_error_handler)
+    app.add_exception_handler(SchemaViolation, quality.schema_violation_handler)
     app.add_exception_handler(RequestValidationError, errors.validation_error_handler)
     app.add_exception_handler(StarletteHTTPException, errors.http_error_handler)
     app.add_exception_handler(psycopg.OperationalError, errors.store_unreachable_handler)

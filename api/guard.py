@@ -16,7 +16,7 @@ from fastapi import Request
 
 from nexus_ssot.access.identity import Identity
 from nexus_ssot.access.policy import Decision, KeyFilter, PolicySet
-from nexus_ssot.ledger.addressing import ACCESS_NAMESPACE
+from nexus_ssot.ledger.addressing import ACCESS_NAMESPACE, SCHEMAS_NAMESPACE
 from nexus_ssot.ledger.commands import Command, Delete, Restore
 from nexus_ssot.ledger.errors import Forbidden, NotFound, Unauthenticated
 from nexus_ssot.ledger.namespace_settings import SETTINGS_NAMESPACE
@@ -63,6 +63,17 @@ ROUTES: dict[tuple[str, str], tuple[str, str]] = {
     ("GET", "/v1/integrity/verify"): ("operate", SYSTEM_WIDE),
     ("GET", "/v1/integrity/digests"): ("history", SYSTEM_WIDE),
     ("GET", "/v1/integrity/digests/{seq}"): ("history", SYSTEM_WIDE),
+    # A namespace's schema is changed like its settings; shared schemas, which any
+    # namespace may refer to, by an admin of the system; any caller may read them.
+    ("PUT", _NS + "/schema"): ("admin", NAMESPACE),
+    ("DELETE", _NS + "/schema"): ("admin", NAMESPACE),
+    ("GET", _NS + "/schema"): ("read", SOME),
+    ("GET", _NS + "/schema/history"): ("history", SOME),
+    ("POST", _NS + "/schema/validate"): ("read", SOME),
+    ("GET", _NS + "/quality"): ("read", NAMESPACE),
+    ("PUT", "/v1/schemas/{name}"): ("admin", SYSTEM_WIDE),
+    ("GET", "/v1/schemas/{name}"): ("read", FILTERED),
+    ("GET", "/v1/schemas/{name}/history"): ("history", FILTERED),
     ("GET", "/metrics"): ("metrics", SYSTEM_WIDE),
 }
 
@@ -89,7 +100,8 @@ class Guard:
 
 class EventVisibility:
     """Whether the caller may see an event of (namespace, key) for ``action``; a
-    namespace's settings (``_namespaces``/<ns>) are seen by whoever sees some of it.
+    namespace's settings (``_namespaces``/<ns>) and schema (``_schemas``/namespaces/<ns>)
+    are seen by whoever sees some of it, a shared schema by everyone.
     Remembers each namespace's key filter for the request."""
 
     def __init__(self, guard: Guard, action: str) -> None:
@@ -106,6 +118,9 @@ class EventVisibility:
     def __call__(self, namespace: str, key: str) -> bool:
         if namespace == SETTINGS_NAMESPACE:
             return not self._keys(key).nothing
+        if namespace == SCHEMAS_NAMESPACE:
+            owner = key.partition("/")[2]
+            return key.startswith("definitions/") or not self._keys(owner).nothing
         return self._keys(namespace).allows(key)
 
 

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from nexus_ssot.ledger.redaction import redact_url
+from nexus_ssot.projections import schema_quality
 from nexus_ssot.projections.views import VIEW_NAMES
 
 from .errors import problem, problem_responses
@@ -29,6 +30,7 @@ async def health(request: Request) -> Response:
             row = await cur.fetchone()
             cur = await conn.execute(_VIEWS_HEALTH, (list(VIEW_NAMES),), prepare=True)
             views = await cur.fetchall()
+            schemas = await schema_quality.summary(conn)
     except Exception as e:  # any failure to reach the store is "unavailable"
         return problem(request, 503, "store_unavailable",
                        f"the event store is unreachable: {redact_url(str(e))}")
@@ -49,6 +51,7 @@ async def health(request: Request) -> Response:
             "lag_seconds": round((now - oldest_unpublished).total_seconds(), 3)
             if oldest_unpublished is not None else 0.0,
         }
+    body["schemas"] = schemas
     return Response(orjson.dumps(body), media_type=JSON)
 
 

@@ -118,6 +118,9 @@ class NamespaceSettings(BaseModel):
     conflict_policy: Literal["merge", "strict", "last-writer-wins"] = Field(
         "merge", description="What a write with a stale If-Match does: merge (three-way, "
         "409 on colliding paths), strict (412), last-writer-wins (applies, recorded)")
+    schema_format: Literal["annotate", "assert"] = Field(
+        "annotate", description="Whether `format` in the namespace's schema only annotates "
+        "(the default) or asserts (docs/schemas.md); shown once set")
     description: str | None = Field(None, max_length=1024)
 
 

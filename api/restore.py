@@ -15,6 +15,7 @@ from nexus_ssot.ledger.commands import Command, Delete, Expectation, Restore
 from nexus_ssot.ledger.documents import diff
 from nexus_ssot.ledger.errors import InvalidInput, PreconditionFailed, Unprocessable
 from nexus_ssot.projections import restore_plan
+from nexus_ssot.projections.schema_records import current_schema
 
 from . import http, models
 from .cuts import cut_at
@@ -117,6 +118,7 @@ async def restore(request: Request, namespace: Namespace) -> Response:
                         field="key_prefix")
             if not steps:  # nothing to change, or no such namespace?
                 await require_namespace(conn, ns)
+            _, schema = await current_schema(conn, ns) if dry_run else (0, None)
         _check_plan(request, ns, [s.key for s in steps])
         result: dict[str, Any] = {
             "namespace": ns, "key_prefix": prefix, "position": cut, "dry_run": dry_run,
@@ -126,6 +128,11 @@ async def restore(request: Request, namespace: Namespace) -> Response:
                 "to_version": s.to_version, "patch": diff(s.current, s.target)}
                 for s in steps],
         }
+        if schema is not None:  # the writer would refuse the restore whole: say why
+            for item, s in zip(result["operations"], steps, strict=True):
+                if s.action != "delete" and (found := schema.violations(s.target)):
+                    item["violations"] = found
+            result["schema_violations"] = sum("violations" in o for o in result["operations"])
         if dry_run or not steps:
             return Response(orjson.dumps(result), media_type=JSON)
         commands: list[Command] = [

@@ -26,6 +26,10 @@ MAX_KEY_LENGTH = 512
 #: through the entries routes; only the access routes write it.
 ACCESS_NAMESPACE = "_access"
 
+#: The system namespace of the schemas: ``namespaces/<namespace>`` is a namespace's,
+#: ``definitions/<name>`` a shared definition. Only the schema routes write it.
+SCHEMAS_NAMESPACE = "_schemas"
+
 #: Last key segments that would collide with sub-resources of an entry's URL.
 RESERVED_LAST_SEGMENTS = frozenset({"history", "diff", "proof", "revert", "restore"})
 
@@ -50,8 +54,11 @@ def check_namespace(namespace: str) -> str:
 
 
 def check_entry_namespace(namespace: str) -> str:
-    """``check_namespace``, or the access system namespace (written by the access routes)."""
-    return namespace if namespace == ACCESS_NAMESPACE else check_namespace(namespace)
+    """``check_namespace``, or the access or schemas system namespace (written by their
+    own routes)."""
+    if namespace in (ACCESS_NAMESPACE, SCHEMAS_NAMESPACE):
+        return namespace
+    return check_namespace(namespace)
 
 
 def is_system_namespace(namespace: str) -> bool:

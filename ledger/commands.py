@@ -66,6 +66,18 @@ class ConfigureNamespace(Command):
 
 
 @dataclass(frozen=True)
+class SetSchema(Command):
+    """Set a schema: a namespace's (key ``namespaces/<namespace>``) or a shared definition
+    (``definitions/<name>``) in the system namespace ``SCHEMAS_NAMESPACE``. ``record`` is
+    the stored document (``schemas.records``). ``checked_position`` is the namespace's last
+    position when its entries were checked against the schema: the write is refused if an
+    entry of the namespace changed since (None: not checked, a definition)."""
+
+    record: Any = None
+    checked_position: int | None = None
+
+
+@dataclass(frozen=True)
 class Context:
     """Who, why and when, supplied by the edge so the decision stays pure."""
 

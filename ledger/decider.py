@@ -22,8 +22,8 @@ from typing import Any
 
 import orjson
 
-from .addressing import ACCESS_NAMESPACE, is_system_namespace, stream_id
-from .commands import Command, ConfigureNamespace, Context
+from .addressing import ACCESS_NAMESPACE, SCHEMAS_NAMESPACE, is_system_namespace, stream_id
+from .commands import Command, ConfigureNamespace, Context, SetSchema
 from .documents import Limits
 from .domain import Unchanged, decide
 from .errors import (
@@ -36,7 +36,15 @@ from .errors import (
 from .event_store import Address, Committed, EventStore, Idempotency, Outcome
 from .events import EntryDeleted, EntryEvent, EntryState, evolve
 from .merge import MAX_REPLAY_VERSIONS, Replay, needs_replay
-from .namespace_settings import SETTINGS_NAMESPACE, settings_of
+from .namespace_settings import SETTINGS_NAMESPACE, asserts_formats, settings_of
+from .schemas.compiler import CompiledSchema, SchemaCache, compile_schema
+from .schemas.records import (
+    DEFINITION_PREFIX,
+    NAMESPACE_PREFIX,
+    namespace_key,
+    record_from,
+    record_of,
+)
 
 #: What one operation comes to: the event it appends, or that it leaves its entry as is.
 Result = EntryEvent | Unchanged
@@ -117,6 +125,10 @@ class BatchDecider:
         self._implicit = implicit_namespaces
         #: Namespaces known to exist (they never stop existing).
         self._existing: set[str] = set()
+        #: Compiled schemas by the id of the event that set them (and the format mode),
+        #: and the shared definitions' schemas by (name, version): both never change.
+        self._schemas = SchemaCache()
+        self._definitions: dict[tuple[str, int], Any] = {}
 
     def decide(self, batch: list[Request]) -> list[Decision]:
         """Each request's decision, in order; the states they leave are kept for
@@ -232,9 +244,15 @@ class BatchDecider:
         earlier: list[EntryEvent],
     ) -> Result:
         exists = self._namespace_exists(state, command, states, overlay)
+        if isinstance(command, SetSchema):
+            changed = self._data_changed(command, earlier, in_batch)
+            return decide(state, command, context, limits, chain=self._chain,
+                          data_changed=changed)
+        schema = (None if is_system_namespace(command.namespace)
+                  else self._schema(command.namespace, states, overlay))
         if command.expected.if_match is None or isinstance(command, ConfigureNamespace):
             return decide(state, command, context, limits, chain=self._chain,
-                          namespace_exists=exists)
+                          namespace_exists=exists, schema=schema)
         if command.namespace == ACCESS_NAMESPACE:  # a stale policy edit is refused, never merged
             return decide(state, command, context, limits, chain=self._chain)
         settings_state = self._settings_state(command.namespace, states, overlay)
@@ -248,12 +266,56 @@ class BatchDecider:
             replay = self._replay(command.namespace, command.key,
                                   command.expected.if_match, state.version, pending)
         return decide(state, command, context, limits, policy=policy, replay=replay,
-                      chain=self._chain, namespace_exists=exists)
+                      chain=self._chain, namespace_exists=exists, schema=schema)
+
+    def _data_changed(self, command: SetSchema, earlier: list[EntryEvent],
+                      in_batch: dict[Address, list[EntryEvent]]) -> bool:
+        """Whether an entry of the namespace a schema is set for changed after the
+        position its entries were checked at (in this batch, or in the store)."""
+        if command.checked_position is None or not command.key.startswith(NAMESPACE_PREFIX):
+            return False
+        namespace = command.key[len(NAMESPACE_PREFIX):]
+        if any(e.namespace == namespace for e in earlier) or any(
+                ns == namespace for ns, _ in in_batch):
+            return True
+        return self._store.last_position(namespace) > command.checked_position
+
+    def _schema(self, namespace: str, states: dict[Address, EntryState | None],
+                overlay: dict[Address, EntryState | None]) -> CompiledSchema | None:
+        """The compiled schema of ``namespace`` as this batch has it so far (None: none)."""
+        state = self._state_of((SCHEMAS_NAMESPACE, namespace_key(namespace)), states, overlay)
+        record = record_of(state)
+        if record is None:
+            return None
+        assert state is not None
+        assert_formats = asserts_formats(settings_of(
+            self._settings_state(namespace, states, overlay)))
+        return self._schemas.get(
+            (state.event_id, record.version, assert_formats),
+            lambda: compile_schema(record.schema, {
+                name: self._definition(name, version)
+                for name, version in record.definitions.items()},
+                assert_formats=assert_formats))
+
+    def _definition(self, name: str, version: int) -> Any:
+        """The schema of a shared definition at ``version`` (pinned: it exists)."""
+        found = self._definitions.get((name, version))
+        if found is None:
+            recorded = self._store.versions(SCHEMAS_NAMESPACE, DEFINITION_PREFIX + name,
+                                            version, version)
+            record = record_from(recorded[version][0], version) if recorded else None
+            found = record.schema if record is not None else False
+            self._definitions[(name, version)] = found
+        return found
 
     def _settings_state(self, namespace: str, states: dict[Address, EntryState | None],
                         overlay: dict[Address, EntryState | None]) -> EntryState | None:
         """The state of ``namespace``'s settings entry, as this batch has it so far."""
-        address = (SETTINGS_NAMESPACE, namespace)
+        return self._state_of((SETTINGS_NAMESPACE, namespace), states, overlay)
+
+    def _state_of(self, address: Address, states: dict[Address, EntryState | None],
+                  overlay: dict[Address, EntryState | None]) -> EntryState | None:
+        """The state of the entry at ``address``, as this batch has it so far."""
         if address in overlay:
             return overlay[address]
         if address not in states:

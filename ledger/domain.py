@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import json_merge_patch
 
 from .addressing import (
+    SCHEMAS_NAMESPACE,
     check_entry_namespace,
     check_key,
     check_namespace,
@@ -33,6 +34,7 @@ from .commands import (
     MergePatch,
     Put,
     Restore,
+    SetSchema,
 )
 from .documents import Limits, apply_json_patch, check_document, check_text, diff
 from .errors import EntryGone, NotFound, PreconditionFailed
@@ -55,6 +57,8 @@ from .namespace_settings import (
     STRICT,
     check_settings,
 )
+from .schemas.compiler import CompiledSchema
+from .schemas.records import check_record
 from .stored_state import stored_timestamp
 
 E = TypeVar("E", bound=EntryEvent)
@@ -82,6 +86,8 @@ def decide(
     replay: Replay | None = None,
     chain: bool = True,
     namespace_exists: bool = True,
+    schema: CompiledSchema | None = None,
+    data_changed: bool = False,
 ) -> EntryEvent | Unchanged:
     """Validate ``command`` against ``state`` and return the one event it causes, or
     ``Unchanged`` when it would change nothing.
@@ -90,8 +96,12 @@ def decide(
     merged against ``replay`` (see ``merge.needs_replay``). With ``chain`` the event carries
     its stream's hash chain (``prev_hash``, ``hash``; see ``integrity``).
     ``namespace_exists`` False refuses a write into a namespace that has neither settings
-    nor entries (a server that does not create namespaces implicitly). Raises a
-    ``LedgerError`` when the command is rejected; then nothing is appended.
+    nor entries (a server that does not create namespaces implicitly). ``schema`` is the
+    namespace's compiled schema: a document the command makes that violates it is refused
+    (``SchemaViolation``); a delete, and a write that changes nothing, are not checked.
+    ``data_changed`` tells a ``SetSchema`` that an entry of its namespace changed after
+    its ``checked_position``. Raises a ``LedgerError`` when the command is rejected; then
+    nothing is appended.
     """
     if isinstance(command, ConfigureNamespace):
         if command.namespace != SETTINGS_NAMESPACE:
@@ -102,6 +112,9 @@ def decide(
         if state is None:  # the first settings: they make the namespace exist
             return _event(NamespaceConfigured, state, command, context, settings, chain=chain)
         return _change(NamespaceConfigured, state, command, context, settings, chain=chain)
+
+    if isinstance(command, SetSchema):
+        return _set_schema(state, command, context, chain=chain, data_changed=data_changed)
 
     check_entry_namespace(command.namespace)
     check_key(command.key)
@@ -134,9 +147,36 @@ def decide(
             resolution = {"policy": MERGE, "base_version": n,
                           "rebased_over": list(range(n + 1, state.version + 1))}
         command = replace(command, expected=replace(command.expected, if_match=None))
-    live = state is not None and not state.deleted
     _check_expectation(state, command)
     extra: dict[str, Any] = {"resolution": resolution, "chain": chain}
+    result = _write(state, command, context, limits, merged, extra)
+    if (schema is not None and isinstance(result, EntryEvent)
+            and not isinstance(result, EntryDeleted)):
+        schema.check(result.document, command.namespace, command.key)
+    return result
+
+
+def _set_schema(state: EntryState | None, command: SetSchema, context: Context, *,
+                chain: bool, data_changed: bool) -> EntryEvent | Unchanged:
+    if command.namespace != SCHEMAS_NAMESPACE:
+        raise TypeError("SetSchema lives in SCHEMAS_NAMESPACE")
+    check_key(command.key)
+    _check_expectation(state, command)
+    if data_changed:
+        raise PreconditionFailed(
+            f"entries of the namespace changed after position {command.checked_position}, "
+            "where they were checked against this schema; check them again",
+            code="schema_check_stale", field="checked_position")
+    record = check_record(command.key, command.record)
+    if state is None or state.deleted:
+        return _event(EntryCreated, state, command, context, record, chain=chain)
+    return _change(EntryUpdated, state, command, context, record, chain=chain)
+
+
+def _write(state: EntryState | None, command: Command, context: Context, limits: Limits,
+           merged: Any, extra: dict[str, Any]) -> EntryEvent | Unchanged:
+    """What a write into a namespace's entry makes (its preconditions already hold)."""
+    live = state is not None and not state.deleted
 
     if isinstance(command, Put):
         document = command.document if merged is _UNMERGED else merged

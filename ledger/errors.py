@@ -14,13 +14,17 @@ one place (``api/errors.py``); nothing below the edge knows about HTTP.
     │   └── InvalidPatch        a patch document that is not a valid patch
     ├── Unprocessable           well-formed, but cannot be applied
     │   ├── PatchFailed         a patch operation failed (carries the op index)
-    │   └── IdempotencyKeyReused
+    │   ├── IdempotencyKeyReused
+    │   ├── InvalidSchema       not a draft 2020-12 JSON Schema the ledger can use
+    │   └── SchemaViolation     the document violates its namespace's schema
+    ├── SchemaViolations        a schema change that the current entries would violate
     ├── PreconditionFailed      If-Match / If-None-Match did not hold
     ├── EditConflict            a stale write collides with changes made since its base
     ├── NotFound                no such entry (or version)
     │   └── EntryGone           the entry existed and was deleted (carries the version)
     └── Unavailable             the store could not be reached; retry later
-        └── ViewBehind          an asynchronous view has not reached min_position yet
+        ├── ViewBehind          an asynchronous view has not reached min_position yet
+        └── SchemaBehind        migrations are pending and this role may not apply them
 """
 
 from __future__ import annotations
@@ -109,6 +113,26 @@ class IdempotencyKeyReused(Unprocessable):
     code = "idempotency_key_reused"
 
 
+class InvalidSchema(Unprocessable):
+    """A schema that is not valid against the draft 2020-12 meta-schema, that does not
+    compile, or that refers to what the ledger does not hold (a remote ``$ref``, an unknown
+    definition); ``field`` is the JSON Pointer of the problem inside the schema."""
+
+    code = "invalid_schema"
+
+
+class SchemaViolation(Unprocessable):
+    """Carries ``violations``: one {path, schema_path, keyword, message} each."""
+
+    code = "schema_violation"
+
+
+class SchemaViolations(LedgerError):
+    """A schema the namespace's current entries violate (carries the dry run's report)."""
+
+    code = "schema_violations"
+
+
 class PreconditionFailed(LedgerError):
     code = "precondition_failed"
 
@@ -146,3 +170,10 @@ class Unavailable(LedgerError):
 
 class ViewBehind(Unavailable):
     code = "view_behind"
+
+
+class SchemaBehind(Unavailable):
+    """The database lacks schema migrations and this process's role may not apply them
+    (a service role): ``ssot migrate`` as the schema's owner applies them."""
+
+    code = "schema_not_migrated"

@@ -115,6 +115,10 @@ class EventStore(Protocol):
         """The outcomes of those of ``event_ids`` whose events are in the log."""
         ...
 
+    def last_position(self, namespace: str) -> int:
+        """The position of the last event of an entry of ``namespace`` (0: none)."""
+        ...
+
     def append(
         self, events: Sequence[EntryEvent], keys: Sequence[IdempotencyRecord] = ()
     ) -> Committed:

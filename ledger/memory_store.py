@@ -103,6 +103,11 @@ class MemoryEventStore:
                         for ns, key in self._states}
         return existing.intersection(namespaces)
 
+    def last_position(self, namespace: str) -> int:
+        with self._lock:
+            return max((s.position or 0 for (ns, _), s in self._states.items()
+                        if ns == namespace), default=0)
+
     def committed_outcomes(self, event_ids: Sequence[UUID]) -> dict[UUID, Outcome]:
         with self._lock:
             return {i: _read(self._by_event_id[i].outcome, replayed=False)

@@ -1,4 +1,5 @@
-"""Each namespace's settings (its conflict policy, a description), kept as an entry of
+"""Each namespace's settings (its conflict policy, whether its schema's ``format``
+asserts or annotates, a description), kept as an entry of
 the system namespace ``SETTINGS_NAMESPACE`` keyed by the namespace's name, so that they
 have a history, an audit trail and preconditions like any entry."""
 
@@ -18,8 +19,16 @@ SETTINGS_NAMESPACE = "_namespaces"
 MERGE, STRICT, LAST_WRITER_WINS = "merge", "strict", "last-writer-wins"
 CONFLICT_POLICIES = (MERGE, STRICT, LAST_WRITER_WINS)
 
-#: The settings of a namespace that was never configured.
+#: What ``format`` does in the namespace's schema: "annotate" (the draft 2020-12 default:
+#: a value is not checked against its format) or "assert" (a value that is not of its
+#: format, or a format the validator does not know, violates the schema).
+ANNOTATE, ASSERT = "annotate", "assert"
+SCHEMA_FORMATS = (ANNOTATE, ASSERT)
+
+#: The settings of a namespace that was never configured. (``schema_format`` is shown
+#: only once set, so the settings of namespaces that never set it read as they always did.)
 DEFAULT_SETTINGS: dict[str, Any] = {"conflict_policy": MERGE, "description": None}
+SETTING_NAMES = ("conflict_policy", "description", "schema_format")
 
 
 def configure(namespace: str, settings: Any, expected: Expectation = Expectation()
@@ -34,24 +43,32 @@ def check_settings(settings: Any) -> dict[str, Any]:
         raise InvalidInput(f"settings must be a JSON object, not {type_name(settings)}",
                            code="invalid_settings", field="settings")
     check_text(settings, "")  # first: the errors below quote member names
-    unknown = sorted(set(settings) - set(DEFAULT_SETTINGS))
+    unknown = sorted(set(settings) - set(SETTING_NAMES))
     if unknown:
         raise InvalidInput(
             f"unknown setting {quoted(unknown[0])}; the settings are "
-            f"{', '.join(sorted(DEFAULT_SETTINGS))}",
+            f"{', '.join(SETTING_NAMES)}",
             code="invalid_settings", field=capped(unknown[0]))
-    policy = settings.get("conflict_policy", MERGE)
-    if policy not in CONFLICT_POLICIES:
-        raise InvalidInput(
-            f"conflict_policy must be one of {', '.join(CONFLICT_POLICIES)}, "
-            f"not {quoted(policy)}",
-            code="invalid_settings", field="conflict_policy")
+    policy = _one_of(settings, "conflict_policy", CONFLICT_POLICIES)
+    schema_format = _one_of(settings, "schema_format", SCHEMA_FORMATS)
     description = settings.get("description")
     if description is not None and (not isinstance(description, str)
                                     or len(description) > 1024):
         raise InvalidInput("description must be text of at most 1024 characters, or null",
                            code="invalid_settings", field="description")
-    return {"conflict_policy": policy, "description": description}
+    checked = {"conflict_policy": policy, "description": description}
+    if "schema_format" in settings:
+        checked["schema_format"] = schema_format
+    return checked
+
+
+def _one_of(settings: dict[str, Any], name: str, choices: tuple[str, ...]) -> str:
+    """The setting ``name`` (the first of ``choices`` when not given), one of them."""
+    value = settings.get(name, choices[0])
+    if value not in choices:
+        raise InvalidInput(f"{name} must be one of {', '.join(choices)}, not {quoted(value)}",
+                           code="invalid_settings", field=name)
+    return str(value)
 
 
 def settings_of(state: EntryState | None) -> dict[str, Any]:
@@ -59,3 +76,8 @@ def settings_of(state: EntryState | None) -> dict[str, Any]:
     if state is None or state.deleted or not isinstance(state.document, dict):
         return dict(DEFAULT_SETTINGS)
     return {**DEFAULT_SETTINGS, **state.document}
+
+
+def asserts_formats(settings: dict[str, Any]) -> bool:
+    """Whether ``format`` asserts in the schema of the namespace with ``settings``."""
+    return bool(settings.get("schema_format", ANNOTATE) == ASSERT)

@@ -194,6 +194,13 @@ class LedgerApplication(Application[UUID]):
             ).fetchall()
         return {row["n"] for row in rows}
 
+    def last_position(self, namespace: str) -> int:
+        """From the history's (namespace, position) index."""
+        with self.recorder.datastore.get_connection() as conn:  # type: ignore[attr-defined]
+            row = conn.execute("SELECT coalesce(max(position), 0) AS p FROM entry_history"
+                               " WHERE namespace = %s", (namespace,)).fetchone()
+        return int(row["p"])
+
     def versions(
         self, namespace: str, key: str, first: int, last: int
     ) -> dict[int, tuple[Any, list[dict[str, Any]]]]:

@@ -44,7 +44,7 @@ _MAX_FRAME = 256 * 1024 * 1024
 _COMMANDS: dict[str, type[Command]] = {
     cls.__name__: cls
     for cls in (commands.Put, commands.MergePatch, commands.JsonPatch, commands.Delete,
-                commands.Restore, commands.ConfigureNamespace)
+                commands.Restore, commands.ConfigureNamespace, commands.SetSchema)
 }
 
 

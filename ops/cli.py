@@ -20,9 +20,11 @@ from .check import check
 from .console import Ssot
 from .digest import digest
 from .entry_commands import batch, diff, get, history, patch, put, revert, rm
+from .migrate_command import migrate
 from .namespace_commands import ls, namespace, restore
 from .process_commands import broadcast, env, project, reconcile, serve, writer
 from .replay import replay
+from .schema_commands import quality, schema
 from .status import status
 from .verify import verify
 
@@ -47,8 +49,9 @@ for command in (
     status,  # their health on one screen
     put, patch, get, rm, revert, batch, history, diff,  # entries
     ls, namespace, restore,  # namespaces
+    schema, quality,  # schemas and data quality
     watch, audit,  # the change log
-    replay, check, verify, export, import_, chaos,  # views, checks, backups, the harness
+    migrate, replay, check, verify, export, import_, chaos,  # schema, views, checks, backups
     token, policy, whoami, explain,  # identity and access
     access,  # NATS users from the policy
 ):

@@ -26,6 +26,11 @@ class Client:
         fail_on_problem(response)
         return response
 
+    def answer(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        """The answer, a problem too (for a command that shows more of one than its
+        one-line error); an unreachable server exits 5 as ``call`` does."""
+        return self._send(method, path, **kw)
+
     def get_unless(self, path: str, code: str) -> httpx.Response | None:
         """GET ``path``; None when it is ``404`` with problem ``code`` (what was asked for
         does not exist, and the command has an answer for that)."""

@@ -75,12 +75,15 @@ def namespace_show(ctx: click.Context, name: str) -> None:
 @click.argument("name")
 @click.option("--conflict-policy", type=click.Choice(["merge", "strict", "last-writer-wins"]),
               help="What a write with a stale If-Match does.")
+@click.option("--schema-format", type=click.Choice(["annotate", "assert"]),
+              help="Whether format in the namespace's schema only annotates (the default) "
+              "or asserts.")
 @click.option("--description", help="What the namespace holds.")
 @click.option("--reason", help="Why (recorded in the settings' history).")
 @click.option("--if-match", type=int, help="Only if the settings are at this version.")
 @click.pass_context
 def namespace_set(ctx: click.Context, name: str, conflict_policy: str | None,
-                  description: str | None, reason: str | None,
+                  schema_format: str | None, description: str | None, reason: str | None,
                   if_match: int | None) -> None:
     """Change NAME's settings; the ones not given keep their value. A namespace that does
     not exist yet is created with them (the defaults for those not given)."""
@@ -92,6 +95,8 @@ def namespace_set(ctx: click.Context, name: str, conflict_policy: str | None,
     settings = dict(current["settings"])
     if conflict_policy is not None:
         settings["conflict_policy"] = conflict_policy
+    if schema_format is not None:
+        settings["schema_format"] = schema_format
     if description is not None:
         settings["description"] = description
     expected = if_match if if_match is not None else current["settings_version"]

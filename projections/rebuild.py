@@ -46,7 +46,7 @@ from datetime import datetime
 from typing import Any, cast
 
 import psycopg
-from psycopg import errors
+from psycopg import errors, sql
 
 from nexus_ssot.ledger.settings import Settings
 
@@ -388,6 +388,7 @@ async def _rename(conn: Conn, shadow: Tables, live: Tables, name: str, existed: 
     if existed:
         indexes = await _by_definition(conn, _INDEXES, live[name])
         constraints = await _by_definition(conn, _CONSTRAINTS, live[name])
+        await _same_rights(conn, live[name], shadow[name])
         old = Tables([name], suffix=OLD)
         await conn.execute(f"ALTER TABLE {live[name]} RENAME TO {old[name]}")
         await conn.execute(f"ALTER TABLE {shadow[name]} RENAME TO {live[name]}")
@@ -412,6 +413,32 @@ async def _rename(conn: Conn, shadow: Tables, live: Tables, name: str, existed: 
                 await conn.execute(f'ALTER TABLE {live[name]} RENAME CONSTRAINT'
                                    f' "{constraint}" TO "{new}"')
 
+
+async def _same_rights(conn: Conn, live: str, shadow: str) -> None:
+    """Give the shadow table the live one's owner and grants (a service role's rights on
+    a view, ``ledger/roles.py``), so that they survive the swap."""
+    cur = await conn.execute(_OWNER, (live, shadow))
+    row = await cur.fetchone()
+    if row and row[0] != row[1]:
+        await conn.execute(sql.SQL("ALTER TABLE {} OWNER TO {}").format(
+            sql.SQL(shadow), sql.Identifier(row[0])))
+    cur = await conn.execute(_GRANTS, (live,))
+    for privilege, grantee in await cur.fetchall():
+        await conn.execute(sql.SQL("GRANT {} ON TABLE {} TO {}").format(
+            sql.SQL(privilege), sql.SQL(shadow),
+            sql.SQL("PUBLIC") if grantee is None else sql.Identifier(grantee)))
+
+
+_OWNER = ("SELECT (SELECT r.rolname FROM pg_class c JOIN pg_roles r ON r.oid = c.relowner"
+          "  WHERE c.oid = to_regclass(%s)),"
+          " (SELECT r.rolname FROM pg_class c JOIN pg_roles r ON r.oid = c.relowner"
+          "  WHERE c.oid = to_regclass(%s))")
+# Every privilege granted on a table but its owner's own (grantee 0 is PUBLIC).
+_GRANTS = (
+    "SELECT a.privilege_type, r.rolname FROM pg_class c, aclexplode(c.relacl) a"
+    " LEFT JOIN pg_roles r ON r.oid = a.grantee"
+    " WHERE c.oid = to_regclass(%s) AND a.grantee <> c.relowner ORDER BY 2, 1"
+)
 
 # A table's index names by definition (without the index's and the table's name), and
 # its constraints not backed by an index (those follow their index) by kind and definition.

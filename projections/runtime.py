@@ -36,6 +36,7 @@ import orjson
 import psycopg
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
+from nexus_ssot.ledger.errors import SchemaBehind
 from nexus_ssot.ledger.events import TYPE_OF_TOPIC
 from nexus_ssot.ledger.leadership import leadership, sleep_unless_stopped, wait_for_news
 from nexus_ssot.ledger.redaction import redact_url
@@ -194,6 +195,24 @@ async def create_tables(conn: psycopg.AsyncConnection[Any], view: View, t: Table
     await conn.execute(view.ddl(t).encode())
 
 
+async def ensure_tables(conn: psycopg.AsyncConnection[Any], view: View, t: Tables) -> None:
+    """Create the view's tables unless they all exist: a runner under a service role, which
+    may not change the schema, finds them made by ``ssot migrate`` (even ``IF NOT EXISTS``
+    needs that right)."""
+    for quoted in t.values():
+        cur = await conn.execute("SELECT to_regclass(%s) IS NOT NULL", (quoted,))
+        row = await cur.fetchone()
+        if not (row and row[0]):
+            try:
+                await create_tables(conn, view, t)
+            except psycopg.errors.InsufficientPrivilege as e:
+                raise SchemaBehind(
+                    f"the tables of the view {view.name} do not exist and this role may not "
+                    f"create them ({str(e).strip()}): run `ssot migrate` as the role that "
+                    "owns the schema") from e
+            return
+
+
 # --- the runner -----------------------------------------------------------------------
 
 
@@ -256,7 +275,7 @@ class ViewRunner:
                 await psycopg.AsyncConnection.connect(
                     self.database_url, autocommit=True) as listen_conn:
             await listen_conn.execute("LISTEN ssot_events")
-            await create_tables(conn, self.view, self.tables)
+            await ensure_tables(conn, self.view, self.tables)
             position = await start_tracking(conn, self.view.name)
             self._report(position)
             while not stop.is_set():

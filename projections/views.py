@@ -9,10 +9,12 @@ from nexus_ssot.ledger.settings import Settings
 from .kv_mirror import KvMirror
 from .namespace_stats import NamespaceStats
 from .runtime import View
+from .schema_quality import SchemaQuality
 
 #: Views that need no outside service (PostgreSQL only): name → constructor.
 SQL_VIEWS: dict[str, Callable[[], View]] = {
     NamespaceStats.name: NamespaceStats,
+    SchemaQuality.name: SchemaQuality,
 }
 
 
@@ -36,3 +38,13 @@ SERVICE_VIEWS: dict[str, Callable[[Settings], View]] = {
 
 #: Every view's name.
 VIEW_NAMES: tuple[str, ...] = (*SQL_VIEWS, *SERVICE_VIEWS)
+def every_view_for_its_tables() -> list[View]:
+    """Every asynchronous view, made only to create its tables (``ssot migrate``): a view
+    with an outside service is not connected to it, so its tables exist wherever it may
+    run later, made by the role that owns the schema."""
+    return [*(make() for make in SQL_VIEWS.values()), KvMirror(nats_url="")]
+
+
+def view_tables() -> tuple[str, ...]:
+    """Every asynchronous view's tables (their live names), configured here or not."""
+    return tuple(table for view in every_view_for_its_tables() for table in view.tables)

@@ -50,6 +50,7 @@ LONGEST_FIRST = (
     "tests/integration/test_cli.py",
     "tests/integration/test_digests.py",
     "tests/integration/test_readme_tour.py",
+    "tests/integration/test_schemas_page.py",
     "tests/integration/test_broadcaster.py",
     "tests/integration/test_batch_restore.py",
     "tests/integration/test_consistency.py",

@@ -171,7 +171,8 @@ def status(row: dict[str, Any]) -> str:
     return verdict(row.get("passed"), NOISY_OTHER + 1 if row.get("noisy") else None)
 
 
-PARTS = ("budget", "broadcast", "history", "projections", "backup", "auth", "slowloris")
+PARTS = ("budget", "broadcast", "history", "projections", "backup", "auth", "slowloris",
+         "schemas")
 
 
 def noisy_steps(report: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
@@ -201,8 +202,9 @@ def markdown(report: dict[str, Any], rows: list[dict[str, Any]]) -> str:
                   f"core during {len(noisy)} step(s) (the `other` figures): their status is "
                   "NOISY, not PASS; rerun on a quiet machine for figures to compare."]
     only = report.get("only")
-    if only in ("history", "projections", "backup"):
-        return "\n".join(lines + report.get(only, {}).get("summary_md", [])) + "\n"
+    if only in ("history", "projections", "backup", "schema"):
+        part = "schemas" if only == "schema" else only
+        return "\n".join(lines + report.get(part, {}).get("summary_md", [])) + "\n"
     lines += [
         "",
         "| step | result | p50 ms | p99 ms | non-2xx | x library | target | status |",

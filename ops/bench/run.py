@@ -39,6 +39,7 @@ from . import (
     library,
     pgbench,
     projections,
+    schemas,
     slowloris,
 )
 from .database import Monitor, conninfo, describe_server, postmaster_of, with_database
@@ -222,6 +223,12 @@ class Bench:
                 self.report["slowloris"] = slowloris.run_all(
                     server.port, self.duration, Settings().http_header_timeout_seconds,
                     headers)
+            if self.only in (None, "schema"):
+                self.report["schemas"] = schemas.run_all(
+                    self.monitor, server, database_url, meter, pool, token=self.token,
+                    duration=self.duration, quick=self.quick, headers=headers)
+                for line in self.report["schemas"]["summary_md"][5:]:
+                    say(line)
         finally:
             code = server.stop()
             say(f"server stopped (exit code {code})")
@@ -293,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("bench/results"),
                         help="folder for the results (default bench/results)")
     parser.add_argument("--only", choices=["history", "chain", "projections", "backup", "auth",
-                                           "slowloris", "budget", "baselines"],
+                                           "slowloris", "budget", "baselines", "schema"],
                         help="run only these steps: history = (i)-(k) time travel and audit, "
                              "chain = (l) the hash chain's cost, projections = (m)-(n) view "
                              "rebuilds and live view lag, backup = (o) verify, export and "
@@ -301,7 +308,8 @@ def main(argv: list[str] | None = None) -> int:
                              "off beside on over HTTP, slowloris = (q) ordinary requests "
                              "beside 200 slow clients, budget = (r) CPU per operation of "
                              "each part of the server, baselines = (s) a trivial FastAPI app "
-                             "and (t) etcd (results go to "
+                             "and (t) etcd, schema = (u) validation, PUT @16 with a schema, "
+                             "dry run and re-validation (results go to "
                              "bench-<stamp>-<steps>.*, not latest.*)")
     args = parser.parse_args(argv)
     if args.duration <= 0:

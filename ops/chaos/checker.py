@@ -24,6 +24,8 @@ kind, with examples:
   another state than the log's at that point; ``read_from_future``: a read returned a
   write sent after the read completed;
 - ``unexplained_event``: an event in the run's namespaces that no client sent;
+- ``schema_violated``: an event whose document violates the schema its namespace had at
+  the event's position (the run sets one on ``chaos-strict``);
 - ``subscriber_gap``, ``subscriber_duplicate``, ``subscriber_reorder``,
   ``subscriber_phantom``: what a subscriber received against the log;
 - ``server_error``: a 500 a client received, or an unexpected failure the API logged
@@ -45,6 +47,10 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
+from nexus_ssot.ledger.addressing import SCHEMAS_NAMESPACE
+from nexus_ssot.ledger.schemas.compiler import CompiledSchema, compile_schema
+from nexus_ssot.ledger.schemas.records import NAMESPACE_PREFIX
 
 from .check_access import check_access
 from .check_reads import check_reads
@@ -130,6 +136,7 @@ def check(config: dict[str, Any], history: list[dict[str, Any]],
     # a read the policy refused answers 404 whatever the entry holds: no state to judge
     check_reads(log, found, [(i, c) for i, c in ops if i["op"] not in refused])
     _check_explained(log, found, invokes)
+    _check_schemas(log, found)
     for name, received in subscribers.items():
         _check_subscriber(log, found, name, received)
     if server is None:
@@ -186,6 +193,23 @@ def _check_explained(log: Log, found: Findings, invokes: dict[str, dict[str, Any
         if e["ns"] in CHAOS_NAMESPACES and e["idem"] not in sent:
             found.add("unexplained_event", position=e["p"], ns=e["ns"], key=e["key"],
                       version=e["v"], idempotency_key=e["idem"])
+
+
+def _check_schemas(log: Log, found: Findings) -> None:
+    """Every document in the run's namespaces conforms to the schema current at its
+    position (schemas are events too: ``_schemas/namespaces/<ns>``)."""
+    current: dict[str, CompiledSchema | None] = {}
+    for e in log.events:
+        if e["ns"] == SCHEMAS_NAMESPACE and e["key"].startswith(NAMESPACE_PREFIX):
+            record = e["doc"]
+            current[e["key"][len(NAMESPACE_PREFIX):]] = (
+                None if not isinstance(record, dict) else
+                compile_schema(record["schema"], {}, assert_formats=False))
+        elif e["ns"] in CHAOS_NAMESPACES and e["type"] != "entry.deleted":
+            schema = current.get(e["ns"])
+            if schema is not None and not schema.conforms(e["doc"]):
+                found.add("schema_violated", position=e["p"], ns=e["ns"], key=e["key"],
+                          version=e["v"], violations=schema.violations(e["doc"])[:3])
 
 
 def _check_subscriber(log: Log, found: Findings, name: str,

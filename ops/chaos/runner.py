@@ -33,12 +33,17 @@ async def _configure_namespaces(api_url: str, token: str) -> None:
     import httpx
 
     from .clients import STRICT_NS
+    from .evidence import CHAOS_SCHEMA
 
     async with httpx.AsyncClient(base_url=api_url, timeout=10,
                                  headers={"Authorization": f"Bearer {token}"}) as http:
         response = await http.put(f"/v1/namespaces/{STRICT_NS}",
                                   json={"conflict_policy": "strict"},
                                   headers={"Idempotency-Key": "chaos-setup"})
+        response.raise_for_status()
+        # a schema that about one write in ten violates (its "r" is drawn below 1,000,000)
+        response = await http.put(f"/v1/namespaces/{STRICT_NS}/schema", json=CHAOS_SCHEMA,
+                                  headers={"Idempotency-Key": "chaos-setup-schema"})
         response.raise_for_status()
 
 

@@ -17,6 +17,7 @@ SSOT="${SSOT:-ssot}"
 mkdir -p "$BACKUP_DIR"
 rm -f "$BACKUP_DIR"/next.ndjson.gz "$BACKUP_DIR"/*.partial
 
+# shellcheck disable=SC2012  # the names are ours (digits, dashes, letters): ls sorts them safely
 last="$(ls "$BACKUP_DIR"/ssot-*.ndjson.gz 2>/dev/null | sort | tail -n 1 || true)"
 tmp="$BACKUP_DIR/next.ndjson.gz"
 if [ -n "$last" ]; then

@@ -482,5 +482,73 @@ RESTORES = [
          400, "invalid_unicode", "reason"),
 ]
 
+SCHEMA = "/v1/namespaces/{ns}/schema"
+SHARED = "/v1/schemas/money-{ns}"
+
+
+def schema(id: str, body: Any, status: int, code: str, field: str | None, *,
+           path: str = SCHEMA, params: dict[str, str] | None = None,
+           media_type: str = "application/schema+json") -> Bad:
+    """A PUT of a schema (bytes as they are, anything else as JSON)."""
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return put(id, raw, status, code, field, [("Content-Type", media_type)], path, params)
+
+
+SCHEMAS = [
+    schema("schema malformed", b'{"type": ', 400, "malformed_json", "schema"),
+    schema("schema empty", b"", 400, "malformed_json", "schema"),
+    schema("schema a number", 5, 422, "invalid_schema", ""),
+    schema("schema type not a type", {"type": "objekt"}, 422, "invalid_schema", "/type"),
+    schema("schema minimum as text", {"properties": {"a": {"minimum": "0"}}}, 422,
+           "invalid_schema", "/properties/a/minimum"),
+    schema("schema pattern that does not compile", {"properties": {"a": {"pattern": "(("}}},
+           422, "invalid_schema", "/properties/a/pattern"),
+    schema("schema of draft 7", {"$schema": "http://json-schema.org/draft-07/schema#"}, 422,
+           "invalid_schema", "/$schema"),
+    schema("schema with a remote $ref", {"$ref": "https://example.com/s.json"}, 422,
+           "invalid_schema", "/$ref"),
+    schema("schema with a relative $ref", {"items": {"$ref": "item.json"}}, 422,
+           "invalid_schema", "/items/$ref"),
+    schema("schema naming an unknown shared schema", {"$ref": "urn:ssot:schemas:nope-nope"},
+           422, "invalid_schema", "/$ref"),
+    schema("schema duplicate member", b'{"type": "object", "type": "array"}', 400,
+           "duplicate_member", "type"),
+    schema("schema as text/plain", {}, 415, "unsupported_media_type", "Content-Type",
+           media_type="text/plain"),
+    schema("schema dry_run not a boolean", {}, 400, "invalid_parameter", "dry_run",
+           params={"dry_run": "maybe"}),
+    schema("schema dry run with a made-up cursor", {}, 400, "invalid_cursor", "cursor",
+           params={"dry_run": "true", "cursor": "bm9wZQ"}),
+    schema("schema limit 0", {}, 400, "invalid_parameter", "limit", params={"limit": "0"}),
+    schema("schema on an invalid namespace", {}, 400, "invalid_namespace", "namespace",
+           path="/v1/namespaces/Bad.NS/schema"),
+    get("schema version 0", SCHEMA, {"version": "0"}, 400, "invalid_parameter", "version"),
+    get("schema version and as_of", SCHEMA, {"version": "1",
+                                             "as_of": "2026-01-01T00:00:00Z"},
+        400, "conflicting_parameters", "as_of"),
+    get("schema as_of not a time", SCHEMA, {"as_of": "yesterday"}, 400, "invalid_parameter",
+        "as_of"),
+    get("schema never set", SCHEMA, {}, 404, "schema_not_found", "namespace"),
+    get("schema history with a made-up cursor", SCHEMA + "/history", {"cursor": "x"}, 400,
+        "invalid_cursor", "cursor"),
+    Bad("schema removed that was never set", "DELETE", SCHEMA, 404, "schema_not_found",
+        "namespace", ()),
+    post("document to check malformed", SCHEMA + "/validate", b'{"a": ', 400,
+         "malformed_json", "document"),
+    schema("shared schema with an invalid name", {}, 400, "invalid_parameter", "name",
+           path="/v1/schemas/Money"),
+    schema("shared schema with a remote $ref", {"$ref": "http://127.0.0.1:9/x"}, 422,
+           "invalid_schema", "/$ref", path=SHARED),
+    schema("shared schema not valid", {"type": 1}, 422, "invalid_schema", "/type",
+           path=SHARED),
+    get("shared schema never set", SHARED, {}, 404, "schema_not_found", "name"),
+    get("quality stale_days -1", "/v1/namespaces/{ns}/quality", {"stale_days": "-1"}, 400,
+        "invalid_parameter", "stale_days"),
+    get("quality min_position beyond the head", "/v1/namespaces/{ns}/quality",
+        {"min_position": str(2**62)}, 400, "position_beyond_head", "min_position"),
+    post("schema_format unknown", SETTINGS, {"schema_format": "strict"}, 400,
+         "invalid_settings", "schema_format")._replace(method="PUT"),
+]
+
 CASES: list[Bad] = [*HEADERS, *BODIES, *PATCHES, *PATHS, *QUERIES, *BATCHES,
-                    *NAMESPACE_SETTINGS, *REVERTS, *RESTORES]
+                    *NAMESPACE_SETTINGS, *REVERTS, *RESTORES, *SCHEMAS]

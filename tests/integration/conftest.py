@@ -28,6 +28,7 @@ from nexus_ssot.api.http_protocol import HttpProtocol
 from nexus_ssot.ledger.migrate import migrate
 from nexus_ssot.ledger.settings import Settings
 from nexus_ssot.ops.embedded import EmbeddedNats, EmbeddedPostgres
+from nexus_ssot.ops.project import ProjectionsThread
 from nexus_ssot.ops.writer_process import WriterProcess
 
 
@@ -198,6 +199,17 @@ def client(api: RunningServer) -> Iterator[httpx.Client]:
 
 
 @pytest.fixture()
+def views(database_url: str) -> Iterator[ProjectionsThread]:
+    """The asynchronous views, followed by a runner on a thread of this process."""
+    thread = ProjectionsThread(make_settings(database_url))
+    thread.start()
+    try:
+        yield thread
+    finally:
+        thread.stop()
+
+
+@pytest.fixture()
 def ns() -> str:
     """A namespace of this test's own."""
     return f"t{secrets.token_hex(5)}"
@@ -282,13 +294,19 @@ class LiveFeed(threading.Thread):
 @pytest.fixture()
 def stream(nats_url: str) -> Iterator[tuple[str, str]]:
     """(stream name, subject prefix) of this test's own, deleted afterwards."""
-    import asyncio
 
-    import nats
 
     token = secrets.token_hex(4)
     name, prefix = f"SSOT_TEST_{token}", f"ssottest{token}"
     yield name, prefix
+    delete_stream(nats_url, name)
+
+
+def delete_stream(nats_url: str, name: str) -> None:
+    """Delete the JetStream stream ``name`` if it exists."""
+    import asyncio
+
+    import nats
 
     async def delete() -> None:
         nc = await nats.connect(nats_url)

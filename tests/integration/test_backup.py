@@ -211,6 +211,9 @@ def test_export_import_gives_identical_reads_tables_and_a_verified_chain(
     write_history(client, ns)
     mid = client.get(entry(ns, "svc/3")).json()["recorded_at"]
     write_history(client, ns + "x", rounds=2)
+    # a schema everything written there violates, set over it: history stays history
+    client.put(f"/v1/namespaces/{ns}x/schema", json={"not": {}},
+               params={"allow_existing_violations": "true"}).raise_for_status()
     add_digest(src)
     client.put(entry(ns, "svc/9"), json={"after": "digest"}).raise_for_status()
 
@@ -237,6 +240,8 @@ def test_export_import_gives_identical_reads_tables_and_a_verified_chain(
         # the copy is a working ledger: the next write continues each stream's chain
         put = restored.put(entry(ns, "svc/0"), json={"restored": True})
         assert put.status_code == 200 and put.json()["version"] == 7
+        # imported without being validated again, and enforced from there on
+        assert restored.put(entry(ns + "x", "svc/0"), json={}).status_code == 422
     check_chains(dst)
     async_views = rows(dst, "SELECT application_name, notification_id"
                             " FROM projection_tracking ORDER BY 1")

@@ -122,6 +122,19 @@ def test_an_event_unlike_what_was_sent_is_a_content_mismatch() -> None:
     assert "content_mismatch" in anomalies_of(run)
 
 
+def test_an_event_violating_the_schema_current_at_its_position_is_named() -> None:
+    def with_schema(schema: Any) -> dict[str, Any]:
+        run = clean_run()
+        run["log"].insert(0, log_event(0, "_schemas", "namespaces/chaos-strict", 1, {
+            "schema": schema, "definitions": {}, "allow_existing_violations": False},
+            "setup-schema"))
+        run["subscribers"]["sse"].insert(0, {"p": 0, "id": "id-0", "t": 0.0})
+        return run
+
+    assert anomalies_of(with_schema({"type": "object"})) == {}
+    assert set(anomalies_of(with_schema({"not": {"const": D2}}))) == {"schema_violated"}
+
+
 def test_a_read_of_a_state_the_log_never_held_is_a_phantom() -> None:
     run = clean_run()
     history_line(run, "c0-4", "complete")["answer"]["document"] = {"never": True}

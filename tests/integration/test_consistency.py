@@ -22,13 +22,9 @@ import pytest
 from nexus_ssot.ops.project import ProjectionsThread
 from nexus_ssot.projections.consistency import ConsistencyReport, check, describe
 from nexus_ssot.projections.inline import CurrentState
-from tests.integration import test_projections
 from tests.integration.conftest import AUTH, free_port
 from tests.integration.test_cli import SSOT
 from tests.integration.test_projections import view_stats
-
-#: namespace_stats kept current by a runner thread, as in test_projections.
-views = test_projections.views
 
 
 def ssot_check(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:

@@ -134,6 +134,7 @@ DATABASE_COMMANDS: list[Case] = [
         (("broadcast",), ("broadcast", "--bogus")),
         (("project",), ("project", "--bogus")),
         (("writer", "--socket", "{tmp}/writer.sock"), ("writer",)),
+        (("migrate",), ("migrate", "--grant-to")),
     )
     for c in (case("unset", USAGE, "usage", *usage),
               case("unset", UNAVAILABLE, "not_configured", *args),

@@ -41,6 +41,10 @@ READS = [
 def test_every_read_of_a_namespace_that_does_not_exist_is_namespace_not_found(
     client: httpx.Client, ns: str, path: str
 ) -> None:
+    # The log holds a position 1 whatever ran before (on a fresh database ?position=1
+    # would be beyond the head: 400 position_beyond_head, checked first).
+    assert client.put(f"/v1/namespaces/{ns}-other/entries/seed", json={}).status_code in (
+        200, 201)
     answer = client.get(path.format(ns=ns))
     assert answer.status_code == 404, answer.text
     assert (answer.json()["code"], answer.json()["field"]) == ("namespace_not_found",

@@ -9,28 +9,16 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import psycopg
-import pytest
 
 from nexus_ssot.ops.project import ProjectionsThread
 from nexus_ssot.projections.inline import CurrentState, EntryHistory
 from nexus_ssot.projections.runtime import Tables, create_tables
 from tests.integration.conftest import AUTH, make_settings
 from tests.integration.test_cli import SSOT
-
-
-@pytest.fixture()
-def views(database_url: str) -> Iterator[ProjectionsThread]:
-    thread = ProjectionsThread(make_settings(database_url))
-    thread.start()
-    try:
-        yield thread
-    finally:
-        thread.stop()
 
 
 def expected_stats(db: Any, ns: str) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -125,18 +125,19 @@ def run(command: str, url: str, data_dir: Path) -> str:
     return done.stdout
 
 
-def test_the_readme_tour_runs_as_written(server_url: str, tmp_path: Path) -> None:
-    tour = steps(README.read_text())
-    assert len(tour) >= 10, "the README must keep its tour"
-    with tour_server(server_url, tmp_path) as url:
-        assert (tmp_path / "admin-token").stat().st_mode & 0o777 == 0o600
-        for command, expected in tour:
-            actual = run(command, url, tmp_path)
-            assert normalize(actual) == normalize(expected), f"$ {command}"
+def run_page(page: Path, server_url: str, data_dir: Path,
+             normal: Callable[[str], str] = normalize) -> None:
+    """Run every command of ``page``'s console blocks on a fresh server; each output must
+    be the page's (as ``normal`` sees them)."""
+    with tour_server(server_url, data_dir) as url:
+        for command, expected in steps(page.read_text()):
+            actual = run(command, url, data_dir)
+            assert normal(actual) == normal(expected), f"$ {command}"
 
 
-def update_readme(server_url: str, data_dir: Path) -> None:
-    text = README.read_text()
+def update_page(page: Path, server_url: str, data_dir: Path) -> None:
+    """Write into ``page`` the output its commands give now."""
+    text = page.read_text()
     with tour_server(server_url, data_dir) as url:
         def fill(block: re.Match[str]) -> str:
             rendered = []
@@ -147,14 +148,20 @@ def update_readme(server_url: str, data_dir: Path) -> None:
                     rendered.append(output)
             return "```console\n" + "\n".join(rendered) + "\n```"
 
-        README.write_text(_BLOCK.sub(fill, text))
+        page.write_text(_BLOCK.sub(fill, text))
+
+
+def test_the_readme_tour_runs_as_written(server_url: str, tmp_path: Path) -> None:
+    assert len(steps(README.read_text())) >= 10, "the README must keep its tour"
+    run_page(README, server_url, tmp_path)
+    assert (tmp_path / "admin-token").stat().st_mode & 0o777 == 0o600
 
 
 if __name__ == "__main__":
     if "--update" in sys.argv:
         with tempfile.TemporaryDirectory() as folder:
-            update_readme(os.environ.get("SSOT_DATABASE_URL",
-                                         "postgresql://root@127.0.0.1:5432/postgres"),
-                          Path(folder))
+            update_page(README, os.environ.get("SSOT_DATABASE_URL",
+                                               "postgresql://root@127.0.0.1:5432/postgres"),
+                        Path(folder))
     else:
         pytest.main([__file__])
