@@ -1,8 +1,9 @@
 """``ssot status``: the health of the whole ledger on one screen, each line green, amber or
 red with the threshold that judged it: PostgreSQL, NATS (and the change stream), the HTTP
 API, the broadcaster's lag, each view's lag, the digests, the last backup (``ssot
-export``) and the last verify. What it reads of the log is what ``GET /metrics`` exports
-(``projections/log_state.py``); the judging is pure (``judge``) and tested on its own.
+export``), the last verify and the data quality of the namespaces with a schema. What it
+reads of the log is what ``GET /metrics`` exports (``projections/log_state.py``); the
+judging is pure (``judge``, ``schemas``) and tested on its own.
 
 Exit code 0 when nothing is red (amber is a warning), 1 when something is red, 5 when the
 database is not configured."""
@@ -82,6 +83,19 @@ def last_run(name: str, state: LogState, operation: str, amber: float, red: floa
     return by_age(name, _age(state.now, run.last_ok_at), amber, red, "succeeded, age")
 
 
+def schemas(found: tuple[int, int, int, int] | None) -> Check:
+    """The data quality of the namespaces with a schema (the schema_quality view)."""
+    threshold = "amber when an entry violates its namespace's schema"
+    if found is None:
+        return Check("schemas", AMBER, "the quality view is not built yet", threshold)
+    with_schema, violating, namespaces, refused = found
+    if with_schema == 0:
+        return Check("schemas", GREEN, "no namespace has a schema", threshold)
+    return Check("schemas", AMBER if violating else GREEN,
+                 f"{with_schema} namespaces with a schema, {violating} entries violate it in "
+                 f"{namespaces}; {refused} writes refused in the last hour", threshold)
+
+
 def _age(now: datetime, then: datetime) -> float:
     return max(0.0, (now - then).total_seconds())
 
@@ -125,27 +139,32 @@ def judge(state: LogState, settings: Settings) -> list[Check]:
     return checks
 
 
-async def _postgres(url: str, settings: Settings) -> tuple[Check, LogState | None]:
+async def _postgres(url: str, settings: Settings) -> tuple[Check, LogState | None,
+                                                            Check | None]:
     import psycopg
 
     from nexus_ssot.ledger.redaction import redact_url
     from nexus_ssot.projections.log_state import read_log_state
+    from nexus_ssot.projections.schema_quality import counts
 
     started = time.perf_counter()
     try:
         async with await psycopg.AsyncConnection.connect(
                 url, autocommit=True, connect_timeout=int(TIMEOUT)) as conn:
             state = await read_log_state(conn, settings.broadcaster_name)
+            quality = schemas(await counts(conn))
     except psycopg.errors.UndefinedTable:
-        return Check("postgresql", RED, "up, but without the ledger's schema (or an older "
-                     "one): ssot serve migrates it", "red when unreachable or not migrated"), None
+        missing = Check("postgresql", RED, "up, but without the ledger's schema (or an "
+                        "older one): ssot serve migrates it",
+                        "red when unreachable or not migrated")
+        return missing, None, None
     except psycopg.Error as e:
         first = redact_url(str(e).strip()).splitlines()[0][:200]
         return Check("postgresql", RED, f"unreachable: {first}",
-                     "red when unreachable or not migrated"), None
+                     "red when unreachable or not migrated"), None, None
     took = (time.perf_counter() - started) * 1000
     return Check("postgresql", GREEN, f"up, head {state.head} ({took:.0f} ms)",
-                 "red when unreachable or not migrated"), state
+                 "red when unreachable or not migrated"), state, quality
 
 
 async def _nats(settings: Settings) -> Check:
@@ -192,11 +211,13 @@ async def _api(url: str) -> Check:
 
 async def gather(settings: Settings, api_url: str) -> list[Check]:
     assert settings.database_url
-    (postgres, state), nats_check, api = await asyncio.gather(
+    (postgres, state, quality), nats_check, api = await asyncio.gather(
         _postgres(settings.database_url, settings), _nats(settings), _api(api_url))
     checks = [postgres, nats_check, api]
     if state is not None:
         checks += judge(state, settings)
+    if quality is not None:
+        checks.append(quality)
     return checks
 
 
@@ -205,8 +226,8 @@ async def gather(settings: Settings, api_url: str) -> list[Check]:
 @click.pass_context
 def status(ctx: click.Context, as_json: bool) -> None:
     """The ledger's health on one screen: PostgreSQL, NATS, the API, the broadcaster's and
-    each view's lag, the digests, the last backup and the last verify, each green, amber
-    or red with its threshold.
+    each view's lag, the digests, the last backup, the last verify and the schemas' data
+    quality, each green, amber or red with its threshold.
 
     Exit code 0 when nothing is red, 1 when something is red, 5 when no database is
     configured (and no ssot serve runs on the data dir)."""

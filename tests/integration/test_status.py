@@ -50,6 +50,7 @@ def test_status_judges_each_part_and_exits_1_when_one_is_red(
     assert found["nats"] == "amber"  # no stream of that name: nothing broadcast yet
     assert found["broadcaster"] == "amber"  # never ran on this database
     assert found["last backup"] == found["last verify"] == "amber"  # never run
+    assert found["schemas"] == "amber"  # the quality view is not built on this database
     assert all("threshold" in c and c["threshold"] for c in body["checks"])
     assert code == 0 and body["status"] == "amber"
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from nexus_ssot.ledger.operation_runs import LastRun
 from nexus_ssot.ledger.settings import Settings
-from nexus_ssot.ops.status import AMBER, GREEN, RED, judge
+from nexus_ssot.ops.status import AMBER, GREEN, RED, judge, schemas
 from nexus_ssot.projections.log_state import Follower, LogState
 from nexus_ssot.projections.views import VIEW_NAMES
 
@@ -53,3 +53,10 @@ def test_events_waiting_long_for_a_digest_mean_the_digester_is_not_running() -> 
     assert levels(state(digest_lag_seconds=every))["digests"] == GREEN
     assert levels(state(digest_lag_seconds=10 * every + 600))["digests"] == RED
     assert levels(state(digest_lag_seconds=10 ** 6), digests=False)["digests"] == GREEN
+
+
+def test_entries_violating_their_schema_make_the_schemas_line_amber() -> None:
+    assert schemas((0, 0, 0, 0)).level == GREEN
+    assert schemas((2, 0, 0, 5)).level == GREEN
+    assert schemas((2, 3, 1, 0)).level == AMBER
+    assert schemas(None).level == AMBER  # the quality view not built yet
