@@ -1,9 +1,10 @@
 """``ssot status``: the health of the whole ledger on one screen, each line green, amber or
 red with the threshold that judged it: PostgreSQL, NATS (and the change stream), the HTTP
-API, the broadcaster's lag, each view's lag, the digests, the last backup (``ssot
-export``), the last verify and the data quality of the namespaces with a schema. What it
-reads of the log is what ``GET /metrics`` exports (``projections/log_state.py``); the
-judging is pure (``judge``, ``schemas``) and tested on its own.
+API and the writer behind it, the broadcaster's lag, each view's lag, the digests, the
+last backup (``ssot export``), the last verify and the data quality of the namespaces with
+a schema. What it reads of the log is what ``GET /metrics`` exports
+(``projections/log_state.py``); the judging is pure (``judge``, ``schemas``) and tested on
+its own.
 
 Exit code 0 when nothing is red (amber is a warning), 1 when something is red, 5 when the
 database is not configured."""
@@ -195,25 +196,32 @@ async def _nats(settings: Settings) -> Check:
         await nc.close()
 
 
-async def _api(url: str) -> Check:
+async def _api(url: str) -> list[Check]:
+    """The HTTP API, and the writer as it sees it (``/v1/health``'s ``writer``)."""
     import httpx
 
+    api_threshold = "red unless /v1/health answers 200"
+    writer_threshold = "red when the API cannot reach the writer"
     try:
         async with httpx.AsyncClient(timeout=TIMEOUT) as client:
             r = await client.get(url.rstrip("/") + "/v1/health")
     except httpx.HTTPError as e:
-        return Check("api", RED, f"{url}: unreachable ({type(e).__name__})",
-                     "red unless /v1/health answers 200")
-    level = GREEN if r.status_code == 200 else RED
-    return Check("api", level, f"{url}: /v1/health {r.status_code}",
-                 "red unless /v1/health answers 200")
+        return [Check("api", RED, f"{url}: unreachable ({type(e).__name__})", api_threshold),
+                Check("writer", RED, "unknown: the API is unreachable", writer_threshold)]
+    if r.status_code != 200:
+        return [Check("api", RED, f"{url}: /v1/health {r.status_code}", api_threshold),
+                Check("writer", RED, "unknown: the API is not healthy", writer_threshold)]
+    writer = r.json().get("writer")
+    return [Check("api", GREEN, f"{url}: /v1/health 200", api_threshold),
+            Check("writer", GREEN if writer == "ok" else RED, f"{writer or 'not reported'}",
+                  writer_threshold)]
 
 
 async def gather(settings: Settings, api_url: str) -> list[Check]:
     assert settings.database_url
     (postgres, state, quality), nats_check, api = await asyncio.gather(
         _postgres(settings.database_url, settings), _nats(settings), _api(api_url))
-    checks = [postgres, nats_check, api]
+    checks = [postgres, nats_check, *api]
     if state is not None:
         checks += judge(state, settings)
     if quality is not None:
@@ -225,9 +233,9 @@ async def gather(settings: Settings, api_url: str) -> list[Check]:
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
 @click.pass_context
 def status(ctx: click.Context, as_json: bool) -> None:
-    """The ledger's health on one screen: PostgreSQL, NATS, the API, the broadcaster's and
-    each view's lag, the digests, the last backup, the last verify and the schemas' data
-    quality, each green, amber or red with its threshold.
+    """The ledger's health on one screen: PostgreSQL, NATS, the API, the writer, the
+    broadcaster's and each view's lag, the digests, the last backup, the last verify and
+    the schemas' data quality, each green, amber or red with its threshold.
 
     Exit code 0 when nothing is red, 1 when something is red, 5 when no database is
     configured (and no ssot serve runs on the data dir)."""

@@ -3,6 +3,7 @@ API; exit code 1 when anything is red. An export and a verify record their runs 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import subprocess
@@ -15,6 +16,7 @@ import orjson
 import psycopg
 import pytest
 
+from nexus_ssot.ledger.writer_service import RemoteWriter
 from tests.integration.conftest import RunningServer, free_port, own_database
 
 SSOT = str(Path(sys.executable).parent / "ssot")
@@ -38,6 +40,11 @@ def status(database_url: str, nats_url: str, api_url: str, *args: str,
     return run.returncode, body
 
 
+def test_a_writer_process_that_is_gone_is_unreachable() -> None:
+    gone = RemoteWriter(f"/tmp/ssot-writer-{secrets.token_hex(6)}.sock", connect_timeout=1)
+    assert asyncio.run(gone.reachable()) is False
+
+
 def levels(body: dict[str, Any]) -> dict[str, str]:
     return {c["name"]: c["level"] for c in body["checks"]}
 
@@ -46,7 +53,7 @@ def test_status_judges_each_part_and_exits_1_when_one_is_red(
         fresh_database: str, nats_url: str, api: RunningServer, tmp_path: Path) -> None:
     code, body = status(fresh_database, nats_url, api.url)
     found = levels(body)
-    assert found["postgresql"] == found["api"] == "green"
+    assert found["postgresql"] == found["api"] == found["writer"] == "green"
     assert found["nats"] == "amber"  # no stream of that name: nothing broadcast yet
     assert found["broadcaster"] == "amber"  # never ran on this database
     assert found["last backup"] == found["last verify"] == "amber"  # never run
@@ -72,5 +79,5 @@ def test_status_judges_each_part_and_exits_1_when_one_is_red(
         conn.execute("UPDATE operation_runs SET ok = false WHERE operation = 'verify'")
     code, body = status(fresh_database, nats_url, f"http://127.0.0.1:{free_port()}")
     found = levels(body)
-    assert found["last verify"] == found["api"] == "red"
+    assert found["last verify"] == found["api"] == found["writer"] == "red"
     assert code == 1 and body["status"] == "red"
