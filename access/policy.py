@@ -36,7 +36,7 @@ from nexus_ssot.ledger.errors import InvalidInput, capped, quoted
 from .globs import GlobSet, check_glob, literal_prefix
 from .identity import Identity
 
-ACTIONS = ("read", "history", "write", "delete", "restore", "admin", "operate")
+ACTIONS = ("read", "history", "write", "delete", "restore", "admin", "operate", "metrics")
 EFFECTS = ("allow", "deny")
 _PRINCIPAL_KINDS = ("user", "group", "token")
 _RULE_MEMBERS = ("effect", "subjects", "actions", "namespaces", "keys", "description")

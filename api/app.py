@@ -29,6 +29,7 @@ from nexus_ssot.access.log import AccessLog
 from nexus_ssot.access.oidc import OidcAuthenticator
 from nexus_ssot.access.policy import RateLimit as RateLimitSetting
 from nexus_ssot.ledger.errors import LedgerError, SchemaViolation
+from nexus_ssot.ledger.metrics import NamespaceLabels, record_commit
 from nexus_ssot.ledger.migrate import migrate
 from nexus_ssot.ledger.settings import Settings
 from nexus_ssot.ledger.store import open_application
@@ -49,6 +50,7 @@ from . import (
     events,
     health,
     history,
+    metrics,
     namespaces,
     negotiation,
     quality,
@@ -118,6 +120,7 @@ ROUTERS: list[APIRouter] = [
     schemas.router,
     schema_definitions.router,
     quality.router,
+    metrics.router,
 ]
 
 
@@ -127,9 +130,6 @@ def create_app(settings: Settings) -> FastAPI:
     database_url = settings.database_url
     tracer_provider, meter_provider = providers(settings)
     tracer = tracer_provider.get_tracer("nexus_ssot.api")
-    meter = meter_provider.get_meter("nexus_ssot.api")
-    batch_sizes = meter.create_histogram("ssot.writer.batch_size", unit="{command}")
-    writes = meter.create_counter("ssot.writes", unit="{event}")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
@@ -147,7 +147,7 @@ def create_app(settings: Settings) -> FastAPI:
                 local = GroupCommitWriter(
                     application, settings.limits, max_batch=settings.max_batch,
                     cache_size=settings.state_cache_size,
-                    on_commit=lambda n, _s: batch_sizes.record(n),
+                    on_commit=record_commit,
                     hash_chain=settings.hash_chain,
                     implicit_namespaces=settings.implicit_namespaces,
                 )
@@ -173,9 +173,10 @@ def create_app(settings: Settings) -> FastAPI:
             await access_log.start()
             stack.push_async_callback(access_log.stop)  # before the pool closes
             app.state.service = Service(
-                settings, writer, pool, tracer_provider, tracer, writes, notifier, access,
+                settings, writer, pool, tracer_provider, tracer, notifier, access,
                 Authenticator(settings, access, OidcAuthenticator.from_settings(settings)),
-                access_log)
+                access_log, NamespaceLabels(settings.metrics_namespace_labels,
+                                            settings.metrics_namespace_limit))
             try:
                 yield {STATE_KEY: ConnectionRules(
                     head_timeout=settings.http_header_timeout_seconds,
@@ -184,6 +185,7 @@ def create_app(settings: Settings) -> FastAPI:
             finally:
                 tracer_provider.shutdown()
                 meter_provider.shutdown()
+                metrics.process_exiting(settings.metrics_dir)
 
     app = FastAPI(
         title="NEXUS SSOT Ledger",
@@ -216,7 +218,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(EntryFastPath)  # innermost: after identity and rate limit
     app.add_middleware(RateLimit, limiter=limiter, on_limited=on_limited)  # after identity
     app.add_middleware(Authenticate, limiter=limiter)
-    app.add_middleware(CorrelationId)  # outermost: every answer, a 401 too, carries the id
+    app.add_middleware(CorrelationId)  # every answer, a 401 too, carries the id
+    app.add_middleware(metrics.RequestMetrics)  # outermost: counts every answer
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

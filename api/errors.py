@@ -34,6 +34,7 @@ from nexus_ssot.ledger.errors import (
     UnsupportedMediaType,
     capped,
 )
+from nexus_ssot.ledger.metrics import metrics
 
 from .models import Problem
 
@@ -111,6 +112,7 @@ def problem(
     headers: Mapping[str, str] | None = None,
     **extra: Any,
 ) -> Response:
+    metrics().http_errors.labels(str(status), code).inc()
     correlation_id = getattr(request.state, "correlation_id", None) if request else None
     body: dict[str, Any] = {
         "type": PROBLEM_TYPE_BASE + code,

@@ -74,6 +74,7 @@ ROUTES: dict[tuple[str, str], tuple[str, str]] = {
     ("PUT", "/v1/schemas/{name}"): ("admin", SYSTEM_WIDE),
     ("GET", "/v1/schemas/{name}"): ("read", FILTERED),
     ("GET", "/v1/schemas/{name}/history"): ("history", FILTERED),
+    ("GET", "/metrics"): ("metrics", SYSTEM_WIDE),
 }
 
 #: Routes of /v1/access/…: each decides itself (a caller manages its own tokens).

@@ -52,6 +52,7 @@ async def health(request: Request) -> Response:
             if oldest_unpublished is not None else 0.0,
         }
     body["schemas"] = schemas
+    body["writer"] = "ok" if await service.writer.reachable() else "unreachable"
     return Response(orjson.dumps(body), media_type=JSON)
 
 

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Request
-from opentelemetry.metrics import Counter
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Span, Tracer
 from psycopg_pool import AsyncConnectionPool
@@ -20,6 +19,7 @@ from nexus_ssot.access.identity import Identity
 from nexus_ssot.access.log import AccessLog, AccessRecord
 from nexus_ssot.access.policy import Decision
 from nexus_ssot.ledger import telemetry
+from nexus_ssot.ledger.metrics import NamespaceLabels, metrics
 from nexus_ssot.ledger.settings import Settings
 from nexus_ssot.ledger.writer_service import Writer
 
@@ -35,13 +35,14 @@ class Service:
     pool: AsyncConnectionPool[Any]
     tracer_provider: TracerProvider
     tracer: Tracer
-    writes: Counter
     notifier: LogNotifier
     access: AccessState
     authenticator: Authenticator
     #: The access log writer: ``access_log.record(AccessRecord(...))`` for every 401,
     #: 403, 404 by policy, 429 and admin action (never blocks, never raises).
     access_log: AccessLog
+    #: The namespace label of the per-namespace metrics (when they are on).
+    namespace_labels: NamespaceLabels
 
     def span(self, name: str) -> AbstractContextManager[Span]:
         """A span of this service's tracer (one that does nothing while no exporter or
@@ -91,6 +92,8 @@ class Service:
                 rule: Decision | None = None) -> None:
         """One record of the access log (never the token; a 401 has no route yet)."""
         client = scope.get("client")
+        if outcome == "deny":
+            metrics().auth_denials.labels(reason).inc()
         self.access_log.record(AccessRecord(
             decision=outcome, status=status, reason=reason, method=scope.get("method", ""),
             path=getattr(scope.get("route"), "path", None) or "unmatched",

@@ -19,6 +19,7 @@ from nexus_ssot.integrity import verify
 from nexus_ssot.ledger.addressing import check_namespace
 from nexus_ssot.ledger.errors import InvalidInput, Unavailable
 from nexus_ssot.ledger.namespace_settings import SETTINGS_NAMESPACE
+from nexus_ssot.ledger.operation_runs import record_run_async, verify_detail
 from nexus_ssot.ledger.redaction import redact_url
 
 from .params import JSON, MAX_INT, READ_ERRORS, service_of
@@ -125,4 +126,7 @@ async def verify_range(
     except psycopg.OperationalError as e:
         raise Unavailable(f"the database is unreachable: {redact_url(str(e).strip())}",
                           code="store_unavailable") from e
+    async with service.pool.connection() as conn:  # for ssot status and GET /metrics
+        await record_run_async(conn, "verify", report.ok,
+                               {**verify_detail(report), "namespace": namespace})
     return Response(orjson.dumps(report.as_dict(MAX_LISTED)), media_type=JSON)

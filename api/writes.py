@@ -17,6 +17,7 @@ from nexus_ssot.access.identity import Identity
 from nexus_ssot.ledger.commands import Command, Context
 from nexus_ssot.ledger.errors import InvalidInput, Unavailable
 from nexus_ssot.ledger.event_store import Idempotency, Outcome
+from nexus_ssot.ledger.metrics import metrics
 
 from . import http
 from .params import JSON, service_of
@@ -139,10 +140,18 @@ async def write_command(request: Request, command: Command, body: bytes,
 
 
 def count_writes(service: Service, outcomes: list[Outcome]) -> None:
-    """Count the writes of ``outcomes`` by event type (none for those left unchanged)."""
+    """Count the writes of ``outcomes`` by event type and outcome (``ledger/metrics.py``)."""
+    m = metrics()
     for outcome in outcomes:
-        if outcome.event_type is not None:
-            service.writes.add(1, {"event_type": outcome.event_type})
+        if outcome.replayed:
+            m.idempotent_replays.inc()
+            kind = "replayed"
+        elif outcome.event_type is None:
+            kind = "unchanged"
+        else:
+            kind = "appended"
+            service.namespace_labels.count_write(outcome.namespace)
+        m.writes.labels(outcome.event_type or "none", kind).inc()
 
 
 def replayed(outcomes: list[Outcome]) -> dict[str, str] | None:

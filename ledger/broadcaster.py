@@ -39,6 +39,7 @@ from .following import Following, followed
 from .jetstream import ensure_stream, stream_tail
 from .leadership import Lease, retrying
 from .log_tail import LogEvent
+from .metrics import metrics, record_delivery
 from .subjects import entry_subject
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,7 @@ class Broadcaster:
         def failed(error: str) -> None:
             self.progress.leader = False
             self.progress.last_error = error
+            metrics().broadcaster_publish_errors.inc()
 
         async def role(following: Following) -> None:
             await retrying(f"broadcaster {self.name}",
@@ -154,6 +156,7 @@ class Broadcaster:
                     rows = [e.history for e in events if e.history is not None]
                     if rows:
                         last_id = await self._publish(js, rows, last_id)
+                        record_delivery(row["recorded_at"] for row in rows)
                     position = events[-1].position
                     self.progress.published += len(rows)
                     self._report(position)

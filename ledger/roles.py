@@ -48,6 +48,8 @@ SERVICE_GRANTS: dict[str, tuple[str, ...]] = {
     # where the schema quality counters exist: the HTTP workers count refused writes
     "schema_refusals": ("SELECT", "INSERT", "UPDATE", "DELETE"),
     "ssot_schema_migrations": ("SELECT",),
+    # the last verify and export, recorded by the API's verify and by ssot export
+    "operation_runs": ("SELECT", "INSERT", "UPDATE"),
 }
 #: What the service role may do with the tables of the asynchronous views it maintains.
 VIEW_TABLE_GRANTS = ("SELECT", "INSERT", "UPDATE", "DELETE")

@@ -154,6 +154,14 @@ class Settings(BaseSettings):
     digest_every_seconds: float = Field(default=60.0, gt=0, le=86_400)
     #: Ed25519 private key (PKCS#8 PEM) signing the digests; unset = unsigned digests.
     signing_key_file: Path | None = None
+    #: ``GET /metrics``: count writes per namespace too (a ``namespace`` label), for at
+    #: most ``metrics_namespace_limit`` namespaces per process (the rest as ``_other``).
+    metrics_namespace_labels: bool = False
+    metrics_namespace_limit: int = Field(default=100, ge=1, le=10_000)
+    #: The folder where each process of ``ssot serve`` keeps what it counts for ``GET
+    #: /metrics`` (prometheus-client's multiprocess mode); set by ``ssot serve`` (a folder
+    #: of the data dir it owns, emptied at start), not by hand. Unset: one process.
+    metrics_dir: Path | None = None
 
     #: Requests per second (sustained) and at once (burst) one authenticated user may make,
     #: unless a policy's ``rate_limits`` names it; 0 per second = no default limit. Each

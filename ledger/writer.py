@@ -90,6 +90,10 @@ class GroupCommitWriter:
     def start(self) -> None:
         self._thread.start()
 
+    def is_alive(self) -> bool:
+        """Whether the writer thread runs (it takes commands)."""
+        return self._thread.is_alive()
+
     def stop(self, timeout: float = 30.0) -> None:
         """Finish every command already submitted, then stop."""
         if self._thread.is_alive():

@@ -61,6 +61,10 @@ class Writer(Protocol):
         """Apply ``ops`` all or none (see ``GroupCommitWriter.submit_all``)."""
         ...
 
+    async def reachable(self) -> bool:
+        """Whether writes can reach the writer now (``GET /v1/health``, ``ssot status``)."""
+        ...
+
 
 class LocalWriter:
     """The group-commit writer thread of this process."""
@@ -77,6 +81,9 @@ class LocalWriter:
         self, ops: Sequence[tuple[Command, Context]], idempotency: Idempotency | None
     ) -> list[Outcome]:
         return await asyncio.wrap_future(self.writer.submit_all(ops, idempotency))
+
+    async def reachable(self) -> bool:
+        return self.writer.is_alive()
 
 
 # --- encoding -------------------------------------------------------------------------
@@ -269,6 +276,14 @@ class RemoteWriter:
     ) -> list[Outcome]:
         outcomes: list[Outcome] = await self._send(Write(tuple(ops), idempotency, atomic=True))
         return outcomes
+
+    async def reachable(self) -> bool:
+        """Whether the writer process accepts a connection (the one writes use)."""
+        try:
+            await self._connect()
+        except Unavailable:
+            return False
+        return True
 
     async def _send(self, write: Write, *, resent: bool = False) -> Any:
         connection = await self._connect()

@@ -25,6 +25,7 @@ from .namespace_commands import ls, namespace, restore
 from .process_commands import broadcast, env, project, reconcile, serve, writer
 from .replay import replay
 from .schema_commands import quality, schema
+from .status import status
 from .verify import verify
 
 
@@ -45,6 +46,7 @@ def main(ctx: click.Context, url: str, token: str | None, as_json: bool) -> None
 
 for command in (
     serve, env, writer, reconcile, project, broadcast, digest,  # the ledger's processes
+    status,  # their health on one screen
     put, patch, get, rm, revert, batch, history, diff,  # entries
     ls, namespace, restore,  # namespaces
     schema, quality,  # schemas and data quality

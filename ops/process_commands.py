@@ -42,7 +42,7 @@ def serve(host: str | None, port: int | None, trust_actor_header: bool, workers:
     from nexus_ssot.ledger.settings import Settings
 
     from .children import ChildExited
-    from .serve import serve as run
+    from .metrics_folder import with_metrics_folder
 
     update: dict[str, Any] = {}
     if host:
@@ -53,8 +53,11 @@ def serve(host: str | None, port: int | None, trust_actor_header: bool, workers:
         update["trust_actor_header"] = True
     if workers is not None:
         update["http_workers"] = workers
+    settings = with_metrics_folder(Settings().model_copy(update=update))
+    from .serve import serve as run  # after the metrics folder is set (prometheus-client)
+
     try:
-        run(Settings().model_copy(update=update), access_log=access_log)
+        run(settings, access_log=access_log)
     except PreconditionFailed as e:  # the data dir is another serve's: nothing was changed
         fail(EXIT_PRECONDITION, e.code, e.message)
     except ChildExited as e:  # its one line on stderr said why: exit as it did

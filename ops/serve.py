@@ -22,6 +22,7 @@ from nexus_ssot.ops.embedded import EmbeddedNats, EmbeddedPostgres
 from .credentials import admin_token_path, ensure_admin_token, token_sha256
 from .followers import FollowersThread
 from .instance import claimed
+from .metrics_folder import empty_metrics_folder
 from .nats_authorization import REFRESH_SECONDS, NatsAuthorizer
 from .writer_process import WriterProcess
 
@@ -105,6 +106,8 @@ def serve(settings: Settings, *, access_log: bool = False) -> None:
     # The data dir is claimed before any embedded server starts (ops/instance.py).
     with claimed(settings) as claim, resolved(settings) as ready, claim.recorded(ready), \
             contextlib.ExitStack() as stack:
+        if ready.metrics_dir is not None:  # the data dir is ours: so is its metrics folder
+            empty_metrics_folder(ready.metrics_dir)
         if ready.auth == "on" and ready.bootstrap_token_sha256 is None:
             token, made = ensure_admin_token(ready.data_dir)
             ready = ready.model_copy(update={"bootstrap_token_sha256": token_sha256(token)})

@@ -75,7 +75,8 @@ def verify(ctx: click.Context, namespace: str | None, from_position: int | None,
     log's chain (when the run reaches the head), and report the FIRST problem in log
     order with its kind, position, entry and version.
 
-    Reads one snapshot; writes nothing but the checkpoint file. Exit code 0 the log
+    Reads one snapshot; writes the checkpoint file and the run's outcome (for ssot status
+    and GET /metrics). Exit code 0 the log
     verifies, 1 a problem, 2 bad option or input, 5 database unreachable."""
     import psycopg
 
@@ -89,6 +90,7 @@ def verify(ctx: click.Context, namespace: str | None, from_position: int | None,
     from nexus_ssot.ledger.addressing import check_namespace
     from nexus_ssot.ledger.errors import InvalidInput
     from nexus_ssot.ledger.namespace_settings import SETTINGS_NAMESPACE
+    from nexus_ssot.ledger.operation_runs import try_record_run, verify_detail
     from nexus_ssot.ledger.redaction import redact_url
 
     def bad(e: InvalidInput) -> NoReturn:
@@ -142,6 +144,10 @@ def verify(ctx: click.Context, namespace: str | None, from_position: int | None,
                  else "; give --checkpoint FILE to make a run resumable")
         click.echo(f"interrupted{where}", err=True)
         sys.exit(EXIT_INTERRUPTED)
+    unrecorded = try_record_run(str(settings.database_url), "verify", report.ok,
+                                {**verify_detail(report), "namespace": namespace})
+    if unrecorded is not None:
+        click.echo(f"note: {redact_url(unrecorded)}", err=True)
     if as_json or (ctx.obj or {}).get("json"):
         print_json(report.as_dict(shown))
     else:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import uvloop
 
+from nexus_ssot.ledger.metrics import record_commit
 from nexus_ssot.ledger.migrate import migrate
 from nexus_ssot.ledger.settings import Settings
 from nexus_ssot.ledger.store import open_application
@@ -39,7 +40,8 @@ def run_writer(settings: Settings, socket_path: str) -> None:
                                cache_size=settings.state_cache_size,
                                cache_bytes=settings.state_cache_bytes,
                                hash_chain=settings.hash_chain,
-                               implicit_namespaces=settings.implicit_namespaces)
+                               implicit_namespaces=settings.implicit_namespaces,
+                               on_commit=record_commit)
     exit_with_parent()
     Path(socket_path).unlink(missing_ok=True)
     try:

@@ -233,8 +233,10 @@ async def record_refusal(conn: psycopg.AsyncConnection[Any], namespace: str,
     await conn.execute("DELETE FROM schema_refusals WHERE minute < now() - interval '1 day'")
 
 
-async def summary(conn: psycopg.AsyncConnection[Any]) -> str:
-    """One line on the data quality of every namespace with a schema (for /v1/health)."""
+async def counts(conn: psycopg.AsyncConnection[Any]) -> tuple[int, int, int, int] | None:
+    """(namespaces with a schema, entries violating theirs, namespaces holding such
+    entries, writes refused for schema reasons in the last hour); None before the view
+    is built."""
     names = SchemaQuality()._names(Tables(SchemaQuality.tables))
     try:
         async with conn.transaction():
@@ -246,8 +248,17 @@ async def summary(conn: psycopg.AsyncConnection[Any]) -> str:
                 "  WHERE minute > now() - interval '1 hour')")
             row = await cur.fetchone()
     except psycopg.errors.UndefinedTable:
-        return f"view {NAME} not built yet"
+        return None
     schemas, violating, namespaces, refused = row or (0, 0, 0, 0)
+    return int(schemas), int(violating), int(namespaces), int(refused)
+
+
+async def summary(conn: psycopg.AsyncConnection[Any]) -> str:
+    """One line on the data quality of every namespace with a schema (for /v1/health)."""
+    found = await counts(conn)
+    if found is None:
+        return f"view {NAME} not built yet"
+    schemas, violating, namespaces, refused = found
     return (f"{schemas} namespaces with a schema; {violating} entries violate it in "
             f"{namespaces} of them; {refused} writes refused for schema reasons in the "
             "last hour")

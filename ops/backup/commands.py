@@ -70,7 +70,10 @@ def export(ctx: click.Context, out: str, since_position: int | None, after: str 
             done = exporter.export(url, out, since=since_position, after=after,
                                    level=level, progress=_progress(bar, task))
     except BackupError as e:
+        _record_export(url, False, {"error": str(e)})
         fail(EXIT_OTHER, "export_failed", str(e))
+    _record_export(url, True, {"events": done.events, "last_position": done.last_position,
+                               "path": done.path})
     if ctx.obj and ctx.obj.get("json"):
         print_json({**done.__dict__, "rate": round(done.rate)})
         return
@@ -79,6 +82,16 @@ def export(ctx: click.Context, out: str, since_position: int | None, after: str 
                f"idempotency keys, {done.access} access records to {done.path} "
                f"({done.bytes:,} bytes) in {done.seconds:.1f}s ({done.rate:,.0f} "
                f"events/s); final hash {done.final_hash}")
+
+
+def _record_export(url: str, ok: bool, detail: dict[str, Any]) -> None:
+    """The export's outcome, for ssot status and GET /metrics (its age is the backup's)."""
+    from nexus_ssot.ledger.operation_runs import try_record_run
+    from nexus_ssot.ledger.redaction import redact_url
+
+    unrecorded = try_record_run(url, "export", ok, detail)
+    if unrecorded is not None:
+        click.echo(f"note: {redact_url(unrecorded)}", err=True)
 
 
 @click.command("import")

@@ -138,9 +138,8 @@ def own_database(server_url: str, prefix: str, *, migrated: bool = True) -> Iter
         yield url
     finally:
         with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(name)))
 
 
 @pytest.fixture(scope="session")

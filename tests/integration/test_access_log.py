@@ -33,7 +33,7 @@ from nexus_ssot.ops.backup.exporter import export
 from nexus_ssot.ops.backup.format import ZERO, BadFile, NotEmpty, make_line
 from nexus_ssot.ops.backup.importer import import_files
 
-from .conftest import AUTH, RunningServer, make_settings
+from .conftest import AUTH, RunningServer, make_settings, own_database
 from .test_backup import new_db
 from .test_cli import SSOT
 
@@ -222,18 +222,9 @@ def test_the_table_is_append_only(migrated: str) -> None:
 @pytest.fixture(scope="module")
 def template(server_url: str) -> Iterator[str]:
     """A database holding ten access records (copied for each tampering test)."""
-    name = f"ssot_access_{secrets.token_hex(4)}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        url = with_db(server_url, name)
-        migrate(url)
+    with own_database(server_url, "ssot_access") as url:
         append(url, [denial(i, subject=f"user{i}") for i in range(10)])
-        yield name
-    finally:
-        with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                sql.Identifier(name)))
+        yield psycopg.conninfo.conninfo_to_dict(url)["dbname"]
 
 
 def with_db(url: str, name: str) -> str:

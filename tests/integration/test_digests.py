@@ -34,7 +34,13 @@ from nexus_ssot.integrity import digests, merkle
 from nexus_ssot.ledger import chain
 from nexus_ssot.ledger.migrate import migrate
 from nexus_ssot.ops.digest import DigesterThread
-from tests.integration.conftest import AUTH, RunningServer, free_port, make_settings, start_serve
+from tests.integration.conftest import (
+    AUTH,
+    RunningServer,
+    free_port,
+    make_settings,
+    start_serve,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "ops" / "verify_proof.py"

@@ -100,7 +100,7 @@ def test_namespace_wide_actions_need_all_keys_and_any_deny_refuses_them() -> Non
     assert p.actions_in(ALICE, "config")["write"] == "some"
     assert p.actions_in(BOB, "ops") == {"read": "all", "history": "none", "write": "all",
                                         "delete": "none", "restore": "none", "admin": "none",
-                                        "operate": "none"}
+                                        "operate": "none", "metrics": "none"}
 
 
 def test_system_namespaces_are_matched_only_by_name() -> None:
