@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test test-unit lint lint-imports typecheck bench chaos fuzz clean install
+.PHONY: run test test-unit test-cluster lint lint-imports typecheck bench chaos fuzz clean install
 
 install: $(STAMP)
 
@@ -22,6 +22,11 @@ run: $(STAMP)
 # wait on a server rather than compute (3.6 min against 4.1 with two, same machine).
 test: $(STAMP) lint-imports
 	$(PY) -m pytest -n 4 --dist loadfile
+
+# The cluster (docs/cluster.md): every fault under load, each in a run of its own, and what
+# asynchronous replication would lose (minutes; make test runs one short cluster run).
+test-cluster: $(STAMP)
+	$(PY) -m pytest --cluster -n 0 tests/integration/test_cluster.py tests/integration/test_cluster_faults.py
 
 # The fast lane: no I/O, no processes, seconds.
 test-unit: $(STAMP)

@@ -135,6 +135,10 @@ class Settings(BaseSettings):
     #: JetStream stream the broadcaster publishes to, and the subject prefix (``ssot.>``).
     nats_stream: str = "SSOT"
     nats_subject_prefix: str = Field(default="ssot", pattern=r"^[A-Za-z0-9_-]+$")
+    #: Copies of each JetStream stream and KV bucket the ledger makes (its events, its
+    #: digests, the KV mirror's buckets): 3 on a three-node NATS cluster, so losing one
+    #: node loses nothing. Streams that exist already keep what their operator set.
+    nats_replicas: int = Field(default=1, ge=1, le=5)
     #: Broadcasters with one name share one tracked position and one leader.
     broadcaster_name: str = "default"
     #: JetStream's duplicate window (seconds): it must outlast the broadcaster's longest

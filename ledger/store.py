@@ -356,4 +356,12 @@ def open_application(
         "POSTGRES_LOCK_TIMEOUT": "10",
         "CREATE_TABLE": "n",
     }
-    return LedgerApplication(env=env)
+    application = LedgerApplication(env=env)
+    # The library's pool connects with dbname, host, port, user and password alone: hand
+    # it the URL's other parameters too (target_session_attrs of a multi-host URL, which
+    # makes a failed-over primary found again; sslmode, …). Its pool opens on first use.
+    extra = {k: v for k, v in parts.items()
+             if k not in ("dbname", "host", "port", "user", "password")}
+    if extra:
+        application.recorder.datastore.pool.kwargs.update(extra)  # type: ignore[attr-defined]
+    return application

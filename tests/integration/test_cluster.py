@@ -1,0 +1,59 @@
+"""The cluster (docs/cluster.md) in a short run of make test: two API nodes, followers
+with standbys, PostgreSQL with a synchronous standby and a read replica, three NATS nodes;
+the leading broadcaster, projector and digester killed under load; the chaos checker
+finds nothing wrong and the standbys took over within the documented time. The long runs
+of every fault are in test_cluster_faults.py (make test-cluster)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+#: The documented takeover time of a follower standby (docs/cluster.md).
+TAKEOVER_TARGET_S = 5.0
+SEED = 20261203
+
+
+def chaos_on_the_cluster(run: Path, duration: int, faults: list[str], clients: int = 6,
+                         timeout: float = 600) -> dict[str, Any]:
+    """``ssot chaos --topology cluster`` with only ``faults``; its report (the run must
+    end with exit 0: no anomaly)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SSOT_")}
+    command = [sys.executable, "-m", "nexus_ssot.ops.cli", "chaos", "--topology", "cluster",
+               "--duration", str(duration), "--clients", str(clients), "--seed", str(SEED),
+               "--dir", str(run)]
+    for fault in faults:
+        command += ["--fault", fault]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stdout + done.stderr[-4000:]
+    report: dict[str, Any] = orjson.loads((run / "report.json").read_bytes())
+    assert report["ok"] and report["anomalies"] == {}
+    return report
+
+
+def measured(report: dict[str, Any], kind: str) -> list[dict[str, Any]]:
+    found = [m for m in report["faults"]["measured"] if m["kind"] == kind]
+    assert found, report["faults"]
+    return found
+
+
+@pytest.mark.e2e
+def test_the_leading_followers_killed_under_load_are_replaced_within_five_seconds(
+        tmp_path: Path) -> None:
+    report = chaos_on_the_cluster(tmp_path / "run", 12, ["kill_followers"])
+    assert report["operations"]["writes_acknowledged"] > 0
+    for fault in measured(report, "kill_followers"):
+        assert set(fault["takeover_s"]) == {"broadcaster", "projector", "digester"}
+        assert max(fault["takeover_s"].values()) < TAKEOVER_TARGET_S, fault
+    cluster = orjson.loads((tmp_path / "run" / "cluster.json").read_bytes())
+    streams = cluster["streams"]
+    ledger = [name for name in streams if name.startswith("CHAOS_")]
+    buckets = [name for name in streams if name.startswith("KV_")]
+    assert ledger and buckets, streams
+    assert all(streams[name] == 3 for name in ledger + buckets), streams
