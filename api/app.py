@@ -157,6 +157,13 @@ def create_app(settings: Settings) -> FastAPI:
             )
             await pool.open(wait=True, timeout=30)
             stack.push_async_callback(pool.close)
+            read_pool: AsyncConnectionPool[Any] | None = None
+            if settings.read_database_url:  # opened in the background: it may be down
+                read_pool = AsyncConnectionPool(
+                    settings.read_database_url, min_size=1, max_size=settings.pool_size,
+                    kwargs={"autocommit": True}, open=False)
+                await read_pool.open(wait=False)
+                stack.push_async_callback(read_pool.close)
             notifier = LogNotifier(database_url)
             notifier.start()
             stack.push_async_callback(notifier.stop)
@@ -169,7 +176,7 @@ def create_app(settings: Settings) -> FastAPI:
             app.state.service = Service(
                 settings, writer, pool, tracer_provider, tracer, writes, notifier, access,
                 Authenticator(settings, access, OidcAuthenticator.from_settings(settings)),
-                access_log)
+                access_log, read_pool)
             try:
                 yield {STATE_KEY: ConnectionRules(
                     head_timeout=settings.http_header_timeout_seconds,

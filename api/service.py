@@ -42,6 +42,8 @@ class Service:
     #: The access log writer: ``access_log.record(AccessRecord(...))`` for every 401,
     #: 403, 404 by policy, 429 and admin action (never blocks, never raises).
     access_log: AccessLog
+    #: The read replica's pool (``SSOT_READ_DATABASE_URL``), or None: see read_replica.py.
+    read_pool: AsyncConnectionPool[Any] | None = None
 
     def span(self, name: str) -> AbstractContextManager[Span]:
         """A span of this service's tracer (one that does nothing while no exporter or

@@ -40,6 +40,13 @@ class Settings(BaseSettings):
 
     #: libpq URL of the PostgreSQL database; unset = embedded PostgreSQL in ``data_dir``.
     database_url: str | None = None
+    #: libpq URL of a read replica of that database: reads of entries go there when it
+    #: has replayed the position they name (``min_position``), else to the primary
+    #: (api/read_replica.py); unset = every read on the primary.
+    read_database_url: str | None = None
+    #: Longest a read waits for the replica to replay its ``min_position`` before the
+    #: primary serves it (seconds).
+    read_replica_wait_seconds: float = Field(default=0.5, ge=0, le=10)
     #: NATS URL; unset = embedded nats-server with JetStream in ``data_dir``.
     nats_url: str | None = None
     #: Where the embedded servers keep their data.

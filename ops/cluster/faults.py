@@ -16,8 +16,9 @@ rebuilt), returning what it measured:
   to the first write acknowledged through the API; then the lost node is rebuilt as the
   new standby and commits wait for it again.
 - ``async_loss``: what promoting the asynchronous replica instead would have lost (the
-  replica paused, writes go on, the primary dies): the positions the synchronous standby
-  holds and the replica does not, every one of them an acknowledged write.
+  replica cut off from the primary, as by a network partition, writes go on, the primary
+  dies): the positions the synchronous standby holds and the replica does not, every one
+  of them an acknowledged write.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import httpx
 import psycopg
 
 from .nats import stream_leader
-from .topology import API_HOSTS, ROLES, Topology
+from .topology import API_HOSTS, DATABASE, ROLES, Topology
 
 #: How long a measurement waits before it reports what it saw as a failure.
 PATIENCE = 120.0
@@ -191,21 +192,17 @@ def max_position(url: str) -> int:
 
 
 def async_loss(topology: Topology, lag: float) -> dict[str, Any]:
-    """The replica paused for ``lag`` seconds while the clients write, then the primary
-    dies: the acknowledged events the synchronous standby has and the replica lacks
-    (what a failover to an asynchronous replica loses). Leaves the primary stopped: the
-    run ends here (or calls ``failover_postgres``'s rebuild)."""
+    """The replica cut off from the primary for ``lag`` seconds while the clients write
+    (the primary does not wait for it: asynchronous), then the primary dies: the
+    acknowledged events the synchronous standby has and the replica lacks (what a
+    failover to an asynchronous replica loses). Leaves the primary stopped and the
+    replica cut off: the cluster's last act."""
     replica = topology.pg["replica"]
     primary, standby = topology.pg[topology.primary], topology.pg[topology.standby]
-    from .topology import DATABASE
-
-    replica.pause()
-    try:
-        time.sleep(lag)
-        primary.stop("immediate")
-    finally:
-        replica.resume()
-    time.sleep(1.0)  # the replica replays what it had received
+    replica.follow(None)
+    time.sleep(lag)
+    primary.stop("immediate")
+    time.sleep(1.0)  # both replay what they had received
     on_standby, on_replica = max_position(standby.url(DATABASE)), max_position(
         replica.url(DATABASE))
     with psycopg.connect(standby.url(DATABASE), autocommit=True) as conn:

@@ -117,9 +117,10 @@ class PgNode:
         (self.pgdata / "standby.signal").touch()
         self._own(self.pgdata / "standby.signal")
 
-    def follow(self, source: PgNode, *, reload: bool = True) -> None:
-        """Stream from ``source`` from now on (a reload is enough: PostgreSQL 13+)."""
-        conninfo = source.conninfo(application_name=self.name)
+    def follow(self, source: PgNode | None, *, reload: bool = True) -> None:
+        """Stream from ``source`` from now on (a reload is enough: PostgreSQL 13+); from
+        nothing when None (cut off from its primary, it replays what it has)."""
+        conninfo = source.conninfo(application_name=self.name) if source is not None else ""
         auto = self.pgdata / "postgresql.auto.conf"
         kept = [line for line in auto.read_text().splitlines()
                 if not line.startswith("primary_conninfo")] if auto.exists() else []
