@@ -171,7 +171,8 @@ def status(row: dict[str, Any]) -> str:
     return verdict(row.get("passed"), NOISY_OTHER + 1 if row.get("noisy") else None)
 
 
-PARTS = ("budget", "broadcast", "history", "projections", "backup", "auth", "slowloris")
+PARTS = ("budget", "broadcast", "history", "projections", "backup", "auth", "slowloris",
+         "cluster")
 
 
 def noisy_steps(report: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
@@ -201,7 +202,7 @@ def markdown(report: dict[str, Any], rows: list[dict[str, Any]]) -> str:
                   f"core during {len(noisy)} step(s) (the `other` figures): their status is "
                   "NOISY, not PASS; rerun on a quiet machine for figures to compare."]
     only = report.get("only")
-    if only in ("history", "projections", "backup"):
+    if only in ("history", "projections", "backup", "cluster"):
         return "\n".join(lines + report.get(only, {}).get("summary_md", [])) + "\n"
     lines += [
         "",

@@ -33,6 +33,7 @@ from . import (
     broadcast,
     budget,
     chain,
+    cluster,
     etcd,
     history,
     http_load,
@@ -123,6 +124,10 @@ class Bench:
         settings = Settings()
         with contextlib.ExitStack() as stack:
             work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ssot-bench-")))
+            if self.only == "cluster":  # servers of its own: nothing else is needed
+                self.report["cluster"] = cluster.measure(work, self.duration)
+                self.report["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+                return self.report
             embedded_bin: Path | None = None
             if settings.database_url:
                 server_url = settings.database_url
@@ -173,6 +178,8 @@ class Bench:
                 for line in self.report["auth"]["summary_md"][1:]:
                     say(line)
             self.monitor.close()
+            if self.only is None:
+                self.report["cluster"] = cluster.measure(work, self.duration)
         self.report["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
         return self.report
 
@@ -293,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("bench/results"),
                         help="folder for the results (default bench/results)")
     parser.add_argument("--only", choices=["history", "chain", "projections", "backup", "auth",
-                                           "slowloris", "budget", "baselines"],
+                                           "slowloris", "budget", "baselines", "cluster"],
                         help="run only these steps: history = (i)-(k) time travel and audit, "
                              "chain = (l) the hash chain's cost, projections = (m)-(n) view "
                              "rebuilds and live view lag, backup = (o) verify, export and "
@@ -301,7 +308,8 @@ def main(argv: list[str] | None = None) -> int:
                              "off beside on over HTTP, slowloris = (q) ordinary requests "
                              "beside 200 slow clients, budget = (r) CPU per operation of "
                              "each part of the server, baselines = (s) a trivial FastAPI app "
-                             "and (t) etcd (results go to "
+                             "and (t) etcd, cluster = (u) two API nodes beside one, "
+                             "replica reads, failover times (results go to "
                              "bench-<stamp>-<steps>.*, not latest.*)")
     args = parser.parse_args(argv)
     if args.duration <= 0:

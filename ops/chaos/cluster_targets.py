@@ -42,6 +42,7 @@ class ClusterTargets:
         self.nats_url = self.topology.nats_url
         self.admin_token = self.topology.admin_token
         self.api_url = self.topology.api_url
+        self._api_kills = 0
 
     def start_services(self) -> None:
         self.topology.start()
@@ -54,7 +55,8 @@ class ClusterTargets:
     async def inject(self, fault: Fault) -> dict[str, Any]:
         top = self.topology
         if fault.kind == "kill_api":
-            node = list(API_HOSTS)[int(fault.at * 1000) % len(API_HOSTS)]
+            node = list(API_HOSTS)[self._api_kills % len(API_HOSTS)]  # each in turn
+            self._api_kills += 1
             return await asyncio.to_thread(faults.kill_api_node, top, node, fault.down)
         if fault.kind == "kill_followers":
             return await asyncio.to_thread(faults.kill_leaders, top, fault.down)

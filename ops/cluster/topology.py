@@ -160,6 +160,19 @@ class Topology:
         url = self.api_urls[list(API_HOSTS).index(name)]
         self.services[name].wait_healthy(url, timeout)
 
+    def read_from_replica(self, on: bool) -> None:
+        """Restart the API nodes reading entries from the replica (``on``) or not."""
+        for name in API_HOSTS:
+            group = self.services[name]
+            group.stop()
+            if on and self.read_url is not None:
+                group.env["SSOT_READ_DATABASE_URL"] = self.read_url
+            else:
+                group.env.pop("SSOT_READ_DATABASE_URL", None)
+            group.start()
+        for name in API_HOSTS:
+            self.wait_healthy(name)
+
     # -- looking
 
     def leaders(self) -> dict[str, list[str]]:
