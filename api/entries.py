@@ -11,6 +11,7 @@ import contextlib
 from datetime import datetime
 from typing import Annotated, Any
 
+import psycopg
 from fastapi import APIRouter, Query, Request
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
@@ -264,7 +265,7 @@ async def list_entries(
 
 def _reading(service: Service, version: int | None, as_of: datetime | None,
              position: int | None, min_position: int | None
-             ) -> contextlib.AbstractAsyncContextManager[Any]:
+             ) -> contextlib.AbstractAsyncContextManager[psycopg.AsyncConnection[Any]]:
     """The connection a read of entries runs on: the read replica when it can serve it
     (read_replica.py), which reads at a version or a time never ask."""
     if version is not None or as_of is not None:

@@ -32,8 +32,8 @@ _CONNECT_TIMEOUT = 1.0
 
 
 @contextlib.asynccontextmanager
-async def read_connection(service: Service, needs: int | None,
-                          field: str = "min_position") -> AsyncIterator[Any]:
+async def read_connection(service: Service, needs: int | None, field: str = "min_position"
+                          ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
     """A connection for a read needing log position ``needs`` (None: any state). On the
     primary, a position beyond the log's head is refused (``position_beyond_head``,
     naming ``field``): no write returned it, so waiting would not help."""
@@ -50,13 +50,13 @@ async def read_connection(service: Service, needs: int | None,
 
 
 async def _caught_up_replica(service: Service, stack: contextlib.AsyncExitStack,
-                             needs: int | None) -> Any:
+                             needs: int | None) -> psycopg.AsyncConnection[Any] | None:
     """A replica connection whose log holds ``needs``, or None (then the primary reads)."""
     assert service.read_pool is not None
     wait = service.settings.read_replica_wait_seconds
     try:
         async with asyncio.timeout(_CONNECT_TIMEOUT + wait):
-            conn = await stack.enter_async_context(
+            conn: psycopg.AsyncConnection[Any] = await stack.enter_async_context(
                 service.read_pool.connection(timeout=_CONNECT_TIMEOUT))
             # The head is asked even when the read needs none: a replica that stopped
             # answering (paused, cut off) costs a read at most the timeout.

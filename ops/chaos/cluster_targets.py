@@ -49,8 +49,9 @@ class ClusterTargets:
 
     def transport_for(self, client: int) -> httpx.AsyncBaseTransport:
         """Client ``client``'s way to the API nodes: it starts on node ``client`` mod 2."""
-        return FailoverTransport(self.topology.api_urls, client,
-                                 limits=httpx.Limits(max_connections=4))
+        transport: httpx.AsyncBaseTransport = FailoverTransport(
+            self.topology.api_urls, client, limits=httpx.Limits(max_connections=4))
+        return transport
 
     async def inject(self, fault: Fault) -> dict[str, Any]:
         top = self.topology

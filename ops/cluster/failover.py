@@ -19,13 +19,14 @@ class FailoverTransport(httpx.AsyncBaseTransport):
     clients: client *i* starts on node *i mod n*."""
 
     def __init__(self, nodes: list[str], first: int = 0, *,
-                 limits: httpx.Limits | None = None) -> None:
+                 limits: httpx.Limits | None = None,
+                 inner: httpx.AsyncBaseTransport | None = None) -> None:
         if not nodes:
             raise ValueError("name at least one API node")
         self.nodes = [httpx.URL(n) for n in nodes]
         self.current = first % len(self.nodes)
         self.failovers = 0
-        self._inner = httpx.AsyncHTTPTransport(limits=limits or httpx.Limits())
+        self._inner = inner or httpx.AsyncHTTPTransport(limits=limits or httpx.Limits())
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         last: httpx.TransportError | None = None

@@ -55,6 +55,7 @@ class NatsNode:
                            if p is not self)
         conf = f"""# Written by the cluster harness (ops/cluster/nats.py).
 server_name: {self.name}
+pid_file: "{self.home / 'nats.pid'}"
 listen: "{self.host}:{self.port}"
 http: "{self.host}:{self.http_port}"
 jetstream {{

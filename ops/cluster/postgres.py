@@ -26,6 +26,7 @@ import shutil
 import signal
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import psycopg
 
@@ -246,7 +247,8 @@ class PgNode:
         return psycopg.conninfo.make_conninfo(**parts)
 
     def url(self, dbname: str = "postgres") -> str:
-        return f"postgresql://{USER}:{self.password}@{self.host}:{self.port}/{dbname}"
+        password = quote(self.password, safe="")
+        return f"postgresql://{USER}:{password}@{self.host}:{self.port}/{dbname}"
 
     def _tool(self, name: str) -> str:
         return str(self.dist / "bin" / name)
@@ -265,6 +267,6 @@ def multi_host_url(nodes: list[PgNode], dbname: str) -> str:
     writes (``target_session_attrs=read-write``): how the services follow a failover."""
     hosts = ",".join(f"{n.host}:{n.port}" for n in nodes)
     node = nodes[0]
-    return (f"postgresql://{USER}:{node.password}@{hosts}/{dbname}"
+    return (f"postgresql://{USER}:{quote(node.password, safe='')}@{hosts}/{dbname}"
             "?target_session_attrs=read-write&connect_timeout=3")
 

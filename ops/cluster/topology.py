@@ -22,6 +22,7 @@ import logging
 import os
 import secrets
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -33,6 +34,8 @@ from psycopg import sql
 from nexus_ssot.access.tokens import new_token
 
 from ..embedded.folders import own_shared_dir, shared_dir_name
+from ..embedded.pg_cluster import postmaster_in
+from ..embedded.processes import EmbeddedError, command_line, end_process, read_pid
 from ..process_group import Group, alive, child_processes, free_port
 from .nats import NatsNode, cluster_url, wait_cluster
 from .postgres import DATABASE_NODES, REPLICA, PgNode, multi_host_url
@@ -48,6 +51,40 @@ CANDIDATES = ("a", "b")
 DATABASE = "ssot"
 
 
+#: The file naming the process that owns a cluster's data (``sweep``).
+OWNER = "owner.pid"
+
+
+def sweep(root: Path) -> list[str]:
+    """Stop the servers of clusters whose owner died without stopping them (a harness
+    killed with SIGKILL: PostgreSQL and NATS outlive it) and remove their data; returns
+    the tokens swept."""
+    swept = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        owner = read_pid(folder / OWNER)
+        if owner is not None and alive(owner):
+            continue
+        if owner is None and time.time() - folder.stat().st_mtime < 60:
+            continue  # being made: its owner writes its pid next
+        for pid_file in folder.glob("*/nats.pid"):
+            pid = read_pid(pid_file)
+            argv = command_line(pid) if pid is not None else []
+            if pid is not None and argv and Path(argv[0]).name == "nats-server":
+                with contextlib.suppress(EmbeddedError):
+                    end_process(pid, signal.SIGTERM, 10.0)
+        for pgdata in folder.glob("*/data"):
+            pid = postmaster_in(pgdata)
+            if pid is not None:
+                with contextlib.suppress(EmbeddedError):
+                    end_process(pid, signal.SIGQUIT, 10.0)
+        shutil.rmtree(folder, ignore_errors=True)
+        swept.append(folder.name)
+    if swept:
+        log.warning("removed the leftovers of %d cluster run(s) whose harness died: %s",
+                    len(swept), ", ".join(swept))
+    return swept
+
+
 class Topology:
     """One cluster: ``start`` it, act on it (the nemesis's verbs, ``faults``), ``close``
     it (everything it started is stopped and its data removed, whatever happened)."""
@@ -55,10 +92,14 @@ class Topology:
     def __init__(self, folder: Path, names: dict[str, str], *, replica: bool = True,
                  pg_settings: dict[str, str] | None = None) -> None:
         self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
         self.names = names
         self.token = secrets.token_hex(6)
-        self.data = own_shared_dir(shared_dir_name("nexus-ssot-cluster")) / self.token
+        root = own_shared_dir(shared_dir_name("nexus-ssot-cluster"))
+        sweep(root)
+        self.data = root / self.token
         self.data.mkdir(mode=0o755)
+        (self.data / OWNER).write_text(f"{os.getpid()}\n")
         password = secrets.token_urlsafe(24)
         settings = {"fsync": "off", **(pg_settings or {})}  # throwaway data: speed
         self.pg = {name: PgNode(name, host, free_port(host), self.data, password, settings)
@@ -199,7 +240,7 @@ class Topology:
         self.services[name].kill()
         for pid in writers:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, 9)
+                os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 30
         while any(alive(pid) for pid in writers) and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -207,7 +248,7 @@ class Topology:
     def close(self, keep_data: bool = False) -> None:
         """Stop everything started, services first; remove the servers' data."""
         for group in self.services.values():
-            group.signal(18)  # SIGCONT: a paused process cannot stop
+            group.signal(signal.SIGCONT)  # a paused process cannot stop
         for group in self.services.values():
             with contextlib.suppress(Exception):
                 group.stop(timeout=20.0)

@@ -15,6 +15,8 @@ from typing import Any
 import orjson
 import pytest
 
+from nexus_ssot.ops.cluster.topology import OWNER, sweep
+
 #: The documented takeover time of a follower standby (docs/cluster.md).
 TAKEOVER_TARGET_S = 5.0
 SEED = 20261203
@@ -57,3 +59,16 @@ def test_the_leading_followers_killed_under_load_are_replaced_within_five_second
     buckets = [name for name in streams if name.startswith("KV_")]
     assert ledger and buckets, streams
     assert all(streams[name] == 3 for name in ledger + buckets), streams
+
+
+def test_the_leftovers_of_a_killed_harness_are_removed_and_a_live_ones_kept(
+        tmp_path: Path) -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / "gone").mkdir()
+    (tmp_path / "gone" / OWNER).write_text(f"{dead.pid}\n")
+    (tmp_path / "live").mkdir()
+    (tmp_path / "live" / OWNER).write_text(f"{os.getpid()}\n")
+    (tmp_path / "new").mkdir()  # its owner has not written its pid yet
+    assert sweep(tmp_path) == ["gone"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["live", "new"]
