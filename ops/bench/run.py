@@ -126,6 +126,9 @@ class Bench:
             work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ssot-bench-")))
             if self.only == "cluster":  # servers of its own: nothing else is needed
                 self.report["cluster"] = cluster.measure(work, self.duration)
+                self.report["machine"]["postgresql"] = self.report["cluster"]["postgresql"]
+                self.report["database"] = {"mode": "the cluster's own"}
+                self.report["server_workers"] = 1
                 self.report["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
                 return self.report
             embedded_bin: Path | None = None

@@ -185,6 +185,12 @@ def _repoint_replica(topology: Topology) -> str:
         return "rebuilt"
 
 
+def server_version(url: str) -> str:
+    with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
+        row = conn.execute("SHOW server_version").fetchone()
+    return str(row[0]) if row else "unknown"
+
+
 def max_position(url: str) -> int:
     with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
         row = conn.execute("SELECT coalesce(max(position), 0) FROM entry_history").fetchone()

@@ -201,17 +201,19 @@ class Topology:
         url = self.api_urls[list(API_HOSTS).index(name)]
         self.services[name].wait_healthy(url, timeout)
 
-    def read_from_replica(self, on: bool) -> None:
-        """Restart the API nodes reading entries from the replica (``on``) or not."""
-        for name in API_HOSTS:
+    def restart_api(self, changes: dict[str, str | None],
+                    names: tuple[str, ...] = tuple(API_HOSTS)) -> None:
+        """Restart the API nodes ``names`` with these settings changed (None: unset)."""
+        for name in names:
             group = self.services[name]
             group.stop()
-            if on and self.read_url is not None:
-                group.env["SSOT_READ_DATABASE_URL"] = self.read_url
-            else:
-                group.env.pop("SSOT_READ_DATABASE_URL", None)
+            for key, value in changes.items():
+                if value is None:
+                    group.env.pop(key, None)
+                else:
+                    group.env[key] = value
             group.start()
-        for name in API_HOSTS:
+        for name in names:
             self.wait_healthy(name)
 
     # -- looking
