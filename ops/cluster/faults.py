@@ -32,7 +32,7 @@ import httpx
 import psycopg
 
 from .nats import stream_leader
-from .topology import API_HOSTS, DATABASE, ROLES, Topology
+from .topology import DATABASE, ROLES, Topology
 
 #: How long a measurement waits before it reports what it saw as a failure.
 PATIENCE = 120.0
@@ -215,5 +215,4 @@ def async_loss(topology: Topology, lag: float) -> dict[str, Any]:
         row = conn.execute("SELECT count(*) FROM entry_history WHERE position > %s",
                            (on_replica,)).fetchone()
     return {"paused_s": lag, "standby_head": on_standby, "replica_head": on_replica,
-            "events_lost_by_async": int(row[0]) if row else 0,
-            "api_nodes": list(API_HOSTS)}
+            "events_lost_by_async": int(row[0]) if row else 0}
