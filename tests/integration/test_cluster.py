@@ -14,7 +14,9 @@ from typing import Any
 
 import orjson
 import pytest
+from psycopg.conninfo import make_conninfo
 
+from nexus_ssot.ledger.store import open_application
 from nexus_ssot.ops.cluster.topology import OWNER, sweep
 
 #: The documented takeover time of a follower standby (docs/cluster.md).
@@ -80,3 +82,18 @@ def test_the_leftovers_of_a_killed_harness_are_removed_and_a_live_ones_kept(
     (tmp_path / "new").mkdir()  # its owner has not written its pid yet
     assert sweep(tmp_path) == ["gone"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["live", "new"]
+
+
+def test_the_writers_pool_connects_with_every_parameter_of_the_database_url(
+        database_url: str) -> None:
+    """target_session_attrs of a multi-host URL is what makes the writer find a promoted
+    standby; the library's pool took only dbname, host, port, user and password."""
+    url = make_conninfo(database_url, application_name="ssot-writer-probe",
+                        target_session_attrs="read-write")
+    application = open_application(url, pool_size=1)
+    try:
+        with application.recorder.datastore.get_connection() as conn:
+            row = conn.execute("SHOW application_name").fetchone()
+    finally:
+        application.close()
+    assert row is not None and row["application_name"] == "ssot-writer-probe"
