@@ -40,7 +40,7 @@ from nexus_ssot.ops.embedded.pg_binaries import (
 from nexus_ssot.ops.embedded.pg_cluster import postmaster_in
 from nexus_ssot.ops.embedded.pg_user import RunAs, run_as, run_tool
 from nexus_ssot.ops.embedded.processes import EmbeddedError, end_process, failure, wait_gone
-from nexus_ssot.ops.embedded.secret_files import write_secret
+from nexus_ssot.ops.embedded.secret_files import write_owner_only, write_secret
 
 USER = "ssot"
 #: The two nodes that take turns as primary and synchronous standby.
@@ -126,8 +126,8 @@ class PgNode:
         kept = [line for line in auto.read_text().splitlines()
                 if not line.startswith("primary_conninfo")] if auto.exists() else []
         kept.append("primary_conninfo = '" + conninfo.replace("'", "''") + "'")
-        auto.write_text("\n".join(kept) + "\n")
-        self._own(auto)
+        # it names the primary's password: the owner's alone, as PostgreSQL keeps it
+        write_owner_only(auto, ("\n".join(kept) + "\n").encode(), self._owner())
         if reload:
             with psycopg.connect(self.url(), autocommit=True, connect_timeout=10) as conn:
                 conn.execute("SELECT pg_reload_conf()")
