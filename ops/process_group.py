@@ -33,6 +33,8 @@ class Group:
     def start(self) -> None:
         if self.alive:
             return
+        if self._log is not None:  # of the process before a kill
+            self._log.close()
         self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen(self.argv, env=self.env, stdin=subprocess.DEVNULL,
                                      stdout=self._log, stderr=subprocess.STDOUT,

@@ -79,6 +79,8 @@ authorization {{
     def start(self) -> None:
         if self.alive:
             return
+        if self._log is not None:  # of the run before a kill
+            self._log.close()
         self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [str(nats_binary()), "-c", str(self.home / "nats.conf")],

@@ -58,7 +58,7 @@ def measured(report: dict[str, Any], kind: str) -> list[dict[str, Any]]:
 @pytest.mark.e2e
 def test_the_leading_followers_killed_under_load_are_replaced_within_five_seconds(
         tmp_path: Path) -> None:
-    report = chaos_on_the_cluster(tmp_path / "run", 12, ["kill_followers"])
+    report = chaos_on_the_cluster(tmp_path / "run", 10, ["kill_followers"], clients=4)
     assert report["operations"]["writes_acknowledged"] > 0
     for fault in measured(report, "kill_followers"):
         assert set(fault["takeover_s"]) == {"broadcaster", "projector", "digester"}
