@@ -230,6 +230,14 @@ def _check_server(found: Findings, server: dict[str, Any]) -> None:
         found.add("not_caught_up", state=caught)
 
 
+def _seconds(value: Any) -> str:
+    """A measured time (or the largest of several, by role) as ``1.23 s``."""
+    if isinstance(value, dict):
+        role = max(value, key=lambda k: value[k])
+        return f"{value[role]:g} s ({role})"
+    return f"{value:g} s"
+
+
 def summary(report: dict[str, Any]) -> str:
     """The human summary of a report."""
     ops = report["operations"]
@@ -246,6 +254,10 @@ def summary(report: dict[str, Any]) -> str:
         + (f"; skipped: {', '.join(faults['skipped'])}" if faults["skipped"] else "")
         + (f"; {len(faults['failed'])} failed to inject" if faults["failed"] else ""),
     ]
+    for item in faults.get("measured", []):
+        lines.append(f"  {item['kind']}: " + ", ".join(
+            f"{name.removesuffix('_s')} {_seconds(value)}" for name, value in item.items()
+            if name.endswith("_s")))
     access = report.get("access")
     if access is not None:
         lines.append(
