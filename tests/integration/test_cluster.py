@@ -6,9 +6,13 @@ of every fault are in test_cluster_faults.py (make test-cluster)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +46,23 @@ def chaos_on_the_cluster(run: Path, duration: int, faults: list[str], clients: i
     except subprocess.TimeoutExpired:
         proc.terminate()
         out, err = proc.communicate(timeout=120)
-        pytest.fail(f"the run took more than {timeout:.0f} s:\n{out}{err[-4000:]}")
-    assert proc.returncode == 0, out + err[-4000:]
+        pytest.fail(f"the run took more than {timeout:.0f} s:\n{out}{err[-4000:]}"
+                    f"{kept(run)}")
+    assert proc.returncode == 0, out + err[-4000:] + kept(run)
     report: dict[str, Any] = orjson.loads((run / "report.json").read_bytes())
     assert report["ok"] and report["anomalies"] == {}
     return report
+
+
+def kept(run: Path) -> str:
+    """A failed run's folder copied where pytest's rotation of its temporary folders
+    will not remove it (the evidence of a rare anomaly); says where."""
+    keep = Path(tempfile.gettempdir()) / "ssot-cluster-failures" / \
+        f"{run.parent.name}-{time.time():.0f}"
+    with contextlib.suppress(OSError):
+        shutil.copytree(run, keep, ignore=shutil.ignore_patterns("data"))
+        return f"\nthe run folder is kept in {keep}"
+    return ""
 
 
 def measured(report: dict[str, Any], kind: str) -> list[dict[str, Any]]:
