@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test test-unit lint lint-imports monitoring typecheck bench chaos fuzz clean install
+.PHONY: run test test-unit test-cluster lint lint-imports monitoring typecheck bench chaos fuzz clean install
 
 install: $(STAMP)
 
@@ -37,6 +37,11 @@ monitoring:
 	Debian's prometheus package (apt-get install prometheus)" >&2; exit 1; }
 	$(PROMTOOL) check rules ops/monitoring/*.rules.yml
 	cd ops/monitoring/tests && $(PROMTOOL) test rules *.test.yml
+
+# The cluster (docs/cluster.md): every fault under load, each in a run of its own, and what
+# asynchronous replication would lose (minutes; make test runs one short cluster run).
+test-cluster: $(STAMP)
+	$(PY) -m pytest --cluster -n 0 tests/integration/test_cluster.py tests/integration/test_cluster_faults.py
 
 # The fast lane: no I/O, no processes, seconds.
 test-unit: $(STAMP)

@@ -163,6 +163,13 @@ def create_app(settings: Settings) -> FastAPI:
             )
             await pool.open(wait=True, timeout=30)
             stack.push_async_callback(pool.close)
+            read_pool: AsyncConnectionPool[Any] | None = None
+            if settings.read_database_url:  # opened in the background: it may be down
+                read_pool = AsyncConnectionPool(
+                    settings.read_database_url, min_size=1, max_size=settings.pool_size,
+                    kwargs={"autocommit": True}, open=False)
+                await read_pool.open(wait=False)
+                stack.push_async_callback(read_pool.close)
             notifier = LogNotifier(database_url)
             notifier.start()
             stack.push_async_callback(notifier.stop)
@@ -176,7 +183,8 @@ def create_app(settings: Settings) -> FastAPI:
                 settings, writer, pool, tracer_provider, tracer, notifier, access,
                 Authenticator(settings, access, OidcAuthenticator.from_settings(settings)),
                 access_log, NamespaceLabels(settings.metrics_namespace_labels,
-                                            settings.metrics_namespace_limit))
+                                            settings.metrics_namespace_limit),
+                read_pool)
             try:
                 yield {STATE_KEY: ConnectionRules(
                     head_timeout=settings.http_header_timeout_seconds,

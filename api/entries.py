@@ -7,9 +7,11 @@ The routes come in two routers because their order matters: an entry's sub-resou
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
+import psycopg
 from fastapi import APIRouter, Query, Request
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
@@ -42,10 +44,13 @@ from .params import (
     KeyPrefix,
     Limit,
     Namespace,
+    WrittenPosition,
     address,
     one_coordinate,
     service_of,
 )
+from .read_replica import read_connection
+from .service import Service
 from .visible import scan_prefix, visible_rows
 from .writes import write_command
 
@@ -154,11 +159,12 @@ async def get_entry(
     version: Annotated[int | None, Query(ge=1, le=MAX_INT, description="A past version")] = None,
     as_of: AsOf = None,
     position: AtPosition = None,
+    min_position: WrittenPosition = None,
 ) -> Response:
     ns, k = _entry_address(request, namespace, key)
     service = service_of(request)
     one_coordinate(version=version, as_of=as_of, position=position)
-    async with service.pool.connection() as conn:
+    async with _reading(service, version, as_of, position, min_position) as conn:
         if as_of is not None or position is not None:
             cut = await cut_at(conn, as_of, position)
             found_at = await entry_at.entry_at(conn, ns, k, cut)
@@ -222,6 +228,7 @@ async def list_entries(
     cursor: Cursor = None,
     as_of: AsOf = None,
     position: AtPosition = None,
+    min_position: WrittenPosition = None,
 ) -> Response:
     ns = check_namespace(namespace)
     one_coordinate(as_of=as_of, position=position)
@@ -230,7 +237,8 @@ async def list_entries(
     service = service_of(request)
     keys = guard_of(request).keys("read", ns)
     scan = scan_prefix(keys, prefix)
-    async with service.pool.connection() as conn:
+    at = state["at"] if state is not None and "at" in state else position
+    async with _reading(service, None, as_of, at, min_position) as conn:
         if state is not None and "at" in state:  # follow-up pages stay on the first's cut
             cut: int | None = state["at"]
         elif as_of is not None or position is not None:
@@ -253,6 +261,18 @@ async def list_entries(
     return page(rows, limit, lambda r: r[1],
                 lambda r: {"k": r[0], "p": prefix, **({"at": cut} if cut is not None else {})},
                 extra={"position": cut} if cut is not None else None)
+
+
+def _reading(service: Service, version: int | None, as_of: datetime | None,
+             position: int | None, min_position: int | None
+             ) -> contextlib.AbstractAsyncContextManager[psycopg.AsyncConnection[Any]]:
+    """The connection a read of entries runs on: the read replica when it can serve it
+    (read_replica.py), which reads at a version or a time never ask."""
+    if version is not None or as_of is not None:
+        return service.pool.connection()
+    if position is not None and (min_position is None or position >= min_position):
+        return read_connection(service, position, "position")
+    return read_connection(service, min_position)
 
 
 def _when(as_of: datetime | None, cut: int | None) -> str | None:

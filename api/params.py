@@ -60,6 +60,11 @@ AsOf = Annotated[datetime | None, BeforeValidator(rfc3339_only), Query(
     description="RFC 3339 time: the state as of the last event committed at or before it")]
 AtPosition = Annotated[int | None, Query(
     ge=0, le=MAX_INT, description="Global position: the state after the event at this position")]
+#: Read-your-writes on a read replica (api/read_replica.py).
+WrittenPosition = Annotated[int | None, Query(
+    ge=0, le=MAX_INT, description="Read a state that includes this global position (the "
+    "`position` a write returned): a read replica serves it once it has replayed it, else "
+    "the primary does; beyond the log's head, 400")]
 
 #: Query text reaches SQL: a prefix holds only what keys are made of.
 KeyPrefix = Annotated[str, Query(max_length=MAX_KEY_LENGTH, pattern=r"^[A-Za-z0-9._/-]*$",

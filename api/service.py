@@ -43,6 +43,8 @@ class Service:
     access_log: AccessLog
     #: The namespace label of the per-namespace metrics (when they are on).
     namespace_labels: NamespaceLabels
+    #: The read replica's pool (``SSOT_READ_DATABASE_URL``), or None: see read_replica.py.
+    read_pool: AsyncConnectionPool[Any] | None = None
 
     def span(self, name: str) -> AbstractContextManager[Span]:
         """A span of this service's tracer (one that does nothing while no exporter or

@@ -152,7 +152,9 @@ class Subscriber:
         self.position = 0
 
     async def __aenter__(self) -> AsyncIterator[Change]:
-        self._nc = await nats.connect(self.nats_url)
+        # a cluster's nodes may be listed separated by commas (nats-py takes a list)
+        self._nc = await nats.connect(
+            [url.strip() for url in self.nats_url.split(",") if url.strip()])
         return self.changes()
 
     async def __aexit__(self, exc_type: type[BaseException] | None,

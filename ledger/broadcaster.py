@@ -36,7 +36,7 @@ from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from .cloudevents import cloudevent
 from .following import Following, followed
-from .jetstream import ensure_stream, stream_tail
+from .jetstream import ensure_stream, nats_servers, stream_tail
 from .leadership import Lease, retrying
 from .log_tail import LogEvent
 from .metrics import metrics, record_delivery
@@ -73,6 +73,7 @@ class Broadcaster:
         poll_interval: float = 1.0,
         ack_timeout: float = 5.0,
         duplicate_window: float = 600.0,
+        replicas: int = 1,
     ) -> None:
         self.database_url = database_url
         self.nats_url = nats_url
@@ -83,6 +84,7 @@ class Broadcaster:
         self.poll_interval = poll_interval
         self.ack_timeout = ack_timeout
         self.duplicate_window = duplicate_window
+        self.replicas = replicas
         self.progress = Progress()
 
     async def run(self, stop: asyncio.Event, following: Following | None = None) -> None:
@@ -106,11 +108,13 @@ class Broadcaster:
                 return
             self.progress.leader = True
             log.info("broadcaster %s leads", self.name)
-            nc = await nats.connect(self.nats_url, allow_reconnect=False, connect_timeout=2)
+            nc = await nats.connect(nats_servers(self.nats_url), allow_reconnect=False,
+                                    connect_timeout=2)
             try:
                 js = nc.jetstream(timeout=self.ack_timeout)
                 await ensure_stream(js, self.stream, [f"{self.prefix}.>"],
-                                    duplicate_window=self.duplicate_window)
+                                    duplicate_window=self.duplicate_window,
+                                    replicas=self.replicas)
                 await self._publish_until(stop, js, lease, following)
             finally:
                 with contextlib.suppress(Exception):

@@ -31,12 +31,19 @@ async def stream_tail(js: JetStreamContext, stream: str, *,
     return info.state.last_seq, msg
 
 
+def nats_servers(url: str) -> list[str]:
+    """The servers of a NATS URL, which may list a cluster's nodes separated by commas
+    (``nats://a:4222,nats://b:4222``): nats-py takes a list, not such a string."""
+    return [part.strip() for part in url.split(",") if part.strip()]
+
+
 async def ensure_stream(js: JetStreamContext, stream: str, subjects: list[str], *,
-                        duplicate_window: float) -> None:
-    """Make ``stream`` over ``subjects`` unless it exists; an existing stream is left as
-    its operator configured it (replicas, retention, limits)."""
+                        duplicate_window: float, replicas: int = 1) -> None:
+    """Make ``stream`` over ``subjects`` with ``replicas`` copies unless it exists; an
+    existing stream is left as its operator configured it (replicas, retention, limits)."""
     try:
         await js.stream_info(stream)
     except nats.js.errors.NotFoundError:
         await js.add_stream(StreamConfig(name=stream, subjects=subjects,
-                                         duplicate_window=duplicate_window))
+                                         duplicate_window=duplicate_window,
+                                         num_replicas=replicas))

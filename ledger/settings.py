@@ -40,6 +40,13 @@ class Settings(BaseSettings):
 
     #: libpq URL of the PostgreSQL database; unset = embedded PostgreSQL in ``data_dir``.
     database_url: str | None = None
+    #: libpq URL of a read replica of that database: reads of entries go there when it
+    #: has replayed the position they name (``min_position``), else to the primary
+    #: (api/read_replica.py); unset = every read on the primary.
+    read_database_url: str | None = None
+    #: Longest a read waits for the replica to replay its ``min_position`` before the
+    #: primary serves it (seconds).
+    read_replica_wait_seconds: float = Field(default=0.5, ge=0, le=10)
     #: NATS URL; unset = embedded nats-server with JetStream in ``data_dir``.
     nats_url: str | None = None
     #: Where the embedded servers keep their data.
@@ -135,6 +142,10 @@ class Settings(BaseSettings):
     #: JetStream stream the broadcaster publishes to, and the subject prefix (``ssot.>``).
     nats_stream: str = "SSOT"
     nats_subject_prefix: str = Field(default="ssot", pattern=r"^[A-Za-z0-9_-]+$")
+    #: Copies of each JetStream stream and KV bucket the ledger makes (its events, its
+    #: digests, the KV mirror's buckets): 3 on a three-node NATS cluster, so losing one
+    #: node loses nothing. Streams that exist already keep what their operator set.
+    nats_replicas: int = Field(default=1, ge=1, le=5)
     #: Broadcasters with one name share one tracked position and one leader.
     broadcaster_name: str = "default"
     #: JetStream's duplicate window (seconds): it must outlast the broadcaster's longest

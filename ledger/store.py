@@ -26,8 +26,8 @@ from eventsourcing.persistence import (
     StoredEvent,
     Transcoder,
 )
-from eventsourcing.postgres import PostgresApplicationRecorder
-from eventsourcing.utils import get_topic, retry
+from eventsourcing.postgres import PostgresApplicationRecorder, PostgresFactory
+from eventsourcing.utils import Environment, get_topic, retry
 
 from .event_store import (
     Address,
@@ -363,4 +363,27 @@ def open_application(
         "POSTGRES_LOCK_TIMEOUT": "10",
         "CREATE_TABLE": "n",
     }
+    extra = {k: v for k, v in parts.items() if k not in _LIBRARY_PARTS}
+    if extra:
+        env["PERSISTENCE_MODULE"] = get_topic(LedgerFactory)
+        env[_EXTRA_PARTS] = orjson.dumps(extra).decode()
     return LedgerApplication(env=env)
+
+
+#: The parts of a libpq URL the library's pool is given; and the setting carrying the rest.
+_LIBRARY_PARTS = frozenset({"dbname", "host", "port", "user", "password"})
+_EXTRA_PARTS = "SSOT_CONNINFO_EXTRA"
+
+
+class LedgerFactory(PostgresFactory):
+    """The library's PostgreSQL factory, whose pool also gets the database URL's other
+    parameters (the library hands it dbname, host, port, user and password alone):
+    ``target_session_attrs`` of a multi-host URL, which makes the writer find a promoted
+    standby after a failover, ``sslmode``, … Set before the pool opens its first
+    connection (when the application is built)."""
+
+    def __init__(self, env: Environment) -> None:
+        super().__init__(env)
+        kwargs = self.datastore.pool.kwargs
+        assert isinstance(kwargs, dict)  # the library gives its pool a dict
+        kwargs.update(orjson.loads(env.get(_EXTRA_PARTS) or "{}"))

@@ -23,7 +23,8 @@ def broadcaster_for(settings: Settings) -> Broadcaster:
     broadcaster = Broadcaster(settings.database_url, settings.nats_url,
                               stream=settings.nats_stream, prefix=settings.nats_subject_prefix,
                               name=settings.broadcaster_name,
-                              duplicate_window=settings.nats_duplicate_window)
+                              duplicate_window=settings.nats_duplicate_window,
+                              replicas=settings.nats_replicas)
     _, meter_provider = providers(settings)
     broadcaster.instrument(meter_provider.get_meter("nexus_ssot.broadcaster"))
     return broadcaster

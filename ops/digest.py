@@ -34,7 +34,8 @@ def digester_for(settings: Settings, *, publish: bool = True) -> Digester:
                     prefix=settings.nats_subject_prefix,
                     every_events=settings.digest_every_events,
                     every_seconds=settings.digest_every_seconds, signer=signer,
-                    publish=publish, duplicate_window=settings.nats_duplicate_window)
+                    publish=publish, duplicate_window=settings.nats_duplicate_window,
+                    replicas=settings.nats_replicas)
 
 
 class DigesterThread(LoopThread):

@@ -23,6 +23,7 @@ from psycopg.rows import dict_row
 from rich.progress import Progress
 
 from nexus_ssot.ledger.cloudevents import COLUMNS, cloudevent
+from nexus_ssot.ledger.jetstream import nats_servers
 from nexus_ssot.ledger.subjects import entry_subject
 
 
@@ -73,7 +74,7 @@ async def reconcile(database_url: str, nats_url: str, *, stream: str, prefix: st
     log_pairs = [(r["position"], str(r["event_id"])) for r in log_rows]
     report.log_count, report.log_hash = len(log_pairs), _digest(log_pairs)
 
-    nc = await nats.connect(nats_url)
+    nc = await nats.connect(nats_servers(nats_url))
     try:
         js = nc.jetstream()
         stream_pairs, last_id = await _read_stream(js, stream, from_position, to_position,

@@ -5,14 +5,25 @@ event whose commit time (``recorded_at``, the database clock) is at or before T.
 times never decrease along the log (they are read under the table lock that orders
 commits), so that is a prefix of the log; events committed in the same microsecond are
 all in it or all out of it.
+
+An append takes its commit time before its commit returns (longer with a synchronous
+standby, which the commit waits for): a read "as of" a moment an append in flight has
+already stamped would miss it and, read again later, see it. So a moment becomes a
+position only once the appends in flight when it is asked have finished (``settled``):
+every append stamped at or before the moment holds the event table's lock until then, and
+every later one stamps a later time.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import datetime
 from typing import Any
 
 from psycopg import AsyncConnection
+
+from nexus_ssot.ledger.errors import Unavailable
 
 from .sql import ENTRY_JSON, entry_json
 
@@ -23,8 +34,36 @@ _POSITION_AT = (
 )
 
 
+#: The transactions holding the event table's lock: the appends in flight (pg_locks needs
+#: no grant beyond connecting).
+_APPENDS_IN_FLIGHT = (
+    "SELECT virtualtransaction FROM pg_locks WHERE locktype = 'relation'"
+    " AND relation = 'ssot_events'::regclass AND mode = 'ExclusiveLock' AND granted"
+)
+#: Longest a read waits for the appends in flight before it answers 503.
+SETTLE_TIMEOUT = 10.0
+
+
+async def settled(conn: AsyncConnection[tuple[Any, ...]]) -> None:
+    """Once every append in flight now has finished (its events visible, or gone)."""
+    cur = await conn.execute(_APPENDS_IN_FLIGHT, prepare=True)
+    waiting = {row[0] for row in await cur.fetchall()}
+    deadline = time.monotonic() + SETTLE_TIMEOUT
+    delay = 0.001
+    while waiting:
+        if time.monotonic() > deadline:
+            raise Unavailable(f"an append has been in flight for over {SETTLE_TIMEOUT:g} s: "
+                              "a read as of a time cannot be answered yet; retry")
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.02)
+        cur = await conn.execute(_APPENDS_IN_FLIGHT, prepare=True)
+        waiting &= {row[0] for row in await cur.fetchall()}
+
+
 async def position_at(conn: AsyncConnection[tuple[Any, ...]], moment: datetime) -> int:
-    """The last position committed at or before ``moment`` (0: before the first event)."""
+    """The last position committed at or before ``moment`` (0: before the first event),
+    once the appends in flight have finished (see the module docstring)."""
+    await settled(conn)
     cur = await conn.execute(_POSITION_AT, (moment,), prepare=True)
     row = await cur.fetchone()
     return int(row[0]) if row else 0

@@ -42,6 +42,7 @@ from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
 
 from nexus_ssot.ledger.addressing import NAMESPACE_PATTERN, is_system_namespace
+from nexus_ssot.ledger.jetstream import nats_servers
 from nexus_ssot.ledger.log_tail import LogEvent
 from nexus_ssot.ledger.redaction import redact_url
 from nexus_ssot.ledger.subjects import decode_token, encode_token
@@ -148,13 +149,14 @@ class KvMirror:
     side_effects: ClassVar[bool] = True
 
     def __init__(self, nats_url: str, bucket_prefix: str = "ssot_", *,
-                 timeout: float = 5.0) -> None:
+                 timeout: float = 5.0, replicas: int = 1) -> None:
         if not BUCKET_PREFIX_PATTERN.fullmatch(bucket_prefix):
             raise ValueError(f"bucket_prefix {bucket_prefix!r} is invalid: use 1-32 letters, "
                              "digits, '_' or '-'")
         self.nats_url = nats_url
         self.bucket_prefix = bucket_prefix
         self.timeout = timeout
+        self.replicas = replicas
         #: False while replaying (a rebuild): the table is folded, NATS is not written.
         self.effects = True
         #: Events read from the log at a time.
@@ -278,7 +280,7 @@ class KvMirror:
 
             # nats-py retries a first connect up to max_reconnect_attempts times, waiting
             # between them, even without reconnects: fail fast, the runner retries.
-            self._nc = await nats.connect(self.nats_url, name="ssot-kv-mirror",
+            self._nc = await nats.connect(nats_servers(self.nats_url), name="ssot-kv-mirror",
                                           allow_reconnect=False, max_reconnect_attempts=1,
                                           reconnect_time_wait=0.1,
                                           connect_timeout=self.timeout, error_cb=error)
@@ -303,6 +305,7 @@ class KvMirror:
             js = await self._jetstream()
             kv = await js.create_key_value(KeyValueConfig(
                 bucket=self.bucket(namespace), history=1, storage=StorageType.FILE,
+                replicas=self.replicas,
                 direct=True, description=f"NEXUS SSOT: current documents of namespace "
                                          f"{namespace} (written by the ledger only)"))
             self._buckets[namespace] = kv

@@ -27,7 +27,8 @@ def _kv_mirror(settings: Settings) -> View:
         raise NotConfigured(f"the view {KvMirror.name} needs SSOT_NATS_URL")
     if not settings.kv_mirror:
         raise NotConfigured(f"the view {KvMirror.name} is off (SSOT_KV_MIRROR=false)")
-    return KvMirror(settings.nats_url, settings.kv_bucket_prefix)
+    return KvMirror(settings.nats_url, settings.kv_bucket_prefix,
+                    replicas=settings.nats_replicas)
 
 
 #: Views with effects outside PostgreSQL: name → constructor from the settings (raises

@@ -35,7 +35,7 @@ from nats.js import JetStreamContext
 
 from nexus_ssot.ledger import chain
 from nexus_ssot.ledger.following import Following, followed
-from nexus_ssot.ledger.jetstream import ensure_stream, stream_tail
+from nexus_ssot.ledger.jetstream import ensure_stream, nats_servers, stream_tail
 from nexus_ssot.ledger.leadership import Lease, retrying
 
 from .. import merkle
@@ -105,6 +105,7 @@ class Digester:
         poll_interval: float = 1.0,
         ack_timeout: float = 5.0,
         duplicate_window: float = 600.0,
+        replicas: int = 1,
     ) -> None:
         if publish and not nats_url:
             raise ValueError("publishing digests needs a NATS URL")
@@ -121,6 +122,7 @@ class Digester:
         self.poll_interval = poll_interval
         self.ack_timeout = ack_timeout
         self.duplicate_window = duplicate_window
+        self.replicas = replicas
         self.progress = Progress()
 
     async def run(self, stop: asyncio.Event, following: Following | None = None) -> None:
@@ -265,11 +267,13 @@ class Digester:
             self.progress.publishing = True
             log.info("digest publisher leads (stream %s, subject %s)", self.stream,
                      self.subject)
-            nc = await nats.connect(self.nats_url, allow_reconnect=False, connect_timeout=2)
+            nc = await nats.connect(nats_servers(self.nats_url), allow_reconnect=False,
+                                    connect_timeout=2)
             try:
                 js = nc.jetstream(timeout=self.ack_timeout)
                 await ensure_stream(js, self.stream, [self.subject],
-                                    duplicate_window=self.duplicate_window)
+                                    duplicate_window=self.duplicate_window,
+                                    replicas=self.replicas)
                 async with await psycopg.AsyncConnection.connect(
                         self.database_url, autocommit=True) as conn:
                     published = await self._stream_tail(js, conn)

@@ -54,6 +54,9 @@ class HttpSpec:
     duration: float  # the measured window, or the cap when target_writes is set
     target_writes: int = 0  # PUT only: stop once this many writes were acknowledged
     headers: str = ""  # header lines every request carries ("Authorization: …\r\n")
+    #: (host, port) of each API node: connection i goes to node i mod n (default: port)
+    nodes: list[tuple[str, int]] = field(default_factory=list)
+    query: str = ""  # GET only: appended to the entry's path ("?min_position=1")
 
 
 @dataclass
@@ -101,14 +104,15 @@ class Tally:
 class Client:
     """The requests of one connection on one entry."""
 
-    def __init__(self, spec: HttpSpec, index: int, tally: Tally) -> None:
-        self.conn = HttpConnection(spec.port)
+    def __init__(self, spec: HttpSpec, index: int, tally: Tally, node: int = 0) -> None:
+        address, port = spec.nodes[node % len(spec.nodes)] if spec.nodes else (HOST, spec.port)
+        self.conn = HttpConnection(port, address)
         self.tally = tally
         self.index = index
         path = f"/v1/namespaces/{NAMESPACE}/entries/{spec.key_prefix}-{index}"
-        host = f"Host: {HOST}:{spec.port}\r\n{spec.headers}"
+        host = f"Host: {address}:{port}\r\n{spec.headers}"
         self.put_head = f"PUT {path} HTTP/1.1\r\n{host}Content-Type: application/json\r\n".encode()
-        self.get_request = f"GET {path} HTTP/1.1\r\n{host}\r\n".encode()
+        self.get_request = f"GET {path}{spec.query} HTTP/1.1\r\n{host}\r\n".encode()
         self.etag = b""
         self.seq = 0
 
@@ -210,14 +214,14 @@ async def open_clients(spec: HttpSpec, tally: Tally) -> list[Client]:
     """``spec.connections`` clients, connected and ready: for PUTs each on its own entry,
     created (or its version learnt); for GETs all on entry 0, created by the first."""
     if spec.method == "PUT":
-        clients = [Client(spec, i, tally) for i in range(spec.connections)]
+        clients = [Client(spec, i, tally, node=i) for i in range(spec.connections)]
         ready = await asyncio.wait_for(
             asyncio.gather(*(c.ensure_entry() for c in clients)), STEP_GRACE * 2
         )
         if not all(ready):
             raise RuntimeError(f"{spec.label}: could not create the entries: {tally.first_problem}")
     else:  # every connection reads entry 0, created by the first
-        clients = [Client(spec, 0, tally) for _ in range(spec.connections)]
+        clients = [Client(spec, 0, tally, node=i) for i in range(spec.connections)]
         if not await asyncio.wait_for(clients[0].ensure_entry(), STEP_GRACE):
             raise RuntimeError(f"{spec.label}: could not create the entry: {tally.first_problem}")
         await asyncio.wait_for(  # open the other connections before the clock starts

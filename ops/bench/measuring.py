@@ -271,20 +271,21 @@ NETWORK_ERRORS = (OSError, EOFError, asyncio.IncompleteReadError, asyncio.LimitO
 class HttpConnection:
     """One HTTP/1.1 keep-alive connection: write a request, read one response."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, host: str = HOST) -> None:
         self.port = port
+        self.host = host
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
     async def connect(self) -> None:
         """Open the connection now (else the first request opens it)."""
         if self.writer is None or self.reader is None:
-            self.reader, self.writer = await asyncio.open_connection(HOST, self.port)
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
 
     async def exchange(self, request: bytes) -> tuple[int, bytes | None]:
         """Send ``request``; return the status and the ETag (or None) of the response."""
         if self.writer is None or self.reader is None:
-            self.reader, self.writer = await asyncio.open_connection(HOST, self.port)
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         reader = self.reader
         self.writer.write(request)
         head = await reader.readuntil(b"\r\n\r\n")

@@ -33,6 +33,7 @@ from . import (
     broadcast,
     budget,
     chain,
+    cluster,
     etcd,
     history,
     http_load,
@@ -124,6 +125,13 @@ class Bench:
         settings = Settings()
         with contextlib.ExitStack() as stack:
             work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ssot-bench-")))
+            if self.only == "cluster":  # servers of its own: nothing else is needed
+                self.report["cluster"] = cluster.measure(work, self.duration)
+                self.report["machine"]["postgresql"] = self.report["cluster"]["postgresql"]
+                self.report["database"] = {"mode": "the cluster's own"}
+                self.report["server_workers"] = 1
+                self.report["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+                return self.report
             embedded_bin: Path | None = None
             if settings.database_url:
                 server_url = settings.database_url
@@ -174,6 +182,8 @@ class Bench:
                 for line in self.report["auth"]["summary_md"][1:]:
                     say(line)
             self.monitor.close()
+            if self.only is None:
+                self.report["cluster"] = cluster.measure(work, self.duration)
         self.report["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
         return self.report
 
@@ -300,7 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("bench/results"),
                         help="folder for the results (default bench/results)")
     parser.add_argument("--only", choices=["history", "chain", "projections", "backup", "auth",
-                                           "slowloris", "budget", "baselines", "schema"],
+                                           "slowloris", "budget", "baselines", "schema",
+                                           "cluster"],
                         help="run only these steps: history = (i)-(k) time travel and audit, "
                              "chain = (l) the hash chain's cost, projections = (m)-(n) view "
                              "rebuilds and live view lag, backup = (o) verify, export and "
@@ -309,7 +320,8 @@ def main(argv: list[str] | None = None) -> int:
                              "beside 200 slow clients, budget = (r) CPU per operation of "
                              "each part of the server, baselines = (s) a trivial FastAPI app "
                              "and (t) etcd, schema = (u) validation, PUT @16 with a schema, "
-                             "dry run and re-validation (results go to "
+                             "dry run and re-validation, cluster = (v) two API nodes "
+                             "beside one, replica reads, failover times (results go to "
                              "bench-<stamp>-<steps>.*, not latest.*)")
     args = parser.parse_args(argv)
     if args.duration <= 0:

@@ -77,8 +77,8 @@ def check_run(folder: Path) -> dict[str, Any]:
                    for p in sorted((folder / "subscribers").glob("*.jsonl"))}
     identities = folder / "identities.json"  # a run without identities has none
     access = orjson.loads(identities.read_bytes()) if identities.exists() else None
-    return check(config, history, log.events, subscribers, server,
-                 server_errors(folder / "api.log"), access,
+    api_errors = [e for path in sorted(folder.glob("api*.log")) for e in server_errors(path)]
+    return check(config, history, log.events, subscribers, server, api_errors, access,
                  read_lines(folder / "access_log.jsonl"))
 
 
@@ -100,7 +100,8 @@ def server_errors(api_log: Path) -> list[dict[str, Any]]:
             ending = next((t for t in lines[i + 1:i + 400] if t and not t[0].isspace()
                            and not t.startswith(("Traceback", "During handling", "The above"))
                            and ("Error" in t or "Exception" in t or "Disconnect" in t)), "")
-            errors.append({"line": i + 1, "log": line[:200], "exception": ending[:300]})
+            errors.append({"file": api_log.name, "line": i + 1, "log": line[:200],
+                           "exception": ending[:300]})
     return errors
 
 
@@ -174,7 +175,9 @@ def check(config: dict[str, Any], history: list[dict[str, Any]],
                    "failed": [{"kind": f["kind"], "error": f["error"]} for f in failed_faults],
                    "skipped": config.get("skipped_faults", []),
                    "timeline": [{"t": f["t"], "kind": f["kind"], "target": f["target"],
-                                 "down": f["down"]} for f in faults]},
+                                 "down": f["down"]} for f in faults],
+                   "measured": [{"kind": h["kind"], **h["detail"]} for h in history
+                                if h["type"] == "fault" and h.get("detail")]},
         **({"access": access_report} if access_report is not None else {}),
         "anomalies": found.as_dict(),
     }
@@ -251,6 +254,14 @@ def _check_server(found: Findings, server: dict[str, Any]) -> None:
         found.add("not_caught_up", state=caught)
 
 
+def _seconds(value: Any) -> str:
+    """A measured time (or the largest of several, by role) as ``1.23 s``."""
+    if isinstance(value, dict):
+        role = max(value, key=lambda k: value[k])
+        return f"{value[role]:g} s ({role})"
+    return f"{value:g} s"
+
+
 def summary(report: dict[str, Any]) -> str:
     """The human summary of a report."""
     ops = report["operations"]
@@ -267,6 +278,10 @@ def summary(report: dict[str, Any]) -> str:
         + (f"; skipped: {', '.join(faults['skipped'])}" if faults["skipped"] else "")
         + (f"; {len(faults['failed'])} failed to inject" if faults["failed"] else ""),
     ]
+    for item in faults.get("measured", []):
+        lines.append(f"  {item['kind']}: " + ", ".join(
+            f"{name.removesuffix('_s')} {_seconds(value)}" for name, value in item.items()
+            if name.endswith("_s")))
     access = report.get("access")
     if access is not None:
         lines.append(

@@ -99,7 +99,8 @@ class Client:
 
     def __init__(self, number: int, seed: int, base_url: str, history: History, run_id: str,
                  keys: list[str], token: str, role: Role = ANYTHING,
-                 locked: list[str] | None = None) -> None:
+                 locked: list[str] | None = None,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.number = number
         self.role = role
         self.locked = locked or []
@@ -107,7 +108,7 @@ class Client:
         self.impatient = number % IMPATIENT == IMPATIENT - 1
         self.http = httpx.AsyncClient(
             base_url=base_url, timeout=IMPATIENT_TIMEOUT if self.impatient else ATTEMPT_TIMEOUT,
-            limits=httpx.Limits(max_connections=4),
+            limits=httpx.Limits(max_connections=4), transport=transport,
             headers={"Authorization": f"Bearer {token}"})
         self.history = history
         self.run_id = run_id

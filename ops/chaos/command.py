@@ -17,6 +17,7 @@ from typing import Any
 import click
 import orjson
 
+from .nemesis import CLUSTER_KINDS, KINDS
 from .runner import EXIT_ANOMALY, EXIT_HARNESS, run
 
 
@@ -33,9 +34,17 @@ from .runner import EXIT_ANOMALY, EXIT_HARNESS, run
 @click.option("--dir", "folder", type=click.Path(file_okay=False, path_type=Path),
               help="Run folder (default .ssot/chaos/<time>-<seed>).")
 @click.option("--keep-data", is_flag=True, help="Keep the embedded servers' data.")
+@click.option("--topology", type=click.Choice(["single", "cluster"]), default="single",
+              show_default=True, help="One of each server, or the cluster of docs/cluster.md "
+              "(two API nodes, follower standbys, PostgreSQL with a synchronous standby and a "
+              "read replica, three NATS nodes) and its faults.")
+@click.option("--fault", "only", multiple=True, type=click.Choice(sorted({*KINDS,
+              *CLUSTER_KINDS})), help="Only this kind of fault (repeatable; default: every "
+              "kind the topology takes).")
 @click.pass_context
 def chaos(ctx: click.Context, duration: float, clients: int, seed: int | None, keys: int,
-          no_faults: bool, folder: Path | None, keep_data: bool) -> None:
+          no_faults: bool, folder: Path | None, keep_data: bool, topology: str,
+          only: tuple[str, ...]) -> None:
     """Run the correctness harness: own PostgreSQL, NATS, API and broadcaster; concurrent
     clients and subscribers; a seeded schedule of faults (SIGKILL and restart of the API,
     the writer and the broadcaster, NATS stopped or killed, PostgreSQL fast and immediate
@@ -43,18 +52,25 @@ def chaos(ctx: click.Context, duration: float, clients: int, seed: int | None, k
     theirs may not; then prove that nothing acknowledged was lost or duplicated, nothing
     rejected landed, no update was lost, every read saw a real state, every subscriber
     saw every event once, in order, every event was its actor's to make and every
-    refusal is in the access log.
+    refusal is in the access log. With --topology cluster: the same against the cluster
+    and its faults (an API node killed, the leading followers killed, the NATS stream's
+    leader killed, the PostgreSQL primary lost and its synchronous standby promoted).
 
     Exit code 0 no anomaly, 1 anomalies, 2 the harness failed. 'ssot chaos check DIR'
     checks a saved run again."""
     if ctx.invoked_subcommand is not None:
         return
+    takes = CLUSTER_KINDS if topology == "cluster" else KINDS
+    if set(only) - set(takes):
+        raise click.BadParameter(f"the {topology} topology takes the faults "
+                                 f"{', '.join(takes)}", param_hint="--fault")
     if seed is None:
         seed = secrets.randbelow(1_000_000)
     folder = folder or Path(".ssot") / "chaos" / f"{time.strftime('%Y%m%dT%H%M%S')}-{seed}"
     click.echo(f"chaos: seed {seed} (reproduce with --seed {seed})", err=True)
     signal.signal(signal.SIGTERM, _interrupted)  # stop what was started, as on Ctrl-C
-    sys.exit(run(folder, seed, duration, clients, keys, not no_faults, keep_data))
+    sys.exit(run(folder, seed, duration, clients, keys, not no_faults, keep_data, topology,
+                 only))
 
 
 def _interrupted(signum: int, frame: Any) -> None:

@@ -29,6 +29,8 @@ from typing import Any, Protocol
 
 KINDS = ("kill_api", "kill_writer", "kill_broadcaster", "restart_nats", "kill_nats",
          "pg_fast", "pg_immediate", "pause", "slow_clients")
+#: The faults of ``--topology cluster`` (``cluster_targets``).
+CLUSTER_KINDS = ("kill_api", "kill_followers", "kill_nats_leader", "pg_failover")
 PAUSE_TARGETS = ("api", "writer", "broadcaster", "nats", "postgres")
 #: The process group each kind hits (a pause: one drawn from PAUSE_TARGETS).
 TARGET = {"kill_api": "api", "kill_writer": "writer", "kill_broadcaster": "broadcaster",

@@ -17,13 +17,18 @@ import logging
 import secrets
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import orjson
 
-from .nemesis import Fault, inject, schedule
+from .nemesis import Fault, schedule
 from .servers import Cluster
+
+if TYPE_CHECKING:
+    from .cluster_targets import ClusterTargets
+
+    Servers = Cluster | ClusterTargets
 
 EXIT_ANOMALY, EXIT_HARNESS = 1, 2
 log = logging.getLogger("nexus_ssot.chaos")
@@ -47,7 +52,7 @@ async def _configure_namespaces(api_url: str, token: str) -> None:
         response.raise_for_status()
 
 
-async def _exercise(cluster: Cluster, folder: Path, config: dict[str, Any]) -> dict[str, Any]:
+async def _exercise(cluster: Servers, folder: Path, config: dict[str, Any]) -> dict[str, Any]:
     """Clients, subscribers and the nemesis for the run's duration; then heal, and wait
     until the broadcaster and every subscriber reached the log's head."""
     from .clients import Client, History, keys_of
@@ -69,7 +74,8 @@ async def _exercise(cluster: Cluster, folder: Path, config: dict[str, Any]) -> d
             keys = keys_of(config["keys"])
             locked = locked_keys(keys)
             clients = [Client(i, config["seed"], cluster.api_url, history, config["run_id"],
-                              keys, tokens[name], ROLES[name], locked)
+                              keys, tokens[name], ROLES[name], locked,
+                              transport=cluster.transport_for(i))
                        for i, name in enumerate(assignment)]
             tasks = [asyncio.create_task(c.run(until)) for c in clients]
 
@@ -80,7 +86,7 @@ async def _exercise(cluster: Cluster, folder: Path, config: dict[str, Any]) -> d
                     history.record("fault", phase="start", **fault.as_dict())
                     log.info("fault: %s %s for %.1fs", fault.kind, fault.target, fault.down)
                     try:
-                        detail = await inject(fault, cluster)
+                        detail = await cluster.inject(fault)
                         history.record("fault", phase="end", kind=fault.kind,
                                        target=fault.target, detail=detail)
                     except Exception as e:
@@ -190,7 +196,7 @@ def _dump_access_log(database_url: str, path: Path, settle: float = 30.0) -> int
     return count
 
 
-def _server_checks(cluster: Cluster, config: dict[str, Any]) -> dict[str, Any]:
+def _server_checks(cluster: Servers, config: dict[str, Any]) -> dict[str, Any]:
     """``ssot check``, ``ssot verify`` and ``ssot reconcile`` of the run's database and
     stream, through their modules."""
     from nexus_ssot.integrity.verify import ACCESS_KINDS, Options, verify
@@ -221,7 +227,7 @@ def _server_checks(cluster: Cluster, config: dict[str, Any]) -> dict[str, Any]:
 
 
 def run(folder: Path, seed: int, duration: float, clients: int, keys: int, faults: bool,
-        keep_data: bool) -> int:
+        keep_data: bool, topology: str = "single", only: tuple[str, ...] = ()) -> int:
     """One run into ``folder``; returns the exit code."""
     from nexus_ssot.ledger.settings import Settings
 
@@ -235,21 +241,28 @@ def run(folder: Path, seed: int, duration: float, clients: int, keys: int, fault
     names = {"stream": f"CHAOS_{token.upper()}", "prefix": f"chaos_{token}",
              "kv_prefix": f"chaos{token}_", "database": f"ssot_chaos_{token}"}
     given = Settings()
-    cluster: Cluster | None = None
+    cluster: Servers | None = None
     try:
-        cluster = Cluster(folder, names, given.database_url, given.nats_url)
-        kinds = cluster.faultable if faults else ()
+        if topology == "cluster":
+            from .cluster_targets import ClusterTargets
+
+            cluster = ClusterTargets(folder, names)
+        else:
+            cluster = Cluster(folder, names, given.database_url, given.nats_url)
+        kinds = tuple(k for k in cluster.faultable if not only or k in only) if faults else ()
         plan = [f.as_dict() for f in schedule(seed, duration, kinds)]
         for fault in plan:  # a pause of a server the run did not start hits another
             if fault["kind"] == "pause" and fault["target"] not in cluster.pause_targets:
                 fault["target"] = "api"
         skipped = sorted({"pg_fast", "pg_immediate", "restart_nats", "kill_nats"} - set(kinds)) \
-            if faults else []
+            if faults and topology == "single" else []
         config = {"seed": seed, "duration": duration, "clients": clients, "keys": keys,
                   "run_id": f"chaos-{token}", "schedule": plan, "skipped_faults": skipped,
-                  "api_url": cluster.api_url, **names,
-                  "embedded": {"postgres": cluster.pg is not None,
-                               "nats": cluster.nats is not None}}
+                  "api_url": cluster.api_url, "topology": topology, **names,
+                  "embedded": {"postgres": not isinstance(cluster, Cluster)
+                               or cluster.pg is not None,
+                               "nats": not isinstance(cluster, Cluster)
+                               or cluster.nats is not None}}
         (folder / "config.json").write_bytes(orjson.dumps(config, option=orjson.OPT_INDENT_2))
         click.echo(f"chaos: seed {seed}, {duration:g} s, {clients} clients, {len(plan)} faults"
                    f"{' (skipped: ' + ', '.join(skipped) + ')' if skipped else ''}; "

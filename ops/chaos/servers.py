@@ -13,69 +13,20 @@ import logging
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 from nexus_ssot.access.tokens import new_token
 
-from .nemesis import KINDS
+from ..process_group import Group, alive, child_processes, free_port
+from .nemesis import KINDS, Fault, inject
 
 if TYPE_CHECKING:  # imported when a run starts: `ssot` starts fast for other commands
     from nexus_ssot.ops.embedded import EmbeddedNats, EmbeddedPostgres
 
 log = logging.getLogger("nexus_ssot.chaos")
-
-
-class Group:
-    """A process the harness starts in a process group of its own (so SIGKILL, SIGSTOP
-    and SIGCONT reach every process it forks)."""
-
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_path: Path) -> None:
-        self.name, self.argv, self.env, self.log_path = name, argv, env, log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
-
-    def start(self) -> None:
-        if self.alive:
-            return
-        self._log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(self.argv, env=self.env, stdin=subprocess.DEVNULL,
-                                     stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def signal(self, sig: signal.Signals) -> None:
-        if self.proc is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, sig)
-
-    def kill(self) -> None:
-        self.signal(signal.SIGKILL)
-        if self.proc is not None:
-            self.proc.wait(30)
-
-    def stop(self, timeout: float = 40.0) -> None:
-        """SIGCONT (a paused group cannot stop), SIGTERM, then SIGKILL after ``timeout``."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.signal(signal.SIGCONT)
-            self.signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                log.error("%s did not stop in %.0f s: killing it", self.name, timeout)
-        self.signal(signal.SIGKILL)  # whatever of the group is left
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(10)
-        if self._log is not None:
-            self._log.close()
 
 
 class Cluster:
@@ -93,16 +44,16 @@ class Cluster:
         self.pg: EmbeddedPostgres | None = None
         self.nats: EmbeddedNats | None = None
         self.given_database = database_url
-        self.http_port = _free_port()
+        self.http_port = free_port()
         try:
             if database_url is None:
-                self.pg = EmbeddedPostgres(folder / "data" / "postgres", port=_free_port(),
+                self.pg = EmbeddedPostgres(folder / "data" / "postgres", port=free_port(),
                                            settings={"fsync": "off"})
                 self.database_url = ensure_database(self.pg.start(), "ssot")
             else:
                 self.database_url = ensure_database(database_url, names["database"])
             if nats_url is None:
-                self.nats = EmbeddedNats(folder / "data" / "nats", port=_free_port())
+                self.nats = EmbeddedNats(folder / "data" / "nats", port=free_port())
                 self.nats_url = self.nats.start()
             else:
                 self.nats_url = nats_url
@@ -158,19 +109,17 @@ class Cluster:
         self.broadcaster.start()
 
     def wait_healthy(self, timeout: float = 120.0) -> None:
-        import httpx
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.api.alive:
-                raise RuntimeError(f"ssot serve exited; see {self.api.log_path}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.api_url}/v1/health", timeout=2.0).status_code == 200:
-                    return
-            time.sleep(0.1)
-        raise RuntimeError(f"ssot serve was not healthy in {timeout:.0f} s")
+        self.api.wait_healthy(self.api_url, timeout)
 
     # -- the nemesis's verbs
+
+    def transport_for(self, client: int) -> None:
+        """One API node: the clients' own transport."""
+        return None
+
+    async def inject(self, fault: Fault) -> dict[str, Any]:
+        """Cause ``fault`` and heal it (``nemesis.inject``)."""
+        return await inject(fault, self)
 
     def _postmaster(self) -> int | None:
         assert self.pg is not None
@@ -183,28 +132,28 @@ class Cluster:
         """SIGKILL the target's process group; for the API, also say how long the writer
         process it had started (in a session of its own) outlived it."""
         if target == "writer":
-            writers = _children(self.api.proc.pid, "writer") if self.api.proc else []
+            writers = child_processes(self.api.proc.pid, "writer") if self.api.proc else []
             for pid in writers:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
             return {"killed": writers}
         group = {"api": self.api, "broadcaster": self.broadcaster}[target]
-        writers = _children(group.proc.pid, "writer") if group.proc and target == "api" \
+        writers = child_processes(group.proc.pid, "writer") if group.proc and target == "api" \
             else []
         group.kill()
         started = time.monotonic()
-        while any(_alive(pid) for pid in writers) and time.monotonic() - started < 30:
+        while any(alive(pid) for pid in writers) and time.monotonic() - started < 30:
             time.sleep(0.02)
         if not writers:
             return {}
         return {"writer_outlived_s": round(time.monotonic() - started, 3),
-                "writer_still_alive": any(_alive(pid) for pid in writers)}
+                "writer_still_alive": any(alive(pid) for pid in writers)}
 
     def start(self, target: str) -> None:
         if target == "writer":  # ssot serve restarts it: wait until it serves again
             deadline = time.monotonic() + 90
             while time.monotonic() < deadline and not (
-                    self.api.proc and _children(self.api.proc.pid, "writer")):
+                    self.api.proc and child_processes(self.api.proc.pid, "writer")):
                 time.sleep(0.05)
             self.wait_healthy()
         elif target == "api":
@@ -229,7 +178,7 @@ class Cluster:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGQUIT if mode == "immediate" else signal.SIGINT)
                 deadline = time.monotonic() + 60
-                while time.monotonic() < deadline and _alive(pid):
+                while time.monotonic() < deadline and alive(pid):
                     time.sleep(0.02)
             self.pg.stop()  # forgets the server (it is gone)
 
@@ -237,7 +186,7 @@ class Cluster:
         if target == "api" and self.api.proc is not None:
             return self.api.proc.pid
         if target == "writer" and self.api.proc is not None:  # a session leader
-            return next(iter(_children(self.api.proc.pid, "writer")), None)
+            return next(iter(child_processes(self.api.proc.pid, "writer")), None)
         if target == "broadcaster" and self.broadcaster.proc is not None:
             return self.broadcaster.proc.pid
         if target == "nats" and self.nats is not None:
@@ -292,38 +241,6 @@ class Cluster:
             _drop_database(self.given_database, self.names["database"])
         if not keep_data:
             shutil.rmtree(self.folder / "data", ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X")
-
-
-def _children(parent: int, word: str) -> list[int]:
-    """Processes whose parent is ``parent`` and whose command line holds ``word``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[-1].split()[1])
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except (OSError, ValueError, IndexError):
-            continue
-        if ppid == parent and word.encode() in argv:
-            found.append(int(entry.name))
-    return found
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def _delete_streams(nats_url: str, names: dict[str, str]) -> None:

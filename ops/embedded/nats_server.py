@@ -61,7 +61,7 @@ _RELOADED = "Reloaded server configuration"
 _RELOAD_FAILED = "Failed to reload server configuration"
 
 
-def _nats_binary() -> Path:
+def nats_binary() -> Path:
     beside = Path(sys.executable).parent / "nats-server"
     if beside.is_file() and os.access(beside, os.X_OK):
         return beside
@@ -143,7 +143,7 @@ class EmbeddedNats(EmbeddedServer):
         make_dirs(folder.parent)
         with contextlib.suppress(FileExistsError):
             folder.mkdir(mode=0o700)
-        binary = _nats_binary()
+        binary = nats_binary()
         self._end_leftover()
         self._prepare_configuration(folder)
         log = self.log_path
