@@ -7,8 +7,11 @@ examples every time and a red run is a bug, not bad luck. ``make fuzz`` selects 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
+import pkgutil
 
+import anyio
 import hypothesis.internal.observability  # noqa: F401  (see below)
 import pytest
 import schemathesis.reporting.html.writer
@@ -23,6 +26,13 @@ from hypothesis import HealthCheck, settings
 # the plugin's own attempt at session end parses nothing.
 with contextlib.suppress(ImportError):
     import schemathesis.reporting.allure  # noqa: F401
+# anyio imports its modules lazily, on first use of a name: a server thread's first file
+# response imported (and assertion-rewrote, anyio being a pytest plugin) anyio._core._fileio
+# while another thread compiled, and failed with the same error (a /docs asset answered
+# 500). Every module of anyio is imported here, before any thread runs.
+for _module in pkgutil.walk_packages(anyio.__path__, "anyio."):
+    with contextlib.suppress(ImportError):
+        importlib.import_module(_module.name)
 
 settings.register_profile(
     "ci", derandomize=True, database=None, deadline=None, print_blob=True,
