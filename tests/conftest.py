@@ -10,29 +10,34 @@ import contextlib
 import importlib
 import os
 import pkgutil
+import warnings
 
-import anyio
-import hypothesis.internal.observability  # noqa: F401  (see below)
 import pytest
-import schemathesis.reporting.html.writer
-import schemathesis.reporting.junitxml
 from hypothesis import HealthCheck, settings
 
-# Imported up front: hypothesis's and schemathesis's pytest plugins otherwise import (and
-# assertion-rewrite) these at session end, and on CPython 3.11 that ast.parse can fail
-# spuriously with "AST constructor recursion depth mismatch" once test threads have run
-# (CPython gh-106905), failing a green run at its very end. The allure reporter is tried too,
-# though its dependency is not installed: its assertion-rewritten code is cached then, and
-# the plugin's own attempt at session end parses nothing.
-with contextlib.suppress(ImportError):
-    import schemathesis.reporting.allure  # noqa: F401
-# anyio imports its modules lazily, on first use of a name: a server thread's first file
-# response imported (and assertion-rewrote, anyio being a pytest plugin) anyio._core._fileio
-# while another thread compiled, and failed with the same error (a /docs asset answered
-# 500). Every module of anyio is imported here, before any thread runs.
-for _module in pkgutil.walk_packages(anyio.__path__, "anyio."):
-    with contextlib.suppress(ImportError):
-        importlib.import_module(_module.name)
+
+# Imported up front, every module of the pytest plugins whose whole distributions pytest
+# assertion-rewrites (hypothesis, schemathesis, anyio): otherwise a module first imported
+# while test threads run (anyio imports lazily; hypothesis and schemathesis import parts at
+# first use and at session end) is parsed with ast.parse beside another thread's compile,
+# and on CPython 3.11 that fails spuriously with "AST constructor recursion depth
+# mismatch" (CPython gh-106905): seen as a /docs asset answering 500, a property test
+# failing at its first example, a green run failing at its very end. Optional parts whose
+# dependencies are not installed are left out; hypothesis.extra and schemathesis.contrib
+# are not imported (they hook into other libraries, or register checks, when imported).
+def _import_all(package: str, leave_out: tuple[str, ...] = ()) -> None:
+    root = importlib.import_module(package)
+    for module in pkgutil.walk_packages(root.__path__, package + "."):
+        if not module.name.startswith(leave_out):
+            with contextlib.suppress(ImportError):
+                importlib.import_module(module.name)
+
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # deprecated modules say so when imported
+    _import_all("anyio")
+    _import_all("hypothesis", ("hypothesis.extra",))
+    _import_all("schemathesis", ("schemathesis.contrib",))
 
 settings.register_profile(
     "ci", derandomize=True, database=None, deadline=None, print_blob=True,
