@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test test-unit test-cluster lint lint-imports monitoring typecheck bench chaos fuzz clean install
+.PHONY: run test test-unit test-cluster lint lint-imports promtool monitoring typecheck bench chaos fuzz clean install
 
 install: $(STAMP)
 
@@ -20,21 +20,24 @@ run: $(STAMP)
 # Everything, both cores: the import contracts, then every lane (unit, integration, the slow
 # end-to-end runs). What .ci/run calls. Four workers on two cores: most integration tests
 # wait on a server rather than compute (3.6 min against 4.1 with two, same machine).
-test: $(STAMP) lint-imports monitoring
-	$(PY) -m pytest -n 4 --dist loadfile
+test: $(STAMP) lint-imports promtool
+	$(PY) -m pytest -n 4 --dist loadfile --durations=30
 
-# The Prometheus rules of ops/monitoring: promtool checks them and runs their unit tests
-# (every alert fires and resolves on synthetic series). promtool comes with Debian's
-# prometheus package, installed here when missing and run as root (CI is); without
-# promtool this fails, never skips.
+# promtool, for the Prometheus rules of ops/monitoring (tests/integration/test_monitoring.py
+# checks them and runs their unit tests: every alert fires and resolves on synthetic
+# series). It comes with Debian's prometheus package, installed here when missing and run
+# as root (CI is); without promtool this fails, never skips.
 PROMTOOL ?= promtool
-monitoring:
+promtool:
 	@command -v $(PROMTOOL) >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || ! command -v apt-get \
 		>/dev/null || { echo "promtool missing: installing Debian's prometheus package"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 		--no-install-recommends prometheus >/dev/null; }
 	@command -v $(PROMTOOL) >/dev/null 2>&1 || { echo "error: promtool not found: install \
 	Debian's prometheus package (apt-get install prometheus)" >&2; exit 1; }
+
+# The rules' checks alone (make test runs them among the tests).
+monitoring: promtool
 	$(PROMTOOL) check rules ops/monitoring/*.rules.yml
 	cd ops/monitoring/tests && $(PROMTOOL) test rules *.test.yml
 

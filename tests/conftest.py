@@ -55,6 +55,12 @@ settings.load_profile(os.environ.get("SSOT_HYPOTHESIS_PROFILE", "ci"))
 LONGEST_FIRST = (
     "tests/integration/test_chaos.py",
     "tests/integration/test_cluster.py",
+    "tests/integration/test_log_tail.py",
+    "tests/integration/test_schemas.py",
+    "tests/integration/test_metrics.py",
+    "tests/integration/test_roles.py",
+    "tests/integration/test_deploy.py",
+    "tests/integration/test_cluster.py",
     "tests/integration/test_replay.py",
     "tests/integration/verify/test_events.py",
     "tests/integration/test_serve.py",

@@ -1,6 +1,8 @@
-"""The Grafana dashboard's queries are PromQL that Prometheus accepts: promtool checks
-them as recording rules (promtool is Debian's prometheus package; ``make monitoring``, run
-by ``make test``, installs it: without it this test fails rather than skips)."""
+"""The Prometheus rules of ops/monitoring pass ``promtool check rules``, their unit tests
+(every alert fires and resolves on synthetic series) pass ``promtool test rules``, and the
+Grafana dashboard's queries are PromQL that Prometheus accepts (promtool is Debian's
+prometheus package; ``make promtool``, run by ``make test``, installs it: without it these
+tests fail rather than skip)."""
 
 from __future__ import annotations
 
@@ -14,9 +16,31 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def promtool(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    found = shutil.which("promtool")
+    assert found, "promtool is missing: make promtool installs it"
+    return subprocess.run([found, *args], capture_output=True, text=True, timeout=120,
+                          cwd=cwd)
+
+
+def test_the_rules_pass_promtool_check() -> None:
+    rules = sorted(str(p) for p in (ROOT / "ops" / "monitoring").glob("*.rules.yml"))
+    assert len(rules) >= 2
+    checked = promtool("check", "rules", *rules)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "SUCCESS" in checked.stdout
+
+
+def test_every_alert_fires_and_resolves_in_the_rules_unit_tests() -> None:
+    folder = ROOT / "ops" / "monitoring" / "tests"
+    tests = sorted(p.name for p in folder.glob("*.test.yml"))
+    assert tests
+    ran = promtool("test", "rules", *tests, cwd=folder)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert "FAILED" not in ran.stdout + ran.stderr
+
+
 def test_every_dashboard_query_parses(tmp_path: Path) -> None:
-    promtool = shutil.which("promtool")
-    assert promtool, "promtool is missing: make monitoring installs it"
     dashboard = json.loads((ROOT / "ops" / "monitoring" / "grafana-dashboard.json").read_text())
     exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
     assert len(exprs) >= 20
@@ -24,6 +48,5 @@ def test_every_dashboard_query_parses(tmp_path: Path) -> None:
         {"record": f"dashboard:query_{i}", "expr": e} for i, e in enumerate(exprs)]}]}
     path = tmp_path / "dashboard.rules.yml"
     path.write_text(yaml.safe_dump(rules))
-    checked = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True,
-                             text=True, timeout=60)
+    checked = promtool("check", "rules", str(path))
     assert checked.returncode == 0, checked.stdout + checked.stderr
