@@ -46,13 +46,15 @@ SEED = 20261127
 
 @pytest.mark.slow
 @pytest.mark.e2e
-def test_a_minute_of_chaos_with_every_fault_loses_nothing(tmp_path: Path) -> None:
+def test_chaos_with_every_fault_loses_nothing(tmp_path: Path) -> None:
+    """45 s of 16 clients under every kind of fault, once each (``make chaos`` runs
+    longer: ten minutes by default)."""
     run = tmp_path / "run"
     # Embedded servers whatever the suite was given: PostgreSQL and NATS faults need
     # servers the harness controls.
     env = {k: v for k, v in os.environ.items() if not k.startswith("SSOT_")}
     done = subprocess.run(
-        [sys.executable, "-m", "nexus_ssot.ops.cli", "chaos", "--duration", "60",
+        [sys.executable, "-m", "nexus_ssot.ops.cli", "chaos", "--duration", "45",
          "--clients", "16", "--seed", str(SEED), "--dir", str(run)],
         env=env, capture_output=True, text=True, timeout=280)
     assert done.returncode == 0, done.stdout + done.stderr[-4000:]
@@ -60,7 +62,7 @@ def test_a_minute_of_chaos_with_every_fault_loses_nothing(tmp_path: Path) -> Non
     assert report["ok"] and report["anomalies"] == {}
     assert set(report["faults"]["by_kind"]) == set(KINDS)
     assert report["faults"]["failed"] == []
-    # Floors, not rates: how much a minute holds depends on the machine's load; the run
+    # Floors, not rates: how much a run holds depends on the machine's load; the run
     # must have done enough under every fault for "no anomaly" to mean something.
     assert report["operations"]["writes_acknowledged"] > 100
     assert report["operations"]["reads"] > 100
