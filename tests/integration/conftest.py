@@ -324,13 +324,13 @@ class LiveFeed(threading.Thread):
 
 @pytest.fixture()
 def stream(nats_url: str) -> Iterator[tuple[str, str]]:
-    """(stream name, subject prefix) of this test's own, deleted afterwards."""
-
-
+    """(stream name, subject prefix) of this test's own, deleted afterwards with the
+    digests' stream a server beside it makes (``<name>_DIGESTS``)."""
     token = secrets.token_hex(4)
     name, prefix = f"SSOT_TEST_{token}", f"ssottest{token}"
     yield name, prefix
     delete_stream(nats_url, name)
+    delete_stream(nats_url, f"{name}_DIGESTS")
 
 
 def delete_stream(nats_url: str, name: str) -> None:
