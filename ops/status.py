@@ -36,7 +36,7 @@ LAG_AMBER, LAG_RED = 5.0, 60.0
 BACKUP_AMBER, BACKUP_RED = 15 * 60.0, 60 * 60.0
 #: A full verify is expected daily: amber after a day without a success, red after a week.
 VERIFY_AMBER, VERIFY_RED = 25 * 3600.0, 7 * 86_400.0
-#: Waits for PostgreSQL, NATS and the API.
+#: How long each of PostgreSQL, NATS and the API may take to answer (``--timeout``).
 TIMEOUT = 2.0
 
 
@@ -140,8 +140,8 @@ def judge(state: LogState, settings: Settings) -> list[Check]:
     return checks
 
 
-async def _postgres(url: str, settings: Settings) -> tuple[Check, LogState | None,
-                                                            Check | None]:
+async def _postgres(url: str, settings: Settings, timeout: float) -> tuple[
+        Check, LogState | None, Check | None]:
     import psycopg
 
     from nexus_ssot.ledger.redaction import redact_url
@@ -151,7 +151,7 @@ async def _postgres(url: str, settings: Settings) -> tuple[Check, LogState | Non
     started = time.perf_counter()
     try:
         async with await psycopg.AsyncConnection.connect(
-                url, autocommit=True, connect_timeout=int(TIMEOUT)) as conn:
+                url, autocommit=True, connect_timeout=max(2, round(timeout))) as conn:
             state = await read_log_state(conn, settings.broadcaster_name)
             quality = schemas(await counts(conn))
     except psycopg.errors.UndefinedTable:
@@ -168,7 +168,7 @@ async def _postgres(url: str, settings: Settings) -> tuple[Check, LogState | Non
                  "red when unreachable or not migrated"), state, quality
 
 
-async def _nats(settings: Settings) -> Check:
+async def _nats(settings: Settings, timeout: float) -> Check:
     import nats
     from nats.js.errors import NotFoundError
 
@@ -177,7 +177,7 @@ async def _nats(settings: Settings) -> Check:
     if not settings.nats_url:
         return Check("nats", AMBER, "not configured", "SSOT_NATS_URL")
     try:
-        nc = await nats.connect(settings.nats_url, connect_timeout=TIMEOUT,
+        nc = await nats.connect(settings.nats_url, connect_timeout=timeout,
                                 allow_reconnect=False, max_reconnect_attempts=0)
     except (OSError, TimeoutError, nats.errors.Error) as e:
         return Check("nats", RED, f"unreachable: {redact_url(str(e))[:200]}",
@@ -196,14 +196,14 @@ async def _nats(settings: Settings) -> Check:
         await nc.close()
 
 
-async def _api(url: str) -> list[Check]:
+async def _api(url: str, timeout: float) -> list[Check]:
     """The HTTP API, and the writer as it sees it (``/v1/health``'s ``writer``)."""
     import httpx
 
     api_threshold = "red unless /v1/health answers 200"
     writer_threshold = "red when the API cannot reach the writer"
     try:
-        async with httpx.AsyncClient(timeout=TIMEOUT) as client:
+        async with httpx.AsyncClient(timeout=timeout) as client:
             r = await client.get(url.rstrip("/") + "/v1/health")
     except httpx.HTTPError as e:
         return [Check("api", RED, f"{url}: unreachable ({type(e).__name__})", api_threshold),
@@ -217,10 +217,11 @@ async def _api(url: str) -> list[Check]:
                   writer_threshold)]
 
 
-async def gather(settings: Settings, api_url: str) -> list[Check]:
+async def gather(settings: Settings, api_url: str, timeout: float = TIMEOUT) -> list[Check]:
     assert settings.database_url
     (postgres, state, quality), nats_check, api = await asyncio.gather(
-        _postgres(settings.database_url, settings), _nats(settings), _api(api_url))
+        _postgres(settings.database_url, settings, timeout), _nats(settings, timeout),
+        _api(api_url, timeout))
     checks = [postgres, nats_check, *api]
     if state is not None:
         checks += judge(state, settings)
@@ -231,8 +232,12 @@ async def gather(settings: Settings, api_url: str) -> list[Check]:
 
 @click.command("status")
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
+@click.option("--timeout", type=click.FloatRange(min=0.1, max=300), default=TIMEOUT,
+              show_default=True, metavar="SECONDS",
+              help="How long PostgreSQL, NATS and the API may each take to answer before "
+                   "the check is red.")
 @click.pass_context
-def status(ctx: click.Context, as_json: bool) -> None:
+def status(ctx: click.Context, as_json: bool, timeout: float) -> None:
     """The ledger's health on one screen: PostgreSQL, NATS, the API, the writer, the
     broadcaster's and each view's lag, the digests, the last backup, the last verify and
     the schemas' data quality, each green, amber or red with its threshold.
@@ -242,7 +247,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
     from rich.table import Table
 
     settings = operator_settings()
-    checks = asyncio.run(gather(settings, ctx.obj["url"]))
+    checks = asyncio.run(gather(settings, ctx.obj["url"], timeout))
     worst = RED if any(c.level == RED for c in checks) else (
         AMBER if any(c.level == AMBER for c in checks) else GREEN)
     if as_json or (ctx.obj and ctx.obj.get("json")):

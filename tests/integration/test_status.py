@@ -32,10 +32,11 @@ def fresh_database(server_url: str) -> Iterator[str]:
 def status(database_url: str, nats_url: str, api_url: str, *args: str,
            **env: str) -> tuple[int, dict[str, Any]]:
     run = subprocess.run(
-        [SSOT, "--url", api_url, "status", "--json", *args], capture_output=True, text=True,
-        timeout=60, env={**os.environ, "SSOT_DATABASE_URL": database_url,
-                         "SSOT_NATS_URL": nats_url,
-                         "SSOT_NATS_STREAM": f"NONE_{secrets.token_hex(3)}", **env})
+        # a loaded machine can take seconds to connect: the default 2 s would judge it red
+        [SSOT, "--url", api_url, "status", "--json", "--timeout", "30", *args],
+        capture_output=True, text=True, timeout=120,
+        env={**os.environ, "SSOT_DATABASE_URL": database_url, "SSOT_NATS_URL": nats_url,
+             "SSOT_NATS_STREAM": f"NONE_{secrets.token_hex(3)}", **env})
     body = orjson.loads(run.stdout)
     return run.returncode, body
 
