@@ -11,25 +11,43 @@ from __future__ import annotations
 
 import click
 
-from .access_cli import explain, policy, token, whoami
-from .access_commands import access
-from .backup.commands import export, import_
-from .change_commands import audit, watch
-from .chaos import chaos
-from .check import check
 from .console import Ssot
-from .digest import digest
-from .entry_commands import batch, diff, get, history, patch, put, revert, rm
-from .migrate_command import migrate
-from .namespace_commands import ls, namespace, restore
-from .process_commands import broadcast, env, project, reconcile, serve, writer
-from .replay import replay
-from .schema_commands import quality, schema
-from .status import status
-from .verify import verify
+
+#: Each command and where it lives, in the order of the groups below: a command's module is
+#: imported only when that command runs (or ``--help`` lists them all), so ``ssot get``
+#: does not pay for the imports of ``ssot chaos`` on every start.
+COMMANDS: dict[str, str] = {
+    # the ledger's processes
+    "serve": "process_commands:serve", "env": "process_commands:env",
+    "writer": "process_commands:writer", "reconcile": "process_commands:reconcile",
+    "project": "process_commands:project", "broadcast": "process_commands:broadcast",
+    "digest": "digest:digest",
+    "status": "status:status",  # their health on one screen
+    # entries
+    "put": "entry_commands:put", "patch": "entry_commands:patch", "get": "entry_commands:get",
+    "rm": "entry_commands:rm", "revert": "entry_commands:revert",
+    "batch": "entry_commands:batch", "history": "entry_commands:history",
+    "diff": "entry_commands:diff",
+    # namespaces
+    "ls": "namespace_commands:ls", "namespace": "namespace_commands:namespace",
+    "restore": "namespace_commands:restore",
+    # schemas and data quality
+    "schema": "schema_commands:schema", "quality": "schema_commands:quality",
+    # the change log
+    "watch": "change_commands:watch", "audit": "change_commands:audit",
+    # schema, views, checks, backups
+    "migrate": "migrate_command:migrate", "replay": "replay:replay", "check": "check:check",
+    "verify": "verify:verify", "export": "backup.commands:export",
+    "import": "backup.commands:import_", "chaos": "chaos:chaos",
+    # identity and access
+    "token": "access_cli:token", "policy": "access_cli:policy", "whoami": "access_cli:whoami",
+    "explain": "access_cli:explain",
+    "access": "access_commands:access",  # NATS users from the policy
+}
 
 
-@click.group(cls=Ssot, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Ssot, commands_at=COMMANDS,
+             context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="nexus-ssot", prog_name="ssot",
                       message="%(prog)s %(version)s")
 @click.option("--url", envvar="SSOT_URL", default="http://127.0.0.1:8080", show_default=True,
@@ -42,20 +60,6 @@ from .verify import verify
 def main(ctx: click.Context, url: str, token: str | None, as_json: bool) -> None:
     """NEXUS SSOT Ledger: event-sourced single source of truth for JSON records."""
     ctx.obj = {"url": url, "json": as_json, "token": token}
-
-
-for command in (
-    serve, env, writer, reconcile, project, broadcast, digest,  # the ledger's processes
-    status,  # their health on one screen
-    put, patch, get, rm, revert, batch, history, diff,  # entries
-    ls, namespace, restore,  # namespaces
-    schema, quality,  # schemas and data quality
-    watch, audit,  # the change log
-    migrate, replay, check, verify, export, import_, chaos,  # schema, views, checks, backups
-    token, policy, whoami, explain,  # identity and access
-    access,  # NATS users from the policy
-):
-    main.add_command(command)
 
 
 if __name__ == "__main__":

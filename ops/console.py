@@ -22,8 +22,9 @@ tree raised in process, an interrupt.
 
 from __future__ import annotations
 
+import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
 import click
@@ -71,7 +72,27 @@ def exit_code_of_status(status: int) -> int:
 class Ssot(click.Group):
     """The ``ssot`` group: every failure a command leaves uncaught ends as one line on
     stderr with its exit code from the table, never as a traceback or click's usage
-    block."""
+    block.
+
+    ``commands_at`` names each command's ``module:attribute`` within this package: a
+    command's module is imported when the command is asked for, not when ``ssot`` starts."""
+
+    def __init__(self, *args: Any, commands_at: Mapping[str, str] | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.commands_at = dict(commands_at or {})
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.commands_at})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in self.commands_at:
+            module, attribute = self.commands_at[cmd_name].split(":")
+            package = __name__.rpartition(".")[0]
+            command = getattr(importlib.import_module(f".{module}", package), attribute)
+            assert command.name == cmd_name, (command.name, cmd_name)
+            self.add_command(command)
+        return super().get_command(ctx, cmd_name)
 
     def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
              complete_var: str | None = None, standalone_mode: bool = True,

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import ctypes.util
 import threading
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -37,7 +36,9 @@ class LoopThread:
         self.thread.join(timeout)
 
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+#: The process's own symbols, the C library's among them: ``find_library`` would run
+#: ``ldconfig`` in a subprocess on every start of a process that imports this.
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def os_thread_name(name: str) -> None:

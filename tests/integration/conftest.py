@@ -71,6 +71,9 @@ os.environ["SSOT_BOOTSTRAP_TOKEN_SHA256"] = hashlib.sha256(ADMIN_TOKEN.encode())
 os.environ["SSOT_TOKEN"] = ADMIN_TOKEN
 #: The suite's writers go as fast as they can; a rate-limit test sets its own limits.
 os.environ["SSOT_RATE_LIMIT_PER_SECOND"] = "0"
+#: One HTTP worker per ``ssot serve`` of the suite (each worker is a process importing the
+#: whole API: about a second of CPU); a test of several workers asks with ``--workers``.
+os.environ.setdefault("SSOT_HTTP_WORKERS", "1")
 
 #: This run's KV bucket prefix. Set in the environment, it reaches every Settings the suite
 #: builds and every process it starts: their nats_kv_mirror views write only buckets named
