@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import psycopg
@@ -37,52 +37,52 @@ async def _scenario(database_url: str, check: Any) -> None:
                                (name,))
 
 
-async def _rows(conn: psycopg.AsyncConnection[Any], table: str) -> list[int]:
+async def _rows_and_position(conn: psycopg.AsyncConnection[Any], name: str,
+                             table: str) -> tuple[list[int], int]:
+    """The view's rows (the positions its ranges wrote) and its tracked position."""
     cur = await conn.execute(f"SELECT upto FROM {table} ORDER BY upto")
-    return [row[0] for row in await cur.fetchall()]
-
-
-async def _position(conn: psycopg.AsyncConnection[Any], name: str) -> int:
+    rows = [row[0] for row in await cur.fetchall()]
     cur = await conn.execute(
         "SELECT notification_id FROM projection_tracking WHERE application_name = %s", (name,))
     row = await cur.fetchone()
     assert row is not None
-    return int(row[0])
+    return rows, int(row[0])
+
+
+def _writing(conn: psycopg.AsyncConnection[Any], table: str, upto: int,
+             then: str | None = None) -> Callable[[], Awaitable[None]]:
+    """A view's fold writing one row for its range (then running ``then``)."""
+    async def fold() -> None:
+        await conn.execute(f"INSERT INTO {table} VALUES (%s)", (upto,))
+        if then is not None:
+            await conn.execute(then)
+    return fold
 
 
 def test_a_range_commits_its_rows_with_the_position_it_moves_to(migrated_url: str) -> None:
     async def check(conn: psycopg.AsyncConnection[Any], name: str, table: str) -> None:
-        for after, upto in ((0, 5), (5, 9)):
-            async def fold(upto: int = upto) -> None:
-                await conn.execute(f"INSERT INTO {table} VALUES (%s)", (upto,))
-            await apply_range(conn, name, after, upto, fold)
-        assert await _rows(conn, table) == [5, 9]
-        assert await _position(conn, name) == 9
+        await apply_range(conn, name, 0, 5, _writing(conn, table, 5))
+        await apply_range(conn, name, 5, 9, _writing(conn, table, 9))
+        assert await _rows_and_position(conn, name, table) == ([5, 9], 9)
 
     asyncio.run(_scenario(migrated_url, check))
 
 
 def test_a_range_from_a_position_the_view_has_left_commits_nothing(migrated_url: str) -> None:
     async def check(conn: psycopg.AsyncConnection[Any], name: str, table: str) -> None:
-        async def fold() -> None:
-            await conn.execute(f"INSERT INTO {table} VALUES (5)")
-        await apply_range(conn, name, 0, 5, fold)
+        await apply_range(conn, name, 0, 5, _writing(conn, table, 5))
         with pytest.raises(TrackingConflict, match="no longer at position 0"):
-            await apply_range(conn, name, 0, 7, fold)  # (another runner moved it to 5)
-        assert await _rows(conn, table) == [5]
-        assert await _position(conn, name) == 5
+            # another runner moved the view to 5 meanwhile
+            await apply_range(conn, name, 0, 7, _writing(conn, table, 7))
+        assert await _rows_and_position(conn, name, table) == ([5], 5)
 
     asyncio.run(_scenario(migrated_url, check))
 
 
 def test_a_view_statement_dividing_by_zero_is_its_own_error(migrated_url: str) -> None:
     async def check(conn: psycopg.AsyncConnection[Any], name: str, table: str) -> None:
-        async def fold() -> None:
-            await conn.execute(f"INSERT INTO {table} VALUES (5)")
-            await conn.execute("SELECT 1 / 0")
         with pytest.raises(psycopg.errors.DivisionByZero):
-            await apply_range(conn, name, 0, 5, fold)
-        assert await _rows(conn, table) == []
-        assert await _position(conn, name) == 0
+            await apply_range(conn, name, 0, 5, _writing(conn, table, 5, then="SELECT 1 / 0"))
+        assert await _rows_and_position(conn, name, table) == ([], 0)
 
     asyncio.run(_scenario(migrated_url, check))
