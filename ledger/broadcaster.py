@@ -45,6 +45,8 @@ from .subjects import entry_subject
 log = logging.getLogger(__name__)
 
 _LOCK_NAMESPACE = 0x55_0700_0002  # arbitrary, fixed: "ssot broadcaster <name>"
+#: Seconds at least between two saves of the tracked position while publishing.
+_SAVE_EVERY = 0.2
 
 
 @dataclass
@@ -168,14 +170,20 @@ class Broadcaster:
                     self.progress.head, self.progress.lag_seconds = position, 0.0
                     self.progress.lag_events = 0
                 # The tracked position is for lag reports and for a stream that lost its
-                # messages: saving it at most every 200 ms keeps it off the hot path.
+                # messages: saving it at most every ``_SAVE_EVERY`` seconds keeps it off
+                # the hot path, also under a trickle of one-event commits (saving it as
+                # soon as the tail had nothing more cost a round trip, and a wake-up of
+                # the thread, per commit). Idle, it is saved once that time has passed.
                 now = time.monotonic()
-                if position != saved and (not events or now - saved_at > 0.2):
+                if position != saved and now - saved_at >= _SAVE_EVERY:
                     await self._save(conn, position)
                     saved, saved_at = position, now
                 if not events:
                     lease.check()  # still the leader?
-                    await tail.wait(stop, position, tail.idle_timeout(self.poll_interval))
+                    wait = tail.idle_timeout(self.poll_interval)
+                    if position != saved:
+                        wait = min(wait, max(0.0, saved_at + _SAVE_EVERY - now))
+                    await tail.wait(stop, position, wait)
             if position != saved:
                 await self._save(conn, position)
 

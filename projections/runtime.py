@@ -30,9 +30,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, ClassVar, Protocol
 
 import psycopg
@@ -148,20 +149,43 @@ async def start_tracking(conn: psycopg.AsyncConnection[Any], name: str) -> int:
     return position
 
 
-async def advance(conn: psycopg.AsyncConnection[Any], name: str, after: int, upto: int,
-                  pipeline: psycopg.AsyncPipeline | None = None) -> None:
+async def advance(conn: psycopg.AsyncConnection[Any], name: str, after: int,
+                  upto: int) -> None:
     """Move the view's position from ``after`` to ``upto`` (inside the view's
-    transaction); raise ``TrackingConflict`` if it is no longer at ``after``. In
-    ``pipeline`` mode, what was queued before is sent with it and answered in one
-    round trip."""
+    transaction); raise ``TrackingConflict`` if it is no longer at ``after``."""
     cur = await conn.execute(
         f"UPDATE {TRACKING_TABLE} SET notification_id = %s"
         " WHERE application_name = %s AND notification_id = %s", (upto, name, after),
         prepare=True)
-    if pipeline is not None:
-        await pipeline.sync()
     if cur.rowcount != 1:
         raise TrackingConflict(f"view {name} is no longer at position {after}")
+
+
+#: ``advance`` as one statement that fails (division by zero) when the view is no longer
+#: at the position it started from: in pipeline mode the COMMIT queued after it is then
+#: skipped, so the range and its COMMIT go in one round trip, with no wait for the row
+#: count in between.
+_ADVANCE_OR_FAIL = (
+    f"WITH moved AS (UPDATE {TRACKING_TABLE} SET notification_id = %s"
+    " WHERE application_name = %s AND notification_id = %s RETURNING 1)"
+    " SELECT 1 / (SELECT count(*) FROM moved)::int")
+
+
+async def apply_range(conn: psycopg.AsyncConnection[Any], name: str, after: int, upto: int,
+                      fold: Callable[[], Awaitable[None]]) -> None:
+    """``fold`` (the view's statements) and ``advance`` in one transaction, sent with its
+    COMMIT in one round trip (pipeline mode); ``TrackingConflict`` if the view is no
+    longer at ``after`` (nothing of the range is then committed)."""
+    try:
+        async with conn.pipeline(), conn.transaction():
+            await fold()
+            await conn.execute(_ADVANCE_OR_FAIL, (upto, name, after), prepare=True)
+    except psycopg.errors.DivisionByZero as e:
+        # the view's own statements may divide by zero too: tell by where the view is
+        await conn.rollback()  # (the failed transaction is still open: its COMMIT skipped)
+        if await tracked_position(conn, name) != after:
+            raise TrackingConflict(f"view {name} is no longer at position {after}") from e
+        raise
 
 
 async def next_upto(conn: psycopg.AsyncConnection[Any], after: int, batch: int,
@@ -281,14 +305,12 @@ class ViewRunner:
                     continue
                 upto = events[-1].position
                 self._measure_lag(events, tail.head)
-                # BEGIN, the view's statements and the guarded advance go in one round
-                # trip (pipeline mode), the COMMIT in a second
-                async with conn.pipeline() as pipeline, conn.transaction():
-                    if apply_events is not None:
-                        await apply_events(conn, position, upto, self.tables, events)
-                    else:
-                        await self.view.apply(conn, position, upto, self.tables)
-                    await advance(conn, self.view.name, position, upto, pipeline)
+                # BEGIN, the view's statements, the guarded advance and the COMMIT go in
+                # one round trip (pipeline mode)
+                fold = (partial(apply_events, conn, position, upto, self.tables, events)
+                        if apply_events is not None
+                        else partial(self.view.apply, conn, position, upto, self.tables))
+                await apply_range(conn, self.view.name, position, upto, fold)
                 self.progress.applied += 1
                 position = upto
                 self._report(position)

@@ -122,10 +122,10 @@ def catalog(db: Any, table: str) -> tuple[int, list[str], list[str]]:
 
 
 def waiting_on_lock(db: Any, query_start: str) -> bool:
-    """Whether some session waits for a lock running a query that starts so."""
+    """Whether some session waits for a lock running a query that holds ``query_start``."""
     return bool(scalar(db, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type ="
                            " 'Lock' AND datname = current_database()"
-                           " AND query LIKE %s", query_start + "%"))
+                           " AND query LIKE %s", "%" + query_start + "%"))
 
 
 @pytest.fixture()

@@ -1,0 +1,88 @@
+"""A view's range commits with its tracked position in one round trip, and only if the view
+is still where the range started: otherwise nothing of it is committed and the runner is
+told (``TrackingConflict``); an error of the view's own statements is not taken for one."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from nexus_ssot.projections.runtime import TrackingConflict, apply_range, start_tracking
+from tests.integration.conftest import own_database
+
+
+@pytest.fixture(scope="module")
+def migrated_url(server_url: str) -> Iterator[str]:
+    with own_database(server_url, "ssot_range") as url:
+        yield url
+
+
+async def _scenario(database_url: str, check: Any) -> None:
+    name = f"test_range_{uuid.uuid4().hex[:8]}"
+    table = f"{name}_rows"
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        await conn.execute(f"CREATE TABLE {table} (upto bigint)")
+        try:
+            await start_tracking(conn, name)
+            await check(conn, name, table)
+        finally:
+            await conn.rollback()
+            await conn.execute(f"DROP TABLE {table}")
+            await conn.execute("DELETE FROM projection_tracking WHERE application_name = %s",
+                               (name,))
+
+
+async def _rows_and_position(conn: psycopg.AsyncConnection[Any], name: str,
+                             table: str) -> tuple[list[int], int]:
+    """The view's rows (the positions its ranges wrote) and its tracked position."""
+    cur = await conn.execute(f"SELECT upto FROM {table} ORDER BY upto")
+    rows = [row[0] for row in await cur.fetchall()]
+    cur = await conn.execute(
+        "SELECT notification_id FROM projection_tracking WHERE application_name = %s", (name,))
+    row = await cur.fetchone()
+    assert row is not None
+    return rows, int(row[0])
+
+
+def _writing(conn: psycopg.AsyncConnection[Any], table: str, upto: int,
+             then: str | None = None) -> Callable[[], Awaitable[None]]:
+    """A view's fold writing one row for its range (then running ``then``)."""
+    async def fold() -> None:
+        await conn.execute(f"INSERT INTO {table} VALUES (%s)", (upto,))
+        if then is not None:
+            await conn.execute(then)
+    return fold
+
+
+def test_a_range_commits_its_rows_with_the_position_it_moves_to(migrated_url: str) -> None:
+    async def check(conn: psycopg.AsyncConnection[Any], name: str, table: str) -> None:
+        await apply_range(conn, name, 0, 5, _writing(conn, table, 5))
+        await apply_range(conn, name, 5, 9, _writing(conn, table, 9))
+        assert await _rows_and_position(conn, name, table) == ([5, 9], 9)
+
+    asyncio.run(_scenario(migrated_url, check))
+
+
+def test_a_range_from_a_position_the_view_has_left_commits_nothing(migrated_url: str) -> None:
+    async def check(conn: psycopg.AsyncConnection[Any], name: str, table: str) -> None:
+        await apply_range(conn, name, 0, 5, _writing(conn, table, 5))
+        with pytest.raises(TrackingConflict, match="no longer at position 0"):
+            # another runner moved the view to 5 meanwhile
+            await apply_range(conn, name, 0, 7, _writing(conn, table, 7))
+        assert await _rows_and_position(conn, name, table) == ([5], 5)
+
+    asyncio.run(_scenario(migrated_url, check))
+
+
+def test_a_view_statement_dividing_by_zero_is_its_own_error(migrated_url: str) -> None:
+    async def check(conn: psycopg.AsyncConnection[Any], name: str, table: str) -> None:
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            await apply_range(conn, name, 0, 5, _writing(conn, table, 5, then="SELECT 1 / 0"))
+        assert await _rows_and_position(conn, name, table) == ([], 0)
+
+    asyncio.run(_scenario(migrated_url, check))
