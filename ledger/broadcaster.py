@@ -200,7 +200,7 @@ class Broadcaster:
         self, js: JetStreamContext, rows: list[dict[str, Any]], last_id: str | None
     ) -> str | None:
         """Publish ``rows`` pipelined; return once every one is acknowledged, in order."""
-        spans = self._publish_spans(rows)
+        spans = self.publish_spans(rows)
         pending = []
         for row in rows:
             msg_id = str(row["event_id"])
@@ -227,7 +227,7 @@ class Broadcaster:
                 made.end()
         return last_id
 
-    def _publish_spans(self, rows: list[dict[str, Any]]) -> list[Span]:
+    def publish_spans(self, rows: list[dict[str, Any]]) -> list[Span]:
         """While spans are recorded: a ``publish`` span for each of ``rows`` stored with a
         trace context, from now until NATS acknowledges it. The OpenTelemetry messaging
         conventions have a publish span link to the message's creation context (here the
@@ -239,9 +239,10 @@ class Broadcaster:
         tracer = provider.get_tracer("nexus_ssot.broadcaster")
         spans = []
         for row in rows:
-            if not row.get("traceparent"):
+            trace = (row["traceparent"], row.get("tracestate"))
+            if not trace[0] or telemetry.dropped(provider, trace):
                 continue
-            created = telemetry.context_of((row["traceparent"], row.get("tracestate")))
+            created = telemetry.context_of(trace)
             if created is None:
                 continue
             spans.append(tracer.start_span(

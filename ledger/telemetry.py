@@ -18,6 +18,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+from opentelemetry.sdk.trace.sampling import ParentBased
 from opentelemetry.trace import (
     INVALID_SPAN,
     Link,
@@ -99,6 +100,14 @@ def tracer_provider(settings: Settings) -> TracerProvider:
         # endpoint, headers, timeout, compression and certificates: OTEL_EXPORTER_OTLP_*
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     return provider
+
+
+def dropped(provider: TracerProvider, trace: Trace | None) -> bool:
+    """Whether a child span of ``trace`` would not be sampled: its parent is not, and the
+    sampler follows the parent (``parentbased_*``, the SDK's default). Such a span is not
+    made at all: it would cost CPU and record nothing, and the context is carried on."""
+    return (trace is not None and isinstance(provider.sampler, ParentBased)
+            and not int(trace[0][-2:], 16) & 1)
 
 
 def incoming(headers: Mapping[str, str]) -> Context | None:

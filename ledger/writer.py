@@ -184,12 +184,15 @@ class GroupCommitWriter:
         it is answered. Its context is the one its events are stored with and broadcast
         with: their creation context, in the OpenTelemetry messaging conventions' words
         (hence a PRODUCER span). A batch serves several traces: each gets its own span
-        of the same commit. Without spans, events keep the context requests came with."""
+        of the same commit. Without spans (or for a trace not sampled), events keep the
+        context requests came with."""
         if self._tracer is None or self._tracer_provider is None \
                 or not telemetry.records(self._tracer_provider):
             return []
         spans = []
         for req in batch:
+            if telemetry.dropped(self._tracer_provider, req.ops[0][1].trace):
+                continue
             made = self._tracer.start_span(
                 "ledger.commit", context=telemetry.context_of(req.ops[0][1].trace),
                 kind=SpanKind.PRODUCER,
