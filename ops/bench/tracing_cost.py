@@ -63,7 +63,7 @@ CONFIGS: tuple[tuple[str, bool, str | int | None], ...] = (
 
 
 def _provider(on: bool, one_in: int | None) -> TracerProvider:
-    provider = telemetry.LedgerTracerProvider(
+    provider: TracerProvider = telemetry.LedgerTracerProvider(
         sampler=ParentBased(TraceIdRatioBased(1 / one_in)) if one_in else None)
     if on:  # a queue for every span: none dropped, all encoded
         provider.add_span_processor(BatchSpanProcessor(EncodingExporter(),
