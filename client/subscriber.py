@@ -225,9 +225,12 @@ class Subscriber:
         try:
             yield
         except BaseException:
-            # closed from elsewhere (the caller left the loop): its context is not ours
-            # to reset; the span still ends
+            # closed (the caller left the loop): the span ends, and the caller's context
+            # is restored when it is closed from the caller's own context (``aclosing``),
+            # which the token tells (the runtime context's token is a contextvars one)
             span.end()
+            with contextlib.suppress(ValueError, RuntimeError, AttributeError):
+                token.var.reset(token)
             raise
         span.end()
         otel_context.detach(token)
