@@ -2,7 +2,8 @@
 running in the test continues the caller's ``traceparent`` through its HTTP worker, the
 writer process and the commit; the event is stored with the commit's context; the
 broadcaster's publish and a subscriber's handler join the same trace through the
-CloudEvent's ``traceparent``. And docs/tracing.md's commands run as written."""
+CloudEvent's ``traceparent``. And docs/tracing.md's commands run as written, on the
+same server."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from nexus_ssot.client.subscriber import Subscriber
 from tests.integration.conftest import AUTH, free_port, start_serve, wait_until
-from tests.integration.test_readme_tour import run_page
+from tests.integration.test_readme_tour import normalize, run, steps
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -195,12 +196,16 @@ def test_one_write_is_one_trace_from_http_to_the_subscriber(
         events = httpx.get(url + "/v1/events", params={"namespace": "traced"},
                            headers=AUTH).json()["items"]
         assert [e["traceparent"][3:35] for e in events] == [CALLER_TRACE, roots[0].trace_id]
+
+        # docs/tracing.md, as its reader runs it (the token where `make run` keeps it)
+        (tmp_path / "admin-token").write_text(AUTH["Authorization"].removeprefix("Bearer "))
+        page = steps((DOCS / "tracing.md").read_text())
+        assert len(page) >= 2, "docs/tracing.md must keep its example"
+        for command, expected in page:
+            assert normalize(run(command, url, tmp_path)) == normalize(expected), command
     finally:
         proc.send_signal(signal.SIGTERM)
         output = proc.communicate(timeout=60)[0].decode()
     assert proc.returncode == 0, output
     assert "Traceback" not in output, output
 
-
-def test_the_tracing_page_runs_as_written(server_url: str, tmp_path: Path) -> None:
-    run_page(DOCS / "tracing.md", server_url, tmp_path)

@@ -16,7 +16,7 @@ README = ROOT / "README.md"
 PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
 #: The pages whose console blocks a test runs and compares: the README's tour
 #: (tests/integration/test_readme_tour.py), docs/schemas.md (test_schemas_page.py) and
-#: docs/tracing.md (test_tracing.py).
+#: docs/tracing.md (test_tracing.py, on its own server).
 EXECUTED = {README, ROOT / "docs" / "schemas.md", ROOT / "docs" / "tracing.md"}
 
 _FENCE = re.compile(r"^\s*(```|~~~)")
