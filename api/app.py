@@ -33,7 +33,7 @@ from nexus_ssot.ledger.metrics import NamespaceLabels, record_commit
 from nexus_ssot.ledger.migrate import migrate
 from nexus_ssot.ledger.settings import Settings
 from nexus_ssot.ledger.store import open_application
-from nexus_ssot.ledger.telemetry import providers
+from nexus_ssot.ledger.telemetry import tracer_provider as make_tracer_provider
 from nexus_ssot.ledger.writer import GroupCommitWriter
 from nexus_ssot.ledger.writer_service import LocalWriter, RemoteWriter, Writer
 
@@ -128,7 +128,7 @@ def create_app(settings: Settings) -> FastAPI:
     if not settings.database_url:
         raise ValueError("create_app needs settings.database_url (ssot serve resolves it)")
     database_url = settings.database_url
-    tracer_provider, meter_provider = providers(settings)
+    tracer_provider = make_tracer_provider(settings)
     tracer = tracer_provider.get_tracer("nexus_ssot.api")
 
     @asynccontextmanager
@@ -150,6 +150,7 @@ def create_app(settings: Settings) -> FastAPI:
                     on_commit=record_commit,
                     hash_chain=settings.hash_chain,
                     implicit_namespaces=settings.implicit_namespaces,
+                    tracer_provider=tracer_provider,
                 )
                 local.start()
                 stack.push_async_callback(asyncio.to_thread, local.stop)
@@ -192,7 +193,6 @@ def create_app(settings: Settings) -> FastAPI:
                     on_shutdown=notifier.end_feeds)}
             finally:
                 tracer_provider.shutdown()
-                meter_provider.shutdown()
                 metrics.process_exiting(settings.metrics_dir)
 
     app = FastAPI(

@@ -35,6 +35,7 @@ from .writes import (
     count_writes,
     outcome_json,
     replayed,
+    traced,
     within_write_timeout,
 )
 
@@ -187,7 +188,7 @@ async def batch(request: Request) -> Response:
             assert isinstance(error, LedgerError)
             raise _in_operation(error, i, operations[i])
     meta = WriteRequest(request, body, reason)
-    with service.span("ledger.batch") as span:
+    with traced(service, meta, "ledger.batch") as span:
         span.set_attribute("ssot.operations", len(commands))
         try:
             outcomes = await within_write_timeout(service, service.writer.write_all(

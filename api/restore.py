@@ -30,7 +30,14 @@ from .params import (
     as_of_member,
     service_of,
 )
-from .writes import WriteRequest, check_reason, count_writes, replayed, within_write_timeout
+from .writes import (
+    WriteRequest,
+    check_reason,
+    count_writes,
+    replayed,
+    traced,
+    within_write_timeout,
+)
 
 router = APIRouter(prefix="/v1")
 
@@ -142,7 +149,7 @@ async def restore(request: Request, namespace: Namespace) -> Response:
             for s in steps
         ]
         try:
-            with service.span("ledger.restore") as span:
+            with traced(service, meta, "ledger.restore") as span:
                 span.set_attribute("ssot.namespace", ns)
                 span.set_attribute("ssot.operations", len(commands))
                 outcomes = await within_write_timeout(service, service.writer.write_all(

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Request
+from opentelemetry.context import Context
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.trace import Span, Tracer
+from opentelemetry.trace import Span, SpanKind, Tracer
 from psycopg_pool import AsyncConnectionPool
 from starlette.types import Scope
 
@@ -46,11 +47,12 @@ class Service:
     #: The read replica's pool (``SSOT_READ_DATABASE_URL``), or None: see read_replica.py.
     read_pool: AsyncConnectionPool[Any] | None = None
 
-    def span(self, name: str) -> AbstractContextManager[Span]:
-        """A span of this service's tracer (one that does nothing while no exporter or
-        processor is there to receive it)."""
-        made: AbstractContextManager[Span] = telemetry.span(self.tracer_provider, self.tracer,
-                                                            name)
+    def span(self, name: str, *, context: Context | None = None,
+             kind: SpanKind = SpanKind.INTERNAL) -> AbstractContextManager[Span]:
+        """A span of this service's tracer, a child of ``context`` when given (one that
+        does nothing while no exporter or processor is there to receive it)."""
+        made: AbstractContextManager[Span] = telemetry.span(
+            self.tracer_provider, self.tracer, name, context=context, kind=kind)
         return made
 
     async def authenticate(self, token: str) -> Identity:

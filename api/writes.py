@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import orjson
 from fastapi import Request
+from opentelemetry.trace import Span, SpanKind
 from starlette.responses import Response
 
 from nexus_ssot.access.identity import Identity
-from nexus_ssot.ledger.commands import Command, Context
+from nexus_ssot.ledger import telemetry
+from nexus_ssot.ledger.commands import Command, Context, Trace
 from nexus_ssot.ledger.errors import InvalidInput, Unavailable
 from nexus_ssot.ledger.event_store import Idempotency, Outcome
 from nexus_ssot.ledger.metrics import metrics
@@ -84,6 +87,11 @@ class WriteRequest:
             Idempotency(self.actor, self.idempotency_key, http.request_hash(request, body))
             if self.idempotency_key else None
         )
+        #: The caller's trace context (W3C ``traceparent``/``tracestate``; None without a
+        #: valid one), and the one the events carry: the caller's, or the span ``traced``
+        #: makes for the request while spans are recorded (docs/tracing.md).
+        self.parent = telemetry.incoming(request.headers)
+        self.trace: Trace | None = telemetry.trace_of(self.parent) if self.parent else None
 
     def context(self) -> Context:
         """The context of one more event of this request (each has its own id)."""
@@ -95,7 +103,19 @@ class WriteRequest:
             reason=self.reason,
             idempotency_key=self.idempotency_key,
             auth=self.auth,
+            trace=self.trace,
         )
+
+
+@contextmanager
+def traced(service: Service, meta: WriteRequest, name: str) -> Iterator[Span]:
+    """The request's server span ``name``: a child of the caller's trace context when it
+    sent one, else a trace's root; its context becomes what the request's events carry.
+    A span that does nothing while spans are not recorded (the caller's context, if any,
+    is then carried on unchanged)."""
+    with service.span(name, context=meta.parent, kind=SpanKind.SERVER) as span:
+        meta.trace = telemetry.trace_of_span(span, meta.parent)
+        yield span
 
 
 async def within_write_timeout(service: Service, write: Awaitable[T]) -> T:
@@ -117,7 +137,7 @@ async def write_command(request: Request, command: Command, body: bytes,
     appended nothing: ``"unchanged": true``)."""
     service = service_of(request)
     meta = WriteRequest(request, body, reason)
-    with service.span("ledger.write") as span:
+    with traced(service, meta, "ledger.write") as span:
         span.set_attribute("ssot.namespace", command.namespace)
         span.set_attribute("ssot.key", command.key)
         span.set_attribute("ssot.command", type(command).__name__)

@@ -13,6 +13,13 @@ positions; a change is yielded only if its position is above the last one record
 redeliveries never reach the caller twice.
 
 ``watch_key`` is the config-hot-reload helper: the current document, then every new one.
+
+Tracing (docs/tracing.md): with ``opentelemetry-api`` installed, the body of the
+``async for`` runs in a ``process`` span (kind CONSUMER) of the tracer provider given (the
+global one by default) whose parent is the trace context the change was written in (the
+CloudEvent's ``traceparent``), and which links to it, as the OpenTelemetry messaging
+conventions ask: a handler's own spans join the write's trace. The span ends when the
+next change is asked for; without opentelemetry-api nothing of this happens.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ import contextlib
 import os
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -36,6 +43,13 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from nexus_ssot.ledger.subjects import entry_subject, namespace_filter
+
+try:  # optional: tracing needs only the API, never an SDK of ours
+    from opentelemetry import context as otel_context
+    from opentelemetry import trace as otel_trace
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+except ImportError:  # pragma: no cover - the ledger's own wheel depends on it
+    otel_trace = None  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)
@@ -58,6 +72,10 @@ class Change:
     #: How the actor authenticated, e.g. {"method": "token", "token_id": "…"}; None for
     #: events recorded before it was.
     auth: dict[str, Any] | None = None
+    #: The W3C trace context the change was written in (the CloudEvents distributed
+    #: tracing extension), or None.
+    traceparent: str | None = None
+    tracestate: str | None = None
 
     @property
     def deleted(self) -> bool:
@@ -70,7 +88,8 @@ class Change:
                    version=data["version"], type=event["type"], document=data["document"],
                    patch=data["patch"], actor=data["actor"], reason=data["reason"],
                    correlation_id=data["correlation_id"], causation_id=data["causation_id"],
-                   id=event["id"], time=event["time"], auth=data.get("auth"))
+                   id=event["id"], time=event["time"], auth=data.get("auth"),
+                   traceparent=event.get("traceparent"), tracestate=event.get("tracestate"))
 
 
 #: Seconds without a message after which the consumer is looked at (is it there, is
@@ -133,6 +152,7 @@ class Subscriber:
         prefix: str = "ssot",
         batch: int = 256,
         token: str | None = None,
+        tracer_provider: Any = None,
     ) -> None:
         self.nats_url = nats_url
         self.api_url = api_url.rstrip("/")
@@ -150,6 +170,8 @@ class Subscriber:
                         else namespace_filter(prefix, namespace))
         self._nc: NATSClient | None = None
         self.position = 0
+        #: The OpenTelemetry tracer provider of the ``process`` spans (None: the global).
+        self.tracer_provider = tracer_provider
 
     async def __aenter__(self) -> AsyncIterator[Change]:
         # a cluster's nodes may be listed separated by commas (nats-py takes a list)
@@ -172,10 +194,46 @@ class Subscriber:
         if oldest is None or oldest > self.position + 1:
             # JetStream no longer has (or never had) what follows our position: the log does
             async for change in self._catch_up(until=None if oldest is None else oldest - 1):
-                yield change
+                with self._processing(change):
+                    yield change
                 await self.handled(change.position)
         async for change in self._from_stream(js):
-            yield change
+            with self._processing(change):
+                yield change
+
+    @contextlib.contextmanager
+    def _processing(self, change: Change) -> Iterator[None]:
+        """The ``process`` span of ``change``, current while the caller handles it."""
+        if otel_trace is None:
+            yield
+            return
+        carrier = {"traceparent": change.traceparent or ""}
+        if change.tracestate:
+            carrier["tracestate"] = change.tracestate
+        parent = (TraceContextTextMapPropagator().extract(carrier, context=otel_context.Context())
+                  if change.traceparent else None)
+        created = otel_trace.get_current_span(parent).get_span_context() if parent else None
+        provider = self.tracer_provider or otel_trace.get_tracer_provider()
+        span = provider.get_tracer("nexus_ssot.client").start_span(
+            f"process {self.stream}", context=parent, kind=otel_trace.SpanKind.CONSUMER,
+            links=[otel_trace.Link(created)] if created and created.is_valid else None,
+            attributes={"messaging.system": "nats", "messaging.operation.type": "process",
+                        "messaging.operation.name": "process",
+                        "messaging.destination.name": self.stream,
+                        "messaging.message.id": change.id, "ssot.position": change.position})
+        token = otel_context.attach(otel_trace.set_span_in_context(span))
+        try:
+            yield
+        except BaseException:
+            # closed (the caller left the loop): the span ends, and the caller's context
+            # is restored when it is closed from the caller's own context (``aclosing``),
+            # which the token tells (the runtime context's token is a contextvars one)
+            span.end()
+            with contextlib.suppress(ValueError, RuntimeError, AttributeError):
+                token.var.reset(token)
+            raise
+        span.end()
+        otel_context.detach(token)
 
     async def handled(self, position: int) -> None:
         """Record that every change up to ``position`` is handled. Done for you when you

@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -32,8 +31,10 @@ from typing import Any
 import nats
 import psycopg
 from nats.js import JetStreamContext
-from opentelemetry.metrics import CallbackOptions, Meter, Observation
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
+from . import telemetry
 from .cloudevents import cloudevent
 from .following import Following, followed
 from .jetstream import ensure_stream, nats_servers, stream_tail
@@ -76,6 +77,7 @@ class Broadcaster:
         ack_timeout: float = 5.0,
         duplicate_window: float = 600.0,
         replicas: int = 1,
+        tracer_provider: TracerProvider | None = None,
     ) -> None:
         self.database_url = database_url
         self.nats_url = nats_url
@@ -88,6 +90,7 @@ class Broadcaster:
         self.duplicate_window = duplicate_window
         self.replicas = replicas
         self.progress = Progress()
+        self.tracer_provider = tracer_provider
 
     async def run(self, stop: asyncio.Event, following: Following | None = None) -> None:
         """Lead (or wait to lead) until ``stop`` is set; failures are retried. With
@@ -195,23 +198,6 @@ class Broadcaster:
         oldest: datetime = events[0].recorded_at
         self.progress.lag_seconds = max(0.0, (datetime.now(UTC) - oldest).total_seconds())
 
-    def instrument(self, meter: Meter) -> None:
-        """OpenTelemetry gauges of the broadcaster's position and lag."""
-        progress = self.progress
-
-        def gauge(value: Callable[[], float]) -> Callable[[CallbackOptions],
-                                                          Iterable[Observation]]:
-            return lambda _options: [Observation(value(), {"broadcaster": self.name})]
-
-        meter.create_observable_gauge("ssot.broadcaster.position", [gauge(
-            lambda: progress.position)], unit="{position}")
-        meter.create_observable_gauge("ssot.broadcaster.lag.events", [gauge(
-            lambda: progress.lag_events)], unit="{event}")
-        meter.create_observable_gauge("ssot.broadcaster.lag.seconds", [gauge(
-            lambda: progress.lag_seconds)], unit="s")
-        meter.create_observable_counter("ssot.broadcaster.published", [gauge(
-            lambda: progress.published)], unit="{event}")
-
     async def _save(self, conn: psycopg.AsyncConnection[Any], position: int) -> None:
         await conn.execute(
             "INSERT INTO broadcaster_positions (name, position) VALUES (%s, %s)"
@@ -222,6 +208,7 @@ class Broadcaster:
         self, js: JetStreamContext, rows: list[dict[str, Any]], last_id: str | None
     ) -> str | None:
         """Publish ``rows`` pipelined; return once every one is acknowledged, in order."""
+        spans = self.publish_spans(rows)
         pending = []
         for row in rows:
             msg_id = str(row["event_id"])
@@ -236,10 +223,45 @@ class Broadcaster:
             async with asyncio.timeout(self.ack_timeout):
                 for future in pending:
                     await future
+        except BaseException as e:
+            for made in spans:
+                made.set_status(Status(StatusCode.ERROR, str(e) or type(e).__name__))
+                made.set_attribute("error.type", type(e).__name__)
+            raise
         finally:
             for future in pending:
                 future.cancel()
+            for made in spans:
+                made.end()
         return last_id
+
+    def publish_spans(self, rows: list[dict[str, Any]]) -> list[Span]:
+        """While spans are recorded: a ``publish`` span for each of ``rows`` stored with a
+        trace context, from now until NATS acknowledges it. The OpenTelemetry messaging
+        conventions have a publish span link to the message's creation context (here the
+        context the event was committed in, which its CloudEvent carries unchanged); it
+        is also that context's child, so the publish shows in the write's own trace."""
+        provider = self.tracer_provider
+        if provider is None or not telemetry.records(provider):
+            return []
+        tracer = provider.get_tracer("nexus_ssot.broadcaster")
+        spans = []
+        for row in rows:
+            trace = (row["traceparent"], row.get("tracestate"))
+            if not trace[0] or telemetry.dropped(provider, trace):
+                continue
+            created = telemetry.context_of(trace)
+            if created is None:
+                continue
+            spans.append(tracer.start_span(
+                f"publish {self.stream}", context=created, kind=SpanKind.CLIENT,
+                links=telemetry.linked([created]),
+                attributes={"messaging.system": "nats", "messaging.operation.type": "send",
+                            "messaging.operation.name": "publish",
+                            "messaging.destination.name": self.stream,
+                            "messaging.message.id": str(row["event_id"]),
+                            "ssot.position": row["position"]}))
+        return spans
 
     async def _tracked(self, conn: psycopg.AsyncConnection[Any]) -> int:
         cur = await conn.execute(

@@ -1,5 +1,9 @@
 """The CloudEvents 1.0 (structured JSON) form of an entry event, as broadcast on NATS and
-served by the catch-up API. Built from a version-history row; encoded with orjson."""
+served by the catch-up API. Built from a version-history row and the trace context
+stored with its event; encoded with orjson.
+
+An event written in a trace carries its W3C context as the CloudEvents distributed
+tracing extension's attributes ``traceparent`` and ``tracestate`` (docs/tracing.md)."""
 
 from __future__ import annotations
 
@@ -11,13 +15,26 @@ import orjson
 TYPE_PREFIX = "io.nexus.ssot."
 SOURCE_PREFIX = "urn:nexus-ssot:namespace:"
 
-#: The history columns a CloudEvent is made of, in ``COLUMNS`` order.
+#: The columns a CloudEvent is made of, in ``COLUMNS`` order: its version-history row's
+#: (``entry_history h``), then the trace context stored with its event (``ssot_events e``).
 FIELDS = ("position", "event_id", "namespace", "key", "version", "event_type", "recorded_at",
           "actor", "reason", "correlation_id", "causation_id", "patch", "document",
-          "resolution", "auth")
-#: The SELECT list of ``FIELDS`` (the JSON columns as JSON text).
-COLUMNS = ", ".join(f"{f}::text AS {f}" if f in ("patch", "document", "resolution", "auth")
-                    else f for f in FIELDS)
+          "resolution", "auth", "traceparent", "tracestate")
+_TRACE = ("traceparent", "tracestate")
+_JSON = ("patch", "document", "resolution", "auth")
+
+
+def column(name: str) -> str:
+    """The SELECT expression of the field ``name`` (JSON columns as JSON text)."""
+    if name in _TRACE:
+        return f"e.{name}"
+    return f"h.{name}::text" if name in _JSON else f"h.{name}"
+
+
+#: The SELECT list of ``FIELDS``, from ``SOURCE``.
+COLUMNS = ", ".join(f"{column(f)} AS {f}" for f in FIELDS)
+#: What ``COLUMNS`` selects from: the history joined with its events.
+SOURCE = "entry_history h JOIN ssot_events e ON e.notification_id = h.position"
 
 
 def cloudevent(row: dict[str, Any]) -> bytes:
@@ -40,7 +57,7 @@ def cloudevent(row: dict[str, Any]) -> bytes:
     if row.get("auth"):  # how the actor authenticated (absent for events from before it)
         # decoded, not a Fragment: jsonb's text spaces its members, unlike the rest
         data["auth"] = orjson.loads(row["auth"])
-    return orjson.dumps({
+    event: dict[str, Any] = {
         "specversion": "1.0",
         "id": str(row["event_id"]),
         "source": SOURCE_PREFIX + row["namespace"],
@@ -48,5 +65,10 @@ def cloudevent(row: dict[str, Any]) -> bytes:
         "subject": row["key"],
         "time": recorded_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
         "datacontenttype": "application/json",
-        "data": data,
-    })
+    }
+    if row.get("traceparent"):  # the distributed tracing extension
+        event["traceparent"] = row["traceparent"]
+        if row.get("tracestate"):
+            event["tracestate"] = row["tracestate"]
+    event["data"] = data
+    return orjson.dumps(event)

@@ -77,6 +77,11 @@ class SetSchema(Command):
     checked_position: int | None = None
 
 
+#: A write's W3C trace context, its ``traceparent`` and ``tracestate`` header values
+#: (``telemetry``; docs/tracing.md).
+Trace = tuple[str, str | None]
+
+
 @dataclass(frozen=True)
 class Context:
     """Who, why and when, supplied by the edge so the decision stays pure."""
@@ -92,3 +97,6 @@ class Context:
     #: apply, ``issuer``, ``token_id``, ``proxy`` and ``on_behalf_of``; never a secret),
     #: or None.
     auth: dict[str, Any] | None = None
+    #: The trace context the request came in (stored with each event it appends, not part
+    #: of the event's content or hash), or None.
+    trace: Trace | None = None

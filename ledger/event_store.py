@@ -16,12 +16,13 @@ append may or may not have happened). A failed append has written nothing.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 from uuid import UUID
 
+from .commands import Trace
 from .events import EVENT_TYPE_NAMES, EntryEvent, EntryState
 
 #: An entry's (namespace, key).
@@ -120,10 +121,13 @@ class EventStore(Protocol):
         ...
 
     def append(
-        self, events: Sequence[EntryEvent], keys: Sequence[IdempotencyRecord] = ()
+        self, events: Sequence[EntryEvent], keys: Sequence[IdempotencyRecord] = (),
+        traces: Mapping[UUID, Trace] | None = None,
     ) -> Committed:
         """Append ``events`` and remember ``keys``, all or nothing: positions increase in
-        the order given, after every position already taken. Raises ``IntegrityError``
+        the order given, after every position already taken. ``traces``: the trace
+        context to store with an event, by event id (operational metadata beside the
+        event, not part of its content or hash). Raises ``IntegrityError``
         when an event's (stream, version) or event id, or a key, is already taken."""
         ...
 

@@ -23,15 +23,14 @@ from typing import Any
 import orjson
 import psycopg
 
-from .cloudevents import FIELDS
+from .cloudevents import FIELDS, column
 from .events import TYPE_OF_TOPIC
 from .leadership import on_connection
 
 #: The channel the store NOTIFYs on every commit of events.
 CHANNEL = "ssot_events"
 
-_HISTORY = ", ".join(f"h.{f}::text" if f in ("patch", "document", "resolution", "auth")
-                     else f"h.{f}" for f in FIELDS)
+_HISTORY = ", ".join(column(f) for f in FIELDS)
 _READ = ("SELECT e.notification_id, e.recorded_at, e.topic, e.originator_version, e.state{}"
          " FROM ssot_events e{} WHERE e.notification_id > %s AND e.notification_id <= %s"
          " ORDER BY e.notification_id LIMIT %s")

@@ -11,7 +11,7 @@ JSON they would be stored as, so nothing read back aliases what the writer holds
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -20,6 +20,7 @@ from uuid import UUID
 import orjson
 from eventsourcing.persistence import DataError, IntegrityError
 
+from .commands import Trace
 from .event_store import (
     Address,
     Committed,
@@ -60,6 +61,8 @@ class MemoryEventStore:
         self._lock = threading.Lock()
         #: The log, in position order (position n is ``events[n - 1]``).
         self.events: list[EntryEvent] = []
+        #: The trace context stored with each event that has one, by event id.
+        self.traces: dict[UUID, Trace] = {}
         self._states: dict[Address, EntryState] = {}
         self._history: dict[tuple[str, str, int], _Recorded] = {}
         self._by_event_id: dict[UUID, _Recorded] = {}
@@ -114,7 +117,8 @@ class MemoryEventStore:
                     for i in event_ids if i in self._by_event_id}
 
     def append(
-        self, events: Sequence[EntryEvent], keys: Sequence[IdempotencyRecord] = ()
+        self, events: Sequence[EntryEvent], keys: Sequence[IdempotencyRecord] = (),
+        traces: Mapping[UUID, Trace] | None = None,
     ) -> Committed:
         with self._lock:
             self._check(events, keys)
@@ -128,6 +132,8 @@ class MemoryEventStore:
                 recorded = _Recorded(replace(outcome_of(event, position, recorded_at),
                                              document=document, resolution=resolution), patch)
                 self.events.append(event)
+                if traces and event.event_id in traces:
+                    self.traces[event.event_id] = traces[event.event_id]
                 self._versions_taken.add((event.originator_id, event.originator_version))
                 self._history[(event.namespace, event.key, event.originator_version)] = recorded
                 self._by_event_id[event.event_id] = recorded

@@ -10,7 +10,7 @@ import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .documents import Limits
@@ -221,8 +221,18 @@ class Settings(BaseSettings):
     #: down); beyond it they are dropped, counted, and a summary record is stored.
     access_log_queue: int = Field(default=10_000, ge=1, le=10_000_000)
 
-    #: OpenTelemetry span exporter: "none" or "console".
+    #: OpenTelemetry span exporter: "none", "console" or "otlp" (OTLP/HTTP, configured by
+    #: the standard ``OTEL_EXPORTER_OTLP_*`` variables, which the exporter reads itself;
+    #: sampling by ``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SAMPLER_ARG``, read by the SDK).
+    #: docs/tracing.md.
     otel_exporter: str = "none"
+    #: The OTLP protocol asked for (``OTEL_EXPORTER_OTLP_TRACES_PROTOCOL``, else
+    #: ``OTEL_EXPORTER_OTLP_PROTOCOL``): only ``http/protobuf`` is served. Not passed on
+    #: as an ``SSOT_`` variable: child processes inherit the OTEL ones.
+    otel_exporter_otlp_protocol: str = Field(
+        default="http/protobuf", exclude=True,
+        validation_alias=AliasChoices("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+                                      "OTEL_EXPORTER_OTLP_PROTOCOL"))
     service_name: str = "nexus-ssot"
 
     @property

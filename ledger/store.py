@@ -10,7 +10,7 @@ recorder and reads the views back.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -29,6 +29,7 @@ from eventsourcing.persistence import (
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresFactory
 from eventsourcing.utils import Environment, get_topic, retry
 
+from .commands import Trace
 from .event_store import (
     Address,
     Committed,
@@ -247,10 +248,11 @@ class LedgerApplication(Application[UUID]):
             return _committed_outcomes(conn, event_ids, replayed=False)
 
     def append(
-        self, events: Sequence[EntryEvent], keys: Sequence[IdempotencyRecord] = ()
+        self, events: Sequence[EntryEvent], keys: Sequence[IdempotencyRecord] = (),
+        traces: Mapping[UUID, Trace] | None = None,
     ) -> Committed:
-        """One ``ssot_append`` through the recorder: the events, their history rows and
-        the idempotency rows in one transaction."""
+        """One ``ssot_append`` through the recorder: the events (with their trace
+        contexts), their history rows and the idempotency rows in one transaction."""
         if not events:
             return {}
         stored = [self.mapper.to_stored_event(e) for e in events]
@@ -267,7 +269,13 @@ class LedgerApplication(Application[UUID]):
                 "stream_id": first.originator_id,
                 "event_ids": list(record.answered) if record.atomic else None,
             })
-        inline = InlineBatch(history=[_history_record(e) for e in events],
+        history = [_history_record(e) for e in events]
+        if traces:  # the function stores them with the events (migration 0019)
+            for row, event in zip(history, events, strict=True):
+                trace = traces.get(event.event_id)
+                if trace is not None:
+                    row["traceparent"], row["tracestate"] = trace
+        inline = InlineBatch(history=history,
                              idempotency=idempotency)
         self.recorder.insert_events(stored, inline=inline)
         return inline.committed

@@ -19,14 +19,17 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from uuid import UUID
 
 from eventsourcing.persistence import DataError, IntegrityError, PersistenceError
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, set_span_in_context
 
+from . import telemetry
 from .addressing import stream_id
-from .commands import Command, Context
+from .commands import Command, Context, Trace
 from .decider import DEFAULT_CACHE_BYTES, BatchDecider, Decision, Request, Result
 from .documents import Limits
 from .domain import Unchanged
@@ -73,6 +76,7 @@ class GroupCommitWriter:
         on_commit: Callable[[int, float], None] | None = None,
         hash_chain: bool = True,
         implicit_namespaces: bool = True,
+        tracer_provider: TracerProvider | None = None,
     ) -> None:
         self._store = store
         self._decider = BatchDecider(store, limits_for, cache_size=cache_size,
@@ -84,6 +88,9 @@ class GroupCommitWriter:
         self._thread = threading.Thread(target=self._run, name="ssot-writer", daemon=True)
         self._stopped = threading.Event()
         self._on_commit = on_commit
+        self._tracer_provider = tracer_provider
+        self._tracer = (tracer_provider.get_tracer("nexus_ssot.writer")
+                        if tracer_provider is not None else None)
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -160,6 +167,7 @@ class GroupCommitWriter:
                 return
 
     def _write_guarded(self, batch: list[Request]) -> None:
+        spans = self._commit_spans(batch)
         try:
             self._write(batch)
         except Exception as e:  # never let the writer die silently: fail the batch
@@ -167,6 +175,33 @@ class GroupCommitWriter:
             for req in batch:
                 if not req.future.done():
                     req.future.set_exception(Unavailable(f"the write failed unexpectedly: {e}"))
+        for req, made in spans:
+            _end_commit_span(req, made)
+
+    def _commit_spans(self, batch: list[Request]) -> list[tuple[Request, Span]]:
+        """While spans are recorded: one ``ledger.commit`` span per request of ``batch``,
+        a child of the trace context it came with (a root without one), from now until
+        it is answered. Its context is the one its events are stored with and broadcast
+        with: their creation context, in the OpenTelemetry messaging conventions' words
+        (hence a PRODUCER span). A batch serves several traces: each gets its own span
+        of the same commit. Without spans (or for a trace not sampled), events keep the
+        context requests came with."""
+        if self._tracer is None or self._tracer_provider is None \
+                or not telemetry.records(self._tracer_provider):
+            return []
+        spans = []
+        for req in batch:
+            if telemetry.dropped(self._tracer_provider, req.ops[0][1].trace):
+                continue
+            made = self._tracer.start_span(
+                "ledger.commit", context=telemetry.context_of(req.ops[0][1].trace),
+                kind=SpanKind.PRODUCER,
+                attributes={"ssot.batch.requests": len(batch), "ssot.operations": len(req.ops)})
+            trace = telemetry.trace_of(set_span_in_context(made))
+            req.ops = tuple((command, replace(context, trace=trace))
+                            for command, context in req.ops)
+            spans.append((req, made))
+        return spans
 
     def _write(self, batch: list[Request]) -> None:
         started = time.perf_counter()
@@ -225,7 +260,12 @@ class GroupCommitWriter:
     def _commit(self, decided: list[Decision]) -> Committed:
         keys = [_idempotency_record(d) for d in decided
                 if d.request.idempotency is not None and d.events]
-        return self._store.append([e for d in decided for e in d.events], keys)
+        traces: dict[UUID, Trace] = {}
+        for d in decided:
+            trace = d.request.ops[0][1].trace  # one request, one trace context
+            if trace is not None:
+                traces.update((e.event_id, trace) for e in d.events)
+        return self._store.append([e for d in decided for e in d.events], keys, traces)
 
     def _release(self, decided: list[Decision], committed: Committed) -> None:
         self._decider.keep_decided_states(committed)
@@ -289,6 +329,23 @@ class GroupCommitWriter:
         outcomes = [_outcome(r, committed) for r in req.results]
         req.future.set_result(outcomes if req.atomic else outcomes[0])
         return True
+
+
+def _end_commit_span(req: Request, made: Span) -> None:
+    """End the commit span of ``req`` (answered): where its first operation's entry
+    landed, or the error it was answered with."""
+    error = req.future.exception()
+    if error is not None:
+        made.set_status(Status(StatusCode.ERROR, str(error)))
+        made.set_attribute("error.type", type(error).__name__)
+    else:
+        result = req.future.result()
+        first: Outcome = result[0] if isinstance(result, list) else result
+        made.set_attribute("ssot.namespace", first.namespace)
+        made.set_attribute("ssot.key", first.key)
+        made.set_attribute("ssot.version", first.version)
+        made.set_attribute("ssot.position", first.position)
+    made.end()
 
 
 def _outcome(result: Result, committed: Committed) -> Outcome:

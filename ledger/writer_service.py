@@ -32,7 +32,7 @@ from uuid import UUID
 import orjson
 
 from . import commands, errors
-from .commands import Command, Context, Expectation
+from .commands import Command, Context, Expectation, Trace
 from .errors import LedgerError, Unavailable
 from .event_store import Idempotency, Outcome
 from .writer import GroupCommitWriter, Write
@@ -130,6 +130,7 @@ def decode_request(data: dict[str, Any]) -> Write:
             causation_id=ctx["causation_id"],
             idempotency_key=ctx["idempotency_key"],
             auth=ctx.get("auth"),
+            trace=_trace(ctx.get("trace")),
         )
         ops.append((cls(**values), context))
     idem = data["idem"]
@@ -137,6 +138,16 @@ def decode_request(data: dict[str, Any]) -> Write:
         Idempotency(idem["actor"], idem["key"], bytes.fromhex(idem["hash"])) if idem else None
     )
     return Write(tuple(ops), idempotency, atomic=bool(data["atomic"]))
+
+
+def _trace(value: Any) -> Trace | None:
+    """A context's trace, as sent: ``[traceparent, tracestate]`` or null."""
+    if value is None:
+        return None
+    traceparent, tracestate = value
+    if not isinstance(traceparent, str) or not isinstance(tracestate, str | None):
+        raise ValueError(f"a trace is [traceparent, tracestate], not {value!r}")
+    return traceparent, tracestate
 
 
 def encode_result(request_id: int, future: Future[Any]) -> bytes:

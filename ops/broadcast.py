@@ -8,7 +8,7 @@ import logging
 from nexus_ssot.ledger.broadcaster import Broadcaster
 from nexus_ssot.ledger.migrate import migrate
 from nexus_ssot.ledger.settings import Settings
-from nexus_ssot.ledger.telemetry import providers
+from nexus_ssot.ledger.telemetry import tracer_provider
 
 from .console import not_configured
 from .signals import run_until_signalled
@@ -17,16 +17,15 @@ log = logging.getLogger("nexus_ssot.broadcast")
 
 
 def broadcaster_for(settings: Settings) -> Broadcaster:
-    """The broadcaster of ``settings``, its lag exported as OpenTelemetry metrics."""
+    """The broadcaster of ``settings``, tracing its publishes as ``settings`` say."""
     if not settings.database_url or not settings.nats_url:
         not_configured("SSOT_DATABASE_URL", "SSOT_NATS_URL")
     broadcaster = Broadcaster(settings.database_url, settings.nats_url,
                               stream=settings.nats_stream, prefix=settings.nats_subject_prefix,
                               name=settings.broadcaster_name,
                               duplicate_window=settings.nats_duplicate_window,
-                              replicas=settings.nats_replicas)
-    _, meter_provider = providers(settings)
-    broadcaster.instrument(meter_provider.get_meter("nexus_ssot.broadcaster"))
+                              replicas=settings.nats_replicas,
+                              tracer_provider=tracer_provider(settings))
     return broadcaster
 
 

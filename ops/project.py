@@ -12,8 +12,7 @@ import click
 from nexus_ssot.ledger.following import Following
 from nexus_ssot.ledger.migrate import migrate
 from nexus_ssot.ledger.settings import Settings
-from nexus_ssot.ledger.telemetry import providers
-from nexus_ssot.projections.runtime import ViewRunner, instrument
+from nexus_ssot.projections.runtime import ViewRunner
 from nexus_ssot.projections.views import SERVICE_VIEWS, SQL_VIEWS, VIEW_NAMES, NotConfigured
 
 from .console import EXIT_UNAVAILABLE, fail, not_configured
@@ -24,8 +23,7 @@ log = logging.getLogger("nexus_ssot.project")
 
 
 def runners_for(settings: Settings, names: list[str] | None = None) -> list[ViewRunner]:
-    """Runners of the views named (default: every view whose services are configured),
-    their lag exported as metrics."""
+    """Runners of the views named (default: every view whose services are configured)."""
     if not settings.database_url:
         not_configured("SSOT_DATABASE_URL")
     unknown = sorted(set(names or ()) - set(VIEW_NAMES))
@@ -42,11 +40,7 @@ def runners_for(settings: Settings, names: list[str] | None = None) -> list[View
             if names:  # asked for by name: say why it cannot run
                 fail(EXIT_UNAVAILABLE, "not_configured", str(e))
             log.info("not running: %s", e)
-    runners = [ViewRunner(settings.database_url, view) for view in views]
-    _, meter_provider = providers(settings)
-    instrument(meter_provider.get_meter("nexus_ssot.projections"),
-               lambda: [r.progress for r in runners])
-    return runners
+    return [ViewRunner(settings.database_url, view) for view in views]
 
 
 async def run_all(runners: list[ViewRunner], stop: asyncio.Event,

@@ -22,7 +22,7 @@ import psycopg
 from psycopg.rows import dict_row
 from rich.progress import Progress
 
-from nexus_ssot.ledger.cloudevents import COLUMNS, cloudevent
+from nexus_ssot.ledger.cloudevents import COLUMNS, SOURCE, cloudevent
 from nexus_ssot.ledger.jetstream import nats_servers
 from nexus_ssot.ledger.subjects import entry_subject
 
@@ -68,7 +68,7 @@ async def reconcile(database_url: str, nats_url: str, *, stream: str, prefix: st
                                ).fetchone()
             to_position = int(row["p"]) if row else 0
         log_rows = conn.execute(
-            f"SELECT {COLUMNS} FROM entry_history WHERE position > %s AND position <= %s"
+            f"SELECT {COLUMNS} FROM {SOURCE} WHERE position > %s AND position <= %s"
             " ORDER BY position", (from_position, to_position)).fetchall()
     report = Report(from_position, to_position)
     log_pairs = [(r["position"], str(r["event_id"])) for r in log_rows]

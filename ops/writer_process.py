@@ -20,6 +20,7 @@ from nexus_ssot.ledger.metrics import record_commit
 from nexus_ssot.ledger.migrate import migrate
 from nexus_ssot.ledger.settings import Settings
 from nexus_ssot.ledger.store import open_application
+from nexus_ssot.ledger.telemetry import tracer_provider
 from nexus_ssot.ledger.writer import GroupCommitWriter
 from nexus_ssot.ledger.writer_service import serve_writer
 
@@ -36,18 +37,21 @@ def run_writer(settings: Settings, socket_path: str) -> None:
         not_configured("SSOT_DATABASE_URL")
     migrate(settings.database_url)
     application = open_application(settings.database_url, pool_size=2)
+    tracing = tracer_provider(settings)
     writer = GroupCommitWriter(application, settings.limits, max_batch=settings.max_batch,
                                cache_size=settings.state_cache_size,
                                cache_bytes=settings.state_cache_bytes,
                                hash_chain=settings.hash_chain,
                                implicit_namespaces=settings.implicit_namespaces,
-                               on_commit=record_commit)
+                               on_commit=record_commit,
+                               tracer_provider=tracing)
     exit_with_parent()
     Path(socket_path).unlink(missing_ok=True)
     try:
         uvloop.run(serve_writer(writer, socket_path))
     finally:
         application.close()
+        tracing.shutdown()  # its last spans exported
         Path(socket_path).unlink(missing_ok=True)
 
 

@@ -6,10 +6,10 @@ from typing import Any, NamedTuple
 
 from psycopg import AsyncConnection
 
-from nexus_ssot.ledger.cloudevents import COLUMNS, FIELDS, cloudevent
+from nexus_ssot.ledger.cloudevents import COLUMNS, FIELDS, SOURCE, cloudevent
 
 _AFTER = (
-    f"SELECT {COLUMNS} FROM entry_history"
+    f"SELECT {COLUMNS} FROM {SOURCE}"
     " WHERE position > %s AND (%s::text IS NULL OR namespace = %s)"
     " AND (%s::text IS NULL OR key = %s)"
     " ORDER BY position LIMIT %s"

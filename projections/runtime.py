@@ -37,7 +37,6 @@ from functools import partial
 from typing import Any, ClassVar, Protocol
 
 import psycopg
-from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from nexus_ssot.ledger.errors import SchemaBehind
 from nexus_ssot.ledger.events import TYPE_OF_TOPIC
@@ -327,19 +326,4 @@ class ViewRunner:
         self.progress.last_error = None
         self.progress.changed.set()
         self.progress.changed = asyncio.Event()
-
-
-def instrument(meter: Meter, progress: Callable[[], Iterable[ViewProgress]]) -> None:
-    """OpenTelemetry gauges of every view's position and lag."""
-
-    def gauge(value: Callable[[ViewProgress], float]
-              ) -> Callable[[CallbackOptions], Iterable[Observation]]:
-        return lambda _options: [Observation(value(p), {"view": p.name}) for p in progress()]
-
-    meter.create_observable_gauge("ssot.view.position", [gauge(lambda p: p.position)],
-                                  unit="{position}")
-    meter.create_observable_gauge("ssot.view.lag.events", [gauge(lambda p: p.lag_events)],
-                                  unit="{event}")
-    meter.create_observable_gauge("ssot.view.lag.seconds", [gauge(lambda p: p.lag_seconds)],
-                                  unit="s")
 

@@ -320,37 +320,3 @@ def test_a_standby_takes_over_when_the_leader_dies(
                 p.send_signal(signal.SIGTERM)
                 p.wait(30)
     assert_exactly_the_log(asyncio.run(read_stream(nats_url, name, prefix)), positions)
-
-
-def test_the_broadcasters_position_and_lag_are_opentelemetry_metrics(
-    database_url: str, nats_url: str, stream: tuple[str, str], writer: GroupCommitWriter,
-    ns: str,
-) -> None:
-    from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-
-    name, prefix = stream
-    writer.submit(Put(ns, "k", document={}), context()).result(10)
-    end, positions = head(database_url)
-    reader = InMemoryMetricReader()
-    broadcaster = Broadcaster(database_url, nats_url, stream=name, prefix=prefix,
-                              name=f"otel-{name}")
-    broadcaster.instrument(MeterProvider(metric_readers=[reader]).get_meter("test"))
-
-    def observed() -> dict[str, Any]:
-        data = reader.get_metrics_data()
-        assert data is not None
-        return {m.name: m.data.data_points[0].value
-                for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
-
-    with InThread(broadcaster):
-        wait_until_published(nats_url, name, end, timeout=30)
-        deadline = time.monotonic() + 30
-        while (values := observed()).get("ssot.broadcaster.lag.events") != 0:
-            assert time.monotonic() < deadline, f"the broadcaster never caught up: {values}"
-            time.sleep(0.1)  # a round after the last publish sees no lag
-    assert values["ssot.broadcaster.position"] >= end
-    assert values["ssot.broadcaster.lag.events"] == 0
-    assert values["ssot.broadcaster.lag.seconds"] == 0.0
-    # counted, not the last position: writes refused earlier in this database left gaps
-    assert values["ssot.broadcaster.published"] >= len(positions)

@@ -1,8 +1,8 @@
 """The documentation holds together: every relative link in README.md and docs/*.md leads
 to a file that exists and, with a ``#anchor``, to a heading that exists; every page of
 docs/ is reachable from the README; and every command shown with its output outside the
-README's tour and docs/schemas.md (which tests/integration runs) says it is an
-example."""
+README's tour, docs/schemas.md and docs/tracing.md (which tests/integration runs) says it
+is an example."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
 #: The pages whose console blocks a test runs and compares: the README's tour
-#: (tests/integration/test_readme_tour.py) and docs/schemas.md (test_schemas_page.py).
-EXECUTED = {README, ROOT / "docs" / "schemas.md"}
+#: (tests/integration/test_readme_tour.py), docs/schemas.md (test_schemas_page.py) and
+#: docs/tracing.md (test_tracing.py, on its own server).
+EXECUTED = {README, ROOT / "docs" / "schemas.md", ROOT / "docs" / "tracing.md"}
 
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")

@@ -10,7 +10,7 @@ from nexus_ssot.ledger.settings import Settings
 
 
 def test_no_span_is_made_without_a_processor_and_every_one_after() -> None:
-    provider, _ = telemetry.providers(Settings(database_url="postgresql://unused/x"))
+    provider = telemetry.tracer_provider(Settings(database_url="postgresql://unused/x"))
     tracer = provider.get_tracer("test")
     with telemetry.span(provider, tracer, "unseen") as span:
         span.set_attribute("a", 1)
@@ -25,11 +25,10 @@ def test_no_span_is_made_without_a_processor_and_every_one_after() -> None:
 
 
 def test_a_console_exporter_records_from_the_start() -> None:
-    provider, meters = telemetry.providers(Settings(database_url="postgresql://unused/x",
-                                                    otel_exporter="console"))
+    provider = telemetry.tracer_provider(Settings(database_url="postgresql://unused/x",
+                                                  otel_exporter="console"))
     try:
         with telemetry.span(provider, provider.get_tracer("test"), "seen") as span:
             assert span.is_recording()
     finally:
         provider.shutdown()
-        meters.shutdown()

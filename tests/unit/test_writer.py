@@ -6,17 +6,26 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from datetime import UTC, datetime
 from typing import Any
+from uuid import UUID
 
 import orjson
 import pytest
 from eventsourcing.persistence import OperationalError
 
 from nexus_ssot.ledger import writer_service
-from nexus_ssot.ledger.commands import Command, Context, Delete, Expectation, MergePatch, Put
+from nexus_ssot.ledger.commands import (
+    Command,
+    Context,
+    Delete,
+    Expectation,
+    MergePatch,
+    Put,
+    Trace,
+)
 from nexus_ssot.ledger.documents import Limits
 from nexus_ssot.ledger.errors import (
     EditConflict,
@@ -48,10 +57,10 @@ class CountingStore(MemoryEventStore):
         super().__init__()
         self.appends: list[int] = []
 
-    def append(self, events: Sequence[EntryEvent],
-               keys: Sequence[IdempotencyRecord] = ()) -> Committed:
+    def append(self, events: Sequence[EntryEvent], keys: Sequence[IdempotencyRecord] = (),
+               traces: Mapping[UUID, Trace] | None = None) -> Committed:
         self.appends.append(len(events))
-        return super().append(events, keys)
+        return super().append(events, keys, traces)
 
 
 @pytest.fixture()
@@ -400,9 +409,9 @@ class DropsAfterCommit(MemoryEventStore):
 
     dropped = False
 
-    def append(self, events: Sequence[EntryEvent],
-               keys: Sequence[IdempotencyRecord] = ()) -> Committed:
-        committed = super().append(events, keys)
+    def append(self, events: Sequence[EntryEvent], keys: Sequence[IdempotencyRecord] = (),
+               traces: Mapping[UUID, Trace] | None = None) -> Committed:
+        committed = super().append(events, keys, traces)
         if not self.dropped:
             self.dropped = True
             raise OperationalError("server closed the connection unexpectedly")
@@ -423,8 +432,8 @@ def test_a_commit_hidden_by_a_lost_connection_is_reported_as_done() -> None:
 
 
 class Unreachable(MemoryEventStore):
-    def append(self, events: Sequence[EntryEvent],
-               keys: Sequence[IdempotencyRecord] = ()) -> Committed:
+    def append(self, events: Sequence[EntryEvent], keys: Sequence[IdempotencyRecord] = (),
+               traces: Mapping[UUID, Trace] | None = None) -> Committed:
         raise OperationalError("connection refused")
 
 
