@@ -57,6 +57,7 @@ from . import (
     restore,
     schema_definitions,
     schemas,
+    search,
     verify,
     views,
 )
@@ -120,6 +121,7 @@ ROUTERS: list[APIRouter] = [
     schemas.router,
     schema_definitions.router,
     quality.router,
+    search.router,
     metrics.router,
 ]
 

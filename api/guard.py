@@ -48,6 +48,7 @@ ROUTES: dict[tuple[str, str], tuple[str, str]] = {
     ("POST", _ENTRY + "/revert"): ("restore", KEY),
     ("GET", _ENTRY + "/proof"): ("read", KEY),
     ("GET", _NS + "/entries"): ("read", SOME),
+    ("GET", _NS + "/search"): ("read", SOME),
     ("GET", "/v1/namespaces"): ("read", FILTERED),
     ("GET", _NS): ("read", SOME),
     ("PUT", _NS): ("admin", NAMESPACE),
