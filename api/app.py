@@ -43,6 +43,7 @@ from . import (
     audit,
     batch,
     consistency,
+    console_pages,
     digests,
     docs_pages,
     entries,
@@ -58,6 +59,7 @@ from . import (
     schema_definitions,
     schemas,
     search,
+    status,
     verify,
     views,
 )
@@ -122,6 +124,7 @@ ROUTERS: list[APIRouter] = [
     schema_definitions.router,
     quality.router,
     search.router,
+    status.router,
     metrics.router,
 ]
 
@@ -211,6 +214,7 @@ def create_app(settings: Settings) -> FastAPI:
     for router in ROUTERS:
         app.include_router(router)
     docs_pages.mount(app)
+    console_pages.mount(app)
     app.add_exception_handler(LedgerError, errors.ledger_error_handler)
     app.add_exception_handler(SchemaViolation, quality.schema_violation_handler)
     app.add_exception_handler(RequestValidationError, errors.validation_error_handler)

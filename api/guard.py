@@ -76,6 +76,7 @@ ROUTES: dict[tuple[str, str], tuple[str, str]] = {
     ("GET", "/v1/schemas/{name}"): ("read", FILTERED),
     ("GET", "/v1/schemas/{name}/history"): ("history", FILTERED),
     ("GET", "/metrics"): ("metrics", SYSTEM_WIDE),
+    ("GET", "/v1/status"): ("metrics", SYSTEM_WIDE),
 }
 
 #: Routes of /v1/access/…: each decides itself (a caller manages its own tokens).

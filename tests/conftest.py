@@ -93,6 +93,9 @@ LONGEST_FIRST = (
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--cluster", action="store_true",
                      help="Run the cluster's long fault runs (marker cluster; make test-cluster).")
+    parser.addoption("--console-screenshots", metavar="DIR", default=None,
+                     help="Save screenshots of the web console's main views into DIR "
+                          "(tests/integration/test_console.py; make screenshots).")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
