@@ -37,5 +37,8 @@ async def search_entries(
     ``text`` (case-insensitive), in key order after the key ``after``."""
     params = (namespace, after, prefix, prefix + PAST_PREFIX, prefix, like_pattern(text),
               limit)
-    cur = await conn.execute(_SEARCH, params, prepare=True)
+    # Never prepared: a generic plan cannot see the pattern, and it picks the key order's
+    # index with the match as a filter (scanning the namespace for a rare text: a second
+    # over 100,000 entries, against 4 ms for the custom plan that uses the trigram index).
+    cur = await conn.execute(_SEARCH, params, prepare=False)
     return [(row[0], row[1].encode()) for row in await cur.fetchall()]

@@ -89,9 +89,16 @@ onUnauthenticated(() => {
 async function route() {
   if (current) current.close();
   current = null;
-  if (!signedIn) {
+  if (!signedIn && token()) {
+    // Render at once and ask who the token is meanwhile: an invalid token answers 401
+    // there and on the view's own requests, and either brings back the sign-in form.
+    signedIn = true;
+    showIdentity().catch((error) => {
+      if (error.status !== 401) fill(who, problemBox(error));
+    });
+  } else if (!signedIn) {
     try {
-      await showIdentity(); // also passes without a token when auth is off
+      await showIdentity(); // without a token this passes only when auth is off
       signedIn = true;
     } catch (error) {
       if (error.status !== 401) {

@@ -20,7 +20,7 @@ export function healthView(main, _match, params) {
   const qualityBox = h('div');
   const nsSelect = h('select', {name: 'namespace'}, h('option', {value: ''}, '—'));
   fill(main, h('h1', {}, 'Health'),
-    h('div', {class: 'columns'},
+    h('div', {class: 'columns wide-right'},
       h('section', {class: 'card', 'aria-labelledby': 'lag-h'}, h('h2', {id: 'lag-h'}, 'Lag'), healthBox),
       h('section', {class: 'card', 'aria-labelledby': 'status-h'}, h('h2', {id: 'status-h'}, 'Status (ssot status)'), statusBox)),
     h('section', {class: 'card', 'aria-labelledby': 'quality-h'}, h('h2', {id: 'quality-h'}, 'Data quality'),
