@@ -4,6 +4,9 @@
   index of migration 0019): a value held by one entry, a key fragment held by a handful,
   and a value one entry in eight holds (its first page: the common case of a broad search);
 - the first page of the namespace's listing (the read behind the console's namespace page);
+- what the index costs the writes that change entries: the same rewrites of 5,000 entries
+  through the writer in transactions of 16, with the index, without it (dropped for the
+  measurement), and with it again;
 - the console's first paint in Debian's Chromium (Playwright), from navigation to the
   first page of entries (or the entry's document and history) on screen: the namespace
   page, a search, an entry page; median and worst of a few loads, each in a fresh tab.
@@ -25,6 +28,7 @@ import psycopg
 
 from nexus_ssot.ledger.commands import Put
 from nexus_ssot.ledger.documents import Limits
+from nexus_ssot.ledger.migrate import available
 from nexus_ssot.ledger.store import LedgerApplication, open_application
 from nexus_ssot.ledger.writer import GroupCommitWriter
 
@@ -42,6 +46,8 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
 SEARCH_TARGET_MS = 200.0
+REWRITES, REWRITES_QUICK = 5_000, 2_000  # entries rewritten per side of the index's cost
+WRITE_BATCH = 16  # commands per transaction when measuring it
 NEEDLE_AT = 4242  # the one entry holding the rare value (a quick run has it too)
 PAINT_TARGET_MS = 1000.0
 
@@ -55,6 +61,48 @@ def _document(i: int, needle: str) -> dict[str, Any]:
     if i == NEEDLE_AT:
         document["note"] = needle
     return document
+
+
+def _key(i: int) -> str:
+    return f"services/{REGIONS[i % len(REGIONS)]}/svc-{i:06d}"
+
+
+def _index_ddl() -> str:
+    """The search index's CREATE INDEX, as migration 0019 makes it."""
+    sql = next(m.sql for m in available() if m.name == "entry_search")
+    return sql[sql.index("CREATE INDEX"):].split(";")[0]
+
+
+def _rewrites_per_s(app: LedgerApplication, ns: str, count: int, rev: int, needle: str
+                    ) -> float:
+    """Writes/s of ``count`` rewrites (each entry's document changed), WRITE_BATCH per
+    transaction, through a writer of their own (its state cache cold, as on each side)."""
+    writer = GroupCommitWriter(app, lambda _ns: Limits(), max_batch=WRITE_BATCH)
+    commands = [Put(ns, _key(i), document={**_document(i, needle), "rev": rev})
+                for i in range(count)]
+    started = time.perf_counter()
+    write_commands(writer, commands, actor="bench")
+    return count / (time.perf_counter() - started)
+
+
+def _write_cost(database_url: str, app: LedgerApplication, ns: str, count: int,
+                needle: str) -> dict[str, Any]:
+    """The same rewrites with the search index, without it, and with it again."""
+    sides: dict[str, list[float]] = {"with_index": [], "without_index": []}
+    sides["with_index"].append(_rewrites_per_s(app, ns, count, 1, needle))
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("DROP INDEX entries_search_idx")
+        try:
+            sides["without_index"].append(_rewrites_per_s(app, ns, count, 2, needle))
+        finally:
+            conn.execute(_index_ddl())
+    sides["with_index"].append(_rewrites_per_s(app, ns, count, 3, needle))
+    with_index = statistics.mean(sides["with_index"])
+    without = sides["without_index"][0]
+    return {"entries": count, "batch": WRITE_BATCH,
+            "with_index_writes_per_s": [round(v) for v in sides["with_index"]],
+            "without_index_writes_per_s": round(without),
+            "ratio": round(with_index / without, 3)}
 
 
 def _paint(port: int, token: str, paths: dict[str, tuple[str, str, int]]) -> dict[str, Any]:
@@ -92,22 +140,24 @@ def _paint(port: int, token: str, paths: dict[str, tuple[str, str, int]]) -> dic
 
 
 def run_all(port: int, database_url: str, token: str, *, entries: int = ENTRIES,
-            meter: CpuMeter | None = None, headers: str = "") -> dict[str, Any]:
+            rewrites: int = REWRITES, meter: CpuMeter | None = None,
+            headers: str = "") -> dict[str, Any]:
     tag = secrets.token_hex(3)
     ns, needle = f"console{tag}", f"needle-{tag}"
     app: LedgerApplication = open_application(database_url, pool_size=2)
     writer = GroupCommitWriter(app, lambda _ns: Limits(), max_batch=SEED_BATCH)
     try:
         started = time.perf_counter()
-        write_commands(writer, [Put(ns, f"services/{REGIONS[i % len(REGIONS)]}/svc-{i:06d}",
-                                    document=_document(i, needle)) for i in range(entries)],
-                       actor="bench")
+        write_commands(writer, [Put(ns, _key(i), document=_document(i, needle))
+                                for i in range(entries)], actor="bench")
         say(f"(w) wrote {entries:,} entries in {time.perf_counter() - started:.1f} s")
+        report: dict[str, Any] = {"entries": entries}
+        report["write_cost"] = _write_cost(database_url, app, ns, rewrites, needle)
+        say(f"(w) rewrites with / without the search index: {report['write_cost']}")
     finally:
         app.close()
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("ANALYZE entries")
-    report: dict[str, Any] = {"entries": entries}
     path = f"/v1/namespaces/{ns}/search"
     searches = {
         "one_value": ({"q": needle, "limit": 50}, 1),
@@ -124,7 +174,7 @@ def run_all(port: int, database_url: str, token: str, *, entries: int = ENTRIES,
     assert len(get_json(port, listing, headers)["items"]) == 50
     report["first_page"] = measure_gets(port, listing, READS, meter, headers)
     say(f"(w) first page of the namespace: {brief(report['first_page'])}")
-    key = f"services/{REGIONS[NEEDLE_AT % len(REGIONS)]}/svc-{NEEDLE_AT:06d}"
+    key = _key(NEEDLE_AT)
     report["paint"] = _paint(port, token, {
         "namespace": (f"/ui/namespaces/{ns}", "table.entries tbody tr", 50),
         "search": (f"/ui/namespaces/{ns}?q={needle}", "table.entries tbody tr[data-key]", 1),
@@ -155,6 +205,12 @@ def summarize(report: dict[str, Any], *, quick: bool = False) -> list[str]:
     q = report["first_page"]
     lines.append(f"| (w) the namespace's first page of 50 | {q['p50_ms']} | {q['p99_ms']} "
                  f"| {cpu_shares(q)} | (for reference) | — |")
+    cost = report["write_cost"]
+    lines.append(f"| (w) writes changing entries, {cost['entries']:,} rewrites in transactions "
+                 f"of {cost['batch']}: with the search index / without | "
+                 f"{' and '.join(f'{v:,}' for v in cost['with_index_writes_per_s'])} / "
+                 f"{cost['without_index_writes_per_s']:,} writes/s | | | (for reference: "
+                 f"{cost['ratio']}x) | — |")
     paint = report["paint"]
     if "skipped" in paint:
         lines.append(f"| (w) first paint | | | | < {PAINT_TARGET_MS:g} ms | not measured: "
