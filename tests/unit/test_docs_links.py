@@ -15,8 +15,9 @@ ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
 #: The pages whose console blocks a test runs and compares: the README's tour
-#: (tests/integration/test_readme_tour.py) and docs/schemas.md (test_schemas_page.py).
-EXECUTED = {README, ROOT / "docs" / "schemas.md"}
+#: (tests/integration/test_readme_tour.py), docs/schemas.md (test_schemas_page.py) and
+#: docs/api.md (test_api_page.py).
+EXECUTED = {README, ROOT / "docs" / "schemas.md", ROOT / "docs" / "api.md"}
 
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
