@@ -19,7 +19,7 @@ export function namespaceView(main, [encoded], params) {
   const liveState = h('span', {class: 'live-state muted'}, 'connecting…');
   const message = h('div');
   const prefixInput = h('input', {type: 'text', name: 'prefix', value: prefix, placeholder: 'services/', spellcheck: 'false'});
-  const searchInput = h('input', {type: 'search', name: 'q', value: q, placeholder: 'text in keys or values (3+ characters)', spellcheck: 'false', minlength: 3, maxlength: 200});
+  const searchInput = h('input', {type: 'search', name: 'q', value: q, placeholder: 'text in keys or values', size: 30, spellcheck: 'false', minlength: 3, maxlength: 200, title: '3 to 200 characters'});
 
   fill(main,
     h('div', {class: 'crumbs'}, link(href('/'), 'Namespaces'), ' / ', h('span', {}, ns)),
