@@ -73,18 +73,40 @@ export async function call(path, {method = 'GET', body, accept = 'application/js
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** Resolves once this tab is visible (at once when it is). */
+function visible() {
+  if (document.visibilityState !== 'hidden') return Promise.resolve();
+  return new Promise((resolve) => {
+    const seen = () => {
+      if (document.visibilityState === 'hidden') return;
+      document.removeEventListener('visibilitychange', seen);
+      resolve();
+    };
+    document.addEventListener('visibilitychange', seen);
+  });
+}
+
 /**
  * Follow the live change feed (GET /v1/events/stream, Server-Sent Events) through fetch,
  * so the token goes in a header (EventSource cannot send one). Reconnects with
- * Last-Event-ID, waiting 0.5 s doubling to 5 s. onEvent(cloudEvent); onState(text).
+ * Last-Event-ID, waiting 0.5 s doubling to 5 s. A hidden tab lets its stream go and
+ * resumes where it stopped once shown again: a browser keeps six connections per server,
+ * and every open stream holds one. onEvent(cloudEvent); onState(text).
  */
 export function follow({namespace, key} = {}, onEvent, onState = () => {}) {
-  const control = new AbortController();
+  let control = null; // the current connection's
   let last = null;
   let closed = false;
   let delay = 500;
+  const onVisibility = () => {
+    if (document.visibilityState === 'hidden' && control) control.abort();
+  };
+  document.addEventListener('visibilitychange', onVisibility);
   (async () => {
     while (!closed) {
+      await visible();
+      if (closed) return;
+      control = new AbortController();
       try {
         const extra = {Accept: 'text/event-stream'};
         if (last !== null) extra['Last-Event-ID'] = String(last);
@@ -126,10 +148,18 @@ export function follow({namespace, key} = {}, onEvent, onState = () => {}) {
         if (closed) return;
       }
       if (closed) return;
+      if (document.visibilityState === 'hidden') {
+        onState('paused (tab hidden)');
+        continue; // no wait: it resumes as soon as the tab is shown
+      }
       onState('reconnecting');
       await sleep(delay);
       delay = Math.min(delay * 2, 5000);
     }
   })();
-  return {close() { closed = true; control.abort(); }};
+  return {close() {
+    closed = true;
+    document.removeEventListener('visibilitychange', onVisibility);
+    if (control) control.abort();
+  }};
 }

@@ -1,7 +1,7 @@
 """The web console at /ui, end to end in Debian's Chromium (Playwright): sign in with a
 token, browse to an entry, read its history, diff two versions, move the as-of picker,
 revert with a preview, search a value, and see another client's change appear in the live
-tail and on an open entry page. One browser for the module; the API is the in-test server
+tail and on an open namespace or entry page. One browser for the module; the API is the in-test server
 (writes through a writer process, as ``ssot serve`` runs it).
 
 ``pytest tests/integration/test_console.py --console-screenshots docs/console`` also saves
@@ -188,6 +188,14 @@ def test_a_value_found_and_another_clients_change_seen_live(
     expect(rows).to_have_count(1)
     expect(rows.first).to_contain_text("flags/beta")
     shoot(page, shots, "search")
+
+    # an open namespace page shows a new entry as it is written, without a reload
+    page.goto(f"/ui/namespaces/{ns}?prefix=flags/b")
+    expect(rows).to_have_count(1)
+    expect(page.locator(".live-state")).to_have_text("● live")
+    put(client, ns, "flags/bravo", {"owner": "team-c"})
+    expect(rows).to_have_count(2)
+    expect(page.locator("tr.fresh")).to_contain_text("flags/bravo")
 
     page.goto(f"/ui/tail?namespace={ns}&prefix=flags/")
     expect(page.locator(".live-state")).to_have_text("● live")
