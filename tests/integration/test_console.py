@@ -1,8 +1,8 @@
 """The web console at /ui, end to end in Debian's Chromium (Playwright): sign in with a
 token, browse to an entry, read its history, diff two versions, move the as-of picker,
 revert with a preview, search a value, and see another client's change appear in the live
-tail and on an open namespace or entry page. One browser for the module; the API is the in-test server
-(writes through a writer process, as ``ssot serve`` runs it).
+tail and on an open namespace or entry page. One browser for the module; the API is the
+in-test server (writes through a writer process, as ``ssot serve`` runs it).
 
 ``pytest tests/integration/test_console.py --console-screenshots docs/console`` also saves
 screenshots of the main views (``make screenshots``)."""
