@@ -55,8 +55,9 @@ async def search(
         async def fetch(start: str, n: int) -> list[tuple[str, bytes]]:
             if scan is None:
                 return []
-            return await entry_search.search_entries(conn, ns, q, prefix=scan, after=start,
-                                                     limit=n)
+            found: list[tuple[str, bytes]] = await entry_search.search_entries(
+                conn, ns, q, prefix=scan, after=start, limit=n)
+            return found
 
         rows = await visible_rows(fetch, lambda r: r[0], keys, after, limit)
         if not rows:  # nothing found, or no such namespace?
