@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test test-unit test-cluster lint lint-imports promtool monitoring typecheck bench chaos fuzz clean install
+.PHONY: run test test-unit test-cluster lint lint-imports promtool chromium screenshots monitoring typecheck bench chaos fuzz clean install
 
 install: $(STAMP)
 
@@ -20,7 +20,7 @@ run: $(STAMP)
 # Everything, both cores: the import contracts, then every lane (unit, integration, the slow
 # end-to-end runs). What .ci/run calls. Four workers on two cores: most integration tests
 # wait on a server rather than compute (3.6 min against 4.1 with two, same machine).
-test: $(STAMP) lint-imports promtool
+test: $(STAMP) lint-imports promtool chromium
 	$(PY) -m pytest -n 4 --dist loadfile --durations=30
 
 # promtool, for the Prometheus rules of ops/monitoring (tests/integration/test_monitoring.py
@@ -35,6 +35,24 @@ promtool:
 		--no-install-recommends prometheus >/dev/null; }
 	@command -v $(PROMTOOL) >/dev/null 2>&1 || { echo "error: promtool not found: install \
 	Debian's prometheus package (apt-get install prometheus)" >&2; exit 1; }
+
+# Debian's Chromium, which the web console's end-to-end test drives through Playwright
+# (tests/integration/test_console.py; Playwright's own browser download is never used).
+# Installed here when missing and run as root (CI is); without it this fails, never skips.
+CHROMIUM ?= /usr/bin/chromium
+chromium:
+	@test -x $(CHROMIUM) || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null || \
+		{ echo "chromium missing: installing Debian's chromium package"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+		--no-install-recommends chromium >/dev/null; }
+	@test -x $(CHROMIUM) || { echo "error: $(CHROMIUM) not found: install Debian's \
+	chromium package (apt-get install chromium)" >&2; exit 1; }
+
+# The console's screenshots in docs/console/ (docs/console.md, the README), taken by its
+# end-to-end test against the in-test server.
+screenshots: $(STAMP) chromium
+	$(PY) -m pytest tests/integration/test_console.py -n 0 -p no:cacheprovider \
+		--console-screenshots docs/console
 
 # The rules' checks alone (make test runs them among the tests).
 monitoring: promtool

@@ -43,6 +43,7 @@ from . import (
     audit,
     batch,
     consistency,
+    console_pages,
     digests,
     docs_pages,
     entries,
@@ -57,6 +58,8 @@ from . import (
     restore,
     schema_definitions,
     schemas,
+    search,
+    status,
     verify,
     views,
 )
@@ -120,6 +123,8 @@ ROUTERS: list[APIRouter] = [
     schemas.router,
     schema_definitions.router,
     quality.router,
+    search.router,
+    status.router,
     metrics.router,
 ]
 
@@ -209,6 +214,7 @@ def create_app(settings: Settings) -> FastAPI:
     for router in ROUTERS:
         app.include_router(router)
     docs_pages.mount(app)
+    console_pages.mount(app)
     app.add_exception_handler(LedgerError, errors.ledger_error_handler)
     app.add_exception_handler(SchemaViolation, quality.schema_violation_handler)
     app.add_exception_handler(RequestValidationError, errors.validation_error_handler)

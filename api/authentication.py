@@ -12,8 +12,9 @@ Bearer tokens, in the order they are tried:
 ``X-Actor`` is honoured only from an identity named in ``trusted_proxies``; the identity
 then acts ``on_behalf_of`` that end user. Anyone else sending it is refused (403).
 
-Public, without a token: health, the OpenAPI document and its pages, and the digests'
-public key. With ``SSOT_AUTH=off`` every request is the anonymous administrator."""
+Public, without a token: health, the OpenAPI document and its pages, the web console's
+pages (``/ui``) and the digests' public key. With ``SSOT_AUTH=off`` every request is the
+anonymous administrator."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from nexus_ssot.access.oidc import OidcAuthenticator
 from nexus_ssot.access.tokens import token_id_of
 from nexus_ssot.ledger.settings import Settings
 
+from .console_pages import is_console
 from .docs_pages import ASSETS, DOCS, OAUTH2_REDIRECT, REDOC
 from .errors import PROBLEM_JSON, PROBLEM_TYPE_BASE, instance_of
 from .rate_limit import RateLimiter, source_address, too_many_requests
@@ -42,9 +44,10 @@ PUBLIC_PATHS = frozenset({"/v1/health", "/openapi.json", DOCS, OAUTH2_REDIRECT, 
 
 
 def is_public(path: str) -> bool:
-    """Whether ``path`` answers without a token: the public paths, and the assets of the
-    docs pages (under ASSETS, a mount that answers files and nothing else)."""
-    return path in PUBLIC_PATHS or path.startswith(ASSETS + "/")
+    """Whether ``path`` answers without a token: the public paths, the assets of the
+    docs pages (under ASSETS, a mount that answers files and nothing else) and the web
+    console's pages and assets (they hold no data: the console signs in to the API)."""
+    return path in PUBLIC_PATHS or path.startswith(ASSETS + "/") or is_console(path)
 
 _TEXT = re.compile(r"^[^\x00-\x1f\x7f]{1,255}$")
 

@@ -48,6 +48,7 @@ ROUTES: dict[tuple[str, str], tuple[str, str]] = {
     ("POST", _ENTRY + "/revert"): ("restore", KEY),
     ("GET", _ENTRY + "/proof"): ("read", KEY),
     ("GET", _NS + "/entries"): ("read", SOME),
+    ("GET", _NS + "/search"): ("read", SOME),
     ("GET", "/v1/namespaces"): ("read", FILTERED),
     ("GET", _NS): ("read", SOME),
     ("PUT", _NS): ("admin", NAMESPACE),
@@ -75,6 +76,7 @@ ROUTES: dict[tuple[str, str], tuple[str, str]] = {
     ("GET", "/v1/schemas/{name}"): ("read", FILTERED),
     ("GET", "/v1/schemas/{name}/history"): ("history", FILTERED),
     ("GET", "/metrics"): ("metrics", SYSTEM_WIDE),
+    ("GET", "/v1/status"): ("metrics", SYSTEM_WIDE),
 }
 
 #: Routes of /v1/access/…: each decides itself (a caller manages its own tokens).

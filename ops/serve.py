@@ -155,6 +155,10 @@ def serve(settings: Settings, *, access_log: bool = False) -> None:
         scheme = "https" if ready.tls_cert else "http"
         print(f"NEXUS SSOT Ledger serving on {scheme}://{ready.http_host}:{ready.http_port} "
               f"(docs at /docs)", flush=True)
+        print(f"web console at {scheme}://{ready.http_host}:{ready.http_port}/ui"
+              + (f" (sign in with the token in {admin_token_path(ready.data_dir)})"
+                 if ready.auth == "on" and admin_token_path(ready.data_dir).exists()
+                 else ""), flush=True)
         if ready.http_workers == 1:
             from nexus_ssot.api.app import create_app  # the one place ops starts the api
 

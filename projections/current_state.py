@@ -39,7 +39,7 @@ _LIST = (
 )
 
 #: Above every key with a given prefix, byte-wise (keys sort with COLLATE "C").
-_PAST_PREFIX = "\U0010ffff"
+PAST_PREFIX = "\U0010ffff"
 
 
 async def list_entries(
@@ -47,7 +47,7 @@ async def list_entries(
 ) -> list[tuple[str, bytes]]:
     """Live entries of a namespace in key order, keyset-paginated (``after`` a key); the
     prefix is an index range."""
-    params = (namespace, after, prefix, prefix + _PAST_PREFIX, prefix, limit)
+    params = (namespace, after, prefix, prefix + PAST_PREFIX, prefix, limit)
     cur = await conn.execute(_LIST, params, prepare=True)
     return [(row[0], row[1].encode()) for row in await cur.fetchall()]
 

@@ -74,7 +74,9 @@ LONGEST_FIRST = (
     "tests/integration/test_cli.py",
     "tests/integration/test_digests.py",
     "tests/integration/test_readme_tour.py",
+    "tests/integration/test_console.py",
     "tests/integration/test_schemas_page.py",
+    "tests/integration/test_api_page.py",
     "tests/integration/test_broadcaster.py",
     "tests/integration/test_batch_restore.py",
     "tests/integration/test_consistency.py",
@@ -93,6 +95,9 @@ LONGEST_FIRST = (
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--cluster", action="store_true",
                      help="Run the cluster's long fault runs (marker cluster; make test-cluster).")
+    parser.addoption("--console-screenshots", metavar="DIR", default=None,
+                     help="Save screenshots of the web console's main views into DIR "
+                          "(tests/integration/test_console.py; make screenshots).")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

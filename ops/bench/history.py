@@ -67,7 +67,7 @@ def _quantiles(samples_ms: list[float]) -> dict[str, float]:
             "max_ms": round(ordered[-1], 3), "reads": len(ordered)}
 
 
-def _write(writer: GroupCommitWriter, commands: list[Put], actor: str) -> list[Outcome]:
+def write_commands(writer: GroupCommitWriter, commands: list[Put], actor: str) -> list[Outcome]:
     outcomes: list[Outcome] = []
     for start in range(0, len(commands), SEED_BATCH):
         futures = writer.write_batch([(c, _context(actor), None)
@@ -108,7 +108,7 @@ async def _timed_gets(port: int, target: str, n: int, headers: str) -> list[floa
     return samples
 
 
-def _measure(port: int, target: str, n: int, meter: CpuMeter | None, headers: str
+def measure_gets(port: int, target: str, n: int, meter: CpuMeter | None, headers: str
              ) -> dict[str, Any]:
     """Quantiles of ``n`` timed reads of ``target``, with where the machine's CPU went
     meanwhile (when ``meter`` is given): the server, PostgreSQL (all of it, other
@@ -123,7 +123,7 @@ def _measure(port: int, target: str, n: int, meter: CpuMeter | None, headers: st
     return {**_quantiles(samples), "cpu": asdict(cpu[0])}
 
 
-def _get_json(port: int, target: str, headers: str) -> Any:
+def get_json(port: int, target: str, headers: str) -> Any:
     """One untimed GET, to check what the timed ones return."""
     conn = http.client.HTTPConnection(HOST, port, timeout=60)
     try:
@@ -136,7 +136,7 @@ def _get_json(port: int, target: str, headers: str) -> Any:
         conn.close()
 
 
-def _query(path: str, params: dict[str, Any]) -> str:
+def query(path: str, params: dict[str, Any]) -> str:
     return f"{path}?{urlencode(params, quote_via=quote)}"
 
 
@@ -155,13 +155,13 @@ def run_all(port: int, database_url: str, entries: int, *,
         started = time.perf_counter()
         depth: dict[int, Sequence[Outcome]] = {}
         for versions in (10, 10_000):  # (i) one key with 10 versions, one with 10,000
-            depth[versions] = _write(writer, [
+            depth[versions] = write_commands(writer, [
                 Put(ns, f"deep{versions}", document={"n": i, "pad": "x" * 100})
                 for i in range(versions)], actor="bench")[:5]
         # (j) a namespace of `entries` keys, cut at a past position, changed after it
-        cut = _write(writer, [Put(ns, f"many/{i:07d}", document={"i": i})
+        cut = write_commands(writer, [Put(ns, f"many/{i:07d}", document={"i": i})
                               for i in range(entries)], actor=actor)[-1].position
-        _write(writer, [Put(ns, f"many/{i:07d}", document={"i": i, "after_cut": True})
+        write_commands(writer, [Put(ns, f"many/{i:07d}", document={"i": i, "after_cut": True})
                         for i in range(0, entries, 10)], actor="bench")
         say(f"(i)-(j) written in {time.perf_counter() - started:.1f} s")
         # (k) the log up to `audit_events` events, by many actors
@@ -192,13 +192,13 @@ def run_all(port: int, database_url: str, entries: int, *,
         for versions, outcomes in depth.items():
             old = outcomes[4]  # version 5
             path = f"/v1/namespaces/{ns}/entries/deep{versions}"
-            by_version = _query(path, {"version": 5})
-            by_time = _query(path, {"as_of": old.recorded_at.isoformat()})
+            by_version = query(path, {"version": 5})
+            by_time = query(path, {"as_of": old.recorded_at.isoformat()})
             for target in (by_version, by_time):
-                body = _get_json(port, target, headers)
+                body = get_json(port, target, headers)
                 assert body["version"] == 5 and body["document"]["n"] == 4, body
-            version_q = _measure(port, by_version, reads, meter, headers)
-            time_q = _measure(port, by_time, reads, meter, headers)
+            version_q = measure_gets(port, by_version, reads, meter, headers)
+            time_q = measure_gets(port, by_time, reads, meter, headers)
             started = time.perf_counter()
             for _ in range(3):
                 aggregate = app.entry(stream_id(ns, f"deep{versions}"), version=versions)
@@ -207,8 +207,8 @@ def run_all(port: int, database_url: str, entries: int, *,
             report[f"entry_{versions}_versions"] = {
                 "by_version": version_q, "by_as_of": time_q,
                 "library_repository_get_ms": round(library_ms, 2)}
-            say(f"(i) {versions:,} versions: ?version=5 {_brief(version_q)}, ?as_of "
-                f"{_brief(time_q)}, repository.get {library_ms:.1f} ms")
+            say(f"(i) {versions:,} versions: ?version=5 {brief(version_q)}, ?as_of "
+                f"{brief(time_q)}, repository.get {library_ms:.1f} ms")
 
         # -- (j) the cut: first page, then the whole of it, on one warm connection
         reader = http.client.HTTPConnection(HOST, port, timeout=60)
@@ -219,7 +219,7 @@ def run_all(port: int, database_url: str, entries: int, *,
             params: dict[str, Any] = {"position": cut, "prefix": "many/", "limit": 1000}
             first_ms, total = 0.0, 0
             while True:
-                reader.request("GET", _query(f"/v1/namespaces/{ns}/entries", params),
+                reader.request("GET", query(f"/v1/namespaces/{ns}/entries", params),
                                headers=header_dict(headers))
                 response = reader.getresponse()
                 page = orjson.loads(response.read())
@@ -245,20 +245,20 @@ def run_all(port: int, database_url: str, entries: int, *,
                 ("one_actor", {"actor": rare, "limit": 100}, rare_n),
                 ("busy_actor", {"actor": busy[1], "limit": 100}, busy_n),
                 ("one_namespace", {"namespace": audit_ns, "limit": 100}, ns_n)):
-            target = _query("/v1/audit", params)
-            assert len(_get_json(port, target, headers)["items"]) == min(100, matching)
+            target = query("/v1/audit", params)
+            assert len(get_json(port, target, headers)["items"]) == min(100, matching)
             audit[label] = {"matching_events": matching,
-                            "first_page": _measure(port, target, AUDIT_READS, meter,
+                            "first_page": measure_gets(port, target, AUDIT_READS, meter,
                                                      headers)}
             say(f"(k) audit {label} ({matching:,} of {events:,} events): "
-                f"{_brief(audit[label]['first_page'])}")
+                f"{brief(audit[label]['first_page'])}")
         report["audit"] = audit
     finally:
         app.close()
     return report
 
 
-def _cpu(q: dict[str, Any]) -> str:
+def cpu_shares(q: dict[str, Any]) -> str:
     """"server / PostgreSQL / other" CPU during a series, in % of one core."""
     cpu = q.get("cpu")
     if not cpu:
@@ -267,8 +267,8 @@ def _cpu(q: dict[str, Any]) -> str:
                       for k in ("server", "postgres", "other"))
 
 
-def _brief(q: dict[str, Any]) -> str:
-    cpu = f", CPU % server/PostgreSQL/other {_cpu(q)}" if q.get("cpu") else ""
+def brief(q: dict[str, Any]) -> str:
+    cpu = f", CPU % server/PostgreSQL/other {cpu_shares(q)}" if q.get("cpu") else ""
     return f"p50 {q['p50_ms']} ms, p99 {q['p99_ms']} ms, max {q['max_ms']} ms{cpu}"
 
 
@@ -293,7 +293,7 @@ def summarize(report: dict[str, Any], *, quick: bool = False) -> list[str]:
         for label, q in (("?version=5", r["by_version"]), ("?as_of=<v5 time>", r["by_as_of"])):
             lines.append(f"| (i) entry with {versions:,} versions, {label} | {q['p50_ms']} "
                          f"| {q['p99_ms']} | repository.get at depth {versions:,}: "
-                         f"{r['library_repository_get_ms']} ms | {_cpu(q)} | p99 < 5 ms "
+                         f"{r['library_repository_get_ms']} ms | {cpu_shares(q)} | p99 < 5 ms "
                          f"| {ok(q['p99_ms'] < 5)} |")
     cut = report["namespace_cut"]
     lines.append(f"| (j) namespace cut over {cut['entries']:,} entries, first page of 1,000 "
@@ -312,7 +312,7 @@ def summarize(report: dict[str, Any], *, quick: bool = False) -> list[str]:
         status = "—" if target.startswith("(") else ok(q["p99_ms"] < 100 and enough) + note
         lines.append(f"| (k) audit, {what} ({audit[label]['matching_events']:,} events), "
                      f"first page of 100, over {events:,} events | {q['p50_ms']} "
-                     f"| {q['p99_ms']} | | {_cpu(q)} | {target} | {status} |")
+                     f"| {q['p99_ms']} | | {cpu_shares(q)} | {target} | {status} |")
     seeding = report.get("seeding", {})
     if seeding.get("events_seeded"):
         lines += ["", f"(k) seeded {seeding['events_seeded']:,} events through the ledger's "

@@ -42,6 +42,7 @@ from . import (
     projections,
     schemas,
     slowloris,
+    web_console,
 )
 from .database import Monitor, conninfo, describe_server, postmaster_of, with_database
 from .http_load import RSS_WRITES, RSS_WRITES_QUICK
@@ -227,6 +228,8 @@ class Bench:
                 self.measure_history(server, database_url, meter, headers)
             if self.only in (None, "projections"):
                 self.measure_projections(server, database_url, meter, pool, headers)
+            if self.only in (None, "console"):
+                self.measure_console(server, database_url, meter, token, headers)
             if self.only in (None, "backup"):
                 self.measure_backup(database_url, meter)
             if self.only in (None, "slowloris"):
@@ -271,6 +274,20 @@ class Bench:
         for line in self.report["history"]["summary_md"][5:]:
             say(line)
 
+    def measure_console(self, server: Server, database_url: str, meter: CpuMeter,
+                        token: str, headers: str) -> None:
+        say("(w) the web console: search and first paint over a namespace of "
+            f"{web_console.ENTRIES_QUICK if self.quick else web_console.ENTRIES:,} entries")
+        measured = web_console.run_all(
+            server.port, database_url, token,
+            entries=web_console.ENTRIES_QUICK if self.quick else web_console.ENTRIES,
+            rewrites=web_console.REWRITES_QUICK if self.quick else web_console.REWRITES,
+            meter=meter, headers=headers)
+        measured["summary_md"] = web_console.summarize(measured, quick=self.quick)
+        self.report["console"] = measured
+        for line in measured["summary_md"][5:]:
+            say(line)
+
     def measure_projections(self, server: Server, database_url: str, meter: CpuMeter,
                             pool: ProcessPoolExecutor, headers: str) -> None:
         say("(m)-(n) projections: rebuilds beside the library's log read, live view lag")
@@ -311,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="folder for the results (default bench/results)")
     parser.add_argument("--only", choices=["history", "chain", "projections", "backup", "auth",
                                            "slowloris", "budget", "baselines", "schema",
-                                           "cluster"],
+                                           "cluster", "console"],
                         help="run only these steps: history = (i)-(k) time travel and audit, "
                              "chain = (l) the hash chain's cost, projections = (m)-(n) view "
                              "rebuilds and live view lag, backup = (o) verify, export and "
@@ -321,8 +338,9 @@ def main(argv: list[str] | None = None) -> int:
                              "each part of the server, baselines = (s) a trivial FastAPI app "
                              "and (t) etcd, schema = (u) validation, PUT @16 with a schema, "
                              "dry run and re-validation, cluster = (v) two API nodes "
-                             "beside one, replica reads, failover times (results go to "
-                             "bench-<stamp>-<steps>.*, not latest.*)")
+                             "beside one, replica reads, failover times, console = (w) the "
+                             "web console's search and first paint over 100,000 entries "
+                             "(results go to bench-<stamp>-<steps>.*, not latest.*)")
     args = parser.parse_args(argv)
     if args.duration <= 0:
         parser.error("--duration must be positive")

@@ -24,6 +24,7 @@ READS = [
     "/v1/namespaces/{ns}/stats",
     "/v1/namespaces/{ns}/entries",
     "/v1/namespaces/{ns}/entries?prefix=a/",
+    "/v1/namespaces/{ns}/search?q=abc",
     "/v1/namespaces/{ns}/entries?position=0",
     "/v1/namespaces/{ns}/entries?as_of=2026-01-01T00:00:00Z",
     "/v1/namespaces/{ns}/entries/k",

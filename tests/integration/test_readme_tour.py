@@ -157,11 +157,17 @@ def test_the_readme_tour_runs_as_written(server_url: str, tmp_path: Path) -> Non
     assert (tmp_path / "admin-token").stat().st_mode & 0o777 == 0o600
 
 
-if __name__ == "__main__":
+def page_main(page: Path, test_file: str) -> None:
+    """A page test's command line: ``--update`` writes into ``page`` the output its
+    commands give now (on the server of SSOT_DATABASE_URL); otherwise run the test."""
     if "--update" in sys.argv:
         with tempfile.TemporaryDirectory() as folder:
-            update_page(README, os.environ.get("SSOT_DATABASE_URL",
-                                               "postgresql://root@127.0.0.1:5432/postgres"),
+            update_page(page, os.environ.get("SSOT_DATABASE_URL",
+                                             "postgresql://root@127.0.0.1:5432/postgres"),
                         Path(folder))
     else:
-        pytest.main([__file__])
+        pytest.main([test_file])
+
+
+if __name__ == "__main__":
+    page_main(README, __file__)

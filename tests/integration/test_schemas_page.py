@@ -7,15 +7,12 @@ To refresh the page after an intended change of output:
 
 from __future__ import annotations
 
-import os
 import re
-import sys
-import tempfile
 from pathlib import Path
 
 import pytest
 
-from tests.integration.test_readme_tour import ROOT, normalize, run_page, steps, update_page
+from tests.integration.test_readme_tour import ROOT, normalize, page_main, run_page, steps
 
 PAGE = ROOT / "docs" / "schemas.md"
 _DURATION = re.compile(r"\b\d+(\.\d+)?s\b")
@@ -33,10 +30,4 @@ def test_the_schemas_page_runs_as_written(server_url: str, tmp_path: Path) -> No
 
 
 if __name__ == "__main__":
-    if "--update" in sys.argv:
-        with tempfile.TemporaryDirectory() as folder:
-            update_page(PAGE, os.environ.get("SSOT_DATABASE_URL",
-                                             "postgresql://root@127.0.0.1:5432/postgres"),
-                        Path(folder))
-    else:
-        pytest.main([__file__])
+    page_main(PAGE, __file__)

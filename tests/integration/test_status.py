@@ -12,12 +12,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import psycopg
 import pytest
 
 from nexus_ssot.ledger.writer_service import RemoteWriter
-from tests.integration.conftest import RunningServer, free_port, own_database
+from tests.integration.conftest import AUTH, RunningServer, free_port, own_database
+from tests.integration.test_access import as_, make_token
 
 SSOT = str(Path(sys.executable).parent / "ssot")
 
@@ -82,3 +84,20 @@ def test_status_judges_each_part_and_exits_1_when_one_is_red(
     found = levels(body)
     assert found["last verify"] == found["api"] == found["writer"] == "red"
     assert code == 1 and body["status"] == "red"
+
+
+def test_the_status_route_judges_as_ssot_status_does_for_a_caller_allowed_metrics(
+        api: RunningServer, ns: str) -> None:
+    with httpx.Client(headers=AUTH, base_url=api.url, timeout=30) as admin:
+        body = admin.get("/v1/status").json()
+        assert body["status"] in ("green", "amber", "red")
+        names = [c["name"] for c in body["checks"]]
+        assert names[:2] == ["postgresql", "writer"]
+        assert {"broadcaster", "digests", "last backup", "last verify", "schemas"} <= set(names)
+        assert all(set(c) == {"name", "level", "value", "threshold"} for c in body["checks"])
+        writer = next(c for c in body["checks"] if c["name"] == "writer")
+        assert (writer["level"], writer["value"]) == ("green", "ok")
+        assert httpx.get(api.url + "/v1/status").status_code == 401
+        reader = make_token(admin, f"reader-{ns}")
+    with as_(api, reader) as caller:  # no policy grants it the action metrics
+        assert caller.get("/v1/status").status_code in (403, 404)

@@ -26,6 +26,10 @@ def test_the_wheel_installs_everything_under_one_import_root(tmp_path: Path) -> 
     migrations = {n for n in names if n.startswith("nexus_ssot/ledger/migrations/")}
     assert {Path(m).name for m in migrations} >= {
         f"{sql.name}" for sql in (ROOT / "ledger" / "migrations").glob("*.sql")}
+    console = ROOT / "api" / "console"  # the web console's files, served as they are
+    assert {n.removeprefix("nexus_ssot/api/console/") for n in names
+            if n.startswith("nexus_ssot/api/console/")} >= {
+        str(f.relative_to(console)) for f in console.rglob("*") if f.is_file()}
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "ssot = nexus_ssot.ops.cli:main" in zipfile.ZipFile(wheel).read(
         entry_points).decode()

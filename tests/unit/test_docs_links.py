@@ -16,8 +16,8 @@ README = ROOT / "README.md"
 PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
 #: The pages whose console blocks a test runs and compares: the README's tour
 #: (tests/integration/test_readme_tour.py), docs/schemas.md (test_schemas_page.py) and
-#: docs/tracing.md (test_tracing.py, on its own server).
-EXECUTED = {README, ROOT / "docs" / "schemas.md", ROOT / "docs" / "tracing.md"}
+#: docs/tracing.md (test_tracing.py, on its own server) and docs/api.md (test_api_page.py).
+EXECUTED = {README, *(ROOT / "docs" / page for page in ("schemas.md", "tracing.md", "api.md"))}
 
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")

@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 from nexus_ssot.ledger.operation_runs import LastRun
 from nexus_ssot.ledger.settings import Settings
-from nexus_ssot.ops.status import AMBER, GREEN, RED, judge, schemas
 from nexus_ssot.projections.log_state import Follower, LogState
+from nexus_ssot.projections.status_checks import AMBER, GREEN, RED, judge, schemas
 from nexus_ssot.projections.views import VIEW_NAMES
 
 NOW = datetime(2026, 1, 1, 12, tzinfo=UTC)
