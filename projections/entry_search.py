@@ -2,7 +2,7 @@
 
 One question, one query: a case-insensitive substring match over ``key || ' ' ||
 document::text`` (the document's JSON text, so member names and values alike), answered
-from the trigram index of migration 0019, in key order and keyset-paginated like the
+from the trigram index of migration 0020, in key order and keyset-paginated like the
 listing of a namespace."""
 
 from __future__ import annotations

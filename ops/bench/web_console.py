@@ -1,7 +1,7 @@
 """The web console's part of ``make bench`` (w): over a namespace of 100,000 entries,
 
 - the search across keys and values (``GET /v1/namespaces/{ns}/search``, the trigram
-  index of migration 0019): a value held by one entry, a key fragment held by a handful,
+  index of migration 0020): a value held by one entry, a key fragment held by a handful,
   and a value one entry in eight holds (its first page: the common case of a broad search);
 - the first page of the namespace's listing (the read behind the console's namespace page);
 - what the index costs the writes that change entries: the same rewrites of 5,000 entries
@@ -68,7 +68,7 @@ def _key(i: int) -> str:
 
 
 def _index_ddl() -> str:
-    """The search index's CREATE INDEX, as migration 0019 makes it."""
+    """The search index's CREATE INDEX, as migration 0020 makes it."""
     sql: str = next(m.sql for m in available() if m.name == "entry_search")
     return sql[sql.index("CREATE INDEX"):].split(";")[0]
 
