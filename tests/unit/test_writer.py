@@ -196,8 +196,18 @@ def test_the_retry_of_a_refused_request_is_refused_too(writer: GroupCommitWriter
     for future in (first, second):
         with pytest.raises(PreconditionFailed):
             future.result()
-    # nothing was recorded under the key: a corrected request may use it
-    assert batch(writer, (put("k", {"n": 1}), context(), idem))[0].result().version == 1
+    # the refusal is the key's answer: a later retry gets it, even where it would now pass
+    batch(writer, (put("k", {"n": 0}), context(), None))
+    batch(writer, (put("k", {"n": 0, "m": 1}), context(), None))
+    batch(writer, (put("k", {"n": 0, "m": 2}), context(), None))
+    assert batch(writer, (put("k", {"n": 0, "m": 3}), context(), None))[0].result().version == 4
+    later = batch(writer, (put("k", {"n": 1}, if_match=4), context(), idem))[0]
+    with pytest.raises(PreconditionFailed):
+        later.result()
+    # and another request under the key is refused as a reuse of it
+    with pytest.raises(IdempotencyKeyReused):
+        batch(writer, (put("k", {"n": 1}), context(), Idempotency("test", "refused", b"i"))
+              )[0].result()
 
 
 def test_a_retry_behind_its_refused_original_in_one_batch_gets_the_same_refusal(
@@ -264,16 +274,18 @@ def test_an_atomic_request_appends_only_what_changes_and_its_retry_answers_the_s
     assert [e.key for e in store.events] == ["a", "b", "a"]
 
 
-def test_a_request_that_changes_nothing_is_not_remembered_and_is_decided_again(
+def test_a_request_that_changes_nothing_is_remembered_and_answered_unchanged_again(
     writer: GroupCommitWriter, store: CountingStore
 ) -> None:
     batch(writer, (put("k", {"n": 1}), context(), None))
     idem = Idempotency("test", "nothing", b"h")
     first = batch(writer, (put("k", {"n": 1}), context(), idem))[0].result()
+    batch(writer, (put("k", {"n": 2}), context(), None))  # the entry moves on meanwhile
     again = batch(writer, (put("k", {"n": 1}), context(), idem))[0].result()
-    assert first.unchanged and again.unchanged and not again.replayed
-    assert (again.version, again.position) == (first.version, first.position)
-    assert len(store.events) == 1
+    assert first.unchanged and again.unchanged and again.replayed
+    assert (again.version, again.position, again.document) == (
+        first.version, first.position, {"n": 1})
+    assert len(store.events) == 2
 
 
 def test_unchanged_is_answered_on_the_store_s_state_not_a_stale_cached_one(
