@@ -72,11 +72,11 @@ StoredResult = tuple[bytes, Outcome | list[Outcome] | LedgerError]
 @dataclass(frozen=True)
 class IdempotencyRecord:
     """An idempotency key to remember with the events its request appended (at least one:
-    a request that appended nothing is not remembered). A retry is answered with the first
-    event's outcome, or, when ``atomic``, with one outcome per operation: ``answers`` names
-    the event each operation answered with, in order — the one it appended or, for one
-    that left its entry unchanged, the one that made the version it found (so its retry
-    answers that version again, as unchanged)."""
+    a request that appended nothing is remembered by an ``AnswerRecord``). A retry is
+    answered with the first event's outcome, or, when ``atomic``, with one outcome per
+    operation: ``answers`` names the event each operation answered with, in order — the
+    one it appended or, for one that left its entry unchanged, the one that made the
+    version it found (so its retry answers that version again, as unchanged)."""
 
     idempotency: Idempotency
     events: tuple[EntryEvent, ...]

@@ -262,7 +262,8 @@ class LedgerApplication(Application[UUID]):
         } for r in records]
         with self.recorder.datastore.get_connection() as conn:  # type: ignore[attr-defined]
             rows = conn.execute("SELECT actor, key FROM ssot_record_answers(%s::json)",
-                                (orjson.dumps(answers).decode(),)).fetchall()
+                                # (an error's extras as the writer's socket carries them)
+                                (orjson.dumps(answers, default=str).decode(),)).fetchall()
         return {(row["actor"], row["key"]) for row in rows}
 
     def committed_outcomes(self, event_ids: Sequence[UUID]) -> dict[UUID, Outcome]:

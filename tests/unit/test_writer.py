@@ -26,7 +26,13 @@ from nexus_ssot.ledger.errors import (
     PreconditionFailed,
     Unavailable,
 )
-from nexus_ssot.ledger.event_store import Committed, Idempotency, IdempotencyRecord, Outcome
+from nexus_ssot.ledger.event_store import (
+    AnswerRecord,
+    Committed,
+    Idempotency,
+    IdempotencyRecord,
+    Outcome,
+)
 from nexus_ssot.ledger.events import EntryEvent
 from nexus_ssot.ledger.memory_store import MemoryEventStore
 from nexus_ssot.ledger.namespace_settings import configure
@@ -449,6 +455,53 @@ def test_an_unavailable_store_fails_the_batch_as_unavailable() -> None:
         with pytest.raises(Unavailable):
             future.result()
     assert store.events == []
+
+
+class AnswersUnrecordable(MemoryEventStore):
+    """Appends, but cannot record an answer that appended nothing, once."""
+
+    failed = False
+
+    def record_answers(self, records: Sequence[AnswerRecord]) -> set[tuple[str, str]]:
+        if not self.failed:
+            self.failed = True
+            raise OperationalError("server closed the connection unexpectedly")
+        return super().record_answers(records)
+
+
+def test_a_refusal_that_could_not_be_recorded_is_no_answer_and_its_retry_is_decided_afresh(
+) -> None:
+    store = AnswersUnrecordable()
+    writer = GroupCommitWriter(store, lambda _ns: Limits())
+    idem = Idempotency("test", "create", b"h")
+    made, refused = batch(writer, (put("k", {"n": 1}), context(), None),
+                          (put("k", {"n": 2}, if_match=7), context(), idem))
+    assert made.result().version == 1  # the batch's appends are answered all the same
+    with pytest.raises(Unavailable):
+        refused.result()
+    again = batch(writer, (put("k", {"n": 2}, if_match=7), context(), idem))[0]
+    with pytest.raises(PreconditionFailed):
+        again.result()
+    assert isinstance(store.stored_results([idem])[("test", "create")][1], PreconditionFailed)
+
+
+def test_two_writers_answer_the_attempts_of_one_key_with_whichever_was_recorded_first(
+) -> None:
+    """Writer A refuses the first attempt and records it; B, whose cached state would let
+    the second attempt through, finds A's refusal under the key."""
+    store = MemoryEventStore()
+    a, b = (GroupCommitWriter(store, lambda _ns: Limits()) for _ in range(2))
+    idem = Idempotency("test", "create-once", b"h")
+    batch(b, (put("k", {"n": 1}), context(), None))
+    batch(a, (put("k", {"n": 1}), context(), None))  # A caches the entry: it exists
+    with pytest.raises(PreconditionFailed):
+        batch(a, (Put(NS, "k", Expectation(if_none_match=True), document={"n": 2}),
+                  context(), idem))[0].result()
+    batch(b, (Delete(NS, "k"), context(), None))
+    with pytest.raises(PreconditionFailed):
+        batch(b, (Put(NS, "k", Expectation(if_none_match=True), document={"n": 2}),
+                  context(), idem))[0].result()
+    assert [e.key for e in store.events] == ["k", "k"]  # the put and the delete
 
 
 # --- the writer thread ----------------------------------------------------------------
