@@ -3,7 +3,8 @@
 Nothing connects at import time. The lifespan migrates the schema, opens the event store
 application, starts the group-commit writer and the read pool, hands the HTTP protocol its
 rules (``http_protocol.py``), and on shutdown (after uvicorn has drained in-flight
-requests) lets the writer finish what it holds.
+requests) lets the writer finish what it holds. If the database cannot be reached at
+start, the process serves anyway, not ready, and keeps trying (``starting.py``).
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ from .http_protocol import STATE_KEY, ConnectionRules
 from .log_notifier import LogNotifier
 from .rate_limit import RateLimit, RateLimiter
 from .service import Service
+from .starting import NotReadyYet, Startup
 
 _CORRELATION_ID = re.compile(rb"^[\x21-\x7e]{1,128}$")
 
@@ -136,19 +138,22 @@ def create_app(settings: Settings) -> FastAPI:
     tracer_provider = make_tracer_provider(settings)
     tracer = tracer_provider.get_tracer("nexus_ssot.api")
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
-        await asyncio.to_thread(migrate, database_url)
-        async with contextlib.AsyncExitStack() as stack:
+    startup = Startup()
+
+    async def open_service(app: FastAPI, stack: contextlib.AsyncExitStack) -> None:
+        """Migrate, open the store and its pools, and make the app's ``Service``; what
+        it opened is closed with ``stack`` (or at once, if it fails half way)."""
+        async with contextlib.AsyncExitStack() as opened:
+            await asyncio.to_thread(migrate, database_url)
             writer: Writer
             if settings.writer_socket:
                 remote = RemoteWriter(settings.writer_socket)
-                stack.push_async_callback(remote.close)
+                opened.push_async_callback(remote.close)
                 writer = remote
             else:
                 application = await asyncio.to_thread(open_application, database_url,
                                                        pool_size=2)
-                stack.push_async_callback(asyncio.to_thread, application.close)
+                opened.push_async_callback(asyncio.to_thread, application.close)
                 local = GroupCommitWriter(
                     application, settings.limits, max_batch=settings.max_batch,
                     cache_size=settings.state_cache_size,
@@ -158,7 +163,7 @@ def create_app(settings: Settings) -> FastAPI:
                     tracer_provider=tracer_provider,
                 )
                 local.start()
-                stack.push_async_callback(asyncio.to_thread, local.stop)
+                opened.push_async_callback(asyncio.to_thread, local.stop)
                 writer = LocalWriter(local)
             pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
                 database_url,
@@ -168,35 +173,47 @@ def create_app(settings: Settings) -> FastAPI:
                 open=False,
             )
             await pool.open(wait=True, timeout=30)
-            stack.push_async_callback(pool.close)
+            opened.push_async_callback(pool.close)
             read_pool: AsyncConnectionPool[Any] | None = None
             if settings.read_database_url:  # opened in the background: it may be down
                 read_pool = AsyncConnectionPool(
                     settings.read_database_url, min_size=1, max_size=settings.pool_size,
                     kwargs={"autocommit": True}, open=False)
                 await read_pool.open(wait=False)
-                stack.push_async_callback(read_pool.close)
+                opened.push_async_callback(read_pool.close)
             notifier = LogNotifier(database_url)
             notifier.start()
-            stack.push_async_callback(notifier.stop)
+            opened.push_async_callback(notifier.stop)
             access = AccessState(pool, settings.access_refresh_seconds)
             await access.start()
-            stack.push_async_callback(access.stop)
+            opened.push_async_callback(access.stop)
             access_log = AccessLog.from_settings(pool, settings)
             await access_log.start()
-            stack.push_async_callback(access_log.stop)  # before the pool closes
+            opened.push_async_callback(access_log.stop)  # before the pool closes
             app.state.service = Service(
                 settings, writer, pool, tracer_provider, tracer, notifier, access,
                 Authenticator(settings, access, OidcAuthenticator.from_settings(settings)),
                 access_log, NamespaceLabels(settings.metrics_namespace_labels,
                                             settings.metrics_namespace_limit),
                 read_pool)
+            stack.push_async_callback(opened.pop_all().aclose)
+
+    def end_feeds() -> None:
+        service: Service | None = getattr(app.state, "service", None)
+        if service is not None:
+            service.notifier.end_feeds()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        async with contextlib.AsyncExitStack() as stack:
+            await startup.start(lambda: open_service(app, stack))
             try:
                 yield {STATE_KEY: ConnectionRules(
                     head_timeout=settings.http_header_timeout_seconds,
                     body_timeout=settings.http_body_timeout_seconds,
-                    on_shutdown=notifier.end_feeds)}
+                    on_shutdown=end_feeds)}
             finally:
+                await startup.stop()  # before what it opened closes
                 tracer_provider.shutdown()
                 metrics.process_exiting(settings.metrics_dir)
 
@@ -232,6 +249,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(EntryFastPath)  # innermost: after identity and rate limit
     app.add_middleware(RateLimit, limiter=limiter, on_limited=on_limited)  # after identity
     app.add_middleware(Authenticate, limiter=limiter)
+    app.add_middleware(NotReadyYet, startup=startup)  # no service yet: 503, but liveness
     app.add_middleware(CorrelationId)  # every answer, a 401 too, carries the id
     app.add_middleware(metrics.RequestMetrics)  # outermost: counts every answer
 

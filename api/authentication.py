@@ -39,7 +39,7 @@ from .docs_pages import ASSETS, DOCS, OAUTH2_REDIRECT, REDOC
 from .errors import PROBLEM_JSON, PROBLEM_TYPE_BASE, instance_of
 from .rate_limit import RateLimiter, source_address, too_many_requests
 
-PUBLIC_PATHS = frozenset({"/v1/health", "/openapi.json", DOCS, OAUTH2_REDIRECT, REDOC,
+PUBLIC_PATHS = frozenset({"/v1/health", "/v1/live", "/openapi.json", DOCS, OAUTH2_REDIRECT, REDOC,
                           "/v1/integrity/public-key"})
 
 

@@ -1,4 +1,5 @@
-"""``GET /v1/health``: liveness, whether the store answers, and how far the broadcaster and
+"""``GET /v1/live``: liveness, the process answers (whatever its database does);
+``GET /v1/health``: readiness, whether the store answers, and how far the broadcaster and
 the asynchronous views lag behind the log's head."""
 
 from __future__ import annotations
@@ -19,7 +20,19 @@ from .params import JSON, service_of
 router = APIRouter(prefix="/v1")
 
 
-@router.get("/health", summary="Liveness and store reachability",
+@router.get("/live", summary="Liveness: the process answers requests",
+            tags=["operations"])
+async def live() -> Response:
+    """200 while the process serves requests, even while its database cannot be reached
+    (then ``/v1/health`` answers 503): restarting the process would not bring the
+    database back. An orchestrator's liveness probe; ``/v1/health`` is its readiness."""
+    return Response(_ALIVE, media_type=JSON)
+
+
+_ALIVE = orjson.dumps({"status": "alive"})
+
+
+@router.get("/health", summary="Readiness: the store answers, and the followers' lag",
             responses=problem_responses(503), tags=["operations"])
 async def health(request: Request) -> Response:
     service = service_of(request)

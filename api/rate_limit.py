@@ -27,7 +27,7 @@ for ``burst / per_second`` seconds is full again, so dropping it forgets nothing
 Header values (integers): ``RateLimit-Limit`` the burst, ``RateLimit-Remaining`` the whole
 tokens left, ``RateLimit-Reset`` the seconds until the bucket is full again,
 ``RateLimit-Policy`` ``<burst>;w=<seconds to refill it from empty>``. A request no limit
-applies to carries none of them; ``/v1/health`` is never counted.
+applies to carries none of them; ``/v1/health`` and ``/v1/live`` are never counted.
 
 Not thread-safe: the limiter is used from the worker's event loop only.
 """
@@ -58,7 +58,7 @@ log = logging.getLogger(__name__)
 #: Tolerance for float refill arithmetic (0.7 s at 10/s is 7.000000000000001 tokens).
 _EPSILON = 1e-9
 #: Paths never counted nor refused.
-EXEMPT_PATHS = frozenset({"/v1/health"})
+EXEMPT_PATHS = frozenset({"/v1/health", "/v1/live"})
 #: The identity method of every request when auth is off (``access.identity.ANONYMOUS``).
 AUTH_OFF_METHOD = "anonymous"
 

@@ -2,7 +2,8 @@
 
 The writer commits a batch as one append, so its commands are decided in order against an
 overlay of the states the earlier ones produced: per-entry version checks stay exact inside
-a batch, an idempotency key used twice is answered once, and a stale If-Match is merged
+a batch, an idempotency key used twice is answered once (and as the store remembers it:
+an outcome, or a refusal), and a stale If-Match is merged
 under its namespace's conflict policy by replaying the versions it missed (from the batch
 and the store's history). A command that would change nothing appends nothing: its result
 is ``Unchanged``. Current states are cached across batches; a refusal, or an "unchanged"
@@ -90,6 +91,9 @@ class Decision:
     error: LedgerError | None = None
     replay_of: Request | None = None  # same idempotency key earlier in this batch
     outcome: Outcome | list[Outcome] | None = None  # replayed from an earlier request
+    #: Decided here, under an idempotency key no request has used yet: its answer is to be
+    #: remembered under the key (with its events, or on its own when it appended nothing).
+    keyed: bool = False
 
     @property
     def events(self) -> list[EntryEvent]:
@@ -155,13 +159,16 @@ class BatchDecider:
                         d.replay_of = earlier
                     continue
                 if scope in stored:
-                    request_hash, outcome = stored[scope]
+                    request_hash, answer = stored[scope]
                     if request_hash != idem.request_hash:
                         d.error = _reused(idem)
+                    elif isinstance(answer, LedgerError):  # refused: so is its retry
+                        d.error = answer
                     else:
-                        d.outcome = outcome
+                        d.outcome = answer
                     continue
                 seen[scope] = req
+                d.keyed = True
             overlay: dict[Address, EntryState | None] = {}
             results: list[Result] = []
             events: list[EntryEvent] = []
@@ -183,10 +190,10 @@ class BatchDecider:
             except LedgerError as e:
                 if req.atomic:
                     e.extra["operation"] = len(results)
-                # The key stays taken for this batch: a retry queued behind a refusal is
-                # the same request and gets the same refusal, even if a write between the
-                # two would let it through (the client may have seen only the refusal).
-                # Nothing is stored under the key, so a later corrected request may use it.
+                # The key stays taken: a retry behind a refusal is the same request and
+                # gets the same refusal, even if a write between the two would let it
+                # through (the client may have seen only the refusal). The writer records
+                # the refusal under the key, so later retries get it too.
                 d.error = e
                 continue
             for address, state in overlay.items():

@@ -177,3 +177,19 @@ class SchemaBehind(Unavailable):
     (a service role): ``ssot migrate`` as the schema's owner applies them."""
 
     code = "schema_not_migrated"
+
+
+def error_record(error: LedgerError) -> dict[str, Any]:
+    """``error`` as plain JSON, whole: what the writer's socket carries and what an
+    idempotency key remembers of a refusal (``error_from_record`` makes it again)."""
+    return {"type": type(error).__name__, "message": error.message, "code": error.code,
+            "field": error.field, "extra": error.extra}
+
+
+def error_from_record(data: dict[str, Any]) -> LedgerError:
+    """A fresh error from ``error_record``'s JSON (a ``LedgerError`` for a type unknown
+    here)."""
+    cls = globals().get(data["type"])
+    if not (isinstance(cls, type) and issubclass(cls, LedgerError)):
+        cls = LedgerError
+    return cls(data["message"], code=data["code"], field=data["field"], **data["extra"])

@@ -1,9 +1,9 @@
 """What the writer needs of an event store, whichever holds the log.
 
 The group-commit writer reads an entry's current state, the versions a stale If-Match is
-merged over, the results recorded under idempotency keys and which namespaces exist, and
+merged over, the results recorded under idempotency keys and which namespaces exist,
 appends each batch of events with its idempotency keys in one atomic step that reports the
-events' positions.
+events' positions, and records under their keys the answers that appended nothing.
 ``EventStore`` is exactly that; the PostgreSQL application (``store.LedgerApplication``)
 and the in-memory twin (``memory_store.MemoryEventStore``) both provide it, and one
 contract suite (tests/contract) holds them to the same behaviour.
@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from uuid import UUID
 
 from .commands import Trace
+from .errors import LedgerError
 from .events import EVENT_TYPE_NAMES, EntryEvent, EntryState
 
 #: An entry's (namespace, key).
@@ -64,18 +65,19 @@ class Outcome:
         return self.event_type is None
 
 
-#: A used idempotency key: the hash of the request it named and that request's result.
-StoredResult = tuple[bytes, Outcome | list[Outcome]]
+#: A used idempotency key: the hash of the request it named and that request's answer
+#: (a fresh error when it was refused).
+StoredResult = tuple[bytes, Outcome | list[Outcome] | LedgerError]
 
 
 @dataclass(frozen=True)
 class IdempotencyRecord:
     """An idempotency key to remember with the events its request appended (at least one:
-    a request that appended nothing is not remembered). A retry is answered with the first
-    event's outcome, or, when ``atomic``, with one outcome per operation: ``answers`` names
-    the event each operation answered with, in order — the one it appended or, for one
-    that left its entry unchanged, the one that made the version it found (so its retry
-    answers that version again, as unchanged)."""
+    a request that appended nothing is remembered by an ``AnswerRecord``). A retry is
+    answered with the first event's outcome, or, when ``atomic``, with one outcome per
+    operation: ``answers`` names the event each operation answered with, in order — the
+    one it appended or, for one that left its entry unchanged, the one that made the
+    version it found (so its retry answers that version again, as unchanged)."""
 
     idempotency: Idempotency
     events: tuple[EntryEvent, ...]
@@ -86,6 +88,19 @@ class IdempotencyRecord:
     def answered(self) -> tuple[UUID, ...]:
         """The event ids a retry is answered with, one per operation when atomic."""
         return self.answers or tuple(e.event_id for e in self.events)
+
+
+@dataclass(frozen=True)
+class AnswerRecord:
+    """An idempotency key to remember with an answer that appended nothing: a refusal
+    (``error``, as ``errors.error_record`` gives it), or, when ``error`` is None, every
+    operation leaving its entry as it was (``unchanged``: the event that made the version
+    each operation found, in order)."""
+
+    idempotency: Idempotency
+    atomic: bool = False
+    unchanged: tuple[UUID, ...] = ()
+    error: dict[str, Any] | None = None
 
 
 class EventStore(Protocol):
@@ -106,6 +121,12 @@ class EventStore(Protocol):
         """For each of ``keys`` already used, by (actor, key): the request hash it was
         used with and the outcome (a list of them for an atomic request), ``replayed``;
         an operation that had left its entry unchanged is answered unchanged again."""
+        ...
+
+    def record_answers(self, records: Sequence[AnswerRecord]) -> set[tuple[str, str]]:
+        """Remember each of ``records`` whose key is not taken yet (by an append or an
+        earlier answer); the (actor, key) of those remembered. A retry of a refused request
+        is then refused again, one of an unchanged answer answered unchanged again."""
         ...
 
     def existing_namespaces(self, namespaces: Sequence[str]) -> set[str]:

@@ -3,9 +3,10 @@
 It keeps the log and the views the writer reads (current states, version history,
 idempotency keys) in dicts, with the PostgreSQL store's rules: an append is all or
 nothing, a (stream, version), an event id or an idempotency key is taken once
-(``IntegrityError``), text holding U+0000 is refused (``DataError``), positions count up
-from 1 and each event is recorded at the injected clock's time. Values are kept as the
-JSON they would be stored as, so nothing read back aliases what the writer holds.
+(``IntegrityError``; an answer recorded under a taken key is not recorded), text holding
+U+0000 is refused (``DataError``), positions count up from 1 and each event is recorded at
+the injected clock's time. Values are kept as the JSON they would be stored as, so
+nothing read back aliases what the writer holds.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ import orjson
 from eventsourcing.persistence import DataError, IntegrityError
 
 from .commands import Trace
+from .errors import error_from_record
 from .event_store import (
     Address,
+    AnswerRecord,
     Committed,
     Idempotency,
     IdempotencyRecord,
@@ -46,6 +49,7 @@ class _UsedKey:
     event_ids: tuple[UUID, ...]  # what its request answered with (see IdempotencyRecord)
     atomic: bool
     appended: frozenset[UUID]  # the events its request appended
+    error: dict[str, Any] | None = None  # the refusal it answered with (see AnswerRecord)
 
 
 def _now() -> datetime:
@@ -90,6 +94,10 @@ class MemoryEventStore:
                 used = self._keys.get((idem.actor, idem.key))
                 if used is None:
                     continue
+                if used.error is not None:
+                    found[(idem.actor, idem.key)] = (used.request_hash,
+                                                     error_from_record(_json(used.error)))
+                    continue
                 outcomes = []
                 for n, i in enumerate(used.event_ids):
                     outcome = _read(self._by_event_id[i].outcome, replayed=True)
@@ -99,6 +107,22 @@ class MemoryEventStore:
                 found[(idem.actor, idem.key)] = (
                     used.request_hash, outcomes if used.atomic else outcomes[0])
         return found
+
+    def record_answers(self, records: Sequence[AnswerRecord]) -> set[tuple[str, str]]:
+        recorded: set[tuple[str, str]] = set()
+        with self._lock:
+            for record in records:
+                idem = record.idempotency
+                _refuse_nul(idem.actor, idem.key)
+                scope = (idem.actor, idem.key)
+                if scope in self._keys:
+                    continue
+                if any(i not in self._by_event_id for i in record.unchanged):
+                    raise ValueError("an unchanged answer names events of the log")
+                self._keys[scope] = _UsedKey(idem.request_hash, record.unchanged,
+                                             record.atomic, frozenset(), _json(record.error))
+                recorded.add(scope)
+        return recorded
 
     def existing_namespaces(self, namespaces: Sequence[str]) -> set[str]:
         with self._lock:

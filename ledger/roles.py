@@ -13,7 +13,8 @@ replay`` and ``ssot import``). The *service role* runs ``serve``, ``broadcast``,
   and INSERT; the seals (written by migrations and imports): SELECT;
 - the inline views (``entries``, ``entry_history``): SELECT, since ``ssot_append`` writes
   them; idempotency keys: SELECT, and UPDATE and DELETE for the purge (which locks the
-  rows it deletes: ``FOR UPDATE`` asks for UPDATE); the followers' positions and the
+  rows it deletes: ``FOR UPDATE`` asks for UPDATE), the answers that appended nothing
+  being recorded through ``ssot_record_answers`` (migration 0021); the followers' positions and the
   asynchronous views' tables (named by the caller): what their runners write.
 
 Every table of the schema must be named here or by the caller: ``unclassified`` lists
@@ -56,7 +57,8 @@ VIEW_TABLE_GRANTS = ("SELECT", "INSERT", "UPDATE", "DELETE")
 #: Tables of the operator's commands alone (``ssot import`` records its imports there).
 OPERATOR_TABLES = frozenset({"ssot_backup_imports"})
 #: The functions the service role calls.
-SERVICE_FUNCTIONS = ("ssot_append(stored_event_uuid[], json, json, text)",)
+SERVICE_FUNCTIONS = ("ssot_append(stored_event_uuid[], json, json, text)",
+                     "ssot_record_answers(json)")
 
 _TABLES = ("SELECT c.relname FROM pg_class c WHERE c.relnamespace = current_schema()::regnamespace"
            " AND c.relkind IN ('r', 'p') ORDER BY c.relname")

@@ -30,8 +30,10 @@ from eventsourcing.postgres import PostgresApplicationRecorder, PostgresFactory
 from eventsourcing.utils import Environment, get_topic, retry
 
 from .commands import Trace
+from .errors import LedgerError, error_from_record
 from .event_store import (
     Address,
+    AnswerRecord,
     Committed,
     Idempotency,
     IdempotencyRecord,
@@ -224,22 +226,46 @@ class LedgerApplication(Application[UUID]):
             return {}
         with self.recorder.datastore.get_connection() as conn:  # type: ignore[attr-defined]
             rows = conn.execute(
-                "SELECT i.actor, i.key, i.request_hash, i.event_ids, h.namespace,"
-                " h.key AS entry_key, h.version, h.position, h.recorded_at, h.event_type,"
-                " h.document::text AS document, h.resolution::text AS resolution"
+                "SELECT i.actor, i.key, i.request_hash, i.event_ids, i.answer::text AS answer,"
+                " h.namespace, h.key AS entry_key, h.version, h.position, h.recorded_at,"
+                " h.event_type, h.document::text AS document, h.resolution::text AS resolution"
                 " FROM idempotency_keys i"
                 " JOIN unnest(%s::text[], %s::text[]) AS k(actor, key) USING (actor, key)"
-                " JOIN entry_history h ON h.namespace = i.namespace"
+                " LEFT JOIN entry_history h ON h.namespace = i.namespace"
                 "  AND h.key = i.entry_key AND h.version = i.version",
                 ([k.actor for k in keys], [k.key for k in keys]),
             ).fetchall()
             found: dict[tuple[str, str], StoredResult] = {}
             for row in rows:
-                outcome: Outcome | list[Outcome] = _outcome_from_row(row)
-                if row["event_ids"] is not None:  # an atomic request: all its outcomes
+                if row["answer"] is not None:  # an answer that appended nothing
+                    answer = orjson.loads(row["answer"])
+                    outcome: Outcome | list[Outcome] | LedgerError = (
+                        error_from_record(answer["error"]) if "error" in answer
+                        else _unchanged_answers(conn, answer))
+                elif row["event_ids"] is not None:  # an atomic request: all its outcomes
                     outcome = _answers(conn, row["event_ids"], row["position"])
+                else:
+                    outcome = _outcome_from_row(row)
                 found[(row["actor"], row["key"])] = (bytes(row["request_hash"]), outcome)
         return found
+
+    def record_answers(self, records: Sequence[AnswerRecord]) -> set[tuple[str, str]]:
+        """One ``ssot_record_answers`` (migration 0021): an autocommit INSERT of the keys
+        not taken yet, which takes no lock of the log."""
+        if not records:
+            return set()
+        answers = [{
+            "actor": r.idempotency.actor,
+            "key": r.idempotency.key,
+            "request_hash": r.idempotency.request_hash.hex(),
+            "answer": {"error": r.error} if r.error is not None else {
+                "unchanged": [str(i) for i in r.unchanged], "atomic": r.atomic},
+        } for r in records]
+        with self.recorder.datastore.get_connection() as conn:  # type: ignore[attr-defined]
+            rows = conn.execute("SELECT actor, key FROM ssot_record_answers(%s::json)",
+                                # (an error's extras as the writer's socket carries them)
+                                (orjson.dumps(answers, default=str).decode(),)).fetchall()
+        return {(row["actor"], row["key"]) for row in rows}
 
     def committed_outcomes(self, event_ids: Sequence[UUID]) -> dict[UUID, Outcome]:
         if not event_ids:
@@ -270,7 +296,7 @@ class LedgerApplication(Application[UUID]):
                 "event_ids": list(record.answered) if record.atomic else None,
             })
         history = [_history_record(e) for e in events]
-        if traces:  # the function stores them with the events (migration 0019)
+        if traces:  # the function stores them with the events (migration 0021)
             for row, event in zip(history, events, strict=True):
                 trace = traces.get(event.event_id)
                 if trace is not None:
@@ -279,6 +305,15 @@ class LedgerApplication(Application[UUID]):
                              idempotency=idempotency)
         self.recorder.insert_events(stored, inline=inline)
         return inline.committed
+
+
+def _unchanged_answers(conn: Any, answer: dict[str, Any]) -> Outcome | list[Outcome]:
+    """The outcomes of a request that left every entry it named unchanged, replayed: the
+    versions it found, unchanged again."""
+    event_ids = [UUID(i) for i in answer["unchanged"]]
+    by_id = _committed_outcomes(conn, event_ids, replayed=True)
+    outcomes = [replace(by_id[i], event_type=None, resolution=None) for i in event_ids]
+    return outcomes if answer["atomic"] else outcomes[0]
 
 
 def _answers(conn: Any, event_ids: list[UUID], first_position: int) -> list[Outcome]:

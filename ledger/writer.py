@@ -8,7 +8,10 @@ resulting events in one ``append`` of its ``EventStore`` (a command that changes
 appends nothing and is answered with the version it found). Outcomes are released only
 after the commit; if the batch fails (another process wrote one of its entries, a poison
 row, a dropped connection) the writer re-runs each command alone against fresh state, so a
-conflicting request fails alone and nothing is reported that did not commit.
+conflicting request fails alone and nothing is reported that did not commit. An answer
+that appended nothing (a refusal, "unchanged") is released only once it is recorded under
+its idempotency key: the key's row, first come, is the one answer of every attempt of
+the key, whichever writer process decides them.
 """
 
 from __future__ import annotations
@@ -33,8 +36,9 @@ from .commands import Command, Context, Trace
 from .decider import DEFAULT_CACHE_BYTES, BatchDecider, Decision, Request, Result
 from .documents import Limits
 from .domain import Unchanged
-from .errors import InvalidInput, Unavailable
+from .errors import InvalidInput, Unavailable, error_record
 from .event_store import (
+    AnswerRecord,
     Committed,
     EventStore,
     Idempotency,
@@ -240,9 +244,13 @@ class GroupCommitWriter:
             self._decider.forget(batch)
             self._fail_or_confirm(decided, e)
             return
-        self._release(decided, committed)
+        again = self._remember_answers(decided)
+        self._release(decided, committed, again)
         if self._on_commit is not None and committed:
             self._on_commit(len(committed), time.perf_counter() - started)
+        for req in again:  # another writer answered their key first: they find its answer
+            self._decider.forget([req])
+            self._retry_alone(req)
 
     def _retry_alone(self, req: Request) -> None:
         req.attempts += 1
@@ -267,11 +275,37 @@ class GroupCommitWriter:
                 traces.update((e.event_id, trace) for e in d.events)
         return self._store.append([e for d in decided for e in d.events], keys, traces)
 
-    def _release(self, decided: list[Decision], committed: Committed) -> None:
+    def _remember_answers(self, decided: list[Decision]) -> list[Request]:
+        """Record under their keys the answers of a committed batch that appended nothing
+        (a refusal, or every operation unchanged): the key's row, not the writer, decides
+        which attempt of a key is answered first, so two writer processes deciding
+        attempts of one key at once give one answer. Returns the requests whose key was
+        taken meanwhile (and their retries in the batch), to be decided again; if the
+        store fails, those answers become 503s (their retry is decided afresh)."""
+        answers = [(d, record) for d in decided if (record := _answer_record(d)) is not None]
+        if not answers:
+            return []
+        try:
+            recorded = self._store.record_answers([record for _, record in answers])
+        except PersistenceError as e:
+            for d, _ in answers:
+                d.error = Unavailable(f"the event store is unavailable ({e}); retry")
+            return []
+        taken = {id(d.request) for d, record in answers
+                 if (record.idempotency.actor, record.idempotency.key) not in recorded}
+        return [d.request for d in decided if id(d.request) in taken
+                or (d.replay_of is not None and id(d.replay_of) in taken)]
+
+    def _release(self, decided: list[Decision], committed: Committed,
+                 again: Sequence[Request] = ()) -> None:
+        """Answer each decision of a committed batch but those to be decided ``again``."""
         self._decider.keep_decided_states(committed)
         results: dict[int, Outcome | list[Outcome]] = {}
+        skipped = {id(req) for req in again}
         for d in decided:
             fut = d.request.future
+            if id(d.request) in skipped:
+                continue
             if d.error is not None:
                 fut.set_exception(d.error)
             elif d.outcome is not None:
@@ -375,6 +409,24 @@ def _idempotency_record(d: Decision) -> IdempotencyRecord:
         assert len(answers) == len(ids), "a state the writer answers with knows its event"
     return IdempotencyRecord(d.request.idempotency, tuple(d.events), d.request.atomic,
                              answers)
+
+
+def _answer_record(d: Decision) -> AnswerRecord | None:
+    """What to remember under the key of a request decided here that appended nothing:
+    its refusal (not a 503: that is no answer), or the versions it left unchanged."""
+    idem = d.request.idempotency
+    if not d.keyed or idem is None:
+        return None
+    if d.error is not None:
+        if isinstance(d.error, Unavailable):
+            return None
+        return AnswerRecord(idem, d.request.atomic, error=error_record(d.error))
+    if d.events or not d.results:
+        return None
+    found = tuple(r.state.event_id for r in d.results
+                  if isinstance(r, Unchanged) and r.state.event_id is not None)
+    assert len(found) == len(d.results), "a state the writer answers with knows its event"
+    return AnswerRecord(idem, d.request.atomic, unchanged=found)
 
 
 def _replayed(outcome: Outcome) -> Outcome:

@@ -159,20 +159,11 @@ def encode_result(request_id: int, future: Future[Any]) -> bytes:
     if not isinstance(error, LedgerError):
         log.error("writer failed unexpectedly", exc_info=error)
         error = Unavailable(f"the write failed unexpectedly: {error}")
-    return orjson.dumps({"id": request_id, "error": {
-        "type": type(error).__name__, "message": error.message, "code": error.code,
-        "field": error.field, "extra": error.extra}})
+    return orjson.dumps({"id": request_id, "error": errors.error_record(error)})
 
 
 def decode_outcome(data: dict[str, Any]) -> Outcome:
     return Outcome(**{**data, "recorded_at": datetime.fromisoformat(data["recorded_at"])})
-
-
-def decode_error(data: dict[str, Any]) -> LedgerError:
-    cls = getattr(errors, data["type"], None)
-    if not (isinstance(cls, type) and issubclass(cls, LedgerError)):
-        cls = LedgerError
-    return cls(data["message"], code=data["code"], field=data["field"], **data["extra"])
 
 
 async def read_frame(reader: asyncio.StreamReader) -> dict[str, Any] | None:
@@ -347,7 +338,7 @@ class RemoteWriter:
                 elif "outcomes" in response:
                     answer.set_result([decode_outcome(o) for o in response["outcomes"]])
                 else:
-                    answer.set_exception(decode_error(response["error"]))
+                    answer.set_exception(errors.error_from_record(response["error"]))
         except ConnectionError as e:
             log.warning("lost the writer connection: %s", e)
         finally:

@@ -14,7 +14,9 @@ from eventsourcing.persistence import DataError, IntegrityError
 from nexus_ssot.ledger.commands import Context, Delete, Expectation, Put
 from nexus_ssot.ledger.documents import Limits
 from nexus_ssot.ledger.domain import Unchanged, decide
+from nexus_ssot.ledger.errors import NotFound, PreconditionFailed, error_record
 from nexus_ssot.ledger.event_store import (
+    AnswerRecord,
     EventStore,
     Idempotency,
     IdempotencyRecord,
@@ -242,6 +244,64 @@ class EventStoreContract:
             ("b", 1, "entry.created", False, True), ("a", 1, None, True, True),
             ("b", 1, None, True, True)]
         assert result[1].document == {"n": 1}
+
+    def test_a_refusal_recorded_under_a_key_is_given_back_as_a_fresh_error(
+        self, store: EventStore, ns: str
+    ) -> None:
+        idem = Idempotency("contract", f"key-{ns}", b"h")
+        refusal = PreconditionFailed("expected version 4, the entry is at 2",
+                                     code="version_mismatch", current_version=2)
+        assert store.record_answers([AnswerRecord(idem, error=error_record(refusal))]) == {
+            ("contract", idem.key)}
+        found: list[Any] = [store.stored_results([idem])[("contract", idem.key)]
+                            for _ in range(2)]
+        for recorded_hash, error in found:
+            assert recorded_hash == b"h"
+            assert isinstance(error, PreconditionFailed)
+            assert (error.code, error.message, error.extra) == (
+                "version_mismatch", refusal.message, {"current_version": 2})
+        assert found[0][1] is not found[1][1]
+
+    def test_an_unchanged_answer_recorded_under_a_key_answers_unchanged_again(
+        self, store: EventStore, ns: str
+    ) -> None:
+        a, b = Stream(ns, "a"), Stream(ns, "b")
+        first, second = a.put({"n": 1}), b.put({"n": 2})
+        store.append([first, second])
+        one = Idempotency("contract", f"one-{ns}", b"h1")
+        both = Idempotency("contract", f"both-{ns}", b"h2")
+        assert store.record_answers([
+            AnswerRecord(one, unchanged=(first.event_id,)),
+            AnswerRecord(both, atomic=True, unchanged=(second.event_id, first.event_id)),
+        ]) == {("contract", one.key), ("contract", both.key)}
+        stored = store.stored_results([one, both])
+        single = stored[("contract", one.key)][1]
+        assert isinstance(single, Outcome)
+        assert (single.key, single.version, single.unchanged, single.replayed,
+                single.document) == ("a", 1, True, True, {"n": 1})
+        atomic = stored[("contract", both.key)][1]
+        assert isinstance(atomic, list)
+        assert [(o.key, o.unchanged, o.replayed) for o in atomic] == [
+            ("b", True, True), ("a", True, True)]
+
+    def test_an_answer_is_not_recorded_under_a_key_already_taken(
+        self, store: EventStore, ns: str
+    ) -> None:
+        """Whichever comes first, an append's key or an answer's, is the key's answer."""
+        appended = Idempotency("contract", f"appended-{ns}", b"h")
+        event = Stream(ns, "k").put({"a": 1})
+        store.append([event], [IdempotencyRecord(appended, (event,))])
+        answered = Idempotency("contract", f"answered-{ns}", b"h")
+        refused = AnswerRecord(answered, error=error_record(NotFound("no entry")))
+        assert store.record_answers([refused]) == {("contract", answered.key)}
+        late = AnswerRecord(appended, error=error_record(NotFound("no entry")))
+        assert store.record_answers([late, refused]) == set()
+        assert isinstance(store.stored_results([appended])[("contract", appended.key)][1],
+                          Outcome)
+        other = Stream(ns, "other").put({"b": 1})
+        with pytest.raises(IntegrityError):
+            store.append([other], [IdempotencyRecord(answered, (other,))])
+        assert store.committed_outcomes([other.event_id]) == {}
 
     def test_what_is_read_back_is_not_what_the_writer_holds(self, store: EventStore,
                                                             ns: str) -> None:

@@ -72,7 +72,9 @@ def test_the_api_is_ready_on_health_alive_apart_and_scaled_on_cpu() -> None:
     api = of_kind("Deployment")["ssot-api"]
     [container] = pod_spec(api)["containers"]
     assert container["readinessProbe"]["httpGet"]["path"] == "/v1/health"
-    assert "httpGet" not in container["livenessProbe"]  # a database outage restarts nothing
+    # alive on the route that answers whatever the database does: an outage restarts nothing
+    assert container["livenessProbe"]["httpGet"]["path"] == "/v1/live"
+    assert container["startupProbe"]["httpGet"]["path"] == "/v1/live"
     assert api["spec"]["replicas"] >= 2
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert {env[f"SSOT_{k}"] for k in ("BROADCAST", "PROJECTIONS", "DIGESTS")} == {"false"}

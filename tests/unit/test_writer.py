@@ -35,7 +35,13 @@ from nexus_ssot.ledger.errors import (
     PreconditionFailed,
     Unavailable,
 )
-from nexus_ssot.ledger.event_store import Committed, Idempotency, IdempotencyRecord, Outcome
+from nexus_ssot.ledger.event_store import (
+    AnswerRecord,
+    Committed,
+    Idempotency,
+    IdempotencyRecord,
+    Outcome,
+)
 from nexus_ssot.ledger.events import EntryEvent
 from nexus_ssot.ledger.memory_store import MemoryEventStore
 from nexus_ssot.ledger.namespace_settings import configure
@@ -205,8 +211,18 @@ def test_the_retry_of_a_refused_request_is_refused_too(writer: GroupCommitWriter
     for future in (first, second):
         with pytest.raises(PreconditionFailed):
             future.result()
-    # nothing was recorded under the key: a corrected request may use it
-    assert batch(writer, (put("k", {"n": 1}), context(), idem))[0].result().version == 1
+    # the refusal is the key's answer: a later retry gets it, even where it would now pass
+    batch(writer, (put("k", {"n": 0}), context(), None))
+    batch(writer, (put("k", {"n": 0, "m": 1}), context(), None))
+    batch(writer, (put("k", {"n": 0, "m": 2}), context(), None))
+    assert batch(writer, (put("k", {"n": 0, "m": 3}), context(), None))[0].result().version == 4
+    later = batch(writer, (put("k", {"n": 1}, if_match=4), context(), idem))[0]
+    with pytest.raises(PreconditionFailed):
+        later.result()
+    # and another request under the key is refused as a reuse of it
+    with pytest.raises(IdempotencyKeyReused):
+        batch(writer, (put("k", {"n": 1}), context(), Idempotency("test", "refused", b"i"))
+              )[0].result()
 
 
 def test_a_retry_behind_its_refused_original_in_one_batch_gets_the_same_refusal(
@@ -273,16 +289,18 @@ def test_an_atomic_request_appends_only_what_changes_and_its_retry_answers_the_s
     assert [e.key for e in store.events] == ["a", "b", "a"]
 
 
-def test_a_request_that_changes_nothing_is_not_remembered_and_is_decided_again(
+def test_a_request_that_changes_nothing_is_remembered_and_answered_unchanged_again(
     writer: GroupCommitWriter, store: CountingStore
 ) -> None:
     batch(writer, (put("k", {"n": 1}), context(), None))
     idem = Idempotency("test", "nothing", b"h")
     first = batch(writer, (put("k", {"n": 1}), context(), idem))[0].result()
+    batch(writer, (put("k", {"n": 2}), context(), None))  # the entry moves on meanwhile
     again = batch(writer, (put("k", {"n": 1}), context(), idem))[0].result()
-    assert first.unchanged and again.unchanged and not again.replayed
-    assert (again.version, again.position) == (first.version, first.position)
-    assert len(store.events) == 1
+    assert first.unchanged and again.unchanged and again.replayed
+    assert (again.version, again.position, again.document) == (
+        first.version, first.position, {"n": 1})
+    assert len(store.events) == 2
 
 
 def test_unchanged_is_answered_on_the_store_s_state_not_a_stale_cached_one(
@@ -446,6 +464,53 @@ def test_an_unavailable_store_fails_the_batch_as_unavailable() -> None:
         with pytest.raises(Unavailable):
             future.result()
     assert store.events == []
+
+
+class AnswersUnrecordable(MemoryEventStore):
+    """Appends, but cannot record an answer that appended nothing, once."""
+
+    failed = False
+
+    def record_answers(self, records: Sequence[AnswerRecord]) -> set[tuple[str, str]]:
+        if not self.failed:
+            self.failed = True
+            raise OperationalError("server closed the connection unexpectedly")
+        return super().record_answers(records)
+
+
+def test_a_refusal_that_could_not_be_recorded_is_no_answer_and_its_retry_is_decided_afresh(
+) -> None:
+    store = AnswersUnrecordable()
+    writer = GroupCommitWriter(store, lambda _ns: Limits())
+    idem = Idempotency("test", "create", b"h")
+    made, refused = batch(writer, (put("k", {"n": 1}), context(), None),
+                          (put("k", {"n": 2}, if_match=7), context(), idem))
+    assert made.result().version == 1  # the batch's appends are answered all the same
+    with pytest.raises(Unavailable):
+        refused.result()
+    again = batch(writer, (put("k", {"n": 2}, if_match=7), context(), idem))[0]
+    with pytest.raises(PreconditionFailed):
+        again.result()
+    assert isinstance(store.stored_results([idem])[("test", "create")][1], PreconditionFailed)
+
+
+def test_two_writers_answer_the_attempts_of_one_key_with_whichever_was_recorded_first(
+) -> None:
+    """Writer A refuses the first attempt and records it; B, whose cached state would let
+    the second attempt through, finds A's refusal under the key."""
+    store = MemoryEventStore()
+    a, b = (GroupCommitWriter(store, lambda _ns: Limits()) for _ in range(2))
+    idem = Idempotency("test", "create-once", b"h")
+    batch(b, (put("k", {"n": 1}), context(), None))
+    batch(a, (put("k", {"n": 1}), context(), None))  # A caches the entry: it exists
+    with pytest.raises(PreconditionFailed):
+        batch(a, (Put(NS, "k", Expectation(if_none_match=True), document={"n": 2}),
+                  context(), idem))[0].result()
+    batch(b, (Delete(NS, "k"), context(), None))
+    with pytest.raises(PreconditionFailed):
+        batch(b, (Put(NS, "k", Expectation(if_none_match=True), document={"n": 2}),
+                  context(), idem))[0].result()
+    assert [e.key for e in store.events] == ["k", "k"]  # the put and the delete
 
 
 # --- the writer thread ----------------------------------------------------------------
