@@ -69,6 +69,14 @@ class Startup:
                 await self._try(attempt)
             except UNREACHABLE as e:
                 self._failed(e, delay)
+            except Exception as e:
+                # Not cured by waiting, and no start left to fail: the process stays
+                # unready, its 503s and its log naming why (a background task's error
+                # would otherwise be seen by no one).
+                self.last_error = redact_url(f"{type(e).__name__}: {e}".strip())
+                log.exception("the service cannot start (attempt %d); it stays unready",
+                              self.attempts)
+                raise
             else:
                 return
 

@@ -16,7 +16,7 @@ from starlette.responses import Response
 
 from nexus_ssot.projections import schema_quality
 from nexus_ssot.projections.log_state import read_log_state
-from nexus_ssot.projections.status_checks import AMBER, GREEN, RED, Check, judge, schemas
+from nexus_ssot.projections.status_checks import GREEN, RED, Check, judge, overall, schemas
 
 from .errors import problem_responses
 from .params import JSON, service_of
@@ -37,8 +37,7 @@ async def status(request: Request) -> Response:
               Check("writer", GREEN if writer else RED, "ok" if writer else "unreachable",
                     "red when the API cannot reach the writer"),
               *judge(state, service.settings), quality]
-    worst = RED if any(c.level == RED for c in checks) else (
-        AMBER if any(c.level == AMBER for c in checks) else GREEN)
+    worst = overall(checks)
     body: dict[str, Any] = {"status": worst, "head_position": state.head,
                             "checks": [asdict(c) for c in checks]}
     return Response(orjson.dumps(body), media_type=JSON)

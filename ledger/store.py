@@ -88,7 +88,7 @@ class LedgerRecorder(PostgresApplicationRecorder):
     """The library's application recorder, appending the inline rows in the same
     transaction as the events, under the same table lock.
 
-    A batch is one call of ``ssot_append`` (migration 0004; as of 0013), which takes the library's
+    A batch is one call of ``ssot_append`` (migration 0004; as of 0019), which takes the library's
     EXCLUSIVE table lock and NOTIFYs its channel before inserting the events, exactly as
     the library's own insert does, and writes the inline rows from the positions and
     commit times that insert returns: one round trip and one autocommit transaction."""
@@ -296,7 +296,7 @@ class LedgerApplication(Application[UUID]):
                 "event_ids": list(record.answered) if record.atomic else None,
             })
         history = [_history_record(e) for e in events]
-        if traces:  # the function stores them with the events (migration 0021)
+        if traces:  # the function stores them with the events (migration 0019)
             for row, event in zip(history, events, strict=True):
                 trace = traces.get(event.event_id)
                 if trace is not None:

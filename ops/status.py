@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from nexus_ssot.projections.status_checks import AMBER, GREEN, RED, Check, judge, schemas
+from nexus_ssot.projections.status_checks import AMBER, GREEN, RED, Check, judge, overall, schemas
 
 from .console import EXIT_OTHER, out, print_json
 from .database import operator_settings
@@ -140,8 +140,7 @@ def status(ctx: click.Context, as_json: bool, timeout: float) -> None:
 
     settings = operator_settings()
     checks = asyncio.run(gather(settings, ctx.obj["url"], timeout))
-    worst = RED if any(c.level == RED for c in checks) else (
-        AMBER if any(c.level == AMBER for c in checks) else GREEN)
+    worst = overall(checks)
     if as_json or (ctx.obj and ctx.obj.get("json")):
         print_json({"status": worst, "checks": [asdict(c) for c in checks]})
     else:

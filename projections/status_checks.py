@@ -122,3 +122,9 @@ def judge(state: LogState, settings: Settings) -> list[Check]:
     checks.append(last_run("last verify", state, "verify", VERIFY_AMBER, VERIFY_RED,
                            "run ssot verify on a schedule"))
     return checks
+
+
+def overall(checks: list[Check]) -> str:
+    """The worst level of ``checks``: red if any is red, else amber if any is amber."""
+    levels = {c.level for c in checks}
+    return RED if RED in levels else AMBER if AMBER in levels else GREEN

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from nexus_ssot.ledger.operation_runs import LastRun
 from nexus_ssot.ledger.settings import Settings
 from nexus_ssot.projections.log_state import Follower, LogState
-from nexus_ssot.projections.status_checks import AMBER, GREEN, RED, judge, schemas
+from nexus_ssot.projections.status_checks import AMBER, GREEN, RED, Check, judge, overall, schemas
 from nexus_ssot.projections.views import VIEW_NAMES
 
 NOW = datetime(2026, 1, 1, 12, tzinfo=UTC)
@@ -60,3 +60,12 @@ def test_entries_violating_their_schema_make_the_schemas_line_amber() -> None:
     assert schemas((2, 0, 0, 5)).level == GREEN
     assert schemas((2, 3, 1, 0)).level == AMBER
     assert schemas(None).level == AMBER  # the quality view not built yet
+
+
+def test_the_overall_level_is_the_worst_line() -> None:
+    def lines(*levels: str) -> list[Check]:
+        return [Check(f"part {i}", level, "", "") for i, level in enumerate(levels)]
+
+    assert overall(lines(GREEN, GREEN)) == GREEN
+    assert overall(lines(GREEN, AMBER, GREEN)) == AMBER
+    assert overall(lines(AMBER, RED, GREEN)) == RED
