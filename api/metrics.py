@@ -12,6 +12,7 @@ whose policy allows it (an admin's does), like every other route.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from pathlib import Path
@@ -21,12 +22,13 @@ import psycopg
 from fastapi import APIRouter, Request
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from prometheus_client.multiprocess import mark_process_dead
 from prometheus_client.registry import Collector
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nexus_ssot.ledger.metrics import metrics
+from nexus_ssot.ledger.metrics_exposition import MetricsFolder
 from nexus_ssot.projections.log_state import LogState, read_log_state
 
 from .errors import problem_responses
@@ -153,14 +155,19 @@ def _followers(kind: str, what: str, found: list[Any]) -> Any:
     yield from (position, events, seconds)
 
 
+@functools.cache
+def _folder(directory: Path) -> MetricsFolder:
+    """The reader of a metrics folder, kept for the life of the process: it decodes each
+    entry of the files once and rereads only the values at each scrape."""
+    return MetricsFolder(directory)
+
+
 def counted(directory: Path | None) -> bytes:
     """What the processes counted: the files of every process in ``directory`` (the
     metrics folder of ``ssot serve``), else this process's registry."""
     metrics()  # every counted metric is listed, at zero before its first use
     if directory is not None:
-        registry = CollectorRegistry()
-        MultiProcessCollector(registry, path=str(directory))  # type: ignore[no-untyped-call]
-        return generate_latest(registry)
+        return _folder(directory).exposition()
     return generate_latest(REGISTRY)
 
 

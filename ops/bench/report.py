@@ -172,7 +172,7 @@ def status(row: dict[str, Any]) -> str:
 
 
 PARTS = ("budget", "broadcast", "history", "projections", "backup", "auth", "slowloris",
-         "schemas", "cluster", "console")
+         "schemas", "cluster", "console", "metrics_scrape")
 
 
 def noisy_steps(report: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
@@ -202,8 +202,8 @@ def markdown(report: dict[str, Any], rows: list[dict[str, Any]]) -> str:
                   f"core during {len(noisy)} step(s) (the `other` figures): their status is "
                   "NOISY, not PASS; rerun on a quiet machine for figures to compare."]
     only = report.get("only")
-    if only in ("history", "projections", "backup", "schema", "cluster", "console"):
-        part = "schemas" if only == "schema" else only
+    if only in ("history", "projections", "backup", "schema", "cluster", "console", "metrics"):
+        part = {"schema": "schemas", "metrics": "metrics_scrape"}.get(only, only)
         return "\n".join(lines + report.get(part, {}).get("summary_md", [])) + "\n"
     lines += [
         "",

@@ -38,6 +38,7 @@ from . import (
     history,
     http_load,
     library,
+    metrics_scrape,
     pgbench,
     projections,
     schemas,
@@ -230,6 +231,11 @@ class Bench:
                 self.measure_projections(server, database_url, meter, pool, headers)
             if self.only in (None, "console"):
                 self.measure_console(server, database_url, meter, token, headers)
+            if self.only in (None, "metrics"):
+                self.report["metrics_scrape"] = metrics_scrape.measure(
+                    server.data_dir / "metrics", server.port, headers, meter)
+                for line in self.report["metrics_scrape"]["summary_md"][5:]:
+                    say(line)
             if self.only in (None, "backup"):
                 self.measure_backup(database_url, meter)
             if self.only in (None, "slowloris"):
@@ -328,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="folder for the results (default bench/results)")
     parser.add_argument("--only", choices=["history", "chain", "projections", "backup", "auth",
                                            "slowloris", "budget", "baselines", "schema",
-                                           "cluster", "console"],
+                                           "cluster", "console", "metrics"],
                         help="run only these steps: history = (i)-(k) time travel and audit, "
                              "chain = (l) the hash chain's cost, projections = (m)-(n) view "
                              "rebuilds and live view lag, backup = (o) verify, export and "
@@ -339,7 +345,8 @@ def main(argv: list[str] | None = None) -> int:
                              "and (t) etcd, schema = (u) validation, PUT @16 with a schema, "
                              "dry run and re-validation, cluster = (v) two API nodes "
                              "beside one, replica reads, failover times, console = (w) the "
-                             "web console's search and first paint over 100,000 entries "
+                             "web console's search and first paint over 100,000 entries, "
+                             "metrics = (x) one /metrics scrape at 10,000 series "
                              "(results go to bench-<stamp>-<steps>.*, not latest.*)")
     args = parser.parse_args(argv)
     if args.duration <= 0:
