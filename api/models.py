@@ -72,6 +72,8 @@ class NamespaceCount(BaseModel):
     entries: int | None
     deleted: int | None
     last_position: int | None
+    #: When the change at ``last_position`` was recorded (RFC 3339).
+    last_recorded_at: str | None
 
 
 class NamespacePage(BaseModel):

@@ -61,11 +61,12 @@ async def list_namespaces(request: Request, limit: Limit = 100, cursor: Cursor =
     def shown(row: current_state.NamespaceCount) -> dict[str, Any] | None:
         keys = guard.keys("read", row.namespace)
         if keys.everything:
-            return row.__dict__
+            at = row.last_recorded_at
+            return {**row.__dict__, "last_recorded_at": http.rfc3339(at) if at else None}
         if keys.nothing:
             return None
         return {"namespace": row.namespace, "entries": None, "deleted": None,
-                "last_position": None}
+                "last_position": None, "last_recorded_at": None}
 
     async with service.pool.connection() as conn:
         rows: list[dict[str, Any]] = []

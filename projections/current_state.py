@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -56,7 +57,9 @@ async def list_entries(
 # side cut at the page size before they are merged: a namespace with entries that the first
 # side cut off has a page of smaller names before it, so the merged page is exact.
 _NAMESPACES = (
-    "SELECT namespace, sum(entries)::bigint, sum(deleted)::bigint, max(last_position)"
+    "SELECT n.*, (SELECT recorded_at FROM ssot_events WHERE notification_id = n.last)"
+    " FROM ("
+    " SELECT namespace, sum(entries)::bigint, sum(deleted)::bigint, max(last_position) AS last"
     " FROM ("
     "  (SELECT namespace, count(*) FILTER (WHERE NOT deleted) AS entries,"
     "   count(*) FILTER (WHERE deleted) AS deleted, max(position) AS last_position"
@@ -67,6 +70,7 @@ _NAMESPACES = (
     "   WHERE namespace = %(settings)s AND (key COLLATE \"default\") > %(after)s"
     "   ORDER BY 1 LIMIT %(limit)s)"
     " ) n GROUP BY namespace ORDER BY namespace LIMIT %(limit)s"
+    ") n ORDER BY namespace"
 )
 
 
@@ -80,6 +84,7 @@ class NamespaceCount:
     entries: int
     deleted: int
     last_position: int | None  # None: settings, no entries yet
+    last_recorded_at: datetime | None  # when that last change was recorded
 
 
 async def list_namespaces(

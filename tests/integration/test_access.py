@@ -112,7 +112,7 @@ def test_listings_and_feeds_show_only_what_may_be_read(
         listed = [n for n in lister.get("/v1/namespaces", params={"limit": 1000}).json()[
             "items"] if n["namespace"] == ns]
         assert listed == [{"namespace": ns, "entries": None, "deleted": None,
-                           "last_position": None}]
+                           "last_position": None, "last_recorded_at": None}]
         assert lister.get(f"/v1/namespaces/{ns}").json()["entries"] is None
         assert lister.get(f"/v1/namespaces/{ns}/stats").status_code == 404
         events = lister.get("/v1/events", params={"namespace": ns}).json()["items"]

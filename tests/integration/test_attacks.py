@@ -97,7 +97,8 @@ def own_tokens_only(w: World, answer: Answer) -> bool:
 
 def counts_hidden(w: World, answer: Answer) -> bool:
     return bool(answer.json()["items"] == [{"namespace": w.vars["ns"], "entries": None,
-                                            "deleted": None, "last_position": None}])
+                                            "deleted": None, "last_position": None,
+                                            "last_recorded_at": None}])
 
 
 A = Attack

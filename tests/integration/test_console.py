@@ -87,9 +87,10 @@ def sign_in(page: Page, path: str) -> None:
     expect(page.locator("#who")).to_contain_text("Signed in as admin")
 
 
-def open_namespace(page: Page, ns: str) -> None:
+def open_namespace(page: Page, ns: str, last_change: dict[str, object] | None = None) -> None:
     """Find ``ns`` on the namespaces page as a reader does, asking for more namespaces
-    while it is not listed (the suite's server holds every test's namespaces), and open it."""
+    while it is not listed (the suite's server holds every test's namespaces), and open it
+    (after checking that its row shows ``last_change``, an event of the entry history)."""
     link = page.get_by_role("link", name=ns, exact=True)
     rows = page.locator("main table tbody tr")
     expect(rows.first).to_be_visible()
@@ -99,6 +100,11 @@ def open_namespace(page: Page, ns: str) -> None:
         shown = rows.count()
         page.get_by_role("button", name="More namespaces").click()
         expect(rows).not_to_have_count(shown)
+    if last_change is not None:
+        row = rows.filter(has=link)
+        expect(row).to_contain_text(f"position {last_change['position']}")
+        expect(row.locator("time")).to_have_attribute("datetime",
+                                                      str(last_change["recorded_at"]))
     link.click()
 
 
@@ -132,9 +138,10 @@ def test_an_entry_browsed_diffed_travelled_and_reverted(
     put(client, ns, "services/payments/db", {"host": "db-b.internal", "port": 6432,
                                              "tls": True}, reason="pooler")
     put(client, ns, "services/billing/api", {"url": "https://billing.example"})
+    last = client.get(f"/v1/namespaces/{ns}/entries/services/billing/api/history").json()
 
     sign_in(page, "/ui/")
-    open_namespace(page, ns)
+    open_namespace(page, ns, last_change=last["items"][-1])
     expect(page).to_have_url(re.compile(rf"/ui/namespaces/{ns}$"))
     expect(page.locator("table.entries")).to_contain_text("services/billing/api")
     shoot(page, shots, "namespace")

@@ -165,7 +165,8 @@ def test_listing_paginates_with_a_stable_cursor_and_filters_by_prefix(
 def test_namespaces_are_listed_with_entry_counts(client: httpx.Client, ns: str) -> None:
     for k in ("a", "b", "c"):
         client.put(url(ns, k), json={})
-    client.delete(url(ns, "c"))
+    deleted = client.delete(url(ns, "c"))
+    last = client.get(url(ns, "c") + "/history").json()["items"][-1]
     items: list[dict[str, object]] = []
     cursor = None
     while True:
@@ -177,6 +178,9 @@ def test_namespaces_are_listed_with_entry_counts(client: httpx.Client, ns: str) 
             break
     mine = next(i for i in items if i["namespace"] == ns)
     assert mine["entries"] == 2 and mine["deleted"] == 1
+    # the last change: the delete, its position and when it was recorded
+    assert mine["last_position"] == deleted.json()["position"] == last["position"]
+    assert mine["last_recorded_at"] == last["recorded_at"]
 
 
 def test_history_shows_every_event_with_metadata_patch_and_document(

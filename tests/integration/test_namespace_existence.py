@@ -86,7 +86,8 @@ def test_settings_alone_make_a_namespace_exist(client: httpx.Client, ns: str,
     assert (stats.json()["entries"], stats.json()["writes"], stats.json()["last_position"]) \
         == (0, 0, None)
     listed = client.get("/v1/namespaces", params={"limit": 1000}).json()["items"]
-    assert {"namespace": ns, "entries": 0, "deleted": 0, "last_position": None} in listed
+    assert {"namespace": ns, "entries": 0, "deleted": 0, "last_position": None,
+            "last_recorded_at": None} in listed
     missing = client.get(f"/v1/namespaces/{ns}/entries/k")
     assert missing.json()["code"] == "entry_not_found"  # the namespace is there, k is not
 
