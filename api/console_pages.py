@@ -7,7 +7,8 @@ Every page URL under ``/ui`` (``/ui/namespaces/{ns}``, ``/ui/namespaces/{ns}/ent
 ``/ui/assets/``. None of it holds data: like ``/docs`` it is open to every caller, and the
 console signs in with a bearer token the user pastes (kept in the tab's sessionStorage,
 never in a URL) and reads and writes only through the API, under the same authorization
-as any other client. Every answer carries a strict Content-Security-Policy: scripts,
+as any other client (with ``SSOT_AUTH=off`` it needs no token and says auth is off, as
+the API needs none). Every answer carries a strict Content-Security-Policy: scripts,
 styles and connections from this origin only, no inline script or style, no framing."""
 
 from __future__ import annotations

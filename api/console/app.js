@@ -1,4 +1,4 @@
-// The console's shell: signs in, routes each /ui URL to its view, and keeps links in the
+// The console's shell: signs in (or says auth is off), routes each /ui URL to its view, and keeps links in the
 // page (history.pushState) so every view has a URL that can be shared or reloaded.
 
 import {base, call, onUnauthenticated, setToken, token} from './api.js';
@@ -66,12 +66,21 @@ function signInView() {
 
 async function showIdentity() {
   const me = await call('/v1/access/whoami');
+  if (me.method === 'anonymous') {
+    // Auth off (SSOT_AUTH=off, loopback only): the API takes no token and lets every
+    // request do everything, so there is no one to sign in or out. A token kept from
+    // before is of no use to it: forget it.
+    setToken(null);
+    fill(who, h('span', {class: 'auth-off'}, h('strong', {}, 'Auth off'),
+      ': no sign-in, every request may do everything'));
+    return me;
+  }
   fill(who, h('span', {}, 'Signed in as ', h('strong', {class: 'subject'}, me.subject)),
-    token() ? h('button', {type: 'button', class: 'link', onclick: () => {
+    h('button', {type: 'button', class: 'link', onclick: () => {
       setToken(null);
       fill(who);
       navigate(href('/'));
-    }}, 'Sign out') : h('span', {class: 'muted'}, ' (auth off)'));
+    }}, 'Sign out'));
   return me;
 }
 
