@@ -225,8 +225,13 @@ async def whoami(request: Request, namespace: Annotated[str | None, Query(
         max_length=63, pattern=r"^[a-z0-9_][a-z0-9_-]{0,62}$")] = None) -> Response:
     guard = guard_of(request)
     me = guard.identity
+    actor = me.actor
+    if me.method == "anonymous":  # auth off: the actor a write of this request records
+        settings = service_of(request).settings
+        actor = http.actor(request, default=settings.default_actor,
+                           trust_header=settings.trust_actor_header)
     body: dict[str, Any] = {
-        "subject": me.subject, "actor": me.actor, "groups": sorted(me.groups),
+        "subject": me.subject, "actor": actor, "groups": sorted(me.groups),
         "method": me.method, "issuer": me.issuer, "token_id": me.token_id,
         "expires_at": None if me.expires_at is None else http.rfc3339(me.expires_at),
         "principals": list(me.principals), "policy_version": service_of(

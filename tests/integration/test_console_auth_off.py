@@ -16,13 +16,16 @@ from playwright.sync_api import Browser, ConsoleMessage, Page, expect
 from .conftest import RunningServer, make_settings, own_database, serving
 from .test_console import browser, put  # noqa: F401 (the module's browser fixture)
 
+#: The actor the server records for a caller who names none (``SSOT_DEFAULT_ACTOR``).
+ACTOR = "platform-bot"
+
 
 @pytest.fixture(scope="module")
 def open_api(server_url: str) -> Iterator[RunningServer]:
     """The API with auth off, on a database of its own (so its namespaces are this
     module's alone), writes going to a writer process as ``ssot serve`` runs it."""
     with own_database(server_url, "ssot_open") as url, \
-            serving(make_settings(url, auth="off")) as running:
+            serving(make_settings(url, auth="off", default_actor=ACTOR)) as running:
         yield running
 
 
@@ -57,7 +60,8 @@ def page(browser: Browser, open_api: RunningServer) -> Iterator[Page]:  # noqa: 
 
 def test_the_console_with_auth_off_needs_no_sign_in_and_writes(
         page: Page, anyone: httpx.Client, ns: str) -> None:
-    assert anyone.get("/v1/access/whoami").json()["method"] == "anonymous"
+    me = anyone.get("/v1/access/whoami").json()
+    assert (me["method"], me["actor"]) == ("anonymous", ACTOR)  # the actor writes record
     put(anyone, ns, "services/payments/db", {"host": "db-a.internal"}, reason="first")
     put(anyone, ns, "services/payments/db", {"host": "db-b.internal"}, reason="move to b")
 
@@ -73,7 +77,7 @@ def test_the_console_with_auth_off_needs_no_sign_in_and_writes(
     page.get_by_role("link", name="services/payments/db").click()
     timeline = page.locator("ol.timeline li")
     expect(timeline).to_have_count(2)
-    expect(timeline.first).to_contain_text("v2 updated by anonymous")
+    expect(timeline.first).to_contain_text(f"v2 updated by {ACTOR}")
     expect(timeline.first).to_contain_text("“move to b”")
     expect(page.locator(".document pre")).to_contain_text("db-b.internal")
 
@@ -85,7 +89,7 @@ def test_the_console_with_auth_off_needs_no_sign_in_and_writes(
     page.get_by_role("button", name="Revert", exact=True).click()
     expect(preview).to_contain_text("Reverted: version 3 has the content of v1")
     expect(timeline).to_have_count(3)
-    expect(timeline.first).to_contain_text("v3 restored by anonymous")
+    expect(timeline.first).to_contain_text(f"v3 restored by {ACTOR}")
     expect(timeline.first).to_contain_text("“back to a”")
     entry = anyone.get(f"/v1/namespaces/{ns}/entries/services/payments/db").json()
     assert entry["version"] == 3 and entry["document"] == {"host": "db-a.internal"}
