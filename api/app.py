@@ -227,6 +227,12 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
         dependencies=[Depends(negotiation.acceptable), Depends(authorize)],
         docs_url=None, redoc_url=None,  # docs_pages serves them, with their assets
+        # The service traces and counts requests itself (docs/tracing.md, docs/metrics.md):
+        # FastAPI's own telemetry would add a second span and second metrics for each once
+        # a global OpenTelemetry provider is set, and asks the environment whether one is
+        # at every request even when none is.
+        telemetry={"tracing": False, "metrics": False, "logs": False,
+                   "operation_spans": False, "auto_configure": False},
     )
     for router in ROUTERS:
         app.include_router(router)

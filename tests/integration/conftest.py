@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import os
 import secrets
 import socket
@@ -34,12 +35,28 @@ from nexus_ssot.ops.embedded import EmbeddedNats, EmbeddedPostgres
 from nexus_ssot.ops.project import ProjectionsThread
 from nexus_ssot.ops.writer_process import WriterProcess
 
+#: Each xdist worker's own block of ports for the servers its tests start, below the
+#: kernel's ephemeral range (32768-60999), where bind(0) and every outgoing connection
+#: take theirs: a port one worker chose is never another worker's choice, so a server of
+#: one can never answer a test of the other (a 401 for a token it does not know).
+PORT_BLOCK = 2000
+_PORTS_BASE = 20000
+_next_port = itertools.count()
+
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    base = _PORTS_BASE + index % 6 * PORT_BLOCK
+    for _ in range(PORT_BLOCK):
+        port = base + next(_next_port) % PORT_BLOCK
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))  # taken (in use, TIME_WAIT): the next one
+            except OSError:
+                continue
         return port
+    raise RuntimeError(f"no free port in {base}-{base + PORT_BLOCK - 1}")
 
 
 def _with_db(url: str, name: str) -> str:
