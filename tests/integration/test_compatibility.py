@@ -9,9 +9,11 @@ retries, signed digests), the digests as NATS received them, the key that signed
 and what the old server answered to the reads of that history. Here it is imported with
 ``ssot import``, served by today's API, read again and verified with ``ssot verify``.
 
-One kind of answer changed on purpose since: a read of a namespace that did not exist (or
+Two kinds of answer changed on purpose since: a read of a namespace that did not exist (or
 did not exist yet at the point read) was answered as an empty namespace, and is now
-``404 namespace_not_found``; each such read is checked against the imported log.
+``404 namespace_not_found``; and the list of namespaces gives each one's last change time
+(``last_recorded_at``) beside its position. Each such read is checked against the imported
+log.
 
 Every read is compared whole (status, media type, ETag and the body byte for byte). Each
 was sent with a fixed X-Correlation-Id, so problem bodies carry no generated id. Reads
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -106,8 +109,10 @@ def test_every_read_the_old_server_answered_is_answered_the_same(old_database: s
     differing = {path: {"old": expected[path], "now": answered[path]}
                  for path in expected if answered[path] != expected[path]}
     on_purpose = {path for path, d in differing.items()
-                  if missing_namespace_was_answered_empty(old_database, path, **d)}
+                  if missing_namespace_was_answered_empty(old_database, path, **d)
+                  or listing_gained_last_change_time(old_database, path, **d)}
     assert "/v1/namespaces/nobody" in on_purpose
+    assert "/v1/namespaces?limit=2" in on_purpose
     assert not {path: d for path, d in differing.items() if path not in on_purpose}
 
 
@@ -131,6 +136,30 @@ def missing_namespace_was_answered_empty(database_url: str, path: str, old: dict
     first = row[0] if row else None
     point = today.get("position")
     return empty and (first is None or (point is not None and first > point))
+
+
+def listing_gained_last_change_time(database_url: str, path: str, old: dict[str, Any],
+                                    now: dict[str, Any]) -> bool:
+    """Whether a read of the list of namespaces is the old answer with each namespace's
+    ``last_recorded_at`` added: when the event at its ``last_position`` was recorded."""
+    if path.split("?")[0] != "/v1/namespaces" or old["status"] != 200 \
+            or {k: v for k, v in now.items() if k != "body"} != \
+            {k: v for k, v in old.items() if k != "body"}:
+        return False
+    then, today = json.loads(old["body"]), json.loads(now["body"])
+    added = [{k: v for k, v in item.items() if k != "last_recorded_at"}
+             for item in today["items"]]
+    if {**today, "items": added} != then:
+        return False
+    with psycopg.connect(database_url) as conn:
+        for item in today["items"]:
+            row = conn.execute("SELECT recorded_at FROM ssot_events WHERE notification_id = %s",
+                               (item["last_position"],)).fetchone()
+            recorded = None if row is None else \
+                row[0].astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            if item["last_recorded_at"] != recorded:
+                return False
+    return True
 
 
 def test_ssot_verify_passes_with_the_digests_as_published_and_their_signing_key(
