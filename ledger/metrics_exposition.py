@@ -80,6 +80,7 @@ class _File:
     def __init__(self, path: Path, kind: str, mode: str, pid: str) -> None:
         self.path, self.kind, self.mode, self.pid = path, kind, mode, pid
         self._fd = os.open(path, os.O_RDONLY)
+        self.inode = os.fstat(self._fd).st_ino
         self._map: mmap.mmap | None = None
         self.parsed = _HEADER
         self.series: list[int] = []
@@ -168,6 +169,11 @@ class MetricsFolder:
             self._ends.pop(gone, None)
         for name in sorted(present):
             f = self._files.get(name)
+            if f is not None and f.inode != present[name].inode():
+                # removed and made again under the same name (a live gauge's file, its
+                # process gone, and a new process of the same pid): the new one counts
+                self._files.pop(name).close()
+                f = None
             if f is None:
                 parts = name[:-3].split("_")
                 kind = parts[0]

@@ -125,6 +125,16 @@ def test_the_same_samples_as_the_library_across_growing_files(tmp_path: Path,
         processes.append(late)
         scribble(rng, late, 200)
         assert samples(reader.exposition()) == samples(library(tmp_path))
+        # a process stops and another gets its pid before the next scrape: its live gauges'
+        # files are new files under the names the reader holds
+        processes[2].close()
+        mark_process_dead(303, str(tmp_path))  # type: ignore[no-untyped-call]
+        reborn = Process(tmp_path, 303)
+        processes.append(reborn)
+        for mode in ("liveall", "livesum", "livemax", "livemostrecent"):
+            reborn.write(f"gauge_{mode}", f"ssot_level_{mode}", f"ssot_level_{mode}",
+                         {"route": "/reborn", "method": "GET"}, 7.0, at=1.0)
+        assert samples(reader.exposition()) == samples(library(tmp_path))
     finally:
         reader.close()
         for process in processes:
