@@ -67,7 +67,6 @@ class _Histogram:
 class _Metric:
     name: str
     kind: str  # counter, histogram, gauge, summary
-    mode: str  # a gauge's multiprocess mode, else ""
     header: str
     #: counters, summaries and gauges: (labels, series, prefix) in the order first seen
     samples: list[tuple[tuple[tuple[str, str], ...], int, str]] = field(default_factory=list)
@@ -83,6 +82,8 @@ class _File:
         self.inode = os.fstat(self._fd).st_ino
         self._map: mmap.mmap | None = None
         self.parsed = _HEADER
+        #: where the last known entry's value and timestamp end (the next gap starts)
+        self.end = 0
         self.series: list[int] = []
         self._format: list[str] = ["="]
         self._gap = 0
@@ -121,9 +122,11 @@ class _File:
             pos += 16
         self.parsed = used
 
-    def add(self, series: int, offset: int, previous_end: int) -> None:
+    def add(self, series: int, offset: int) -> None:
+        """The entry whose value is at ``offset`` counts for ``series``."""
         self.series.append(series)
-        self._format.append(f"{offset - previous_end}xdd")
+        self._format.append(f"{offset - self.end}xdd")
+        self.end = offset + 16
         self.values = None
 
     def read(self) -> tuple[float, ...]:
@@ -141,10 +144,8 @@ class MetricsFolder:
         self.folder = folder
         self._lock = threading.Lock()
         self._files: dict[str, _File] = {}
-        self._ends: dict[str, int] = {}
         self._metrics: dict[str, _Metric] = {}
         self._series: dict[tuple[str, str], int] = {}  # (key, pid or "") -> series
-        self._meta: list[tuple[_Metric, tuple[tuple[str, str], ...]]] = []
 
     def close(self) -> None:
         with self._lock:
@@ -166,7 +167,6 @@ class MetricsFolder:
                 present[entry.name] = entry
         for gone in set(self._files) - set(present):
             self._files.pop(gone).close()  # a stopped process's live gauges
-            self._ends.pop(gone, None)
         for name in sorted(present):
             f = self._files.get(name)
             if f is not None and f.inode != present[name].inode():
@@ -183,12 +183,8 @@ class MetricsFolder:
                 except FileNotFoundError:
                     continue  # removed between the listing and now (a live gauge's)
                 self._files[name] = f
-                self._ends[name] = 0
-            end = self._ends[name]
             for key, offset in f.entries():
-                f.add(self._series_of(f, key), offset, end)
-                end = offset + 16
-            self._ends[name] = end
+                f.add(self._series_of(f, key), offset)
 
     def _series_of(self, f: _File, key: str) -> int:
         keep_pid = f.kind == "gauge" and f.mode in ("all", "liveall")
@@ -203,13 +199,12 @@ class MetricsFolder:
             escaped = openmetrics.escape_metric_name(exposed, _ESCAPING)
             doc = help_text.replace("\\", r"\\").replace("\n", r"\n")
             metric = self._metrics[metric_name] = _Metric(
-                metric_name, f.kind, f.mode,
+                metric_name, f.kind,
                 f"# HELP {escaped} {doc}\n# TYPE {escaped} {f.kind}\n")
-        series = self._series[ident] = len(self._meta)
+        series = self._series[ident] = len(self._series)
         label_items = tuple(sorted(labels.items()))
         if keep_pid:
             label_items = tuple(sorted((*label_items, ("pid", f.pid))))
-        self._meta.append((metric, label_items))
         if f.kind == "histogram" and name == metric_name + "_bucket":
             bound = float(labels["le"])
             rest = tuple(item for item in label_items if item[0] != "le")
@@ -234,15 +229,12 @@ class MetricsFolder:
 
     def _values(self) -> list[float | None]:
         """Each series' value across the files, by the rule of its kind."""
-        values: list[float | None] = [None] * len(self._meta)
+        values: list[float | None] = [None] * len(self._series)
         stamps: dict[int, float] = {}
         for f in self._files.values():
             if not f.series:
                 continue
-            try:
-                flat = f.read()
-            except (ValueError, OSError):
-                continue  # a live gauge's file removed under the scrape
+            flat = f.read()  # open since it was found: readable even once removed
             series = f.series
             if f.kind != "gauge" or f.mode in ("sum", "livesum", "all", "liveall"):
                 for s, v in zip(series, flat[0::2], strict=True):

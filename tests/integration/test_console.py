@@ -9,8 +9,9 @@ screenshots of the main views (``make screenshots``)."""
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -36,25 +37,34 @@ def browser() -> Iterator[Browser]:
         browser.close()
 
 
-@pytest.fixture()
-def page(browser: Browser, api: RunningServer) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1280, "height": 800},
-                                  base_url=api.url)
+@contextlib.contextmanager
+def watched_page(browser: Browser, url: str, fault: Callable[[str], bool]) -> Iterator[Page]:
+    """A page at 1280x800 in a fresh context on ``url``; at the end, no script error and no
+    browser console error for which ``fault(text)`` holds (Content-Security-Policy
+    violations among them)."""
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, base_url=url)
     page = context.new_page()
     page.set_default_timeout(5000)
     problems: list[str] = []
 
     def on_console(message: ConsoleMessage) -> None:
-        # an API answer the console shows (a 401 before signing in, a view still
-        # building) is logged by the browser too; anything else is a fault
-        if message.type == "error" and not message.text.startswith("Failed to load resource"):
+        if message.type == "error" and fault(message.text):
             problems.append(message.text)
 
     page.on("console", on_console)
     page.on("pageerror", lambda error: problems.append(str(error)))
     yield page
     context.close()
-    assert problems == []  # no script error, no Content-Security-Policy violation
+    assert problems == []
+
+
+@pytest.fixture()
+def page(browser: Browser, api: RunningServer) -> Iterator[Page]:
+    # an API answer the console shows (a 401 before signing in, a view still building)
+    # is logged by the browser too; anything else is a fault
+    with watched_page(browser, api.url,
+                      lambda text: not text.startswith("Failed to load resource")) as page:
+        yield page
 
 
 @pytest.fixture()

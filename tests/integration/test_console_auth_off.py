@@ -11,10 +11,10 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, expect
+from playwright.sync_api import Browser, Page, expect
 
 from .conftest import RunningServer, make_settings, own_database, serving
-from .test_console import browser, put  # noqa: F401 (the module's browser fixture)
+from .test_console import browser, put, watched_page  # noqa: F401 (the module's browser fixture)
 
 #: The actor the server records for a caller who names none (``SSOT_DEFAULT_ACTOR``).
 ACTOR = "platform-bot"
@@ -38,24 +38,12 @@ def anyone(open_api: RunningServer) -> Iterator[httpx.Client]:
 
 @pytest.fixture()
 def page(browser: Browser, open_api: RunningServer) -> Iterator[Page]:  # noqa: F811
-    context = browser.new_context(viewport={"width": 1280, "height": 800},
-                                  base_url=open_api.url)
-    page = context.new_page()
-    page.set_default_timeout(5000)
-    problems: list[str] = []
-
-    def on_console(message: ConsoleMessage) -> None:
-        # an answer the console shows (a view still catching up: 503) is logged by the
-        # browser too; a refusal to an unsigned caller (401) is a fault with auth off
-        if message.type == "error" and (not message.text.startswith("Failed to load resource")
-                                        or "status of 401" in message.text):
-            problems.append(message.text)
-
-    page.on("console", on_console)
-    page.on("pageerror", lambda error: problems.append(str(error)))
-    yield page
-    context.close()
-    assert problems == []  # no script error, no CSP violation, no 401
+    # an answer the console shows (a view still catching up: 503) is logged by the
+    # browser too; a refusal to an unsigned caller (401) is a fault with auth off
+    with watched_page(browser, open_api.url,
+                      lambda text: not text.startswith("Failed to load resource")
+                      or "status of 401" in text) as page:
+        yield page
 
 
 def test_the_console_with_auth_off_needs_no_sign_in_and_writes(
