@@ -55,9 +55,14 @@ _HEAD = (
     "  ORDER BY position LIMIT 1)"
 )
 
+# The commit time of the first event after a position: ``ORDER BY position LIMIT 1`` walks
+# the position index to one row. (``min(recorded_at)`` let the planner walk the
+# (recorded_at, position) index instead, through the whole log when the follower is caught
+# up: 43 ms on two million events, against 0.03 ms.)
 _BROADCASTER = (
-    "SELECT b.position, (SELECT min(recorded_at) FROM entry_history"
-    "  WHERE position > b.position) FROM broadcaster_positions b WHERE b.name = %s"
+    "SELECT b.position, (SELECT recorded_at FROM entry_history"
+    "  WHERE position > b.position ORDER BY position LIMIT 1)"
+    " FROM broadcaster_positions b WHERE b.name = %s"
 )
 
 # Each view's position and the commit time of the oldest event it has not applied yet.
