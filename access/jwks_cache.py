@@ -32,8 +32,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import httpx
-
 from .errors import AuthenticationFailed
 from .jwks import KeySet, VerificationKey, parse_key_set
 
@@ -51,6 +49,9 @@ class FetchNeeded(Exception):
 def http_get(url: str) -> bytes:
     """The default fetch: one GET, no redirects, done within ``FETCH_TIMEOUT`` (a server
     dripping bytes included), at most ``MAX_JWKS_BYTES``; an error status raises."""
+    import httpx  # here: only a service that fetches keys needs it (with its CLI's imports,
+    # ~10 MB of each HTTP worker's memory)
+
     deadline = time.monotonic() + FETCH_TIMEOUT
     with httpx.stream("GET", url, timeout=FETCH_TIMEOUT, follow_redirects=False,
                       headers={"Accept": "application/jwk-set+json, application/json"}

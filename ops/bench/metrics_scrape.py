@@ -125,9 +125,12 @@ def in_process(folder: Path, scrapes: int = SCRAPES) -> dict[str, Any]:
 
 
 def over_http(port: int, headers: str, meter: Any, scrapes: int = SCRAPES) -> dict[str, Any]:
-    from .history import measure_gets
+    """``GET /metrics`` timed; ``log_events``: the head of the server's log, whose
+    followers' positions and lags the scrape reads from PostgreSQL."""
+    from .history import get_json, measure_gets
 
-    return measure_gets(port, "/metrics", scrapes, meter, headers)
+    timed = measure_gets(port, "/metrics", scrapes, meter, headers)
+    return {**timed, "log_events": get_json(port, "/v1/health", headers)["head_position"]}
 
 
 def measure(metrics_dir: Path, port: int, headers: str, meter: Any) -> dict[str, Any]:
@@ -163,7 +166,8 @@ def summarize(report: dict[str, Any]) -> list[str]:
     http = report.get("http")
     if http:
         shown = verdict(http["p99_ms"] < TARGET_MS, (http.get("cpu") or {}).get("other"))
-        lines.append(f"| (x) GET /metrics over HTTP (p50 / p99 of {http['reads']}) | "
+        lines.append(f"| (x) GET /metrics over HTTP, log of {http['log_events']:,} events"
+                     f" (p50 / p99 of {http['reads']}) | "
                      f"{http['p50_ms']} | {http['p99_ms']} | | < {TARGET_MS:g} ms | {shown} |")
     return lines
 
