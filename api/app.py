@@ -207,6 +207,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         async with contextlib.AsyncExitStack() as stack:
             await startup.start(lambda: open_service(app, stack))
+            metrics.warm(settings.metrics_dir)
             try:
                 yield {STATE_KEY: ConnectionRules(
                     head_timeout=settings.http_header_timeout_seconds,

@@ -12,8 +12,11 @@ whose policy allows it (an admin's does), like every other route.
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import logging
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -44,6 +47,7 @@ STREAM_ROUTE = "/v1/events/stream"
 _METHODS = frozenset({"GET", "HEAD", "PUT", "PATCH", "POST", "DELETE", "OPTIONS"})
 
 router = APIRouter()
+log = logging.getLogger(__name__)
 
 
 class RequestMetrics:
@@ -162,13 +166,34 @@ def _folder(directory: Path) -> MetricsFolder:
     return MetricsFolder(directory)
 
 
+#: One reading of the folder at a time (the scrapes run on threads, the warm-up on its own).
+_reading = threading.Lock()
+
+
 def counted(directory: Path | None) -> bytes:
     """What the processes counted: the files of every process in ``directory`` (the
     metrics folder of ``ssot serve``), else this process's registry."""
     metrics()  # every counted metric is listed, at zero before its first use
     if directory is not None:
-        return _folder(directory).exposition()
+        with _reading:
+            return _folder(directory).exposition()
     return generate_latest(REGISTRY)
+
+
+def warm(directory: Path | None) -> None:
+    """Read the metrics folder once now, on a thread of its own: the first reading decodes
+    every entry of every process's files (100 to 250 ms at 10,000 series), which would
+    otherwise fall on this process's first scrape."""
+    if directory is None:
+        return
+
+    def read() -> None:
+        try:
+            counted(directory)
+        except Exception:  # the first scrape reads it then, and reports what fails
+            log.debug("reading the metrics folder ahead failed", exc_info=True)
+
+    threading.Thread(target=read, name="ssot-metrics-warm", daemon=True).start()
 
 
 def process_exiting(directory: Path | None) -> None:
@@ -190,5 +215,7 @@ async def scrape(request: Request) -> Response:
         state = None
     gauges = CollectorRegistry()
     gauges.register(LogStateCollector(state))
-    body = counted(service.settings.metrics_dir) + generate_latest(gauges)
+    # Off the event loop: reading the folder takes milliseconds at thousands of series.
+    body = (await asyncio.to_thread(counted, service.settings.metrics_dir)
+            + generate_latest(gauges))
     return Response(body, media_type=CONTENT_TYPE)
