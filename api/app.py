@@ -67,11 +67,13 @@ from . import (
 from . import openapi as openapi_document
 from .access_state import AccessState
 from .authentication import Authenticate, Authenticator
+from .current_reads import CurrentReads
 from .entry_fast_path import EntryFastPath
 from .guard import authorize
 from .http_protocol import STATE_KEY, ConnectionRules
 from .log_notifier import LogNotifier
 from .rate_limit import RateLimit, RateLimiter
+from .read_replica import read_connection
 from .service import Service
 from .starting import NotReadyYet, Startup
 
@@ -196,6 +198,8 @@ def create_app(settings: Settings) -> FastAPI:
                 access_log, NamespaceLabels(settings.metrics_namespace_labels,
                                             settings.metrics_namespace_limit),
                 read_pool)
+            service = app.state.service
+            service.current_reads = CurrentReads(lambda: read_connection(service, None))
             stack.push_async_callback(opened.pop_all().aclose)
 
     def end_feeds() -> None:

@@ -164,6 +164,12 @@ async def get_entry(
     ns, k = _entry_address(request, namespace, key)
     service = service_of(request)
     one_coordinate(version=version, as_of=as_of, position=position)
+    if version is None and as_of is None and position is None and min_position is None:
+        current = await service.current_reads.current(ns, k)
+        if current is None:
+            async with _reading(service, None, None, None, None) as conn:
+                raise await unless_namespace_missing(conn, ns, _absent(ns, k))
+        return _current(request, ns, k, current)
     async with _reading(service, version, as_of, position, min_position) as conn:
         if as_of is not None or position is not None:
             cut = await cut_at(conn, as_of, position)
@@ -196,6 +202,12 @@ async def get_entry(
         current = await current_state.current_entry(conn, ns, k)
         if current is None:
             raise await unless_namespace_missing(conn, ns, _absent(ns, k))
+    return _current(request, ns, k, current)
+
+
+def _current(request: Request, ns: str, k: str, current: current_state.CurrentEntry
+             ) -> Response:
+    """The answer of a read of the entry's current state."""
     if current.deleted:
         raise _deleted(ns, k, current.version)
     tag = http.etag(current.version)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import Request
@@ -26,6 +26,7 @@ from nexus_ssot.ledger.writer_service import Writer
 
 from .access_state import AccessState
 from .authentication import Authenticator
+from .current_reads import CurrentReads
 from .log_notifier import LogNotifier
 
 
@@ -46,6 +47,9 @@ class Service:
     namespace_labels: NamespaceLabels
     #: The read replica's pool (``SSOT_READ_DATABASE_URL``), or None: see read_replica.py.
     read_pool: AsyncConnectionPool[Any] | None = None
+    #: Reads of one entry's current state, gathered under load (set by the app: it reads
+    #: where ``read_replica.read_connection`` says).
+    current_reads: CurrentReads = field(init=False)
 
     def span(self, name: str, *, context: Context | None = None,
              kind: SpanKind = SpanKind.INTERNAL) -> AbstractContextManager[Span]:

@@ -10,7 +10,7 @@ from psycopg import AsyncConnection
 
 from nexus_ssot.ledger.namespace_settings import SETTINGS_NAMESPACE
 
-from .sql import ENTRY_JSON
+from .sql import ENTRY_JSON, entry_json
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,27 @@ async def current_entry(
     if row is None:
         return None
     return CurrentEntry(version=row[0], deleted=row[1], body=row[2].encode())
+
+
+_GET_MANY = (
+    f"SELECT q.i, e.version, e.deleted, {entry_json('e')}"
+    " FROM unnest(%s::text[], %s::text[]) WITH ORDINALITY AS q(namespace, key, i)"
+    " JOIN entries e ON e.namespace = q.namespace AND e.key = q.key"
+)
+
+
+async def current_entries(
+    conn: AsyncConnection[tuple[Any, ...]], addresses: list[tuple[str, str]]
+) -> list[CurrentEntry | None]:
+    """``current_entry`` of each (namespace, key) of ``addresses``, in one statement."""
+    if len(addresses) == 1:
+        return [await current_entry(conn, *addresses[0])]
+    cur = await conn.execute(_GET_MANY, ([a[0] for a in addresses], [a[1] for a in addresses]),
+                             prepare=True)
+    found: list[CurrentEntry | None] = [None] * len(addresses)
+    for i, version, deleted, body in await cur.fetchall():
+        found[i - 1] = CurrentEntry(version=version, deleted=deleted, body=body.encode())
+    return found
 
 
 _LIST = (

@@ -64,7 +64,8 @@ class _Side:
         # What the edge uses of the service; the rest (writer, pool, …) stays None.
         given = {"settings": settings, "access": state,
                  "authenticator": Authenticator(settings, state)}
-        service = Service(**{f.name: given.get(f.name) for f in dataclasses.fields(Service)})
+        service = Service(**{f.name: given.get(f.name) for f in dataclasses.fields(Service)
+                             if f.init})
         limiter = RateLimiter.from_settings(settings, limits_for=state.policies.rate_limit)
         self.app = CorrelationId(Authenticate(RateLimit(_endpoint, limiter), limiter))
         self.holder = SimpleNamespace(state=SimpleNamespace(service=service))

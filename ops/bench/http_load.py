@@ -57,6 +57,8 @@ class HttpSpec:
     #: (host, port) of each API node: connection i goes to node i mod n (default: port)
     nodes: list[tuple[str, int]] = field(default_factory=list)
     query: str = ""  # GET only: appended to the entry's path ("?min_position=1")
+    #: GET only: each connection reads an entry of its own (else all read entry 0)
+    own_entries: bool = False
 
 
 @dataclass
@@ -212,8 +214,9 @@ async def request_loop(conn: HttpConnection, tally: Tally, deadline: int, what: 
 
 async def open_clients(spec: HttpSpec, tally: Tally) -> list[Client]:
     """``spec.connections`` clients, connected and ready: for PUTs each on its own entry,
-    created (or its version learnt); for GETs all on entry 0, created by the first."""
-    if spec.method == "PUT":
+    created (or its version learnt); for GETs all on entry 0, created by the first, or
+    with ``own_entries`` each on its own, as for PUTs."""
+    if spec.method == "PUT" or spec.own_entries:
         clients = [Client(spec, i, tally, node=i) for i in range(spec.connections)]
         ready = await asyncio.wait_for(
             asyncio.gather(*(c.ensure_entry() for c in clients)), STEP_GRACE * 2
@@ -379,13 +382,15 @@ def measure(report: dict[str, Any], monitor: Monitor, server: Server, meter: Cpu
         steps[label] = asdict(result)
         acknowledged += result.acknowledged_writes
         say(f"(c) done: {describe(result)}")
-    say(f"(d) GET one entry @{GET_CONNECTIONS} connections, {duration:g} s")
-    result = http_step(monitor, server, meter, pool, HttpSpec(
-        "get_16", "GET", server.port, f"{token}-get", GET_CONNECTIONS, duration,
-        headers=headers))
-    steps["get_16"] = asdict(result)
-    acknowledged += result.acknowledged_writes
-    say(f"(d) done: {describe(result)}")
+    for label, own, what in (("get_16", False, "one entry"),
+                             ("get_16_own", True, "each connection its own entry")):
+        say(f"(d) GET @{GET_CONNECTIONS} connections, {what}, {duration:g} s")
+        result = http_step(monitor, server, meter, pool, HttpSpec(
+            label, "GET", server.port, f"{token}-{label}", GET_CONNECTIONS, duration,
+            headers=headers, own_entries=own))
+        steps[label] = asdict(result)
+        acknowledged += result.acknowledged_writes
+        say(f"(d) done: {describe(result)}")
 
     remaining = rss_writes - acknowledged
     if remaining > 0:

@@ -79,7 +79,10 @@ def evaluate(report: dict[str, Any]) -> list[dict[str, Any]]:
             row["target"] = f"p50 < {PUT1_P50_MS:g} ms, 0 non-2xx"
             row["passed"] = bool(p50 is not None and p50 < PUT1_P50_MS and clean(step))
         rows.append(row)
-    rows += _get_rows(http.get("get_16"), report.get("baseline", {}).get("get_16"))
+    trivial = report.get("baseline", {}).get("get_16")
+    rows += _get_rows(http.get("get_16"), trivial, f"(d) GET one entry @{GET_CONNECTIONS}")
+    rows += _get_rows(http.get("get_16_own"), None,
+                      f"(d) GET @{GET_CONNECTIONS}, each connection its own entry", trivial)
     if "rss_mb" in server:
         writes = server.get("acknowledged_writes", 0)
         rss_load = http.get("rss_load", {})
@@ -135,11 +138,13 @@ def evaluate(report: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def _get_rows(ours: dict[str, Any] | None, trivial: dict[str, Any] | None
-              ) -> list[dict[str, Any]]:
+def _get_rows(ours: dict[str, Any] | None, trivial: dict[str, Any] | None, step: str,
+              compared: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """(d) our GET @16 against its targets (a rate, and a fraction of the trivial FastAPI
-    endpoint's when it was measured), and (s) that endpoint's own row."""
+    endpoint's when it was measured), and (s) that endpoint's own row (only when
+    ``trivial`` is given; ``compared``: the endpoint to compare with, without its row)."""
     rows: list[dict[str, Any]] = []
+    trivial, shown = (trivial or compared), trivial
     if ours is not None:
         rate = ours["requests_per_s"]
         passed = rate >= GET_RPS and ours["non_2xx"] == 0 and ours["errors"] == 0
@@ -151,17 +156,17 @@ def _get_rows(ours: dict[str, Any] | None, trivial: dict[str, Any] | None
             note = f"{share}x trivial FastAPI"
         else:
             note = "trivial FastAPI not measured"
-        rows.append({"step": f"(d) GET one entry @{GET_CONNECTIONS}", "value": rate,
+        rows.append({"step": step, "value": rate,
                      "unit": "req/s", "p50_ms": ours["p50_ms"], "p99_ms": ours["p99_ms"],
                      "non_2xx": ours["non_2xx"], "target": target, "passed": passed,
                      "note": note, "other": (ours.get("cpu") or {}).get("other")})
-    if trivial is not None:
+    if shown is not None:
         rows.append({"step": f"(s) trivial FastAPI endpoint GET @{GET_CONNECTIONS} (uvicorn, "
                              "uvloop, httptools, same workers)",
-                     "value": trivial["requests_per_s"], "unit": "req/s",
-                     "p50_ms": trivial["p50_ms"], "p99_ms": trivial["p99_ms"],
-                     "non_2xx": trivial["non_2xx"], "target": "baseline", "passed": None,
-                     "other": (trivial.get("cpu") or {}).get("other")})
+                     "value": shown["requests_per_s"], "unit": "req/s",
+                     "p50_ms": shown["p50_ms"], "p99_ms": shown["p99_ms"],
+                     "non_2xx": shown["non_2xx"], "target": "baseline", "passed": None,
+                     "other": (shown.get("cpu") or {}).get("other")})
     return rows
 
 

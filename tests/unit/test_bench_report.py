@@ -188,6 +188,13 @@ def test_get_is_measured_against_the_trivial_fastapi_endpoint() -> None:
     alone = report.evaluate(base_report(http={"get_16": http_step(3100)}))
     assert by_step(alone, "(d)")[0]["passed"] is True
     assert by_step(alone, "(d)")[0]["note"] == "trivial FastAPI not measured"
+    both = report.evaluate(base_report(
+        http={"get_16": http_step(4100), "get_16_own": http_step(3900)}, baseline=trivial))
+    one, own = by_step(both, "(d)")
+    assert (one["step"], own["step"]) == ("(d) GET one entry @16",
+                                          "(d) GET @16, each connection its own entry")
+    assert own["note"] == "0.49x trivial FastAPI" and own["passed"] is False
+    assert len(by_step(both, "(s)")) == 1  # the baseline's own row, once
 
 
 def test_without_etcd_the_report_says_so_in_one_line_and_nothing_fails() -> None:

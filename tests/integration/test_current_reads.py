@@ -1,0 +1,149 @@
+"""Reads of one entry's current state, gathered under load (api/current_reads.py), on the
+real store: each read gets its own entry, reads that arrive together share one statement,
+a read never joins a statement sent before it arrived, and a failure reaches every read
+that waited for it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import psycopg
+import pytest
+
+from nexus_ssot.api.current_reads import CurrentReads
+from nexus_ssot.ledger.commands import Context, Delete, Put
+from nexus_ssot.ledger.writer import GroupCommitWriter
+
+
+def write(writer: GroupCommitWriter, command: Put | Delete) -> None:
+    context = Context(event_id=uuid.uuid4(), timestamp=datetime.now(UTC), actor="reader-test",
+                      correlation_id="c")
+    writer.write_batch([(command, context, None)])[0].result()
+
+
+class Connections:
+    """``connect`` for ``CurrentReads``: one connection per read statement, counted; with
+    ``hold`` set, the next statement's read, once its statement has run, waits for it."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.opened = 0
+        self.hold: asyncio.Event | None = None
+        self.holding = asyncio.Event()
+        self.fail: Exception | None = None
+
+    @contextlib.asynccontextmanager
+    async def connect(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        self.opened += 1
+        if self.fail is not None:
+            raise self.fail
+        hold, self.hold = self.hold, None
+        async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
+            yield conn
+        if hold is not None:
+            self.holding.set()
+            await hold.wait()
+
+
+def document(entry: Any) -> Any:
+    assert entry is not None
+    return orjson.loads(entry.body)["document"]
+
+
+def test_reads_arriving_together_share_one_statement_and_each_gets_its_own_entry(
+        writer: GroupCommitWriter, database_url: str, ns: str) -> None:
+    for i in range(20):
+        write(writer, Put(ns, f"k{i}", document={"i": i}))
+    write(writer, Delete(ns, "k7"))
+
+    async def run() -> tuple[list[Any], int]:
+        connections = Connections(database_url)
+        reads = CurrentReads(connections.connect)
+        keys = [f"k{i}" for i in range(20)] + ["k3", "missing", "k3"]
+        found = await asyncio.gather(*(reads.current(ns, k) for k in keys))
+        return found, connections.opened
+
+    found, opened = asyncio.run(run())
+    assert [document(e) for e in found[:20] if not e.deleted] == [
+        {"i": i} for i in range(20) if i != 7]
+    assert found[7].deleted and found[7].version == 2
+    assert document(found[20]) == document(found[22]) == {"i": 3}
+    assert found[21] is None
+    # the first read went alone; the 22 that arrived while it ran, in one statement
+    assert opened == 2
+
+
+def test_a_read_never_joins_a_statement_sent_before_it_arrived(
+        writer: GroupCommitWriter, database_url: str, ns: str) -> None:
+    write(writer, Put(ns, "k", document={"v": 1}))
+
+    async def run() -> tuple[Any, Any, Any]:
+        connections = Connections(database_url)
+        reads = CurrentReads(connections.connect)
+        release = connections.hold = asyncio.Event()
+        first = asyncio.create_task(reads.current(ns, "k"))
+        await connections.holding.wait()  # the first read's statement has run
+        await asyncio.to_thread(write, writer, Put(ns, "k", document={"v": 2}))
+        later = asyncio.create_task(reads.current(ns, "k"))  # arrives after the write
+        also = asyncio.create_task(reads.current(ns, "k"))
+        await asyncio.sleep(0)
+        release.set()
+        return await first, await later, await also
+
+    first, later, also = asyncio.run(run())
+    assert document(first) == {"v": 1}  # read before the write, answered after it
+    assert document(later) == document(also) == {"v": 2}
+    assert later.version == 2
+
+
+def test_a_failed_statement_is_the_failure_of_every_read_that_waited_for_it(
+        writer: GroupCommitWriter, database_url: str, ns: str) -> None:
+    write(writer, Put(ns, "k", document={"v": 1}))
+
+    async def run() -> list[Any]:
+        connections = Connections(database_url)
+        reads = CurrentReads(connections.connect)
+        release = connections.hold = asyncio.Event()
+        first = asyncio.create_task(reads.current(ns, "k"))
+        await connections.holding.wait()
+        waiting = [asyncio.create_task(reads.current(ns, k)) for k in ("k", "other")]
+        await asyncio.sleep(0)
+        connections.fail = psycopg.OperationalError("the store went away")
+        release.set()
+        outcomes = await asyncio.gather(first, *waiting, return_exceptions=True)
+        connections.fail = None  # the store is back: the next read reads again
+        return [*outcomes, await reads.current(ns, "k")]
+
+    first, *failed, again = asyncio.run(run())
+    assert document(first) == {"v": 1}
+    assert [type(e) for e in failed] == [psycopg.OperationalError] * 2
+    assert document(again) == {"v": 1}
+
+
+def test_a_read_given_up_leaves_the_others_waiting_with_it_their_answer(
+        writer: GroupCommitWriter, database_url: str, ns: str) -> None:
+    write(writer, Put(ns, "k", document={"v": 1}))
+
+    async def run() -> Any:
+        connections = Connections(database_url)
+        reads = CurrentReads(connections.connect)
+        release = connections.hold = asyncio.Event()
+        first = asyncio.create_task(reads.current(ns, "k"))
+        await connections.holding.wait()
+        given_up = asyncio.create_task(reads.current(ns, "k"))
+        kept = asyncio.create_task(reads.current(ns, "k"))  # the same entry: one row
+        await asyncio.sleep(0)
+        given_up.cancel()
+        release.set()
+        await first
+        with pytest.raises(asyncio.CancelledError):
+            await given_up
+        return await kept
+
+    assert document(asyncio.run(run())) == {"v": 1}
