@@ -29,8 +29,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import psycopg
-
 from .database import Monitor
 from .http_load import HttpResult, HttpSpec, run_http
 from .measuring import (
@@ -43,11 +41,10 @@ from .measuring import (
     read_stat,
     say,
 )
-from .seeding import follower_positions
+from .seeding import CATCH_UP_TIMEOUT, wait_for_followers
 from .server import Server
 
 _TICK_MS = 1000.0 / os.sysconf("SC_CLK_TCK")
-CATCH_UP_TIMEOUT = 60.0  # seconds a phase waits for the followers after its load
 
 FOLLOWERS, HTTP, WRITER, OTHER = "followers (supervisor)", "HTTP workers", "writer", "other"
 KINDS = (HTTP, WRITER, FOLLOWERS)
@@ -128,19 +125,6 @@ def phase_figures(label: str, ops: int, seconds: float, kinds: dict[str, float],
                               sorted(threads.items(), key=lambda kv: -kv[1]) if v > 0},
         "cpu": cpu,
     }
-
-
-def wait_for_followers(database_url: str, head: int) -> bool:
-    """Poll until the broadcaster and every asynchronous view are at ``head`` or beyond;
-    False after ``CATCH_UP_TIMEOUT``."""
-    deadline = time.monotonic() + CATCH_UP_TIMEOUT
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        while time.monotonic() < deadline:
-            _, positions = follower_positions(conn)
-            if all(at >= head for at in positions.values()):
-                return True
-            time.sleep(0.05)
-    return False
 
 
 def measure(monitor: Monitor, server: Server, meter: CpuMeter, pool: ProcessPoolExecutor, *,

@@ -30,6 +30,7 @@ from .measuring import (
     quantiles_ms,
     say,
 )
+from .seeding import wait_for_followers
 from .server import Server
 
 PUT_CONNECTIONS = (1, 16, 64)
@@ -83,6 +84,8 @@ class HttpResult:
     events: int | None = None  # events the store recorded during the step
     transactions: int | None = None  # distinct inserting transactions among them
     mean_batch: float | None = None
+    #: seconds the step waited for the followers to catch up before it began
+    settled_s: float | None = None
 
 
 # --- the load generator (runs in the worker process) ----------------------------------------
@@ -331,13 +334,18 @@ def describe(r: HttpResult) -> str:
 def http_step(monitor: Monitor, server: Server, meter: CpuMeter, pool: ProcessPoolExecutor,
               spec: HttpSpec) -> HttpResult:
     """One step of the load generator, with where the CPU went and, for PUTs, how the
-    writer batched the events it recorded meanwhile."""
+    writer batched the events it recorded meanwhile. It starts once the server's
+    followers of the log have caught up with what came before (``settled_s``: how long
+    that took), so a step does not pay for the previous one's events."""
     before = monitor.head()
+    waited = time.monotonic()
+    wait_for_followers(server.database_url, before)
+    settled_s = round(time.monotonic() - waited, 2)
     holder: list[Cpu] = []
     cap = spec.duration + STEP_GRACE * 4
     with meter.measure(holder.append):
         result = pool.submit(run_http, spec).result(timeout=cap)
-    result.cpu = holder[0]
+    result.cpu, result.settled_s = holder[0], settled_s
     after = monitor.head()
     if spec.method == "PUT":
         result.events, result.transactions = monitor.batches(before, after)

@@ -31,6 +31,7 @@ SEED_BATCH = 2000  # commands per write_batch (one ssot_append each)
 SEED_WRITERS = 2  # processes, one writer each, on disjoint keys
 RARE_EVERY = 5000  # one seeded event in this many is by the rare actor
 QUIET_TIMEOUT = 600.0  # seconds to wait for the broadcaster to catch up
+CATCH_UP_TIMEOUT = 60.0  # seconds a step waits for the followers after a load
 # A prime that divides no key count made of 2s and 5s (the seeding's keys are multiples of
 # 4,000): n -> n * SCATTER mod keys is a permutation of the keys.
 SCATTER = 48_271
@@ -119,6 +120,19 @@ def follower_positions(conn: psycopg.Connection[tuple[Any, ...]]) -> tuple[int, 
                 "SELECT application_name, notification_id FROM projection_tracking"):
             positions[f"view {name}"] = int(position)
     return int(row[0]), positions
+
+
+def wait_for_followers(database_url: str, head: int) -> bool:
+    """Poll until the broadcaster and every asynchronous view are at ``head`` or beyond;
+    False after ``CATCH_UP_TIMEOUT``."""
+    deadline = time.monotonic() + CATCH_UP_TIMEOUT
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            _, positions = follower_positions(conn)
+            if all(at >= head for at in positions.values()):
+                return True
+            time.sleep(0.05)
+    return False
 
 
 def quiesce(database_url: str) -> dict[str, Any]:
