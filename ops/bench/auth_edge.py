@@ -59,8 +59,11 @@ class _Side:
     def __init__(self, auth: str, per_second: float, rows: list[Any], token: str) -> None:
         settings = Settings(auth=auth, rate_limit_per_second=per_second,
                             rate_limit_burst=max(1.0, per_second))
-        state = AccessState(cast(Any, None), settings.access_refresh_seconds)
+        # Loaded once, here; never re-read (there is no store behind it: a re-read would
+        # fail, log its traceback and land on the request that asked for it).
+        state = AccessState(cast(Any, None), refresh_seconds=3600.0)
         state.load(rows, position=1)
+        state.read_at = time.monotonic()  # as read now
         # What the edge uses of the service; the rest (writer, pool, …) stays None.
         given = {"settings": settings, "access": state,
                  "authenticator": Authenticator(settings, state)}
