@@ -23,6 +23,7 @@ from typing import Any
 
 import psycopg
 
+from nexus_ssot.ledger.metrics import metrics
 from nexus_ssot.projections import current_state
 from nexus_ssot.projections.current_state import CurrentEntry
 
@@ -33,6 +34,7 @@ Address = tuple[str, str]
 class CurrentReads:
     def __init__(self, connect: Connect) -> None:
         self._connect = connect
+        self._gathered = metrics().entry_reads_gathered
         self._busy = False
         self._task: asyncio.Task[None] | None = None  # the reads going together
         #: Reads waiting for the statement in flight to end, by address.
@@ -49,6 +51,7 @@ class CurrentReads:
             # shielded: a read given up (its client gone) leaves the others their answer
             return await asyncio.shield(future)
         self._busy = True
+        self._gathered.observe(1)
         try:
             async with self._connect() as conn:
                 return await current_state.current_entry(conn, namespace, key)
@@ -66,6 +69,7 @@ class CurrentReads:
     async def _together(self, waiting: dict[Address, asyncio.Future[CurrentEntry | None]]
                         ) -> None:
         addresses = list(waiting)
+        self._gathered.observe(len(addresses))
         try:
             async with self._connect() as conn:
                 found = await current_state.current_entries(conn, addresses)

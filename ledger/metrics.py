@@ -47,6 +47,7 @@ class LedgerMetrics:
     broadcaster_publish_errors: Counter
     broadcaster_delivery: Histogram
     namespace_writes: Counter
+    entry_reads_gathered: Histogram
 
 
 @functools.cache
@@ -93,6 +94,10 @@ def metrics() -> LedgerMetrics:
         namespace_writes=Counter(
             "ssot_debug_namespace_writes", "Events appended per namespace (only with "
             "SSOT_METRICS_NAMESPACE_LABELS; past the limit as _other)", ["namespace"]),
+        entry_reads_gathered=Histogram(
+            "ssot_debug_entry_reads_gathered", "Reads of one entry's current state "
+            "answered by one statement (reads arriving together share one)",
+            buckets=BATCH_BUCKETS),
     )
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 import psycopg
 import pytest
+from prometheus_client import REGISTRY
 
 from nexus_ssot.api.current_reads import CurrentReads
 from nexus_ssot.ledger.commands import Context, Delete, Put
@@ -69,6 +70,8 @@ def test_reads_arriving_together_share_one_statement_and_each_gets_its_own_entry
         found = await asyncio.gather(*(reads.current(ns, k) for k in keys))
         return found, connections.opened
 
+    count, total = (REGISTRY.get_sample_value(f"ssot_debug_entry_reads_gathered_{s}") or 0
+                    for s in ("count", "sum"))
     found, opened = asyncio.run(run())
     assert [document(e) for e in found[:20] if not e.deleted] == [
         {"i": i} for i in range(20) if i != 7]
@@ -77,6 +80,9 @@ def test_reads_arriving_together_share_one_statement_and_each_gets_its_own_entry
     assert found[21] is None
     # the first read went alone; the 22 that arrived while it ran, in one statement
     assert opened == 2
+    # ... of 20 rows: k1 to k19 and "missing", k3's three reads sharing one
+    assert REGISTRY.get_sample_value("ssot_debug_entry_reads_gathered_count") == count + 2
+    assert REGISTRY.get_sample_value("ssot_debug_entry_reads_gathered_sum") == total + 21
 
 
 def test_a_read_never_joins_a_statement_sent_before_it_arrived(
