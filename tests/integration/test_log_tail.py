@@ -11,7 +11,7 @@ import os
 import signal
 import threading
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import Future
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +21,7 @@ import psycopg
 import pytest
 
 from nexus_ssot.ledger.commands import Context, Put
-from nexus_ssot.ledger.log_tail import LogEvent, LogTail
+from nexus_ssot.ledger.log_tail import _READ_WITH_HISTORY, LogEvent, LogTail
 from nexus_ssot.ledger.writer import GroupCommitWriter
 from nexus_ssot.projections.kv_mirror import KvMirror
 from nexus_ssot.projections.namespace_stats import stats
@@ -233,3 +233,31 @@ def test_the_followers_roles_move_to_a_standby_serve_without_a_skip_or_a_double(
     assert folded is not None
     assert {k: folded[k] for k in expected} == expected
     assert (mirrored["missing"], mirrored["stale"], mirrored["extra"]) == (0, 0, 0)
+
+
+def test_a_range_is_read_with_its_history_by_index_whatever_the_statistics_say(
+        writer: GroupCommitWriter, database_url: str, ns: str) -> None:
+    """The plan PostgreSQL makes for a range read with the range's own bounds (what a
+    connection's first executions of the prepared read get) on statistics taken before a
+    burst: each event's history row by the position index, never a hash of the whole of
+    entry_history (what the read became: 200-700 ms a read once the log had grown)."""
+    append(writer, ns, 200, per_commit=50)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("ANALYZE ssot_events")
+        conn.execute("ANALYZE entry_history")
+    append(writer, ns, 6000, per_commit=500)  # the burst the statistics do not know
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("SET plan_cache_mode = force_custom_plan")
+        [(plan,)] = conn.execute(
+            "EXPLAIN (FORMAT JSON) " + _READ_WITH_HISTORY, (0, 2**62, 512)).fetchall()
+    nodes = list(plan_nodes(plan[0]["Plan"]))
+    assert not [n for n in nodes if "Hash" in n["Node Type"] or "Merge" in n["Node Type"]]
+    history_scans = [n for n in nodes if n.get("Relation Name") == "entry_history"]
+    assert history_scans and all(
+        n["Node Type"] in ("Index Scan", "Index Only Scan") for n in history_scans)
+
+
+def plan_nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield node
+    for child in node.get("Plans", ()):
+        yield from plan_nodes(child)
