@@ -166,30 +166,29 @@ def _folder(directory: Path) -> MetricsFolder:
     return MetricsFolder(directory)
 
 
-#: One reading of the folder at a time (the scrapes run on threads, the warm-up on its own).
-_reading = threading.Lock()
-
-
 def counted(directory: Path | None) -> bytes:
     """What the processes counted: the files of every process in ``directory`` (the
-    metrics folder of ``ssot serve``), else this process's registry."""
+    metrics folder of ``ssot serve``), else this process's registry. Safe on any thread:
+    the folder's reader takes one reading at a time."""
     metrics()  # every counted metric is listed, at zero before its first use
     if directory is not None:
-        with _reading:
-            return _folder(directory).exposition()
+        return _folder(directory).exposition()
     return generate_latest(REGISTRY)
 
 
 def warm(directory: Path | None) -> None:
     """Read the metrics folder once now, on a thread of its own: the first reading decodes
     every entry of every process's files (100 to 250 ms at 10,000 series), which would
-    otherwise fall on this process's first scrape."""
+    otherwise fall on this process's first scrape. The reader is made here, before any
+    scrape, so the process has one."""
     if directory is None:
         return
+    metrics()
+    folder = _folder(directory)
 
     def read() -> None:
         try:
-            counted(directory)
+            folder.exposition()
         except Exception:  # the first scrape reads it then, and reports what fails
             log.debug("reading the metrics folder ahead failed", exc_info=True)
 
