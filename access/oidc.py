@@ -61,6 +61,7 @@ from .errors import AuthenticationFailed, Reason
 from .identity import Identity
 from .jwks import VERIFIABLE_ALGORITHMS, VerificationKey
 from .jwks_cache import FetchNeeded, FileKeys, RemoteKeys, http_get
+from .oidc_config import oidc_configured
 
 #: Longest token looked at (a JWT carrying a few hundred groups is a few KiB).
 MAX_TOKEN_CHARS = 64 * 1024
@@ -132,14 +133,9 @@ class OidcAuthenticator:
                       fetch: Callable[[str], bytes] = http_get) -> OidcAuthenticator | None:
         """The authenticator the settings describe; None when OIDC is off (no issuer).
         A half-done configuration raises ``ValueError`` naming what is missing."""
-        if settings.oidc_issuer is None:
-            if (settings.oidc_audience or settings.oidc_jwks_url
-                    or settings.oidc_jwks_file):
-                raise ValueError("SSOT_OIDC_ISSUER is unset, yet other SSOT_OIDC_* "
-                                 "settings are set: set it too, or unset them")
+        if not oidc_configured(settings):
             return None
-        if settings.oidc_audience is None:
-            raise ValueError("SSOT_OIDC_AUDIENCE must be set with SSOT_OIDC_ISSUER")
+        assert settings.oidc_issuer is not None and settings.oidc_audience is not None
         return cls(issuer=settings.oidc_issuer, audience=settings.oidc_audience,
                    jwks_url=settings.oidc_jwks_url, jwks_file=settings.oidc_jwks_file,
                    subject_claim=settings.oidc_subject_claim,

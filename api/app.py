@@ -27,7 +27,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nexus_ssot.access.identity import Identity
 from nexus_ssot.access.log import AccessLog
-from nexus_ssot.access.oidc import OidcAuthenticator
 from nexus_ssot.access.policy import RateLimit as RateLimitSetting
 from nexus_ssot.ledger.errors import LedgerError, SchemaViolation
 from nexus_ssot.ledger.metrics import NamespaceLabels, record_commit
@@ -66,7 +65,7 @@ from . import (
 )
 from . import openapi as openapi_document
 from .access_state import AccessState
-from .authentication import Authenticate, Authenticator
+from .authentication import Authenticate, Authenticator, oidc_authenticator
 from .current_reads import CurrentReads
 from .entry_fast_path import EntryFastPath
 from .guard import authorize
@@ -194,7 +193,7 @@ def create_app(settings: Settings) -> FastAPI:
             opened.push_async_callback(access_log.stop)  # before the pool closes
             app.state.service = Service(
                 settings, writer, pool, tracer_provider, tracer, notifier, access,
-                Authenticator(settings, access, OidcAuthenticator.from_settings(settings)),
+                Authenticator(settings, access, oidc_authenticator(settings)),
                 access_log, NamespaceLabels(settings.metrics_namespace_labels,
                                             settings.metrics_namespace_limit),
                 read_pool)

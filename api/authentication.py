@@ -23,14 +23,14 @@ import hashlib
 import hmac
 import re
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from nexus_ssot.access.errors import AuthenticationFailed, Reason
 from nexus_ssot.access.identity import ADMINS, ANONYMOUS, Identity
-from nexus_ssot.access.oidc import OidcAuthenticator
+from nexus_ssot.access.oidc_config import oidc_configured
 from nexus_ssot.access.tokens import token_id_of
 from nexus_ssot.ledger.settings import Settings
 
@@ -38,6 +38,9 @@ from .console_pages import is_console
 from .docs_pages import ASSETS, DOCS, OAUTH2_REDIRECT, REDOC
 from .errors import PROBLEM_JSON, PROBLEM_TYPE_BASE, instance_of
 from .rate_limit import RateLimiter, source_address, too_many_requests
+
+if TYPE_CHECKING:
+    from nexus_ssot.access.oidc import OidcAuthenticator
 
 PUBLIC_PATHS = frozenset({"/v1/health", "/v1/live", "/openapi.json", DOCS, OAUTH2_REDIRECT, REDOC,
                           "/v1/integrity/public-key"})
@@ -70,6 +73,16 @@ def failed(reason: Reason) -> AuthenticationFailed:
 def bootstrap_identity(token_hash: str) -> Identity:
     return Identity(subject="admin", groups=frozenset({ADMINS}), method="bootstrap",
                     token_id=f"bootstrap-{token_hash[:12]}")
+
+
+def oidc_authenticator(settings: Settings) -> OidcAuthenticator | None:
+    """The OIDC authenticator the settings describe; None when OIDC is off (no issuer),
+    and then PyJWT is never loaded (access/oidc_config.py)."""
+    if not oidc_configured(settings):
+        return None
+    from nexus_ssot.access.oidc import OidcAuthenticator
+
+    return OidcAuthenticator.from_settings(settings)
 
 
 class Authenticator:

@@ -1,19 +1,22 @@
 """The key that signs the digests: an Ed25519 private key from a PKCS#8 PEM file
 (``SSOT_SIGNING_KEY_FILE``), named by its ``key_id`` (the first 16 hex digits of SHA-256
-of the raw 32-byte public key)."""
+of the raw 32-byte public key).
+
+``cryptography`` is loaded when a key is (~9 MB of memory a ledger with unsigned digests
+does not pay in each of its processes)."""
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-    Ed25519PrivateKey,
-    Ed25519PublicKey,
-)
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
 
 
 class SigningKeyError(ValueError):
@@ -21,6 +24,8 @@ class SigningKeyError(ValueError):
 
 
 def key_id(public_key: Ed25519PublicKey) -> str:
+    from cryptography.hazmat.primitives import serialization
+
     raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return hashlib.sha256(raw).hexdigest()[:16]
 
@@ -32,6 +37,10 @@ class Signer:
     @classmethod
     def from_file(cls, path: Path) -> Signer:
         """The Ed25519 key in the PKCS#8 PEM file ``path`` (SSOT_SIGNING_KEY_FILE)."""
+        from cryptography.exceptions import UnsupportedAlgorithm
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
         try:
             data = path.read_bytes()
         except OSError as e:
@@ -58,6 +67,8 @@ class Signer:
 
     def public_json(self) -> dict[str, str]:
         """What ``GET /v1/integrity/public-key`` serves."""
+        from cryptography.hazmat.primitives import serialization
+
         public = self.public_key
         return {
             "algorithm": "Ed25519",

@@ -9,8 +9,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 
-from cryptography.exceptions import InvalidSignature
-
 from .. import merkle
 from ..digests import Digest, frontier_parts
 from .inputs import Options
@@ -174,6 +172,8 @@ class DigestChecks:
                 f"known key ({', '.join(sorted(keys))})", seq=digest.seq, field="key_id"))
             return
         self.signatures_checked += 1
+        from cryptography.exceptions import InvalidSignature  # loaded with the keys
+
         try:
             key.verify(digest.signature, digest.canonical())
         except InvalidSignature:

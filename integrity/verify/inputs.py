@@ -9,20 +9,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-    Ed25519PrivateKey,
-    Ed25519PublicKey,
-)
 
 from nexus_ssot.ledger import chain
 from nexus_ssot.ledger.errors import InvalidInput
 
 from ..digests import Digest, key_id
+
+if TYPE_CHECKING:  # loaded with a key (integrity/digests/signing.py says why)
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 
 @dataclass(frozen=True)
@@ -62,6 +59,13 @@ class Options:
 def load_public_key(path: Path) -> Ed25519PublicKey:
     """An Ed25519 public key from ``path``: a PEM public key, a PKCS#8 PEM private key
     (its public half), the JSON ``GET /v1/integrity/public-key`` serves, or 64 hex digits."""
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
+
     try:
         data = path.read_bytes()
     except OSError as e:

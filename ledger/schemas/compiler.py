@@ -7,16 +7,21 @@ Validation is ``jsonschema-rs`` (docs/schemas.md says why, with the measurements
 compiled validator is kept per schema version (``SchemaCache``), so a write pays only for
 validating its document. Nothing is ever fetched: references are checked beforehand
 (``references``) and the validator's retriever refuses any resource it is not given.
+
+``jsonschema-rs`` and its meta-schema validator are loaded on the first schema checked or
+compiled (``_jsonschema``, ``_meta``): together ~10 MB of memory, which a process that
+never meets a schema (the writer of a ledger without schemas, an HTTP worker that serves
+no schema request) does not pay.
 """
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
-
-import jsonschema_rs
 
 from ..errors import InvalidSchema, SchemaViolation, capped
 from .references import DEFINITION_URN, referenced_definitions
@@ -27,8 +32,20 @@ DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
 #: them all).
 MAX_VIOLATIONS = 100
 
-_META = jsonschema_rs.validator_for({"$schema": DRAFT_2020_12, "$ref": DRAFT_2020_12},
-                                    offline=True)
+
+
+@functools.cache
+def _jsonschema() -> ModuleType:
+    import jsonschema_rs
+
+    return jsonschema_rs
+
+
+@functools.cache
+def _meta() -> Any:
+    """The draft 2020-12 meta-schema's validator (compiled once, on first use)."""
+    return _jsonschema().validator_for({"$schema": DRAFT_2020_12, "$ref": DRAFT_2020_12},
+                                       offline=True)
 
 
 def pointer(parts: Any) -> str:
@@ -53,7 +70,7 @@ def check_schema(schema: Any) -> dict[str, str]:
                 f"$schema is {capped(repr(declared))}: only draft 2020-12 "
                 f"({DRAFT_2020_12}) is supported; remove $schema or name that one",
                 field="/$schema")
-    problems = sorted(_META.iter_errors(schema), key=lambda e: len(e.instance_path))
+    problems = sorted(_meta().iter_errors(schema), key=lambda e: len(e.instance_path))
     if problems:
         first = problems[-1]  # the deepest: the member to fix, not its container
         where = pointer(first.instance_path)
@@ -110,6 +127,7 @@ def compile_schema(schema: Any, definitions: Mapping[str, Any], *,
     """Compile ``schema`` with the shared ``definitions`` (name -> schema) it may refer
     to. Raises ``InvalidSchema`` when it does not compile (a bad regular expression, an
     unknown format under ``assert``, a reference to nothing)."""
+    jsonschema_rs = _jsonschema()
     registry = jsonschema_rs.Registry(
         [(DEFINITION_URN + name, body) for name, body in sorted(definitions.items())],
         retriever=_refuse_retrieval)

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from nexus_ssot.access.errors import AuthenticationFailed
 from nexus_ssot.access.jwks import parse_key_set
 from nexus_ssot.access.oidc import OidcAuthenticator
+from nexus_ssot.api.authentication import oidc_authenticator
 from nexus_ssot.ledger.settings import Settings
 from tests.unit.jwt_issuer import (
     AUDIENCE,
@@ -514,3 +515,12 @@ def test_an_authentication_failure_names_a_known_reason() -> None:
     error = AuthenticationFailed("revoked", "the token was revoked")
     assert (error.reason, error.message, str(error)) == ("revoked", "the token was revoked",
                                                          "the token was revoked")
+
+
+def test_the_api_builds_its_authenticator_from_the_settings(jwks: Jwks) -> None:
+    assert oidc_authenticator(Settings()) is None
+    with pytest.raises(ValueError, match="SSOT_OIDC_ISSUER"):
+        oidc_authenticator(Settings(oidc_jwks_url=JWKS_URL))
+    built = oidc_authenticator(Settings(oidc_issuer=ISSUER, oidc_audience=AUDIENCE,
+                                        oidc_jwks_url=JWKS_URL))
+    assert isinstance(built, OidcAuthenticator) and built.issuer == ISSUER
