@@ -270,8 +270,3 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
-
-
-def app_from_environment() -> FastAPI:
-    """Factory for uvicorn's worker processes: settings from the environment."""
-    return create_app(Settings())

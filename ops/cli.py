@@ -19,7 +19,8 @@ from .console import Ssot
 COMMANDS: dict[str, str] = {
     # the ledger's processes
     "serve": "process_commands:serve", "env": "process_commands:env",
-    "writer": "process_commands:writer", "reconcile": "process_commands:reconcile",
+    "writer": "process_commands:writer", "http-worker": "process_commands:http_worker",
+    "reconcile": "process_commands:reconcile",
     "project": "process_commands:project", "broadcast": "process_commands:broadcast",
     "digest": "digest:digest",
     "status": "status:status",  # their health on one screen

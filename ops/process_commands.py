@@ -117,6 +117,24 @@ def writer(socket_path: str) -> None:
     run_writer(Settings(), socket_path)
 
 
+@click.command("http-worker", hidden=True)
+@click.option("--fd", type=int, required=True, help="The listening socket, inherited.")
+@click.option("--ready-fd", type=int, required=True,
+              help="A pipe to write one byte to once serving.")
+@click.option("--access-log", is_flag=True, help="Log every request.")
+def http_worker(fd: int, ready_fd: int, access_log: bool) -> None:
+    """Run one HTTP worker process (started by `ssot serve --workers N`)."""
+    import logging
+
+    from nexus_ssot.ledger.settings import Settings
+
+    from .http_workers import run_http_worker
+
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    run_http_worker(Settings(), fd, ready_fd, access_log=access_log)
+
+
 @click.command()
 @click.option("--from-position", type=POSITION, default=0, show_default=True,
               help="Compare events after this position.")

@@ -5,12 +5,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import signal
-import ssl
 from collections.abc import Iterator
 from typing import Any
 
-import click
 import psycopg
 import uvicorn
 from psycopg import sql
@@ -21,6 +18,7 @@ from nexus_ssot.ops.embedded import EmbeddedNats, EmbeddedPostgres
 
 from .credentials import admin_token_path, ensure_admin_token, token_sha256
 from .followers import FollowersThread
+from .http_workers import HttpWorkers, Server, serve_until_signalled, uvicorn_options
 from .instance import claimed
 from .metrics_folder import empty_metrics_folder
 from .nats_authorization import REFRESH_SECONDS, NatsAuthorizer
@@ -68,38 +66,6 @@ def resolved(settings: Settings) -> Iterator[Settings]:
         yield ready
 
 
-class _Server(uvicorn.Server):
-    """uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown, which would kill the
-    process before the embedded servers are stopped; we finish our own shutdown instead."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        with super().capture_signals():
-            try:
-                yield
-            finally:
-                captured = getattr(self, "_captured_signals", None)
-                if captured:
-                    log.info("stopping on %s", ", ".join(signal.Signals(s).name for s in captured))
-                    captured.clear()
-
-
-def tls_options(settings: Settings) -> dict[str, Any]:
-    """uvicorn's options for HTTPS (and mutual TLS) from the settings; none for HTTP."""
-    if settings.tls_cert is None and settings.tls_key is None:
-        if settings.tls_client_ca is not None:
-            raise click.UsageError("SSOT_TLS_CLIENT_CA needs SSOT_TLS_CERT and SSOT_TLS_KEY")
-        return {}
-    if settings.tls_cert is None or settings.tls_key is None:
-        raise click.UsageError("HTTPS needs both SSOT_TLS_CERT and SSOT_TLS_KEY")
-    options: dict[str, Any] = {"ssl_certfile": str(settings.tls_cert),
-                               "ssl_keyfile": str(settings.tls_key)}
-    if settings.tls_client_ca is not None:
-        options.update(ssl_ca_certs=str(settings.tls_client_ca),
-                       ssl_cert_reqs=ssl.CERT_REQUIRED)
-    return options
-
-
 def serve(settings: Settings, *, access_log: bool = False) -> None:
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -118,20 +84,7 @@ def serve(settings: Settings, *, access_log: bool = False) -> None:
         elif ready.auth == "off":
             log.warning("SSOT_AUTH=off: every caller on %s may read and rewrite every record",
                         ready.http_host)
-        common: dict[str, Any] = {
-            **tls_options(ready),
-            "host": ready.http_host,
-            "proxy_headers": bool(ready.forwarded_allow_ips),
-            "forwarded_allow_ips": ready.forwarded_allow_ips or None,
-            "port": ready.http_port,
-            "loop": "uvloop",
-            # httptools and what it lacks (api/http_protocol.py); an import string, which
-            # the worker processes of http_workers > 1 load too
-            "http": "nexus_ssot.api.http_protocol:HttpProtocol",
-            "access_log": access_log,
-            "timeout_graceful_shutdown": 30,
-            "log_level": "info",
-        }
+        common = uvicorn_options(ready, access_log=access_log)
         if ready.writer_process and not ready.writer_socket:
             writer = WriterProcess(ready)
             writer.start()
@@ -162,10 +115,10 @@ def serve(settings: Settings, *, access_log: bool = False) -> None:
         if ready.http_workers == 1:
             from nexus_ssot.api.app import create_app  # the one place ops starts the api
 
-            _Server(uvicorn.Config(create_app(ready), **common)).run()
+            Server(uvicorn.Config(create_app(ready), **common)).run()
             return
-        # Worker processes build their app from the environment: hand them what this
-        # process resolved (embedded URLs, command-line flags).
+        # Each worker builds its app from the environment: hand it what this process
+        # resolved (embedded URLs, command-line flags).
         os.environ.update(ready.as_environment())
-        uvicorn.run("nexus_ssot.api.app:app_from_environment", factory=True,
-                    workers=ready.http_workers, **common)
+        serve_until_signalled(HttpWorkers(ready, uvicorn.Config(None, **common),
+                                          access_log))

@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import logging
 import os
-import signal
 import socket
 import tempfile
-import threading
-import time
 import uuid
 from pathlib import Path
 
@@ -24,11 +19,10 @@ from nexus_ssot.ledger.telemetry import tracer_provider
 from nexus_ssot.ledger.writer import GroupCommitWriter
 from nexus_ssot.ledger.writer_service import serve_writer
 
-from .children import ChildProcess
+from .children import ChildProcess, exit_with_parent
 from .console import not_configured
 
 log = logging.getLogger("nexus_ssot.writer")
-_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def run_writer(settings: Settings, socket_path: str) -> None:
@@ -53,25 +47,6 @@ def run_writer(settings: Settings, socket_path: str) -> None:
         application.close()
         tracing.shutdown()  # its last spans exported
         Path(socket_path).unlink(missing_ok=True)
-
-
-def exit_with_parent() -> None:
-    """If `ssot serve` dies without stopping us (SIGKILL), stop as if asked to: at once
-    through the kernel's parent-death signal (Linux), else by noticing it within a second.
-    Without the signal, a restarted `ssot serve` ran its new writer beside the old one
-    for about a second (found by `ssot chaos`)."""
-    parent = os.getppid()
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        log.warning("parent process %s is gone; stopping", parent)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    threading.Thread(target=watch, name="ssot-parent-watch", daemon=True).start()
 
 
 def new_socket_path() -> str:

@@ -64,15 +64,14 @@ class ThreadRow:
 
 def kind_of(pid: int, root: int, cmdline: str) -> str:
     """Which part of ``ssot serve`` a process is: the supervisor (``root``, whose threads
-    are the followers), the writer (``ssot writer``), an HTTP worker (uvicorn's spawned
-    worker processes), or something else (multiprocessing's resource tracker, an embedded
-    nats-server)."""
+    are the followers), the writer (``ssot writer``), an HTTP worker (``ssot
+    http-worker``), or something else (an embedded nats-server)."""
     if pid == root:
         return FOLLOWERS
     args = cmdline.split()
     if "nexus_ssot.ops.cli" in args and "writer" in args:
         return WRITER
-    if "spawn_main" in cmdline and "resource_tracker" not in cmdline:
+    if "nexus_ssot.ops.cli" in args and "http-worker" in args:
         return HTTP
     return OTHER
 

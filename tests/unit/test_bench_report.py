@@ -96,9 +96,8 @@ def test_processes_are_told_apart_by_their_command_line() -> None:
     assert budget.kind_of(root, root, "/venv/bin/python /venv/bin/ssot serve") == FOLLOWERS
     assert budget.kind_of(101, root, "/venv/bin/python -m nexus_ssot.ops.cli writer "
                                      "--socket /run/x.sock") == WRITER
-    assert budget.kind_of(102, root, "/venv/bin/python -c from multiprocessing.spawn import "
-                                     "spawn_main; spawn_main(tracker_fd=5, pipe_handle=7) "
-                                     "--multiprocessing-fork") == HTTP
+    assert budget.kind_of(102, root, "/venv/bin/python -m nexus_ssot.ops.cli http-worker "
+                                     "--fd 11 --ready-fd 15") == HTTP
     assert budget.kind_of(103, root, "/venv/bin/python -c from multiprocessing."
                                      "resource_tracker import main;main(4)") == OTHER
     assert budget.kind_of(104, root, "nats-server -js") == OTHER
