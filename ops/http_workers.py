@@ -262,27 +262,36 @@ class HttpWorkers:
 
 
 def serve_until_signalled(workers: HttpWorkers) -> None:
-    """Run the workers until SIGTERM or SIGINT (SIGHUP: restart them), then stop them."""
-    stop = threading.Event()
-    restart = threading.Event()
+    """Run the workers until SIGTERM or SIGINT (SIGHUP: restart them), then stop them.
+    The main thread sleeps in a read of a pipe the signal handler writes to: no polling,
+    and no lock a handler could find held (as ``threading.Event.set`` could)."""
+    wake_read, wake_write = os.pipe()
     received: list[int] = []
 
-    def on_stop(signum: int, _frame: Any) -> None:
+    def on_signal(signum: int, _frame: Any) -> None:
         received.append(signum)
-        stop.set()
+        os.write(wake_write, b"!")
 
-    handlers = {sig: signal.signal(sig, on_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
-    handlers[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda *_: restart.set())
+    handled = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    handlers = {sig: signal.signal(sig, on_signal) for sig in handled}
     try:
         workers.start()
-        while not stop.is_set():
-            if restart.wait(0.5):
-                restart.clear()
+        seen = 0  # the handler only appends: what came since is received[seen:]
+        while True:
+            os.read(wake_read, 64)
+            came = received[seen:]
+            seen += len(came)
+            stopping = [s for s in came if s != signal.SIGHUP]
+            if stopping:
+                log.info("stopping on %s", ", ".join(signal.Signals(s).name for s in stopping))
+                return
+            if came:
                 log.info("SIGHUP: restarting the HTTP workers one at a time")
                 threading.Thread(target=workers.restart, daemon=True,
                                  name="ssot-http-workers-restart").start()
-        log.info("stopping on %s", ", ".join(signal.Signals(s).name for s in received))
     finally:
         workers.stop()
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
+        os.close(wake_read)
+        os.close(wake_write)
