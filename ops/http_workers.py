@@ -136,21 +136,31 @@ class HttpWorker:
         self._watcher = threading.Thread(target=self._watch, daemon=True,
                                          name=f"ssot-http-worker-{index}-watch")
         self._ready_read: int | None = None
+        #: Held to start a process and to stop: none is started once stopping.
+        self._lock = threading.Lock()
 
-    def spawn(self) -> None:
-        self.started.clear()
-        ready_read, ready_write = os.pipe()
-        fd = self.listening.fileno()
-        args = [sys.executable, "-m", "nexus_ssot.ops.cli", "http-worker", "--fd", str(fd),
-                "--ready-fd", str(ready_write)]
-        try:
-            self.proc = subprocess.Popen(
-                [*args, *(["--access-log"] if self.access_log else [])],
-                env={**os.environ, **self.settings.as_environment()},
-                stdin=subprocess.DEVNULL, pass_fds=(fd, ready_write))
-        finally:
-            os.close(ready_write)
-        self._ready_read = ready_read
+    def spawn(self) -> bool:
+        """Start a process (False once stopping: then none is started)."""
+        with self._lock:
+            if self.stopping.is_set():
+                return False
+            self.started.clear()
+            ready_read, ready_write = os.pipe()
+            fd = self.listening.fileno()
+            args = [sys.executable, "-m", "nexus_ssot.ops.cli", "http-worker", "--fd",
+                    str(fd), "--ready-fd", str(ready_write)]
+            try:
+                self.proc = subprocess.Popen(
+                    [*args, *(["--access-log"] if self.access_log else [])],
+                    env={**os.environ, **self.settings.as_environment()},
+                    stdin=subprocess.DEVNULL, pass_fds=(fd, ready_write))
+            except BaseException:
+                os.close(ready_read)
+                raise
+            finally:
+                os.close(ready_write)
+            self._ready_read = ready_read
+            return True
 
     def wait_started(self, timeout: float = START_TIMEOUT) -> None:
         """Until the worker serves; ``ChildExited`` if it exits first."""
@@ -185,9 +195,8 @@ class HttpWorker:
                 log.error("HTTP worker %d (pid %d) exited with %s; restarting it",
                           self.index, self.proc.pid, code)
                 time.sleep(RESTART_PAUSE)
-                if self.stopping.is_set():
-                    return
-            self.spawn()
+            if not self.spawn():
+                return
             try:
                 self.wait_started()
             except (ChildExited, RuntimeError) as e:
@@ -208,9 +217,10 @@ class HttpWorker:
         return False
 
     def terminate(self) -> None:
-        self.stopping.set()
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
+        with self._lock:
+            self.stopping.set()
+            if self.proc is not None and self.proc.poll() is None:
+                self.proc.terminate()
 
     def wait(self, deadline: float) -> None:
         if self.proc is None:
@@ -235,7 +245,8 @@ class HttpWorkers:
     def start(self) -> None:
         """Start them all, then wait until each serves (``ChildExited`` if one exits)."""
         for worker in self.workers:
-            worker.spawn()
+            if not worker.spawn():
+                return
         try:
             for worker in self.workers:
                 worker.wait_started()
