@@ -8,7 +8,9 @@ multiprocessing's resource tracker, one more Python process (~12 MB) tracking no
 ours. Each worker is in serve's process group (a signal to the group reaches it; Ctrl-C
 drains it at once), exits with serve (the parent-death signal), is restarted if it dies,
 and tells serve when it has started through a pipe. SIGHUP restarts them one at a time
-(a new TLS certificate is read then); stopping serve drains them first.
+(a new TLS certificate is read then): the socket stays open, and a stopping worker
+answers what it has read (uvicorn closes the connections it accepted but read nothing
+from, which clients retry); stopping serve drains them first.
 """
 
 from __future__ import annotations
