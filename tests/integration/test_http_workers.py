@@ -33,33 +33,62 @@ def workers_of(serve: int) -> list[int]:
     return sorted(pid for pid in tree if " http-worker " in cmdline(pid))
 
 
-@pytest.fixture()
-def serve(database_url: str, nats_url: str,
-          tmp_path: Path) -> Iterator[tuple[int, str, list[str]]]:
-    port = free_port()
-    env = {**os.environ, "SSOT_DATABASE_URL": database_url, "SSOT_HTTP_PORT": str(port),
-           "SSOT_DATA_DIR": str(tmp_path),
-           # the run's NATS (nothing embedded: serve's children are the writer and the
-           # workers alone), on which it never publishes
-           "SSOT_NATS_URL": nats_url, "SSOT_BROADCAST": "false", "SSOT_PROJECTIONS": "false"}
-    proc, url = start_serve(["--workers", "2"], env, port)
-    output: list[str] = []
+class Serving:
+    """A running ``ssot serve --workers 2`` and everything it printed so far."""
 
-    def collect() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            output.append(line.decode(errors="replace"))
+    def __init__(self, database_url: str, nats_url: str, data: Path) -> None:
+        port = free_port()
+        env = {**os.environ, "SSOT_DATABASE_URL": database_url,
+               "SSOT_HTTP_PORT": str(port), "SSOT_DATA_DIR": str(data),
+               # the run's NATS (nothing embedded: serve's children are the writer and
+               # the workers alone), on which it never publishes
+               "SSOT_NATS_URL": nats_url, "SSOT_BROADCAST": "false",
+               "SSOT_PROJECTIONS": "false"}
+        self.proc, self.url = start_serve(["--workers", "2"], env, port)
+        self.pid = self.proc.pid
+        self.output: list[str] = []
+        threading.Thread(target=self._collect, daemon=True).start()
+        # /v1/health answers once one worker serves: wait for both
+        self.wait_serving(since=0, started=2)
 
-    threading.Thread(target=collect, daemon=True).start()
-    # /v1/health answers once one worker serves: wait for both
-    wait_until(lambda: "".join(output).count("Application startup complete") == 2,
-               "both workers to serve", timeout=60)
+    def _collect(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.output.append(line.decode(errors="replace"))
+
+    def printed(self, since: int) -> str:
+        return "".join(self.output[since:])
+
+    def wait_serving(self, since: int, started: int) -> None:
+        """Until ``started`` workers said they serve since line ``since``, and two run."""
+        wait_until(lambda: self.printed(since).count("Application startup complete")
+                   == started and len(workers_of(self.pid)) == 2,
+                   f"{started} workers to start", timeout=60)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(60)
+
+
+@pytest.fixture(scope="module")
+def shared(database_url: str, nats_url: str,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serving]:
+    """One serve for the tests that leave two workers serving."""
+    serving = Serving(database_url, nats_url, tmp_path_factory.mktemp("serve"))
     try:
-        yield proc.pid, url, output
+        yield serving
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(60)
+        serving.stop()
+
+
+@pytest.fixture()
+def own(database_url: str, nats_url: str, tmp_path: Path) -> Iterator[Serving]:
+    serving = Serving(database_url, nats_url, tmp_path)
+    try:
+        yield serving
+    finally:
+        serving.stop()
 
 
 class Reader(threading.Thread):
@@ -91,9 +120,8 @@ class Reader(threading.Thread):
                 self.answers.append(type(e).__name__)
 
 
-def test_serve_runs_its_workers_and_the_writer_and_nothing_else(
-        serve: tuple[int, str, list[str]]) -> None:
-    pid, _url, _output = serve
+def test_serve_runs_its_workers_and_the_writer_and_nothing_else(shared: Serving) -> None:
+    pid = shared.pid
     children = sorted(cmdline(p) for p in descendants(pid, process_table()) - {pid})
     assert len(children) == 3, children
     assert sum(" http-worker " in c for c in children) == 2, children
@@ -101,39 +129,39 @@ def test_serve_runs_its_workers_and_the_writer_and_nothing_else(
     assert not [c for c in children if "multiprocessing" in c], children
 
 
-def test_a_worker_that_dies_is_replaced_while_the_other_serves(
-        serve: tuple[int, str, list[str]]) -> None:
-    pid, url, output = serve
+def test_a_worker_that_dies_is_replaced_while_the_other_serves(shared: Serving) -> None:
+    pid, since = shared.pid, len(shared.output)
     first, second = workers_of(pid)
-    reader = Reader(url)
+    reader = Reader(shared.url)
     reader.start()
     try:
         os.kill(first, signal.SIGKILL)
-        wait_until(lambda: gone(first) and len(workers_of(pid)) == 2
-                   and "".join(output).count("Application startup complete") == 3,
-                   "a new worker to serve", timeout=60)
+        wait_until(lambda: gone(first), "the worker to die")
+        shared.wait_serving(since, started=1)
         assert second in workers_of(pid)
         answered = len(reader.answers)
         wait_until(lambda: len(reader.answers) > answered + 20, "more answers")
     finally:
         reader.stop.set()
         reader.join(30)
+    printed = shared.printed(since)
     assert len(re.findall(rf"HTTP worker \d \(pid {first}\) exited with -9; restarting it",
-                          "".join(output))) == 1, "".join(output)
+                          printed)) == 1, printed
     # a connection the killed worker had accepted may fail; afterwards every one answers
     assert set(reader.answers[-20:]) == {200}, reader.answers
 
 
 def test_sighup_replaces_the_workers_one_at_a_time_and_every_request_is_answered(
-        serve: tuple[int, str, list[str]]) -> None:
-    pid, url, output = serve
+        shared: Serving) -> None:
+    pid, since = shared.pid, len(shared.output)
     before = set(workers_of(pid))
-    reader = Reader(url)
+    reader = Reader(shared.url)
     reader.start()
     try:
         os.kill(pid, signal.SIGHUP)
-        wait_until(lambda: len(workers_of(pid)) == 2 and not before & set(workers_of(pid)),
-                   "both workers to be replaced", timeout=60)
+        wait_until(lambda: not before & set(workers_of(pid)), "both workers to be replaced",
+                   timeout=60)
+        shared.wait_serving(since, started=2)
     finally:
         reader.stop.set()
         reader.join(30)
@@ -141,16 +169,14 @@ def test_sighup_replaces_the_workers_one_at_a_time_and_every_request_is_answered
     # answered, some after the one retry a client makes when a connection closes unused
     assert reader.answers and set(reader.answers) == {200}, reader.answers
     assert reader.retried <= 2, reader.retried  # at most one per stopping worker
-    text = "".join(output)
-    assert text.count("stopped to restart") == 2, text
-    assert "exited with" not in text, text
+    printed = shared.printed(since)
+    assert printed.count("stopped to restart") == 2, printed
+    assert "exited with" not in printed, printed
 
 
-def test_a_serve_killed_outright_takes_its_workers_with_it(
-        serve: tuple[int, str, list[str]]) -> None:
-    pid, _url, _output = serve
-    children = descendants(pid, process_table()) - {pid}
+def test_a_serve_killed_outright_takes_its_workers_with_it(own: Serving) -> None:
+    children = descendants(own.pid, process_table()) - {own.pid}
     assert len(children) == 3
-    os.kill(pid, signal.SIGKILL)  # serve alone, not its process group
+    os.kill(own.pid, signal.SIGKILL)  # serve alone, not its process group
     wait_until(lambda: all(gone(child) for child in children),
                "the workers and the writer to exit with serve", timeout=60)
