@@ -9,7 +9,7 @@ validating its document. Nothing is ever fetched: references are checked beforeh
 (``references``) and the validator's retriever refuses any resource it is not given.
 
 ``jsonschema-rs`` and its meta-schema validator are loaded on the first schema checked or
-compiled (``_jsonschema``, ``_meta``): together ~10 MB of memory, which a process that
+compiled (imported where used; ``_meta``): together ~10 MB of memory, which a process that
 never meets a schema (the writer of a ledger without schemas, an HTTP worker that serves
 no schema request) does not pay.
 """
@@ -20,7 +20,6 @@ import functools
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
-from types import ModuleType
 from typing import Any
 
 from ..errors import InvalidSchema, SchemaViolation, capped
@@ -33,18 +32,12 @@ DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
 MAX_VIOLATIONS = 100
 
 
-
-@functools.cache
-def _jsonschema() -> ModuleType:
-    import jsonschema_rs
-
-    return jsonschema_rs
-
-
 @functools.cache
 def _meta() -> Any:
     """The draft 2020-12 meta-schema's validator (compiled once, on first use)."""
-    return _jsonschema().validator_for({"$schema": DRAFT_2020_12, "$ref": DRAFT_2020_12},
+    import jsonschema_rs
+
+    return jsonschema_rs.validator_for({"$schema": DRAFT_2020_12, "$ref": DRAFT_2020_12},
                                        offline=True)
 
 
@@ -127,7 +120,8 @@ def compile_schema(schema: Any, definitions: Mapping[str, Any], *,
     """Compile ``schema`` with the shared ``definitions`` (name -> schema) it may refer
     to. Raises ``InvalidSchema`` when it does not compile (a bad regular expression, an
     unknown format under ``assert``, a reference to nothing)."""
-    jsonschema_rs = _jsonschema()
+    import jsonschema_rs
+
     registry = jsonschema_rs.Registry(
         [(DEFINITION_URN + name, body) for name, body in sorted(definitions.items())],
         retriever=_refuse_retrieval)
