@@ -36,6 +36,9 @@ class ChildProcess:
         self.args = args
         self.proc: subprocess.Popen[bytes] | None = None
         self._stopping = threading.Event()
+        #: Held to start a process and to stop: none is started once stopping (a restart
+        #: racing ``stop`` would otherwise leave a child running past serve's stop).
+        self._lock = threading.Lock()
         self._watcher = threading.Thread(target=self._watch, name=f"ssot-{self.what}-watch",
                                          daemon=True)
 
@@ -77,27 +80,36 @@ class ChildProcess:
             if self._stopping.is_set():
                 return
             log.error("the %s process exited with %s; restarting it", self.what, code)
-            time.sleep(1.0)
-            if self._stopping.is_set():
+            if self._stopping.wait(1.0) or not self._respawn():
                 return
-            self.proc = self._spawn()
             try:
                 self._wait_ready(60.0)
             except RuntimeError as e:
-                log.error("%s", e)
+                if not self._stopping.is_set():  # else stop ended it: nothing went wrong
+                    log.error("%s", e)
+
+    def _respawn(self) -> bool:
+        """Start the next process (False once stopping: then none is started)."""
+        with self._lock:
+            if self._stopping.is_set():
+                return False
+            self.proc = self._spawn()
+            return True
 
     def stop(self, timeout: float = 60.0) -> None:
         """SIGTERM, then wait: the child finishes what it accepted and exits."""
-        self._stopping.set()
-        if self.proc is None or self.proc.poll() is not None:
+        with self._lock:  # a restart under way has its process in self.proc first
+            self._stopping.set()
+            proc = self.proc
+        if proc is None or proc.poll() is not None:
             return
-        self.proc.terminate()
+        proc.terminate()
         try:
-            self.proc.wait(timeout)
+            proc.wait(timeout)
         except subprocess.TimeoutExpired:
             log.error("the %s process did not stop in %.0fs; killing it", self.what, timeout)
-            self.proc.kill()
-            self.proc.wait()
+            proc.kill()
+            proc.wait()
 
 
 def exit_with_parent() -> None:

@@ -35,6 +35,7 @@ import uvicorn
 from nexus_ssot.ledger.settings import Settings
 
 from .children import ChildExited, exit_with_parent
+from .heap import freeze_startup_heap
 
 log = logging.getLogger("nexus_ssot.serve")
 
@@ -91,6 +92,8 @@ class Server(uvicorn.Server):
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
+        if self.started:
+            freeze_startup_heap()
         if self.started and self.ready_fd is not None:
             os.write(self.ready_fd, b"1")
             os.close(self.ready_fd)
@@ -289,6 +292,7 @@ def serve_until_signalled(workers: HttpWorkers) -> None:
     handlers = {sig: signal.signal(sig, on_signal) for sig in handled}
     try:
         workers.start()
+        freeze_startup_heap()  # serve's own: the followers' thread is running too
         seen = 0  # the handler only appends: what came since is received[seen:]
         while True:
             os.read(wake_read, 64)

@@ -21,6 +21,7 @@ from nexus_ssot.ledger.writer_service import serve_writer
 
 from .children import ChildProcess, exit_with_parent
 from .console import not_configured
+from .heap import freeze_startup_heap
 
 log = logging.getLogger("nexus_ssot.writer")
 
@@ -41,6 +42,7 @@ def run_writer(settings: Settings, socket_path: str) -> None:
                                tracer_provider=tracing)
     exit_with_parent()
     Path(socket_path).unlink(missing_ok=True)
+    freeze_startup_heap()
     try:
         uvloop.run(serve_writer(writer, socket_path))
     finally:

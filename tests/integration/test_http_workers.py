@@ -61,9 +61,12 @@ class Serving:
 
     def wait_serving(self, since: int, started: int) -> None:
         """Until ``started`` workers said they serve since line ``since``, and two run."""
-        wait_until(lambda: self.printed(since).count("Application startup complete")
-                   == started and len(workers_of(self.pid)) == 2,
-                   f"{started} workers to start", timeout=60)
+        try:
+            wait_until(lambda: self.printed(since).count("Application startup complete")
+                       == started and len(workers_of(self.pid)) == 2,
+                       f"{started} workers to start", timeout=60)
+        except AssertionError as e:
+            raise AssertionError(f"{e}; serve printed:\n{self.printed(since)}") from None
 
     def stop(self) -> None:
         if self.proc.poll() is None:
