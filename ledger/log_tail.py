@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -140,7 +141,10 @@ class LogTail:
         #: Wake-ups and ranges read, for tests and the bench.
         self.reads = 0
         self._events: list[LogEvent] = []
-        self._advanced = asyncio.Event()
+        #: The followers' waits for the tail to advance, each woken at once by the next
+        #: read (see ``wait``); ``_stops`` wakes them when their stop event is set.
+        self._waiters: list[asyncio.Future[None]] = []
+        self._stops: dict[asyncio.Event, asyncio.Future[Any]] = {}
         self._news: dict[str, asyncio.Event] = {}
         self._heard: dict[str, int] = {}
         self._pending: set[str] = set()  # channels notified, not yet handled
@@ -178,10 +182,34 @@ class LogTail:
         return max(poll_interval, self.poll_interval) if self.live else poll_interval
 
     async def wait(self, stop: asyncio.Event, after: int, timeout: float) -> None:
-        """Until the tail holds events after ``after``, ``timeout`` passes, or ``stop``."""
-        if self.live and self.head > after:
+        """Until the tail holds events after ``after``, ``timeout`` passes, or ``stop``.
+
+        The follower waits on a future of its own that the tail's next read resolves:
+        it runs in the loop's next turn. (Waiting on an ``asyncio.Event`` and ``stop``
+        together took a task for each, ``asyncio.wait`` and more turns of the loop, each
+        as long as the views' work woken by the same read: the broadcaster's publish
+        waited for them; docs/performance.md.)"""
+        if stop.is_set() or (self.live and self.head > after):
             return
-        await _first(stop, self._advanced, timeout)
+        self._watch(stop)
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            async with asyncio.timeout(timeout):
+                await waiter
+        except TimeoutError:
+            pass
+        finally:  # timed out or cancelled, it is still listed (woken, it is not)
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(waiter)
+
+    def _watch(self, stop: asyncio.Event) -> None:
+        """Wake every waiter when ``stop`` is set (one watch per stop event: a process's
+        followers share one)."""
+        if stop not in self._stops:
+            watch = asyncio.ensure_future(stop.wait())
+            watch.add_done_callback(lambda _: self._wake_all())
+            self._stops[stop] = watch
 
     async def wait_for(self, channel: str, heard: int, stop: asyncio.Event,
                        timeout: float) -> None:
@@ -241,8 +269,10 @@ class LogTail:
         self._wake_all()
 
     def _wake_all(self) -> None:
-        advanced, self._advanced = self._advanced, asyncio.Event()
-        advanced.set()
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     def _interrupt(self) -> None:
         """End the tail's wait for notifications now (stopping, or a channel to LISTEN)."""

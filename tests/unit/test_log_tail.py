@@ -85,3 +85,42 @@ def test_an_event_decodes_its_state_once() -> None:
     assert e.state is e.state
     assert (e.namespace, e.key, e.document, e.actor, e.event_type) == (
         "n", "k7", {}, "a", "entry.updated")
+
+
+def test_a_waiting_follower_runs_in_the_loops_next_turn_after_a_read() -> None:
+    """The broadcaster's publish then goes before what else the same read woke (the views'
+    work), not after it."""
+    async def run() -> None:
+        tail = tail_holding([1], capacity=10)
+        stop = asyncio.Event()
+        woken: list[int] = []
+
+        async def follower() -> None:
+            await tail.wait(stop, 1, 30.0)
+            woken.append(tail.head)
+
+        task = asyncio.ensure_future(follower())
+        await asyncio.sleep(0)  # it waits
+        tail._append([event(2)])
+        await asyncio.sleep(0)  # one turn of the loop
+        assert woken == [2]
+        await task
+
+    asyncio.run(run())
+
+
+def test_a_wait_ends_with_stop_or_its_timeout_and_leaves_no_waiter_behind() -> None:
+    async def run() -> None:
+        tail = tail_holding([1], capacity=10)
+        stop = asyncio.Event()
+        await tail.wait(stop, 1, 0.01)  # nothing came: the timeout
+        assert tail._waiters == []
+        waiting = asyncio.ensure_future(tail.wait(stop, 1, 30.0))
+        await asyncio.sleep(0)
+        assert not waiting.done()
+        stop.set()
+        await asyncio.wait_for(waiting, 5.0)
+        assert tail._waiters == []
+        await tail.wait(stop, 1, 30.0)  # stopped: returns at once
+
+    asyncio.run(run())
