@@ -18,6 +18,7 @@ import gc
 
 def freeze_startup_heap() -> None:
     """Collect once (so no garbage of the start-up is frozen), then freeze what is left:
-    call it once a process is ready to serve."""
+    call it once a process has built what it serves with, before it says it serves (the
+    collection takes ~0.1 s)."""
     gc.collect()
     gc.freeze()

@@ -92,8 +92,6 @@ class Server(uvicorn.Server):
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
-        if self.started:
-            freeze_startup_heap()
         if self.started and self.ready_fd is not None:
             os.write(self.ready_fd, b"1")
             os.close(self.ready_fd)
@@ -121,6 +119,9 @@ def run_http_worker(settings: Settings, fd: int, ready_fd: int, *, access_log: b
     listening = socket.socket(fileno=fd)
     config = uvicorn.Config(create_app(settings), **uvicorn_options(settings,
                                                                     access_log=access_log))
+    # before it serves: frozen once it said so, a worker paused (~0.1 s) while the
+    # others served, and one killed meanwhile had said it served but never told serve
+    freeze_startup_heap()
     Server(config, ready_fd).run(sockets=[listening])
 
 

@@ -7,6 +7,7 @@ what they run is imported when used, so ``ssot`` starts fast for every other com
 
 from __future__ import annotations
 
+import signal
 import sys
 from typing import Any
 
@@ -61,6 +62,9 @@ def serve(host: str | None, port: int | None, trust_actor_header: bool, workers:
     except PreconditionFailed as e:  # the data dir is another serve's: nothing was changed
         fail(EXIT_PRECONDITION, e.code, e.message)
     except ChildExited as e:  # its one line on stderr said why: exit as it did
+        if e.returncode < 0:  # killed by a signal, it said nothing
+            fail(EXIT_OTHER, "child_killed", f"{e} ({signal.Signals(-e.returncode).name}) "
+                                             "before it was ready")
         sys.exit(e.returncode if e.returncode in EXIT_CODES else EXIT_OTHER)
 
 

@@ -18,6 +18,7 @@ from nexus_ssot.ops.embedded import EmbeddedNats, EmbeddedPostgres
 
 from .credentials import admin_token_path, ensure_admin_token, token_sha256
 from .followers import FollowersThread
+from .heap import freeze_startup_heap
 from .http_workers import HttpWorkers, Server, serve_until_signalled, uvicorn_options
 from .instance import claimed
 from .metrics_folder import empty_metrics_folder
@@ -115,7 +116,9 @@ def serve(settings: Settings, *, access_log: bool = False) -> None:
         if ready.http_workers == 1:
             from nexus_ssot.api.app import create_app  # the one place ops starts the api
 
-            Server(uvicorn.Config(create_app(ready), **common)).run()
+            config = uvicorn.Config(create_app(ready), **common)
+            freeze_startup_heap()
+            Server(config).run()
             return
         # Each worker builds its app from the environment: hand it what this process
         # resolved (embedded URLs, command-line flags).
