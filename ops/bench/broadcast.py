@@ -22,7 +22,15 @@ from nats.js.api import DeliverPolicy, StreamConfig
 
 from nexus_ssot.ledger.broadcaster import Broadcaster
 
-from .measuring import HOST, CpuMeter, HttpConnection, latency_quantiles, measured, verdict
+from .measuring import (
+    HOST,
+    CpuMeter,
+    HttpConnection,
+    fmt,
+    latency_quantiles,
+    measured,
+    verdict,
+)
 
 
 async def jetstream_baseline(nats_url: str, seconds: float, rate: int = 1000,
@@ -155,6 +163,10 @@ async def catch_up(database_url: str, nats_url: str) -> dict[str, Any]:
             "mean_per_publish_us": round(elapsed / backlog * 1e6, 1) if backlog else None}
 
 
+_CPU_NAMES = (("server", "server"), ("postgres", "PostgreSQL"), ("nats", "NATS"),
+              ("other", "other processes"))
+
+
 def summarize(raw: dict[str, Any], ledger: dict[str, Any],
               catch: dict[str, Any]) -> list[str]:
     """Markdown lines: the ledger's figures beside the raw JetStream ones."""
@@ -170,7 +182,8 @@ def summarize(raw: dict[str, Any], ledger: dict[str, Any],
     # The load must reach (nearly) its rate: a slow server would otherwise pass at less.
     target_rate = ledger.get("rate", 1000)
     reached = ledger["writes_per_s"] >= 0.9 * target_rate
-    other = (ledger.get("cpu") or {}).get("other")
+    cpu: dict[str, Any] = ledger.get("cpu") or {}
+    other = cpu.get("other")
     rate_ok = (catch["events_per_s"] or 0) >= 10_000
     return [
         "",
@@ -191,6 +204,10 @@ def summarize(raw: dict[str, Any], ledger: dict[str, Any],
         f"| {a['p50_ms']} | {a['p99_ms']} | (for reference) | — |",
         f"| (h) cold broadcaster catch-up over {catch['backlog_events']:,} events "
         f"| {catch['events_per_s']:,} events/s | | | ≥ 10,000 events/s | {ok(rate_ok)} |",
+        "",
+        "(g) CPU, % of one core (the load generator and the subscriber, in the bench's own "
+        "process, aside): " + ", ".join(
+            f"{name} {fmt(cpu.get(key), 0)}" for key, name in _CPU_NAMES) if cpu else "",
     ]
 
 

@@ -55,6 +55,9 @@ class Cpu:
 
     server: float | None = None
     postgres: float | None = None
+    #: The NATS servers on this machine (the broadcaster's and the KV mirror's traffic
+    #: is part of the step, as PostgreSQL's is).
+    nats: float | None = None
     load: float | None = None
     other: float | None = None
     idle: float | None = None
@@ -181,10 +184,19 @@ def _tree_ticks(root: int | None, table: dict[int, ProcessRow]) -> int | None:
     return sum(table[pid].ticks for pid in pids if pid in table) + table[root].reaped
 
 
+def _nats_ticks(before: dict[int, ProcessRow], after: dict[int, ProcessRow],
+                server: int | None) -> int:
+    """CPU ticks the machine's nats-server processes used between two snapshots (one of
+    the server's own, should it embed one, counts as the server's)."""
+    own = descendants(server, after) if server is not None and server in after else set()
+    return sum(row.ticks - before[pid].ticks for pid, row in after.items()
+               if row.comm == "nats-server" and pid in before and pid not in own)
+
+
 class CpuMeter:
     """Samples /proc before and after a step and splits the CPU between the server's process
-    tree, the PostgreSQL server's tree (when it runs on this machine), the load generator
-    and everything else."""
+    tree, the PostgreSQL server's tree (when it runs on this machine), the NATS servers on
+    this machine, the load generator and everything else."""
 
     def __init__(self, postmaster_pid: int | None) -> None:
         self.postmaster_pid = postmaster_pid
@@ -220,6 +232,8 @@ class CpuMeter:
         cpu = Cpu(cores=os.cpu_count() or 0)
         cpu.server = used(self.server_pid)
         cpu.postgres = used(self.postmaster_pid)
+        cpu.nats = round(_nats_ticks(before.processes, after.processes,
+                                     self.server_pid) * scale, 1)
         load = used(self.load_pid) or 0.0
         if children_are_load:
             load += (after.children_cpu - before.children_cpu) * 100.0 / seconds
@@ -227,7 +241,7 @@ class CpuMeter:
         own = before.processes.get(os.getpid()), after.processes.get(os.getpid())
         mine = (own[1].ticks - own[0].ticks) * scale if own[0] and own[1] else 0.0
         total = (after.busy - before.busy) * scale
-        known = (cpu.server or 0.0) + (cpu.postgres or 0.0) + cpu.load + mine
+        known = (cpu.server or 0.0) + (cpu.postgres or 0.0) + cpu.nats + cpu.load + mine
         cpu.other = round(max(0.0, total - known), 1)
         cpu.idle = round((after.idle - before.idle) * scale, 1)
         return cpu

@@ -280,14 +280,17 @@ def _cpu_table(machine: dict[str, Any],
     lines = [
         "",
         "CPU per step, % of one core (the machine has "
-        f"{machine['nproc']} x 100 %); `other` is every other process on the machine:",
+        f"{machine['nproc']} x 100 %); `nats` is the NATS servers on the machine, `other` "
+        "every other process:",
         "",
-        "| step | rate | server | postgres | load generator | other | idle | mean batch |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| step | rate | server | postgres | nats | load generator | other | idle "
+        "| mean batch |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for label, rate, cpu, batch in steps:
         lines.append(f"| {label} | {fmt(rate, 0)} | {fmt(cpu.get('server'), 0)} | "
-                     f"{fmt(cpu.get('postgres'), 0)} | {fmt(cpu.get('load'), 0)} | "
+                     f"{fmt(cpu.get('postgres'), 0)} | {fmt(cpu.get('nats'), 0)} | "
+                     f"{fmt(cpu.get('load'), 0)} | "
                      f"{fmt(cpu.get('other'), 0)} | {fmt(cpu.get('idle'), 0)} | "
                      f"{batch if batch is not None else '—'} |")
     return lines

@@ -4,11 +4,21 @@ running the bench."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
+
+import pytest
 
 from nexus_ssot.ops.bench import broadcast, budget, etcd, report
 from nexus_ssot.ops.bench.budget import FOLLOWERS, HTTP, OTHER, WRITER, ThreadRow
-from nexus_ssot.ops.bench.measuring import NOISY_OTHER, bearer, header_dict
+from nexus_ssot.ops.bench.measuring import (
+    NOISY_OTHER,
+    CpuMeter,
+    ProcessRow,
+    _Snapshot,
+    bearer,
+    header_dict,
+)
 
 QUIET, BUSY = 2.0, NOISY_OTHER + 10
 
@@ -241,3 +251,39 @@ def test_the_token_travels_as_a_header_line_and_as_a_dict() -> None:
     line = bearer("t0k")
     assert line == "Authorization: Bearer t0k\r\n"
     assert header_dict(line) == {"Authorization": "Bearer t0k"}
+
+
+def test_the_nats_servers_cpu_is_counted_apart_from_other_processes() -> None:
+    """NATS carries the step's own traffic (the broadcaster, the KV mirror, the bench's
+    subscriber), as PostgreSQL does: it is not another process's noise."""
+    def snapshot(wall: float, nats: int, stray: int, embedded: int, busy: int) -> _Snapshot:
+        return _Snapshot(wall, {
+            10: ProcessRow(1, "ssot", 0, 0),  # the server, which embeds a nats-server
+            11: ProcessRow(10, "nats-server", embedded, 0),
+            20: ProcessRow(1, "nats-server", nats, 0),  # the machine's
+            30: ProcessRow(1, "stress", stray, 0)}, busy, 0, 0.0)
+
+    meter = CpuMeter(None)
+    meter.server_pid = 10
+    ticks = os.sysconf("SC_CLK_TCK")
+    # one second: the machine's NATS used 30 % of a core, another process 20 %, the
+    # server's own NATS 10 %
+    before = snapshot(0.0, 0, 0, 0, 0)
+    after = snapshot(1.0, int(0.3 * ticks), int(0.2 * ticks), int(0.1 * ticks),
+                     int(0.6 * ticks))
+    cpu = meter.share(before, after, children_are_load=False)
+    assert cpu.nats == pytest.approx(30, abs=1)
+    assert cpu.server == pytest.approx(10, abs=1)
+    assert cpu.other == pytest.approx(20, abs=1)
+
+
+def test_commit_to_nats_names_where_the_cpu_went() -> None:
+    raw = {"delivery": {"p50_ms": 0.2, "p99_ms": 0.5}, "delivered": 10,
+           "publish_per_s_64_in_flight": 20000}
+    ledger = {"writes": 10, "delivered": 10, "writes_per_s": 990, "rate": 1000,
+              "delivery": {"p50_ms": 2.0, "p99_ms": 10.0},
+              "delivery_after_http_ack": {"p50_ms": 0.1, "p99_ms": 1.0},
+              "cpu": {"server": 110.0, "postgres": 40.0, "nats": 14.0, "other": 2.0}}
+    lines = broadcast.summarize(raw, ledger, {"backlog_events": 10, "events_per_s": 20000})
+    assert lines[-1].endswith("server 110, PostgreSQL 40, NATS 14, other processes 2")
+    assert next(line for line in lines if "(g) commit" in line).endswith("| PASS |")
