@@ -8,6 +8,13 @@ things uvicorn leaves out.
   ``head_timeout`` seconds (from the connection's opening, or from the first byte of a
   kept-alive connection's next request) and its body within ``body_timeout`` seconds of
   its head; else the connection is closed, as uvicorn's keep-alive timer closes it.
+- A response's head and its first body part in one write. uvicorn writes the head when
+  the app starts its response and the body when it sends it: two ``send`` calls and two
+  TCP segments for every response, each a system call on the server and a wake-up of the
+  client. Here the head waits for the body's first part, which the app sends in the same
+  turn of the event loop, and both leave in one ``writev``; a head the app does not follow
+  with a body in that turn (a live feed waiting for its first event) leaves at the end of
+  the turn.
 - A notice when the server starts to shut down. uvicorn then asks every connection to
   close once its response is complete, and waits; a live feed's response never is, so
   the notice (``on_shutdown``) lets the app end those responses at once.
@@ -60,7 +67,10 @@ class HttpProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._no_deadline()
+        before = self.cycle
         super().on_headers_complete()
+        if self.cycle is not None and self.cycle is not before:  # a new request's cycle
+            self.cycle.transport = HeldHead(self.transport, self.loop)  # type: ignore[assignment]
         if not (self.parser.should_upgrade() and self._should_upgrade()):
             self._read_within(self.rules.body_timeout)  # (a WebSocket is no longer ours)
 
@@ -87,3 +97,45 @@ class HttpProtocol(HttpToolsProtocol):
         self.read_deadline = None
         if not self.transport.is_closing():
             self.transport.close()
+
+
+class HeldHead:
+    """A response's transport that holds its first write (the head) until its second (the
+    body's first part), and sends both in one ``writelines`` (one ``writev``). A head not
+    followed in the same turn of the loop leaves at the end of the turn, or when the
+    response closes the connection; every later write goes straight through. The rest of
+    a transport's methods are the connection's own."""
+
+    __slots__ = ("_first", "_held", "_loop", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._held: bytes | None = None
+        self._first = True
+
+    def write(self, data: bytes) -> None:
+        if self._first:
+            self._first = False
+            self._held = bytes(data)
+            self._loop.call_soon(self._flush)
+        elif (held := self._held) is not None:
+            self._held = None
+            self._transport.writelines((held, data))
+        else:
+            self._transport.write(data)
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def _flush(self) -> None:
+        held, self._held = self._held, None
+        if held is not None and not self._transport.is_closing():
+            self._transport.write(held)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
