@@ -290,6 +290,7 @@ def live_lag(port: int, database_url: str, meter: CpuMeter, pool: ProcessPoolExe
     poller.start()
     poller.ready.wait(10)
     spec = SteadySpec(port, namespace, LAG_RATE, seconds, headers=headers)
+    checkpoints = _checkpoints(database_url)
     try:
         steady, cpu = measured(meter, lambda: pool.submit(run_steady, spec).result(
             timeout=seconds + 120))
@@ -298,6 +299,7 @@ def live_lag(port: int, database_url: str, meter: CpuMeter, pool: ProcessPoolExe
                 "SELECT (document->>'i')::int, position, extract(epoch FROM recorded_at)"
                 " FROM entry_history WHERE namespace = %s ORDER BY position",
                 (namespace,)).fetchall()
+        checkpoints = _checkpoints(database_url) - checkpoints
         last = int(rows[-1][1]) if rows else 0
         caught_up = poller.wait_for(last, CATCH_UP_TIMEOUT)
     finally:
@@ -305,6 +307,7 @@ def live_lag(port: int, database_url: str, meter: CpuMeter, pool: ProcessPoolExe
         poller.join(10)
     from_commit: list[float] = []
     from_answer: list[float] = []
+    timeline: list[tuple[float, float]] = []
     unseen = 0
     for i, position, recorded_at in rows:
         seen = poller.seen(int(position))
@@ -312,6 +315,7 @@ def live_lag(port: int, database_url: str, meter: CpuMeter, pool: ProcessPoolExe
             unseen += 1
             continue
         from_commit.append((seen - float(recorded_at)) * 1000)
+        timeline.append((float(recorded_at), from_commit[-1]))
         answered = steady.answered_at[i] if 0 <= i < len(steady.answered_at) else 0.0
         if answered:
             from_answer.append((seen - answered) * 1000)
@@ -321,9 +325,39 @@ def live_lag(port: int, database_url: str, meter: CpuMeter, pool: ProcessPoolExe
             "events": len(rows), "unseen": unseen, "caught_up": caught_up,
             "from_commit": latency_quantiles(from_commit),
             "from_http_answer": latency_quantiles(from_answer),
+            "by_second": by_second(timeline, LAG_P99_MS),
+            "checkpoints": checkpoints,
             "polls": poller.polls,
             "mean_poll_interval_ms": round(poller.seconds / poller.polls * 1000, 2)
             if poller.polls else None, "poller_error": poller.error}
+
+
+def _checkpoints(database_url: str) -> int:
+    """Checkpoints the PostgreSQL server has begun so far (timed and requested)."""
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("SELECT checkpoints_timed + checkpoints_req"
+                           " FROM pg_stat_bgwriter").fetchone()
+    return int(row[0]) if row else 0
+
+
+def by_second(timeline: list[tuple[float, float]], over_ms: float) -> dict[str, Any]:
+    """Where the lags of ``timeline`` ((commit time, lag in ms) of each write) lie in
+    time: the seconds since the first commit that held a lag over ``over_ms``, and the
+    worst of them (its offset, its writes over ``over_ms``, its longest lag). A stall
+    shows as one or two such seconds, a steady excess as most of them."""
+    if not timeline:
+        return {"seconds": 0, "seconds_over": 0, "worst": None}
+    first = min(at for at, _ in timeline)
+    seconds: dict[int, list[float]] = {}
+    for at, lag in timeline:
+        seconds.setdefault(int(at - first), []).append(lag)
+    over = {s: [lag for lag in lags if lag > over_ms] for s, lags in seconds.items()}
+    over = {s: lags for s, lags in over.items() if lags}
+    worst = max(over, key=lambda s: (max(over[s]), s), default=None)
+    return {"seconds": len(seconds), "seconds_over": len(over),
+            "worst": None if worst is None else {
+                "second": worst, "writes_over": len(over[worst]),
+                "max_ms": round(max(over[worst]), 3)}}
 
 
 def run_all(port: int, database_url: str, meter: CpuMeter, pool: ProcessPoolExecutor, *,
@@ -420,6 +454,18 @@ def evaluate(report: dict[str, Any], *, quick: bool = False) -> list[dict[str, A
     return rows
 
 
+def _seconds_over(seconds: dict[str, Any] | None) -> str:
+    """The (n) line's account of when the lags over the target happened."""
+    if not seconds:
+        return ""
+    worst = seconds["worst"]
+    if worst is None:
+        return f"; no lag over {LAG_P99_MS:g} ms in any of its {seconds['seconds']} seconds"
+    return (f"; lags over {LAG_P99_MS:g} ms in {seconds['seconds_over']} of its "
+            f"{seconds['seconds']} seconds, the worst second +{worst['second']} s "
+            f"({worst['writes_over']:,} writes over, up to {worst['max_ms']:,.1f} ms)")
+
+
 def summarize(report: dict[str, Any], *, quick: bool = False) -> list[str]:
     rows = evaluate(report, quick=quick)
     report["summary"] = rows
@@ -453,6 +499,8 @@ def summarize(report: dict[str, Any], *, quick: bool = False) -> list[str]:
               f"/{load['writes']:,} writes acknowledged in {load['elapsed_s']} s, the latest "
               f"sent {load['latest_start_ms']} ms behind schedule, {load['errors']} errors; "
               f"{lag['events']:,} events, {lag['unseen']} never seen at the view; tracking "
-              f"polled every {lag['mean_poll_interval_ms']} ms ({lag['polls']:,} polls)."]
+              f"polled every {lag['mean_poll_interval_ms']} ms ({lag['polls']:,} polls)"
+              f"{_seconds_over(lag.get('by_second'))}; PostgreSQL began "
+              f"{lag.get('checkpoints', '?')} checkpoints meanwhile."]
     return lines
 

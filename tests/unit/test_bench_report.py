@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from nexus_ssot.ops.bench import broadcast, budget, etcd, report
+from nexus_ssot.ops.bench import broadcast, budget, etcd, projections, report
 from nexus_ssot.ops.bench.budget import FOLLOWERS, HTTP, OTHER, WRITER, ThreadRow
 from nexus_ssot.ops.bench.measuring import (
     NOISY_OTHER,
@@ -287,3 +287,16 @@ def test_commit_to_nats_names_where_the_cpu_went() -> None:
     lines = broadcast.summarize(raw, ledger, {"backlog_events": 10, "events_per_s": 20000})
     assert lines[-1].endswith("server 110, PostgreSQL 40, NATS 14, other processes 2")
     assert next(line for line in lines if "(g) commit" in line).endswith("| PASS |")
+
+
+def test_live_lag_says_which_seconds_held_lags_over_the_target() -> None:
+    timeline = [(100.0 + i / 10, 20.0) for i in range(50)]  # 5 s at 20 ms
+    timeline[23] = (102.3, 180.0)  # a stall in the third second
+    timeline[24] = (102.4, 90.0)
+    timeline[41] = (104.1, 60.0)
+    seconds = projections.by_second(timeline, 50.0)
+    assert seconds == {"seconds": 5, "seconds_over": 2,
+                       "worst": {"second": 2, "writes_over": 2, "max_ms": 180.0}}
+    assert projections.by_second([(1.0, 10.0), (2.5, 30.0)], 50.0) == {
+        "seconds": 2, "seconds_over": 0, "worst": None}
+    assert projections.by_second([], 50.0)["worst"] is None
