@@ -38,6 +38,7 @@ from . import telemetry
 from .cloudevents import cloudevent
 from .following import Following, followed
 from .jetstream import ensure_stream, nats_servers, stream_tail
+from .jetstream_acks import Acks
 from .leadership import Lease, retrying
 from .log_tail import LogEvent
 from .metrics import metrics, record_delivery
@@ -120,7 +121,11 @@ class Broadcaster:
                 await ensure_stream(js, self.stream, [f"{self.prefix}.>"],
                                     duplicate_window=self.duplicate_window,
                                     replicas=self.replicas)
-                await self._publish_until(stop, js, lease, following)
+                acks = Acks(nc)
+                try:
+                    await self._publish_until(stop, js, acks, lease, following)
+                finally:
+                    await acks.close()
             finally:
                 with contextlib.suppress(Exception):
                     await nc.close()
@@ -138,8 +143,8 @@ class Broadcaster:
         headers = msg.headers or {}
         return int(headers.get("Ssot-Position", 0)), headers.get("Nats-Msg-Id")
 
-    async def _publish_until(self, stop: asyncio.Event, js: JetStreamContext, lease: Lease,
-                             following: Following) -> None:
+    async def _publish_until(self, stop: asyncio.Event, js: JetStreamContext, acks: Acks,
+                             lease: Lease, following: Following) -> None:
         tail = following.tail
         async with await psycopg.AsyncConnection.connect(self.database_url,
                                                          autocommit=True) as conn:
@@ -164,7 +169,7 @@ class Broadcaster:
                     self._measure_lag(events, tail.head)
                     rows = [e.history for e in events if e.history is not None]
                     if rows:
-                        last_id = await self._publish(js, rows, last_id)
+                        last_id = await self._publish(acks, rows, last_id)
                         record_delivery(row["recorded_at"] for row in rows)
                     position = events[-1].position
                     self.progress.published += len(rows)
@@ -205,7 +210,7 @@ class Broadcaster:
             " updated_at = now()", (self.name, position))
 
     async def _publish(
-        self, js: JetStreamContext, rows: list[dict[str, Any]], last_id: str | None
+        self, acks: Acks, rows: list[dict[str, Any]], last_id: str | None
     ) -> str | None:
         """Publish ``rows`` pipelined; return once every one is acknowledged, in order."""
         spans = self.publish_spans(rows)
@@ -217,7 +222,7 @@ class Broadcaster:
             if last_id is not None:
                 headers["Nats-Expected-Last-Msg-Id"] = last_id
             subject = entry_subject(self.prefix, row["namespace"], row["key"])
-            pending.append(await js.publish_async(subject, cloudevent(row), headers=headers))
+            pending.append(await acks.publish(subject, cloudevent(row), headers=headers))
             last_id = msg_id
         try:
             async with asyncio.timeout(self.ack_timeout):

@@ -37,12 +37,13 @@ import nats.js.errors
 import orjson
 import psycopg
 from nats.aio.client import Client
-from nats.js.api import KeyValueConfig, StorageType
+from nats.js.api import Header, KeyValueConfig, StorageType
 from nats.js.client import JetStreamContext
-from nats.js.kv import KeyValue
+from nats.js.kv import KV_DEL, KV_OP, KeyValue
 
 from nexus_ssot.ledger.addressing import NAMESPACE_PATTERN, is_system_namespace
 from nexus_ssot.ledger.jetstream import nats_servers
+from nexus_ssot.ledger.jetstream_acks import Acks
 from nexus_ssot.ledger.log_tail import LogEvent
 from nexus_ssot.ledger.redaction import redact_url
 from nexus_ssot.ledger.subjects import decode_token, encode_token
@@ -163,6 +164,7 @@ class KvMirror:
         self.read_slice = 10_000
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
+        self._acks: Acks | None = None
         self._buckets: dict[str, KeyValue] = {}
 
     def bucket(self, namespace: str) -> str:
@@ -250,7 +252,7 @@ class KvMirror:
 
     async def close(self) -> None:
         """Close the NATS connection (a later use opens a new one)."""
-        nc, self._nc, self._js = self._nc, None, None
+        nc, self._nc, self._js, self._acks = self._nc, None, None, None
         self._buckets.clear()
         if nc is not None and not nc.is_closed:
             try:
@@ -285,6 +287,7 @@ class KvMirror:
                                           reconnect_time_wait=0.1,
                                           connect_timeout=self.timeout, error_cb=error)
             self._js = self._nc.jetstream(timeout=self.timeout)
+            self._acks = Acks(self._nc)
         return self._js
 
     async def _existing_bucket(self, namespace: str) -> KeyValue | None:
@@ -312,19 +315,34 @@ class KvMirror:
         return kv
 
     async def _send(self, writes: list[_Write]) -> int:
-        """Write (or delete) and await every acknowledgement; the number of conditional
-        writes that lost to a newer one."""
+        """Write (or delete) pipelined, as the broadcaster publishes (``Acks``): each write
+        is a JetStream publish, all of them awaited together within ``timeout``. The number
+        of conditional writes that lost to a newer one."""
         lost = 0
         for i in range(0, len(writes), _IN_FLIGHT):
             chunk = writes[i:i + _IN_FLIGHT]
-            buckets = [await self._bucket(w.namespace) for w in chunk]
-            results = await asyncio.gather(
-                *(_write(kv, w) for kv, w in zip(buckets, chunk, strict=True)),
-                return_exceptions=True)
-            for result in results:
-                if isinstance(result, BaseException):
-                    raise result
-                lost += not result
+            for w in chunk:
+                await self._bucket(w.namespace)  # created the first time
+            await self._jetstream()
+            acks = self._acks
+            assert acks is not None
+            pending = []
+            try:
+                for w in chunk:
+                    pending.append(await acks.publish(
+                        f"$KV.{self.bucket(w.namespace)}.{w.key}", w.value or b"",
+                        headers=_headers(w)))
+                async with asyncio.timeout(self.timeout):
+                    for w, acknowledged in zip(chunk, pending, strict=True):
+                        try:
+                            await acknowledged
+                        except nats.js.errors.APIError as e:
+                            if w.last is None or e.err_code not in _WRONG_LAST_SEQUENCE:
+                                raise
+                            lost += 1
+            finally:
+                for acknowledged in pending:
+                    acknowledged.cancel()
         return lost
 
     async def _reconcile(self, conn: psycopg.AsyncConnection[Any], namespace: str,
@@ -402,22 +420,18 @@ def _latest_of(events: Iterable[LogEvent], latest: dict[tuple[str, str], LogEven
     return latest
 
 
-async def _write(kv: KeyValue, w: _Write) -> bool:
-    """One write; False if it was conditional and the key had moved on."""
-    try:
-        if w.value is None:
-            await kv.delete(w.key, last=w.last)
-        elif w.last is None:
-            await kv.put(w.key, w.value)
-        else:
-            await kv.update(w.key, w.value, last=w.last)
-    except nats.js.errors.KeyWrongLastSequenceError:
-        return False
-    except nats.js.errors.APIError as e:
-        if w.last is not None and e.err_code in _WRONG_LAST_SEQUENCE:
-            return False
-        raise
-    return True
+def _headers(w: _Write) -> dict[str, str] | None:
+    """A write's JetStream headers, as nats-py's ``put``, ``update`` and ``delete`` make
+    them: a delete marker is an empty message marked ``DEL``; a conditional write expects
+    the key's last revision (0: no message yet)."""
+    headers: dict[str, str] = {}
+    if w.value is None:
+        headers[KV_OP] = KV_DEL
+        if w.last:
+            headers[Header.EXPECTED_LAST_SUBJECT_SEQUENCE] = str(w.last)
+    elif w.last is not None:
+        headers[Header.EXPECTED_LAST_SUBJECT_SEQUENCE] = str(w.last)
+    return headers or None
 
 
 def _canonical(value: bytes) -> bytes | None:

@@ -385,3 +385,41 @@ def test_ssot_project_names_what_the_mirror_needs(database_url: str) -> None:
                           capture_output=True, text=True, timeout=60)
     assert (done.returncode, done.stderr.strip()) == (
         5, "error: not_configured: the view nats_kv_mirror needs SSOT_NATS_URL")
+
+
+def test_conditional_writes_that_lost_to_a_newer_one_are_counted_not_raised(
+        nats_url: str) -> None:
+    """What a reconcile's repairs rely on: a write or delete conditional on a revision the
+    key has moved past (or on "no message yet") changes nothing and counts as lost; one on
+    the key's revision lands; plain writes land whatever the revision."""
+    from nexus_ssot.projections.kv_mirror import _Write
+
+    view = KvMirror(nats_url, f"kvc{secrets.token_hex(4)}_")
+    ns = "conditional"
+
+    async def scenario() -> None:
+        try:
+            first = await view._send([_Write(ns, "a", b"1"), _Write(ns, "b", b"1")])
+            kv = await view._bucket(ns)
+            revision = (await kv.get("a")).revision
+            await kv.put("a", b"newer")  # a newer write got there first
+            lost = await view._send([
+                _Write(ns, "a", b"repair", last=revision),  # stale: lost
+                _Write(ns, "b", None, last=revision),  # stale delete: lost
+                _Write(ns, "c", b"1", last=0),  # "no message yet": lands
+                _Write(ns, "b", b"2", last=(await kv.get("b")).revision)])  # current: lands
+            assert (first, lost) == (0, 2)
+            assert (await kv.get("a")).value == b"newer"
+            assert (await kv.get("b")).value == b"2"
+            assert (await kv.get("c")).value == b"1"
+            assert await view._send([_Write(ns, "c", b"again", last=0)]) == 1  # c exists now
+            assert await view._send([_Write(ns, "c", None)]) == 0  # an unconditional delete
+            with pytest.raises(nats.js.errors.KeyNotFoundError):  # deleted
+                await kv.get("c")
+        finally:
+            await view.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        delete_kv_buckets(nats_url, view.bucket_prefix)
