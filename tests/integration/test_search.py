@@ -7,6 +7,7 @@ from __future__ import annotations
 import httpx
 import psycopg
 
+from nexus_ssot.ledger.migrate import migrate
 from tests.integration.conftest import RunningServer
 from tests.integration.test_access import as_, make_token, set_policy
 
@@ -96,9 +97,14 @@ def test_a_caller_finds_only_what_it_may_read(api: RunningServer, client: httpx.
 def test_the_search_text_is_indexed(database_url: str) -> None:
     """The query's text expression is the index's (a different one scans the table); how
     fast a search over 100,000 entries is, the bench measures."""
+    migrate(database_url)  # (the fixture's database is not migrated: alone, it is empty)
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("SET enable_seqscan = off")
         plan = "\n".join(r[0] for r in conn.execute(
             "EXPLAIN SELECT key FROM entries WHERE NOT deleted"
             " AND (key || ' ' || document::text) ILIKE '%abcdef%'"))
     assert "entries_search_idx" in plan
+    with psycopg.connect(database_url) as conn:  # merged into the tree in small steps
+        options = conn.execute("SELECT reloptions FROM pg_class"
+                               " WHERE relname = 'entries_search_idx'").fetchone()
+    assert options == (["gin_pending_list_limit=512"],)
