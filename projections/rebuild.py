@@ -64,6 +64,9 @@ from .runtime import (
     start_tracking,
     tracked_position,
 )
+from .shadow_indexes import CONSTRAINTS, INDEXES, by_definition
+from .shadow_indexes import build as build_indexes
+from .shadow_indexes import defer as defer_indexes
 from .views import SQL_VIEWS
 
 log = logging.getLogger(__name__)
@@ -293,11 +296,12 @@ async def rebuild(database_url: str, view: View, *, batch: int = DEFAULT_BATCH,
     _quiet(view)
     async with await _connect(database_url) as conn:
         await _lock_rebuild(conn, view.name, row)
-        start = await _prepare(conn, view, shadow, row, restart)
+        start = await _prepare(conn, view, shadow, live, row, restart)
         fold = _Fold(conn, view, shadow, start, batch, row=row, report=progress)
         if not await fold.run(stop):
             return Rebuilt(view.name, False, fold.position, start, fold.done,
                            time.monotonic() - fold.started)
+        await build_indexes(conn, shadow, live)  # over the folded tables, once
         await conn.execute(f"ANALYZE {', '.join(shadow.values())}")  # plans for day one
         swap_seconds = await _swap(conn, view, fold, live, lock_wait)
         reconciled: Any = None
@@ -319,8 +323,10 @@ async def _exists(conn: Conn, quoted: str) -> bool:
     return bool(row and row[0])
 
 
-async def _prepare(conn: Conn, view: View, shadow: Tables, row: str, restart: bool) -> int:
-    """The shadow's position: its tracking row's, or 0 on fresh (empty) shadow tables."""
+async def _prepare(conn: Conn, view: View, shadow: Tables, live: Tables, row: str,
+                   restart: bool) -> int:
+    """The shadow's position: its tracking row's, or 0 on fresh (empty) shadow tables,
+    made without their secondary indexes (``shadow_indexes``)."""
     async with conn.transaction():
         position = await tracked_position(conn, row)
         complete = all([await _exists(conn, q) for q in shadow.values()])
@@ -329,6 +335,7 @@ async def _prepare(conn: Conn, view: View, shadow: Tables, row: str, restart: bo
             await conn.execute(f"DELETE FROM {TRACKING_TABLE} WHERE application_name = %s",
                                (row,))
             await create_tables(conn, view, shadow)
+            await defer_indexes(conn, shadow, live)
             position = await start_tracking(conn, row)
     return position
 
@@ -386,8 +393,8 @@ async def _rename(conn: Conn, shadow: Tables, live: Tables, name: str, existed: 
     indexes: dict[str, list[str]] = {}
     constraints: dict[str, list[str]] = {}
     if existed:
-        indexes = await _by_definition(conn, _INDEXES, live[name])
-        constraints = await _by_definition(conn, _CONSTRAINTS, live[name])
+        indexes = await by_definition(conn, INDEXES, live[name])
+        constraints = await by_definition(conn, CONSTRAINTS, live[name])
         await _same_rights(conn, live[name], shadow[name])
         old = Tables([name], suffix=OLD)
         await conn.execute(f"ALTER TABLE {live[name]} RENAME TO {old[name]}")
@@ -396,17 +403,17 @@ async def _rename(conn: Conn, shadow: Tables, live: Tables, name: str, existed: 
     else:
         await conn.execute(f"ALTER TABLE {shadow[name]} RENAME TO {live[name]}")
 
-    def wanted(found: str, by_definition: list[str]) -> str:
-        if by_definition:
-            return by_definition.pop(0)
+    def wanted(found: str, matches: list[str]) -> str:
+        if matches:
+            return matches.pop(0)
         return target + found[len(source):] if found.startswith(source) else found
 
-    for definition, names in (await _by_definition(conn, _INDEXES, live[name])).items():
+    for definition, names in (await by_definition(conn, INDEXES, live[name])).items():
         for index in names:
             new = wanted(index, indexes.get(definition, []))
             if new != index and not await _exists(conn, f'"{new}"'):
                 await conn.execute(f'ALTER INDEX "{index}" RENAME TO "{new}"')
-    for definition, names in (await _by_definition(conn, _CONSTRAINTS, live[name])).items():
+    for definition, names in (await by_definition(conn, CONSTRAINTS, live[name])).items():
         for constraint in names:
             new = wanted(constraint, constraints.get(definition, []))
             if new != constraint:
@@ -439,28 +446,6 @@ _GRANTS = (
     " LEFT JOIN pg_roles r ON r.oid = a.grantee"
     " WHERE c.oid = to_regclass(%s) AND a.grantee <> c.relowner ORDER BY 2, 1"
 )
-
-# A table's index names by definition (without the index's and the table's name), and
-# its constraints not backed by an index (those follow their index) by kind and definition.
-_INDEXES = (
-    "SELECT c.relname, regexp_replace(pg_get_indexdef(i.indexrelid),"
-    r" '^CREATE (UNIQUE )?INDEX \S+ ON (ONLY )?\S+ ', 'CREATE \1INDEX ON \2')"
-    " FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
-    " WHERE i.indrelid = to_regclass(%s) ORDER BY c.relname"
-)
-_CONSTRAINTS = (
-    "SELECT conname, contype::text || ' ' || pg_get_constraintdef(oid) FROM pg_constraint"
-    " WHERE conrelid = to_regclass(%s) AND contype NOT IN ('p', 'u', 'x') ORDER BY conname"
-)
-
-
-async def _by_definition(conn: Conn, query: str, table: str) -> dict[str, list[str]]:
-    cur = await conn.execute(query, (table,))
-    found: dict[str, list[str]] = {}
-    for name, definition in await cur.fetchall():
-        found.setdefault(definition, []).append(name)
-    return found
-
 
 # --- point-in-time copies -------------------------------------------------------------
 

@@ -235,6 +235,7 @@ def test_an_interrupted_rebuild_resumes_where_it_stopped(
     "rebuilding") and the next run resumes there; Ctrl-C stops it cleanly, saying how to
     resume; --restart starts over. Each result equals a fresh fold."""
     seed(client, ns, 2000)
+    live_indexes = indexes(db, "entry_history")
     process = start_replay(database_url, "views", "--view", "entry_history", "--batch", "5")
     wait_until(lambda: (tracked(db, "entry_history@rebuild") or 0) > 0, "a first batch")
     process.send_signal(signal.SIGKILL)
@@ -245,6 +246,9 @@ def test_an_interrupted_rebuild_resumes_where_it_stopped(
     killed_at = tracked(db, "entry_history@rebuild")
     assert killed_at is not None and 0 < killed_at < head(db)
     assert scalar(db, "SELECT to_regclass('entry_history__rebuild')") is not None
+    # the shadow folds with its unique indexes only; the others come after the fold
+    assert all(" UNIQUE " in d for _, d in indexes(db, "entry_history__rebuild"))
+    assert len(indexes(db, "entry_history__rebuild")) == 3 < len(live_indexes)
 
     listed = replay(database_url, "replay", "status", "--json")
     assert listed.returncode == 0, listed.stderr
@@ -261,6 +265,7 @@ def test_an_interrupted_rebuild_resumes_where_it_stopped(
     assert outcome["complete"] and outcome["resumed_from"] == killed_at
     assert outcome["position"] == head(db)
     assert tracked(db, "entry_history@rebuild") is None
+    assert indexes(db, "entry_history") == live_indexes  # built again, the same names
     assert_equals_fresh_fold(database_url, db, EntryHistory(), scratch, head(db))
 
     process = start_replay(database_url, "views", "--view", "entry_history", "--batch", "5")
@@ -282,6 +287,28 @@ def test_an_interrupted_rebuild_resumes_where_it_stopped(
                                  "--view", "entry_history").stdout)
     assert [(s["view"], s["state"], s["rebuild_position"]) for s in statuses] == [
         ("entry_history", "current", None)]
+
+
+def indexes(db: Any, table: str) -> list[tuple[str, str]]:
+    """(name, definition) of each index of ``table``, by name."""
+    return [(name, definition) for name, definition in db.execute(
+        "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = %s ORDER BY 1",
+        (table,)).fetchall()]
+
+
+def test_a_rebuilt_current_state_has_the_live_indexes_names_and_settings(
+        database_url: str, client: httpx.Client, ns: str, db: Any) -> None:
+    """The search index (GIN, its pending-list setting, a partial index) is built after
+    the fold and swapped in under its live name, like every other index."""
+    seed(client, ns, 1000)
+    before = indexes(db, "entries")
+    assert any("gin_pending_list_limit='512'" in d for _, d in before)
+    done = replay(database_url, "--json", "replay", "views", "--view", "current_state")
+    assert done.returncode == 0, done.stderr
+    assert indexes(db, "entries") == before
+    search = client.get(f"/v1/namespaces/{ns}/search", params={"q": "seed/99"})
+    assert search.status_code == 200, search.text
+    assert {e["key"] for e in search.json()["items"]} >= {"seed/99", "seed/990"}
 
 
 def test_a_swap_that_cannot_take_its_locks_lets_go_and_retries(
