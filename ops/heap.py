@@ -7,8 +7,9 @@ walks all of it again: on the followers' thread, under the bench's 1,000 writes/
 longest such pause of a run was 39-53 ms, every follower of the process stopped meanwhile
 (measured with ``gc.callbacks``, three runs each side taking turns; docs/performance.md).
 ``gc.freeze()`` moves what exists at the end of start-up to the permanent generation,
-which no collection walks: the longest pause was then 6-10 ms. What is frozen is still freed by reference
-counting when it is dropped; only a reference cycle among frozen objects would stay.
+which no collection walks: the longest pause was then 6-10 ms. What is frozen is still
+freed by reference counting when it is dropped; only a reference cycle among frozen
+objects would stay.
 """
 
 from __future__ import annotations

@@ -14,8 +14,9 @@ each batch its Merkle leaves and the nodes they complete (computed as the leaves
 verified) are stored and, into an empty database, its ``entry_history`` rows folded,
 while the next batch is checked. ``entry_history`` is filled without its indexes and
 primary key, made again at the end (faster than maintaining them row by row). Then the
-current state is folded over the imported range, all in the same transaction, and the
-asynchronous views rebuilt. The access log's lines (``access_lines``) are checked and
+current state is folded over the imported range (``entries`` without its search index,
+made again after the fold), all in the same transaction, and the asynchronous views
+rebuilt. The access log's lines (``access_lines``) are checked and
 copied in the same transaction, under the lock its appenders take.
 """
 
@@ -159,7 +160,8 @@ async def _import(database_url: str, path: str | os.PathLike[str],
         fold, unindexed, unkeyed = None, [], []
         if not st.incremental:  # an empty database: entry_history is folded by batch
             fold = _history_fold(conn)
-            unindexed = await _drop_indexes(conn, _UNINDEXED)
+            unindexed = [*await _drop_indexes(conn, _UNINDEXED),
+                         *await _drop_indexes(conn, _UNSEARCHED, secondary_only=True)]
             unkeyed = await _drop_indexes(conn, "ssot_events", constraints_only=True)
         try:
             trailer = await _load(conn, st, lines, number, copier, progress, total, fold)
@@ -404,6 +406,10 @@ async def _check_digests(conn: psycopg.AsyncConnection[Any], st: ImportState) ->
 #: The inline view whose table a full import fills without its indexes (its eight indexes,
 #: maintained row by row, tripled the cost of filling it), then indexes.
 _UNINDEXED = "entry_history"
+#: The inline view whose table a full import fills without its secondary indexes (the
+#: search's trigram index, which every row of the fold went through), keeping the primary
+#: key its fold's upsert needs.
+_UNSEARCHED = "entries"
 
 
 def _history_fold(conn: psycopg.AsyncConnection[Any]) -> Callable[[int, int], Awaitable[None]]:
@@ -417,19 +423,23 @@ def _history_fold(conn: psycopg.AsyncConnection[Any]) -> Callable[[int, int], Aw
 
 
 async def _drop_indexes(conn: psycopg.AsyncConnection[Any], table: str, *,
-                        constraints_only: bool = False) -> list[str]:
+                        constraints_only: bool = False,
+                        secondary_only: bool = False) -> list[str]:
     """Drop ``table``'s indexes and the constraints they back (or only those: the events'
     primary key, random uuids, cost a full import more to maintain row by row than to
-    build at the end; the batches' folds need the position index) in the import's
+    build at the end; the batches' folds need the position index; or, ``secondary_only``,
+    only the indexes that are neither unique nor a constraint's) in the import's
     transaction; the statements that make them again."""
     cur = await conn.execute(
         "SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid), c.conname,"
-        " pg_get_constraintdef(c.oid) FROM pg_index i"
+        " pg_get_constraintdef(c.oid), i.indisunique FROM pg_index i"
         " LEFT JOIN pg_constraint c ON c.conindid = i.indexrelid AND c.conrelid = i.indrelid"
         " WHERE i.indrelid = %s::regclass ORDER BY c.conname IS NULL, i.indexrelid",
         (table,))
     again = []
-    for index, definition, constraint, constraint_definition in await cur.fetchall():
+    for index, definition, constraint, constraint_definition, unique in await cur.fetchall():
+        if secondary_only and (constraint is not None or unique):
+            continue
         if constraint is None:
             if constraints_only:
                 continue

@@ -400,9 +400,10 @@ def gzip_members(path: Path) -> int:
 
 
 def index_definitions(url: str) -> list[tuple[Any, ...]]:
-    """The indexes a full import drops and makes again: entry_history's, the events'."""
-    return rows(url, "SELECT indexname, indexdef FROM pg_indexes"
-                     " WHERE tablename IN ('entry_history', 'ssot_events') ORDER BY 1")
+    """The indexes a full import drops and makes again: entry_history's, the events',
+    entries' (its search index)."""
+    return rows(url, "SELECT indexname, indexdef FROM pg_indexes WHERE tablename"
+                     " IN ('entry_history', 'ssot_events', 'entries') ORDER BY 1")
 
 
 def test_large_files_go_by_batches_copy_writes_and_gzip_members(
@@ -427,12 +428,24 @@ def test_large_files_go_by_batches_copy_writes_and_gzip_members(
     add_digest(src)
     assert export(src, later, after=full).events > 10
 
+    folded_with: list[list[str]] = []  # entries' indexes as its fold ran
+    finish = importer._finish
+
+    async def watched_finish(conn: Any, *args: Any) -> None:
+        cur = await conn.execute("SELECT indexname FROM pg_indexes"
+                                 " WHERE tablename = 'entries' ORDER BY 1")
+        folded_with.append([name for (name,) in await cur.fetchall()])
+        await finish(conn, *args)
+
+    monkeypatch.setattr(importer, "_finish", watched_finish)
     dst = new_db()
     imported = asyncio.run(import_files(dst, [full, later]))
     assert [i.events for i in imported] == [done.events, imported[1].events]
     assert_same_tables(src, dst)
     assert check_chains(dst) == check_chains(src)
     assert index_definitions(dst) == index_definitions(src)
+    # the full file folded entries without its search index, the incremental one with it
+    assert folded_with == [["entries_pkey"], ["entries_pkey", "entries_search_idx"]]
 
 
 def test_a_bad_line_after_batches_were_stored_leaves_the_database_empty_and_indexed(
@@ -453,7 +466,7 @@ def test_a_bad_line_after_batches_were_stored_leaves_the_database_empty_and_inde
     assert refused.value.line == number
     for table in ("ssot_events", "entries", "entry_history", "merkle_leaves"):
         assert rows(dst, f"SELECT count(*) FROM {table}") == [(0,)], table
-    assert index_definitions(dst) == indexes and len(indexes) == 10
+    assert index_definitions(dst) == indexes and len(indexes) == 12
 
 
 def test_an_impossible_commit_time_is_refused_at_its_line(
