@@ -100,9 +100,10 @@ def resolve(future: asyncio.Future[PubAck], msg: Msg) -> None:
 
 
 def api_error(error: dict[str, Any]) -> nats.js.errors.APIError:
-    """The exception nats-py's ``APIError.from_error`` raises for ``error``, returned."""
+    """The exception nats-py's ``APIError.from_error`` makes for ``error``: it raises it
+    (2.16.0), or returns it once nats-io/nats.py#985 is fixed."""
     try:
-        nats.js.errors.APIError.from_error(error)
+        made: nats.js.errors.APIError = nats.js.errors.APIError.from_error(error)
     except nats.js.errors.APIError as e:
         return e
-    return nats.js.errors.APIError(**error)  # (from_error always raises)
+    return made

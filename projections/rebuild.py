@@ -61,6 +61,7 @@ from .runtime import (
     create_tables,
     head_position,
     next_upto,
+    relation_exists,
     start_tracking,
     tracked_position,
 )
@@ -317,19 +318,13 @@ async def rebuild(database_url: str, view: View, *, batch: int = DEFAULT_BATCH,
                        reconcile_error)
 
 
-async def _exists(conn: Conn, quoted: str) -> bool:
-    cur = await conn.execute("SELECT to_regclass(%s) IS NOT NULL", (quoted,))
-    row = await cur.fetchone()
-    return bool(row and row[0])
-
-
 async def _prepare(conn: Conn, view: View, shadow: Tables, live: Tables, row: str,
                    restart: bool) -> int:
     """The shadow's position: its tracking row's, or 0 on fresh (empty) shadow tables,
     made without their secondary indexes (``shadow_indexes``)."""
     async with conn.transaction():
         position = await tracked_position(conn, row)
-        complete = all([await _exists(conn, q) for q in shadow.values()])
+        complete = all([await relation_exists(conn, q) for q in shadow.values()])
         if restart or position is None or not complete:
             await conn.execute(f"DROP TABLE IF EXISTS {', '.join(shadow.values())}")
             await conn.execute(f"DELETE FROM {TRACKING_TABLE} WHERE application_name = %s",
@@ -354,7 +349,7 @@ async def _swap(conn: Conn, view: View, fold: _Fold, live: Tables,
                     await conn.execute(f"SET LOCAL lock_timeout = '{_LOG_LOCK_TIMEOUT}'")
                     await conn.execute("LOCK TABLE ssot_events IN EXCLUSIVE MODE")
                 locked = time.monotonic()
-                existing = [n for n in live if await _exists(conn, live[n])]
+                existing = [n for n in live if await relation_exists(conn, live[n])]
                 await conn.execute(f"SET LOCAL lock_timeout = '{round(lock_wait * 1000)}ms'")
                 if existing:
                     await conn.execute(f"LOCK TABLE {', '.join(live[n] for n in existing)}"
@@ -411,7 +406,7 @@ async def _rename(conn: Conn, shadow: Tables, live: Tables, name: str, existed: 
     for definition, names in (await by_definition(conn, INDEXES, live[name])).items():
         for index in names:
             new = wanted(index, indexes.get(definition, []))
-            if new != index and not await _exists(conn, f'"{new}"'):
+            if new != index and not await relation_exists(conn, f'"{new}"'):
                 await conn.execute(f'ALTER INDEX "{index}" RENAME TO "{new}"')
     for definition, names in (await by_definition(conn, CONSTRAINTS, live[name])).items():
         for constraint in names:

@@ -205,14 +205,19 @@ async def create_tables(conn: psycopg.AsyncConnection[Any], view: View, t: Table
     await conn.execute(view.ddl(t).encode())
 
 
+async def relation_exists(conn: psycopg.AsyncConnection[Any], quoted: str) -> bool:
+    """Whether the table or index ``quoted`` (a quoted, possibly qualified name) exists."""
+    cur = await conn.execute("SELECT to_regclass(%s) IS NOT NULL", (quoted,))
+    row = await cur.fetchone()
+    return bool(row and row[0])
+
+
 async def ensure_tables(conn: psycopg.AsyncConnection[Any], view: View, t: Tables) -> None:
     """Create the view's tables unless they all exist: a runner under a service role, which
     may not change the schema, finds them made by ``ssot migrate`` (even ``IF NOT EXISTS``
     needs that right)."""
     for quoted in t.values():
-        cur = await conn.execute("SELECT to_regclass(%s) IS NOT NULL", (quoted,))
-        row = await cur.fetchone()
-        if not (row and row[0]):
+        if not await relation_exists(conn, quoted):
             try:
                 await create_tables(conn, view, t)
             except psycopg.errors.InsufficientPrivilege as e:

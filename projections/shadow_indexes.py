@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from .runtime import Tables
+from .runtime import Tables, relation_exists
 
 Conn = psycopg.AsyncConnection[Any]
 
@@ -60,7 +60,7 @@ async def defer(conn: Conn, shadow: Tables, live: Tables) -> list[str]:
     makes them again); the names dropped."""
     dropped = []
     for name in shadow:
-        if not await _exists(conn, live[name]):
+        if not await relation_exists(conn, live[name]):
             continue
         cur = await conn.execute(_SECONDARY, (shadow[name],))
         for schema, index in await cur.fetchall():
@@ -74,7 +74,7 @@ async def build(conn: Conn, shadow: Tables, live: Tables) -> list[str]:
     of each definition as the live table has); the definitions made."""
     made = []
     for name in shadow:
-        if not await _exists(conn, live[name]):
+        if not await relation_exists(conn, live[name]):
             continue
         have = await by_definition(conn, INDEXES, shadow[name])
         for definition, names in (await by_definition(conn, INDEXES, live[name])).items():
@@ -85,9 +85,3 @@ async def build(conn: Conn, shadow: Tables, live: Tables) -> list[str]:
                 await conn.execute(ddl.encode())
                 made.append(definition)
     return made
-
-
-async def _exists(conn: Conn, quoted: str) -> bool:
-    cur = await conn.execute("SELECT to_regclass(%s) IS NOT NULL", (quoted,))
-    row = await cur.fetchone()
-    return bool(row and row[0])
