@@ -167,16 +167,20 @@ def event_leaf(position: int, recorded_at: str, hash_value: Any) -> bytes:
     return merkle.leaf_hash(data)
 
 
-def fast_hash(state: bytes, stream: str, version: int, event_type: str, seal: bytes | None
+def fast_hash(state: bytes, stream: str, version: int, event_type: str, seal: bytes | None,
+              decoded: dict[str, Any] | None = None
               ) -> tuple[str | None, Any, dict[str, Any]] | None:
     """(recomputed hash, stored hash, decoded state) through orjson, or None when this
     state must take the slow path (``Event``, ``chains.StreamChecks.examine_hash``): it is
     not exactly the writer's bytes for its members (``stored_state``), or its class
     version's hash leaves something out and its seal does not match (or is missing). The
     recomputed hash is trusted only when it equals the stored one: equal SHA-256 means
-    these are byte for byte the bytes that were hashed."""
+    these are byte for byte the bytes that were hashed. ``decoded``: ``state`` already
+    decoded by the caller (an import decodes it with its line), taken over and changed
+    (its hash popped, stream, version and type added); the bytes are still held to its
+    encoding, so a ``decoded`` that is not theirs is refused like altered bytes."""
     try:
-        s = orjson.loads(state)
+        s = orjson.loads(state) if decoded is None else decoded
         # Decoding was lossless only if re-encoding gives the stored bytes back (the
         # writer's orjson made them): an integer beyond 64 bits, say, would not; nor
         # would other spacing, escapes or number forms, or a repeated member.

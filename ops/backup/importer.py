@@ -4,7 +4,9 @@ empty database (a full export) or one whose last import it continues (an increme
 An import verifies each line as it reads it (JSON, running hash, kind and members,
 positions increasing, each stream's versions 1, 2, 3… and ``prev_hash`` chain, each
 event's state the writer's bytes for its members (``ledger.stored_state``) and its hash
-recomputed with ``chain.event_hash``, each leaf recomputed, the digests' chain and roots)
+recomputed, through ``ssot verify``'s fast path with the state the line decoded, or
+``chain.event_hash`` when that path does not vouch for it; each leaf recomputed, the
+digests' chain and roots)
 and writes it with COPY in one transaction, sealing (``state_seals``) the events whose
 hash leaves members out (class version before 5) as the file holds them: the first bad line refuses
 the whole file, naming the line and the reason, and nothing is written. The file is

@@ -14,6 +14,7 @@ import orjson
 import pytest
 from eventsourcing.persistence import Mapper
 
+from nexus_ssot.integrity.verify.log import fast_hash
 from nexus_ssot.ledger import chain
 from nexus_ssot.ledger.commands import (
     Delete,
@@ -182,3 +183,20 @@ def test_a_restored_event_stores_the_version_it_came_from() -> None:
     assert form_problem(restored, restored=True) is None
     problem = form_problem(restored, restored=False)
     assert problem is not None and problem[0] == "restored_from_version"
+
+
+@pytest.mark.parametrize("event", _history(), ids=lambda e: EVENT_TYPE_NAMES[type(e)])
+def test_the_fast_path_takes_a_state_decoded_by_its_caller(event: EntryEvent) -> None:
+    """An import hands ``fast_hash`` the state its line decoded: the same answer as from
+    the bytes; a decoded state that is not the bytes' (another member's value, or bytes
+    re-spelt around the same value) is not vouched for."""
+    stored, kind = _stored(event), EVENT_TYPE_NAMES[type(event)]
+    stream, version = str(event.originator_id), event.originator_version
+    quick = fast_hash(stored, stream, version, kind, None, decoded=orjson.loads(stored))
+    assert quick is not None and quick[0] == quick[1] == event.hash
+    assert quick[:2] == fast_hash(stored, stream, version, kind, None)[:2]  # type: ignore[index]
+    other = {**orjson.loads(stored), "actor": "mallory"}
+    assert fast_hash(stored, stream, version, kind, None, decoded=other) is None
+    respelt = stored.replace(b'"class_version":', b'"class_version": ')
+    assert fast_hash(respelt, stream, version, kind, None,
+                     decoded=orjson.loads(stored)) is None
