@@ -98,6 +98,9 @@ async def _settings_state(conn: Any, ns: str) -> tuple[int, dict[str, Any]]:
 async def get_namespace(request: Request, namespace: Namespace) -> Response:
     ns = check_namespace(namespace)
     service = service_of(request)
+    entries: int | None
+    deleted: int | None
+    last_position: int | None
     async with service.pool.connection() as conn:
         version, settings = await _settings_state(conn, ns)
         if guard_of(request).keys("read", ns).everything:

@@ -25,22 +25,29 @@ import mmap
 import os
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.utils import floatToGoString
+from prometheus_client.validation import _is_valid_legacy_metric_name
 
 _USED = struct.Struct("=i")
 _HEADER = 8
 _ESCAPING = openmetrics.UNDERSCORES
 _MINMAX = {"min": min, "livemin": min, "max": max, "livemax": max}
+#: A value as the exposition spells it (the library's function, untyped).
+_float_text: Callable[[float], str] = floatToGoString
+
+
+def _any_rune(_rune: str, _index: int) -> bool:
+    return True  # not consulted: label values are escaped under ALLOWUTF8
 
 
 def _label_text(labels: tuple[tuple[str, str], ...]) -> str:
     return ",".join(f'{openmetrics.escape_label_name(k, _ESCAPING)}="'
-                    f'{openmetrics._escape(v, openmetrics.ALLOWUTF8, False)}"'
+                    f'{openmetrics._escape(v, openmetrics.ALLOWUTF8, _any_rune)}"'
                     for k, v in sorted(labels))
 
 
@@ -48,7 +55,7 @@ def _prefix(name: str, labels: tuple[tuple[str, str], ...]) -> str:
     """A sample line up to its value, as ``generate_latest`` writes it."""
     text = _label_text(labels)
     escaped = openmetrics.escape_metric_name(name, _ESCAPING)
-    if _ESCAPING != openmetrics.ALLOWUTF8 or openmetrics._is_valid_legacy_metric_name(name):
+    if _ESCAPING != openmetrics.ALLOWUTF8 or _is_valid_legacy_metric_name(name):
         return f"{escaped}{{{text}}} " if text else f"{escaped} "
     return f"{{{escaped}{',' if text else ''}{text}}} "
 
@@ -209,7 +216,7 @@ class MetricsFolder:
             bound = float(labels["le"])
             rest = tuple(item for item in label_items if item[0] != "le")
             histogram = self._histogram(metric, rest)
-            le = floatToGoString(bound)
+            le = _float_text(bound)
             histogram.buckets.append((bound, series, _prefix(name, (*rest, ("le", le)))))
             histogram.buckets.sort()
         elif f.kind == "histogram" and name == metric_name + "_sum":
@@ -255,7 +262,7 @@ class MetricsFolder:
 
     def _render(self, values: list[float | None]) -> str:
         out: list[str] = []
-        go = floatToGoString
+        go = _float_text
         for metric in sorted(self._metrics.values(), key=lambda m: m.name):
             out.append(metric.header)
             if metric.kind != "histogram":

@@ -80,8 +80,8 @@ def views(ctx: click.Context, names: tuple[str, ...], until: int | datetime | No
                 raise click.BadParameter("needs --into SCHEMA (a rebuild runs to the head)",
                                          param_hint=f"'{option}'")
     else:
-        for given, option in ((restart or None, "--restart"), (lock_wait, "--lock-wait")):
-            if given is not None:
+        for refused, option in ((restart or None, "--restart"), (lock_wait, "--lock-wait")):
+            if refused is not None:
                 raise click.BadParameter("is for rebuilds, not --into copies",
                                          param_hint=f"'{option}'")
     settings = operator_settings()

@@ -6,7 +6,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 import uvicorn
@@ -123,5 +123,6 @@ def serve(settings: Settings, *, access_log: bool = False) -> None:
         # Each worker builds its app from the environment: hand it what this process
         # resolved (embedded URLs, command-line flags).
         os.environ.update(ready.as_environment())
-        serve_until_signalled(HttpWorkers(ready, uvicorn.Config(None, **common),
+        # This Config carries the socket's settings only: each worker makes its own app.
+        serve_until_signalled(HttpWorkers(ready, uvicorn.Config(cast(Any, None), **common),
                                           access_log))

@@ -148,7 +148,7 @@ class ConsistencyReport:
 
 
 #: The views that need nothing to be built, inline views first.
-_PLAIN: dict[str, Callable[[], View]] = {**INLINE_VIEWS, **SQL_VIEWS}  # type: ignore[dict-item]
+_PLAIN: dict[str, Callable[[], View]] = {**INLINE_VIEWS, **SQL_VIEWS}
 
 
 def view_names() -> list[str]:

@@ -16,7 +16,7 @@ import psycopg
 
 from nexus_ssot.ledger.events import EntryDeleted
 
-from .runtime import SQL_EVENT_TYPE, Tables
+from .runtime import SQL_EVENT_TYPE, Tables, View
 
 _DELETED = f"'{EntryDeleted.TOPIC}'"
 
@@ -103,4 +103,5 @@ class EntryHistory:
 
 
 #: The inline views, by name.
-INLINE_VIEWS = {CurrentState.name: CurrentState, EntryHistory.name: EntryHistory}
+INLINE_VIEWS: dict[str, type[View]] = {CurrentState.name: CurrentState,
+                                       EntryHistory.name: EntryHistory}

@@ -104,10 +104,11 @@ def registry() -> dict[str, Callable[[Settings], View]]:
     """Every view a rebuild knows, each made from the settings: the inline views, the
     asynchronous ones, then those with an outside service (``views.SERVICE_VIEWS``, when
     the registry has them; they raise ``not_configured()`` without their service)."""
-    def plain(make: Callable[[], object]) -> Callable[[Settings], View]:
-        return lambda _settings: cast(View, make())
+    def plain(make: Callable[[], View]) -> Callable[[Settings], View]:
+        return lambda _settings: make()
 
-    found = {name: plain(make) for name, make in [*INLINE_VIEWS.items(), *SQL_VIEWS.items()]}
+    makers: dict[str, Callable[[], View]] = {**INLINE_VIEWS, **SQL_VIEWS}
+    found = {name: plain(make) for name, make in makers.items()}
     found.update(getattr(async_views, "SERVICE_VIEWS", {}))
     return found
 

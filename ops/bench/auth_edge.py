@@ -23,7 +23,7 @@ import random
 import time
 from datetime import UTC, datetime
 from types import SimpleNamespace
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from starlette.requests import Request
 from starlette.types import Message, Receive, Scope, Send
@@ -43,7 +43,8 @@ EDGE_TOKENS = 100
 WARMUP = 2000
 BLOCK = 500  # calls per turn
 _ROUTE = SimpleNamespace(path="/v1/namespaces/{namespace}/entries/{key:path}")
-_SIDES = {"off": ("off", 0.0), "on": ("on", 0.0), "on_limited": ("on", 1_000_000.0)}
+_SIDES: dict[str, tuple[Literal["on", "off"], float]] = {
+    "off": ("off", 0.0), "on": ("on", 0.0), "on_limited": ("on", 1_000_000.0)}
 
 
 async def _endpoint(scope: Scope, receive: Receive, send: Send) -> None:
@@ -56,7 +57,8 @@ async def _endpoint(scope: Scope, receive: Receive, send: Send) -> None:
 class _Side:
     """One way of running the edge: its app, its request headers, what it answered."""
 
-    def __init__(self, auth: str, per_second: float, rows: list[Any], token: str) -> None:
+    def __init__(self, auth: Literal["on", "off"], per_second: float, rows: list[Any],
+                 token: str) -> None:
         settings = Settings(auth=auth, rate_limit_per_second=per_second,
                             rate_limit_burst=max(1.0, per_second))
         # Loaded once, here; never re-read (there is no store behind it: a re-read would
@@ -65,10 +67,11 @@ class _Side:
         state.load(rows, position=1)
         state.read_at = time.monotonic()  # as read now
         # What the edge uses of the service; the rest (writer, pool, …) stays None.
-        given = {"settings": settings, "access": state,
+        given: dict[str, Any] = {"settings": settings, "access": state,
                  "authenticator": Authenticator(settings, state)}
-        service = Service(**{f.name: given.get(f.name) for f in dataclasses.fields(Service)
-                             if f.init})
+        fields: dict[str, Any] = {f.name: given.get(f.name)
+                                  for f in dataclasses.fields(Service) if f.init}
+        service = Service(**fields)
         limiter = RateLimiter.from_settings(settings, limits_for=state.policies.rate_limit)
         self.app = CorrelationId(Authenticate(RateLimit(_endpoint, limiter), limiter))
         self.holder = SimpleNamespace(state=SimpleNamespace(service=service))

@@ -120,14 +120,16 @@ def chain_decide_cost(repeat: int = 5000) -> dict[str, float]:
     delay a block without making it cost more): what the chain adds per event."""
     from nexus_ssot.ledger.documents import Limits
     from nexus_ssot.ledger.domain import decide
-    from nexus_ssot.ledger.events import evolve
+    from nexus_ssot.ledger.events import EntryEvent, evolve
 
     limits = Limits()
     best: dict[bool, float] = {True: float("inf"), False: float("inf")}
     for block in range(10):
         flag = block % 2 == 0
         [(create, context, _)] = _chain_items(["decide"], None, 0)
-        state = evolve(None, decide(None, create, context, limits, chain=flag))
+        created = decide(None, create, context, limits, chain=flag)
+        assert isinstance(created, EntryEvent)  # a creation is never "unchanged"
+        state = evolve(None, created)
         items = _chain_items(["decide"], [1], 1)
         started = time.process_time()
         for _ in range(repeat):
