@@ -12,6 +12,7 @@ import psycopg
 import uvicorn
 from psycopg import sql
 
+from nexus_ssot.ledger.migrate import migrate
 from nexus_ssot.ledger.redaction import redact_url
 from nexus_ssot.ledger.settings import Settings
 from nexus_ssot.ops.embedded import EmbeddedNats, EmbeddedPostgres
@@ -92,6 +93,9 @@ def serve(settings: Settings, *, access_log: bool = False) -> None:
             stack.callback(writer.stop)  # after the HTTP side has drained
             ready = ready.model_copy(update={"writer_socket": writer.socket_path})
             log.info("writer process on %s", writer.socket_path)
+        elif ready.database_url:  # the writer migrates before it listens; without it
+            # the followers would start on a schema each HTTP worker makes as it starts
+            migrate(ready.database_url)
         followers = FollowersThread(ready)  # one thread, one log tail, one lease connection
         followers.start()
         stack.callback(followers.stop)

@@ -249,6 +249,10 @@ class ViewProgress:
         return max(0, self.head - self.position)
 
 
+#: Seconds before a failed view tries again, doubling to the last while it keeps failing.
+_FIRST_RETRY, _LAST_RETRY = 0.5, 10.0
+
+
 class ViewRunner:
     """Keeps one view up to date with the log, exactly once, until stopped."""
 
@@ -271,6 +275,7 @@ class ViewRunner:
         process's other followers."""
 
         async def role(following: Following) -> None:
+            backoff, applied = _FIRST_RETRY, self.progress.applied
             while not stop.is_set():
                 try:
                     await self._lead(stop, following)
@@ -279,6 +284,16 @@ class ViewRunner:
                     log.warning("view %s: %s; resuming", self.view.name,
                                 self.progress.last_error)
                     await sleep_unless_stopped(stop, 0.5)
+                except Exception as e:  # the view's own failure (a table gone, a bug):
+                    # the process's other followers share this loop and keep running;
+                    # this view retries, less often while it fails without progress
+                    if self.progress.applied != applied:
+                        backoff, applied = _FIRST_RETRY, self.progress.applied
+                    self.progress.last_error = redact_url(f"{type(e).__name__}: {e}")
+                    log.error("view %s failed: %s; retrying in %.1fs", self.view.name,
+                              self.progress.last_error, backoff)
+                    await sleep_unless_stopped(stop, backoff)
+                    backoff = min(backoff * 2, _LAST_RETRY)
 
         await followed(self.database_url, role, following, stop, self.poll_interval)
 

@@ -23,7 +23,14 @@ import pytest
 
 from nexus_ssot.ops.bench.measuring import descendants, process_table
 from nexus_ssot.ops.bench.server import gone
-from tests.integration.conftest import AUTH, LiveFeed, free_port, start_serve, wait_until
+from tests.integration.conftest import (
+    AUTH,
+    LiveFeed,
+    free_port,
+    own_database,
+    start_serve,
+    wait_until,
+)
 
 SSOT = str(Path(sys.executable).parent / "ssot")
 #: Seconds from SIGTERM or Ctrl-C until every process of serve is gone, however many live
@@ -257,3 +264,36 @@ def test_serve_stops_at_once_with_feeds_open_and_the_feeds_resume_after_the_rest
     assert "warning: the server ended the stream; reconnecting to resume after position " \
         f"{first[-1]}" in warnings, warnings
     assert "Traceback" not in warnings, warnings
+
+
+def test_serve_with_the_writer_in_each_worker_follows_a_new_database(
+        server_url: str, tmp_path: Path) -> None:
+    """``SSOT_WRITER_PROCESS=false`` on a database never migrated: serve makes the schema
+    before its followers start (they read tables the HTTP workers would make only as they
+    start), so the views follow the writes."""
+    with own_database(server_url, "ssot_thread_writer", migrated=False) as database_url:
+        port = free_port()
+        env = {**os.environ, "SSOT_DATABASE_URL": database_url, "SSOT_HTTP_PORT": str(port),
+               "SSOT_DATA_DIR": str(tmp_path), "SSOT_WRITER_PROCESS": "false",
+               "SSOT_BROADCAST": "false"}  # never publish on a NATS server we did not start
+        proc, url = start_serve(["--workers", "2"], env, port)
+        try:
+            for i in range(5):
+                put = httpx.put(f"{url}/v1/namespaces/threads/entries/k{i}", json={"i": i},
+                                headers=AUTH)
+                assert put.status_code == 201, put.text
+            last = put.json()["position"]
+
+            def followed() -> bool:
+                with psycopg.connect(database_url) as conn:
+                    row = conn.execute("SELECT notification_id FROM projection_tracking"
+                                       " WHERE application_name = 'namespace_stats'"
+                                       ).fetchone()
+                return row is not None and row[0] >= last
+
+            wait_until(followed, "namespace_stats to follow the writes", timeout=30)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0
+        output = proc.stdout.read().decode() if proc.stdout else ""
+        assert "UndefinedTable" not in output, output  # not even for a while

@@ -1,0 +1,104 @@
+"""A view that fails (its fold names a table that is not there yet: dropped by hand, a
+schema behind) does not stop the followers it shares a loop with: it reports the error,
+retries, and catches up once the cause is gone, while the other views keep following."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import threading
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+import psycopg
+import pytest
+
+from nexus_ssot.ledger.writer import GroupCommitWriter
+from nexus_ssot.ops.project import run_all
+from nexus_ssot.projections.runtime import Tables, ViewRunner
+from tests.integration.conftest import wait_until
+from tests.integration.test_log_tail import append
+
+
+@pytest.fixture()
+def database_url(fresh_db: str) -> str:
+    """A database of this test's own: its views fold the whole log."""
+    return fresh_db
+
+
+def counting_view(token: str, needs: str | None) -> Any:
+    """A view counting the log's events in a table of its own; with ``needs``, its fold
+    also reads that table, which fails while the table does not exist."""
+
+    class Counting:
+        name: ClassVar[str] = f"counting_{token}"
+        tables: ClassVar[tuple[str, ...]] = (f"view_counting_{token}",)
+        side_effects: ClassVar[bool] = False
+
+        def ddl(self, t: Tables) -> str:
+            return f"CREATE TABLE IF NOT EXISTS {t[self.tables[0]]} (events bigint NOT NULL)"
+
+        async def apply(self, conn: psycopg.AsyncConnection[Any], after: int, upto: int,
+                        t: Tables) -> None:
+            extra = f" + (SELECT count(*) FROM {needs})" if needs else ""
+            await conn.execute(f"INSERT INTO {t[self.tables[0]]} SELECT count(*){extra}"
+                               " FROM ssot_events WHERE notification_id > %s"
+                               " AND notification_id <= %s".encode(), (after, upto))
+
+    return Counting()
+
+
+def tracked(database_url: str, name: str) -> int:
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("SELECT notification_id FROM projection_tracking"
+                           " WHERE application_name = %s", (name,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+@pytest.fixture()
+def runners(database_url: str) -> Iterator[tuple[ViewRunner, ViewRunner, str]]:
+    """A failing view and a sound one, run together as ``ssot serve`` runs its views (one
+    loop, one log tail); and the table the failing one needs."""
+    token = secrets.token_hex(4)
+    needed = f"needed_{token}"
+    failing = ViewRunner(database_url, counting_view(f"f{token}", needed), poll_interval=0.2)
+    sound = ViewRunner(database_url, counting_view(f"s{token}", None), poll_interval=0.2)
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    thread = threading.Thread(target=loop.run_until_complete,
+                              args=(run_all([failing, sound], stop),), daemon=True)
+    thread.start()
+    try:
+        yield failing, sound, needed
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(30)
+        assert not thread.is_alive()
+        loop.close()
+
+
+def test_a_failing_view_retries_and_the_others_keep_following(
+        database_url: str, writer: GroupCommitWriter,
+        runners: tuple[ViewRunner, ViewRunner, str]) -> None:
+    failing, sound, needed = runners
+    append(writer, "viewfail", 30, 5)
+    with psycopg.connect(database_url) as conn:
+        head = int(conn.execute("SELECT max(notification_id) FROM ssot_events").fetchone()[0])
+
+    wait_until(lambda: tracked(database_url, sound.view.name) >= head,
+               "the sound view to follow the log", timeout=30)
+    wait_until(lambda: (failing.progress.last_error or "").startswith("UndefinedTable"),
+               "the failing view to report its error", timeout=30)
+    assert tracked(database_url, failing.view.name) < head
+
+    append(writer, "viewfail", 10, 5)  # the sound view keeps following meanwhile
+    with psycopg.connect(database_url) as conn:
+        head = int(conn.execute("SELECT max(notification_id) FROM ssot_events").fetchone()[0])
+    wait_until(lambda: tracked(database_url, sound.view.name) >= head,
+               "the sound view to follow the log while the other fails", timeout=30)
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE {needed} (x int)".encode())
+    wait_until(lambda: tracked(database_url, failing.view.name) >= head,
+               "the failing view to catch up once its table exists", timeout=30)
+    assert failing.progress.last_error is None
