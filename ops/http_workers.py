@@ -16,6 +16,7 @@ from, which clients retry); stopping serve drains them first.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import select
@@ -26,7 +27,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
@@ -278,10 +279,14 @@ class HttpWorkers:
         self.listening.close()
 
 
-def serve_until_signalled(workers: HttpWorkers) -> None:
+def serve_until_signalled(workers: HttpWorkers,
+                          on_serving: Callable[[Callable[[], None]], None] | None = None
+                          ) -> None:
     """Run the workers until SIGTERM or SIGINT (SIGHUP: restart them), then stop them.
     The main thread sleeps in a read of a pipe the signal handler writes to: no polling,
-    and no lock a handler could find held (as ``threading.Event.set`` could)."""
+    and no lock a handler could find held (as ``threading.Event.set`` could).
+    ``on_serving`` is handed, once the workers run, a function that stops them as
+    SIGTERM does, from any thread."""
     wake_read, wake_write = os.pipe()
     received: list[int] = []
 
@@ -294,6 +299,8 @@ def serve_until_signalled(workers: HttpWorkers) -> None:
     try:
         workers.start()
         freeze_startup_heap()  # serve's own: the followers' thread is running too
+        if on_serving is not None:
+            on_serving(functools.partial(on_signal, signal.SIGTERM, None))
         seen = 0  # the handler only appends: what came since is received[seen:]
         while True:
             os.read(wake_read, 64)

@@ -22,11 +22,18 @@ class LoopThread:
         self.stop_event = asyncio.Event()
         self._coroutine = run
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+        #: Called (on the thread) with what ended ``run`` before it was asked to stop.
+        self.on_failure: Callable[[BaseException], None] | None = None
 
     def _run(self) -> None:
         os_thread_name(self.thread.name)
         asyncio.set_event_loop(self.loop)
-        self.loop.run_until_complete(self._coroutine(self.stop_event))
+        try:
+            self.loop.run_until_complete(self._coroutine(self.stop_event))
+        except BaseException as e:
+            if self.on_failure is not None and not self.stop_event.is_set():
+                self.on_failure(e)
+            raise
 
     def start(self) -> None:
         self.thread.start()

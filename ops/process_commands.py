@@ -55,10 +55,13 @@ def serve(host: str | None, port: int | None, trust_actor_header: bool, workers:
     if workers is not None:
         update["http_workers"] = workers
     settings = with_metrics_folder(Settings().model_copy(update=update))
+    from .serve import FollowersStopped
     from .serve import serve as run  # after the metrics folder is set (prometheus-client)
 
     try:
         run(settings, access_log=access_log)
+    except FollowersStopped as e:  # a bug: its traceback is in the log above
+        fail(EXIT_OTHER, "followers_stopped", str(e))
     except PreconditionFailed as e:  # the data dir is another serve's: nothing was changed
         fail(EXIT_PRECONDITION, e.code, e.message)
     except ChildExited as e:  # its one line on stderr said why: exit as it did

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any, cast
 
 import psycopg
@@ -68,12 +70,54 @@ def resolved(settings: Settings) -> Iterator[Settings]:
         yield ready
 
 
+class FollowersStopped(RuntimeError):
+    """serve stopped because its followers' thread had (``ssot serve`` exits 1)."""
+
+
+class FollowersWatch:
+    """The followers' thread ended on an error none of them handles: serve stops (as on
+    SIGTERM, draining the HTTP side) and exits 1, so that whatever supervises it starts
+    it again; a serve answering writes that nothing broadcasts is worse. Serving may not
+    have begun when it happens: then it stops as soon as it begins."""
+
+    def __init__(self) -> None:
+        self.failed: list[BaseException] = []
+        self._stop: Callable[[], None] | None = None
+        self._lock = threading.Lock()
+
+    def serving(self, stop: Callable[[], None]) -> None:
+        """Serving has begun; ``stop`` ends it (from any thread)."""
+        with self._lock:
+            self._stop, failed = stop, bool(self.failed)
+        if failed:
+            stop()
+
+    def failure(self, error: BaseException) -> None:
+        """On the followers' thread: what ended it."""
+        log.critical("the followers of the log stopped (%s): stopping serve",
+                     redact_url(f"{type(error).__name__}: {error}"))
+        with self._lock:
+            self.failed.append(error)
+            stop = self._stop
+        if stop is not None:
+            stop()
+
+    def exit_if_failed(self) -> None:
+        if self.failed:
+            error = self.failed[0]
+            raise FollowersStopped(
+                "serve stopped because the followers of the log (broadcaster, digester, "
+                f"views) stopped: {redact_url(f'{type(error).__name__}: {error}')}")
+
+
 def serve(settings: Settings, *, access_log: bool = False) -> None:
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     # The data dir is claimed before any embedded server starts (ops/instance.py).
     with claimed(settings) as claim, resolved(settings) as ready, claim.recorded(ready), \
             contextlib.ExitStack() as stack:
+        watch = FollowersWatch()
+        stack.callback(watch.exit_if_failed)  # the last callback: once all has stopped
         if ready.metrics_dir is not None:  # the data dir is ours: so is its metrics folder
             empty_metrics_folder(ready.metrics_dir)
         if ready.auth == "on" and ready.bootstrap_token_sha256 is None:
@@ -97,6 +141,7 @@ def serve(settings: Settings, *, access_log: bool = False) -> None:
             # the followers would start on a schema each HTTP worker makes as it starts
             migrate(ready.database_url)
         followers = FollowersThread(ready)  # one thread, one log tail, one lease connection
+        followers.on_failure = watch.failure
         followers.start()
         stack.callback(followers.stop)
         log.info("idempotency keys kept %gs, purged every %gs",
@@ -122,11 +167,13 @@ def serve(settings: Settings, *, access_log: bool = False) -> None:
 
             config = uvicorn.Config(create_app(ready), **common)
             freeze_startup_heap()
-            Server(config).run()
+            server = Server(config)
+            watch.serving(functools.partial(setattr, server, "should_exit", True))
+            server.run()
             return
         # Each worker builds its app from the environment: hand it what this process
         # resolved (embedded URLs, command-line flags).
         os.environ.update(ready.as_environment())
         # This Config carries the socket's settings only: each worker makes its own app.
         serve_until_signalled(HttpWorkers(ready, uvicorn.Config(cast(Any, None), **common),
-                                          access_log))
+                                          access_log), on_serving=watch.serving)
