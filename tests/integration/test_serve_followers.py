@@ -51,16 +51,18 @@ def test_serve_with_the_writer_in_each_worker_follows_a_new_database(
         assert "UndefinedTable" not in output, output  # not even for a while
 
 
-#: ``ssot serve`` whose followers' thread fails after a few seconds: the class is patched
-#: once serve has set its metrics folder (before it, nothing may import prometheus-client).
+#: ``ssot serve`` whose followers' thread fails at once, or once the file named by its
+#: first argument exists: the class is patched once serve has set its metrics folder
+#: (before it, nothing may import prometheus-client).
 FAILING_FOLLOWERS = """
-import asyncio, runpy, sys
+import asyncio, os, runpy, sys
 from nexus_ssot.ops import metrics_folder
 
-DELAY = float(sys.argv[1])
+TRIGGER = sys.argv[1]
 
 async def broken(self, stop):
-    await asyncio.sleep(DELAY)
+    while TRIGGER and not os.path.exists(TRIGGER):
+        await asyncio.sleep(0.05)
     raise RuntimeError("a follower's bug")
 
 def with_metrics_folder(settings, set_folder=metrics_folder.with_metrics_folder):
@@ -75,10 +77,10 @@ runpy.run_module("nexus_ssot.ops.cli", run_name="__main__")
 """
 
 
-@pytest.mark.parametrize(("delay", "workers"), [(0, 2), (3, 2), (3, 1)],
+@pytest.mark.parametrize(("serving", "workers"), [(False, 2), (True, 2), (True, 1)],
                          ids=["before-serving", "serving", "serving-one-worker"])
 def test_serve_stops_and_exits_1_when_its_followers_thread_dies(
-        database_url: str, tmp_path: Path, delay: float, workers: int) -> None:
+        database_url: str, tmp_path: Path, serving: bool, workers: int) -> None:
     """Every follower handles its own errors; one none of them handles (a bug) ends the
     followers' thread, and serve does not go on answering writes that nothing will
     broadcast: it stops as on SIGTERM and exits 1, for its supervisor to start it again
@@ -88,11 +90,13 @@ def test_serve_stops_and_exits_1_when_its_followers_thread_dies(
     port = free_port()
     env = {**os.environ, "SSOT_DATABASE_URL": database_url, "SSOT_HTTP_PORT": str(port),
            "SSOT_DATA_DIR": str(tmp_path / "data"), "SSOT_BROADCAST": "false"}
-    proc = subprocess.Popen([sys.executable, str(script), str(delay), str(workers)],
+    trigger = tmp_path / "fail-now" if serving else None
+    proc = subprocess.Popen([sys.executable, str(script), str(trigger or ""), str(workers)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        if delay:
+        if trigger is not None:
             wait_until(lambda: _answers(port), "serve to answer", timeout=60)
+            trigger.touch()
         assert proc.wait(60) == 1
     finally:
         if proc.poll() is None:
