@@ -8,15 +8,14 @@ import contextlib
 import logging
 import os
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
 from typing import IO
 
-from .embedded.processes import alive
+from .embedded.processes import alive, free_ports
 
-__all__ = ["Group", "alive", "child_processes", "free_port"]
+__all__ = ["Group", "alive", "child_processes", "free_port", "free_ports"]
 
 log = logging.getLogger("nexus_ssot.chaos")
 
@@ -104,6 +103,4 @@ def child_processes(parent: int, word: str) -> list[int]:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    return free_ports(1, host)[0]

@@ -22,9 +22,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from ..embedded.processes import free_ports
 from .http_load import RawSpec, raw_step
 from .measuring import HOST, CpuMeter, fmt, say
-from .server import free_port
 
 KEYS = 20_000
 VALUE_BYTES = 200
@@ -92,8 +92,7 @@ class Etcd:
         self.path = path
         self.data_dir = work / "etcd"
         self.log_path = work / "etcd.log"
-        self.port = free_port()
-        self.peer_port = free_port()
+        self.port, self.peer_port = free_ports(2)
         self.proc: subprocess.Popen[bytes] | None = None
         self.prefix = "/v3"
 

@@ -11,7 +11,6 @@ import os
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import nats
 
+from ..embedded.processes import free_ports
 from .measuring import HOST, descendants, process_table, say
 
 SERVER_START_TIMEOUT = 120.0
@@ -26,10 +26,7 @@ SERVER_STOP_TIMEOUT = 40.0
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        port: int = s.getsockname()[1]
-        return port
+    return free_ports(1, HOST)[0]
 
 
 def read_status_kb(pid: int, field_name: str) -> int | None:

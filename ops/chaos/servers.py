@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from nexus_ssot.access.tokens import new_token
 
-from ..process_group import Group, alive, child_processes, free_port
+from ..process_group import Group, alive, child_processes, free_ports
 from .nemesis import KINDS, Fault, inject
 
 if TYPE_CHECKING:  # imported when a run starts: `ssot` starts fast for other commands
@@ -44,16 +44,17 @@ class Cluster:
         self.pg: EmbeddedPostgres | None = None
         self.nats: EmbeddedNats | None = None
         self.given_database = database_url
-        self.http_port = free_port()
+        # chosen together, so that no two are the same port
+        self.http_port, pg_port, nats_port = free_ports(3)
         try:
             if database_url is None:
-                self.pg = EmbeddedPostgres(folder / "data" / "postgres", port=free_port(),
+                self.pg = EmbeddedPostgres(folder / "data" / "postgres", port=pg_port,
                                            settings={"fsync": "off"})
                 self.database_url = ensure_database(self.pg.start(), "ssot")
             else:
                 self.database_url = ensure_database(database_url, names["database"])
             if nats_url is None:
-                self.nats = EmbeddedNats(folder / "data" / "nats", port=free_port())
+                self.nats = EmbeddedNats(folder / "data" / "nats", port=nats_port)
                 self.nats_url = self.nats.start()
             else:
                 self.nats_url = nats_url

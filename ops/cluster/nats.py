@@ -32,7 +32,7 @@ CLUSTER_NAME = "ssot"
 class NatsNode:
     """One node: client port ``port``, route port ``route_port``, monitor ``http_port``."""
 
-    def __init__(self, name: str, host: str, ports: tuple[int, int, int], folder: Path,
+    def __init__(self, name: str, host: str, ports: list[int], folder: Path,
                  password: str) -> None:
         self.name, self.host = name, host
         self.port, self.route_port, self.http_port = ports

@@ -36,7 +36,7 @@ from nexus_ssot.access.tokens import new_token
 from ..embedded.folders import own_shared_dir, shared_dir_name
 from ..embedded.pg_cluster import postmaster_in
 from ..embedded.processes import EmbeddedError, command_line, end_process, read_pid
-from ..process_group import Group, alive, child_processes, free_port
+from ..process_group import Group, alive, child_processes, free_port, free_ports
 from .nats import NatsNode, cluster_url, wait_cluster
 from .postgres import DATABASE_NODES, REPLICA, PgNode, multi_host_url
 
@@ -105,7 +105,7 @@ class Topology:
         self.pg = {name: PgNode(name, host, free_port(host), self.data, password, settings)
                    for name, host in PG_HOSTS.items() if replica or name != REPLICA}
         nats_password = secrets.token_urlsafe(24)
-        self.nats = [NatsNode(name, host, (free_port(host), free_port(host), free_port(host)),
+        self.nats = [NatsNode(name, host, free_ports(3, host),
                               self.data, nats_password) for name, host in NATS_HOSTS.items()]
         self.api_ports = {name: free_port(host) for name, host in API_HOSTS.items()}
         self.primary, self.standby = "pg1", "pg2"

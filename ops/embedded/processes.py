@@ -46,13 +46,16 @@ class EmbeddedServer:
         self.stop()
 
 
-def free_ports(count: int) -> list[int]:
-    """Distinct ports the kernel considers free on 127.0.0.1 (a race remains; callers retry)."""
+def free_ports(count: int, host: str = HOST) -> list[int]:
+    """Distinct ports the kernel considers free on ``host`` (127.0.0.1 unless told). Every
+    socket stays bound until all are chosen, so the kernel never hands out one port twice
+    (closed one by one, it may: a NATS server once got the same port for its monitor and
+    its routes). A race with other processes remains; callers retry."""
     with contextlib.ExitStack() as stack:
         ports = []
         for _ in range(count):
             sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            sock.bind((HOST, 0))
+            sock.bind((host, 0))
             ports.append(int(sock.getsockname()[1]))
         return ports
 
