@@ -156,6 +156,7 @@ def check(config: dict[str, Any], history: list[dict[str, Any]],
         "seed": config["seed"],
         "duration": config["duration"],
         "clients": config["clients"],
+        "think": config.get("think", 0.01),
         "operations": {
             "total": len(ops),
             "writes_acknowledged": acknowledged,

@@ -100,8 +100,10 @@ class Client:
     def __init__(self, number: int, seed: int, base_url: str, history: History, run_id: str,
                  keys: list[str], token: str, role: Role = ANYTHING,
                  locked: list[str] | None = None,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 transport: httpx.AsyncBaseTransport | None = None,
+                 think: float = 0.01) -> None:
         self.number = number
+        self.think = think  # most seconds between two operations
         self.role = role
         self.locked = locked or []
         self.rng = random.Random(f"client:{seed}:{number}")
@@ -130,7 +132,7 @@ class Client:
                 else:
                     op = self.rng.choices(ops, weights)[0]
                 await self.one(op, way)
-                await asyncio.sleep(self.rng.uniform(0.0, 0.01))
+                await asyncio.sleep(self.rng.uniform(0.0, self.think))
         finally:
             await self.http.aclose()
 

@@ -26,6 +26,9 @@ from .runner import EXIT_ANOMALY, EXIT_HARNESS, run
               show_default=True, help="Seconds the clients run (faults included).")
 @click.option("--clients", type=click.IntRange(1, 256), default=16, show_default=True,
               help="Concurrent HTTP clients.")
+@click.option("--think", type=click.FloatRange(0, 10), default=0.01, show_default=True,
+              help="Most seconds a client waits between two of its operations (drawn "
+              "uniformly): larger, a gentler load on a shared machine.")
 @click.option("--seed", type=int, help="Seed of the clients' mix and the fault schedule "
               "(default: random, printed).")
 @click.option("--keys", type=click.IntRange(1, 10_000), default=24, show_default=True,
@@ -42,7 +45,8 @@ from .runner import EXIT_ANOMALY, EXIT_HARNESS, run
               *CLUSTER_KINDS})), help="Only this kind of fault (repeatable; default: every "
               "kind the topology takes).")
 @click.pass_context
-def chaos(ctx: click.Context, duration: float, clients: int, seed: int | None, keys: int,
+def chaos(ctx: click.Context, duration: float, clients: int, think: float, seed: int | None,
+          keys: int,
           no_faults: bool, folder: Path | None, keep_data: bool, topology: str,
           only: tuple[str, ...]) -> None:
     """Run the correctness harness: own PostgreSQL, NATS, API and broadcaster; concurrent
@@ -70,7 +74,7 @@ def chaos(ctx: click.Context, duration: float, clients: int, seed: int | None, k
     click.echo(f"chaos: seed {seed} (reproduce with --seed {seed})", err=True)
     signal.signal(signal.SIGTERM, _interrupted)  # stop what was started, as on Ctrl-C
     sys.exit(run(folder, seed, duration, clients, keys, not no_faults, keep_data, topology,
-                 only))
+                 only, think=think))
 
 
 def _interrupted(signum: int, frame: Any) -> None:

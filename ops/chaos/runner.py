@@ -75,7 +75,7 @@ async def _exercise(cluster: Servers, folder: Path, config: dict[str, Any]) -> d
             locked = locked_keys(keys)
             clients = [Client(i, config["seed"], cluster.api_url, history, config["run_id"],
                               keys, tokens[name], ROLES[name], locked,
-                              transport=cluster.transport_for(i))
+                              transport=cluster.transport_for(i), think=config["think"])
                        for i, name in enumerate(assignment)]
             tasks = [asyncio.create_task(c.run(until)) for c in clients]
 
@@ -227,7 +227,8 @@ def _server_checks(cluster: Servers, config: dict[str, Any]) -> dict[str, Any]:
 
 
 def run(folder: Path, seed: int, duration: float, clients: int, keys: int, faults: bool,
-        keep_data: bool, topology: str = "single", only: tuple[str, ...] = ()) -> int:
+        keep_data: bool, topology: str = "single", only: tuple[str, ...] = (), *,
+        think: float = 0.01) -> int:
     """One run into ``folder``; returns the exit code."""
     from nexus_ssot.ledger.settings import Settings
 
@@ -256,7 +257,8 @@ def run(folder: Path, seed: int, duration: float, clients: int, keys: int, fault
                 fault["target"] = "api"
         skipped = sorted({"pg_fast", "pg_immediate", "restart_nats", "kill_nats"} - set(kinds)) \
             if faults and topology == "single" else []
-        config = {"seed": seed, "duration": duration, "clients": clients, "keys": keys,
+        config = {"seed": seed, "duration": duration, "clients": clients, "think": think,
+                  "keys": keys,
                   "run_id": f"chaos-{token}", "schedule": plan, "skipped_faults": skipped,
                   "api_url": cluster.api_url, "topology": topology, **names,
                   "embedded": {"postgres": not isinstance(cluster, Cluster)
@@ -264,7 +266,8 @@ def run(folder: Path, seed: int, duration: float, clients: int, keys: int, fault
                                "nats": not isinstance(cluster, Cluster)
                                or cluster.nats is not None}}
         (folder / "config.json").write_bytes(orjson.dumps(config, option=orjson.OPT_INDENT_2))
-        click.echo(f"chaos: seed {seed}, {duration:g} s, {clients} clients, {len(plan)} faults"
+        click.echo(f"chaos: seed {seed}, {duration:g} s, {clients} clients (think {think:g} s), "
+                   f"{len(plan)} faults"
                    f"{' (skipped: ' + ', '.join(skipped) + ')' if skipped else ''}; "
                    f"run folder {folder}", err=True)
         cluster.start_services()
