@@ -211,9 +211,14 @@ async def serve_writer(
         batch = queued[:]
         queued.clear()
         futures = writer.write_batch([w for _, _, w in batch])
+        # one write per connection, not per answer (a batch's answers to one HTTP
+        # worker leave in one system call)
+        answers: dict[asyncio.StreamWriter, list[bytes]] = {}
         for (out, request_id, *_), future in zip(batch, futures, strict=True):
+            answers.setdefault(out, []).append(frame(encode_result(request_id, future)))
+        for out, frames in answers.items():
             if not out.is_closing():
-                out.write(frame(encode_result(request_id, future)))
+                out.write(frames[0] if len(frames) == 1 else b"".join(frames))
 
     async def connection(reader: asyncio.StreamReader, out: asyncio.StreamWriter) -> None:
         nonlocal flushing

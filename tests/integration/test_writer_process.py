@@ -105,6 +105,33 @@ def test_a_lone_surrogate_sent_to_the_writer_is_refused_naming_its_path(
 
 
 
+def test_the_answers_of_a_batch_reach_their_own_requests(
+        api: RunningServer, ns: str, db: Any) -> None:
+    """Requests sent at once on one connection are committed together, and a batch's
+    answers to one connection leave in one write: each still reaches its own request."""
+    assert api.settings.writer_socket is not None
+    keys = [f"k{i}" for i in range(64)]
+
+    async def send() -> list[Any]:
+        remote = RemoteWriter(api.settings.writer_socket or "")
+        try:
+            return list(await asyncio.gather(*(
+                remote.write(Put(ns, key, document={"key": key}), writer_context(ns), None)
+                for key in keys)))
+        finally:
+            await remote.close()
+
+    outcomes = asyncio.run(send())
+    assert [(o.key, o.version, o.document) for o in outcomes] == [
+        (key, 1, {"key": key}) for key in keys]
+    assert len({o.position for o in outcomes}) == len(keys)
+    # committed in fewer transactions than requests: batches of several answers were sent
+    row = db.execute("SELECT count(DISTINCT e.xmin::text) FROM ssot_events e "
+                     "JOIN entry_history h ON h.position = e.notification_id "
+                     "WHERE h.namespace = %s", (ns,)).fetchone()
+    assert row is not None and 1 <= row[0] < len(keys)
+
+
 def test_a_write_on_a_connection_the_dead_writer_closed_is_sent_again_once(
         api: RunningServer, db: Any, ns: str) -> None:
     """uvloop refuses to write on a socket whose peer (a killed writer) closed before our
