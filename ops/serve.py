@@ -81,14 +81,14 @@ class FollowersWatch:
     have begun when it happens: then it stops as soon as it begins."""
 
     def __init__(self) -> None:
-        self.failed: list[BaseException] = []
+        self.failed: BaseException | None = None  # the first error that ended the thread
         self._stop: Callable[[], None] | None = None
         self._lock = threading.Lock()
 
     def serving(self, stop: Callable[[], None]) -> None:
         """Serving has begun; ``stop`` ends it (from any thread)."""
         with self._lock:
-            self._stop, failed = stop, bool(self.failed)
+            self._stop, failed = stop, self.failed is not None
         if failed:
             stop()
 
@@ -97,14 +97,14 @@ class FollowersWatch:
         log.critical("the followers of the log stopped (%s): stopping serve",
                      redact_url(f"{type(error).__name__}: {error}"))
         with self._lock:
-            self.failed.append(error)
+            if self.failed is None:
+                self.failed = error
             stop = self._stop
         if stop is not None:
             stop()
 
     def exit_if_failed(self) -> None:
-        if self.failed:
-            error = self.failed[0]
+        if (error := self.failed) is not None:
             raise FollowersStopped(
                 "serve stopped because the followers of the log (broadcaster, digester, "
                 f"views) stopped: {redact_url(f'{type(error).__name__}: {error}')}")
