@@ -59,6 +59,8 @@ HASHED_WHOLE = ("timestamp", "event_id", "namespace", "key", "document", "patch"
                 "prev_hash", "auth", "restored_from_version", "class_version", "stream",
                 "version", "type")
 _ONLY_WHEN_STORED = "restored_from_version"
+#: HASHED_WHOLE with and without its member stored only when set.
+_WHOLE_ORDERS = frozenset({HASHED_WHOLE, tuple(k for k in HASHED_WHOLE if k != _ONLY_WHEN_STORED)})
 
 
 _SORT_KEYS = orjson.OPT_SORT_KEYS
@@ -154,10 +156,12 @@ def ordered(members: dict[str, Any]) -> bytes:
 
 
 def _in_whole_order(members: dict[str, Any]) -> dict[str, Any]:
+    if (given := tuple(members)) in _WHOLE_ORDERS:  # as hashed_members builds them
+        return members
     order = tuple(k for k in HASHED_WHOLE if k in members)
     if len(order) != len(members):
         raise ValueError(f"not a hashed object: {sorted(set(members) - set(order))}")
-    return members if tuple(members) == order else {k: members[k] for k in order}
+    return members if given == order else {k: members[k] for k in order}
 
 
 def _ordered_stdlib(top: dict[str, Any]) -> bytes:

@@ -102,6 +102,16 @@ def test_the_hash_keeps_the_order_of_the_members_inside_a_value() -> None:
     assert chain.event_hash(_fields(state, event)) != event.hash
 
 
+def test_a_hashed_object_encodes_alike_whatever_the_order_of_its_own_members() -> None:
+    for event in _history():
+        hashed = chain.hashed_members(orjson.loads(_stored(event)))
+        assert tuple(hashed) in {chain.HASHED_WHOLE, tuple(
+            k for k in chain.HASHED_WHOLE if k != "restored_from_version")}
+        shuffled = dict(reversed(list(hashed.items())))
+        assert chain.members_hash(shuffled) == chain.members_hash(hashed)
+        with pytest.raises(ValueError, match="not a hashed object"):
+            chain.members_hash({**hashed, "extra": 1})
+
 def test_events_before_version_5_hash_as_they_always_did() -> None:
     event = _history()[1]
     state = orjson.loads(_stored(event))
