@@ -218,7 +218,7 @@ async def serve_writer(
             answers.setdefault(out, []).append(frame(encode_result(request_id, future)))
         for out, frames in answers.items():
             if not out.is_closing():
-                out.write(frames[0] if len(frames) == 1 else b"".join(frames))
+                out.write(b"".join(frames))
 
     async def connection(reader: asyncio.StreamReader, out: asyncio.StreamWriter) -> None:
         nonlocal flushing

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import IO
 
-from .embedded.processes import alive, free_ports
+from .embedded.processes import alive, free_port, free_ports
 
 __all__ = ["Group", "alive", "child_processes", "free_port", "free_ports"]
 
@@ -100,7 +100,3 @@ def child_processes(parent: int, word: str) -> list[int]:
         if ppid == parent and word.encode() in argv:
             found.append(int(entry.name))
     return found
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    return free_ports(1, host)[0]

@@ -19,9 +19,10 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from ..embedded.processes import free_port
 from .http_load import GET_CONNECTIONS, RawSpec, raw_step
 from .measuring import HOST, CpuMeter, fmt, say
-from .server import free_port, gone
+from .server import gone
 
 app = FastAPI()
 PATH = "/v1/trivial"

@@ -18,15 +18,11 @@ from pathlib import Path
 
 import nats
 
-from ..embedded.processes import free_ports
+from ..embedded.processes import free_port
 from .measuring import HOST, descendants, process_table, say
 
 SERVER_START_TIMEOUT = 120.0
 SERVER_STOP_TIMEOUT = 40.0
-
-
-def free_port() -> int:
-    return free_ports(1, HOST)[0]
 
 
 def read_status_kb(pid: int, field_name: str) -> int | None:

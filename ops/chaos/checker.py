@@ -156,7 +156,7 @@ def check(config: dict[str, Any], history: list[dict[str, Any]],
         "seed": config["seed"],
         "duration": config["duration"],
         "clients": config["clients"],
-        "think": config.get("think", 0.01),
+        "think": config.get("think", 0.01),  # a run folder from before --think: 0.01
         "operations": {
             "total": len(ops),
             "writes_acknowledged": acknowledged,

@@ -100,8 +100,8 @@ class Client:
     def __init__(self, number: int, seed: int, base_url: str, history: History, run_id: str,
                  keys: list[str], token: str, role: Role = ANYTHING,
                  locked: list[str] | None = None,
-                 transport: httpx.AsyncBaseTransport | None = None,
-                 think: float = 0.01) -> None:
+                 transport: httpx.AsyncBaseTransport | None = None, *,
+                 think: float) -> None:
         self.number = number
         self.think = think  # most seconds between two operations
         self.role = role

@@ -228,7 +228,7 @@ def _server_checks(cluster: Servers, config: dict[str, Any]) -> dict[str, Any]:
 
 def run(folder: Path, seed: int, duration: float, clients: int, keys: int, faults: bool,
         keep_data: bool, topology: str = "single", only: tuple[str, ...] = (), *,
-        think: float = 0.01) -> int:
+        think: float) -> int:
     """One run into ``folder``; returns the exit code."""
     from nexus_ssot.ledger.settings import Settings
 

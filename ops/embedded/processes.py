@@ -60,6 +60,11 @@ def free_ports(count: int, host: str = HOST) -> list[int]:
         return ports
 
 
+def free_port(host: str = HOST) -> int:
+    """One port the kernel considers free on ``host`` (see ``free_ports``)."""
+    return free_ports(1, host)[0]
+
+
 def read_from(path: Path, offset: int = 0) -> str:
     """The text of ``path`` from ``offset`` on ("" when unreadable)."""
     try:

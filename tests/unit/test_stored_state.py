@@ -112,6 +112,7 @@ def test_a_hashed_object_encodes_alike_whatever_the_order_of_its_own_members() -
         with pytest.raises(ValueError, match="not a hashed object"):
             chain.members_hash({**hashed, "extra": 1})
 
+
 def test_events_before_version_5_hash_as_they_always_did() -> None:
     event = _history()[1]
     state = orjson.loads(_stored(event))
