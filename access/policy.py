@@ -376,6 +376,8 @@ class PolicySet:
     def rate_limit(self, identity: Identity) -> RateLimit | None:
         """The rate limit for ``identity``: its user's or token's, else its groups', else
         ``*``'s; the most generous at the most specific level."""
+        if not self._limits:  # (no policy sets any: as every request asks, say so at once)
+            return None
         return self._limit_for(identity.principals)
 
     def _rate_limit(self, principals: tuple[str, ...]) -> RateLimit | None:

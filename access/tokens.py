@@ -83,6 +83,14 @@ class TokenRecord:
     def expired(self, now: datetime) -> bool:
         return self.expires_at is not None and now >= self.expires_at
 
+    def expired_by(self, now: float) -> bool:
+        """``expired`` at ``now`` in seconds since the epoch (``time.time()``)."""
+        return self._expires_ts is not None and now >= self._expires_ts
+
+    @cached_property
+    def _expires_ts(self) -> float | None:
+        return None if self.expires_at is None else self.expires_at.timestamp()
+
     def identity(self) -> Identity:
         """The caller this token proves: one object per record (identities are immutable),
         so its principals are worked out once, not on every request."""

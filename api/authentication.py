@@ -22,7 +22,8 @@ import dataclasses
 import hashlib
 import hmac
 import re
-from datetime import UTC, datetime
+import time
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -31,7 +32,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from nexus_ssot.access.errors import AuthenticationFailed, Reason
 from nexus_ssot.access.identity import ADMINS, ANONYMOUS, Identity
 from nexus_ssot.access.oidc_config import oidc_configured
-from nexus_ssot.access.tokens import token_id_of
+from nexus_ssot.access.tokens import TokenRecord, token_id_of
 from nexus_ssot.ledger.settings import Settings
 
 from .console_pages import is_console
@@ -51,6 +52,9 @@ def is_public(path: str) -> bool:
     docs pages (under ASSETS, a mount that answers files and nothing else) and the web
     console's pages and assets (they hold no data: the console signs in to the API)."""
     return path in PUBLIC_PATHS or path.startswith(ASSETS + "/") or is_console(path)
+
+#: The most proven tokens an ``Authenticator`` remembers (then it starts afresh).
+MAX_PROVEN_TOKENS = 10_000
 
 _TEXT = re.compile(r"^[^\x00-\x1f\x7f]{1,255}$")
 
@@ -98,26 +102,40 @@ class Authenticator:
         #: One identity for every request of the bootstrap token (identities are immutable).
         self.bootstrap_identity = (None if self.bootstrap is None
                                    else bootstrap_identity(self.bootstrap))
+        #: The API tokens proven since the access state's tokens were last loaded, by the
+        #: SHA-256 of the token (as their records keep it, never the token itself): the
+        #: record each matched. A token seen again is its record at once, without being
+        #: parsed, looked up and compared again; its expiry is still checked every time,
+        #: and a reload (a revocation, a new token) starts afresh.
+        self._proven: dict[str, TokenRecord] = {}
+        self._proven_of: object = None
 
     def authenticate(self, token: str, now: datetime | None = None) -> Identity:
-        now = now or datetime.now(UTC)
         digest = hashlib.sha256(token.encode()).hexdigest()
-        if self.bootstrap is not None and hmac.compare_digest(digest, self.bootstrap):
-            return self.bootstrap_identity or bootstrap_identity(self.bootstrap)
-        token_id = token_id_of(token)
-        if token_id is not None:
+        tokens = self.state.tokens
+        if self._proven_of is not tokens:
+            self._proven, self._proven_of = {}, tokens
+        record: TokenRecord | None = self._proven.get(digest)
+        if record is None:
+            if self.bootstrap is not None and hmac.compare_digest(digest, self.bootstrap):
+                return self.bootstrap_identity or bootstrap_identity(self.bootstrap)
+            token_id = token_id_of(token)
+            if token_id is None:
+                if self.jwt is not None and token.count(".") == 2:
+                    return self.from_provider(self.jwt.authenticate(token))
+                raise failed("malformed")
             record = self.state.token(token_id)
             if record is None:
                 raise failed("revoked" if token_id in self.state.revoked else "unknown_token")
             if not hmac.compare_digest(digest, record.hash):
                 raise failed("unknown_token")
-            if record.expired(now):
-                raise failed("expired")
-            identity: Identity = record.identity()
-            return identity
-        if self.jwt is not None and token.count(".") == 2:
-            return self.from_provider(self.jwt.authenticate(token))
-        raise failed("malformed")
+            if len(self._proven) >= MAX_PROVEN_TOKENS:
+                self._proven.clear()
+            self._proven[digest] = record
+        if record.expired(now) if now is not None else record.expired_by(time.time()):
+            raise failed("expired")
+        identity: Identity = record.identity()
+        return identity
 
     def from_provider(self, identity: Identity) -> Identity:
         """An OIDC identity with the provider's groups as the ledger reads them: its
@@ -133,10 +151,6 @@ class Authenticator:
             identity = self.jwt.try_cached(token)
             return None if identity is None else self.from_provider(identity)
         return self.authenticate(token)
-
-
-def _header(scope: Scope, name: bytes) -> list[bytes]:
-    return [v for k, v in scope["headers"] if k == name]
 
 
 class Authenticate:
@@ -163,8 +177,15 @@ class Authenticate:
             state["identity"] = ANONYMOUS
             await self.app(scope, receive, send)
             return
+        authorization: list[bytes] = []
+        actor: list[bytes] = []
+        for name, value in scope["headers"]:  # one pass for both: this runs for every request
+            if name == b"authorization":
+                authorization.append(value)
+            elif name == b"x-actor":
+                actor.append(value)
         try:
-            identity = await self._identify(scope, service)
+            identity = await self._identify(authorization, service)
         except AuthenticationFailed as failure:
             if self.limiter is not None:  # guessing tokens: limited per source address
                 verdict = self.limiter.check(None, source_address(scope))
@@ -178,7 +199,6 @@ class Authenticate:
                             b'Bearer realm="nexus-ssot", error="invalid_token"'
                             if failure.reason != "missing" else b'Bearer realm="nexus-ssot"')])
             return
-        actor = _header(scope, b"x-actor")
         if actor:
             if not service.settings.trusted_proxies.intersection(identity.principals):
                 service.refused(scope, 403, "untrusted_proxy", identity)
@@ -196,13 +216,13 @@ class Authenticate:
         state["identity"] = identity
         await self.app(scope, receive, send)
 
-    async def _identify(self, scope: Scope, service: Any) -> Identity:
-        values = _header(scope, b"authorization")
-        if not values:
+    async def _identify(self, authorization: list[bytes], service: Any) -> Identity:
+        """The identity the request's ``Authorization`` headers prove."""
+        if not authorization:
             raise failed("missing")
-        if len(values) > 1:
+        if len(authorization) > 1:
             raise failed("duplicate")
-        scheme, _, token = values[0].decode("latin-1").strip().partition(" ")
+        scheme, _, token = authorization[0].decode("latin-1").strip().partition(" ")
         if scheme.lower() != "bearer":
             raise failed("unsupported_scheme")
         token = token.strip()

@@ -62,16 +62,16 @@ class Service:
     async def authenticate(self, token: str) -> Identity:
         """The identity a bearer token proves (raises ``AuthenticationFailed``). A JWT may
         need its issuer's keys fetched: that happens off the event loop."""
-        asked_at = time.monotonic()
         try:
             identity = self.authenticator.authenticate_without_io(token)
         except AuthenticationFailed as e:
             # A token made through another worker is known here within
             # access_refresh_seconds; one refused as unknown is looked up on fresh state
-            # before the caller is told so (one indexed query, only on a refusal).
+            # before the caller is told so (one indexed query, only on a refusal), unless
+            # a read began after it was refused.
             if e.reason != "unknown_token":
                 raise
-            await self.access.refresh(unless_read_since=asked_at)
+            await self.access.refresh(unless_read_since=time.monotonic())
             identity = self.authenticator.authenticate_without_io(token)
         if identity is None:
             return await asyncio.to_thread(self.authenticator.authenticate, token)
