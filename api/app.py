@@ -198,7 +198,10 @@ def create_app(settings: Settings) -> FastAPI:
                                             settings.metrics_namespace_limit),
                 read_pool)
             service = app.state.service
-            service.current_reads = CurrentReads(lambda: read_connection(service, None))
+            # (with a read replica, reads go where read_connection sends them)
+            service.current_reads = CurrentReads(lambda: read_connection(service, None),
+                                                 pool if read_pool is None else None)
+            opened.push_async_callback(service.current_reads.close)  # before the pool closes
             stack.push_async_callback(opened.pop_all().aclose)
 
     def end_feeds() -> None:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, AsyncCursor
 
 from nexus_ssot.ledger.namespace_settings import SETTINGS_NAMESPACE
 
@@ -24,8 +24,10 @@ _GET = f"SELECT version, deleted, {ENTRY_JSON} FROM entries WHERE namespace = %s
 
 
 async def current_entry(
-    conn: AsyncConnection[tuple[Any, ...]], namespace: str, key: str
+    conn: AsyncConnection[tuple[Any, ...]] | AsyncCursor[Any], namespace: str, key: str
 ) -> CurrentEntry | None:
+    """The entry's current state (None: never written), read through ``conn`` (a
+    connection, or a cursor to use again)."""
     cur = await conn.execute(_GET, (namespace, key), prepare=True)
     row = await cur.fetchone()
     if row is None:
@@ -41,7 +43,7 @@ _GET_MANY = (
 
 
 async def current_entries(
-    conn: AsyncConnection[tuple[Any, ...]], addresses: list[tuple[str, str]]
+    conn: AsyncConnection[tuple[Any, ...]] | AsyncCursor[Any], addresses: list[tuple[str, str]]
 ) -> list[CurrentEntry | None]:
     """``current_entry`` of each (namespace, key) of ``addresses``, in one statement."""
     if len(addresses) == 1:

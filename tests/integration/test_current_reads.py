@@ -16,6 +16,7 @@ import orjson
 import psycopg
 import pytest
 from prometheus_client import REGISTRY
+from psycopg_pool import AsyncConnectionPool
 
 from nexus_ssot.api.current_reads import CurrentReads
 from nexus_ssot.ledger.commands import Context, Delete, Put
@@ -153,3 +154,40 @@ def test_a_read_given_up_leaves_the_others_waiting_with_it_their_answer(
         return await kept
 
     assert document(asyncio.run(run())) == {"v": 1}
+
+
+def test_reads_keep_one_connection_of_the_pool_and_a_broken_one_is_replaced(
+        writer: GroupCommitWriter, database_url: str, ns: str) -> None:
+    write(writer, Put(ns, "k", document={"v": 1}))
+
+    async def run() -> tuple[list[Any], Any, Any, dict[str, int], dict[str, int]]:
+        unused = Connections(database_url)
+        async with AsyncConnectionPool(database_url, min_size=1, max_size=2,
+                                       kwargs={"autocommit": True}) as pool:
+            reads = CurrentReads(unused.connect, pool)
+            alone = [await reads.current(ns, "k") for _ in range(20)]
+            together = await asyncio.gather(*(reads.current(ns, k) for k in ("k", "x", "k")))
+            stats = pool.get_stats()
+            # the kept connection's server process ends (a failover, a restart of it)
+            assert reads._kept is not None
+            pid = reads._kept[0].info.backend_pid
+            async with pool.connection() as admin:
+                await admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            with pytest.raises(psycopg.OperationalError):
+                await reads.current(ns, "k")
+            again = await reads.current(ns, "k")
+            await reads.close()
+            after = pool.get_stats()
+            assert unused.opened == 0  # every statement went on the pool's connection
+            return [*alone, *together], again, together[1], stats, after
+
+    found, again, missing, stats, after = asyncio.run(run())
+    assert all(document(e) == {"v": 1} for e in found if e is not None)
+    assert missing is None
+    assert document(again) == {"v": 1}
+    # 23 reads, 21 statements: one checkout from the pool
+    assert stats["requests_num"] == 1
+    # the broken connection went back to the pool, which found it bad, and one more was
+    # taken
+    assert after["requests_num"] == 1 + 1 + 1  # (+1: the test's own, to end the backend)
+    assert after["returns_bad"] == 1
