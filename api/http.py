@@ -33,13 +33,25 @@ _FIELDS = {"content-type": "Content-Type", "content-encoding": "Content-Encoding
            "idempotency-key": "Idempotency-Key", "x-reason": "X-Reason", "x-actor": "X-Actor"}
 
 
+#: Each of those names as the server gives it (``scope["headers"]``: lower case, bytes).
+_RAW = {name: name.encode("latin-1") for name in _FIELDS}
+
+
 def header(request: Request, name: str) -> str | None:
-    """The one value of header ``name`` (lower case): given twice, which would count?"""
-    values = request.headers.getlist(name)
-    if len(values) > 1:
-        raise InvalidInput(f"{_FIELDS[name]} is given {len(values)} times; give it once",
+    """The one value of header ``name`` (lower case): given twice, which would count?
+    (Searched in the request's raw headers: several of these are asked for on every
+    write, and each ``request.headers`` lookup builds a list.)"""
+    raw = _RAW[name]
+    found: bytes | None = None
+    times = 0
+    for key, value in request.scope["headers"]:
+        if key == raw:
+            found = value
+            times += 1
+    if times > 1:
+        raise InvalidInput(f"{_FIELDS[name]} is given {times} times; give it once",
                            code="duplicate_header", field=_FIELDS[name])
-    return values[0] if values else None
+    return None if found is None else found.decode("latin-1")
 
 
 def media_type(request: Request) -> str:
@@ -48,13 +60,14 @@ def media_type(request: Request) -> str:
 
 def require_media_type(request: Request, *allowed: str) -> str:
     """The body's media type, one of ``allowed``, in UTF-8 (the only charset of JSON)."""
-    mt = media_type(request)
+    given = header(request, "content-type") or ""
+    mt = given.split(";", 1)[0].strip().lower()
     if mt not in allowed:
         raise UnsupportedMediaType(
             f"Content-Type must be {' or '.join(allowed)}, not {quoted(mt or 'missing')}",
             field="Content-Type",
         )
-    for parameter in (header(request, "content-type") or "").split(";")[1:]:
+    for parameter in given.split(";")[1:]:
         name, _, value = parameter.partition("=")
         charset = value.strip().strip('"').lower()
         if name.strip().lower() == "charset" and charset not in ("utf-8", "utf8"):
