@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 from fastapi import Request
 
+from nexus_ssot.ledger.chain import timestamp
 from nexus_ssot.ledger.commands import Expectation
 from nexus_ssot.ledger.errors import (
     DocumentTooLarge,
@@ -281,7 +282,7 @@ def utc_now() -> datetime:
 
 
 def rfc3339(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return timestamp(moment)
 
 
 def etag(version: int) -> str:

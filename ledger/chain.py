@@ -196,8 +196,13 @@ def event_hash(fields: dict[str, Any]) -> str:
 
 
 def timestamp(moment: datetime) -> str:
-    """A commit time as the leaves spell it: RFC 3339 UTC with microseconds."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """A commit time as the leaves spell it: RFC 3339 UTC with microseconds
+    (``%Y-%m-%dT%H:%M:%S.%fZ``; ``isoformat`` writes the same for the years from 1000 on,
+    in a fraction of ``strftime``'s time)."""
+    utc = moment.astimezone(UTC)
+    if utc.year < 1000:  # strftime's %Y does not pad them: spelled as they always were
+        return utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return utc.isoformat(timespec="microseconds")[:26] + "Z"
 
 
 def leaf_data(position: int, recorded_at: datetime, hash_hex: str) -> bytes:

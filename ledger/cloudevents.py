@@ -7,10 +7,12 @@ tracing extension's attributes ``traceparent`` and ``tracestate`` (docs/tracing.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import orjson
+
+from .chain import timestamp
 
 TYPE_PREFIX = "io.nexus.ssot."
 SOURCE_PREFIX = "urn:nexus-ssot:namespace:"
@@ -63,7 +65,7 @@ def cloudevent(row: dict[str, Any]) -> bytes:
         "source": SOURCE_PREFIX + row["namespace"],
         "type": TYPE_PREFIX + row["event_type"],
         "subject": row["key"],
-        "time": recorded_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "time": timestamp(recorded_at),
         "datacontenttype": "application/json",
     }
     if row.get("traceparent"):  # the distributed tracing extension

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 from typing import Any
 
@@ -30,6 +31,9 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js.api import Header, PubAck
 
+#: The members of an acknowledgement that PubAck holds (the others are ignored, as
+#: nats-py's own reading of it ignores them).
+_PUB_ACK = frozenset(f.name for f in dataclasses.fields(PubAck))
 #: The status of a request nothing answered (no stream listens on the subject).
 _NO_RESPONDERS = "503"
 
@@ -94,7 +98,8 @@ def resolve(future: asyncio.Future[PubAck], msg: Msg) -> None:
         if error is not None:
             future.set_exception(api_error(error))
         else:
-            future.set_result(PubAck.from_response(answer))
+            # (PubAck.from_response, without working out the class's fields each time)
+            future.set_result(PubAck(**{k: v for k, v in answer.items() if k in _PUB_ACK}))
     except (AttributeError, TypeError, ValueError) as e:  # (orjson's errors are ValueErrors)
         future.set_exception(nats.js.errors.Error(f"unreadable acknowledgement: {e!r}"))
 

@@ -12,10 +12,13 @@ from __future__ import annotations
 import re
 
 _SAFE = re.compile(r"[A-Za-z0-9_-]")
+_ALL_SAFE = re.compile(r"[A-Za-z0-9_-]*")
 _ESCAPE = re.compile(r"%([0-9A-F]{2})")
 
 
 def encode_token(segment: str) -> str:
+    if _ALL_SAFE.fullmatch(segment):  # most are: one match, not one per character
+        return segment
     return "".join(
         ch if _SAFE.fullmatch(ch) else "".join(f"%{b:02X}" for b in ch.encode())
         for ch in segment
