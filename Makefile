@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test test-unit test-cluster lint lint-imports import-tree promtool chromium screenshots monitoring typecheck bench chaos fuzz clean install
+.PHONY: run test test-unit test-cluster lint lint-imports import-tree promtool chromium screenshots monitoring typecheck bench bench-instructions chaos fuzz clean install
 
 install: $(STAMP)
 
@@ -118,6 +118,11 @@ typecheck: $(STAMP) import-tree
 BENCH_ARGS ?=
 bench: $(STAMP)
 	$(PY) -m nexus_ssot.ops.bench --out bench/results $(BENCH_ARGS)
+
+# Instructions per request of one HTTP worker under valgrind, auth off and on
+# (ops/bench/instructions.py; Debian's valgrind; SSOT_DATABASE_URL and SSOT_NATS_URL set).
+bench-instructions: $(STAMP)
+	$(PY) -m nexus_ssot.ops.bench.instructions --out bench/results $(INSTRUCTIONS_ARGS)
 
 # The correctness harness (docs/harness.md): `make chaos DURATION=3600 SEED=42`.
 DURATION ?= 600

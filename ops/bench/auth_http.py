@@ -181,8 +181,10 @@ def run_alternating(spec: AlternatingSpec) -> dict[str, Any]:
 # --- the servers -----------------------------------------------------------------------------
 
 
-def _request(port: int, method: str, path: str, token: str | None,
-             body: Any = None) -> tuple[int, Any]:
+def api_request(port: int, method: str, path: str, token: str | None,
+                body: Any = None) -> tuple[int, Any]:
+    """One request to the server on ``port`` (with ``token``, a JSON ``body``): its status
+    and its answer, decoded."""
     conn = http.client.HTTPConnection(HOST, port, timeout=30.0)
     try:
         headers = {"Content-Type": "application/json"} if body is not None else {}
@@ -212,11 +214,11 @@ def set_up_access(port: int, bootstrap: str) -> AuthSetup:
     started = time.monotonic()
     documents = policy_documents()
     for name, document in documents.items():
-        status, answer = _request(port, "PUT", f"/v1/access/policies/{name}", bootstrap,
+        status, answer = api_request(port, "PUT", f"/v1/access/policies/{name}", bootstrap,
                                   document)
         if status not in (200, 201):
             raise RuntimeError(f"PUT policy {name}: HTTP {status} {answer}")
-    status, answer = _request(port, "POST", "/v1/access/tokens", bootstrap, {
+    status, answer = api_request(port, "POST", "/v1/access/tokens", bootstrap, {
         "subject": BENCH_SUBJECT, "groups": list(BENCH_GROUPS), "expires_in": 3600,
         "description": "bench: auth on beside auth off"})
     if status != 201:
@@ -227,13 +229,13 @@ def set_up_access(port: int, bootstrap: str) -> AuthSetup:
     while in_a_row < 10:
         if time.monotonic() > deadline:
             raise RuntimeError(f"the workers did not know the new token within {ACCESS_WAIT} s")
-        status, me = _request(port, "GET", f"/v1/access/whoami?namespace={NAMESPACE}", token)
+        status, me = api_request(port, "GET", f"/v1/access/whoami?namespace={NAMESPACE}", token)
         in_a_row = in_a_row + 1 if status == 200 and me["policy_version"] > 0 else 0
         if in_a_row == 0:
             time.sleep(0.05)  # polling interval, not a wait for readiness
     checks = {"whoami_actions": me["actions"], "is_admin": "admins" in me["groups"]}
     for key, action in (("k", "write"), ("secrets/x", "write"), ("k", "delete")):
-        status, why = _request(port, "GET", f"/v1/access/explain?action={action}"
+        status, why = api_request(port, "GET", f"/v1/access/explain?action={action}"
                                f"&namespace={NAMESPACE}&key={key}", token)
         checks[f"{action} {key}"] = why["reason"] if status == 200 else f"HTTP {status}"
     return AuthSetup(token, token_id, sum(len(d["rules"]) for d in documents.values()),
