@@ -56,13 +56,18 @@ def header(request: Request, name: str) -> str | None:
 
 
 def media_type(request: Request) -> str:
-    return (header(request, "content-type") or "").split(";", 1)[0].strip().lower()
+    return _bare(header(request, "content-type") or "")
+
+
+def _bare(content_type: str) -> str:
+    """A Content-Type's media type, without its parameters, in lower case."""
+    return content_type.split(";", 1)[0].strip().lower()
 
 
 def require_media_type(request: Request, *allowed: str) -> str:
     """The body's media type, one of ``allowed``, in UTF-8 (the only charset of JSON)."""
     given = header(request, "content-type") or ""
-    mt = given.split(";", 1)[0].strip().lower()
+    mt = _bare(given)
     if mt not in allowed:
         raise UnsupportedMediaType(
             f"Content-Type must be {' or '.join(allowed)}, not {quoted(mt or 'missing')}",

@@ -22,6 +22,7 @@ import http.client
 import os
 import re
 import secrets
+import select
 import shutil
 import socket
 import subprocess
@@ -31,14 +32,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from .auth_http import api_request, databases, set_up_access
+from .http_load import BODY
 from .measuring import HOST, NAMESPACE, descendants, process_table, say
 from .server import Server
 
 WARMUP = 300
 READY_TIMEOUT = 300.0
 KEY = "instructions-probe"
-DOCUMENT = (b'{"service":"payments-api","region":"eu-west-1","host":"db-001.internal",'
-            b'"port":5432,"pool":{"min":2,"max":32},"flags":["tls","audit"],"revision":%d}')
 #: The count of a callgrind file: its "totals:" line (its "summary:" line may be 0).
 _TOTALS = re.compile(rb"^totals: (\d+)", re.MULTILINE)
 
@@ -58,7 +58,7 @@ def _send(conn: http.client.HTTPConnection, method: str, headers: dict[str, str]
           version: list[int]) -> None:
     path = f"/v1/namespaces/{NAMESPACE}/entries/{KEY}"
     if method == "PUT":
-        conn.request("PUT", path, body=DOCUMENT % version[0], headers={
+        conn.request("PUT", path, body=BODY % (0, version[0]), headers={
             **headers, "If-Match": f'"{version[0]}"', "Content-Type": "application/json"})
     else:
         conn.request("GET", path, headers=headers)
@@ -91,14 +91,9 @@ def count_side(server: Server, token: str | None, methods: list[str], count: int
         os.close(ready_write)
         try:
             started = time.monotonic()
-            os.set_blocking(ready_read, False)
-            while True:
-                with contextlib.suppress(BlockingIOError):
-                    if os.read(ready_read, 1):
-                        break
-                if worker.poll() is not None or time.monotonic() - started > READY_TIMEOUT:
-                    raise RuntimeError(f"the worker under valgrind did not start: {out.stem}.log")
-                time.sleep(0.2)
+            readable, _, _ = select.select([ready_read], [], [], READY_TIMEOUT)
+            if not readable or not os.read(ready_read, 1):  # (EOF: the worker ended)
+                raise RuntimeError(f"the worker under valgrind did not start: {out.stem}.log")
             say(f"{server.data_dir.name} {method}: worker ready under valgrind in "
                 f"{time.monotonic() - started:.0f} s")
             conn = http.client.HTTPConnection(HOST, listener.getsockname()[1], timeout=120)
