@@ -83,8 +83,15 @@ class Tables(Mapping[str, str]):
         return len(self._quoted)
 
 
+#: Seconds a view's runner waits after a range that caught up, before taking the next
+#: (``ViewRunner.linger``), unless the view says otherwise with a ``linger`` of its own.
+LINGER = 0.02
+
+
 class View(Protocol):
-    """What the runtime needs of a view module's view."""
+    """What the runtime needs of a view module's view. A view may also set ``linger``
+    (seconds, a class attribute): how stale it may be allowed to get under a trickle of
+    writes, to fold fewer, longer ranges (``LINGER`` when it does not say)."""
 
     #: The view's name: its tracking row and its advisory lock.
     name: ClassVar[str]
@@ -257,7 +264,7 @@ class ViewRunner:
     """Keeps one view up to date with the log, exactly once, until stopped."""
 
     def __init__(self, database_url: str, view: View, *, batch_size: int = 1000,
-                 poll_interval: float = 1.0, linger: float = 0.02) -> None:
+                 poll_interval: float = 1.0, linger: float | None = None) -> None:
         self.database_url = database_url
         self.view = view
         self.tables = Tables(view.tables)
@@ -266,7 +273,7 @@ class ViewRunner:
         #: Seconds at least between two ranges applied: under a steady trickle of writes
         #: (one event per commit) a range then holds the events of ``linger`` seconds,
         #: not one — each range costs two round trips and a wake-up whatever its size.
-        self.linger = linger
+        self.linger = linger if linger is not None else float(getattr(view, "linger", LINGER))
         self.progress = ViewProgress(view.name)
 
     async def run(self, stop: asyncio.Event, following: Following | None = None) -> None:
@@ -334,7 +341,7 @@ class ViewRunner:
                 position = upto
                 self._report(position)
                 if len(events) < self.batch_size:  # caught up: let the next range fill
-                    await asyncio.sleep(self.linger)
+                    await sleep_unless_stopped(stop, self.linger)
 
     def _measure_lag(self, events: Sequence[LogEvent], head: int) -> None:
         self.progress.head = max(head, events[-1].position)

@@ -15,7 +15,8 @@ import pytest
 
 from nexus_ssot.ledger.writer import GroupCommitWriter
 from nexus_ssot.ops.project import run_all
-from nexus_ssot.projections.runtime import Tables, ViewRunner
+from nexus_ssot.projections.runtime import LINGER, Tables, ViewRunner
+from nexus_ssot.projections.schema_quality import SchemaQuality
 from tests.integration.conftest import wait_until
 from tests.integration.test_log_tail import append
 
@@ -102,3 +103,35 @@ def test_a_failing_view_retries_and_the_others_keep_following(
     wait_until(lambda: tracked(database_url, failing.view.name) >= head,
                "the failing view to catch up once its table exists", timeout=30)
     assert failing.progress.last_error is None
+
+
+def test_a_view_sets_its_own_linger_and_a_stop_does_not_wait_for_it(
+        database_url: str, writer: GroupCommitWriter) -> None:
+    """A view may say how stale it may get under a trickle (``linger``: seconds between
+    ranges once caught up); the schema-quality report waits a quarter of a second, a view
+    that says nothing ``LINGER``. A runner lingering is stopped at once, not after it."""
+    token = secrets.token_hex(4)
+    view = counting_view(f"l{token}", None)
+    type(view).linger = 60.0
+    runner = ViewRunner(database_url, view, poll_interval=0.2)
+    assert runner.linger == 60.0
+    assert ViewRunner(database_url, counting_view(f"d{token}", None)).linger == LINGER
+    assert ViewRunner(database_url, SchemaQuality()).linger == SchemaQuality.linger > LINGER
+    append(writer, "linger", 3, 1)  # before it starts: its first range takes them all
+    with psycopg.connect(database_url) as conn:
+        head = int(conn.execute("SELECT max(notification_id) FROM ssot_events").fetchone()[0])
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    thread = threading.Thread(target=loop.run_until_complete,
+                              args=(run_all([runner], stop),), daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: tracked(database_url, view.name) >= head,
+                   "the view to fold the log, then linger", timeout=30)
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(10)  # a minute's linger would hold it: the stop cuts it short
+        alive = thread.is_alive()
+        if not alive:
+            loop.close()
+    assert not alive
