@@ -31,7 +31,12 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import psycopg
+from psycopg import sql
+
 from .auth_http import api_request, databases, set_up_access
+from .database import with_database
+from .follower_instructions import count_followers
 from .http_load import BODY
 from .measuring import HOST, NAMESPACE, descendants, process_table, say
 from .server import Server
@@ -160,6 +165,31 @@ def report(results: dict[str, dict[str, float]], count: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def followers_report(server_url: str, nats_url: str, count: int, rate: float,
+                     work: Path) -> str:
+    """The followers' instructions per event, on a database of the bench's own."""
+    name = f"ssot_instructions_followers_{secrets.token_hex(3)}"
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        per_event = count_followers(with_database(server_url, name), nats_url, count, rate,
+                                    work)
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
+                          .format(sql.Identifier(name)))
+    say(f"followers: {per_event:,.0f} instructions per event")
+    stamp = datetime.now(UTC).isoformat(timespec="seconds")
+    return "\n".join([
+        f"# Instructions per event of the followers of the log — {stamp}", "",
+        f"valgrind --tool=callgrind, {count:,} one-event commits at {rate:g}/s after "
+        "40 (`make bench-instructions INSTRUCTIONS_ARGS=--followers`; "
+        "ops/bench/follower_instructions.py)", "",
+        "| followers (broadcaster, views, digester, purge) | instructions per event |",
+        "|---|---:|",
+        f"| every commit one event | {per_event:,.0f} |"]) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m nexus_ssot.ops.bench.instructions",
@@ -169,6 +199,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--method", action="append", choices=["GET", "PUT"],
                         help="GET, PUT or both (the default)")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    parser.add_argument("--followers", action="store_true",
+                        help="count the followers of the log per event instead "
+                             "(ops/bench/follower_instructions.py)")
+    parser.add_argument("--rate", type=float, default=20.0,
+                        help="with --followers: one-event commits a second")
     args = parser.parse_args(argv)
     for tool in ("valgrind", "callgrind_control"):
         if shutil.which(tool) is None:
@@ -182,8 +217,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     work = Path(f"/tmp/ssot-instructions-{secrets.token_hex(3)}")
     work.mkdir(parents=True)
-    results = measure(server_url, nats_url, args.method or ["GET", "PUT"], args.count, work)
-    text = report(results, args.count)
+    if args.followers:
+        text = followers_report(server_url, nats_url, args.count, args.rate, work)
+    else:
+        results = measure(server_url, nats_url, args.method or ["GET", "PUT"], args.count,
+                          work)
+        text = report(results, args.count)
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"instructions-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.md"
     path.write_text(text)
