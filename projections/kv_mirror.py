@@ -53,7 +53,7 @@ from .runtime import Tables, next_upto, read_log
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-NAME = "nats_kv_mirror"
+NAME = "nats_kv_mirror"  # views.KV_MIRROR, which names it without importing this
 
 #: A bucket prefix: with a namespace it makes a valid bucket name.
 BUCKET_PREFIX_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,32}$")

@@ -31,6 +31,7 @@ from nexus_ssot.ledger.settings import Settings
 from nexus_ssot.ops.project import run_all, runners_for
 from nexus_ssot.projections.kv_mirror import KvMirror, entry_key, kv_key
 from nexus_ssot.projections.runtime import Tables, ViewRunner, create_tables
+from nexus_ssot.projections.views import KV_MIRROR, SERVICE_VIEWS
 from tests.integration.conftest import KV_BUCKET_PREFIX, delete_kv_buckets, free_port, make_settings
 from tests.integration.test_cli import SSOT
 
@@ -423,3 +424,9 @@ def test_conditional_writes_that_lost_to_a_newer_one_are_counted_not_raised(
         asyncio.run(scenario())
     finally:
         delete_kv_buckets(nats_url, view.bucket_prefix)
+
+
+def test_the_views_name_the_mirror_as_it_names_itself() -> None:
+    """``projections.views`` names the mirror without importing it (nor nats-py)."""
+    assert KvMirror.name == KV_MIRROR
+    assert KV_MIRROR in SERVICE_VIEWS

@@ -1,6 +1,7 @@
 """What each process of ``ssot serve`` loads when a feature is off: PyJWT and
 cryptography come with OIDC or a signing key, jsonschema-rs with the first schema
-(each ~5-10 MB of memory in every process that holds it; docs/performance.md)."""
+(each ~5-10 MB of memory in every process that holds it; docs/performance.md); and
+nats-py only where the followers run."""
 
 from __future__ import annotations
 
@@ -30,6 +31,21 @@ def test_a_process_does_not_load_what_its_features_do_not_need(process: str) -> 
                           timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "", f"the {process} loaded {done.stdout.strip()}"
+
+
+@pytest.mark.parametrize("process", ["http worker", "writer"])
+def test_only_the_followers_load_nats(process: str) -> None:
+    """nats-py (~35 ms to import, ~1.4 MB) is the followers' (the broadcaster, the
+    digester, the KV mirror): the processes that serve and write never publish."""
+    code = f"{PROCESSES[process]}\nimport sys\nprint('nats' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False", f"the {process} loaded nats-py"
+    followers = subprocess.run([sys.executable, "-c", f"{PROCESSES['supervisor']}\n"
+                                "import sys\nprint('nats' in sys.modules)"],
+                               capture_output=True, text=True, timeout=60, check=False)
+    assert followers.stdout.strip() == "True", followers.stderr  # the check sees it
 
 
 def test_the_check_sees_a_loaded_library() -> None:
