@@ -165,11 +165,7 @@ async def get_entry(
     service = service_of(request)
     one_coordinate(version=version, as_of=as_of, position=position)
     if version is None and as_of is None and position is None and min_position is None:
-        current = await service.current_reads.current(ns, k)
-        if current is None:
-            async with _reading(service, None, None, None, None) as conn:
-                raise await unless_namespace_missing(conn, ns, _absent(ns, k))
-        return _current(request, ns, k, current)
+        return _current(request, ns, k, await read_current(service, ns, k))
     async with _reading(service, version, as_of, position, min_position) as conn:
         if as_of is not None or position is not None:
             cut = await cut_at(conn, as_of, position)
@@ -205,15 +201,35 @@ async def get_entry(
     return _current(request, ns, k, current)
 
 
-def _current(request: Request, ns: str, k: str, current: current_state.CurrentEntry
-             ) -> Response:
-    """The answer of a read of the entry's current state."""
+async def read_current(service: Service, ns: str, k: str) -> current_state.CurrentEntry:
+    """The entry's current state, deleted or not; NotFound (for the entry, or for its
+    namespace when that does not exist) when it was never written."""
+    current = await service.current_reads.current(ns, k)
+    if current is None:
+        async with _reading(service, None, None, None, None) as conn:
+            raise await unless_namespace_missing(conn, ns, _absent(ns, k))
+    return current
+
+
+def current_answer(if_none_match: str | None, ns: str, k: str,
+                   current: current_state.CurrentEntry) -> tuple[int, str, bytes]:
+    """The status (200, or 304 for an ``If-None-Match`` naming it), ETag and body of a read
+    of the entry's current state; EntryGone when it is deleted."""
     if current.deleted:
         raise _deleted(ns, k, current.version)
     tag = http.etag(current.version)
-    if http.none_match(request, tag):
+    if http.none_match(if_none_match, tag):
+        return 304, tag, b""
+    return 200, tag, current.body
+
+
+def _current(request: Request, ns: str, k: str, current: current_state.CurrentEntry
+             ) -> Response:
+    """The answer of a read of the entry's current state."""
+    status, tag, body = current_answer(request.headers.get("if-none-match"), ns, k, current)
+    if status == 304:
         return Response(status_code=304, headers={"ETag": tag})
-    return Response(current.body, media_type=JSON, headers={"ETag": tag})
+    return Response(body, media_type=JSON, headers={"ETag": tag})
 
 
 def _absent(ns: str, key: str) -> NotFound:

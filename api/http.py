@@ -216,10 +216,10 @@ def expectation(request: Request) -> Expectation:
                        must_exist=must_exist)
 
 
-def none_match(request: Request, tag: str) -> bool:
-    """Whether a read's If-None-Match names ``tag`` (one of its list, or ``*``), compared
-    weakly as RFC 9110 §13.1.2 says: ``W/"3"`` and ``"3"`` are the same version."""
-    given = request.headers.get("if-none-match")
+def none_match(given: str | None, tag: str) -> bool:
+    """Whether a read's If-None-Match (``given``) names ``tag`` (one of its list, or
+    ``*``), compared weakly as RFC 9110 §13.1.2 says: ``W/"3"`` and ``"3"`` are the same
+    version."""
     if given is None:
         return False
     listed = [t.strip().removeprefix("W/") for t in given.split(",")]
