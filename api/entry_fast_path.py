@@ -15,11 +15,13 @@ the framework would give:
   with ``guard.authorize``.
 
 Anything else goes on, untouched, to the framework. A request taken runs what the route
-would: the content negotiation of ``negotiation.acceptable``, then the route function
-itself (``entries.get_entry``, ``entries.put_entry``) with the path's namespace and key;
-an exception it raises is answered by the handler the app registered for it, as the
-framework's exception middleware would, and one without a handler goes on up to the
-server-error middleware."""
+would: a PUT, the route function itself (``entries.put_entry``) with the path's namespace
+and key; a GET, the content negotiation of ``negotiation.check`` and the pieces of
+``entries.get_entry`` that read the current state (``entries.read_current``,
+``entries.current_answer``), its answer sent as the framework's response object would
+send it, without making one. An exception either raises is answered by the handler the
+app registered for it, as the framework's exception middleware would, and one without a
+handler goes on up to the server-error middleware."""
 
 from __future__ import annotations
 
