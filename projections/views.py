@@ -46,6 +46,8 @@ SERVICE_VIEWS: dict[str, Callable[[Settings], View]] = {
 
 #: Every view's name.
 VIEW_NAMES: tuple[str, ...] = (*SQL_VIEWS, *SERVICE_VIEWS)
+
+
 def every_view_for_its_tables() -> list[View]:
     """Every asynchronous view, made only to create its tables (``ssot migrate``): a view
     with an outside service is not connected to it, so its tables exist wherever it may
