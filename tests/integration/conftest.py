@@ -38,8 +38,11 @@ from nexus_ssot.ops.writer_process import WriterProcess
 #: Each xdist worker's own block of ports for the servers its tests start, below the
 #: kernel's ephemeral range (32768-60999), where bind(0) and every outgoing connection
 #: take theirs: a port one worker chose is never another worker's choice, so a server of
-#: one can never answer a test of the other (a 401 for a token it does not know).
-PORT_BLOCK = 2000
+#: one can never answer a test of the other (a 401 for a token it does not know). Twelve
+#: blocks: up to ``-n 12`` (with more, workers would share blocks again; a run takes a few
+#: hundred ports per worker).
+PORT_BLOCK = 1000
+_PORT_BLOCKS = 12
 _PORTS_BASE = 20000
 _next_port = itertools.count()
 
@@ -47,7 +50,7 @@ _next_port = itertools.count()
 def free_port() -> int:
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
     index = int(worker[2:]) if worker[2:].isdigit() else 0
-    base = _PORTS_BASE + index % 6 * PORT_BLOCK
+    base = _PORTS_BASE + index % _PORT_BLOCKS * PORT_BLOCK
     for _ in range(PORT_BLOCK):
         port = base + next(_next_port) % PORT_BLOCK
         with socket.socket() as s:
