@@ -39,6 +39,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import entries, guard, negotiation
 from .params import JSON, address
+from .service import Service
 
 _JSON = JSON.encode("latin-1")
 
@@ -75,12 +76,12 @@ class EntryFastPath:
         if taken is None:
             await self.app(scope, receive, send)
             return
-        (route, endpoint, offered), params = taken
+        (route, endpoint, offered), params, service = taken
         scope["route"] = route
         scope["endpoint"] = route.endpoint
         scope["path_params"] = params
         if offered is not None:
-            await self._read(scope, receive, send, offered, params)
+            await self._read(scope, receive, send, offered, params, service)
             return
         request = Request(scope, receive, send)
         try:
@@ -90,7 +91,8 @@ class EntryFastPath:
         await response(scope, receive, send)
 
     async def _read(self, scope: Scope, receive: Receive, send: Send,
-                    offered: set[tuple[str, str]], params: dict[str, str]) -> None:
+                    offered: set[tuple[str, str]], params: dict[str, str],
+                    service: Service) -> None:
         """A GET of the entry's current state (the only GET taken: no query string),
         answered as ``entries.get_entry`` answers it, from the request's raw parts and
         straight into the two messages of the answer: no request or response object of
@@ -98,7 +100,7 @@ class EntryFastPath:
         try:
             negotiation.check(_first(scope, b"accept"), offered)
             ns, k = address(params["namespace"], params["key"])
-            current = await entries.read_current(scope["app"].state.service, ns, k)
+            current = await entries.read_current(service, ns, k)
             status, tag, body = entries.current_answer(_first(scope, b"if-none-match"), ns,
                                                        k, current)
         except Exception as exc:
@@ -113,8 +115,9 @@ class EntryFastPath:
         await send({"type": "http.response.body", "body": body})
 
     def _takes(self, scope: Scope) -> tuple[tuple[APIRoute, Endpoint, Any],
-                                            dict[str, str]] | None:
-        """The route and path parameters of a request this path takes, else None."""
+                                            dict[str, str], Service] | None:
+        """The route, path parameters and service of a request this path takes, else
+        None."""
         if scope["type"] != "http" or scope.get("query_string") or scope.get("root_path"):
             return None
         chosen = self.routes.get(scope["method"])
@@ -132,7 +135,7 @@ class EntryFastPath:
                 identity, service.access.policies, scope["method"], guard.ENTRY_TEMPLATE,
                 params):
             return None
-        return chosen, params
+        return chosen, params, service
 
 
 def _first(scope: Scope, name: bytes) -> str | None:

@@ -34,12 +34,10 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import psycopg
 import uvloop
-from psycopg import sql
 
 from .auth_micro import BENCH_GROUPS, BENCH_SUBJECT, policy_documents
-from .database import with_database
+from .database import created
 from .http_load import Client, HttpSpec, Tally, open_clients
 from .measuring import (
     HOST,
@@ -245,17 +243,8 @@ def set_up_access(port: int, bootstrap: str) -> AuthSetup:
 @contextlib.contextmanager
 def databases(server_url: str, base: str) -> Iterator[dict[str, str]]:
     """A database per side (``<base>_auth_off``, ``_on``), dropped at the end."""
-    names = {side: f"{base}_auth_{side}" for side in SIDES}
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        for name in names.values():
-            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield {side: with_database(server_url, name) for side, name in names.items()}
-    finally:
-        with psycopg.connect(server_url, autocommit=True) as admin:
-            for name in names.values():
-                admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
-                              .format(sql.Identifier(name)))
+    with created(server_url, [f"{base}_auth_{side}" for side in SIDES]) as urls:
+        yield dict(zip(SIDES, urls, strict=True))
 
 
 def _tree_seconds(pids: dict[str, int]) -> dict[str, float]:

@@ -5,9 +5,12 @@ own connection to the run's database, which counts what the steps wrote.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from .measuring import process_table
 
@@ -23,6 +26,21 @@ def with_database(url: str, name: str) -> str:
     parts = conninfo(url)
     parts["dbname"] = name
     return psycopg.conninfo.make_conninfo(**parts)
+
+
+@contextlib.contextmanager
+def created(server_url: str, names: Sequence[str]) -> Iterator[list[str]]:
+    """Databases of these ``names`` made on the server, their URLs; dropped at the end."""
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        for name in names:
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield [with_database(server_url, name) for name in names]
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as admin:
+            for name in names:
+                admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
+                              .format(sql.Identifier(name)))
 
 
 def pg_url(parts: Conninfo) -> str:

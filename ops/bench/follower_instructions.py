@@ -30,7 +30,8 @@ import psycopg
 from nexus_ssot.ledger.settings import Settings
 from nexus_ssot.projections.status_checks import run_views
 
-from .measuring import HOST, NAMESPACE, say
+from .http_load import BODY
+from .measuring import HOST, NAMESPACE, callgrind_total, say
 from .server import Server
 
 WARMUP = 40
@@ -53,7 +54,7 @@ _OFF = {"SSOT_BROADCAST": "false", "SSOT_PROJECTIONS": "false", "SSOT_DIGESTS": 
 
 
 def _put(conn: http.client.HTTPConnection, i: int) -> int:
-    body = b'{"replicas": 3, "image": "registry.example/app:1.0", "i": %d}' % i
+    body = BODY % (i % 8, i)
     conn.request("PUT", f"/v1/namespaces/{NAMESPACE}/entries/k{i % 8}", body=body,
                  headers={"Content-Type": "application/json"})
     answer = conn.getresponse()
@@ -135,12 +136,4 @@ def count_followers(database_url: str, nats_url: str, count: int, rate: float,
                 followers.kill()
                 followers.wait()
         server.stop()
-    total = sum(_totals(path) for path in work.glob(f"{out.name}*"))
-    return total / count
-
-
-def _totals(path: Path) -> int:
-    for line in path.read_bytes().splitlines():
-        if line.startswith(b"totals: "):
-            return int(line.split()[1])
-    return 0
+    return sum(callgrind_total(path) for path in work.glob(f"{out.name}*")) / count

@@ -20,7 +20,6 @@ import argparse
 import contextlib
 import http.client
 import os
-import re
 import secrets
 import select
 import shutil
@@ -31,21 +30,16 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-import psycopg
-from psycopg import sql
-
 from .auth_http import api_request, databases, set_up_access
-from .database import with_database
+from .database import created
 from .follower_instructions import count_followers
 from .http_load import BODY
-from .measuring import HOST, NAMESPACE, descendants, process_table, say
+from .measuring import HOST, NAMESPACE, callgrind_total, descendants, process_table, say
 from .server import Server
 
 WARMUP = 300
 READY_TIMEOUT = 300.0
 KEY = "instructions-probe"
-#: The count of a callgrind file: its "totals:" line (its "summary:" line may be 0).
-_TOTALS = re.compile(rb"^totals: (\d+)", re.MULTILINE)
 
 
 def _worker_environment(server: Server) -> dict[str, str]:
@@ -117,10 +111,7 @@ def count_side(server: Server, token: str | None, methods: list[str], count: int
             worker.wait(120)
             listener.close()
             os.close(ready_read)
-        totals = _TOTALS.search(out.read_bytes())
-        if totals is None:
-            raise RuntimeError(f"no totals in {out}")
-        found[method] = int(totals.group(1)) / count
+        found[method] = callgrind_total(out) / count
         say(f"{server.data_dir.name} {method}: {found[method]:,.0f} instructions per request")
     return found
 
@@ -168,16 +159,8 @@ def report(results: dict[str, dict[str, float]], count: int) -> str:
 def followers_report(server_url: str, nats_url: str, count: int, rate: float,
                      work: Path) -> str:
     """The followers' instructions per event, on a database of the bench's own."""
-    name = f"ssot_instructions_followers_{secrets.token_hex(3)}"
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        per_event = count_followers(with_database(server_url, name), nats_url, count, rate,
-                                    work)
-    finally:
-        with psycopg.connect(server_url, autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
-                          .format(sql.Identifier(name)))
+    with created(server_url, [f"ssot_instructions_followers_{secrets.token_hex(3)}"]) as urls:
+        per_event = count_followers(urls[0], nats_url, count, rate, work)
     say(f"followers: {per_event:,.0f} instructions per event")
     stamp = datetime.now(UTC).isoformat(timespec="seconds")
     return "\n".join([

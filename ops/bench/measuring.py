@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import resource
 import sys
 import time
@@ -338,3 +339,14 @@ class HttpConnection:
             self.writer.close()
         self.reader = self.writer = None
 
+
+#: The count of a callgrind file: its "totals:" line (its "summary:" line may be 0).
+_CALLGRIND_TOTALS = re.compile(rb"^totals: (\d+)", re.MULTILINE)
+
+
+def callgrind_total(path: Path) -> int:
+    """The instructions a callgrind output file counted."""
+    found = _CALLGRIND_TOTALS.search(path.read_bytes())
+    if found is None:
+        raise RuntimeError(f"no totals in {path}")
+    return int(found.group(1))
