@@ -11,11 +11,12 @@ hex; KV keys do not allow ``%``): ``services/payments/db.url`` is
 deleted (a delete marker: ``kv.get`` finds nothing, watchers see the delete). Namespace
 settings (the system namespace) are not mirrored.
 
-Writes are at least once and idempotent by content: ``apply`` awaits every write's
-acknowledgement before it returns, so the runner commits the view's position only once
-NATS has the range; a crash in between makes the next runner write the range again, each
-key's latest document of the range once more (a watcher may see a value twice). The
-view's table records what the mirror holds (live entries only).
+Writes are at least once and idempotent by content: every write's acknowledgement is
+awaited before the range is recorded (``range_statement`` returns only then, and the
+runner commits the table's rows and the view's position in one statement), so the position
+moves only once NATS has the range; a crash in between makes the next runner write the
+range again, each key's latest document of the range once more (a watcher may see a value
+twice). The view's table records what the mirror holds (live entries only).
 
 ``effects = False`` (a rebuild's replay) folds the table without writing to NATS;
 ``reconcile()`` then brings every bucket level with ``entries``, and with ``dry_run`` is the
@@ -25,6 +26,7 @@ mirror's consistency check.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 from collections.abc import Awaitable, Iterable, Sequence
@@ -183,41 +185,46 @@ class KvMirror:
         while (end := await next_upto(conn, position, self.read_slice, upto)) is not None:
             _latest_of(await read_log(conn, position, end), latest)
             position = end
-        await self._fold(conn, latest, t)
+        fold = await self._fold(conn, latest, t)
+        if fold is not None:
+            ctes, params = fold
+            await conn.execute(b"WITH " + ctes + b" SELECT 1", params)
 
-    async def apply_events(self, conn: psycopg.AsyncConnection[Any], after: int, upto: int,
-                           t: Tables, events: Sequence[LogEvent]) -> None:
-        await self._fold(conn, _latest_of(events, {}), t)
+    async def range_statement(self, conn: psycopg.AsyncConnection[Any], after: int,
+                              upto: int, t: Tables, events: Sequence[LogEvent]
+                              ) -> tuple[bytes, dict[str, Any]] | None:
+        return await self._fold(conn, _latest_of(events, {}), t)
 
     async def _fold(self, conn: psycopg.AsyncConnection[Any],
-                    latest: dict[tuple[str, str], LogEvent], t: Tables) -> None:
-        """Record (and, with ``effects``, write to NATS) each key's ``latest`` event."""
+                    latest: dict[tuple[str, str], LogEvent], t: Tables
+                    ) -> tuple[bytes, dict[str, Any]] | None:
+        """Write (with ``effects``) each key's ``latest`` event to NATS, and return what
+        records it in the table (common table expressions and their parameters; None:
+        nothing to record)."""
         if not latest:
-            return
+            return None
         live = [e for e in latest.values() if e.event_type != "entry.deleted"]
         gone = [e for e in latest.values() if e.event_type == "entry.deleted"]
         mirror = t[self.tables[0]]
-        held: set[tuple[str, str]] = set()
-        if gone:  # only keys the mirror holds need a delete marker
-            cur = await conn.execute(
-                f"DELETE FROM {mirror} m USING unnest(%s::text[], %s::text[]) g(namespace, key)"
-                " WHERE m.namespace = g.namespace AND m.key = g.key"
-                " RETURNING m.namespace, m.key",
-                ([e.namespace for e in gone], [e.key for e in gone]))
-            held = {(ns, key) for ns, key in await cur.fetchall()}
+        params: dict[str, Any] = {}
+        if gone:
+            params["gone_namespaces"] = [e.namespace for e in gone]
+            params["gone_keys"] = [e.key for e in gone]
         if live:
-            await conn.execute(
-                f"INSERT INTO {mirror} (namespace, key, version, position)"
-                " SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::bigint[])"
-                " ON CONFLICT (namespace, key) DO UPDATE"
-                " SET version = EXCLUDED.version, position = EXCLUDED.position",
-                ([e.namespace for e in live], [e.key for e in live],
-                 [e.version for e in live], [e.position for e in live]))
+            params["namespaces"] = [e.namespace for e in live]
+            params["keys"] = [e.key for e in live]
+            params["versions"] = [e.version for e in live]
+            params["positions"] = [e.position for e in live]
         if self.effects:
+            held: set[tuple[str, str]] = set()
+            if gone:  # only keys the mirror holds need a delete marker
+                cur = await conn.execute(_held(mirror), params)
+                held = {(ns, key) for ns, key in await cur.fetchall()}
             await self._guarded(self._send([
                 *(_Write(e.namespace, kv_key(e.key), orjson.dumps(e.document)) for e in live),
                 *(_Write(e.namespace, kv_key(e.key), None) for e in gone
                   if (e.namespace, e.key) in held)]))
+        return _record(mirror, bool(gone), bool(live)), params
 
     async def reconcile(self, conn: psycopg.AsyncConnection[Any], *,
                         namespaces: Iterable[str] | None = None,
@@ -408,6 +415,32 @@ class KvMirror:
                     return held  # nothing left on the server for this watcher
         finally:
             await watcher.stop()  # type: ignore[no-untyped-call]
+
+
+@functools.lru_cache(maxsize=16)
+def _held(mirror: str) -> bytes:
+    """Which of the deleted entries (``gone_*``) the mirror holds."""
+    return (f"SELECT m.namespace, m.key FROM {mirror} m JOIN unnest("
+            "%(gone_namespaces)s::text[], %(gone_keys)s::text[]) g(namespace, key)"
+            " USING (namespace, key)").encode()
+
+
+@functools.lru_cache(maxsize=64)
+def _record(mirror: str, gone: bool, live: bool) -> bytes:
+    """Common table expressions recording a range in the mirror's table: the deleted
+    entries (``gone_*``) removed, the live ones (their arrays) upserted."""
+    ctes = []
+    if gone:
+        ctes.append(f"_gone AS (DELETE FROM {mirror} m USING unnest(%(gone_namespaces)s::text[],"
+                    " %(gone_keys)s::text[]) g(namespace, key)"
+                    " WHERE m.namespace = g.namespace AND m.key = g.key)")
+    if live:
+        ctes.append(f"_live AS (INSERT INTO {mirror} (namespace, key, version, position)"
+                    " SELECT * FROM unnest(%(namespaces)s::text[], %(keys)s::text[],"
+                    " %(versions)s::bigint[], %(positions)s::bigint[])"
+                    " ON CONFLICT (namespace, key) DO UPDATE"
+                    " SET version = EXCLUDED.version, position = EXCLUDED.position)")
+    return ", ".join(ctes).encode()
 
 
 def _latest_of(events: Iterable[LogEvent], latest: dict[tuple[str, str], LogEvent]

@@ -10,9 +10,12 @@ settings changes (``namespace.configured``) are not entries and are not counted.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import psycopg
+
+from nexus_ssot.ledger.log_tail import LogEvent
 
 from .runtime import Tables
 
@@ -41,10 +44,12 @@ CREATE TABLE IF NOT EXISTS {actors} (
 );
 """
 
-# One statement per range: every CTE sees the tables as they were before it, so ``prev``
-# is each key's liveness before the range and ``delta`` the change of the counts.
-_APPLY = """
-WITH e AS (
+# A range's fold as one statement's common table expressions (the runner adds the advance
+# of the view's position, ``runtime.apply_statement``): every one sees the tables as they
+# were before the statement, so ``prev`` is each key's liveness before the range and
+# ``delta`` the change of the counts.
+_FOLD = """
+e AS (
     SELECT notification_id AS position, recorded_at,
            topic LIKE '%%:EntryDeleted' AS deleting, s->>'namespace' AS namespace,
            s->>'key' AS key, s->>'actor' AS actor
@@ -73,7 +78,7 @@ WITH e AS (
     INSERT INTO {actors} (namespace, actor, writes)
     SELECT namespace, actor, count(*) FROM e GROUP BY namespace, actor
     ON CONFLICT (namespace, actor) DO UPDATE SET writes = {actors}.writes + EXCLUDED.writes
-)
+), stats_upsert AS (
 INSERT INTO {stats} AS s (namespace, entries, deleted, writes, last_position,
                           last_recorded_at)
 SELECT p.namespace, coalesce(d.entries, 0), coalesce(d.deleted, 0), p.writes,
@@ -85,14 +90,19 @@ ON CONFLICT (namespace) DO UPDATE SET
     writes = s.writes + EXCLUDED.writes,
     last_position = EXCLUDED.last_position,
     last_recorded_at = EXCLUDED.last_recorded_at
-"""
+)"""
 
 
 @functools.lru_cache(maxsize=16)
-def _statement(stats: str, keys: str, actors: str) -> bytes:
-    """The range's statement on these tables (made once: psycopg parses a query's
-    placeholders again for every new string)."""
-    return _APPLY.format(stats=stats, keys=keys, actors=actors).encode()
+def _fold(stats: str, keys: str, actors: str) -> bytes:
+    """The range's common table expressions on these tables (made once: psycopg parses a
+    query's placeholders again for every new string)."""
+    return _FOLD.format(stats=stats, keys=keys, actors=actors).encode()
+
+
+@functools.lru_cache(maxsize=16)
+def _statement(fold: bytes) -> bytes:
+    return b"WITH " + fold + b" SELECT 1"
 
 
 class NamespaceStats:
@@ -111,8 +121,13 @@ class NamespaceStats:
     async def apply(self, conn: psycopg.AsyncConnection[Any], after: int, upto: int,
                     t: Tables) -> None:
         # prepared: the server plans the statement once per connection, not per range
-        await conn.execute(_statement(*(t[n] for n in self.tables)),
+        await conn.execute(_statement(_fold(*(t[n] for n in self.tables))),
                            {"after": after, "upto": upto}, prepare=True)
+
+    async def range_statement(self, conn: psycopg.AsyncConnection[Any], after: int,
+                              upto: int, t: Tables, events: Sequence[LogEvent]
+                              ) -> tuple[bytes, dict[str, Any]]:
+        return _fold(*(t[n] for n in self.tables)), {}
 
 
 async def stats(conn: psycopg.AsyncConnection[Any], namespace: str,

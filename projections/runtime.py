@@ -11,6 +11,18 @@ transaction, so a view is exactly as far as its position says, whatever crashes:
        WHERE application_name = view AND notification_id = after   -- or roll back
     COMMIT
 
+A view whose fold is one statement (``StatementView``: ``namespace_stats``, the KV
+mirror's table) gives its common table expressions instead, and the runner sends them
+with the advance as one statement, which is its own transaction (no BEGIN, COMMIT or
+pipeline; it divides by the rows the advance moved, so it fails whole when the view has
+moved):
+
+    WITH _moved AS (UPDATE projection_tracking SET notification_id = upto
+                     WHERE application_name = view AND notification_id = after
+                     RETURNING 1),
+         <the view's expressions>
+    SELECT 1 / (SELECT count(*) FROM _moved)::int
+
 ``projection_tracking`` is the `eventsourcing` library's single-row tracking table (its
 ``PostgresTrackingRecorder`` reads it); the update is guarded on the position the runner
 started from, so two runners of one view, or a runner racing a rebuild's swap, can never
@@ -28,6 +40,7 @@ view leads (its lease, ``ledger/leadership.py``). A view that folds events in Py
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -111,6 +124,22 @@ class View(Protocol):
         ...
 
 
+class StatementView(View, Protocol):
+    """A view whose fold of a range is one statement's common table expressions: the
+    runner runs them with the guarded advance as one statement, its own transaction in
+    autocommit (``apply_statement``): one round trip, no BEGIN, COMMIT or pipeline."""
+
+    async def range_statement(self, conn: psycopg.AsyncConnection[Any], after: int,
+                              upto: int, t: Tables, events: Sequence[LogEvent]
+                              ) -> tuple[bytes, dict[str, Any]] | None:
+        """What folds ``events`` (every event of ``(after, upto]``) into ``t``: its common
+        table expressions (``name AS (...)``, comma-separated; ``%(after)s`` and
+        ``%(upto)s`` are the range) and their other parameters, or None when the range
+        changes nothing of ``t``. Anything the range needs outside PostgreSQL is done here,
+        before the range commits; ``conn`` is in autocommit, outside any transaction."""
+        ...
+
+
 class EventView(View, Protocol):
     """A view folded in Python: the runner hands it the range's events as read."""
 
@@ -189,6 +218,36 @@ async def apply_range(conn: psycopg.AsyncConnection[Any], name: str, after: int,
     except psycopg.errors.DivisionByZero as e:
         # the view's own statements may divide by zero too: tell by where the view is
         await conn.rollback()  # (the failed transaction is still open: its COMMIT skipped)
+        if await tracked_position(conn, name) != after:
+            raise TrackingConflict(f"view {name} is no longer at position {after}") from e
+        raise
+
+
+@functools.lru_cache(maxsize=64)
+def _with_advance(ctes: bytes | None) -> bytes:
+    """A view's common table expressions and the guarded advance as one statement."""
+    advance = (b"_moved AS (UPDATE " + TRACKING_TABLE.encode()
+               + b" SET notification_id = %(upto)s WHERE application_name = %(view)s"
+               b" AND notification_id = %(after)s RETURNING 1)")
+    # the advance first: pg_stat_activity shows a statement's first 1 KB
+    return (b"WITH " + advance + (b", " + ctes if ctes else b"")
+            + b" SELECT 1 / (SELECT count(*) FROM _moved)::int")
+
+
+async def apply_statement(conn: psycopg.AsyncConnection[Any], name: str, after: int,
+                          upto: int, fold: tuple[bytes, dict[str, Any]] | None) -> None:
+    """A ``StatementView``'s ``fold`` (its common table expressions and parameters; None:
+    nothing to fold) and the advance of its position from ``after`` to ``upto``, as one
+    statement (``conn`` in autocommit: one transaction, one round trip);
+    ``TrackingConflict`` if the view is no longer at ``after`` (nothing is then
+    committed)."""
+    ctes, params = fold if fold is not None else (None, {})
+    try:
+        await conn.execute(_with_advance(ctes),
+                           {**params, "after": after, "upto": upto, "view": name},
+                           prepare=True)
+    except psycopg.errors.DivisionByZero as e:
+        # the view's own expressions may divide by zero too: tell by where the view is
         if await tracked_position(conn, name) != after:
             raise TrackingConflict(f"view {name} is no longer at position {after}") from e
         raise
@@ -317,6 +376,7 @@ class ViewRunner:
     async def _follow(self, stop: asyncio.Event, lease: Lease, following: Following) -> None:
         tail = following.tail
         apply_events = getattr(self.view, "apply_events", None)
+        range_statement = getattr(self.view, "range_statement", None)
         async with await psycopg.AsyncConnection.connect(
                 self.database_url, autocommit=True) as conn:
             await ensure_tables(conn, self.view, self.tables)
@@ -331,12 +391,17 @@ class ViewRunner:
                     continue
                 upto = events[-1].position
                 self._measure_lag(events, tail.head)
-                # BEGIN, the view's statements, the guarded advance and the COMMIT go in
-                # one round trip (pipeline mode)
-                fold = (partial(apply_events, conn, position, upto, self.tables, events)
+                if range_statement is not None:  # one statement, its own transaction
+                    await apply_statement(conn, self.view.name, position, upto,
+                                          await range_statement(conn, position, upto,
+                                                                self.tables, events))
+                else:
+                    # BEGIN, the view's statements, the guarded advance and the COMMIT go
+                    # in one round trip (pipeline mode)
+                    await apply_range(conn, self.view.name, position, upto, (
+                        partial(apply_events, conn, position, upto, self.tables, events)
                         if apply_events is not None
-                        else partial(self.view.apply, conn, position, upto, self.tables))
-                await apply_range(conn, self.view.name, position, upto, fold)
+                        else partial(self.view.apply, conn, position, upto, self.tables)))
                 self.progress.applied += 1
                 position = upto
                 self._report(position)

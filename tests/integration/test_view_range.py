@@ -1,6 +1,8 @@
 """A view's range commits with its tracked position in one round trip, and only if the view
 is still where the range started: otherwise nothing of it is committed and the runner is
-told (``TrackingConflict``); an error of the view's own statements is not taken for one."""
+told (``TrackingConflict``); an error of the view's own statements is not taken for one.
+The same holds of both ways a range is applied: the view's statements in one transaction
+(``apply_range``), or its common table expressions in one statement (``apply_statement``)."""
 
 from __future__ import annotations
 
@@ -12,7 +14,12 @@ from typing import Any
 import psycopg
 import pytest
 
-from nexus_ssot.projections.runtime import TrackingConflict, apply_range, start_tracking
+from nexus_ssot.projections.runtime import (
+    TrackingConflict,
+    apply_range,
+    apply_statement,
+    start_tracking,
+)
 from tests.integration.conftest import own_database
 
 
@@ -83,6 +90,44 @@ def test_a_view_statement_dividing_by_zero_is_its_own_error(migrated_url: str) -
     async def check(conn: psycopg.AsyncConnection[Any], name: str, table: str) -> None:
         with pytest.raises(psycopg.errors.DivisionByZero):
             await apply_range(conn, name, 0, 5, _writing(conn, table, 5, then="SELECT 1 / 0"))
+        assert await _rows_and_position(conn, name, table) == ([], 0)
+
+    asyncio.run(_scenario(migrated_url, check))
+
+
+def _inserting(table: str, value: str = "%(upto)s") -> tuple[bytes, dict[str, Any]]:
+    """A ``StatementView``'s fold writing one row for its range: ``value``, by default the
+    position the range ends at."""
+    return f"_rows AS (INSERT INTO {table} VALUES ({value}))".encode(), {}
+
+
+def test_a_one_statement_range_commits_its_rows_with_the_position(migrated_url: str) -> None:
+    async def check(conn: psycopg.AsyncConnection[Any], name: str, table: str) -> None:
+        await apply_statement(conn, name, 0, 5, _inserting(table))
+        await apply_statement(conn, name, 5, 7, None)  # a range with nothing to fold
+        await apply_statement(conn, name, 7, 9, _inserting(table))
+        assert await _rows_and_position(conn, name, table) == ([5, 9], 9)
+
+    asyncio.run(_scenario(migrated_url, check))
+
+
+def test_a_one_statement_range_from_a_position_left_commits_nothing(
+        migrated_url: str) -> None:
+    async def check(conn: psycopg.AsyncConnection[Any], name: str, table: str) -> None:
+        await apply_statement(conn, name, 0, 5, _inserting(table))
+        with pytest.raises(TrackingConflict, match="no longer at position 0"):
+            await apply_statement(conn, name, 0, 7, _inserting(table))
+        with pytest.raises(TrackingConflict, match="no longer at position 3"):
+            await apply_statement(conn, name, 3, 8, None)
+        assert await _rows_and_position(conn, name, table) == ([5], 5)
+
+    asyncio.run(_scenario(migrated_url, check))
+
+
+def test_a_one_statement_fold_dividing_by_zero_is_its_own_error(migrated_url: str) -> None:
+    async def check(conn: psycopg.AsyncConnection[Any], name: str, table: str) -> None:
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            await apply_statement(conn, name, 0, 5, _inserting(table, "%(upto)s / 0"))
         assert await _rows_and_position(conn, name, table) == ([], 0)
 
     asyncio.run(_scenario(migrated_url, check))
