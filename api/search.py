@@ -1,15 +1,18 @@
-"""Search a namespace's live entries by text in their keys and documents
-(``projections/entry_search.py``), showing only what the caller may read: the same key
-filter and paging as the listing of a namespace's entries."""
+"""Search a namespace's live entries by text in their keys and documents, from the
+asynchronous view ``entry_search`` (``projections/entry_search.py``; read-your-writes
+through ``min_position``), showing only what the caller may read: the same key filter
+and paging as the listing of a namespace's entries."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
+import psycopg
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from nexus_ssot.ledger.addressing import check_namespace
+from nexus_ssot.ledger.errors import ViewBehind
 from nexus_ssot.projections import entry_search
 
 from . import models
@@ -17,6 +20,7 @@ from .existence import require_namespace
 from .guard import guard_of
 from .pagination import decode_cursor, page
 from .params import READ_ERRORS, Cursor, KeyPrefix, Limit, Namespace, service_of
+from .views import MinPosition, view_at
 from .visible import scan_prefix, visible_rows
 
 router = APIRouter(prefix="/v1")
@@ -32,7 +36,8 @@ SearchText = Annotated[str, Query(
 
 @router.get(
     "/namespaces/{namespace}/search",
-    summary="Live entries whose key or document contains a text, in key order",
+    summary="Live entries whose key or document contains a text, in key order "
+            "(asynchronous view entry_search)",
     response_model=models.EntryPage,
     responses=READ_ERRORS,
     tags=["entries"],
@@ -44,13 +49,16 @@ async def search(
     prefix: KeyPrefix = "",
     limit: Limit = 100,
     cursor: Cursor = None,
+    min_position: MinPosition = None,
 ) -> Response:
     ns = check_namespace(namespace)
     state = decode_cursor(cursor, "k", p=prefix, o=q)
     after = state["k"] if state else ""
     keys = guard_of(request).keys("read", ns)
     scan = scan_prefix(keys, prefix)
-    async with service_of(request).pool.connection() as conn:
+    service = service_of(request)
+    async with service.pool.connection() as conn:
+        await view_at(service, conn, entry_search.NAME, min_position)
 
         async def fetch(start: str, n: int) -> list[tuple[str, bytes]]:
             if scan is None:
@@ -59,7 +67,14 @@ async def search(
                 conn, ns, q, prefix=scan, after=start, limit=n)
             return found
 
-        rows = await visible_rows(fetch, lambda r: r[0], keys, after, limit)
+        try:
+            rows = await visible_rows(fetch, lambda r: r[0], keys, after, limit)
+        except psycopg.errors.UndefinedTable:
+            # the view runner (ssot serve, ssot views) makes its tables when it first runs
+            await require_namespace(conn, ns, cut=None, when=None)
+            raise ViewBehind(f"view {entry_search.NAME} has not been built yet: is a view "
+                             "runner running?", code="view_not_built",
+                             view=entry_search.NAME, view_position=0) from None
         if not rows:  # nothing found, or no such namespace?
             await require_namespace(conn, ns, cut=None, when=None)
     return page(rows, limit, lambda r: r[1], lambda r: {"k": r[0], "p": prefix, "o": q})

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from nexus_ssot.ledger.settings import Settings
 
+from .entry_search import EntrySearch
 from .namespace_stats import NamespaceStats
 from .runtime import View
 from .schema_quality import SchemaQuality
@@ -14,6 +15,7 @@ from .schema_quality import SchemaQuality
 SQL_VIEWS: dict[str, Callable[[], View]] = {
     NamespaceStats.name: NamespaceStats,
     SchemaQuality.name: SchemaQuality,
+    EntrySearch.name: EntrySearch,
 }
 
 

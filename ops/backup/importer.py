@@ -16,10 +16,11 @@ each batch its Merkle leaves and the nodes they complete (computed as the leaves
 verified) are stored and, into an empty database, its ``entry_history`` rows folded,
 while the next batch is checked. ``entry_history`` is filled without its indexes and
 primary key, made again at the end (faster than maintaining them row by row). Then the
-current state is folded over the imported range (``entries`` without its search index,
-made again after the fold), all in the same transaction, and the asynchronous views
-rebuilt. The access log's lines (``access_lines``) are checked and
-copied in the same transaction, under the lock its appenders take.
+current state is folded over the imported range (``entries`` without its secondary
+indexes, made again after the fold), all in the same transaction, and the asynchronous
+views rebuilt (the search's trigram index among them). The access log's lines
+(``access_lines``) are checked and copied in the same transaction, under the lock its
+appenders take.
 """
 
 from __future__ import annotations
@@ -163,7 +164,7 @@ async def _import(database_url: str, path: str | os.PathLike[str],
         if not st.incremental:  # an empty database: entry_history is folded by batch
             fold = _history_fold(conn)
             unindexed = [*await _drop_indexes(conn, _UNINDEXED),
-                         *await _drop_indexes(conn, _UNSEARCHED, secondary_only=True)]
+                         *await _drop_indexes(conn, _DEFERRED_SECONDARY, secondary_only=True)]
             unkeyed = await _drop_indexes(conn, "ssot_events", constraints_only=True)
         try:
             trailer = await _load(conn, st, lines, number, copier, progress, total, fold)
@@ -408,10 +409,11 @@ async def _check_digests(conn: psycopg.AsyncConnection[Any], st: ImportState) ->
 #: The inline view whose table a full import fills without its indexes (its eight indexes,
 #: maintained row by row, tripled the cost of filling it), then indexes.
 _UNINDEXED = "entry_history"
-#: The inline view whose table a full import fills without its secondary indexes (the
-#: search's trigram index, which every row of the fold went through), keeping the primary
-#: key its fold's upsert needs.
-_UNSEARCHED = "entries"
+#: The inline view whose table a full import fills without its secondary indexes (such
+#: an index, maintained row by row, costs the fold more than one build at the end: the
+#: search's trigram index did, before search became a view), keeping the primary key its
+#: fold's upsert needs.
+_DEFERRED_SECONDARY = "entries"
 
 
 def _history_fold(conn: psycopg.AsyncConnection[Any]) -> Callable[[int, int], Awaitable[None]]:

@@ -287,7 +287,6 @@ class Bench:
         measured = web_console.run_all(
             server.port, database_url, token,
             entries=web_console.ENTRIES_QUICK if self.quick else web_console.ENTRIES,
-            rewrites=web_console.REWRITES_QUICK if self.quick else web_console.REWRITES,
             meter=meter, headers=headers)
         measured["summary_md"] = web_console.summarize(measured, quick=self.quick)
         self.report["console"] = measured

@@ -1,23 +1,22 @@
 """The web console's part of ``make bench`` (w): over a namespace of 100,000 entries,
 
 - the search across keys and values (``GET /v1/namespaces/{ns}/search``, the trigram
-  index of migration 0020): a value held by one entry, a key fragment held by a handful,
-  and a value one entry in eight holds (its first page: the common case of a broad search);
+  index of the asynchronous view ``entry_search``, once it has applied the entries): a
+  value held by one entry, a key fragment held by a handful, and a value one entry in
+  eight holds (its first page: the common case of a broad search);
 - the first page of the namespace's listing (the read behind the console's namespace page);
-- what the index costs the writes that change entries: the same rewrites of 5,000 entries
-  through the writer in transactions of 16, with the index, without it (dropped for the
-  measurement), and with it again;
 - the console's first paint in Debian's Chromium (Playwright), from navigation to the
   first page of entries (or the entry's document and history) on screen: the namespace
   page, a search, an entry page; median and worst of a few loads, each in a fresh tab.
 
 The entries are written through the ledger's writer in this process (``GroupCommitWriter``),
-then ANALYZEd, before the timed reads (sequential, one keep-alive connection, after a
-warm-up: ``history.measure_gets``).
+folded by the server's search view, then ANALYZEd, before the timed reads (sequential,
+one keep-alive connection, after a warm-up: ``history.measure_gets``).
 """
 
 from __future__ import annotations
 
+import http.client
 import secrets
 import statistics
 import time
@@ -28,12 +27,11 @@ import psycopg
 
 from nexus_ssot.ledger.commands import Put
 from nexus_ssot.ledger.documents import Limits
-from nexus_ssot.ledger.migrate import available
 from nexus_ssot.ledger.store import LedgerApplication, open_application
 from nexus_ssot.ledger.writer import GroupCommitWriter
 
 from .history import brief, cpu_shares, get_json, measure_gets, query, write_commands
-from .measuring import HOST, CpuMeter, say, verdict
+from .measuring import HOST, CpuMeter, header_dict, say, verdict
 from .seeding import SEED_BATCH
 
 ENTRIES, ENTRIES_QUICK = 100_000, 10_000
@@ -46,8 +44,8 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
 SEARCH_TARGET_MS = 200.0
-REWRITES, REWRITES_QUICK = 5_000, 2_000  # entries rewritten per side of the index's cost
-WRITE_BATCH = 16  # commands per transaction when measuring it
+#: Seconds the server's search view may take to apply the entries written.
+FOLD_TIMEOUT = 600.0
 NEEDLE_AT = 4242  # the one entry holding the rare value (a quick run has it too)
 PAINT_TARGET_MS = 1000.0
 
@@ -67,42 +65,24 @@ def _key(i: int) -> str:
     return f"services/{REGIONS[i % len(REGIONS)]}/svc-{i:06d}"
 
 
-def _index_ddl() -> str:
-    """The search index's CREATE INDEX, as migration 0020 makes it."""
-    sql: str = next(m.sql for m in available() if m.name == "entry_search")
-    return sql[sql.index("CREATE INDEX"):].split(";")[0]
-
-
-def _rewrites_per_s(app: LedgerApplication, ns: str, count: int, rev: int, needle: str
-                    ) -> float:
-    """Writes/s of ``count`` rewrites (each entry's document changed), WRITE_BATCH per
-    transaction, through a writer of their own (its state cache cold, as on each side)."""
-    writer = GroupCommitWriter(app, lambda _ns: Limits(), max_batch=WRITE_BATCH)
-    commands = [Put(ns, _key(i), document={**_document(i, needle), "rev": rev})
-                for i in range(count)]
-    started = time.perf_counter()
-    write_commands(writer, commands, actor="bench")
-    return count / (time.perf_counter() - started)
-
-
-def _write_cost(database_url: str, app: LedgerApplication, ns: str, count: int,
-                needle: str) -> dict[str, Any]:
-    """The same rewrites with the search index, without it, and with it again."""
-    sides: dict[str, list[float]] = {"with_index": [], "without_index": []}
-    sides["with_index"].append(_rewrites_per_s(app, ns, count, 1, needle))
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute("DROP INDEX entries_search_idx")
+def _wait_for_search(port: int, path: str, position: int, headers: str) -> None:
+    """Until the server's search view has applied ``position`` (each request waits up to
+    the server's view wait, and answers 503 while the view is behind)."""
+    target = query(path, {"q": "abc", "limit": 1, "min_position": position})
+    deadline = time.monotonic() + FOLD_TIMEOUT
+    while True:
+        conn = http.client.HTTPConnection(HOST, port, timeout=60)
         try:
-            sides["without_index"].append(_rewrites_per_s(app, ns, count, 2, needle))
+            conn.request("GET", target, headers=header_dict(headers))
+            response = conn.getresponse()
+            body = response.read()
         finally:
-            conn.execute(_index_ddl())
-    sides["with_index"].append(_rewrites_per_s(app, ns, count, 3, needle))
-    with_index = statistics.mean(sides["with_index"])
-    without = sides["without_index"][0]
-    return {"entries": count, "batch": WRITE_BATCH,
-            "with_index_writes_per_s": [round(v) for v in sides["with_index"]],
-            "without_index_writes_per_s": round(without),
-            "ratio": round(with_index / without, 3)}
+            conn.close()
+        if response.status == 200:
+            return
+        if response.status != 503 or time.monotonic() > deadline:
+            raise RuntimeError(f"the search view did not apply position {position}: "
+                               f"HTTP {response.status} {body[:300]!r}")
 
 
 def _paint(port: int, token: str, paths: dict[str, tuple[str, str, int]]) -> dict[str, Any]:
@@ -140,7 +120,7 @@ def _paint(port: int, token: str, paths: dict[str, tuple[str, str, int]]) -> dic
 
 
 def run_all(port: int, database_url: str, token: str, *, entries: int = ENTRIES,
-            rewrites: int = REWRITES, meter: CpuMeter | None = None,
+            meter: CpuMeter | None = None,
             headers: str = "") -> dict[str, Any]:
     tag = secrets.token_hex(3)
     ns, needle = f"console{tag}", f"needle-{tag}"
@@ -152,13 +132,16 @@ def run_all(port: int, database_url: str, token: str, *, entries: int = ENTRIES,
                                 for i in range(entries)], actor="bench")
         say(f"(w) wrote {entries:,} entries in {time.perf_counter() - started:.1f} s")
         report: dict[str, Any] = {"entries": entries}
-        report["write_cost"] = _write_cost(database_url, app, ns, rewrites, needle)
-        say(f"(w) rewrites with / without the search index: {report['write_cost']}")
     finally:
         app.close()
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute("ANALYZE entries")
     path = f"/v1/namespaces/{ns}/search"
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        row = conn.execute("SELECT max(notification_id) FROM ssot_events").fetchone()
+        started = time.perf_counter()
+        _wait_for_search(port, path, int(row[0]) if row and row[0] else 0, headers)
+        say(f"(w) the search view applied them {time.perf_counter() - started:.1f} s later")
+        conn.execute("ANALYZE entries")
+        conn.execute("ANALYZE view_entry_search")
     searches = {
         "one_value": ({"q": needle, "limit": 50}, 1),
         "key_fragment": ({"q": "svc-00424", "limit": 50}, 10),
@@ -206,12 +189,6 @@ def summarize(report: dict[str, Any], *, quick: bool = False) -> list[str]:
     lines.append(f"| (w) the namespace's first page of 50 | {q['p50_ms']} | {q['p99_ms']} "
                  f"| {cpu_shares(q)} | (for reference) "
                  f"| {verdict(None, (q.get('cpu') or {}).get('other'))} |")
-    cost = report["write_cost"]
-    lines.append(f"| (w) writes changing entries, {cost['entries']:,} rewrites in transactions "
-                 f"of {cost['batch']}: with the search index / without | "
-                 f"{' and '.join(f'{v:,}' for v in cost['with_index_writes_per_s'])} / "
-                 f"{cost['without_index_writes_per_s']:,} writes/s | | | (for reference: "
-                 f"{cost['ratio']}x) | — |")
     paint = report["paint"]
     if "skipped" in paint:
         lines.append(f"| (w) first paint | | | | < {PAINT_TARGET_MS:g} ms | not measured: "

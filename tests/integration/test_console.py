@@ -13,6 +13,7 @@ import contextlib
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -21,6 +22,7 @@ from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_play
 from nexus_ssot.api.console_pages import CONTENT_SECURITY_POLICY
 
 from .conftest import ADMIN_TOKEN, RunningServer
+from .test_search import search
 
 #: Debian's browser (make chromium installs it; a missing one fails the test, never skips)
 CHROMIUM = Path("/usr/bin/chromium")
@@ -208,10 +210,15 @@ def test_an_entry_browsed_diffed_travelled_and_reverted(
 
 
 def test_a_value_found_and_another_clients_change_seen_live(
-        page: Page, client: httpx.Client, ns: str, shots: Path | None) -> None:
+        page: Page, client: httpx.Client, ns: str, shots: Path | None, views: Any) -> None:
     for i in range(30):
         put(client, ns, f"flags/f{i:02d}", {"owner": "team-a", "rollout": i})
-    put(client, ns, "flags/beta", {"owner": "team-zebra-unique", "rollout": 50})
+    beta = client.put(f"/v1/namespaces/{ns}/entries/flags/beta",
+                      json={"owner": "team-zebra-unique", "rollout": 50})
+    assert beta.status_code == 201, beta.text
+    # the search's view has applied the writes (the page searches the view as it is)
+    found = search(client, ns, "zebra-uni", beta.json()["position"])
+    assert [e["key"] for e in found.json()["items"]] == ["flags/beta"], found.text
     sign_in(page, f"/ui/namespaces/{ns}")
     page.get_by_label("Search").fill("zebra-uni")
     page.get_by_label("Search").press("Enter")

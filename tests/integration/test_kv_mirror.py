@@ -361,15 +361,16 @@ def test_kv_key_examples_and_foreign_keys() -> None:
 def test_the_mirror_runs_where_nats_is_configured(database_url: str, nats_url: str) -> None:
     names = [r.view.name for r in runners_for(make_settings(database_url,
                                                             nats_url=nats_url))]
-    assert names == ["namespace_stats", "schema_quality", "nats_kv_mirror"]
+    assert names == ["namespace_stats", "schema_quality", "entry_search", "nats_kv_mirror"]
     [runner] = runners_for(make_settings(database_url, nats_url=nats_url),
                            ["nats_kv_mirror"])
     assert isinstance(runner.view, KvMirror)
     assert runner.view.bucket_prefix == KV_BUCKET_PREFIX  # the suite's, from SSOT_*
+    sql_views = ["namespace_stats", "schema_quality", "entry_search"]
     assert [r.view.name for r in runners_for(make_settings(
-        database_url, nats_url=nats_url, kv_mirror=False))] == ["namespace_stats", "schema_quality"]
+        database_url, nats_url=nats_url, kv_mirror=False))] == sql_views
     assert [r.view.name for r in runners_for(make_settings(
-        database_url, nats_url=None))] == ["namespace_stats", "schema_quality"]
+        database_url, nats_url=None))] == sql_views
     with pytest.raises(SystemExit) as exited:  # not configured: it needs SSOT_NATS_URL
         runners_for(make_settings(database_url, nats_url=None), ["nats_kv_mirror"])
     assert exited.value.code == 5

@@ -209,7 +209,7 @@ def test_the_followers_roles_move_to_a_standby_serve_without_a_skip_or_a_double(
         wait_until_published(nats_url, stream[0], end, timeout=60)  # by the standby
         log_end = log_positions(database_url)[-1]
         wait_until(lambda: views_at(database_url) == {
-            "namespace_stats": log_end, "schema_quality": log_end,
+            "namespace_stats": log_end, "schema_quality": log_end, "entry_search": log_end,
             "nats_kv_mirror": log_end}, "the views", 60)
     finally:
         for proc in (first, second):

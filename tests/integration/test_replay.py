@@ -27,6 +27,7 @@ from nexus_ssot.projections.runtime import Tables, View, create_tables
 from tests.integration.conftest import AUTH, RunningServer, make_settings, wait_until
 from tests.integration.test_cli import SSOT
 from tests.integration.test_projections import expected_stats, view_stats
+from tests.integration.test_search import search
 
 INLINE_TABLES = ("entries", "entry_history")
 
@@ -296,19 +297,27 @@ def indexes(db: Any, table: str) -> list[tuple[str, str]]:
         (table,)).fetchall()]
 
 
-def test_a_rebuilt_current_state_has_the_live_indexes_names_and_settings(
+def test_rebuilt_views_have_the_live_indexes_names_and_settings(
         database_url: str, client: httpx.Client, ns: str, db: Any) -> None:
-    """The search index (GIN, its pending-list setting, a partial index) is built after
-    the fold and swapped in under its live name, like every other index."""
-    seed(client, ns, 1000)
+    """Secondary indexes — the search view's trigram index (GIN, its pending-list
+    setting) among them — are built after the fold and swapped in under their live
+    names, like every other index."""
+    last = seed(client, ns, 1000)
     before = indexes(db, "entries")
-    assert any("gin_pending_list_limit='512'" in d for _, d in before)
     done = replay(database_url, "--json", "replay", "views", "--view", "current_state")
     assert done.returncode == 0, done.stderr
     assert indexes(db, "entries") == before
-    search = client.get(f"/v1/namespaces/{ns}/search", params={"q": "seed/99"})
-    assert search.status_code == 200, search.text
-    assert {e["key"] for e in search.json()["items"]} >= {"seed/99", "seed/990"}
+    done = replay(database_url, "--json", "replay", "views", "--view", "entry_search")
+    assert done.returncode == 0, done.stderr
+    searched = indexes(db, "view_entry_search")
+    assert any("USING gin" in d and "gin_pending_list_limit='512'" in d
+               for name, d in searched if name == "view_entry_search_text_idx"), searched
+    done = replay(database_url, "--json", "replay", "views", "--view", "entry_search")
+    assert done.returncode == 0, done.stderr
+    assert indexes(db, "view_entry_search") == searched
+    found = search(client, ns, "seed/99", last)
+    assert found.status_code == 200, found.text
+    assert {e["key"] for e in found.json()["items"]} >= {"seed/99", "seed/990"}
 
 
 def test_a_swap_that_cannot_take_its_locks_lets_go_and_retries(
