@@ -264,6 +264,18 @@ def views(database_url: str) -> Iterator[ProjectionsThread]:
 
 
 @pytest.fixture()
+def search_view(database_url: str) -> Iterator[ProjectionsThread]:
+    """The search's view alone (``entry_search``), followed by a runner on a thread of
+    this process: what a search reads, without the other views' work."""
+    thread = ProjectionsThread(make_settings(database_url), ["entry_search"])
+    thread.start()
+    try:
+        yield thread
+    finally:
+        thread.stop()
+
+
+@pytest.fixture()
 def ns() -> str:
     """A namespace of this test's own."""
     return f"t{secrets.token_hex(5)}"

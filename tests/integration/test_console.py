@@ -210,7 +210,8 @@ def test_an_entry_browsed_diffed_travelled_and_reverted(
 
 
 def test_a_value_found_and_another_clients_change_seen_live(
-        page: Page, client: httpx.Client, ns: str, shots: Path | None, views: Any) -> None:
+        page: Page, client: httpx.Client, ns: str, shots: Path | None,
+        search_view: Any) -> None:
     for i in range(30):
         put(client, ns, f"flags/f{i:02d}", {"owner": "team-a", "rollout": i})
     beta = client.put(f"/v1/namespaces/{ns}/entries/flags/beta",

@@ -21,7 +21,7 @@ from nexus_ssot.projections.runtime import Tables, create_tables
 from tests.integration.conftest import RunningServer, make_settings
 from tests.integration.test_access import as_, make_token, set_policy
 
-pytestmark = pytest.mark.usefixtures("views")
+pytestmark = pytest.mark.usefixtures("search_view")
 
 #: The last position each namespace was written at (``found`` reads at least there).
 _written: dict[str, int] = {}
@@ -155,13 +155,13 @@ def test_the_search_text_is_indexed(database_url: str) -> None:
 
 def test_a_match_the_entry_no_longer_has_is_never_shown(
         api: RunningServer, client: httpx.Client, ns: str, database_url: str,
-        views: Any) -> None:
+        search_view: Any) -> None:
     """While the view lags (its runner stopped here), what it holds of an entry changed
     since is checked against the entry as it is: the old text finds nothing, the new one
     nothing yet, and with ``min_position`` the search waits for the view."""
     put(client, ns, "k", {"colour": "turquoise"})
     assert found(client, ns, "turquoise") == ["k"]
-    views.stop()
+    search_view.stop()
     changed = put(client, ns, "k", {"colour": "magenta"})
     assert [e["key"] for e in client.get(f"/v1/namespaces/{ns}/search", params={
         "q": "turquoise"}).json()["items"]] == []
