@@ -14,14 +14,14 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from nexus_ssot.ledger.addressing import check_namespace
-from nexus_ssot.ledger.errors import SchemaViolation, ViewBehind
+from nexus_ssot.ledger.errors import SchemaViolation
 from nexus_ssot.projections import schema_quality
 
 from . import errors, http
 from .existence import require_namespace
 from .pagination import decode_cursor, encode_cursor
 from .params import JSON, READ_ERRORS, Cursor, Limit, Namespace, service_of
-from .views import MinPosition, view_at
+from .views import MinPosition, not_built, view_at
 
 router = APIRouter(prefix="/v1")
 
@@ -52,9 +52,7 @@ async def get_quality(
                                                 after=after, limit=limit)
         except psycopg.errors.UndefinedTable:
             await require_namespace(conn, ns)
-            raise ViewBehind(f"view {schema_quality.NAME} has not been built yet: is a "
-                             "view runner running?", code="view_not_built",
-                             view=schema_quality.NAME, view_position=position) from None
+            raise not_built(schema_quality.NAME, position) from None
         if body["last_position"] is None and not body["entries"]:
             await require_namespace(conn, ns)
     items = body["violations"]

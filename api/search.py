@@ -12,7 +12,6 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from nexus_ssot.ledger.addressing import check_namespace
-from nexus_ssot.ledger.errors import ViewBehind
 from nexus_ssot.projections import entry_search
 
 from . import models
@@ -20,7 +19,7 @@ from .existence import require_namespace
 from .guard import guard_of
 from .pagination import decode_cursor, page
 from .params import READ_ERRORS, Cursor, KeyPrefix, Limit, Namespace, service_of
-from .views import MinPosition, view_at
+from .views import MinPosition, not_built, view_at
 from .visible import scan_prefix, visible_rows
 
 router = APIRouter(prefix="/v1")
@@ -70,11 +69,8 @@ async def search(
         try:
             rows = await visible_rows(fetch, lambda r: r[0], keys, after, limit)
         except psycopg.errors.UndefinedTable:
-            # the view runner (ssot serve, ssot views) makes its tables when it first runs
             await require_namespace(conn, ns, cut=None, when=None)
-            raise ViewBehind(f"view {entry_search.NAME} has not been built yet: is a view "
-                             "runner running?", code="view_not_built",
-                             view=entry_search.NAME, view_position=0) from None
+            raise not_built(entry_search.NAME, 0) from None
         if not rows:  # nothing found, or no such namespace?
             await require_namespace(conn, ns, cut=None, when=None)
     return page(rows, limit, lambda r: r[1], lambda r: {"k": r[0], "p": prefix, "o": q})

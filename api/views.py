@@ -30,6 +30,13 @@ MinPosition = Annotated[int | None, Query(
     "has applied this global position — the `position` a write returned — else 503")]
 
 
+def not_built(view: str, position: int) -> ViewBehind:
+    """The answer for a view whose tables do not exist yet (the view runner — ssot serve,
+    ssot views — makes them when it first runs)."""
+    return ViewBehind(f"view {view} has not been built yet: is a view runner running?",
+                      code="view_not_built", view=view, view_position=position)
+
+
 async def view_at(service: Service, conn: Any, view: str, min_position: int | None) -> int:
     """The view's position, once it is at least ``min_position``; ``ViewBehind`` (503,
     with the view's position) when that takes longer than the configured wait."""
@@ -69,11 +76,8 @@ async def get_stats(request: Request, namespace: Namespace,
         try:
             row = await namespace_stats.stats(conn, ns)
         except psycopg.errors.UndefinedTable:
-            # the view runner (ssot serve, ssot views) makes its tables when it first runs
             await require_namespace(conn, ns)
-            raise ViewBehind(f"view {namespace_stats.NAME} has not been built yet: is a "
-                             "view runner running?", code="view_not_built",
-                             view=namespace_stats.NAME, view_position=position) from None
+            raise not_built(namespace_stats.NAME, position) from None
         if row is None:  # no entry event applied yet: does the namespace exist at all?
             await require_namespace(conn, ns)
             row = {"entries": 0, "deleted": 0, "writes": 0, "last_position": None,

@@ -23,7 +23,7 @@ from psycopg import AsyncConnection
 from nexus_ssot.ledger.log_tail import LogEvent
 
 from .current_state import PAST_PREFIX
-from .runtime import Tables
+from .runtime import Tables, apply_ctes
 from .sql import entry_json
 
 NAME = "entry_search"
@@ -83,8 +83,7 @@ class EntrySearch:
 
     async def apply(self, conn: AsyncConnection[Any], after: int, upto: int,
                     t: Tables) -> None:
-        await conn.execute(b"WITH " + _fold(t[self.tables[0]]) + b" SELECT 1",
-                           {"after": after, "upto": upto}, prepare=True)
+        await apply_ctes(conn, _fold(t[self.tables[0]]), {"after": after, "upto": upto})
 
     async def range_statement(self, conn: AsyncConnection[Any], after: int, upto: int,
                               t: Tables, events: Sequence[LogEvent]

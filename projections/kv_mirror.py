@@ -50,7 +50,7 @@ from nexus_ssot.ledger.log_tail import LogEvent
 from nexus_ssot.ledger.redaction import redact_url
 from nexus_ssot.ledger.subjects import decode_token, encode_token
 
-from .runtime import Tables, next_upto, read_log
+from .runtime import Tables, apply_ctes, next_upto, read_log
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -187,8 +187,7 @@ class KvMirror:
             position = end
         fold = await self._fold(conn, latest, t)
         if fold is not None:
-            ctes, params = fold
-            await conn.execute(b"WITH " + ctes + b" SELECT 1", params)
+            await apply_ctes(conn, *fold)
 
     async def range_statement(self, conn: psycopg.AsyncConnection[Any], after: int,
                               upto: int, t: Tables, events: Sequence[LogEvent]

@@ -17,7 +17,7 @@ import psycopg
 
 from nexus_ssot.ledger.log_tail import LogEvent
 
-from .runtime import Tables
+from .runtime import Tables, apply_ctes
 
 NAME = "namespace_stats"
 
@@ -100,9 +100,6 @@ def _fold(stats: str, keys: str, actors: str) -> bytes:
     return _FOLD.format(stats=stats, keys=keys, actors=actors).encode()
 
 
-@functools.lru_cache(maxsize=16)
-def _statement(fold: bytes) -> bytes:
-    return b"WITH " + fold + b" SELECT 1"
 
 
 class NamespaceStats:
@@ -121,8 +118,8 @@ class NamespaceStats:
     async def apply(self, conn: psycopg.AsyncConnection[Any], after: int, upto: int,
                     t: Tables) -> None:
         # prepared: the server plans the statement once per connection, not per range
-        await conn.execute(_statement(_fold(*(t[n] for n in self.tables))),
-                           {"after": after, "upto": upto}, prepare=True)
+        await apply_ctes(conn, _fold(*(t[n] for n in self.tables)),
+                         {"after": after, "upto": upto})
 
     async def range_statement(self, conn: psycopg.AsyncConnection[Any], after: int,
                               upto: int, t: Tables, events: Sequence[LogEvent]

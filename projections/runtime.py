@@ -196,31 +196,30 @@ async def advance(conn: psycopg.AsyncConnection[Any], name: str, after: int,
         raise TrackingConflict(f"view {name} is no longer at position {after}")
 
 
-#: ``advance`` as one statement that fails (division by zero) when the view is no longer
-#: at the position it started from: in pipeline mode the COMMIT queued after it is then
-#: skipped, so the range and its COMMIT go in one round trip, with no wait for the row
-#: count in between.
-_ADVANCE_OR_FAIL = (
-    f"WITH moved AS (UPDATE {TRACKING_TABLE} SET notification_id = %s"
-    " WHERE application_name = %s AND notification_id = %s RETURNING 1)"
-    " SELECT 1 / (SELECT count(*) FROM moved)::int")
-
-
 async def apply_range(conn: psycopg.AsyncConnection[Any], name: str, after: int, upto: int,
                       fold: Callable[[], Awaitable[None]]) -> None:
     """``fold`` (the view's statements) and ``advance`` in one transaction, sent with its
-    COMMIT in one round trip (pipeline mode); ``TrackingConflict`` if the view is no
-    longer at ``after`` (nothing of the range is then committed)."""
+    COMMIT in one round trip (pipeline mode: the guarded advance fails the transaction
+    by itself when the view has moved, so the COMMIT queued after it is skipped, with no
+    wait for a row count in between); ``TrackingConflict`` if the view is no longer at
+    ``after`` (nothing of the range is then committed)."""
     try:
         async with conn.pipeline(), conn.transaction():
             await fold()
-            await conn.execute(_ADVANCE_OR_FAIL, (upto, name, after), prepare=True)
+            await conn.execute(_with_advance(None), {"after": after, "upto": upto,
+                                                     "view": name}, prepare=True)
     except psycopg.errors.DivisionByZero as e:
-        # the view's own statements may divide by zero too: tell by where the view is
         await conn.rollback()  # (the failed transaction is still open: its COMMIT skipped)
-        if await tracked_position(conn, name) != after:
-            raise TrackingConflict(f"view {name} is no longer at position {after}") from e
-        raise
+        await _conflict_or_own(conn, name, after, e)
+
+
+async def _conflict_or_own(conn: psycopg.AsyncConnection[Any], name: str, after: int,
+                           e: psycopg.errors.DivisionByZero) -> None:
+    """Raise ``TrackingConflict`` for a guarded advance that failed, or ``e`` itself: the
+    view's own statements may divide by zero too, told apart by where the view is."""
+    if await tracked_position(conn, name) != after:
+        raise TrackingConflict(f"view {name} is no longer at position {after}") from e
+    raise e
 
 
 @functools.lru_cache(maxsize=64)
@@ -247,10 +246,19 @@ async def apply_statement(conn: psycopg.AsyncConnection[Any], name: str, after: 
                            {**params, "after": after, "upto": upto, "view": name},
                            prepare=True)
     except psycopg.errors.DivisionByZero as e:
-        # the view's own expressions may divide by zero too: tell by where the view is
-        if await tracked_position(conn, name) != after:
-            raise TrackingConflict(f"view {name} is no longer at position {after}") from e
-        raise
+        await _conflict_or_own(conn, name, after, e)
+
+
+@functools.lru_cache(maxsize=64)
+def _in_transaction(ctes: bytes) -> bytes:
+    return b"WITH " + ctes + b" SELECT 1"
+
+
+async def apply_ctes(conn: psycopg.AsyncConnection[Any], ctes: bytes,
+                     params: dict[str, Any]) -> None:
+    """A ``StatementView``'s common table expressions, run in the caller's transaction
+    without the advance (a rebuild, a check: their callers move the position)."""
+    await conn.execute(_in_transaction(ctes), params, prepare=True)
 
 
 async def next_upto(conn: psycopg.AsyncConnection[Any], after: int, batch: int,
