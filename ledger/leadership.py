@@ -213,8 +213,11 @@ async def on_connection(database_url: str, what: str,
 
 
 async def sleep_unless_stopped(stop: asyncio.Event, seconds: float) -> None:
+    """Until ``stop`` is set or ``seconds`` pass. In the caller's own task (``wait_for``
+    made a task for each sleep: the followers sleep between ranges many times a second)."""
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)
+        async with asyncio.timeout(seconds):
+            await stop.wait()
 
 
 async def retrying(role: str, lead: Callable[[asyncio.Event], Awaitable[None]],

@@ -141,6 +141,8 @@ class LogTail:
         #: Wake-ups and ranges read, for tests and the bench.
         self.reads = 0
         self._events: list[LogEvent] = []
+        #: Their positions, for ``bisect`` without a key function (a call per step).
+        self._positions: list[int] = []
         #: The followers' waits for the tail to advance, each woken at once by the next
         #: read (see ``wait``); ``_stops`` wakes them when their stop event is set.
         self._waiters: list[asyncio.Future[None]] = []
@@ -166,7 +168,7 @@ class LogTail:
         """At most ``limit`` events after ``after``, from the tail when it holds them,
         else read on ``conn`` (a follower behind the tail, or the tail not following)."""
         if self.start is not None and self.start <= after < self.head:
-            i = bisect.bisect_right(self._events, after, key=lambda e: e.position)
+            i = bisect.bisect_right(self._positions, after)
             return self._events[i:i + limit]
         if self.live and self.start is not None:
             if after >= self.head:
@@ -261,11 +263,13 @@ class LogTail:
     def _append(self, events: Sequence[LogEvent]) -> None:
         self.reads += 1
         self._events.extend(events)
+        self._positions.extend(e.position for e in events)
         self.head = events[-1].position
         excess = len(self._events) - self.capacity
         if excess > 0:
             self.start = self._events[excess - 1].position
             del self._events[:excess]
+            del self._positions[:excess]
         self._wake_all()
 
     def _wake_all(self) -> None:

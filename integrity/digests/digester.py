@@ -36,7 +36,7 @@ from nats.js import JetStreamContext
 from nexus_ssot.ledger import chain
 from nexus_ssot.ledger.following import Following, followed
 from nexus_ssot.ledger.jetstream import ensure_stream, nats_servers, stream_tail
-from nexus_ssot.ledger.leadership import Lease, retrying
+from nexus_ssot.ledger.leadership import Lease, retrying, sleep_unless_stopped
 
 from .. import merkle
 from .record import (
@@ -103,6 +103,7 @@ class Digester:
         publish: bool = True,
         batch_size: int = 1000,
         poll_interval: float = 1.0,
+        linger: float = 0.05,
         ack_timeout: float = 5.0,
         duplicate_window: float = 600.0,
         replicas: int = 1,
@@ -120,6 +121,10 @@ class Digester:
         self.publish = publish
         self.batch_size = batch_size
         self.poll_interval = poll_interval
+        #: Seconds at least between two ranges folded while caught up: under a trickle of
+        #: one-event commits a range then holds the events of ``linger`` seconds, not one
+        #: (each wake-up cost the followers' thread more than its event's leaf).
+        self.linger = linger
         self.ack_timeout = ack_timeout
         self.duplicate_window = duplicate_window
         self.replicas = replicas
@@ -188,6 +193,9 @@ class Digester:
                 continue
             if len(events) < limit:
                 lease.check()  # still the leader?
+                if events and self.linger > 0:  # caught up: let the next range fill
+                    await sleep_unless_stopped(stop, self.linger)
+                    continue
                 wait = tail.idle_timeout(self.poll_interval)
                 if tree.leaves:
                     wait = max(0.01, min(wait, due - time.monotonic()))

@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from psycopg import sql
 
 from nexus_ssot.integrity import digests, merkle
+from nexus_ssot.integrity.digests import digester as digester_module
 from nexus_ssot.ledger import chain
 from nexus_ssot.ledger.migrate import migrate
 from nexus_ssot.ops.digest import DigesterThread
@@ -308,6 +309,40 @@ def test_digests_at_the_time_cadence_only_when_there_is_news(
         assert [d["signature"] for d in published(nats_url, streams)] == [None] * len(digest_chain)
         r = ledger.client.get("/v1/integrity/public-key")
         assert (r.status_code, r.json()["code"]) == (404, "no_signing_key")
+
+
+def test_a_caught_up_digester_lingers_so_a_trickle_of_commits_folds_as_one_range(
+    fresh_db: str, nats_url: str, streams: tuple[str, str], ns: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Once it has folded the log's last events, the digester waits ``linger`` before it
+    reads again: one-event commits meanwhile make one range, not a wake-up each. Its
+    linger is held here until four more commits have landed; they are folded together."""
+    lingers: list[float] = []
+    release = threading.Event()
+
+    async def lingering(stop: asyncio.Event, seconds: float) -> None:
+        lingers.append(seconds)
+        await asyncio.get_running_loop().run_in_executor(None, release.wait)
+
+    monkeypatch.setattr(digester_module, "sleep_unless_stopped", lingering)
+    with Ledger(fresh_db, nats_url, streams, digest_every_events=5,
+                digest_every_seconds=3600) as ledger:
+        try:
+            digester = ledger.start_digester()
+            assert digester.linger == 0.05
+            ledger.put(ns, "k", {"i": 0})  # an empty log's first digest is due at once
+            wait_for(lambda: digested(fresh_db, 1), what="the first digest")
+            ledger.put(ns, "k", {"i": 1})
+            wait_for(lambda: lingers, what="the digester to fold it and linger")
+            for i in range(2, 6):
+                ledger.put(ns, "k", {"i": i})
+        finally:
+            release.set()
+        wait_for(lambda: digested(fresh_db, 6), what="the digest of six events")
+        assert lingers == [0.05]  # the four were one range: it made the digest, no linger
+        with psycopg.connect(fresh_db) as conn:
+            assert [d.size for d in check_chain(conn, log_leaves(conn))] == [1, 6]
 
 
 def test_every_version_has_a_proof_the_standalone_script_accepts(
