@@ -418,10 +418,13 @@ class KvMirror:
 
 @functools.lru_cache(maxsize=16)
 def _held(mirror: str) -> bytes:
-    """Which of the deleted entries (``gone_*``) the mirror holds."""
-    return (f"SELECT m.namespace, m.key FROM {mirror} m JOIN unnest("
-            "%(gone_namespaces)s::text[], %(gone_keys)s::text[]) g(namespace, key)"
-            " USING (namespace, key)").encode()
+    """Which of the deleted entries (``gone_*``) the mirror holds: each looked up by the
+    table's index (a LATERAL subquery, which a prepared statement's generic plan cannot
+    turn into a scan of the whole mirror, as it did for ``namespace_stats``' keys)."""
+    return ("SELECT g.namespace, g.key FROM unnest(%(gone_namespaces)s::text[],"
+            " %(gone_keys)s::text[]) g(namespace, key) JOIN LATERAL (SELECT 1 FROM"
+            f" {mirror} m WHERE m.namespace = g.namespace AND m.key = g.key LIMIT 1) m"
+            " ON true").encode()
 
 
 @functools.lru_cache(maxsize=64)

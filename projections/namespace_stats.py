@@ -1,6 +1,7 @@
 """The ``namespace_stats`` view: per namespace, live and deleted entries, the last change
-(position and commit time), and writes per actor. Folded from the log in SQL, a range of
-events per statement, so a rebuild runs at the speed of the database.
+(position and commit time), and writes per actor. Folded in SQL, a range of events per
+statement, from the version history the log's entry events are written with, so a rebuild
+runs at the speed of the database.
 
 Tables: ``{stats}`` one row per namespace; ``{keys}`` each key's liveness (what turns an
 event into +1/-1 of the counts); ``{actors}`` writes per (namespace, actor). Namespace
@@ -47,21 +48,29 @@ CREATE TABLE IF NOT EXISTS {actors} (
 # A range's fold as one statement's common table expressions (the runner adds the advance
 # of the view's position, ``runtime.apply_statement``): every one sees the tables as they
 # were before the statement, so ``prev`` is each key's liveness before the range and
-# ``delta`` the change of the counts.
+# ``delta`` the change of the counts. The range's entry events are read from the version
+# history, written in the same transaction as the log (settings changes have no row
+# there): reading namespace, key and actor out of each event's stored state parsed the
+# state's JSON four times an event. Each key's liveness before the range is looked up
+# by the keys' index whatever the planner estimates (a LATERAL subquery, its LIMIT keeping
+# it from being merged into a join): the statement is prepared, and its generic plan,
+# made while the table was small, hashed the whole keys table for every range, so a
+# range's fold grew with the keys ever written (38 ms a range at 150,000 keys against
+# 5 ms; the view took five times as long as the others to catch up with a bulk load,
+# docs/performance.md).
 _FOLD = """
 e AS (
-    SELECT notification_id AS position, recorded_at,
-           topic LIKE '%%:EntryDeleted' AS deleting, s->>'namespace' AS namespace,
-           s->>'key' AS key, s->>'actor' AS actor
-    FROM ssot_events, LATERAL (SELECT convert_from(state, 'UTF8')::json AS s) j
-    WHERE notification_id > %(after)s AND notification_id <= %(upto)s
-      AND topic NOT LIKE '%%:NamespaceConfigured'
+    SELECT position, recorded_at, event_type = 'entry.deleted' AS deleting, namespace, key,
+           actor
+    FROM entry_history WHERE position > %(after)s AND position <= %(upto)s
 ), last AS (
     SELECT DISTINCT ON (namespace, key) namespace, key, NOT deleting AS live
     FROM e ORDER BY namespace, key, position DESC
 ), prev AS (
     SELECT l.namespace, l.key, l.live, k.live AS was_live
-    FROM last l LEFT JOIN {keys} k USING (namespace, key)
+    FROM last l LEFT JOIN LATERAL (
+        SELECT live FROM {keys} WHERE namespace = l.namespace AND key = l.key LIMIT 1
+    ) k ON true
 ), keys_upsert AS (
     INSERT INTO {keys} (namespace, key, live) SELECT namespace, key, live FROM last
     ON CONFLICT (namespace, key) DO UPDATE SET live = EXCLUDED.live
