@@ -114,6 +114,14 @@ async def read_range(conn: psycopg.AsyncConnection[Any], after: int, upto: int |
             for row in rows]
 
 
+# The end of a range, its first commit time and its size, from the positions' index and
+# the rows' commit times: what a follower that reads the range in SQL needs of it.
+_RANGE_END = (
+    "SELECT max(notification_id), min(recorded_at), count(*) FROM (SELECT notification_id,"
+    " recorded_at FROM ssot_events WHERE notification_id > %s AND notification_id <= %s"
+    " ORDER BY notification_id LIMIT %s) r")
+
+
 async def head_position(conn: psycopg.AsyncConnection[Any]) -> int:
     """The log's last position (0: empty)."""
     cur = await conn.execute("SELECT coalesce(max(notification_id), 0) FROM ssot_events",
@@ -176,6 +184,28 @@ class LogTail:
             # behind the tail: up to where it begins, then join it
             return await read_range(conn, after, self.start, limit, history=True)
         return await read_range(conn, after, None, limit, history=True)
+
+    async def range_after(self, conn: psycopg.AsyncConnection[Any], after: int,
+                          limit: int) -> tuple[int, datetime, int] | None:
+        """The next range of at most ``limit`` events after ``after``, without its events:
+        (its last position, its first event's commit time, how many events it holds), or
+        None when there is none yet. For a follower that reads the range in SQL itself: a
+        range the tail holds costs nothing, one behind it a read of the positions' index
+        instead of every event with its history, decoded (what ``events_after`` reads)."""
+        if self.start is not None and self.start <= after < self.head:
+            i = bisect.bisect_right(self._positions, after)
+            held = self._events[i:i + limit]
+            return held[-1].position, held[0].recorded_at, len(held)
+        until = 2**62
+        if self.live and self.start is not None:
+            if after >= self.head:
+                return None  # nothing new yet: wait()
+            until = self.start  # behind the tail: up to where it begins, then join it
+        cur = await conn.execute(_RANGE_END, (after, until, limit), prepare=True)
+        row = await cur.fetchone()
+        if row is None or row[0] is None:
+            return None
+        return int(row[0]), row[1], int(row[2])
 
     def idle_timeout(self, poll_interval: float) -> float:
         """How long a follower with nothing to do waits: while the tail follows it wakes

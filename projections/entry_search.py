@@ -75,6 +75,8 @@ class EntrySearch:
     name: ClassVar[str] = NAME
     tables: ClassVar[tuple[str, ...]] = ("view_entry_search",)
     side_effects: ClassVar[bool] = False
+    #: Its statement reads each range from the version history: no events needed.
+    reads_events: ClassVar[bool] = False
 
     def ddl(self, t: Tables) -> str:
         name = self.tables[0]

@@ -116,6 +116,8 @@ class NamespaceStats:
     tables: ClassVar[tuple[str, ...]] = ("view_namespace_stats", "view_namespace_stats_keys",
                                          "view_namespace_stats_actors")
     side_effects: ClassVar[bool] = False
+    #: Its statement reads each range from the version history: no events needed.
+    reads_events: ClassVar[bool] = False
 
     def _names(self, t: Tables) -> dict[str, str]:
         stats, keys, actors = (t[n] for n in self.tables)

@@ -127,7 +127,10 @@ class View(Protocol):
 class StatementView(View, Protocol):
     """A view whose fold of a range is one statement's common table expressions: the
     runner runs them with the guarded advance as one statement, its own transaction in
-    autocommit (``apply_statement``): one round trip, no BEGIN, COMMIT or pipeline."""
+    autocommit (``apply_statement``): one round trip, no BEGIN, COMMIT or pipeline. A view
+    whose statement reads the range from the database itself may set ``reads_events =
+    False`` (a class attribute): the runner then hands it no events and, behind the log's
+    tail, reads only where each range ends (``LogTail.range_after``)."""
 
     async def range_statement(self, conn: psycopg.AsyncConnection[Any], after: int,
                               upto: int, t: Tables, events: Sequence[LogEvent]
@@ -390,15 +393,22 @@ class ViewRunner:
             await ensure_tables(conn, self.view, self.tables)
             position = await start_tracking(conn, self.view.name)
             self._report(position)
+            reads_events = range_statement is None or getattr(self.view, "reads_events", True)
             while not stop.is_set():
-                events = await tail.events_after(conn, position, self.batch_size)
-                if not events:
+                events: Sequence[LogEvent] = ()
+                if reads_events:
+                    events = await tail.events_after(conn, position, self.batch_size)
+                    found = (events[-1].position, events[0].recorded_at, len(events)) \
+                        if events else None
+                else:
+                    found = await tail.range_after(conn, position, self.batch_size)
+                if found is None:
                     self.progress.head, self.progress.lag_seconds = position, 0.0
                     lease.check()  # still the leader?
                     await tail.wait(stop, position, tail.idle_timeout(self.poll_interval))
                     continue
-                upto = events[-1].position
-                self._measure_lag(events, tail.head)
+                upto, first_at, count = found
+                self._measure_lag(first_at, max(tail.head, upto))
                 if range_statement is not None:  # one statement, its own transaction
                     await apply_statement(conn, self.view.name, position, upto,
                                           await range_statement(conn, position, upto,
@@ -413,13 +423,13 @@ class ViewRunner:
                 self.progress.applied += 1
                 position = upto
                 self._report(position)
-                if len(events) < self.batch_size:  # caught up: let the next range fill
+                if count < self.batch_size:  # caught up: let the next range fill
                     await sleep_unless_stopped(stop, self.linger)
 
-    def _measure_lag(self, events: Sequence[LogEvent], head: int) -> None:
-        self.progress.head = max(head, events[-1].position)
-        self.progress.lag_seconds = max(
-            0.0, (datetime.now(UTC) - events[0].recorded_at).total_seconds())
+    def _measure_lag(self, first_at: datetime, head: int) -> None:
+        """Lag before a range whose first event committed at ``first_at``."""
+        self.progress.head = head
+        self.progress.lag_seconds = max(0.0, (datetime.now(UTC) - first_at).total_seconds())
 
     def _report(self, position: int) -> None:
         self.progress.position = position

@@ -15,7 +15,7 @@ import pytest
 
 from nexus_ssot.ledger.writer import GroupCommitWriter
 from nexus_ssot.ops.project import run_all
-from nexus_ssot.projections.runtime import LINGER, Tables, ViewRunner
+from nexus_ssot.projections.runtime import LINGER, Tables, ViewRunner, apply_ctes
 from nexus_ssot.projections.schema_quality import SchemaQuality
 from tests.integration.conftest import wait_until
 from tests.integration.test_log_tail import append
@@ -135,3 +135,79 @@ def test_a_view_sets_its_own_linger_and_a_stop_does_not_wait_for_it(
         if not alive:
             loop.close()
     assert not alive
+
+
+def ranges_view(token: str) -> Any:
+    """A view folded in SQL that needs no events (``reads_events = False``): each range
+    adds a row (its end, its events counted in SQL); it notes what it was handed."""
+
+    class Ranges:
+        name: ClassVar[str] = f"ranges_{token}"
+        tables: ClassVar[tuple[str, ...]] = (f"view_ranges_{token}",)
+        side_effects: ClassVar[bool] = False
+        reads_events: ClassVar[bool] = False
+        handed: ClassVar[list[int]] = []
+
+        def ddl(self, t: Tables) -> str:
+            return (f"CREATE TABLE IF NOT EXISTS {t[self.tables[0]]}"
+                    " (upto bigint NOT NULL, events bigint NOT NULL)")
+
+        def _ctes(self, t: Tables) -> bytes:
+            return (f"_range AS (INSERT INTO {t[self.tables[0]]} SELECT %(upto)s, count(*)"
+                    " FROM ssot_events WHERE notification_id > %(after)s"
+                    " AND notification_id <= %(upto)s)").encode()
+
+        async def apply(self, conn: psycopg.AsyncConnection[Any], after: int, upto: int,
+                        t: Tables) -> None:
+            await apply_ctes(conn, self._ctes(t), {"after": after, "upto": upto})
+
+        async def range_statement(self, conn: psycopg.AsyncConnection[Any], after: int,
+                                  upto: int, t: Tables, events: Any
+                                  ) -> tuple[bytes, dict[str, Any]]:
+            type(self).handed.append(len(events))
+            return self._ctes(t), {}
+
+    return Ranges()
+
+
+def test_a_view_that_reads_its_ranges_in_sql_is_handed_no_events_behind_or_at_the_tail(
+        database_url: str, writer: GroupCommitWriter) -> None:
+    """Behind the log's tail (the log written before it started) such a view is told only
+    where each range ends, not read every event with its history; at the tail, the
+    same. Its ranges still cover the log without a gap or a double, each at most
+    ``batch_size`` events."""
+    append(writer, "sqlranges", 45, 9)  # before it starts: behind the tail
+    view = ranges_view(secrets.token_hex(4))
+    runner = ViewRunner(database_url, view, batch_size=20, poll_interval=0.2)
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    thread = threading.Thread(target=loop.run_until_complete,
+                              args=(run_all([runner], stop),), daemon=True)
+    thread.start()
+    try:
+        with psycopg.connect(database_url) as conn:
+            first = int(conn.execute("SELECT max(notification_id) FROM ssot_events")
+                        .fetchone()[0])
+        wait_until(lambda: tracked(database_url, view.name) >= first,
+                   "the view to catch up with the log written before it", timeout=30)
+        append(writer, "sqlranges", 12, 3)  # while it follows: from the tail
+        with psycopg.connect(database_url) as conn:
+            head = int(conn.execute("SELECT max(notification_id) FROM ssot_events")
+                       .fetchone()[0])
+        wait_until(lambda: tracked(database_url, view.name) >= head,
+                   "the view to follow the tail", timeout=30)
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(30)
+        alive = thread.is_alive()
+        if not alive:
+            loop.close()
+    assert not alive
+    assert view.handed and set(view.handed) == {0}
+    with psycopg.connect(database_url) as conn:
+        ranges = conn.execute(f"SELECT upto, events FROM {Tables(view.tables)[view.tables[0]]}"
+                              " ORDER BY upto".encode()).fetchall()
+        events = int(conn.execute("SELECT count(*) FROM ssot_events").fetchone()[0])
+    assert ranges[-1][0] == head and sum(n for _, n in ranges) == events  # no gap or double
+    assert all(0 < n <= 20 for _, n in ranges)
+    assert len(ranges) >= first // 20  # behind the tail: ranges of at most batch_size

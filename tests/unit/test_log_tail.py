@@ -124,3 +124,53 @@ def test_a_wait_ends_with_stop_or_its_timeout_and_leaves_no_waiter_behind() -> N
         await tail.wait(stop, 1, 30.0)  # stopped: returns at once
 
     asyncio.run(run())
+
+
+class RangeEnds:
+    """A connection that answers ``range_after``'s read: the end, first commit time and size
+    of the range of positions asked for (every position taken)."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[int, int, int]] = []
+
+    async def execute(self, _query: str, params: tuple[int, int, int], **_: Any) -> RangeEnds:
+        self.asked.append(params)
+        after, until, limit = params
+        positions = range(after + 1, min(until, after + limit) + 1)
+        self._row = (positions[-1], AT, len(positions)) if positions else (None, None, 0)
+        return self
+
+    async def fetchone(self) -> tuple[Any, ...]:
+        return self._row
+
+
+@given(st.integers(1, 40), st.integers(1, 30), st.data())
+def test_a_range_within_the_tail_is_the_one_its_events_make_and_reads_nothing(
+        count: int, capacity: int, data: st.DataObject) -> None:
+    """A view that folds in SQL is told where its next range ends, when its first event was
+    committed and how many it holds: within the tail, what ``events_after`` would hand it."""
+    positions = list(range(10, 10 + count * 2, 2))  # ids have gaps
+    tail = tail_holding(positions, capacity)
+    assert tail.start is not None
+    after = data.draw(st.integers(tail.start, tail.head))
+    limit = data.draw(st.integers(1, 50))
+    reads = RangeEnds()
+    found = asyncio.run(tail.range_after(reads, after, limit))  # type: ignore[arg-type]
+    events = asyncio.run(tail.events_after(reads, after, limit))  # type: ignore[arg-type]
+    assert found == ((events[-1].position, events[0].recorded_at, len(events)) if events
+                     else None)
+    assert reads.asked == []
+
+
+def test_a_range_behind_the_tail_is_read_from_the_positions_up_to_where_it_begins() -> None:
+    tail = tail_holding([101, 102, 103], capacity=10)
+    reads = RangeEnds()
+    assert asyncio.run(tail.range_after(reads, 40, 1000)) == (100, AT, 60)  # type: ignore[arg-type]
+    assert reads.asked == [(40, 100, 1000)]
+    tail.live = False  # not following: to the end of the log
+    assert asyncio.run(tail.range_after(reads, 103, 10)) == (113, AT, 10)  # type: ignore[arg-type]
+    assert reads.asked[-1] == (103, 2**62, 10)
+    reads.asked.clear()
+    tail.live = True  # following, at its head: nothing yet, nothing read
+    assert asyncio.run(tail.range_after(reads, 103, 10)) is None  # type: ignore[arg-type]
+    assert reads.asked == []
