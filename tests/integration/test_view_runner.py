@@ -5,6 +5,7 @@ retries, and catches up once the cause is gone, while the other views keep follo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import threading
 from collections.abc import Iterator
@@ -56,6 +57,31 @@ def tracked(database_url: str, name: str) -> int:
     return int(row[0]) if row else 0
 
 
+@contextlib.contextmanager
+def running(runners: list[ViewRunner], join: float = 30) -> Iterator[None]:
+    """``runners`` on a loop and thread of their own, as ``ssot serve`` runs its views (one
+    loop, one log tail), until the block ends; then stopped, within ``join`` seconds."""
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    thread = threading.Thread(target=loop.run_until_complete,
+                              args=(run_all(runners, stop),), daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(join)
+        alive = thread.is_alive()
+        if not alive:
+            loop.close()
+    assert not alive, "the runners did not stop"
+
+
+def log_head(database_url: str) -> int:
+    with psycopg.connect(database_url) as conn:
+        return int(conn.execute("SELECT max(notification_id) FROM ssot_events").fetchone()[0])
+
+
 @pytest.fixture()
 def runners(database_url: str) -> Iterator[tuple[ViewRunner, ViewRunner, str]]:
     """A failing view and a sound one, run together as ``ssot serve`` runs its views (one
@@ -64,18 +90,8 @@ def runners(database_url: str) -> Iterator[tuple[ViewRunner, ViewRunner, str]]:
     needed = f"needed_{token}"
     failing = ViewRunner(database_url, counting_view(f"f{token}", needed), poll_interval=0.2)
     sound = ViewRunner(database_url, counting_view(f"s{token}", None), poll_interval=0.2)
-    loop = asyncio.new_event_loop()
-    stop = asyncio.Event()
-    thread = threading.Thread(target=loop.run_until_complete,
-                              args=(run_all([failing, sound], stop),), daemon=True)
-    thread.start()
-    try:
+    with running([failing, sound]):
         yield failing, sound, needed
-    finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(30)
-        assert not thread.is_alive()
-        loop.close()
 
 
 def test_a_failing_view_retries_and_the_others_keep_following(
@@ -83,8 +99,7 @@ def test_a_failing_view_retries_and_the_others_keep_following(
         runners: tuple[ViewRunner, ViewRunner, str]) -> None:
     failing, sound, needed = runners
     append(writer, "viewfail", 30, 5)
-    with psycopg.connect(database_url) as conn:
-        head = int(conn.execute("SELECT max(notification_id) FROM ssot_events").fetchone()[0])
+    head = log_head(database_url)
 
     wait_until(lambda: tracked(database_url, sound.view.name) >= head,
                "the sound view to follow the log", timeout=30)
@@ -93,8 +108,7 @@ def test_a_failing_view_retries_and_the_others_keep_following(
     assert tracked(database_url, failing.view.name) < head
 
     append(writer, "viewfail", 10, 5)  # the sound view keeps following meanwhile
-    with psycopg.connect(database_url) as conn:
-        head = int(conn.execute("SELECT max(notification_id) FROM ssot_events").fetchone()[0])
+    head = log_head(database_url)
     wait_until(lambda: tracked(database_url, sound.view.name) >= head,
                "the sound view to follow the log while the other fails", timeout=30)
 
@@ -118,23 +132,10 @@ def test_a_view_sets_its_own_linger_and_a_stop_does_not_wait_for_it(
     assert ViewRunner(database_url, counting_view(f"d{token}", None)).linger == LINGER
     assert ViewRunner(database_url, SchemaQuality()).linger == SchemaQuality.linger > LINGER
     append(writer, "linger", 3, 1)  # before it starts: its first range takes them all
-    with psycopg.connect(database_url) as conn:
-        head = int(conn.execute("SELECT max(notification_id) FROM ssot_events").fetchone()[0])
-    loop = asyncio.new_event_loop()
-    stop = asyncio.Event()
-    thread = threading.Thread(target=loop.run_until_complete,
-                              args=(run_all([runner], stop),), daemon=True)
-    thread.start()
-    try:
+    head = log_head(database_url)
+    with running([runner], join=10):  # a minute's linger would hold it: the stop cuts it short
         wait_until(lambda: tracked(database_url, view.name) >= head,
                    "the view to fold the log, then linger", timeout=30)
-    finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(10)  # a minute's linger would hold it: the stop cuts it short
-        alive = thread.is_alive()
-        if not alive:
-            loop.close()
-    assert not alive
 
 
 def ranges_view(token: str) -> Any:
@@ -179,30 +180,14 @@ def test_a_view_that_reads_its_ranges_in_sql_is_handed_no_events_behind_or_at_th
     append(writer, "sqlranges", 45, 9)  # before it starts: behind the tail
     view = ranges_view(secrets.token_hex(4))
     runner = ViewRunner(database_url, view, batch_size=20, poll_interval=0.2)
-    loop = asyncio.new_event_loop()
-    stop = asyncio.Event()
-    thread = threading.Thread(target=loop.run_until_complete,
-                              args=(run_all([runner], stop),), daemon=True)
-    thread.start()
-    try:
-        with psycopg.connect(database_url) as conn:
-            first = int(conn.execute("SELECT max(notification_id) FROM ssot_events")
-                        .fetchone()[0])
+    with running([runner]):
+        first = log_head(database_url)
         wait_until(lambda: tracked(database_url, view.name) >= first,
                    "the view to catch up with the log written before it", timeout=30)
         append(writer, "sqlranges", 12, 3)  # while it follows: from the tail
-        with psycopg.connect(database_url) as conn:
-            head = int(conn.execute("SELECT max(notification_id) FROM ssot_events")
-                       .fetchone()[0])
+        head = log_head(database_url)
         wait_until(lambda: tracked(database_url, view.name) >= head,
                    "the view to follow the tail", timeout=30)
-    finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(30)
-        alive = thread.is_alive()
-        if not alive:
-            loop.close()
-    assert not alive
     assert view.handed and set(view.handed) == {0}
     with psycopg.connect(database_url) as conn:
         ranges = conn.execute(f"SELECT upto, events FROM {Tables(view.tables)[view.tables[0]]}"
