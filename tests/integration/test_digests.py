@@ -33,8 +33,10 @@ from psycopg import sql
 from nexus_ssot.integrity import digests, merkle
 from nexus_ssot.integrity.digests import digester as digester_module
 from nexus_ssot.ledger import chain
+from nexus_ssot.ledger.following import Following
 from nexus_ssot.ledger.migrate import migrate
-from nexus_ssot.ops.digest import DigesterThread
+from nexus_ssot.ops.digest import DigesterThread, digester_for
+from nexus_ssot.ops.loop_thread import LoopThread
 from tests.integration.conftest import (
     AUTH,
     RunningServer,
@@ -328,18 +330,31 @@ def test_a_caught_up_digester_lingers_so_a_trickle_of_commits_folds_as_one_range
     monkeypatch.setattr(digester_module, "sleep_unless_stopped", lingering)
     with Ledger(fresh_db, nats_url, streams, digest_every_events=5,
                 digest_every_seconds=3600) as ledger:
+        # the digester on a log tail of the test's own, to know when the tail has read
+        digester = digester_for(ledger.settings, publish=False)
+        following = Following(fresh_db)
+
+        async def follow(stop: asyncio.Event) -> None:
+            await asyncio.gather(following.run(stop), digester.run(stop, following))
+
+        thread = LoopThread("test-digester", follow)
+        thread.start()
         try:
-            digester = ledger.start_digester()
             assert digester.linger == 0.05
             ledger.put(ns, "k", {"i": 0})  # an empty log's first digest is due at once
             wait_for(lambda: digested(fresh_db, 1), what="the first digest")
             ledger.put(ns, "k", {"i": 1})
             wait_for(lambda: lingers, what="the digester to fold it and linger")
             for i in range(2, 6):
-                ledger.put(ns, "k", {"i": i})
+                last = ledger.put(ns, "k", {"i": i})["position"]
+            wait_for(lambda: following.tail.head >= last, what="the tail to read the four")
         finally:
             release.set()
-        wait_for(lambda: digested(fresh_db, 6), what="the digest of six events")
+        try:
+            wait_for(lambda: digested(fresh_db, 6), what="the digest of six events")
+        finally:
+            thread.stop()
+        assert not thread.thread.is_alive()
         assert lingers == [0.05]  # the four were one range: it made the digest, no linger
         with psycopg.connect(fresh_db) as conn:
             assert [d.size for d in check_chain(conn, log_leaves(conn))] == [1, 6]
