@@ -175,15 +175,10 @@ class LogTail:
                            limit: int) -> list[LogEvent]:
         """At most ``limit`` events after ``after``, from the tail when it holds them,
         else read on ``conn`` (a follower behind the tail, or the tail not following)."""
-        if self.start is not None and self.start <= after < self.head:
-            i = bisect.bisect_right(self._positions, after)
-            return self._events[i:i + limit]
-        if self.live and self.start is not None:
-            if after >= self.head:
-                return []  # nothing new yet: wait()
-            # behind the tail: up to where it begins, then join it
-            return await read_range(conn, after, self.start, limit, history=True)
-        return await read_range(conn, after, None, limit, history=True)
+        served = self._served(after, limit)
+        if isinstance(served, list):
+            return served
+        return await read_range(conn, after, served, limit, history=True)
 
     async def range_after(self, conn: psycopg.AsyncConnection[Any], after: int,
                           limit: int) -> tuple[int, datetime, int] | None:
@@ -192,20 +187,27 @@ class LogTail:
         None when there is none yet. For a follower that reads the range in SQL itself: a
         range the tail holds costs nothing, one behind it a read of the positions' index
         instead of every event with its history, decoded (what ``events_after`` reads)."""
-        if self.start is not None and self.start <= after < self.head:
-            i = bisect.bisect_right(self._positions, after)
-            held = self._events[i:i + limit]
-            return held[-1].position, held[0].recorded_at, len(held)
-        until = 2**62
-        if self.live and self.start is not None:
-            if after >= self.head:
-                return None  # nothing new yet: wait()
-            until = self.start  # behind the tail: up to where it begins, then join it
-        cur = await conn.execute(_RANGE_END, (after, until, limit), prepare=True)
+        served = self._served(after, limit)
+        if isinstance(served, list):
+            return (served[-1].position, served[0].recorded_at, len(served)) if served \
+                else None
+        cur = await conn.execute(_RANGE_END, (after, served, limit), prepare=True)
         row = await cur.fetchone()
         if row is None or row[0] is None:
             return None
         return int(row[0]), row[1], int(row[2])
+
+    def _served(self, after: int, limit: int) -> list[LogEvent] | int:
+        """What a follower at ``after`` gets without reading: at most ``limit`` of the
+        events the tail holds (none: nothing new yet, it waits); or, when it must read for
+        itself, where its read ends: where the tail begins (behind the tail: then it joins
+        it), or the log's end (the tail not following)."""
+        if self.start is not None and self.start <= after < self.head:
+            i = bisect.bisect_right(self._positions, after)
+            return self._events[i:i + limit]
+        if self.live and self.start is not None:
+            return [] if after >= self.head else self.start
+        return 2**62
 
     def idle_timeout(self, poll_interval: float) -> float:
         """How long a follower with nothing to do waits: while the tail follows it wakes
