@@ -57,7 +57,7 @@ async def search(
     scan = scan_prefix(keys, prefix)
     service = service_of(request)
     async with service.pool.connection() as conn:
-        await view_at(service, conn, entry_search.NAME, min_position)
+        position = await view_at(service, conn, entry_search.NAME, min_position)
 
         async def fetch(start: str, n: int) -> list[tuple[str, bytes]]:
             if scan is None:
@@ -70,7 +70,7 @@ async def search(
             rows = await visible_rows(fetch, lambda r: r[0], keys, after, limit)
         except psycopg.errors.UndefinedTable:
             await require_namespace(conn, ns, cut=None, when=None)
-            raise not_built(entry_search.NAME, 0) from None
+            raise not_built(entry_search.NAME, position) from None
         if not rows:  # nothing found, or no such namespace?
             await require_namespace(conn, ns, cut=None, when=None)
     return page(rows, limit, lambda r: r[1], lambda r: {"k": r[0], "p": prefix, "o": q})
