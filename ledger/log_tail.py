@@ -27,6 +27,7 @@ import psycopg
 from .cloudevents import FIELDS, column
 from .events import TYPE_OF_TOPIC
 from .leadership import on_connection
+from .log_wire import Wire
 
 #: The channel the store NOTIFYs on every commit of events.
 CHANNEL = "ssot_events"
@@ -110,13 +111,20 @@ async def read_range(conn: psycopg.AsyncConnection[Any], after: int, upto: int |
     cur = cursor if cursor is not None else conn.cursor(binary=True)
     await cur.execute(_READ_WITH_HISTORY if history else _READ_PLAIN,
                       (after, upto if upto is not None else 2**62, limit), prepare=True)
-    rows = await cur.fetchall()
+    return log_events(await cur.fetchall(), history=history)
+
+
+def log_events(rows: Sequence[Sequence[Any]], *, history: bool) -> list[LogEvent]:
+    """The events of ``rows`` read by ``_READ_PLAIN`` (or ``_READ_WITH_HISTORY``)."""
     if not history:
         return [LogEvent(row[0], row[1], row[2], row[3], row[4]) for row in rows]
     return [LogEvent(row[0], row[1], row[2], row[3], row[4],
                      None if row[5] is None else dict(zip(FIELDS, row[5:], strict=True)))
             for row in rows]
 
+
+#: The tail's read prepared on its connection (``Wire``): ``_READ_WITH_HISTORY``.
+_READ_STATEMENT = "ssot_log_tail_read"
 
 # The end of a range, its first commit time and its size, from the positions' index and
 # the rows' commit times: what a follower that reads the range in SQL needs of it.
@@ -162,7 +170,7 @@ class LogTail:
         self._news: dict[str, asyncio.Event] = {}
         self._heard: dict[str, int] = {}
         self._pending: set[str] = set()  # channels notified, not yet handled
-        self._woken: asyncio.Future[None] | None = None  # the tail's wait, while it waits
+        self._wire: Wire | None = None  # the tail's connection, while it follows
 
     def listen(self, channel: str) -> None:
         """Also LISTEN on ``channel`` (from the tail's next wake-up at the latest):
@@ -285,18 +293,26 @@ class LogTail:
             self.start = self.head = await head_position(conn)
         self.live = True
         listening: set[str] = set()
-        cursor = conn.cursor(binary=True)  # one read a commit: the same cursor each time
-        while not stop.is_set():
-            for channel in self._news.keys() - listening:  # asked for since
-                await conn.execute(f"LISTEN {channel}")
-                listening.add(channel)
-            events = await read_range(conn, self.head, None, self.capacity, history=True,
-                                      cursor=cursor)
-            if events:
-                self._append(events)
-                if len(events) == self.capacity:
-                    continue
-            await self._wait_for_notifies(conn)
+        # one read a commit: on the wire (log_wire.py), not through a cursor
+        self._wire = wire = await Wire.open(conn, _READ_STATEMENT, _READ_WITH_HISTORY, 3,
+                                            lambda channel: self._pending.add(channel))
+        try:
+            while not stop.is_set():
+                channels = self._news.keys() - listening  # asked for since
+                if channels:
+                    with wire.detached():
+                        for channel in channels:
+                            await conn.execute(f"LISTEN {channel}")
+                    listening |= channels
+                rows = await wire.read(self.head, 2**62, self.capacity)
+                if rows:
+                    self._append(log_events(rows, history=True))
+                    if len(rows) == self.capacity:
+                        continue
+                await self._wait_for_notifies(wire)
+        finally:
+            self._wire = None
+            wire.detach()
 
     def _append(self, events: Sequence[LogEvent]) -> None:
         self.reads += 1
@@ -318,29 +334,15 @@ class LogTail:
 
     def _interrupt(self) -> None:
         """End the tail's wait for notifications now (stopping, or a channel to LISTEN)."""
-        if self._woken is not None and not self._woken.done():
-            self._woken.set_result(None)
+        if self._wire is not None:
+            self._wire.interrupt()
 
-    async def _wait_for_notifies(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        """Until the connection has something to read (a NOTIFY), the poll interval
-        passes or ``_interrupt``; then every notification already there is taken, so a
-        burst of commits makes one read, not one each. The socket is watched directly:
-        psycopg's own wait for notifications wakes every 0.1 s while it waits."""
+    async def _wait_for_notifies(self, wire: Wire) -> None:
+        """Until the connection brings a NOTIFY, the poll interval passes or
+        ``_interrupt``; every notification already there is taken with it, so a burst of
+        commits makes one read, not one each."""
         if not self._pending:
-            loop = asyncio.get_running_loop()
-            self._woken = woken = loop.create_future()
-            fd = conn.fileno()
-            loop.add_reader(fd, self._interrupt)
-            timer = loop.call_later(self.poll_interval, self._interrupt)
-            try:
-                await woken
-            finally:
-                self._woken = None
-                timer.cancel()
-                loop.remove_reader(fd)
-            conn.pgconn.consume_input()  # a lost connection raises, for run's reconnect
-            while (n := conn.pgconn.notifies()) is not None:
-                self._pending.add(n.relname.decode())
+            await wire.notified(self.poll_interval)
         seen, self._pending = self._pending, set()
         for channel in seen:
             news = self._news.get(channel)

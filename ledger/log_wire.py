@@ -1,0 +1,184 @@
+"""The log tail's connection while it follows: its reads and its waits for a NOTIFY driven
+by one callback of the event loop on the connection's socket, on libpq (``psycopg.pq``).
+
+The tail reads once per commit. Through psycopg's async cursor each read registered a
+reader on the socket and removed it again, made a future, and ran psycopg's generators to
+send, wait and fetch (~70 µs of CPU in a tight loop, ~120 µs between commits); each wait
+for a NOTIFY did the same again with a timer of its own (~100 µs a commit, measured at
+~560 one-event commits/s: docs/performance.md). Here one reader stays registered while the
+tail follows and one future is awaited per step. The read is a statement prepared once per
+connection, sent with binary parameters, its rows loaded by psycopg's own ``Transformer``:
+the loaders a binary cursor would use, so a row is what ``read_range`` returns.
+
+The connection is psycopg's: between two steps it is idle (every result read), so psycopg
+can use it again once the wire is ``detached`` (the tail's LISTENs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import re
+import struct
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg import pq, sql
+from psycopg.adapt import Transformer
+from psycopg.errors import error_from_result
+
+_INT8 = struct.Struct(">q")
+_BINARY = 1
+
+
+def numbered(query: str) -> str:
+    """``query`` with its ``%s`` placeholders written ``$1``, ``$2``, … (for PREPARE)."""
+    counter = itertools.count(1)
+    return re.sub("%s", lambda _: f"${next(counter)}", query)
+
+
+class Wire:
+    """One connection's reads of a statement of bigint parameters and its NOTIFYs, on the
+    running loop (``open``); ``detach`` it before psycopg uses the connection again."""
+
+    def __init__(self, conn: psycopg.AsyncConnection[Any], name: str,
+                 on_notify: Callable[[str], None]) -> None:
+        self._pg = conn.pgconn
+        self._fd = self._pg.socket
+        self._loop = asyncio.get_running_loop()
+        self._tx = Transformer(conn)
+        self._name = name.encode()
+        self._on_notify = on_notify
+        #: The step awaited: a read's results, or (``_querying`` False) a NOTIFY.
+        self._waiter: asyncio.Future[None] | None = None
+        self._querying = False
+        self._results: list[pq.abc.PGresult] = []
+        self._failed: BaseException | None = None
+        self._attached = False
+        #: An ``interrupt`` that came while no wait was on: the next wait ends at once.
+        self._interrupted = False
+
+    @classmethod
+    async def open(cls, conn: psycopg.AsyncConnection[Any], name: str, query: str,
+                   parameters: int, on_notify: Callable[[str], None]) -> Wire:
+        """A wire on ``conn`` for ``query`` (``%s`` placeholders, each a bigint), prepared
+        as ``name`` on this connection, attached."""
+        types = sql.SQL(", ").join([sql.SQL("bigint")] * parameters)
+        await conn.execute(sql.SQL("PREPARE {} ({}) AS {}").format(
+            sql.Identifier(name), types, sql.SQL(numbered(query))))
+        wire = cls(conn, name, on_notify)
+        wire.attach()
+        return wire
+
+    def attach(self) -> None:
+        if not self._attached:
+            self._loop.add_reader(self._fd, self._readable)
+            self._attached = True
+
+    def detach(self) -> None:
+        if self._attached:
+            self._loop.remove_reader(self._fd)
+            self._attached = False
+
+    @contextmanager
+    def detached(self) -> Iterator[None]:
+        """psycopg's turn on the connection (its own waits register their reader)."""
+        self.detach()
+        try:
+            yield
+        finally:
+            self.attach()
+
+    async def read(self, *parameters: int) -> list[tuple[Any, ...]]:
+        """The rows of the prepared statement run with ``parameters``."""
+        self._raise_failure()
+        pg = self._pg
+        pg.send_query_prepared(self._name, [_INT8.pack(p) for p in parameters],
+                               param_formats=[_BINARY] * len(parameters),
+                               result_format=_BINARY)
+        self._querying = True
+        if pg.flush():  # the rest when the socket takes it
+            self._loop.add_writer(self._fd, self._writable)
+        await self._step()
+        results, self._results = self._results, []
+        rows: list[tuple[Any, ...]] = []
+        for result in results:
+            if result.status != pq.ExecStatus.TUPLES_OK:
+                raise error_from_result(result)
+            self._tx.set_pgresult(result)
+            rows.extend(self._tx.load_rows(0, result.ntuples, tuple))
+        return rows
+
+    async def notified(self, timeout: float) -> None:
+        """Until the connection brings a NOTIFY, ``timeout`` passes or ``interrupt``."""
+        if self._interrupted:
+            self._interrupted = False
+            return
+        timer = self._loop.call_later(timeout, self.interrupt)
+        try:
+            await self._step()
+        finally:
+            timer.cancel()
+
+    def interrupt(self) -> None:
+        """End a wait for a NOTIFY now; at any other moment (a read, whose results must be
+        taken, or between steps), the next wait."""
+        if self._waiter is None or self._querying:
+            self._interrupted = True
+        else:
+            self._wake()
+
+    async def _step(self) -> None:
+        self._raise_failure()
+        self._waiter = waiter = self._loop.create_future()
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+        self._raise_failure()
+
+    def _raise_failure(self) -> None:
+        if self._failed is not None:
+            raise self._failed
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _readable(self) -> None:
+        pg = self._pg
+        try:
+            pg.consume_input()  # a lost connection raises
+            notified = False
+            while (n := pg.notifies()) is not None:
+                self._on_notify(n.relname.decode())
+                notified = True
+            if self._querying:
+                while not pg.is_busy():
+                    result = pg.get_result()
+                    if result is None:  # every result of the read is in
+                        self._querying = False
+                        self._wake()
+                        return
+                    self._results.append(result)
+            elif notified:
+                self._wake()
+        except psycopg.Error as e:
+            self._fail(e)
+
+    def _writable(self) -> None:
+        try:
+            if not self._pg.flush():
+                self._loop.remove_writer(self._fd)
+        except psycopg.Error as e:
+            self._loop.remove_writer(self._fd)
+            self._fail(e)
+
+    def _fail(self, error: BaseException) -> None:
+        self._failed = error
+        self.detach()  # a dead socket would call again and again
+        self._querying = False
+        self._wake()
