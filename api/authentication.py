@@ -21,24 +21,29 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
+import logging
 import re
 import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
+import psycopg
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from nexus_ssot.access.errors import AuthenticationFailed, Reason
 from nexus_ssot.access.identity import ADMINS, ANONYMOUS, Identity
 from nexus_ssot.access.oidc_config import oidc_configured
 from nexus_ssot.access.tokens import TokenRecord, token_id_of
+from nexus_ssot.ledger.redaction import redact_url
 from nexus_ssot.ledger.settings import Settings
 
 from .console_pages import is_console
 from .docs_pages import ASSETS, DOCS, OAUTH2_REDIRECT, REDOC
 from .errors import PROBLEM_JSON, PROBLEM_TYPE_BASE, instance_of
 from .rate_limit import RateLimiter, source_address, too_many_requests
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from nexus_ssot.access.oidc import OidcAuthenticator
@@ -186,6 +191,17 @@ class Authenticate:
                 actor.append(value)
         try:
             identity = await self._identify(authorization, service)
+        except psycopg.OperationalError as e:
+            # a token not known here is looked up in the store, which did not answer (its
+            # pool timed out, the server is restarting): not a refusal, and not a fault of
+            # ours; as every other request that needs the store then, 503 and retry
+            # (the store's error is logged, not told: the caller is not authenticated)
+            log.warning("a token could not be checked, the store did not answer: %s",
+                        redact_url(f"{type(e).__name__}: {e}"))
+            await _answer(scope, send, 503, "store_unavailable",
+                          "the event store is unreachable, so the token could not be"
+                          " checked; retry", [(b"retry-after", b"1")])
+            return
         except AuthenticationFailed as failure:
             if self.limiter is not None:  # guessing tokens: limited per source address
                 verdict = self.limiter.check(None, source_address(scope))
@@ -236,7 +252,8 @@ async def _answer(scope: Scope, send: Send, status: int, code: str, detail: str,
                   headers: list[tuple[bytes, bytes]], field: str | None = None) -> None:
     body: dict[str, Any] = {
         "type": PROBLEM_TYPE_BASE + code,
-        "title": {401: "Unauthorized", 403: "Forbidden", 400: "Bad Request"}[status],
+        "title": {401: "Unauthorized", 403: "Forbidden", 400: "Bad Request",
+                  503: "Service Unavailable"}[status],
         "status": status, "detail": detail, "code": code}
     if field is not None:
         body["field"] = field

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 
 from tests.integration.conftest import AUTH, RunningServer, make_settings
@@ -234,6 +235,33 @@ def test_a_token_and_a_policy_made_through_one_worker_work_at_once_on_another(
             r = ci.put(entry(ns, "features/checkout"), json={"new_ui": False})
             assert r.status_code == 201, r.text  # the policy, at once
             assert ci.get(entry(ns, "services/db")).status_code == 404  # still refused
+
+
+def test_a_token_that_cannot_be_checked_while_the_store_is_away_is_a_503_not_a_fault(
+        api: RunningServer, admin: httpx.Client, ns: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A token a worker does not know is looked up in the store before it is refused; when
+    the store does not answer (a restart, a pool timing out), the caller is told to retry
+    (503, as any request that needs the store then), not handed a 500, and the store's
+    error is not told to a caller who is not authenticated."""
+    access = api.app.state.service.access
+
+    async def store_away(unless_read_since: float | None = None) -> bool:
+        raise psycopg.errors.AdminShutdown(
+            "terminating connection due to administrator command (host=10.1.2.3)")
+
+    token = "ssot_0000000000000000_" + "A" * 43  # well formed, known nowhere
+    monkeypatch.setattr(access, "refresh", store_away)
+    with as_(api, token) as caller:
+        r = caller.put(entry(ns, "k"), json={"v": 1})
+        assert r.status_code == 503, r.text
+        body = r.json()
+        assert body["code"] == "store_unavailable" and r.headers["retry-after"] == "1"
+        assert "10.1.2.3" not in r.text and "administrator" not in r.text
+        monkeypatch.undo()  # the store answers again: the unknown token is refused
+        r = caller.put(entry(ns, "k"), json={"v": 1})
+        assert r.status_code == 401 and r.json()["code"] == "unauthenticated"
+    assert admin.get(entry(ns, "k")).status_code == 404  # nothing was written
 
 
 def test_removing_a_policy_that_does_not_exist_says_so_as_a_policy(
