@@ -17,19 +17,14 @@ import pytest
 import uvloop
 
 from nexus_ssot.ledger.commands import Context, Put
+from nexus_ssot.ledger.documents import Limits
 from nexus_ssot.ledger.log_tail import _READ_WITH_HISTORY, LogTail, log_events, read_range
 from nexus_ssot.ledger.log_wire import Wire, numbered
+from nexus_ssot.ledger.store import open_application
 from nexus_ssot.ledger.writer import GroupCommitWriter
 
 Runner = Callable[[Coroutine[Any, Any, Any]], Any]
 RUNNERS = pytest.mark.parametrize("run", [asyncio.run, uvloop.run], ids=["asyncio", "uvloop"])
-
-
-@pytest.fixture()
-def database_url(fresh_db: str) -> str:
-    """A database of the test's own (one test kills its tail's connection); the ledger's
-    ``writer`` writes to it."""
-    return fresh_db
 
 
 def put(writer: GroupCommitWriter, ns: str, count: int, round: int = 0) -> None:
@@ -57,12 +52,12 @@ def test_a_read_on_the_wire_is_what_a_binary_cursor_reads(
             after = row[0] - 3
             wire = await Wire.open(conn, "t_read", _READ_WITH_HISTORY, 3, lambda _: None)
             try:
-                rows = await wire.read(after, 2**62, 100)
-                limited = await wire.read(after, 2**62, 2)
-                none = await wire.read(after + 3, 2**62, 100)
+                rows = await wire.read(after, after + 3, 100)
+                limited = await wire.read(after, after + 3, 2)
+                none = await wire.read(after + 3, after + 3, 100)
             finally:
                 wire.detach()
-            by_cursor = await read_range(conn, after, None, 100, history=True)
+            by_cursor = await read_range(conn, after, after + 3, 100, history=True)
         on_wire = log_events(rows, history=True)
         assert len(limited) == 2 and none == []
         return ([(e.position, e.recorded_at, e.topic, e.version, e.raw, e.history)
@@ -171,8 +166,19 @@ def test_a_connection_killed_under_a_wait_fails_it(run: Runner, database_url: st
 
 
 def test_the_tail_reconnects_after_its_connection_is_killed_and_misses_nothing(
-        writer: GroupCommitWriter, database_url: str, ns: str) -> None:
-    fresh_db = database_url
+        fresh_db: str, ns: str) -> None:
+    # a database of its own: the tail's connection is found by its statement's name
+    app = open_application(fresh_db, pool_size=1)
+    writer = GroupCommitWriter(app, lambda _ns: Limits())
+    writer.start()
+    try:
+        _reconnects(writer, fresh_db, ns)
+    finally:
+        writer.stop()
+        app.close()
+
+
+def _reconnects(writer: GroupCommitWriter, fresh_db: str, ns: str) -> None:
 
     async def main() -> list[int]:
         tail = LogTail(fresh_db, poll_interval=0.2)
