@@ -27,7 +27,7 @@ import psycopg
 from .cloudevents import FIELDS, column
 from .events import TYPE_OF_TOPIC
 from .leadership import on_connection
-from .log_wire import Wire
+from .wire import Wire
 
 #: The channel the store NOTIFYs on every commit of events.
 CHANNEL = "ssot_events"
@@ -293,8 +293,9 @@ class LogTail:
             self.start = self.head = await head_position(conn)
         self.live = True
         listening: set[str] = set()
-        # one read a commit: on the wire (log_wire.py), not through a cursor
-        self._wire = wire = await Wire.open(conn, _READ_STATEMENT, _READ_WITH_HISTORY, 3,
+        # one read a commit: on the wire (wire.py), not through a cursor
+        self._wire = wire = await Wire.open(conn, _READ_STATEMENT, _READ_WITH_HISTORY,
+                                            ("bigint",) * 3,
                                             lambda channel: self._pending.add(channel))
         try:
             while not stop.is_set():

@@ -1,4 +1,4 @@
-"""The log tail's connection driven by the event loop's callbacks (ledger/log_wire.py): a
+"""The log tail's connection driven by the event loop's callbacks (ledger/wire.py): a
 read on it is what a binary cursor reads, a NOTIFY ends its wait and is reported, an
 interrupt during a read ends the next wait, a server error is raised and leaves the
 connection usable, a connection killed under it fails the wait (and the tail reconnects and
@@ -19,8 +19,8 @@ import uvloop
 from nexus_ssot.ledger.commands import Context, Put
 from nexus_ssot.ledger.documents import Limits
 from nexus_ssot.ledger.log_tail import _READ_WITH_HISTORY, LogTail, log_events, read_range
-from nexus_ssot.ledger.log_wire import Wire, numbered
 from nexus_ssot.ledger.store import open_application
+from nexus_ssot.ledger.wire import Wire, numbered
 from nexus_ssot.ledger.writer import GroupCommitWriter
 
 Runner = Callable[[Coroutine[Any, Any, Any]], Any]
@@ -50,7 +50,7 @@ def test_a_read_on_the_wire_is_what_a_binary_cursor_reads(
             row = await cur.fetchone()
             assert row is not None
             after = row[0] - 3
-            wire = await Wire.open(conn, "t_read", _READ_WITH_HISTORY, 3, lambda _: None)
+            wire = await Wire.open(conn, "t_read", _READ_WITH_HISTORY, ("bigint",) * 3)
             try:
                 rows = await wire.read(after, after + 3, 100)
                 limited = await wire.read(after, after + 3, 2)
@@ -81,7 +81,8 @@ def test_a_notify_ends_the_wait_and_its_channel_is_reported(
                 as conn, await psycopg.AsyncConnection.connect(database_url,
                                                                autocommit=True) as other:
             await conn.execute("LISTEN wire_test")
-            wire = await Wire.open(conn, "t_one", "SELECT %s::bigint", 1, heard.append)
+            wire = await Wire.open(conn, "t_one", "SELECT %s::bigint", ("bigint",),
+                                   heard.append)
             try:
                 loop = asyncio.get_running_loop()
                 notify = loop.create_task(other.execute("NOTIFY wire_test"))
@@ -105,8 +106,8 @@ def test_a_wait_ends_with_its_timeout_or_an_interrupt_and_one_during_a_read_ends
     async def main() -> None:
         async with await psycopg.AsyncConnection.connect(database_url,
                                                          autocommit=True) as conn:
-            wire = await Wire.open(conn, "t_sleep", "SELECT %s FROM pg_sleep(%s / 1000.0)", 2,
-                                   lambda _: None)
+            wire = await Wire.open(conn, "t_sleep", "SELECT %s FROM pg_sleep(%s / 1000.0)",
+                                   ("bigint", "bigint"))
             loop = asyncio.get_running_loop()
             try:
                 await asyncio.wait_for(wire.notified(0.01), 30)  # the timeout
@@ -130,7 +131,7 @@ def test_a_server_error_is_raised_and_the_connection_stays_usable(
     async def main() -> None:
         async with await psycopg.AsyncConnection.connect(database_url,
                                                          autocommit=True) as conn:
-            wire = await Wire.open(conn, "t_div", "SELECT 1 / %s", 1, lambda _: None)
+            wire = await Wire.open(conn, "t_div", "SELECT 1 / %s", ("bigint",))
             try:
                 with pytest.raises(psycopg.errors.DivisionByZero):
                     await wire.read(0)
@@ -151,7 +152,7 @@ def test_a_connection_killed_under_a_wait_fails_it(run: Runner, database_url: st
         async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) \
                 as conn, await psycopg.AsyncConnection.connect(database_url,
                                                                autocommit=True) as admin:
-            wire = await Wire.open(conn, "t_kill", "SELECT %s::bigint", 1, lambda _: None)
+            wire = await Wire.open(conn, "t_kill", "SELECT %s::bigint", ("bigint",))
             waiting = asyncio.get_running_loop().create_task(wire.notified(30.0))
             await asyncio.sleep(0.05)
             await admin.execute("SELECT pg_terminate_backend(%s)",

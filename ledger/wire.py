@@ -1,17 +1,20 @@
-"""The log tail's connection while it follows: its reads and its waits for a NOTIFY driven
-by one callback of the event loop on the connection's socket, on libpq (``psycopg.pq``).
+"""A statement prepared on one of psycopg's connections, run on libpq (``psycopg.pq``) by
+callbacks of the event loop on the connection's socket: for the statements the service
+runs most, where psycopg's async machinery costs as much CPU as the statement.
 
-The tail reads once per commit. Through psycopg's async cursor each read registered a
-reader on the socket and removed it again, made a future, and ran psycopg's generators to
-send, wait and fetch (~70 µs of CPU in a tight loop, ~120 µs between commits); each wait
-for a NOTIFY did the same again with a timer of its own (~100 µs a commit, measured at
-~560 one-event commits/s: docs/performance.md). Here one reader stays registered while the
-tail follows and one future is awaited per step. The read is a statement prepared once per
-connection, sent with binary parameters, its rows loaded by psycopg's own ``Transformer``:
-the loaders a binary cursor would use, so a row is what ``read_range`` returns.
+Through psycopg's async cursor each statement registers a reader on the socket and removes
+it again, makes a future and runs psycopg's generators to send, wait and fetch: ``select
+1`` on a kept cursor takes ~49 µs of CPU, the log tail's read ~71 µs back to back and
+~120 µs between commits, its wait for a NOTIFY ~100 µs more (docs/performance.md). On a
+wire a step is one future awaited and one reader callback; the statement is prepared once
+on the connection and sent with its parameters as they are given (binary integers, or
+text).
 
-The connection is psycopg's: between two steps it is idle (every result read), so psycopg
-can use it again once the wire is ``detached`` (the tail's LISTENs).
+Two users: the log tail, whose wire stays attached while it follows (reads and NOTIFYs;
+its rows are loaded by psycopg's own ``Transformer``, the loaders a binary cursor uses,
+so a row is what ``read_range`` returns), and the HTTP workers' reads of one entry, which
+attach it for each read only. The connection stays psycopg's: between two steps it is
+idle (every result taken), so psycopg may use it again once the wire is detached.
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ import asyncio
 import itertools
 import re
 import struct
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import psycopg
@@ -30,7 +33,7 @@ from psycopg.adapt import Transformer
 from psycopg.errors import error_from_result
 
 _INT8 = struct.Struct(">q")
-_BINARY = 1
+TEXT, BINARY = 0, 1
 
 
 def numbered(query: str) -> str:
@@ -40,11 +43,11 @@ def numbered(query: str) -> str:
 
 
 class Wire:
-    """One connection's reads of a statement of bigint parameters and its NOTIFYs, on the
-    running loop (``open``); ``detach`` it before psycopg uses the connection again."""
+    """One connection's runs of a prepared statement, and its NOTIFYs, on the running loop
+    (``open``); detached, psycopg may use the connection."""
 
     def __init__(self, conn: psycopg.AsyncConnection[Any], name: str,
-                 on_notify: Callable[[str], None]) -> None:
+                 on_notify: Callable[[str], None] | None = None) -> None:
         self._pg = conn.pgconn
         self._fd = self._pg.socket
         self._loop = asyncio.get_running_loop()
@@ -62,14 +65,18 @@ class Wire:
 
     @classmethod
     async def open(cls, conn: psycopg.AsyncConnection[Any], name: str, query: str,
-                   parameters: int, on_notify: Callable[[str], None]) -> Wire:
-        """A wire on ``conn`` for ``query`` (``%s`` placeholders, each a bigint), prepared
-        as ``name`` on this connection, attached."""
-        types = sql.SQL(", ").join([sql.SQL("bigint")] * parameters)
-        await conn.execute(sql.SQL("PREPARE {} ({}) AS {}").format(
-            sql.Identifier(name), types, sql.SQL(numbered(query))))
+                   types: Sequence[str], on_notify: Callable[[str], None] | None = None,
+                   *, attach: bool = True) -> Wire:
+        """A wire on ``conn`` for ``query`` (``%s`` placeholders, of the SQL ``types``),
+        prepared as ``name`` on this connection (already, if a wire on it did before: a
+        pool's connection comes back), attached unless not ``attach``."""
+        with suppress(psycopg.errors.DuplicatePreparedStatement):
+            await conn.execute(sql.SQL("PREPARE {} ({}) AS {}").format(
+                sql.Identifier(name), sql.SQL(", ").join(map(sql.SQL, types)),
+                sql.SQL(numbered(query))))
         wire = cls(conn, name, on_notify)
-        wire.attach()
+        if attach:
+            wire.attach()
         return wire
 
     def attach(self) -> None:
@@ -92,24 +99,32 @@ class Wire:
             self.attach()
 
     async def read(self, *parameters: int) -> list[tuple[Any, ...]]:
-        """The rows of the prepared statement run with ``parameters``."""
+        """The rows of the statement run with the bigint ``parameters``, as a binary
+        cursor returns them."""
+        rows: list[tuple[Any, ...]] = []
+        for result in await self.run([_INT8.pack(p) for p in parameters],
+                                     [BINARY] * len(parameters), BINARY):
+            self._tx.set_pgresult(result)
+            rows.extend(self._tx.load_rows(0, result.ntuples, tuple))
+        return rows
+
+    async def run(self, parameters: Sequence[bytes], formats: Sequence[int],
+                  result_format: int) -> list[pq.abc.PGresult]:
+        """The results of the statement run with ``parameters`` (each in its format);
+        an error the server answered is raised as psycopg raises it."""
         self._raise_failure()
         pg = self._pg
-        pg.send_query_prepared(self._name, [_INT8.pack(p) for p in parameters],
-                               param_formats=[_BINARY] * len(parameters),
-                               result_format=_BINARY)
+        pg.send_query_prepared(self._name, parameters, param_formats=formats,
+                               result_format=result_format)
         self._querying = True
         if pg.flush():  # the rest when the socket takes it
             self._loop.add_writer(self._fd, self._writable)
         await self._step()
         results, self._results = self._results, []
-        rows: list[tuple[Any, ...]] = []
         for result in results:
             if result.status != pq.ExecStatus.TUPLES_OK:
                 raise error_from_result(result)
-            self._tx.set_pgresult(result)
-            rows.extend(self._tx.load_rows(0, result.ntuples, tuple))
-        return rows
+        return results
 
     async def notified(self, timeout: float) -> None:
         """Until the connection brings a NOTIFY, ``timeout`` passes or ``interrupt``."""
@@ -154,7 +169,8 @@ class Wire:
             pg.consume_input()  # a lost connection raises
             notified = False
             while (n := pg.notifies()) is not None:
-                self._on_notify(n.relname.decode())
+                if self._on_notify is not None:
+                    self._on_notify(n.relname.decode())
                 notified = True
             if self._querying:
                 while not pg.is_busy():
