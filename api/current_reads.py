@@ -19,10 +19,6 @@ connections, with one cursor, instead of checking one out and back for each stat
 (which was a sixth of a read's Python calls). A statement that fails, or is given up,
 hands that connection back to the pool, which closes it if it is broken; the next read
 takes another.
-
-A read that goes alone runs on that connection's wire (``ledger/wire.py``): the statement
-prepared once on it, sent on libpq with its two text parameters, its row taken as the
-server's text (the entry JSON as it is sent on), without psycopg's cursor around it.
 """
 
 from __future__ import annotations
@@ -36,7 +32,6 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from nexus_ssot.ledger.metrics import metrics
-from nexus_ssot.ledger.wire import TEXT, Wire
 from nexus_ssot.projections import current_state
 from nexus_ssot.projections.current_state import CurrentEntry
 
@@ -44,10 +39,6 @@ Connect = Callable[[], contextlib.AbstractAsyncContextManager[psycopg.AsyncConne
 Address = tuple[str, str]
 T = TypeVar("T")
 Statement = Callable[[psycopg.AsyncCursor[Any]], Awaitable[T]]
-
-#: The single read's statement, prepared on the kept connection.
-_READ = "ssot_current_entry"
-_TEXTS = (TEXT, TEXT)
 
 
 class CurrentReads:
@@ -58,9 +49,8 @@ class CurrentReads:
                  pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] | None = None) -> None:
         self._connect = connect
         self._pool = pool
-        #: The connection kept from the pool, its cursor, its wire for single reads.
-        self._kept: tuple[psycopg.AsyncConnection[Any], psycopg.AsyncCursor[Any],
-                          Wire] | None = None
+        #: The connection kept from the pool, and its cursor.
+        self._kept: tuple[psycopg.AsyncConnection[Any], psycopg.AsyncCursor[Any]] | None = None
         self._gathered = metrics().entry_reads_gathered
         self._busy = False
         self._task: asyncio.Task[None] | None = None  # the reads going together
@@ -80,56 +70,20 @@ class CurrentReads:
         self._busy = True
         self._gathered.observe(1)
         try:
-            if self._pool is None:
-                return await self._run(
-                    lambda cursor: current_state.current_entry(cursor, namespace, key))
-            return await self._read(namespace, key)
+            return await self._run(
+                lambda cursor: current_state.current_entry(cursor, namespace, key))
         finally:
             self._next()
-
-    async def _keep(self) -> tuple[psycopg.AsyncConnection[Any], psycopg.AsyncCursor[Any],
-                                   Wire]:
-        kept = self._kept
-        if kept is None:
-            assert self._pool is not None
-            conn = await self._pool.getconn()
-            try:
-                wire = await Wire.open(conn, _READ, current_state.CURRENT_ENTRY,
-                                       ("text", "text"), attach=False)
-            except BaseException:
-                await self._pool.putconn(conn)
-                raise
-            kept = self._kept = (conn, conn.cursor(), wire)
-        return kept
-
-    async def _read(self, namespace: str, key: str) -> CurrentEntry | None:
-        """One entry on the kept connection's wire."""
-        conn, _, wire = await self._keep()
-        encoding = conn.info.encoding
-        wire.attach()
-        try:
-            results = await wire.run([namespace.encode(encoding), key.encode(encoding)],
-                                     _TEXTS, TEXT)
-        except BaseException:
-            wire.detach()
-            await self.close()  # broken, or left mid-statement: the pool sees to it
-            raise
-        wire.detach()
-        result = results[-1]
-        if result.ntuples == 0:
-            return None
-        version, deleted, body = (result.get_value(0, i) for i in range(3))
-        assert version is not None and deleted is not None and body is not None
-        return CurrentEntry(version=int(version), deleted=deleted == b"t",
-                            body=body if encoding == "utf-8" else
-                            body.decode(encoding).encode())
 
     async def _run(self, statement: Statement[T]) -> T:
         """``statement`` on the kept connection (or one of ``connect``'s)."""
         if self._pool is None:
             async with self._connect() as conn:
                 return await statement(conn.cursor())
-        kept = await self._keep()
+        kept = self._kept
+        if kept is None:
+            conn = await self._pool.getconn()
+            kept = self._kept = (conn, conn.cursor())
         try:
             return await statement(kept[1])
         except BaseException:

@@ -10,11 +10,14 @@ wire a step is one future awaited and one reader callback; the statement is prep
 on the connection and sent with its parameters as they are given (binary integers, or
 text).
 
-Two users: the log tail, whose wire stays attached while it follows (reads and NOTIFYs;
-its rows are loaded by psycopg's own ``Transformer``, the loaders a binary cursor uses,
-so a row is what ``read_range`` returns), and the HTTP workers' reads of one entry, which
-attach it for each read only. The connection stays psycopg's: between two steps it is
-idle (every result taken), so psycopg may use it again once the wire is detached.
+Its user is the log tail, whose wire stays attached while it follows (reads and
+NOTIFYs); its rows are loaded by psycopg's own ``Transformer``, the loaders a binary
+cursor uses, so a row is what ``read_range`` returns. The connection stays psycopg's:
+between two steps it is idle (every result taken), so psycopg may use it again once the
+wire is detached (the tail's LISTENs). (The HTTP workers' single reads ran on a wire
+attached for each read only, for a tenth of a GET's CPU; a chaos run found one such read
+never woken after a database restart, and they went back to the cursor:
+docs/performance.md.)
 """
 
 from __future__ import annotations
@@ -62,6 +65,10 @@ class Wire:
         self._attached = False
         #: An ``interrupt`` that came while no wait was on: the next wait ends at once.
         self._interrupted = False
+        #: Seconds a run waits for its answer before the connection counts as lost: a
+        #: safety net (a read of the tail takes milliseconds), so that an answer that can
+        #: never come costs a reconnect, not a follower stalled for ever.
+        self.answer_timeout = 30.0
 
     @classmethod
     async def open(cls, conn: psycopg.AsyncConnection[Any], name: str, query: str,
@@ -114,12 +121,33 @@ class Wire:
         an error the server answered is raised as psycopg raises it."""
         self._raise_failure()
         pg = self._pg
-        pg.send_query_prepared(self._name, parameters, param_formats=formats,
-                               result_format=result_format)
-        self._querying = True
-        if pg.flush():  # the rest when the socket takes it
-            self._loop.add_writer(self._fd, self._writable)
-        await self._step()
+        try:
+            # What came since the last step first: a connection that ended meanwhile
+            # (its end read by no one while detached, or taken with a NOTIFY) says so
+            # here. A query sent on it instead could wait forever: once its socket has
+            # seen the end, the loop may not report it readable again (uvloop).
+            pg.consume_input()
+            pg.send_query_prepared(self._name, parameters, param_formats=formats,
+                                   result_format=result_format)
+            self._querying = True
+            if pg.flush():  # the rest when the socket takes it
+                self._loop.add_writer(self._fd, self._writable)
+            if pg.status != pq.ConnStatus.OK:  # libpq dropped it while sending
+                raise psycopg.OperationalError(
+                    pg.error_message.decode(errors="replace").strip()
+                    or "the connection is lost")
+        except psycopg.Error as e:
+            self._fail(e)
+            raise
+        try:
+            async with asyncio.timeout(self.answer_timeout):
+                await self._step()
+        except TimeoutError:
+            lost = psycopg.OperationalError(
+                f"no answer within {self.answer_timeout:g} s: the connection counts as lost")
+            self._fail(lost)
+            self._pg.finish()  # closed: its statement is abandoned, psycopg sees it closed
+            raise lost from None
         results, self._results = self._results, []
         for result in results:
             if result.status != pq.ExecStatus.TUPLES_OK:
@@ -182,6 +210,8 @@ class Wire:
                     self._results.append(result)
             elif notified:
                 self._wake()
+            if pg.status != pq.ConnStatus.OK:
+                raise psycopg.OperationalError("the connection is lost")
         except psycopg.Error as e:
             self._fail(e)
 

@@ -20,10 +20,7 @@ class CurrentEntry:
     body: bytes  # the entry JSON (meaningless when deleted)
 
 
-#: One entry's current state: its version, whether deleted, its entry JSON.
-CURRENT_ENTRY = (
-    f"SELECT version, deleted, {ENTRY_JSON} FROM entries WHERE namespace = %s AND key = %s")
-_GET = CURRENT_ENTRY
+_GET = f"SELECT version, deleted, {ENTRY_JSON} FROM entries WHERE namespace = %s AND key = %s"
 
 
 async def current_entry(

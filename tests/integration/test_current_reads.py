@@ -21,7 +21,6 @@ from psycopg_pool import AsyncConnectionPool
 from nexus_ssot.api.current_reads import CurrentReads
 from nexus_ssot.ledger.commands import Context, Delete, Put
 from nexus_ssot.ledger.writer import GroupCommitWriter
-from nexus_ssot.projections import current_state
 
 
 def write(writer: GroupCommitWriter, command: Put | Delete) -> None:
@@ -192,32 +191,3 @@ def test_reads_keep_one_connection_of_the_pool_and_a_broken_one_is_replaced(
     # taken
     assert after["requests_num"] == 1 + 1 + 1  # (+1: the test's own, to end the backend)
     assert after["returns_bad"] == 1
-
-
-def test_a_read_alone_on_the_wire_is_what_the_cursor_reads_also_on_a_connection_kept_again(
-        writer: GroupCommitWriter, database_url: str, ns: str) -> None:
-    """A read that goes alone runs on the kept connection's wire (its statement prepared
-    there once, its row taken as the server's text): the same entry as the cursor's read,
-    for a document beyond ASCII, a deleted entry and one never written; and the connection
-    handed back and kept again (a pool of one) finds its statement still prepared."""
-    write(writer, Put(ns, "cle/u-1", document={"é": "ß €", "n": [1, 2.5, None]}))
-    write(writer, Put(ns, "gone", document={"v": 1}))
-    write(writer, Delete(ns, "gone"))
-
-    async def run() -> tuple[list[Any], list[Any]]:
-        async with AsyncConnectionPool(database_url, min_size=1, max_size=1,
-                                       kwargs={"autocommit": True}) as pool:
-            reads = CurrentReads(Connections(database_url).connect, pool)
-            wired = []
-            for _ in range(2):
-                wired += [await reads.current(ns, k) for k in ("cle/u-1", "gone", "never")]
-                await reads.close()  # back to the pool; the next read keeps it again
-            async with pool.connection() as conn:
-                by_cursor = [await current_state.current_entry(conn, ns, k)
-                             for k in ("cle/u-1", "gone", "never")]
-            return wired, by_cursor
-
-    wired, by_cursor = asyncio.run(run())
-    assert wired == by_cursor * 2
-    assert document(wired[0]) == {"é": "ß €", "n": [1, 2.5, None]}
-    assert wired[1] is not None and wired[1].deleted and wired[2] is None

@@ -7,6 +7,9 @@ misses nothing), on asyncio's loop and on uvloop's (``ssot serve``'s)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import select
 import uuid
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
@@ -164,6 +167,66 @@ def test_a_connection_killed_under_a_wait_fails_it(run: Runner, database_url: st
             wire.detach()
 
     run(main())
+
+
+@RUNNERS
+def test_a_connection_that_ended_while_detached_fails_the_next_run_at_once(
+        run: Runner, database_url: str) -> None:
+    """A connection that ended while its wire was detached (the tail's LISTENs; nothing
+    watches the socket then) fails the next run at once, reset or not."""
+    async def main() -> None:
+        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) \
+                as conn, await psycopg.AsyncConnection.connect(database_url,
+                                                               autocommit=True) as admin:
+            wire = await Wire.open(conn, "t_ended", "SELECT %s::bigint", ("bigint",),
+                                   attach=False)
+            assert await _attached_run(wire, 1) == [(1,)]
+            await admin.execute("SELECT pg_terminate_backend(%s)",
+                                (conn.info.backend_pid,))
+            # the end is on the socket (no one reads it): select, not a sleep
+            ready = await asyncio.to_thread(select.select, [conn.pgconn.socket], [], [], 20)
+            assert ready[0]
+            with contextlib.suppress(OSError):  # (already reset)
+                # the end's signal, then a byte the server no longer reads: its reset
+                os.write(conn.pgconn.socket, b"Q")
+            with pytest.raises(psycopg.OperationalError):
+                await asyncio.wait_for(_attached_run(wire, 2), 20)
+
+    run(main())
+
+
+@RUNNERS
+def test_a_run_without_an_answer_gives_the_connection_up_after_its_timeout(
+        run: Runner, database_url: str) -> None:
+    """The safety net: an answer that does not come within ``answer_timeout`` fails the
+    run as a lost connection (the tail then reconnects), and every step after it."""
+    async def main() -> None:
+        async with await psycopg.AsyncConnection.connect(database_url,
+                                                         autocommit=True) as conn:
+            wire = await Wire.open(conn, "t_slow", "SELECT %s FROM pg_sleep(%s)",
+                                   ("bigint", "bigint"))
+            try:
+                wire.answer_timeout = 0.2
+                loop = asyncio.get_running_loop()
+                started = loop.time()
+                with pytest.raises(psycopg.OperationalError, match="no answer within"):
+                    await wire.read(1, 5)
+                assert loop.time() - started < 4.0
+                with pytest.raises(psycopg.OperationalError):
+                    await wire.read(1, 0)
+                assert conn.closed  # given up: psycopg sees it closed
+            finally:
+                wire.detach()
+
+    run(main())
+
+
+async def _attached_run(wire: Wire, value: int) -> list[tuple[Any, ...]]:
+    wire.attach()
+    try:
+        return await wire.read(value)
+    finally:
+        wire.detach()
 
 
 def test_the_tail_reconnects_after_its_connection_is_killed_and_misses_nothing(
