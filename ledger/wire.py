@@ -7,8 +7,7 @@ it again, makes a future and runs psycopg's generators to send, wait and fetch: 
 1`` on a kept cursor takes ~49 µs of CPU, the log tail's read ~71 µs back to back and
 ~120 µs between commits, its wait for a NOTIFY ~100 µs more (docs/performance.md). On a
 wire a step is one future awaited and one reader callback; the statement is prepared once
-on the connection and sent with its parameters as they are given (binary integers, or
-text).
+on the connection and sent with binary bigint parameters.
 
 Its user is the log tail, whose wire stays attached while it follows (reads and
 NOTIFYs); its rows are loaded by psycopg's own ``Transformer``, the loaders a binary
@@ -26,8 +25,8 @@ import asyncio
 import itertools
 import re
 import struct
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -36,7 +35,7 @@ from psycopg.adapt import Transformer
 from psycopg.errors import error_from_result
 
 _INT8 = struct.Struct(">q")
-TEXT, BINARY = 0, 1
+_BINARY = 1
 
 
 def numbered(query: str) -> str:
@@ -72,18 +71,14 @@ class Wire:
 
     @classmethod
     async def open(cls, conn: psycopg.AsyncConnection[Any], name: str, query: str,
-                   types: Sequence[str], on_notify: Callable[[str], None] | None = None,
-                   *, attach: bool = True) -> Wire:
-        """A wire on ``conn`` for ``query`` (``%s`` placeholders, of the SQL ``types``),
-        prepared as ``name`` on this connection (already, if a wire on it did before: a
-        pool's connection comes back), attached unless not ``attach``."""
-        with suppress(psycopg.errors.DuplicatePreparedStatement):
-            await conn.execute(sql.SQL("PREPARE {} ({}) AS {}").format(
-                sql.Identifier(name), sql.SQL(", ").join(map(sql.SQL, types)),
-                sql.SQL(numbered(query))))
+                   parameters: int, on_notify: Callable[[str], None] | None = None) -> Wire:
+        """A wire on ``conn`` for ``query`` (``%s`` placeholders, ``parameters`` of them,
+        each a bigint), prepared as ``name`` on this connection, attached."""
+        await conn.execute(sql.SQL("PREPARE {} ({}) AS {}").format(
+            sql.Identifier(name), sql.SQL(", ").join([sql.SQL("bigint")] * parameters),
+            sql.SQL(numbered(query))))
         wire = cls(conn, name, on_notify)
-        if attach:
-            wire.attach()
+        wire.attach()
         return wire
 
     def attach(self) -> None:
@@ -109,16 +104,14 @@ class Wire:
         """The rows of the statement run with the bigint ``parameters``, as a binary
         cursor returns them."""
         rows: list[tuple[Any, ...]] = []
-        for result in await self.run([_INT8.pack(p) for p in parameters],
-                                     [BINARY] * len(parameters), BINARY):
+        for result in await self._run([_INT8.pack(p) for p in parameters]):
             self._tx.set_pgresult(result)
             rows.extend(self._tx.load_rows(0, result.ntuples, tuple))
         return rows
 
-    async def run(self, parameters: Sequence[bytes], formats: Sequence[int],
-                  result_format: int) -> list[pq.abc.PGresult]:
-        """The results of the statement run with ``parameters`` (each in its format);
-        an error the server answered is raised as psycopg raises it."""
+    async def _run(self, parameters: list[bytes]) -> list[pq.abc.PGresult]:
+        """The results of the statement run with ``parameters`` (binary); an error the
+        server answered is raised as psycopg raises it."""
         self._raise_failure()
         pg = self._pg
         try:
@@ -127,8 +120,9 @@ class Wire:
             # here. A query sent on it instead could wait forever: once its socket has
             # seen the end, the loop may not report it readable again (uvloop).
             pg.consume_input()
-            pg.send_query_prepared(self._name, parameters, param_formats=formats,
-                                   result_format=result_format)
+            pg.send_query_prepared(self._name, parameters,
+                                   param_formats=[_BINARY] * len(parameters),
+                                   result_format=_BINARY)
             self._querying = True
             if pg.flush():  # the rest when the socket takes it
                 self._loop.add_writer(self._fd, self._writable)

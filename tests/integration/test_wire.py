@@ -53,7 +53,7 @@ def test_a_read_on_the_wire_is_what_a_binary_cursor_reads(
             row = await cur.fetchone()
             assert row is not None
             after = row[0] - 3
-            wire = await Wire.open(conn, "t_read", _READ_WITH_HISTORY, ("bigint",) * 3)
+            wire = await Wire.open(conn, "t_read", _READ_WITH_HISTORY, 3)
             try:
                 rows = await wire.read(after, after + 3, 100)
                 limited = await wire.read(after, after + 3, 2)
@@ -84,8 +84,7 @@ def test_a_notify_ends_the_wait_and_its_channel_is_reported(
                 as conn, await psycopg.AsyncConnection.connect(database_url,
                                                                autocommit=True) as other:
             await conn.execute("LISTEN wire_test")
-            wire = await Wire.open(conn, "t_one", "SELECT %s::bigint", ("bigint",),
-                                   heard.append)
+            wire = await Wire.open(conn, "t_one", "SELECT %s::bigint", 1, heard.append)
             try:
                 loop = asyncio.get_running_loop()
                 notify = loop.create_task(other.execute("NOTIFY wire_test"))
@@ -109,8 +108,7 @@ def test_a_wait_ends_with_its_timeout_or_an_interrupt_and_one_during_a_read_ends
     async def main() -> None:
         async with await psycopg.AsyncConnection.connect(database_url,
                                                          autocommit=True) as conn:
-            wire = await Wire.open(conn, "t_sleep", "SELECT %s FROM pg_sleep(%s / 1000.0)",
-                                   ("bigint", "bigint"))
+            wire = await Wire.open(conn, "t_sleep", "SELECT %s FROM pg_sleep(%s / 1000.0)", 2)
             loop = asyncio.get_running_loop()
             try:
                 await asyncio.wait_for(wire.notified(0.01), 30)  # the timeout
@@ -134,7 +132,7 @@ def test_a_server_error_is_raised_and_the_connection_stays_usable(
     async def main() -> None:
         async with await psycopg.AsyncConnection.connect(database_url,
                                                          autocommit=True) as conn:
-            wire = await Wire.open(conn, "t_div", "SELECT 1 / %s", ("bigint",))
+            wire = await Wire.open(conn, "t_div", "SELECT 1 / %s", 1)
             try:
                 with pytest.raises(psycopg.errors.DivisionByZero):
                     await wire.read(0)
@@ -155,7 +153,7 @@ def test_a_connection_killed_under_a_wait_fails_it(run: Runner, database_url: st
         async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) \
                 as conn, await psycopg.AsyncConnection.connect(database_url,
                                                                autocommit=True) as admin:
-            wire = await Wire.open(conn, "t_kill", "SELECT %s::bigint", ("bigint",))
+            wire = await Wire.open(conn, "t_kill", "SELECT %s::bigint", 1)
             waiting = asyncio.get_running_loop().create_task(wire.notified(30.0))
             await asyncio.sleep(0.05)
             await admin.execute("SELECT pg_terminate_backend(%s)",
@@ -178,8 +176,8 @@ def test_a_connection_that_ended_while_detached_fails_the_next_run_at_once(
         async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) \
                 as conn, await psycopg.AsyncConnection.connect(database_url,
                                                                autocommit=True) as admin:
-            wire = await Wire.open(conn, "t_ended", "SELECT %s::bigint", ("bigint",),
-                                   attach=False)
+            wire = await Wire.open(conn, "t_ended", "SELECT %s::bigint", 1)
+            wire.detach()
             assert await _attached_run(wire, 1) == [(1,)]
             await admin.execute("SELECT pg_terminate_backend(%s)",
                                 (conn.info.backend_pid,))
@@ -203,8 +201,7 @@ def test_a_run_without_an_answer_gives_the_connection_up_after_its_timeout(
     async def main() -> None:
         async with await psycopg.AsyncConnection.connect(database_url,
                                                          autocommit=True) as conn:
-            wire = await Wire.open(conn, "t_slow", "SELECT %s FROM pg_sleep(%s)",
-                                   ("bigint", "bigint"))
+            wire = await Wire.open(conn, "t_slow", "SELECT %s FROM pg_sleep(%s)", 2)
             try:
                 wire.answer_timeout = 0.2
                 loop = asyncio.get_running_loop()

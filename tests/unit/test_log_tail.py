@@ -29,9 +29,6 @@ class Reads:
     def __init__(self) -> None:
         self.asked: list[tuple[int, int, int]] = []
 
-    def cursor(self, **_: Any) -> Reads:
-        return self
-
     async def execute(self, _query: str, params: tuple[int, int, int], **_: Any) -> Reads:
         self.asked.append(params)
         self._rows = [(p, AT, "t", 1, b"{}", *([None] * 15))
