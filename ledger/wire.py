@@ -189,20 +189,22 @@ class Wire:
         pg = self._pg
         try:
             pg.consume_input()  # a lost connection raises
+            answered = False
+            if self._querying:
+                while not pg.is_busy():
+                    result = pg.get_result()
+                    if result is None:  # every result of the read is in
+                        self._querying, answered = False, True
+                        break
+                    self._results.append(result)
+            # after the results: a NOTIFY behind the answer, in the same bytes, is parsed
+            # only as the last of them is taken
             notified = False
             while (n := pg.notifies()) is not None:
                 if self._on_notify is not None:
                     self._on_notify(n.relname.decode())
                 notified = True
-            if self._querying:
-                while not pg.is_busy():
-                    result = pg.get_result()
-                    if result is None:  # every result of the read is in
-                        self._querying = False
-                        self._wake()
-                        return
-                    self._results.append(result)
-            elif notified:
+            if answered or (notified and not self._querying):
                 self._wake()
             if pg.status != pq.ConnStatus.OK:
                 raise psycopg.OperationalError("the connection is lost")

@@ -10,6 +10,8 @@ import asyncio
 import contextlib
 import os
 import select
+import socket
+import time
 import uuid
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
@@ -100,6 +102,54 @@ def test_a_notify_ends_the_wait_and_its_channel_is_reported(
     heard, waited = run(main())
     assert heard == ["wire_test"]
     assert waited < 10.0
+
+
+@RUNNERS
+def test_a_notify_that_comes_behind_a_reads_answer_is_reported_with_it(
+        run: Runner, database_url: str) -> None:
+    """Another session's NOTIFY that reaches the socket behind a read's answer (after the
+    server said it is ready again), in the same bytes, is reported when the read ends;
+    otherwise the tail waited for its next poll, seconds later, for a commit already
+    announced."""
+    async def main() -> list[str]:
+        heard: list[str] = []
+        async with await psycopg.AsyncConnection.connect(database_url,
+                                                         autocommit=True) as conn:
+            await conn.execute("LISTEN wire_behind")
+            wire = await Wire.open(conn, "t_behind", "SELECT %s FROM pg_sleep(%s / 1000.0)",
+                                   2, heard.append)
+            try:
+                reading = asyncio.get_running_loop().create_task(wire.read(3, 100))
+                await asyncio.sleep(0)  # sent; its answer comes in 0.1 s
+                # the loop held (nothing here awaits) until the answer is on the socket,
+                # then until a NOTIFY sent meanwhile is there behind it: one callback
+                # finds them together
+                with socket.socket(fileno=os.dup(conn.pgconn.socket)) as peek, \
+                        psycopg.connect(database_url, autocommit=True) as other:
+                    _until(lambda: _peeked(peek).endswith(b"Z\x00\x00\x00\x05I"))
+                    other.execute("NOTIFY wire_behind")
+                    _until(lambda: b"wire_behind" in _peeked(peek))
+                assert await reading == [(3,)]
+                return list(heard)  # as the read ends, before any later callback
+            finally:
+                wire.detach()
+
+    assert run(main()) == ["wire_behind"]
+
+
+def _until(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 20
+    while not condition():
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+
+
+def _peeked(sock: socket.socket) -> bytes:
+    """What the (non-blocking) socket holds, left there."""
+    try:
+        return sock.recv(65536, socket.MSG_PEEK)
+    except BlockingIOError:
+        return b""
 
 
 @RUNNERS
