@@ -17,7 +17,6 @@ import functools
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
 
@@ -125,12 +124,12 @@ class NamespaceLabels:
             metrics().namespace_writes.labels(self.label(namespace)).inc()
 
 
-def record_delivery(committed_at: Iterable[datetime]) -> None:
-    """The broadcaster's: NATS acknowledged the events committed at ``committed_at``."""
+def record_delivery(seconds: Iterable[float]) -> None:
+    """The broadcaster's: events confirmed stored by NATS, each ``seconds`` after its
+    commit."""
     delivery = metrics().broadcaster_delivery
-    now = datetime.now(UTC)
-    for at in committed_at:
-        delivery.observe(max(0.0, (now - at).total_seconds()))
+    for taken in seconds:
+        delivery.observe(taken)
 
 
 def record_commit(commands: int, seconds: float) -> None:

@@ -20,6 +20,7 @@ import jsonpatch
 import nats
 import orjson
 import psycopg
+import pytest
 
 from nexus_ssot.client.subscriber import Change
 from nexus_ssot.ledger.broadcaster import Broadcaster
@@ -319,4 +320,102 @@ def test_a_standby_takes_over_when_the_leader_dies(
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
                 p.wait(30)
+    assert_exactly_the_log(asyncio.run(read_stream(nats_url, name, prefix)), positions)
+
+
+async def _limit_message_size(nats_url: str, stream: str, limit: int) -> None:
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        config = (await js.stream_info(stream)).config
+        config.max_msg_size = limit
+        await js.update_stream(config)
+    finally:
+        await nc.close()
+
+
+def test_jetstream_stores_a_chain_only_whole_so_one_answer_confirms_every_one_before(
+    nats_url: str,
+) -> None:
+    """What the broadcaster's confirmations stand on, on the NATS server the suite uses:
+    messages sent without a reply are stored only behind their predecessor, so repeating
+    the last of a chain with a reply is acknowledged (as a duplicate) when the whole chain
+    is stored, refused when any message of it was refused unheard, and stores the last
+    when only it was missing."""
+    from nexus_ssot.ledger.jetstream_acks import Acks
+
+    async def run(url: str) -> None:
+        nc = await nats.connect(url)
+        js = nc.jetstream()
+        name = f"SSOT_TEST_CHAIN_{uuid.uuid4().hex[:8]}"
+        subject = f"{name.lower()}.e"
+        await js.add_stream(name=name, subjects=[f"{name.lower()}.>"])
+        acks = Acks(nc)
+        try:
+            async def send(msg_id: str, after: str | None) -> dict[str, str]:
+                headers = {"Nats-Msg-Id": msg_id}
+                if after is not None:
+                    headers["Nats-Expected-Last-Msg-Id"] = after
+                await acks.send(subject, msg_id.encode(), headers=headers)
+                return headers
+
+            async def confirm(msg_id: str, headers: dict[str, str]) -> Any:
+                future = await acks.publish(subject, msg_id.encode(), headers=headers)
+                return await asyncio.wait_for(future, 10)
+
+            await send("a1", None)
+            await send("a2", "a1")
+            last = await send("a3", "a2")
+            answer = await confirm("a3", last)
+            assert answer.duplicate and answer.seq == 3  # the chain is whole
+
+            await send("b1", "a3")
+            await send("b2", "WRONG")  # refused unheard...
+            last = await send("b3", "b2")  # ...so this one too
+            with pytest.raises(nats.js.errors.BadRequestError, match="wrong last msg ID"):
+                await confirm("b3", last)
+            assert (await js.stream_info(name)).state.messages == 4  # a1-a3, b1
+
+            answer = await confirm("b2", {"Nats-Msg-Id": "b2",  # only the last missing
+                                          "Nats-Expected-Last-Msg-Id": "b1"})
+            assert not answer.duplicate and answer.seq == 5
+        finally:
+            await acks.close()
+            await js.delete_stream(name)
+            await nc.close()
+
+    asyncio.run(run(nats_url))
+
+
+def test_events_jetstream_refuses_unheard_are_found_at_their_confirmation_and_sent_again(
+    database_url: str, nats_url: str, stream: tuple[str, str], writer: GroupCommitWriter,
+    ns: str,
+) -> None:
+    name, prefix = stream
+    with InThread(Broadcaster(database_url, nats_url, stream=name, prefix=prefix,
+                              name=f"refused-{name}", ack_timeout=2.0)) as running:
+        writer.submit(Put(ns, "first", document={}), context()).result(10)
+        wait_until_published(nats_url, name, head(database_url)[0], timeout=60)
+        stored = len(asyncio.run(read_stream(nats_url, name, prefix)))
+        # JetStream now refuses every event: each is sent without a reply, the refusal
+        # goes unheard until the confirmation
+        asyncio.run(_limit_message_size(nats_url, name, 64))
+        for i in range(5):
+            writer.submit(Put(ns, f"k{i}", document={"i": i}), context()).result(10)
+        deadline = time.monotonic() + 30
+        # found at the confirmation: refused itself, or (a later event's) for its
+        # predecessor missing
+        while not any(said in (running.broadcaster.progress.last_error or "")
+                      for said in ("wrong last msg ID", "maximum")):
+            assert time.monotonic() < deadline, running.broadcaster.progress
+            time.sleep(0.05)
+        assert running.broadcaster.progress.position < head(database_url)[0]
+        assert len(asyncio.run(read_stream(nats_url, name, prefix))) == stored
+        asyncio.run(_limit_message_size(nats_url, name, -1))  # stored again
+        end, positions = head(database_url)
+        wait_until_published(nats_url, name, end, timeout=60)
+        deadline = time.monotonic() + 30
+        while running.broadcaster.progress.position < end:  # and confirmed
+            assert time.monotonic() < deadline, running.broadcaster.progress
+            time.sleep(0.05)
     assert_exactly_the_log(asyncio.run(read_stream(nats_url, name, prefix)), positions)
