@@ -89,7 +89,8 @@ def metrics() -> LedgerMetrics:
             "away, a publish not acknowledged); each is retried"),
         broadcaster_delivery=Histogram(
             "ssot_broadcaster_delivery_seconds", "Time from an event's commit to NATS "
-            "acknowledging its publication", buckets=DELIVERY_BUCKETS),
+            "storing it: to its publish, plus JetStream's answer time when the broadcaster "
+            "confirms it", buckets=DELIVERY_BUCKETS),
         namespace_writes=Counter(
             "ssot_debug_namespace_writes", "Events appended per namespace (only with "
             "SSOT_METRICS_NAMESPACE_LABELS; past the limit as _other)", ["namespace"]),
