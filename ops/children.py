@@ -16,6 +16,15 @@ from nexus_ssot.ledger.settings import Settings
 
 log = logging.getLogger("nexus_ssot.serve")
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+#: The environment variable in which `ssot serve` gives its children its pid: a child
+#: whose serve died before the child could watch for that (while it started) stops.
+PARENT_PID = "SSOT_SERVE_PID"
+
+
+def child_environment(settings: Settings) -> dict[str, str]:
+    """The environment of a child of this `ssot serve`: its own, ``settings``, and
+    ``PARENT_PID``."""
+    return {**os.environ, **settings.as_environment(), PARENT_PID: str(os.getpid())}
 
 
 class ChildExited(RuntimeError):
@@ -47,7 +56,7 @@ class ChildProcess:
         return True
 
     def _spawn(self) -> subprocess.Popen[bytes]:
-        env = {**os.environ, **self.settings.as_environment()}
+        env = child_environment(self.settings)
         return subprocess.Popen(
             [sys.executable, "-m", "nexus_ssot.ops.cli", *self.args],
             env=env, stdin=subprocess.DEVNULL,
@@ -117,11 +126,19 @@ def exit_with_parent() -> None:
     through the kernel's parent-death signal (Linux; it follows the thread that started
     us, which lives as long as serve), else by noticing it within a second.
     Without the signal, a restarted `ssot serve` ran its new writer beside the old one
-    for about a second (found by `ssot chaos`)."""
-    parent = os.getppid()
+    for about a second (found by `ssot chaos`). A serve that died before this was called
+    (while the child imported, seconds on a slow machine) sends no signal and is no longer
+    the parent to watch: the child learns it from ``PARENT_PID`` and stops now (found by
+    `ssot chaos`: a writer outlived its killed serve by 30 s and more)."""
+    given = os.environ.get(PARENT_PID, "")
+    parent = int(given) if given.isdigit() else os.getppid()
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:  # (checked after arming: no moment is left unwatched)
+        log.warning("parent process %s is gone; stopping", parent)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
 
     def watch() -> None:
         while os.getppid() == parent:

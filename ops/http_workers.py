@@ -35,7 +35,7 @@ import uvicorn
 
 from nexus_ssot.ledger.settings import Settings
 
-from .children import ChildExited, exit_with_parent
+from .children import ChildExited, child_environment, exit_with_parent
 from .heap import freeze_startup_heap
 
 log = logging.getLogger("nexus_ssot.serve")
@@ -114,9 +114,9 @@ class Server(uvicorn.Server):
 def run_http_worker(settings: Settings, fd: int, ready_fd: int, *, access_log: bool) -> None:
     """One worker of ``ssot serve --workers N``: serve the inherited socket ``fd`` until
     SIGTERM/SIGINT (or serve's death), then drain and exit."""
+    exit_with_parent()  # first: importing the api takes seconds on a slow machine
     from nexus_ssot.api.app import create_app  # the worker's one place that builds the api
 
-    exit_with_parent()
     listening = socket.socket(fileno=fd)
     config = uvicorn.Config(create_app(settings), **uvicorn_options(settings,
                                                                     access_log=access_log))
@@ -159,7 +159,7 @@ class HttpWorker:
             try:
                 self.proc = subprocess.Popen(
                     [*args, *(["--access-log"] if self.access_log else [])],
-                    env={**os.environ, **self.settings.as_environment()},
+                    env=child_environment(self.settings),
                     stdin=subprocess.DEVNULL, pass_fds=(fd, ready_write))
             except BaseException:
                 os.close(ready_read)

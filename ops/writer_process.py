@@ -28,6 +28,7 @@ log = logging.getLogger("nexus_ssot.writer")
 
 def run_writer(settings: Settings, socket_path: str) -> None:
     """Run until SIGTERM/SIGINT; then commit what was accepted and exit."""
+    exit_with_parent()  # first: serve may die while this one starts
     if not settings.database_url:
         not_configured("SSOT_DATABASE_URL")
     migrate(settings.database_url)
@@ -40,7 +41,6 @@ def run_writer(settings: Settings, socket_path: str) -> None:
                                implicit_namespaces=settings.implicit_namespaces,
                                on_commit=record_commit,
                                tracer_provider=tracing)
-    exit_with_parent()
     Path(socket_path).unlink(missing_ok=True)
     freeze_startup_heap()
     try:

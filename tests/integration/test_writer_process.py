@@ -13,6 +13,7 @@ import time
 import uuid
 from collections import Counter
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -198,3 +199,29 @@ def test_a_writer_whose_parent_is_killed_stops_at_once() -> None:
         time.sleep(0.005)
     assert not _running(writer)
     assert time.monotonic() - killed < 0.3
+
+
+_ORPHANED = """
+import os, subprocess, sys
+child = subprocess.Popen([sys.executable, "-c", "import sys\\n"
+    "sys.stdin.read()\\n"  # until its parent is gone: as if it had been importing
+    "from nexus_ssot.ops.children import exit_with_parent\\n"
+    "exit_with_parent()\\nprint('armed', flush=True)\\nimport time\\ntime.sleep(60)"],
+    stdin=subprocess.PIPE, stdout=open(sys.argv[1], "w"), stderr=subprocess.STDOUT,
+    env={**os.environ, "SSOT_SERVE_PID": str(os.getpid())})
+print(child.pid, flush=True)
+"""
+
+
+def test_a_child_whose_serve_died_before_it_could_watch_stops_at_once(tmp_path: Path) -> None:
+    # serve SIGKILLed while its new writer still imported (seconds on a slow machine): no
+    # parent-death signal comes then, and the parent to watch is already another process
+    said = tmp_path / "child.out"
+    parent = subprocess.run([sys.executable, "-c", _ORPHANED, str(said)],
+                            capture_output=True, text=True, timeout=60, check=True)
+    child = int(parent.stdout)
+    deadline = time.monotonic() + 30
+    while _running(child):
+        assert time.monotonic() < deadline, "the orphaned child kept running"
+        time.sleep(0.01)
+    assert "armed" not in said.read_text()
