@@ -96,6 +96,15 @@ class _Sent:
     #: For each row, seconds from its commit to its publish.
     waited: list[float] = field(default_factory=list)
 
+    def end_spans(self, error: BaseException | None) -> None:
+        """End the rows' ``publish`` spans; as failed with ``error`` when given."""
+        for made in self.spans:
+            if error is not None:
+                made.set_status(Status(StatusCode.ERROR, str(error) or type(error).__name__))
+                made.set_attribute("error.type", type(error).__name__)
+            made.end()
+        self.spans = []
+
 
 class Broadcaster:
     def __init__(
@@ -198,45 +207,50 @@ class Broadcaster:
             saved, saved_at = position, 0.0
             sent = _Sent()
             published = position  # read and sent up to here; confirmed up to ``position``
-            while not stop.is_set():
-                events = await tail.events_after(conn, published, self.batch_size)
-                now = time.monotonic()
-                if events:
-                    self._measure_lag(events, tail.head)
-                    rows = [e.history for e in events if e.history is not None]
-                    if rows:
-                        last_id = await self._send(acks, rows, last_id, sent, now)
-                    published = events[-1].position
-                    if sent.rows:
-                        sent.upto = published
-                    else:  # nothing of it is broadcast: nothing to confirm
-                        position = published
+            try:
+                while not stop.is_set():
+                    events = await tail.events_after(conn, published, self.batch_size)
+                    now = time.monotonic()
+                    if events:
+                        self._measure_lag(events, tail.head)
+                        rows = [e.history for e in events if e.history is not None]
+                        if rows:
+                            last_id = await self._send(acks, rows, last_id, sent, now)
+                        published = events[-1].position
+                        if sent.rows:
+                            sent.upto = published
+                        else:  # nothing of it is broadcast: nothing to confirm
+                            position = published
+                            self._report(position)
+                    elif not sent.rows:
+                        self.progress.head, self.progress.lag_seconds = position, 0.0
+                        self.progress.lag_events = 0
+                    if sent.rows and (len(sent.rows) >= self.batch_size
+                                      or now - sent.since >= _CONFIRM_AFTER):
+                        position = await self._confirm(acks, sent)
                         self._report(position)
-                elif not sent.rows:
-                    self.progress.head, self.progress.lag_seconds = position, 0.0
-                    self.progress.lag_events = 0
-                if sent.rows and (len(sent.rows) >= self.batch_size
-                                  or now - sent.since >= _CONFIRM_AFTER):
-                    position = await self._confirm(acks, sent)
-                    self._report(position)
-                # The tracked position is for lag reports and for a stream that lost its
-                # messages: saving it at most every ``_SAVE_EVERY`` seconds keeps it off
-                # the hot path, also under a trickle of one-event commits (saving it as
-                # soon as the tail had nothing more cost a round trip, and a wake-up of
-                # the thread, per commit). Idle, it is saved once that time has passed.
-                if position != saved and now - saved_at >= _SAVE_EVERY:
-                    await self._save(conn, position)
-                    saved, saved_at = position, now
-                if not events:
-                    lease.check()  # still the leader?
-                    wait = tail.idle_timeout(self.poll_interval)
-                    if position != saved:
-                        wait = min(wait, max(0.0, saved_at + _SAVE_EVERY - now))
-                    if sent.rows:
-                        wait = min(wait, max(0.0, sent.since + _CONFIRM_AFTER - now))
-                    await tail.wait(stop, published, wait)
+                    # The tracked position is for lag reports and for a stream that lost its
+                    # messages: saving it at most every ``_SAVE_EVERY`` seconds keeps it off
+                    # the hot path, also under a trickle of one-event commits (saving it as
+                    # soon as the tail had nothing more cost a round trip, and a wake-up of
+                    # the thread, per commit). Idle, it is saved once that time has passed.
+                    if position != saved and now - saved_at >= _SAVE_EVERY:
+                        await self._save(conn, position)
+                        saved, saved_at = position, now
+                    if not events:
+                        lease.check()  # still the leader?
+                        wait = tail.idle_timeout(self.poll_interval)
+                        if position != saved:
+                            wait = min(wait, max(0.0, saved_at + _SAVE_EVERY - now))
+                        if sent.rows:
+                            wait = min(wait, max(0.0, sent.since + _CONFIRM_AFTER - now))
+                        await tail.wait(stop, published, wait)
+            except BaseException as e:
+                sent.end_spans(e)
+                raise
             # (events still unconfirmed are left so: the next leader starts from what the
             # stream holds, and a stop waits for no answer from NATS)
+            sent.end_spans(None)
             if position != saved:
                 await self._save(conn, position)
 
@@ -289,16 +303,12 @@ class Broadcaster:
             async with asyncio.timeout(self.ack_timeout):
                 await future
         except BaseException as e:
-            for made in sent.spans:
-                made.set_status(Status(StatusCode.ERROR, str(e) or type(e).__name__))
-                made.set_attribute("error.type", type(e).__name__)
+            sent.end_spans(e)
             raise
         finally:
             if future is not None:
                 future.cancel()
-            for made in sent.spans:
-                made.end()
-            sent.spans = []
+        sent.end_spans(None)
         # each event's delivery: its commit to its publish, and JetStream's answer time now
         # (what storing one more took it), not the wait for the confirmation
         answered = time.monotonic() - asked
