@@ -84,7 +84,8 @@ class Progress:
 class _Sent:
     """Events published and not yet confirmed."""
 
-    rows: list[dict[str, Any]] = field(default_factory=list)
+    #: For each, seconds from its commit to its publish.
+    waited: list[float] = field(default_factory=list)
     #: Their ``publish`` spans, ended once they are confirmed.
     spans: list[Span] = field(default_factory=list)
     #: When the first of them went out (``time.monotonic``).
@@ -93,8 +94,6 @@ class _Sent:
     last: tuple[str, bytes, dict[str, str]] | None = None
     #: The log's position up to which they were read (events not broadcast included).
     upto: int = 0
-    #: For each row, seconds from its commit to its publish.
-    waited: list[float] = field(default_factory=list)
 
     def end_spans(self, error: BaseException | None) -> None:
         """End the rows' ``publish`` spans; as failed with ``error`` when given."""
@@ -217,15 +216,15 @@ class Broadcaster:
                         if rows:
                             last_id = await self._send(acks, rows, last_id, sent, now)
                         published = events[-1].position
-                        if sent.rows:
+                        if sent.waited:
                             sent.upto = published
                         else:  # nothing of it is broadcast: nothing to confirm
                             position = published
                             self._report(position)
-                    elif not sent.rows:
+                    elif not sent.waited:
                         self.progress.head, self.progress.lag_seconds = position, 0.0
                         self.progress.lag_events = 0
-                    if sent.rows and (len(sent.rows) >= self.batch_size
+                    if sent.waited and (len(sent.waited) >= self.batch_size
                                       or now - sent.since >= _CONFIRM_AFTER):
                         position = await self._confirm(acks, sent)
                         self._report(position)
@@ -242,7 +241,7 @@ class Broadcaster:
                         wait = tail.idle_timeout(self.poll_interval)
                         if position != saved:
                             wait = min(wait, max(0.0, saved_at + _SAVE_EVERY - now))
-                        if sent.rows:
+                        if sent.waited:
                             wait = min(wait, max(0.0, sent.since + _CONFIRM_AFTER - now))
                         await tail.wait(stop, published, wait)
             except BaseException as e:
@@ -272,7 +271,7 @@ class Broadcaster:
                     sent: _Sent, now: float) -> str | None:
         """Publish ``rows`` in order without asking for acknowledgements, adding them to
         ``sent``; return the last one's id."""
-        if not sent.rows:
+        if not sent.waited:
             sent.since = now
         sent.spans.extend(self.publish_spans(rows))
         for row in rows:
@@ -286,7 +285,6 @@ class Broadcaster:
             await acks.send(subject, payload, headers=headers)
             sent.last = (subject, payload, headers)
             last_id = msg_id
-        sent.rows.extend(rows)
         at = datetime.now(UTC)
         sent.waited.extend(max(0.0, (at - row["recorded_at"]).total_seconds()) for row in rows)
         return last_id
@@ -313,9 +311,9 @@ class Broadcaster:
         # (what storing one more took it), not the wait for the confirmation
         answered = time.monotonic() - asked
         record_delivery(waited + answered for waited in sent.waited)
-        self.progress.published += len(sent.rows)
+        self.progress.published += len(sent.waited)
         upto = sent.upto
-        sent.rows, sent.waited, sent.last = [], [], None
+        sent.waited, sent.last = [], None
         return upto
 
     def publish_spans(self, rows: list[dict[str, Any]]) -> list[Span]:
