@@ -193,17 +193,21 @@ class Broadcaster:
             # our tracked position only if JetStream lost acknowledged messages (a single
             # server acks before fsync) or the stream was purged: publish them again.
             stream_tail = await self._stream_tail(js)
+            tracked = await self._tracked(conn)
             if stream_tail is None:
-                position, last_id = await self._tracked(conn), None
+                position, last_id = tracked, None
             else:
                 position, last_id = stream_tail
-                tracked = await self._tracked(conn)
                 if position < tracked:
                     log.warning("broadcaster %s: the stream ends at position %d, behind the "
                                 "%d published: publishing again from there", self.name,
                                 position, tracked)
             self._report(position)
-            saved, saved_at = position, 0.0
+            # What is stored, not where it resumes: the stream's position is saved at once
+            # when it differs. A leader that died after its events were stored and before it
+            # saved their position leaves the stream ahead, and that must be saved even if
+            # nothing more is ever written; a stream that lost its tail is behind.
+            saved, saved_at = tracked, 0.0
             sent = _Sent()
             published = position  # read and sent up to here; confirmed up to ``position``
             try:

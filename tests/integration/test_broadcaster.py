@@ -323,6 +323,45 @@ def test_a_standby_takes_over_when_the_leader_dies(
     assert_exactly_the_log(asyncio.run(read_stream(nats_url, name, prefix)), positions)
 
 
+def tracked_position(database_url: str, group: str) -> int:
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("SELECT position FROM broadcaster_positions WHERE name = %s",
+                           (group,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def test_a_leader_resuming_behind_the_stream_saves_the_streams_position_with_nothing_new(
+    database_url: str, nats_url: str, stream: tuple[str, str], writer: GroupCommitWriter,
+    ns: str,
+) -> None:
+    """A leader killed after its events were stored and before it saved their position
+    leaves the saved position behind the stream. The next leader resumes after the
+    stream's last event, and must save that position even if nothing more is written
+    (health, lag and the chaos checker's catch-up read it)."""
+    name, prefix = stream
+    group = f"behind-{name}"
+    for i in range(5):
+        writer.submit(Put(ns, f"k{i}", document={"i": i}), context()).result(10)
+    end, positions = head(database_url)
+    with InThread(Broadcaster(database_url, nats_url, stream=name, prefix=prefix,
+                              name=group)):
+        wait_until_published(nats_url, name, end, timeout=30)
+    assert tracked_position(database_url, group) == end
+    with psycopg.connect(database_url) as conn:  # as if it had died before saving
+        conn.execute("UPDATE broadcaster_positions SET position = %s WHERE name = %s",
+                     (positions[1], group))
+    with InThread(Broadcaster(database_url, nats_url, stream=name, prefix=prefix,
+                              name=group)) as running:
+        deadline = time.monotonic() + 30
+        while tracked_position(database_url, group) != end:
+            assert time.monotonic() < deadline, (
+                f"the saved position stayed at {tracked_position(database_url, group)}, "
+                f"the stream ends at {end}")
+            time.sleep(0.05)
+        assert running.broadcaster.progress.position == end
+    assert_exactly_the_log(asyncio.run(read_stream(nats_url, name, prefix)), positions)
+
+
 async def _limit_message_size(nats_url: str, stream: str, limit: int) -> None:
     nc = await nats.connect(nats_url)
     try:
