@@ -1,27 +1,13 @@
 """The broadcaster: every committed event, in log order, once, on NATS JetStream.
 
 It follows the log by global position and publishes each event as a CloudEvent on its
-entry's subject, with ``Nats-Msg-Id`` (the event id: JetStream drops a republished
-duplicate) and ``Nats-Expected-Last-Msg-Id`` (the previous event's id: JetStream refuses a
-message that would land after a gap, so the stream can never hold the log out of order,
-whatever fails in between).
-
-Events are sent without asking for an acknowledgement each, and confirmed together: at
-most ``_CONFIRM_AFTER`` seconds after the first of them went out (or once ``batch_size``
-wait), the last one sent is sent again, unchanged, with a reply. Since every message names
-its predecessor as the stream's last, JetStream stores a message only right behind the one
-before it; so that repetition acknowledged (as the duplicate it is, or as stored if only
-it had been missing) proves every event before it stored, in order, and one refused
-anywhere makes it refused too (its predecessor is then not the stream's last), after
-which the broadcaster resumes from the stream's tail as after any failure. Subscribers
-get each event as soon as JetStream stores it: confirming together costs them nothing,
-and the broadcaster a NATS acknowledgement (and a wake-up) per ``_CONFIRM_AFTER`` instead
-of per event (docs/performance.md).
-
-Its position advances only past confirmed events and is stored in PostgreSQL; on
-(re)start it resumes after the last event the stream itself holds, so a crash between a
-confirmation and the position update republishes nothing, and a stream that lost its
-tail gets it again.
+entry's subject, pipelined, with ``Nats-Msg-Id`` (the event id: JetStream drops a
+republished duplicate) and ``Nats-Expected-Last-Msg-Id`` (the previous event's id:
+JetStream refuses a message that would land after a gap, so the stream can never hold
+the log out of order, whatever fails in between). Its position advances only past
+acknowledged events and is stored in PostgreSQL; on (re)start it resumes after the last
+event the stream itself holds, so a crash between a PubAck and the position update
+republishes nothing, and a stream that lost its tail gets it again.
 
 Exactly one broadcaster per database is active: the leader holds its role's lease
 (``leadership.Leases``); standbys ask for it every second and take over within a second or
@@ -38,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -63,8 +49,6 @@ log = logging.getLogger(__name__)
 _LOCK_NAMESPACE = 0x55_0700_0002  # arbitrary, fixed: "ssot broadcaster <name>"
 #: Seconds at least between two saves of the tracked position while publishing.
 _SAVE_EVERY = 0.2
-#: Seconds at most from an event's publish to its confirmation (see the module's docstring).
-_CONFIRM_AFTER = 0.02
 
 
 @dataclass
@@ -78,31 +62,6 @@ class Progress:
     lag_events: int = 0
     lag_seconds: float = 0.0  # age of the oldest event not yet published
     last_error: str | None = None
-
-
-@dataclass
-class _Sent:
-    """Events published and not yet confirmed."""
-
-    #: For each, seconds from its commit to its publish.
-    waited: list[float] = field(default_factory=list)
-    #: Their ``publish`` spans, ended once they are confirmed.
-    spans: list[Span] = field(default_factory=list)
-    #: When the first of them went out (``time.monotonic``).
-    since: float = 0.0
-    #: The last message as sent: subject, payload and headers.
-    last: tuple[str, bytes, dict[str, str]] | None = None
-    #: The log's position up to which they were read (events not broadcast included).
-    upto: int = 0
-
-    def end_spans(self, error: BaseException | None) -> None:
-        """End the rows' ``publish`` spans; as failed with ``error`` when given."""
-        for made in self.spans:
-            if error is not None:
-                made.set_status(Status(StatusCode.ERROR, str(error) or type(error).__name__))
-                made.set_attribute("error.type", type(error).__name__)
-            made.end()
-        self.spans = []
 
 
 class Broadcaster:
@@ -208,52 +167,35 @@ class Broadcaster:
             # saved their position leaves the stream ahead, and that must be saved even if
             # nothing more is ever written; a stream that lost its tail is behind.
             saved, saved_at = tracked, 0.0
-            sent = _Sent()
-            published = position  # read and sent up to here; confirmed up to ``position``
-            try:
-                while not stop.is_set():
-                    events = await tail.events_after(conn, published, self.batch_size)
-                    now = time.monotonic()
-                    if events:
-                        self._measure_lag(events, tail.head)
-                        rows = [e.history for e in events if e.history is not None]
-                        if rows:
-                            last_id = await self._send(acks, rows, last_id, sent, now)
-                        published = events[-1].position
-                        if sent.waited:
-                            sent.upto = published
-                        else:  # nothing of it is broadcast: nothing to confirm
-                            position = published
-                            self._report(position)
-                    elif not sent.waited:
-                        self.progress.head, self.progress.lag_seconds = position, 0.0
-                        self.progress.lag_events = 0
-                    if sent.waited and (len(sent.waited) >= self.batch_size
-                                      or now - sent.since >= _CONFIRM_AFTER):
-                        position = await self._confirm(acks, sent)
-                        self._report(position)
-                    # The tracked position is for lag reports and for a stream that lost its
-                    # messages: saving it at most every ``_SAVE_EVERY`` seconds keeps it off
-                    # the hot path, also under a trickle of one-event commits (saving it as
-                    # soon as the tail had nothing more cost a round trip, and a wake-up of
-                    # the thread, per commit). Idle, it is saved once that time has passed.
-                    if position != saved and now - saved_at >= _SAVE_EVERY:
-                        await self._save(conn, position)
-                        saved, saved_at = position, now
-                    if not events:
-                        lease.check()  # still the leader?
-                        wait = tail.idle_timeout(self.poll_interval)
-                        if position != saved:
-                            wait = min(wait, max(0.0, saved_at + _SAVE_EVERY - now))
-                        if sent.waited:
-                            wait = min(wait, max(0.0, sent.since + _CONFIRM_AFTER - now))
-                        await tail.wait(stop, published, wait)
-            except BaseException as e:
-                sent.end_spans(e)
-                raise
-            # (events still unconfirmed are left so: the next leader starts from what the
-            # stream holds, and a stop waits for no answer from NATS)
-            sent.end_spans(None)
+            while not stop.is_set():
+                events = await tail.events_after(conn, position, self.batch_size)
+                if events:
+                    self._measure_lag(events, tail.head)
+                    rows = [e.history for e in events if e.history is not None]
+                    if rows:
+                        last_id = await self._publish(acks, rows, last_id)
+                        record_delivery(row["recorded_at"] for row in rows)
+                    position = events[-1].position
+                    self.progress.published += len(rows)
+                    self._report(position)
+                else:
+                    self.progress.head, self.progress.lag_seconds = position, 0.0
+                    self.progress.lag_events = 0
+                # The tracked position is for lag reports and for a stream that lost its
+                # messages: saving it at most every ``_SAVE_EVERY`` seconds keeps it off
+                # the hot path, also under a trickle of one-event commits (saving it as
+                # soon as the tail had nothing more cost a round trip, and a wake-up of
+                # the thread, per commit). Idle, it is saved once that time has passed.
+                now = time.monotonic()
+                if position != saved and now - saved_at >= _SAVE_EVERY:
+                    await self._save(conn, position)
+                    saved, saved_at = position, now
+                if not events:
+                    lease.check()  # still the leader?
+                    wait = tail.idle_timeout(self.poll_interval)
+                    if position != saved:
+                        wait = min(wait, max(0.0, saved_at + _SAVE_EVERY - now))
+                    await tail.wait(stop, position, wait)
             if position != saved:
                 await self._save(conn, position)
 
@@ -271,13 +213,12 @@ class Broadcaster:
             " ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position,"
             " updated_at = now()", (self.name, position))
 
-    async def _send(self, acks: Acks, rows: list[dict[str, Any]], last_id: str | None,
-                    sent: _Sent, now: float) -> str | None:
-        """Publish ``rows`` in order without asking for acknowledgements, adding them to
-        ``sent``; return the last one's id."""
-        if not sent.waited:
-            sent.since = now
-        sent.spans.extend(self.publish_spans(rows))
+    async def _publish(
+        self, acks: Acks, rows: list[dict[str, Any]], last_id: str | None
+    ) -> str | None:
+        """Publish ``rows`` pipelined; return once every one is acknowledged, in order."""
+        spans = self.publish_spans(rows)
+        pending = []
         for row in rows:
             msg_id = str(row["event_id"])
             headers = {"Nats-Msg-Id": msg_id, "Ssot-Position": str(row["position"]),
@@ -285,48 +226,30 @@ class Broadcaster:
             if last_id is not None:
                 headers["Nats-Expected-Last-Msg-Id"] = last_id
             subject = entry_subject(self.prefix, row["namespace"], row["key"])
-            payload = cloudevent(row)
-            await acks.send(subject, payload, headers=headers)
-            sent.last = (subject, payload, headers)
+            pending.append(await acks.publish(subject, cloudevent(row), headers=headers))
             last_id = msg_id
-        at = datetime.now(UTC)
-        sent.waited.extend(max(0.0, (at - row["recorded_at"]).total_seconds()) for row in rows)
-        return last_id
-
-    async def _confirm(self, acks: Acks, sent: _Sent) -> int:
-        """Confirm every event of ``sent`` (see the module's docstring), or raise what
-        JetStream answered; the position they were read up to."""
-        assert sent.last is not None
-        subject, payload, headers = sent.last
-        future = None
-        asked = time.monotonic()
         try:
-            future = await acks.publish(subject, payload, headers=headers)
             async with asyncio.timeout(self.ack_timeout):
-                await future
+                for future in pending:
+                    await future
         except BaseException as e:
-            sent.end_spans(e)
+            for made in spans:
+                made.set_status(Status(StatusCode.ERROR, str(e) or type(e).__name__))
+                made.set_attribute("error.type", type(e).__name__)
             raise
         finally:
-            if future is not None:
+            for future in pending:
                 future.cancel()
-        sent.end_spans(None)
-        # each event's delivery: its commit to its publish, and JetStream's answer time now
-        # (what storing one more took it), not the wait for the confirmation
-        answered = time.monotonic() - asked
-        record_delivery(waited + answered for waited in sent.waited)
-        self.progress.published += len(sent.waited)
-        upto = sent.upto
-        sent.waited, sent.last = [], None
-        return upto
+            for made in spans:
+                made.end()
+        return last_id
 
     def publish_spans(self, rows: list[dict[str, Any]]) -> list[Span]:
         """While spans are recorded: a ``publish`` span for each of ``rows`` stored with a
-        trace context, from now until it is confirmed (the module's docstring). The
-        OpenTelemetry messaging conventions have a publish span link to the message's
-        creation context (here the context the event was committed in, which its
-        CloudEvent carries unchanged); it is also that context's child, so the publish
-        shows in the write's own trace."""
+        trace context, from now until NATS acknowledges it. The OpenTelemetry messaging
+        conventions have a publish span link to the message's creation context (here the
+        context the event was committed in, which its CloudEvent carries unchanged); it
+        is also that context's child, so the publish shows in the write's own trace."""
         provider = self.tracer_provider
         if provider is None or not telemetry.records(provider):
             return []

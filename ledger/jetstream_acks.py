@@ -69,13 +69,6 @@ class Acks:
             raise
         return future
 
-    async def send(self, subject: str, payload: bytes = b"",
-                   headers: dict[str, str] | None = None) -> None:
-        """Send a message to the stream that holds ``subject`` without asking for an
-        acknowledgement: JetStream stores it or refuses it unheard (the broadcaster learns
-        which from a later publish of the same ``Nats-Expected-Last-Msg-Id`` chain)."""
-        await self._nc.publish(subject, payload, headers=headers)
-
     async def close(self) -> None:
         """Stop listening; what is still pending is cancelled (no one awaits it now)."""
         subscription, self._subscription = self._subscription, None

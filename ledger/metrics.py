@@ -17,6 +17,7 @@ import functools
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
 
@@ -89,8 +90,7 @@ def metrics() -> LedgerMetrics:
             "away, a publish not acknowledged); each is retried"),
         broadcaster_delivery=Histogram(
             "ssot_broadcaster_delivery_seconds", "Time from an event's commit to NATS "
-            "storing it: to its publish, plus JetStream's answer time when the broadcaster "
-            "confirms it", buckets=DELIVERY_BUCKETS),
+            "acknowledging its publication", buckets=DELIVERY_BUCKETS),
         namespace_writes=Counter(
             "ssot_debug_namespace_writes", "Events appended per namespace (only with "
             "SSOT_METRICS_NAMESPACE_LABELS; past the limit as _other)", ["namespace"]),
@@ -125,12 +125,12 @@ class NamespaceLabels:
             metrics().namespace_writes.labels(self.label(namespace)).inc()
 
 
-def record_delivery(seconds: Iterable[float]) -> None:
-    """The broadcaster's: events confirmed stored by NATS, each ``seconds`` after its
-    commit."""
+def record_delivery(committed_at: Iterable[datetime]) -> None:
+    """The broadcaster's: NATS acknowledged the events committed at ``committed_at``."""
     delivery = metrics().broadcaster_delivery
-    for taken in seconds:
-        delivery.observe(taken)
+    now = datetime.now(UTC)
+    for at in committed_at:
+        delivery.observe(max(0.0, (now - at).total_seconds()))
 
 
 def record_commit(commands: int, seconds: float) -> None:
