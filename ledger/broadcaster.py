@@ -2,12 +2,20 @@
 
 It follows the log by global position and publishes each event as a CloudEvent on its
 entry's subject, pipelined, with ``Nats-Msg-Id`` (the event id: JetStream drops a
-republished duplicate) and ``Nats-Expected-Last-Msg-Id`` (the previous event's id:
-JetStream refuses a message that would land after a gap, so the stream can never hold
-the log out of order, whatever fails in between). Its position advances only past
-acknowledged events and is stored in PostgreSQL; on (re)start it resumes after the last
-event the stream itself holds, so a crash between a PubAck and the position update
-republishes nothing, and a stream that lost its tail gets it again.
+republished duplicate) and ``Nats-Expected-Last-Sequence`` (the stream's sequence of the
+message before it: JetStream refuses a message that would land after a gap, so the stream
+can never hold the log out of order, whatever fails in between). Its position advances
+only past events acknowledged at the sequence expected of them and is stored in
+PostgreSQL; on (re)start it resumes after the last event the stream itself holds, so a
+crash between a PubAck and the position update republishes nothing, and a stream that
+lost its tail gets it again.
+
+The guard is the previous message's sequence, not its id (``Nats-Expected-Last-Msg-Id``,
+used until 2026-12-06): on a stream replicated by JetStream's Raft, nats-server 2.14 and
+2.15 apply a message refused for its expected last id on the followers all the same,
+which then stop applying anything to the stream ("critical write error: last msgid
+mismatch"); every later publish goes unanswered. A refusal for the expected last
+sequence leaves the stream working (docs/cluster.md).
 
 Exactly one broadcaster per database is active: the leader holds its role's lease
 (``leadership.Leases``); standbys ask for it every second and take over within a second or
@@ -37,7 +45,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from . import telemetry
 from .cloudevents import cloudevent
 from .following import Following, followed
-from .jetstream import ensure_stream, nats_servers, stream_tail
+from .jetstream import StreamMoved, ensure_stream, nats_servers, stream_tail
 from .jetstream_acks import Acks
 from .leadership import Lease, retrying
 from .log_tail import LogEvent
@@ -131,17 +139,16 @@ class Broadcaster:
                     await nc.close()
                 self.progress.leader = False
 
-    async def _stream_tail(self, js: JetStreamContext) -> tuple[int, str | None] | None:
-        """(position, message id) of the last event the stream holds; (0, None) for a
-        stream that never held one; None if its messages are gone (retention expired
-        them all), when only our tracked position can tell."""
+    async def _stream_tail(self, js: JetStreamContext) -> tuple[int | None, int]:
+        """(position of the last event the stream holds, the stream's last sequence):
+        (0, 0) for a stream that never held one; position None if its messages are gone
+        (retention expired them all, a purge), when only our tracked position can tell."""
         last_seq, msg = await stream_tail(js, self.stream, vanished_is_lost=True)
         if not last_seq:
-            return 0, None
+            return 0, 0
         if msg is None:
-            return None
-        headers = msg.headers or {}
-        return int(headers.get("Ssot-Position", 0)), headers.get("Nats-Msg-Id")
+            return None, last_seq
+        return int((msg.headers or {}).get("Ssot-Position", 0)), last_seq
 
     async def _publish_until(self, stop: asyncio.Event, js: JetStreamContext, acks: Acks,
                              lease: Lease, following: Following) -> None:
@@ -151,12 +158,12 @@ class Broadcaster:
             # The stream says what it holds: resume after its last event. That is behind
             # our tracked position only if JetStream lost acknowledged messages (a single
             # server acks before fsync) or the stream was purged: publish them again.
-            stream_tail = await self._stream_tail(js)
+            held, last_seq = await self._stream_tail(js)
             tracked = await self._tracked(conn)
-            if stream_tail is None:
-                position, last_id = tracked, None
+            if held is None:
+                position = tracked
             else:
-                position, last_id = stream_tail
+                position = held
                 if position < tracked:
                     log.warning("broadcaster %s: the stream ends at position %d, behind the "
                                 "%d published: publishing again from there", self.name,
@@ -173,7 +180,7 @@ class Broadcaster:
                     self._measure_lag(events, tail.head)
                     rows = [e.history for e in events if e.history is not None]
                     if rows:
-                        last_id = await self._publish(acks, rows, last_id)
+                        last_seq = await self._publish(acks, rows, last_seq)
                         record_delivery(row["recorded_at"] for row in rows)
                     position = events[-1].position
                     self.progress.published += len(rows)
@@ -213,25 +220,31 @@ class Broadcaster:
             " ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position,"
             " updated_at = now()", (self.name, position))
 
-    async def _publish(
-        self, acks: Acks, rows: list[dict[str, Any]], last_id: str | None
-    ) -> str | None:
-        """Publish ``rows`` pipelined; return once every one is acknowledged, in order."""
+    async def _publish(self, acks: Acks, rows: list[dict[str, Any]], last_seq: int) -> int:
+        """Publish ``rows`` pipelined, each expected right after the one before it (the
+        first after the stream's message ``last_seq``); return the last one's sequence
+        once every one is acknowledged at the sequence expected of it."""
         spans = self.publish_spans(rows)
         pending = []
         for row in rows:
-            msg_id = str(row["event_id"])
-            headers = {"Nats-Msg-Id": msg_id, "Ssot-Position": str(row["position"]),
-                       "Ssot-Version": str(row["version"])}
-            if last_id is not None:
-                headers["Nats-Expected-Last-Msg-Id"] = last_id
+            headers = {"Nats-Msg-Id": str(row["event_id"]),
+                       "Ssot-Position": str(row["position"]),
+                       "Ssot-Version": str(row["version"]),
+                       "Nats-Expected-Last-Sequence": str(last_seq)}
             subject = entry_subject(self.prefix, row["namespace"], row["key"])
             pending.append(await acks.publish(subject, cloudevent(row), headers=headers))
-            last_id = msg_id
+            last_seq += 1
+        expected = last_seq - len(rows)
         try:
             async with asyncio.timeout(self.ack_timeout):
                 for future in pending:
-                    await future
+                    expected += 1
+                    ack = await future
+                    if ack.seq != expected:  # a duplicate held elsewhere in the stream
+                        raise StreamMoved(
+                            f"stream {self.stream} acknowledged an event at sequence "
+                            f"{ack.seq}, expected at {expected}: resuming after its "
+                            "last message")
         except BaseException as e:
             for made in spans:
                 made.set_status(Status(StatusCode.ERROR, str(e) or type(e).__name__))
@@ -242,7 +255,7 @@ class Broadcaster:
                 future.cancel()
             for made in spans:
                 made.end()
-        return last_id
+        return last_seq
 
     def publish_spans(self, rows: list[dict[str, Any]]) -> list[Span]:
         """While spans are recorded: a ``publish`` span for each of ``rows`` stored with a

@@ -1,13 +1,19 @@
 """The JetStream stream a publisher writes to, made when missing, and where it ends, for
 the publishers that resume after it (the broadcaster, the digest publisher): each
-publishes in order with ``Nats-Expected-Last-Msg-Id``, so the stream's last message, not a
-position tracked elsewhere, says what it already holds and where publishing goes on."""
+publishes in order with ``Nats-Expected-Last-Sequence``, so the stream's last message, not
+a position tracked elsewhere, says what it already holds and where publishing goes on."""
 
 from __future__ import annotations
 
 import nats
 from nats.js import JetStreamContext
 from nats.js.api import RawStreamMsg, StreamConfig
+
+
+class StreamMoved(Exception):
+    """The stream acknowledged a message somewhere else than right after the one before
+    it (a duplicate it holds elsewhere): it is not where the publisher's chain expected
+    it to be; the publisher resumes after the stream's last message."""
 
 
 async def stream_tail(js: JetStreamContext, stream: str, *,

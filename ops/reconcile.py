@@ -5,7 +5,7 @@ It compares the count and a SHA-256 over the ``(position, event id)`` pairs of b
 sides, then names what differs: events the stream lacks, messages it holds twice, and
 messages that are not in the log. Missing events after the stream's last one are
 republished in order (``--repair``), with the same ``Nats-Msg-Id`` and
-``Nats-Expected-Last-Msg-Id`` guards as the broadcaster, so a running broadcaster and a
+``Nats-Expected-Last-Sequence`` guards as the broadcaster, so a running broadcaster and a
 reconciler never store an event twice or out of order. A gap *inside* the stream cannot
 be filled in order: it is reported, and the remedy is to recreate the stream (the
 broadcaster then publishes it again from the log).
@@ -77,8 +77,8 @@ async def reconcile(database_url: str, nats_url: str, *, stream: str, prefix: st
     nc = await nats.connect(nats_servers(nats_url))
     try:
         js = nc.jetstream()
-        stream_pairs, last_id = await _read_stream(js, stream, from_position, to_position,
-                                                   progress)
+        stream_pairs, last_seq = await _read_stream(js, stream, from_position, to_position,
+                                                    progress)
         report.stream_top = max((p for p, _ in stream_pairs), default=0)
         in_range = [(p, i) for p, i in stream_pairs if from_position < p <= to_position]
         report.stream_count, report.stream_hash = len(in_range), _digest(in_range)
@@ -94,14 +94,13 @@ async def reconcile(database_url: str, nats_url: str, *, stream: str, prefix: st
         tail = [r for r in log_rows if r["position"] > report.stream_top]
         if repair and tail and all(r["position"] in report.missing for r in tail):
             for row in tail:  # in order, guarded exactly like the broadcaster
-                msg_id = str(row["event_id"])
-                headers = {"Nats-Msg-Id": msg_id, "Ssot-Position": str(row["position"]),
-                           "Ssot-Version": str(row["version"])}
-                if last_id is not None:
-                    headers["Nats-Expected-Last-Msg-Id"] = last_id
-                await js.publish(entry_subject(prefix, row["namespace"], row["key"]),
-                                 cloudevent(row), headers=headers)
-                last_id = msg_id
+                headers = {"Nats-Msg-Id": str(row["event_id"]),
+                           "Ssot-Position": str(row["position"]),
+                           "Ssot-Version": str(row["version"]),
+                           "Nats-Expected-Last-Sequence": str(last_seq)}
+                ack = await js.publish(entry_subject(prefix, row["namespace"], row["key"]),
+                                       cloudevent(row), headers=headers)
+                last_seq = ack.seq
                 report.republished.append(row["position"])
     finally:
         await nc.close()
@@ -109,14 +108,13 @@ async def reconcile(database_url: str, nats_url: str, *, stream: str, prefix: st
 
 
 async def _read_stream(js: Any, stream: str, after: int, upto: int,
-                       progress: bool) -> tuple[list[tuple[int, str]], str | None]:
-    """(position, event id) of the stream's messages, and the id of its last one."""
+                       progress: bool) -> tuple[list[tuple[int, str]], int]:
+    """(position, event id) of the stream's messages, and the stream's last sequence."""
     info = await js.stream_info(stream)
     first, last = info.state.first_seq, info.state.last_seq
     pairs: list[tuple[int, str]] = []
-    last_id: str | None = None
     if not info.state.messages:
-        return pairs, None
+        return pairs, last
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task("reading the stream", total=last - first + 1)
         for seq in range(first, last + 1):
@@ -128,6 +126,5 @@ async def _read_stream(js: Any, stream: str, after: int, upto: int,
             headers = msg.headers or {}
             position = int(headers.get("Ssot-Position", 0))
             pairs.append((position, headers.get("Nats-Msg-Id", "")))
-            last_id = headers.get("Nats-Msg-Id")
             bar.advance(task)
-    return pairs, last_id
+    return pairs, last

@@ -13,8 +13,10 @@ loses nothing but work to redo. One digester per database leads (its lease,
 The publisher puts every digest, as JSON (``Digest.as_json``), on NATS JetStream: stream
 ``<SSOT_NATS_STREAM>_DIGESTS``, subject ``<SSOT_NATS_SUBJECT_PREFIX>_digests`` (outside the
 events' ``<prefix>.>``, whose stream the broadcaster alone writes in hash-chained order),
-``Nats-Msg-Id`` the digest's seq and ``Nats-Expected-Last-Msg-Id`` the previous seq, so the
-stream holds the digests in order without a gap. It resumes after the last digest the
+``Nats-Msg-Id`` the digest's seq and ``Nats-Expected-Last-Sequence`` the stream's sequence of
+the previous digest, so the stream holds the digests in order without a gap (not the
+previous digest's id, ``Nats-Expected-Last-Msg-Id``: a refusal for it stops a replicated
+stream on nats-server 2.14-2.15, ledger/broadcaster.py). It resumes after the last digest the
 stream holds, so every digest reaches NATS across outages of either side.
 """
 
@@ -35,7 +37,7 @@ from nats.js import JetStreamContext
 
 from nexus_ssot.ledger import chain
 from nexus_ssot.ledger.following import Following, followed
-from nexus_ssot.ledger.jetstream import ensure_stream, nats_servers, stream_tail
+from nexus_ssot.ledger.jetstream import StreamMoved, ensure_stream, nats_servers, stream_tail
 from nexus_ssot.ledger.leadership import Lease, retrying, sleep_unless_stopped
 
 from .. import merkle
@@ -284,13 +286,13 @@ class Digester:
                                     replicas=self.replicas)
                 async with await psycopg.AsyncConnection.connect(
                         self.database_url, autocommit=True) as conn:
-                    published = await self._stream_tail(js, conn)
+                    published, last_seq = await self._stream_tail(js, conn)
                     self.progress.published_seq = published
                     while not stop.is_set():
                         heard = tail.heard(CHANNEL)
                         digests = await digests_after(conn, published, 256)
                         if digests:
-                            published = await self._send(js, digests, published)
+                            published, last_seq = await self._send(js, digests, last_seq)
                             self.progress.published_seq = published
                             self.progress.last_error = None
                             continue
@@ -304,12 +306,12 @@ class Digester:
                     await nc.close()
 
     async def _stream_tail(self, js: JetStreamContext,
-                           conn: psycopg.AsyncConnection[Any]) -> int:
-        """The seq of the last digest the stream holds (0: none), checked to be this
-        database's digest of that seq."""
-        _, msg = await stream_tail(js, self.stream, vanished_is_lost=False)
-        if msg is None:
-            return 0  # never held one, or lost them all: publish every digest again
+                           conn: psycopg.AsyncConnection[Any]) -> tuple[int, int]:
+        """(the seq of the last digest the stream holds (0: none), checked to be this
+        database's digest of that seq; the stream's last sequence)."""
+        last_seq, msg = await stream_tail(js, self.stream, vanished_is_lost=False)
+        if msg is None:  # never held one, or lost them all: publish every digest again
+            return 0, last_seq
         held = orjson.loads(msg.data or b"null")
         if not isinstance(held, dict) or "seq" not in held or "hash" not in held:
             raise TreeMismatch(f"stream {self.stream} ends with a message that is no digest")
@@ -319,25 +321,33 @@ class Digester:
                 f"stream {self.stream} ends with digest {held['seq']} (hash {held['hash']}), "
                 "which is not this database's: it holds another log's digests (publish to "
                 "another SSOT_NATS_STREAM, or delete that stream)")
-        return int(held["seq"])
+        return int(held["seq"]), last_seq
 
-    async def _send(self, js: JetStreamContext, digests: list[Digest], published: int) -> int:
-        """Publish ``digests`` pipelined; return the last seq once every one is acked."""
+    async def _send(self, js: JetStreamContext, digests: list[Digest],
+                    last_seq: int) -> tuple[int, int]:
+        """Publish ``digests`` pipelined, each expected right after the one before it (the
+        first after the stream's message ``last_seq``); return (the last digest's seq, its
+        sequence in the stream) once every one is acknowledged where expected."""
         pending = []
         for digest in digests:
             headers = {"Nats-Msg-Id": str(digest.seq), "Ssot-Digest-Seq": str(digest.seq),
-                       "Ssot-Position": str(digest.position)}
-            if published:
-                headers["Nats-Expected-Last-Msg-Id"] = str(published)
+                       "Ssot-Position": str(digest.position),
+                       "Nats-Expected-Last-Sequence": str(last_seq)}
             pending.append(await js.publish_async(
                 self.subject, orjson.dumps(digest.as_json()), headers=headers))
-            published = digest.seq
+            last_seq += 1
+        expected = last_seq - len(digests)
         try:
             async with asyncio.timeout(self.ack_timeout):
                 for future in pending:
-                    await future
+                    expected += 1
+                    ack = await future
+                    if ack.seq != expected:  # a duplicate held elsewhere in the stream
+                        raise StreamMoved(
+                            f"stream {self.stream} acknowledged a digest at sequence "
+                            f"{ack.seq}, expected at {expected}: resuming after its last")
         finally:
             for future in pending:
                 future.cancel()
-        return published
+        return digests[-1].seq, last_seq
 

@@ -21,11 +21,15 @@ import jsonpatch
 import nats
 import orjson
 import psycopg
+import pytest
 from prometheus_client import REGISTRY
 
 from nexus_ssot.client.subscriber import Change
 from nexus_ssot.ledger.broadcaster import Broadcaster
 from nexus_ssot.ledger.commands import Context, Delete, Expectation, MergePatch, Put, Restore
+from nexus_ssot.ledger.jetstream import ensure_stream, nats_servers
+from nexus_ssot.ledger.jetstream_acks import Acks
+from nexus_ssot.ledger.log_tail import read_range
 from nexus_ssot.ledger.namespace_settings import configure
 from nexus_ssot.ledger.subjects import entry_subject
 from nexus_ssot.ledger.writer import GroupCommitWriter
@@ -404,6 +408,67 @@ def test_on_a_replicated_stream_of_a_nats_cluster_every_event_is_published_witho
         assert traffic.failures == []
         # every failure of the broadcaster is counted (a 409 "in process" among them)
         assert publish_failures() == failures_before
+        assert_exactly_the_log(asyncio.run(read_stream(nodes[0].url, "SSOT", "ssot")),
+                               positions)
+    finally:
+        for node in nodes:
+            node.discard()
+
+
+def test_a_publish_refused_for_its_place_in_the_stream_leaves_a_replicated_stream_working(
+    database_url: str, tmp_path: Path, writer: GroupCommitWriter, ns: str,
+) -> None:
+    """The broadcaster's guard against a gap is the stream's sequence of the message
+    before each event (``Nats-Expected-Last-Sequence``). On a stream replicated on three
+    JetStream nodes, nats-server 2.14 and 2.15 apply a message refused for the other
+    guard, its expected last message id, on the followers all the same: they stop
+    applying the stream ("critical write error"), and no later publish is answered. A
+    refusal for the expected last sequence must leave the stream working: the
+    broadcaster's publish at the right place is acknowledged, and so is all that follows."""
+    for i in range(6):
+        writer.submit(Put(ns, f"k{i}", document={"i": i}), context()).result(10)
+    password = secrets.token_urlsafe(12)
+    nodes = [NatsNode(f"n{i}", "127.0.0.1", [free_port(), free_port(), free_port()],
+                      tmp_path, password) for i in range(3)]
+    for node in nodes:
+        node.configure(nodes)
+
+    async def refused_then_right(url: str) -> None:
+        async with await psycopg.AsyncConnection.connect(database_url) as conn:
+            rows = [e.history for e in await read_range(conn, 0, None, 100, history=True)
+                    if e.history is not None]
+        broadcaster = Broadcaster(database_url, url, stream="SSOT", prefix="ssot",
+                                  replicas=3, ack_timeout=10)
+        nc = await nats.connect(nats_servers(url))
+        acks = Acks(nc)
+        try:
+            js = nc.jetstream()
+            await ensure_stream(js, "SSOT", ["ssot.>"], duplicate_window=600, replicas=3)
+            assert await broadcaster._publish(acks, rows[:2], 0) == 2
+            with pytest.raises(nats.js.errors.APIError, match="wrong last sequence"):
+                await broadcaster._publish(acks, rows[2:3], 3)  # not where the stream ends
+            assert await broadcaster._publish(acks, rows[2:], 2) == len(rows)
+        finally:
+            await acks.close()
+            await nc.close()
+
+    try:
+        for node in nodes:
+            node.start()
+        wait_cluster(nodes)
+        url = cluster_url(nodes)
+        asyncio.run(refused_then_right(url))
+        for i in range(6, 9):  # and the broadcaster goes on after them
+            writer.submit(Put(ns, f"k{i}", document={"i": i}), context()).result(10)
+        end, positions = head(database_url)
+        with InThread(Broadcaster(database_url, url, stream="SSOT", prefix="ssot",
+                                  name=f"refused-{ns}", replicas=3)) as running:
+            deadline = time.monotonic() + 30
+            while running.broadcaster.progress.position < end:
+                assert time.monotonic() < deadline, (
+                    f"published up to {running.broadcaster.progress.position} of {end}: "
+                    f"{running.broadcaster.progress.last_error}")
+                time.sleep(0.01)
         assert_exactly_the_log(asyncio.run(read_stream(nodes[0].url, "SSOT", "ssot")),
                                positions)
     finally:

@@ -35,13 +35,13 @@ def test_acknowledgements_and_errors_reach_their_futures(nats_url: str) -> None:
                 answers = [await f for f in sent]
                 assert [(a.stream, a.seq) for a in answers] == [(name, 1), (name, 2), (name, 3)]
 
-                # refused: the stream's last message id is m2, not m1
+                # refused: the stream's last sequence is 3, not 2 (the publishers' guard)
                 refused = await acks.publish(
                     f"{name.lower()}.a", b"x",
-                    headers={"Nats-Msg-Id": "m9", "Nats-Expected-Last-Msg-Id": "m1"})
+                    headers={"Nats-Msg-Id": "m9", "Nats-Expected-Last-Sequence": "2"})
                 with pytest.raises(nats.js.errors.APIError) as refusal:
                     await refused
-                assert refusal.value.err_code == 10070  # wrong last message id
+                assert refusal.value.err_code == 10071  # wrong last sequence
 
                 # a subject no stream holds
                 nowhere = await acks.publish(f"nowhere{name.lower()}.a", b"x")
