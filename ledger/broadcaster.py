@@ -45,7 +45,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from . import telemetry
 from .cloudevents import cloudevent
 from .following import Following, followed
-from .jetstream import StreamMoved, ensure_stream, nats_servers, stream_tail
+from .jetstream import chained_acks, ensure_stream, nats_servers, stream_tail
 from .jetstream_acks import Acks
 from .leadership import Lease, retrying
 from .log_tail import LogEvent
@@ -174,16 +174,27 @@ class Broadcaster:
             # saved their position leaves the stream ahead, and that must be saved even if
             # nothing more is ever written; a stream that lost its tail is behind.
             saved, saved_at = tracked, 0.0
+            # While the stream answers events as held before (they were published, and
+            # purged since), they go one at a time: JetStream (2.15) checks a message's
+            # expected last sequence before its id, so an event sent behind one it held
+            # before is refused, not answered as held (jetstream.chained_acks).
+            probing = False
             while not stop.is_set():
-                events = await tail.events_after(conn, position, self.batch_size)
+                events = await tail.events_after(conn, position,
+                                                 1 if probing else self.batch_size)
                 if events:
                     self._measure_lag(events, tail.head)
                     rows = [e.history for e in events if e.history is not None]
+                    held = len(rows)
                     if rows:
-                        last_seq = await self._publish(acks, rows, last_seq)
-                        record_delivery(row["recorded_at"] for row in rows)
-                    position = events[-1].position
-                    self.progress.published += len(rows)
+                        before = last_seq
+                        held, last_seq = await self._publish(acks, rows, last_seq)
+                        record_delivery(row["recorded_at"] for row in rows[:held])
+                        probing = held < len(rows) or (probing and last_seq == before)
+                    # all of them; or up to the last held, the rest sent again next
+                    position = events[-1].position if held == len(rows) \
+                        else int(rows[held - 1]["position"])
+                    self.progress.published += held
                     self._report(position)
                 else:
                     self.progress.head, self.progress.lag_seconds = position, 0.0
@@ -220,31 +231,26 @@ class Broadcaster:
             " ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position,"
             " updated_at = now()", (self.name, position))
 
-    async def _publish(self, acks: Acks, rows: list[dict[str, Any]], last_seq: int) -> int:
+    async def _publish(self, acks: Acks, rows: list[dict[str, Any]],
+                       last_seq: int) -> tuple[int, int]:
         """Publish ``rows`` pipelined, each expected right after the one before it (the
-        first after the stream's message ``last_seq``); return the last one's sequence
-        once every one is acknowledged at the sequence expected of it."""
+        first after the stream's message ``last_seq``); once they are answered, (how many
+        of them, from the first, the stream holds in order; its last sequence after them:
+        ``jetstream.chained_acks``)."""
         spans = self.publish_spans(rows)
         pending = []
+        expected = last_seq
         for row in rows:
             headers = {"Nats-Msg-Id": str(row["event_id"]),
                        "Ssot-Position": str(row["position"]),
                        "Ssot-Version": str(row["version"]),
-                       "Nats-Expected-Last-Sequence": str(last_seq)}
+                       "Nats-Expected-Last-Sequence": str(expected)}
             subject = entry_subject(self.prefix, row["namespace"], row["key"])
             pending.append(await acks.publish(subject, cloudevent(row), headers=headers))
-            last_seq += 1
-        expected = last_seq - len(rows)
+            expected += 1
         try:
             async with asyncio.timeout(self.ack_timeout):
-                for future in pending:
-                    expected += 1
-                    ack = await future
-                    if ack.seq != expected:  # a duplicate held elsewhere in the stream
-                        raise StreamMoved(
-                            f"stream {self.stream} acknowledged an event at sequence "
-                            f"{ack.seq}, expected at {expected}: resuming after its "
-                            "last message")
+                return await chained_acks(pending, last_seq, stream=self.stream)
         except BaseException as e:
             for made in spans:
                 made.set_status(Status(StatusCode.ERROR, str(e) or type(e).__name__))
@@ -255,7 +261,6 @@ class Broadcaster:
                 future.cancel()
             for made in spans:
                 made.end()
-        return last_seq
 
     def publish_spans(self, rows: list[dict[str, Any]]) -> list[Span]:
         """While spans are recorded: a ``publish`` span for each of ``rows`` stored with a

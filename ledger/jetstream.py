@@ -5,15 +5,55 @@ a position tracked elsewhere, says what it already holds and where publishing go
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
+
 import nats
 from nats.js import JetStreamContext
-from nats.js.api import RawStreamMsg, StreamConfig
+from nats.js.api import PubAck, RawStreamMsg, StreamConfig
+
+#: JetStream's "wrong last sequence": a ``Nats-Expected-Last-Sequence`` not met.
+WRONG_LAST_SEQUENCE = 10071
 
 
 class StreamMoved(Exception):
     """The stream acknowledged a message somewhere else than right after the one before
     it (a duplicate it holds elsewhere): it is not where the publisher's chain expected
     it to be; the publisher resumes after the stream's last message."""
+
+
+async def chained_acks(answers: Sequence[asyncio.Future[PubAck]], last_seq: int, *,
+                       stream: str) -> tuple[int, int]:
+    """Await the answers of messages sent in order after the stream's message
+    ``last_seq``, each with ``Nats-Expected-Last-Sequence`` the one before it: (how many
+    of them, from the first, the stream holds in order; its last sequence after them).
+
+    A message answered as a duplicate at or before ``last_seq`` was held before this run
+    (published before and, since, maybe purged): it counts as held, and the stream does
+    not move, so each message sent after it expected one sequence too far and is refused
+    (nothing is stored out of place; nats-server 2.15 checks the expected last sequence
+    before the message id, so even one it also held before is refused, not answered as
+    held). The count then stops before the first refused: the caller sends them again,
+    after the held ones, best one at a time while the stream holds them already. Raises
+    ``StreamMoved`` for an answer anywhere else, and JetStream's refusal otherwise."""
+    start, held, skewed = last_seq, 0, False
+    for answer in answers:
+        try:
+            ack = await answer
+        except nats.js.errors.APIError as e:
+            if skewed and e.err_code == WRONG_LAST_SEQUENCE:
+                break
+            raise
+        if ack.duplicate and ack.seq <= start:
+            skewed = True
+        elif not skewed and ack.seq == last_seq + 1:
+            last_seq = ack.seq
+        else:  # a duplicate held elsewhere, or a message stored after someone else's
+            raise StreamMoved(f"stream {stream} acknowledged a message at sequence "
+                              f"{ack.seq}, expected at {last_seq + 1}: resuming after "
+                              "its last message")
+        held += 1
+    return held, last_seq
 
 
 async def stream_tail(js: JetStreamContext, stream: str, *,

@@ -100,7 +100,9 @@ async def reconcile(database_url: str, nats_url: str, *, stream: str, prefix: st
                            "Nats-Expected-Last-Sequence": str(last_seq)}
                 ack = await js.publish(entry_subject(prefix, row["namespace"], row["key"]),
                                        cloudevent(row), headers=headers)
-                last_seq = ack.seq
+                # (a duplicate held before, maybe purged since, leaves the stream where
+                # it was: jetstream.chained_acks)
+                last_seq = max(last_seq, ack.seq)
                 report.republished.append(row["position"])
     finally:
         await nc.close()

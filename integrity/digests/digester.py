@@ -37,7 +37,8 @@ from nats.js import JetStreamContext
 
 from nexus_ssot.ledger import chain
 from nexus_ssot.ledger.following import Following, followed
-from nexus_ssot.ledger.jetstream import StreamMoved, ensure_stream, nats_servers, stream_tail
+from nexus_ssot.ledger.jetstream import chained_acks, ensure_stream, nats_servers, stream_tail
+from nexus_ssot.ledger.jetstream_acks import Acks
 from nexus_ssot.ledger.leadership import Lease, retrying, sleep_unless_stopped
 
 from .. import merkle
@@ -284,22 +285,32 @@ class Digester:
                 await ensure_stream(js, self.stream, [self.subject],
                                     duplicate_window=self.duplicate_window,
                                     replicas=self.replicas)
-                async with await psycopg.AsyncConnection.connect(
-                        self.database_url, autocommit=True) as conn:
-                    published, last_seq = await self._stream_tail(js, conn)
-                    self.progress.published_seq = published
-                    while not stop.is_set():
-                        heard = tail.heard(CHANNEL)
-                        digests = await digests_after(conn, published, 256)
-                        if digests:
-                            published, last_seq = await self._send(js, digests, last_seq)
-                            self.progress.published_seq = published
-                            self.progress.last_error = None
-                            continue
-                        lease.check()
-                        # a NOTIFY wakes it; the tail's slow poll is the fallback
-                        await tail.wait_for(CHANNEL, heard, stop,
-                                            tail.idle_timeout(self.poll_interval))
+                acks = Acks(nc)  # a refusal answered at once (jetstream_acks.py)
+                try:
+                    async with await psycopg.AsyncConnection.connect(
+                            self.database_url, autocommit=True) as conn:
+                        published, last_seq = await self._stream_tail(js, conn)
+                        self.progress.published_seq = published
+                        probing = False  # as the broadcaster's (ledger/broadcaster.py)
+                        while not stop.is_set():
+                            heard = tail.heard(CHANNEL)
+                            digests = await digests_after(conn, published,
+                                                          1 if probing else 256)
+                            if digests:
+                                before = last_seq
+                                published, last_seq = await self._send(acks, digests,
+                                                                       last_seq)
+                                probing = published != digests[-1].seq or (
+                                    probing and last_seq == before)
+                                self.progress.published_seq = published
+                                self.progress.last_error = None
+                                continue
+                            lease.check()
+                            # a NOTIFY wakes it; the tail's slow poll is the fallback
+                            await tail.wait_for(CHANNEL, heard, stop,
+                                                tail.idle_timeout(self.poll_interval))
+                finally:
+                    await acks.close()
             finally:
                 self.progress.publishing = False
                 with contextlib.suppress(Exception):
@@ -323,31 +334,26 @@ class Digester:
                 "another SSOT_NATS_STREAM, or delete that stream)")
         return int(held["seq"]), last_seq
 
-    async def _send(self, js: JetStreamContext, digests: list[Digest],
+    async def _send(self, acks: Acks, digests: list[Digest],
                     last_seq: int) -> tuple[int, int]:
         """Publish ``digests`` pipelined, each expected right after the one before it (the
-        first after the stream's message ``last_seq``); return (the last digest's seq, its
-        sequence in the stream) once every one is acknowledged where expected."""
+        first after the stream's message ``last_seq``); once they are answered, (the seq
+        of the last digest the stream holds of them, in order; its last sequence after
+        them: ``chained_acks``, which may hold fewer than all: the rest go again next)."""
         pending = []
+        expected = last_seq
         for digest in digests:
             headers = {"Nats-Msg-Id": str(digest.seq), "Ssot-Digest-Seq": str(digest.seq),
                        "Ssot-Position": str(digest.position),
-                       "Nats-Expected-Last-Sequence": str(last_seq)}
-            pending.append(await js.publish_async(
+                       "Nats-Expected-Last-Sequence": str(expected)}
+            pending.append(await acks.publish(
                 self.subject, orjson.dumps(digest.as_json()), headers=headers))
-            last_seq += 1
-        expected = last_seq - len(digests)
+            expected += 1
         try:
             async with asyncio.timeout(self.ack_timeout):
-                for future in pending:
-                    expected += 1
-                    ack = await future
-                    if ack.seq != expected:  # a duplicate held elsewhere in the stream
-                        raise StreamMoved(
-                            f"stream {self.stream} acknowledged a digest at sequence "
-                            f"{ack.seq}, expected at {expected}: resuming after its last")
+                held, last_seq = await chained_acks(pending, last_seq, stream=self.stream)
         finally:
             for future in pending:
                 future.cancel()
-        return digests[-1].seq, last_seq
+        return digests[held - 1].seq, last_seq
 

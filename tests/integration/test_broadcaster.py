@@ -342,6 +342,38 @@ def tracked_position(database_url: str, group: str) -> int:
     return int(row[0]) if row else 0
 
 
+def wait_for_position(broadcaster: Broadcaster, end: int, timeout: float = 30) -> None:
+    """Until ``broadcaster`` (running) has published up to ``end``."""
+    deadline = time.monotonic() + timeout
+    while broadcaster.progress.position < end:
+        assert time.monotonic() < deadline, (
+            f"published up to {broadcaster.progress.position} of {end}: "
+            f"{broadcaster.progress.last_error}")
+        time.sleep(0.01)
+
+
+def published_and_set_back(database_url: str, nats_url: str, stream: tuple[str, str],
+                           group: str, writer: GroupCommitWriter,
+                           ns: str) -> tuple[int, list[int]]:
+    """Five events written and published by a broadcaster of ``group`` on ``stream``; the
+    log's end and positions (``set_back`` then moves its saved position back)."""
+    name, prefix = stream
+    for i in range(5):
+        writer.submit(Put(ns, f"k{i}", document={"i": i}), context()).result(10)
+    end, positions = head(database_url)
+    with InThread(Broadcaster(database_url, nats_url, stream=name, prefix=prefix,
+                              name=group)):
+        wait_until_published(nats_url, name, end, timeout=30)
+    return end, positions
+
+
+def set_back(database_url: str, group: str, position: int) -> None:
+    """As if the broadcaster had died before saving its position past ``position``."""
+    with psycopg.connect(database_url) as conn:
+        conn.execute("UPDATE broadcaster_positions SET position = %s WHERE name = %s",
+                     (position, group))
+
+
 def test_a_leader_resuming_behind_the_stream_saves_the_streams_position_with_nothing_new(
     database_url: str, nats_url: str, stream: tuple[str, str], writer: GroupCommitWriter,
     ns: str,
@@ -352,16 +384,9 @@ def test_a_leader_resuming_behind_the_stream_saves_the_streams_position_with_not
     (health, lag and the chaos checker's catch-up read it)."""
     name, prefix = stream
     group = f"behind-{name}"
-    for i in range(5):
-        writer.submit(Put(ns, f"k{i}", document={"i": i}), context()).result(10)
-    end, positions = head(database_url)
-    with InThread(Broadcaster(database_url, nats_url, stream=name, prefix=prefix,
-                              name=group)):
-        wait_until_published(nats_url, name, end, timeout=30)
+    end, positions = published_and_set_back(database_url, nats_url, stream, group, writer, ns)
     assert tracked_position(database_url, group) == end
-    with psycopg.connect(database_url) as conn:  # as if it had died before saving
-        conn.execute("UPDATE broadcaster_positions SET position = %s WHERE name = %s",
-                     (positions[1], group))
+    set_back(database_url, group, positions[1])
     with InThread(Broadcaster(database_url, nats_url, stream=name, prefix=prefix,
                               name=group)) as running:
         deadline = time.monotonic() + 30
@@ -399,12 +424,7 @@ def test_on_a_replicated_stream_of_a_nats_cluster_every_event_is_published_witho
             with Traffic(writer, ns, threads=2) as traffic:
                 time.sleep(4.0)  # the load
             end, positions = head(database_url)
-            deadline = time.monotonic() + 30
-            while broadcaster.progress.position < end:
-                assert time.monotonic() < deadline, (
-                    f"published up to {broadcaster.progress.position} of {end}: "
-                    f"{broadcaster.progress.last_error}")
-                time.sleep(0.01)
+            wait_for_position(broadcaster, end)
         assert traffic.failures == []
         # every failure of the broadcaster is counted (a 409 "in process" among them)
         assert publish_failures() == failures_before
@@ -444,10 +464,10 @@ def test_a_publish_refused_for_its_place_in_the_stream_leaves_a_replicated_strea
         try:
             js = nc.jetstream()
             await ensure_stream(js, "SSOT", ["ssot.>"], duplicate_window=600, replicas=3)
-            assert await broadcaster._publish(acks, rows[:2], 0) == 2
+            assert await broadcaster._publish(acks, rows[:2], 0) == (2, 2)
             with pytest.raises(nats.js.errors.APIError, match="wrong last sequence"):
                 await broadcaster._publish(acks, rows[2:3], 3)  # not where the stream ends
-            assert await broadcaster._publish(acks, rows[2:], 2) == len(rows)
+            assert await broadcaster._publish(acks, rows[2:], 2) == (len(rows) - 2, len(rows))
         finally:
             await acks.close()
             await nc.close()
@@ -463,14 +483,44 @@ def test_a_publish_refused_for_its_place_in_the_stream_leaves_a_replicated_strea
         end, positions = head(database_url)
         with InThread(Broadcaster(database_url, url, stream="SSOT", prefix="ssot",
                                   name=f"refused-{ns}", replicas=3)) as running:
-            deadline = time.monotonic() + 30
-            while running.broadcaster.progress.position < end:
-                assert time.monotonic() < deadline, (
-                    f"published up to {running.broadcaster.progress.position} of {end}: "
-                    f"{running.broadcaster.progress.last_error}")
-                time.sleep(0.01)
+            wait_for_position(running.broadcaster, end)
         assert_exactly_the_log(asyncio.run(read_stream(nodes[0].url, "SSOT", "ssot")),
                                positions)
     finally:
         for node in nodes:
             node.discard()
+
+
+def test_events_the_stream_held_before_a_purge_are_passed_over_not_refused_forever(
+    database_url: str, nats_url: str, stream: tuple[str, str], writer: GroupCommitWriter,
+    ns: str,
+) -> None:
+    """A stream purged while the broadcaster's saved position was behind it: the next
+    leader resumes from that position (the stream's messages are gone), and JetStream,
+    which remembers the purged events' ids for its duplicate window, answers them as
+    duplicates at their old sequences. They are held; the broadcaster goes on with the
+    events after them at once, with no failure and nothing stored twice."""
+    name, prefix = stream
+    group = f"purged-{name}"
+    before, positions = published_and_set_back(database_url, nats_url, stream, group, writer,
+                                               ns)
+
+    async def purge() -> None:
+        nc = await nats.connect(nats_url)
+        try:
+            await nc.jetstream().purge_stream(name)
+        finally:
+            await nc.close()
+
+    asyncio.run(purge())
+    set_back(database_url, group, positions[-4])  # three of its events behind
+    for i in range(5, 8):
+        writer.submit(Put(ns, f"k{i}", document={"i": i}), context()).result(10)
+    end, positions = head(database_url)
+    failures_before = publish_failures()
+    with InThread(Broadcaster(database_url, nats_url, stream=name, prefix=prefix,
+                              name=group)) as running:
+        wait_for_position(running.broadcaster, end)
+    assert publish_failures() == failures_before
+    assert_exactly_the_log(asyncio.run(read_stream(nats_url, name, prefix)),
+                           [p for p in positions if p > before])
