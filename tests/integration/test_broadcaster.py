@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -399,44 +400,53 @@ def test_a_leader_resuming_behind_the_stream_saves_the_streams_position_with_not
     assert_exactly_the_log(asyncio.run(read_stream(nats_url, name, prefix)), positions)
 
 
-def test_on_a_replicated_stream_of_a_nats_cluster_every_event_is_published_without_a_failure(
-    database_url: str, tmp_path: Path, writer: GroupCommitWriter, ns: str,
-) -> None:
-    """A stream replicated on three JetStream nodes answers differently from one server:
-    a message whose id is still in its Raft group's pipeline is refused as "in process"
-    (409), and one refused there keeps its id taken for the duplicate window. The
-    broadcaster publishing under a steady load must never see either: each event is
-    published once, in order, and its acknowledgement awaited."""
+@pytest.fixture(scope="module")
+def nats_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[NatsNode, str]]:
+    """Three JetStream nodes on 127.0.0.1 for this module's tests of replicated streams
+    (each on a stream of its own): the first node, and the cluster's URL."""
     password = secrets.token_urlsafe(12)
+    folder = tmp_path_factory.mktemp("nats-cluster")
     nodes = [NatsNode(f"n{i}", "127.0.0.1", [free_port(), free_port(), free_port()],
-                      tmp_path, password) for i in range(3)]
+                      folder, password) for i in range(3)]
     for node in nodes:
         node.configure(nodes)
     try:
         for node in nodes:
             node.start()
         wait_cluster(nodes)
-        url = cluster_url(nodes)
-        broadcaster = Broadcaster(database_url, url, stream="SSOT", prefix="ssot",
-                                  name=f"replicated-{ns}", replicas=3)
-        failures_before = publish_failures()
-        with InThread(broadcaster):
-            with Traffic(writer, ns, threads=2) as traffic:
-                time.sleep(4.0)  # the load
-            end, positions = head(database_url)
-            wait_for_position(broadcaster, end)
-        assert traffic.failures == []
-        # every failure of the broadcaster is counted (a 409 "in process" among them)
-        assert publish_failures() == failures_before
-        assert_exactly_the_log(asyncio.run(read_stream(nodes[0].url, "SSOT", "ssot")),
-                               positions)
+        yield nodes[0], cluster_url(nodes)
     finally:
         for node in nodes:
             node.discard()
 
 
+def test_on_a_replicated_stream_of_a_nats_cluster_every_event_is_published_without_a_failure(
+    database_url: str, nats_cluster: tuple[NatsNode, str], writer: GroupCommitWriter,
+    ns: str,
+) -> None:
+    """A stream replicated on three JetStream nodes answers differently from one server:
+    a message whose id is still in its Raft group's pipeline is refused as "in process"
+    (409), and one refused there keeps its id taken for the duplicate window. The
+    broadcaster publishing under a steady load must never see either: each event is
+    published once, in order, and its acknowledgement awaited."""
+    node, url = nats_cluster
+    broadcaster = Broadcaster(database_url, url, stream="LOADED", prefix="loaded",
+                              name=f"replicated-{ns}", replicas=3)
+    failures_before = publish_failures()
+    with InThread(broadcaster):
+        with Traffic(writer, ns, threads=2) as traffic:
+            time.sleep(4.0)  # the load
+        end, positions = head(database_url)
+        wait_for_position(broadcaster, end)
+    assert traffic.failures == []
+    # every failure of the broadcaster is counted (a 409 "in process" among them)
+    assert publish_failures() == failures_before
+    assert_exactly_the_log(asyncio.run(read_stream(node.url, "LOADED", "loaded")), positions)
+
+
 def test_a_publish_refused_for_its_place_in_the_stream_leaves_a_replicated_stream_working(
-    database_url: str, tmp_path: Path, writer: GroupCommitWriter, ns: str,
+    database_url: str, nats_cluster: tuple[NatsNode, str], writer: GroupCommitWriter,
+    ns: str,
 ) -> None:
     """The broadcaster's guard against a gap is the stream's sequence of the message
     before each event (``Nats-Expected-Last-Sequence``). On a stream replicated on three
@@ -445,50 +455,41 @@ def test_a_publish_refused_for_its_place_in_the_stream_leaves_a_replicated_strea
     applying the stream ("critical write error"), and no later publish is answered. A
     refusal for the expected last sequence must leave the stream working: the
     broadcaster's publish at the right place is acknowledged, and so is all that follows."""
+    node, url = nats_cluster
     for i in range(6):
         writer.submit(Put(ns, f"k{i}", document={"i": i}), context()).result(10)
-    password = secrets.token_urlsafe(12)
-    nodes = [NatsNode(f"n{i}", "127.0.0.1", [free_port(), free_port(), free_port()],
-                      tmp_path, password) for i in range(3)]
-    for node in nodes:
-        node.configure(nodes)
 
-    async def refused_then_right(url: str) -> None:
+    async def refused_then_right() -> None:
         async with await psycopg.AsyncConnection.connect(database_url) as conn:
-            rows = [e.history for e in await read_range(conn, 0, None, 100, history=True)
+            rows = [e.history for e in await read_range(conn, 0, None, 100_000,
+                                                        history=True)
                     if e.history is not None]
-        broadcaster = Broadcaster(database_url, url, stream="SSOT", prefix="ssot",
+        broadcaster = Broadcaster(database_url, url, stream="REFUSED", prefix="refused",
                                   replicas=3, ack_timeout=10)
         nc = await nats.connect(nats_servers(url))
         acks = Acks(nc)
         try:
             js = nc.jetstream()
-            await ensure_stream(js, "SSOT", ["ssot.>"], duplicate_window=600, replicas=3)
+            await ensure_stream(js, "REFUSED", ["refused.>"], duplicate_window=600,
+                                replicas=3)
             assert await broadcaster._publish(acks, rows[:2], 0) == (2, 2)
             with pytest.raises(nats.js.errors.APIError, match="wrong last sequence"):
                 await broadcaster._publish(acks, rows[2:3], 3)  # not where the stream ends
-            assert await broadcaster._publish(acks, rows[2:], 2) == (len(rows) - 2, len(rows))
+            assert await broadcaster._publish(acks, rows[2:], 2) == (len(rows) - 2,
+                                                                      len(rows))
         finally:
             await acks.close()
             await nc.close()
 
-    try:
-        for node in nodes:
-            node.start()
-        wait_cluster(nodes)
-        url = cluster_url(nodes)
-        asyncio.run(refused_then_right(url))
-        for i in range(6, 9):  # and the broadcaster goes on after them
-            writer.submit(Put(ns, f"k{i}", document={"i": i}), context()).result(10)
-        end, positions = head(database_url)
-        with InThread(Broadcaster(database_url, url, stream="SSOT", prefix="ssot",
-                                  name=f"refused-{ns}", replicas=3)) as running:
-            wait_for_position(running.broadcaster, end)
-        assert_exactly_the_log(asyncio.run(read_stream(nodes[0].url, "SSOT", "ssot")),
-                               positions)
-    finally:
-        for node in nodes:
-            node.discard()
+    asyncio.run(refused_then_right())
+    for i in range(6, 9):  # and the broadcaster goes on after them
+        writer.submit(Put(ns, f"k{i}", document={"i": i}), context()).result(10)
+    end, positions = head(database_url)
+    with InThread(Broadcaster(database_url, url, stream="REFUSED", prefix="refused",
+                              name=f"refused-{ns}", replicas=3)) as running:
+        wait_for_position(running.broadcaster, end)
+    assert_exactly_the_log(asyncio.run(read_stream(node.url, "REFUSED", "refused")),
+                           positions)
 
 
 def test_events_the_stream_held_before_a_purge_are_passed_over_not_refused_forever(
