@@ -45,7 +45,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from . import telemetry
 from .cloudevents import cloudevent
 from .following import Following, followed
-from .jetstream import chained_acks, ensure_stream, nats_servers, stream_tail
+from .jetstream import Chain, ensure_stream, nats_servers, stream_tail
 from .jetstream_acks import Acks
 from .leadership import Lease, retrying
 from .log_tail import LogEvent
@@ -57,6 +57,13 @@ log = logging.getLogger(__name__)
 _LOCK_NAMESPACE = 0x55_0700_0002  # arbitrary, fixed: "ssot broadcaster <name>"
 #: Seconds at least between two saves of the tracked position while publishing.
 _SAVE_EVERY = 0.2
+
+
+def message_headers(row: dict[str, Any]) -> dict[str, str]:
+    """The headers of the message of the event of history ``row`` (its publisher adds
+    the chain's: ``jetstream.Chain``)."""
+    return {"Nats-Msg-Id": str(row["event_id"]), "Ssot-Position": str(row["position"]),
+            "Ssot-Version": str(row["version"])}
 
 
 @dataclass
@@ -158,12 +165,12 @@ class Broadcaster:
             # The stream says what it holds: resume after its last event. That is behind
             # our tracked position only if JetStream lost acknowledged messages (a single
             # server acks before fsync) or the stream was purged: publish them again.
-            held, last_seq = await self._stream_tail(js)
+            stream_end, last_seq = await self._stream_tail(js)
             tracked = await self._tracked(conn)
-            if held is None:
+            if stream_end is None:
                 position = tracked
             else:
-                position = held
+                position = stream_end
                 if position < tracked:
                     log.warning("broadcaster %s: the stream ends at position %d, behind the "
                                 "%d published: publishing again from there", self.name,
@@ -174,23 +181,17 @@ class Broadcaster:
             # saved their position leaves the stream ahead, and that must be saved even if
             # nothing more is ever written; a stream that lost its tail is behind.
             saved, saved_at = tracked, 0.0
-            # While the stream answers events as held before (they were published, and
-            # purged since), they go one at a time: JetStream (2.15) checks a message's
-            # expected last sequence before its id, so an event sent behind one it held
-            # before is refused, not answered as held (jetstream.chained_acks).
-            probing = False
+            chain = Chain(self.stream, last_seq, self.ack_timeout)
             while not stop.is_set():
                 events = await tail.events_after(conn, position,
-                                                 1 if probing else self.batch_size)
+                                                 chain.limit(self.batch_size))
                 if events:
                     self._measure_lag(events, tail.head)
                     rows = [e.history for e in events if e.history is not None]
                     held = len(rows)
                     if rows:
-                        before = last_seq
-                        held, last_seq = await self._publish(acks, rows, last_seq)
+                        held = await self._publish(acks, chain, rows)
                         record_delivery(row["recorded_at"] for row in rows[:held])
-                        probing = held < len(rows) or (probing and last_seq == before)
                     # all of them; or up to the last held, the rest sent again next
                     position = events[-1].position if held == len(rows) \
                         else int(rows[held - 1]["position"])
@@ -231,34 +232,20 @@ class Broadcaster:
             " ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position,"
             " updated_at = now()", (self.name, position))
 
-    async def _publish(self, acks: Acks, rows: list[dict[str, Any]],
-                       last_seq: int) -> tuple[int, int]:
-        """Publish ``rows`` pipelined, each expected right after the one before it (the
-        first after the stream's message ``last_seq``); once they are answered, (how many
-        of them, from the first, the stream holds in order; its last sequence after them:
-        ``jetstream.chained_acks``)."""
+    async def _publish(self, acks: Acks, chain: Chain, rows: list[dict[str, Any]]) -> int:
+        """Publish ``rows`` on ``chain``: how many of them, from the first, the stream
+        holds once they are answered (``Chain.publish``)."""
         spans = self.publish_spans(rows)
-        pending = []
-        expected = last_seq
-        for row in rows:
-            headers = {"Nats-Msg-Id": str(row["event_id"]),
-                       "Ssot-Position": str(row["position"]),
-                       "Ssot-Version": str(row["version"]),
-                       "Nats-Expected-Last-Sequence": str(expected)}
-            subject = entry_subject(self.prefix, row["namespace"], row["key"])
-            pending.append(await acks.publish(subject, cloudevent(row), headers=headers))
-            expected += 1
         try:
-            async with asyncio.timeout(self.ack_timeout):
-                return await chained_acks(pending, last_seq, stream=self.stream)
+            return await chain.publish(acks, [
+                (entry_subject(self.prefix, row["namespace"], row["key"]), cloudevent(row),
+                 message_headers(row)) for row in rows])
         except BaseException as e:
             for made in spans:
                 made.set_status(Status(StatusCode.ERROR, str(e) or type(e).__name__))
                 made.set_attribute("error.type", type(e).__name__)
             raise
         finally:
-            for future in pending:
-                future.cancel()
             for made in spans:
                 made.end()
 

@@ -12,6 +12,8 @@ import nats
 from nats.js import JetStreamContext
 from nats.js.api import PubAck, RawStreamMsg, StreamConfig
 
+from .jetstream_acks import Acks
+
 #: JetStream's "wrong last sequence": a ``Nats-Expected-Last-Sequence`` not met.
 WRONG_LAST_SEQUENCE = 10071
 
@@ -34,7 +36,7 @@ async def chained_acks(answers: Sequence[asyncio.Future[PubAck]], last_seq: int,
     (nothing is stored out of place; nats-server 2.15 checks the expected last sequence
     before the message id, so even one it also held before is refused, not answered as
     held). The count then stops before the first refused: the caller sends them again,
-    after the held ones, best one at a time while the stream holds them already. Raises
+    after the held ones (``Chain``: one at a time while the stream holds them already). Raises
     ``StreamMoved`` for an answer anywhere else, and JetStream's refusal otherwise."""
     start, held, skewed = last_seq, 0, False
     for answer in answers:
@@ -54,6 +56,49 @@ async def chained_acks(answers: Sequence[asyncio.Future[PubAck]], last_seq: int,
                               "its last message")
         held += 1
     return held, last_seq
+
+
+class Chain:
+    """A publisher's place in its stream: the stream's last sequence, after which its
+    next message goes. ``publish`` sends messages pipelined, each with
+    ``Nats-Expected-Last-Sequence`` the one before it, and moves the place past those the
+    stream holds (``chained_acks``). While the stream answers messages as held before
+    (published, and purged since) they go one at a time (``limit``): nats-server 2.15
+    checks a message's expected last sequence before its id, so one sent behind a message
+    it held before is refused, not answered as held."""
+
+    def __init__(self, stream: str, last_seq: int, ack_timeout: float) -> None:
+        self.stream = stream
+        self.last_seq = last_seq
+        self.ack_timeout = ack_timeout
+        self.probing = False
+
+    def limit(self, batch: int) -> int:
+        """How many messages the next ``publish`` should take."""
+        return 1 if self.probing else batch
+
+    async def publish(self, acks: Acks,
+                      messages: Sequence[tuple[str, bytes, dict[str, str]]]) -> int:
+        """Send ``messages`` (subject, payload, headers; the expected last sequence is
+        added to the headers) and await their answers: how many of them, from the first,
+        the stream holds in order (the rest are to be sent again), or what JetStream
+        answered (``StreamMoved``, a refusal, a ``TimeoutError``)."""
+        pending = []
+        expected = self.last_seq
+        try:
+            for subject, payload, headers in messages:
+                headers["Nats-Expected-Last-Sequence"] = str(expected)
+                pending.append(await acks.publish(subject, payload, headers=headers))
+                expected += 1
+            async with asyncio.timeout(self.ack_timeout):
+                held, last_seq = await chained_acks(pending, self.last_seq,
+                                                    stream=self.stream)
+        finally:
+            for future in pending:
+                future.cancel()
+        self.probing = held < len(messages) or (self.probing and last_seq == self.last_seq)
+        self.last_seq = last_seq
+        return held
 
 
 async def stream_tail(js: JetStreamContext, stream: str, *,

@@ -22,6 +22,7 @@ import psycopg
 from psycopg.rows import dict_row
 from rich.progress import Progress
 
+from nexus_ssot.ledger.broadcaster import message_headers
 from nexus_ssot.ledger.cloudevents import COLUMNS, SOURCE, cloudevent
 from nexus_ssot.ledger.jetstream import nats_servers
 from nexus_ssot.ledger.subjects import entry_subject
@@ -94,10 +95,8 @@ async def reconcile(database_url: str, nats_url: str, *, stream: str, prefix: st
         tail = [r for r in log_rows if r["position"] > report.stream_top]
         if repair and tail and all(r["position"] in report.missing for r in tail):
             for row in tail:  # in order, guarded exactly like the broadcaster
-                headers = {"Nats-Msg-Id": str(row["event_id"]),
-                           "Ssot-Position": str(row["position"]),
-                           "Ssot-Version": str(row["version"]),
-                           "Nats-Expected-Last-Sequence": str(last_seq)}
+                headers = message_headers(row)
+                headers["Nats-Expected-Last-Sequence"] = str(last_seq)
                 ack = await js.publish(entry_subject(prefix, row["namespace"], row["key"]),
                                        cloudevent(row), headers=headers)
                 # (a duplicate held before, maybe purged since, leaves the stream where

@@ -37,7 +37,7 @@ from nats.js import JetStreamContext
 
 from nexus_ssot.ledger import chain
 from nexus_ssot.ledger.following import Following, followed
-from nexus_ssot.ledger.jetstream import chained_acks, ensure_stream, nats_servers, stream_tail
+from nexus_ssot.ledger.jetstream import Chain, ensure_stream, nats_servers, stream_tail
 from nexus_ssot.ledger.jetstream_acks import Acks
 from nexus_ssot.ledger.leadership import Lease, retrying, sleep_unless_stopped
 
@@ -290,18 +290,18 @@ class Digester:
                     async with await psycopg.AsyncConnection.connect(
                             self.database_url, autocommit=True) as conn:
                         published, last_seq = await self._stream_tail(js, conn)
+                        chain = Chain(self.stream, last_seq, self.ack_timeout)
                         self.progress.published_seq = published
-                        probing = False  # as the broadcaster's (ledger/broadcaster.py)
                         while not stop.is_set():
                             heard = tail.heard(CHANNEL)
-                            digests = await digests_after(conn, published,
-                                                          1 if probing else 256)
+                            digests = await digests_after(conn, published, chain.limit(256))
                             if digests:
-                                before = last_seq
-                                published, last_seq = await self._send(acks, digests,
-                                                                       last_seq)
-                                probing = published != digests[-1].seq or (
-                                    probing and last_seq == before)
+                                # those the stream holds; the rest go again next
+                                held = await chain.publish(acks, [
+                                    (self.subject, orjson.dumps(d.as_json()),
+                                     {"Nats-Msg-Id": str(d.seq), "Ssot-Digest-Seq": str(d.seq),
+                                      "Ssot-Position": str(d.position)}) for d in digests])
+                                published = digests[held - 1].seq
                                 self.progress.published_seq = published
                                 self.progress.last_error = None
                                 continue
@@ -333,27 +333,4 @@ class Digester:
                 "which is not this database's: it holds another log's digests (publish to "
                 "another SSOT_NATS_STREAM, or delete that stream)")
         return int(held["seq"]), last_seq
-
-    async def _send(self, acks: Acks, digests: list[Digest],
-                    last_seq: int) -> tuple[int, int]:
-        """Publish ``digests`` pipelined, each expected right after the one before it (the
-        first after the stream's message ``last_seq``); once they are answered, (the seq
-        of the last digest the stream holds of them, in order; its last sequence after
-        them: ``chained_acks``, which may hold fewer than all: the rest go again next)."""
-        pending = []
-        expected = last_seq
-        for digest in digests:
-            headers = {"Nats-Msg-Id": str(digest.seq), "Ssot-Digest-Seq": str(digest.seq),
-                       "Ssot-Position": str(digest.position),
-                       "Nats-Expected-Last-Sequence": str(expected)}
-            pending.append(await acks.publish(
-                self.subject, orjson.dumps(digest.as_json()), headers=headers))
-            expected += 1
-        try:
-            async with asyncio.timeout(self.ack_timeout):
-                held, last_seq = await chained_acks(pending, last_seq, stream=self.stream)
-        finally:
-            for future in pending:
-                future.cancel()
-        return digests[held - 1].seq, last_seq
 

@@ -28,7 +28,7 @@ from prometheus_client import REGISTRY
 from nexus_ssot.client.subscriber import Change
 from nexus_ssot.ledger.broadcaster import Broadcaster
 from nexus_ssot.ledger.commands import Context, Delete, Expectation, MergePatch, Put, Restore
-from nexus_ssot.ledger.jetstream import ensure_stream, nats_servers
+from nexus_ssot.ledger.jetstream import Chain, ensure_stream, nats_servers
 from nexus_ssot.ledger.jetstream_acks import Acks
 from nexus_ssot.ledger.log_tail import read_range
 from nexus_ssot.ledger.namespace_settings import configure
@@ -465,18 +465,22 @@ def test_a_publish_refused_for_its_place_in_the_stream_leaves_a_replicated_strea
                                                         history=True)
                     if e.history is not None]
         broadcaster = Broadcaster(database_url, url, stream="REFUSED", prefix="refused",
-                                  replicas=3, ack_timeout=10)
+                                  replicas=3)
         nc = await nats.connect(nats_servers(url))
         acks = Acks(nc)
         try:
             js = nc.jetstream()
             await ensure_stream(js, "REFUSED", ["refused.>"], duplicate_window=600,
                                 replicas=3)
-            assert await broadcaster._publish(acks, rows[:2], 0) == (2, 2)
+            chain = Chain("REFUSED", 0, ack_timeout=10)
+            assert await broadcaster._publish(acks, chain, rows[:2]) == 2
+            assert chain.last_seq == 2
             with pytest.raises(nats.js.errors.APIError, match="wrong last sequence"):
-                await broadcaster._publish(acks, rows[2:3], 3)  # not where the stream ends
-            assert await broadcaster._publish(acks, rows[2:], 2) == (len(rows) - 2,
-                                                                      len(rows))
+                # not where the stream ends
+                await broadcaster._publish(acks, Chain("REFUSED", 3, ack_timeout=10),
+                                           rows[2:3])
+            assert await broadcaster._publish(acks, chain, rows[2:]) == len(rows) - 2
+            assert chain.last_seq == len(rows)
         finally:
             await acks.close()
             await nc.close()
