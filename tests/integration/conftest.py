@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -227,9 +228,33 @@ def make_settings(database_url: str, **overrides: object) -> Settings:
 @pytest.fixture(scope="session")
 def api(database_url: str) -> Iterator[RunningServer]:
     """The API as `ssot serve` runs it: writes go to a writer process over its socket."""
-    with serving(make_settings(database_url, max_document_bytes=64 * 1024,
-                               max_depth=8)) as running:
+    with serving(api_settings(database_url)) as running:
         yield running
+
+
+def own_log(prefix: str) -> tuple[Any, Any]:
+    """The fixtures ``database_url`` and ``api`` of a test file whose tests read the whole
+    log (a broadcaster on a new stream, ``ssot check``, ``reconcile``, a rebuild), over a
+    database of the file's own: in the worker's shared one they would read every event of
+    the files before, thousands after one that seeds a rebuild. In the file:
+    ``database_url, api = own_log("ssot_name")``."""
+
+    @pytest.fixture(scope="module")
+    def database_url(server_url: str) -> Iterator[str]:
+        with own_database(server_url, prefix) as url:
+            yield url
+
+    @pytest.fixture(scope="module")
+    def api(database_url: str) -> Iterator[RunningServer]:
+        with serving(api_settings(database_url)) as running:
+            yield running
+
+    return database_url, api
+
+
+def api_settings(database_url: str) -> Settings:
+    """The settings of the suite's API (``api``)."""
+    return make_settings(database_url, max_document_bytes=64 * 1024, max_depth=8)
 
 
 @contextlib.contextmanager

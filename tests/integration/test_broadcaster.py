@@ -36,18 +36,12 @@ from nexus_ssot.ledger.subjects import entry_subject
 from nexus_ssot.ledger.writer import GroupCommitWriter
 from nexus_ssot.ops.cluster.nats import NatsNode, cluster_url, wait_cluster
 from nexus_ssot.ops.embedded import EmbeddedNats
-from tests.integration.conftest import free_port, own_database
+from tests.integration.conftest import free_port, own_log
 
 SSOT = str(Path(sys.executable).parent / "ssot")
 
 
-@pytest.fixture(scope="module")
-def database_url(server_url: str) -> Iterator[str]:
-    """This file's own database: a broadcaster on a new stream publishes the whole log,
-    and the worker's shared database holds every event of the tests before (thousands
-    after a file that seeds a rebuild)."""
-    with own_database(server_url, "ssot_bcast") as url:
-        yield url
+database_url, api = own_log("ssot_bcast")
 
 
 def context(**kw: Any) -> Context:

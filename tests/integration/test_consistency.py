@@ -1,6 +1,7 @@
 """The consistency check: views recomputed from the log and compared with the stored ones
 (`ssot check`, GET /v1/health/consistency). Corruptions are made by SQL on rows of the
-test's own namespace and put back afterwards (the database is the whole suite's)."""
+test's own namespace and put back afterwards, in this file's own database: each check
+refolds the whole log, and the worker's shared one holds every event of the tests before."""
 
 from __future__ import annotations
 
@@ -22,9 +23,11 @@ import pytest
 from nexus_ssot.ops.project import ProjectionsThread
 from nexus_ssot.projections.consistency import ConsistencyReport, check, describe
 from nexus_ssot.projections.inline import CurrentState
-from tests.integration.conftest import AUTH, free_port
+from tests.integration.conftest import AUTH, free_port, own_log
 from tests.integration.test_cli import SSOT
 from tests.integration.test_projections import view_stats
+
+database_url, api = own_log("ssot_check")
 
 
 def ssot_check(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:

@@ -7,34 +7,20 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import nats
-import pytest
 
 from nexus_ssot.ledger.broadcaster import Broadcaster
-from tests.integration.conftest import AUTH, make_settings, serving
+from tests.integration.conftest import own_log
 from tests.integration.test_broadcaster import InThread, head, wait_until_published
 
 SSOT = str(Path(sys.executable).parent / "ssot")
 
 
-@pytest.fixture()
-def database_url(fresh_db: str) -> str:
-    """A database of this test's own: reconcile compares the whole log with the stream,
-    and the worker's shared database holds every event of the tests before this one
-    (thousands, each broadcast and then read back from the stream one at a time)."""
-    return fresh_db
-
-
-@pytest.fixture()
-def client(database_url: str) -> Iterator[httpx.Client]:
-    with serving(make_settings(database_url)) as running, \
-            httpx.Client(headers=AUTH, base_url=running.url, timeout=30) as c:
-        yield c
+database_url, api = own_log("ssot_rec")
 
 
 def reconcile(database_url: str, nats_url: str, stream: tuple[str, str],

@@ -25,14 +25,7 @@ from nexus_ssot.projections.entry_search import EntrySearch
 from nexus_ssot.projections.inline import CurrentState, EntryHistory
 from nexus_ssot.projections.namespace_stats import NamespaceStats
 from nexus_ssot.projections.runtime import Tables, View, create_tables
-from tests.integration.conftest import (
-    AUTH,
-    RunningServer,
-    make_settings,
-    own_database,
-    serving,
-    wait_until,
-)
+from tests.integration.conftest import AUTH, RunningServer, make_settings, own_log, wait_until
 from tests.integration.test_cli import SSOT
 from tests.integration.test_projections import expected_stats, view_stats
 from tests.integration.test_search import search
@@ -40,21 +33,7 @@ from tests.integration.test_search import search
 INLINE_TABLES = ("entries", "entry_history")
 
 
-@pytest.fixture(scope="module")
-def database_url(server_url: str) -> Iterator[str]:
-    """This file's own database. Its tests seed and rebuild thousands of events; in the
-    worker's shared database every later test that reads the whole log (a broadcaster
-    from the start, reconcile, a check) would read, fold or publish them all again."""
-    with own_database(server_url, "ssot_replay") as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def api(database_url: str) -> Iterator[RunningServer]:
-    """The suite's API (as `ssot serve` runs it) over this file's database."""
-    with serving(make_settings(database_url, max_document_bytes=64 * 1024,
-                               max_depth=8)) as running:
-        yield running
+database_url, api = own_log("ssot_replay")
 
 
 def replay(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:

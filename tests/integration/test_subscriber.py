@@ -1,4 +1,5 @@
-"""The subscriber SDK against real NATS, the broadcaster and the HTTP API."""
+"""The subscriber SDK against real NATS, the broadcaster and the HTTP API, over this file's
+own database (a broadcaster on a new stream publishes the whole log)."""
 
 from __future__ import annotations
 
@@ -18,8 +19,12 @@ from nexus_ssot.client.subscriber import (
     watch_key,
 )
 from nexus_ssot.ledger.broadcaster import Broadcaster
-from tests.integration.conftest import ADMIN_TOKEN
+from tests.integration.conftest import ADMIN_TOKEN, own_log
 from tests.integration.test_broadcaster import InThread
+
+database_url, api = own_log("ssot_sub")
+
+
 
 
 def history_positions(client: httpx.Client, ns: str, keys: list[str]) -> list[int]:
