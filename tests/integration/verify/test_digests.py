@@ -17,8 +17,8 @@ from tests.integration.verify.kit import (
     Seeded,
     first_problem,
     kinds,
-    ssot_verify,
     tampering,
+    verified,
 )
 
 # --- tampering with digests ---------------------------------------------------------------
@@ -36,7 +36,7 @@ def test_a_deleted_digest_row_is_found(db: str, seeded: Seeded) -> None:
     first = first_problem(db, seeded)
     assert (first["kind"], first["seq"], first["position"]) == \
         ("digest_missing", 2, rows[2][1])  # shows where the chain resumes
-    exact = first_problem(db, seeded, "--digests", str(seeded.published))
+    exact = first_problem(db, seeded, digests=seeded.published)
     assert (exact["kind"], exact["seq"], exact["position"]) == \
         ("digest_missing", 2, rows[1][1])  # the published copy knows where it was
 
@@ -54,8 +54,8 @@ def test_a_changed_digest_is_found(db: str, seeded: Seeded) -> None:
     with tampering(db) as conn:
         rows = _digests(conn)
         conn.execute("UPDATE digests SET root = %s WHERE seq = 2", (b"\x07" * 32,))
-    done, report = ssot_verify(db, key=seeded.key)
-    assert done.returncode == 1 and report is not None
+    report = verified(db, key=seeded.key)
+    assert report["ok"] is False, report
     first = report["first_problem"]
     assert (first["kind"], first["seq"], first["position"], first["field"]) == \
         ("digest_altered", 2, rows[1][1], "content")
@@ -88,10 +88,9 @@ def test_a_rewritten_digest_table_cannot_hide_from_the_published_digests(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption()))
     try:
-        done, report = ssot_verify(db, key=forger_pem)
-        assert done.returncode == 0, report
-        done, report = ssot_verify(db, "--digests", str(seeded.published), key=forger_pem)
-        assert done.returncode == 1 and report is not None
+        assert verified(db, key=forger_pem)["ok"] is True
+        report = verified(db, key=forger_pem, digests=seeded.published)
+        assert report["ok"] is False, report
         first = report["first_problem"]
         assert (first["seq"], first["position"]) == (1, rows[0].position)
         mismatches = {p["seq"]: p["field"] for p in report["problems"]

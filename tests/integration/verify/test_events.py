@@ -35,6 +35,7 @@ from tests.integration.verify.kit import (
     state_at,
     swap_events,
     tampering,
+    verified,
 )
 
 # --- a clean log ---------------------------------------------------------------------------
@@ -181,8 +182,8 @@ def test_an_event_deleted_in_the_middle_of_a_stream_is_found(db: str, seeded: Se
     position = seeded.positions["cfg", "a", 2]
     with tampering(db) as conn:
         conn.execute("DELETE FROM ssot_events WHERE notification_id = %s", (position,))
-    done, report = ssot_verify(db, key=seeded.key)
-    assert done.returncode == 1 and report is not None
+    report = verified(db, key=seeded.key)
+    assert report["ok"] is False, report
     first = report["first_problem"]
     assert (first["kind"], first["position"]) == ("event_missing", position)
     assert (first["namespace"], first["key"], first["version"]) == ("cfg", "a", 2)
@@ -258,8 +259,8 @@ def test_a_forged_event_with_a_recomputed_chain_is_caught_by_the_digests(
     gap = seeded.gaps[1]
     with tampering(db) as conn:
         _forge(conn, gap, "cfg", "forged", 1, {"admin": True}, None)
-    done, report = ssot_verify(db, key=seeded.key)
-    assert done.returncode == 1 and report is not None
+    report = verified(db, key=seeded.key)
+    assert report["ok"] is False, report
     first = report["first_problem"]
     assert (first["kind"], first["position"]) == ("event_inserted", gap)
     assert (first["namespace"], first["key"], first["version"]) == ("cfg", "forged", 1)
@@ -292,8 +293,8 @@ def test_two_swapped_events_are_found(db: str, seeded: Seeded, one: Address,
     p, q = seeded.positions[one], seeded.positions[other]
     with tampering(db) as conn:
         swap_events(conn, p, q)
-    done, report = ssot_verify(db, key=seeded.key)
-    assert done.returncode == 1 and report is not None
+    report = verified(db, key=seeded.key)
+    assert report["ok"] is False, report
     first = report["first_problem"]
     assert (first["kind"], first["position"], first["other_position"]) == \
         ("events_reordered", min(p, q), max(p, q))
@@ -311,8 +312,8 @@ def test_events_swapped_with_their_copies_are_found_by_the_digests(db: str, seed
                 conn.execute(sql.SQL("UPDATE {} SET {} = %s WHERE {} = %s").format(
                     sql.Identifier(table), sql.Identifier(column), sql.Identifier(column)),
                     (b, a))
-    done, report = ssot_verify(db, key=seeded.key)
-    assert done.returncode == 1 and report is not None
+    report = verified(db, key=seeded.key)
+    assert report["ok"] is False, report
     first = report["first_problem"]
     assert (first["kind"], first["position"], first["other_position"]) == \
         ("events_reordered", min(p, q), max(p, q))
@@ -346,8 +347,8 @@ def test_an_unchained_event_is_reported(db: str, seeded: Seeded) -> None:
                                        None)])[0].result()
     finally:
         app.close()
-    done, report = ssot_verify(db, key=seeded.key)
-    assert done.returncode == 1 and report is not None
+    report = verified(db, key=seeded.key)
+    assert report["ok"] is False, report
     first = report["first_problem"]
     assert (first["kind"], first["position"], first["key"]) == \
         ("unchained_event", outcome.position, "plain")

@@ -26,8 +26,8 @@ from tests.integration.conftest import AUTH, RunningServer, make_settings
 from tests.integration.verify.kit import (
     SSOT,
     Seeded,
+    cli_first_problem,
     context,
-    first_problem,
     ssot_verify,
     state_at,
     swap_events,
@@ -97,7 +97,7 @@ def test_the_route_agrees_and_is_bounded(db: str, seeded: Seeded,
         state = state_at(conn, position)
         conn.execute("UPDATE ssot_events SET state = %s WHERE notification_id = %s",
                      (state.replace(b'"info"', b'"INFO"', 1), position))
-    cli = first_problem(db, seeded)
+    cli = cli_first_problem(db, seeded)
     settings = make_settings(db, signing_key_file=seeded.key, digests=False)
     with RunningServer(settings) as server:
         get = route_get(server.url)
@@ -136,7 +136,7 @@ def test_a_namespace_is_verified_alone(db: str, seeded: Seeded) -> None:
     done, report = ssot_verify(db, "--namespace", "ops", key=seeded.key)
     assert done.returncode == 0, report  # the tampering is in cfg
     assert report is not None and report["streams"] == 3
-    first = first_problem(db, seeded, "--namespace", "cfg")
+    first = cli_first_problem(db, seeded, "--namespace", "cfg")
     assert (first["kind"], first["position"]) == ("event_altered", position)
 
 
