@@ -39,7 +39,8 @@ def phase(ms: dict[str, float], *, other: float = QUIET, batch: float | None = 1
 def good_budget(**changes: Any) -> dict[str, Any]:
     phases = {
         "put_1": phase({HTTP: 0.4, WRITER: 0.45, FOLLOWERS: 0.25}),
-        "put_16": phase({HTTP: 0.4, WRITER: 0.14, FOLLOWERS: 0.2}, batch=15.8),
+        "put_16": phase({HTTP: 0.4, WRITER: 0.2, FOLLOWERS: 0.2}, batch=5.1),
+        "put_64": phase({HTTP: 0.3, WRITER: 0.14, FOLLOWERS: 0.2}, batch=15.8),
         "get_1": phase({HTTP: 0.2, WRITER: 0.0, FOLLOWERS: 0.0}),
         "idle": phase({HTTP: 4.0, WRITER: 0.0, FOLLOWERS: 3.0}, batch=None, total=0.7),
     }
@@ -62,24 +63,35 @@ def by_step(rows: list[dict[str, Any]], start: str) -> list[dict[str, Any]]:
 
 def test_a_budget_within_every_target_passes() -> None:
     rows = budget.evaluate(good_budget())
-    assert len(rows) == 8
+    assert len(rows) == 10
     assert all(row["passed"] is True for row in rows), rows
     assert [report.status(r) for r in report.evaluate(base_report(budget=good_budget()))] \
-        == ["PASS"] * 8
+        == ["PASS"] * 10
 
 
 def test_each_kind_is_held_to_its_own_target() -> None:
     rows = budget.evaluate(good_budget(
         put_1=phase({HTTP: 0.51, WRITER: 0.5, FOLLOWERS: 0.31}),
-        put_16=phase({HTTP: 0.3, WRITER: 0.16, FOLLOWERS: 0.3}, batch=16.0),
+        put_16=phase({HTTP: 0.51, WRITER: 0.9, FOLLOWERS: 0.31}, batch=5.0),
+        put_64=phase({HTTP: 0.3, WRITER: 0.16, FOLLOWERS: 0.3}, batch=16.0),
         get_1=phase({HTTP: 0.26})))
     verdicts = {(kind, at): row["passed"] for row in rows
-                for kind in (HTTP, WRITER, FOLLOWERS) for at in ("PUT @1 ", "PUT @16", "GET")
+                for kind in (HTTP, WRITER, FOLLOWERS)
+                for at in ("PUT @1 ", "PUT @16", "PUT @64", "GET")
                 if f", {kind}, " in row["step"] and at in row["step"]}
     assert verdicts == {
         (HTTP, "PUT @1 "): False, (WRITER, "PUT @1 "): True, (FOLLOWERS, "PUT @1 "): False,
-        (HTTP, "PUT @16"): True, (WRITER, "PUT @16"): False, (FOLLOWERS, "PUT @16"): True,
+        (HTTP, "PUT @16"): False, (FOLLOWERS, "PUT @16"): False,
+        (HTTP, "PUT @64"): True, (WRITER, "PUT @64"): False, (FOLLOWERS, "PUT @64"): True,
         (HTTP, "GET"): False}
+
+
+def test_the_writers_batch_target_fails_unless_measured_at_batches_of_about_16() -> None:
+    rows = budget.evaluate(good_budget(
+        put_64=phase({HTTP: 0.3, WRITER: 0.05, FOLLOWERS: 0.1}, batch=6.2)))
+    row = next(r for r in rows if f", {WRITER}, PUT @64" in r["step"])
+    assert row["passed"] is False and "mean batch 6.2" in row["note"]
+    assert "(writer batches of ~16, mean batch 6.2)" in row["step"]
 
 
 def test_idle_must_stay_under_one_percent_of_a_core() -> None:
