@@ -12,6 +12,7 @@ import multiprocessing
 import os
 import platform
 import secrets
+import signal
 import subprocess
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
@@ -317,6 +318,17 @@ class Bench:
             say(line)
 
 
+def interrupt_on_sigterm() -> None:
+    """Have a SIGTERM (``kill``, a cancelled job) stop the bench as Ctrl-C does: what the
+    run started (its servers, databases and streams) is stopped and removed on the way
+    out. Without it the process died at once and left its embedded PostgreSQL running."""
+
+    def stop(_signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m nexus_ssot.ops.bench",
@@ -353,6 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     duration = QUICK_DURATION if args.quick else args.duration
     bench = Bench(duration, RSS_WRITES_QUICK if args.quick else RSS_WRITES, args.quick,
                   args.workers, args.only)
+    interrupt_on_sigterm()
     try:
         report = bench.run()
     except KeyboardInterrupt:
