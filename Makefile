@@ -25,14 +25,16 @@ run: $(STAMP)
 
 # Everything, both cores: ruff and the import contracts, then every lane (unit,
 # integration, the slow end-to-end runs) with mypy beside them (its log in build/). What
-# .ci/run calls. Five workers on two cores: most integration tests wait on a server rather
-# than compute (3.6 min against 4.1 with two; with five 4:25 against 4:38 with four, clean
-# clones back to back, 2026-12-05).
+# .ci/run calls. Four workers on two cores: most integration tests wait on a server rather
+# than compute (3.6 min against 4.1 with two, 2026-12-05). Since the files start longest
+# first, four beat five: 282 s against 314, then 262 against 286 the other way round
+# (pytest alone, back to back, 2026-12-06); each worker also collects, and holds its own
+# servers and databases.
 # Bytecode is written for this run even where PYTHONDONTWRITEBYTECODE is set: pytest
 # rewrites the asserts of every test module and of whole plugin distributions
 # (hypothesis, schemathesis, anyio) in every worker unless one has cached them. One
 # collection of the whole suite caches them first, beside mypy: a worker then collects in
-# ~3.3 s of CPU instead of ~6.8 (five of them at once, racing to rewrite the same files).
+# ~3.3 s of CPU instead of ~6.8 (all of them at once, racing to rewrite the same files).
 # --no-loadscope-reorder: the workers take the files in the order of tests/conftest.py's
 # LONGEST_FIRST; xdist's default reorders them by their number of tests, which put the
 # longest files, of one to three tests each, last.
@@ -41,7 +43,7 @@ test: $(STAMP) lint promtool chromium
 	typecheck=$$!; \
 	env -u PYTHONDONTWRITEBYTECODE $(PY) -m pytest --collect-only -q -p no:cacheprovider \
 		> build/collect.log 2>&1 || tail -n 20 build/collect.log; \
-	env -u PYTHONDONTWRITEBYTECODE $(PY) -m pytest -n 5 --dist loadfile \
+	env -u PYTHONDONTWRITEBYTECODE $(PY) -m pytest -n 4 --dist loadfile \
 		--no-loadscope-reorder --durations=30; \
 	tests=$$?; \
 	if wait $$typecheck; then tail -n 1 build/typecheck.log; \
