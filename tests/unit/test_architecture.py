@@ -19,6 +19,17 @@ def modules() -> list[Path]:
     return sorted(p for part in PARTS for p in (ROOT / part).rglob("*.py"))
 
 
+#: Every module's syntax tree, parsed as this file is collected. On CPython 3.11,
+#: ``ast.parse`` beside another thread's ``compile`` fails spuriously with "AST constructor
+#: recursion depth mismatch" (CPython gh-106905; tests/conftest.py): a worker that ran
+#: integration files before this one may still have a server's thread building a string
+#: annotation (``typing.ForwardRef`` compiles it) while a test parses. No test, and no
+#: thread of one, runs during collection.
+TREES = {path: ast.parse(path.read_text(encoding="utf-8")) for path in modules()}
+#: A relative import from another package, parsed for the same reason.
+RELATIVE_IMPORT = ast.parse("from ..replay import _x").body[0]
+
+
 def dotted(path: Path) -> str:
     """The import name of a module file (the parts install under ``nexus_ssot``)."""
     parts = list(path.relative_to(ROOT).with_suffix("").parts)
@@ -51,7 +62,7 @@ def test_no_module_is_too_long_to_read(path: Path) -> None:
 
 @pytest.mark.parametrize("path", modules(), ids=lambda p: str(p.relative_to(ROOT)))
 def test_no_module_imports_another_modules_private_names(path: Path) -> None:
-    tree = ast.parse(path.read_text(encoding="utf-8"))
+    tree = TREES[path]
     me = dotted(path)
     reached = [
         f"{source}.{alias.name}"
@@ -66,7 +77,7 @@ def test_no_module_imports_another_modules_private_names(path: Path) -> None:
 
 @pytest.mark.parametrize("path", modules(), ids=lambda p: str(p.relative_to(ROOT)))
 def test_module_level_imports_come_first(path: Path) -> None:
-    body = ast.parse(path.read_text(encoding="utf-8")).body
+    body = TREES[path].body
     seen_code = False
     late = []
     for node in body:
@@ -82,6 +93,6 @@ def test_module_level_imports_come_first(path: Path) -> None:
 
 def test_the_private_name_check_sees_relative_imports() -> None:
     path = ROOT / "ops" / "backup" / "commands.py"
-    node = ast.parse("from ..replay import _x").body[0]
+    node = RELATIVE_IMPORT
     assert isinstance(node, ast.ImportFrom)
     assert imported_from(path, node) == "nexus_ssot.ops.replay"
