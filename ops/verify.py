@@ -25,6 +25,8 @@ if TYPE_CHECKING:  # imported when used: `ssot` starts fast for every other comm
     from nexus_ssot.integrity.verify import Report
 
 EXIT_PROBLEM = 1
+#: The problems listed after the first, unless ``--problems`` says otherwise.
+PROBLEMS_SHOWN = 20
 
 
 def _bar() -> Any:
@@ -61,7 +63,7 @@ def _bar() -> Any:
                    "events and at the end (a later run continues from there).")
 @click.option("--checkpoint-every", type=click.IntRange(min=1), default=250_000,
               show_default=True, help="Events between checkpoints.")
-@click.option("--problems", "shown", type=click.IntRange(1, 10_000), default=20,
+@click.option("--problems", "shown", type=click.IntRange(1, 10_000), default=PROBLEMS_SHOWN,
               show_default=True, help="Problems listed after the first.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_context

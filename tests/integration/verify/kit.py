@@ -39,10 +39,9 @@ from nexus_ssot.ledger.commands import Context, Delete, MergePatch, Put, Restore
 from nexus_ssot.ledger.documents import Limits
 from nexus_ssot.ledger.store import open_application
 from nexus_ssot.ledger.writer import GroupCommitWriter
+from nexus_ssot.ops.verify import PROBLEMS_SHOWN
 
 SSOT = str(Path(sys.executable).parent / "ssot")
-#: The problems ``ssot verify`` lists after the first (its ``--problems`` default).
-SHOWN = 20
 Conn = psycopg.Connection[tuple[Any, ...]]
 Address = tuple[str, str, int]  # namespace, key, version
 
@@ -212,7 +211,7 @@ def verified(url: str, *, key: Path | None = None, digests: Path | None = None
     of CPU more, importing what the verifier needs, than the verification of this log."""
     options = Options(published=tuple(read_published_digests(digests) if digests else ()),
                       keys=public_keys([load_public_key(key)] if key else []))
-    return verify(url, options).as_dict(SHOWN)
+    return verify(url, options).as_dict(PROBLEMS_SHOWN)
 
 
 def cli_first_problem(url: str, seeded: Seeded, *args: str) -> dict[str, Any]:
