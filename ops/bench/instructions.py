@@ -30,6 +30,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ..children import PARENT_PID
 from .auth_http import api_request, databases, set_up_access
 from .database import created
 from .follower_instructions import count_followers
@@ -43,13 +44,16 @@ KEY = "instructions-probe"
 
 
 def _worker_environment(server: Server) -> dict[str, str]:
-    """The environment of one of ``server``'s HTTP workers, as it was started."""
+    """The environment of one of ``server``'s HTTP workers, as it was started, but for the
+    parent it watches: the worker this starts is this process's child, not serve's, and
+    stops at once when its parent is not the one named (ops/children.py)."""
     table = process_table()
     for pid in descendants(server.pid, table):
         with contextlib.suppress(OSError):
             if b"http-worker" in Path(f"/proc/{pid}/cmdline").read_bytes():
                 raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-                return dict(item.decode().split("=", 1) for item in raw if b"=" in item)
+                found = dict(item.decode().split("=", 1) for item in raw if b"=" in item)
+                return {**found, PARENT_PID: str(os.getpid())}
     raise RuntimeError("the server runs no HTTP worker process (--workers 2 starts them)")
 
 
