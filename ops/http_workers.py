@@ -77,6 +77,9 @@ def uvicorn_options(settings: Settings, *, access_log: bool) -> dict[str, Any]:
         # httptools and what it lacks (api/http_protocol.py)
         "http": "nexus_ssot.api.http_protocol:HttpProtocol",
         "access_log": access_log,
+        # no "server: uvicorn" on every answer: it tells a caller which software (and,
+        # looked up, which flaws) to try, and costs each answer a header (the Date stays)
+        "server_header": False,
         "timeout_graceful_shutdown": GRACEFUL_SECONDS,
         "log_level": "info",
     }

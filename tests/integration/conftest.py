@@ -202,6 +202,7 @@ class RunningServer:
         config = uvicorn.Config(
             self.app, host="127.0.0.1", port=settings.http_port,
             loop="uvloop", http=HttpProtocol, log_level="warning", access_log=False,
+            server_header=False,
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
