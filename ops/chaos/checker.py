@@ -279,10 +279,11 @@ def summary(report: dict[str, Any]) -> str:
         + (f"; skipped: {', '.join(faults['skipped'])}" if faults["skipped"] else "")
         + (f"; {len(faults['failed'])} failed to inject" if faults["failed"] else ""),
     ]
-    for item in faults.get("measured", []):
-        lines.append(f"  {item['kind']}: " + ", ".join(
-            f"{name.removesuffix('_s')} {_seconds(value)}" for name, value in item.items()
-            if name.endswith("_s")))
+    for item in faults.get("measured", []):  # the timings among what each fault noted
+        timings = [f"{name.removesuffix('_s')} {_seconds(value)}"
+                   for name, value in item.items() if name.endswith("_s")]
+        if timings:
+            lines.append(f"  {item['kind']}: " + ", ".join(timings))
     access = report.get("access")
     if access is not None:
         lines.append(
