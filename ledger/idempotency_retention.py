@@ -25,7 +25,8 @@ from typing import Any
 import psycopg
 
 from .following import Following, followed
-from .leadership import retrying, sleep_unless_stopped
+from .leadership import retrying
+from .stopping import sleep_unless_stopped
 
 log = logging.getLogger("nexus_ssot.idempotency")
 

@@ -26,6 +26,7 @@ from typing import Any
 import psycopg
 
 from .redaction import redact_url
+from .stopping import sleep_unless_stopped
 
 log = logging.getLogger(__name__)
 
@@ -210,14 +211,6 @@ async def on_connection(database_url: str, what: str,
             backoff = min(backoff * 2, 5.0)
         finally:
             lost()
-
-
-async def sleep_unless_stopped(stop: asyncio.Event, seconds: float) -> None:
-    """Until ``stop`` is set or ``seconds`` pass. In the caller's own task (``wait_for``
-    made a task for each sleep: the followers sleep between ranges many times a second)."""
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(seconds):
-            await stop.wait()
 
 
 async def retrying(role: str, lead: Callable[[asyncio.Event], Awaitable[None]],

@@ -27,6 +27,7 @@ import psycopg
 from .cloudevents import FIELDS, column
 from .events import TYPE_OF_TOPIC
 from .leadership import on_connection
+from .stopping import wait_unless_stopped
 from .wire import Wire
 
 #: The channel the store NOTIFYs on every commit of events.
@@ -160,9 +161,8 @@ class LogTail:
         #: Their positions, for ``bisect`` without a key function (a call per step).
         self._positions: list[int] = []
         #: The followers' waits for the tail to advance, each woken at once by the next
-        #: read (see ``wait``); ``_stops`` wakes them when their stop event is set.
+        #: read (see ``wait``).
         self._waiters: list[asyncio.Future[None]] = []
-        self._stops: dict[asyncio.Event, asyncio.Future[Any]] = {}
         self._news: dict[str, asyncio.Event] = {}
         self._heard: dict[str, int] = {}
         self._pending: set[str] = set()  # channels notified, not yet handled
@@ -230,28 +230,17 @@ class LogTail:
         it runs in the loop's next turn. (Waiting on an ``asyncio.Event`` and ``stop``
         together took a task for each, ``asyncio.wait`` and more turns of the loop, each
         as long as the views' work woken by the same read: the broadcaster's publish
-        waited for them; docs/performance.md.)"""
+        waited for them; docs/performance.md.) A timer or ``stop`` resolves it otherwise
+        (``stopping.py``)."""
         if stop.is_set() or (self.live and self.head > after):
             return
-        self._watch(stop)
         waiter = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         try:
-            async with asyncio.timeout(timeout):
-                await waiter
-        except TimeoutError:
-            pass
-        finally:  # timed out or cancelled, it is still listed (woken, it is not)
+            await wait_unless_stopped(waiter, stop, timeout)
+        finally:  # timed out, stopped or cancelled, it is still listed (woken, it is not)
             with contextlib.suppress(ValueError):
                 self._waiters.remove(waiter)
-
-    def _watch(self, stop: asyncio.Event) -> None:
-        """Wake every waiter when ``stop`` is set (one watch per stop event: a process's
-        followers share one)."""
-        if stop not in self._stops:
-            watch = asyncio.ensure_future(stop.wait())
-            watch.add_done_callback(lambda _: self._wake_all())
-            self._stops[stop] = watch
 
     async def wait_for(self, channel: str, heard: int, stop: asyncio.Event,
                        timeout: float) -> None:

@@ -54,10 +54,11 @@ import psycopg
 from nexus_ssot.ledger.errors import SchemaBehind
 from nexus_ssot.ledger.events import TYPE_OF_TOPIC
 from nexus_ssot.ledger.following import Following, followed
-from nexus_ssot.ledger.leadership import Lease, LeaseLost, sleep_unless_stopped
+from nexus_ssot.ledger.leadership import Lease, LeaseLost
 from nexus_ssot.ledger.log_tail import LogEvent, read_range
 from nexus_ssot.ledger.log_tail import head_position as head_position  # the views' too
 from nexus_ssot.ledger.redaction import redact_url
+from nexus_ssot.ledger.stopping import sleep_unless_stopped
 
 log = logging.getLogger(__name__)
 

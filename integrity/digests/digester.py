@@ -39,7 +39,8 @@ from nexus_ssot.ledger import chain
 from nexus_ssot.ledger.following import Following, followed
 from nexus_ssot.ledger.jetstream import Chain, ensure_stream, nats_servers, stream_tail
 from nexus_ssot.ledger.jetstream_acks import Acks
-from nexus_ssot.ledger.leadership import Lease, retrying, sleep_unless_stopped
+from nexus_ssot.ledger.leadership import Lease, retrying
+from nexus_ssot.ledger.stopping import sleep_unless_stopped
 
 from .. import merkle
 from .record import (

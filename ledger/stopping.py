@@ -1,0 +1,65 @@
+"""Waiting for something, a time or a stop, whichever comes first: what the followers of
+the log do many times a second (a view lingering after a range, a follower waiting for
+the tail's next read), and every retry's backoff.
+
+A wait is one future, resolved by whichever comes first: whoever holds it (the tail's
+read), a timer (``call_later``), or the stop event. One task per stop event watches it
+and resolves every future waiting with it. ``asyncio.timeout`` around ``stop.wait()``
+did the same with a timer that cancels the waiting task: the cancellation is raised
+through the wait and turned into a ``TimeoutError``, ~14 µs of CPU for a linger that ends
+(uvloop, measured in process) against ~5 µs for a timer resolving a future; a view
+lingers after every range it folds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+#: The futures waiting on each stop event, for its watch to resolve. A stop event belongs
+#: to one event loop; the loops of several threads may each have their own here.
+_waiting: dict[asyncio.Event, set[asyncio.Future[Any]]] = {}
+
+
+def _resolve(waiter: asyncio.Future[Any]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+def _watched(stop: asyncio.Event) -> set[asyncio.Future[Any]]:
+    """The futures ``stop`` resolves when it is set: the first wait on it starts its
+    watch, which ends when it is set (or its loop cancels what is left at its end)."""
+    waiters = _waiting.get(stop)
+    if waiters is None:
+        waiters = _waiting[stop] = set()
+        watch = asyncio.ensure_future(stop.wait())
+
+        def stopped(_: object) -> None:
+            _waiting.pop(stop, None)
+            for waiter in list(waiters):
+                _resolve(waiter)
+
+        watch.add_done_callback(stopped)
+    return waiters
+
+
+async def wait_unless_stopped(waiter: asyncio.Future[Any], stop: asyncio.Event,
+                              seconds: float) -> None:
+    """Until ``waiter`` is resolved by whoever holds it, ``seconds`` pass, or ``stop`` is
+    set; in the latter two cases ``waiter`` is resolved with None. Cancelling the caller
+    cancels ``waiter``."""
+    if stop.is_set():
+        return
+    waiters = _watched(stop)
+    waiters.add(waiter)
+    timer = asyncio.get_running_loop().call_later(seconds, _resolve, waiter)
+    try:
+        await waiter
+    finally:
+        timer.cancel()
+        waiters.discard(waiter)
+
+
+async def sleep_unless_stopped(stop: asyncio.Event, seconds: float) -> None:
+    """Until ``stop`` is set or ``seconds`` pass, in the caller's own task."""
+    await wait_unless_stopped(asyncio.get_running_loop().create_future(), stop, seconds)

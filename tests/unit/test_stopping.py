@@ -1,0 +1,112 @@
+"""Waiting for a time or a stop: a wait ends with whichever comes first (its holder, its
+timer, the stop), leaves nothing registered behind, and all the waits on one stop event
+share one watch of it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import pytest
+import uvloop
+
+from nexus_ssot.ledger import stopping
+from nexus_ssot.ledger.stopping import sleep_unless_stopped, wait_unless_stopped
+
+Run = Callable[[Coroutine[Any, Any, None]], None]
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def run(request: pytest.FixtureRequest) -> Run:
+    """The followers run on uvloop; the standard loop as well, for the other callers."""
+    return asyncio.run if request.param == "asyncio" else uvloop.run
+
+
+def test_a_sleep_ends_when_its_time_has_passed(run: Run) -> None:
+    async def main() -> None:
+        stop = asyncio.Event()
+        started = time.monotonic()
+        await sleep_unless_stopped(stop, 0.05)
+        assert time.monotonic() - started >= 0.05
+        assert not stopping._waiting[stop]  # nothing left waiting on the stop
+
+    run(main())
+
+
+def test_a_long_sleep_ends_when_the_stop_is_set(run: Run) -> None:
+    async def main() -> None:
+        stop = asyncio.Event()
+        sleeping = asyncio.ensure_future(sleep_unless_stopped(stop, 3600))
+        await asyncio.sleep(0)
+        assert not sleeping.done()
+        stop.set()
+        await asyncio.wait_for(sleeping, 30)  # an hour's sleep ended by the stop
+        assert stop not in stopping._waiting  # the watch ended with the stop
+        await sleep_unless_stopped(stop, 3600)  # stopped: returns at once
+
+    run(main())
+
+
+def test_a_wait_ends_when_its_holder_resolves_it_and_its_timer_is_cancelled(
+        run: Run) -> None:
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[str] = loop.create_future()
+        waiting = asyncio.ensure_future(wait_unless_stopped(waiter, stop, 3600))
+        await asyncio.sleep(0)
+        waiter.set_result("read")
+        await asyncio.wait_for(waiting, 30)
+        assert waiter.result() == "read"  # not overwritten by the timer or the stop
+        assert not stopping._waiting[stop]
+        stop.set()
+        await asyncio.sleep(0)
+        assert waiter.result() == "read"
+
+    run(main())
+
+
+def test_a_cancelled_wait_cancels_its_future_and_leaves_nothing_registered(
+        run: Run) -> None:
+    async def main() -> None:
+        stop = asyncio.Event()
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiting = asyncio.ensure_future(wait_unless_stopped(waiter, stop, 3600))
+        await asyncio.sleep(0)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert waiter.cancelled()
+        assert not stopping._waiting[stop]
+
+    run(main())
+
+
+def test_the_waits_on_one_stop_share_one_watch_of_it(run: Run) -> None:
+    async def main() -> None:
+        stop = asyncio.Event()
+        before = len(asyncio.all_tasks())
+        sleepers = [asyncio.ensure_future(sleep_unless_stopped(stop, 3600))
+                    for _ in range(50)]
+        await asyncio.sleep(0)
+        assert len(asyncio.all_tasks()) == before + 50 + 1  # the sleepers and one watch
+        assert len(stopping._waiting[stop]) == 50
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*sleepers), 30)
+        assert stop not in stopping._waiting
+
+    run(main())
+
+
+def test_a_stop_that_is_never_set_leaves_nothing_when_its_loop_ends(
+        run: Run) -> None:
+    stop = asyncio.Event()
+
+    async def main() -> None:
+        await sleep_unless_stopped(stop, 0.001)
+        assert stop in stopping._waiting  # its watch runs until the loop ends
+
+    run(main())  # the runner cancels the watch as it ends
+    assert stop not in stopping._waiting
