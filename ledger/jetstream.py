@@ -13,6 +13,7 @@ from nats.js import JetStreamContext
 from nats.js.api import PubAck, RawStreamMsg, StreamConfig
 
 from .jetstream_acks import Acks
+from .stopping import deadline
 
 #: JetStream's "wrong last sequence": a ``Nats-Expected-Last-Sequence`` not met.
 WRONG_LAST_SEQUENCE = 10071
@@ -90,9 +91,12 @@ class Chain:
                 headers["Nats-Expected-Last-Sequence"] = str(expected)
                 pending.append(await acks.publish(subject, payload, headers=headers))
                 expected += 1
-            async with asyncio.timeout(self.ack_timeout):
+            timer = deadline(self.ack_timeout, pending)
+            try:
                 held, last_seq = await chained_acks(pending, self.last_seq,
                                                     stream=self.stream)
+            finally:
+                timer.cancel()
         finally:
             for future in pending:
                 future.cancel()

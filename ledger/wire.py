@@ -34,6 +34,8 @@ from psycopg import pq, sql
 from psycopg.adapt import Transformer
 from psycopg.errors import error_from_result
 
+from .stopping import deadline
+
 _INT8 = struct.Struct(">q")
 _BINARY = 1
 
@@ -134,8 +136,7 @@ class Wire:
             self._fail(e)
             raise
         try:
-            async with asyncio.timeout(self.answer_timeout):
-                await self._step()
+            await self._step(self.answer_timeout)
         except TimeoutError:
             lost = psycopg.OperationalError(
                 f"no answer within {self.answer_timeout:g} s: the connection counts as lost")
@@ -167,13 +168,18 @@ class Wire:
         else:
             self._wake()
 
-    async def _step(self) -> None:
+    async def _step(self, timeout: float | None = None) -> None:
+        """One wait for the connection: until ``_wake``, or a ``TimeoutError`` once
+        ``timeout`` has passed."""
         self._raise_failure()
         self._waiter = waiter = self._loop.create_future()
+        timer = None if timeout is None else deadline(timeout, (waiter,))
         try:
             await waiter
         finally:
             self._waiter = None
+            if timer is not None:
+                timer.cancel()
         self._raise_failure()
 
     def _raise_failure(self) -> None:

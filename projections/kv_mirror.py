@@ -25,7 +25,6 @@ mirror's consistency check.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import re
@@ -48,6 +47,7 @@ from nexus_ssot.ledger.jetstream import nats_servers
 from nexus_ssot.ledger.jetstream_acks import Acks
 from nexus_ssot.ledger.log_tail import LogEvent
 from nexus_ssot.ledger.redaction import redact_url
+from nexus_ssot.ledger.stopping import deadline
 from nexus_ssot.ledger.subjects import decode_token, encode_token
 
 from .runtime import Tables, apply_ctes, next_upto, read_log
@@ -338,7 +338,8 @@ class KvMirror:
                     pending.append(await acks.publish(
                         f"$KV.{self.bucket(w.namespace)}.{w.key}", w.value or b"",
                         headers=_headers(w)))
-                async with asyncio.timeout(self.timeout):
+                timer = deadline(self.timeout, pending)
+                try:
                     for w, acknowledged in zip(chunk, pending, strict=True):
                         try:
                             await acknowledged
@@ -346,6 +347,8 @@ class KvMirror:
                             if w.last is None or e.err_code not in _WRONG_LAST_SEQUENCE:
                                 raise
                             lost += 1
+                finally:
+                    timer.cancel()
             finally:
                 for acknowledged in pending:
                     acknowledged.cancel()

@@ -13,7 +13,7 @@ import pytest
 import uvloop
 
 from nexus_ssot.ledger import stopping
-from nexus_ssot.ledger.stopping import sleep_unless_stopped, wait_unless_stopped
+from nexus_ssot.ledger.stopping import deadline, sleep_unless_stopped, wait_unless_stopped
 
 Run = Callable[[Coroutine[Any, Any, None]], None]
 
@@ -110,3 +110,37 @@ def test_a_stop_that_is_never_set_leaves_nothing_when_its_loop_ends(
 
     run(main())  # the runner cancels the watch as it ends
     assert stop not in stopping._waiting
+
+
+def test_a_deadline_fails_the_first_future_still_pending_and_no_other(run: Run) -> None:
+    """The one a caller awaiting them in order waits on: it sees a TimeoutError, and no
+    other future carries an exception that no one would retrieve."""
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[int]] = [loop.create_future() for _ in range(3)]
+        futures[0].set_result(1)
+        deadline(0.01, futures)
+        with pytest.raises(TimeoutError):
+            for future in futures:
+                await future
+        assert futures[0].result() == 1
+        assert isinstance(futures[1].exception(), TimeoutError)
+        assert not futures[2].done()
+
+    run(main())
+
+
+def test_a_deadline_cancelled_in_time_fails_nothing(run: Run) -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[int] = loop.create_future()
+        timer = deadline(0.01, [future])
+        loop.call_soon(future.set_result, 7)
+        assert await future == 7
+        timer.cancel()
+        late: asyncio.Future[int] = loop.create_future()
+        deadline(0.01, [late]).cancel()
+        await asyncio.sleep(0.05)  # the deadline's time has passed: nothing failed
+        assert not late.done()
+
+    run(main())
