@@ -6,6 +6,7 @@ checked by ``make lint-imports`` and tests/integration/test_import_contracts.py.
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -19,14 +20,18 @@ def modules() -> list[Path]:
     return sorted(p for part in PARTS for p in (ROOT / part).rglob("*.py"))
 
 
-#: Every module's syntax tree, parsed as this file is collected. On CPython 3.11,
-#: ``ast.parse`` beside another thread's ``compile`` fails spuriously with "AST constructor
-#: recursion depth mismatch" (CPython gh-106905; tests/conftest.py): a worker that ran
-#: integration files before this one may still have a server's thread building a string
-#: annotation (``typing.ForwardRef`` compiles it) while a test parses. No test, and no
-#: thread of one, runs during collection.
-TREES = {path: ast.parse(path.read_text(encoding="utf-8")) for path in modules()}
-#: A relative import from another package, parsed for the same reason.
+@functools.cache
+def tree(path: Path) -> ast.Module:
+    """A module's syntax tree, parsed when a test first needs it: parsed as this file was
+    collected, every module cost each worker ~1.5 s of CPU for the one that runs these
+    tests. On CPython 3.11, ``ast.parse`` beside another thread's ``compile`` fails
+    spuriously with "AST constructor recursion depth mismatch" (CPython gh-106905): the
+    unit lane runs before any integration file on its worker (tests/conftest.py), so no
+    server's thread of an earlier test is compiling meanwhile."""
+    return ast.parse(path.read_text(encoding="utf-8"))
+
+
+#: A relative import from another package.
 RELATIVE_IMPORT = ast.parse("from ..replay import _x").body[0]
 
 
@@ -62,11 +67,10 @@ def test_no_module_is_too_long_to_read(path: Path) -> None:
 
 @pytest.mark.parametrize("path", modules(), ids=lambda p: str(p.relative_to(ROOT)))
 def test_no_module_imports_another_modules_private_names(path: Path) -> None:
-    tree = TREES[path]
     me = dotted(path)
     reached = [
         f"{source}.{alias.name}"
-        for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+        for node in ast.walk(tree(path)) if isinstance(node, ast.ImportFrom)
         for source in [imported_from(path, node)]
         if source.startswith("nexus_ssot") and source != me
         for alias in node.names
@@ -77,7 +81,7 @@ def test_no_module_imports_another_modules_private_names(path: Path) -> None:
 
 @pytest.mark.parametrize("path", modules(), ids=lambda p: str(p.relative_to(ROOT)))
 def test_module_level_imports_come_first(path: Path) -> None:
-    body = TREES[path].body
+    body = tree(path).body
     seen_code = False
     late = []
     for node in body:
