@@ -31,5 +31,5 @@ def test_the_wheel_installs_everything_under_one_import_root(tmp_path: Path) -> 
             if n.startswith("nexus_ssot/api/console/")} >= {
         str(f.relative_to(console)) for f in console.rglob("*") if f.is_file()}
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "ssot = nexus_ssot.ops.cli:main" in zipfile.ZipFile(wheel).read(
+    assert "ssot = nexus_ssot.ops.cli:run" in zipfile.ZipFile(wheel).read(
         entry_points).decode()
