@@ -10,7 +10,10 @@ drains it at once), exits with serve (the parent-death signal), is restarted if 
 and tells serve when it has started through a pipe. SIGHUP restarts them one at a time
 (a new TLS certificate is read then): the socket stays open, and a stopping worker
 answers what it has read (uvicorn closes the connections it accepted but read nothing
-from, which clients retry); stopping serve drains them first.
+from, which clients retry); stopping serve drains them first. serve answers once one
+worker serves, so a stop may reach a worker still starting: it notes the signal and,
+started, stops at once (``signals.note_stop_signals``), and a worker that exits while
+serve is already stopping is not a failed start.
 """
 
 from __future__ import annotations
@@ -90,9 +93,12 @@ class Server(uvicorn.Server):
     process before the embedded servers are stopped; we finish our own shutdown instead.
     With ``ready_fd``, it writes one byte there once it serves (and closes it)."""
 
-    def __init__(self, config: uvicorn.Config, ready_fd: int | None = None) -> None:
+    def __init__(self, config: uvicorn.Config, ready_fd: int | None = None,
+                 early: list[int] | None = None) -> None:
         super().__init__(config)
         self.ready_fd = ready_fd
+        #: SIGTERM/SIGINT received before uvicorn's own handlers took over (``stop_early``).
+        self.early = early if early is not None else []
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
@@ -104,6 +110,8 @@ class Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         with super().capture_signals():
+            if self.early:  # asked to stop while it started: start, then stop at once
+                self.handle_exit(self.early[0], None)
             try:
                 yield
             finally:
@@ -114,9 +122,11 @@ class Server(uvicorn.Server):
                     captured.clear()
 
 
-def run_http_worker(settings: Settings, fd: int, ready_fd: int, *, access_log: bool) -> None:
+def run_http_worker(settings: Settings, fd: int, ready_fd: int, *, access_log: bool,
+                    early: list[int]) -> None:
     """One worker of ``ssot serve --workers N``: serve the inherited socket ``fd`` until
-    SIGTERM/SIGINT (or serve's death), then drain and exit."""
+    SIGTERM/SIGINT (or serve's death), then drain and exit. ``early``: the stop signals
+    noted since the process began (``signals.note_stop_signals``)."""
     exit_with_parent()  # first: importing the api takes seconds on a slow machine
     from nexus_ssot.api.app import create_app  # the worker's one place that builds the api
 
@@ -126,7 +136,10 @@ def run_http_worker(settings: Settings, fd: int, ready_fd: int, *, access_log: b
     # before it serves: frozen once it said so, a worker paused (~0.1 s) while the
     # others served, and one killed meanwhile had said it served but never told serve
     freeze_startup_heap()
-    Server(config, ready_fd).run(sockets=[listening])
+    if early:
+        log.info("stopping on %s before serving", signal.Signals(early[0]).name)
+        return
+    Server(config, ready_fd, early).run(sockets=[listening])
 
 
 class HttpWorker:
@@ -300,7 +313,17 @@ def serve_until_signalled(workers: HttpWorkers,
     handled = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
     handlers = {sig: signal.signal(sig, on_signal) for sig in handled}
     try:
-        workers.start()
+        try:
+            workers.start()
+        except ChildExited:
+            stopping = [s for s in received if s != signal.SIGHUP]
+            if not stopping:
+                raise
+            # asked to stop while they started: a worker that the same Ctrl-C reached
+            # before it served may have exited; nothing failed
+            log.info("stopping on %s while the HTTP workers started",
+                     ", ".join(signal.Signals(s).name for s in stopping))
+            return
         freeze_startup_heap()  # serve's own: the followers' thread is running too
         if on_serving is not None:
             on_serving(functools.partial(on_signal, signal.SIGTERM, None))

@@ -131,6 +131,9 @@ def writer(socket_path: str) -> None:
 @click.option("--access-log", is_flag=True, help="Log every request.")
 def http_worker(fd: int, ready_fd: int, access_log: bool) -> None:
     """Run one HTTP worker process (started by `ssot serve --workers N`)."""
+    from .signals import note_stop_signals
+
+    early = note_stop_signals()  # before the imports: they take seconds on a slow host
     import logging
 
     from nexus_ssot.ledger.settings import Settings
@@ -139,7 +142,7 @@ def http_worker(fd: int, ready_fd: int, access_log: bool) -> None:
 
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    run_http_worker(Settings(), fd, ready_fd, access_log=access_log)
+    run_http_worker(Settings(), fd, ready_fd, access_log=access_log, early=early)
 
 
 @click.command()

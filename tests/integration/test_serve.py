@@ -259,3 +259,62 @@ def test_serve_stops_at_once_with_feeds_open_and_the_feeds_resume_after_the_rest
     assert "warning: the server ended the stream; reconnecting to resume after position " \
         f"{first[-1]}" in warnings, warnings
     assert "Traceback" not in warnings, warnings
+
+
+#: Put on the path of an HTTP worker of the test below: the first worker to start writes
+#: ``starting`` once it notes stop signals, then goes on starting only once it has noted
+#: the test's Ctrl-C (where it does not note them: once the test has pressed it); the
+#: others start at once.
+_SLOW_FIRST_WORKER = '''
+import os, sys, time
+from pathlib import Path
+if "http-worker" in sys.argv:
+    from nexus_ssot.ops import http_workers
+    folder = Path(os.environ["SLOW_WORKER_DIR"])
+    original = http_workers.run_http_worker
+    def run_http_worker(*args, **kwargs):
+        try:
+            (folder / "starting").open("x").close()
+        except FileExistsError:
+            return original(*args, **kwargs)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (
+                kwargs["early"] if "early" in kwargs else (folder / "pressed").exists()):
+            time.sleep(0.01)
+        return original(*args, **kwargs)
+    http_workers.run_http_worker = run_http_worker
+'''
+
+
+def test_ctrl_c_while_a_worker_still_starts_stops_serve_cleanly(
+        database_url: str, nats_url: str, tmp_path: Path) -> None:
+    """Serve answers as soon as one worker serves; Ctrl-C reaches the whole process group,
+    so a worker may get it in the middle of its start. It exits cleanly and serve stops
+    with 0, as if every worker had been serving (it exited 130, the worker's
+    KeyboardInterrupt taken for a failed start)."""
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(_SLOW_FIRST_WORKER)
+    port = free_port()
+    env = {**os.environ, "SSOT_DATABASE_URL": database_url, "SSOT_NATS_URL": nats_url,
+           "SSOT_HTTP_PORT": str(port), "SSOT_DATA_DIR": str(tmp_path / "data"),
+           "SSOT_BROADCAST": "false", "SLOW_WORKER_DIR": str(tmp_path),
+           "PYTHONPATH": os.pathsep.join([str(hooks), os.environ.get("PYTHONPATH", "")])}
+    proc, _ = start_serve(["--workers", "2"], env, port, new_session=True)
+    try:
+        output: list[str] = []
+        collect(proc.stdout, output)
+        assert (tmp_path / "starting").exists()  # one worker serves, the other starts
+        processes = descendants(proc.pid, process_table())
+        os.killpg(proc.pid, signal.SIGINT)
+        (tmp_path / "pressed").touch()
+        wait_until(lambda: proc.poll() is not None and all(gone(pid) for pid in processes),
+                   "every process of serve to exit after Ctrl-C", timeout=30)
+        log = "".join(output)
+        assert proc.returncode == 0, log
+        assert "Traceback" not in log and "interrupted" not in log, log
+        assert "stopping on SIGINT before serving" in log, log
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

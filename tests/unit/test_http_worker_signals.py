@@ -1,0 +1,51 @@
+"""An HTTP worker asked to stop while it starts (serve's Ctrl-C reaches the whole process
+group, a worker may still be importing): the signal is noted, not raised as a
+``KeyboardInterrupt`` in the middle of its start, and uvicorn, once its own handlers
+are in place, stops at once."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+
+import pytest
+import uvicorn
+
+from nexus_ssot.ops.http_workers import Server
+from nexus_ssot.ops.signals import note_stop_signals
+
+
+@pytest.fixture()
+def handlers_restored() -> Iterator[None]:
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+async def _app(scope: object, receive: object, send: object) -> None:  # never called
+    raise AssertionError("no request")
+
+
+def test_a_stop_signal_while_starting_is_noted_not_raised(handlers_restored: None) -> None:
+    early = note_stop_signals()
+    signal.raise_signal(signal.SIGINT)  # without it: KeyboardInterrupt here
+    signal.raise_signal(signal.SIGTERM)  # without it: the process ends here
+    assert early == [signal.SIGINT, signal.SIGTERM]
+
+
+def test_uvicorn_stops_at_once_on_a_signal_noted_before_it_took_over(
+        handlers_restored: None) -> None:
+    server = Server(uvicorn.Config(_app), early=[signal.SIGINT])
+    with server.capture_signals():
+        assert server.should_exit and not server.force_exit
+    # and the signal is not raised again as uvicorn's own handling would once it stopped
+    assert server._captured_signals == []
+
+
+def test_uvicorn_serves_when_no_signal_came(handlers_restored: None) -> None:
+    server = Server(uvicorn.Config(_app), early=[])
+    with server.capture_signals():
+        assert not server.should_exit
