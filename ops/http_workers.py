@@ -12,7 +12,7 @@ and tells serve when it has started through a pipe. SIGHUP restarts them one at 
 answers what it has read (uvicorn closes the connections it accepted but read nothing
 from, which clients retry); stopping serve drains them first. serve answers once one
 worker serves, so a stop may reach a worker still starting: it notes the signal and,
-started, stops at once (``signals.note_stop_signals``), and a worker that exits while
+started, stops at once (``signals.note_interrupts``), and a worker that exits while
 serve is already stopping is not a failed start.
 """
 
@@ -97,7 +97,7 @@ class Server(uvicorn.Server):
                  early: list[int] | None = None) -> None:
         super().__init__(config)
         self.ready_fd = ready_fd
-        #: SIGTERM/SIGINT received before uvicorn's own handlers took over (``stop_early``).
+        #: SIGINT received before uvicorn's own handlers took over (``note_interrupts``).
         self.early = early if early is not None else []
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
@@ -126,7 +126,7 @@ def run_http_worker(settings: Settings, fd: int, ready_fd: int, *, access_log: b
                     early: list[int]) -> None:
     """One worker of ``ssot serve --workers N``: serve the inherited socket ``fd`` until
     SIGTERM/SIGINT (or serve's death), then drain and exit. ``early``: the stop signals
-    noted since the process began (``signals.note_stop_signals``)."""
+    noted since the process began (``signals.note_interrupts``)."""
     exit_with_parent()  # first: importing the api takes seconds on a slow machine
     from nexus_ssot.api.app import create_app  # the worker's one place that builds the api
 

@@ -131,9 +131,9 @@ def writer(socket_path: str) -> None:
 @click.option("--access-log", is_flag=True, help="Log every request.")
 def http_worker(fd: int, ready_fd: int, access_log: bool) -> None:
     """Run one HTTP worker process (started by `ssot serve --workers N`)."""
-    from .signals import note_stop_signals
+    from .signals import note_interrupts
 
-    early = note_stop_signals()  # before the imports: they take seconds on a slow host
+    early = note_interrupts()  # before the imports: they take seconds on a slow host
     import logging
 
     from nexus_ssot.ledger.settings import Settings

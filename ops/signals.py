@@ -1,4 +1,4 @@
-"""Running an asyncio service until SIGTERM or SIGINT; noting them while a process starts."""
+"""Running an asyncio service until SIGTERM or SIGINT; noting SIGINT while a process starts."""
 
 from __future__ import annotations
 
@@ -22,13 +22,14 @@ def run_until_signalled(service: Callable[[asyncio.Event], Awaitable[None]]) -> 
     uvloop.run(main())
 
 
-def note_stop_signals() -> list[int]:
-    """From now on SIGTERM and SIGINT are only noted, in the list returned, until a
-    server's own handlers take over: an HTTP worker still starting when serve is stopped
-    (Ctrl-C reaches the whole process group) then exits cleanly, or serves and stops at
-    once, instead of raising ``KeyboardInterrupt`` in the middle of its imports or of
-    uvicorn's start."""
+def note_interrupts() -> list[int]:
+    """From now on SIGINT is only noted, in the list returned, until a server's own
+    handlers take over: an HTTP worker still starting when serve is stopped with Ctrl-C
+    (a terminal sends it to the whole process group) then does not serve, or serves and
+    stops at once, instead of raising ``KeyboardInterrupt`` in the middle of its imports
+    or of uvicorn's start. SIGTERM keeps ending a starting process at once: it is the
+    parent-death signal (children.exit_with_parent) and serve's own stop, and a worker
+    holds serve's listening socket until it ends."""
     received: list[int] = []
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda signum, _frame: received.append(signum))
+    signal.signal(signal.SIGINT, lambda signum, _frame: received.append(signum))
     return received

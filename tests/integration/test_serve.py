@@ -262,8 +262,8 @@ def test_serve_stops_at_once_with_feeds_open_and_the_feeds_resume_after_the_rest
 
 
 #: Put on the path of an HTTP worker of the test below: the first worker to start writes
-#: ``starting`` once it notes stop signals, then goes on starting only once it has noted
-#: the test's Ctrl-C (where it does not note them: once the test has pressed it); the
+#: ``starting`` once it notes Ctrl-C, then goes on starting only once it has noted
+#: the test's Ctrl-C (where it does not note it: once the test has pressed it); the
 #: others start at once.
 _SLOW_FIRST_WORKER = '''
 import os, sys, time
