@@ -30,7 +30,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import click
@@ -94,11 +94,11 @@ class Server(uvicorn.Server):
     With ``ready_fd``, it writes one byte there once it serves (and closes it)."""
 
     def __init__(self, config: uvicorn.Config, ready_fd: int | None = None,
-                 early: list[int] | None = None) -> None:
+                 early: Sequence[int] = ()) -> None:
         super().__init__(config)
         self.ready_fd = ready_fd
         #: SIGINT received before uvicorn's own handlers took over (``note_interrupts``).
-        self.early = early if early is not None else []
+        self.early = early
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)

@@ -6,7 +6,6 @@ checked by ``make lint-imports`` and tests/integration/test_import_contracts.py.
 from __future__ import annotations
 
 import ast
-import functools
 from pathlib import Path
 
 import pytest
@@ -20,14 +19,14 @@ def modules() -> list[Path]:
     return sorted(p for part in PARTS for p in (ROOT / part).rglob("*.py"))
 
 
-@functools.cache
 def tree(path: Path) -> ast.Module:
-    """A module's syntax tree, parsed when a test first needs it: parsed as this file was
-    collected, every module cost each worker ~1.5 s of CPU for the one that runs these
-    tests. On CPython 3.11, ``ast.parse`` beside another thread's ``compile`` fails
-    spuriously with "AST constructor recursion depth mismatch" (CPython gh-106905): the
-    unit lane runs before any integration file on its worker (tests/conftest.py), so no
-    server's thread of an earlier test is compiling meanwhile."""
+    """A module's syntax tree, parsed by the test that checks it and dropped after it:
+    parsed as this file was collected, every module cost each worker ~1.5 s of CPU for
+    the one that runs these tests, and the trees kept were walked by every later full
+    collection of the garbage collector. On CPython 3.11, ``ast.parse`` beside another
+    thread's ``compile`` fails spuriously with "AST constructor recursion depth mismatch"
+    (CPython gh-106905): the unit lane runs before any integration file on its worker
+    (tests/conftest.py), so no server's thread of an earlier test is compiling meanwhile."""
     return ast.parse(path.read_text(encoding="utf-8"))
 
 
