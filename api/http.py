@@ -256,7 +256,7 @@ def request_hash(request: Request, body: bytes) -> bytes:
 
 def reason(request: Request) -> str | None:
     value = header(request, "x-reason")
-    if value is None:
+    if value is None and request.scope.get("query_string"):  # (parsed only when sent)
         value = request.query_params.get("reason")
     if value is None:
         return None

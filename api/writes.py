@@ -4,7 +4,6 @@ If-Match was resolved)."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
@@ -16,11 +15,11 @@ from opentelemetry.trace import Span, SpanKind
 from starlette.responses import Response
 
 from nexus_ssot.access.identity import Identity
-from nexus_ssot.ledger import telemetry
+from nexus_ssot.ledger import stopping, telemetry
 from nexus_ssot.ledger.commands import Command, Context, Trace
 from nexus_ssot.ledger.errors import InvalidInput, Unavailable
 from nexus_ssot.ledger.event_store import Idempotency, Outcome
-from nexus_ssot.ledger.metrics import metrics
+from nexus_ssot.ledger.metrics import metrics, write_counter
 
 from . import http
 from .params import JSON, service_of
@@ -121,8 +120,7 @@ def traced(service: Service, meta: WriteRequest, name: str) -> Iterator[Span]:
 async def within_write_timeout(service: Service, write: Awaitable[T]) -> T:
     """``write`` awaited for at most the configured write timeout, else a 503."""
     try:
-        async with asyncio.timeout(service.settings.write_timeout):  # no task, unlike wait_for
-            return await write
+        return await stopping.within(service.settings.write_timeout, write)
     except TimeoutError:
         raise Unavailable(
             f"the write did not complete within {service.settings.write_timeout}s; it may "
@@ -171,7 +169,7 @@ def count_writes(service: Service, outcomes: list[Outcome]) -> None:
         else:
             kind = "appended"
             service.namespace_labels.count_write(outcome.namespace)
-        m.writes.labels(outcome.event_type or "none", kind).inc()
+        write_counter(outcome.event_type or "none", kind).inc()
 
 
 def replayed(outcomes: list[Outcome]) -> dict[str, str] | None:

@@ -109,6 +109,7 @@ class NamespaceLabels:
         self.enabled = enabled
         self.limit = limit
         self._seen: set[str] = set()
+        self._children: dict[str, Counter] = {}
         self._lock = threading.Lock()
 
     def label(self, namespace: str) -> str:
@@ -122,7 +123,18 @@ class NamespaceLabels:
 
     def count_write(self, namespace: str) -> None:
         if self.enabled:
-            metrics().namespace_writes.labels(self.label(namespace)).inc()
+            label = self.label(namespace)
+            child = self._children.get(label)
+            if child is None:  # looked up once per label (at most ``limit`` + 1 of them)
+                child = self._children[label] = metrics().namespace_writes.labels(label)
+            child.inc()
+
+
+@functools.cache
+def write_counter(event_type: str, kind: str) -> Counter:
+    """The child of ``writes`` for one event type and outcome, looked up once per process
+    (prometheus-client's ``labels`` takes a lock and converts every value each call)."""
+    return metrics().writes.labels(event_type, kind)
 
 
 def record_delivery(committed_at: Iterable[datetime]) -> None:

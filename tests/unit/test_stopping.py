@@ -144,3 +144,88 @@ def test_a_deadline_cancelled_in_time_fails_nothing(run: Run) -> None:
         assert not late.done()
 
     run(main())
+
+
+def test_within_answers_what_it_awaited_and_leaves_the_task_uncancelled(run: Run) -> None:
+    async def main() -> None:
+        async def answer() -> int:
+            await asyncio.sleep(0)
+            return 7
+
+        assert await stopping.within(5.0, answer()) == 7
+        task = asyncio.current_task()
+        assert task is not None and task.cancelling() == 0
+        await asyncio.sleep(0.02)  # its timer was cancelled: nothing cancels the task later
+
+    run(main())
+
+
+def test_within_turns_its_own_expiry_into_a_timeout_error(run: Run) -> None:
+    async def main() -> None:
+        cleaned = []
+
+        async def slow() -> None:
+            try:
+                await asyncio.sleep(10)
+            finally:
+                cleaned.append(True)  # what it awaited saw the cancellation
+
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            await stopping.within(0.02, slow())
+        assert time.monotonic() - started < 5
+        assert cleaned == [True]
+        task = asyncio.current_task()
+        assert task is not None and task.cancelling() == 0  # the count restored
+        await asyncio.sleep(0)  # and the task goes on
+
+    run(main())
+
+
+def test_within_lets_a_cancellation_from_outside_through(run: Run) -> None:
+    async def main() -> None:
+        inner = asyncio.create_task(stopping.within(5.0, asyncio.sleep(10)))
+        await asyncio.sleep(0.01)
+        inner.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await inner  # a cancellation, not a TimeoutError: the deadline did not pass
+
+    run(main())
+
+
+def test_within_expiring_under_an_outside_cancellation_lets_that_one_through(
+        run: Run) -> None:
+    """The task was cancelled from outside as well as by the deadline: the caller's
+    cancellation stands (as with ``asyncio.timeout``), not a TimeoutError."""
+    async def main() -> None:
+        async def body() -> None:
+            task = asyncio.current_task()
+            assert task is not None
+
+            async def both() -> None:
+                task.cancel()  # from outside, while the deadline expires
+                await asyncio.sleep(10)
+
+            await stopping.within(0, both())
+
+        inner = asyncio.create_task(body())
+        with pytest.raises(asyncio.CancelledError):
+            await inner
+
+    run(main())
+
+
+def test_within_whose_awaitable_finishes_despite_its_expiry_answers_it(run: Run) -> None:
+    async def main() -> None:
+        async def stubborn() -> str:
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                return "finished anyway"
+            return "slept"
+
+        assert await stopping.within(0.01, stubborn()) == "finished anyway"
+        task = asyncio.current_task()
+        assert task is not None and task.cancelling() == 0
+
+    run(main())
