@@ -60,7 +60,8 @@ HASHED_WHOLE = ("timestamp", "event_id", "namespace", "key", "document", "patch"
                 "version", "type")
 _ONLY_WHEN_STORED = "restored_from_version"
 #: HASHED_WHOLE with and without its member stored only when set.
-_WHOLE_ORDERS = frozenset({HASHED_WHOLE, tuple(k for k in HASHED_WHOLE if k != _ONLY_WHEN_STORED)})
+_WHOLE_UNRESTORED = tuple(k for k in HASHED_WHOLE if k != _ONLY_WHEN_STORED)
+_WHOLE_ORDERS = frozenset({HASHED_WHOLE, _WHOLE_UNRESTORED})
 
 
 _SORT_KEYS = orjson.OPT_SORT_KEYS
@@ -132,8 +133,9 @@ def hashed_members(fields: dict[str, Any]) -> dict[str, Any]:
     when it has one). Before: its ``HASHED`` fields (likewise) and those of its
     ``OPTIONAL`` ones that are not null."""
     if covers_whole_state(fields):
-        return {k: fields.get(k) for k in HASHED_WHOLE
-                if k != _ONLY_WHEN_STORED or k in fields}
+        names = HASHED_WHOLE if _ONLY_WHEN_STORED in fields else _WHOLE_UNRESTORED
+        get = fields.get
+        return {k: get(k) for k in names}
     members = {k: fields.get(k) for k in HASHED}
     for k in OPTIONAL:
         if (value := fields.get(k)) is not None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -392,7 +392,7 @@ class BatchDecider:
             if state is not None and state.position is None:
                 at = committed.get((stream_id(*address), state.version))
                 if at is not None:
-                    state = replace(state, position=at[0], recorded_at=at[1])
+                    state = state.placed(at[0], at[1])
             if state is not None:
                 namespace, key = address
                 self._existing.add(key if namespace == SETTINGS_NAMESPACE else namespace)

@@ -204,6 +204,9 @@ def diff(before: Any, after: Any) -> list[dict[str, Any]]:
 
 
 _LEAVES = frozenset({str, int, float, bool, type(None)})
+#: Leaves of these types (both of the same one) are equal exactly when their encodings are
+#: (not floats: 0.0 and -0.0 are equal and encode otherwise).
+_EQUAL_WHEN_ENCODED_ALIKE = frozenset({str, int, bool})
 
 
 def _replacements(before: dict[str, Any], after: dict[str, Any], path: str,
@@ -221,7 +224,11 @@ def _replacements(before: dict[str, Any], after: dict[str, Any], path: str,
         if old is new:
             continue
         old_type, new_type = type(old), type(new)
-        if old_type is dict and new_type is dict:
+        if old_type is new_type and old_type in _EQUAL_WHEN_ENCODED_ALIKE:
+            if old != new:  # (as the encodings would tell, without making them)
+                ops.append({"op": "replace", "path": f"{path}/{_escaped(name)}",
+                            "value": new})
+        elif old_type is dict and new_type is dict:
             if not _replacements(old, new, f"{path}/{_escaped(name)}", ops):
                 return False
         elif old_type is list and new_type is list:

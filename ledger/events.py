@@ -38,6 +38,13 @@ class EntryState:
     position: int | None = field(default=None, compare=False)
     recorded_at: datetime | None = field(default=None, compare=False)
 
+    def placed(self, position: int, recorded_at: datetime) -> EntryState:
+        """This state once its last event is committed at ``position`` and
+        ``recorded_at``: ``dataclasses.replace`` without its walk over the fields, which
+        the writer paid for every event it committed."""
+        return EntryState(self.namespace, self.key, self.version, self.document,
+                          self.deleted, self.hash, self.event_id, position, recorded_at)
+
 
 # The topic stored with every event names its class: each class gives its own (an explicit
 # TOPIC is inherited), fixed as first stored (by ``nexus_ssot.ledger.domain``, where the

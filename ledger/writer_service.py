@@ -46,6 +46,10 @@ _COMMANDS: dict[str, type[Command]] = {
     for cls in (commands.Put, commands.MergePatch, commands.JsonPatch, commands.Delete,
                 commands.Restore, commands.ConfigureNamespace, commands.SetSchema)
 }
+#: The field names of each command, for decoding (``dataclasses.fields`` walks the class
+#: each call).
+_FIELDS: dict[type[Command], tuple[str, ...]] = {
+    cls: tuple(f.name for f in fields(cls)) for cls in _COMMANDS.values()}
 
 
 class Writer(Protocol):
@@ -119,7 +123,7 @@ def decode_request(data: dict[str, Any]) -> Write:
     ops = []
     for type_name, raw, ctx in data["ops"]:
         cls = _COMMANDS[type_name]
-        values = {f.name: raw[f.name] for f in fields(cls) if f.name in raw}
+        values = {name: raw[name] for name in _FIELDS[cls] if name in raw}
         values["expected"] = Expectation(**raw["expected"])
         context = Context(
             event_id=UUID(ctx["event_id"]),

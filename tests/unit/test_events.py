@@ -3,7 +3,10 @@ history back into state, and the aggregate the event store loads."""
 
 from __future__ import annotations
 
+import dataclasses
+from datetime import UTC, datetime
 from typing import Any
+from uuid import uuid4
 
 import orjson
 import pytest
@@ -264,3 +267,16 @@ def test_an_events_auth_is_stored_and_loaded_with_it() -> None:
     state = orjson.loads(stored.state)
     assert state["class_version"] == 5 and state["auth"] == auth
     assert mapper.to_domain_event(stored).auth == auth
+
+
+def test_a_state_placed_at_its_commit_is_the_state_replaced_there() -> None:
+    """``EntryState.placed`` (the writer's, once per committed event) is
+    ``dataclasses.replace`` of the position and commit time: every other field kept."""
+    state = EntryState("ns", "k", 3, {"a": [1]}, deleted=True, hash="ab" * 32,
+                       event_id=uuid4())
+    at = datetime(2026, 12, 6, tzinfo=UTC)
+    placed = state.placed(42, at)
+    assert dataclasses.astuple(placed) == dataclasses.astuple(
+        dataclasses.replace(state, position=42, recorded_at=at))
+    assert [f.name for f in dataclasses.fields(EntryState)][-2:] == ["position",
+                                                                    "recorded_at"]
