@@ -172,7 +172,7 @@ def decode_outcome(data: dict[str, Any]) -> Outcome:
 class Frames:
     """The frames of one connection's bytes, decoded as the bytes arrive: what a
     protocol's ``data_received`` hands over, with no coroutine woken and no two reads per
-    frame, as a stream reader took (a tenth of the Python calls of a write, each side)."""
+    frame, as a stream reader took."""
 
     def __init__(self) -> None:
         #: The bytes of a frame not whole yet, and how many it needs before the next try.
@@ -212,8 +212,9 @@ def _decoded(payload: memoryview) -> dict[str, Any]:
     except orjson.JSONDecodeError as e:
         if "surrogate" not in str(e):
             raise
-        decoded = json.loads(bytes(payload))  # \u escapes of lone surrogates, for decide
-    return decoded                             # to refuse
+        # \u escapes of lone surrogates, which orjson refuses: decoded for decide to refuse
+        decoded = json.loads(bytes(payload))
+    return decoded
 
 
 def frame(payload: bytes) -> bytes:
