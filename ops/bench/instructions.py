@@ -1,6 +1,7 @@
 """Instructions per request of one HTTP worker, counted by valgrind (``make
-bench-instructions``): a figure that does not move with the machine's load, where timings
-on a shared 2-core machine move by a third from one hour to the next.
+bench-instructions``; ``--followers`` and ``--writer`` count those processes instead): a
+figure that does not move with the machine's load, where timings on a shared 2-core
+machine move by a third from one hour to the next.
 
 For each side — auth off; auth on, the caller step (p)'s non-admin with its 1,000 rules —
 an ``ssot serve --workers 2`` runs on a database of its own, and one more HTTP worker is
@@ -37,6 +38,8 @@ from .follower_instructions import count_followers
 from .http_load import BODY
 from .measuring import HOST, NAMESPACE, callgrind_total, descendants, process_table, say
 from .server import Server
+from .writer_instructions import WARMUP as WRITER_WARMUP
+from .writer_instructions import count_writer
 
 WARMUP = 300
 READY_TIMEOUT = 300.0
@@ -177,6 +180,22 @@ def followers_report(server_url: str, nats_url: str, count: int, rate: float,
         f"| every commit one event | {per_event:,.0f} |"]) + "\n"
 
 
+def writer_report(server_url: str, nats_url: str, count: int, work: Path) -> str:
+    """The writer process's instructions per write, on a database of the bench's own."""
+    with created(server_url, [f"ssot_instructions_writer_{secrets.token_hex(3)}"]) as urls:
+        found = count_writer(urls[0], nats_url, count, work)
+    stamp = datetime.now(UTC).isoformat(timespec="seconds")
+    return "\n".join([
+        f"# Instructions per write of the writer process — {stamp}", "",
+        f"valgrind --tool=callgrind, {count:,} PUTs with If-Match per row after "
+        f"{WRITER_WARMUP} (`make bench-instructions INSTRUCTIONS_ARGS=--writer`; "
+        "ops/bench/writer_instructions.py)", "",
+        "| connections | instructions per write | mean batch |",
+        "|---:|---:|---:|",
+        *(f"| {many} | {per_write:,.0f} | {batch:.1f} |"
+          for many, (per_write, batch) in found.items())]) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m nexus_ssot.ops.bench.instructions",
@@ -189,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--followers", action="store_true",
                         help="count the followers of the log per event instead "
                              "(ops/bench/follower_instructions.py)")
+    parser.add_argument("--writer", action="store_true",
+                        help="count the writer process per write instead, at 1 and 64 "
+                             "connections (ops/bench/writer_instructions.py)")
     parser.add_argument("--rate", type=float, default=20.0,
                         help="with --followers: one-event commits a second")
     args = parser.parse_args(argv)
@@ -206,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True)
     if args.followers:
         text = followers_report(server_url, nats_url, args.count, args.rate, work)
+    elif args.writer:
+        text = writer_report(server_url, nats_url, args.count, work)
     else:
         results = measure(server_url, nats_url, args.method or ["GET", "PUT"], args.count,
                           work)
