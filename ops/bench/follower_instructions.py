@@ -31,7 +31,7 @@ from nexus_ssot.ledger.settings import Settings
 from nexus_ssot.projections.status_checks import run_views
 
 from .http_load import BODY
-from .measuring import HOST, NAMESPACE, callgrind_total, say
+from .measuring import HOST, NAMESPACE, callgrind_total, end_process, say
 from .server import Server
 
 WARMUP = 40
@@ -133,12 +133,7 @@ def count_followers(database_url: str, nats_url: str, count: int, rate: float,
         conn.close()
     finally:
         if followers is not None:
-            followers.terminate()
-            try:
-                followers.wait(120)
-            except subprocess.TimeoutExpired:
-                followers.kill()
-                followers.wait()
+            end_process(followers)
         server.stop()
     return sum(callgrind_total(path) for path in work.glob(f"{out.name}*")
                if path.stat().st_size) / count

@@ -12,6 +12,7 @@ import contextlib
 import os
 import re
 import resource
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -350,3 +351,14 @@ def callgrind_total(path: Path) -> int:
     if found is None:
         raise RuntimeError(f"no totals in {path}")
     return int(found.group(1))
+
+
+def end_process(proc: subprocess.Popen[bytes], seconds: float = 120.0) -> None:
+    """Ask ``proc`` to stop (SIGTERM); killed when it has not within ``seconds`` (a process
+    under valgrind takes long to end)."""
+    proc.terminate()
+    try:
+        proc.wait(seconds)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

@@ -26,7 +26,7 @@ import psycopg
 
 from .database import Monitor
 from .http_load import HttpSpec, run_http
-from .measuring import callgrind_total, say
+from .measuring import callgrind_total, end_process, say
 from .server import Server
 
 WARMUP = 300
@@ -79,12 +79,7 @@ def count_writer(database_url: str, nats_url: str, count: int, work: Path,
                     f"(mean batch {found[many][1]:.1f}, {events} events)")
     finally:
         server.stop()
-        writer.terminate()
-        try:
-            writer.wait(120)
-        except subprocess.TimeoutExpired:
-            writer.kill()
-            writer.wait()
+        end_process(writer)
         Path(socket_path).unlink(missing_ok=True)
     return found
 
