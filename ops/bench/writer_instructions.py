@@ -11,7 +11,12 @@ writes, then collection is switched on for ``count`` more, off again, and the co
 dumped (``callgrind_control --dump``); the instructions divided by the events the window
 appended are what one write costs. Under valgrind the writer is some 50 times slower, so
 the batches of many connections are larger than at full speed: the mean batch of each
-window is reported beside its figure, from the transactions that inserted its events."""
+window is reported beside its figure, from the transactions that inserted its events.
+
+A window also counts what the writer does whatever it is asked, by the clock (its
+timers, its lease, its metrics), and under valgrind a window lasts ~50 times longer than
+at full speed. So the writer is then counted idle for ``IDLE_SECONDS`` as well, and each
+window's figure is also given without that rate of idle work over its duration."""
 
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ import secrets
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -31,15 +37,29 @@ from .server import Server
 
 WARMUP = 300
 READY_TIMEOUT = 300.0
+#: How long the writer is counted idle, for the rate of its work by the clock.
+IDLE_SECONDS = 10.0
 #: The numbers of connections counted: sequential writes (batches of one), and enough at
 #: once for batches of the writer's target.
 CONNECTIONS = (1, 64)
 
 
+@dataclass
+class Counted:
+    """One window: instructions per write, the same without the idle work over its
+    duration, and the mean batch."""
+
+    per_write: float
+    busy_per_write: float
+    mean_batch: float
+
+
 def count_writer(database_url: str, nats_url: str, count: int, work: Path,
-                 connections: tuple[int, ...] = CONNECTIONS) -> dict[int, tuple[float, float]]:
-    """Per number of connections: (instructions per write, mean batch) of a writer process
-    under valgrind behind a server of ``database_url`` (a database of the bench's own)."""
+                 connections: tuple[int, ...] = CONNECTIONS
+                 ) -> tuple[dict[int, Counted], float]:
+    """Per number of connections, the window counted (``Counted``) of a writer process
+    under valgrind behind a server of ``database_url`` (a database of the bench's own);
+    and the writer's instructions per second while idle."""
     socket_path = f"/tmp/ssot-writer-instructions-{secrets.token_hex(4)}.sock"
     out = work / "callgrind-writer.out"
     env = {**os.environ, "SSOT_DATABASE_URL": database_url, "SSOT_NATS_URL": nats_url,
@@ -51,7 +71,7 @@ def count_writer(database_url: str, nats_url: str, count: int, work: Path,
     server = Server(database_url, nats_url, work, 1, name="writer-instructions",
                     env={"SSOT_AUTH": "off", "SSOT_RATE_LIMIT_PER_SECOND": "0",
                          "SSOT_WRITER_SOCKET": socket_path})
-    found: dict[int, tuple[float, float]] = {}
+    windows: dict[int, tuple[int, int, float, Path]] = {}  # events, transactions, s, dump
     try:
         deadline = time.monotonic() + READY_TIMEOUT
         while not os.path.exists(socket_path):
@@ -66,22 +86,35 @@ def count_writer(database_url: str, nats_url: str, count: int, work: Path,
                 run_http(HttpSpec(f"{prefix}-warm", "PUT", server.port, prefix, many, 600,
                                   target_writes=WARMUP))
                 before = monitor.head()
+                started = time.monotonic()
                 _control(writer, "-i", "on")
                 run_http(HttpSpec(prefix, "PUT", server.port, prefix, many, 1800,
                                   target_writes=count))
                 _control(writer, "-i", "off")
+                seconds = time.monotonic() - started
                 _control(writer, f"--dump=connections-{many}")
                 events, transactions = monitor.batches(before, monitor.head())
-                dumped = Path(f"{out}.{n}")
-                found[many] = (callgrind_total(dumped) / max(events, 1),
-                               events / max(transactions, 1))
-                say(f"writer @{many}: {found[many][0]:,.0f} instructions per write "
-                    f"(mean batch {found[many][1]:.1f}, {events} events)")
+                windows[many] = (events, transactions, seconds, Path(f"{out}.{n}"))
+            _control(writer, "-i", "on")
+            time.sleep(IDLE_SECONDS)
+            _control(writer, "-i", "off")
+            _control(writer, "--dump=idle")
+            idle_rate = callgrind_total(Path(f"{out}.{len(connections) + 1}")) / IDLE_SECONDS
     finally:
         server.stop()
         end_process(writer)
         Path(socket_path).unlink(missing_ok=True)
-    return found
+    found: dict[int, Counted] = {}
+    for many, (events, transactions, seconds, dumped) in windows.items():
+        total = callgrind_total(dumped)
+        found[many] = Counted(total / max(events, 1),
+                              max(total - idle_rate * seconds, 0.0) / max(events, 1),
+                              events / max(transactions, 1))
+        say(f"writer @{many}: {found[many].per_write:,.0f} instructions per write, "
+            f"{found[many].busy_per_write:,.0f} without the idle work over its {seconds:.0f} s "
+            f"(mean batch {found[many].mean_batch:.1f}, {events} events)")
+    say(f"writer idle: {idle_rate:,.0f} instructions per second")
+    return found, idle_rate
 
 
 def _control(writer: subprocess.Popen[bytes], *args: str) -> None:
