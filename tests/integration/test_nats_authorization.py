@@ -315,10 +315,13 @@ def test_serve_keeps_the_embedded_nats_users_in_line_with_the_tokens(
         assert refused_at_connect(url)
         put_entry(access_db, "_access", f"tokens/{alice.id}", alice.document())
         wait_for(lambda: let_in(url), "let in")
+        # a reload is counted once the server has taken it: a connection may see it first
+        wait_for(lambda: users.reloads >= 1, "the reload counted")
         reloads = users.reloads
         assert reloads == 1
         put_entry(access_db, "_access", f"tokens/{alice.id}", alice.document(), deleted=True)
         wait_for(lambda: refused_at_connect(url), "revoked")
+        wait_for(lambda: users.reloads > reloads, "the reload counted")
         assert users.reloads == reloads + 1
     finally:
         users.stop()
