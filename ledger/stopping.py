@@ -90,9 +90,9 @@ async def within(seconds: float, awaitable: Awaitable[T]) -> T:
     """``awaitable`` awaited in the caller's task for at most ``seconds``, else
     ``TimeoutError``: ``asyncio.timeout``'s behaviour (its timer cancels the task, and that
     cancellation, not another, becomes the ``TimeoutError``; the task's cancel count is
-    restored), without its context manager's objects and two coroutines: ~3 µs of CPU per
-    await that does not time out instead of ~9 µs, paid by every write an HTTP worker
-    sends to the writer."""
+    restored), without its context manager's objects and two coroutines. Per await that
+    does not time out, on uvloop, side by side: ~3 µs of CPU against ~5.5 µs for
+    ``asyncio.timeout``; paid by every write an HTTP worker sends to the writer."""
     task = asyncio.current_task()
     if task is None:
         raise RuntimeError("within() must be awaited in a task")

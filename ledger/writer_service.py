@@ -280,13 +280,15 @@ async def serve_writer(
         await asyncio.sleep(0.1)  # let the answers go out
 
 
-class _Requests(asyncio.Protocol):
-    """One HTTP worker's connection to the writer: each request frame, as it arrives, to
-    ``accept``; a frame that cannot be read closes the connection (its writes in flight
-    then fail at the worker, which reconnects)."""
+class _FrameProtocol(asyncio.Protocol):
+    """Either end of a connection of the writer's socket: each frame, as it arrives, to
+    ``received``; a frame that cannot be read is logged (``UNREADABLE``, at
+    ``UNREADABLE_LEVEL``) and closes the connection."""
 
-    def __init__(self, accept: Callable[[asyncio.Transport, dict[str, Any]], None]) -> None:
-        self.accept = accept
+    UNREADABLE = "closing an unreadable writer connection: %s"
+    UNREADABLE_LEVEL = logging.ERROR
+
+    def __init__(self) -> None:
         self.frames = Frames()
         self.out: asyncio.Transport | None = None
 
@@ -294,53 +296,59 @@ class _Requests(asyncio.Protocol):
         self.out = cast(asyncio.Transport, transport)  # (uvloop's is not a subclass)
 
     def data_received(self, data: bytes) -> None:
-        out = self.out
-        assert out is not None
-        requests: list[dict[str, Any]] = []
+        found: list[dict[str, Any]] = []
         try:
-            self.frames.feed(data, requests)
+            self.frames.feed(data, found)
         except (ConnectionError, ValueError) as e:
-            log.error("closing an unreadable writer connection: %s", e)
-            out.close()
-        for request in requests:
-            self.accept(out, request)
+            log.log(self.UNREADABLE_LEVEL, self.UNREADABLE, e)
+            assert self.out is not None
+            self.out.close()
+        for message in found:
+            self.received(message)
+
+    def received(self, message: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+
+class _Requests(_FrameProtocol):
+    """One HTTP worker's connection to the writer: each request frame to ``accept`` (its
+    writes in flight fail at the worker, which reconnects, when the connection closes)."""
+
+    def __init__(self, accept: Callable[[asyncio.Transport, dict[str, Any]], None]) -> None:
+        super().__init__()
+        self.accept = accept
+
+    def received(self, message: dict[str, Any]) -> None:
+        assert self.out is not None
+        self.accept(self.out, message)
 
 
 # --- the client (in each HTTP worker) ------------------------------------------------
 
 
-class _Connection(asyncio.Protocol):
+class _Connection(_FrameProtocol):
     """The connection of one HTTP worker to the writer: each answer, as it arrives,
     resolves the write waiting for it; a lost connection fails those still waiting."""
 
+    UNREADABLE = "lost the writer connection: %s"
+    UNREADABLE_LEVEL = logging.WARNING
+
     def __init__(self, owner: RemoteWriter) -> None:
+        super().__init__()
         self.owner = owner
-        self.out: asyncio.Transport | None = None
         self.waiting: dict[int, asyncio.Future[Any]] = {}
-        self.frames = Frames()
         self.closed = asyncio.get_running_loop().create_future()
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.out = cast(asyncio.Transport, transport)  # (uvloop's is not a subclass)
-
-    def data_received(self, data: bytes) -> None:
-        responses: list[dict[str, Any]] = []
-        try:
-            self.frames.feed(data, responses)
-        except (ConnectionError, ValueError) as e:
-            log.warning("lost the writer connection: %s", e)
-            assert self.out is not None
-            self.out.close()
-        for response in responses:
-            answer = self.waiting.pop(response["id"], None)
-            if answer is None or answer.done():
-                continue
-            if "outcome" in response:
-                answer.set_result(decode_outcome(response["outcome"]))
-            elif "outcomes" in response:
-                answer.set_result([decode_outcome(o) for o in response["outcomes"]])
-            else:
-                answer.set_exception(errors.error_from_record(response["error"]))
+    def received(self, message: dict[str, Any]) -> None:
+        answer = self.waiting.pop(message["id"], None)
+        if answer is None or answer.done():
+            return
+        if "outcome" in message:
+            answer.set_result(decode_outcome(message["outcome"]))
+        elif "outcomes" in message:
+            answer.set_result([decode_outcome(o) for o in message["outcomes"]])
+        else:
+            answer.set_exception(errors.error_from_record(message["error"]))
 
     def connection_lost(self, exc: Exception | None) -> None:
         if exc is not None:
