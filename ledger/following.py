@@ -14,9 +14,10 @@ from .log_tail import LogTail
 
 class Following:
     def __init__(self, database_url: str, *, poll_interval: float = 5.0,
-                 lease_interval: float = 1.0, tail: bool = True) -> None:
+                 lease_interval: float = 1.0, tail: bool = True,
+                 gather: float = 0.0) -> None:
         self.database_url = database_url
-        self.tail = LogTail(database_url, poll_interval=poll_interval)
+        self.tail = LogTail(database_url, poll_interval=poll_interval, gather=gather)
         self.leases = Leases(database_url, interval=lease_interval)
         #: Whether ``run`` keeps the tail (a process whose roles never read the log does
         #: not LISTEN on it).

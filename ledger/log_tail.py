@@ -146,10 +146,15 @@ class LogTail:
     # document, measured with tracemalloc): 512 of them ~6 MB. A read never brings more
     # than the tail keeps (``capacity`` at a time), so no event is read only to be dropped.
     def __init__(self, database_url: str, *, capacity: int = 512,
-                 poll_interval: float = 5.0) -> None:
+                 poll_interval: float = 5.0, gather: float = 0.0) -> None:
         self.database_url = database_url
         self.capacity = capacity
         self.poll_interval = poll_interval
+        #: Seconds the commits after a read that found events are left to gather before
+        #: the next read (``SSOT_FOLLOWERS_GATHER_SECONDS``): under a steady stream of
+        #: commits the followers then wake, read, publish and fold once for several
+        #: instead of once for each; commits further apart are read as they come.
+        self.gather = gather
         #: The events of ``(start, head]``, in order; ``start`` None before the first read.
         self.start: int | None = None
         self.head = 0
@@ -294,6 +299,8 @@ class LogTail:
                     self._append(log_events(rows, history=True))
                     if len(rows) == self.capacity:
                         continue
+                    if self.gather:
+                        await wire.unwatched(self.gather)
                 await self._wait_for_notifies(wire)
         finally:
             self._wire = None

@@ -160,6 +160,18 @@ class Wire:
         finally:
             timer.cancel()
 
+    async def unwatched(self, seconds: float) -> None:
+        """Leave the socket unwatched for ``seconds``: NOTIFYs that come meanwhile wake
+        nobody and wait in its buffer, then are taken at once (see ``LogTail``'s
+        ``gather``). Only between steps: no read is in flight."""
+        self.detach()
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            if self._failed is None:
+                self.attach()
+                self._readable()  # what came meanwhile (or the connection's end)
+
     def interrupt(self) -> None:
         """End a wait for a NOTIFY now; at any other moment (a read, whose results must be
         taken, or between steps), the next wait."""

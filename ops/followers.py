@@ -29,7 +29,8 @@ class FollowersThread(LoopThread):
     def __init__(self, settings: Settings) -> None:
         if not settings.database_url:
             not_configured("SSOT_DATABASE_URL")
-        self.following = Following(settings.database_url)
+        self.following = Following(settings.database_url,
+                                   gather=settings.followers_gather_seconds)
         self.broadcaster = broadcaster_for(settings) if settings.broadcast else None
         # digests are published on NATS where the events are (SSOT_BROADCAST)
         self.digester = digester_for(settings, publish=settings.broadcast) \

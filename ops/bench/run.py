@@ -219,7 +219,7 @@ class Bench:
                 self.report["hash_chain"] = chain.measure(
                     database_url, meter, pool, token=self.token, duration=self.duration,
                     quick=self.quick)
-            if self.only is None:
+            if self.only in (None, "broadcast"):
                 say("(f)-(h) broadcast: raw JetStream, commit → delivery, catch-up")
                 self.report["broadcast"] = broadcast.run_all(
                     server.port, database_url, nats_url, server.stream, server.prefix,
@@ -345,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="folder for the results (default bench/results)")
     parser.add_argument("--only", choices=["history", "chain", "projections", "backup", "auth",
                                            "slowloris", "budget", "baselines", "schema",
-                                           "cluster", "console", "metrics"],
+                                           "broadcast", "cluster", "console", "metrics"],
                         help="run only these steps: history = (i)-(k) time travel and audit, "
                              "chain = (l) the hash chain's cost, projections = (m)-(n) view "
                              "rebuilds and live view lag, backup = (o) verify, export and "
@@ -357,7 +357,8 @@ def main(argv: list[str] | None = None) -> int:
                              "dry run and re-validation, cluster = (v) two API nodes "
                              "beside one, replica reads, failover times, console = (w) the "
                              "web console's search and first paint over 100,000 entries, "
-                             "metrics = (x) one /metrics scrape at 10,000 series "
+                             "metrics = (x) one /metrics scrape at 10,000 series, broadcast = "
+                             "(f)-(h) raw JetStream, commit → NATS delivery, catch-up "
                              "(results go to bench-<stamp>-<steps>.*, not latest.*)")
     args = parser.parse_args(argv)
     if args.duration <= 0:

@@ -10,6 +10,7 @@ import asyncio
 import os
 import signal
 import threading
+import time
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import Future
@@ -170,6 +171,45 @@ def test_an_event_whose_notify_never_came_arrives_by_the_slow_poll(
         silent[0] = row[0]
         got = following.result(30)
     assert [e.position for e in got] == [silent[0]]
+
+
+def test_commits_after_a_read_gather_and_one_after_a_quiet_moment_is_read_at_once(
+        database_url: str, writer: GroupCommitWriter) -> None:
+    """``gather``: after a read that found events, the commits of the next ``gather``
+    seconds are left in the socket and read together; a commit after the tail has waited
+    longer than that is read as it comes. (Five commits take milliseconds: the
+    second only keeps a busy machine from spreading them past the window.)"""
+    gather = 1.0
+    append(writer, "before", 1, per_commit=1)
+    tail = LogTail(database_url, poll_interval=30.0, gather=gather)
+    reads: list[tuple[float, list[int]]] = []
+    taken = tail._append
+
+    def recorded(events: Any) -> None:
+        reads.append((time.monotonic(), [e.position for e in events]))
+        taken(events)
+
+    tail._append = recorded  # type: ignore[method-assign]
+    with Loop() as loop:
+        loop.submit(tail.run(loop.stop))
+        wait_until(lambda: tail.live, "the tail follows")
+        append(writer, "first", 1, per_commit=1)  # (a namespace each: no write repeats one)
+        first = log_positions(database_url)[-1]
+        wait_until(lambda: tail.head == first, "the tail reads the first commit")
+        append(writer, "five", 5, per_commit=1)  # five commits, five NOTIFYs, while it gathers
+        five = log_positions(database_url, first)
+        wait_until(lambda: tail.head == five[-1], "the tail reads the five", timeout=30)
+        assert [positions for _, positions in reads] == [[first], five]
+        assert reads[1][0] - reads[0][0] >= gather
+        # once the window is over and the tail waits, a commit is read at once
+        wait_until(lambda: time.monotonic() > reads[1][0] + gather, "the window to pass",
+                   timeout=30)
+        append(writer, "last", 1, per_commit=1)
+        committed_at = time.monotonic()
+        last = log_positions(database_url)[-1]
+        wait_until(lambda: tail.head == last, "the tail reads the last")
+        assert reads[2][1] == [last]
+        assert reads[2][0] - committed_at < gather / 2
 
 
 def serve_env(database_url: str, nats_url: str, stream: tuple[str, str], data_dir: Path,
