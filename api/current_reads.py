@@ -52,6 +52,7 @@ class CurrentReads:
         #: The connection kept from the pool, and its cursor.
         self._kept: tuple[psycopg.AsyncConnection[Any], psycopg.AsyncCursor[Any]] | None = None
         self._gathered = metrics().entry_reads_gathered
+        self._alone = metrics().entry_reads_alone
         self._busy = False
         self._task: asyncio.Task[None] | None = None  # the reads going together
         #: Reads waiting for the statement in flight to end, by address.
@@ -68,7 +69,7 @@ class CurrentReads:
             # shielded: a read given up (its client gone) leaves the others their answer
             return await asyncio.shield(future)
         self._busy = True
-        self._gathered.observe(1)
+        self._alone.inc()
         try:
             return await self._run(
                 lambda cursor: current_state.current_entry(cursor, namespace, key))

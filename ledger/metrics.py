@@ -48,6 +48,7 @@ class LedgerMetrics:
     broadcaster_delivery: Histogram
     namespace_writes: Counter
     entry_reads_gathered: Histogram
+    entry_reads_alone: Counter
 
 
 @functools.cache
@@ -96,8 +97,13 @@ def metrics() -> LedgerMetrics:
             "SSOT_METRICS_NAMESPACE_LABELS; past the limit as _other)", ["namespace"]),
         entry_reads_gathered=Histogram(
             "ssot_debug_entry_reads_gathered", "Reads of one entry's current state "
-            "answered by one statement (reads arriving together share one)",
-            buckets=BATCH_BUCKETS),
+            "answered by one statement, of the statements run for reads that waited for "
+            "the one before (those that waited together share one)", buckets=BATCH_BUCKETS),
+        # a counter, not an observation of 1: a histogram's observation costs a GET ~4 %
+        # of its CPU in the multiprocess mode (docs/performance.md)
+        entry_reads_alone=Counter(
+            "ssot_debug_entry_reads_alone", "Reads of one entry's current state that ran "
+            "at once, alone (no statement in flight)"),
     )
 
 
