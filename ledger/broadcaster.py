@@ -94,8 +94,12 @@ class Broadcaster:
         duplicate_window: float = 600.0,
         replicas: int = 1,
         tracer_provider: TracerProvider | None = None,
+        gather: float = 0.0,
     ) -> None:
         self.database_url = database_url
+        #: The log tail's gather (``LogTail``) when it runs on a following of its own
+        #: (``ssot broadcast``); run on a shared one, that one's.
+        self.gather = gather
         self.nats_url = nats_url
         self.stream = stream
         self.prefix = prefix
@@ -121,7 +125,8 @@ class Broadcaster:
             await retrying(f"broadcaster {self.name}",
                            lambda stop: self._lead(stop, following), stop, failed, log)
 
-        await followed(self.database_url, role, following, stop, self.poll_interval)
+        await followed(self.database_url, role, following, stop, self.poll_interval,
+                       gather=self.gather)
 
     async def _lead(self, stop: asyncio.Event, following: Following) -> None:
         async with following.leases.lead(_LOCK_NAMESPACE, self.name, stop) as lease:

@@ -31,13 +31,13 @@ class Following:
 
 async def followed(database_url: str, role: Callable[[Following], Awaitable[None]],
                    following: Following | None, stop: asyncio.Event,
-                   poll_interval: float, *, tail: bool = True) -> None:
+                   poll_interval: float, *, tail: bool = True, gather: float = 0.0) -> None:
     """Run ``role`` on ``following``, or, when None, on a ``Following`` of its own (whose
-    lease requests come every ``poll_interval``, its tail's poll five times slower; no
-    tail unless ``tail``) run beside it."""
+    lease requests come every ``poll_interval``, its tail's poll five times slower and
+    its gather ``gather``, ``LogTail``; no tail unless ``tail``) run beside it."""
     if following is not None:
         await role(following)
         return
     own = Following(database_url, poll_interval=max(poll_interval, 0.05) * 5,
-                    lease_interval=poll_interval, tail=tail)
+                    lease_interval=poll_interval, tail=tail, gather=gather)
     await asyncio.gather(own.run(stop), role(own))

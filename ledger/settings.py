@@ -133,9 +133,10 @@ class Settings(BaseSettings):
     #: Unix socket of a running writer process; set, the API sends its writes there.
     writer_socket: str | None = None
 
-    #: Seconds ``ssot serve``'s followers of the log (broadcaster, views, digester) let
-    #: the commits after one they read gather before reading again: under a steady
-    #: stream they read, publish and fold several commits per wake-up instead of one.
+    #: Seconds the followers of the log (broadcaster, views, digester: ``ssot serve``'s,
+    #: and ``ssot broadcast``, ``ssot project`` and ``ssot digest``) let the commits after
+    #: one they read gather before reading again: under a steady stream they read,
+    #: publish and fold several commits per wake-up instead of one.
     #: It adds at most this to a commit's broadcast, and nothing to a commit that comes
     #: after a quiet moment; 0 reads every commit as it comes (docs/performance.md).
     followers_gather_seconds: float = Field(default=0.002, ge=0, le=0.1)

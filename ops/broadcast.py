@@ -25,7 +25,8 @@ def broadcaster_for(settings: Settings) -> Broadcaster:
                               name=settings.broadcaster_name,
                               duplicate_window=settings.nats_duplicate_window,
                               replicas=settings.nats_replicas,
-                              tracer_provider=tracer_provider(settings))
+                              tracer_provider=tracer_provider(settings),
+                              gather=settings.followers_gather_seconds)
     return broadcaster
 
 

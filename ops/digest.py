@@ -35,7 +35,8 @@ def digester_for(settings: Settings, *, publish: bool = True) -> Digester:
                     every_events=settings.digest_every_events,
                     every_seconds=settings.digest_every_seconds, signer=signer,
                     publish=publish, duplicate_window=settings.nats_duplicate_window,
-                    replicas=settings.nats_replicas)
+                    replicas=settings.nats_replicas,
+                    gather=settings.followers_gather_seconds)
 
 
 class DigesterThread(LoopThread):

@@ -40,7 +40,8 @@ def runners_for(settings: Settings, names: list[str] | None = None) -> list[View
             if names:  # asked for by name: say why it cannot run
                 fail(EXIT_UNAVAILABLE, "not_configured", str(e))
             log.info("not running: %s", e)
-    return [ViewRunner(settings.database_url, view) for view in views]
+    return [ViewRunner(settings.database_url, view, gather=settings.followers_gather_seconds)
+            for view in views]
 
 
 async def run_all(runners: list[ViewRunner], stop: asyncio.Event,
@@ -49,7 +50,7 @@ async def run_all(runners: list[ViewRunner], stop: asyncio.Event,
     tail and one lease connection for all of them)."""
     assert runners
     if following is None:
-        following = Following(runners[0].database_url)
+        following = Following(runners[0].database_url, gather=runners[0].gather)
         await asyncio.gather(following.run(stop), run_all(runners, stop, following))
         return
     try:

@@ -335,9 +335,13 @@ class ViewRunner:
     """Keeps one view up to date with the log, exactly once, until stopped."""
 
     def __init__(self, database_url: str, view: View, *, batch_size: int = 1000,
-                 poll_interval: float = 1.0, linger: float | None = None) -> None:
+                 poll_interval: float = 1.0, linger: float | None = None,
+                 gather: float = 0.0) -> None:
         self.database_url = database_url
         self.view = view
+        #: The log tail's gather (``LogTail``) when it runs on a following of its own
+        #: (``ssot project``); run on a shared one, that one's.
+        self.gather = gather
         self.tables = Tables(view.tables)
         self.batch_size = batch_size
         self.poll_interval = poll_interval
@@ -373,7 +377,8 @@ class ViewRunner:
                     await sleep_unless_stopped(stop, backoff)
                     backoff = min(backoff * 2, _LAST_RETRY)
 
-        await followed(self.database_url, role, following, stop, self.poll_interval)
+        await followed(self.database_url, role, following, stop, self.poll_interval,
+                       gather=self.gather)
 
     async def _lead(self, stop: asyncio.Event, following: Following) -> None:
         async with following.leases.lead(_LOCK_NAMESPACE, self.view.name, stop) as lease:

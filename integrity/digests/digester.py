@@ -111,6 +111,7 @@ class Digester:
         ack_timeout: float = 5.0,
         duplicate_window: float = 600.0,
         replicas: int = 1,
+        gather: float = 0.0,
     ) -> None:
         if publish and not nats_url:
             raise ValueError("publishing digests needs a NATS URL")
@@ -132,6 +133,9 @@ class Digester:
         self.ack_timeout = ack_timeout
         self.duplicate_window = duplicate_window
         self.replicas = replicas
+        #: The log tail's gather (``LogTail``) when it runs on a following of its own
+        #: (``ssot digest``); run on a shared one, that one's.
+        self.gather = gather
         self.progress = Progress()
 
     async def run(self, stop: asyncio.Event, following: Following | None = None) -> None:
@@ -150,7 +154,8 @@ class Digester:
                                      self._failed, log))
             await asyncio.gather(*both)
 
-        await followed(self.database_url, roles, following, stop, self.poll_interval)
+        await followed(self.database_url, roles, following, stop, self.poll_interval,
+                       gather=self.gather)
 
     def _failed(self, error: str) -> None:
         self.progress.last_error = error
