@@ -140,7 +140,10 @@ def _may_be_ambiguous(body: bytes, value: Any) -> bool:
     bits, a long fraction) or a three-digit exponent, right after a digit as JSON writes
     it (a bare ``e-100`` is text: ``"service-100"``, ``"node-2999"``, which every host
     name of that shape made a false alarm, and the exact parse ~5 % of such a PUT)."""
-    if b"\\u00" in body:  # perhaps \u0000, or \u003a (an escaped colon)
+    # a NUL, or an escaped colon (which the colon count below would miss); not every
+    # \u00XX: clients that write non-ASCII text as escapes ("caf\u00e9", Python's
+    # json.dumps by default) sent every such body to the exact parse
+    if b"\\u0000" in body or b"\\u003a" in body or b"\\u003A" in body:
         return True
     if body.count(b":") != orjson.dumps(value).count(b":"):
         return True
