@@ -135,11 +135,13 @@ def _may_be_ambiguous(body: bytes, value: Any) -> bool:
     would cost more than the parse). Mostly false alarms, which the exact parse clears.
 
     A member name given twice leaves fewer colons in ``value`` written back than in
-    ``body`` (colons inside strings are the same on both sides unless escaped as \\u003a);
-    a number orjson would not keep exactly has 19 digits in a row (an integer beyond 64
-    bits, a long fraction) or a three-digit exponent, right after a digit as JSON writes
-    it (a bare ``e-100`` is text: ``"service-100"``, ``"node-2999"``, which every host
-    name of that shape made a false alarm, and the exact parse ~5 % of such a PUT)."""
+    ``body`` (colons inside strings are the same on both sides unless escaped as \\u003a).
+    A number orjson would not keep exactly has 20 digits in a row, or 19 after a minus (an
+    integer beyond 64 bits: 2^64 - 1 has 20 digits, -2^63 - 1 19; a fraction of hundreds
+    of zeros), or a three-digit exponent right after a digit, as JSON writes one. Not 19
+    digits alone (an id, a time in nanoseconds), nor a bare ``e-100``, which is text
+    (``"service-100"``, ``"node-2999"``): each was a false alarm, and the exact parse ~5 %
+    of such a PUT."""
     # a NUL, or an escaped colon (which the colon count below would miss); not every
     # \u00XX: clients that write non-ASCII text as escapes ("caf\u00e9", Python's
     # json.dumps by default) sent every such body to the exact parse
@@ -148,7 +150,8 @@ def _may_be_ambiguous(body: bytes, value: Any) -> bool:
     if body.count(b":") != orjson.dumps(value).count(b":"):
         return True
     shape = body.translate(_NUMBER_SHAPE)
-    return b"0" * 19 in shape or b"0e000" in shape or b"0e+000" in shape
+    return (b"0" * 20 in shape or b"+" + b"0" * 19 in shape
+            or b"0e000" in shape or b"0e+000" in shape)
 
 
 def _refusal(body: bytes, field: str, root: str, reason: str) -> InvalidInput:

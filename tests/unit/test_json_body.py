@@ -108,3 +108,19 @@ def test_what_the_cheap_test_lets_through_the_exact_parse_would_too(text: str) -
         return  # refused by orjson: the exact parse then names why (http._refusal)
     if not _may_be_ambiguous(body, value):
         assert first_ambiguity(body, "") is None, body
+
+
+@pytest.mark.parametrize("body", [b'{"id": "1733500000000000000"}',
+                                  b'{"at_ns": 1733500000000000000, "n": 9999999999999999999}'])
+def test_nineteen_digits_alone_are_no_alarm(body: bytes) -> None:
+    assert not ambiguous(body)
+
+
+@pytest.mark.parametrize(("number", "code"), [("-9223372036854775809", "number_out_of_range"),
+                                              ("18446744073709551616", "number_out_of_range")])
+def test_an_integer_just_beyond_64_bits_is_still_refused(number: str, code: str) -> None:
+    body = b'{"a": %s}' % number.encode()
+    assert ambiguous(body)
+    with pytest.raises(InvalidInput) as refused:
+        parse_json(body, field="document")
+    assert refused.value.code == code
