@@ -115,7 +115,6 @@ class NamespaceLabels:
         self.enabled = enabled
         self.limit = limit
         self._seen: set[str] = set()
-        self._children: dict[str, Counter] = {}
         self._lock = threading.Lock()
 
     def label(self, namespace: str) -> str:
@@ -129,18 +128,22 @@ class NamespaceLabels:
 
     def count_write(self, namespace: str) -> None:
         if self.enabled:
-            label = self.label(namespace)
-            child = self._children.get(label)
-            if child is None:  # looked up once per label (at most ``limit`` + 1 of them)
-                child = self._children[label] = metrics().namespace_writes.labels(label)
-            child.inc()
+            _namespace_counter(self.label(namespace)).inc()
+
+
+# The labelled children are looked up once per process: prometheus-client's ``labels``
+# takes a lock and converts every value each call.
+@functools.cache
+def write_counter(event_type: str, kind: str) -> Counter:
+    """The child of ``writes`` for one event type and outcome."""
+    return metrics().writes.labels(event_type, kind)
 
 
 @functools.cache
-def write_counter(event_type: str, kind: str) -> Counter:
-    """The child of ``writes`` for one event type and outcome, looked up once per process
-    (prometheus-client's ``labels`` takes a lock and converts every value each call)."""
-    return metrics().writes.labels(event_type, kind)
+def _namespace_counter(label: str) -> Counter:
+    """The child of ``namespace_writes`` for one label (``NamespaceLabels`` hands out at
+    most its limit of them, and ``_other``)."""
+    return metrics().namespace_writes.labels(label)
 
 
 def record_delivery(committed_at: Iterable[datetime]) -> None:
