@@ -9,14 +9,15 @@ it again, makes a future and runs psycopg's generators to send, wait and fetch: 
 wire a step is one future awaited and one reader callback; the statement is prepared once
 on the connection and sent with binary bigint parameters.
 
-Its user is the log tail, whose wire stays attached while it follows (reads and
-NOTIFYs); its rows are loaded by psycopg's own ``Transformer``, the loaders a binary
-cursor uses, so a row is what ``read_range`` returns. The connection stays psycopg's:
-between two steps it is idle (every result taken), so psycopg may use it again once the
-wire is detached (the tail's LISTENs). (The HTTP workers' single reads ran on a wire
-attached for each read only, for a tenth of a GET's CPU; a chaos run found one such read
-never woken after a database restart, and they went back to the cursor:
-docs/performance.md.)
+Its users are the log tail, whose wire stays attached while it follows (reads and
+NOTIFYs), its rows loaded by psycopg's own ``Transformer``, the loaders a binary cursor
+uses, so a row is what ``read_range`` returns; and the HTTP workers' reads of one entry
+that go alone (``api/current_reads.py``), whose text parameters go as text and whose row
+comes as the server's text. The connection stays psycopg's: between two steps it is idle
+(every result taken), so psycopg may use it again once the wire is detached (the tail's
+LISTENs, the workers' gathered reads). While attached and idle, the wire still watches
+the socket: a connection that ends between two steps (a database restart) fails the wire
+as it ends, and the next run raises at once instead of sending on a dead socket.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from psycopg.errors import error_from_result
 from .stopping import deadline
 
 _INT8 = struct.Struct(">q")
+_TEXT = 0
 _BINARY = 1
 
 
@@ -73,15 +75,27 @@ class Wire:
 
     @classmethod
     async def open(cls, conn: psycopg.AsyncConnection[Any], name: str, query: str,
-                   parameters: int, on_notify: Callable[[str], None] | None = None) -> Wire:
-        """A wire on ``conn`` for ``query`` (``%s`` placeholders, ``parameters`` of them,
-        each a bigint), prepared as ``name`` on this connection, attached."""
-        await conn.execute(sql.SQL("PREPARE {} ({}) AS {}").format(
-            sql.Identifier(name), sql.SQL(", ").join([sql.SQL("bigint")] * parameters),
-            sql.SQL(numbered(query))))
+                   parameters: int, on_notify: Callable[[str], None] | None = None, *,
+                   parameter_type: str = "bigint") -> Wire:
+        """A wire on ``conn`` (idle, in autocommit) for ``query`` (``%s`` placeholders,
+        ``parameters`` of them, each a ``parameter_type``), prepared as ``name`` on this
+        connection unless it already is (a pool's connection comes back with it),
+        attached."""
+        cur = await conn.execute("SELECT 1 FROM pg_prepared_statements WHERE name = %s",
+                                 (name,))
+        if await cur.fetchone() is None:
+            await conn.execute(sql.SQL("PREPARE {} ({}) AS {}").format(
+                sql.Identifier(name),
+                sql.SQL(", ").join([sql.SQL(parameter_type)] * parameters),
+                sql.SQL(numbered(query))))
         wire = cls(conn, name, on_notify)
         wire.attach()
         return wire
+
+    @property
+    def failed(self) -> bool:
+        """Whether the connection is lost (or a run was given up): every run raises."""
+        return self._failed is not None
 
     def attach(self) -> None:
         if not self._attached:
@@ -95,25 +109,41 @@ class Wire:
 
     @contextmanager
     def detached(self) -> Iterator[None]:
-        """psycopg's turn on the connection (its own waits register their reader)."""
+        """psycopg's turn on the connection (its own waits register their reader); then
+        what came meanwhile is taken at once (a NOTIFY, or the connection's end)."""
         self.detach()
         try:
             yield
         finally:
+            self._resume()
+
+    def _resume(self) -> None:
+        if self._failed is None:
             self.attach()
+            self._readable()
 
     async def read(self, *parameters: int) -> list[tuple[Any, ...]]:
         """The rows of the statement run with the bigint ``parameters``, as a binary
         cursor returns them."""
         rows: list[tuple[Any, ...]] = []
-        for result in await self._run([_INT8.pack(p) for p in parameters]):
+        for result in await self._run([_INT8.pack(p) for p in parameters], _BINARY):
             self._tx.set_pgresult(result)
             rows.extend(self._tx.load_rows(0, result.ntuples, tuple))
         return rows
 
-    async def _run(self, parameters: list[bytes]) -> list[pq.abc.PGresult]:
-        """The results of the statement run with ``parameters`` (binary); an error the
-        server answered is raised as psycopg raises it."""
+    async def read_text(self, *parameters: bytes) -> list[tuple[bytes | None, ...]]:
+        """The rows of the statement run with ``parameters`` (each a value's text, in the
+        connection's encoding), each value the server's text (None for null)."""
+        rows: list[tuple[bytes | None, ...]] = []
+        for result in await self._run(list(parameters), _TEXT):
+            columns = range(result.nfields)
+            rows.extend(tuple(result.get_value(i, j) for j in columns)
+                        for i in range(result.ntuples))
+        return rows
+
+    async def _run(self, parameters: list[bytes], fmt: int) -> list[pq.abc.PGresult]:
+        """The results of the statement run with ``parameters``, both in format ``fmt``
+        (binary or text); an error the server answered is raised as psycopg raises it."""
         self._raise_failure()
         pg = self._pg
         try:
@@ -123,8 +153,8 @@ class Wire:
             # seen the end, the loop may not report it readable again (uvloop).
             pg.consume_input()
             pg.send_query_prepared(self._name, parameters,
-                                   param_formats=[_BINARY] * len(parameters),
-                                   result_format=_BINARY)
+                                   param_formats=[fmt] * len(parameters),
+                                   result_format=fmt)
             self._querying = True
             if pg.flush():  # the rest when the socket takes it
                 self._loop.add_writer(self._fd, self._writable)
@@ -168,9 +198,7 @@ class Wire:
         try:
             await asyncio.sleep(seconds)
         finally:
-            if self._failed is None:
-                self.attach()
-                self._readable()  # what came meanwhile (or the connection's end)
+            self._resume()  # what came meanwhile (or the connection's end)
 
     def interrupt(self) -> None:
         """End a wait for a NOTIFY now; at any other moment (a read, whose results must be

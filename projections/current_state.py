@@ -20,7 +20,8 @@ class CurrentEntry:
     body: bytes  # the entry JSON (meaningless when deleted)
 
 
-_GET = f"SELECT version, deleted, {ENTRY_JSON} FROM entries WHERE namespace = %s AND key = %s"
+#: One entry's current state: its version, whether deleted, its entry JSON.
+GET = f"SELECT version, deleted, {ENTRY_JSON} FROM entries WHERE namespace = %s AND key = %s"
 
 
 async def current_entry(
@@ -28,11 +29,21 @@ async def current_entry(
 ) -> CurrentEntry | None:
     """The entry's current state (None: never written), read through ``conn`` (a
     connection, or a cursor to use again)."""
-    cur = await conn.execute(_GET, (namespace, key), prepare=True)
+    cur = await conn.execute(GET, (namespace, key), prepare=True)
     row = await cur.fetchone()
     if row is None:
         return None
     return CurrentEntry(version=row[0], deleted=row[1], body=row[2].encode())
+
+
+def entry_of_text(row: tuple[bytes | None, ...], encoding: str) -> CurrentEntry:
+    """The entry of a row of ``GET`` as the server's text in ``encoding`` (the entry JSON
+    passed on as sent when that is UTF-8)."""
+    version, deleted, body = row
+    if version is None or deleted is None or body is None:
+        raise ValueError(f"a row of entries with a null column: {row!r}")
+    return CurrentEntry(version=int(version), deleted=deleted == b"t",
+                        body=body if encoding == "utf-8" else body.decode(encoding).encode())
 
 
 _GET_MANY = (

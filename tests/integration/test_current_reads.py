@@ -21,6 +21,7 @@ from psycopg_pool import AsyncConnectionPool
 from nexus_ssot.api.current_reads import CurrentReads
 from nexus_ssot.ledger.commands import Context, Delete, Put
 from nexus_ssot.ledger.writer import GroupCommitWriter
+from nexus_ssot.projections import current_state
 
 
 def write(writer: GroupCommitWriter, command: Put | Delete) -> None:
@@ -171,14 +172,20 @@ def test_reads_keep_one_connection_of_the_pool_and_a_broken_one_is_replaced(
             alone = [await reads.current(ns, "k") for _ in range(20)]
             together = await asyncio.gather(*(reads.current(ns, k) for k in ("k", "x", "k")))
             stats = pool.get_stats()
-            # the kept connection's server process ends (a failover, a restart of it)
-            assert reads._kept is not None
-            pid = reads._kept[0].info.backend_pid
+            # the kept connection's server process ends between two reads (a failover, a
+            # restart of it): its wire sees the end as it comes, and the next read goes
+            # on another connection instead of failing
+            kept = reads._kept
+            assert kept is not None
             async with pool.connection() as admin:
-                await admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
-            with pytest.raises(psycopg.OperationalError):
-                await reads.current(ns, "k")
+                await admin.execute("SELECT pg_terminate_backend(%s)",
+                                    (kept.conn.info.backend_pid,))
+            deadline = asyncio.get_running_loop().time() + 30
+            while not kept.wire.failed:
+                assert asyncio.get_running_loop().time() < deadline, "the end went unseen"
+                await asyncio.sleep(0.01)
             again = await reads.current(ns, "k")
+            assert reads._kept is not kept
             await reads.close()
             after = pool.get_stats()
             assert unused.opened == 0  # every statement went on the pool's connection
@@ -194,3 +201,36 @@ def test_reads_keep_one_connection_of_the_pool_and_a_broken_one_is_replaced(
     # taken
     assert after["requests_num"] == 1 + 1 + 1  # (+1: the test's own, to end the backend)
     assert after["returns_bad"] == 1
+
+
+def test_a_read_alone_on_the_wire_is_what_the_cursor_reads_also_on_a_connection_kept_again(
+        writer: GroupCommitWriter, database_url: str, ns: str) -> None:
+    """A read that goes alone runs on the kept connection's wire (its statement prepared
+    there once, its row taken as the server's text): the same entry as the cursor's read,
+    for a document beyond ASCII, a deleted entry and one never written; reads gathered on
+    the same connection (psycopg's turn) between them; and the connection handed back and
+    kept again (a pool of one) finds its statement still prepared."""
+    write(writer, Put(ns, "cle/u-1", document={"é": "ß €", "n": [1, 2.5, None]}))
+    write(writer, Put(ns, "gone", document={"v": 1}))
+    write(writer, Delete(ns, "gone"))
+    keys = ("cle/u-1", "gone", "never")
+
+    async def run() -> tuple[list[Any], list[Any], list[Any]]:
+        async with AsyncConnectionPool(database_url, min_size=1, max_size=1,
+                                       kwargs={"autocommit": True}) as pool:
+            reads = CurrentReads(Connections(database_url).connect, pool)
+            wired, gathered = [], []
+            for _ in range(2):
+                wired += [await reads.current(ns, k) for k in keys]
+                # the first alone on the wire, the other two gathered behind it
+                gathered += await asyncio.gather(*(reads.current(ns, k) for k in keys))
+                await reads.close()  # back to the pool; the next read keeps it again
+            async with pool.connection() as conn:
+                by_cursor = [await current_state.current_entry(conn, ns, k) for k in keys]
+            return wired, gathered, by_cursor
+
+    wired, gathered, by_cursor = asyncio.run(run())
+    assert wired == by_cursor * 2
+    assert gathered == by_cursor * 2
+    assert document(wired[0]) == {"é": "ß €", "n": [1, 2.5, None]}
+    assert wired[1] is not None and wired[1].deleted and wired[2] is None
