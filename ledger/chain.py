@@ -29,8 +29,9 @@ The bytes come from orjson (a fraction of the standard library's cost, which was
 what the chain added to a write) when they are provably the standard library's: the value
 holds only dicts with ``str`` keys, lists, strings, integers, booleans and None, and orjson
 encodes it (it refuses integers beyond 64 bits, lone surrogates and nesting deeper than
-255). Any other value — floats above all: orjson writes ``1e-05`` as ``0.00001`` and NaN
-as null — is encoded by the standard library.
+255; told to, a subclass of ``str``, ``int``, ``dict`` or ``list``, as a key too, so only
+the values' types are left to check). Any other value — floats above all: orjson writes
+``1e-05`` as ``0.00001`` and NaN as null — is encoded by the standard library.
 """
 
 from __future__ import annotations
@@ -65,14 +66,16 @@ _WHOLE_ORDERS = frozenset({HASHED_WHOLE, _WHOLE_UNRESTORED})
 
 
 _SORT_KEYS = orjson.OPT_SORT_KEYS
-_STR = frozenset({str})
+#: orjson refuses (with no ``default`` to pass them to) every subclass of ``str``, ``int``,
+#: ``dict`` and ``list``, among values and keys: what it encodes has exact types there.
+_EXACT = orjson.OPT_PASSTHROUGH_SUBCLASS
 
 
 def canonical(value: Any) -> bytes:
     """The canonical encoding of ``value`` (see the module docstring); raises ValueError
     or TypeError for what is not JSON (NaN, infinities, other types, lone surrogates)."""
     try:
-        fast = candidate(value)
+        fast = orjson.dumps(value, option=_SORT_KEYS | _EXACT)
     except orjson.JSONEncodeError:
         return canonical_stdlib(value)
     return fast if _plain(value) else canonical_stdlib(value)
@@ -93,9 +96,10 @@ def canonical_stdlib(value: Any) -> bytes:
 
 
 def _plain(value: Any) -> bool:
-    """Whether ``value`` holds only dicts with ``str`` keys (exactly: a subclass could sort
-    otherwise), lists, strings, integers, booleans and None. Called once orjson has
-    encoded it, so it is finite and acyclic."""
+    """Whether ``value`` holds only dicts, lists, strings, integers, booleans and None.
+    Called once orjson has encoded it with ``_EXACT``, so it is finite and acyclic and its
+    keys are exactly ``str`` (a subclass could sort otherwise): only the values are
+    looked at."""
     level = [value]
     while level:
         deeper: list[Any] = []
@@ -104,8 +108,6 @@ def _plain(value: Any) -> bool:
             if kind is str or item is None:  # the commonest leaves first
                 continue
             if kind is dict:
-                if not _STR.issuperset(map(type, item)):
-                    return False
                 deeper.extend(item.values())
             elif kind is list:
                 deeper.extend(item)
@@ -151,7 +153,7 @@ def ordered(members: dict[str, Any]) -> bytes:
     state stores them in."""
     top = _in_whole_order(members)
     try:
-        fast = orjson.dumps(top)
+        fast = orjson.dumps(top, option=_EXACT)
     except orjson.JSONEncodeError:
         return _ordered_stdlib(top)
     return fast if _plain(top) else _ordered_stdlib(top)

@@ -24,7 +24,7 @@ from .addressing import (
     is_system_namespace,
     stream_id,
 )
-from .chain import hashed_members, members_hash
+from .chain import members_hash
 from .commands import (
     Command,
     ConfigureNamespace,
@@ -330,13 +330,31 @@ def _event(
         **extra,
     }
     if chain:
-        fields["prev_hash"] = state.hash if state is not None else None
-        # the hash covers every member the state will store, as it will store them
-        hashed = hashed_members({**fields, "class_version": cls.class_version,
-                                 "timestamp": stored_timestamp(context.timestamp)})
+        prev_hash = fields["prev_hash"] = state.hash if state is not None else None
+        # The hash covers every member the state will store, as it will store them: the
+        # object ``hashed_members`` makes of the stored state, built here at once in its
+        # order (``HASHED_WHOLE``; ``members_hash`` refuses any other).
+        hashed = {
+            "timestamp": stored_timestamp(context.timestamp),
+            "event_id": str(context.event_id),
+            "namespace": command.namespace,
+            "key": command.key,
+            "document": document,
+            "patch": fields["patch"],
+            "actor": context.actor,
+            "reason": context.reason,
+            "correlation_id": context.correlation_id,
+            "causation_id": context.causation_id,
+            "idempotency_key": context.idempotency_key,
+            "resolution": extra.get("resolution"),
+            "prev_hash": prev_hash,
+            "auth": context.auth,
+        }
+        if "restored_from_version" in extra:
+            hashed["restored_from_version"] = extra["restored_from_version"]
+        hashed["class_version"] = cls.class_version
         hashed["stream"] = str(fields["originator_id"])
         hashed["version"] = fields["originator_version"]
         hashed["type"] = EVENT_TYPE_NAMES[cls]
-        hashed["event_id"] = str(context.event_id)
         fields["hash"] = members_hash(hashed)
     return cls(**fields)

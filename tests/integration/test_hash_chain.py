@@ -224,6 +224,7 @@ JSON_VALUES = st.recursive(
 @example({"\U0001f600": 1, "\uffff": 2, "é": 3, "z": 4})
 @example({"nan": float("nan"), "inf": float("inf")})
 @example({1: "int key", "1": "str key"})
+@example({Text("b"): 1, "a": [Text("x"), Number.ONE]})  # subclasses, as keys and values
 def test_the_canonical_encoding_is_the_standard_librarys_for_every_value(value: Any) -> None:
     assert outcome(chain.canonical, value) == outcome(by_definition, value)
 
@@ -237,6 +238,8 @@ WHOLE_OBJECTS = st.fixed_dictionaries(
 @given(WHOLE_OBJECTS, st.randoms(use_true_random=False))
 @example({**dict.fromkeys(chain.HASHED_WHOLE), "document": {"z": 1e16, "a": [-0.0, {1: 2}]},
           "class_version": 5}, None)
+@example({**dict.fromkeys(chain.HASHED_WHOLE), "document": {Text("b"): 1, "a": 2},
+          "patch": [{"op": Text("add")}], "class_version": 5}, None)
 def test_the_ordered_encoding_is_the_standard_librarys_for_every_object(
         value: dict[str, Any], rng: Any) -> None:
     """Its members in ``HASHED_WHOLE``'s order however the object holds them, and those
