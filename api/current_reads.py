@@ -111,16 +111,16 @@ class CurrentReads:
     async def _read(self, namespace: str, key: str) -> CurrentEntry | None:
         """One entry, on the kept connection's wire."""
         kept = await self._keep()
-        encoding = kept.encoding
+        parameters = namespace.encode(kept.encoding), key.encode(kept.encoding)
         try:
-            rows = await kept.wire.read_text(namespace.encode(encoding), key.encode(encoding))
+            rows = await kept.wire.read_text(*parameters)
         except BaseException:
             # broken, left mid-statement, or an error its prepared statement would give
             # again (a migration changed what it returns): a connection of its own is
             # made for the next read
             await self.close(discard=True)
             raise
-        return current_state.entry_of_text(rows[0], encoding) if rows else None
+        return current_state.entry_of_text(rows[0], kept.encoding) if rows else None
 
     async def _run(self, statement: Statement[T]) -> T:
         """``statement`` on the kept connection (or one of ``connect``'s)."""

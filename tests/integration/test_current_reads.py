@@ -234,3 +234,32 @@ def test_a_read_alone_on_the_wire_is_what_the_cursor_reads_also_on_a_connection_
     assert gathered == by_cursor * 2
     assert document(wired[0]) == {"é": "ß €", "n": [1, 2.5, None]}
     assert wired[1] is not None and wired[1].deleted and wired[2] is None
+
+
+def test_a_read_the_wires_statement_refuses_gives_its_connection_up(
+        writer: GroupCommitWriter, database_url: str, ns: str) -> None:
+    """An error of the kept connection's prepared statement would come again on that
+    connection: the read fails, the connection is closed rather than handed back, and the
+    next read prepares the statement on another."""
+    write(writer, Put(ns, "k", document={"v": 1}))
+
+    async def run() -> tuple[Any, Any, dict[str, int]]:
+        async with AsyncConnectionPool(database_url, min_size=1, max_size=1,
+                                       kwargs={"autocommit": True}) as pool:
+            reads = CurrentReads(Connections(database_url).connect, pool)
+            first = await reads.current(ns, "k")
+            kept = reads._kept
+            assert kept is not None
+            with kept.wire.detached():  # psycopg's turn: the statement goes away
+                await kept.conn.execute("DEALLOCATE ssot_current_entry")
+            with pytest.raises(psycopg.errors.InvalidSqlStatementName):
+                await reads.current(ns, "k")
+            assert kept.conn.closed and reads._kept is None
+            again = await reads.current(ns, "k")
+            assert reads._kept is not None and reads._kept.conn is not kept.conn
+            await reads.close()
+            return first, again, pool.get_stats()
+
+    first, again, stats = asyncio.run(run())
+    assert document(first) == document(again) == {"v": 1}
+    assert stats["returns_bad"] == 1
