@@ -23,7 +23,7 @@ takes another.
 A read that goes alone runs on that connection's wire (``ledger/wire.py``): its statement
 prepared once on the connection, sent on libpq with its two parameters as text, its row
 taken as the server's text (the entry JSON passed on as the bytes PostgreSQL sent),
-without psycopg's cursor around it (a tenth of a GET's CPU, docs/performance.md). The
+without psycopg's cursor around it (12 % of a GET's instructions, docs/performance.md). The
 wire watches the connection between reads, so one that ends meanwhile (a database
 restart) is known before the next read is sent on it; psycopg has the connection for the
 gathered reads.
