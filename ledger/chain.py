@@ -75,7 +75,7 @@ def canonical(value: Any) -> bytes:
     """The canonical encoding of ``value`` (see the module docstring); raises ValueError
     or TypeError for what is not JSON (NaN, infinities, other types, lone surrogates)."""
     try:
-        fast = orjson.dumps(value, option=_SORT_KEYS | _EXACT)
+        fast = candidate(value)
     except orjson.JSONEncodeError:
         return canonical_stdlib(value)
     return fast if _plain(value) else canonical_stdlib(value)
@@ -85,8 +85,9 @@ def candidate(value: Any) -> bytes:
     """orjson's encoding with sorted keys: the canonical encoding when ``value`` is plain
     JSON (see the module docstring), otherwise perhaps not, so a caller must prove it:
     ``canonical`` by the value's types, ``ssot verify`` by the stored hash it reproduces.
-    Raises ``orjson.JSONEncodeError`` for what orjson cannot encode."""
-    return orjson.dumps(value, option=_SORT_KEYS)
+    Raises ``orjson.JSONEncodeError`` for what orjson cannot encode, and for a subclass of
+    ``str``, ``int``, ``dict`` or ``list`` (``_EXACT``; decoded JSON holds none)."""
+    return orjson.dumps(value, option=_SORT_KEYS | _EXACT)
 
 
 def canonical_stdlib(value: Any) -> bytes:
@@ -185,7 +186,7 @@ def encoding_candidate(members: dict[str, Any]) -> bytes:
     perhaps not, so a caller must prove it by the stored hash it reproduces. Raises
     ``orjson.JSONEncodeError`` for what orjson cannot encode."""
     if covers_whole_state(members):
-        return orjson.dumps(_in_whole_order(members))
+        return orjson.dumps(_in_whole_order(members), option=_EXACT)
     return candidate(members)
 
 
