@@ -10,6 +10,13 @@ holds no follower's position: each follower still keeps and commits its own.
 
 Positions are read in order and without a hole: ids are committed in order under the
 store's table lock, so once position P is visible every position below it is settled.
+
+A commit's NOTIFY carries its events when they are small (migration 0024,
+``carried_events``): the tail then takes them from it instead of reading the range, when
+the NOTIFYs since its last read carried every event after its head without a gap. A
+commit too large to carry, a gap in the positions (a rolled-back batch) or a wake-up by
+the poll makes it read, as it always did; either way a follower gets the same events,
+value for value and type for type.
 """
 
 from __future__ import annotations
@@ -18,8 +25,9 @@ import asyncio
 import bisect
 import contextlib
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
+from uuid import UUID
 
 import orjson
 import psycopg
@@ -120,6 +128,53 @@ def log_events(rows: Sequence[Sequence[Any]], *, history: bool) -> list[LogEvent
             for row in rows]
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: A payload's history columns, after the event's five (position, commit time, topic,
+#: version, state): ``FIELDS`` but the position and the commit time (the event's own).
+_CARRIED = ("event_id", "namespace", "key", "version", "event_type", "actor", "reason",
+            "correlation_id", "causation_id", "patch", "document", "resolution", "auth",
+            "traceparent", "tracestate")
+
+
+def carried_events(payload: str | bytes, zone: tzinfo) -> list[LogEvent] | None:
+    """The events a commit's NOTIFY carries (migration 0024), as ``read_range`` with their
+    history would return them, commit times in ``zone`` (the reading connection's); None
+    when it carries none (an empty payload: a batch too large to carry, a NOTIFY sent by
+    hand) or not in this form.
+
+    ``ssot_append`` notifies, when it fits in PostgreSQL's 8,000 bytes, one JSON array per
+    event of exactly what ``_READ_WITH_HISTORY`` selects: the position, the commit time in
+    microseconds since 1970 (UTC), topic, version and stored state (hex), then the
+    version-history row's columns (nulls for an event without one), the JSON ones as the
+    text the read casts them to. Each value comes back with the type psycopg's binary
+    loaders give the read (the event id a ``UUID``, the commit time an aware ``datetime``);
+    a test holds every kind of event equal, value and type, whichever way it came."""
+    if not payload:
+        return None
+    try:
+        rows = orjson.loads(payload)
+        if not isinstance(rows, list) or not rows:
+            return None
+        return [_carried(row, zone) for row in rows]
+    except (TypeError, ValueError, IndexError, OverflowError):  # (orjson: ValueErrors)
+        return None
+
+
+def _carried(row: list[Any], zone: tzinfo) -> LogEvent:
+    position, micros, topic, version, state = row[:5]
+    recorded_at = (_EPOCH + timedelta(microseconds=micros)).astimezone(zone)
+    history: dict[str, Any] | None = None
+    if row[5] is not None:  # an event id: the event has a version-history row
+        values = dict(zip(_CARRIED, row[5:], strict=True))
+        values["event_id"] = UUID(values["event_id"])
+        values["position"], values["recorded_at"] = position, recorded_at
+        history = {name: values[name] for name in FIELDS}
+    elif len(row) != 5 + len(_CARRIED):
+        raise ValueError("a carried event of another form")
+    return LogEvent(int(position), recorded_at, str(topic), int(version),
+                    bytes.fromhex(state), history)
+
+
 #: The tail's read prepared on its connection (``Wire``): ``_READ_WITH_HISTORY``.
 _READ_STATEMENT = "ssot_log_tail_read"
 
@@ -160,8 +215,12 @@ class LogTail:
         self.head = 0
         #: Whether the tail is following (a follower waiting on it is woken).
         self.live = False
-        #: Wake-ups and ranges read, for tests and the bench.
+        #: Wake-ups and ranges read, for tests and the bench (``carried``: of them, those
+        #: taken from NOTIFYs that carried their commits, migration 0024).
         self.reads = 0
+        self.carried = 0
+        #: The payloads of the log's NOTIFYs come since the last read, in their order.
+        self._notes: list[str | bytes] = []
         self._events: list[LogEvent] = []
         #: Their positions, for ``bisect`` without a key function (a call per step).
         self._positions: list[int] = []
@@ -260,7 +319,7 @@ class LogTail:
 
         async def follow(conn: psycopg.AsyncConnection[Any]) -> None:
             # notifications that come with a query's answer are kept here too
-            conn.add_notify_handler(lambda n: self._pending.add(n.channel))
+            conn.add_notify_handler(lambda n: self._notified(n.channel, n.payload))
             await conn.execute(f"LISTEN {CHANNEL}")
             await self._follow(stop, conn)
 
@@ -283,9 +342,11 @@ class LogTail:
             self.start = self.head = await head_position(conn)
         self.live = True
         listening: set[str] = set()
-        # one read a commit: on the wire (wire.py), not through a cursor
+        # one read a commit at most: on the wire (wire.py), not through a cursor
         self._wire = wire = await Wire.open(conn, _READ_STATEMENT, _READ_WITH_HISTORY, 3,
-                                            lambda channel: self._pending.add(channel))
+                                            self._notified)
+        zone = conn.info.timezone  # the one the connection's reads give times in
+        self._notes = []  # (any of another connection's are read again)
         try:
             while not stop.is_set():
                 channels = self._news.keys() - listening  # asked for since
@@ -294,10 +355,16 @@ class LogTail:
                         for channel in channels:
                             await conn.execute(f"LISTEN {channel}")
                     listening |= channels
-                rows = await wire.read(self.head, 2**62, self.capacity)
-                if rows:
-                    self._append(log_events(rows, history=True))
-                    if len(rows) == self.capacity:
+                events = self._carried(zone)
+                if events is not None:
+                    self.carried += bool(events)
+                else:  # woken by the poll, or a NOTIFY that did not carry its commit
+                    self._notes = []  # (what they announced is read now)
+                    events = log_events(await wire.read(self.head, 2**62, self.capacity),
+                                        history=True)
+                if events:
+                    self._append(events)
+                    if len(events) == self.capacity:
                         continue
                     if self.gather:
                         await wire.unwatched(self.gather)
@@ -305,6 +372,36 @@ class LogTail:
         finally:
             self._wire = None
             wire.detach()
+
+    def _notified(self, channel: str, payload: str | bytes) -> None:
+        self._pending.add(channel)
+        if channel == CHANNEL:
+            self._notes.append(payload)
+
+    def _carried(self, zone: tzinfo) -> list[LogEvent] | None:
+        """The events after the head that the NOTIFYs come since the last read carried,
+        when together they are every one of them: each carried its commit, and their
+        positions follow the head without a gap (positions are committed in order under
+        the log's lock, so nothing committed lies between). None otherwise (woken without
+        a NOTIFY, a commit too large to carry, a gap a rolled-back batch left): the range
+        is then read."""
+        notes, self._notes = self._notes, []
+        if not notes:
+            return None
+        taken: list[LogEvent] = []
+        head = self.head
+        for note in notes:
+            events = carried_events(note, zone)
+            if events is None:
+                return None
+            for event in events:
+                if event.position <= head:  # a read since the commit holds it
+                    continue
+                if event.position != head + 1:
+                    return None
+                taken.append(event)
+                head = event.position
+        return taken
 
     def _append(self, events: Sequence[LogEvent]) -> None:
         self.reads += 1

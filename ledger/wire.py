@@ -53,7 +53,7 @@ class Wire:
     (``open``); detached, psycopg may use the connection."""
 
     def __init__(self, conn: psycopg.AsyncConnection[Any], name: str,
-                 on_notify: Callable[[str], None] | None = None) -> None:
+                 on_notify: Callable[[str, bytes], None] | None = None) -> None:
         self._pg = conn.pgconn
         self._fd = self._pg.socket
         self._loop = asyncio.get_running_loop()
@@ -75,7 +75,7 @@ class Wire:
 
     @classmethod
     async def open(cls, conn: psycopg.AsyncConnection[Any], name: str, query: str,
-                   parameters: int, on_notify: Callable[[str], None] | None = None, *,
+                   parameters: int, on_notify: Callable[[str, bytes], None] | None = None, *,
                    parameter_type: str = "bigint") -> Wire:
         """A wire on ``conn`` (idle, in autocommit) for ``query`` (``%s`` placeholders,
         ``parameters`` of them, each a ``parameter_type``), prepared as ``name`` on this
@@ -248,7 +248,7 @@ class Wire:
             notified = False
             while (n := pg.notifies()) is not None:
                 if self._on_notify is not None:
-                    self._on_notify(n.relname.decode())
+                    self._on_notify(n.relname.decode(), n.extra)
                 notified = True
             if answered or (notified and not self._querying):
                 self._wake()

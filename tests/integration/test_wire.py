@@ -78,18 +78,19 @@ def test_a_read_on_the_wire_is_what_a_binary_cursor_reads(
 
 
 @RUNNERS
-def test_a_notify_ends_the_wait_and_its_channel_is_reported(
+def test_a_notify_ends_the_wait_and_its_channel_and_payload_are_reported(
         run: Runner, database_url: str) -> None:
-    async def main() -> tuple[list[str], float]:
-        heard: list[str] = []
+    async def main() -> tuple[list[tuple[str, bytes]], float]:
+        heard: list[tuple[str, bytes]] = []
         async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) \
                 as conn, await psycopg.AsyncConnection.connect(database_url,
                                                                autocommit=True) as other:
             await conn.execute("LISTEN wire_test")
-            wire = await Wire.open(conn, "t_one", "SELECT %s::bigint", 1, heard.append)
+            wire = await Wire.open(conn, "t_one", "SELECT %s::bigint", 1,
+                                   lambda channel, payload: heard.append((channel, payload)))
             try:
                 loop = asyncio.get_running_loop()
-                notify = loop.create_task(other.execute("NOTIFY wire_test"))
+                notify = loop.create_task(other.execute("NOTIFY wire_test, 'café'"))
                 started = loop.time()
                 await wire.notified(30.0)  # ends with the NOTIFY, not the timeout
                 waited = loop.time() - started
@@ -100,7 +101,7 @@ def test_a_notify_ends_the_wait_and_its_channel_is_reported(
         return heard, waited
 
     heard, waited = run(main())
-    assert heard == ["wire_test"]
+    assert heard == [("wire_test", "café".encode())]
     assert waited < 10.0
 
 
@@ -117,7 +118,7 @@ def test_a_notify_that_comes_behind_a_reads_answer_is_reported_with_it(
                                                          autocommit=True) as conn:
             await conn.execute("LISTEN wire_behind")
             wire = await Wire.open(conn, "t_behind", "SELECT %s FROM pg_sleep(%s / 1000.0)",
-                                   2, heard.append)
+                                   2, lambda channel, _: heard.append(channel))
             try:
                 reading = asyncio.get_running_loop().create_task(wire.read(3, 100))
                 await asyncio.sleep(0)  # sent; its answer comes in 0.1 s

@@ -7,12 +7,16 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 from typing import Any
+from uuid import UUID
+from zoneinfo import ZoneInfo
 
 import orjson
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nexus_ssot.ledger.log_tail import LogEvent, LogTail
+from nexus_ssot.ledger.cloudevents import FIELDS
+from nexus_ssot.ledger.log_tail import LogEvent, LogTail, carried_events
 
 AT = datetime(2026, 12, 3, tzinfo=UTC)
 
@@ -174,3 +178,39 @@ def test_a_range_behind_the_tail_is_read_from_the_positions_up_to_where_it_begin
     tail.live = True  # following, at its head: nothing yet, nothing read
     assert asyncio.run(tail.range_after(reads, 103, 10)) is None  # type: ignore[arg-type]
     assert reads.asked == []
+
+
+# --- the events a NOTIFY carries (migration 0024) -----------------------------------------
+
+ZONE = ZoneInfo("Europe/Paris")
+STATE = orjson.dumps({"namespace": "n", "key": "k", "document": {"a": 1}, "actor": "a",
+                      "hash": None})
+#: An event as ``ssot_append`` carries it: a committed 2026-12-03T00:00:00.5Z.
+CARRIED = [7, 1_796_256_000_500_000, "t", 2, STATE.hex(),
+           "0af76519-16cd-43dd-8448-eb211c80319c", "n", "k", 2, "entry.updated", "a", None,
+           "c", None, '[{"op": "add"}]', '{"a": 1}', None, None, None, None]
+
+
+def test_a_carried_event_is_what_the_read_gives() -> None:
+    events = carried_events(orjson.dumps([CARRIED, [8, *CARRIED[1:5], *[None] * 15]]), ZONE)
+    assert events is not None
+    first, second = events
+    assert (first.position, first.topic, first.version, first.raw) == (7, "t", 2, STATE)
+    assert first.recorded_at == datetime(2026, 12, 3, 0, 0, 0, 500_000, tzinfo=UTC)
+    assert first.recorded_at.tzinfo is ZONE  # the reading connection's zone, as read
+    assert first.history is not None
+    assert list(first.history) == list(FIELDS)
+    assert first.history["event_id"] == UUID("0af76519-16cd-43dd-8448-eb211c80319c")
+    assert (first.history["position"], first.history["recorded_at"]) == (7, first.recorded_at)
+    assert first.history["patch"] == '[{"op": "add"}]'  # the JSON columns as text
+    assert second.position == 8 and second.history is None  # no version-history row
+
+
+@pytest.mark.parametrize("payload", [
+    "", b"", "null", "[]", "{}", "not json", "[[1, 2]]", '[["x"]]',
+    orjson.dumps([[*CARRIED, "one too many"]]), orjson.dumps([CARRIED[:-1]]),
+    orjson.dumps([[*CARRIED[:4], "not hex", *CARRIED[5:]]]),
+    orjson.dumps([[*CARRIED[:5], "not a uuid", *CARRIED[6:]]]),
+])
+def test_a_notify_that_carries_nothing_usable_is_read_instead(payload: str | bytes) -> None:
+    assert carried_events(payload, ZONE) is None
