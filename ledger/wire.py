@@ -118,9 +118,20 @@ class Wire:
             self._resume()
 
     def _resume(self) -> None:
-        if self._failed is None:
+        if self._failed is not None:
+            return
+        # psycopg's turn may have ended the connection (the server shut down under its
+        # statement): psycopg then closed the socket, and watching it would fail with
+        # EBADF in place of psycopg's own error. The wire fails instead, as on a loss.
+        if self._pg.status != pq.ConnStatus.OK:
+            self._fail(psycopg.OperationalError("the connection is lost"))
+            return
+        try:
             self.attach()
-            self._readable()
+        except OSError as e:
+            self._fail(psycopg.OperationalError(f"the connection is lost: {e}"))
+            return
+        self._readable()
 
     async def read(self, *parameters: int) -> list[tuple[Any, ...]]:
         """The rows of the statement run with the bigint ``parameters``, as a binary

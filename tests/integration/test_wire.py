@@ -219,6 +219,39 @@ def test_a_connection_killed_under_a_wait_fails_it(run: Runner, database_url: st
 
 
 @RUNNERS
+def test_a_connection_that_ends_in_psycopgs_turn_fails_with_psycopgs_error(
+        run: Runner, database_url: str) -> None:
+    """The server ends the connection while psycopg runs a statement on it (the wire
+    detached: a gathered read of the API's kept connection): the statement fails with
+    psycopg's error, as it would without a wire, and the wire fails too; it does not try to
+    watch the socket psycopg closed (uvloop answered that with EBADF, an OSError in place
+    of psycopg's error: a 500 where a 503 was due, found by ``make chaos``)."""
+    async def main() -> None:
+        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) \
+                as conn, await psycopg.AsyncConnection.connect(database_url,
+                                                               autocommit=True) as admin:
+            wire = await Wire.open(conn, "t_turn", "SELECT %s::bigint", 1)
+            pid = conn.info.backend_pid
+            with pytest.raises(psycopg.OperationalError), wire.detached():
+                sleeping = asyncio.get_running_loop().create_task(
+                    conn.execute("SELECT pg_sleep(60)"))
+                deadline = time.monotonic() + 20
+                while (await (await admin.execute(
+                        "SELECT count(*) FROM pg_stat_activity WHERE pid = %s"
+                        " AND query LIKE 'SELECT pg_sleep%%'", (pid,))).fetchone()
+                       ) != (1,):
+                    assert time.monotonic() < deadline, "the statement never ran"
+                await admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+                await asyncio.wait_for(sleeping, 20)
+            assert wire.failed
+            with pytest.raises(psycopg.OperationalError):  # and every step after it
+                await wire.read(1)
+            wire.detach()
+
+    run(main())
+
+
+@RUNNERS
 def test_a_connection_that_ended_while_detached_fails_the_next_run_at_once(
         run: Runner, database_url: str) -> None:
     """A connection that ended while its wire was detached (the tail's LISTENs; nothing
