@@ -127,6 +127,11 @@ class LogStateCollector(Collector):
         yield GaugeMetricFamily("ssot_digest_lag_seconds", "Age of the oldest event no "
                                 "digest covers yet (0 when every event is digested)",
                                 value=state.digest_lag_seconds)
+        yield GaugeMetricFamily("ssot_postgres_notify_queue_usage_ratio", "Share of "
+                                "PostgreSQL's NOTIFY queue in use, 0 to 1 "
+                                "(pg_notification_queue_usage): held by a LISTENer that "
+                                "stopped reading; full, every commit fails",
+                                value=state.notify_queue_usage)
         finished = GaugeMetricFamily(
             "ssot_operation_last_run_timestamp_seconds", "When each monitored operation "
             "(verify, export) last finished, successfully or not", labels=["operation"])

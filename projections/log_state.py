@@ -1,9 +1,10 @@
 """How far everything that follows the log has come, read from PostgreSQL in one round of
 queries: the log's head, the broadcaster's position and lag, each asynchronous view's
 position and lag, the latest digest's age and how long the oldest event no digest covers
-has waited, and the last verify and export. ``GET /metrics`` exports it at scrape time and
-``ssot status`` judges it, so both see the database's truth whichever process runs the
-followers (and see a stopped one fall behind)."""
+has waited, the last verify and export, and how full PostgreSQL's NOTIFY queue is.
+``GET /metrics`` exports it at scrape time and ``ssot status`` judges it, so both see the
+database's truth whichever process runs the followers (and see a stopped one fall
+behind)."""
 
 from __future__ import annotations
 
@@ -43,6 +44,9 @@ class LogState:
     #: Age of the oldest event no digest covers yet (0: every event is digested).
     digest_lag_seconds: float
     runs: dict[str, LastRun] = field(default_factory=dict)
+    #: The share of PostgreSQL's NOTIFY queue (8 GB) in use, 0 to 1: held by a LISTENer
+    #: that stopped reading; full, every commit fails (the log's NOTIFY is in it).
+    notify_queue_usage: float = 0.0
 
 
 _HEAD = (
@@ -52,7 +56,8 @@ _HEAD = (
     # the commit time of the oldest event no digest covers yet
     " (SELECT recorded_at FROM entry_history WHERE position > COALESCE("
     "   (SELECT position FROM digests ORDER BY seq DESC LIMIT 1), 0)"
-    "  ORDER BY position LIMIT 1)"
+    "  ORDER BY position LIMIT 1),"
+    " pg_notification_queue_usage()"
 )
 
 # The commit time of the first event after a position: ``ORDER BY position LIMIT 1`` walks
@@ -87,7 +92,7 @@ async def read_log_state(conn: psycopg.AsyncConnection[Any],
     row = await cur.fetchone()
     assert row is not None
     head, now = int(row[0] or 0), row[1]
-    digest_seq, digest_at, undigested = row[2], row[3], row[4]
+    digest_seq, digest_at, undigested, queue = row[2], row[3], row[4], row[5]
     cur = await conn.execute(_BROADCASTER, (broadcaster_name,), prepare=True)
     found = await cur.fetchone()
     broadcaster = (None if found is None
@@ -103,4 +108,5 @@ async def read_log_state(conn: psycopg.AsyncConnection[Any],
         else round(max(0.0, (now - digest_at).total_seconds()), 3),
         digest_seq=None if digest_seq is None else int(digest_seq),
         digest_lag_seconds=0.0 if undigested is None
-        else round(max(0.0, (now - undigested).total_seconds()), 3), runs=runs)
+        else round(max(0.0, (now - undigested).total_seconds()), 3), runs=runs,
+        notify_queue_usage=float(queue or 0.0))

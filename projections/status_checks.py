@@ -22,6 +22,9 @@ LAG_AMBER, LAG_RED = 5.0, 60.0
 BACKUP_AMBER, BACKUP_RED = 15 * 60.0, 60 * 60.0
 #: A full verify is expected daily: amber after a day without a success, red after a week.
 VERIFY_AMBER, VERIFY_RED = 25 * 3600.0, 7 * 86_400.0
+#: PostgreSQL's NOTIFY queue, the share in use: a working ledger keeps it near 0 (every
+#: LISTENer drains it as commits come); PostgreSQL itself warns from half full.
+NOTIFY_QUEUE_AMBER, NOTIFY_QUEUE_RED = 0.05, 0.5
 
 
 @dataclass(frozen=True)
@@ -117,11 +120,25 @@ def judge(state: LogState, settings: Settings) -> list[Check]:
         age = ("no digest yet" if state.digest_age_seconds is None
                else f"latest {_seconds(state.digest_age_seconds)} ago")
         checks.append(Check("digests", lag.level, f"{age}; {lag.value}", lag.threshold))
+    checks.append(notify_queue(state.notify_queue_usage))
     checks.append(last_run("last backup", state, "export", BACKUP_AMBER, BACKUP_RED,
                            "run ssot export on a schedule"))
     checks.append(last_run("last verify", state, "verify", VERIFY_AMBER, VERIFY_RED,
                            "run ssot verify on a schedule"))
     return checks
+
+
+def notify_queue(usage: float) -> Check:
+    """PostgreSQL's NOTIFY queue: each commit's NOTIFY waits in it until every LISTENer
+    has read it, and carries the commit's events when they are small (migration 0024), so
+    a LISTENer that stopped reading (a stuck process, a session idle in a transaction)
+    fills it within hours under load; full, every commit fails."""
+    level = RED if usage >= NOTIFY_QUEUE_RED else AMBER if usage >= NOTIFY_QUEUE_AMBER \
+        else GREEN
+    return Check("notify queue", level, f"{usage * 100:.1f} % used",
+                 f"amber from {NOTIFY_QUEUE_AMBER * 100:g} %, red from "
+                 f"{NOTIFY_QUEUE_RED * 100:g} %: a LISTENer is not reading "
+                 "(pg_stat_activity); full, commits fail")
 
 
 def overall(checks: list[Check]) -> str:

@@ -55,6 +55,13 @@ def test_events_waiting_long_for_a_digest_mean_the_digester_is_not_running() -> 
     assert levels(state(digest_lag_seconds=10 ** 6), digests=False)["digests"] == GREEN
 
 
+def test_a_notify_queue_that_fills_is_amber_from_5_percent_and_red_from_half() -> None:
+    assert levels(state())["notify queue"] == GREEN
+    assert levels(state(notify_queue_usage=0.049))["notify queue"] == GREEN
+    assert levels(state(notify_queue_usage=0.05))["notify queue"] == AMBER
+    assert levels(state(notify_queue_usage=0.5))["notify queue"] == RED
+
+
 def test_entries_violating_their_schema_make_the_schemas_line_amber() -> None:
     assert schemas((0, 0, 0, 0)).level == GREEN
     assert schemas((2, 0, 0, 5)).level == GREEN
