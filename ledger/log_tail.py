@@ -73,7 +73,8 @@ class LogEvent:
         self.version = version
         self.raw = raw
         #: The entry's version-history row (``cloudevents.FIELDS``; what a CloudEvent is
-        #: made of) when read with it; None for namespace settings, or when not read.
+        #: made of) when read with it; None for an event without one, or when not read
+        #: (a namespace's settings events have one too, in the system namespace).
         self.history = history
         self._state: dict[str, Any] | None = None
 
