@@ -360,7 +360,6 @@ class LogTail:
                 if events is not None:
                     self.carried += bool(events)
                 else:  # woken by the poll, or a NOTIFY that did not carry its commit
-                    self._notes = []  # (what they announced is read now)
                     events = log_events(await wire.read(self.head, 2**62, self.capacity),
                                         history=True)
                 if events:
@@ -385,7 +384,7 @@ class LogTail:
         positions follow the head without a gap (positions are committed in order under
         the log's lock, so nothing committed lies between). None otherwise (woken without
         a NOTIFY, a commit too large to carry, a gap a rolled-back batch left): the range
-        is then read."""
+        is then read, which holds what they announced. Either way the NOTIFYs are taken."""
         notes, self._notes = self._notes, []
         if not notes:
             return None

@@ -43,9 +43,13 @@ def _seconds(value: float) -> str:
     return f"{value / 3600:.1f} h"
 
 
+def level_of(value: float, amber: float, red: float) -> str:
+    """Green under ``amber``, amber from it, red from ``red``."""
+    return GREEN if value < amber else AMBER if value < red else RED
+
+
 def by_age(name: str, age: float, amber: float, red: float, what: str) -> Check:
-    level = GREEN if age < amber else AMBER if age < red else RED
-    return Check(name, level, f"{what} {_seconds(age)}",
+    return Check(name, level_of(age, amber, red), f"{what} {_seconds(age)}",
                  f"amber >= {_seconds(amber)}, red >= {_seconds(red)}")
 
 
@@ -133,9 +137,8 @@ def notify_queue(usage: float) -> Check:
     has read it, and carries the commit's events when they are small (migration 0024), so
     a LISTENer that stopped reading (a stuck process, a session idle in a transaction)
     fills it within hours under load; full, every commit fails."""
-    level = RED if usage >= NOTIFY_QUEUE_RED else AMBER if usage >= NOTIFY_QUEUE_AMBER \
-        else GREEN
-    return Check("notify queue", level, f"{usage * 100:.1f} % used",
+    return Check("notify queue", level_of(usage, NOTIFY_QUEUE_AMBER, NOTIFY_QUEUE_RED),
+                 f"{usage * 100:.1f} % used",
                  f"amber from {NOTIFY_QUEUE_AMBER * 100:g} %, red from "
                  f"{NOTIFY_QUEUE_RED * 100:g} %: a LISTENer is not reading "
                  "(pg_stat_activity); full, commits fail")
