@@ -52,6 +52,8 @@ _TICK_MS = 1000.0 / os.sysconf("SC_CLK_TCK")
 
 FOLLOWERS, HTTP, WRITER, OTHER = "followers (supervisor)", "HTTP workers", "writer", "other"
 KINDS = (HTTP, WRITER, FOLLOWERS)
+#: The servers beside ``ssot serve`` whose CPU per operation the phases' table shows.
+BESIDE = {"postgres": "PostgreSQL", "nats": "NATS"}
 
 # Targets (ms of CPU per operation, and % of one core when idle), from the issue.
 HTTP_PUT_MS, HTTP_GET_MS, FOLLOWERS_MS = 0.5, 0.25, 0.3
@@ -131,6 +133,10 @@ def phase_figures(label: str, ops: int, seconds: float, kinds: dict[str, float],
         if seconds > 0 else None,
         "threads_ms_per_op": {k: round(v / per, 3) for k, v in
                               sorted(threads.items(), key=lambda kv: -kv[1]) if v > 0},
+        # PostgreSQL's and the NATS servers' CPU over the phase, per operation (for
+        # reference: they share the machine's cores with the server)
+        "beside_ms_per_op": {k: round(cpu[k] * seconds * 10 / per, 3) for k in BESIDE
+                             if cpu.get(k) is not None},
         "cpu": cpu,
     }
 
@@ -242,15 +248,20 @@ def summarize(budget: dict[str, Any]) -> list[str]:
     phases = budget.get("phases", {})
     lines = ["", "(r) CPU budget of `ssot serve`, ms of CPU per operation (idle: per second) "
              "by kind of process, from /proc/PID/task/TID/stat; a PUT phase lasts until the "
-             "followers have caught up with it:", "",
+             "followers have caught up with it. PostgreSQL and NATS (the servers beside it, "
+             "for reference) are every process of each on this machine, the bench's own "
+             "queries included:", "",
              "| phase | ops | ops/s | mean batch | " + " | ".join(KINDS)
+             + " | " + " | ".join(BESIDE.values())
              + " | server % of a core | other % of a core |",
-             "|---|---:|---:|---:|" + "---:|" * (len(KINDS) + 2)]
+             "|---|---:|---:|---:|" + "---:|" * (len(KINDS) + len(BESIDE) + 2)]
     for label, phase in phases.items():
         per = phase["ms_per_op"]
+        beside = phase.get("beside_ms_per_op") or {}
         lines.append(f"| {label} | {phase['ops']:,} | {fmt(phase.get('requests_per_s'), 0)} | "
                      f"{phase.get('mean_batch') or '—'} | "
-                     + " | ".join(fmt(per.get(k), 3) for k in KINDS)
+                     + " | ".join(fmt(per.get(k), 3) for k in KINDS) + " | "
+                     + " | ".join(fmt(beside.get(k), 3) for k in BESIDE)
                      + f" | {fmt(phase['total_percent_of_core'], 1)} | "
                      f"{fmt((phase.get('cpu') or {}).get('other'), 0)} |")
     lines += ["", "Busiest threads (ms of CPU per operation; idle: per second; names as the "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import psycopg
@@ -199,6 +199,61 @@ def test_a_commit_hidden_by_a_dropped_connection_is_reported_as_done(
             futures[2].result()
         assert event_count(db) == before + 2  # committed once, reported once
     finally:
+        app.close()
+
+
+class KeepsStates(LedgerRecorder):
+    """A recorder that keeps each stored event it was handed, as the library made it."""
+
+    handed: ClassVar[list[Any]] = []
+
+    def insert_events(self, stored_events: Any, **kwargs: Any) -> Any:
+        KeepsStates.handed.extend(stored_events)
+        return super().insert_events(stored_events, **kwargs)
+
+
+def test_a_batch_stores_each_state_byte_for_byte_in_its_order(
+    database_url: str, ns: str, db: Any
+) -> None:
+    """The append sends a batch's states joined in one bytea and cuts each out at its
+    offset (``store.append_parameters``): states of very different sizes, a document
+    with non-ASCII text and bytes that look like escapes, and several versions of one
+    entry in one batch each come back exactly as the library made them, at the position
+    of their event."""
+    migrate(database_url)
+    KeepsStates.handed = []
+    app = open_application(database_url, pool_size=1, recorder=KeepsStates)
+    writer = GroupCommitWriter(app, lambda _ns: Limits())
+    try:
+        futures = [
+            writer.submit(Put(ns, "small", document={}), context()),
+            writer.submit(Put(ns, "large", document={"x": "é\\x00" * 20_000}), context()),
+            writer.submit(Put(ns, "small", Expectation(if_match=1), document={"n": 1}),
+                          context()),
+            writer.submit(Put(ns, "text", document={"t": "\\\"'\t ☃ 𝄞"}), context()),
+            writer.submit(Put(ns, "small", Expectation(if_match=2), document={"l": [1, 2]}),
+                          context()),
+        ]
+        writer.start()  # the five are drained as one batch
+        results = [f.result(10) for f in futures]
+        assert len({r.position for r in results}) == 5
+        handed = {(e.originator_id, e.originator_version): e for e in KeepsStates.handed}
+        assert len(handed) == 5
+        assert len({len(e.state) for e in handed.values()}) >= 3
+        with db.cursor() as cur:
+            rows = cur.execute(
+                "SELECT originator_id, originator_version, topic, state, notification_id"
+                " FROM ssot_events WHERE notification_id = ANY(%s)",
+                ([r.position for r in results],)).fetchall()
+        assert len(rows) == 5
+        for originator_id, version, topic, state, position in rows:
+            stored = handed[(originator_id, version)]
+            assert (topic, bytes(state)) == (stored.topic, stored.state)
+            assert position in {r.position for r in results}
+        by_position = sorted(rows, key=lambda row: row[4])
+        assert [row[1] for row in by_position if row[0] == stream_id(ns, "small")] == [1, 2, 3]
+    finally:
+        writer.stop()
         app.close()
 
 

@@ -136,8 +136,14 @@ def test_cpu_is_added_up_per_kind_and_per_thread_name() -> None:
     assert kinds == {FOLLOWERS: 4 * tick, HTTP: 5 * tick}
     assert threads == {f"{FOLLOWERS} / ssot-broadcaste": 4 * tick,
                        f"{HTTP} / python": 3 * tick, f"{HTTP} / asyncio_0": 2 * tick}
-    figures = budget.phase_figures("put_1", 2, 0.5, kinds, threads, {"other": 1.0})
+    figures = budget.phase_figures("put_1", 2, 0.5, kinds, threads,
+                                   {"other": 1.0, "postgres": 40.0, "nats": None})
     assert figures["ms_per_op"][HTTP] == round(5 * tick / 2, 3)
+    # 40 % of a core for 0.5 s is 200 ms, over 2 operations; a server not measured is left out
+    assert figures["beside_ms_per_op"] == {"postgres": 100.0}
+    table = budget.summarize({"phases": {"put_1": figures}})
+    assert "| PostgreSQL | NATS |" in table[3]
+    assert f"| {round(4 * tick / 2, 3):.3f} | 100.000 | — |" in table[5]
     assert figures["total_percent_of_core"] == round(9 * tick / 0.5 / 10, 2)
     assert next(iter(figures["threads_ms_per_op"])) == f"{FOLLOWERS} / ssot-broadcaste"
 
