@@ -345,6 +345,33 @@ class HttpConnection:
 _CALLGRIND_TOTALS = re.compile(rb"^totals: (\d+)", re.MULTILINE)
 
 
+def host_speed(repeat: int = 3) -> dict[str, float]:
+    """How fast this host runs plain Python now, in CPU seconds (best of ``repeat``): a loop of
+    10M integer additions, and a dict of 1M entries built and its items sorted (which
+    allocates). Hosts of the same kind have differed by 3x in the first and 15x in the
+    second, and one host by a third within an hour; the figures put a run's absolute
+    rates, which are bound by the CPU, beside the machine that made them."""
+
+    def adds() -> None:
+        total = 0
+        for i in range(10_000_000):
+            total += i
+
+    def dict_sort() -> None:
+        table = {i: -i for i in range(1_000_000)}
+        sorted(table.items(), key=lambda item: item[1])
+
+    def best(work: Callable[[], None]) -> float:
+        times = []
+        for _ in range(repeat):
+            started = time.process_time()
+            work()
+            times.append(time.process_time() - started)
+        return round(min(times), 3)
+
+    return {"adds_10m_s": best(adds), "dict_sort_1m_s": best(dict_sort)}
+
+
 def callgrind_total(path: Path) -> int:
     """The instructions a callgrind output file counted."""
     found = _CALLGRIND_TOTALS.search(path.read_bytes())

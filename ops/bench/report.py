@@ -187,6 +187,20 @@ def noisy_steps(report: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]
         if any("| NOISY" in line for line in report.get(part, {}).get("summary_md", []))]
 
 
+def speed_line(start: dict[str, float], end: dict[str, float] | None) -> str:
+    """The host's speed at the start of the run (and at its end), as ``host_speed``
+    measured it."""
+
+    def spelt(speed: dict[str, float]) -> str:
+        return (f"10M Python additions {speed['adds_10m_s']:.3f} s, 1M dict entries built "
+                f"and sorted {speed['dict_sort_1m_s']:.3f} s")
+
+    line = f"Host speed (CPU seconds, best of three; lower is faster): {spelt(start)}"
+    if end:
+        line += f"; at the end: {spelt(end)}"
+    return line + "."
+
+
 def markdown(report: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     machine = report["machine"]
     git = machine.get("git") or {}
@@ -201,6 +215,8 @@ def markdown(report: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         + f"; server: `ssot serve --workers {report.get('server_workers', 1)}`"
         + (f"; only the {report['only']} steps" if report.get("only") else ""),
     ]
+    if machine.get("speed"):
+        lines += ["", speed_line(machine["speed"], machine.get("speed_at_end"))]
     noisy = noisy_steps(report, rows)
     if noisy:
         lines += ["", f"**Noisy run**: other processes used more than {NOISY_OTHER:g} % of a "

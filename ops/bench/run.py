@@ -48,7 +48,7 @@ from . import (
 )
 from .database import Monitor, conninfo, describe_server, postmaster_of, with_database
 from .http_load import RSS_WRITES, RSS_WRITES_QUICK
-from .measuring import HOST, CpuMeter, bearer, say, worker_pid
+from .measuring import HOST, CpuMeter, bearer, host_speed, say, worker_pid
 from .report import evaluate, markdown, noisy_steps, write_results
 from .server import Server
 
@@ -120,6 +120,7 @@ class Bench:
             "server_workers": workers,
             "machine": machine_facts(),
         }
+        self.report["machine"]["speed"] = host_speed()
         self.monitor: Monitor | None = None
         self.database = f"ssot_bench_{secrets.token_hex(4)}"
         self.token = secrets.token_hex(3)
@@ -188,6 +189,7 @@ class Bench:
             if self.only is None:
                 self.report["cluster"] = cluster.measure(work, self.duration)
         self.report["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+        self.report["machine"]["speed_at_end"] = host_speed()
         return self.report
 
     def with_server(self, database_url: str, nats_url: str, work: Path, meter: CpuMeter,

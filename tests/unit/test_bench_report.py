@@ -170,6 +170,26 @@ def test_a_passing_step_on_a_busy_machine_is_noisy_and_a_failing_one_still_fails
     assert "**Noisy run**" in text and "| NOISY |" in text
 
 
+def test_the_header_gives_the_hosts_speed_at_the_start_and_the_end() -> None:
+    rep = base_report(budget=good_budget())
+    text = report.markdown(rep, report.evaluate(rep))
+    assert "Host speed" not in text  # a report from before the figures were taken
+    rep["machine"]["speed"] = {"adds_10m_s": 0.8, "dict_sort_1m_s": 0.3141}
+    rep["machine"]["speed_at_end"] = {"adds_10m_s": 0.95, "dict_sort_1m_s": 0.4}
+    text = report.markdown(rep, report.evaluate(rep))
+    assert ("Host speed (CPU seconds, best of three; lower is faster): 10M Python additions "
+            "0.800 s, 1M dict entries built and sorted 0.314 s; at the end: 10M Python "
+            "additions 0.950 s, 1M dict entries built and sorted 0.400 s.") in text
+
+
+def test_the_hosts_speed_is_measured_in_cpu_seconds() -> None:
+    from nexus_ssot.ops.bench.measuring import host_speed
+
+    speed = host_speed(repeat=1)
+    assert set(speed) == {"adds_10m_s", "dict_sort_1m_s"}
+    assert all(0 < value < 60 for value in speed.values())
+
+
 def test_a_quiet_run_says_nothing_of_noise() -> None:
     rep = base_report(budget=good_budget())
     rows = report.evaluate(rep)
