@@ -246,10 +246,13 @@ def test_a_batch_stores_each_state_byte_for_byte_in_its_order(
                 " FROM ssot_events WHERE notification_id = ANY(%s)",
                 ([r.position for r in results],)).fetchall()
         assert len(rows) == 5
+        # each write's answer names its event's version and position
+        answered = {(stream_id(ns, key), r.version): r.position for key, r in
+                    zip(["small", "large", "small", "text", "small"], results, strict=True)}
         for originator_id, version, topic, state, position in rows:
             stored = handed[(originator_id, version)]
             assert (topic, bytes(state)) == (stored.topic, stored.state)
-            assert position in {r.position for r in results}
+            assert answered[(originator_id, version)] == position
         by_position = sorted(rows, key=lambda row: row[4])
         assert [row[1] for row in by_position if row[0] == stream_id(ns, "small")] == [1, 2, 3]
     finally:
