@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import contextlib
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Any
 
 import psycopg
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -33,7 +33,6 @@ from .params import (
     ENTRY_ERRORS,
     JSON,
     JSON_PATCH,
-    MAX_INT,
     MERGE_PATCH,
     READ_ERRORS,
     WRITE_HEADERS,
@@ -44,6 +43,7 @@ from .params import (
     KeyPrefix,
     Limit,
     Namespace,
+    PastVersion,
     WrittenPosition,
     address,
     one_coordinate,
@@ -156,7 +156,7 @@ async def get_entry(
     request: Request,
     namespace: Namespace,
     key: Key,
-    version: Annotated[int | None, Query(ge=1, le=MAX_INT, description="A past version")] = None,
+    version: PastVersion = None,
     as_of: AsOf = None,
     position: AtPosition = None,
     min_position: WrittenPosition = None,
@@ -168,8 +168,11 @@ async def get_entry(
         return _current(request, ns, k, await read_current(service, ns, k))
     async with _reading(service, version, as_of, position, min_position) as conn:
         if as_of is not None or position is not None:
-            cut = await cut_at(conn, as_of, position)
-            found_at = await entry_at.entry_at(conn, ns, k, cut)
+            if as_of is not None:
+                cut, found_at = await entry_at.entry_as_of(conn, ns, k, as_of)
+            else:
+                cut = await cut_at(conn, None, position)
+                found_at = await entry_at.entry_at(conn, ns, k, cut)
             when = _when(as_of, cut)
             if found_at is None:
                 raise await unless_namespace_missing(conn, ns, NotFound(

@@ -6,17 +6,22 @@ An ASGI middleware, the innermost: identity, rate limit and correlation id are s
 before it (``app.py``). It takes a request only when its answer is sure to be the one
 the framework would give:
 
-- the method is GET or PUT and the path is ``/v1/namespaces/{namespace}/entries/{key}``
-  with no query string (a read's ``version``, ``as_of`` and ``position`` are the
-  framework's to validate), whose key's last segment is not an entry's sub-resource
-  (``…/history`` and the others are routed elsewhere);
+- the method is GET or PUT and the path is ``/v1/namespaces/{namespace}/entries/{key}``,
+  whose key's last segment is not an entry's sub-resource (``…/history`` and the others
+  are routed elsewhere);
+- a PUT has no query string; a GET has none, or one past coordinate alone, spelt plainly
+  and valid (``params.past_coordinate``: ``version=5``, ``position=7``,
+  ``as_of=2026-12-01T08:00:00Z``); any other query string is the framework's to
+  validate;
 - the caller is authenticated and the policies allow the route's action at once
   (``guard.passes``): a refusal, its fresh policy read and its access-log record stay
   with ``guard.authorize``.
 
 Anything else goes on, untouched, to the framework. A request taken runs what the route
 would: a PUT, the route function itself (``entries.put_entry``) with the path's namespace
-and key; a GET, the content negotiation of ``negotiation.check`` and the pieces of
+and key; a GET at a past coordinate, the content negotiation of ``negotiation.check`` and
+then the route function (``entries.get_entry``) with the coordinate; a GET of the current
+state, the content negotiation and the pieces of
 ``entries.get_entry`` that read the current state (``entries.read_current``,
 ``entries.current_answer``), its answer sent as the framework's response object would
 send it, without making one. An exception either raises is answered by the handler the
@@ -38,7 +43,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import entries, guard, negotiation
-from .params import JSON, address
+from .params import JSON, address, past_coordinate
 from .service import Service
 
 _JSON = JSON.encode("latin-1")
@@ -50,6 +55,8 @@ _ENTRY_PATH = re.compile(r"^/v1/namespaces/(?P<namespace>[^/]+)/entries/(?P<key>
 _SUB_RESOURCES = frozenset({"history", "diff", "proof", "revert", "restore"})
 
 Endpoint = Callable[..., Awaitable[Response]]
+#: A GET's past coordinate, as keyword arguments of ``entries.get_entry`` (empty: now).
+Past = dict[str, Any]
 
 
 def _route(router: Any, method: str) -> APIRoute:
@@ -76,16 +83,18 @@ class EntryFastPath:
         if taken is None:
             await self.app(scope, receive, send)
             return
-        (route, endpoint, offered), params, service = taken
+        (route, endpoint, offered), params, service, past = taken
         scope["route"] = route
         scope["endpoint"] = route.endpoint
         scope["path_params"] = params
-        if offered is not None:
+        if offered is not None and not past:
             await self._read(scope, receive, send, offered, params, service)
             return
         request = Request(scope, receive, send)
         try:
-            response = await endpoint(request, params["namespace"], params["key"])
+            if offered is not None:
+                negotiation.check(_first(scope, b"accept"), offered)
+            response = await endpoint(request, params["namespace"], params["key"], **past)
         except Exception as exc:
             response = await _answer_to(request, exc)
         await response(scope, receive, send)
@@ -93,8 +102,8 @@ class EntryFastPath:
     async def _read(self, scope: Scope, receive: Receive, send: Send,
                     offered: set[tuple[str, str]], params: dict[str, str],
                     service: Service) -> None:
-        """A GET of the entry's current state (the only GET taken: no query string),
-        answered as ``entries.get_entry`` answers it, from the request's raw parts and
+        """A GET of the entry's current state (no query string), answered as
+        ``entries.get_entry`` answers it, from the request's raw parts and
         straight into the two messages of the answer: no request or response object of
         the framework's, which were a tenth of such a read's Python calls."""
         try:
@@ -115,14 +124,21 @@ class EntryFastPath:
         await send({"type": "http.response.body", "body": body})
 
     def _takes(self, scope: Scope) -> tuple[tuple[APIRoute, Endpoint, Any],
-                                            dict[str, str], Service] | None:
-        """The route, path parameters and service of a request this path takes, else
-        None."""
-        if scope["type"] != "http" or scope.get("query_string") or scope.get("root_path"):
+                                            dict[str, str], Service, Past] | None:
+        """The route, path parameters, service and past coordinate (a GET's, or none) of
+        a request this path takes, else None."""
+        if scope["type"] != "http" or scope.get("root_path"):
             return None
         chosen = self.routes.get(scope["method"])
         if chosen is None:
             return None
+        query = scope.get("query_string")
+        past: Past = {}
+        if query:
+            coordinate = past_coordinate(query) if scope["method"] == "GET" else None
+            if coordinate is None:
+                return None
+            past = coordinate
         match = _ENTRY_PATH.match(scope["path"])
         if match is None:
             return None
@@ -135,7 +151,7 @@ class EntryFastPath:
                 identity, service.access.policies, scope["method"], guard.ENTRY_TEMPLATE,
                 params):
             return None
-        return chosen, params, service
+        return chosen, params, service, past
 
 
 def _first(scope: Scope, name: bytes) -> str | None:

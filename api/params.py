@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from typing import Annotated, Any
+from urllib.parse import parse_qsl
 
 from fastapi import Path, Query, Request
 from pydantic import BeforeValidator
@@ -58,6 +59,7 @@ def rfc3339_only(value: Any) -> Any:
 _RFC3339_START = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
 AsOf = Annotated[datetime | None, BeforeValidator(rfc3339_only), Query(
     description="RFC 3339 time: the state as of the last event committed at or before it")]
+PastVersion = Annotated[int | None, Query(ge=1, le=MAX_INT, description="A past version")]
 AtPosition = Annotated[int | None, Query(
     ge=0, le=MAX_INT, description="Global position: the state after the event at this position")]
 #: Read-your-writes on a read replica (api/read_replica.py).
@@ -65,6 +67,39 @@ WrittenPosition = Annotated[int | None, Query(
     ge=0, le=MAX_INT, description="Read a state that includes this global position (the "
     "`position` a write returned): a read replica serves it once it has replayed it, else "
     "the primary does; beyond the log's head, 400")]
+
+#: The plainest spellings of ``version``, ``position`` and ``as_of``: a subset of what
+#: the framework validates them into, each read here into the value it gives
+#: (``past_coordinate``).
+_PLAIN_COUNT = re.compile(r"0|[1-9][0-9]{0,18}")
+_PLAIN_TIME = re.compile(
+    r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:Z|[+-]\d{2}:\d{2})")
+
+
+def past_coordinate(query_string: bytes) -> dict[str, int | datetime] | None:
+    """The one past coordinate of an entry's read (``{"version": 5}``, ``{"position":
+    7}`` or ``{"as_of": datetime}``) when the query string is that parameter alone, spelt
+    plainly and valid; None for anything else, which the framework then validates (so
+    that this never answers where it would have refused, nor the other way round): a
+    number with a sign, leading zeros or out of range, a time in another of RFC 3339's
+    spellings, a repeated or further parameter."""
+    pairs = parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)
+    if len(pairs) != 1:
+        return None
+    name, value = pairs[0]
+    if name in ("version", "position"):
+        if not _PLAIN_COUNT.fullmatch(value):
+            return None
+        number = int(value)
+        return {name: number} if (name == "position" or number >= 1) \
+            and number <= MAX_INT else None
+    if name == "as_of" and _PLAIN_TIME.fullmatch(value):
+        try:
+            return {name: datetime.fromisoformat(value)}
+        except ValueError:  # a month 13, a day 31 of a month of 30, an offset of 24 h
+            return None
+    return None
+
 
 #: Query text reaches SQL: a prefix holds only what keys are made of.
 KeyPrefix = Annotated[str, Query(max_length=MAX_KEY_LENGTH, pattern=r"^[A-Za-z0-9._/-]*$",

@@ -86,6 +86,42 @@ async def entry_at(
     return None if row is None else (row[0], row[1], row[2].encode())
 
 
+# ``_POSITION_AT`` and ``_ENTRY_AT`` in one statement: the cut, and the entry's last event
+# at or before it (no row of ``h``: it did not exist yet).
+_ENTRY_AS_OF = (
+    f"SELECT c.position, h.version, h.event_type, {entry_json('h')}"
+    " FROM (SELECT coalesce((SELECT position FROM entry_history WHERE recorded_at <= %s"
+    "   ORDER BY recorded_at DESC, position DESC LIMIT 1), 0) AS position) c"
+    " LEFT JOIN LATERAL (SELECT * FROM entry_history"
+    "   WHERE namespace = %s AND key = %s AND position <= c.position"
+    "   ORDER BY position DESC LIMIT 1) h ON true"
+)
+
+
+async def entry_as_of(
+    conn: AsyncConnection[tuple[Any, ...]], namespace: str, key: str, moment: datetime
+) -> tuple[int, tuple[int, str, bytes] | None]:
+    """``position_at`` and then ``entry_at`` there, in one round trip when no append is in
+    flight: the check of the appends in flight and the read go out together, and the read,
+    a statement after the check, takes its snapshot once the check has found none (read
+    committed: a snapshot per statement). When the check finds some, the read is thrown
+    away and made again once they have finished."""
+    params = (moment, namespace, key)
+    async with conn.pipeline() as pipeline:
+        check = await conn.execute(_APPENDS_IN_FLIGHT, prepare=True)
+        read = await conn.execute(_ENTRY_AS_OF, params, prepare=True)
+        await pipeline.sync()
+        in_flight = await check.fetchall()
+        row = await read.fetchone()
+    if in_flight:
+        await settled(conn)
+        cur = await conn.execute(_ENTRY_AS_OF, params, prepare=True)
+        row = await cur.fetchone()
+    assert row is not None  # one row, the cut's, whether or not the entry existed there
+    cut = int(row[0])
+    return cut, (None if row[1] is None else (row[1], row[2], row[3].encode()))
+
+
 # Keys in order from the current-state table (every key ever written), and for each the
 # last event at or before the cut, found through the history's primary key.
 _CUT = (

@@ -82,3 +82,37 @@ def test_a_refused_write_answers_alike(api: Any, ns: str) -> None:
     with httpx.Client(base_url=api.url, timeout=30) as anonymous:
         both_ways(anonymous, "PUT", f"/v1/namespaces/{ns}/entries/k", json={"a": 1})
         both_ways(anonymous, "GET", f"/v1/namespaces/{ns}/entries/k")
+
+
+def test_reads_at_a_past_coordinate_answer_alike(client: httpx.Client, ns: str) -> None:
+    url = f"/v1/namespaces/{ns}/entries"
+    written = [client.put(f"{url}/k", json={"v": n}).json() for n in range(3)]
+    client.put(f"{url}/gone", json={"y": 1}).raise_for_status()
+    client.delete(f"{url}/gone").raise_for_status()
+    first, last = written[0], written[-1]
+    before = first["recorded_at"].replace(first["recorded_at"][:4],
+                                          str(int(first["recorded_at"][:4]) - 1), 1)
+    coordinates: list[dict[str, str]] = [
+        *({"version": str(v)} for v in (1, 2, 3, 4, 99)),
+        *({"position": str(p)} for p in (0, first["position"], last["position"],
+                                         last["position"] + 10**6)),
+        *({"as_of": t} for t in (before, first["recorded_at"], last["recorded_at"],
+                                 "2999-01-01T00:00:00Z", "2999-01-01T00:00:00.5+05:30")),
+        # spellings the fast path leaves to the framework, refused or not
+        {"version": "0"}, {"version": "05"}, {"position": "-1"},
+        {"as_of": "2026-12-01T08:00:00"}, {"as_of": "2026-02-30T08:00:00Z"},
+    ]
+    for key in ("k", "gone", "missing", "bad$key", "k/history"):
+        for coordinate in coordinates:
+            for headers in ({}, {"Accept": "text/html"}, {"If-None-Match": '"2"'}):
+                fast = client.get(f"{url}/{key}", params=coordinate, headers=headers)
+                framework = client.get(f"{url}/{key}", params={**coordinate, "ignored": "1"},
+                                       headers=headers)
+                assert answer(fast) == answer(framework), (key, coordinate, headers)
+    # and the fast path's answers are the reads' own: the versions written, and their time
+    assert [client.get(f"{url}/k", params={"version": str(v)}).json()["document"]
+            for v in (1, 2, 3)] == [{"v": 0}, {"v": 1}, {"v": 2}]
+    assert client.get(f"{url}/k", params={"as_of": written[1]["recorded_at"]}).json()[
+        "version"] == 2
+    deleted = client.get(f"{url}/gone", params={"version": "2"})
+    assert (deleted.status_code, deleted.json()["code"]) == (404, "entry_deleted")
