@@ -170,8 +170,9 @@ async def get_entry(
         if as_of is not None or position is not None:
             if as_of is not None:
                 cut, found_at = await entry_at.entry_as_of(conn, ns, k, as_of)
-            else:
-                cut = await cut_at(conn, None, position)
+            else:  # the connection holds the position: _reading checked it against the head
+                assert position is not None
+                cut = position
                 found_at = await entry_at.entry_at(conn, ns, k, cut)
             when = _when(as_of, cut)
             if found_at is None:
@@ -272,8 +273,10 @@ async def list_entries(
     async with _reading(service, None, as_of, at, min_position) as conn:
         if state is not None and "at" in state:  # follow-up pages stay on the first's cut
             cut: int | None = state["at"]
-        elif as_of is not None or position is not None:
-            cut = await cut_at(conn, as_of, position)
+        elif as_of is not None:
+            cut = await cut_at(conn, as_of, None)
+        elif position is not None:  # _reading checked it against the connection's head
+            cut = position
         else:
             cut = None
 
@@ -298,7 +301,10 @@ def _reading(service: Service, version: int | None, as_of: datetime | None,
              position: int | None, min_position: int | None
              ) -> contextlib.AbstractAsyncContextManager[psycopg.AsyncConnection[Any]]:
     """The connection a read of entries runs on: the read replica when it can serve it
-    (read_replica.py), which reads at a version or a time never ask."""
+    (read_replica.py), which reads at a version or a time never ask. A ``position`` is
+    checked here, against the head of the connection's log (``read_connection``: on the
+    primary, one beyond the head is refused; a replica is taken only once it holds it),
+    so that the read need not ask the head again."""
     if version is not None or as_of is not None:
         return service.pool.connection()
     if position is not None and (min_position is None or position >= min_position):

@@ -108,6 +108,13 @@ def test_a_client_reads_its_own_write_from_the_replica_or_else_from_the_primary(
         read = http.get("/v1/namespaces/ryw/entries/a",
                         params={"min_position": written["position"]})
         assert read.status_code == 200 and read.json()["document"] == {"v": 1}
+        # a read at a position: the replica once it holds it (else the primary), which
+        # refuses one beyond its head
+        at = http.get("/v1/namespaces/ryw/entries/a", params={"position": written["position"]})
+        assert at.status_code == 200 and at.json()["document"] == {"v": 1}
+        at = http.get("/v1/namespaces/ryw/entries/a",
+                      params={"position": written["position"] + 1000})
+        assert (at.status_code, at.json()["code"]) == (400, "position_beyond_head")
         replica.pause()  # the replica falls behind (and stops answering)
         try:
             written = http.put("/v1/namespaces/ryw/entries/a", json={"v": 2}).json()
