@@ -345,12 +345,46 @@ class HttpConnection:
 _CALLGRIND_TOTALS = re.compile(rb"^totals: (\d+)", re.MULTILINE)
 
 
+#: A process that answers each byte it reads with the same byte, until "q" or the end.
+_ECHO = ("import os\nos.write(1, b'r')\nwhile True:\n    b = os.read(0, 1)\n"
+         "    if not b or b == b'q':\n        break\n    os.write(1, b)\n")
+
+
+def wakeup_round_trip_us(round_trips: int = 10_000) -> float:
+    """Microseconds of wall clock for one byte to another process and back over pipes,
+    each side asleep until the other writes: the kernel's wake-up of a sleeping process,
+    twice. The ledger's processes hand every request and commit to each other this way,
+    and a host's hour can make this path twice as slow while plain Python runs as fast as
+    ever (2026-12-07: the AMD host's slow hour)."""
+    child = subprocess.Popen([sys.executable, "-c", _ECHO], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, bufsize=0)
+    assert child.stdin is not None and child.stdout is not None
+    to_child, from_child = child.stdin.fileno(), child.stdout.fileno()
+    try:
+        if os.read(from_child, 1) != b"r":
+            raise RuntimeError("the echo process did not start")
+        started = time.perf_counter()
+        for _ in range(round_trips):
+            os.write(to_child, b"x")
+            if os.read(from_child, 1) != b"x":
+                raise RuntimeError("the echo process stopped answering")
+        elapsed = time.perf_counter() - started
+        os.write(to_child, b"q")
+    finally:
+        child.stdin.close()
+        child.stdout.close()
+        child.wait(10)
+    return elapsed / round_trips * 1e6
+
+
 def host_speed(repeat: int = 3) -> dict[str, float]:
     """How fast this host runs plain Python now, in CPU seconds (best of ``repeat``): a loop of
     10M integer additions, and a dict of 1M entries built and its items sorted (which
     allocates). Hosts of the same kind have differed by 3x in the first and 15x in the
     second, and one host by a third within an hour; the figures put a run's absolute
-    rates, which are bound by the CPU, beside the machine that made them."""
+    rates, which are bound by the CPU, beside the machine that made them. And the wake-up
+    of another process (``wakeup_round_trip_us``, best of ``repeat``), which moves apart
+    from both."""
 
     def adds() -> None:
         total = 0
@@ -369,7 +403,9 @@ def host_speed(repeat: int = 3) -> dict[str, float]:
             times.append(time.process_time() - started)
         return round(min(times), 3)
 
-    return {"adds_10m_s": best(adds), "dict_sort_1m_s": best(dict_sort)}
+    return {"adds_10m_s": best(adds), "dict_sort_1m_s": best(dict_sort),
+            "wakeup_round_trip_us": round(min(wakeup_round_trip_us()
+                                              for _ in range(repeat)), 1)}
 
 
 def callgrind_total(path: Path) -> int:

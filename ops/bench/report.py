@@ -192,8 +192,12 @@ def speed_line(start: dict[str, float], end: dict[str, float] | None) -> str:
     measured it."""
 
     def spelt(speed: dict[str, float]) -> str:
-        return (f"10M Python additions {speed['adds_10m_s']:.3f} s, 1M dict entries built "
+        text = (f"10M Python additions {speed['adds_10m_s']:.3f} s, 1M dict entries built "
                 f"and sorted {speed['dict_sort_1m_s']:.3f} s")
+        if "wakeup_round_trip_us" in speed:  # (runs before 2026-12-07 05:00 lack it)
+            text += (f", a byte to another process and back {speed['wakeup_round_trip_us']:.1f}"
+                     " µs of wall clock")
+        return text
 
     line = f"Host speed (CPU seconds, best of three; lower is faster): {spelt(start)}"
     if end:
