@@ -101,22 +101,14 @@ _ENTRY_AS_OF = (
 async def entry_as_of(
     conn: AsyncConnection[tuple[Any, ...]], namespace: str, key: str, moment: datetime
 ) -> tuple[int, tuple[int, str, bytes] | None]:
-    """``position_at`` and then ``entry_at`` there, in one round trip when no append is in
-    flight: the check of the appends in flight and the read go out together, and the read,
-    a statement after the check, takes its snapshot once the check has found none (read
-    committed: a snapshot per statement). When the check finds some, the read is thrown
-    away and made again once they have finished."""
-    params = (moment, namespace, key)
-    async with conn.pipeline() as pipeline:
-        check = await conn.execute(_APPENDS_IN_FLIGHT, prepare=True)
-        read = await conn.execute(_ENTRY_AS_OF, params, prepare=True)
-        await pipeline.sync()
-        in_flight = await check.fetchall()
-        row = await read.fetchone()
-    if in_flight:
-        await settled(conn)
-        cur = await conn.execute(_ENTRY_AS_OF, params, prepare=True)
-        row = await cur.fetchone()
+    """``position_at`` and then ``entry_at`` there, in one statement once the appends in
+    flight have finished: the cut, and (version, event type, entry JSON) of the entry's
+    last event at or before it, or None if it did not exist yet. (Sending the check of
+    the appends in flight and this statement together in a pipeline saved ~0.05 ms of
+    wall clock and cost ~0.06 ms more of CPU, measured in turns: not kept.)"""
+    await settled(conn)
+    cur = await conn.execute(_ENTRY_AS_OF, (moment, namespace, key), prepare=True)
+    row = await cur.fetchone()
     assert row is not None  # one row, the cut's, whether or not the entry existed there
     cut = int(row[0])
     return cut, (None if row[1] is None else (row[1], row[2], row[3].encode()))
