@@ -132,19 +132,19 @@ class EntryFastPath:
         chosen = self.routes.get(scope["method"])
         if chosen is None:
             return None
-        query = scope.get("query_string")
-        past: Past = {}
-        if query:
-            coordinate = past_coordinate(query) if scope["method"] == "GET" else None
-            if coordinate is None:
-                return None
-            past = coordinate
         match = _ENTRY_PATH.match(scope["path"])
         if match is None:
             return None
         params = match.groupdict()
         if params["key"].rpartition("/")[2] in _SUB_RESOURCES:
             return None
+        query = scope.get("query_string")
+        past: Past = {}
+        if query:  # (read only for an entry's path: a listing's query is not parsed here)
+            coordinate = past_coordinate(query) if scope["method"] == "GET" else None
+            if coordinate is None:
+                return None
+            past = coordinate
         identity = scope.get("state", {}).get("identity")
         service = getattr(scope["app"].state, "service", None)
         if identity is None or service is None or not guard.passes(

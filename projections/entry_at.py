@@ -90,8 +90,7 @@ async def entry_at(
 # at or before it (no row of ``h``: it did not exist yet).
 _ENTRY_AS_OF = (
     f"SELECT c.position, h.version, h.event_type, {entry_json('h')}"
-    " FROM (SELECT coalesce((SELECT position FROM entry_history WHERE recorded_at <= %s"
-    "   ORDER BY recorded_at DESC, position DESC LIMIT 1), 0) AS position) c"
+    f" FROM ({_POSITION_AT}) c(position)"
     " LEFT JOIN LATERAL (SELECT * FROM entry_history"
     "   WHERE namespace = %s AND key = %s AND position <= c.position"
     "   ORDER BY position DESC LIMIT 1) h ON true"
