@@ -49,7 +49,7 @@ from .params import (
     one_coordinate,
     service_of,
 )
-from .read_replica import read_connection
+from .read_replica import primary_known_to_hold, read_connection
 from .service import Service
 from .visible import scan_prefix, visible_rows
 from .writes import write_command
@@ -164,7 +164,8 @@ async def get_entry(
     ns, k = _entry_address(request, namespace, key)
     service = service_of(request)
     one_coordinate(version=version, as_of=as_of, position=position)
-    if version is None and as_of is None and position is None and min_position is None:
+    if version is None and as_of is None and position is None and (
+            min_position is None or primary_known_to_hold(service, min_position)):
         return _current(request, ns, k, await read_current(service, ns, k))
     async with _reading(service, version, as_of, position, min_position) as conn:
         if as_of is not None or position is not None:

@@ -9,19 +9,20 @@ the framework would give:
 - the method is GET or PUT and the path is ``/v1/namespaces/{namespace}/entries/{key}``,
   whose key's last segment is not an entry's sub-resource (``…/history`` and the others
   are routed elsewhere);
-- a PUT has no query string; a GET has none, or one past coordinate alone, spelt plainly
-  and valid (``params.past_coordinate``: ``version=5``, ``position=7``,
-  ``as_of=2026-12-01T08:00:00Z``); any other query string is the framework's to
-  validate;
+- a PUT has no query string; a GET has none, or one coordinate alone, spelt plainly and
+  valid (``params.read_coordinate``: a past one, ``version=5``, ``position=7`` or
+  ``as_of=2026-12-01T08:00:00Z``, or the position the read must include,
+  ``min_position=7``); any other query string is the framework's to validate;
 - the caller is authenticated and the policies allow the route's action at once
   (``guard.passes``): a refusal, its fresh policy read and its access-log record stay
   with ``guard.authorize``.
 
 Anything else goes on, untouched, to the framework. A request taken runs what the route
 would: a PUT, the route function itself (``entries.put_entry``) with the path's namespace
-and key; a GET at a past coordinate, the content negotiation of ``negotiation.check`` and
+and key; a GET with a coordinate, the content negotiation of ``negotiation.check`` and
 then the route function (``entries.get_entry``) with the coordinate; a GET of the current
-state, the content negotiation and the pieces of
+state (also one whose ``min_position`` the primary is known to hold, as
+``entries.get_entry`` decides), the content negotiation and the pieces of
 ``entries.get_entry`` that read the current state (``entries.read_current``,
 ``entries.current_answer``), its answer sent as the framework's response object would
 send it, without making one. An exception either raises is answered by the handler the
@@ -43,7 +44,8 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import entries, guard, negotiation
-from .params import JSON, address, past_coordinate
+from .params import JSON, address, read_coordinate
+from .read_replica import primary_known_to_hold
 from .service import Service
 
 _JSON = JSON.encode("latin-1")
@@ -55,8 +57,9 @@ _ENTRY_PATH = re.compile(r"^/v1/namespaces/(?P<namespace>[^/]+)/entries/(?P<key>
 _SUB_RESOURCES = frozenset({"history", "diff", "proof", "revert", "restore"})
 
 Endpoint = Callable[..., Awaitable[Response]]
-#: A GET's past coordinate, as keyword arguments of ``entries.get_entry`` (empty: now).
-Past = dict[str, Any]
+#: A GET's coordinate, as keyword arguments of ``entries.get_entry`` (empty: the current
+#: state, from ``entries.read_current``).
+Coordinate = dict[str, Any]
 
 
 def _route(router: Any, method: str) -> APIRoute:
@@ -83,18 +86,19 @@ class EntryFastPath:
         if taken is None:
             await self.app(scope, receive, send)
             return
-        (route, endpoint, offered), params, service, past = taken
+        (route, endpoint, offered), params, service, coordinate = taken
         scope["route"] = route
         scope["endpoint"] = route.endpoint
         scope["path_params"] = params
-        if offered is not None and not past:
+        if offered is not None and _of_the_current_state(service, coordinate):
             await self._read(scope, receive, send, offered, params, service)
             return
         request = Request(scope, receive, send)
         try:
             if offered is not None:
                 negotiation.check(_first(scope, b"accept"), offered)
-            response = await endpoint(request, params["namespace"], params["key"], **past)
+            response = await endpoint(request, params["namespace"], params["key"],
+                                      **coordinate)
         except Exception as exc:
             response = await _answer_to(request, exc)
         await response(scope, receive, send)
@@ -124,9 +128,9 @@ class EntryFastPath:
         await send({"type": "http.response.body", "body": body})
 
     def _takes(self, scope: Scope) -> tuple[tuple[APIRoute, Endpoint, Any],
-                                            dict[str, str], Service, Past] | None:
-        """The route, path parameters, service and past coordinate (a GET's, or none) of
-        a request this path takes, else None."""
+                                            dict[str, str], Service, Coordinate] | None:
+        """The route, path parameters, service and coordinate (a GET's, or none) of a
+        request this path takes, else None."""
         if scope["type"] != "http" or scope.get("root_path"):
             return None
         chosen = self.routes.get(scope["method"])
@@ -139,19 +143,29 @@ class EntryFastPath:
         if params["key"].rpartition("/")[2] in _SUB_RESOURCES:
             return None
         query = scope.get("query_string")
-        past: Past = {}
+        coordinate: Coordinate = {}
         if query:  # (read only for an entry's path: a listing's query is not parsed here)
-            coordinate = past_coordinate(query) if scope["method"] == "GET" else None
-            if coordinate is None:
+            taken = read_coordinate(query) if scope["method"] == "GET" else None
+            if taken is None:
                 return None
-            past = coordinate
+            coordinate = taken
         identity = scope.get("state", {}).get("identity")
         service = getattr(scope["app"].state, "service", None)
         if identity is None or service is None or not guard.passes(
                 identity, service.access.policies, scope["method"], guard.ENTRY_TEMPLATE,
                 params):
             return None
-        return chosen, params, service, past
+        return chosen, params, service, coordinate
+
+
+def _of_the_current_state(service: Service, coordinate: Coordinate) -> bool:
+    """Whether a GET with ``coordinate`` reads the current state, as ``entries.get_entry``
+    decides: none, or a ``min_position`` the primary, which every read goes to, is known to
+    hold."""
+    if not coordinate:
+        return True
+    needs = coordinate.get("min_position")
+    return needs is not None and len(coordinate) == 1 and primary_known_to_hold(service, needs)
 
 
 def _first(scope: Scope, name: bytes) -> str | None:

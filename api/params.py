@@ -68,17 +68,20 @@ WrittenPosition = Annotated[int | None, Query(
     "`position` a write returned): a read replica serves it once it has replayed it, else "
     "the primary does; beyond the log's head, 400")]
 
-#: The plainest spellings of ``version``, ``position`` and ``as_of``: a subset of what
-#: the framework validates them into, each read here into the value it gives
-#: (``past_coordinate``).
+#: The plainest spellings of ``version``, ``position``, ``min_position`` and ``as_of``: a
+#: subset of what the framework validates them into, each read here into the value it
+#: gives (``read_coordinate``).
 _PLAIN_COUNT = re.compile(r"0|[1-9][0-9]{0,18}")
 _PLAIN_TIME = re.compile(
     r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:Z|[+-]\d{2}:\d{2})")
+#: The counts a read of one entry takes, and the least each may be.
+_COUNTS = {"version": 1, "position": 0, "min_position": 0}
 
 
-def past_coordinate(query_string: bytes) -> dict[str, int | datetime] | None:
-    """The one past coordinate of an entry's read (``{"version": 5}``, ``{"position":
-    7}`` or ``{"as_of": datetime}``) when the query string is that parameter alone, spelt
+def read_coordinate(query_string: bytes) -> dict[str, int | datetime] | None:
+    """The one coordinate of an entry's read, a past one (``{"version": 5}``,
+    ``{"position": 7}`` or ``{"as_of": datetime}``) or the position it must include
+    (``{"min_position": 7}``), when the query string is that parameter alone, spelt
     plainly and valid; None for anything else, which the framework then validates (so
     that this never answers where it would have refused, nor the other way round): a
     number with a sign, leading zeros or out of range, a time in another of RFC 3339's
@@ -87,12 +90,12 @@ def past_coordinate(query_string: bytes) -> dict[str, int | datetime] | None:
     if len(pairs) != 1:
         return None
     name, value = pairs[0]
-    if name in ("version", "position"):
+    least = _COUNTS.get(name)
+    if least is not None:
         if not _PLAIN_COUNT.fullmatch(value):
             return None
         number = int(value)
-        return {name: number} if (name == "position" or number >= 1) \
-            and number <= MAX_INT else None
+        return {name: number} if least <= number <= MAX_INT else None
     if name == "as_of" and _PLAIN_TIME.fullmatch(value):
         try:
             return {name: datetime.fromisoformat(value)}

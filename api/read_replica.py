@@ -45,8 +45,23 @@ async def read_connection(service: Service, needs: int | None, field: str = "min
                 return
     async with service.pool.connection() as conn:
         if needs is not None:
-            await within_head(conn, needs, field)
+            await held(service, conn, needs, field)
         yield conn
+
+
+async def held(service: Service, conn: psycopg.AsyncConnection[Any], needs: int,
+               field: str) -> None:
+    """Returns once the primary's log (``conn``'s) holds position ``needs``, as known
+    (``service.log_head``) or its head says; ``position_beyond_head`` (naming ``field``)
+    when it does not."""
+    if not service.log_head.holds(needs):
+        service.log_head.saw(await within_head(conn, needs, field))
+
+
+def primary_known_to_hold(service: Service, needs: int) -> bool:
+    """Whether a read needing position ``needs`` is one of the current state: every
+    read goes to the primary (no replica), whose log is known to hold it."""
+    return service.read_pool is None and service.log_head.holds(needs)
 
 
 async def _caught_up_replica(service: Service, stack: contextlib.AsyncExitStack,

@@ -27,6 +27,7 @@ from nexus_ssot.ledger.writer_service import Writer
 from .access_state import AccessState
 from .authentication import Authenticator
 from .current_reads import CurrentReads
+from .log_head import LogHead
 from .log_notifier import LogNotifier
 
 
@@ -47,6 +48,8 @@ class Service:
     namespace_labels: NamespaceLabels
     #: The read replica's pool (``SSOT_READ_DATABASE_URL``), or None: see read_replica.py.
     read_pool: AsyncConnectionPool[Any] | None = None
+    #: The furthest log position this process has seen committed on the primary.
+    log_head: LogHead = field(default_factory=LogHead)
     #: Reads of one entry's current state, gathered under load (set by the app: it reads
     #: where ``read_replica.read_connection`` says).
     current_reads: CurrentReads = field(init=False)

@@ -158,9 +158,11 @@ async def write_command(request: Request, command: Command, body: bytes,
 
 
 def count_writes(service: Service, outcomes: list[Outcome]) -> None:
-    """Count the writes of ``outcomes`` by event type and outcome (``ledger/metrics.py``)."""
+    """Count the writes of ``outcomes`` by event type and outcome (``ledger/metrics.py``),
+    and note their positions as committed (``service.log_head``)."""
     m = metrics()
     for outcome in outcomes:
+        service.log_head.saw(outcome.position)
         if outcome.replayed:
             m.idempotent_replays.inc()
             kind = "replayed"

@@ -10,6 +10,8 @@ import httpx
 import orjson
 import pytest
 
+from tests.integration.conftest import AUTH, RunningServer, free_port
+
 #: Header fields that differ between any two answers.
 _VARYING = {"x-correlation-id", "date", "server", "ratelimit-remaining", "ratelimit-reset"}
 
@@ -84,7 +86,7 @@ def test_a_refused_write_answers_alike(api: Any, ns: str) -> None:
         both_ways(anonymous, "GET", f"/v1/namespaces/{ns}/entries/k")
 
 
-def test_reads_at_a_past_coordinate_answer_alike(client: httpx.Client, ns: str) -> None:
+def test_reads_with_a_coordinate_answer_alike(client: httpx.Client, ns: str) -> None:
     url = f"/v1/namespaces/{ns}/entries"
     written = [client.put(f"{url}/k", json={"v": n}).json() for n in range(3)]
     client.put(f"{url}/gone", json={"y": 1}).raise_for_status()
@@ -98,8 +100,11 @@ def test_reads_at_a_past_coordinate_answer_alike(client: httpx.Client, ns: str) 
                                          last["position"] + 10**6)),
         *({"as_of": t} for t in (before, first["recorded_at"], last["recorded_at"],
                                  "2999-01-01T00:00:00Z", "2999-01-01T00:00:00.5+05:30")),
+        *({"min_position": str(p)} for p in (0, first["position"], last["position"],
+                                             last["position"] + 10**6)),
         # spellings the fast path leaves to the framework, refused or not
-        {"version": "0"}, {"version": "05"}, {"position": "-1"},
+        {"version": "0"}, {"version": "05"}, {"position": "-1"}, {"min_position": "-1"},
+        {"min_position": "01"},
         {"as_of": "2026-12-01T08:00:00"}, {"as_of": "2026-02-30T08:00:00Z"},
     ]
     for key in ("k", "gone", "missing", "bad$key", "k/history"):
@@ -116,3 +121,26 @@ def test_reads_at_a_past_coordinate_answer_alike(client: httpx.Client, ns: str) 
         "version"] == 2
     deleted = client.get(f"{url}/gone", params={"version": "2"})
     assert (deleted.status_code, deleted.json()["code"]) == (404, "entry_deleted")
+
+
+def test_a_read_of_a_write_through_another_worker_asks_the_head(api: RunningServer,
+                                                                client: httpx.Client,
+                                                                ns: str) -> None:
+    """A ``min_position`` this worker has seen (its writes' answers, a head it read) is
+    read as the current state, without asking the log's head; one it has not seen asks
+    the head first, and one beyond the head is refused, as ever."""
+    url = f"/v1/namespaces/{ns}/entries/k"
+    head = api.app.state.service.log_head
+    mine = client.put(url, json={"v": 0}).json()["position"]
+    assert head.holds(mine)
+    other = RunningServer(api.settings.model_copy(update={"http_port": free_port()}))
+    with other, httpx.Client(headers=AUTH, base_url=other.url, timeout=30) as elsewhere:
+        theirs = elsewhere.put(url, json={"v": 1}).json()["position"]
+    assert not head.holds(theirs)
+    for params in ({"min_position": str(theirs)}, {"min_position": theirs, "ignored": 1}):
+        read = client.get(url, params=params)
+        assert (read.status_code, read.json()["document"]) == (200, {"v": 1})
+    assert head.holds(theirs)  # the head it read
+    beyond = client.get(url, params={"min_position": str(head.seen + 1)})
+    assert (beyond.status_code, beyond.json()["code"]) == (400, "position_beyond_head")
+    assert not head.holds(head.seen + 1)

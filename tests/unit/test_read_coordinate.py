@@ -1,4 +1,4 @@
-"""The query strings the entry's fast path reads itself (``params.past_coordinate``) are
+"""The query strings the entry's fast path reads itself (``params.read_coordinate``) are
 read into the value the framework would give: never a value it would refuse, nor another
 one. Anything else is left to the framework (None)."""
 
@@ -13,12 +13,19 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import TypeAdapter, ValidationError
 
-from nexus_ssot.api.params import MAX_INT, AsOf, AtPosition, PastVersion, past_coordinate
+from nexus_ssot.api.params import (
+    MAX_INT,
+    AsOf,
+    AtPosition,
+    PastVersion,
+    WrittenPosition,
+    read_coordinate,
+)
 
 #: What the route validates each parameter into, as the framework does.
 ADAPTERS: dict[str, TypeAdapter[Any]] = {
     "version": TypeAdapter(PastVersion), "position": TypeAdapter(AtPosition),
-    "as_of": TypeAdapter(AsOf)}
+    "min_position": TypeAdapter(WrittenPosition), "as_of": TypeAdapter(AsOf)}
 
 
 def framework(name: str, value: str) -> Any:
@@ -36,12 +43,15 @@ def query(name: str, value: str) -> bytes:
     (f"version={MAX_INT}".encode(), {"version": MAX_INT}),
     (b"position=0", {"position": 0}),
     (b"position=1234", {"position": 1234}),
+    (b"min_position=0", {"min_position": 0}),
+    (b"min_position=77", {"min_position": 77}),
+    (f"min_position={MAX_INT}".encode(), {"min_position": MAX_INT}),
     (b"as_of=2026-12-01T08:00:00Z", {"as_of": datetime.fromisoformat("2026-12-01T08:00:00+00:00")}),
     (b"as_of=2026-12-01T08%3A00%3A00.25%2B05%3A30",
      {"as_of": datetime.fromisoformat("2026-12-01T08:00:00.250000+05:30")}),
 ])
 def test_plain_spellings_are_taken(raw: bytes, taken: dict[str, Any]) -> None:
-    assert past_coordinate(raw) == taken
+    assert read_coordinate(raw) == taken
 
 
 @pytest.mark.parametrize("raw", [
@@ -50,14 +60,15 @@ def test_plain_spellings_are_taken(raw: bytes, taken: dict[str, Any]) -> None:
     b"as_of=2026-12-01T08:00:00", b"as_of=2026-12-01T08:00:00+05:30",  # + is a space
     b"as_of=2026-12-01 08:00:00Z", b"as_of=2026-12-01t08:00:00Z", b"as_of=2026-02-30T08:00:00Z",
     b"as_of=2026-12-01T08:00:00.1234567Z", b"as_of=2026-12-01T08:00Z", b"as_of=1733040000",
-    b"version=5&version=6", b"version=5&ignored=1", b"min_position=3", b"key=5",
+    b"min_position=-1", b"min_position=007", f"min_position={MAX_INT + 1}".encode(),
+    b"version=5&version=6", b"version=5&ignored=1", b"position=3&min_position=3", b"key=5",
 ])
 def test_every_other_spelling_is_left_to_the_framework(raw: bytes) -> None:
-    assert past_coordinate(raw) is None
+    assert read_coordinate(raw) is None
 
 
 def _agrees(raw: bytes) -> None:
-    taken = past_coordinate(raw)
+    taken = read_coordinate(raw)
     if taken is None:
         return
     ((name, value),) = taken.items()
@@ -70,7 +81,7 @@ def _agrees(raw: bytes) -> None:
         assert type(value) is type(expected) is int
 
 
-@given(st.sampled_from(["version", "position"]),
+@given(st.sampled_from(["version", "position", "min_position"]),
        st.from_regex(r"[-+ 0-9._e]{0,22}", fullmatch=True) | st.integers(-5, MAX_INT + 5).map(str))
 def test_a_number_taken_is_the_frameworks(name: str, text: str) -> None:
     _agrees(query(name, text))
@@ -108,7 +119,7 @@ def test_a_real_time_taken_is_the_frameworks(text: str) -> None:
 def test_every_aware_time_in_its_iso_spelling_is_taken_as_the_framework_reads_it(
         moment: datetime) -> None:
     text = moment.isoformat()
-    taken = past_coordinate(query("as_of", text))
+    taken = read_coordinate(query("as_of", text))
     offset = moment.utcoffset()
     if offset is not None and offset.total_seconds() % 60 == 0:  # no seconds in the offset
         assert taken is not None
@@ -119,7 +130,8 @@ def test_every_aware_time_in_its_iso_spelling_is_taken_as_the_framework_reads_it
 
 
 def test_a_refused_value_is_never_taken() -> None:
-    for name, text in [("version", "0"), ("position", "-1"), ("as_of", "2026-13-01T00:00:00Z")]:
+    for name, text in [("version", "0"), ("position", "-1"), ("min_position", "-1"),
+                       ("as_of", "2026-13-01T00:00:00Z")]:
         with pytest.raises(ValidationError):
             framework(name, text)
-        assert past_coordinate(query(name, text)) is None
+        assert read_coordinate(query(name, text)) is None
