@@ -1,6 +1,7 @@
 """The checks of ``ssot chaos`` on its reads: every read saw a state of the log, a
 time-travel read the log's state at its point, a current read every write acknowledged
-before it was sent and no write sent after it completed.
+before it was sent and no write sent after it completed, and one with a ``min_position``
+the entry's state at that position at least.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ def check_reads(log: Log, found: Findings,
                 ops: list[tuple[dict[str, Any], dict[str, Any] | None]]) -> None:
     """Every read saw a state of the log; time-travel reads the log's state at their
     point; current reads every write acknowledged before they were sent, and no write
-    sent after they completed."""
+    sent after they completed; a current read with a ``min_position`` (the position a
+    write of its client returned) at least the entry's version at that position, even
+    one whose write was acknowledged to another client only after the read was sent."""
     acked, acked_by = _Newest(), _Newest()  # per entry, per entry and client
     invoked_at = {i["idempotency_key"]: i["t"] for i, _ in ops if i.get("idempotency_key")}
     for invoke, complete in ops:
@@ -79,6 +82,12 @@ def check_reads(log: Log, found: Findings,
             continue
         if seen is None:
             continue
+        if kind == "read_written":
+            floor = log.last_at_or_before(ns, key, "p", params["min_position"])
+            least = floor["v"] if isinstance(floor, dict) else 0
+            if seen < least:
+                found.add("missed_min_position", **where, seen=seen, expected_at_least=least)
+                continue
         newest = acked.before((ns, key), invoke["t"])
         if seen < newest:
             mine = acked_by.before((ns, key, invoke["client"]), invoke["t"])

@@ -22,7 +22,9 @@ kind, with examples:
   missed a write acknowledged before it was sent (``read_your_writes`` when the same
   client made it); ``wrong_time_travel``: a read at a version, time or position returned
   another state than the log's at that point; ``read_from_future``: a read returned a
-  write sent after the read completed;
+  write sent after the read completed; ``missed_min_position``: a read with a
+  ``min_position`` returned a version of the entry older than its version at that
+  position;
 - ``unexplained_event``: an event in the run's namespaces that no client sent;
 - ``schema_violated``: an event whose document violates the schema its namespace had at
   the event's position (the run sets one on ``chaos-strict``);

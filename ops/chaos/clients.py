@@ -38,10 +38,11 @@ ATTEMPT_TIMEOUT, WRITE_DEADLINE = 8.0, 90.0
 IMPATIENT, IMPATIENT_TIMEOUT, IMPATIENT_DEADLINE = 4, 0.3, 4.0
 RETRIED_STATUS = frozenset({500, 502, 503, 504})
 WRITES = ("create", "put", "merge_patch", "json_patch", "delete", "revert", "batch")
-READS = ("read", "read_version", "read_as_of", "read_position")
+READS = ("read", "read_version", "read_as_of", "read_position", "read_written")
 #: The mix: relative weights of the operations.
 MIX = {"create": 6, "put": 20, "merge_patch": 12, "json_patch": 8, "delete": 4, "revert": 4,
-       "batch": 6, "read": 18, "read_version": 8, "read_as_of": 7, "read_position": 7}
+       "batch": 6, "read": 18, "read_version": 8, "read_as_of": 7, "read_position": 7,
+       "read_written": 7}
 BATCH_MIX = {"put": 6, "patch": 3, "delete": 1}
 #: Share of its operations a client spends trying what its identity may not do.
 FORBIDDEN_SHARE = 0.06
@@ -209,11 +210,12 @@ class Client:
                 self.rng.uniform(0.0, 0.02) if draw < 0.85 else 0.0
             moment = datetime.now(UTC) - timedelta(seconds=ago)
             params = {"as_of": moment.isoformat()}
-        elif op == "read_position":
+        elif op in ("read_position", "read_written"):  # at a position, or one including it
             if not self.positions:
                 op, params = "read", None
             else:
-                params = {"position": self.rng.choice(self.positions[-20:])}
+                name = "position" if op == "read_position" else "min_position"
+                params = {name: self.rng.choice(self.positions[-20:])}
         write = op in WRITES
         if write:
             headers["Idempotency-Key"] = f"{self.run_id}-{op_id}"

@@ -16,7 +16,8 @@ import orjson
 EXAMPLES = 5
 WRITE_KINDS = frozenset({"create", "put", "merge_patch", "json_patch", "delete", "revert",
                          "batch"})
-READ_KINDS = frozenset({"read", "read_version", "read_as_of", "read_position"})
+READ_KINDS = frozenset({"read", "read_version", "read_as_of", "read_position",
+                        "read_written"})
 CHAOS_NAMESPACES = ("chaos-strict", "chaos-merge")
 STRICT_NS = "chaos-strict"
 #: The schema of ``STRICT_NS``: documents that are objects whose ``r``, when they have

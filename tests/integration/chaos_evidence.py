@@ -28,7 +28,8 @@ def op_lines(t: float, op: str, kind: str, ns: str, key: str, outcome: str, answ
              body: Any = None, if_match: int | None = None, status: int = 200,
              params: Any = None) -> list[dict[str, Any]]:
     """An invocation at ``t`` and its completion half a second later."""
-    write = kind not in ("read", "read_version", "read_as_of", "read_position")
+    write = kind not in ("read", "read_version", "read_as_of", "read_position",
+                         "read_written")
     return [
         {"type": "invoke", "t": t, "op": op, "client": 0, "kind": kind, "ns": ns, "key": key,
          "body": body, "if_match": if_match, "params": params,
@@ -56,6 +57,8 @@ def clean_run() -> dict[str, Any]:
                                         "document": D3}]}),
         *op_lines(7, "c0-7", "read_position", s, "k1", "ok",
                   answer_entry(s, "k1", 1, 2, D1), params={"position": 2}),
+        *op_lines(8, "c0-8", "read_written", s, "k1", "ok",
+                  answer_entry(s, "k1", 2, 3, D2), params={"min_position": 3}),
     ]
     log = [log_event(1, "_namespaces", s, 1, {"conflict_policy": "strict"}, "setup"),
            log_event(2, s, "k1", 1, D1, "run-c0-1"), log_event(3, s, "k1", 2, D2, "run-c0-2"),

@@ -158,6 +158,18 @@ def test_a_read_at_a_position_returning_another_state_is_wrong_time_travel() -> 
     assert "wrong_time_travel" in anomalies_of(run)
 
 
+def test_a_read_missing_the_state_at_its_min_position_is_named() -> None:
+    """Sent before the write it names was acknowledged (so no stale read), the read
+    still had to include the position it asked for."""
+    run = clean_run()
+    run["history"] += op_lines(2.2, "c0-9", "read_written", "chaos-strict", "k1", "ok",
+                               answer_entry("chaos-strict", "k1", 1, 2, D1),
+                               params={"min_position": 3})
+    assert set(anomalies_of(run)) == {"missed_min_position"}
+    history_line(run, "c0-9", "invoke")["params"] = {"min_position": 2}  # v1's position
+    assert anomalies_of(run) == {}
+
+
 def test_an_event_no_client_sent_is_unexplained() -> None:
     run = clean_run()
     run["log"].append(log_event(6, "chaos-merge", "k9", 1, D1, "nobody"))
