@@ -45,12 +45,12 @@ async def read_connection(service: Service, needs: int | None, field: str = "min
                 return
     async with service.pool.connection() as conn:
         if needs is not None:
-            await held(service, conn, needs, field)
+            await ensure_held(service, conn, needs, field)
         yield conn
 
 
-async def held(service: Service, conn: psycopg.AsyncConnection[Any], needs: int,
-               field: str) -> None:
+async def ensure_held(service: Service, conn: psycopg.AsyncConnection[Any], needs: int,
+                      field: str) -> None:
     """Returns once the primary's log (``conn``'s) holds position ``needs``, as known
     (``service.log_head``) or its head says; ``position_beyond_head`` (naming ``field``)
     when it does not."""

@@ -20,7 +20,7 @@ from nexus_ssot.projections.runtime import tracked_position
 from . import http, models
 from .existence import require_namespace
 from .params import JSON, MAX_INT, READ_ERRORS, Namespace, service_of
-from .read_replica import held
+from .read_replica import ensure_held
 from .service import Service
 
 router = APIRouter(prefix="/v1")
@@ -43,7 +43,7 @@ async def view_at(service: Service, conn: Any, view: str, min_position: int | No
     position = await tracked_position(conn, view) or 0
     if min_position is None or position >= min_position:
         return position
-    await held(service, conn, min_position, "min_position")  # else waiting would not help
+    await ensure_held(service, conn, min_position, "min_position")  # else waiting would not help
     wait = service.settings.view_wait_timeout
     deadline = time.monotonic() + wait
     delay = 0.002
