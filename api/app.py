@@ -199,9 +199,12 @@ def create_app(settings: Settings) -> FastAPI:
                 read_pool)
             service = app.state.service
             # (with a read replica, reads go where read_connection sends them)
-            service.current_reads = CurrentReads(lambda: read_connection(service, None),
+            service.current_reads = CurrentReads(lambda _: read_connection(service, None),
                                                  pool if read_pool is None else None)
             opened.push_async_callback(service.current_reads.close)  # before the pool closes
+            if read_pool is not None:
+                service.written_reads = CurrentReads(
+                    lambda needs: read_connection(service, needs))
             stack.push_async_callback(opened.pop_all().aclose)
 
     def end_feeds() -> None:

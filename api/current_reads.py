@@ -11,7 +11,9 @@ figures); alone, a read costs what it did.
 Each read still sees every write acknowledged before it arrived: its statement starts
 after it arrived (a read never joins a statement already sent). Two reads of the same
 entry waiting together share one row. A failure of the statement is each waiting read's
-failure, raised to its route as its own read's would have been.
+failure, raised to its route as its own read's would have been. A read may name a log
+position its state must include (``needs``: read-your-writes on a read replica); the
+connection of a statement is asked for the furthest any of its reads needs.
 
 As there is never more than one statement in flight, they can all go on one connection:
 given the pool (there is no read replica to send them to), the reads keep one of its
@@ -45,7 +47,9 @@ from nexus_ssot.ledger.wire import Wire
 from nexus_ssot.projections import current_state
 from nexus_ssot.projections.current_state import CurrentEntry
 
-Connect = Callable[[], contextlib.AbstractAsyncContextManager[psycopg.AsyncConnection[Any]]]
+#: A connection whose log holds the position given (None: any).
+Connect = Callable[[int | None],
+                   contextlib.AbstractAsyncContextManager[psycopg.AsyncConnection[Any]]]
 Address = tuple[str, str]
 T = TypeVar("T")
 Statement = Callable[[psycopg.AsyncCursor[Any]], Awaitable[T]]
@@ -68,13 +72,20 @@ class CurrentReads:
         self._alone = metrics().entry_reads_alone
         self._busy = False
         self._task: asyncio.Task[None] | None = None  # the reads going together
-        #: Reads waiting for the statement in flight to end, by address.
+        #: Reads waiting for the statement in flight to end, by address, and the furthest
+        #: position one of them needs.
         self._waiting: dict[Address, asyncio.Future[CurrentEntry | None]] = {}
+        self._needs: int | None = None
 
-    async def current(self, namespace: str, key: str) -> CurrentEntry | None:
-        """The entry's current state (None: never written)."""
+    async def current(self, namespace: str, key: str, needs: int | None = None
+                      ) -> CurrentEntry | None:
+        """The entry's current state (None: never written), in a state of the log that
+        holds position ``needs`` (given to ``connect``; the kept connection of the pool
+        is the primary's, which the caller knows to hold it)."""
         address = (namespace, key)
         if self._busy:
+            if needs is not None:
+                self._needs = needs if self._needs is None else max(self._needs, needs)
             future = self._waiting.get(address)
             if future is None:
                 future = self._waiting[address] = asyncio.get_running_loop().create_future()
@@ -86,7 +97,7 @@ class CurrentReads:
         try:
             if self._pool is None:
                 return await self._run(
-                    lambda cursor: current_state.current_entry(cursor, namespace, key))
+                    lambda cursor: current_state.current_entry(cursor, namespace, key), needs)
             return await self._read(namespace, key)
         finally:
             self._next()
@@ -122,10 +133,11 @@ class CurrentReads:
             raise
         return current_state.entry_of_text(rows[0], kept.encoding) if rows else None
 
-    async def _run(self, statement: Statement[T]) -> T:
-        """``statement`` on the kept connection (or one of ``connect``'s)."""
+    async def _run(self, statement: Statement[T], needs: int | None = None) -> T:
+        """``statement`` on the kept connection (or one of ``connect``'s, holding
+        ``needs``)."""
         if self._pool is None:
-            async with self._connect() as conn:
+            async with self._connect(needs) as conn:
                 return await statement(conn.cursor())
         kept = await self._keep()
         try:
@@ -151,15 +163,16 @@ class CurrentReads:
             self._busy = False
             return
         waiting, self._waiting = self._waiting, {}
-        self._task = asyncio.get_running_loop().create_task(self._together(waiting))
+        needs, self._needs = self._needs, None
+        self._task = asyncio.get_running_loop().create_task(self._together(waiting, needs))
 
-    async def _together(self, waiting: dict[Address, asyncio.Future[CurrentEntry | None]]
-                        ) -> None:
+    async def _together(self, waiting: dict[Address, asyncio.Future[CurrentEntry | None]],
+                        needs: int | None) -> None:
         addresses = list(waiting)
         self._gathered.observe(len(addresses))
         try:
             found = await self._run(
-                lambda cursor: current_state.current_entries(cursor, addresses))
+                lambda cursor: current_state.current_entries(cursor, addresses), needs)
         except Exception as error:
             for future in waiting.values():
                 if not future.done():

@@ -49,7 +49,7 @@ from .params import (
     one_coordinate,
     service_of,
 )
-from .read_replica import primary_known_to_hold, read_connection
+from .read_replica import read_connection
 from .service import Service
 from .visible import scan_prefix, visible_rows
 from .writes import write_command
@@ -165,8 +165,8 @@ async def get_entry(
     service = service_of(request)
     one_coordinate(version=version, as_of=as_of, position=position)
     if version is None and as_of is None and position is None and (
-            min_position is None or primary_known_to_hold(service, min_position)):
-        return _current(request, ns, k, await read_current(service, ns, k))
+            min_position is None or service.log_head.holds(min_position)):
+        return _current(request, ns, k, await read_current(service, ns, k, min_position))
     async with _reading(service, version, as_of, position, min_position) as conn:
         if as_of is not None or position is not None:
             if as_of is not None:
@@ -206,12 +206,19 @@ async def get_entry(
     return _current(request, ns, k, current)
 
 
-async def read_current(service: Service, ns: str, k: str) -> current_state.CurrentEntry:
+async def read_current(service: Service, ns: str, k: str, needs: int | None = None
+                       ) -> current_state.CurrentEntry:
     """The entry's current state, deleted or not; NotFound (for the entry, or for its
-    namespace when that does not exist) when it was never written."""
-    current = await service.current_reads.current(ns, k)
+    namespace when that does not exist) when it was never written. ``needs``: a position
+    the state must include (``min_position``), one the primary's log is known to hold
+    (``service.log_head``): with a read replica, read there once it holds it, else on the
+    primary (``read_replica.read_connection``), gathered with other such reads."""
+    reads = service.current_reads
+    if needs is not None and service.written_reads is not None:
+        reads = service.written_reads
+    current = await reads.current(ns, k, needs)
     if current is None:
-        async with _reading(service, None, None, None, None) as conn:
+        async with _reading(service, None, None, None, needs) as conn:
             raise await unless_namespace_missing(conn, ns, _absent(ns, k))
     return current
 

@@ -21,7 +21,7 @@ Anything else goes on, untouched, to the framework. A request taken runs what th
 would: a PUT, the route function itself (``entries.put_entry``) with the path's namespace
 and key; a GET with a coordinate, the content negotiation of ``negotiation.check`` and
 then the route function (``entries.get_entry``) with the coordinate; a GET of the current
-state (also one whose ``min_position`` the primary is known to hold, as
+state (also one whose ``min_position`` the primary's log is known to hold, as
 ``entries.get_entry`` decides), the content negotiation and the pieces of
 ``entries.get_entry`` that read the current state (``entries.read_current``,
 ``entries.current_answer``), its answer sent as the framework's response object would
@@ -45,7 +45,6 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import entries, guard, negotiation
 from .params import JSON, address, read_coordinate
-from .read_replica import primary_known_to_hold
 from .service import Service
 
 _JSON = JSON.encode("latin-1")
@@ -91,7 +90,8 @@ class EntryFastPath:
         scope["endpoint"] = route.endpoint
         scope["path_params"] = params
         if offered is not None and _of_the_current_state(service, coordinate):
-            await self._read(scope, receive, send, offered, params, service)
+            await self._read(scope, receive, send, offered, params, service,
+                             coordinate.get("min_position"))
             return
         request = Request(scope, receive, send)
         try:
@@ -105,7 +105,7 @@ class EntryFastPath:
 
     async def _read(self, scope: Scope, receive: Receive, send: Send,
                     offered: set[tuple[str, str]], params: dict[str, str],
-                    service: Service) -> None:
+                    service: Service, needs: int | None) -> None:
         """A GET of the entry's current state (no query string), answered as
         ``entries.get_entry`` answers it, from the request's raw parts and
         straight into the two messages of the answer: no request or response object of
@@ -113,7 +113,7 @@ class EntryFastPath:
         try:
             negotiation.check(_first(scope, b"accept"), offered)
             ns, k = address(params["namespace"], params["key"])
-            current = await entries.read_current(service, ns, k)
+            current = await entries.read_current(service, ns, k, needs)
             status, tag, body = entries.current_answer(_first(scope, b"if-none-match"), ns,
                                                        k, current)
         except Exception as exc:
@@ -160,12 +160,11 @@ class EntryFastPath:
 
 def _of_the_current_state(service: Service, coordinate: Coordinate) -> bool:
     """Whether a GET with ``coordinate`` reads the current state, as ``entries.get_entry``
-    decides: none, or a ``min_position`` the primary, which every read goes to, is known to
-    hold."""
+    decides: none, or a ``min_position`` the primary's log is known to hold."""
     if not coordinate:
         return True
     needs = coordinate.get("min_position")
-    return needs is not None and len(coordinate) == 1 and primary_known_to_hold(service, needs)
+    return needs is not None and len(coordinate) == 1 and service.log_head.holds(needs)
 
 
 def _first(scope: Scope, name: bytes) -> str | None:

@@ -58,12 +58,6 @@ async def ensure_held(service: Service, conn: psycopg.AsyncConnection[Any], need
         service.log_head.saw(await within_head(conn, needs, field))
 
 
-def primary_known_to_hold(service: Service, needs: int) -> bool:
-    """Whether a read needing position ``needs`` is one of the current state: every
-    read goes to the primary (no replica), whose log is known to hold it."""
-    return service.read_pool is None and service.log_head.holds(needs)
-
-
 async def _caught_up_replica(service: Service, stack: contextlib.AsyncExitStack,
                              needs: int | None) -> psycopg.AsyncConnection[Any] | None:
     """A replica connection whose log holds ``needs``, or None (then the primary reads)."""
@@ -77,11 +71,12 @@ async def _caught_up_replica(service: Service, stack: contextlib.AsyncExitStack,
             # answering (paused, cut off) costs a read at most the timeout.
             deadline = time.monotonic() + wait
             delay = 0.002
-            while await head_position(conn) < (needs or 0):
+            while (head := await head_position(conn)) < (needs or 0):
                 if time.monotonic() >= deadline:
                     return None
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 0.05)
+            service.log_head.saw(head)  # what the replica replayed, the primary committed
             return conn
     except (TimeoutError, PoolTimeout, psycopg.OperationalError):
         return None

@@ -50,6 +50,10 @@ class Service:
     read_pool: AsyncConnectionPool[Any] | None = None
     #: The furthest log position this process has seen committed on the primary.
     log_head: LogHead = field(default_factory=LogHead)
+    #: With a read replica, reads of one entry's current state that name a position it
+    #: must hold (``min_position``), gathered apart from ``current_reads`` so that those
+    #: never wait for the replica to catch up (set by the app; None without a replica).
+    written_reads: CurrentReads | None = None
     #: Reads of one entry's current state, gathered under load (set by the app: it reads
     #: where ``read_replica.read_connection`` says).
     current_reads: CurrentReads = field(init=False)

@@ -31,8 +31,9 @@ def write(writer: GroupCommitWriter, command: Put | Delete) -> None:
 
 
 class Connections:
-    """``connect`` for ``CurrentReads``: one connection per read statement, counted; with
-    ``hold`` set, the next statement's read, once its statement has run, waits for it."""
+    """``connect`` for ``CurrentReads``: one connection per read statement, counted, and
+    the position each was asked to hold; with ``hold`` set, the next statement's read, once
+    its statement has run, waits for it."""
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -40,10 +41,12 @@ class Connections:
         self.hold: asyncio.Event | None = None
         self.holding = asyncio.Event()
         self.fail: Exception | None = None
+        self.needs: list[int | None] = []
 
     @contextlib.asynccontextmanager
-    async def connect(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    async def connect(self, needs: int | None) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         self.opened += 1
+        self.needs.append(needs)
         if self.fail is not None:
             raise self.fail
         hold, self.hold = self.hold, None
@@ -111,6 +114,31 @@ def test_a_read_never_joins_a_statement_sent_before_it_arrived(
     assert document(first) == {"v": 1}  # read before the write, answered after it
     assert document(later) == document(also) == {"v": 2}
     assert later.version == 2
+
+
+def test_reads_that_need_a_position_ask_for_the_furthest_one_of_them_needs(
+        writer: GroupCommitWriter, database_url: str, ns: str) -> None:
+    """(On a read replica, the connection waits until its log holds that position.)"""
+    write(writer, Put(ns, "k", document={"v": 1}))
+
+    async def run() -> list[Any]:
+        connections = Connections(database_url)
+        reads = CurrentReads(connections.connect)
+        release = connections.hold = asyncio.Event()
+        first = asyncio.create_task(reads.current(ns, "k", 5))
+        await connections.holding.wait()
+        waiting = [asyncio.create_task(reads.current(ns, k, needs))
+                   for k, needs in (("k", 3), ("k", 9), ("other", None))]
+        await asyncio.sleep(0)
+        release.set()
+        found = await asyncio.gather(first, *waiting)
+        alone = await reads.current(ns, "k")  # nothing in flight: none needed
+        assert connections.needs == [5, 9, None]
+        return [*found, alone]
+
+    found = asyncio.run(run())
+    assert [document(e) if e is not None else None for e in found] == [
+        {"v": 1}, {"v": 1}, {"v": 1}, None, {"v": 1}]
 
 
 def test_a_failed_statement_is_the_failure_of_every_read_that_waited_for_it(
