@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -55,6 +56,29 @@ class Connections:
         if hold is not None:
             self.holding.set()
             await hold.wait()
+
+
+@dataclass
+class Held:
+    connections: Connections
+    reads: CurrentReads
+    release: asyncio.Event  # set: the first read ends
+    first: asyncio.Task[Any]
+    waiting: list[asyncio.Task[Any]]
+
+
+async def behind_a_held_read(database_url: str, ns: str, first: tuple[str, int | None],
+                             waiting: list[tuple[str, int | None]]) -> Held:
+    """Reads on connections of their own: the read of ``first`` (key, position needed)
+    started, its statement run and held; the reads of ``waiting`` arrived meanwhile."""
+    connections = Connections(database_url)
+    reads = CurrentReads(connections.connect)
+    release = connections.hold = asyncio.Event()
+    started = asyncio.create_task(reads.current(ns, *first))
+    await connections.holding.wait()
+    queued = [asyncio.create_task(reads.current(ns, k, needs)) for k, needs in waiting]
+    await asyncio.sleep(0)
+    return Held(connections, reads, release, started, queued)
 
 
 def document(entry: Any) -> Any:
@@ -122,18 +146,12 @@ def test_reads_that_need_a_position_ask_for_the_furthest_one_of_them_needs(
     write(writer, Put(ns, "k", document={"v": 1}))
 
     async def run() -> list[Any]:
-        connections = Connections(database_url)
-        reads = CurrentReads(connections.connect)
-        release = connections.hold = asyncio.Event()
-        first = asyncio.create_task(reads.current(ns, "k", 5))
-        await connections.holding.wait()
-        waiting = [asyncio.create_task(reads.current(ns, k, needs))
-                   for k, needs in (("k", 3), ("k", 9), ("other", None))]
-        await asyncio.sleep(0)
-        release.set()
-        found = await asyncio.gather(first, *waiting)
-        alone = await reads.current(ns, "k")  # nothing in flight: none needed
-        assert connections.needs == [5, 9, None]
+        held = await behind_a_held_read(database_url, ns, ("k", 5),
+                                        [("k", 3), ("k", 9), ("other", None)])
+        held.release.set()
+        found = await asyncio.gather(held.first, *held.waiting)
+        alone = await held.reads.current(ns, "k")  # nothing in flight: none needed
+        assert held.connections.needs == [5, 9, None]
         return [*found, alone]
 
     found = asyncio.run(run())
@@ -146,18 +164,13 @@ def test_a_failed_statement_is_the_failure_of_every_read_that_waited_for_it(
     write(writer, Put(ns, "k", document={"v": 1}))
 
     async def run() -> list[Any]:
-        connections = Connections(database_url)
-        reads = CurrentReads(connections.connect)
-        release = connections.hold = asyncio.Event()
-        first = asyncio.create_task(reads.current(ns, "k"))
-        await connections.holding.wait()
-        waiting = [asyncio.create_task(reads.current(ns, k)) for k in ("k", "other")]
-        await asyncio.sleep(0)
-        connections.fail = psycopg.OperationalError("the store went away")
-        release.set()
-        outcomes = await asyncio.gather(first, *waiting, return_exceptions=True)
-        connections.fail = None  # the store is back: the next read reads again
-        return [*outcomes, await reads.current(ns, "k")]
+        held = await behind_a_held_read(database_url, ns, ("k", None),
+                                        [("k", None), ("other", None)])
+        held.connections.fail = psycopg.OperationalError("the store went away")
+        held.release.set()
+        outcomes = await asyncio.gather(held.first, *held.waiting, return_exceptions=True)
+        held.connections.fail = None  # the store is back: the next read reads again
+        return [*outcomes, await held.reads.current(ns, "k")]
 
     first, *failed, again = asyncio.run(run())
     assert document(first) == {"v": 1}
