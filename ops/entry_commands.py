@@ -73,12 +73,17 @@ def patch(ctx: click.Context, address: str, file: Any, json_patch: bool, if_matc
 @click.option("--as-of", type=TIME,
               help="As it was at this RFC 3339 time (e.g. 2026-11-01T12:00Z).")
 @click.option("--position", type=POSITION, help="As it was at this global log position.")
+@click.option("--min-position", type=POSITION,
+              help="Read a state that includes this log position (the one a write printed): "
+              "from a read replica once it holds it, else from the primary.")
 @click.pass_context
 def get(ctx: click.Context, address: str, version: int | None, as_of: str | None,
-        position: int | None) -> None:
+        position: int | None, min_position: int | None) -> None:
     """Print the entry at ADDRESS (NAMESPACE/KEY), now or at a past point."""
     namespace, key = split_address(address)
     params = coordinates(version, as_of, position)
+    if min_position is not None:
+        params["min_position"] = min_position
     entry = client_of(ctx).call("GET", entry_path(namespace, key), params=params).json()
     show_entry(entry, ctx.obj["json"])
 

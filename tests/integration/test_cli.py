@@ -92,4 +92,11 @@ def test_time_travel_from_the_shell(api: Any, ns: str) -> None:
         f"error: namespace_not_found: namespace {ns} did not exist yet at position ")
     before = ssot(api, "get", f"{ns}/k", "--position", str(first["position"] - 1))
     assert before.returncode == 3 and "did not exist yet" in before.stderr
+    # read-your-writes: a state that includes a write's position; none beyond the head
+    written = json.loads(ssot(api, "--json", "get", f"{ns}/k", "--min-position",
+                              str(first["position"])).stdout)
+    assert written["document"] == {"v": 2}
+    beyond = ssot(api, "get", f"{ns}/k", "--min-position", str(2**62))
+    assert beyond.returncode == 2 and beyond.stderr.startswith(
+        "error: position_beyond_head: min_position ")
     assert json.loads(ssot(api, "--json", "ls", ns, "--prefix", "other/").stdout) == []
