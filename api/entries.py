@@ -164,8 +164,7 @@ async def get_entry(
     ns, k = _entry_address(request, namespace, key)
     service = service_of(request)
     one_coordinate(version=version, as_of=as_of, position=position)
-    if version is None and as_of is None and position is None and (
-            min_position is None or service.log_head.holds(min_position)):
+    if of_the_current_state(service, version, as_of, position, min_position):
         return _current(request, ns, k, await read_current(service, ns, k, min_position))
     async with _reading(service, version, as_of, position, min_position) as conn:
         if as_of is not None or position is not None:
@@ -204,6 +203,16 @@ async def get_entry(
         if current is None:
             raise await unless_namespace_missing(conn, ns, _absent(ns, k))
     return _current(request, ns, k, current)
+
+
+def of_the_current_state(service: Service, version: int | None = None,
+                         as_of: datetime | None = None, position: int | None = None,
+                         min_position: int | None = None) -> bool:
+    """Whether a read of one entry at these coordinates is a read of its current state
+    (``read_current``): none of them, or only a ``min_position`` the primary's log is known
+    to hold (``service.log_head``)."""
+    return version is None and as_of is None and position is None and (
+        min_position is None or service.log_head.holds(min_position))
 
 
 async def read_current(service: Service, ns: str, k: str, needs: int | None = None

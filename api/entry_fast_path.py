@@ -21,8 +21,8 @@ Anything else goes on, untouched, to the framework. A request taken runs what th
 would: a PUT, the route function itself (``entries.put_entry``) with the path's namespace
 and key; a GET with a coordinate, the content negotiation of ``negotiation.check`` and
 then the route function (``entries.get_entry``) with the coordinate; a GET of the current
-state (also one whose ``min_position`` the primary's log is known to hold, as
-``entries.get_entry`` decides), the content negotiation and the pieces of
+state (also one whose ``min_position`` the primary's log is known to hold:
+``entries.of_the_current_state``), the content negotiation and the pieces of
 ``entries.get_entry`` that read the current state (``entries.read_current``,
 ``entries.current_answer``), its answer sent as the framework's response object would
 send it, without making one. An exception either raises is answered by the handler the
@@ -89,7 +89,7 @@ class EntryFastPath:
         scope["route"] = route
         scope["endpoint"] = route.endpoint
         scope["path_params"] = params
-        if offered is not None and _of_the_current_state(service, coordinate):
+        if offered is not None and entries.of_the_current_state(service, **coordinate):
             await self._read(scope, receive, send, offered, params, service,
                              coordinate.get("min_position"))
             return
@@ -157,14 +157,6 @@ class EntryFastPath:
             return None
         return chosen, params, service, coordinate
 
-
-def _of_the_current_state(service: Service, coordinate: Coordinate) -> bool:
-    """Whether a GET with ``coordinate`` reads the current state, as ``entries.get_entry``
-    decides: none, or a ``min_position`` the primary's log is known to hold."""
-    if not coordinate:
-        return True
-    needs = coordinate.get("min_position")
-    return needs is not None and len(coordinate) == 1 and service.log_head.holds(needs)
 
 
 def _first(scope: Scope, name: bytes) -> str | None:

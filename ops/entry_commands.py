@@ -81,9 +81,7 @@ def get(ctx: click.Context, address: str, version: int | None, as_of: str | None
         position: int | None, min_position: int | None) -> None:
     """Print the entry at ADDRESS (NAMESPACE/KEY), now or at a past point."""
     namespace, key = split_address(address)
-    params = coordinates(version, as_of, position)
-    if min_position is not None:
-        params["min_position"] = min_position
+    params = coordinates(version, as_of, position, min_position)
     entry = client_of(ctx).call("GET", entry_path(namespace, key), params=params).json()
     show_entry(entry, ctx.obj["json"])
 

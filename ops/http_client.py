@@ -155,7 +155,10 @@ def pages(client: Client, path: str, params: dict[str, Any], limit: int | None) 
 
 
 def coordinates(version: int | None = None, as_of: str | None = None,
-                position: int | None = None) -> dict[str, Any]:
-    """The query parameters of a read at a past point (those given)."""
-    given = {"version": version, "as_of": as_of, "position": position}
+                position: int | None = None, min_position: int | None = None
+                ) -> dict[str, Any]:
+    """The query parameters of a read at a past point, or of one that must include a
+    position (those given)."""
+    given = {"version": version, "as_of": as_of, "position": position,
+             "min_position": min_position}
     return {k: v for k, v in given.items() if v is not None}
