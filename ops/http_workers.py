@@ -2,7 +2,8 @@
 finishes its own shutdown, and, for ``--workers N`` (N > 1), the worker processes.
 
 The workers are ``ssot http-worker`` children sharing one listening socket that
-``ssot serve`` binds (as uvicorn's own ``--workers`` does), but started as plain
+``ssot serve`` binds (as uvicorn's own ``--workers`` does; which of them accepts a
+connection: ``accepting.py``), but started as plain
 processes: uvicorn starts its workers with multiprocessing's *spawn*, which also starts
 multiprocessing's resource tracker, one more Python process (~12 MB) tracking nothing of
 ours. Each worker is in serve's process group (a signal to the group reaches it; Ctrl-C
@@ -18,6 +19,7 @@ serve is already stopping is not a failed start.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import logging
@@ -30,7 +32,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 import click
@@ -38,6 +40,7 @@ import uvicorn
 
 from nexus_ssot.ledger.settings import Settings
 
+from .accepting import NOT_ACCEPTING, BalancedListener, ConnectionCounts
 from .children import ChildExited, child_environment, exit_with_parent
 from .heap import freeze_startup_heap
 
@@ -94,18 +97,43 @@ class Server(uvicorn.Server):
     With ``ready_fd``, it writes one byte there once it serves (and closes it)."""
 
     def __init__(self, config: uvicorn.Config, ready_fd: int | None = None,
-                 early: Sequence[int] = ()) -> None:
+                 early: Sequence[int] = (),
+                 balance: tuple[ConnectionCounts, int] | None = None) -> None:
         super().__init__(config)
         self.ready_fd = ready_fd
         #: SIGINT received before uvicorn's own handlers took over (``note_interrupts``).
         self.early = early
+        #: The workers' connection counts and this worker's slot: accept as
+        #: ``accepting.BalancedListener`` does (None: as uvicorn does).
+        self.balance = balance
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
+        if self.balance is None or not sockets:
+            await super().startup(sockets)
+        else:
+            await super().startup([])  # the app's lifespan, and no listener of uvicorn's
+            if self.started:
+                self.servers = [self._balanced(sockets[0], *self.balance)]  # type: ignore[list-item]
         if self.started and self.ready_fd is not None:
             os.write(self.ready_fd, b"1")
             os.close(self.ready_fd)
             self.ready_fd = None
+
+    def _balanced(self, sock: socket.socket, counts: ConnectionCounts,
+                  slot: int) -> BalancedListener:
+        config, loop = self.config, asyncio.get_running_loop()
+
+        def protocol() -> asyncio.Protocol:  # (as uvicorn's own listener makes it)
+            return config.http_protocol_class(  # type: ignore[call-arg]
+                config=config, server_state=self.server_state, app_state=self.lifespan.state)
+
+        def serve(conn: socket.socket) -> Awaitable[object]:
+            return loop.connect_accepted_socket(protocol, conn, ssl=config.ssl)
+
+        listener = BalancedListener(sock, counts, slot, serve)
+        self.server_state.connections = listener.connections  # (before any protocol)
+        listener.start(loop, config.backlog)
+        return listener
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -123,10 +151,11 @@ class Server(uvicorn.Server):
 
 
 def run_http_worker(settings: Settings, fd: int, ready_fd: int, *, access_log: bool,
-                    early: list[int]) -> None:
+                    early: list[int], counts_fd: int | None = None, slot: int = 0) -> None:
     """One worker of ``ssot serve --workers N``: serve the inherited socket ``fd`` until
     SIGTERM/SIGINT (or serve's death), then drain and exit. ``early``: the stop signals
-    noted since the process began (``signals.note_interrupts``)."""
+    noted since the process began (``signals.note_interrupts``). ``counts_fd``: the
+    workers' ``ConnectionCounts``, this worker's at ``slot``."""
     exit_with_parent()  # first: importing the api takes seconds on a slow machine
     from nexus_ssot.api.app import create_app  # the worker's one place that builds the api
 
@@ -139,17 +168,20 @@ def run_http_worker(settings: Settings, fd: int, ready_fd: int, *, access_log: b
     if early:
         log.info("stopping on %s before serving", signal.Signals(early[0]).name)
         return
-    Server(config, ready_fd, early).run(sockets=[listening])
+    balance = (ConnectionCounts(counts_fd), slot) if counts_fd is not None else None
+    Server(config, ready_fd, early, balance).run(sockets=[listening])
 
 
 class HttpWorker:
     """One ``ssot http-worker`` child: started, watched and restarted, stopped."""
 
     def __init__(self, index: int, settings: Settings, listening: socket.socket,
-                 access_log: bool) -> None:
+                 access_log: bool, counts: ConnectionCounts | None = None) -> None:
         self.index = index
         self.settings = settings
         self.listening = listening
+        #: The workers' connection counts (None: one worker, which accepts as uvicorn does).
+        self.counts = counts
         self.access_log = access_log
         self.proc: subprocess.Popen[bytes] | None = None
         self.stopping = threading.Event()
@@ -172,11 +204,15 @@ class HttpWorker:
             fd = self.listening.fileno()
             args = [sys.executable, "-m", "nexus_ssot.ops.cli", "http-worker", "--fd",
                     str(fd), "--ready-fd", str(ready_write)]
+            passed = [fd, ready_write]
+            if self.counts is not None:
+                args += ["--counts-fd", str(self.counts.fd), "--slot", str(self.index)]
+                passed.append(self.counts.fd)
             try:
                 self.proc = subprocess.Popen(
                     [*args, *(["--access-log"] if self.access_log else [])],
                     env=child_environment(self.settings),
-                    stdin=subprocess.DEVNULL, pass_fds=(fd, ready_write))
+                    stdin=subprocess.DEVNULL, pass_fds=passed)
             except BaseException:
                 os.close(ready_read)
                 raise
@@ -208,6 +244,8 @@ class HttpWorker:
         while not self.stopping.is_set():
             assert self.proc is not None
             code = self.proc.wait()
+            if self.counts is not None:  # (its last count, of connections it no longer has)
+                self.counts.set(self.index, NOT_ACCEPTING)
             if self.stopping.is_set():
                 return
             if self.restarting.is_set():
@@ -262,7 +300,9 @@ class HttpWorkers:
 
     def __init__(self, settings: Settings, config: uvicorn.Config, access_log: bool) -> None:
         self.listening = config.bind_socket()  # logs where it listens; inheritable
-        self.workers = [HttpWorker(i, settings, self.listening, access_log)
+        self.counts = (ConnectionCounts.create(settings.http_workers)
+                       if settings.http_workers > 1 else None)
+        self.workers = [HttpWorker(i, settings, self.listening, access_log, self.counts)
                         for i in range(settings.http_workers)]
 
     def start(self) -> None:
@@ -293,6 +333,9 @@ class HttpWorkers:
         for worker in self.workers:
             worker.wait(deadline)
         self.listening.close()
+        if self.counts is not None:
+            self.counts.close()
+            self.counts = None
 
 
 def serve_until_signalled(workers: HttpWorkers,

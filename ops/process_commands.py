@@ -129,7 +129,10 @@ def writer(socket_path: str) -> None:
 @click.option("--ready-fd", type=int, required=True,
               help="A pipe to write one byte to once serving.")
 @click.option("--access-log", is_flag=True, help="Log every request.")
-def http_worker(fd: int, ready_fd: int, access_log: bool) -> None:
+@click.option("--counts-fd", type=int, help="The workers' connection counts, inherited.")
+@click.option("--slot", type=int, default=0, help="This worker's slot in them.")
+def http_worker(fd: int, ready_fd: int, access_log: bool, counts_fd: int | None,
+                slot: int) -> None:
     """Run one HTTP worker process (started by `ssot serve --workers N`)."""
     from .signals import note_interrupts
 
@@ -142,7 +145,8 @@ def http_worker(fd: int, ready_fd: int, access_log: bool) -> None:
 
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    run_http_worker(Settings(), fd, ready_fd, access_log=access_log, early=early)
+    run_http_worker(Settings(), fd, ready_fd, access_log=access_log, early=early,
+                    counts_fd=counts_fd, slot=slot)
 
 
 @click.command()
