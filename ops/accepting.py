@@ -162,21 +162,23 @@ class BalancedListener:
             self._pause(self.defer, functools.partial(self._stepped_aside,
                                                       self.counts.elsewhere(self.slot)))
             return
+        self._unanswered = 0
         self._accept()
 
     def _stepped_aside(self, seen: tuple[int, ...]) -> None:
         """After stepping aside: when another worker accepted meanwhile, the choice is
-        made again; else one connection is taken here, and after ``UNANSWERED`` such
-        turns in a row (the others are busy or stopped) everything that waits."""
+        made again (at the next connection waiting); else one connection is taken here,
+        and after ``UNANSWERED`` such turns in a row (the others are busy or stopped)
+        everything that waits."""
         self._paused = None
         self._resume()
         if self.counts.elsewhere(self.slot) != seen:
             self._unanswered = 0
-            self._readable()
             return
         self._unanswered += 1
         if self._unanswered < UNANSWERED:
-            self._accept()
+            if not self._accept():  # nothing waited: no turn went unanswered
+                self._unanswered = 0
             return
         self._unanswered = 0
         while self._accept():
@@ -194,11 +196,15 @@ class BalancedListener:
                           os.strerror(e.errno or 0), RETRY_AFTER_SECONDS)
                 self._pause(RETRY_AFTER_SECONDS, self._resumed)
             return False  # (ECONNABORTED and the like: that connection is gone)
-        conn.setblocking(False)
-        if conn.family in (socket.AF_INET, socket.AF_INET6):
-            # (an accepted socket of a listener bound with proto 0, as uvicorn binds
-            # them, is not given TCP_NODELAY by the loop)
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            conn.setblocking(False)
+            if conn.family in (socket.AF_INET, socket.AF_INET6):
+                # (an accepted socket of a listener bound with proto 0, as uvicorn binds
+                # them, is not given TCP_NODELAY by the loop)
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:  # reset by the client already
+            conn.close()
+            return True
         opening = asyncio.ensure_future(self.serve(conn))
         self._opening.add(opening)
         opening.add_done_callback(self._opened)

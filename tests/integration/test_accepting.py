@@ -177,3 +177,18 @@ def test_the_count_follows_the_connections_and_a_closed_listener_stays_out(
             assert counts.get(0) == NOT_ACCEPTING
 
     run(main())
+
+
+def test_a_turn_with_nothing_waiting_is_not_one_the_others_left_unanswered(
+        run: Run, counts: ConnectionCounts) -> None:
+    """(else turns of bursts long past would add up, and the next burst's first
+    connection left to the others would make this worker take everything waiting)"""
+    async def main() -> None:
+        counts.set(1, 0)
+        with worker(counts, held=1, defer=PATIENT) as w:
+            for _ in range(UNANSWERED):  # woken, and the connection was taken elsewhere
+                w.listener._stepped_aside(counts.elsewhere(0))
+                assert w.listener._unanswered == 0
+            assert w.accepted == []
+
+    run(main())

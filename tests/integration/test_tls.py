@@ -43,17 +43,19 @@ def serve_tls(env: dict[str, str], port: int, verify: ssl.SSLContext,
         time.sleep(0.1)
 
 
-@pytest.fixture()
-def tls_server(database_url: str, ca: trustme.CA, tmp_path: Path) -> Iterator[
-        tuple[str, ssl.SSLContext, trustme.LeafCert]]:
+@pytest.fixture(params=["1", "2"], ids=["one worker", "two workers"])
+def tls_server(request: pytest.FixtureRequest, database_url: str, ca: trustme.CA,
+               tmp_path: Path) -> Iterator[tuple[str, ssl.SSLContext, trustme.LeafCert]]:
+    """One worker accepts as uvicorn does; two, as ops/accepting.py does."""
     cert = ca.issue_cert("127.0.0.1")
     cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "server.pem"))
     cert.private_key_pem.write_to_path(str(tmp_path / "server.key"))
     ca.cert_pem.write_to_path(str(tmp_path / "clients-ca.pem"))
     port = free_port()
     env = {**os.environ, "SSOT_DATABASE_URL": database_url, "SSOT_HTTP_PORT": str(port),
-           "SSOT_HTTP_WORKERS": "1", "SSOT_BROADCAST": "false", "SSOT_PROJECTIONS": "false",
-           "SSOT_DIGESTS": "false", "SSOT_DATA_DIR": str(tmp_path / "data"),
+           "SSOT_HTTP_WORKERS": request.param, "SSOT_BROADCAST": "false",
+           "SSOT_PROJECTIONS": "false", "SSOT_DIGESTS": "false",
+           "SSOT_DATA_DIR": str(tmp_path / "data"),
            "SSOT_TLS_CERT": str(tmp_path / "server.pem"),
            "SSOT_TLS_KEY": str(tmp_path / "server.key"),
            "SSOT_TLS_CLIENT_CA": str(tmp_path / "clients-ca.pem")}
@@ -89,3 +91,12 @@ def test_https_with_client_certificates(tls_server: tuple[str, ssl.SSLContext, o
         httpx.get(url + "/v1/health", verify=foreign, timeout=5).raise_for_status()
     with pytest.raises(httpx.HTTPError):  # no plain HTTP on that port
         httpx.get(url.replace("https", "http") + "/v1/health", timeout=5).raise_for_status()
+    # handshakes refused, connections dropped: still served, on connections kept open
+    # together (with two workers, spread over both)
+    clients = [httpx.Client(verify=verify, headers=AUTH) for _ in range(4)]
+    try:
+        for c in clients:
+            assert c.get(url + "/v1/namespaces/tls/entries/k").status_code == 200
+    finally:
+        for c in clients:
+            c.close()
