@@ -102,3 +102,23 @@ def test_malformed_and_unknown_tokens_are_refused_as_before(state: AccessState) 
     assert reason(auth, token) == "unknown_token"
     state.load(rows(record), 2)
     assert auth.authenticate(token).subject == "carol"
+
+
+def test_proven_answers_only_for_a_token_proven_since_the_load_and_unexpired(
+        state: AccessState, monkeypatch: pytest.MonkeyPatch) -> None:
+    """(the middleware's way past a coroutine per request: whatever it does not answer,
+    ``authenticate`` decides, refusals and their reasons included)"""
+    record, token = issue("dave", (), 3600, None, "admin")
+    state.load(rows(record), 1)
+    auth = authenticator(state)
+    assert auth.proven(token) is None  # not proven yet
+    identity = auth.authenticate(token)
+    assert auth.proven(token) is identity
+    assert auth.proven(token[:-1] + ("A" if token[-1] != "A" else "B")) is None
+    assert record.expires_at is not None
+    expired_at = record.expires_at.timestamp() + 1
+    with monkeypatch.context() as m:
+        m.setattr("nexus_ssot.api.authentication.time.time", lambda: expired_at)
+        assert auth.proven(token) is None  # past its time: not answered here
+    state.load(rows(record), 2)
+    assert auth.proven(token) is None  # reloaded: forgotten until proven again
