@@ -30,6 +30,7 @@ import mmap
 import os
 import socket
 import struct
+import tempfile
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -60,7 +61,7 @@ class ConnectionCounts:
     def create(cls, slots: int) -> ConnectionCounts:
         """Counts for ``slots`` workers, none accepting yet (the fd is close-on-exec:
         hand it to each worker with ``pass_fds``)."""
-        fd = os.memfd_create("ssot-http-connections")
+        fd = _shared_file()
         try:
             os.ftruncate(fd, slots * _SLOT.size)
             counts = cls(fd)
@@ -91,6 +92,15 @@ class ConnectionCounts:
     def close(self) -> None:
         self._map.close()
         os.close(self.fd)
+
+
+def _shared_file() -> int:
+    """A file of no name for the counts, close-on-exec: a memfd (Linux), else an unlinked
+    temporary file."""
+    if hasattr(os, "memfd_create"):
+        return os.memfd_create("ssot-http-connections")
+    with tempfile.TemporaryFile() as file:
+        return os.dup(file.fileno())
 
 
 class Connections(set[Any]):

@@ -100,6 +100,21 @@ def test_counts_begin_with_no_worker_accepting_and_are_shared_with_a_child(
     assert counts.fewest_elsewhere(1) is None  # slot 0 does not accept
 
 
+def test_counts_without_a_memfd_are_an_unlinked_file_shared_as_well(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delattr(os, "memfd_create")  # (not Linux)
+    shared = ConnectionCounts.create(2)
+    try:
+        assert not os.get_inheritable(shared.fd)
+        code = ("import sys; from nexus_ssot.ops.accepting import ConnectionCounts;"
+                " ConnectionCounts(int(sys.argv[1])).set(0, 3)")
+        subprocess.run([sys.executable, "-c", code, str(shared.fd)], pass_fds=(shared.fd,),
+                       check=True, timeout=60)
+        assert (shared.get(0), shared.get(1)) == (3, NOT_ACCEPTING)
+    finally:
+        shared.close()
+
+
 def test_a_worker_holding_no_more_than_the_others_accepts_at_once(
         run: Run, counts: ConnectionCounts) -> None:
     async def main() -> None:
