@@ -135,6 +135,18 @@ class Server(uvicorn.Server):
         listener.start(loop, config.backlog)
         return listener
 
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        """Ctrl-C reaches a worker twice: from the terminal (SIGINT to serve's process
+        group) and from serve stopping it (SIGTERM), in either order. uvicorn takes a
+        SIGINT after any stop signal for a second Ctrl-C and exits without the app's
+        shutdown, which then ran under the loop's cancellation (the pool's close logged
+        a traceback); only a SIGINT after a SIGINT is that here."""
+        if sig == signal.SIGINT and self.should_exit \
+                and signal.SIGINT not in self._captured_signals:
+            self._captured_signals.append(sig)  # (a stop already under way)
+            return
+        super().handle_exit(sig, frame)
+
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         with super().capture_signals():

@@ -51,3 +51,15 @@ def test_uvicorn_serves_when_no_signal_came(handlers_restored: None) -> None:
     server = Server(uvicorn.Config(_app), early=[])
     with server.capture_signals():
         assert not server.should_exit
+
+
+def test_a_ctrl_c_and_serve_s_sigterm_stop_gracefully_in_either_order(
+        handlers_restored: None) -> None:
+    """(a second Ctrl-C still exits at once, skipping what is left to drain)"""
+    for first, second in ((signal.SIGTERM, signal.SIGINT), (signal.SIGINT, signal.SIGTERM)):
+        server = Server(uvicorn.Config(_app), early=[])
+        server.handle_exit(first, None)
+        server.handle_exit(second, None)
+        assert server.should_exit and not server.force_exit, (first, second)
+        server.handle_exit(signal.SIGINT, None)
+        assert server.force_exit
