@@ -541,7 +541,9 @@ def test_ssot_serve_records_and_publishes_digests(
     env = {**os.environ, "SSOT_DATABASE_URL": fresh_db, "SSOT_NATS_URL": nats_url,
            "SSOT_NATS_STREAM": streams[0], "SSOT_NATS_SUBJECT_PREFIX": streams[1],
            "SSOT_HTTP_PORT": str(port), "SSOT_HTTP_WORKERS": "1", "SSOT_KV_MIRROR": "false",
-           "SSOT_DIGEST_EVERY_EVENTS": "2", "SSOT_DIGEST_EVERY_SECONDS": "0.3"}
+           "SSOT_DIGEST_EVERY_EVENTS": "2", "SSOT_DIGEST_EVERY_SECONDS": "0.3",
+           # its own (else the checkout's .ssot: a `make run` there, its metrics folder)
+           "SSOT_DATA_DIR": str(tmp_path / "data")}
     proc, url = start_serve([], env, port)
     try:
         with httpx.Client(headers=AUTH, base_url=url, timeout=30) as c:
