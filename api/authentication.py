@@ -115,12 +115,17 @@ class Authenticator:
         self._proven: dict[str, TokenRecord] = {}
         self._proven_of: object = None
 
-    def authenticate(self, token: str, now: datetime | None = None) -> Identity:
+    def _known(self, token: str) -> tuple[str, TokenRecord | None]:
+        """The token's SHA-256, and the record it proved since the tokens were last
+        loaded (a reload forgets them all)."""
         digest = hashlib.sha256(token.encode()).hexdigest()
         tokens = self.state.tokens
         if self._proven_of is not tokens:
             self._proven, self._proven_of = {}, tokens
-        record: TokenRecord | None = self._proven.get(digest)
+        return digest, self._proven.get(digest)
+
+    def authenticate(self, token: str, now: datetime | None = None) -> Identity:
+        digest, record = self._known(token)
         if record is None:
             if self.bootstrap is not None and hmac.compare_digest(digest, self.bootstrap):
                 return self.bootstrap_identity or bootstrap_identity(self.bootstrap)
@@ -146,9 +151,7 @@ class Authenticator:
         """The identity of an API token proven since the tokens were last loaded, when it
         has not expired: what nearly every request carries, decided without a coroutine.
         None: ``authenticate`` decides (and says why when it refuses)."""
-        if self._proven_of is not self.state.tokens:
-            return None
-        record = self._proven.get(hashlib.sha256(token.encode()).hexdigest())
+        _, record = self._known(token)
         if record is None or record.expired_by(time.time()):
             return None
         return record.identity()
@@ -244,7 +247,6 @@ class Authenticate:
             identity = dataclasses.replace(identity, on_behalf_of=value)
         state["identity"] = identity
         await self.app(scope, receive, send)
-
 
 
 def bearer_token(authorization: list[bytes]) -> str:

@@ -87,14 +87,20 @@ async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
         await asyncio.sleep(0.001)
 
 
+def set_in_a_child(counts: ConnectionCounts, slot: int, count: int) -> None:
+    """``count`` written at ``slot`` by another process, handed the counts' fd (as serve
+    hands it to each worker)."""
+    code = ("import sys; from nexus_ssot.ops.accepting import ConnectionCounts;"
+            " ConnectionCounts(int(sys.argv[1])).set(int(sys.argv[2]), int(sys.argv[3]))")
+    subprocess.run([sys.executable, "-c", code, str(counts.fd), str(slot), str(count)],
+                   pass_fds=(counts.fd,), check=True, timeout=60)
+
+
 def test_counts_begin_with_no_worker_accepting_and_are_shared_with_a_child(
         counts: ConnectionCounts) -> None:
     assert [counts.get(s) for s in range(counts.slots)] == [NOT_ACCEPTING, NOT_ACCEPTING]
     assert counts.fewest_elsewhere(0) is None
-    code = ("import sys; from nexus_ssot.ops.accepting import ConnectionCounts;"
-            " ConnectionCounts(int(sys.argv[1])).set(1, 7)")
-    subprocess.run([sys.executable, "-c", code, str(counts.fd)], pass_fds=(counts.fd,),
-                   check=True, timeout=60)
+    set_in_a_child(counts, 1, 7)
     assert counts.get(1) == 7
     assert counts.elsewhere(0) == (7,) and counts.fewest_elsewhere(0) == 7
     assert counts.fewest_elsewhere(1) is None  # slot 0 does not accept
@@ -106,10 +112,7 @@ def test_counts_without_a_memfd_are_an_unlinked_file_shared_as_well(
     shared = ConnectionCounts.create(2)
     try:
         assert not os.get_inheritable(shared.fd)
-        code = ("import sys; from nexus_ssot.ops.accepting import ConnectionCounts;"
-                " ConnectionCounts(int(sys.argv[1])).set(0, 3)")
-        subprocess.run([sys.executable, "-c", code, str(shared.fd)], pass_fds=(shared.fd,),
-                       check=True, timeout=60)
+        set_in_a_child(shared, 0, 3)
         assert (shared.get(0), shared.get(1)) == (3, NOT_ACCEPTING)
     finally:
         shared.close()
