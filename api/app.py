@@ -73,7 +73,7 @@ from .http_protocol import STATE_KEY, ConnectionRules
 from .log_notifier import LogNotifier
 from .rate_limit import RateLimit, RateLimiter
 from .read_replica import read_connection
-from .service import Service
+from .service import AppState, Service
 from .starting import NotReadyYet, Startup
 
 _CORRELATION_ID = re.compile(rb"^[\x21-\x7e]{1,128}$")
@@ -244,6 +244,7 @@ def create_app(settings: Settings) -> FastAPI:
         telemetry={"tracing": False, "metrics": False, "logs": False,
                    "operation_spans": False, "auto_configure": False},
     )
+    app.state = AppState()  # the service read as a plain attribute (api/service.py)
     for router in ROUTERS:
         app.include_router(router)
     docs_pages.mount(app)

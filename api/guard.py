@@ -21,7 +21,7 @@ from nexus_ssot.ledger.commands import Command, Delete, Restore
 from nexus_ssot.ledger.errors import Forbidden, NotFound, Unauthenticated
 from nexus_ssot.ledger.namespace_settings import SETTINGS_NAMESPACE
 
-from .params import service_of
+from .params import request_state, service_of
 
 #: The namespace system-wide operations are checked against (verify, consistency).
 SYSTEM = "_system"
@@ -136,7 +136,7 @@ def command_action(command: Command) -> str:
 
 
 def guard_of(request: Request) -> Guard:
-    identity = getattr(request.state, "identity", None)
+    identity = request_state(request).get("identity")
     if identity is None:
         raise Unauthenticated("this request needs a bearer token", reason="missing")
     return Guard(identity, service_of(request).access.policies)
@@ -190,7 +190,7 @@ def require_some(request: Request, action: str, namespace: str) -> Guard:
 async def authorize(request: Request) -> None:
     """The app-wide dependency: the route's action, checked before the route runs."""
     asked_at = time.monotonic()
-    if getattr(request.state, "identity", None) is None:
+    if request_state(request).get("identity") is None:
         return  # a public route (authentication let it through without a token)
     route: Any = request.scope.get("route")
     template = getattr(route, "path", "")

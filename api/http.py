@@ -145,13 +145,16 @@ def _may_be_ambiguous(body: bytes, value: Any) -> bool:
     # a NUL, or an escaped colon (which the colon count below would miss); not every
     # \u00XX: clients that write non-ASCII text as escapes ("caf\u00e9", Python's
     # json.dumps by default) sent every such body to the exact parse
-    if b"\\u0000" in body or b"\\u003a" in body or b"\\u003A" in body:
+    # (``find``, not ``in``: on Python 3.11 ``needle in body`` tries the needle as an
+    # integer first and drops the TypeError that makes, ~2K instructions each)
+    find = body.find
+    if find(b"\\u0000") != -1 or find(b"\\u003a") != -1 or find(b"\\u003A") != -1:
         return True
     if body.count(b":") != orjson.dumps(value).count(b":"):
         return True
-    shape = body.translate(_NUMBER_SHAPE)
-    return (b"0" * 20 in shape or b"+" + b"0" * 19 in shape
-            or b"0e000" in shape or b"0e+000" in shape)
+    find = body.translate(_NUMBER_SHAPE).find
+    return (find(_TWENTY_DIGITS) != -1 or find(_SIGNED_NINETEEN) != -1
+            or find(b"0e000") != -1 or find(b"0e+000") != -1)
 
 
 def _refusal(body: bytes, field: str, root: str, reason: str) -> InvalidInput:
@@ -179,6 +182,9 @@ def _refusal(body: bytes, field: str, root: str, reason: str) -> InvalidInput:
 _NUMBER_SHAPE = bytes(
     ord("0") if 48 <= b <= 57 else ord("e") if b in b"eE" else ord("+") if b in b"+-"
     else ord(" ") for b in range(256))
+#: Shapes of numbers orjson would not keep exactly (``_may_be_ambiguous``).
+_TWENTY_DIGITS = b"0" * 20
+_SIGNED_NINETEEN = b"+" + b"0" * 19
 
 
 def expectation(request: Request) -> Expectation:

@@ -141,6 +141,15 @@ def service_of(request: Request) -> Service:
     return service
 
 
+def request_state(request: Request) -> dict[str, Any]:
+    """What the middlewares set for this request (``scope["state"]``: ``identity``,
+    ``correlation_id``, ``rate_limit``). Read here, not as ``request.state.identity``:
+    Starlette's ``State`` finds such an attribute only once the ordinary lookup has
+    failed, an AttributeError made and dropped on every read."""
+    state: dict[str, Any] = request.scope.get("state") or {}
+    return state
+
+
 def address(namespace: str, key: str) -> tuple[str, str]:
     """The entry a route's path names, checked."""
     return check_namespace(namespace), check_key(key)

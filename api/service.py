@@ -13,6 +13,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Span, SpanKind, Tracer
 from psycopg_pool import AsyncConnectionPool
+from starlette.datastructures import State
 from starlette.types import Scope
 
 from nexus_ssot.access.errors import AuthenticationFailed
@@ -118,3 +119,24 @@ class Service:
             rule=(rule.rule if rule.rule is not None else rule.by) if rule else None,
             correlation_id=scope.get("state", {}).get("correlation_id"),
             auth_method=identity.method if identity else None))
+
+
+class AppState(State):
+    """The app's ``app.state``, holding the ``Service`` (``service``, None until the
+    lifespan has opened it) as a plain attribute. Starlette's ``State`` keeps what is set
+    on it in a dict of its own, found only once the ordinary lookup has failed: every read
+    made and dropped an AttributeError first (~3K instructions), and the middlewares and
+    routes read the service several times a request. Anything else set on it stays in
+    that dict."""
+
+    service: Service | None
+
+    def __init__(self) -> None:
+        super().__init__()
+        object.__setattr__(self, "service", None)
+
+    def __setattr__(self, key: Any, value: Any) -> None:
+        if key == "service":
+            object.__setattr__(self, key, value)
+        else:
+            super().__setattr__(key, value)

@@ -22,7 +22,7 @@ from nexus_ssot.ledger.event_store import Idempotency, Outcome
 from nexus_ssot.ledger.metrics import metrics, write_counter
 
 from . import http
-from .params import JSON, service_of
+from .params import JSON, request_state, service_of
 from .service import Service
 
 T = TypeVar("T")
@@ -42,7 +42,7 @@ def outcome_json(outcome: Outcome, request: Request | None = None) -> dict[str, 
         "recorded_at": http.rfc3339(outcome.recorded_at),
         "document": outcome.document,
     }
-    identity = getattr(request.state, "identity", None) if request is not None else None
+    identity = request_state(request).get("identity") if request is not None else None
     if identity is not None and not service_of(request).access.policies.decide(  # type: ignore[arg-type]
             identity, "read", outcome.namespace, outcome.key).allowed:
         body["document"] = None
@@ -70,7 +70,8 @@ class WriteRequest:
     def __init__(self, request: Request, body: bytes, reason: str | None = None) -> None:
         settings = service_of(request).settings
         self.idempotency_key = http.idempotency_key(request)
-        identity: Identity | None = getattr(request.state, "identity", None)
+        state = request_state(request)
+        identity: Identity | None = state.get("identity")
         if identity is None or identity.method == "anonymous":  # auth off
             self.actor = http.actor(request, default=settings.default_actor,
                                     trust_header=settings.trust_actor_header)
@@ -78,7 +79,7 @@ class WriteRequest:
             self.actor = identity.actor
         header_reason = http.reason(request)  # checked even when the body gives one
         self.reason = reason if reason is not None else header_reason
-        self.correlation_id: str = request.state.correlation_id
+        self.correlation_id: str = state["correlation_id"]
         self.timestamp = http.utc_now()
         self.auth: dict[str, Any] | None = (
             identity.auth_record() if identity is not None else None)

@@ -85,7 +85,9 @@ def check_document(document: Any, limits: Limits, *, field: str = "document") ->
             )
     if encoded is None:
         encoded = check_text(document, field)
-    if b"\\u0000" in encoded and (where := nul_path(document, field)) is not None:
+    # (``find``, not ``in``: on Python 3.11 ``in`` tries the needle as an integer first
+    # and drops the TypeError that makes)
+    if encoded.find(b"\\u0000") != -1 and (where := nul_path(document, field)) is not None:
         raise InvalidUnicode(
             f"{where} holds the character U+0000, which the ledger cannot store",
             field=where,
