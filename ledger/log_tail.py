@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import contextlib
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
@@ -226,8 +225,10 @@ class LogTail:
         #: Their positions, for ``bisect`` without a key function (a call per step).
         self._positions: list[int] = []
         #: The followers' waits for the tail to advance, each woken at once by the next
-        #: read (see ``wait``).
-        self._waiters: list[asyncio.Future[None]] = []
+        #: read (see ``wait``), in the order they began (a dict: one woken is gone from
+        #: it, and a wait that ends otherwise takes itself out without a search or a
+        #: ValueError, once an event in the broadcaster's loop).
+        self._waiters: dict[asyncio.Future[None], None] = {}
         self._news: dict[str, asyncio.Event] = {}
         self._heard: dict[str, int] = {}
         self._pending: set[str] = set()  # channels notified, not yet handled
@@ -300,12 +301,11 @@ class LogTail:
         if stop.is_set() or (self.live and self.head > after):
             return
         waiter = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
+        self._waiters[waiter] = None
         try:
             await wait_unless_stopped(waiter, stop, timeout)
         finally:  # timed out, stopped or cancelled, it is still listed (woken, it is not)
-            with contextlib.suppress(ValueError):
-                self._waiters.remove(waiter)
+            self._waiters.pop(waiter, None)
 
     async def wait_for(self, channel: str, heard: int, stop: asyncio.Event,
                        timeout: float) -> None:
@@ -416,7 +416,7 @@ class LogTail:
         self._wake_all()
 
     def _wake_all(self) -> None:
-        waiters, self._waiters = self._waiters, []
+        waiters, self._waiters = self._waiters, {}
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(None)

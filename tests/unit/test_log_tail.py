@@ -113,18 +113,45 @@ def test_a_waiting_follower_runs_in_the_loops_next_turn_after_a_read() -> None:
     asyncio.run(run())
 
 
+def test_followers_are_woken_in_the_order_they_began_to_wait() -> None:
+    """The first to wait runs first in the turn after a read (the broadcaster, which
+    begins its wait before the views: its publish does not wait for their folds); one
+    whose wait ended meanwhile is left out."""
+    async def run() -> None:
+        tail = tail_holding([1], capacity=10)
+        stop = asyncio.Event()
+        woken: list[str] = []
+
+        async def follower(name: str, timeout: float) -> None:
+            await tail.wait(stop, 1, timeout)
+            woken.append(name)
+
+        tasks = [asyncio.ensure_future(follower(name, timeout))
+                 for name, timeout in (("first", 30.0), ("gone", 0.0), ("second", 30.0),
+                                       ("third", 30.0))]
+        while woken != ["gone"]:  # its timeout ends its wait
+            await asyncio.sleep(0)
+        assert len(tail._waiters) == 3
+        tail._append([event(2)])
+        await asyncio.gather(*tasks)
+        assert woken == ["gone", "first", "second", "third"]
+        assert tail._waiters == {}
+
+    asyncio.run(run())
+
+
 def test_a_wait_ends_with_stop_or_its_timeout_and_leaves_no_waiter_behind() -> None:
     async def run() -> None:
         tail = tail_holding([1], capacity=10)
         stop = asyncio.Event()
         await tail.wait(stop, 1, 0.01)  # nothing came: the timeout
-        assert tail._waiters == []
+        assert tail._waiters == {}
         waiting = asyncio.ensure_future(tail.wait(stop, 1, 30.0))
         await asyncio.sleep(0)
         assert not waiting.done()
         stop.set()
         await asyncio.wait_for(waiting, 5.0)
-        assert tail._waiters == []
+        assert tail._waiters == {}
         await tail.wait(stop, 1, 30.0)  # stopped: returns at once
 
     asyncio.run(run())
