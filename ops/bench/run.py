@@ -44,6 +44,7 @@ from . import (
     projections,
     schemas,
     slowloris,
+    turns,
     web_console,
 )
 from .database import Monitor, conninfo, describe_server, postmaster_of, with_database
@@ -212,6 +213,10 @@ class Bench:
                                   token=self.token, duration=self.duration,
                                   quick=self.quick, rss_writes=self.rss_writes,
                                   headers=headers)
+            if self.only in (None, "turns"):
+                self.report["turns"] = turns.measure(
+                    self.monitor, server, meter, pool, token=self.token, headers=headers,
+                    quick=self.quick)
             if self.only in (None, "budget"):
                 self.report["budget"] = budget.measure(
                     self.monitor, server, meter, pool, token=self.token,
@@ -346,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("bench/results"),
                         help="folder for the results (default bench/results)")
     parser.add_argument("--only", choices=["history", "chain", "projections", "backup", "auth",
-                                           "slowloris", "budget", "baselines", "schema",
+                                           "slowloris", "budget", "baselines", "schema", "turns",
                                            "broadcast", "cluster", "console", "metrics"],
                         help="run only these steps: history = (i)-(k) time travel and audit, "
                              "chain = (l) the hash chain's cost, projections = (m)-(n) view "
@@ -360,7 +365,8 @@ def main(argv: list[str] | None = None) -> int:
                              "beside one, replica reads, failover times, console = (w) the "
                              "web console's search and first paint over 100,000 entries, "
                              "metrics = (x) one /metrics scrape at 10,000 series, broadcast = "
-                             "(f)-(h) raw JetStream, commit → NATS delivery, catch-up "
+                             "(f)-(h) raw JetStream, commit → NATS delivery, catch-up, turns = "
+                             "(c) PUT @16 and @64 beside the library, in turns "
                              "(results go to bench-<stamp>-<steps>.*, not latest.*)")
     args = parser.parse_args(argv)
     if args.duration <= 0:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from nexus_ssot.ops.bench import broadcast, budget, etcd, projections, report
+from nexus_ssot.ops.bench import broadcast, budget, etcd, projections, report, turns
 from nexus_ssot.ops.bench.budget import FOLLOWERS, HTTP, OTHER, WRITER, ThreadRow
 from nexus_ssot.ops.bench.measuring import (
     NOISY_OTHER,
@@ -218,6 +218,65 @@ def test_put_at_one_connection_must_answer_within_two_ms_at_the_median() -> None
     fast = report.evaluate(base_report(http={"put_1": http_step(600, p50=1.6)}))
     assert slow[0]["passed"] is False and fast[0]["passed"] is True
     assert "p50 < 2 ms" in fast[0]["target"]
+
+
+def in_turns(*rounds: tuple[float, float, float], other: float = QUIET) -> dict[str, Any]:
+    """(c) in turns from rounds of (library, PUT @16, PUT @64) rates."""
+    rates = [{"library": b, "put_16": p16, "put_64": p64} for b, p16, p64 in rounds]
+    slots = [{"round": i, "label": label, "requests_per_s": rate, "p99_ms": 12.0}
+             for i, r in enumerate(rates) for label, rate in r.items() if label != "library"]
+    return {"rounds": rates, "slots": slots, "slot_s": 3.0, "cpu": {"other": other},
+            "ratios": turns.ratios(rates)}
+
+
+def test_rounds_in_turns_reverse_their_order_every_other_round() -> None:
+    assert turns.order(0) == ["library", "put_16", "put_64"]
+    assert turns.order(1) == ["put_64", "put_16", "library"]
+    assert turns.order(2) == turns.order(0)
+
+
+def test_the_ratio_in_turns_is_the_median_of_each_rounds_own_ratio() -> None:
+    # the host fast in round 2 for both sides: the totals lean on it, the median does not
+    got = turns.ratios([{"library": 1000, "put_16": 1900, "put_64": 2400},
+                        {"library": 2000, "put_16": 4200, "put_64": 5000},
+                        {"library": 1000, "put_16": 2100, "put_64": 2600}])
+    assert got["put_16"]["round_ratios"] == [1.9, 2.1, 2.1]
+    assert got["put_16"]["median"] == 2.1 and got["put_16"]["range"] == [1.9, 2.1]
+    assert got["put_16"]["totals"] == round(8200 / 4000, 3)
+    assert got["put_64"]["median"] == 2.5 and got["put_64"]["rounds"] == 3
+    assert turns.ratios([{"library": 0.0, "put_16": 10.0, "put_64": 10.0}]) == {}
+
+
+def test_the_put_rows_are_judged_by_the_rounds_in_turns_when_they_ran() -> None:
+    http = {"put_16": http_step(1900), "put_64": http_step(2400)}
+    alone = report.evaluate(base_report(library={"saves_per_s": 1000}, http=http))
+    assert [row["passed"] for row in by_step(alone, "(c)")] == [False, False]
+    beside = report.evaluate(base_report(library={"saves_per_s": 1000}, http=http,
+                                         turns=in_turns((900, 1900, 2300), (950, 2000, 2450),
+                                                        (1000, 2100, 2600))))
+    put16, put64 = by_step(beside, "(c)")
+    assert put16["ratio"] == 2.105 and put16["passed"] is True
+    assert put64["ratio"] == 2.579 and put64["passed"] is True
+    assert "against (b) alone 1.90x" in put16["note"] and "3 rounds" in put16["note"]
+    slow = report.evaluate(base_report(library={"saves_per_s": 1000},
+                                       http={"put_16": http_step(2300, p99=60.0)},
+                                       turns=in_turns((1000, 2100, 2600))))
+    assert by_step(slow, "(c)")[0]["passed"] is False  # the p99 is still (c)'s own
+    busy = report.evaluate(base_report(library={"saves_per_s": 1000}, http=http,
+                                       turns=in_turns((1000, 2100, 2600), other=BUSY)))
+    assert all(row["noisy"] for row in by_step(busy, "(c)"))
+
+
+def test_rounds_in_turns_alone_make_rows_of_their_own_and_a_table() -> None:
+    made = base_report(only="turns", turns=in_turns((1000, 1900, 2400), (1000, 2100, 2600)))
+    rows = report.evaluate(made)
+    put16, put64 = by_step(rows, "(c)")
+    assert put16["step"] == "(c) PUT If-Match @16, in turns with the library"
+    assert put16["ratio"] == 2.0 and put16["passed"] is True and put16["value"] == 2000
+    assert put64["ratio"] == 2.5 and put64["passed"] is True
+    text = report.markdown(made, rows)
+    assert "| 1 | 1,000 | 1,900 (1.90x) | 2,400 (2.40x) |" in text
+    assert "| 2 | 1,000 | 2,100 (2.10x) | 2,600 (2.60x) |" in text
 
 
 def test_get_is_measured_against_the_trivial_fastapi_endpoint() -> None:
