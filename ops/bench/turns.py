@@ -28,8 +28,8 @@ from .library import LIBRARY_SCHEMA, LIBRARY_THREADS, LibraryResult, LibrarySpec
 from .measuring import Cpu, CpuMeter, say
 from .server import Server
 
-ROUNDS, ROUNDS_QUICK = 5, 2
-SLOT_S, SLOT_S_QUICK = 3.0, 1.0
+ROUNDS, ROUNDS_QUICK = 8, 2
+SLOT_S, SLOT_S_QUICK = 2.0, 1.0
 #: The PUT steps taken in turns with the library (connections each).
 CONNECTIONS = (16, 64)
 LIBRARY = "library"
