@@ -208,15 +208,15 @@ class Bench:
                 raise RuntimeError(f"no admin token in {server.data_dir}")
             headers = bearer(token)
             self.report.setdefault("server", {})["env"] = SERVER_ENV
+            if self.only in (None, "turns"):  # first: see ops/bench/turns.py
+                self.report["turns"] = turns.measure(
+                    self.monitor, server, meter, pool, token=self.token, headers=headers,
+                    quick=self.quick)
             if self.only is None:
                 http_load.measure(self.report, self.monitor, server, meter, pool,
                                   token=self.token, duration=self.duration,
                                   quick=self.quick, rss_writes=self.rss_writes,
                                   headers=headers)
-            if self.only in (None, "turns"):
-                self.report["turns"] = turns.measure(
-                    self.monitor, server, meter, pool, token=self.token, headers=headers,
-                    quick=self.quick)
             if self.only in (None, "budget"):
                 self.report["budget"] = budget.measure(
                     self.monitor, server, meter, pool, token=self.token,

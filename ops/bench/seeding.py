@@ -13,7 +13,6 @@ import multiprocessing
 import time
 import uuid
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -96,11 +95,20 @@ def seed_log(database_url: str, shape: SeedShape, count: int, busy: Sequence[str
         raise ValueError(f"keys must be a multiple of {SEED_BATCH * SEED_WRITERS:,}"
                          f" and not of {SCATTER:,}")
     started = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=SEED_WRITERS,
-                             mp_context=multiprocessing.get_context("spawn")) as pool:
-        parts = [pool.submit(_seed_part, database_url, shape, count, part, SEED_WRITERS,
-                             list(busy), rare) for part in range(SEED_WRITERS)]
-        written = sum(part.result() for part in parts)
+    # A pool that can be stopped: a bench interrupted while it seeds (Ctrl-C, SIGTERM)
+    # stops its writers at once, where an executor's shutdown waited minutes for them to
+    # finish their parts before the bench could clean up.
+    pool = multiprocessing.get_context("spawn").Pool(SEED_WRITERS)
+    try:
+        written = sum(pool.starmap(_seed_part, [
+            (database_url, shape, count, part, SEED_WRITERS, list(busy), rare)
+            for part in range(SEED_WRITERS)]))
+        pool.close()
+    except BaseException:
+        pool.terminate()
+        raise
+    finally:
+        pool.join()
     assert written == count, (written, count)
     return time.perf_counter() - started
 
