@@ -261,10 +261,13 @@ def markdown(report: dict[str, Any], rows: list[dict[str, Any]]) -> str:
                      f"{shown} |")
     server = report.get("server", {})
     hwm = (server.get("rss_after_writes") or {}).get("vm_hwm_kb")
+    turns_writes = report.get("turns", {}).get("acknowledged_writes")
     if only is None:
         lines += [
             "",
-            f"Writes acknowledged: {server.get('acknowledged_writes', 0):,}; events stored: "
+            f"Writes acknowledged: {server.get('acknowledged_writes', 0):,}"
+            + (f" (and {turns_writes:,} before them, by (c) in turns)" if turns_writes else "")
+            + f"; events stored: "
             f"{server.get('events_in_store') or 0:,}; mean writer batch (events per "
             f"transaction) over the run: {server.get('mean_writer_batch') or '—'}; server "
             f"VmHWM {fmt(hwm / 1024 if hwm else None)} MB.",

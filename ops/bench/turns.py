@@ -85,9 +85,9 @@ def measure(monitor: Monitor, server: Server, meter: CpuMeter, pool: ProcessPool
     slots: list[dict[str, Any]] = []
     holder: list[Cpu] = []
     started = time.monotonic()
-    http_step(monitor, server, meter, pool, HttpSpec(
+    acknowledged = http_step(monitor, server, meter, pool, HttpSpec(
         "turns_warmup", "PUT", server.port, f"{token}-turns-warm", CONNECTIONS[0],
-        WARMUP_S_QUICK if quick else WARMUP_S, headers=headers))
+        WARMUP_S_QUICK if quick else WARMUP_S, headers=headers)).acknowledged_writes
     try:
         with meter.measure(holder.append):
             for index in range(rounds_n):
@@ -112,6 +112,7 @@ def measure(monitor: Monitor, server: Server, meter: CpuMeter, pool: ProcessPool
                         raise RuntimeError(f"{label} in turns: {result.non_2xx} non-2xx, "
                                            f"{result.errors} errors: {result.first_problem}")
                     rates[label] = result.requests_per_s
+                    acknowledged += result.acknowledged_writes
                     slots.append({"round": index, "label": label,
                                   "requests_per_s": result.requests_per_s,
                                   "p50_ms": result.p50_ms, "p99_ms": result.p99_ms,
@@ -127,4 +128,5 @@ def measure(monitor: Monitor, server: Server, meter: CpuMeter, pool: ProcessPool
             f"{got['rounds']} rounds (range {got['range'][0]} to {got['range'][1]}, totals "
             f"{got['totals']}x)")
     return {"rounds": rounds, "slots": slots, "slot_s": slot, "ratios": found,
+            "acknowledged_writes": acknowledged,
             "seconds": round(time.monotonic() - started, 1), "cpu": asdict(holder[0])}

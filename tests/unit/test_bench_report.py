@@ -277,6 +277,10 @@ def test_rounds_in_turns_alone_make_rows_of_their_own_and_a_table() -> None:
     text = report.markdown(made, rows)
     assert "| 1 | 1,000 | 1,900 (1.90x) | 2,400 (2.40x) |" in text
     assert "| 2 | 1,000 | 2,100 (2.10x) | 2,600 (2.60x) |" in text
+    full = base_report(server={"acknowledged_writes": 100_127, "events_in_store": 179_000},
+                       turns={**in_turns((1000, 2100, 2600)), "acknowledged_writes": 78_873})
+    assert ("Writes acknowledged: 100,127 (and 78,873 before them, by (c) in turns); events "
+            "stored: 179,000;") in report.markdown(full, report.evaluate(full))
 
 
 def test_get_is_measured_against_the_trivial_fastapi_endpoint() -> None:
