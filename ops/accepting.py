@@ -127,13 +127,14 @@ class Connections(set[Any]):
 
 class BalancedListener:
     """Accepts from the shared ``sock`` on behalf of worker ``slot``, each connection
-    handed to ``serve`` (which sets up its transport and protocol). ``connections`` is
-    for the worker's server to keep its open connections in (uvicorn's
-    ``server_state.connections``). In uvicorn's list of servers: ``close`` stops
-    accepting, ``wait_closed`` has nothing to wait for."""
+    handed to ``serve``, which sets up its transport and protocol and gives them as
+    ``loop.connect_accepted_socket`` does (the protocol has uvicorn's ``shutdown``).
+    ``connections`` is for the worker's server to keep its open connections in
+    (uvicorn's ``server_state.connections``). In uvicorn's list of servers: ``close``
+    stops accepting, ``wait_closed`` has nothing to wait for."""
 
     def __init__(self, sock: socket.socket, counts: ConnectionCounts, slot: int,
-                 serve: Callable[[socket.socket], Awaitable[object]],
+                 serve: Callable[[socket.socket], Awaitable[tuple[Any, Any]]],
                  defer: float = DEFER_SECONDS) -> None:
         self.sock = sock
         self.counts = counts
@@ -146,7 +147,7 @@ class BalancedListener:
         #: Turns in a row this worker stepped aside and no other accepted meanwhile.
         self._unanswered = 0
         #: Accepted connections whose transport is not set up yet (a TLS handshake).
-        self._opening: set[asyncio.Future[object]] = set()
+        self._opening: set[asyncio.Future[tuple[Any, Any]]] = set()
         self._closed = True  # (until started)
 
     def start(self, loop: asyncio.AbstractEventLoop, backlog: int) -> None:
@@ -221,13 +222,22 @@ class BalancedListener:
         self._publish()
         return True
 
-    def _opened(self, done: asyncio.Future[object]) -> None:
+    def _opened(self, done: asyncio.Future[tuple[Any, Any]]) -> None:
         self._opening.discard(done)
         self._publish()
-        if not done.cancelled() and done.exception() is not None:
+        if done.cancelled():
+            return
+        if done.exception() is not None:
             # a TLS handshake that failed, a client gone before it finished: the loop
             # has closed the transport it made of the socket
             log.debug("a connection could not be set up: %r", done.exception())
+        elif self._closed:
+            # Accepted before the server began to shut down, set up after it asked its
+            # connections to finish: ask this one too (its answer to a request under
+            # way, then no keep-alive), or it serves its client's next requests for as
+            # long as that client sends them, and the worker waits for it to stop.
+            _, protocol = done.result()
+            protocol.shutdown()
 
     def _pause(self, seconds: float, then: Callable[[], None]) -> None:
         assert self._loop is not None

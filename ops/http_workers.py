@@ -127,7 +127,7 @@ class Server(uvicorn.Server):
             return config.http_protocol_class(  # type: ignore[call-arg]
                 config=config, server_state=self.server_state, app_state=self.lifespan.state)
 
-        def serve(conn: socket.socket) -> Awaitable[object]:
+        def serve(conn: socket.socket) -> Awaitable[tuple[Any, Any]]:
             return loop.connect_accepted_socket(protocol, conn, ssl=config.ssl)
 
         listener = BalancedListener(sock, counts, slot, serve)

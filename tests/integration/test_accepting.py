@@ -39,6 +39,16 @@ def counts() -> Iterator[ConnectionCounts]:
     shared.close()
 
 
+class Protocol:
+    """What a connection's protocol offers the listener: uvicorn's graceful ``shutdown``."""
+
+    def __init__(self) -> None:
+        self.shut_down = False
+
+    def shutdown(self) -> None:
+        self.shut_down = True
+
+
 class Worker:
     """Slot 0's listener on a loopback socket, holding ``held`` connections already;
     what it accepts is kept (and closed at the end)."""
@@ -48,14 +58,22 @@ class Worker:
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.accepted: list[socket.socket] = []
+        self.protocols: list[Protocol] = []
+        #: Cleared: each connection's setting up waits until it is set again.
+        self.setting_up = asyncio.Event()
+        self.setting_up.set()
         self.listener = BalancedListener(self.sock, counts, 0, self.serve, defer=defer)
         for _ in range(held):
             self.listener.connections.add(object())
         self.clients: list[socket.socket] = []
 
-    async def serve(self, conn: socket.socket) -> None:
+    async def serve(self, conn: socket.socket) -> tuple[socket.socket, Protocol]:
         self.accepted.append(conn)
+        protocol = Protocol()
         self.listener.connections.add(conn)  # (as a protocol adds itself)
+        await self.setting_up.wait()  # (a TLS handshake, say)
+        self.protocols.append(protocol)
+        return conn, protocol
 
     def connect(self, n: int = 1) -> None:
         """``n`` clients connect (the kernel completes them into the backlog)."""
@@ -208,5 +226,27 @@ def test_a_turn_with_nothing_waiting_is_not_one_the_others_left_unanswered(
                 w.listener._stepped_aside(counts.elsewhere(0))
                 assert w.listener._unanswered == 0
             assert w.accepted == []
+
+    run(main())
+
+
+def test_a_connection_set_up_after_the_listener_closed_is_asked_to_shut_down(
+        run: Run, counts: ConnectionCounts) -> None:
+    """The server asks the connections it holds to finish when it begins to shut down;
+    one accepted before and set up after would otherwise serve its client's next
+    requests for as long as they came, and the worker would wait for them to stop."""
+    async def main() -> None:
+        counts.set(1, NOT_ACCEPTING)
+        with worker(counts, held=0, defer=PATIENT) as w:
+            w.connect()
+            await until(lambda: len(w.accepted) == 1)  # set up at once, before closing
+            w.setting_up.clear()
+            w.connect()
+            await until(lambda: len(w.accepted) == 2)  # accepted, still being set up
+            w.listener.close()
+            w.setting_up.set()
+            await until(lambda: len(w.protocols) == 2)
+            await until(lambda: w.protocols[1].shut_down)
+            assert not w.protocols[0].shut_down  # (the server's own shutdown asks it)
 
     run(main())
