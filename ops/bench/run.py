@@ -15,6 +15,7 @@ import secrets
 import signal
 import subprocess
 import tempfile
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -163,6 +164,7 @@ class Bench:
             pool = stack.enter_context(ProcessPoolExecutor(
                 max_workers=1, mp_context=multiprocessing.get_context("spawn")))
             meter.load_pid = pool.submit(worker_pid).result(timeout=60)
+            stack.push(stop_load_generator(meter.load_pid))
             if self.only is None:
                 self.report["pgbench"] = pgbench.measure(embedded_bin, database_url,
                                                          self.duration, work, meter)
@@ -323,6 +325,23 @@ class Bench:
         self.report["backup"] = measured
         for line in measured["summary_md"][5:]:
             say(line)
+
+
+def stop_load_generator(pid: int) -> Callable[..., bool]:
+    """An exit callback that, when the run ends by an exception (Ctrl-C, SIGTERM, a failed
+    step), kills the load generator's process ``pid`` before its pool is shut down: the
+    shutdown waits for the step in flight, and a load whose server was stopped under it
+    retries until its cap (step (e): 1,200 s). The process holds nothing to undo; the
+    pool then finds it gone and ends."""
+
+    def stop(exc_type: type[BaseException] | None, _exc: BaseException | None,
+             _tb: Any) -> bool:
+        if exc_type is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        return False
+
+    return stop
 
 
 def interrupt_on_sigterm() -> None:
