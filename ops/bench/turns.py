@@ -79,8 +79,6 @@ def measure(monitor: Monitor, server: Server, meter: CpuMeter, pool: ProcessPool
     slot's figures, and the ratios (``ratios``)."""
     rounds_n, slot = (ROUNDS_QUICK, SLOT_S_QUICK) if quick else (ROUNDS, SLOT_S)
     say(f"(c) in turns: library, PUT @16 and @64, {rounds_n} rounds of {slot:g} s each")
-    schema = sql.Identifier(LIBRARY_SCHEMA)
-    monitor.conn.execute(sql.SQL("CREATE SCHEMA {}").format(schema))
     rounds: list[dict[str, float]] = []
     slots: list[dict[str, Any]] = []
     holder: list[Cpu] = []
@@ -88,6 +86,8 @@ def measure(monitor: Monitor, server: Server, meter: CpuMeter, pool: ProcessPool
     acknowledged = http_step(monitor, server, meter, pool, HttpSpec(
         "turns_warmup", "PUT", server.port, f"{token}-turns-warm", CONNECTIONS[0],
         WARMUP_S_QUICK if quick else WARMUP_S, headers=headers)).acknowledged_writes
+    schema = sql.Identifier(LIBRARY_SCHEMA)
+    monitor.conn.execute(sql.SQL("CREATE SCHEMA {}").format(schema))
     try:
         with meter.measure(holder.append):
             for index in range(rounds_n):
