@@ -172,6 +172,10 @@ async def burst(url: str, n: int, pids: list[int], port: int) -> list[int]:
             writer.close()
 
 
+#: Bursts of connections opened together; the median one is judged.
+BURSTS = 9
+
+
 def test_connections_opened_together_are_spread_over_the_workers(shared: Serving) -> None:
     """Each connection goes to the worker holding fewer (ops/accepting.py). Before, the
     first worker to wake accepted every connection waiting: 16 / 0 in most bursts."""
@@ -192,14 +196,16 @@ def test_connections_opened_together_are_spread_over_the_workers(shared: Serving
             c.close()
     wait_until(lambda: sum(connections_of(pids, port)) == 0, "the connections to close")
     splits = []
-    for _ in range(5):
+    for _ in range(BURSTS):
         splits.append(asyncio.run(burst(shared.url, 16, pids, port)))
         wait_until(lambda: sum(connections_of(pids, port)) == 0, "the connections to close")
-    # a worker that is not woken within the 2 ms the other leaves it may miss a burst
-    # now and then (one in thirty on a machine whose cores a CPU hog kept busy): the
-    # median burst is even, or nearly
+    # A worker that is not woken within the 2 ms the other leaves it may miss part of a
+    # burst: one in thirty on a machine whose cores a CPU hog kept busy, more beside the
+    # rest of the suite on a host slow to wake processes (the median burst of five was
+    # once 10 / 6 there). The median burst keeps at least 5 on each worker; the first
+    # to wake taking everything (16 / 0 in most bursts) fails it.
     assert all(sum(split) == 16 for split in splits), splits
-    assert sorted(min(split) for split in splits)[2] >= 7, splits
+    assert sorted(min(split) for split in splits)[BURSTS // 2] >= 5, splits
 
 
 def test_a_worker_that_dies_is_replaced_while_the_other_serves(shared: Serving) -> None:
