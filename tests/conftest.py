@@ -13,9 +13,13 @@ import os
 import pkgutil
 import ssl
 import warnings
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+from nexus_ssot.ops.embedded.folders import shared_dir_name
+from nexus_ssot.ops.embedded.pg_cluster import discard_relocated_under
 
 
 # Imported up front, every module of the pytest plugins whose whole distributions pytest
@@ -130,6 +134,19 @@ LONGEST_FIRST = (
     "tests/integration/test_conflicts.py",
     "tests/integration/test_kv_mirror.py",
 )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _relocated_clusters_removed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """At the end of the session (of each worker), the embedded PostgreSQL clusters that
+    tests' ``ssot serve`` runs relocated under /var/tmp for data dirs in this session's
+    temporary folder: pytest keeps that folder for a while, so nothing else would remove
+    them (~47 MB each)."""
+    yield
+    removed = discard_relocated_under(tmp_path_factory.getbasetemp(),
+                                      shared_dir_name("nexus-ssot-pg-data"))
+    if removed:
+        print(f"\nremoved {len(removed)} relocated PostgreSQL cluster(s) of this session")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -1,6 +1,7 @@
 """Where an embedded PostgreSQL cluster lives (its data dir, or a folder under /var/tmp
 named by a marker in the data dir when the user running PostgreSQL cannot reach that),
-its postmaster, and the removal of clusters whose data dir has gone."""
+its postmaster, and the removal of clusters whose data dir has gone (or, at the end of a
+test run, lies under the run's temporary folder)."""
 
 from __future__ import annotations
 
@@ -113,3 +114,30 @@ def _collect_orphans(base: Path) -> None:
             continue  # unreadable: keep it
         discard_cluster(base / token)
         owner.unlink(missing_ok=True)
+
+
+def discard_relocated_under(folder: Path, root: Path) -> list[Path]:
+    """Stop and delete every cluster relocated under ``root`` for a data dir below
+    ``folder`` (a test run's temporary folder, which outlives the run: such clusters would
+    otherwise stay until the folder is gone and a later start collects them); returns the
+    clusters removed. Clusters of any other data dir are left alone."""
+    if not root.is_dir():
+        return []
+    folder = folder.resolve()
+    removed = []
+    with locked(root):
+        for owner in sorted(root.glob("*.json")):
+            token = owner.name.removesuffix(".json")
+            if not _is_token(token):
+                continue
+            try:
+                data_dir = Path(_read_json(owner).get("data_dir", ""))
+            except OSError:
+                continue
+            if not data_dir.is_absolute() or not data_dir.resolve().is_relative_to(folder):
+                continue
+            discard_cluster(root / token)
+            owner.unlink(missing_ok=True)
+            (data_dir / MARKER).unlink(missing_ok=True)
+            removed.append(root / token)
+    return removed

@@ -28,6 +28,8 @@ from nexus_ssot.ops.embedded import (
     pg_binaries,
     pg_user,
 )
+from nexus_ssot.ops.embedded.folders import shared_dir_name
+from nexus_ssot.ops.embedded.pg_cluster import MARKER, discard_relocated_under
 
 FAST = {"fsync": "off"}
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="only root switches to another OS user")
@@ -311,6 +313,36 @@ def test_postgres_under_a_closed_folder_keeps_its_cluster_outside(pg_dir: Path) 
     pg.discard()
     assert not second_cluster.exists()
     assert not pg_dir.exists()
+
+
+@as_root
+def test_the_clusters_relocated_for_a_folder_are_removed_and_no_other(
+        pg_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """What the suite does at its end (tests/conftest.py) for the clusters its runs of
+    ``ssot serve`` relocated: those of data dirs below the folder go, running or not, with
+    their owner files and markers; a cluster of a data dir elsewhere stays."""
+    root = shared_dir_name("nexus-ssot-pg-data")
+    elsewhere = tmp_path_factory.mktemp("elsewhere", numbered=True) / "pg"
+    with EmbeddedPostgres(elsewhere, settings=FAST) as other:
+        kept = other.pgdata
+    running = EmbeddedPostgres(pg_dir, settings=FAST)
+    try:
+        running.start()
+        cluster = running.pgdata
+        assert cluster.parent == root and kept.parent == root
+        assert postmasters_serving(cluster)
+
+        removed = discard_relocated_under(pg_dir.parent, root)
+
+        assert removed == [cluster]
+        assert not cluster.exists() and not (root / f"{cluster.name}.json").exists()
+        assert not postmasters_serving(cluster)
+        assert not (pg_dir / MARKER).exists()
+        assert kept.is_dir() and (root / f"{kept.name}.json").is_file()
+    finally:
+        running.stop()
+        EmbeddedPostgres(elsewhere, settings=FAST).discard()
+    assert not kept.exists()
 
 
 @as_root
