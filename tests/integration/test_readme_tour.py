@@ -113,7 +113,8 @@ def tour_server(server_url: str, data_dir: Path) -> Iterator[str]:
 
 def run(command: str, url: str, data_dir: Path) -> str:
     """``command`` as the README's reader runs it: the CLI on the PATH, the admin token the
-    server made in ``TOKEN`` (``export TOKEN=$(cat .ssot/admin-token)``)."""
+    server made in ``TOKEN`` (``export TOKEN=$(cat .ssot/admin-token)``), in the test's own
+    folder (a file a page writes lands there, not in the checkout)."""
     port = url.rsplit(":", 1)[1]
     env = {**tour_environment(), "SSOT_URL": url, "SSOT_DATA_DIR": str(data_dir),
            "TOKEN": (data_dir / "admin-token").read_text().strip(),
@@ -121,7 +122,7 @@ def run(command: str, url: str, data_dir: Path) -> str:
     command = command.replace(".ssot/", f"{data_dir}/")
     done = subprocess.run(["bash", "-c", command.replace("localhost:8080", f"127.0.0.1:{port}")],
                           env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          timeout=60, cwd=ROOT)
+                          timeout=60, cwd=data_dir)
     return done.stdout
 
 
