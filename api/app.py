@@ -74,6 +74,7 @@ from .log_notifier import LogNotifier
 from .rate_limit import RateLimit, RateLimiter
 from .read_replica import read_connection
 from .service import AppState, Service
+from .single_values import single_values
 from .starting import NotReadyYet, Startup
 
 _CORRELATION_ID = re.compile(rb"^[\x21-\x7e]{1,128}$")
@@ -235,7 +236,8 @@ def create_app(settings: Settings) -> FastAPI:
             "immutable event; every error is application/problem+json with a stable `code`."
         ),
         lifespan=lifespan,
-        dependencies=[Depends(negotiation.acceptable), Depends(authorize)],
+        dependencies=[Depends(negotiation.acceptable), Depends(authorize),
+                      Depends(single_values)],
         docs_url=None, redoc_url=None,  # docs_pages serves them, with their assets
         # The service traces and counts requests itself (docs/tracing.md, docs/metrics.md):
         # FastAPI's own telemetry would add a second span and second metrics for each once

@@ -18,7 +18,7 @@ from starlette.responses import Response
 
 from nexus_ssot.ledger.addressing import check_namespace
 from nexus_ssot.ledger.commands import Command, Delete, JsonPatch, MergePatch, Put
-from nexus_ssot.ledger.documents import check_json_patch
+from nexus_ssot.ledger.documents import check_document, check_json_patch
 from nexus_ssot.ledger.errors import EntryGone, NotFound
 from nexus_ssot.projections import current_state, entry_at
 from nexus_ssot.projections import entry_history as entry_history_view
@@ -98,6 +98,8 @@ async def put_entry(request: Request, namespace: Namespace, key: Key) -> Respons
     http.require_media_type(request, JSON)
     body = await http.read_body(request, settings.max_request_bytes)
     document = http.parse_json(body, field="document")
+    if not isinstance(document, dict):  # refused before any precondition is looked at
+        check_document(document, settings.limits(ns))
     return await write_command(
         request, Put(ns, k, http.expectation(request), document=document), body)
 
@@ -125,6 +127,8 @@ async def patch_entry(request: Request, namespace: Namespace, key: Key) -> Respo
     expected = http.expectation(request)
     command: Command
     if mt == MERGE_PATCH:
+        if not isinstance(patch, dict):  # it replaces the whole document (RFC 7386)
+            check_document(patch, settings.limits(ns))
         command = MergePatch(ns, k, expected, patch=patch)
     else:
         command = JsonPatch(ns, k, expected, operations=check_json_patch(patch))

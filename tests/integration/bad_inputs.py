@@ -28,12 +28,12 @@ class Bad(NamedTuple):
     field: str | None
     headers: tuple[tuple[str, str | bytes], ...] = (("Content-Type", JSON),)
     body: bytes = b""
-    params: dict[str, str] | None = None
+    params: dict[str, str] | list[tuple[str, str]] | None = None
 
 
 def put(id: str, body: bytes | str, status: int, code: str, field: str | None,
         headers: list[tuple[str, str | bytes]] | None = None, path: str = ENTRY,
-        params: dict[str, str] | None = None) -> Bad:
+        params: dict[str, str] | list[tuple[str, str]] | None = None) -> Bad:
     """A PUT of ``body`` with ``headers``, as JSON unless they name a Content-Type."""
     raw = body.encode() if isinstance(body, str) else body
     given = headers or []
@@ -48,8 +48,8 @@ def post(id: str, path: str, body: Any, status: int, code: str, field: str | Non
     return Bad(id, "POST", path, status, code, field, (("Content-Type", JSON),), raw)
 
 
-def get(id: str, path: str, params: dict[str, str], status: int, code: str,
-        field: str | None) -> Bad:
+def get(id: str, path: str, params: dict[str, str] | list[tuple[str, str]], status: int,
+        code: str, field: str | None) -> Bad:
     return Bad(id, "GET", path, status, code, field, (), b"", params)
 
 
@@ -207,6 +207,12 @@ BODIES = [
     put("array document", "[1, 2]", 400, "document_not_object", "document"),
     put("string document", '"x"', 400, "document_not_object", "document"),
     put("null document", "null", 400, "document_not_object", "document"),
+    # the document's shape is refused before the preconditions are looked at: a request
+    # that cannot succeed is told why, whatever the entry's state
+    put("null document, If-Match * on a missing entry", "null", 400, "document_not_object",
+        "document", [("If-Match", "*")], path=ENTRY + "x"),
+    put("array document, a stale If-Match", "[1]", 400, "document_not_object", "document",
+        [("If-Match", '"9"')]),
     put("number document", "42", 400, "document_not_object", "document"),
     put("duplicate member", '{"a": 1, "a": 2}', 400, "duplicate_member", "document.a"),
     put("duplicate nested member", '{"x": {"b": [1, {"c": 1, "c": 1}]}}', 400,
@@ -240,6 +246,9 @@ PATCHES = [
           '{"op": "test", "path": "/a", "value": 2}]', 422, "patch_test_failed", "patch[1]"),
     patch("merge patch making a non-object", "[1]", 400, "document_not_object", "document",
           media_type=MERGE),
+    Bad("merge patch null, If-Match * on a missing entry", "PATCH", ENTRY + "x", 400,
+        "document_not_object", "document",
+        (("Content-Type", MERGE), ("If-Match", "*")), b"null"),
     patch("merge patch with a duplicate member", '{"b": 1, "b": 2}', 400, "duplicate_member",
           "patch.b", media_type=MERGE),
     patch("json patch value 1e400", '[{"op": "add", "path": "/b", "value": 1e400}]', 400,
@@ -304,6 +313,17 @@ QUERIES = [
     get("limit 0", LIST, {"limit": "0"}, 400, "invalid_parameter", "limit"),
     get("limit 1001", LIST, {"limit": "1001"}, 400, "invalid_parameter", "limit"),
     get("limit -1", "/v1/namespaces", {"limit": "-1"}, 400, "invalid_parameter", "limit"),
+    # a parameter that takes one value, given two (the framework would read the last)
+    get("limit given twice", LIST, [("limit", "5"), ("limit", "500")], 400,
+        "invalid_parameter", "limit"),
+    get("audit correlation_id given twice", "/v1/audit",
+        [("correlation_id", "a"), ("correlation_id", "b")], 400, "invalid_parameter",
+        "correlation_id"),
+    get("version given twice", ENTRY, [("version", "1"), ("version", "1")], 400,
+        "invalid_parameter", "version"),
+    get("whoami namespace given twice", "/v1/access/whoami",
+        [("namespace", "x"), ("namespace", "y")], 400, "invalid_parameter",
+        "namespace"),
     get("version 0", ENTRY, {"version": "0"}, 400, "invalid_parameter", "version"),
     get("version not a number", ENTRY, {"version": "abc"}, 400, "invalid_parameter",
         "version"),
