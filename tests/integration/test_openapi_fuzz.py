@@ -36,7 +36,14 @@ from schemathesis.transport.requests import ManagedCookiesSession
 
 from nexus_ssot.api.app import create_app
 from nexus_ssot.ledger.settings import Settings
-from tests.integration.conftest import AUTH, _with_db, event_count, free_port, start_serve
+from tests.integration.conftest import (
+    ADMIN_TOKEN,
+    AUTH,
+    _with_db,
+    event_count,
+    free_port,
+    start_serve,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -58,6 +65,8 @@ deterministic = true
 max-examples = {EXAMPLES}
 [phases.stateful]
 max-steps = {STEPS}
+[auth.openapi.bearer]
+bearer = "{ADMIN_TOKEN}"
 """
 
 
