@@ -9,13 +9,21 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel, BeforeValidator, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field
 from starlette.responses import Response
 
 from nexus_ssot.access.log import AccessRow, read
 
 from .pagination import decode_cursor, page
-from .params import READ_ERRORS, Cursor, Limit, one_coordinate, rfc3339_only, service_of
+from .params import (
+    READ_ERRORS,
+    Cursor,
+    Limit,
+    in_range,
+    one_coordinate,
+    rfc3339_only,
+    service_of,
+)
 
 router = APIRouter(prefix="/v1")
 
@@ -68,8 +76,8 @@ class AccessLogPage(BaseModel):
     next_cursor: str | None
 
 
-Since = Annotated[datetime | None, BeforeValidator(rfc3339_only), Query(
-    description="RFC 3339 time: only rows appended at or after it")]
+Since = Annotated[datetime | None, BeforeValidator(rfc3339_only), AfterValidator(in_range),
+                  Query(description="RFC 3339 time: only rows appended at or after it")]
 
 
 @router.get(

@@ -6,12 +6,12 @@ request reaches."""
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
 from fastapi import Path, Query, Request
-from pydantic import BeforeValidator
+from pydantic import AfterValidator, BeforeValidator
 
 from nexus_ssot.ledger.addressing import (
     MAX_KEY_LENGTH,
@@ -56,9 +56,29 @@ def rfc3339_only(value: Any) -> Any:
     return value
 
 
+def in_range(value: Any) -> Any:
+    """A time whose UTC equivalent lies in the years 1 to 9999, what a datetime (and
+    psycopg's reading of PostgreSQL's times) can hold: ``0001-01-01T00:00:00+00:01`` is a
+    minute before year 1, and answered 500 when it reached the database."""
+    if isinstance(value, datetime) and not representable(value):
+        raise ValueError("lies outside the years 1 to 9999 once taken to UTC")
+    return value
+
+
+def representable(moment: datetime) -> bool:
+    if moment.tzinfo is None:
+        return True  # refused elsewhere, for its missing time zone
+    try:
+        moment.astimezone(UTC)
+    except OverflowError:
+        return False
+    return True
+
+
 _RFC3339_START = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
-AsOf = Annotated[datetime | None, BeforeValidator(rfc3339_only), Query(
-    description="RFC 3339 time: the state as of the last event committed at or before it")]
+AsOf = Annotated[datetime | None, BeforeValidator(rfc3339_only), AfterValidator(in_range),
+                 Query(description="RFC 3339 time: the state as of the last event committed "
+                       "at or before it")]
 PastVersion = Annotated[int | None, Query(ge=1, le=MAX_INT, description="A past version")]
 AtPosition = Annotated[int | None, Query(
     ge=0, le=MAX_INT, description="Global position: the state after the event at this position")]
@@ -98,9 +118,10 @@ def read_coordinate(query_string: bytes) -> dict[str, int | datetime] | None:
         return {name: number} if least <= number <= MAX_INT else None
     if name == "as_of" and _PLAIN_TIME.fullmatch(value):
         try:
-            return {name: datetime.fromisoformat(value)}
+            moment = datetime.fromisoformat(value)
         except ValueError:  # a month 13, a day 31 of a month of 30, an offset of 24 h
             return None
+        return {name: moment} if representable(moment) else None
     return None
 
 
@@ -175,4 +196,7 @@ def as_of_member(value: Any) -> datetime:
         raise InvalidInput(f"as_of {quoted(value)} is not an RFC 3339 time",
                            code="invalid_parameter", field="as_of") from None
     one_coordinate(as_of=moment)
+    if not representable(moment):
+        raise InvalidInput(f"as_of {quoted(value)} lies outside the years 1 to 9999 once "
+                           "taken to UTC", code="invalid_parameter", field="as_of")
     return moment

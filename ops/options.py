@@ -4,7 +4,7 @@ whichever command takes it."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -22,6 +22,11 @@ def moment(text: str) -> datetime:
                          ) from None
     if value.tzinfo is None:
         raise ValueError(f"{text!r} has no UTC offset (e.g. 2026-01-31T12:00:00Z)")
+    try:
+        value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"{text!r} lies outside the years 1 to 9999 once taken to UTC"
+                         ) from None
     return value
 
 
