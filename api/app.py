@@ -71,10 +71,10 @@ from .entry_fast_path import EntryFastPath
 from .guard import authorize
 from .http_protocol import STATE_KEY, ConnectionRules
 from .log_notifier import LogNotifier
+from .query_values import plain_query
 from .rate_limit import RateLimit, RateLimiter
 from .read_replica import read_connection
 from .service import AppState, Service
-from .single_values import single_values
 from .starting import NotReadyYet, Startup
 
 _CORRELATION_ID = re.compile(rb"^[\x21-\x7e]{1,128}$")
@@ -237,7 +237,7 @@ def create_app(settings: Settings) -> FastAPI:
         ),
         lifespan=lifespan,
         dependencies=[Depends(negotiation.acceptable), Depends(authorize),
-                      Depends(single_values)],
+                      Depends(plain_query)],
         docs_url=None, redoc_url=None,  # docs_pages serves them, with their assets
         # The service traces and counts requests itself (docs/tracing.md, docs/metrics.md):
         # FastAPI's own telemetry would add a second span and second metrics for each once

@@ -324,6 +324,13 @@ QUERIES = [
     get("whoami namespace given twice", "/v1/access/whoami",
         [("namespace", "x"), ("namespace", "y")], 400, "invalid_parameter",
         "namespace"),
+    # a whole number written otherwise than in digits, which pydantic would read
+    get("verify to_position 0.0", "/v1/integrity/verify", {"to_position": "0.0"}, 400,
+        "invalid_parameter", "to_position"),
+    get("limit +5", LIST, {"limit": "+5"}, 400, "invalid_parameter", "limit"),
+    get("limit 1_0", LIST, {"limit": "1_0"}, 400, "invalid_parameter", "limit"),
+    get("limit with a space", LIST, {"limit": " 5"}, 400, "invalid_parameter", "limit"),
+    get("version 1.0", ENTRY, {"version": "1.0"}, 400, "invalid_parameter", "version"),
     get("version 0", ENTRY, {"version": "0"}, 400, "invalid_parameter", "version"),
     get("version not a number", ENTRY, {"version": "abc"}, 400, "invalid_parameter",
         "version"),
