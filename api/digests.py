@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import fastapi
 import orjson
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
 from starlette.responses import Response
 
 from nexus_ssot.integrity import digests
@@ -18,7 +18,16 @@ from nexus_ssot.ledger.errors import NotFound, Unavailable
 
 from .errors import problem_responses
 from .existence import unless_namespace_missing
-from .params import JSON, MAX_INT, READ_ERRORS, Key, Namespace, address, service_of
+from .params import (
+    JSON,
+    MAX_INT,
+    READ_ERRORS,
+    Key,
+    Namespace,
+    address,
+    in_digits,
+    service_of,
+)
 
 router = APIRouter(prefix="/v1")
 
@@ -109,7 +118,8 @@ async def list_digests(
     tags=["integrity"],
 )
 async def get_digest(request: Request,
-                     seq: Annotated[int, fastapi.Path(ge=1, le=MAX_INT)]) -> Response:
+                     seq: Annotated[int, BeforeValidator(in_digits),
+                                    fastapi.Path(ge=1, le=MAX_INT)]) -> Response:
     async with service_of(request).pool.connection() as conn:
         digest = await digests.digest_by_seq(conn, seq)
     if digest is None:

@@ -75,6 +75,18 @@ def representable(moment: datetime) -> bool:
     return True
 
 
+#: A whole number as a query or path parameter writes it: pydantic's lax parsing would
+#: also read ``1.0``, ``+1``, ``1_000`` and `` 1`` as numbers (api/query_values.py).
+DIGITS = re.compile(r"-?[0-9]+")
+
+
+def in_digits(value: Any) -> Any:
+    """A whole number in a path, written in digits."""
+    if isinstance(value, str) and not DIGITS.fullmatch(value):
+        raise ValueError("must be a whole number written in digits, e.g. 5")
+    return value
+
+
 _RFC3339_START = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
 AsOf = Annotated[datetime | None, BeforeValidator(rfc3339_only), AfterValidator(in_range),
                  Query(description="RFC 3339 time: the state as of the last event committed "

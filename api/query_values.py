@@ -17,7 +17,6 @@ parameters are looked up once per route."""
 
 from __future__ import annotations
 
-import re
 import types
 import typing
 from collections import Counter
@@ -30,8 +29,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from starlette.requests import Request
 
+from .params import DIGITS
+
 _MANY = (list, set, frozenset, tuple)
-_DIGITS = re.compile(r"-?[0-9]+")
 
 
 class QueryParameters(NamedTuple):
@@ -58,7 +58,7 @@ async def plain_query(request: Request) -> None:
         if count > 1 and name in declared.single:
             _refuse(name, f"given {count} times; it takes one value")
     for name, value in pairs:
-        if name in declared.whole and not _DIGITS.fullmatch(value):
+        if name in declared.whole and not DIGITS.fullmatch(value):
             _refuse(name, "must be a whole number written in digits, e.g. 5")
 
 

@@ -331,6 +331,7 @@ QUERIES = [
     get("limit 1_0", LIST, {"limit": "1_0"}, 400, "invalid_parameter", "limit"),
     get("limit with a space", LIST, {"limit": " 5"}, 400, "invalid_parameter", "limit"),
     get("version 1.0", ENTRY, {"version": "1.0"}, 400, "invalid_parameter", "version"),
+    get("digest 1.0", "/v1/integrity/digests/1.0", {}, 400, "invalid_parameter", "seq"),
     get("version 0", ENTRY, {"version": "0"}, 400, "invalid_parameter", "version"),
     get("version not a number", ENTRY, {"version": "abc"}, 400, "invalid_parameter",
         "version"),
