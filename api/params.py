@@ -6,7 +6,7 @@ request reaches."""
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
@@ -20,6 +20,7 @@ from nexus_ssot.ledger.addressing import (
     check_namespace,
 )
 from nexus_ssot.ledger.errors import InvalidInput, quoted
+from nexus_ssot.ledger.moments import representable
 
 from .errors import problem_responses
 from .service import Service
@@ -57,22 +58,10 @@ def rfc3339_only(value: Any) -> Any:
 
 
 def in_range(value: Any) -> Any:
-    """A time whose UTC equivalent lies in the years 1 to 9999, what a datetime (and
-    psycopg's reading of PostgreSQL's times) can hold: ``0001-01-01T00:00:00+00:01`` is a
-    minute before year 1, and answered 500 when it reached the database."""
+    """A time whose UTC equivalent lies in the years 1 to 9999 (``ledger.moments``)."""
     if isinstance(value, datetime) and not representable(value):
         raise ValueError("lies outside the years 1 to 9999 once taken to UTC")
     return value
-
-
-def representable(moment: datetime) -> bool:
-    if moment.tzinfo is None:
-        return True  # refused elsewhere, for its missing time zone
-    try:
-        moment.astimezone(UTC)
-    except OverflowError:
-        return False
-    return True
 
 
 #: A whole number as a query or path parameter writes it: pydantic's lax parsing would

@@ -12,8 +12,8 @@ another (HTTP parameter pollution), and a client's mistake is told, not guessed:
 
 A global dependency of the app, like content negotiation and authorization: it runs once
 the framework has matched the route (``scope["route"]``). A request without a query
-string costs it one lookup; one with a query string its parse, and the route's
-parameters are looked up once per route."""
+string costs it one lookup; one with a query string a pass over the values the framework
+parsed, and the route's parameters are looked up once per route."""
 
 from __future__ import annotations
 
@@ -21,7 +21,6 @@ import types
 import typing
 from collections import Counter
 from typing import Any, NamedTuple
-from urllib.parse import parse_qsl
 
 from fastapi import params
 from fastapi.dependencies.utils import get_flat_params
@@ -51,7 +50,7 @@ async def plain_query(request: Request) -> None:
     route = request.scope.get("route")
     if not isinstance(route, APIRoute):
         return
-    pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
+    pairs = request.query_params.multi_items()  # (parsed once: the framework reads it too)
     declared = _parameters(route)
     counts = Counter(name for name, _ in pairs)
     for name, count in counts.items():
@@ -83,23 +82,25 @@ def query_parameters(route: APIRoute) -> QueryParameters:
         whole=frozenset(f.alias for f in fields if _is_whole(f.field_info.annotation)))
 
 
+def _kinds(annotation: Any) -> list[Any]:
+    """The types a parameter's value may have: ``Annotated`` unwrapped, a union's members
+    but ``None``."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _kinds(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        return [kind for arg in typing.get_args(annotation) if arg is not type(None)
+                for kind in _kinds(arg)]
+    return [annotation]
+
+
 def _takes_many(annotation: Any) -> bool:
     """``list[str]``, ``list[str] | None``, ``Annotated[set[int], …]``: a parameter
     repeated for each of its values."""
-    origin = typing.get_origin(annotation)
-    if origin is typing.Annotated:
-        return _takes_many(typing.get_args(annotation)[0])
-    if origin in (typing.Union, types.UnionType):
-        return any(_takes_many(arg) for arg in typing.get_args(annotation))
-    return annotation in _MANY or origin in _MANY
+    return any(kind in _MANY or typing.get_origin(kind) in _MANY for kind in _kinds(annotation))
 
 
 def _is_whole(annotation: Any) -> bool:
     """``int``, ``int | None``, ``Annotated[int, …]`` (not ``bool``)."""
-    origin = typing.get_origin(annotation)
-    if origin is typing.Annotated:
-        return _is_whole(typing.get_args(annotation)[0])
-    if origin in (typing.Union, types.UnionType):
-        kinds = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
-        return bool(kinds) and all(_is_whole(arg) for arg in kinds)
-    return annotation is int
+    kinds = _kinds(annotation)
+    return bool(kinds) and all(kind is int for kind in kinds)

@@ -4,10 +4,12 @@ whichever command takes it."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import click
+
+from nexus_ssot.ledger.moments import representable
 
 #: A global log position: 0, 1, 2, …
 POSITION = click.IntRange(min=0)
@@ -22,11 +24,8 @@ def moment(text: str) -> datetime:
                          ) from None
     if value.tzinfo is None:
         raise ValueError(f"{text!r} has no UTC offset (e.g. 2026-01-31T12:00:00Z)")
-    try:
-        value.astimezone(UTC)
-    except OverflowError:
-        raise ValueError(f"{text!r} lies outside the years 1 to 9999 once taken to UTC"
-                         ) from None
+    if not representable(value):
+        raise ValueError(f"{text!r} lies outside the years 1 to 9999 once taken to UTC")
     return value
 
 
