@@ -140,6 +140,12 @@ class Settings(BaseSettings):
     #: It adds at most this to a commit's broadcast, and nothing to a commit that comes
     #: after a quiet moment; 0 reads every commit as it comes (docs/performance.md).
     followers_gather_seconds: float = Field(default=0.002, ge=0, le=0.1)
+    #: How much lower than the rest of ``ssot serve`` its followers' thread runs (added to
+    #: its nice value; 0 to 19): when the cores are short the writes' path gets them
+    #: first, and the followers, further behind, read longer ranges, which cost less per
+    #: event, for later broadcasts and views. 0, the default, runs them at the server's
+    #: own priority (docs/operations.md).
+    followers_nice: int = Field(default=0, ge=0, le=19)
     #: ``ssot serve`` runs the broadcaster (NATS JetStream) as one of its processes.
     broadcast: bool = True
     #: ``ssot serve`` keeps the asynchronous views current (False: run ``ssot project``).

@@ -24,7 +24,8 @@ from .project import run_all, runners_for
 
 class FollowersThread(LoopThread):
     """Every follower ``settings`` asks for (``SSOT_BROADCAST``, ``SSOT_DIGESTS``,
-    ``SSOT_PROJECTIONS``; the purge always) on one thread of its own."""
+    ``SSOT_PROJECTIONS``; the purge always) on one thread of its own, running
+    ``SSOT_FOLLOWERS_NICE`` lower than the server's HTTP workers and writer."""
 
     def __init__(self, settings: Settings) -> None:
         if not settings.database_url:
@@ -39,7 +40,7 @@ class FollowersThread(LoopThread):
         self.purger = IdempotencyPurger(
             settings.database_url, retention_seconds=settings.idempotency_retention_seconds,
             every_seconds=settings.idempotency_purge_every_seconds)
-        super().__init__("ssot-followers", self._follow)
+        super().__init__("ssot-followers", self._follow, nice=settings.followers_nice)
 
     async def _follow(self, stop: asyncio.Event) -> None:
         following = self.following

@@ -6,19 +6,26 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import logging
+import os
 import threading
 from collections.abc import Callable, Coroutine
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 class LoopThread:
     """Runs ``run(stop_event)`` on a thread of its own, with its own event loop."""
 
     def __init__(self, name: str,
-                 run: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> None:
+                 run: Callable[[asyncio.Event], Coroutine[Any, Any, None]], *,
+                 nice: int = 0) -> None:
         import uvloop  # imported when used: `ssot` starts fast for every other command
 
         self.loop = uvloop.new_event_loop()
+        #: Added to the thread's nice value as it starts (``lower_priority``).
+        self.nice = nice
         self.stop_event = asyncio.Event()
         self._coroutine = run
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -27,6 +34,8 @@ class LoopThread:
 
     def _run(self) -> None:
         os_thread_name(self.thread.name)
+        if self.nice:
+            lower_priority(self.nice)
         asyncio.set_event_loop(self.loop)
         try:
             self.loop.run_until_complete(self._coroutine(self.stop_event))
@@ -58,3 +67,15 @@ def os_thread_name(name: str) -> None:
         return
     setname.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
     setname(ctypes.c_void_p(threading.get_ident()), name.encode()[:15])
+
+
+def lower_priority(by: int) -> None:
+    """Add ``by`` to the calling thread's nice value (at most 19): on Linux a thread's
+    priority is its own (``setpriority`` on its thread id), and raising the value needs no
+    privilege. Where that fails the thread runs on at the priority it has, and says so."""
+    tid = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid,
+                       min(19, os.getpriority(os.PRIO_PROCESS, tid) + by))
+    except (AttributeError, OSError) as e:  # (no setpriority: not a Unix)
+        log.warning("thread %s keeps its priority: %s", threading.current_thread().name, e)

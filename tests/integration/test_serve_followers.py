@@ -22,12 +22,14 @@ def test_serve_with_the_writer_in_each_worker_follows_a_new_database(
         server_url: str, tmp_path: Path) -> None:
     """``SSOT_WRITER_PROCESS=false`` on a database never migrated: serve makes the schema
     before its followers start (they read tables the HTTP workers would make only as they
-    start), so the views follow the writes."""
+    start), so the views follow the writes; with ``SSOT_FOLLOWERS_NICE=10`` their thread
+    runs at the process's nice value + 10, and the process's main thread at its own."""
     with own_database(server_url, "ssot_thread_writer", migrated=False) as database_url:
         port = free_port()
         env = {**os.environ, "SSOT_DATABASE_URL": database_url, "SSOT_HTTP_PORT": str(port),
                "SSOT_DATA_DIR": str(tmp_path), "SSOT_WRITER_PROCESS": "false",
-               "SSOT_BROADCAST": "false"}  # never publish on a NATS server we did not start
+               "SSOT_BROADCAST": "false",  # never publish on a NATS server we did not start
+               "SSOT_FOLLOWERS_NICE": "10"}
         proc, url = start_serve(["--workers", "2"], env, port)
         try:
             for i in range(5):
@@ -44,11 +46,24 @@ def test_serve_with_the_writer_in_each_worker_follows_a_new_database(
                 return row is not None and row[0] >= last
 
             wait_until(followed, "namespace_stats to follow the writes", timeout=30)
+            nice = _nice_by_thread(proc.pid)
+            assert nice["ssot-followers"] == min(19, nice["main"] + 10), nice
         finally:
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(30) == 0
         output = proc.stdout.read().decode() if proc.stdout else ""
         assert "UndefinedTable" not in output, output  # not even for a while
+
+
+def _nice_by_thread(pid: int) -> dict[str, int]:
+    """The nice value of each thread of process ``pid`` by its name (``main``: the
+    process's first thread), from ``/proc/PID/task/TID/stat``."""
+    found = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        stat = (task / "stat").read_text()
+        name = "main" if task.name == str(pid) else stat[stat.index("(") + 1:stat.rindex(")")]
+        found[name] = int(stat[stat.rindex(")") + 2:].split()[16])  # field 19, nice
+    return found
 
 
 #: ``ssot serve`` whose followers' thread fails at once, or once the file named by its

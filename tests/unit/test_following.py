@@ -68,6 +68,7 @@ def test_every_follower_is_made_with_the_setting() -> None:
     thread = FollowersThread(s)  # ssot serve's (made, not started)
     try:
         assert thread.following.tail.gather == GATHER
+        assert thread.nice == s.followers_nice == 0  # (SSOT_FOLLOWERS_NICE's default)
     finally:
         thread.loop.close()
     assert Settings.model_fields["followers_gather_seconds"].default == 0.002
