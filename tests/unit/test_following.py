@@ -18,11 +18,13 @@ from nexus_ssot.ops.followers import FollowersThread
 from nexus_ssot.ops.project import runners_for
 
 GATHER = 0.007
+NICE = 7
 
 
 def settings() -> Settings:
     return Settings(database_url="postgresql://root@127.0.0.1:1/none",
-                    nats_url="nats://127.0.0.1:1", followers_gather_seconds=GATHER)
+                    nats_url="nats://127.0.0.1:1", followers_gather_seconds=GATHER,
+                    followers_nice=NICE)
 
 
 def test_a_role_on_a_following_of_its_own_gathers_as_it_was_told(
@@ -68,7 +70,8 @@ def test_every_follower_is_made_with_the_setting() -> None:
     thread = FollowersThread(s)  # ssot serve's (made, not started)
     try:
         assert thread.following.tail.gather == GATHER
-        assert thread.nice == s.followers_nice == 0  # (SSOT_FOLLOWERS_NICE's default)
+        assert thread.nice == NICE
     finally:
         thread.loop.close()
     assert Settings.model_fields["followers_gather_seconds"].default == 0.002
+    assert Settings.model_fields["followers_nice"].default == 0
