@@ -30,7 +30,10 @@ class FollowersThread(LoopThread):
     def __init__(self, settings: Settings) -> None:
         if not settings.database_url:
             not_configured("SSOT_DATABASE_URL")
-        self.following = Following(settings.database_url,
+        # The purge alone never reads the log: with the other followers run elsewhere
+        # (docs/operations.md), serve does not LISTEN on the log or read each commit.
+        reads_log = settings.broadcast or settings.digests or settings.projections
+        self.following = Following(settings.database_url, tail=reads_log,
                                    gather=settings.followers_gather_seconds)
         self.broadcaster = broadcaster_for(settings) if settings.broadcast else None
         # digests are published on NATS where the events are (SSOT_BROADCAST)

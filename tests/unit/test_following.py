@@ -75,3 +75,23 @@ def test_every_follower_is_made_with_the_setting() -> None:
         thread.loop.close()
     assert Settings.model_fields["followers_gather_seconds"].default == 0.002
     assert Settings.model_fields["followers_nice"].default == 0
+
+
+@pytest.mark.parametrize(("off", "tails"), [
+    ((), True),
+    (("broadcast",), True),
+    (("broadcast", "projections"), True),
+    (("broadcast", "digests"), True),
+    (("digests", "projections"), True),
+    (("broadcast", "digests", "projections"), False),
+])
+def test_serve_tails_the_log_only_for_a_follower_that_reads_it(
+        off: tuple[str, ...], tails: bool) -> None:
+    # the idempotency purge, which always runs, reads no commit: with the broadcaster,
+    # the digester and the views all run elsewhere, serve neither LISTENs nor reads
+    thread = FollowersThread(settings().model_copy(update=dict.fromkeys(off, False)))
+    try:
+        assert thread.following.tailing is tails
+    finally:
+        thread.loop.close()
+
