@@ -30,16 +30,16 @@ class FollowersThread(LoopThread):
     def __init__(self, settings: Settings) -> None:
         if not settings.database_url:
             not_configured("SSOT_DATABASE_URL")
-        # The purge alone never reads the log: with the other followers run elsewhere
-        # (docs/operations.md), serve does not LISTEN on the log or read each commit.
-        reads_log = settings.broadcast or settings.digests or settings.projections
-        self.following = Following(settings.database_url, tail=reads_log,
-                                   gather=settings.followers_gather_seconds)
         self.broadcaster = broadcaster_for(settings) if settings.broadcast else None
         # digests are published on NATS where the events are (SSOT_BROADCAST)
         self.digester = digester_for(settings, publish=settings.broadcast) \
             if settings.digests else None
         self.runners = runners_for(settings) if settings.projections else []
+        # The purge alone never reads the log: with the other followers run elsewhere
+        # (docs/operations.md), serve does not LISTEN on the log or read each commit.
+        self.following = Following(
+            settings.database_url, gather=settings.followers_gather_seconds,
+            tail=bool(self.broadcaster or self.digester or self.runners))
         self.purger = IdempotencyPurger(
             settings.database_url, retention_seconds=settings.idempotency_retention_seconds,
             every_seconds=settings.idempotency_purge_every_seconds)

@@ -94,4 +94,3 @@ def test_serve_tails_the_log_only_for_a_follower_that_reads_it(
         assert thread.following.tailing is tails
     finally:
         thread.loop.close()
-
